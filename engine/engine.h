@@ -1,0 +1,102 @@
+// The engine: one loop thread owns the device, the model and the KV cache.
+// Everything else talks to it through Submit / Cancel / Shutdown. No torch and
+// no gRPC in this header: the server and the CLI include it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/request.h"
+
+namespace streamgen {
+
+struct EngineOptions {
+  std::string model_dir;              // Hugging Face layout (config.json, *.safetensors, tokenizer.model)
+  std::string device = "cpu";         // "cpu", "cuda", "cuda:N"
+  std::string dtype;                  // "float32" | "bfloat16" | "float16"; "": float32 on CPU, bfloat16 on CUDA
+  int threads = 0;                    // intra-op threads; 0: the machine's cores
+  int max_queue = 64;                 // waiting requests; beyond: RESOURCE_EXHAUSTED
+  int max_batch = 16;                 // sequences decoded together
+  int default_max_new_tokens = 256;   // for requests with max_new_tokens == 0
+  int max_new_tokens_limit = 4096;    // an explicit max_new_tokens above this is refused
+  int max_stop_strings = 16;          // per request
+  int max_stop_string_bytes = 256;    // per stop string
+  bool start_paused = false;          // test hook: the loop waits for Resume()/Step()
+};
+
+// What a client may want to know about the loaded model and the limits.
+struct ModelInfo {
+  std::string name;          // the model directory's last path component
+  std::string architecture;  // "LlamaForCausalLM" | "MistralForCausalLM"
+  int vocab_size = 0;        // rows of the embedding
+  int tokenizer_vocab_size = 0;
+  int context_length = 0;    // max_position_embeddings
+  std::string dtype;         // compute dtype
+  std::string device;
+  int bos_token_id = -1;
+  std::vector<int> eos_token_ids;
+  int max_queue = 0;
+  int max_batch = 0;
+  int default_max_new_tokens = 0;
+  int max_new_tokens_limit = 0;
+  int max_stop_strings = 0;
+  int max_stop_string_bytes = 0;
+  std::string chat_template;  // tokenizer_config.json's chat_template ("" when none)
+};
+
+// Counters for tests and metrics (monotonic except the gauges).
+struct EngineStats {
+  int64_t waiting = 0;          // gauge
+  int64_t running = 0;          // gauge
+  int64_t submitted = 0;
+  int64_t finished = 0;         // every retired request, whatever the reason
+  int64_t cancelled = 0;
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  int64_t steps = 0;            // loop iterations that ran the model
+};
+
+class Engine {
+ public:
+  // Loads the model and starts the loop thread.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
+  ~Engine();  // Shutdown()
+
+  // Thread-safe. Validates and queues `request`; `sink` then receives its
+  // events on the loop thread. Returns the engine's id for Cancel().
+  // INVALID_ARGUMENT (bad request, names the field), RESOURCE_EXHAUSTED (queue
+  // full), UNAVAILABLE (shutting down).
+  absl::StatusOr<uint64_t> Submit(GenerationRequest request, TokenSink sink);
+
+  // Thread-safe. The request ends with kCancelled within one loop iteration
+  // (no-op when it has already finished).
+  void Cancel(uint64_t id);
+
+  // Thread-safe. Refuses new requests, cancels the rest, joins the loop.
+  void Shutdown();
+
+  // Thread-safe. Tokenizes text (BOS as the tokenizer config says when add_special).
+  std::vector<int> Tokenize(const std::string& text, bool add_special) const;
+  // Thread-safe. The piece of a token id ("" when out of range).
+  std::string TokenPiece(int id) const;
+
+  const ModelInfo& model_info() const;  // thread-safe (immutable)
+  EngineStats stats() const;            // thread-safe
+
+  // Test hooks: hold the loop before its next iteration / let it run / run n
+  // iterations while held. Thread-safe.
+  void Pause();
+  void Resume();
+  void Step(int iterations);
+
+  class Impl;
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace streamgen
