@@ -20,8 +20,8 @@ struct ModelOptions {
 
 // One sequence's keys and values, allocated once with a fixed capacity.
 struct KvCache {
-  std::vector<torch::Tensor> k;  // per layer: [capacity, kv_heads, head_dim]
-  std::vector<torch::Tensor> v;  // per layer: [capacity, kv_heads, head_dim]
+  std::vector<torch::Tensor> k;  // per layer: [kv_heads, capacity, head_dim]
+  std::vector<torch::Tensor> v;  // per layer: [kv_heads, capacity, head_dim]
   int64_t length = 0;            // positions filled
   int64_t capacity = 0;
 };
@@ -61,7 +61,15 @@ class LlamaModel {
   torch::Tensor embed_;      // [vocab, hidden]
   torch::Tensor final_norm_; // [hidden]
   torch::Tensor lm_head_;    // [vocab, hidden] (the embedding when tied)
-  torch::Tensor inv_freq_;   // [head_dim / 2] float32
+  torch::Tensor cos_;        // [max_positions, head_dim] (HF rotate-half layout), compute dtype
+  torch::Tensor sin_;        // [max_positions, head_dim]
+
+  torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w) const;
+  torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
+  torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& positions) const;
+  torch::Tensor Attend(const torch::Tensor& q, KvCache* cache, int layer, int64_t start,
+                       int64_t n) const;
+  torch::Tensor Logits(const torch::Tensor& h) const;
 };
 
 }  // namespace streamgen
