@@ -124,6 +124,15 @@ class Engine::Impl {
   }
 
   const ModelInfo& info() const { return info_; }
+  // The prompt's ids as Submit makes them: BOS / EOS as the tokenizer config says.
+  std::vector<int> PromptIds(const std::string& text) const {
+    const ModelConfig& c = model_->config();
+    std::vector<int> ids;
+    if (c.add_bos) ids.push_back(c.bos_token_id);
+    for (int id : tokenizer_->Encode(text)) ids.push_back(id);
+    if (c.add_eos && !c.eos_token_ids.empty()) ids.push_back(c.eos_token_ids[0]);
+    return ids;
+  }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
 
  private:
@@ -237,14 +246,7 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
   }
   auto seq = std::make_unique<Sequence>();
   seq->submitted = Clock::now();
-  if (has_ids) {
-    seq->prompt_ids = request.prompt_token_ids;
-  } else {
-    const ModelConfig& c = model_->config();
-    if (c.add_bos) seq->prompt_ids.push_back(c.bos_token_id);
-    for (int id : tokenizer_->Encode(request.prompt)) seq->prompt_ids.push_back(id);
-    if (c.add_eos && !c.eos_token_ids.empty()) seq->prompt_ids.push_back(c.eos_token_ids[0]);
-  }
+  seq->prompt_ids = has_ids ? request.prompt_token_ids : PromptIds(request.prompt);
   SG_RETURN_IF_ERROR(Validate(request, seq->prompt_ids, &seq->max_new_tokens));
   if (request.sampling.seed) {
     seq->seed = *request.sampling.seed;
@@ -496,11 +498,8 @@ void Engine::Shutdown() {
   if (impl_) impl_->Shutdown();
 }
 std::vector<int> Engine::Tokenize(const std::string& text, bool add_special) const {
-  std::vector<int> ids;
-  const ModelInfo& info = impl_->info();
-  if (add_special && info.bos_token_id >= 0) ids.push_back(info.bos_token_id);
-  for (int id : impl_->tokenizer().Encode(text)) ids.push_back(id);
-  return ids;
+  if (add_special) return impl_->PromptIds(text);
+  return impl_->tokenizer().Encode(text);
 }
 std::string Engine::TokenPiece(int id) const {
   if (id < 0 || id >= impl_->tokenizer().piece_count()) return "";

@@ -78,7 +78,8 @@ class Engine {
   // Thread-safe. Refuses new requests, cancels the rest, joins the loop.
   void Shutdown();
 
-  // Thread-safe. Tokenizes text (BOS as the tokenizer config says when add_special).
+  // Thread-safe. Tokenizes text; with add_special, BOS / EOS are added as the
+  // tokenizer config says, exactly as Submit does for a text prompt.
   std::vector<int> Tokenize(const std::string& text, bool add_special) const;
   // Thread-safe. The piece of a token id ("" when out of range).
   std::string TokenPiece(int id) const;
