@@ -13,7 +13,6 @@ PACKAGES=(
   libsentencepiece-dev libabsl-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
   libcpp-httplib-dev
   python3 python3-grpcio python3-protobuf python3-jinja2
-  nginx-light
 )
 
 missing=()
