@@ -461,7 +461,9 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   std::string header_text = header.dump();
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
 
-  std::FILE* out = std::fopen(path.c_str(), "wb");
+  // Written next to `path` and renamed into place, so a failed write leaves no partial file.
+  const std::string temp_path = absl::StrCat(path, ".partial");
+  std::FILE* out = std::fopen(temp_path.c_str(), "wb");
   if (out == nullptr) {
     return absl::PermissionDeniedError(
         absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
@@ -485,7 +487,10 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
     ok = std::fwrite(buffer.data(), 2, buffer.size(), out) == buffer.size();
   }
   if (std::fclose(out) != 0) ok = false;
-  if (!ok) return absl::InternalError(absl::StrCat(path, ": write failed"));
+  if (!ok || std::rename(temp_path.c_str(), path.c_str()) != 0) {
+    std::remove(temp_path.c_str());
+    return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+  }
   return absl::OkStatus();
 }
 

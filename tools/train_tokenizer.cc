@@ -1,10 +1,11 @@
 #include "tools/train_tokenizer.h"
 
-#include <unistd.h>
-
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -18,6 +19,24 @@
 #undef absl
 
 namespace streamgen {
+namespace {
+
+// Feeds the corpus lines to the trainer, so that no file path ends up in the
+// trained model (its trainer_spec records `input` and `model_prefix`).
+class LineIterator : public sentencepiece::SentenceIterator {
+ public:
+  explicit LineIterator(std::vector<std::string> lines) : lines_(std::move(lines)) {}
+  bool done() const override { return next_ >= lines_.size(); }
+  void Next() override { ++next_; }
+  const std::string& value() const override { return lines_[next_]; }
+  sentencepiece::util::Status status() const override { return {}; }
+
+ private:
+  std::vector<std::string> lines_;
+  size_t next_ = 0;
+};
+
+}  // namespace
 
 absl::Status TrainTokenizer(const std::string& corpus_path, const std::string& out_model_path,
                             int vocab_size) {
@@ -26,13 +45,16 @@ absl::Status TrainTokenizer(const std::string& corpus_path, const std::string& o
         "tokenizer vocab size ", vocab_size, " is too small: need at least 300 (3 special "
         "pieces, 256 byte pieces and some merges)"));
   }
-  if (access(corpus_path.c_str(), R_OK) != 0) {
+  std::ifstream in(corpus_path);
+  if (!in) {
     return absl::NotFoundError(absl::StrCat(corpus_path, ": corpus file not found or unreadable"));
   }
-  const std::string prefix = absl::StrCat(out_model_path, ".training-", getpid());
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(line);
+  }
+  if (lines.empty()) return absl::InvalidArgumentError(absl::StrCat(corpus_path, ": corpus is empty"));
   const std::unordered_map<std::string, std::string> args = {
-      {"input", corpus_path},
-      {"model_prefix", prefix},
       {"model_type", "bpe"},
       {"vocab_size", std::to_string(vocab_size)},
       {"byte_fallback", "true"},
@@ -51,16 +73,21 @@ absl::Status TrainTokenizer(const std::string& corpus_path, const std::string& o
       {"num_threads", "1"},
       {"minloglevel", "2"},
   };
-  const sentencepiece::util::Status status = sentencepiece::SentencePieceTrainer::Train(args);
-  const std::string trained = prefix + ".model";
-  std::remove((prefix + ".vocab").c_str());
+  LineIterator iterator(std::move(lines));
+  std::string model;
+  const sentencepiece::util::Status status =
+      sentencepiece::SentencePieceTrainer::Train(args, &iterator, &model);
   if (!status.ok()) {
-    std::remove(trained.c_str());
     return absl::InternalError(absl::StrCat("training the tokenizer on ", corpus_path,
                                             " failed: ", status.ToString()));
   }
-  if (std::rename(trained.c_str(), out_model_path.c_str()) != 0) {
-    std::remove(trained.c_str());
+  // Written beside the target and renamed, so a failure leaves no partial model.
+  const std::string temp_path = absl::StrCat(out_model_path, ".partial");
+  std::ofstream out(temp_path, std::ios::binary | std::ios::trunc);
+  out << model;
+  out.close();
+  if (!out || std::rename(temp_path.c_str(), out_model_path.c_str()) != 0) {
+    std::remove(temp_path.c_str());
     return absl::InternalError(absl::StrCat(out_model_path, ": cannot write the tokenizer model"));
   }
   return absl::OkStatus();
