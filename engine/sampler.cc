@@ -21,6 +21,11 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // that rounding in softmax / cumsum does not add a token at an exact boundary.
 constexpr double kTopPSlack = 1e-6;
 
+// Bad input reaches the caller as a c10::Error (the engine catches those).
+void ThrowIfError(const absl::Status& status) {
+  TORCH_CHECK(status.ok(), std::string(status.message()));
+}
+
 bool HasRepetitionPenalty(const SamplingParams& p) { return p.repetition_penalty != 1.0f; }
 bool HasCountPenalty(const SamplingParams& p) {
   return p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
@@ -234,15 +239,13 @@ torch::Tensor SelectByUniform(const torch::Tensor& probs, double u) {
       .clamp_max(n - 1);
 }
 
-absl::StatusOr<torch::Tensor> ComputeProbs(const torch::Tensor& logits,
-                                           const SamplingParams& params,
-                                           const std::vector<int>& prompt_ids,
-                                           const std::vector<int>& output_ids,
-                                           int valid_vocab) {
-  SG_RETURN_IF_ERROR(CheckLogits(logits, 1, valid_vocab, "ComputeProbs"));
+torch::Tensor ComputeProbs(const torch::Tensor& logits, const SamplingParams& params,
+                           const std::vector<int>& prompt_ids,
+                           const std::vector<int>& output_ids, int valid_vocab) {
+  ThrowIfError(CheckLogits(logits, 1, valid_vocab, "ComputeProbs"));
   SequenceRng unused(0);
   SampleInput row{&params, &prompt_ids, &output_ids, &unused, 0};
-  SG_RETURN_IF_ERROR(CheckRow(row, "ComputeProbs", logits.size(0)));
+  ThrowIfError(CheckRow(row, "ComputeProbs", logits.size(0)));
 
   torch::Tensor x = logits.narrow(0, 0, valid_vocab).to(torch::kFloat);
   if (HasPenalties(params)) x = ApplyPenalties(x, params, prompt_ids, output_ids);
@@ -257,22 +260,17 @@ absl::StatusOr<torch::Tensor> ComputeProbs(const torch::Tensor& logits,
   return out;
 }
 
-absl::StatusOr<std::vector<TokenInfo>> SampleBatch(const torch::Tensor& logits,
-                                                   const std::vector<SampleInput>& rows,
-                                                   int valid_vocab) {
-  SG_RETURN_IF_ERROR(CheckLogits(logits, 2, valid_vocab, "SampleBatch"));
-  if (logits.size(0) != static_cast<int64_t>(rows.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("SampleBatch: logits has ", logits.size(0), " rows but ", rows.size(),
-                     " SampleInputs were given"));
-  }
+std::vector<TokenInfo> SampleBatch(const torch::Tensor& logits,
+                                   const std::vector<SampleInput>& rows, int valid_vocab) {
+  ThrowIfError(CheckLogits(logits, 2, valid_vocab, "SampleBatch"));
+  TORCH_CHECK(logits.size(0) == static_cast<int64_t>(rows.size()), "SampleBatch: logits has ",
+              logits.size(0), " rows but ", rows.size(), " SampleInputs were given");
   std::vector<int64_t> fast;
   for (size_t r = 0; r < rows.size(); ++r) {
-    SG_RETURN_IF_ERROR(
-        CheckRow(rows[r], absl::StrCat("SampleBatch: rows[", r, "]"), logits.size(1)));
+    ThrowIfError(CheckRow(rows[r], absl::StrCat("SampleBatch: rows[", r, "]"), logits.size(1)));
     if (IsFastGreedy(rows[r])) fast.push_back(static_cast<int64_t>(r));
   }
-  if (rows.empty()) return std::vector<TokenInfo>();
+  if (rows.empty()) return {};
 
   // Step 1: ids >= valid_vocab are cut off (a view, no copy for float32).
   const torch::Tensor x = logits.narrow(1, 0, valid_vocab).to(torch::kFloat);
@@ -305,12 +303,13 @@ absl::StatusOr<std::vector<TokenInfo>> SampleBatch(const torch::Tensor& logits,
   return out;
 }
 
-absl::StatusOr<TokenInfo> SampleOne(const torch::Tensor& logits, const SampleInput& row,
-                                    int valid_vocab) {
-  SG_RETURN_IF_ERROR(CheckLogits(logits, 1, valid_vocab, "SampleOne"));
-  SG_ASSIGN_OR_RETURN(std::vector<TokenInfo> infos,
-                      SampleBatch(logits.unsqueeze(0), {row}, valid_vocab));
-  return std::move(infos[0]);
+int SampleOne(const torch::Tensor& logits, const SampleInput& row, int valid_vocab,
+              TokenInfo* info) {
+  ThrowIfError(CheckLogits(logits, 1, valid_vocab, "SampleOne"));
+  std::vector<TokenInfo> infos = SampleBatch(logits.unsqueeze(0), {row}, valid_vocab);
+  const int id = infos[0].id;
+  if (info != nullptr) *info = std::move(infos[0]);
+  return id;
 }
 
 }  // namespace streamgen

@@ -1,1 +1,451 @@
-// placeholder
+// The sampler against hand-computed distributions.
+#include "engine/sampler.h"
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace streamgen {
+namespace {
+
+torch::Tensor Row(std::vector<float> values) {
+  return torch::tensor(values, torch::kFloat);
+}
+
+std::vector<float> ToVector(const torch::Tensor& t) {
+  torch::Tensor c = t.to(torch::kFloat).contiguous().cpu();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+// Softmax by the formula, for expectations.
+std::vector<double> HandSoftmax(const std::vector<double>& x) {
+  double total = 0;
+  for (double v : x) total += std::exp(v);
+  std::vector<double> p;
+  for (double v : x) p.push_back(std::exp(v) / total);
+  return p;
+}
+
+void ExpectProbs(const torch::Tensor& probs, const std::vector<double>& expected) {
+  std::vector<float> got = ToVector(probs);
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_NEAR(got[i], expected[i], 1e-6) << "id " << i;
+  }
+}
+
+torch::Tensor Probs(std::vector<float> logits, const SamplingParams& params,
+                    int valid_vocab = -1, std::vector<int> prompt = {},
+                    std::vector<int> output = {}) {
+  if (valid_vocab < 0) valid_vocab = static_cast<int>(logits.size());
+  return ComputeProbs(Row(logits), params, prompt, output, valid_vocab);
+}
+
+// logits whose softmax is exactly `probs` (up to rounding).
+std::vector<float> LogOf(std::vector<double> probs) {
+  std::vector<float> out;
+  for (double p : probs) out.push_back(static_cast<float>(std::log(p)));
+  return out;
+}
+
+SamplingParams Sampled(float temperature) {
+  SamplingParams p;
+  p.temperature = temperature;
+  return p;
+}
+
+testing::AssertionResult HasText(const absl::Status& status, const std::string& text) {
+  if (status.message().find(text) != absl::string_view::npos) {
+    return testing::AssertionSuccess();
+  }
+  return testing::AssertionFailure() << "\"" << status.message() << "\" lacks \"" << text << "\"";
+}
+
+// Runs `call`, which must throw a c10::Error whose message contains `text`.
+template <typename Call>
+testing::AssertionResult ThrowsWith(Call call, const std::string& text) {
+  try {
+    call();
+  } catch (const c10::Error& e) {
+    const std::string message = e.what_without_backtrace();
+    if (message.find(text) != std::string::npos) return testing::AssertionSuccess();
+    return testing::AssertionFailure() << "\"" << message << "\" lacks \"" << text << "\"";
+  }
+  return testing::AssertionFailure() << "no c10::Error (expected \"" << text << "\")";
+}
+
+// SampleOne's TokenInfo.
+TokenInfo SampleInfo(const torch::Tensor& logits, const SampleInput& row, int valid_vocab) {
+  TokenInfo info;
+  const int id = SampleOne(logits, row, valid_vocab, &info);
+  EXPECT_EQ(id, info.id);
+  return info;
+}
+
+// ---- greedy ----
+
+TEST(SamplerTest, GreedyPicksArgmaxWithLowestIdOnTies) {
+  SamplingParams greedy;
+  SampleInput row{&greedy, nullptr, nullptr, nullptr, 0};
+  TokenInfo a = SampleInfo(Row({0.5f, 3.0f, -1.0f, 2.0f}), row, 4);
+  EXPECT_EQ(a.id, 1);
+  TokenInfo tie = SampleInfo(Row({1.0f, 3.0f, 3.0f, 2.0f}), row, 4);
+  EXPECT_EQ(tie.id, 1);
+}
+
+TEST(SamplerTest, GreedyNeverChoosesIdsBeyondValidVocab) {
+  SamplingParams greedy;
+  std::vector<int> output = {0};
+  SamplingParams penalised = greedy;
+  penalised.repetition_penalty = 1.5f;
+  // Id 3 and 4 have the largest logits but are padding (valid_vocab 3).
+  torch::Tensor logits = Row({1.0f, 2.0f, 0.0f, 9.0f, 8.0f}).repeat({3, 1});
+  std::vector<SampleInput> rows = {{&greedy, nullptr, nullptr, nullptr, 0},   // fast path
+                                   {&greedy, nullptr, nullptr, nullptr, 2},   // logprobs
+                                   {&penalised, nullptr, &output, nullptr, 0}};
+  std::vector<TokenInfo> got = SampleBatch(logits, rows, 3);
+  for (const TokenInfo& info : got) EXPECT_EQ(info.id, 1);
+  // The fast path's logprob is over the valid ids only.
+  const double expected = 2.0 - std::log(std::exp(1.0) + std::exp(2.0) + std::exp(0.0));
+  EXPECT_NEAR(got[0].logprob, expected, 1e-6);
+  EXPECT_NEAR(got[1].logprob, expected, 1e-6);
+  ExpectProbs(Probs({1.0f, 2.0f, 0.0f, 9.0f, 8.0f}, greedy, 3), {0, 1, 0, 0, 0});
+}
+
+TEST(SamplerTest, SampledNeverChoosesIdsBeyondValidVocab) {
+  SamplingParams hot = Sampled(5.0f);
+  SequenceRng rng(1);
+  SampleInput row{&hot, nullptr, nullptr, &rng, 0};
+  for (int i = 0; i < 200; ++i) {
+    TokenInfo got = SampleInfo(Row({0.0f, 0.0f, 50.0f, 50.0f}), row, 2);
+    ASSERT_LT(got.id, 2);
+  }
+  ExpectProbs(Probs({0.0f, 0.0f, 50.0f, 50.0f}, hot, 2), {0.5, 0.5, 0, 0});
+}
+
+TEST(SamplerTest, MixedBatchKeepsRowOrder) {
+  SamplingParams greedy;
+  SamplingParams top1 = Sampled(1.0f);
+  top1.top_k = 1;  // sampled, but only one candidate
+  SequenceRng rng(3);
+  torch::Tensor logits = torch::eye(4) * 5;  // row r prefers id r
+  std::vector<SampleInput> rows = {{&top1, nullptr, nullptr, &rng, 0},
+                                   {&greedy, nullptr, nullptr, nullptr, 0},
+                                   {&greedy, nullptr, nullptr, nullptr, 1},
+                                   {&greedy, nullptr, nullptr, nullptr, 0}};
+  std::vector<TokenInfo> got = SampleBatch(logits, rows, 4);
+  ASSERT_EQ(got.size(), 4u);
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(got[r].id, r);
+  ASSERT_EQ(got[2].top_logprobs.size(), 1u);
+  EXPECT_EQ(got[2].top_logprobs[0].id, 2);
+}
+
+TEST(SamplerTest, AcceptsBfloat16Logits) {
+  SamplingParams greedy;
+  SampleInput row{&greedy, nullptr, nullptr, nullptr, 0};
+  TokenInfo got =
+      SampleInfo(Row({0.5f, 3.0f, -1.0f, 2.0f}).to(torch::kBFloat16), row, 4);
+  EXPECT_EQ(got.id, 1);
+}
+
+// ---- temperature and filters ----
+
+TEST(SamplerTest, TemperatureScalesLogits) {
+  // T = 0.5: logits [1, 2, 3] -> [2, 4, 6].
+  ExpectProbs(Probs({1, 2, 3}, Sampled(0.5f)), HandSoftmax({2, 4, 6}));
+  // T = 2: [0.5, 1, 1.5].
+  ExpectProbs(Probs({1, 2, 3}, Sampled(2.0f)), HandSoftmax({0.5, 1, 1.5}));
+  // T = 1 with a padded id: softmax over the valid ids only.
+  ExpectProbs(Probs({1, 2, 3, 7}, Sampled(1.0f), 3), {HandSoftmax({1, 2, 3})[0],
+                                                     HandSoftmax({1, 2, 3})[1],
+                                                     HandSoftmax({1, 2, 3})[2], 0});
+}
+
+TEST(SamplerTest, SampleFrequenciesFollowTemperature) {
+  // Hand probabilities for [1, 2, 3] at T = 0.5: e^2, e^4, e^6 normalised
+  // (0.0159, 0.1173, 0.8668); T = 1 would give (0.090, 0.245, 0.665).
+  const std::vector<double> expected = HandSoftmax({2, 4, 6});
+  SamplingParams params = Sampled(0.5f);
+  SequenceRng rng(2024);
+  SampleInput row{&params, nullptr, nullptr, &rng, 0};
+  const int kDraws = 20000;
+  std::vector<int> counts(3, 0);
+  for (int i = 0; i < kDraws; ++i) {
+    TokenInfo got = SampleInfo(Row({1, 2, 3}), row, 3);
+    ++counts[got.id];
+  }
+  // The standard deviation of each frequency is below 0.0025.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NEAR(counts[i] / static_cast<double>(kDraws), expected[i], 0.01) << "id " << i;
+  }
+}
+
+TEST(SamplerTest, TopKKeepsExactlyK) {
+  SamplingParams params = Sampled(1.0f);
+  params.top_k = 2;
+  std::vector<double> kept = HandSoftmax({4, 3});
+  ExpectProbs(Probs({1, 4, 2, 3, 0}, params), {0, kept[0], 0, kept[1], 0});
+  // Ties at the k-th value: still exactly k, the lower ids.
+  ExpectProbs(Probs({2, 2, 2, 1}, params), {0.5, 0.5, 0, 0});
+  // k beyond the vocabulary: no-op.
+  params.top_k = 10;
+  ExpectProbs(Probs({1, 2, 3}, params), HandSoftmax({1, 2, 3}));
+}
+
+TEST(SamplerTest, TopPKeepsSmallestSetReachingP) {
+  SamplingParams params = Sampled(1.0f);
+  params.top_p = 0.8f;
+  // 0.5 + 0.3 = 0.8 reaches p: {0, 1}, renormalised 0.625 / 0.375.
+  ExpectProbs(Probs(LogOf({0.5, 0.3, 0.15, 0.05}), params), {0.625, 0.375, 0, 0});
+  // The same in another id order.
+  ExpectProbs(Probs(LogOf({0.15, 0.5, 0.05, 0.3}), params), {0, 0.625, 0, 0.375});
+  // Just above 0.8 needs the third token.
+  params.top_p = 0.81f;
+  ExpectProbs(Probs(LogOf({0.5, 0.3, 0.15, 0.05}), params),
+              {0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0});
+  // A tiny p keeps the most likely token.
+  params.top_p = 1e-7f;
+  ExpectProbs(Probs(LogOf({0.3, 0.5, 0.2}), params), {0, 1, 0});
+}
+
+TEST(SamplerTest, TopPWorksOnTheTopKRenormalisedDistribution) {
+  SamplingParams params = Sampled(1.0f);
+  params.top_k = 2;
+  params.top_p = 0.5f;
+  // After top-k: 0.4 / 0.7 = 0.571 >= 0.5, so only id 0 (over the original
+  // distribution 0.4 < 0.5 would have kept id 1 too).
+  ExpectProbs(Probs(LogOf({0.4, 0.3, 0.2, 0.1}), params), {1, 0, 0, 0});
+}
+
+TEST(SamplerTest, MinPDropsTokensBelowFractionOfMax) {
+  SamplingParams params = Sampled(1.0f);
+  params.min_p = 0.2f;  // threshold 0.2 * 0.5 = 0.1
+  ExpectProbs(Probs(LogOf({0.5, 0.3, 0.15, 0.05}), params),
+              {0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0});
+  params.min_p = 0.7f;  // threshold 0.35
+  ExpectProbs(Probs(LogOf({0.3, 0.5, 0.15, 0.05}), params), {0, 1, 0, 0});
+}
+
+// ---- penalties ----
+
+TEST(SamplerTest, RepetitionPenaltyDividesPositiveMultipliesNegative) {
+  SamplingParams params;
+  params.repetition_penalty = 2.0f;
+  // id 0 in the prompt (2 -> 1), id 1 twice in the output (-2 -> -4), id 2
+  // and 3 unseen.
+  torch::Tensor got = ApplyPenalties(Row({2, -2, 1, 0.5}), params, {0}, {1, 1});
+  EXPECT_EQ(ToVector(got), (std::vector<float>{1, -4, 1, 0.5}));
+}
+
+TEST(SamplerTest, PresenceAndFrequencyPenaltiesCountOutputOnly) {
+  SamplingParams params;
+  params.presence_penalty = 0.5f;
+  params.frequency_penalty = 0.25f;
+  // id 2 twice: 1 - 0.5 - 2 * 0.25 = 0; id 3 once: 1 - 0.5 - 0.25 = 0.25;
+  // id 0 only in the prompt: untouched.
+  torch::Tensor got = ApplyPenalties(Row({1, 1, 1, 1}), params, {0}, {2, 2, 3});
+  EXPECT_EQ(ToVector(got), (std::vector<float>{1, 1, 0, 0.25}));
+  // Negative penalties encourage repetition.
+  params.presence_penalty = -1.0f;
+  params.frequency_penalty = 0.0f;
+  EXPECT_EQ(ToVector(ApplyPenalties(Row({1, 1}), params, {}, {1})),
+            (std::vector<float>{1, 2}));
+}
+
+TEST(SamplerTest, RepetitionPenaltyComesBeforePresence) {
+  SamplingParams params;
+  params.repetition_penalty = 2.0f;
+  params.presence_penalty = 0.5f;
+  // 2 / 2 - 0.5 = 0.5 (the other order would give (2 - 0.5) / 2 = 0.75).
+  EXPECT_EQ(ToVector(ApplyPenalties(Row({2, 0}), params, {}, {0})),
+            (std::vector<float>{0.5, 0}));
+}
+
+TEST(SamplerTest, PenaltiesSteerTheChoice) {
+  SamplingParams params;  // greedy
+  params.frequency_penalty = 1.0f;
+  std::vector<int> output = {0, 0};
+  // 3 - 2 = 1 < 2: id 1 wins.
+  SampleInput row{&params, nullptr, &output, nullptr, 0};
+  TokenInfo got = SampleInfo(Row({3, 2, 0}), row, 3);
+  EXPECT_EQ(got.id, 1);
+  // Ids of padding rows in the history are ignored, not an error.
+  output = {4};
+  got = SampleInfo(Row({3, 2, 0, 0, 0}), row, 3);
+  EXPECT_EQ(got.id, 0);
+}
+
+// ---- the draw ----
+
+TEST(SamplerTest, InverseCdfBoundaries) {
+  torch::Tensor probs = Row({0.25, 0, 0.5, 0.25});
+  auto pick = [&](double u) { return SelectByUniform(probs, u).item<int64_t>(); };
+  EXPECT_EQ(pick(0.0), 0);
+  EXPECT_EQ(pick(0.2499), 0);
+  EXPECT_EQ(pick(0.25), 2);  // cdf [0.25, 0.25, 0.75, 1]: id 1 has no mass
+  EXPECT_EQ(pick(0.7499), 2);
+  EXPECT_EQ(pick(0.75), 3);
+  EXPECT_EQ(pick(std::nextafter(1.0, 0.0)), 3);
+  // Trailing zeros are never chosen, even for the largest u.
+  EXPECT_EQ(SelectByUniform(Row({0.5, 0.5, 0, 0}), std::nextafter(1.0, 0.0)).item<int64_t>(), 1);
+  // Not normalised: u scales the total (2 + 6): u = 0.25 -> target 2 -> id 1.
+  EXPECT_EQ(SelectByUniform(Row({2, 6}), 0.25).item<int64_t>(), 1);
+  EXPECT_EQ(SelectByUniform(Row({2, 6}), 0.2499).item<int64_t>(), 0);
+}
+
+TEST(SamplerTest, SequenceRngIsMt19937_64) {
+  // The first output of mt19937_64 with seed 5489 is 14514284786278117030.
+  SequenceRng rng(5489);
+  EXPECT_EQ(rng.NextUniform(), static_cast<double>(14514284786278117030ULL >> 11) * 0x1.0p-53);
+  EXPECT_EQ(rng.seed(), 5489u);
+  for (int i = 0; i < 1000; ++i) {
+    const double u = rng.NextUniform();
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+  }
+}
+
+// 50 tokens sampled from a flat distribution over 100 ids.
+std::vector<int> Draw50(uint64_t seed) {
+  SamplingParams params = Sampled(1.0f);
+  SequenceRng rng(seed);
+  SampleInput row{&params, nullptr, nullptr, &rng, 0};
+  std::vector<int> ids;
+  for (int i = 0; i < 50; ++i) {
+    TokenInfo got = SampleInfo(torch::zeros({100}), row, 100);
+    ids.push_back(got.id);
+  }
+  return ids;
+}
+
+TEST(SamplerTest, SameSeedSameTokens) {
+  EXPECT_EQ(Draw50(7), Draw50(7));
+  EXPECT_NE(Draw50(7), Draw50(8));
+  // Each token is the inverse CDF of exactly one uniform: id = floor(100 u).
+  std::vector<int> expected;
+  SequenceRng rng(7);
+  for (int i = 0; i < 50; ++i) expected.push_back(static_cast<int>(rng.NextUniform() * 100));
+  EXPECT_EQ(Draw50(7), expected);
+}
+
+TEST(SamplerTest, RowsAreIndependentOfBatchAndOrder) {
+  // Row X (seed 11) alone, then in a batch after other rows in another order.
+  torch::manual_seed(0);
+  const int kSteps = 20, kVocab = 50;
+  torch::Tensor logits = torch::randn({kSteps, 3, kVocab});
+  SamplingParams hot = Sampled(1.5f), warm = Sampled(0.7f), greedy;
+  hot.top_p = 0.9f;
+  std::vector<int> alone, mixed;
+  SequenceRng x1(11), x2(11), other(12);
+  for (int s = 0; s < kSteps; ++s) {
+    std::vector<TokenInfo> a = SampleBatch(
+        logits[s][0].unsqueeze(0), {{&hot, nullptr, nullptr, &x1, 0}}, kVocab);
+    alone.push_back(a[0].id);
+    torch::Tensor batch = torch::stack({logits[s][1], logits[s][2], logits[s][0]});
+    std::vector<TokenInfo> b =
+        SampleBatch(batch,
+                    {{&warm, nullptr, nullptr, &other, 3},
+                     {&greedy, nullptr, nullptr, nullptr, 0},
+                     {&hot, nullptr, nullptr, &x2, 0}},
+                    kVocab);
+    mixed.push_back(b[2].id);
+  }
+  EXPECT_EQ(alone, mixed);
+}
+
+// ---- logprobs ----
+
+TEST(SamplerTest, LogprobsAreRawLogSoftmaxOverValidIds) {
+  // Id 4 is padding. Penalties and temperature do not change logprobs.
+  const std::vector<double> raw = {1, 2, 3, 4};
+  const double lse = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0) + std::exp(4.0));
+  SamplingParams params;  // greedy, but id 3 is penalised below id 2
+  params.repetition_penalty = 4.0f;
+  std::vector<int> output = {3};
+  SampleInput row{&params, nullptr, &output, nullptr, 3};
+  TokenInfo got = SampleInfo(Row({1, 2, 3, 4, 10}), row, 4);
+  EXPECT_EQ(got.id, 2);  // 4 / 4 = 1 < 3
+  EXPECT_NEAR(got.logprob, raw[2] - lse, 1e-6);
+  ASSERT_EQ(got.top_logprobs.size(), 3u);
+  const int best[] = {3, 2, 1};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(got.top_logprobs[i].id, best[i]);
+    EXPECT_NEAR(got.top_logprobs[i].logprob, raw[best[i]] - lse, 1e-6);
+  }
+  // More alternatives than valid ids: all valid ids, none beyond.
+  row.top_logprobs = 20;
+  got = SampleInfo(Row({1, 2, 3, 4, 10}), row, 4);
+  EXPECT_EQ(got.top_logprobs.size(), 4u);
+}
+
+TEST(SamplerTest, SampledTokenLogprobMatchesItsId) {
+  SamplingParams params = Sampled(2.0f);
+  SequenceRng rng(5);
+  SampleInput row{&params, nullptr, nullptr, &rng, 0};
+  const std::vector<float> logits = {0.1f, -1.0f, 0.7f, 0.3f};
+  const double lse = std::log(std::exp(0.1) + std::exp(-1.0) + std::exp(0.7) + std::exp(0.3));
+  for (int i = 0; i < 20; ++i) {
+    TokenInfo got = SampleInfo(Row(logits), row, 4);
+    EXPECT_NEAR(got.logprob, logits[got.id] - lse, 1e-6);
+  }
+}
+
+// ---- bad input ----
+
+TEST(SamplerTest, BadInputIsAnErrorNamingTheField) {
+  SamplingParams greedy, hot = Sampled(1.0f), bad_p = Sampled(1.0f);
+  bad_p.top_p = 1.5f;
+  std::vector<int> bad_ids = {1, 7};
+  torch::Tensor two = torch::zeros({2, 4});
+  SampleInput ok{&greedy, nullptr, nullptr, nullptr, 0};
+  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(torch::zeros({4}), {ok}, 4); }, "[batch, vocab]"));
+  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok}, 4); }, "2 rows but 1 SampleInputs"));
+  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, ok}, 5); }, "valid_vocab must be in [1, 4]"));
+  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, ok}, 0); }, "valid_vocab"));
+  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two.to(torch::kLong), {ok, ok}, 4); },
+                      "floating point"));
+  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, {nullptr, nullptr, nullptr, nullptr, 0}}, 4); },
+                      "rows[1].params is null"));
+  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, {&hot, nullptr, nullptr, nullptr, 0}}, 4); },
+                      "rows[1].rng is null"));
+  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, {&bad_p, nullptr, nullptr, nullptr, 0}}, 4); },
+                      "rows[1]: top_p must be in (0, 1], got 1.5"));
+  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, {&greedy, nullptr, nullptr, nullptr, 21}}, 4); },
+                      "top_logprobs must be in [0, 20], got 21"));
+  SamplingParams rep;
+  rep.repetition_penalty = 1.2f;
+  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {{&rep, &bad_ids, nullptr, nullptr, 0}, ok}, 4); },
+                      "rows[0].prompt_ids[1] = 7 is outside [0, 4)"));
+  EXPECT_TRUE(ThrowsWith([&] { ComputeProbs(torch::zeros({4}), bad_p, {}, {}, 4); },
+                      "ComputeProbs: top_p"));
+  EXPECT_TRUE(ThrowsWith([&] { SampleOne(two, ok, 4); }, "SampleOne: logits must be [vocab]"));
+}
+
+TEST(SamplerTest, ValidateSamplingParamsRanges) {
+  auto check = [](void (*edit)(SamplingParams*), int top_logprobs) {
+    SamplingParams p;
+    edit(&p);
+    return ValidateSamplingParams(p, top_logprobs);
+  };
+  EXPECT_TRUE(check([](SamplingParams*) {}, 0).ok());
+  EXPECT_TRUE(check([](SamplingParams*) {}, 20).ok());
+  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->temperature = -1; }, 0), "temperature"));
+  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->temperature = NAN; }, 0), "temperature"));
+  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->top_k = -1; }, 0), "top_k"));
+  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->top_p = 0; }, 0), "top_p"));
+  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->min_p = 1.5f; }, 0), "min_p"));
+  EXPECT_TRUE(
+      HasText(check([](SamplingParams* p) { p->repetition_penalty = 0; }, 0), "repetition_penalty"));
+  EXPECT_TRUE(
+      HasText(check([](SamplingParams* p) { p->presence_penalty = 3; }, 0), "presence_penalty"));
+  EXPECT_TRUE(
+      HasText(check([](SamplingParams* p) { p->frequency_penalty = -3; }, 0), "frequency_penalty"));
+  EXPECT_TRUE(HasText(check([](SamplingParams*) {}, -1), "top_logprobs"));
+}
+
+}  // namespace
+}  // namespace streamgen
