@@ -59,7 +59,7 @@ class SafetensorsFile {
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const std::string& path() const { return path_; }
-  // In header order.
+  // Sorted by name.
   const std::vector<TensorView>& tensors() const { return tensors_; }
   // nullptr when absent.
   const TensorView* Find(const std::string& name) const;
@@ -117,8 +117,10 @@ struct TensorToWrite {
 };
 
 // Writes a safetensors file (tensors laid out in the given order, header
-// padded with spaces to a multiple of 8). Optional string metadata goes into
-// "__metadata__". Fails on a values/shape size mismatch or an I/O error.
+// padded with spaces to a multiple of 8, little-endian host assumed). String
+// metadata goes into "__metadata__" ({"format": "pt"} when none is given, as
+// Hugging Face loaders expect). Written to `path`.partial, then renamed.
+// Fails on a values/shape size mismatch or an I/O error. Thread-safe.
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata = {});
 
