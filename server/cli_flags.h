@@ -1,0 +1,38 @@
+// Command-line helpers shared by streamgen-server and streamgen-client.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace streamgen {
+
+// abseil flag names are C++ identifiers (max_queue); the documented spelling
+// uses dashes (--max-queue). Returns argv with the dashes in each flag's name
+// turned into underscores ("--max-queue=3" -> "--max_queue=3"); values, the
+// program name, positional arguments and everything after "--" are kept.
+std::vector<std::string> NormalizeFlagNames(int argc, char** argv);
+
+// Keeps the strings alive and gives the char* array that absl::ParseCommandLine wants.
+class ArgvHolder {
+ public:
+  explicit ArgvHolder(std::vector<std::string> args);
+  int argc() const { return static_cast<int>(args_.size()); }
+  char** argv() { return pointers_.data(); }
+
+ private:
+  std::vector<std::string> args_;
+  std::vector<char*> pointers_;
+};
+
+// A listen address "host:port", "[v6]:port" or ":port" (any address).
+struct HostPort {
+  std::string host;  // "" for ":port"; brackets removed for IPv6
+  int port = 0;
+};
+// INVALID_ARGUMENT naming `flag` when `address` is not host:port with a port in [0, 65535].
+absl::StatusOr<HostPort> ParseHostPort(absl::string_view address, absl::string_view flag);
+
+}  // namespace streamgen

@@ -1,0 +1,214 @@
+// streamgen-server: serves streamgen.v1.TextGeneration over gRPC.
+// Flags may be spelled with dashes (--max-queue) or underscores (--max_queue).
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "server/cli_flags.h"
+#include "server/logging.h"
+#include "server/server.h"
+
+#ifndef STREAMGEN_TINY_MODEL_DIR
+#define STREAMGEN_TINY_MODEL_DIR ""
+#endif
+
+ABSL_FLAG(std::string, model, STREAMGEN_TINY_MODEL_DIR,
+          "Model directory in Hugging Face layout (config.json, *.safetensors, "
+          "tokenizer.model). Default: the built-in tiny model (random weights: gibberish).");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address HOST:PORT (port 0: any free port).");
+ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda, cuda:N.");
+ABSL_FLAG(std::string, dtype, "",
+          "Compute dtype: float32, bfloat16, float16 (CUDA only). Default: float32 on CPU, "
+          "bfloat16 on CUDA.");
+ABSL_FLAG(int, threads, 0, "CPU threads for the model's math (0: the machine's cores).");
+ABSL_FLAG(int, max_queue, 64, "Requests waiting for a batch slot; beyond it RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_batch, 16, "Sequences decoded together.");
+ABSL_FLAG(int, default_max_new_tokens, 256,
+          "max_new_tokens for requests that leave it 0 (clamped to the context left).");
+ABSL_FLAG(int, max_new_tokens_limit, 4096,
+          "An explicit max_new_tokens above this is refused with INVALID_ARGUMENT.");
+ABSL_FLAG(int, max_prompt_tokens, 0, "Prompt tokens allowed (0: the model's context - 1).");
+ABSL_FLAG(int, max_stop_strings, 16, "Stop strings per request.");
+ABSL_FLAG(int, max_stop_string_bytes, 256, "Bytes per stop string.");
+ABSL_FLAG(int, max_messages, 256, "Chat messages per request.");
+ABSL_FLAG(int, max_receive_message_bytes, 4 << 20, "Largest gRPC request message accepted.");
+ABSL_FLAG(std::string, chat_template, "auto",
+          "Chat template for `messages`: auto (recognised from tokenizer_config.json's "
+          "chat_template), llama2, mistral, chatml, none.");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
+          "Prometheus metrics over HTTP at http://HOST:PORT/metrics (\"\": off).");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls-key).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: require client certificates it signed (mutual TLS).");
+ABSL_FLAG(std::string, api_key_file, "",
+          "File of API keys, one per line ('#' comments). Set: Generate, Tokenize and "
+          "GetModelInfo need the metadata 'authorization: Bearer <key>'.");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "On SIGTERM/SIGINT, time given to streams in flight before they are ended.");
+ABSL_FLAG(std::string, log_format, "text", "Log lines as text or json.");
+ABSL_FLAG(bool, log_prompts, false, "Put prompts in the per-request log line.");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(60),
+          "Ping a transport idle this long (keeps gateways' connections alive).");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
+          "Close a transport whose ping is not answered within this.");
+ABSL_FLAG(absl::Duration, min_client_ping_interval, absl::Seconds(10),
+          "Clients' keepalive pings more frequent than this are refused (GOAWAY).");
+ABSL_FLAG(absl::Duration, max_connection_age, absl::Minutes(30),
+          "Send GOAWAY on connections older than this, so clients rebalance (0: never).");
+ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Minutes(10),
+          "Streams on an aged connection get this long to finish.");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::ZeroDuration(),
+          "Close connections without calls for this long (0: never).");
+ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC port to this file once listening.");
+
+namespace streamgen {
+namespace {
+
+absl::StatusOr<ServerOptions> OptionsFromFlags() {
+  ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  EngineOptions& engine = options.engine;
+  engine.model_dir = absl::GetFlag(FLAGS_model);
+  engine.device = absl::GetFlag(FLAGS_device);
+  engine.dtype = absl::GetFlag(FLAGS_dtype);
+  engine.threads = absl::GetFlag(FLAGS_threads);
+  engine.max_queue = absl::GetFlag(FLAGS_max_queue);
+  engine.max_batch = absl::GetFlag(FLAGS_max_batch);
+  engine.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
+  engine.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit);
+  engine.max_stop_strings = absl::GetFlag(FLAGS_max_stop_strings);
+  engine.max_stop_string_bytes = absl::GetFlag(FLAGS_max_stop_string_bytes);
+  for (auto [name, value] : {std::pair<const char*, int>{"max-queue", engine.max_queue},
+                             {"max-batch", engine.max_batch},
+                             {"default-max-new-tokens", engine.default_max_new_tokens},
+                             {"max-new-tokens-limit", engine.max_new_tokens_limit},
+                             {"max-messages", absl::GetFlag(FLAGS_max_messages)},
+                             {"max-receive-message-bytes",
+                              absl::GetFlag(FLAGS_max_receive_message_bytes)}}) {
+    if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("--", name, " must be > 0"));
+  }
+  if (engine.model_dir.empty()) return absl::InvalidArgumentError("--model is empty");
+  ServiceOptions& service = options.service;
+  if (!absl::GetFlag(FLAGS_api_key_file).empty()) {
+    absl::StatusOr<ApiKeys> keys = ApiKeys::LoadFile(absl::GetFlag(FLAGS_api_key_file));
+    if (!keys.ok()) return keys.status();
+    service.api_keys = std::move(*keys);
+  }
+  service.log_prompts = absl::GetFlag(FLAGS_log_prompts);
+  service.chat_template = absl::GetFlag(FLAGS_chat_template);
+  if (service.chat_template != "auto") {
+    absl::StatusOr<ChatTemplateFamily> family = ParseChatTemplateFamily(service.chat_template);
+    if (!family.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--chat-template: ", family.status().message()));
+    }
+  }
+  service.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  service.max_messages = absl::GetFlag(FLAGS_max_messages);
+  service.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  options.min_client_ping_interval = absl::GetFlag(FLAGS_min_client_ping_interval);
+  options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
+  options.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
+  options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  options.port_file = absl::GetFlag(FLAGS_port_file);
+  return options;
+}
+
+int Fail(const absl::Status& status) {
+  LogEvent(spdlog::level::critical, "cannot start", {{"error", status.ToString()}});
+  ShutdownLogging();
+  return 1;
+}
+
+int Run() {
+  // Signals are taken by a thread (sigwait), never by a handler: block them
+  // before any thread starts so that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  absl::StatusOr<ServerOptions> options = OptionsFromFlags();
+  if (!options.ok()) return Fail(options.status());
+  absl::StatusOr<std::unique_ptr<StreamgenServer>> server = StreamgenServer::Start(*options);
+  if (!server.ok()) return Fail(server.status());
+
+  // First signal: drain. A second one: end the streams left right away.
+  absl::Notification stop;
+  std::atomic<bool> exiting{false};
+  StreamgenServer* raw = server->get();
+  std::thread watcher([&] {
+    while (true) {
+      int signal_number = 0;
+      sigwait(&signals, &signal_number);
+      if (exiting) return;
+      if (!stop.HasBeenNotified()) {
+        LogEvent(spdlog::level::info, "signal received: draining", {{"signal", signal_number}});
+        stop.Notify();
+      } else {
+        LogEvent(spdlog::level::warn, "second signal: ending the streams now", {});
+        raw->AbortStreams(absl::UnavailableError("the server is shutting down"));
+      }
+    }
+  });
+  auto stop_watcher = [&] {
+    exiting = true;
+    pthread_kill(watcher.native_handle(), SIGTERM);
+    watcher.join();
+  };
+  absl::Status loaded = (*server)->LoadModel();
+  if (!loaded.ok()) {
+    raw->Shutdown();
+    stop_watcher();
+    return Fail(loaded);
+  }
+  stop.WaitForNotification();
+  raw->Drain(absl::GetFlag(FLAGS_drain_timeout));
+  stop_watcher();
+  LogEvent(spdlog::level::info, "stopped", {});
+  ShutdownLogging();
+  return 0;
+}
+
+}  // namespace
+}  // namespace streamgen
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves streamgen.v1.TextGeneration (gRPC, server streaming).\n"
+      "  streamgen-server [--model DIR] [--listen HOST:PORT] [flags]\n"
+      "Flags may be written --max-queue=8 or --max_queue=8. Durations: 30s, 5m, 1h.");
+  streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
+  std::vector<char*> positional = absl::ParseCommandLine(args.argc(), args.argv());
+  if (positional.size() > 1) {
+    std::fprintf(stderr, "streamgen-server: unexpected argument '%s' (see --help)\n",
+                 positional[1]);
+    return 2;
+  }
+  absl::StatusOr<streamgen::LogFormat> format =
+      streamgen::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+  if (!format.ok()) {
+    std::fprintf(stderr, "streamgen-server: %s\n", std::string(format.status().message()).c_str());
+    return 2;
+  }
+  streamgen::InitLogging(*format);
+  return streamgen::Run();
+}

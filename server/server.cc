@@ -1,0 +1,208 @@
+#include "server/server.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status.h"
+#include "grpc/health/v1/health.pb.h"
+#include "server/logging.h"
+
+namespace streamgen {
+namespace {
+
+constexpr char kServiceName[] = "streamgen.v1.TextGeneration";
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view flag) {
+  std::ifstream file(path);
+  if (!file) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
+  std::stringstream text;
+  text << file.rdbuf();
+  if (text.str().find("-----BEGIN") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " is not PEM"));
+  }
+  return text.str();
+}
+
+int Millis(absl::Duration d) {
+  return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d), INT32_MAX));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const ServerOptions& options) {
+  bool has_cert = !options.tls_cert_file.empty(), has_key = !options.tls_key_file.empty();
+  if (has_cert != has_key) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key must be given together");
+  }
+  if (!has_cert) {
+    if (!options.tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  SG_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(options.tls_cert_file, "tls-cert"));
+  SG_ASSIGN_OR_RETURN(pair.private_key, ReadPem(options.tls_key_file, "tls-key"));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!options.tls_client_ca_file.empty()) {
+    SG_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(options.tls_client_ca_file, "tls-client-ca"));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+StreamgenServer::StreamgenServer(ServerOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<StreamgenServer>> StreamgenServer::Start(ServerOptions options) {
+  std::unique_ptr<StreamgenServer> server(new StreamgenServer(std::move(options)));
+  SG_RETURN_IF_ERROR(server->BuildGrpcServer());
+  if (!server->options_.metrics_listen.empty()) {
+    StreamgenServer* raw = server.get();
+    SG_ASSIGN_OR_RETURN(server->metrics_http_,
+                        MetricsHttpServer::Start(
+                            server->options_.metrics_listen, [raw] { return raw->RenderMetrics(); },
+                            [raw] { return raw->serving_.load(); }));
+  }
+  if (!server->options_.port_file.empty()) {
+    std::ofstream file(server->options_.port_file);
+    file << server->port_ << "\n";
+    if (!file) {
+      return absl::UnavailableError(
+          absl::StrCat("--port-file: cannot write ", server->options_.port_file));
+    }
+  }
+  LogEvent(spdlog::level::info, "listening",
+           {{"address", server->options_.listen}, {"port", server->port_},
+            {"metrics_port", server->metrics_port()},
+            {"tls", !server->options_.tls_cert_file.empty()},
+            {"api_keys", server->options_.service.api_keys.size()}});
+  return server;
+}
+
+absl::Status StreamgenServer::BuildGrpcServer() {
+  SG_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                      MakeServerCredentials(options_));
+  service_ = std::make_unique<TextGenerationService>(options_.service, &metrics_);
+  // grpc's health service is built on upb; linking (and touching) the protobuf
+  // messages puts grpc.health.v1 in the generated pool, so reflection can
+  // describe it (grpcurl ... grpc.health.v1.Health/Check).
+  grpc::health::v1::HealthCheckRequest::default_instance();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.listen, credentials, &port_);
+  builder.RegisterService(service_.get());
+  builder.SetMaxReceiveMessageSize(options_.service.max_receive_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(options_.keepalive_time));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, Millis(options_.keepalive_timeout));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             Millis(options_.min_client_ping_interval));
+  if (options_.max_connection_age > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, Millis(options_.max_connection_age));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               Millis(options_.max_connection_age_grace));
+  }
+  if (options_.max_connection_idle > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               Millis(options_.max_connection_idle));
+  }
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("--listen=", options_.listen, ": cannot listen there (in use, or not HOST:PORT)"));
+  }
+  SetServing(false);
+  return absl::OkStatus();
+}
+
+void StreamgenServer::SetServing(bool serving) {
+  serving_ = serving;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus(serving);
+  health->SetServingStatus(kServiceName, serving);
+}
+
+absl::Status StreamgenServer::LoadModel() {
+  absl::Time start = absl::Now();
+  LogEvent(spdlog::level::info, "loading model",
+           {{"model", options_.engine.model_dir}, {"device", options_.engine.device}});
+  SG_ASSIGN_OR_RETURN(engine_, Engine::Create(options_.engine));
+  SG_RETURN_IF_ERROR(service_->SetEngine(engine_.get()));
+  metrics_.SetModelLoaded(true);
+  SetServing(true);
+  const ModelInfo& info = engine_->model_info();
+  LogEvent(spdlog::level::info, "serving",
+           {{"model", info.name}, {"architecture", info.architecture},
+            {"context_length", info.context_length}, {"dtype", info.dtype},
+            {"device", info.device}, {"chat_template", service_->chat_family()},
+            {"load_s", absl::ToDoubleSeconds(absl::Now() - start)}});
+  return absl::OkStatus();
+}
+
+std::string StreamgenServer::RenderMetrics() const {
+  if (engine_ == nullptr || !serving_) return metrics_.Render(nullptr);
+  EngineStats stats = engine_->stats();
+  return metrics_.Render(&stats);
+}
+
+void StreamgenServer::BeginDrain() {
+  SetServing(false);
+  metrics_.SetDraining(true);
+  service_->BeginDrain();
+}
+
+void StreamgenServer::AbortStreams(const absl::Status& status) {
+  service_->AbortStreams(status);
+}
+
+bool StreamgenServer::WaitForIdle(absl::Duration timeout) {
+  return service_->WaitForIdle(timeout);
+}
+
+void StreamgenServer::Drain(absl::Duration timeout) {
+  LogEvent(spdlog::level::info, "draining",
+           {{"streams", service_->active_streams()},
+            {"timeout_s", absl::ToDoubleSeconds(timeout)}});
+  BeginDrain();
+  if (!WaitForIdle(timeout)) {
+    LogEvent(spdlog::level::warn, "drain timeout: ending the streams left",
+             {{"streams", service_->active_streams()}});
+    AbortStreams(absl::UnavailableError(
+        "the server is shutting down (drain timeout); retry on another replica"));
+    WaitForIdle(absl::Seconds(10));
+  }
+  Shutdown();
+}
+
+void StreamgenServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  serving_ = false;
+  if (server_ != nullptr) {
+    if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
+    // Streams still open get cancelled after this deadline (their OnCancel
+    // cancels the engine request).
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  }
+  if (engine_ != nullptr) engine_->Shutdown();
+  // Sinks the engine dropped have retired their streams by now.
+  service_->WaitForIdle(absl::Seconds(5));
+  if (metrics_http_ != nullptr) metrics_http_->Stop();
+}
+
+StreamgenServer::~StreamgenServer() {
+  Shutdown();
+  // The gRPC server goes first: it may still hold reactors that use the service.
+  server_.reset();
+  engine_.reset();
+}
+
+}  // namespace streamgen

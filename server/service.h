@@ -1,0 +1,93 @@
+// streamgen.v1.TextGeneration on gRPC's callback API: checks the API key and
+// the request, then hands Generate streams to GenerateReactor and answers
+// Tokenize / GetModelInfo directly. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "engine/chat_template.h"
+#include "engine/engine.h"
+#include "server/auth.h"
+#include "server/generate_reactor.h"
+#include "server/metrics.h"
+#include "server/validation.h"
+#include "streamgen/v1/generate.grpc.pb.h"
+
+namespace streamgen {
+
+struct ServiceOptions {
+  ApiKeys api_keys;                    // none: no key needed
+  bool log_prompts = false;            // put prompts in the per-request log line
+  std::string chat_template = "auto";  // auto | llama2 | mistral | chatml | none
+  int max_prompt_tokens = 0;           // 0: the model's context length - 1
+  int max_messages = 256;              // entries of GenerateRequest.messages
+  int max_receive_message_bytes = 4 << 20;  // reported by GetModelInfo
+};
+
+class TextGenerationService final : public v1::TextGeneration::CallbackService {
+ public:
+  TextGenerationService(ServiceOptions options, Metrics* metrics);
+  ~TextGenerationService() override;
+
+  // Serves `engine` from now on (not owned; it must outlive every call).
+  // Sets up the chat template: FAILED_PRECONDITION when --chat-template names a
+  // family the model's vocabulary cannot render. Call once.
+  absl::Status SetEngine(Engine* engine);
+
+  // New Generate calls get UNAVAILABLE from now on.
+  void BeginDrain();
+  // True when no Generate stream is left within `timeout`.
+  bool WaitForIdle(absl::Duration timeout) const;
+  // Ends the streams in progress (see GenerateReactor::Abort).
+  void AbortStreams(const absl::Status& status);
+  int active_streams() const { return registry_.size(); }
+
+  // The chat family in use ("" when chat requests are refused) and why not.
+  std::string chat_family() const;
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+
+ private:
+  // Everything that exists once the model is loaded (immutable after).
+  struct Model {
+    Engine* engine = nullptr;
+    RequestLimits limits;
+    std::unique_ptr<ChatTemplate> chat;  // null: chat refused with chat_error
+    std::string chat_error;
+    PromptEncoder encoder;
+  };
+
+  // The key, then the model: OK and the model, or the status to answer with.
+  absl::Status Admit(grpc::CallbackServerContext* context, const Model** model) const;
+  absl::Status DoTokenize(const Model& model, const v1::TokenizeRequest& request,
+                          v1::TokenizeResponse* response) const;
+  void FillModelInfo(const Model& model, v1::ModelInfo* info) const;
+  std::string LogPrompt(const v1::GenerateRequest& request) const;
+  grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context,
+                                        absl::string_view method, const absl::Status& status);
+
+  const ServiceOptions options_;
+  Metrics* const metrics_;
+  StreamRegistry registry_;
+  std::unique_ptr<Model> model_storage_;
+  std::atomic<const Model*> model_{nullptr};
+  std::atomic<bool> draining_{false};
+};
+
+// A fresh request id: 16 random hex digits.
+std::string MakeRequestId();
+
+}  // namespace streamgen

@@ -1,0 +1,299 @@
+// GenerateRequest -> GenerationRequest: every INVALID_ARGUMENT case of the
+// issue, each asserting the field named in the message, and the defaults.
+#include "server/validation.h"
+
+#include <cmath>
+#include <limits>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace streamgen {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+RequestLimits Limits() {
+  RequestLimits limits;
+  limits.vocab_size = 100;
+  limits.context_length = 32;
+  limits.default_max_new_tokens = 8;
+  limits.max_new_tokens_limit = 20;
+  limits.max_stop_strings = 2;
+  limits.max_stop_string_bytes = 5;
+  limits.max_messages = 3;
+  return limits;
+}
+
+// Text: BOS (1) then one id per byte (mod 90, + 10). Chat: 7 then one id per message.
+PromptEncoder Encoder() {
+  PromptEncoder encoder;
+  encoder.tokenize = [](const std::string& text) {
+    std::vector<int> ids = {1};
+    for (unsigned char c : text) ids.push_back(10 + c % 90);
+    return ids;
+  };
+  encoder.render_chat = [](const std::vector<ChatMessage>& messages)
+      -> absl::StatusOr<std::vector<int>> {
+    if (messages.back().role != "user") {
+      return absl::InvalidArgumentError("messages[0].role: the last message must be from the user");
+    }
+    std::vector<int> ids = {7};
+    for (size_t i = 0; i < messages.size(); ++i) ids.push_back(static_cast<int>(20 + i));
+    return ids;
+  };
+  return encoder;
+}
+
+v1::GenerateRequest Prompt(const std::string& text) {
+  v1::GenerateRequest request;
+  request.set_prompt(text);
+  return request;
+}
+
+absl::Status Convert(const v1::GenerateRequest& request, RequestLimits limits = Limits()) {
+  return ToGenerationRequest(request, limits, Encoder()).status();
+}
+
+void ExpectInvalid(const v1::GenerateRequest& request, const std::string& text,
+                   RequestLimits limits = Limits()) {
+  absl::Status status = Convert(request, limits);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(text));
+}
+
+TEST(ValidationTest, TextPromptIsTokenizedAndDefaultsAreNeutral) {
+  absl::StatusOr<GenerationRequest> out = ToGenerationRequest(Prompt("ab"), Limits(), Encoder());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(out->prompt_token_ids, ElementsAre(1, 10 + 'a' % 90, 10 + 'b' % 90));
+  EXPECT_TRUE(out->prompt.empty());
+  EXPECT_EQ(out->max_new_tokens, 8);
+  EXPECT_EQ(out->sampling.temperature, 0.0f);
+  EXPECT_EQ(out->sampling.top_p, 1.0f);
+  EXPECT_EQ(out->sampling.top_k, 0);
+  EXPECT_EQ(out->sampling.min_p, 0.0f);
+  EXPECT_EQ(out->sampling.repetition_penalty, 1.0f);
+  EXPECT_EQ(out->sampling.presence_penalty, 0.0f);
+  EXPECT_EQ(out->sampling.frequency_penalty, 0.0f);
+  EXPECT_FALSE(out->sampling.seed.has_value());
+}
+
+TEST(ValidationTest, SetValuesAreCarried) {
+  v1::GenerateRequest request = Prompt("x");
+  request.set_temperature(0.7f);
+  request.set_top_k(5);
+  request.set_top_p(0.9f);
+  request.set_min_p(0.05f);
+  request.set_repetition_penalty(1.2f);
+  request.set_presence_penalty(-0.5f);
+  request.set_frequency_penalty(2.0f);
+  request.set_seed(0);  // 0 is a valid seed: presence counts
+  request.add_stop("ab");
+  request.add_stop_token_ids(99);
+  request.set_ignore_eos(true);
+  request.set_top_logprobs(20);
+  request.set_max_new_tokens(20);
+  absl::StatusOr<GenerationRequest> out = ToGenerationRequest(request, Limits(), Encoder());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_FLOAT_EQ(out->sampling.temperature, 0.7f);
+  EXPECT_EQ(out->sampling.top_k, 5);
+  EXPECT_FLOAT_EQ(out->sampling.top_p, 0.9f);
+  EXPECT_FLOAT_EQ(out->sampling.min_p, 0.05f);
+  EXPECT_FLOAT_EQ(out->sampling.repetition_penalty, 1.2f);
+  EXPECT_FLOAT_EQ(out->sampling.presence_penalty, -0.5f);
+  EXPECT_FLOAT_EQ(out->sampling.frequency_penalty, 2.0f);
+  ASSERT_TRUE(out->sampling.seed.has_value());
+  EXPECT_EQ(*out->sampling.seed, 0u);
+  EXPECT_THAT(out->stop, ElementsAre("ab"));
+  EXPECT_THAT(out->stop_token_ids, ElementsAre(99));
+  EXPECT_TRUE(out->ignore_eos);
+  EXPECT_EQ(out->top_logprobs, 20);
+  EXPECT_EQ(out->max_new_tokens, 20);
+}
+
+TEST(ValidationTest, TopKBeyondTheVocabularyIsClampedNotOverflowed) {
+  v1::GenerateRequest request = Prompt("x");
+  request.set_top_k(std::numeric_limits<uint32_t>::max());
+  absl::StatusOr<GenerationRequest> out = ToGenerationRequest(request, Limits(), Encoder());
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->sampling.top_k, 100);
+}
+
+TEST(ValidationTest, NoPromptSource) {
+  ExpectInvalid(v1::GenerateRequest(), "exactly one of prompt, prompt_token_ids, messages");
+  ExpectInvalid(v1::GenerateRequest(), "none is");
+}
+
+TEST(ValidationTest, SeveralPromptSources) {
+  v1::GenerateRequest request = Prompt("x");
+  request.add_prompt_token_ids(5);
+  ExpectInvalid(request, "got prompt and prompt_token_ids");
+  v1::GenerateRequest chat;
+  chat.add_prompt_token_ids(5);
+  chat.add_messages()->set_role("user");
+  ExpectInvalid(chat, "got prompt_token_ids and messages");
+}
+
+TEST(ValidationTest, PromptIdsOutsideTheVocabulary) {
+  v1::GenerateRequest request;
+  request.add_prompt_token_ids(5);
+  request.add_prompt_token_ids(100);
+  ExpectInvalid(request, "prompt_token_ids[1] = 100 is outside the vocabulary [0, 100)");
+  request.set_prompt_token_ids(1, -1);
+  ExpectInvalid(request, "prompt_token_ids[1] = -1");
+}
+
+TEST(ValidationTest, PromptIdsAreUsedAsGiven) {
+  v1::GenerateRequest request;
+  request.add_prompt_token_ids(5);
+  request.add_prompt_token_ids(6);
+  absl::StatusOr<GenerationRequest> out = ToGenerationRequest(request, Limits(), Encoder());
+  ASSERT_TRUE(out.ok());
+  EXPECT_THAT(out->prompt_token_ids, ElementsAre(5, 6));
+}
+
+TEST(ValidationTest, Temperature) {
+  v1::GenerateRequest request = Prompt("x");
+  request.set_temperature(-0.1f);
+  ExpectInvalid(request, "temperature must be in [0, 100], got -0.1");
+  request.set_temperature(100.5f);
+  ExpectInvalid(request, "temperature");
+  request.set_temperature(std::nanf(""));
+  ExpectInvalid(request, "temperature");
+  request.set_temperature(100.0f);
+  EXPECT_TRUE(Convert(request).ok());
+}
+
+TEST(ValidationTest, TopP) {
+  v1::GenerateRequest request = Prompt("x");
+  request.set_top_p(1.5f);
+  ExpectInvalid(request, "top_p must be in (0, 1]");
+  request.set_top_p(-0.2f);
+  ExpectInvalid(request, "top_p");
+  request.set_top_p(std::nanf(""));
+  ExpectInvalid(request, "top_p");
+  request.set_top_p(1.0f);
+  EXPECT_TRUE(Convert(request).ok());
+}
+
+TEST(ValidationTest, MinP) {
+  v1::GenerateRequest request = Prompt("x");
+  request.set_min_p(1.0f);
+  ExpectInvalid(request, "min_p must be in [0, 1), got 1");
+  request.set_min_p(-0.01f);
+  ExpectInvalid(request, "min_p");
+}
+
+TEST(ValidationTest, Penalties) {
+  v1::GenerateRequest request = Prompt("x");
+  request.set_repetition_penalty(-1.0f);
+  ExpectInvalid(request, "repetition_penalty must be in (0, 10]");
+  request.set_repetition_penalty(10.5f);
+  ExpectInvalid(request, "repetition_penalty");
+  request.set_repetition_penalty(10.0f);
+  request.set_presence_penalty(2.5f);
+  ExpectInvalid(request, "presence_penalty must be in [-2, 2], got 2.5");
+  request.set_presence_penalty(-2.0f);
+  request.set_frequency_penalty(-3.0f);
+  ExpectInvalid(request, "frequency_penalty must be in [-2, 2], got -3");
+  request.set_frequency_penalty(0.0f);
+  EXPECT_TRUE(Convert(request).ok());
+}
+
+TEST(ValidationTest, MaxNewTokensAboveTheLimit) {
+  v1::GenerateRequest request = Prompt("x");
+  request.set_max_new_tokens(21);
+  ExpectInvalid(request, "max_new_tokens 21 exceeds the server's limit 20");
+}
+
+TEST(ValidationTest, PromptPlusMaxNewTokensBeyondTheContext) {
+  v1::GenerateRequest request = Prompt(std::string(20, 'a'));  // 21 tokens with BOS
+  request.set_max_new_tokens(12);
+  ExpectInvalid(request, "prompt (21 tokens) + max_new_tokens (12) exceeds the model's context length 32");
+  request.set_max_new_tokens(11);
+  EXPECT_TRUE(Convert(request).ok());
+}
+
+TEST(ValidationTest, DefaultMaxNewTokensIsClampedToTheContextLeft) {
+  absl::StatusOr<GenerationRequest> out =
+      ToGenerationRequest(Prompt(std::string(27, 'a')), Limits(), Encoder());  // 28 tokens
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->max_new_tokens, 4);
+}
+
+TEST(ValidationTest, PromptLongerThanTheContext) {
+  ExpectInvalid(Prompt(std::string(31, 'a')),
+                "prompt is 32 tokens; at most 31 are allowed (the model's context length is 32)");
+  RequestLimits limits = Limits();
+  limits.max_prompt_tokens = 4;
+  ExpectInvalid(Prompt("abcd"), "prompt is 5 tokens; at most 4", limits);
+}
+
+TEST(ValidationTest, StopStrings) {
+  v1::GenerateRequest request = Prompt("x");
+  request.add_stop("a");
+  request.add_stop("");
+  ExpectInvalid(request, "stop[1] is empty");
+  request.set_stop(1, "b");
+  request.add_stop("c");
+  ExpectInvalid(request, "stop has 3 strings; at most 2 are allowed");
+  request.mutable_stop()->RemoveLast();
+  request.set_stop(0, "abcdef");
+  ExpectInvalid(request, "stop[0] is 6 bytes; at most 5 are allowed");
+}
+
+TEST(ValidationTest, StopTokenIdsOutsideTheVocabulary) {
+  v1::GenerateRequest request = Prompt("x");
+  request.add_stop_token_ids(2);
+  request.add_stop_token_ids(1000);
+  ExpectInvalid(request, "stop_token_ids[1] = 1000 is outside the vocabulary");
+}
+
+TEST(ValidationTest, TopLogprobs) {
+  v1::GenerateRequest request = Prompt("x");
+  request.set_top_logprobs(21);
+  ExpectInvalid(request, "top_logprobs must be at most 20, got 21");
+}
+
+TEST(ValidationTest, RequestIdTooLong) {
+  v1::GenerateRequest request = Prompt("x");
+  request.set_request_id(std::string(129, 'r'));
+  ExpectInvalid(request, "request_id is 129 bytes; at most 128");
+}
+
+TEST(ValidationTest, Messages) {
+  v1::GenerateRequest request;
+  for (int i = 0; i < 4; ++i) request.add_messages()->set_role("user");
+  ExpectInvalid(request, "messages has 4 entries; at most 3 are allowed");
+  request.mutable_messages()->RemoveLast();
+  request.mutable_messages(1)->set_role("");
+  ExpectInvalid(request, "messages[1].role is empty");
+  request.mutable_messages(1)->set_role("user");
+  absl::StatusOr<GenerationRequest> out = ToGenerationRequest(request, Limits(), Encoder());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(out->prompt_token_ids, ElementsAre(7, 20, 21, 22));
+  request.mutable_messages(2)->set_role("assistant");
+  ExpectInvalid(request, "the last message must be from the user");  // the template's error
+}
+
+TEST(ValidationTest, ChatWithoutATemplateIsFailedPrecondition) {
+  v1::GenerateRequest request;
+  request.add_messages()->set_role("user");
+  PromptEncoder encoder = Encoder();
+  encoder.render_chat = nullptr;
+  absl::Status status = ToGenerationRequest(request, Limits(), encoder).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("messages: this model has no chat template"));
+}
+
+TEST(ValidationTest, PromptThatEncodesToNothing) {
+  PromptEncoder encoder = Encoder();
+  encoder.tokenize = [](const std::string&) { return std::vector<int>(); };
+  absl::Status status = ToGenerationRequest(Prompt(" "), Limits(), encoder).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("prompt encodes to no tokens"));
+}
+
+}  // namespace
+}  // namespace streamgen
