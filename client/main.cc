@@ -1,0 +1,326 @@
+// streamgen-client: a command-line client for streamgen.v1.TextGeneration,
+// built on the generated C++ stub.
+//   streamgen-client [--server HOST:PORT] [--tls ...] [--api-key KEY]
+//                    [--deadline-ms N] generate PROMPT [sampling flags] [--json]
+//   streamgen-client tokenize TEXT [--add-special-tokens] [--json]
+//   streamgen-client info [--json]
+// Ctrl-C cancels the call (ClientContext::TryCancel) and exits with 130.
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "server/cli_flags.h"
+#include "streamgen/v1/generate.grpc.pb.h"
+
+ABSL_FLAG(std::string, server, "localhost:50051", "Server address HOST:PORT.");
+ABSL_FLAG(bool, tls, false, "Connect with TLS (system roots unless --tls-ca).");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle that signed the server's certificate.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS).");
+ABSL_FLAG(std::string, tls_key, "", "PEM client key (mutual TLS).");
+ABSL_FLAG(std::string, tls_server_name, "", "Expected server name, if not the host in --server.");
+ABSL_FLAG(std::string, api_key, "",
+          "API key, sent as 'authorization: Bearer KEY' (default: $STREAMGEN_API_KEY).");
+ABSL_FLAG(int64_t, deadline_ms, 0, "Deadline for the call in milliseconds (0: none).");
+ABSL_FLAG(bool, json, false, "Print each response message as protobuf JSON, one per line.");
+// generate
+ABSL_FLAG(int, max_new_tokens, 0, "Tokens to generate (0: the server's default).");
+ABSL_FLAG(double, temperature, 0, "0: greedy.");
+ABSL_FLAG(int, top_k, 0, "0: off.");
+ABSL_FLAG(double, top_p, 0, "0: off (1.0).");
+ABSL_FLAG(double, min_p, 0, "0: off.");
+ABSL_FLAG(double, repetition_penalty, 0, "0: off (1.0).");
+ABSL_FLAG(double, presence_penalty, 0, "0: off.");
+ABSL_FLAG(double, frequency_penalty, 0, "0: off.");
+ABSL_FLAG(int64_t, seed, -1, "Sampling seed (-1: the server picks one and reports it).");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "Stop strings, comma-separated.");
+ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "Stop token ids, comma-separated.");
+ABSL_FLAG(bool, ignore_eos, false, "Keep generating past EOS.");
+ABSL_FLAG(int, top_logprobs, 0, "Alternatives per token (0..20; shown with --json).");
+ABSL_FLAG(std::string, request_id, "", "Request id (default: the server makes one).");
+ABSL_FLAG(bool, chat, false, "Send PROMPT as a user message, rendered with the chat template.");
+ABSL_FLAG(std::string, system, "", "With --chat: a system message first.");
+ABSL_FLAG(std::vector<std::string>, prompt_token_ids, {},
+          "Prompt as token ids, comma-separated (then no PROMPT).");
+// tokenize
+ABSL_FLAG(bool, add_special_tokens, false, "tokenize: add BOS/EOS as a text prompt gets them.");
+
+namespace streamgen {
+namespace {
+
+using google::protobuf::util::JsonPrintOptions;
+using google::protobuf::util::MessageToJsonString;
+
+std::atomic<grpc::ClientContext*> g_active_context{nullptr};
+std::atomic<bool> g_interrupted{false};
+
+// Ctrl-C: cancel the call in flight (from a thread; TryCancel is not
+// async-signal-safe, so no signal handler does it).
+class InterruptWatcher {
+ public:
+  InterruptWatcher() {
+    sigemptyset(&signals_);
+    sigaddset(&signals_, SIGINT);
+    sigaddset(&signals_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
+    thread_ = std::thread([this] {
+      timespec tick{0, 100 * 1000 * 1000};
+      while (!done_) {
+        if (sigtimedwait(&signals_, nullptr, &tick) <= 0) continue;
+        g_interrupted = true;
+        if (grpc::ClientContext* context = g_active_context.load()) context->TryCancel();
+      }
+    });
+  }
+  ~InterruptWatcher() {
+    done_ = true;
+    thread_.join();
+  }
+
+ private:
+  sigset_t signals_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) {
+    std::cerr << "streamgen-client: cannot read " << path << "\n";
+    std::exit(2);
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel() {
+  grpc::ChannelArguments args;
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  bool tls = absl::GetFlag(FLAGS_tls) || !absl::GetFlag(FLAGS_tls_ca).empty() ||
+             !absl::GetFlag(FLAGS_tls_cert).empty();
+  if (tls) {
+    grpc::SslCredentialsOptions ssl;
+    if (!absl::GetFlag(FLAGS_tls_ca).empty()) ssl.pem_root_certs = ReadFile(absl::GetFlag(FLAGS_tls_ca));
+    if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
+      ssl.pem_cert_chain = ReadFile(absl::GetFlag(FLAGS_tls_cert));
+      ssl.pem_private_key = ReadFile(absl::GetFlag(FLAGS_tls_key));
+    }
+    credentials = grpc::SslCredentials(ssl);
+    if (!absl::GetFlag(FLAGS_tls_server_name).empty()) {
+      args.SetSslTargetNameOverride(absl::GetFlag(FLAGS_tls_server_name));
+    }
+  }
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), credentials, args);
+}
+
+void PrepareContext(grpc::ClientContext* context) {
+  std::string key = absl::GetFlag(FLAGS_api_key);
+  if (key.empty() && std::getenv("STREAMGEN_API_KEY") != nullptr) {
+    key = std::getenv("STREAMGEN_API_KEY");
+  }
+  if (!key.empty()) context->AddMetadata("authorization", "Bearer " + key);
+  int64_t deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
+  if (deadline_ms > 0) {
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(deadline_ms));
+  }
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  std::string json;
+  JsonPrintOptions options;
+  MessageToJsonString(message, &json, options);
+  return json;
+}
+
+// Exit status for a finished call: 0, 130 after Ctrl-C, 1 otherwise.
+int Report(const grpc::Status& status) {
+  if (status.ok()) return 0;
+  if (g_interrupted) {
+    std::cerr << "streamgen-client: cancelled\n";
+    return 130;
+  }
+  std::cerr << "streamgen-client: " << absl::StatusCodeToString(
+                   static_cast<absl::StatusCode>(status.error_code()))
+            << ": " << status.error_message() << "\n";
+  return 1;
+}
+
+std::vector<int> ParseIds(const std::vector<std::string>& values, const char* flag) {
+  std::vector<int> ids;
+  for (const std::string& value : values) {
+    int id = 0;
+    if (!absl::SimpleAtoi(value, &id)) {
+      std::cerr << "streamgen-client: --" << flag << ": '" << value << "' is not an integer\n";
+      std::exit(2);
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+v1::GenerateRequest BuildGenerateRequest(const std::string& prompt) {
+  v1::GenerateRequest request;
+  std::vector<int> prompt_ids = ParseIds(absl::GetFlag(FLAGS_prompt_token_ids), "prompt-token-ids");
+  if (!prompt_ids.empty()) {
+    for (int id : prompt_ids) request.add_prompt_token_ids(id);
+  } else if (absl::GetFlag(FLAGS_chat)) {
+    if (!absl::GetFlag(FLAGS_system).empty()) {
+      v1::ChatMessage* system = request.add_messages();
+      system->set_role("system");
+      system->set_content(absl::GetFlag(FLAGS_system));
+    }
+    v1::ChatMessage* user = request.add_messages();
+    user->set_role("user");
+    user->set_content(prompt);
+  } else {
+    request.set_prompt(prompt);
+  }
+  request.set_max_new_tokens(absl::GetFlag(FLAGS_max_new_tokens));
+  request.set_temperature(absl::GetFlag(FLAGS_temperature));
+  request.set_top_k(absl::GetFlag(FLAGS_top_k));
+  request.set_top_p(absl::GetFlag(FLAGS_top_p));
+  request.set_min_p(absl::GetFlag(FLAGS_min_p));
+  request.set_repetition_penalty(absl::GetFlag(FLAGS_repetition_penalty));
+  request.set_presence_penalty(absl::GetFlag(FLAGS_presence_penalty));
+  request.set_frequency_penalty(absl::GetFlag(FLAGS_frequency_penalty));
+  if (absl::GetFlag(FLAGS_seed) >= 0) request.set_seed(absl::GetFlag(FLAGS_seed));
+  for (const std::string& stop : absl::GetFlag(FLAGS_stop)) request.add_stop(stop);
+  for (int id : ParseIds(absl::GetFlag(FLAGS_stop_token_ids), "stop-token-ids")) {
+    request.add_stop_token_ids(id);
+  }
+  request.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+  request.set_top_logprobs(absl::GetFlag(FLAGS_top_logprobs));
+  request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  return request;
+}
+
+int Generate(v1::TextGeneration::Stub& stub, const std::string& prompt) {
+  v1::GenerateRequest request = BuildGenerateRequest(prompt);
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  g_active_context = &context;
+  if (g_interrupted) context.TryCancel();
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+      stub.Generate(&context, request);
+  v1::GenerateResponse response;
+  v1::GenerateResponse last;
+  bool json = absl::GetFlag(FLAGS_json);
+  while (reader->Read(&response)) {
+    if (json) {
+      std::cout << ToJson(response) << std::endl;
+    } else {
+      std::cout << response.text() << std::flush;
+    }
+    if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = response;
+  }
+  grpc::Status status = reader->Finish();
+  g_active_context = nullptr;
+  if (!json) {
+    std::cout << std::endl;
+    if (last.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      std::cerr << "[" << v1::FinishReason_Name(last.finish_reason())
+                << " request_id=" << last.request_id()
+                << " prompt_tokens=" << last.usage().prompt_tokens()
+                << " completion_tokens=" << last.usage().completion_tokens()
+                << " seed=" << last.seed() << " ttft_ms=" << last.timings().ttft_ms()
+                << " tokens_per_s=" << last.timings().decode_tokens_per_s() << "]\n";
+    }
+  }
+  return Report(status);
+}
+
+int Tokenize(v1::TextGeneration::Stub& stub, const std::string& text) {
+  v1::TokenizeRequest request;
+  request.set_text(text);
+  request.set_add_special_tokens(absl::GetFlag(FLAGS_add_special_tokens));
+  v1::TokenizeResponse response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  g_active_context = &context;
+  grpc::Status status = stub.Tokenize(&context, request, &response);
+  g_active_context = nullptr;
+  if (status.ok()) {
+    if (absl::GetFlag(FLAGS_json)) {
+      std::cout << ToJson(response) << "\n";
+    } else {
+      for (int i = 0; i < response.token_ids_size(); ++i) {
+        std::cout << response.token_ids(i) << "\t" << response.pieces(i) << "\n";
+      }
+    }
+  }
+  return Report(status);
+}
+
+int Info(v1::TextGeneration::Stub& stub) {
+  v1::ModelInfo info;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  g_active_context = &context;
+  grpc::Status status = stub.GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+  g_active_context = nullptr;
+  if (status.ok()) {
+    if (absl::GetFlag(FLAGS_json)) {
+      std::cout << ToJson(info) << "\n";
+    } else {
+      std::cout << info.DebugString();
+    }
+  }
+  return Report(status);
+}
+
+int Usage() {
+  std::cerr << "usage: streamgen-client [flags] generate PROMPT | tokenize TEXT | info\n"
+               "       (streamgen-client --help lists the flags)\n";
+  return 2;
+}
+
+}  // namespace
+}  // namespace streamgen
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Client for streamgen.v1.TextGeneration.\n"
+      "  streamgen-client [--server HOST:PORT] generate PROMPT [--max-new-tokens N] [--json]\n"
+      "  streamgen-client tokenize TEXT\n"
+      "  streamgen-client info\n"
+      "Flags may be written --max-new-tokens=8 or --max_new_tokens=8.");
+  streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
+  std::vector<char*> positional = absl::ParseCommandLine(args.argc(), args.argv());
+  if (positional.size() < 2) return streamgen::Usage();
+  std::string command = positional[1];
+  std::vector<std::string> rest(positional.begin() + 2, positional.end());
+  streamgen::InterruptWatcher watcher;
+  std::shared_ptr<grpc::Channel> channel = streamgen::MakeChannel();
+  auto stub = streamgen::v1::TextGeneration::NewStub(channel);
+  if (command == "generate") {
+    bool ids = !absl::GetFlag(FLAGS_prompt_token_ids).empty();
+    if (rest.size() != (ids ? 0u : 1u)) {
+      std::cerr << "streamgen-client: generate takes one PROMPT (or --prompt-token-ids)\n";
+      return 2;
+    }
+    return streamgen::Generate(*stub, ids ? "" : rest[0]);
+  }
+  if (command == "tokenize" && rest.size() == 1) return streamgen::Tokenize(*stub, rest[0]);
+  if (command == "info" && rest.empty()) return streamgen::Info(*stub);
+  return streamgen::Usage();
+}
