@@ -147,6 +147,11 @@ class Engine::Impl {
   void Finish(Sequence* seq, FinishReason reason, std::string text, std::vector<TokenInfo> tokens,
               absl::Status status = absl::OkStatus());
   void FailRunning(const std::string& what);
+  // SampleBatch throws c10::Error on what validated requests never cause; the
+  // loop's catch ends the step's sequences with kError.
+  std::vector<TokenInfo> Sample(const torch::Tensor& logits, const std::vector<SampleInput>& rows) {
+    return SampleBatch(logits, rows, valid_vocab_);
+  }
 
   const EngineOptions options_;
   std::unique_ptr<LlamaModel> model_;
@@ -346,7 +351,7 @@ void Engine::Impl::Prefill(Sequence* seq) {
   torch::Tensor logits = model_->Forward(seq->prompt_ids, &seq->cache);  // [1, vocab]
   SampleInput in{&seq->request.sampling, &seq->prompt_ids, &seq->output_ids, seq->rng.get(),
                  seq->request.top_logprobs};
-  std::vector<TokenInfo> picked = SampleBatch(logits, {in}, valid_vocab_);
+  std::vector<TokenInfo> picked = Sample(logits, {in});
   seq->prefill_ms = MsBetween(seq->admitted, Clock::now());
   HandleToken(seq, picked[0]);
 }
@@ -367,7 +372,7 @@ void Engine::Impl::DecodeStep() {
   }
   if (seqs.empty()) return;
   torch::Tensor logits = model_->DecodeBatch(tokens, caches);  // [B, vocab]
-  std::vector<TokenInfo> picked = SampleBatch(logits, rows, valid_vocab_);
+  std::vector<TokenInfo> picked = Sample(logits, rows);
   for (size_t i = 0; i < seqs.size(); ++i) HandleToken(seqs[i], picked[i]);
 }
 

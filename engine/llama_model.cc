@@ -50,6 +50,7 @@ torch::Tensor ToTorch(const TensorView& view, const ModelOptions& options) {
 
 LlamaModel::LlamaModel(ModelConfig config, ModelOptions options)
     : config_(std::move(config)), options_(options) {}
+LlamaModel::~LlamaModel() = default;
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& dir,
                                                              const ModelOptions& options) {

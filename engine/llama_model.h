@@ -32,6 +32,8 @@ class LlamaModel {
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& dir,
                                                           const ModelOptions& options);
 
+  ~LlamaModel();
+
   const ModelConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
 

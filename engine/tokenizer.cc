@@ -3,17 +3,10 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <exception>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-
-// sentencepiece 0.1.97 declares `namespace absl { using std::string_view; }`,
-// which is ambiguous next to abseil's own absl::string_view class. Renaming its
-// namespace for this one include keeps the types identical (std::string_view,
-// so the library's symbols still match) without the clash.
-#define absl sentencepiece_absl_shim
-#include <sentencepiece_processor.h>
-#undef absl
 
 namespace streamgen {
 namespace {
@@ -27,31 +20,32 @@ int ParseBytePiece(const std::string& piece) {
   return static_cast<int>(value);
 }
 
-bool FileExists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
-
 }  // namespace
 
-Tokenizer::Tokenizer() : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {}
+Tokenizer::Tokenizer(std::unique_ptr<SentencePieceBackend> sp) : sp_(std::move(sp)) {}
 
 Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
-  if (!FileExists(path)) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat("tokenizer model not found: ", path));
   }
-  std::unique_ptr<Tokenizer> tok(new Tokenizer());
-  const sentencepiece::util::Status status = tok->sp_->Load(path);
-  if (!status.ok()) {
+  if (!S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot load tokenizer model ", path, ": ", status.ToString()));
+        absl::StrCat("cannot load tokenizer model ", path, ": not a regular file"));
+  }
+  absl::StatusOr<std::unique_ptr<SentencePieceBackend>> backend = NewSentencePieceBackend();
+  if (!backend.ok()) return backend.status();
+  std::unique_ptr<Tokenizer> tok(new Tokenizer(std::move(*backend)));
+  const std::string error = tok->sp_->Load(path);
+  if (!error.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot load tokenizer model ", path,
+                                                   " (not a sentencepiece model file?): ", error));
   }
   const int n = tok->sp_->GetPieceSize();
   if (n <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tokenizer model ", path, " has no pieces"));
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer model ", path, " has no pieces"));
   }
   tok->byte_value_.assign(n, -1);
   tok->kind_.assign(n, kNormal);
@@ -59,8 +53,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
     if (tok->sp_->IsByte(id)) {
       const int value = ParseBytePiece(tok->sp_->IdToPiece(id));
       if (value < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tokenizer model ", path, ": byte piece ", id, " is not of the form <0xNN>"));
+        return absl::InvalidArgumentError(absl::StrCat("tokenizer model ", path, ": byte piece ",
+                                                       id, " is not of the form <0xNN>"));
       }
       tok->byte_value_[id] = static_cast<int16_t>(value);
     } else if (tok->sp_->IsControl(id)) {
@@ -76,7 +70,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
 
 std::vector<int> Tokenizer::Encode(std::string_view text) const {
   std::vector<int> ids;
-  if (!sp_->Encode(text, &ids).ok()) ids.clear();
+  if (!sp_->Encode(text, &ids)) ids.clear();
   return ids;
 }
 

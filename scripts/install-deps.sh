@@ -10,7 +10,7 @@ PACKAGES=(
   # measured here, 2.5x slower at batch 1 and 25x slower at batch 16.
   libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
-  libsentencepiece-dev libabsl-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
+  libsentencepiece-dev libabsl-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libcpp-httplib-dev
   python3 python3-grpcio python3-protobuf python3-jinja2
 )

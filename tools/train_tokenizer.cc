@@ -9,34 +9,10 @@
 
 #include "absl/strings/str_cat.h"
 
-// sentencepiece 0.1.97 declares `namespace absl { using std::string_view; }`,
-// which clashes with Debian's abseil (whose absl::string_view is its own
-// class). Its API takes that string_view only, so its headers are read with
-// `absl` renamed: the alias is still std::string_view and links the same.
-#define absl sentencepiece_absl
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
-#undef absl
+#include "engine/sentencepiece_backend.h"
+#include "engine/tokenizer.h"
 
 namespace streamgen {
-namespace {
-
-// Feeds the corpus lines to the trainer, so that no file path ends up in the
-// trained model (its trainer_spec records `input` and `model_prefix`).
-class LineIterator : public sentencepiece::SentenceIterator {
- public:
-  explicit LineIterator(std::vector<std::string> lines) : lines_(std::move(lines)) {}
-  bool done() const override { return next_ >= lines_.size(); }
-  void Next() override { ++next_; }
-  const std::string& value() const override { return lines_[next_]; }
-  sentencepiece::util::Status status() const override { return {}; }
-
- private:
-  std::vector<std::string> lines_;
-  size_t next_ = 0;
-};
-
-}  // namespace
 
 absl::Status TrainTokenizer(const std::string& corpus_path, const std::string& out_model_path,
                             int vocab_size) {
@@ -73,13 +49,14 @@ absl::Status TrainTokenizer(const std::string& corpus_path, const std::string& o
       {"num_threads", "1"},
       {"minloglevel", "2"},
   };
-  LineIterator iterator(std::move(lines));
+  // The corpus lines are fed directly, so that no file path ends up in the model.
+  absl::StatusOr<std::unique_ptr<SentencePieceBackend>> backend = NewSentencePieceBackend();
+  if (!backend.ok()) return backend.status();
   std::string model;
-  const sentencepiece::util::Status status =
-      sentencepiece::SentencePieceTrainer::Train(args, &iterator, &model);
-  if (!status.ok()) {
-    return absl::InternalError(absl::StrCat("training the tokenizer on ", corpus_path,
-                                            " failed: ", status.ToString()));
+  const std::string error = (*backend)->Train(args, lines, &model);
+  if (!error.empty()) {
+    return absl::InternalError(
+        absl::StrCat("training the tokenizer on ", corpus_path, " failed: ", error));
   }
   // Written beside the target and renamed, so a failure leaves no partial model.
   const std::string temp_path = absl::StrCat(out_model_path, ".partial");
@@ -94,13 +71,9 @@ absl::Status TrainTokenizer(const std::string& corpus_path, const std::string& o
 }
 
 absl::StatusOr<int> TokenizerPieceCount(const std::string& model_path) {
-  sentencepiece::SentencePieceProcessor processor;
-  const sentencepiece::util::Status status = processor.Load(model_path);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(model_path, ": cannot load the sentencepiece model: ", status.ToString()));
-  }
-  return processor.GetPieceSize();
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(model_path);
+  if (!tokenizer.ok()) return tokenizer.status();
+  return (*tokenizer)->piece_count();
 }
 
 }  // namespace streamgen
