@@ -24,11 +24,16 @@ int SequenceLength(int b) {
 // surrogates and code points above U+10FFFF, as sentencepiece's decoder does).
 bool SecondByteFits(int lead, int second) {
   switch (lead) {
-    case 0xE0: return second >= 0xA0 && second <= 0xBF;
-    case 0xED: return second >= 0x80 && second <= 0x9F;
-    case 0xF0: return second >= 0x90 && second <= 0xBF;
-    case 0xF4: return second >= 0x80 && second <= 0x8F;
-    default: return IsContinuationByte(second);
+    case 0xE0:
+      return second >= 0xA0 && second <= 0xBF;
+    case 0xED:
+      return second >= 0x80 && second <= 0x9F;
+    case 0xF0:
+      return second >= 0x90 && second <= 0xBF;
+    case 0xF4:
+      return second >= 0x80 && second <= 0x8F;
+    default:
+      return IsContinuationByte(second);
   }
 }
 
@@ -74,21 +79,25 @@ std::string IncrementalDetokenizer::DecodeRange(size_t begin, size_t end) const 
 }
 
 std::string IncrementalDetokenizer::Append(int id) {
-  if (id < 0 || id >= tok_->piece_count()) return "";
+  if (flushed_ || id < 0 || id >= tok_->piece_count()) return "";
   ids_.push_back(id);
-  if (IncompleteUtf8TailLength(*tok_, ids_) > 0) return "";
-  return EmitToEnd();
+  // An unfinished character at the end is held; anything before it goes out.
+  const size_t end = ids_.size() - IncompleteUtf8TailLength(*tok_, ids_);
+  if (end <= read_) return "";
+  return EmitTo(end);
 }
 
 std::string IncrementalDetokenizer::Flush() {
+  flushed_ = true;
   if (read_ == ids_.size()) return "";
-  return EmitToEnd();
+  return EmitTo(ids_.size());
 }
 
-// ids_[prefix_, read_) ends on a character boundary, so the decode of
-// ids_[prefix_, end) starts with prefix_text_ and the rest is the new text.
-std::string IncrementalDetokenizer::EmitToEnd() {
-  const std::string window_text = DecodeRange(prefix_, ids_.size());
+// ids_[prefix_, read_) and ids_[prefix_, end) end on character boundaries, so
+// the decode of ids_[prefix_, end) starts with prefix_text_ and the rest is the
+// text of ids_[read_, end) as the full decode has it.
+std::string IncrementalDetokenizer::EmitTo(size_t end) {
+  const std::string window_text = DecodeRange(prefix_, end);
   size_t common = 0;
   const size_t limit = std::min(window_text.size(), prefix_text_.size());
   while (common < limit && window_text[common] == prefix_text_[common]) ++common;
@@ -96,14 +105,14 @@ std::string IncrementalDetokenizer::EmitToEnd() {
 
   // Slide the window to start at the old read offset when the new ids decode
   // to something on their own; otherwise widen it to cover them.
-  std::string new_text = DecodeRange(read_, ids_.size());
+  std::string new_text = DecodeRange(read_, end);
   if (!new_text.empty()) {
     prefix_ = read_;
     prefix_text_ = std::move(new_text);
   } else {
     prefix_text_ = window_text;
   }
-  read_ = ids_.size();
+  read_ = end;
   return out;
 }
 
