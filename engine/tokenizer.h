@@ -1,7 +1,7 @@
 // A SentencePiece tokenizer (Llama / Mistral `tokenizer.model`) behind a small
-// interface. sentencepiece's own header stays inside tokenizer.cc: Debian's
-// sentencepiece 0.1.97 declares `absl::string_view` itself, which clashes with
-// abseil's headers in the same translation unit.
+// interface. No header here includes sentencepiece: it is reached through
+// SentencePieceBackend, a locally loaded shared library (its headers clash with
+// abseil's, and its bundled protobuf with libtorch's; see sentencepiece_backend.h).
 #pragma once
 
 #include <cstdint>
