@@ -136,6 +136,18 @@ TEST(StopMatcherTest, MultiByteStopStrings) {
   EXPECT_FALSE(r1.stopped);
 }
 
+TEST(StopMatcherTest, HeldMultiByteTextIsWholeCharacters) {
+  StopMatcher matcher({"日本語"});
+  StopMatcher::Result r = matcher.Push("x日本");
+  EXPECT_EQ(r.text, "x");  // "日本" may start the stop: held as whole characters
+  r = matcher.Push("人");
+  EXPECT_EQ(r.text, "日本人");
+  EXPECT_FALSE(r.stopped);
+  r = matcher.Push("日本語です");
+  EXPECT_EQ(r.text, "");
+  EXPECT_TRUE(r.stopped);
+}
+
 TEST(StopMatcherTest, FlushReleasesHeldText) {
   StopMatcher matcher({"Hello"});
   EXPECT_EQ(matcher.Push("Well, Hell").text, "Well, ");
