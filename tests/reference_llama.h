@@ -27,16 +27,16 @@ namespace reference {
 
 // The shape of a model, as the reference needs it.
 struct Shape {
-  int hidden = 0;         // hidden_size
-  int intermediate = 0;   // intermediate_size
-  int layers = 0;         // num_hidden_layers
-  int heads = 0;          // num_attention_heads
-  int kv_heads = 0;       // num_key_value_heads
-  int head_dim = 0;       // per-head size (need not be hidden / heads)
-  int vocab = 0;          // vocab_size
-  double eps = 1e-6;      // rms_norm_eps
-  double theta = 10000.0; // rope_theta
-  int sliding_window = 0; // 0: full causal attention
+  int hidden = 0;          // hidden_size
+  int intermediate = 0;    // intermediate_size
+  int layers = 0;          // num_hidden_layers
+  int heads = 0;           // num_attention_heads
+  int kv_heads = 0;        // num_key_value_heads
+  int head_dim = 0;        // per-head size (need not be hidden / heads)
+  int vocab = 0;           // vocab_size
+  double eps = 1e-6;       // rms_norm_eps
+  double theta = 10000.0;  // rope_theta
+  int sliding_window = 0;  // 0: full causal attention
 };
 
 // All weights as float32, row-major, in Hugging Face's [out, in] layout.
