@@ -42,8 +42,10 @@ torch::Tensor ToTorch(const TensorView& view, const ModelOptions& options) {
   auto stored = torch::from_blob(const_cast<void*>(view.data), view.shape,
                                  torch::TensorOptions().dtype(TorchDtype(view.dtype)));
   // F16 storage on CPU is upcast in float32 first: libtorch 1.13 has few Half CPU kernels.
-  torch::Tensor t = stored.to(torch::kFloat32).to(options.dtype);
-  return t.to(options.device).contiguous();
+  // copy=true: with F32 storage and float32 compute .to() would otherwise return
+  // the memory-mapped tensor itself, which dies with the map when Load returns.
+  torch::Tensor t = stored.to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
+  return t.to(options.dtype).to(options.device).contiguous();
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tools/tiny_model.h"
+#include "tools/train_tokenizer.h"
 
 namespace streamgen {
 namespace {
@@ -46,7 +47,13 @@ struct Collector {
       if (e.finish_reason != FinishReason::kNone) done.set_value(std::move(e));
     };
   }
-  TokenEvent Wait() { return future.get(); }
+  // Returns the last event once the sink has returned from it (the lock), so
+  // the collector may be destroyed right after.
+  TokenEvent Wait() {
+    TokenEvent last = future.get();
+    std::lock_guard<std::mutex> lock(mu);
+    return last;
+  }
 };
 
 std::unique_ptr<Engine> MakeEngine(const std::string& dir, EngineOptions options = {}) {
@@ -345,13 +352,13 @@ TEST_F(BadModelTest, MissingTokenizerIsNamed) {
 }
 
 TEST_F(BadModelTest, TokenizerLargerThanTheEmbeddingIsRefused) {
-  TinyModelSpec spec;
-  spec.vocab_size = 300;  // the built-in tokenizer has 1000 pieces
-  ASSERT_TRUE(WriteTinyModel(spec, dir_.string(), std::string(STREAMGEN_TINY_MODEL_DIR) +
-                                                      "/tokenizer.model", "").ok());
+  // The built-in model has 1024 embedding rows; a 1500-piece tokenizer does not fit.
+  absl::Status trained = TrainTokenizer(std::string(STREAMGEN_SOURCE_DIR) + "/tools/data/corpus.txt",
+                                        (dir_ / "tokenizer.model").string(), 1500);
+  ASSERT_TRUE(trained.ok()) << trained;
   absl::Status s = Load();
   EXPECT_FALSE(s.ok());
-  EXPECT_THAT(std::string(s.message()), HasSubstr("tokenizer.model"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("tokenizer.model: the tokenizer has 1500 pieces"));
   EXPECT_THAT(std::string(s.message()), HasSubstr("vocab_size"));
 }
 
