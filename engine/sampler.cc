@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -16,7 +15,7 @@
 namespace streamgen {
 namespace {
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int kMaxTopLogprobs = 20;
 // top-p: a prefix whose mass is within this of top_p counts as reaching it, so
 // that rounding in softmax / cumsum does not add a token at an exact boundary.
 constexpr double kTopPSlack = 1e-6;
@@ -45,7 +44,14 @@ const std::vector<int>& OrEmpty(const std::vector<int>* ids) {
   return ids ? *ids : kEmpty;
 }
 
-// The ids of `lists` that are < limit, as an int64 tensor on `device`.
+// A small host tensor on `device`. To CUDA through pinned memory and a
+// non-blocking copy: a plain copy would wait for the queued forward pass.
+torch::Tensor ToDevice(const torch::Tensor& host, const torch::Device& device) {
+  if (device.is_cpu()) return host;
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
+// The ids of `lists` inside [0, limit), as an int64 tensor on `device`.
 torch::Tensor IdTensor(std::initializer_list<const std::vector<int>*> lists, int64_t limit,
                        const torch::Device& device) {
   std::vector<int64_t> ids;
@@ -54,7 +60,42 @@ torch::Tensor IdTensor(std::initializer_list<const std::vector<int>*> lists, int
       if (id >= 0 && id < limit) ids.push_back(id);
     }
   }
-  return torch::tensor(ids, torch::dtype(torch::kLong)).to(device);
+  return ToDevice(torch::tensor(ids, torch::kLong), device);
+}
+
+// HF-style, in place on `logits` [n]: every id seen in the prompt or the
+// output: logit > 0 ? logit / penalty : logit * penalty. An id seen many times
+// is written many times with the same value.
+void ApplyRepetitionPenalty(torch::Tensor* logits, const SamplingParams& p,
+                            const std::vector<int>& prompt_ids,
+                            const std::vector<int>& output_ids) {
+  torch::Tensor ids = IdTensor({&prompt_ids, &output_ids}, logits->size(0), logits->device());
+  if (ids.numel() == 0) return;
+  torch::Tensor seen = logits->index_select(0, ids);
+  seen = torch::where(seen > 0, seen / p.repetition_penalty, seen * p.repetition_penalty);
+  logits->index_copy_(0, ids, seen);
+}
+
+// OpenAI-style, in place on `logits` [n]: each distinct output id once,
+// logit -= presence + frequency * count (counted on the host: outputs are short).
+void ApplyCountPenalties(torch::Tensor* logits, const SamplingParams& p,
+                         const std::vector<int>& output_ids) {
+  std::vector<int> sorted;
+  for (int id : output_ids) {
+    if (id >= 0 && id < logits->size(0)) sorted.push_back(id);
+  }
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<int64_t> ids;
+  std::vector<float> amounts;
+  for (size_t i = 0, end = 0; i < sorted.size(); i = end) {
+    while (end < sorted.size() && sorted[end] == sorted[i]) ++end;
+    ids.push_back(sorted[i]);
+    amounts.push_back(p.presence_penalty + p.frequency_penalty * static_cast<float>(end - i));
+  }
+  if (ids.empty()) return;
+  torch::Tensor index = ToDevice(torch::tensor(ids, torch::kLong), logits->device());
+  torch::Tensor amount = ToDevice(torch::tensor(amounts, torch::kFloat), logits->device());
+  logits->index_copy_(0, index, logits->index_select(0, index) - amount);
 }
 
 std::string ShapeString(const torch::Tensor& t) {
@@ -112,31 +153,60 @@ absl::Status CheckLogits(const torch::Tensor& logits, int64_t dims, int valid_vo
   return absl::OkStatus();
 }
 
-// Steps 4-7 on penalised logits [n] float32: the renormalised probabilities [n].
-torch::Tensor FilteredProbs(const torch::Tensor& logits, const SamplingParams& p) {
+// Step 6 by one stable sort of all of `probs` (ties: the lower id first).
+torch::Tensor TopPMaskBySort(const torch::Tensor& probs, double top_p) {
+  auto [sorted, order] = torch::sort(probs, /*stable=*/true, /*dim=*/0, /*descending=*/true);
+  torch::Tensor mass = sorted.to(torch::kDouble);
+  torch::Tensor keep = (mass.cumsum(0) - mass) < top_p - kTopPSlack;  // mass before each
+  keep.narrow(0, 0, 1).fill_(true);  // the most likely token always stays
+  return torch::zeros_like(keep).scatter_(0, order, keep);
+}
+
+// Step 6 on the CPU, where a full sort of a large vocabulary costs
+// milliseconds: the K most likely ids (K = 64, 512, ... below n / 8) plus
+// every id tied with the K-th, until their mass reaches top_p; then the stable
+// sort of just those. They are a prefix of the full sort's order (in id order
+// among ties), so the result is the same.
+torch::Tensor TopPMaskByCandidates(const torch::Tensor& probs, double top_p) {
+  const int64_t n = probs.size(0);
+  for (int64_t k = 64; k < n / 8; k *= 8) {
+    const float kth =
+        std::get<0>(probs.topk(k, 0, /*largest=*/true, /*sorted=*/false)).min().item<float>();
+    torch::Tensor ids = torch::nonzero((probs >= kth) & (probs > 0)).squeeze(1);  // ascending
+    torch::Tensor candidates = probs.index_select(0, ids);
+    if (candidates.sum(torch::kDouble).item<double>() < top_p - kTopPSlack) continue;
+    torch::Tensor keep = torch::zeros({n}, probs.options().dtype(torch::kBool));
+    return keep.index_fill_(0, ids.masked_select(TopPMaskBySort(candidates, top_p)), true);
+  }
+  return TopPMaskBySort(probs, top_p);
+}
+
+// What step 8 samples from: probs[j] is the probability of id ids[j] (ids
+// ascending), or of id j where ids is undefined (every id a candidate).
+struct Distribution {
+  torch::Tensor ids;    // [m] int64, or undefined
+  torch::Tensor probs;  // [m] float32, summing to 1
+};
+
+// Steps 4-7 on penalised logits [n] float32. After top-k only the k
+// candidates are carried on (cheap on every device).
+Distribution FilteredProbs(const torch::Tensor& logits, const SamplingParams& p) {
+  Distribution d;
   torch::Tensor x = logits / p.temperature;
-  const int64_t n = x.size(0);
-  const bool top_k = p.top_k > 0 && p.top_k < n;
-  const bool top_p = p.top_p < 1.0f;
-  if (top_k || top_p) {
-    // Stable descending sort: among equal logits the lower id comes first.
-    auto [sorted, order] = torch::sort(x, /*stable=*/true, /*dim=*/0, /*descending=*/true);
-    if (top_k) sorted.narrow(0, p.top_k, n - p.top_k).fill_(kNegInf);
-    if (top_p) {
-      torch::Tensor probs = torch::softmax(sorted, 0, torch::kDouble);
-      torch::Tensor mass_before = probs.cumsum(0) - probs;  // [n]
-      torch::Tensor drop = mass_before >= (static_cast<double>(p.top_p) - kTopPSlack);
-      drop.narrow(0, 0, 1).fill_(false);  // the most likely token always stays
-      sorted.masked_fill_(drop, kNegInf);
-    }
-    x = torch::empty_like(x).scatter_(0, order, sorted);
+  if (p.top_k > 0 && p.top_k < x.size(0)) {
+    auto [values, ids] = x.topk(p.top_k, 0, /*largest=*/true, /*sorted=*/false);
+    auto [ascending, order] = ids.sort();
+    d.ids = ascending;
+    x = values.index_select(0, order);
   }
-  torch::Tensor probs = torch::softmax(x, 0);
-  if (p.min_p > 0.0f) {
-    probs.masked_fill_(probs < probs.max() * p.min_p, 0.0f);
-    probs.div_(probs.sum());
+  d.probs = torch::softmax(x, 0);
+  if (p.top_p < 1.0f) {
+    torch::Tensor keep = TopPMask(d.probs, p.top_p, /*by_sort=*/!d.probs.is_cpu());
+    d.probs.masked_fill_(keep.logical_not(), 0.0f);
   }
-  return probs;
+  if (p.min_p > 0.0f) d.probs.masked_fill_(d.probs < d.probs.max() * p.min_p, 0.0f);
+  if (p.top_p < 1.0f || p.min_p > 0.0f) d.probs.div_(d.probs.sum());
+  return d;
 }
 
 // One row that is not on the fast path: [id, logprob, top ids..., top logprobs...]
@@ -151,16 +221,19 @@ torch::Tensor SampleRow(const torch::Tensor& logits, const SampleInput& row) {
   if (p.temperature == 0.0f) {
     id = scores.argmax().reshape({1});
   } else {
-    id = SelectByUniform(FilteredProbs(scores, p), row.rng->NextUniform());
+    Distribution d = FilteredProbs(scores, p);
+    id = SelectByUniform(d.probs, row.rng->NextUniform());
+    if (d.ids.defined()) id = d.ids.index_select(0, id);
   }
-  torch::Tensor logprobs = torch::log_softmax(logits, 0);
+  // log_softmax of the raw logits, only where needed: logit - logsumexp.
+  torch::Tensor lse = logits.logsumexp(0, /*keepdim=*/true);  // [1]
   std::vector<torch::Tensor> parts = {id.to(torch::kDouble),
-                                      logprobs.index_select(0, id).to(torch::kDouble)};
+                                      (logits.index_select(0, id) - lse).to(torch::kDouble)};
   const int64_t k = std::min<int64_t>(row.top_logprobs, logits.size(0));
   if (k > 0) {
-    auto [values, indices] = logprobs.topk(k);
+    auto [values, indices] = logits.topk(k);
     parts.push_back(indices.to(torch::kDouble));
-    parts.push_back(values.to(torch::kDouble));
+    parts.push_back((values - lse).to(torch::kDouble));
   }
   return torch::cat(parts);
 }
@@ -170,10 +243,11 @@ torch::Tensor SampleRow(const torch::Tensor& logits, const SampleInput& row) {
 torch::Tensor SampleGreedyRows(const torch::Tensor& logits, const std::vector<int64_t>& rows) {
   torch::Tensor x = logits;
   if (static_cast<int64_t>(rows.size()) != logits.size(0)) {
-    x = logits.index_select(0, torch::tensor(rows, torch::kLong).to(logits.device()));
+    x = logits.index_select(0, ToDevice(torch::tensor(rows, torch::kLong), logits.device()));
   }
-  torch::Tensor ids = x.argmax(1, /*keepdim=*/true);                        // [n, 1]
-  torch::Tensor logprobs = x.gather(1, ids) - x.logsumexp(1, /*keepdim=*/true);  // [n, 1]
+  // max over a dim returns the first (lowest) index of a maximal value.
+  auto [best, ids] = x.max(1, /*keepdim=*/true);                        // [n, 1] each
+  torch::Tensor logprobs = best - x.logsumexp(1, /*keepdim=*/true);     // [n, 1]
   return torch::cat({ids.to(torch::kDouble), logprobs.to(torch::kDouble)}, 1);
 }
 
@@ -209,25 +283,13 @@ torch::Tensor ApplyPenalties(const torch::Tensor& logits, const SamplingParams& 
                              const std::vector<int>& prompt_ids,
                              const std::vector<int>& output_ids) {
   torch::Tensor out = logits.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true);
-  const int64_t n = out.size(0);
-  if (HasRepetitionPenalty(p)) {
-    // Each id once or many times: every copy writes the same value.
-    torch::Tensor ids = IdTensor({&prompt_ids, &output_ids}, n, out.device());
-    if (ids.numel() > 0) {
-      torch::Tensor seen = out.index_select(0, ids);
-      seen = torch::where(seen > 0, seen / p.repetition_penalty, seen * p.repetition_penalty);
-      out.index_copy_(0, ids, seen);
-    }
-  }
-  if (HasCountPenalty(p)) {
-    torch::Tensor ids = IdTensor({&output_ids}, n, out.device());
-    if (ids.numel() > 0) {
-      torch::Tensor counts = torch::zeros_like(out).index_add_(
-          0, ids, torch::ones({ids.numel()}, out.options()));  // [n]
-      out -= counts * p.frequency_penalty + (counts > 0).to(torch::kFloat) * p.presence_penalty;
-    }
-  }
+  if (HasRepetitionPenalty(p)) ApplyRepetitionPenalty(&out, p, prompt_ids, output_ids);
+  if (HasCountPenalty(p)) ApplyCountPenalties(&out, p, output_ids);
   return out;
+}
+
+torch::Tensor TopPMask(const torch::Tensor& probs, double top_p, bool by_sort) {
+  return by_sort ? TopPMaskBySort(probs, top_p) : TopPMaskByCandidates(probs, top_p);
 }
 
 torch::Tensor SelectByUniform(const torch::Tensor& probs, double u) {
@@ -249,14 +311,11 @@ torch::Tensor ComputeProbs(const torch::Tensor& logits, const SamplingParams& pa
 
   torch::Tensor x = logits.narrow(0, 0, valid_vocab).to(torch::kFloat);
   if (HasPenalties(params)) x = ApplyPenalties(x, params, prompt_ids, output_ids);
-  torch::Tensor probs;
-  if (params.temperature == 0.0f) {
-    probs = torch::zeros_like(x).scatter_(0, x.argmax().reshape({1}), 1.0);
-  } else {
-    probs = FilteredProbs(x, params);
-  }
   torch::Tensor out = torch::zeros({logits.size(0)}, x.options());
-  out.narrow(0, 0, valid_vocab).copy_(probs);
+  if (params.temperature == 0.0f) return out.index_fill_(0, x.argmax().reshape({1}), 1.0f);
+  Distribution d = FilteredProbs(x, params);
+  if (d.ids.defined()) return out.index_copy_(0, d.ids, d.probs);
+  out.narrow(0, 0, valid_vocab).copy_(d.probs);
   return out;
 }
 

@@ -3,14 +3,16 @@
 // CUDA); only the chosen ids (and logprobs) are copied back, once per batch.
 //
 // Per row, in vLLM's order:
-//   1. mask ids >= valid_vocab (padded embedding rows) so they are never chosen
+//   1. ids >= valid_vocab (padded embedding rows) are cut off (a narrowed
+//      view, like a -inf mask): never chosen, never in logprobs
 //   2. penalties: repetition (HF-style, over prompt + output ids), then
 //      frequency and presence (OpenAI-style, over output ids)
 //   3. temperature == 0: greedy argmax (ties: the lowest id, as torch::argmax)
 //   4. logits / temperature
-//   5. top-k (exactly k kept; ties at the k-th value: the lower ids)
+//   5. top-k (exactly k kept; which of several ids tied at the k-th value stay
+//      is torch::topk's choice: deterministic on a device, not specified)
 //   6. top-p (the smallest set of most likely tokens whose mass >= top_p,
-//      over the distribution renormalised after top-k)
+//      over the distribution renormalised after top-k; ties: lower ids first)
 //   7. min-p (drop tokens with prob < min_p * max prob)
 //   8. one uniform u from the row's own SequenceRng selects an id by inverse
 //      CDF over the renormalised probabilities, in id order (see SelectByUniform)
@@ -37,9 +39,6 @@
 
 namespace streamgen {
 
-// Most alternatives a row may ask for (SampleInput::top_logprobs).
-inline constexpr int kMaxTopLogprobs = 20;
-
 // A sequence's own random numbers: std::mt19937_64 seeded with the request's
 // seed. The same seed gives the same uniforms on every platform (no
 // std::uniform_real_distribution, whose output is implementation-defined).
@@ -64,7 +63,7 @@ struct SampleInput {
   const std::vector<int>* prompt_ids = nullptr;   // nullptr: empty; for repetition_penalty
   const std::vector<int>* output_ids = nullptr;   // nullptr: empty; ids generated so far
   SequenceRng* rng = nullptr;  // required when params->temperature > 0; one draw per call
-  int top_logprobs = 0;        // alternatives to report, 0..kMaxTopLogprobs
+  int top_logprobs = 0;        // alternatives to report, 0..20
 };
 
 // OK when `params` and `top_logprobs` are in range; otherwise
@@ -83,7 +82,9 @@ absl::Status ValidateSamplingParams(const SamplingParams& params, int top_logpro
 // temperature > 0, none for greedy rows: a row's tokens never depend on the
 // other rows or their order. Greedy rows without penalties and without
 // top_logprobs share one batched argmax; all rows share one device-to-host
-// copy of the results (the only host sync).
+// copy of the results. On CUDA that copy is the only host sync (penalty ids go
+// up through pinned memory, non-blocking); on the CPU top-p reads a few sums
+// on the host, which costs nothing there.
 // Throws c10::Error on bad input (see the top of this file).
 // Thread-safe as long as no two calls share a SequenceRng.
 std::vector<TokenInfo> SampleBatch(const torch::Tensor& logits,
@@ -109,6 +110,14 @@ torch::Tensor ApplyPenalties(const torch::Tensor& logits, const SamplingParams& 
 torch::Tensor ComputeProbs(const torch::Tensor& logits, const SamplingParams& params,
                            const std::vector<int>& prompt_ids,
                            const std::vector<int>& output_ids, int valid_vocab);
+
+// Step 6: true for the ids kept by top-p in `probs` ([n], >= 0, summing to
+// about 1): the smallest set of most likely ids (ties: lower ids first) whose
+// mass reaches top_p (within 1e-6, for rounding). by_sort: one stable sort of
+// all n (SampleBatch's choice off the CPU); otherwise the candidate search
+// that SampleBatch uses on the CPU (host reads, cheap there). Same result.
+// Returns [n] bool on the probs' device. Thread-safe.
+torch::Tensor TopPMask(const torch::Tensor& probs, double top_p, bool by_sort);
 
 // Step 8: the smallest id i with cdf[i] > u * cdf[n-1], where cdf is the
 // cumulative sum (float64) of `probs` ([n], >= 0, not necessarily

@@ -1,6 +1,7 @@
 // The sampler against hand-computed distributions.
 #include "engine/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -95,6 +96,8 @@ TEST(SamplerTest, GreedyPicksArgmaxWithLowestIdOnTies) {
   EXPECT_EQ(a.id, 1);
   TokenInfo tie = SampleInfo(Row({1.0f, 3.0f, 3.0f, 2.0f}), row, 4);
   EXPECT_EQ(tie.id, 1);
+  row.top_logprobs = 1;  // off the batched fast path: the same choice
+  EXPECT_EQ(SampleInfo(Row({1.0f, 3.0f, 3.0f, 2.0f}), row, 4).id, 1);
 }
 
 TEST(SamplerTest, GreedyNeverChoosesIdsBeyondValidVocab) {
@@ -189,8 +192,10 @@ TEST(SamplerTest, TopKKeepsExactlyK) {
   params.top_k = 2;
   std::vector<double> kept = HandSoftmax({4, 3});
   ExpectProbs(Probs({1, 4, 2, 3, 0}, params), {0, kept[0], 0, kept[1], 0});
-  // Ties at the k-th value: still exactly k, the lower ids.
-  ExpectProbs(Probs({2, 2, 2, 1}, params), {0.5, 0.5, 0, 0});
+  // Ties at the k-th value: still exactly k (which of them is topk's choice).
+  std::vector<float> tied = ToVector(Probs({2, 2, 2, 1}, params));
+  EXPECT_EQ(std::count(tied.begin(), tied.end(), 0.5f), 2);
+  EXPECT_EQ(tied[3], 0.0f);
   // k beyond the vocabulary: no-op.
   params.top_k = 10;
   ExpectProbs(Probs({1, 2, 3}, params), HandSoftmax({1, 2, 3}));
@@ -210,6 +215,28 @@ TEST(SamplerTest, TopPKeepsSmallestSetReachingP) {
   // A tiny p keeps the most likely token.
   params.top_p = 1e-7f;
   ExpectProbs(Probs(LogOf({0.3, 0.5, 0.2}), params), {0, 1, 0});
+}
+
+TEST(SamplerTest, TopPCandidateSearchMatchesFullSort) {
+  // 4096 ids, logits on a coarse grid (many ties), from peaked (small nucleus:
+  // the candidate search stops early) to flat (it falls back to the sort).
+  torch::manual_seed(1);
+  torch::Tensor base = torch::round(torch::randn({4096}) * 4) / 4;
+  for (double scale : {8.0, 3.0, 1.0, 0.1}) {
+    torch::Tensor probs = torch::softmax(base * scale, 0);
+    for (double top_p : {0.05, 0.5, 0.9, 0.99}) {
+      torch::Tensor by_sort = TopPMask(probs, top_p, /*by_sort=*/true);
+      torch::Tensor by_candidates = TopPMask(probs, top_p, /*by_sort=*/false);
+      EXPECT_TRUE(torch::equal(by_sort, by_candidates)) << "scale " << scale << " top_p " << top_p;
+      // The kept mass reaches top_p, and without its least likely id it does not.
+      torch::Tensor kept = probs.masked_select(by_sort).to(torch::kDouble);
+      EXPECT_GE(kept.sum().item<double>(), top_p - 1e-6);
+      EXPECT_LT((kept.sum() - kept.min()).item<double>(), top_p);
+    }
+  }
+  // Ties at the boundary: the lower ids first.
+  EXPECT_EQ(ToVector(TopPMask(Row({0.2, 0.2, 0.2, 0.2, 0.2}), 0.5, true).to(torch::kFloat)),
+            (std::vector<float>{1, 1, 1, 0, 0}));
 }
 
 TEST(SamplerTest, TopPWorksOnTheTopKRenormalisedDistribution) {
@@ -355,6 +382,40 @@ TEST(SamplerTest, RowsAreIndependentOfBatchAndOrder) {
     mixed.push_back(b[2].id);
   }
   EXPECT_EQ(alone, mixed);
+}
+
+TEST(SamplerTest, CudaMatchesCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(3);
+  const int kSteps = 10, kVocab = 1000, kValid = 990;
+  SamplingParams greedy, filtered = Sampled(0.8f), penalised = Sampled(1.2f);
+  filtered.top_k = 40;
+  filtered.top_p = 0.9f;
+  filtered.min_p = 0.05f;
+  penalised.top_p = 0.95f;
+  penalised.repetition_penalty = 1.3f;
+  penalised.frequency_penalty = 0.5f;
+  std::vector<int> prompt = {1, 2, 3, 999}, output = {5, 5, 7};
+  SequenceRng cpu_a(1), cpu_b(2), cuda_a(1), cuda_b(2);
+  for (int s = 0; s < kSteps; ++s) {
+    torch::Tensor logits = torch::randn({4, kVocab}) * 3;
+    auto rows = [&](SequenceRng* a, SequenceRng* b) {
+      return std::vector<SampleInput>{{&greedy, nullptr, nullptr, nullptr, 0},
+                                      {&filtered, nullptr, nullptr, a, 2},
+                                      {&greedy, &prompt, &output, nullptr, 5},
+                                      {&penalised, &prompt, &output, b, 0}};
+    };
+    std::vector<TokenInfo> cpu = SampleBatch(logits, rows(&cpu_a, &cpu_b), kValid);
+    std::vector<TokenInfo> cuda = SampleBatch(logits.cuda(), rows(&cuda_a, &cuda_b), kValid);
+    for (int r = 0; r < 4; ++r) {
+      EXPECT_EQ(cpu[r].id, cuda[r].id) << "step " << s << " row " << r;
+      EXPECT_NEAR(cpu[r].logprob, cuda[r].logprob, 1e-4);
+      ASSERT_EQ(cpu[r].top_logprobs.size(), cuda[r].top_logprobs.size());
+      for (size_t i = 0; i < cpu[r].top_logprobs.size(); ++i) {
+        EXPECT_EQ(cpu[r].top_logprobs[i].id, cuda[r].top_logprobs[i].id);
+      }
+    }
+  }
 }
 
 // ---- logprobs ----
