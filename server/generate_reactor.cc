@@ -148,12 +148,14 @@ void GenerateReactor::CancelEngineIfNeeded() {
   uint64_t id = 0;
   {
     absl::MutexLock lock(&mu_);
-    if (!submitted_ || engine_done_ || !stream_.NeedsEngineCancel()) return;
+    if (!submitted_ || engine_done_ || cancel_sent_ || !stream_.NeedsEngineCancel()) return;
+    cancel_sent_ = true;
     engine = engine_;
     id = engine_id_;
   }
   // Outside mu_: the engine may be calling our sink right now.
   engine->Cancel(id);
+  env_.metrics->RecordEngineCancel();
 }
 
 void GenerateReactor::OnWriteDone(bool ok) {

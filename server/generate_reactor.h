@@ -99,6 +99,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   Engine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t engine_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool submitted_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancel_sent_ ABSL_GUARDED_BY(mu_) = false;
   bool engine_done_ ABSL_GUARDED_BY(mu_) = true;  // false from Submit until the last event
   bool call_done_ ABSL_GUARDED_BY(mu_) = false;
   bool retired_ ABSL_GUARDED_BY(mu_) = false;

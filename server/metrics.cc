@@ -45,6 +45,16 @@ void Metrics::RecordGeneration(int prompt_tokens, int completion_tokens,
   ++finish_reasons_[std::string(finish_reason)];
 }
 
+void Metrics::RecordEngineCancel() {
+  absl::MutexLock lock(&mu_);
+  ++engine_cancels_;
+}
+
+int64_t Metrics::engine_cancels() const {
+  absl::MutexLock lock(&mu_);
+  return engine_cancels_;
+}
+
 void Metrics::StreamStarted() {
   absl::MutexLock lock(&mu_);
   ++active_streams_;
@@ -87,6 +97,10 @@ std::string Metrics::Render(const EngineStats* engine) const {
   Sample(&out, "streamgen_completion_tokens_total", completion_tokens_);
   Header(&out, "streamgen_active_streams", "gauge", "Generate calls in progress.");
   Sample(&out, "streamgen_active_streams", active_streams_);
+  Header(&out, "streamgen_cancel_requests_total", "counter",
+         "Generations the server cancelled in the engine (client cancel, deadline, "
+         "disconnect, drain timeout).");
+  Sample(&out, "streamgen_cancel_requests_total", engine_cancels_);
   Header(&out, "streamgen_model_loaded", "gauge", "1 once the model is loaded.");
   Sample(&out, "streamgen_model_loaded", model_loaded_ ? 1 : 0);
   Header(&out, "streamgen_draining", "gauge", "1 while the server drains before exiting.");

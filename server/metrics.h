@@ -25,6 +25,10 @@ class Metrics {
   // One finished generation: its token counts and finish reason ("length", ...).
   void RecordGeneration(int prompt_tokens, int completion_tokens,
                         absl::string_view finish_reason);
+  // The server asked the engine to cancel a request (client gone, deadline,
+  // drain timeout). Tests wait on this before stepping a paused engine.
+  void RecordEngineCancel();
+  int64_t engine_cancels() const;
   void StreamStarted();
   void StreamEnded();
   void SetModelLoaded(bool loaded);
@@ -41,6 +45,7 @@ class Metrics {
   int64_t prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t completion_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t active_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t engine_cancels_ ABSL_GUARDED_BY(mu_) = 0;
   bool model_loaded_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
 };

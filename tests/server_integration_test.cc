@@ -1,0 +1,436 @@
+// The real server in process on an ephemeral loopback port: streamed output
+// against the golden fixture and against the engine itself, Tokenize and
+// GetModelInfo, every INVALID_ARGUMENT case over the wire, RESOURCE_EXHAUSTED,
+// UNAUTHENTICATED, and 16 concurrent streams.
+#include <fstream>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "server/server.h"
+#include "tests/server_test_util.h"
+
+namespace streamgen {
+namespace {
+
+using ::testing::HasSubstr;
+using test::Connect;
+using test::Generate;
+using test::PromptRequest;
+using test::StartServer;
+using test::StreamResult;
+using test::TestOptions;
+using test::WaitFor;
+
+class TinyModelServer : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { server_ = StartServer(TestOptions()).release(); }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::TextGeneration::NewStub(Connect(server_->port()));
+  }
+
+  static StreamgenServer* server_;
+  std::unique_ptr<v1::TextGeneration::Stub> stub_;
+};
+StreamgenServer* TinyModelServer::server_ = nullptr;
+
+// The text and ids streamed for a request equal the engine's own for the same
+// request; the last message carries finish_reason, usage and the seed.
+TEST_F(TinyModelServer, StreamEqualsTheEngine) {
+  for (float temperature : {0.0f, 0.9f}) {
+    SCOPED_TRACE(temperature);
+    v1::GenerateRequest request = PromptRequest("Once upon a time", 24);
+    request.set_temperature(temperature);
+    request.set_seed(7);
+    StreamResult result = Generate(stub_.get(), request);
+    ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+    ASSERT_FALSE(result.messages.empty());
+
+    GenerationRequest direct;
+    direct.prompt = "Once upon a time";
+    direct.max_new_tokens = 24;
+    direct.sampling.temperature = temperature;
+    direct.sampling.seed = 7;
+    test::EngineResult engine = test::RunEngine(server_->engine(), direct);
+    EXPECT_EQ(result.text, engine.text);
+    EXPECT_EQ(result.ids, engine.ids);
+
+    const v1::GenerateResponse& last = result.last();
+    EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(last.usage().completion_tokens(), 24u);
+    EXPECT_EQ(static_cast<int>(last.usage().prompt_tokens()), engine.last.prompt_tokens);
+    EXPECT_EQ(last.seed(), 7u);
+    EXPECT_FALSE(last.request_id().empty());
+    for (size_t i = 0; i + 1 < result.messages.size(); ++i) {
+      EXPECT_EQ(result.messages[i].finish_reason(), v1::FINISH_REASON_UNSPECIFIED);
+      EXPECT_FALSE(result.messages[i].has_usage());
+      EXPECT_EQ(result.messages[i].request_id(), last.request_id());
+    }
+  }
+}
+
+TEST_F(TinyModelServer, SeedIsChosenAndReportedAndReproduces) {
+  v1::GenerateRequest request = PromptRequest("The cat", 12);
+  request.set_temperature(1.0f);
+  StreamResult first = Generate(stub_.get(), request);
+  ASSERT_TRUE(first.status.ok());
+  ASSERT_TRUE(first.last().has_seed());
+  request.set_seed(first.last().seed());
+  StreamResult again = Generate(stub_.get(), request);
+  ASSERT_TRUE(again.status.ok());
+  EXPECT_EQ(again.ids, first.ids);
+  EXPECT_EQ(again.text, first.text);
+}
+
+TEST_F(TinyModelServer, RequestIdIsEchoed) {
+  v1::GenerateRequest request = PromptRequest("a", 2);
+  request.set_request_id("my-id-42");
+  StreamResult result = Generate(stub_.get(), request);
+  ASSERT_TRUE(result.status.ok());
+  for (const auto& message : result.messages) EXPECT_EQ(message.request_id(), "my-id-42");
+}
+
+TEST_F(TinyModelServer, PromptTokenIdsAreUsedAsGiven) {
+  v1::TokenizeRequest tokenize;
+  tokenize.set_text("Once upon a time");
+  tokenize.set_add_special_tokens(true);
+  v1::TokenizeResponse tokens;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub_->Tokenize(&context, tokenize, &tokens).ok());
+  ASSERT_GT(tokens.token_ids_size(), 1);
+  EXPECT_EQ(tokens.token_ids(0), server_->engine()->model_info().bos_token_id);
+  ASSERT_EQ(tokens.pieces_size(), tokens.token_ids_size());
+  EXPECT_EQ(tokens.pieces(0), server_->engine()->TokenPiece(tokens.token_ids(0)));
+
+  v1::GenerateRequest by_ids;
+  for (int id : tokens.token_ids()) by_ids.add_prompt_token_ids(id);
+  by_ids.set_max_new_tokens(10);
+  StreamResult ids = Generate(stub_.get(), by_ids);
+  StreamResult text = Generate(stub_.get(), PromptRequest("Once upon a time", 10));
+  ASSERT_TRUE(ids.status.ok() && text.status.ok());
+  EXPECT_EQ(ids.ids, text.ids);
+  EXPECT_EQ(ids.text, text.text);
+  EXPECT_EQ(ids.last().usage().prompt_tokens(), static_cast<uint32_t>(tokens.token_ids_size()));
+}
+
+TEST_F(TinyModelServer, StopStringEndsTheStreamAndIsNotInTheText) {
+  StreamResult full = Generate(stub_.get(), PromptRequest("Once upon a time", 40));
+  ASSERT_TRUE(full.status.ok());
+  ASSERT_GE(full.text.size(), 12u);
+  // A stop string taken from the middle of the greedy text: two whole UTF-8
+  // characters (a string field must be valid UTF-8).
+  auto is_continuation = [&](size_t i) { return (full.text[i] & 0xC0) == 0x80; };
+  size_t begin = full.text.size() / 2;
+  while (begin > 0 && is_continuation(begin)) --begin;
+  size_t end = begin + 1;
+  for (int chars = 0; end < full.text.size(); ++end) {
+    if (!is_continuation(end) && ++chars == 2) break;
+  }
+  std::string stop = full.text.substr(begin, end - begin);
+  v1::GenerateRequest request = PromptRequest("Once upon a time", 40);
+  request.add_stop(stop);
+  StreamResult stopped = Generate(stub_.get(), request);
+  ASSERT_TRUE(stopped.status.ok());
+  EXPECT_EQ(stopped.last().finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(stopped.text, full.text.substr(0, full.text.find(stop)));
+  EXPECT_TRUE(stopped.last().has_usage());
+  EXPECT_TRUE(stopped.last().has_seed());
+  EXPECT_LE(stopped.last().usage().completion_tokens(), 40u);
+}
+
+TEST_F(TinyModelServer, StopTokenIdIsCountedButNotInTheText) {
+  StreamResult full = Generate(stub_.get(), PromptRequest("Once upon a time", 20));
+  ASSERT_TRUE(full.status.ok());
+  ASSERT_EQ(full.ids.size(), 20u);
+  int stop_id = full.ids[5];
+  size_t first = std::find(full.ids.begin(), full.ids.end(), stop_id) - full.ids.begin();
+  v1::GenerateRequest request = PromptRequest("Once upon a time", 20);
+  request.add_stop_token_ids(stop_id);
+  StreamResult stopped = Generate(stub_.get(), request);
+  ASSERT_TRUE(stopped.status.ok());
+  EXPECT_EQ(stopped.last().finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(stopped.last().usage().completion_tokens(), first + 1);
+  EXPECT_TRUE(full.text.rfind(stopped.text, 0) == 0) << "not a prefix: " << stopped.text;
+}
+
+TEST_F(TinyModelServer, TopLogprobsAreStreamed) {
+  v1::GenerateRequest request = PromptRequest("Hello", 4);
+  request.set_top_logprobs(3);
+  StreamResult result = Generate(stub_.get(), request);
+  ASSERT_TRUE(result.status.ok());
+  int tokens = 0;
+  for (const auto& message : result.messages) {
+    for (const v1::Token& token : message.tokens()) {
+      ++tokens;
+      ASSERT_EQ(token.top_logprobs_size(), 3);
+      EXPECT_EQ(token.top_logprobs(0).id(), token.id());  // greedy: the best is chosen
+      EXPECT_GE(token.top_logprobs(0).logprob(), token.top_logprobs(1).logprob());
+      EXPECT_LE(token.logprob(), 0.0f);
+    }
+  }
+  EXPECT_EQ(tokens, 4);
+}
+
+TEST_F(TinyModelServer, ChatMessagesUseTheModelsTemplate) {
+  // The built-in model's tokenizer_config.json carries Llama-2's template.
+  v1::ModelInfo info;
+  grpc::ClientContext info_context;
+  ASSERT_TRUE(stub_->GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info).ok());
+  ASSERT_EQ(info.chat_template(), "llama2");
+
+  v1::TokenizeRequest tokenize;
+  auto* message = tokenize.add_messages();
+  message->set_role("user");
+  message->set_content("Hi there");
+  v1::TokenizeResponse rendered;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub_->Tokenize(&context, tokenize, &rendered).ok());
+  // <s> then "[INST] Hi there [/INST]" encoded as text.
+  std::vector<int> expected = {server_->engine()->model_info().bos_token_id};
+  for (int id : server_->engine()->Tokenize("[INST] Hi there [/INST]", false)) {
+    expected.push_back(id);
+  }
+  EXPECT_EQ(std::vector<int>(rendered.token_ids().begin(), rendered.token_ids().end()), expected);
+
+  v1::GenerateRequest chat;
+  *chat.add_messages() = *message;
+  chat.set_max_new_tokens(8);
+  StreamResult by_chat = Generate(stub_.get(), chat);
+  v1::GenerateRequest by_ids;
+  for (int id : expected) by_ids.add_prompt_token_ids(id);
+  by_ids.set_max_new_tokens(8);
+  StreamResult direct = Generate(stub_.get(), by_ids);
+  ASSERT_TRUE(by_chat.status.ok()) << by_chat.status.error_message();
+  EXPECT_EQ(by_chat.ids, direct.ids);
+
+  v1::GenerateRequest bad = chat;
+  bad.mutable_messages(0)->set_role("assistant");
+  StreamResult refused = Generate(stub_.get(), bad);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("messages[0].role"));
+}
+
+TEST_F(TinyModelServer, ModelInfoReportsTheModelAndTheLimits) {
+  v1::ModelInfo info;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub_->GetModelInfo(&context, v1::GetModelInfoRequest(), &info).ok());
+  const ModelInfo& engine = server_->engine()->model_info();
+  EXPECT_EQ(info.name(), "tiny-builtin");
+  EXPECT_EQ(info.architecture(), "LlamaForCausalLM");
+  EXPECT_EQ(static_cast<int>(info.vocab_size()), engine.vocab_size);
+  EXPECT_EQ(static_cast<int>(info.context_length()), engine.context_length);
+  EXPECT_EQ(info.dtype(), "float32");
+  EXPECT_EQ(info.device(), "cpu");
+  EXPECT_EQ(info.limits().max_new_tokens_limit(), 4096u);
+  EXPECT_EQ(info.limits().default_max_new_tokens(), 256u);
+  EXPECT_EQ(static_cast<int>(info.limits().max_prompt_tokens()), engine.context_length - 1);
+  EXPECT_EQ(info.limits().max_top_logprobs(), 20u);
+  EXPECT_EQ(info.limits().max_stop_strings(), 16u);
+  EXPECT_EQ(info.limits().max_messages(), 256u);
+  EXPECT_EQ(info.limits().max_receive_message_bytes(), 4u << 20);
+}
+
+// Every INVALID_ARGUMENT of the issue, over the wire.
+TEST_F(TinyModelServer, InvalidArgumentsNameTheField) {
+  int vocab = server_->engine()->model_info().vocab_size;
+  int context = server_->engine()->model_info().context_length;
+  struct Case {
+    std::function<void(v1::GenerateRequest*)> mutate;
+    std::string message;
+  };
+  std::vector<Case> cases = {
+      {[](auto* r) { r->clear_prompt(); }, "exactly one of prompt, prompt_token_ids, messages"},
+      {[](auto* r) { r->add_prompt_token_ids(1); }, "got prompt and prompt_token_ids"},
+      {[](auto* r) { r->add_messages()->set_role("user"); }, "got prompt and messages"},
+      {[vocab](auto* r) { r->clear_prompt(); r->add_prompt_token_ids(vocab); },
+       "prompt_token_ids[0] = " + std::to_string(vocab) + " is outside the vocabulary"},
+      {[](auto* r) { r->set_temperature(-1); }, "temperature must be in [0, 100]"},
+      {[](auto* r) { r->set_top_p(1.5f); }, "top_p must be in (0, 1]"},
+      {[](auto* r) { r->set_top_p(-0.5f); }, "top_p must be in (0, 1]"},
+      {[](auto* r) { r->set_min_p(1.0f); }, "min_p must be in [0, 1)"},
+      {[](auto* r) { r->set_repetition_penalty(11); }, "repetition_penalty must be in (0, 10]"},
+      {[](auto* r) { r->set_presence_penalty(-3); }, "presence_penalty must be in [-2, 2]"},
+      {[](auto* r) { r->set_frequency_penalty(2.5f); }, "frequency_penalty must be in [-2, 2]"},
+      {[](auto* r) { r->set_max_new_tokens(5000); }, "max_new_tokens 5000 exceeds the server's limit 4096"},
+      {[context](auto* r) { r->set_max_new_tokens(context); },
+       "exceeds the model's context length " + std::to_string(context)},
+      {[](auto* r) { r->add_stop(""); }, "stop[0] is empty"},
+      {[](auto* r) { for (int i = 0; i < 17; ++i) r->add_stop("x"); },
+       "stop has 17 strings; at most 16"},
+      {[](auto* r) { r->add_stop(std::string(257, 'x')); }, "stop[0] is 257 bytes; at most 256"},
+      {[vocab](auto* r) { r->add_stop_token_ids(vocab + 5); }, "stop_token_ids[0]"},
+      {[](auto* r) { r->set_top_logprobs(21); }, "top_logprobs must be at most 20"},
+      {[context](auto* r) { r->set_prompt(std::string(context * 8, 'a')); r->set_max_new_tokens(0); },
+       "prompt is"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(cases[i].message);
+    v1::GenerateRequest request = PromptRequest("Once upon a time", 8);
+    cases[i].mutate(&request);
+    StreamResult result = Generate(stub_.get(), request);
+    EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(result.status.error_message(), HasSubstr(cases[i].message));
+    EXPECT_TRUE(result.messages.empty());
+  }
+  // The server is still fine.
+  EXPECT_TRUE(Generate(stub_.get(), PromptRequest("ok", 2)).status.ok());
+}
+
+TEST_F(TinyModelServer, SixteenConcurrentStreamsAllComplete) {
+  const std::vector<std::string> prompts = {"Once upon a time", "The quick brown fox",
+                                            "In the beginning", "Hello world"};
+  std::vector<StreamResult> expected;
+  for (const std::string& prompt : prompts) {
+    expected.push_back(Generate(stub_.get(), PromptRequest(prompt, 32)));
+    ASSERT_TRUE(expected.back().status.ok());
+  }
+  std::vector<StreamResult> results(16);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      auto stub = v1::TextGeneration::NewStub(Connect(server_->port()));
+      results[i] = Generate(stub.get(), PromptRequest(prompts[i % prompts.size()], 32));
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int i = 0; i < 16; ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_TRUE(results[i].status.ok()) << results[i].status.error_message();
+    EXPECT_EQ(results[i].text, expected[i % prompts.size()].text);
+    EXPECT_EQ(results[i].ids, expected[i % prompts.size()].ids);
+    EXPECT_EQ(results[i].last().finish_reason(), v1::FINISH_REASON_LENGTH);
+  }
+}
+
+// ---- the shared golden fixture ----
+
+class FixtureServer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SKIP_WITHOUT_FIXTURE();
+    server_ = StartServer(TestOptions(test::FixtureDir()));
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::TextGeneration::NewStub(Connect(server_->port()));
+  }
+  std::unique_ptr<StreamgenServer> server_;
+  std::unique_ptr<v1::TextGeneration::Stub> stub_;
+};
+
+TEST_F(FixtureServer, GreedyStreamEqualsTheGoldenTextAndIds) {
+  for (const auto& entry : test::Golden()) {
+    std::string prompt = entry["prompt"];
+    SCOPED_TRACE(prompt);
+    int max_new_tokens = entry["max_new_tokens"];
+    StreamResult result = Generate(stub_.get(), PromptRequest(prompt, max_new_tokens));
+    ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+    EXPECT_EQ(result.ids, entry["generated_token_ids"].get<std::vector<int>>());
+    EXPECT_EQ(result.text, entry["generated_text"].get<std::string>());
+    EXPECT_EQ(result.last().finish_reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(result.last().usage().prompt_tokens(), entry["prompt_token_ids"].size());
+    EXPECT_EQ(result.last().usage().completion_tokens(), static_cast<uint32_t>(max_new_tokens));
+
+    v1::TokenizeRequest tokenize;
+    tokenize.set_text(prompt);
+    tokenize.set_add_special_tokens(true);
+    v1::TokenizeResponse tokens;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->Tokenize(&context, tokenize, &tokens).ok());
+    EXPECT_EQ(std::vector<int>(tokens.token_ids().begin(), tokens.token_ids().end()),
+              entry["prompt_token_ids"].get<std::vector<int>>());
+  }
+}
+
+TEST_F(FixtureServer, SixteenConcurrentStreamsMatchTheGolden) {
+  nlohmann::json golden = test::Golden();
+  std::vector<StreamResult> results(16);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      const auto& entry = golden[i % golden.size()];
+      auto stub = v1::TextGeneration::NewStub(Connect(server_->port()));
+      results[i] = Generate(stub.get(), PromptRequest(entry["prompt"], entry["max_new_tokens"]));
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int i = 0; i < 16; ++i) {
+    const auto& entry = golden[i % golden.size()];
+    SCOPED_TRACE(entry["prompt"].get<std::string>());
+    ASSERT_TRUE(results[i].status.ok()) << results[i].status.error_message();
+    EXPECT_EQ(results[i].text, entry["generated_text"].get<std::string>());
+    EXPECT_EQ(results[i].ids, entry["generated_token_ids"].get<std::vector<int>>());
+  }
+}
+
+TEST_F(FixtureServer, ChatWithoutATemplateIsFailedPrecondition) {
+  v1::GenerateRequest request;
+  auto* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("hi");
+  StreamResult result = Generate(stub_.get(), request);
+  EXPECT_EQ(result.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(result.status.error_message(), HasSubstr("no chat_template"));
+}
+
+// ---- limits and keys ----
+
+TEST(ServerLimitsTest, FullQueueIsResourceExhausted) {
+  ServerOptions options = TestOptions();
+  options.engine.max_queue = 1;
+  options.engine.start_paused = true;
+  std::unique_ptr<StreamgenServer> server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TextGeneration::NewStub(Connect(server->port()));
+  grpc::ClientContext first_context;
+  auto first = stub->Generate(&first_context, PromptRequest("a", 4));
+  ASSERT_TRUE(WaitFor([&] { return server->engine()->stats().waiting == 1; }));
+  StreamResult second = Generate(stub.get(), PromptRequest("b", 4));
+  EXPECT_EQ(second.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_FALSE(second.status.error_message().empty());
+  server->engine()->Resume();
+  StreamResult first_result = test::Collect(first.get());
+  EXPECT_TRUE(first_result.status.ok()) << first_result.status.error_message();
+  EXPECT_EQ(first_result.last().usage().completion_tokens(), 4u);
+}
+
+TEST(ServerAuthTest, KeysAreRequiredForTheServiceOnly) {
+  ServerOptions options = TestOptions();
+  absl::StatusOr<ApiKeys> keys = ApiKeys::FromText("secret-1\nsecret-2\n", "test");
+  ASSERT_TRUE(keys.ok());
+  options.service.api_keys = *keys;
+  std::unique_ptr<StreamgenServer> server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  auto channel = Connect(server->port());
+  auto stub = v1::TextGeneration::NewStub(channel);
+
+  StreamResult none = Generate(stub.get(), PromptRequest("a", 2));
+  EXPECT_EQ(none.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(none.status.error_message(), HasSubstr("missing API key"));
+  StreamResult wrong = Generate(stub.get(), PromptRequest("a", 2), "secret-3");
+  EXPECT_EQ(wrong.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(wrong.status.error_message(), HasSubstr("invalid API key"));
+  EXPECT_TRUE(Generate(stub.get(), PromptRequest("a", 2), "secret-2").status.ok());
+
+  v1::ModelInfo info;
+  grpc::ClientContext info_context;
+  EXPECT_EQ(stub->GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  v1::TokenizeResponse tokens;
+  grpc::ClientContext tokenize_context;
+  EXPECT_EQ(stub->Tokenize(&tokenize_context, v1::TokenizeRequest(), &tokens).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // Health needs no key (reflection: see server_reflection_test).
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::health::v1::HealthCheckResponse status;
+  grpc::ClientContext health_context;
+  ASSERT_TRUE(health->Check(&health_context, grpc::health::v1::HealthCheckRequest(), &status).ok());
+  EXPECT_EQ(status.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+}  // namespace
+}  // namespace streamgen
