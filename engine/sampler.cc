@@ -1,12 +1,12 @@
 #include "engine/sampler.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
 #include <tuple>
 #include <utility>
-
-#include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -29,14 +29,11 @@ bool HasRepetitionPenalty(const SamplingParams& p) { return p.repetition_penalty
 bool HasCountPenalty(const SamplingParams& p) {
   return p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
 }
-bool HasPenalties(const SamplingParams& p) {
-  return HasRepetitionPenalty(p) || HasCountPenalty(p);
-}
+bool HasPenalties(const SamplingParams& p) { return HasRepetitionPenalty(p) || HasCountPenalty(p); }
 
 // Greedy, no penalties, no alternatives: handled by the batched argmax.
 bool IsFastGreedy(const SampleInput& row) {
-  return row.params->temperature == 0.0f && !HasPenalties(*row.params) &&
-         row.top_logprobs == 0;
+  return row.params->temperature == 0.0f && !HasPenalties(*row.params) && row.top_logprobs == 0;
 }
 
 const std::vector<int>& OrEmpty(const std::vector<int>* ids) {
@@ -105,8 +102,8 @@ std::string ShapeString(const torch::Tensor& t) {
 absl::Status CheckIds(const std::vector<int>& ids, const std::string& name, int64_t vocab) {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat(name, "[", i, "] = ", ids[i],
-                                                     " is outside [0, ", vocab, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, "[", i, "] = ", ids[i], " is outside [0, ", vocab, ")"));
     }
   }
   return absl::OkStatus();
@@ -137,18 +134,18 @@ absl::Status CheckLogits(const torch::Tensor& logits, int64_t dims, int valid_vo
                          const std::string& who) {
   if (!logits.defined()) return absl::InvalidArgumentError(who + ": logits is undefined");
   if (logits.dim() != dims) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(who, ": logits must be ", dims == 2 ? "[batch, vocab]" : "[vocab]",
-                     ", got sizes ", ShapeString(logits)));
+    return absl::InvalidArgumentError(absl::StrCat(who, ": logits must be ",
+                                                   dims == 2 ? "[batch, vocab]" : "[vocab]",
+                                                   ", got sizes ", ShapeString(logits)));
   }
   if (!logits.is_floating_point()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        who, ": logits must be floating point, got ", c10::toString(logits.scalar_type())));
+    return absl::InvalidArgumentError(absl::StrCat(who, ": logits must be floating point, got ",
+                                                   c10::toString(logits.scalar_type())));
   }
   const int64_t vocab = logits.size(dims - 1);
   if (valid_vocab < 1 || valid_vocab > vocab) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        who, ": valid_vocab must be in [1, ", vocab, "] (logits' vocab), got ", valid_vocab));
+    return absl::InvalidArgumentError(absl::StrCat(who, ": valid_vocab must be in [1, ", vocab,
+                                                   "] (logits' vocab), got ", valid_vocab));
   }
   return absl::OkStatus();
 }
@@ -246,8 +243,8 @@ torch::Tensor SampleGreedyRows(const torch::Tensor& logits, const std::vector<in
     x = logits.index_select(0, ToDevice(torch::tensor(rows, torch::kLong), logits.device()));
   }
   // max over a dim returns the first (lowest) index of a maximal value.
-  auto [best, ids] = x.max(1, /*keepdim=*/true);                        // [n, 1] each
-  torch::Tensor logprobs = best - x.logsumexp(1, /*keepdim=*/true);     // [n, 1]
+  auto [best, ids] = x.max(1, /*keepdim=*/true);                     // [n, 1] each
+  torch::Tensor logprobs = best - x.logsumexp(1, /*keepdim=*/true);  // [n, 1]
   return torch::cat({ids.to(torch::kDouble), logprobs.to(torch::kDouble)}, 1);
 }
 
@@ -255,8 +252,7 @@ torch::Tensor SampleGreedyRows(const torch::Tensor& logits, const std::vector<in
 
 absl::Status ValidateSamplingParams(const SamplingParams& p, int top_logprobs) {
   auto bad = [](const char* field, const char* range, double value) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, " must be ", range, ", got ", value));
+    return absl::InvalidArgumentError(absl::StrCat(field, " must be ", range, ", got ", value));
   };
   if (!std::isfinite(p.temperature) || p.temperature < 0.0f) {
     return bad("temperature", "finite and >= 0", p.temperature);
@@ -296,14 +292,13 @@ torch::Tensor SelectByUniform(const torch::Tensor& probs, double u) {
   const int64_t n = probs.size(0);
   torch::Tensor cdf = probs.to(torch::kDouble).cumsum(0);  // [n]
   // u < 1, so u * total < total: some id always qualifies (clamp for NaN input).
-  torch::Tensor target = cdf.narrow(0, n - 1, 1) * u;      // [1]
-  return torch::searchsorted(cdf, target, /*out_int32=*/false, /*right=*/true)
-      .clamp_max(n - 1);
+  torch::Tensor target = cdf.narrow(0, n - 1, 1) * u;  // [1]
+  return torch::searchsorted(cdf, target, /*out_int32=*/false, /*right=*/true).clamp_max(n - 1);
 }
 
 torch::Tensor ComputeProbs(const torch::Tensor& logits, const SamplingParams& params,
-                           const std::vector<int>& prompt_ids,
-                           const std::vector<int>& output_ids, int valid_vocab) {
+                           const std::vector<int>& prompt_ids, const std::vector<int>& output_ids,
+                           int valid_vocab) {
   ThrowIfError(CheckLogits(logits, 1, valid_vocab, "ComputeProbs"));
   SequenceRng unused(0);
   SampleInput row{&params, &prompt_ids, &output_ids, &unused, 0};

@@ -28,11 +28,11 @@
 // describe the model, not the sampling settings (OpenAI's and vLLM's default).
 #pragma once
 
+#include <torch/types.h>
+
 #include <cstdint>
 #include <random>
 #include <vector>
-
-#include <torch/types.h>
 
 #include "absl/status/status.h"
 #include "engine/request.h"
@@ -59,9 +59,9 @@ class SequenceRng {
 
 // One row of a batch. The pointers are borrowed for the duration of the call.
 struct SampleInput {
-  const SamplingParams* params = nullptr;         // required
-  const std::vector<int>* prompt_ids = nullptr;   // nullptr: empty; for repetition_penalty
-  const std::vector<int>* output_ids = nullptr;   // nullptr: empty; ids generated so far
+  const SamplingParams* params = nullptr;        // required
+  const std::vector<int>* prompt_ids = nullptr;  // nullptr: empty; for repetition_penalty
+  const std::vector<int>* output_ids = nullptr;  // nullptr: empty; ids generated so far
   SequenceRng* rng = nullptr;  // required when params->temperature > 0; one draw per call
   int top_logprobs = 0;        // alternatives to report, 0..20
 };
@@ -108,8 +108,8 @@ torch::Tensor ApplyPenalties(const torch::Tensor& logits, const SamplingParams& 
 // every id >= valid_vocab. temperature == 0 gives the one-hot of the greedy
 // choice. `logits` is [vocab]. Throws c10::Error as SampleBatch. Thread-safe.
 torch::Tensor ComputeProbs(const torch::Tensor& logits, const SamplingParams& params,
-                           const std::vector<int>& prompt_ids,
-                           const std::vector<int>& output_ids, int valid_vocab);
+                           const std::vector<int>& prompt_ids, const std::vector<int>& output_ids,
+                           int valid_vocab);
 
 // Step 6: true for the ids kept by top-p in `probs` ([n], >= 0, summing to
 // about 1): the smallest set of most likely ids (ties: lower ids first) whose

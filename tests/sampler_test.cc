@@ -1,21 +1,19 @@
 // The sampler against hand-computed distributions.
 #include "engine/sampler.h"
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-#include <torch/torch.h>
-
 namespace streamgen {
 namespace {
 
-torch::Tensor Row(std::vector<float> values) {
-  return torch::tensor(values, torch::kFloat);
-}
+torch::Tensor Row(std::vector<float> values) { return torch::tensor(values, torch::kFloat); }
 
 std::vector<float> ToVector(const torch::Tensor& t) {
   torch::Tensor c = t.to(torch::kFloat).contiguous().cpu();
@@ -39,9 +37,8 @@ void ExpectProbs(const torch::Tensor& probs, const std::vector<double>& expected
   }
 }
 
-torch::Tensor Probs(std::vector<float> logits, const SamplingParams& params,
-                    int valid_vocab = -1, std::vector<int> prompt = {},
-                    std::vector<int> output = {}) {
+torch::Tensor Probs(std::vector<float> logits, const SamplingParams& params, int valid_vocab = -1,
+                    std::vector<int> prompt = {}, std::vector<int> output = {}) {
   if (valid_vocab < 0) valid_vocab = static_cast<int>(logits.size());
   return ComputeProbs(Row(logits), params, prompt, output, valid_vocab);
 }
@@ -107,8 +104,8 @@ TEST(SamplerTest, GreedyNeverChoosesIdsBeyondValidVocab) {
   penalised.repetition_penalty = 1.5f;
   // Id 3 and 4 have the largest logits but are padding (valid_vocab 3).
   torch::Tensor logits = Row({1.0f, 2.0f, 0.0f, 9.0f, 8.0f}).repeat({3, 1});
-  std::vector<SampleInput> rows = {{&greedy, nullptr, nullptr, nullptr, 0},   // fast path
-                                   {&greedy, nullptr, nullptr, nullptr, 2},   // logprobs
+  std::vector<SampleInput> rows = {{&greedy, nullptr, nullptr, nullptr, 0},  // fast path
+                                   {&greedy, nullptr, nullptr, nullptr, 2},  // logprobs
                                    {&penalised, nullptr, &output, nullptr, 0}};
   std::vector<TokenInfo> got = SampleBatch(logits, rows, 3);
   for (const TokenInfo& info : got) EXPECT_EQ(info.id, 1);
@@ -150,8 +147,7 @@ TEST(SamplerTest, MixedBatchKeepsRowOrder) {
 TEST(SamplerTest, AcceptsBfloat16Logits) {
   SamplingParams greedy;
   SampleInput row{&greedy, nullptr, nullptr, nullptr, 0};
-  TokenInfo got =
-      SampleInfo(Row({0.5f, 3.0f, -1.0f, 2.0f}).to(torch::kBFloat16), row, 4);
+  TokenInfo got = SampleInfo(Row({0.5f, 3.0f, -1.0f, 2.0f}).to(torch::kBFloat16), row, 4);
   EXPECT_EQ(got.id, 1);
 }
 
@@ -163,9 +159,8 @@ TEST(SamplerTest, TemperatureScalesLogits) {
   // T = 2: [0.5, 1, 1.5].
   ExpectProbs(Probs({1, 2, 3}, Sampled(2.0f)), HandSoftmax({0.5, 1, 1.5}));
   // T = 1 with a padded id: softmax over the valid ids only.
-  ExpectProbs(Probs({1, 2, 3, 7}, Sampled(1.0f), 3), {HandSoftmax({1, 2, 3})[0],
-                                                     HandSoftmax({1, 2, 3})[1],
-                                                     HandSoftmax({1, 2, 3})[2], 0});
+  ExpectProbs(Probs({1, 2, 3, 7}, Sampled(1.0f), 3),
+              {HandSoftmax({1, 2, 3})[0], HandSoftmax({1, 2, 3})[1], HandSoftmax({1, 2, 3})[2], 0});
 }
 
 TEST(SamplerTest, SampleFrequenciesFollowTemperature) {
@@ -279,8 +274,7 @@ TEST(SamplerTest, PresenceAndFrequencyPenaltiesCountOutputOnly) {
   // Negative penalties encourage repetition.
   params.presence_penalty = -1.0f;
   params.frequency_penalty = 0.0f;
-  EXPECT_EQ(ToVector(ApplyPenalties(Row({1, 1}), params, {}, {1})),
-            (std::vector<float>{1, 2}));
+  EXPECT_EQ(ToVector(ApplyPenalties(Row({1, 1}), params, {}, {1})), (std::vector<float>{1, 2}));
 }
 
 TEST(SamplerTest, RepetitionPenaltyComesBeforePresence) {
@@ -288,8 +282,7 @@ TEST(SamplerTest, RepetitionPenaltyComesBeforePresence) {
   params.repetition_penalty = 2.0f;
   params.presence_penalty = 0.5f;
   // 2 / 2 - 0.5 = 0.5 (the other order would give (2 - 0.5) / 2 = 0.75).
-  EXPECT_EQ(ToVector(ApplyPenalties(Row({2, 0}), params, {}, {0})),
-            (std::vector<float>{0.5, 0}));
+  EXPECT_EQ(ToVector(ApplyPenalties(Row({2, 0}), params, {}, {0})), (std::vector<float>{0.5, 0}));
 }
 
 TEST(SamplerTest, PenaltiesSteerTheChoice) {
@@ -359,6 +352,31 @@ TEST(SamplerTest, SameSeedSameTokens) {
   EXPECT_EQ(Draw50(7), expected);
 }
 
+TEST(SamplerTest, EachTokenIsTheInverseCdfOfComputeProbs) {
+  // For every filter: the sampled id is SelectByUniform(ComputeProbs(...), u)
+  // with u the row's next uniform (so the CDF runs in id order after top-k too).
+  torch::manual_seed(5);
+  torch::Tensor logits = torch::randn({200}) * 2;
+  std::vector<int> prompt = {3, 4}, output = {4, 9, 9};
+  std::vector<SamplingParams> configs(5, Sampled(0.9f));
+  configs[1].top_k = 7;
+  configs[2].top_p = 0.7f;
+  configs[3].min_p = 0.1f;
+  configs[4].top_k = 20;
+  configs[4].top_p = 0.8f;
+  configs[4].repetition_penalty = 1.5f;
+  configs[4].presence_penalty = 0.4f;
+  for (size_t c = 0; c < configs.size(); ++c) {
+    torch::Tensor probs = ComputeProbs(logits, configs[c], prompt, output, 200);
+    SequenceRng rng(100 + c), shadow(100 + c);
+    SampleInput row{&configs[c], &prompt, &output, &rng, 0};
+    for (int i = 0; i < 50; ++i) {
+      const int64_t expected = SelectByUniform(probs, shadow.NextUniform()).item<int64_t>();
+      ASSERT_EQ(SampleOne(logits, row, 200), expected) << "config " << c << " draw " << i;
+    }
+  }
+}
+
 TEST(SamplerTest, RowsAreIndependentOfBatchAndOrder) {
   // Row X (seed 11) alone, then in a batch after other rows in another order.
   torch::manual_seed(0);
@@ -369,16 +387,15 @@ TEST(SamplerTest, RowsAreIndependentOfBatchAndOrder) {
   std::vector<int> alone, mixed;
   SequenceRng x1(11), x2(11), other(12);
   for (int s = 0; s < kSteps; ++s) {
-    std::vector<TokenInfo> a = SampleBatch(
-        logits[s][0].unsqueeze(0), {{&hot, nullptr, nullptr, &x1, 0}}, kVocab);
+    std::vector<TokenInfo> a =
+        SampleBatch(logits[s][0].unsqueeze(0), {{&hot, nullptr, nullptr, &x1, 0}}, kVocab);
     alone.push_back(a[0].id);
     torch::Tensor batch = torch::stack({logits[s][1], logits[s][2], logits[s][0]});
-    std::vector<TokenInfo> b =
-        SampleBatch(batch,
-                    {{&warm, nullptr, nullptr, &other, 3},
-                     {&greedy, nullptr, nullptr, nullptr, 0},
-                     {&hot, nullptr, nullptr, &x2, 0}},
-                    kVocab);
+    std::vector<TokenInfo> b = SampleBatch(batch,
+                                           {{&warm, nullptr, nullptr, &other, 3},
+                                            {&greedy, nullptr, nullptr, nullptr, 0},
+                                            {&hot, nullptr, nullptr, &x2, 0}},
+                                           kVocab);
     mixed.push_back(b[2].id);
   }
   EXPECT_EQ(alone, mixed);
@@ -467,22 +484,40 @@ TEST(SamplerTest, BadInputIsAnErrorNamingTheField) {
   EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok}, 4); }, "2 rows but 1 SampleInputs"));
   EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, ok}, 5); }, "valid_vocab must be in [1, 4]"));
   EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, ok}, 0); }, "valid_vocab"));
-  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two.to(torch::kLong), {ok, ok}, 4); },
-                      "floating point"));
-  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, {nullptr, nullptr, nullptr, nullptr, 0}}, 4); },
-                      "rows[1].params is null"));
-  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, {&hot, nullptr, nullptr, nullptr, 0}}, 4); },
-                      "rows[1].rng is null"));
-  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, {&bad_p, nullptr, nullptr, nullptr, 0}}, 4); },
-                      "rows[1]: top_p must be in (0, 1], got 1.5"));
-  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {ok, {&greedy, nullptr, nullptr, nullptr, 21}}, 4); },
-                      "top_logprobs must be in [0, 20], got 21"));
+  EXPECT_TRUE(ThrowsWith(
+      [&] {
+        SampleBatch(two.to(torch::kLong), {ok, ok}, 4);
+      },
+      "floating point"));
+  EXPECT_TRUE(ThrowsWith(
+      [&] {
+        SampleBatch(two, {ok, {nullptr, nullptr, nullptr, nullptr, 0}}, 4);
+      },
+      "rows[1].params is null"));
+  EXPECT_TRUE(ThrowsWith(
+      [&] {
+        SampleBatch(two, {ok, {&hot, nullptr, nullptr, nullptr, 0}}, 4);
+      },
+      "rows[1].rng is null"));
+  EXPECT_TRUE(ThrowsWith(
+      [&] {
+        SampleBatch(two, {ok, {&bad_p, nullptr, nullptr, nullptr, 0}}, 4);
+      },
+      "rows[1]: top_p must be in (0, 1], got 1.5"));
+  EXPECT_TRUE(ThrowsWith(
+      [&] {
+        SampleBatch(two, {ok, {&greedy, nullptr, nullptr, nullptr, 21}}, 4);
+      },
+      "top_logprobs must be in [0, 20], got 21"));
   SamplingParams rep;
   rep.repetition_penalty = 1.2f;
-  EXPECT_TRUE(ThrowsWith([&] { SampleBatch(two, {{&rep, &bad_ids, nullptr, nullptr, 0}, ok}, 4); },
-                      "rows[0].prompt_ids[1] = 7 is outside [0, 4)"));
+  EXPECT_TRUE(ThrowsWith(
+      [&] {
+        SampleBatch(two, {{&rep, &bad_ids, nullptr, nullptr, 0}, ok}, 4);
+      },
+      "rows[0].prompt_ids[1] = 7 is outside [0, 4)"));
   EXPECT_TRUE(ThrowsWith([&] { ComputeProbs(torch::zeros({4}), bad_p, {}, {}, 4); },
-                      "ComputeProbs: top_p"));
+                         "ComputeProbs: top_p"));
   EXPECT_TRUE(ThrowsWith([&] { SampleOne(two, ok, 4); }, "SampleOne: logits must be [vocab]"));
 }
 
@@ -499,8 +534,8 @@ TEST(SamplerTest, ValidateSamplingParamsRanges) {
   EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->top_k = -1; }, 0), "top_k"));
   EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->top_p = 0; }, 0), "top_p"));
   EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->min_p = 1.5f; }, 0), "min_p"));
-  EXPECT_TRUE(
-      HasText(check([](SamplingParams* p) { p->repetition_penalty = 0; }, 0), "repetition_penalty"));
+  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->repetition_penalty = 0; }, 0),
+                      "repetition_penalty"));
   EXPECT_TRUE(
       HasText(check([](SamplingParams* p) { p->presence_penalty = 3; }, 0), "presence_penalty"));
   EXPECT_TRUE(
