@@ -194,7 +194,7 @@ void StreamgenServer::Shutdown() {
   }
   if (engine_ != nullptr) engine_->Shutdown();
   // Sinks the engine dropped have retired their streams by now.
-  service_->WaitForIdle(absl::Seconds(5));
+  if (service_ != nullptr) service_->WaitForIdle(absl::Seconds(5));
   if (metrics_http_ != nullptr) metrics_http_->Stop();
 }
 
