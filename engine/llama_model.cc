@@ -5,6 +5,7 @@
 #include "engine/llama_model.h"
 
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -105,16 +106,31 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   return model;
 }
 
-KvCache LlamaModel::NewCache(int64_t capacity) const {
-  KvCache cache;
-  cache.capacity = capacity;
+KvPool LlamaModel::NewKvPool(int64_t num_blocks, int64_t block_size) const {
+  KvPool pool;
+  pool.block_size = block_size;
+  pool.num_blocks = num_blocks;
   auto opts = torch::TensorOptions().dtype(options_.dtype).device(options_.device);
+  const int64_t slots = num_blocks * block_size;
   for (int i = 0; i < config_.num_hidden_layers; ++i) {
-    cache.k.push_back(
-        torch::zeros({config_.num_key_value_heads, capacity, config_.head_dim}, opts));
-    cache.v.push_back(
-        torch::zeros({config_.num_key_value_heads, capacity, config_.head_dim}, opts));
+    pool.k.push_back(torch::zeros({slots, config_.num_key_value_heads, config_.head_dim}, opts));
+    pool.v.push_back(torch::zeros({slots, config_.num_key_value_heads, config_.head_dim}, opts));
   }
+  return pool;
+}
+
+int64_t LlamaModel::KvBlockBytes(int64_t block_size) const {
+  return 2LL * config_.num_hidden_layers * block_size * config_.num_key_value_heads *
+         config_.head_dim * static_cast<int64_t>(c10::elementSize(options_.dtype));
+}
+
+KvCache LlamaModel::NewCache(int64_t capacity) const {
+  constexpr int64_t kBlock = 16;
+  KvCache cache;
+  const int64_t blocks = (capacity + kBlock - 1) / kBlock;
+  cache.pool = NewKvPool(blocks, kBlock);
+  for (int64_t i = 0; i < blocks; ++i) cache.table.push_back(static_cast<int>(i));
+  cache.capacity = capacity;
   return cache;
 }
 
@@ -141,56 +157,48 @@ torch::Tensor LlamaModel::RmsNorm(const torch::Tensor& x, const torch::Tensor& w
   return w * normed.to(x.scalar_type());
 }
 
-// x: [n, heads, D]; positions: [n] int64 -> rotated x (rotate-half layout).
-torch::Tensor LlamaModel::ApplyRope(const torch::Tensor& x, const torch::Tensor& positions) const {
+// x: [T, heads, D]; cos, sin: [T, 1, D] -> rotated x (rotate-half layout).
+torch::Tensor LlamaModel::ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
+                                    const torch::Tensor& sin) const {
   const int64_t half = config_.head_dim / 2;
-  torch::Tensor cos = cos_.index_select(0, positions).unsqueeze(1);  // [n, 1, D]
-  torch::Tensor sin = sin_.index_select(0, positions).unsqueeze(1);  // [n, 1, D]
-  torch::Tensor x1 = x.narrow(-1, 0, half);
-  torch::Tensor x2 = x.narrow(-1, half, half);
-  torch::Tensor rotated = torch::cat({-x2, x1}, -1);
+  torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos + rotated * sin;
 }
 
-// q: [n, H, D] for positions [start, start + n), whose keys/values are already
-// in the cache. Returns [n, H * D].
-torch::Tensor LlamaModel::Attend(const torch::Tensor& q, KvCache* cache, int layer, int64_t start,
-                                 int64_t n) const {
+// A group of B sequences that attend together, each with n queries (B
+// decodes with n = 1, or one prefill chunk with B = 1). Keys are gathered from
+// the pool by slot; padded key slots are masked.
+struct LlamaModel::AttentionBatch {
+  int64_t b = 0, n = 0, len = 0;  // sequences, queries each, keys each (padded)
+  torch::Tensor slots;            // [B * len] int64: pool slot of each key
+  torch::Tensor mask;             // [B, 1, 1, n, len] bool, true = masked; undefined: none
+  std::vector<int64_t> rows;      // rows of the step's tokens that these queries are
+};
+
+// q: [B * n, H, D] -> [B * n, H * D].
+torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a,
+                                 const KvPool& pool, int layer) const {
   const int64_t heads = config_.num_attention_heads;
   const int64_t kv = config_.num_key_value_heads;
   const int64_t g = heads / kv;
   const int64_t d = config_.head_dim;
-  const int64_t total = start + n;
-  // With a sliding window only the last `window` keys of the newest query matter.
-  int64_t first = 0;
-  if (config_.sliding_window && *config_.sliding_window > 0) {
-    first = std::max<int64_t>(0, start - *config_.sliding_window + 1);
-  }
-  const int64_t len = total - first;
-  torch::Tensor k = cache->k[layer].narrow(1, first, len);  // [KV, len, D]
-  torch::Tensor v = cache->v[layer].narrow(1, first, len);  // [KV, len, D]
-  // [n, H, D] -> [KV, G * n, D], query heads grouped by their key/value head.
-  torch::Tensor qg = q.view({n, kv, g, d}).permute({1, 2, 0, 3}).reshape({kv, g * n, d});
-  torch::Tensor scores =
-      torch::bmm(qg, k.transpose(1, 2)).mul_(1.0 / std::sqrt(static_cast<double>(d)));
-  // scores: [KV, G * n, len]
-  if (n > 1 || first > 0) {
-    // Query i (position start + i) sees key j (position first + j) when
-    // j <= start + i - first and, with a window W, start + i - (first + j) < W.
-    auto idx = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
-    torch::Tensor qpos = torch::arange(start, total, idx).unsqueeze(1);  // [n, 1]
-    torch::Tensor kpos = torch::arange(first, total, idx).unsqueeze(0);  // [1, len]
-    torch::Tensor masked = kpos > qpos;                                   // [n, len]
-    if (config_.sliding_window && *config_.sliding_window > 0) {
-      masked = masked.logical_or(qpos - kpos >= *config_.sliding_window);
-    }
-    scores = scores.view({kv, g, n, len})
-                 .masked_fill(masked, -std::numeric_limits<float>::infinity())
-                 .view({kv, g * n, len});
+  const int64_t b = a.b, n = a.n, len = a.len;
+  // [B * len, KV, D] -> [B, KV, len, D]
+  torch::Tensor k = pool.k[layer].index_select(0, a.slots).view({b, len, kv, d}).transpose(1, 2);
+  torch::Tensor v = pool.v[layer].index_select(0, a.slots).view({b, len, kv, d}).transpose(1, 2);
+  // [B * n, H, D] -> [B, KV, G * n, D], query heads grouped by their key/value head.
+  torch::Tensor qg =
+      q.view({b, n, kv, g, d}).permute({0, 2, 3, 1, 4}).reshape({b, kv, g * n, d});
+  torch::Tensor scores = torch::matmul(qg, k.transpose(2, 3))
+                             .mul_(1.0 / std::sqrt(static_cast<double>(d)));  // [B, KV, G*n, len]
+  if (a.mask.defined()) {
+    scores = scores.view({b, kv, g, n, len})
+                 .masked_fill(a.mask, -std::numeric_limits<float>::infinity())
+                 .view({b, kv, g * n, len});
   }
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(v.scalar_type());
-  torch::Tensor out = torch::bmm(probs, v);  // [KV, G * n, D]
-  return out.view({kv, g, n, d}).permute({2, 0, 1, 3}).reshape({n, heads * d});
+  torch::Tensor out = torch::matmul(probs, v);  // [B, KV, G * n, D]
+  return out.view({b, kv, g, n, d}).permute({0, 3, 1, 2, 4}).reshape({b * n, heads * d});
 }
 
 // h: [n, hidden] -> float32 logits [n, vocab].
@@ -198,82 +206,190 @@ torch::Tensor LlamaModel::Logits(const torch::Tensor& h) const {
   return Linear(RmsNorm(h, final_norm_), lm_head_).to(torch::kFloat32);
 }
 
-torch::Tensor LlamaModel::Forward(const std::vector<int>& tokens, KvCache* cache,
-                                  bool all_logits) {
+torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool,
+                               bool all_logits) {
   c10::InferenceMode guard;
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t start = cache->length;
-  TORCH_CHECK(n > 0 && start + n <= cache->capacity, "KV cache overflow: ", start, " + ", n,
-              " > ", cache->capacity);
+  TORCH_CHECK(!chunks.empty(), "Step: no chunks");
   const int64_t heads = config_.num_attention_heads;
   const int64_t kv = config_.num_key_value_heads;
   const int64_t d = config_.head_dim;
-  auto idx = torch::TensorOptions().dtype(torch::kInt64);
-  torch::Tensor ids =
-      torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()), idx).to(options_.device);
-  torch::Tensor positions = torch::arange(start, start + n, idx.device(options_.device));
-  torch::Tensor h = embed_.index_select(0, ids);  // [n, hidden]
+  const int64_t bs = pool->block_size;
+  const int64_t window = config_.sliding_window.value_or(0);
+  auto slot_of = [&](const SeqChunk& c, int64_t p) -> int64_t {
+    return static_cast<int64_t>((*c.block_table)[p / bs]) * bs + p % bs;
+  };
+  // Host-side plan: token ids, positions, write slots, attention groups.
+  std::vector<int64_t> ids, positions, write_slots, last_rows;
+  std::vector<AttentionBatch> groups;
+  std::vector<std::vector<int64_t>> decode_slots;  // per decode: its key slots
+  std::vector<int64_t> decode_rows;
+  int64_t decode_len = 0;
+  for (const SeqChunk& c : chunks) {
+    const int64_t n = static_cast<int64_t>(c.tokens.size());
+    TORCH_CHECK(n > 0 && c.block_table != nullptr, "Step: empty chunk");
+    TORCH_CHECK(c.start + n <= static_cast<int64_t>(c.block_table->size()) * bs &&
+                    c.start + n <= config_.max_position_embeddings,
+                "Step: positions ", c.start, " + ", n, " beyond the block table or context");
+    const int64_t row0 = static_cast<int64_t>(ids.size());
+    for (int64_t i = 0; i < n; ++i) {
+      ids.push_back(c.tokens[i]);
+      positions.push_back(c.start + i);
+      write_slots.push_back(slot_of(c, c.start + i));
+    }
+    last_rows.push_back(row0 + n - 1);
+    const int64_t first = window > 0 ? std::max<int64_t>(0, c.start - window + 1) : 0;
+    if (n == 1) {  // decodes attend together
+      decode_rows.push_back(row0);
+      decode_slots.emplace_back();
+      for (int64_t p = first; p <= c.start; ++p) decode_slots.back().push_back(slot_of(c, p));
+      decode_len = std::max(decode_len, c.start + 1 - first);
+      continue;
+    }
+    AttentionBatch a;
+    a.b = 1;
+    a.n = n;
+    a.len = c.start + n - first;
+    std::vector<int64_t> slots;
+    for (int64_t p = first; p < c.start + n; ++p) slots.push_back(slot_of(c, p));
+    a.slots = torch::tensor(slots).to(options_.device);
+    auto idx = torch::TensorOptions().dtype(torch::kInt64).device(options_.device);
+    torch::Tensor qpos = torch::arange(c.start, c.start + n, idx).unsqueeze(1);  // [n, 1]
+    torch::Tensor kpos = torch::arange(first, c.start + n, idx).unsqueeze(0);    // [1, len]
+    torch::Tensor masked = kpos > qpos;
+    if (window > 0) masked = masked.logical_or(qpos - kpos >= window);
+    a.mask = masked.view({1, 1, 1, n, a.len});
+    for (int64_t i = 0; i < n; ++i) a.rows.push_back(row0 + i);
+    groups.push_back(std::move(a));
+  }
+  if (!decode_rows.empty()) {
+    // Pad every decode's keys to the longest; padded slots read slot 0 and are masked.
+    AttentionBatch a;
+    a.b = static_cast<int64_t>(decode_rows.size());
+    a.n = 1;
+    a.len = decode_len;
+    std::vector<int64_t> slots(a.b * a.len, 0);
+    std::vector<uint8_t> masked(a.b * a.len, 0);
+    bool any_masked = false;
+    for (int64_t i = 0; i < a.b; ++i) {
+      const int64_t len = static_cast<int64_t>(decode_slots[i].size());
+      for (int64_t j = 0; j < a.len; ++j) {
+        if (j < len) {
+          slots[i * a.len + j] = decode_slots[i][j];
+        } else {
+          masked[i * a.len + j] = 1;
+          any_masked = true;
+        }
+      }
+    }
+    a.slots = torch::tensor(slots).to(options_.device);
+    if (any_masked) {
+      a.mask = torch::tensor(std::vector<int64_t>(masked.begin(), masked.end()))
+                   .to(torch::kBool)
+                   .view({a.b, 1, 1, 1, a.len})
+                   .to(options_.device);
+    }
+    a.rows = decode_rows;
+    groups.push_back(std::move(a));
+  }
+
+  const int64_t total = static_cast<int64_t>(ids.size());
+  auto to_dev = [&](const std::vector<int64_t>& v) { return torch::tensor(v).to(options_.device); };
+  torch::Tensor ids_t = to_dev(ids);
+  torch::Tensor pos_t = to_dev(positions);
+  torch::Tensor write_t = to_dev(write_slots);
+  torch::Tensor cos = cos_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
+  torch::Tensor sin = sin_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
+  // Groups whose rows are not one contiguous run in order are scattered back.
+  const bool single_group = groups.size() == 1;
+  std::vector<torch::Tensor> group_rows;
+  for (const auto& a : groups) group_rows.push_back(to_dev(a.rows));
+
+  torch::Tensor h = embed_.index_select(0, ids_t);  // [T, hidden]
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = *layers_[l];
-    torch::Tensor qkv = Linear(RmsNorm(h, layer.attn_norm), layer.wqkv);  // [n, (H + 2KV) D]
-    torch::Tensor q = qkv.narrow(1, 0, heads * d).view({n, heads, d});
-    torch::Tensor k = qkv.narrow(1, heads * d, kv * d).view({n, kv, d});
-    torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({n, kv, d});
-    q = ApplyRope(q, positions);
-    k = ApplyRope(k, positions);
-    cache->k[l].narrow(1, start, n).copy_(k.transpose(0, 1));
-    cache->v[l].narrow(1, start, n).copy_(v.transpose(0, 1));
-    h = h + Linear(Attend(q, cache, static_cast<int>(l), start, n), layer.wo);
-    torch::Tensor gu = Linear(RmsNorm(h, layer.mlp_norm), layer.w_gate_up);  // [n, 2I]
+    torch::Tensor qkv = Linear(RmsNorm(h, layer.attn_norm), layer.wqkv);  // [T, (H + 2KV) D]
+    torch::Tensor q = ApplyRope(qkv.narrow(1, 0, heads * d).view({total, heads, d}), cos, sin);
+    torch::Tensor k = ApplyRope(qkv.narrow(1, heads * d, kv * d).view({total, kv, d}), cos, sin);
+    torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({total, kv, d});
+    pool->k[l].index_copy_(0, write_t, k);
+    pool->v[l].index_copy_(0, write_t, v);
+    torch::Tensor attn;
+    if (single_group) {
+      attn = Attend(q, groups[0], *pool, static_cast<int>(l));  // its rows are 0..T-1 in order
+    } else {
+      attn = torch::empty({total, heads * d}, q.options());
+      for (size_t gi = 0; gi < groups.size(); ++gi) {
+        attn.index_copy_(0, group_rows[gi],
+                         Attend(q.index_select(0, group_rows[gi]), groups[gi], *pool,
+                                static_cast<int>(l)));
+      }
+    }
+    h = h + Linear(attn, layer.wo);
+    torch::Tensor gu = Linear(RmsNorm(h, layer.mlp_norm), layer.w_gate_up);  // [T, 2I]
     const int64_t inter = config_.intermediate_size;
     h = h + Linear(torch::silu(gu.narrow(1, 0, inter)) * gu.narrow(1, inter, inter),
                    layer.w_down);
   }
-  cache->length = start + n;
-  if (!all_logits) h = h.narrow(0, n - 1, 1);
+  if (!all_logits && total != static_cast<int64_t>(last_rows.size())) {
+    h = h.index_select(0, to_dev(last_rows));
+  }
   return Logits(h);
+}
+
+torch::Tensor LlamaModel::Forward(const std::vector<int>& tokens, KvCache* cache,
+                                  bool all_logits) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  TORCH_CHECK(n > 0 && cache->length + n <= cache->capacity, "KV cache overflow: ",
+              cache->length, " + ", n, " > ", cache->capacity);
+  SeqChunk chunk{tokens, cache->length, &cache->table};
+  torch::Tensor logits = Step({chunk}, &cache->pool, all_logits);
+  cache->length += n;
+  return logits;
 }
 
 torch::Tensor LlamaModel::DecodeBatch(const std::vector<int>& tokens,
                                       const std::vector<KvCache*>& caches) {
-  c10::InferenceMode guard;
-  const int64_t b = static_cast<int64_t>(tokens.size());
-  TORCH_CHECK(b > 0 && caches.size() == tokens.size(), "DecodeBatch: bad batch");
-  if (b == 1) return Forward(tokens, caches[0]);
-  const int64_t heads = config_.num_attention_heads;
-  const int64_t kv = config_.num_key_value_heads;
-  const int64_t d = config_.head_dim;
-  std::vector<int64_t> pos(b);
-  for (int64_t i = 0; i < b; ++i) {
+  TORCH_CHECK(!tokens.empty() && caches.size() == tokens.size(), "DecodeBatch: bad batch");
+  // Private caches are separate pools: batch through one shared Step only when
+  // they share a pool; otherwise the linear layers still batch, attention per cache.
+  std::vector<SeqChunk> chunks;
+  for (size_t i = 0; i < tokens.size(); ++i) {
     TORCH_CHECK(caches[i]->length < caches[i]->capacity, "KV cache overflow in DecodeBatch");
-    pos[i] = caches[i]->length;
   }
-  auto idx = torch::TensorOptions().dtype(torch::kInt64);
-  torch::Tensor ids =
-      torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()), idx).to(options_.device);
-  torch::Tensor positions = torch::tensor(pos, idx).to(options_.device);
-  torch::Tensor h = embed_.index_select(0, ids);  // [B, hidden]
+  if (tokens.size() == 1) return Forward(tokens, caches[0]);
+  // Copy each private cache's keys into one temporary pool (tests and tools only).
+  KvPool pool;
+  pool.block_size = caches[0]->pool.block_size;
+  std::vector<std::vector<int>> tables(tokens.size());
+  int64_t offset = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& layer = *layers_[l];
-    torch::Tensor qkv = Linear(RmsNorm(h, layer.attn_norm), layer.wqkv);  // [B, (H + 2KV) D]
-    torch::Tensor q = ApplyRope(qkv.narrow(1, 0, heads * d).view({b, heads, d}), positions);
-    torch::Tensor k = ApplyRope(qkv.narrow(1, heads * d, kv * d).view({b, kv, d}), positions);
-    torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({b, kv, d});
-    std::vector<torch::Tensor> outs;
-    outs.reserve(b);
-    for (int64_t i = 0; i < b; ++i) {
-      caches[i]->k[l].narrow(1, pos[i], 1).copy_(k[i].unsqueeze(1));
-      caches[i]->v[l].narrow(1, pos[i], 1).copy_(v[i].unsqueeze(1));
-      outs.push_back(Attend(q.narrow(0, i, 1), caches[i], static_cast<int>(l), pos[i], 1));
+    std::vector<torch::Tensor> ks, vs;
+    for (auto* c : caches) {
+      ks.push_back(c->pool.k[l]);
+      vs.push_back(c->pool.v[l]);
     }
-    h = h + Linear(torch::cat(outs, 0), layer.wo);
-    torch::Tensor gu = Linear(RmsNorm(h, layer.mlp_norm), layer.w_gate_up);
-    const int64_t inter = config_.intermediate_size;
-    h = h + Linear(torch::silu(gu.narrow(1, 0, inter)) * gu.narrow(1, inter, inter),
-                   layer.w_down);
+    pool.k.push_back(torch::cat(ks, 0));
+    pool.v.push_back(torch::cat(vs, 0));
   }
-  for (int64_t i = 0; i < b; ++i) caches[i]->length = pos[i] + 1;
-  return Logits(h);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    for (int b : caches[i]->table) tables[i].push_back(b + static_cast<int>(offset));
+    offset += caches[i]->pool.num_blocks;
+    chunks.push_back(SeqChunk{{tokens[i]}, caches[i]->length, &tables[i]});
+  }
+  pool.num_blocks = offset;
+  torch::Tensor logits = Step(chunks, &pool);
+  // Write the new keys back to each private cache.
+  offset = 0;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const int64_t slots = caches[i]->pool.num_blocks * pool.block_size;
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      caches[i]->pool.k[l].copy_(pool.k[l].narrow(0, offset, slots));
+      caches[i]->pool.v[l].copy_(pool.v[l].narrow(0, offset, slots));
+    }
+    offset += slots;
+    caches[i]->length += 1;
+  }
+  return logits;
 }
 
 }  // namespace streamgen

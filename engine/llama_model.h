@@ -18,11 +18,30 @@ struct ModelOptions {
   torch::ScalarType dtype = torch::kFloat32;  // compute dtype (weights are converted at load)
 };
 
-// One sequence's keys and values, allocated once with a fixed capacity.
+// The KV cache: a pool of fixed-size blocks shared by all sequences, allocated
+// once. A sequence's block table maps position p to block table[p / block_size],
+// slot p % block_size.
+struct KvPool {
+  std::vector<torch::Tensor> k;  // per layer: [num_blocks * block_size, kv_heads, head_dim]
+  std::vector<torch::Tensor> v;  // per layer: [num_blocks * block_size, kv_heads, head_dim]
+  int64_t block_size = 0;
+  int64_t num_blocks = 0;
+};
+
+// One sequence's part of a Step: `tokens` at positions [start, start + n).
+// Keys/values of positions [0, start) are already in the pool.
+struct SeqChunk {
+  std::vector<int> tokens;        // n >= 1 tokens (n == 1: a decode step)
+  int64_t start = 0;              // position of tokens[0]
+  const std::vector<int>* block_table = nullptr;  // covers positions [0, start + n)
+};
+
+// A private cache for one sequence (a pool with an identity block table), for
+// tests, the CLI and benchmarks that do not schedule.
 struct KvCache {
-  std::vector<torch::Tensor> k;  // per layer: [kv_heads, capacity, head_dim]
-  std::vector<torch::Tensor> v;  // per layer: [kv_heads, capacity, head_dim]
-  int64_t length = 0;            // positions filled
+  KvPool pool;
+  std::vector<int> table;  // 0, 1, 2, ...
+  int64_t length = 0;      // positions filled
   int64_t capacity = 0;
 };
 
@@ -37,17 +56,28 @@ class LlamaModel {
   const ModelConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
 
-  // A cache for up to `capacity` positions (<= max_position_embeddings).
+  // A pool of `num_blocks` blocks of `block_size` positions on the model's device.
+  KvPool NewKvPool(int64_t num_blocks, int64_t block_size) const;
+  // Bytes one KV block takes over all layers (keys and values).
+  int64_t KvBlockBytes(int64_t block_size) const;
+
+  // One forward pass over every chunk (prefill chunks and decodes together):
+  // the linear layers run on all tokens at once, attention per sequence
+  // (decodes batched). Writes the chunks' keys/values into `pool`. Returns
+  // float32 logits on the model's device: [chunks, vocab] for the last token of
+  // each chunk, or [total tokens, vocab] when all_logits.
+  // Not thread-safe (the engine's loop thread owns the model).
+  torch::Tensor Step(const std::vector<SeqChunk>& chunks, KvPool* pool, bool all_logits = false);
+
+  // A private cache for up to `capacity` positions (<= max_position_embeddings).
   KvCache NewCache(int64_t capacity) const;
 
-  // Runs `tokens` at positions [cache->length, cache->length + n) and appends
-  // their keys/values to the cache. Returns float32 logits on the model's
-  // device: [n, vocab] when all_logits, else [1, vocab] for the last position.
-  // Not thread-safe (the engine's loop thread owns the model).
+  // Step over one private cache: runs `tokens` at positions [cache->length,
+  // cache->length + n). Returns [n, vocab] when all_logits, else [1, vocab].
   torch::Tensor Forward(const std::vector<int>& tokens, KvCache* cache, bool all_logits = false);
 
-  // One decode step for several sequences: tokens[i] goes to caches[i] at its
-  // own position. Returns float32 logits [batch, vocab].
+  // One decode step for several private caches: tokens[i] goes to caches[i]
+  // at its own position. Returns float32 logits [batch, vocab].
   torch::Tensor DecodeBatch(const std::vector<int>& tokens, const std::vector<KvCache*>& caches);
 
   // Bytes of weights the decode step reads (everything but the embedding table).
@@ -68,9 +98,11 @@ class LlamaModel {
 
   torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
-  torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& positions) const;
-  torch::Tensor Attend(const torch::Tensor& q, KvCache* cache, int layer, int64_t start,
-                       int64_t n) const;
+  torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
+                          const torch::Tensor& sin) const;
+  struct AttentionBatch;
+  torch::Tensor Attend(const torch::Tensor& q, const AttentionBatch& batch, const KvPool& pool,
+                       int layer) const;
   torch::Tensor Logits(const torch::Tensor& h) const;
 };
 
