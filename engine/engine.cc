@@ -385,6 +385,9 @@ void Engine::Impl::FailRunning(const std::string& what) {
 
 void Engine::Impl::Loop() {
   c10::InferenceMode guard;
+  // OpenMP's thread count is per calling thread: set it on the thread that runs
+  // the model (without this, Debian's libtorch runs this thread's ops on one core).
+  ConfigureThreads(options_.threads);
   while (true) {
     std::vector<std::unique_ptr<Sequence>> cancelled;
     std::deque<std::unique_ptr<Sequence>> admitted;
