@@ -1,0 +1,516 @@
+// The scheduler and the block allocator, stepped iteration by iteration with a
+// fake model against tables of expected states (no libtorch).
+//
+// A table row describes one iteration, after the engine has run it:
+//   X<id>              preempted this iteration
+//   P<id>[start,end)   prefill chunk; a trailing '*' marks the last chunk
+//   D<id>              decode
+//   done:<ids>         reached max_new_tokens and removed
+//   free=<n>           free blocks at the end of the iteration
+//   <id><state>        every live sequence: w waiting, p prefilling,
+//                      d decoding, x preempted (waiting to be recomputed)
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/block_allocator.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace streamgen {
+namespace {
+
+using State = Scheduler::State;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+SchedulerOptions Options(int max_batch, int max_queue, int block_size, int num_blocks,
+                         int max_prefill_tokens) {
+  SchedulerOptions options;
+  options.max_batch = max_batch;
+  options.max_queue = max_queue;
+  options.block_size = block_size;
+  options.num_blocks = num_blocks;
+  options.max_prefill_tokens = max_prefill_tokens;
+  return options;
+}
+
+char StateLetter(State state) {
+  switch (state) {
+    case State::kWaiting: return 'w';
+    case State::kPrefilling: return 'p';
+    case State::kDecoding: return 'd';
+    case State::kPreempted: return 'x';
+  }
+  return '?';
+}
+
+// Plays the engine over a fake model. The "KV cache" records which
+// (sequence, position) each slot holds; every chunk and decode writes its
+// positions through the block table and then checks that all the positions it
+// attends to, [0, end), hold its own keys: a wrong or shared block shows up.
+class FakeEngine {
+ public:
+  explicit FakeEngine(const SchedulerOptions& options)
+      : options_(options),
+        scheduler_(options),
+        kv_(static_cast<size_t>(options.num_blocks) * options.block_size, {0, -1}) {}
+
+  absl::Status Add(uint64_t id, int prompt_tokens, int max_new_tokens) {
+    absl::Status status = scheduler_.Add(id, prompt_tokens, max_new_tokens);
+    if (status.ok()) seqs_[id] = Seq{prompt_tokens, max_new_tokens};
+    return status;
+  }
+
+  void Cancel(uint64_t id) {
+    scheduler_.Remove(id);
+    seqs_.erase(id);
+  }
+
+  // Runs one iteration and describes it as a table row.
+  std::string Step() {
+    const SchedulerStep step = scheduler_.Schedule();
+    std::vector<std::string> row;
+    std::set<uint64_t> seen;
+    for (uint64_t id : step.preempted) {
+      row.push_back(absl::StrCat("X", id));
+      seqs_.at(id).computed = 0;  // its cache is gone: recomputed from position 0
+    }
+    for (const ScheduledPrefill& chunk : step.prefills) {
+      EXPECT_TRUE(seen.insert(chunk.id).second) << "twice in one step: " << chunk.id;
+      row.push_back(absl::StrCat("P", chunk.id, "[", chunk.start, ",", chunk.start + chunk.length,
+                                 ")", chunk.last_chunk ? "*" : ""));
+      RunPrefill(chunk);
+    }
+    for (uint64_t id : step.decodes) {
+      EXPECT_TRUE(seen.insert(id).second) << "twice in one step: " << id;
+      row.push_back(absl::StrCat("D", id));
+      RunDecode(id);
+    }
+    EXPECT_LE(scheduler_.num_running(), options_.max_batch);
+    std::vector<uint64_t> done;
+    for (auto& [id, seq] : seqs_) {
+      if (seq.generated == seq.max_new) done.push_back(id);
+    }
+    for (uint64_t id : done) {
+      scheduler_.Remove(id);
+      seqs_.erase(id);
+      ++finished_;
+    }
+    if (!done.empty()) row.push_back(absl::StrCat("done:", absl::StrJoin(done, ",")));
+    row.push_back(absl::StrCat("free=", scheduler_.num_free_blocks()));
+    for (const auto& [id, seq] : seqs_) {
+      row.push_back(absl::StrCat(id, std::string(1, StateLetter(*scheduler_.StateOf(id)))));
+    }
+    CheckInvariants();
+    return absl::StrJoin(row, " ");
+  }
+
+  // Steps until nothing is left; returns the rows (fails after `limit`).
+  std::vector<std::string> RunToCompletion(int limit = 100000) {
+    std::vector<std::string> rows;
+    while (!seqs_.empty() && static_cast<int>(rows.size()) < limit) rows.push_back(Step());
+    EXPECT_TRUE(seqs_.empty()) << "not finished after " << limit << " iterations";
+    return rows;
+  }
+
+  // Blocks in use == sum of ceil(cached / block_size); tables disjoint.
+  void CheckInvariants() {
+    int expected_used = 0;
+    std::set<int> blocks;
+    for (const auto& [id, seq] : seqs_) {
+      const int cached = scheduler_.CachedTokens(id);
+      const std::vector<int>& table = scheduler_.BlockTable(id);
+      const int want = (cached + options_.block_size - 1) / options_.block_size;
+      EXPECT_EQ(static_cast<int>(table.size()), want) << "sequence " << id;
+      EXPECT_EQ(cached, seq.computed) << "sequence " << id;
+      for (int block : table) EXPECT_TRUE(blocks.insert(block).second) << "shared " << block;
+      expected_used += want;
+    }
+    EXPECT_EQ(scheduler_.num_used_blocks(), expected_used);
+    EXPECT_EQ(scheduler_.num_running() + scheduler_.num_waiting(), static_cast<int>(seqs_.size()));
+  }
+
+  Scheduler& scheduler() { return scheduler_; }
+  int64_t finished() const { return finished_; }
+  int live() const { return static_cast<int>(seqs_.size()); }
+  std::vector<uint64_t> live_ids() const {
+    std::vector<uint64_t> ids;
+    for (const auto& entry : seqs_) ids.push_back(entry.first);
+    return ids;
+  }
+
+ private:
+  struct Seq {
+    int prompt = 0;
+    int max_new = 0;
+    int generated = 0;
+    int computed = 0;  // positions whose KV this engine wrote since the last preemption
+    int known() const { return prompt + generated; }
+  };
+
+  void RunPrefill(const ScheduledPrefill& chunk) {
+    Seq& seq = seqs_.at(chunk.id);
+    EXPECT_GE(chunk.length, 1);
+    EXPECT_EQ(chunk.start, seq.computed) << "chunk of " << chunk.id << " does not continue";
+    const int end = chunk.start + chunk.length;
+    EXPECT_LE(end, seq.known());
+    EXPECT_EQ(chunk.last_chunk, end == seq.known());
+    for (int p = chunk.start; p < end; ++p) Write(chunk.id, p);
+    Attend(chunk.id, end);
+    seq.computed = end;
+    if (chunk.last_chunk) AppendToken(chunk.id);
+  }
+
+  void RunDecode(uint64_t id) {
+    Seq& seq = seqs_.at(id);
+    EXPECT_EQ(seq.computed, seq.known() - 1) << "decode of " << id;
+    Write(id, seq.known() - 1);
+    Attend(id, seq.known());
+    seq.computed = seq.known();
+    AppendToken(id);
+  }
+
+  void AppendToken(uint64_t id) {
+    Seq& seq = seqs_.at(id);
+    EXPECT_LT(seq.generated, seq.max_new) << "token beyond max_new_tokens for " << id;
+    ++seq.generated;
+    scheduler_.OnTokenAppended(id);
+  }
+
+  int Slot(uint64_t id, int position) {
+    const std::vector<int>& table = scheduler_.BlockTable(id);
+    const size_t index = position / options_.block_size;
+    if (index >= table.size()) {
+      ADD_FAILURE() << "no block for position " << position << " of " << id;
+      return -1;
+    }
+    return table[index] * options_.block_size + position % options_.block_size;
+  }
+
+  void Write(uint64_t id, int position) {
+    const int slot = Slot(id, position);
+    if (slot >= 0) kv_[slot] = {id, position};
+  }
+
+  void Attend(uint64_t id, int end) {
+    for (int p = 0; p < end; ++p) {
+      const int slot = Slot(id, p);
+      if (slot < 0) return;
+      ASSERT_EQ(kv_[slot], std::make_pair(id, p)) << "KV of " << id << " position " << p;
+    }
+  }
+
+  SchedulerOptions options_;
+  Scheduler scheduler_;
+  std::vector<std::pair<uint64_t, int>> kv_;  // [num_blocks * block_size] (sequence, position)
+  std::map<uint64_t, Seq> seqs_;
+  int64_t finished_ = 0;
+};
+
+void ExpectRows(FakeEngine& engine, const std::vector<std::string>& table) {
+  for (size_t i = 0; i < table.size(); ++i) {
+    EXPECT_EQ(engine.Step(), table[i]) << "iteration " << i + 1;
+  }
+}
+
+// ---------------------------------------------------------------- allocator
+
+TEST(BlockAllocatorTest, HandsOutEveryIdOnceThenNothing) {
+  BlockAllocator allocator(3);
+  EXPECT_EQ(allocator.num_blocks(), 3);
+  EXPECT_EQ(allocator.Allocate(), 0);
+  EXPECT_EQ(allocator.Allocate(), 1);
+  EXPECT_EQ(allocator.Allocate(), 2);
+  EXPECT_EQ(allocator.Allocate(), std::nullopt);
+  EXPECT_EQ(allocator.num_free(), 0);
+  allocator.Free(1);
+  EXPECT_FALSE(allocator.IsAllocated(1));
+  EXPECT_EQ(allocator.num_free(), 1);
+  EXPECT_EQ(allocator.Allocate(), 1);  // freed ids are reused
+  EXPECT_EQ(allocator.num_used(), 3);
+}
+
+TEST(BlockAllocatorTest, DoubleFreeAndForeignIdsAreRefused) {
+  BlockAllocator allocator(2);
+  const int block = *allocator.Allocate();
+  allocator.Free(block);
+  EXPECT_DEBUG_DEATH(allocator.Free(block), "not allocated");
+  EXPECT_DEBUG_DEATH(allocator.Free(7), "not allocated");
+  EXPECT_DEBUG_DEATH(allocator.Free(-1), "not allocated");
+#ifdef NDEBUG
+  EXPECT_EQ(allocator.num_rejected_frees(), 3);
+#endif
+  EXPECT_EQ(allocator.num_free(), 2);  // the pool is unchanged
+  EXPECT_EQ(allocator.Allocate(), 0);
+  EXPECT_EQ(allocator.Allocate(), 1);
+  EXPECT_EQ(allocator.Allocate(), std::nullopt);  // no id was handed out twice
+}
+
+// ---------------------------------------------------------------- Add errors
+
+TEST(SchedulerTest, ValidateNamesTheField) {
+  EXPECT_TRUE(Scheduler::Validate(SchedulerOptions()).ok());
+  absl::Status status = Scheduler::Validate(Options(4, 4, 0, 8, 8));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("block_size must be >= 1, got 0"));
+}
+
+TEST(SchedulerTest, NeverFitsIsInvalidArgumentAtOnce) {
+  FakeEngine engine(Options(4, 4, 4, 4, 512));  // 16 tokens in all
+  absl::Status status = engine.Add(1, 10, 7);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("prompt (10 tokens) + max_new_tokens (7)"));
+  EXPECT_THAT(status.message(), HasSubstr("holds 16 tokens (4 blocks of 4 tokens)"));
+  EXPECT_EQ(engine.scheduler().StateOf(1), std::nullopt);
+  EXPECT_EQ(engine.Add(2, 0, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine.Add(3, 1, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine.scheduler().num_waiting(), 0);
+  // Exactly the capacity fits, and runs to the end alone.
+  ASSERT_TRUE(engine.Add(4, 10, 6).ok());
+  engine.RunToCompletion();
+  EXPECT_EQ(engine.finished(), 1);
+  EXPECT_EQ(engine.scheduler().num_used_blocks(), 0);
+}
+
+TEST(SchedulerTest, QueueFullIsResourceExhaustedAndDuplicatesAlreadyExist) {
+  FakeEngine engine(Options(4, 2, 4, 16, 512));
+  ASSERT_TRUE(engine.Add(1, 2, 2).ok());
+  ASSERT_TRUE(engine.Add(2, 2, 2).ok());
+  absl::Status status = engine.Add(3, 2, 2);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(status.message(), HasSubstr("max_queue = 2"));
+  EXPECT_EQ(engine.Add(1, 2, 2).code(), absl::StatusCode::kAlreadyExists);
+  engine.Step();  // both admitted: the queue has room again
+  EXPECT_TRUE(engine.Add(3, 2, 2).ok());
+  EXPECT_EQ(engine.Add(2, 2, 2).code(), absl::StatusCode::kAlreadyExists);  // running
+}
+
+// ---------------------------------------------------------------- tables
+
+TEST(SchedulerTest, SingleRequestPrefillThenDecode) {
+  FakeEngine engine(Options(4, 4, 4, 8, 512));
+  ASSERT_TRUE(engine.Add(1, 6, 3).ok());
+  EXPECT_EQ(engine.scheduler().StateOf(1), State::kWaiting);
+  ExpectRows(engine, {
+                         "P1[0,6)* free=6 1d",
+                         "D1 free=6 1d",
+                         "D1 done:1 free=8",
+                         "free=8",
+                     });
+}
+
+TEST(SchedulerTest, BlockBoundaryAllocationIsExact) {
+  FakeEngine engine(Options(4, 4, 4, 4, 512));
+  ASSERT_TRUE(engine.Add(1, 4, 6).ok());
+  EXPECT_EQ(engine.Step(), "P1[0,4)* free=3 1d");  // positions 0..3: one block
+  EXPECT_THAT(engine.scheduler().BlockTable(1), ElementsAre(0));
+  EXPECT_EQ(engine.Step(), "D1 free=2 1d");  // position 4 needs a second block
+  EXPECT_THAT(engine.scheduler().BlockTable(1), ElementsAre(0, 1));
+  ExpectRows(engine, {
+                         "D1 free=2 1d",  // 5
+                         "D1 free=2 1d",  // 6
+                         "D1 free=2 1d",  // 7
+                         "D1 done:1 free=4",  // 8: a third block
+                     });
+}
+
+TEST(SchedulerTest, ChunkedPrefillNeverStallsDecodes) {
+  FakeEngine engine(Options(4, 4, 4, 32, 4));
+  ASSERT_TRUE(engine.Add(1, 3, 10).ok());
+  EXPECT_EQ(engine.Step(), "P1[0,3)* free=31 1d");
+  ASSERT_TRUE(engine.Add(2, 10, 2).ok());
+  ExpectRows(engine, {
+                         "P2[0,4) D1 free=30 1d 2p",
+                         "P2[4,8) D1 free=28 1d 2p",
+                         "P2[8,10)* D1 free=27 1d 2d",
+                         "D1 D2 done:2 free=30 1d",
+                     });
+  // Two prefills share one iteration's budget of 4 prompt tokens.
+  ASSERT_TRUE(engine.Add(3, 6, 1).ok());
+  ASSERT_TRUE(engine.Add(4, 3, 1).ok());
+  ExpectRows(engine, {
+                         "P3[0,4) D1 free=29 1d 3p 4w",
+                         "P3[4,6)* P4[0,2) D1 done:3 free=28 1d 4p",
+                         "P4[2,3)* D1 done:4 free=29 1d",
+                         "D1 free=29 1d",
+                         "D1 done:1 free=32",
+                     });
+}
+
+TEST(SchedulerTest, AdmissionKeepsHeadroomForTheFirstDecode) {
+  FakeEngine engine(Options(4, 4, 4, 2, 512));
+  ASSERT_TRUE(engine.Add(1, 1, 3).ok());
+  ASSERT_TRUE(engine.Add(2, 4, 2).ok());
+  ExpectRows(engine, {
+                         // 2's 4 prompt tokens fit in the free block, its first decode would not.
+                         "P1[0,1)* free=1 1d 2w",
+                         "D1 free=1 1d 2w",
+                         "D1 done:1 free=2 2w",
+                         "P2[0,4)* free=1 2d",
+                         "D2 done:2 free=2",  // position 4: the second block
+                     });
+  EXPECT_EQ(engine.scheduler().num_preemptions(), 0);
+}
+
+TEST(SchedulerTest, MaxBatchLimitsRunningSequences) {
+  FakeEngine engine(Options(2, 4, 4, 16, 512));
+  for (uint64_t id : {1, 2, 3}) ASSERT_TRUE(engine.Add(id, 2, 2).ok());
+  ExpectRows(engine, {
+                         "P1[0,2)* P2[0,2)* free=14 1d 2d 3w",
+                         "D1 D2 done:1,2 free=16 3w",
+                         "P3[0,2)* free=15 3d",
+                         "D3 done:3 free=16",
+                     });
+}
+
+TEST(SchedulerTest, PreemptsTheNewestAndRecomputesPromptPlusGenerated) {
+  FakeEngine engine(Options(4, 2, 4, 4, 512));
+  ASSERT_TRUE(engine.Add(1, 4, 8).ok());
+  ASSERT_TRUE(engine.Add(2, 4, 8).ok());
+  ExpectRows(engine, {
+                         "P1[0,4)* P2[0,4)* free=2 1d 2d",
+                         "D1 D2 free=0 1d 2d",
+                         "D1 D2 free=0 1d 2d",
+                         "D1 D2 free=0 1d 2d",
+                         "D1 D2 free=0 1d 2d",
+                         "X2 D1 free=1 1d 2x",  // 1 needs a block for position 8
+                     });
+  EXPECT_EQ(engine.scheduler().num_preemptions(), 1);
+  EXPECT_TRUE(engine.scheduler().BlockTable(2).empty());
+  // Preempted sequences do not count against max_queue (2 here).
+  EXPECT_EQ(engine.scheduler().num_waiting_fresh(), 0);
+  ASSERT_TRUE(engine.Add(3, 1, 1).ok());
+  ASSERT_TRUE(engine.Add(4, 1, 1).ok());
+  EXPECT_EQ(engine.Add(5, 1, 1).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(engine.scheduler().num_waiting(), 3);
+  ExpectRows(engine, {
+                         "D1 free=1 1d 2x 3w 4w",  // 2 needs 3 blocks; 3 may not overtake it
+                         "D1 done:1 free=4 2x 3w 4w",
+                         "P2[0,9)* P3[0,1)* done:3 free=1 2d 4w",  // 9 = 4 prompt + 5 generated
+                         "P4[0,1)* D2 done:4 free=1 2d",
+                         "D2 done:2 free=4",
+                     });
+}
+
+TEST(SchedulerTest, TheNewestPreemptsItself) {
+  FakeEngine engine(Options(4, 4, 4, 3, 512));
+  ASSERT_TRUE(engine.Add(1, 5, 3).ok());
+  ASSERT_TRUE(engine.Add(2, 3, 4).ok());
+  ExpectRows(engine, {
+                         "P1[0,5)* P2[0,3)* free=0 1d 2d",
+                         "D1 D2 free=0 1d 2d",
+                         "X2 D1 done:1 free=3 2x",  // 2 needs a block for position 4
+                         "P2[0,5)* free=1 2d",
+                         "D2 done:2 free=3",
+                     });
+}
+
+TEST(SchedulerTest, RemoveReturnsBlocksInEveryState) {
+  FakeEngine engine(Options(4, 4, 4, 8, 4));
+  ASSERT_TRUE(engine.Add(1, 2, 5).ok());
+  ASSERT_TRUE(engine.Add(2, 10, 5).ok());
+  ASSERT_TRUE(engine.Add(3, 2, 5).ok());
+  EXPECT_EQ(engine.Step(), "P1[0,2)* P2[0,2) free=6 1d 2p 3w");
+  Scheduler& scheduler = engine.scheduler();
+  engine.Cancel(3);  // waiting
+  EXPECT_EQ(scheduler.StateOf(3), std::nullopt);
+  EXPECT_EQ(scheduler.num_waiting(), 0);
+  EXPECT_EQ(scheduler.num_free_blocks(), 6);
+  engine.Cancel(2);  // prefilling: its block and its reservation
+  EXPECT_EQ(scheduler.num_free_blocks(), 7);
+  engine.Cancel(1);  // decoding
+  EXPECT_EQ(scheduler.num_free_blocks(), 8);
+  EXPECT_EQ(scheduler.num_running(), 0);
+  engine.Cancel(42);  // unknown: no-op
+  EXPECT_EQ(engine.Step(), "free=8");
+  // The whole pool is usable again: 28 + 4 = 32 tokens.
+  ASSERT_TRUE(engine.Add(4, 28, 4).ok());
+  engine.RunToCompletion();
+  EXPECT_EQ(scheduler.num_used_blocks(), 0);
+}
+
+TEST(SchedulerTest, RemoveOfAPreemptedSequence) {
+  FakeEngine engine(Options(4, 4, 4, 3, 512));
+  ASSERT_TRUE(engine.Add(1, 5, 3).ok());
+  ASSERT_TRUE(engine.Add(2, 3, 4).ok());
+  engine.Step();
+  engine.Step();
+  EXPECT_EQ(engine.Step(), "X2 D1 done:1 free=3 2x");
+  engine.Cancel(2);
+  EXPECT_EQ(engine.scheduler().num_waiting(), 0);
+  EXPECT_EQ(engine.Step(), "free=3");
+}
+
+// ---------------------------------------------------------------- stress
+
+TEST(SchedulerTest, TinyPoolManySequencesAllFinish) {
+  FakeEngine engine(Options(8, 32, 4, 6, 8));  // 6 blocks of 4 tokens
+  for (uint64_t id = 1; id <= 20; ++id) {
+    ASSERT_TRUE(engine.Add(id, 1 + static_cast<int>(id * 7 % 12), 1 + id % 10).ok());
+  }
+  const std::vector<std::string> rows = engine.RunToCompletion();
+  EXPECT_EQ(engine.finished(), 20);
+  EXPECT_GT(engine.scheduler().num_preemptions(), 0);
+  const bool recomputed = std::any_of(rows.begin(), rows.end(), [](const std::string& row) {
+    return row.find('X') != std::string::npos;
+  });
+  EXPECT_TRUE(recomputed);
+  EXPECT_EQ(engine.scheduler().num_used_blocks(), 0);
+  EXPECT_EQ(engine.scheduler().num_free_blocks(), 6);
+}
+
+TEST(SchedulerTest, RandomizedSoak) {
+  int64_t preemptions = 0;
+  for (uint32_t seed = 1; seed <= 40; ++seed) {
+    std::mt19937 rng(seed);
+    auto uniform = [&rng](int lo, int hi) {
+      return std::uniform_int_distribution<int>(lo, hi)(rng);
+    };
+    const SchedulerOptions options = Options(uniform(1, 6), uniform(1, 8), 1 << uniform(0, 3),
+                                             uniform(3, 24), uniform(1, 16));
+    const int capacity = options.num_blocks * options.block_size;
+    FakeEngine engine(options);
+    uint64_t next_id = 1;
+    int64_t added = 0;
+    int64_t cancelled = 0;
+    for (int iteration = 0; iteration < 1500; ++iteration) {
+      for (int n = uniform(0, 2); n > 0; --n) {
+        const int prompt = uniform(1, capacity);
+        const int max_new = uniform(1, std::max(1, capacity / 2));
+        const absl::Status status = engine.Add(next_id++, prompt, max_new);
+        if (prompt + max_new > capacity) {
+          EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+        } else if (status.ok()) {
+          ++added;
+        } else {
+          EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+        }
+      }
+      if (uniform(0, 19) == 0 && engine.live() > 0) {
+        const std::vector<uint64_t> ids = engine.live_ids();
+        engine.Cancel(ids[uniform(0, static_cast<int>(ids.size()) - 1)]);
+        ++cancelled;
+      }
+      engine.Step();
+      if (::testing::Test::HasFailure()) FAIL() << "seed " << seed << " iteration " << iteration;
+    }
+    engine.RunToCompletion();
+    EXPECT_EQ(engine.finished() + cancelled, added) << "seed " << seed;
+    EXPECT_EQ(engine.scheduler().num_used_blocks(), 0) << "seed " << seed;
+    EXPECT_EQ(engine.scheduler().num_running() + engine.scheduler().num_waiting(), 0);
+    preemptions += engine.scheduler().num_preemptions();
+  }
+  EXPECT_GT(preemptions, 0);
+}
+
+}  // namespace
+}  // namespace streamgen
