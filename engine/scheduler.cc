@@ -55,16 +55,15 @@ absl::Status Scheduler::Add(uint64_t id, int prompt_tokens, int max_new_tokens) 
     return absl::InvalidArgumentError(absl::StrFormat(
         "prompt (%d tokens) + max_new_tokens (%d) = %d tokens can never fit in the KV cache, "
         "which holds %d tokens (%d blocks of %d tokens)",
-        prompt_tokens, max_new_tokens, total, capacity, options_.num_blocks,
-        options_.block_size));
+        prompt_tokens, max_new_tokens, total, capacity, options_.num_blocks, options_.block_size));
   }
   if (sequences_.count(id) != 0) {
     return absl::AlreadyExistsError(absl::StrFormat("sequence id %d is already scheduled", id));
   }
   if (num_waiting_fresh_ >= options_.max_queue) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "the request queue is full: %d requests already wait (max_queue = %d)",
-        num_waiting_fresh_, options_.max_queue));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("the request queue is full: %d requests already wait (max_queue = %d)",
+                        num_waiting_fresh_, options_.max_queue));
   }
   Sequence seq;
   seq.prompt_tokens = prompt_tokens;
@@ -102,7 +101,7 @@ void Scheduler::PlanDecodes(SchedulerStep& step) {
   for (uint64_t id : snapshot) {
     auto it = sequences_.find(id);
     if (it == sequences_.end() || it->second.state != State::kDecoding) continue;
-    Sequence& seq = it->second;  // still running: victims are always newer
+    Sequence& seq = it->second;                 // still running: victims are always newer
     if (seq.cached != seq.known - 1) continue;  // no token appended since its last step
     if (seq.known - seq.prompt_tokens >= seq.max_new_tokens) continue;  // done: awaits Remove
     const bool needs_block = BlocksFor(seq.cached + 1) > static_cast<int>(seq.blocks.size());

@@ -68,8 +68,8 @@ struct SchedulerOptions {
 
 struct ScheduledPrefill {
   uint64_t id = 0;
-  int start = 0;     // first token position of this chunk (== cached before it)
-  int length = 0;    // tokens in this chunk (>= 1)
+  int start = 0;            // first token position of this chunk (== cached before it)
+  int length = 0;           // tokens in this chunk (>= 1)
   bool last_chunk = false;  // the chunk ends at the last known token: sample from its logits
 };
 
@@ -160,7 +160,7 @@ class Scheduler {
   SchedulerOptions options_;
   BlockAllocator allocator_;
   std::unordered_map<uint64_t, Sequence> sequences_;
-  std::deque<uint64_t> waiting_;  // front is admitted next
+  std::deque<uint64_t> waiting_;   // front is admitted next
   std::vector<uint64_t> running_;  // admission order: back is the newest
   int num_waiting_fresh_ = 0;
   int64_t num_preemptions_ = 0;

@@ -45,10 +45,14 @@ SchedulerOptions Options(int max_batch, int max_queue, int block_size, int num_b
 
 char StateLetter(State state) {
   switch (state) {
-    case State::kWaiting: return 'w';
-    case State::kPrefilling: return 'p';
-    case State::kDecoding: return 'd';
-    case State::kPreempted: return 'x';
+    case State::kWaiting:
+      return 'w';
+    case State::kPrefilling:
+      return 'p';
+    case State::kDecoding:
+      return 'd';
+    case State::kPreempted:
+      return 'x';
   }
   return '?';
 }
@@ -316,9 +320,9 @@ TEST(SchedulerTest, BlockBoundaryAllocationIsExact) {
   EXPECT_EQ(engine.Step(), "D1 free=2 1d");  // position 4 needs a second block
   EXPECT_THAT(engine.scheduler().BlockTable(1), ElementsAre(0, 1));
   ExpectRows(engine, {
-                         "D1 free=2 1d",  // 5
-                         "D1 free=2 1d",  // 6
-                         "D1 free=2 1d",  // 7
+                         "D1 free=2 1d",      // 5
+                         "D1 free=2 1d",      // 6
+                         "D1 free=2 1d",      // 7
                          "D1 done:1 free=4",  // 8: a third block
                      });
 }
@@ -352,9 +356,7 @@ TEST(SchedulerTest, AdmissionKeepsHeadroomForTheFirstDecode) {
   ASSERT_TRUE(engine.Add(2, 4, 2).ok());
   ExpectRows(engine, {
                          // 2's 4 prompt tokens fit in the free block, its first decode would not.
-                         "P1[0,1)* free=1 1d 2w",
-                         "D1 free=1 1d 2w",
-                         "D1 done:1 free=2 2w",
+                         "P1[0,1)* free=1 1d 2w", "D1 free=1 1d 2w", "D1 done:1 free=2 2w",
                          "P2[0,4)* free=1 2d",
                          "D2 done:2 free=2",  // position 4: the second block
                      });
@@ -377,11 +379,8 @@ TEST(SchedulerTest, PreemptsTheNewestAndRecomputesPromptPlusGenerated) {
   ASSERT_TRUE(engine.Add(1, 4, 8).ok());
   ASSERT_TRUE(engine.Add(2, 4, 8).ok());
   ExpectRows(engine, {
-                         "P1[0,4)* P2[0,4)* free=2 1d 2d",
-                         "D1 D2 free=0 1d 2d",
-                         "D1 D2 free=0 1d 2d",
-                         "D1 D2 free=0 1d 2d",
-                         "D1 D2 free=0 1d 2d",
+                         "P1[0,4)* P2[0,4)* free=2 1d 2d", "D1 D2 free=0 1d 2d",
+                         "D1 D2 free=0 1d 2d", "D1 D2 free=0 1d 2d", "D1 D2 free=0 1d 2d",
                          "X2 D1 free=1 1d 2x",  // 1 needs a block for position 8
                      });
   EXPECT_EQ(engine.scheduler().num_preemptions(), 1);
@@ -475,8 +474,8 @@ TEST(SchedulerTest, RandomizedSoak) {
     auto uniform = [&rng](int lo, int hi) {
       return std::uniform_int_distribution<int>(lo, hi)(rng);
     };
-    const SchedulerOptions options = Options(uniform(1, 6), uniform(1, 8), 1 << uniform(0, 3),
-                                             uniform(3, 24), uniform(1, 16));
+    const SchedulerOptions options =
+        Options(uniform(1, 6), uniform(1, 8), 1 << uniform(0, 3), uniform(3, 24), uniform(1, 16));
     const int capacity = options.num_blocks * options.block_size;
     FakeEngine engine(options);
     uint64_t next_id = 1;
