@@ -136,15 +136,17 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-int Run() {
-  // Signals are taken by a thread (sigwait), never by a handler: block them
-  // before any thread starts so that every thread inherits the mask.
+// SIGINT and SIGTERM: taken by a thread (sigwait), never by a handler.
+sigset_t ShutdownSignals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  return signals;
+}
+
+int Run() {
+  sigset_t signals = ShutdownSignals();
 
   absl::StatusOr<ServerOptions> options = OptionsFromFlags();
   if (!options.ok()) return Fail(options.status());
@@ -192,6 +194,11 @@ int Run() {
 }  // namespace streamgen
 
 int main(int argc, char** argv) {
+  // Before any thread starts (the logger's included), so that every thread
+  // inherits the mask and the signals reach only the sigwait thread.
+  sigset_t signals = streamgen::ShutdownSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   absl::SetProgramUsageMessage(
       "Serves streamgen.v1.TextGeneration (gRPC, server streaming).\n"
       "  streamgen-server [--model DIR] [--listen HOST:PORT] [flags]\n"

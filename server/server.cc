@@ -89,10 +89,12 @@ absl::Status StreamgenServer::BuildGrpcServer() {
   SG_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                       MakeServerCredentials(options_));
   service_ = std::make_unique<TextGenerationService>(options_.service, &metrics_);
-  // grpc's health service is built on upb; linking (and touching) the protobuf
-  // messages puts grpc.health.v1 in the generated pool, so reflection can
-  // describe it (grpcurl ... grpc.health.v1.Health/Check).
-  grpc::health::v1::HealthCheckRequest::default_instance();
+  // grpc's health service is built on upb; linking the protobuf messages (a
+  // call the linker cannot drop) puts grpc.health.v1 in the generated pool,
+  // so reflection can describe it (grpcurl ... grpc.health.v1.Health/Check).
+  if (grpc::health::v1::HealthCheckRequest::descriptor() == nullptr) {
+    return absl::InternalError("grpc.health.v1 descriptors are missing");
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

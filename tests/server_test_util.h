@@ -3,7 +3,9 @@
 // counters, server metrics) instead of on wall-clock luck.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>

@@ -1,0 +1,52 @@
+# The server's tests (issue 3), included at the end of tests/CMakeLists.txt.
+if(TARGET streamgen_server_core)
+  streamgen_test(server_validation_test server_validation_test.cc)
+  target_link_libraries(server_validation_test PRIVATE streamgen_server_core GTest::gmock)
+
+  streamgen_test(server_response_stream_test server_response_stream_test.cc)
+  target_link_libraries(server_response_stream_test PRIVATE streamgen_server_core GTest::gmock)
+
+  streamgen_test(server_units_test server_units_test.cc)
+  target_link_libraries(server_units_test PRIVATE streamgen_server_core GTest::gmock)
+endif()
+
+if(TARGET streamgen_server_core)
+  streamgen_test(server_chat_template_test server_chat_template_test.cc)
+  target_link_libraries(server_chat_template_test PRIVATE streamgen_core GTest::gmock
+    nlohmann_json::nlohmann_json)
+endif()
+
+if(TARGET streamgen_server)
+  streamgen_test(server_integration_test server_integration_test.cc)
+  target_link_libraries(server_integration_test PRIVATE streamgen_server GTest::gmock)
+  add_dependencies(server_integration_test tiny_model)
+endif()
+
+if(TARGET streamgen_server)
+  streamgen_test(server_lifecycle_test server_lifecycle_test.cc)
+  target_link_libraries(server_lifecycle_test PRIVATE streamgen_server GTest::gmock)
+  add_dependencies(server_lifecycle_test tiny_model)
+endif()
+
+if(TARGET streamgen_server)
+  streamgen_test(server_reflection_test server_reflection_test.cc)
+  target_link_libraries(server_reflection_test PRIVATE streamgen_server streamgen_reflection_stub
+    GTest::gmock)
+  add_dependencies(server_reflection_test tiny_model)
+endif()
+
+if(TARGET streamgen_server)
+  streamgen_test(server_client_cli_test server_client_cli_test.cc)
+  target_link_libraries(server_client_cli_test PRIVATE streamgen_server GTest::gmock)
+  add_dependencies(server_client_cli_test tiny_model streamgen-client)
+endif()
+
+# The Python client against a server subprocess (also runs the C++ client's
+# README commands and checks that SIGTERM exits 0).
+if(TARGET streamgen_python_proto)
+  add_test(NAME server_python_client_test
+    COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/server_python_client_test.py
+            --build-dir ${CMAKE_BINARY_DIR}
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(server_python_client_test PROPERTIES TIMEOUT 600)
+endif()
