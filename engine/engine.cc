@@ -10,6 +10,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include <spdlog/spdlog.h>
@@ -19,6 +20,7 @@
 #include "engine/device.h"
 #include "engine/llama_model.h"
 #include "engine/sampler.h"
+#include "engine/scheduler.h"
 #include "engine/status.h"
 #include "engine/stop_matcher.h"
 #include "engine/tokenizer.h"
@@ -51,24 +53,23 @@ double MsBetween(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-// A request inside the engine. Owned by the loop thread once admitted.
+// A request inside the engine. Owned by the loop thread once submitted.
 struct Sequence {
   uint64_t id = 0;
   GenerationRequest request;
   TokenSink sink;
   std::vector<int> prompt_ids;
   std::vector<int> output_ids;
+  std::vector<int> tokens;  // prompt + output: what a (re)computing prefill feeds
   int max_new_tokens = 0;
   uint64_t seed = 0;
   std::unique_ptr<SequenceRng> rng;
   std::unique_ptr<IncrementalDetokenizer> detokenizer;
   std::unique_ptr<StopMatcher> stop_matcher;
-  KvCache cache;
-  int next_token = -1;  // sampled, not yet fed to the model
-  bool cancel = false;  // Cancel() or shutdown reached it
+  bool cancel = false;    // Cancel() or shutdown reached it
   bool finished = false;  // its last event was sent
   Clock::time_point submitted;
-  Clock::time_point admitted;
+  Clock::time_point admitted;  // first prefill chunk
   Clock::time_point first_token;
   double prefill_ms = 0;
 };
@@ -78,13 +79,16 @@ struct Sequence {
 class Engine::Impl {
  public:
   Impl(EngineOptions options, std::unique_ptr<LlamaModel> model,
-       std::unique_ptr<Tokenizer> tokenizer, ModelInfo info)
+       std::unique_ptr<Tokenizer> tokenizer, ModelInfo info, SchedulerOptions scheduling)
       : options_(std::move(options)),
         model_(std::move(model)),
         tokenizer_(std::move(tokenizer)),
         info_(std::move(info)),
-        paused_(options_.start_paused) {
+        paused_(options_.start_paused),
+        scheduler_(scheduling),
+        pool_(model_->NewKvPool(scheduling.num_blocks, scheduling.block_size)) {
     valid_vocab_ = std::min(tokenizer_->piece_count(), model_->config().vocab_size);
+    stats_.kv_blocks_total = scheduling.num_blocks;
     loop_ = std::thread([this] { Loop(); });
   }
   ~Impl() { Shutdown(); }
@@ -139,19 +143,18 @@ class Engine::Impl {
   absl::Status Validate(const GenerationRequest& r, const std::vector<int>& ids,
                         int* max_new_tokens) const;
   void Loop();
-  void Admit(std::deque<std::unique_ptr<Sequence>>* admitted);
-  void Prefill(Sequence* seq);
-  void DecodeStep();
+  // Moves submitted requests into the scheduler and applies cancellations.
+  // Returns false when the loop should exit.
+  bool TakeWork();
+  // Runs one scheduled iteration: prefill chunks and decodes in one model step.
+  void RunStep(const SchedulerStep& step);
   // Takes a sampled token: emits its text and decides whether `seq` is done.
   void HandleToken(Sequence* seq, const TokenInfo& token);
   void Finish(Sequence* seq, FinishReason reason, std::string text, std::vector<TokenInfo> tokens,
               absl::Status status = absl::OkStatus());
-  void FailRunning(const std::string& what);
-  // SampleBatch throws c10::Error on what validated requests never cause; the
-  // loop's catch ends the step's sequences with kError.
-  std::vector<TokenInfo> Sample(const torch::Tensor& logits, const std::vector<SampleInput>& rows) {
-    return SampleBatch(logits, rows, valid_vocab_);
-  }
+  void FailAll(const std::string& what);
+  void Retire();
+  void PublishStats();
 
   const EngineOptions options_;
   std::unique_ptr<LlamaModel> model_;
@@ -161,15 +164,20 @@ class Engine::Impl {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<Sequence>> waiting_;  // guarded by mu_, bounded by max_queue
-  std::unordered_set<uint64_t> cancel_;            // guarded by mu_
-  bool stopping_ = false;                          // guarded by mu_
-  bool paused_ = false;                            // guarded by mu_
-  int64_t step_budget_ = 0;                        // guarded by mu_
-  uint64_t next_id_ = 1;                           // guarded by mu_
-  EngineStats stats_;                              // guarded by mu_
+  std::deque<std::unique_ptr<Sequence>> incoming_;  // guarded by mu_; with the scheduler's
+                                                    // waiting, bounded by max_queue
+  int scheduler_waiting_ = 0;                       // guarded by mu_: fresh waiting in scheduler_
+  std::unordered_set<uint64_t> cancel_;             // guarded by mu_
+  bool stopping_ = false;                           // guarded by mu_
+  bool paused_ = false;                             // guarded by mu_
+  int64_t step_budget_ = 0;                         // guarded by mu_
+  uint64_t next_id_ = 1;                            // guarded by mu_
+  EngineStats stats_;                               // guarded by mu_
 
-  std::vector<std::unique_ptr<Sequence>> running_;  // loop thread only
+  // Loop thread only:
+  Scheduler scheduler_;
+  KvPool pool_;
+  std::unordered_map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   std::mutex join_mu_;
   std::thread loop_;
 };
@@ -238,6 +246,11 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
   *max_new_tokens = r.max_new_tokens > 0
                         ? r.max_new_tokens
                         : std::min(options_.default_max_new_tokens, context - prompt_len);
+  if (prompt_len + *max_new_tokens > info_.kv_cache_tokens) {
+    return bad("max_new_tokens: prompt (", prompt_len, " tokens) + max_new_tokens (",
+               *max_new_tokens, ") can never fit in the KV cache of ", info_.kv_cache_tokens,
+               " tokens");
+  }
   return absl::OkStatus();
 }
 
@@ -263,15 +276,15 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
 
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return absl::UnavailableError("the engine is shutting down");
-  if (static_cast<int>(waiting_.size()) >= options_.max_queue) {
+  if (static_cast<int>(incoming_.size()) + scheduler_waiting_ >= options_.max_queue) {
     return absl::ResourceExhaustedError(absl::StrCat("the queue is full (", options_.max_queue,
                                                      " requests waiting); retry later"));
   }
   seq->id = next_id_++;
   const uint64_t id = seq->id;
-  waiting_.push_back(std::move(seq));
+  incoming_.push_back(std::move(seq));
   stats_.submitted++;
-  stats_.waiting = static_cast<int64_t>(waiting_.size());
+  stats_.waiting = static_cast<int64_t>(incoming_.size()) + scheduler_waiting_;
   cv_.notify_all();
   return id;
 }
@@ -298,7 +311,7 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
   event.prefill_ms = seq->prefill_ms;
   seq->finished = true;
   seq->sink(std::move(event));
-  seq->cache = KvCache();  // frees the KV memory now
+  scheduler_.Remove(seq->id);  // frees its KV blocks now
   std::lock_guard<std::mutex> lock(mu_);
   stats_.finished++;
   if (reason == FinishReason::kCancelled) stats_.cancelled++;
@@ -306,8 +319,13 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
 }
 
 void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
-  if (seq->output_ids.empty()) seq->first_token = Clock::now();
+  if (seq->output_ids.empty()) {
+    seq->first_token = Clock::now();
+    seq->prefill_ms = MsBetween(seq->admitted, seq->first_token);
+  }
   seq->output_ids.push_back(token.id);
+  seq->tokens.push_back(token.id);
+  scheduler_.OnTokenAppended(seq->id);
   std::vector<TokenInfo> tokens{token};
   const GenerationRequest& r = seq->request;
   const auto& eos = model_->config().eos_token_ids;
@@ -325,62 +343,126 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
   }
   StopMatcher::Result out = seq->stop_matcher->Push(seq->detokenizer->Append(token.id));
   if (out.stopped) return Finish(seq, FinishReason::kStop, out.text, tokens);
-  const bool at_length = static_cast<int>(seq->output_ids.size()) >= seq->max_new_tokens ||
-                         seq->cache.length + 1 >= seq->cache.capacity;
+  const bool at_length =
+      static_cast<int>(seq->output_ids.size()) >= seq->max_new_tokens ||
+      static_cast<int>(seq->tokens.size()) >= model_->config().max_position_embeddings;
   if (at_length) {
     StopMatcher::Result tail = seq->stop_matcher->Push(seq->detokenizer->Flush());
     if (tail.stopped) return Finish(seq, FinishReason::kStop, out.text + tail.text, tokens);
     Finish(seq, FinishReason::kLength, out.text + tail.text + seq->stop_matcher->Flush(), tokens);
     return;
   }
-  seq->next_token = token.id;
   TokenEvent event;
   event.text = std::move(out.text);
   event.tokens = std::move(tokens);
   seq->sink(std::move(event));
 }
 
-// Runs the prompt through the model in one pass and samples the first token.
-void Engine::Impl::Prefill(Sequence* seq) {
-  seq->admitted = Clock::now();
-  // Capacity: the prompt plus every token that may be fed back (the last one never is).
-  seq->cache = model_->NewCache(static_cast<int64_t>(seq->prompt_ids.size()) + seq->max_new_tokens);
-  seq->rng = std::make_unique<SequenceRng>(seq->seed);
-  seq->detokenizer = std::make_unique<IncrementalDetokenizer>(tokenizer_.get(), seq->prompt_ids);
-  seq->stop_matcher = std::make_unique<StopMatcher>(seq->request.stop);
-  torch::Tensor logits = model_->Forward(seq->prompt_ids, &seq->cache);  // [1, vocab]
-  SampleInput in{&seq->request.sampling, &seq->prompt_ids, &seq->output_ids, seq->rng.get(),
-                 seq->request.top_logprobs};
-  std::vector<TokenInfo> picked = Sample(logits, {in});
-  seq->prefill_ms = MsBetween(seq->admitted, Clock::now());
-  HandleToken(seq, picked[0]);
-}
-
-void Engine::Impl::DecodeStep() {
-  std::vector<int> tokens;
-  std::vector<KvCache*> caches;
+void Engine::Impl::RunStep(const SchedulerStep& step) {
+  std::vector<SeqChunk> chunks;
+  std::vector<Sequence*> chunk_seqs;
+  std::vector<int64_t> sample_rows;  // chunks whose logits are sampled
+  for (const ScheduledPrefill& p : step.prefills) {
+    Sequence* seq = sequences_.at(p.id).get();
+    if (seq->admitted == Clock::time_point()) seq->admitted = Clock::now();
+    if (p.last_chunk) sample_rows.push_back(static_cast<int64_t>(chunks.size()));
+    chunks.push_back(SeqChunk{std::vector<int>(seq->tokens.begin() + p.start,
+                                               seq->tokens.begin() + p.start + p.length),
+                              p.start, &scheduler_.BlockTable(p.id)});
+    chunk_seqs.push_back(seq);
+  }
+  for (uint64_t id : step.decodes) {
+    Sequence* seq = sequences_.at(id).get();
+    sample_rows.push_back(static_cast<int64_t>(chunks.size()));
+    chunks.push_back(SeqChunk{{seq->tokens.back()},
+                              static_cast<int64_t>(seq->tokens.size()) - 1,
+                              &scheduler_.BlockTable(id)});
+    chunk_seqs.push_back(seq);
+  }
+  if (chunks.empty()) return;
+  torch::Tensor logits = model_->Step(chunks, &pool_);  // [chunks, vocab]
+  if (sample_rows.empty()) return;
+  if (sample_rows.size() != chunks.size()) {
+    logits = logits.index_select(0, torch::tensor(sample_rows).to(logits.device()));
+  }
   std::vector<SampleInput> rows;
   std::vector<Sequence*> seqs;
-  for (auto& s : running_) {
-    if (s->finished || s->next_token < 0) continue;
-    tokens.push_back(s->next_token);
-    caches.push_back(&s->cache);
+  for (int64_t r : sample_rows) {
+    Sequence* s = chunk_seqs[r];
     rows.push_back(SampleInput{&s->request.sampling, &s->prompt_ids, &s->output_ids, s->rng.get(),
                                s->request.top_logprobs});
-    seqs.push_back(s.get());
-    s->next_token = -1;
+    seqs.push_back(s);
   }
-  if (seqs.empty()) return;
-  torch::Tensor logits = model_->DecodeBatch(tokens, caches);  // [B, vocab]
-  std::vector<TokenInfo> picked = Sample(logits, rows);
+  std::vector<TokenInfo> picked = SampleBatch(logits, rows, valid_vocab_);
   for (size_t i = 0; i < seqs.size(); ++i) HandleToken(seqs[i], picked[i]);
 }
 
-void Engine::Impl::FailRunning(const std::string& what) {
+void Engine::Impl::FailAll(const std::string& what) {
   spdlog::error("engine step failed: {}", what);
-  for (auto& s : running_) {
+  for (auto& [id, s] : sequences_) {
     if (!s->finished) Finish(s.get(), FinishReason::kError, "", {}, absl::InternalError(what));
   }
+}
+
+void Engine::Impl::Retire() {
+  for (auto it = sequences_.begin(); it != sequences_.end();) {
+    it = it->second->finished ? sequences_.erase(it) : std::next(it);
+  }
+}
+
+void Engine::Impl::PublishStats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  scheduler_waiting_ = scheduler_.num_waiting_fresh();
+  stats_.waiting = static_cast<int64_t>(incoming_.size()) + scheduler_.num_waiting();
+  stats_.running = scheduler_.num_running();
+  stats_.preemptions = scheduler_.num_preemptions();
+  stats_.kv_blocks_used = scheduler_.num_used_blocks();
+}
+
+bool Engine::Impl::TakeWork() {
+  std::vector<std::unique_ptr<Sequence>> cancelled_incoming;
+  bool stopping = false;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] {
+      if (stopping_) return true;
+      if (paused_ && step_budget_ == 0) return false;
+      return !incoming_.empty() || !sequences_.empty() || !cancel_.empty();
+    });
+    if (paused_ && step_budget_ > 0 && !stopping_) step_budget_--;
+    stopping = stopping_;
+    for (auto& s : incoming_) {
+      if (stopping || cancel_.count(s->id)) {
+        cancelled_incoming.push_back(std::move(s));
+        continue;
+      }
+      absl::Status added =
+          scheduler_.Add(s->id, static_cast<int>(s->prompt_ids.size()), s->max_new_tokens);
+      if (!added.ok()) {  // Submit's checks make this unreachable; never lose a request
+        s->cancel = true;
+        spdlog::error("scheduler refused request {}: {}", s->id, added.ToString());
+      }
+      s->rng = std::make_unique<SequenceRng>(s->seed);
+      s->detokenizer = std::make_unique<IncrementalDetokenizer>(tokenizer_.get(), s->prompt_ids);
+      s->stop_matcher = std::make_unique<StopMatcher>(s->request.stop);
+      s->tokens = s->prompt_ids;
+      stats_.prompt_tokens += static_cast<int64_t>(s->prompt_ids.size());
+      const uint64_t id = s->id;
+      sequences_.emplace(id, std::move(s));
+    }
+    incoming_.clear();
+    for (auto& [id, s] : sequences_) {
+      if (stopping || cancel_.count(id)) s->cancel = true;
+    }
+    cancel_.clear();
+    scheduler_waiting_ = scheduler_.num_waiting_fresh();
+  }
+  for (auto& s : cancelled_incoming) Finish(s.get(), FinishReason::kCancelled, "", {});
+  for (auto& [id, s] : sequences_) {
+    if (s->cancel && !s->finished) Finish(s.get(), FinishReason::kCancelled, "", {});
+  }
+  Retire();
+  return !(stopping && sequences_.empty());
 }
 
 void Engine::Impl::Loop() {
@@ -388,69 +470,20 @@ void Engine::Impl::Loop() {
   // OpenMP's thread count is per calling thread: set it on the thread that runs
   // the model (without this, Debian's libtorch runs this thread's ops on one core).
   ConfigureThreads(options_.threads);
-  while (true) {
-    std::vector<std::unique_ptr<Sequence>> cancelled;
-    std::deque<std::unique_ptr<Sequence>> admitted;
-    bool stopping = false;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] {
-        if (stopping_) return true;
-        if (paused_ && step_budget_ == 0) return false;
-        return !waiting_.empty() || !running_.empty() || !cancel_.empty();
-      });
-      if (paused_ && step_budget_ > 0 && !stopping_) step_budget_--;
-      stopping = stopping_;
-      // Cancelled (or, when stopping, all) waiting requests leave the queue.
-      for (auto it = waiting_.begin(); it != waiting_.end();) {
-        if (stopping || cancel_.count((*it)->id)) {
-          cancelled.push_back(std::move(*it));
-          it = waiting_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      for (auto& s : running_) {
-        if (stopping || cancel_.count(s->id)) s->cancel = true;
-      }
-      cancel_.clear();
-      while (!stopping && !waiting_.empty() &&
-             static_cast<int>(running_.size() + admitted.size()) < options_.max_batch) {
-        admitted.push_back(std::move(waiting_.front()));
-        waiting_.pop_front();
-      }
-      stats_.waiting = static_cast<int64_t>(waiting_.size());
-    }
-    for (auto& s : cancelled) Finish(s.get(), FinishReason::kCancelled, "", {});
-    for (auto& s : running_) {
-      if (s->cancel && !s->finished) Finish(s.get(), FinishReason::kCancelled, "", {});
-    }
+  while (TakeWork()) {
     try {
-      for (auto& s : admitted) {
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          stats_.prompt_tokens += static_cast<int64_t>(s->prompt_ids.size());
-        }
-        running_.push_back(std::move(s));
-        Prefill(running_.back().get());
-      }
-      DecodeStep();
+      RunStep(scheduler_.Schedule());
     } catch (const c10::Error& e) {
-      FailRunning(e.what_without_backtrace());
+      FailAll(e.what_without_backtrace());
     } catch (const std::exception& e) {
-      FailRunning(e.what());
+      FailAll(e.what());
     }
-    // Retire finished sequences (their caches were freed by Finish).
-    running_.erase(std::remove_if(running_.begin(), running_.end(),
-                                  [](const std::unique_ptr<Sequence>& s) { return s->finished; }),
-                   running_.end());
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.running = static_cast<int64_t>(running_.size());
-      stats_.steps++;
-    }
-    if (stopping && running_.empty()) return;
+    Retire();
+    PublishStats();
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.steps++;
   }
+  PublishStats();
 }
 
 // ---- Engine: the public face ----
@@ -465,6 +498,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch: must be at least 1");
   if (options.default_max_new_tokens < 1) {
     return absl::InvalidArgumentError("default_max_new_tokens: must be at least 1");
+  }
+  if (options.max_prefill_tokens < 1) {
+    return absl::InvalidArgumentError("max_prefill_tokens: must be at least 1");
+  }
+  if (options.kv_block_size < 1 || options.kv_block_size > 1024) {
+    return absl::InvalidArgumentError("kv_block_size: must be in [1, 1024]");
+  }
+  if (options.kv_cache_blocks < 0) {
+    return absl::InvalidArgumentError("kv_cache_blocks: must not be negative");
   }
   ConfigureThreads(options.threads);
   SG_ASSIGN_OR_RETURN(auto model, LlamaModel::Load(options.model_dir, ModelOptions{device, dtype}));
@@ -494,8 +536,39 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   info.max_stop_strings = options.max_stop_strings;
   info.max_stop_string_bytes = options.max_stop_string_bytes;
   info.chat_template = c.chat_template;
-  return std::unique_ptr<Engine>(new Engine(std::make_unique<Impl>(
-      options, std::move(model), std::move(tokenizer), std::move(info))));
+
+  // The KV pool: kv_cache_blocks, or enough for max_batch full contexts within
+  // kv_cache_bytes, allocated once here.
+  SchedulerOptions scheduling;
+  scheduling.max_batch = options.max_batch;
+  scheduling.max_queue = options.max_queue;
+  scheduling.block_size = options.kv_block_size;
+  scheduling.max_prefill_tokens = options.max_prefill_tokens;
+  const int64_t per_context = (c.max_position_embeddings + options.kv_block_size - 1) /
+                              options.kv_block_size;
+  int64_t blocks = options.kv_cache_blocks;
+  if (blocks == 0) {
+    blocks = std::min<int64_t>(per_context * options.max_batch,
+                               options.kv_cache_bytes / model->KvBlockBytes(options.kv_block_size));
+  }
+  if (blocks < 1 || blocks > (1LL << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kv_cache_blocks: ", blocks, " blocks of ", options.kv_block_size,
+        " tokens (raise kv_cache_bytes or set kv_cache_blocks)"));
+  }
+  scheduling.num_blocks = static_cast<int>(blocks);
+  SG_RETURN_IF_ERROR(Scheduler::Validate(scheduling));
+  info.max_prefill_tokens = options.max_prefill_tokens;
+  info.kv_block_size = options.kv_block_size;
+  info.kv_cache_blocks = scheduling.num_blocks;
+  info.kv_cache_tokens = blocks * options.kv_block_size;
+  try {
+    return std::unique_ptr<Engine>(new Engine(std::make_unique<Impl>(
+        options, std::move(model), std::move(tokenizer), std::move(info), scheduling)));
+  } catch (const c10::Error& e) {  // e.g. out of memory for the KV pool
+    return absl::ResourceExhaustedError(
+        absl::StrCat("allocating the KV cache (", blocks, " blocks): ", e.what_without_backtrace()));
+  }
 }
 
 absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, TokenSink sink) {

@@ -19,7 +19,12 @@ struct EngineOptions {
   std::string dtype;                  // "float32" | "bfloat16" | "float16"; "": float32 on CPU, bfloat16 on CUDA
   int threads = 0;                    // intra-op threads; 0: the machine's cores
   int max_queue = 64;                 // waiting requests; beyond: RESOURCE_EXHAUSTED
-  int max_batch = 16;                 // sequences decoded together
+  int max_batch = 16;                 // running sequences, decoded together in one batch
+  int max_prefill_tokens = 512;       // prompt tokens prefilled per loop iteration (chunked prefill)
+  int kv_block_size = 16;             // tokens per KV-cache block
+  int kv_cache_blocks = 0;            // blocks in the pool; 0: derived (see kv_cache_bytes)
+  int64_t kv_cache_bytes = 4LL << 30; // with kv_cache_blocks == 0: the pool holds
+                                      // min(max_batch full contexts, this many bytes)
   int default_max_new_tokens = 256;   // for requests with max_new_tokens == 0
   int max_new_tokens_limit = 4096;    // an explicit max_new_tokens above this is refused
   int max_stop_strings = 16;          // per request
@@ -40,6 +45,10 @@ struct ModelInfo {
   std::vector<int> eos_token_ids;
   int max_queue = 0;
   int max_batch = 0;
+  int max_prefill_tokens = 0;
+  int kv_block_size = 0;
+  int kv_cache_blocks = 0;      // the pool's size in blocks
+  int64_t kv_cache_tokens = 0;  // kv_cache_blocks * kv_block_size: the most one request can use
   int default_max_new_tokens = 0;
   int max_new_tokens_limit = 0;
   int max_stop_strings = 0;
@@ -57,6 +66,9 @@ struct EngineStats {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
   int64_t steps = 0;            // loop iterations that ran the model
+  int64_t preemptions = 0;      // sequences preempted (to be recomputed) for lack of KV blocks
+  int64_t kv_blocks_used = 0;   // gauge
+  int64_t kv_blocks_total = 0;
 };
 
 class Engine {
