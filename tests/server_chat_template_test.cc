@@ -4,6 +4,8 @@
 // with each text piece encoded on its own.
 #include "engine/chat_template.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -92,7 +94,9 @@ nlohmann::json RunReference(const std::vector<Case>& cases) {
     }
     input["cases"].push_back({{"family", c.family}, {"messages", messages}});
   }
-  std::string in_path = ::testing::TempDir() + "/chat_reference_in.json";
+  // Per process: ctest runs the tests of this binary in parallel processes.
+  std::string in_path =
+      ::testing::TempDir() + "/chat_reference_in." + std::to_string(getpid()) + ".json";
   std::ofstream(in_path) << input.dump();
   std::string command = std::string("/usr/bin/python3 ") + STREAMGEN_SOURCE_DIR +
                         "/tests/chat_template_reference.py < " + in_path + " 2>/dev/null";
@@ -102,7 +106,9 @@ nlohmann::json RunReference(const std::vector<Case>& cases) {
   char buffer[4096];
   size_t n;
   while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
-  if (pclose(pipe) != 0) return nlohmann::json();
+  int status = pclose(pipe);
+  std::remove(in_path.c_str());
+  if (status != 0) return nlohmann::json();
   return nlohmann::json::parse(output, nullptr, false);
 }
 

@@ -2,6 +2,8 @@
 // Engine::Step), so nothing depends on timing: health transitions, client
 // cancel and deadlines freeing the engine's sequence, draining, the metrics
 // endpoint, TLS and mutual TLS.
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -260,7 +262,7 @@ grpc::Status InfoOver(const std::shared_ptr<grpc::Channel>& channel) {
 }
 
 TEST(TlsTest, ServesTlsAndMutualTls) {
-  std::string dir = ::testing::TempDir() + "/streamgen_tls";
+  std::string dir = ::testing::TempDir() + "/streamgen_tls." + std::to_string(getpid());
   std::system(("mkdir -p " + dir).c_str());
   if (!MakeCertificate(dir, "server") || !MakeCertificate(dir, "client")) {
     GTEST_SKIP() << "openssl is not available to make test certificates";

@@ -1,4 +1,6 @@
 // The server's small pieces: API keys, metrics text, log lines, flag spelling.
+#include <unistd.h>
+
 #include <algorithm>
 #include <fstream>
 
@@ -69,7 +71,7 @@ TEST(AuthTest, BadKeyFiles) {
 }
 
 TEST(AuthTest, LoadsAFile) {
-  std::string path = ::testing::TempDir() + "/server_units_keys.txt";
+  std::string path = ::testing::TempDir() + "/server_units_keys." + std::to_string(getpid());
   std::ofstream(path) << "alpha\n";
   absl::StatusOr<ApiKeys> keys = ApiKeys::LoadFile(path);
   ASSERT_TRUE(keys.ok()) << keys.status();
