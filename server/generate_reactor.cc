@@ -88,9 +88,11 @@ void GenerateReactor::Reject(const absl::Status& status) { Apply(stream_.Reject(
 
 void GenerateReactor::Submit(Engine* engine, GenerationRequest request) {
   {
+    // Before Submit: the engine may deliver every event before Submit returns.
     absl::MutexLock lock(&mu_);
     engine_ = engine;
     engine_done_ = false;
+    accepted_ = true;
   }
   std::shared_ptr<GenerateReactor> self = shared_from_this();
   absl::StatusOr<uint64_t> id = engine->Submit(
@@ -99,6 +101,7 @@ void GenerateReactor::Submit(Engine* engine, GenerationRequest request) {
     {
       absl::MutexLock lock(&mu_);
       engine_done_ = true;
+      accepted_ = false;
     }
     Apply(stream_.Reject(id.status()));
     return;
@@ -198,7 +201,7 @@ void GenerateReactor::Retire() {
   bool submitted;
   {
     absl::MutexLock lock(&mu_);
-    submitted = submitted_;
+    submitted = accepted_;
   }
   std::string code = absl::StatusCodeToString(outcome.status.code());
   env_.metrics->RecordRequest("Generate", code);

@@ -98,7 +98,8 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   std::shared_ptr<GenerateReactor> self_ ABSL_GUARDED_BY(mu_);  // held until OnDone
   Engine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t engine_id_ ABSL_GUARDED_BY(mu_) = 0;
-  bool submitted_ ABSL_GUARDED_BY(mu_) = false;
+  bool accepted_ ABSL_GUARDED_BY(mu_) = false;   // handed to the engine (metrics, log)
+  bool submitted_ ABSL_GUARDED_BY(mu_) = false;  // engine_id_ is known
   bool cancel_sent_ ABSL_GUARDED_BY(mu_) = false;
   bool engine_done_ ABSL_GUARDED_BY(mu_) = true;  // false from Submit until the last event
   bool call_done_ ABSL_GUARDED_BY(mu_) = false;
