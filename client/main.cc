@@ -24,7 +24,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -298,6 +300,13 @@ int Usage() {
 }  // namespace streamgen
 
 int main(int argc, char** argv) {
+  // --help lists this file's flags (abseil's default looks for a file named
+  // after the program).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "client/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "Client for streamgen.v1.TextGeneration.\n"
       "  streamgen-client [--server HOST:PORT] generate PROMPT [--max-new-tokens N] [--json]\n"
