@@ -153,6 +153,40 @@ TEST(LifecycleTest, DeadlineMidStreamFreesTheSequence) {
   engine->Resume();
 }
 
+// A client that does not read: the engine still finishes (it never waits for a
+// client), and what it produced while the transport was full arrives merged
+// into fewer, larger messages with nothing lost.
+TEST(LifecycleTest, SlowReaderGetsMergedMessagesAndTheEngineNeverWaits) {
+  std::unique_ptr<StreamgenServer> server = StartServer(TestOptions());
+  ASSERT_NE(server, nullptr);
+  Engine* engine = server->engine();
+  // A small HTTP/2 window and no BDP probing: the transport fills up quickly.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 1024);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto channel = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(server->port()),
+                                           grpc::InsecureChannelCredentials(), args);
+  auto stub = v1::TextGeneration::NewStub(channel);
+  const int kTokens = 400;
+  grpc::ClientContext context;
+  auto reader = stub->Generate(&context, PromptRequest("Once upon a time", kTokens));
+  // Nobody reads until the engine is done with the request.
+  ASSERT_TRUE(WaitFor([&] { return engine->stats().finished == 1; }));
+  EXPECT_EQ(engine->stats().generated_tokens, kTokens);
+  StreamResult result = Collect(reader.get());
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  EXPECT_EQ(result.ids.size(), static_cast<size_t>(kTokens));
+  EXPECT_EQ(result.last().usage().completion_tokens(), static_cast<uint32_t>(kTokens));
+  EXPECT_LT(result.messages.size(), static_cast<size_t>(kTokens) / 2);
+  std::cerr << kTokens << " tokens arrived in " << result.messages.size() << " messages\n";
+  GenerationRequest direct;
+  direct.prompt = "Once upon a time";
+  direct.max_new_tokens = kTokens;
+  test::EngineResult expected = test::RunEngine(engine, direct);
+  EXPECT_EQ(result.text, expected.text);
+  EXPECT_EQ(result.ids, expected.ids);
+}
+
 TEST(LifecycleTest, DrainTimeoutEndsStreamsWithCancelledThenUnavailable) {
   std::unique_ptr<StreamgenServer> server = StartServer(PausedOptions());
   ASSERT_NE(server, nullptr);
