@@ -243,10 +243,11 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
     return bad("max_new_tokens: prompt (", prompt_len, " tokens) + max_new_tokens (",
                r.max_new_tokens, ") exceeds the model's context of ", context);
   }
-  *max_new_tokens = r.max_new_tokens > 0
-                        ? r.max_new_tokens
-                        : std::min(options_.default_max_new_tokens, context - prompt_len);
-  if (prompt_len + *max_new_tokens > info_.kv_cache_tokens) {
+  // The default is clamped to what is left of the context and of the KV pool.
+  const int room = static_cast<int>(std::min<int64_t>(context, info_.kv_cache_tokens)) - prompt_len;
+  *max_new_tokens = r.max_new_tokens > 0 ? r.max_new_tokens
+                                         : std::min(options_.default_max_new_tokens, room);
+  if (*max_new_tokens < 1 || prompt_len + *max_new_tokens > info_.kv_cache_tokens) {
     return bad("max_new_tokens: prompt (", prompt_len, " tokens) + max_new_tokens (",
                *max_new_tokens, ") can never fit in the KV cache of ", info_.kv_cache_tokens,
                " tokens");

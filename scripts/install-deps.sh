@@ -12,7 +12,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libsentencepiece-dev libabsl-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libcpp-httplib-dev
-  python3 python3-grpcio python3-protobuf python3-jinja2
+  python3 python3-grpcio python3-protobuf python3-jinja2 openssl
 )
 
 missing=()

@@ -1,0 +1,249 @@
+// Continuous batching: a request's output is the same alone or among others
+// (started at different times, with chunked prefill and preemption), a
+// cancelled neighbour changes nothing, and every KV block comes back.
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "engine/engine.h"
+
+namespace streamgen {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+const char kFixtureDir[] = "../shared/fixtures/tiny-llama";
+
+struct Collector {
+  std::mutex mu;
+  std::vector<int> ids;
+  std::string text;
+  std::promise<TokenEvent> done;
+  std::future<TokenEvent> future = done.get_future();
+  TokenSink Sink() {
+    return [this](TokenEvent&& e) {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& t : e.tokens) ids.push_back(t.id);
+      text += e.text;
+      if (e.finish_reason != FinishReason::kNone) done.set_value(std::move(e));
+    };
+  }
+  TokenEvent Wait() {
+    TokenEvent last = future.get();
+    std::lock_guard<std::mutex> lock(mu);
+    return last;
+  }
+};
+
+std::unique_ptr<Engine> MakeEngine(const std::string& dir, EngineOptions options) {
+  options.model_dir = dir;
+  options.dtype = "float32";
+  auto engine = Engine::Create(options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? std::move(*engine) : nullptr;
+}
+
+void WaitForSteps(Engine* engine, int64_t steps) {
+  while (engine->stats().steps < steps) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+// 16 requests with prompts of different lengths; odd ones sampled with a seed.
+std::vector<GenerationRequest> MixedRequests(int vocab) {
+  std::mt19937 rng(42);
+  std::vector<GenerationRequest> out;
+  for (int i = 0; i < 16; ++i) {
+    GenerationRequest r;
+    r.prompt_token_ids.push_back(1);
+    const int len = 2 + (i * 7) % 53;
+    for (int j = 0; j < len; ++j) r.prompt_token_ids.push_back(3 + rng() % (vocab - 3));
+    r.max_new_tokens = 12 + i % 5;
+    r.ignore_eos = true;
+    if (i % 2 == 1) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.top_p = 0.95f;
+      r.sampling.seed = 1000 + i;
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// The loop publishes its gauges at the end of the iteration that sent the last
+// events: wait (bounded) until it has gone idle.
+void WaitUntilIdle(Engine* engine) {
+  for (int i = 0; i < 10000; ++i) {
+    const EngineStats s = engine->stats();
+    if (s.running == 0 && s.waiting == 0) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+std::vector<int> RunAlone(Engine* engine, const GenerationRequest& r) {
+  Collector c;
+  EXPECT_TRUE(engine->Submit(r, c.Sink()).ok());
+  c.Wait();
+  return c.ids;
+}
+
+// Submits the requests in waves between single loop iterations, so they start
+// at different times and prefill while others decode.
+std::vector<std::vector<int>> RunStaggered(Engine* engine,
+                                           const std::vector<GenerationRequest>& requests) {
+  engine->Pause();
+  std::vector<std::unique_ptr<Collector>> collectors;
+  int64_t steps = engine->stats().steps;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    collectors.push_back(std::make_unique<Collector>());
+    EXPECT_TRUE(engine->Submit(requests[i], collectors.back()->Sink()).ok());
+    if (i % 3 == 2) {  // a few iterations between waves
+      engine->Step(2);
+      steps += 2;
+      WaitForSteps(engine, steps);
+    }
+  }
+  engine->Resume();
+  std::vector<std::vector<int>> ids;
+  for (auto& c : collectors) {
+    c->Wait();
+    ids.push_back(c->ids);
+  }
+  return ids;
+}
+
+TEST(BatchingTest, OutputsAreTheSameAloneAndAmongFifteenOthers) {
+  if (!fs::exists(kFixtureDir)) GTEST_SKIP() << kFixtureDir << " is absent (not a dev machine)";
+  EngineOptions options;
+  options.max_batch = 16;
+  options.max_prefill_tokens = 24;  // long prompts prefill in chunks beside running decodes
+  auto engine = MakeEngine(kFixtureDir, options);
+  ASSERT_NE(engine, nullptr);
+  const auto requests = MixedRequests(engine->model_info().tokenizer_vocab_size);
+  std::vector<std::vector<int>> alone;
+  for (const auto& r : requests) alone.push_back(RunAlone(engine.get(), r));
+  const auto batched = RunStaggered(engine.get(), requests);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(batched[i], alone[i]) << "request " << i
+                                    << (requests[i].sampling.temperature > 0 ? " (sampled)" : "");
+  }
+  WaitUntilIdle(engine.get());
+  EXPECT_EQ(engine->stats().kv_blocks_used, 0);
+}
+
+TEST(BatchingTest, PreemptionRecomputesWithoutChangingOutputs) {
+  if (!fs::exists(kFixtureDir)) GTEST_SKIP() << kFixtureDir << " is absent (not a dev machine)";
+  EngineOptions options;
+  options.max_batch = 8;
+  options.kv_block_size = 8;
+  options.kv_cache_blocks = 20;  // 160 tokens for 8 requests of up to ~75: preemption is certain
+  auto engine = MakeEngine(kFixtureDir, options);
+  ASSERT_NE(engine, nullptr);
+  auto requests = MixedRequests(engine->model_info().tokenizer_vocab_size);
+  requests.resize(8);
+  std::vector<std::vector<int>> alone;
+  for (const auto& r : requests) alone.push_back(RunAlone(engine.get(), r));
+  ASSERT_EQ(engine->stats().preemptions, 0);
+  const auto batched = RunStaggered(engine.get(), requests);
+  EXPECT_GT(engine->stats().preemptions, 0);
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(batched[i], alone[i]) << i;
+  WaitUntilIdle(engine.get());
+  EXPECT_EQ(engine->stats().kv_blocks_used, 0);
+}
+
+TEST(BatchingTest, CancellingOneStreamChangesNothingInTheOthers) {
+  EngineOptions options;
+  options.start_paused = true;
+  auto engine = MakeEngine(STREAMGEN_TINY_MODEL_DIR, options);
+  ASSERT_NE(engine, nullptr);
+  auto requests = MixedRequests(engine->model_info().tokenizer_vocab_size);
+  requests.resize(4);
+  engine->Resume();
+  std::vector<std::vector<int>> alone;
+  for (const auto& r : requests) alone.push_back(RunAlone(engine.get(), r));
+
+  engine->Pause();
+  std::vector<std::unique_ptr<Collector>> collectors;
+  std::vector<uint64_t> ids;
+  for (const auto& r : requests) {
+    collectors.push_back(std::make_unique<Collector>());
+    ids.push_back(*engine->Submit(r, collectors.back()->Sink()));
+  }
+  const int64_t steps = engine->stats().steps;
+  engine->Step(4);  // all four admitted and a few tokens in
+  WaitForSteps(engine.get(), steps + 4);
+  engine->Cancel(ids[1]);
+  engine->Resume();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    TokenEvent last = collectors[i]->Wait();
+    if (i == 1) {
+      EXPECT_EQ(last.finish_reason, FinishReason::kCancelled);
+      EXPECT_LT(collectors[i]->ids.size(), alone[i].size());
+    } else {
+      EXPECT_EQ(last.finish_reason, FinishReason::kLength);
+      EXPECT_EQ(collectors[i]->ids, alone[i]) << i;
+    }
+  }
+  WaitUntilIdle(engine.get());
+  EXPECT_EQ(engine->stats().kv_blocks_used, 0);
+  EXPECT_EQ(engine->stats().running, 0);
+}
+
+TEST(BatchingTest, EveryBlockComesBackAfterAMixOfEndings) {
+  EngineOptions options;
+  options.kv_block_size = 4;
+  options.kv_cache_blocks = 64;
+  options.max_batch = 6;
+  auto engine = MakeEngine(STREAMGEN_TINY_MODEL_DIR, options);
+  ASSERT_NE(engine, nullptr);
+  auto requests = MixedRequests(engine->model_info().tokenizer_vocab_size);
+  std::vector<std::unique_ptr<Collector>> collectors;
+  std::vector<uint64_t> ids;
+  for (auto& r : requests) {
+    if (ids.size() % 4 == 3) r.stop = {"e"};  // some end on a stop string
+    collectors.push_back(std::make_unique<Collector>());
+    auto id = engine->Submit(r, collectors.back()->Sink());
+    ASSERT_TRUE(id.ok()) << id.status();
+    ids.push_back(*id);
+    if (ids.size() % 5 == 0) engine->Cancel(ids[ids.size() - 3]);  // waiting or running
+  }
+  int cancelled = 0;
+  for (auto& c : collectors) cancelled += c->Wait().finish_reason == FinishReason::kCancelled;
+  EXPECT_GT(cancelled, 0);
+  WaitUntilIdle(engine.get());
+  EXPECT_EQ(engine->stats().kv_blocks_used, 0);
+  EXPECT_EQ(engine->stats().running, 0);
+  EXPECT_EQ(engine->stats().waiting, 0);
+  EXPECT_EQ(engine->stats().finished, 16);
+}
+
+TEST(BatchingTest, ARequestThatCanNeverFitIsRefusedAtOnce) {
+  EngineOptions options;
+  options.kv_block_size = 16;
+  options.kv_cache_blocks = 4;  // 64 tokens
+  auto engine = MakeEngine(STREAMGEN_TINY_MODEL_DIR, options);
+  ASSERT_NE(engine, nullptr);
+  EXPECT_EQ(engine->model_info().kv_cache_tokens, 64);
+  GenerationRequest r;
+  r.prompt = "hello there";
+  r.max_new_tokens = 100;
+  auto id = engine->Submit(r, [](TokenEvent&&) {});
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(id.status().message()), HasSubstr("can never fit in the KV cache of 64"));
+  // max_new_tokens 0 takes the default (256), clamped to what the pool has left.
+  r.max_new_tokens = 0;
+  r.ignore_eos = true;
+  Collector c;
+  ASSERT_TRUE(engine->Submit(r, c.Sink()).ok());
+  TokenEvent last = c.Wait();
+  EXPECT_EQ(last.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(last.prompt_tokens + last.completion_tokens, 64);
+}
+
+}  // namespace
+}  // namespace streamgen
