@@ -4,6 +4,8 @@
 //                    [--deadline-ms N] generate PROMPT [sampling flags] [--json]
 //   streamgen-client tokenize TEXT [--add-special-tokens] [--json]
 //   streamgen-client info [--json]
+//   streamgen-client bench --concurrency C --requests N --prompt-tokens P
+//                          --max-new-tokens M [--warmup W] [--json]   (client/bench.h)
 // Ctrl-C cancels the call (ClientContext::TryCancel) and exits with 130.
 #include <signal.h>
 
@@ -30,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/bench.h"
 #include "server/cli_flags.h"
 #include "streamgen/v1/generate.grpc.pb.h"
 
@@ -62,6 +65,11 @@ ABSL_FLAG(bool, chat, false, "Send PROMPT as a user message, rendered with the c
 ABSL_FLAG(std::string, system, "", "With --chat: a system message first.");
 ABSL_FLAG(std::vector<std::string>, prompt_token_ids, {},
           "Prompt as token ids, comma-separated (then no PROMPT).");
+// bench
+ABSL_FLAG(int, concurrency, 1, "bench: calls in flight (closed loop: each starts when one ends).");
+ABSL_FLAG(int, requests, 8, "bench: measured calls (after the warm-up).");
+ABSL_FLAG(int, warmup, -1, "bench: calls left out of the figures first (-1: one wave, = --concurrency).");
+ABSL_FLAG(int, prompt_tokens, 128, "bench: prompt length in tokens (BOS + ids drawn from the vocabulary).");
 // tokenize
 ABSL_FLAG(bool, add_special_tokens, false, "tokenize: add BOS/EOS as a text prompt gets them.");
 
@@ -290,8 +298,44 @@ int Info(v1::TextGeneration::Stub& stub) {
   return Report(status);
 }
 
+int Bench(v1::TextGeneration::Stub& stub) {
+  BenchOptions options;
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.requests = absl::GetFlag(FLAGS_requests);
+  options.warmup = absl::GetFlag(FLAGS_warmup);
+  options.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+  options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  options.temperature = absl::GetFlag(FLAGS_temperature);
+  options.deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
+  options.stop = &g_interrupted;
+  // The deadline is per call (RunBench sets it); PrepareContext adds the key.
+  options.prepare = [](grpc::ClientContext* context) {
+    std::string key = absl::GetFlag(FLAGS_api_key);
+    if (key.empty() && std::getenv("STREAMGEN_API_KEY") != nullptr) {
+      key = std::getenv("STREAMGEN_API_KEY");
+    }
+    if (!key.empty()) context->AddMetadata("authorization", "Bearer " + key);
+  };
+  absl::StatusOr<BenchReport> report = RunBench(&stub, options);
+  if (!report.ok()) {
+    std::cerr << "streamgen-client: " << absl::StatusCodeToString(report.status().code()) << ": "
+              << report.status().message() << "\n";
+    return report.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  std::cout << (absl::GetFlag(FLAGS_json) ? BenchReportJson(*report) + "\n"
+                                          : BenchReportText(*report))
+            << std::flush;
+  if (g_interrupted) return 130;
+  if (report->errors > 0) {
+    std::cerr << "streamgen-client: bench: " << report->errors
+              << " calls failed; the first: " << report->first_error << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 int Usage() {
-  std::cerr << "usage: streamgen-client [flags] generate PROMPT | tokenize TEXT | info\n"
+  std::cerr << "usage: streamgen-client [flags] generate PROMPT | tokenize TEXT | info | bench\n"
                "       (streamgen-client --help lists the flags)\n";
   return 2;
 }
@@ -312,6 +356,8 @@ int main(int argc, char** argv) {
       "  streamgen-client [--server HOST:PORT] generate PROMPT [--max-new-tokens N] [--json]\n"
       "  streamgen-client tokenize TEXT\n"
       "  streamgen-client info\n"
+      "  streamgen-client bench --concurrency C --requests N --prompt-tokens P\n"
+      "                         --max-new-tokens M [--warmup W] [--json]\n"
       "Flags may be written --max-new-tokens=8 or --max_new_tokens=8.");
   streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
   std::vector<char*> positional = absl::ParseCommandLine(args.argc(), args.argv());
@@ -331,5 +377,6 @@ int main(int argc, char** argv) {
   }
   if (command == "tokenize" && rest.size() == 1) return streamgen::Tokenize(*stub, rest[0]);
   if (command == "info" && rest.empty()) return streamgen::Info(*stub);
+  if (command == "bench" && rest.empty()) return streamgen::Bench(*stub);
   return streamgen::Usage();
 }

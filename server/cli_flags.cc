@@ -1,5 +1,9 @@
 #include "server/cli_flags.h"
 
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -49,6 +53,41 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view address, absl::string_v
     return bad("the port is not a number in [0, 65535]");
   }
   return result;
+}
+
+absl::StatusOr<int64_t> ParseByteSize(absl::string_view text, absl::string_view flag) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, "=\"", text, "\": ", why, " (expected bytes, or e.g. 512MiB, 2GiB, 1.5GB)"));
+  };
+  absl::string_view number = absl::StripAsciiWhitespace(text);
+  size_t unit_start = number.find_first_not_of("0123456789.");
+  absl::string_view unit;
+  if (unit_start != absl::string_view::npos) {
+    unit = absl::StripAsciiWhitespace(number.substr(unit_start));
+    number = number.substr(0, unit_start);
+  }
+  static const std::pair<const char*, double> kUnits[] = {{"", 1.0},
+                                                          {"b", 1.0},
+                                                          {"kb", 1e3},
+                                                          {"mb", 1e6},
+                                                          {"gb", 1e9},
+                                                          {"tb", 1e12},
+                                                          {"kib", 1024.0},
+                                                          {"mib", 1048576.0},
+                                                          {"gib", 1073741824.0},
+                                                          {"tib", 1099511627776.0}};
+  double scale = 0;
+  std::string lower = absl::AsciiStrToLower(unit);
+  for (const auto& [name, factor] : kUnits) {
+    if (lower == name) scale = factor;
+  }
+  if (scale == 0) return bad(absl::StrCat("unknown unit '", unit, "'"));
+  double value = 0;
+  if (number.empty() || !absl::SimpleAtod(number, &value)) return bad("not a number");
+  double bytes = std::floor(value * scale);
+  if (!(bytes >= 1) || bytes > 9.0e18) return bad("not a positive size");
+  return static_cast<int64_t>(bytes);
 }
 
 }  // namespace streamgen

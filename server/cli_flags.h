@@ -1,6 +1,7 @@
 // Command-line helpers shared by streamgen-server and streamgen-client.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -34,5 +35,10 @@ struct HostPort {
 };
 // INVALID_ARGUMENT naming `flag` when `address` is not host:port with a port in [0, 65535].
 absl::StatusOr<HostPort> ParseHostPort(absl::string_view address, absl::string_view flag);
+
+// A size in bytes: "1073741824", "512MiB", "2GiB", "1.5GB", "64KiB" (units B,
+// KB/MB/GB/TB = powers of 1000, KiB/MiB/GiB/TiB = powers of 1024, case-insensitive).
+// INVALID_ARGUMENT naming `flag` when it is not a positive size.
+absl::StatusOr<int64_t> ParseByteSize(absl::string_view text, absl::string_view flag);
 
 }  // namespace streamgen

@@ -121,6 +121,14 @@ void GenerateReactor::Abort(const absl::Status& status) {
 
 void GenerateReactor::OnEngineEvent(TokenEvent&& event) {
   bool last = event.finish_reason != FinishReason::kNone;
+  absl::Time now = absl::Now();
+  if (!event.tokens.empty()) {
+    env_.metrics->RecordTokens(static_cast<int>(event.tokens.size()), !got_token_,
+                               absl::ToDoubleSeconds(now - last_token_at_));
+    got_token_ = true;
+    last_token_at_ = now;
+  }
+  if (last) env_.metrics->RecordFinished(event, absl::ToDoubleSeconds(now - start_));
   Apply(stream_.OnEvent(std::move(event)));
   if (!last) return;
   {

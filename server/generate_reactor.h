@@ -93,6 +93,9 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   const std::chrono::system_clock::time_point deadline_;
   const absl::Time start_;
   ResponseStream stream_;
+  // Touched only by the engine's sink (one loop thread): for inter-token latency.
+  bool got_token_ = false;
+  absl::Time last_token_at_;
 
   absl::Mutex mu_;
   std::shared_ptr<GenerateReactor> self_ ABSL_GUARDED_BY(mu_);  // held until OnDone

@@ -33,7 +33,17 @@ ABSL_FLAG(std::string, dtype, "",
           "bfloat16 on CUDA.");
 ABSL_FLAG(int, threads, 0, "CPU threads for the model's math (0: the machine's cores).");
 ABSL_FLAG(int, max_queue, 64, "Requests waiting for a batch slot; beyond it RESOURCE_EXHAUSTED.");
-ABSL_FLAG(int, max_batch, 16, "Sequences decoded together.");
+ABSL_FLAG(int, max_batch, 16, "Running sequences, decoded together in one batch.");
+ABSL_FLAG(int, max_prefill_tokens, 512,
+          "Prompt tokens prefilled per engine iteration (chunked prefill): a long prompt "
+          "stalls the running streams for at most one chunk.");
+ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV-cache block.");
+ABSL_FLAG(int, kv_cache_blocks, 0,
+          "Blocks in the KV-cache pool (0: derived: max-batch full contexts, capped by "
+          "--kv-cache-memory).");
+ABSL_FLAG(std::string, kv_cache_memory, "4GiB",
+          "With --kv-cache-blocks 0: the most memory the KV-cache pool may take, in bytes or "
+          "with a unit (512MiB, 2GiB, 1.5GB).");
 ABSL_FLAG(int, default_max_new_tokens, 256,
           "max_new_tokens for requests that leave it 0 (clamped to the context left).");
 ABSL_FLAG(int, max_new_tokens_limit, 4096,
@@ -87,12 +97,27 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   engine.threads = absl::GetFlag(FLAGS_threads);
   engine.max_queue = absl::GetFlag(FLAGS_max_queue);
   engine.max_batch = absl::GetFlag(FLAGS_max_batch);
+  engine.max_prefill_tokens = absl::GetFlag(FLAGS_max_prefill_tokens);
+  engine.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
+  engine.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
+  absl::StatusOr<int64_t> kv_bytes =
+      ParseByteSize(absl::GetFlag(FLAGS_kv_cache_memory), "kv-cache-memory");
+  if (!kv_bytes.ok()) return kv_bytes.status();
+  engine.kv_cache_bytes = *kv_bytes;
+  if (engine.kv_cache_blocks < 0) {
+    return absl::InvalidArgumentError("--kv-cache-blocks must be >= 0 (0: derived)");
+  }
+  if (engine.kv_block_size > 1024) {
+    return absl::InvalidArgumentError("--kv-block-size must be in [1, 1024]");
+  }
   engine.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
   engine.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit);
   engine.max_stop_strings = absl::GetFlag(FLAGS_max_stop_strings);
   engine.max_stop_string_bytes = absl::GetFlag(FLAGS_max_stop_string_bytes);
   for (auto [name, value] : {std::pair<const char*, int>{"max-queue", engine.max_queue},
                              {"max-batch", engine.max_batch},
+                             {"max-prefill-tokens", engine.max_prefill_tokens},
+                             {"kv-block-size", engine.kv_block_size},
                              {"default-max-new-tokens", engine.default_max_new_tokens},
                              {"max-new-tokens-limit", engine.max_new_tokens_limit},
                              {"max-messages", absl::GetFlag(FLAGS_max_messages)},

@@ -1,6 +1,9 @@
 #include "server/metrics.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace streamgen {
 namespace {
@@ -14,7 +17,67 @@ void Sample(std::string* out, absl::string_view name, int64_t value) {
   absl::StrAppend(out, name, " ", value, "\n");
 }
 
+void Gauge(std::string* out, absl::string_view name, double value) {
+  absl::StrAppend(out, name, " ", absl::StrFormat("%.10g", value), "\n");
+}
+
+// Upper bounds in seconds: vLLM's, with a few finer ones below for CPU speeds.
+std::vector<double> TtftBuckets() {
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+          1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+}
+std::vector<double> InterTokenBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+          0.4,   0.5,    0.75,  1.0,  2.5,   5.0,  7.5,   10.0, 20.0, 40.0, 80.0};
+}
+std::vector<double> RequestBuckets(std::vector<double> finer) {
+  for (double b : {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
+                   60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0}) {
+    finer.push_back(b);
+  }
+  return finer;
+}
+
+// Label values of streamgen:request_success_total, by FinishReason - 1.
+constexpr const char* kFinishedReasons[] = {"length", "eos", "stop", "cancelled", "error"};
+
 }  // namespace
+
+Histogram::Histogram(std::vector<double> upper_bounds)
+    : upper_bounds_(std::move(upper_bounds)), counts_(upper_bounds_.size() + 1, 0) {}
+
+void Histogram::Observe(double value) {
+  // The first bucket whose bound is >= value (Prometheus buckets are le).
+  size_t bucket = std::lower_bound(upper_bounds_.begin(), upper_bounds_.end(), value) -
+                  upper_bounds_.begin();
+  absl::MutexLock lock(&mu_);
+  ++counts_[bucket];
+  sum_ += value;
+  ++count_;
+}
+
+int64_t Histogram::count() const {
+  absl::MutexLock lock(&mu_);
+  return count_;
+}
+
+void Histogram::Render(std::string* out, absl::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  int64_t cumulative = 0;
+  for (size_t i = 0; i < counts_.size(); ++i) {
+    cumulative += counts_[i];
+    std::string le = i < upper_bounds_.size() ? absl::StrFormat("%g", upper_bounds_[i]) : "+Inf";
+    absl::StrAppend(out, name, "_bucket{le=\"", le, "\"} ", cumulative, "\n");
+  }
+  absl::StrAppend(out, name, "_sum ", absl::StrFormat("%.10g", sum_), "\n");
+  absl::StrAppend(out, name, "_count ", count_, "\n");
+}
+
+Metrics::Metrics()
+    : time_to_first_token_(TtftBuckets()),
+      inter_token_latency_(InterTokenBuckets()),
+      e2e_request_latency_(RequestBuckets({0.01, 0.025, 0.05, 0.1})),
+      request_queue_time_(RequestBuckets({0.001, 0.005, 0.01, 0.025, 0.05, 0.1})) {}
 
 std::string EscapeLabelValue(absl::string_view value) {
   std::string out;
@@ -55,6 +118,30 @@ int64_t Metrics::engine_cancels() const {
   return engine_cancels_;
 }
 
+void Metrics::RecordTokens(int tokens, bool first, double gap_seconds) {
+  if (tokens <= 0) return;
+  generation_tokens_.fetch_add(tokens, std::memory_order_relaxed);
+  // Tokens that arrive together are 0 s apart.
+  for (int i = first ? 1 : 0; i < tokens; ++i) {
+    inter_token_latency_.Observe(i == 0 ? std::max(gap_seconds, 0.0) : 0.0);
+  }
+}
+
+void Metrics::RecordFinished(const TokenEvent& last, double e2e_seconds) {
+  int reason = static_cast<int>(last.finish_reason) - 1;
+  if (reason >= 0 && reason < static_cast<int>(finished_by_reason_.size())) {
+    finished_by_reason_[reason].fetch_add(1, std::memory_order_relaxed);
+  }
+  // Reached the model: admitted (queue_ms is set then) or generated something.
+  bool admitted = last.queue_ms > 0 || last.completion_tokens > 0;
+  if (admitted) {
+    admitted_prompt_tokens_.fetch_add(last.prompt_tokens, std::memory_order_relaxed);
+    request_queue_time_.Observe(last.queue_ms / 1000.0);
+  }
+  if (last.completion_tokens > 0) time_to_first_token_.Observe(last.ttft_ms / 1000.0);
+  e2e_request_latency_.Observe(e2e_seconds);
+}
+
 void Metrics::StreamStarted() {
   absl::MutexLock lock(&mu_);
   ++active_streams_;
@@ -75,9 +162,54 @@ void Metrics::SetDraining(bool draining) {
   draining_ = draining;
 }
 
+void Metrics::RenderVllmNamed(const EngineStats* engine, std::string* out) const {
+  if (engine != nullptr) {
+    Header(out, "streamgen:num_requests_running", "gauge",
+           "Number of requests in the engine's running batch (prefilling or decoding).");
+    Sample(out, "streamgen:num_requests_running", engine->running);
+    Header(out, "streamgen:num_requests_waiting", "gauge",
+           "Number of requests waiting for a batch slot or KV blocks (preempted ones included).");
+    Sample(out, "streamgen:num_requests_waiting", engine->waiting);
+    Header(out, "streamgen:kv_cache_usage_perc", "gauge",
+           "Fraction of the KV-cache pool's blocks in use, 0 to 1 (1 means 100 percent).");
+    Gauge(out, "streamgen:kv_cache_usage_perc",
+          engine->kv_blocks_total > 0
+              ? static_cast<double>(engine->kv_blocks_used) / engine->kv_blocks_total
+              : 0.0);
+    Header(out, "streamgen:num_preemptions_total", "counter",
+           "Sequences preempted (to be recomputed later) for lack of KV blocks.");
+    Sample(out, "streamgen:num_preemptions_total", engine->preemptions);
+  }
+  Header(out, "streamgen:prompt_tokens_total", "counter",
+         "Prompt tokens of finished requests that were admitted to the model.");
+  Sample(out, "streamgen:prompt_tokens_total", admitted_prompt_tokens_.load());
+  Header(out, "streamgen:generation_tokens_total", "counter",
+         "Generated tokens, counted as they are generated (EOS and stop tokens included).");
+  Sample(out, "streamgen:generation_tokens_total", generation_tokens_.load());
+  Header(out, "streamgen:request_success_total", "counter",
+         "Finished requests by finish reason (length, eos, stop, cancelled, error).");
+  for (size_t i = 0; i < finished_by_reason_.size(); ++i) {
+    absl::StrAppend(out, "streamgen:request_success_total{finished_reason=\"",
+                    kFinishedReasons[i], "\"} ", finished_by_reason_[i].load(), "\n");
+  }
+  Header(out, "streamgen:time_to_first_token_seconds", "histogram",
+         "Time to first token in seconds (the engine's: submitted to first token generated).");
+  time_to_first_token_.Render(out, "streamgen:time_to_first_token_seconds");
+  Header(out, "streamgen:inter_token_latency_seconds", "histogram",
+         "Time between a request's consecutive tokens in seconds, as the engine emits them.");
+  inter_token_latency_.Render(out, "streamgen:inter_token_latency_seconds");
+  Header(out, "streamgen:e2e_request_latency_seconds", "histogram",
+         "End-to-end request latency in seconds (call arrived to last token generated).");
+  e2e_request_latency_.Render(out, "streamgen:e2e_request_latency_seconds");
+  Header(out, "streamgen:request_queue_time_seconds", "histogram",
+         "Time spent waiting before admission to the model in seconds.");
+  request_queue_time_.Render(out, "streamgen:request_queue_time_seconds");
+}
+
 std::string Metrics::Render(const EngineStats* engine) const {
-  absl::MutexLock lock(&mu_);
   std::string out;
+  RenderVllmNamed(engine, &out);
+  absl::MutexLock lock(&mu_);
   Header(&out, "streamgen_requests_total", "counter",
          "Finished RPCs of streamgen.v1.TextGeneration by method and gRPC status code.");
   for (const auto& [key, count] : requests_) {

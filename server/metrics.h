@@ -1,12 +1,17 @@
-// The server's counters and gauges, rendered in Prometheus' text exposition
-// format (version 0.0.4). Thread-safe: Record* may be called from any thread,
-// including the engine's loop thread (a short mutex, no I/O).
+// The server's counters, gauges and histograms, rendered in Prometheus' text
+// exposition format (version 0.0.4): the server's own streamgen_* metrics and
+// the vLLM-named streamgen:* ones (so vLLM dashboards fit). Thread-safe:
+// Record* may be called from any thread, including the engine's loop thread
+// (atomics or a short mutex, no I/O).
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
@@ -18,8 +23,28 @@ namespace streamgen {
 // Escapes a label value: backslash, double quote and newline.
 std::string EscapeLabelValue(absl::string_view value);
 
+// A Prometheus histogram over fixed upper bounds. Thread-safe; Observe is a
+// short mutex and a binary search (cheap enough for the engine's loop thread).
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> upper_bounds);  // ascending; +Inf is implied
+  void Observe(double value);
+  int64_t count() const;
+  // Appends `name`_bucket{le="..."} (cumulative), `name`_sum and `name`_count.
+  void Render(std::string* out, absl::string_view name) const;
+
+ private:
+  const std::vector<double> upper_bounds_;
+  mutable absl::Mutex mu_;
+  std::vector<int64_t> counts_ ABSL_GUARDED_BY(mu_);  // per bucket, not cumulative; last: +Inf
+  double sum_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t count_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 class Metrics {
  public:
+  Metrics();
+
   // One finished RPC of `method` ("Generate", ...) with gRPC status `code` ("OK", ...).
   void RecordRequest(absl::string_view method, absl::string_view code);
   // One finished generation: its token counts and finish reason ("length", ...).
@@ -29,6 +54,15 @@ class Metrics {
   // drain timeout). Tests wait on this before stepping a paused engine.
   void RecordEngineCancel();
   int64_t engine_cancels() const;
+  // vLLM-named metrics (streamgen:...), fed from the engine's sink on its
+  // loop thread. `tokens` tokens of one request arrived; `gap_seconds` since
+  // that request's previous token (ignored when `first` : they start with the
+  // request's first token, whose latency is the TTFT).
+  void RecordTokens(int tokens, bool first, double gap_seconds);
+  // A request's last event (finish reason, prompt tokens, queue_ms and ttft_ms)
+  // and the seconds since its call arrived.
+  void RecordFinished(const TokenEvent& last, double e2e_seconds);
+
   void StreamStarted();
   void StreamEnded();
   void SetModelLoaded(bool loaded);
@@ -39,6 +73,8 @@ class Metrics {
   std::string Render(const EngineStats* engine) const;
 
  private:
+  void RenderVllmNamed(const EngineStats* engine, std::string* out) const;
+
   mutable absl::Mutex mu_;
   std::map<std::pair<std::string, std::string>, int64_t> requests_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> finish_reasons_ ABSL_GUARDED_BY(mu_);
@@ -48,6 +84,15 @@ class Metrics {
   int64_t engine_cancels_ ABSL_GUARDED_BY(mu_) = 0;
   bool model_loaded_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+
+  // vLLM-named.
+  std::atomic<int64_t> generation_tokens_{0};
+  std::atomic<int64_t> admitted_prompt_tokens_{0};
+  std::array<std::atomic<int64_t>, 5> finished_by_reason_{};  // kLength..kError
+  Histogram time_to_first_token_;
+  Histogram inter_token_latency_;
+  Histogram e2e_request_latency_;
+  Histogram request_queue_time_;
 };
 
 }  // namespace streamgen

@@ -228,6 +228,10 @@ void TextGenerationService::FillModelInfo(const Model& model, v1::ModelInfo* out
   limits->set_max_messages(model.limits.max_messages);
   limits->set_max_top_logprobs(kMaxTopLogprobs);
   limits->set_max_receive_message_bytes(options_.max_receive_message_bytes);
+  limits->set_max_prefill_tokens(info.max_prefill_tokens);
+  limits->set_kv_block_size(info.kv_block_size);
+  limits->set_kv_cache_blocks(info.kv_cache_blocks);
+  limits->set_kv_cache_tokens(info.kv_cache_tokens);
 }
 
 grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(

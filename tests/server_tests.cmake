@@ -50,3 +50,18 @@ if(TARGET streamgen_python_proto)
     WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(server_python_client_test PROPERTIES TIMEOUT 600)
 endif()
+
+# Issue 4: the vLLM-named metrics scraped over HTTP, the scheduler flags, and
+# `streamgen-client bench` against an in-process server.
+if(TARGET streamgen_server)
+  streamgen_test(server_metrics_test server_metrics_test.cc)
+  target_link_libraries(server_metrics_test PRIVATE streamgen_server GTest::gmock)
+  add_dependencies(server_metrics_test tiny_model streamgen-server)
+endif()
+
+if(TARGET streamgen_server AND TARGET streamgen_client_bench)
+  streamgen_test(client_bench_test client_bench_test.cc)
+  target_link_libraries(client_bench_test PRIVATE streamgen_server streamgen_client_bench
+    GTest::gmock)
+  add_dependencies(client_bench_test tiny_model streamgen-client)
+endif()

@@ -1,0 +1,83 @@
+// `streamgen-client bench`: a closed-loop load generator over gRPC.
+//
+// `concurrency` workers each issue Generate calls back to back until
+// warmup + requests calls have been issued. Every prompt is exactly
+// `prompt_tokens` ids (BOS + ids drawn deterministically from the model's
+// vocabulary, different per request) and every call generates exactly
+// `max_new_tokens` tokens (ignore_eos). The first `warmup` calls (in issue
+// order) are left out of the figures.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "streamgen/v1/generate.grpc.pb.h"
+
+namespace streamgen {
+
+struct BenchOptions {
+  int concurrency = 1;       // workers, each with one call in flight
+  int requests = 8;          // measured calls (after the warm-up)
+  int warmup = -1;           // calls left out first; -1: one wave (= concurrency)
+  int prompt_tokens = 128;   // ids per prompt, BOS included
+  int max_new_tokens = 64;   // tokens generated per call (ignore_eos)
+  double temperature = 0;    // 0: greedy
+  uint64_t prompt_seed = 0;  // varies the drawn prompts
+  int64_t deadline_ms = 0;   // per call; 0: none
+  // Called on every call's context before it starts (API key metadata, ...).
+  std::function<void(grpc::ClientContext*)> prepare;
+  // Set (e.g. by Ctrl-C): no new calls are issued.
+  const std::atomic<bool>* stop = nullptr;
+};
+
+// p50 / p90 / p99 of one latency, in milliseconds.
+struct Percentiles {
+  double p50 = 0;
+  double p90 = 0;
+  double p99 = 0;
+};
+
+struct BenchReport {
+  BenchOptions options;  // with warmup resolved
+  std::string model;     // GetModelInfo's name, dtype and device
+  std::string dtype;
+  std::string device;
+  int completed = 0;          // measured calls that ended OK with max_new_tokens tokens
+  int errors = 0;             // measured and warm-up calls that did not
+  std::string first_error;    // "CODE: message" of the first failure
+  int64_t output_tokens = 0;  // tokens of the completed measured calls
+  double duration_s = 0;      // first measured call sent -> last measured call ended
+  double output_tokens_per_s = 0;
+  double requests_per_s = 0;
+  Percentiles ttft_ms;  // call sent -> first token received
+  Percentiles itl_ms;   // gaps between consecutive tokens received
+                        // (tokens merged into one message are 0 ms apart)
+  Percentiles e2e_ms;   // call sent -> stream ended (p90 is computed, not printed)
+};
+
+// Linear interpolation between closest ranks (numpy's default); 0 when empty.
+double Percentile(std::vector<double> values, double p);
+
+// The prompt of call `index`: BOS (when the model has one) then ids drawn
+// uniformly from [3, vocab) except BOS / EOS, seeded by (seed, index).
+std::vector<int> BenchPrompt(uint64_t seed, int index, int prompt_tokens, int vocab,
+                             int bos_token_id, const std::vector<int>& eos_token_ids);
+
+// Runs the benchmark. INVALID_ARGUMENT for options that cannot run (naming the
+// flag); the GetModelInfo call's error when the server does not answer it.
+// Failed Generate calls are counted in the report, not returned.
+absl::StatusOr<BenchReport> RunBench(v1::TextGeneration::Stub* stub, BenchOptions options);
+
+// One JSON object (one line).
+std::string BenchReportJson(const BenchReport& report);
+// A few human-readable lines.
+std::string BenchReportText(const BenchReport& report);
+
+}  // namespace streamgen

@@ -1,0 +1,364 @@
+// The vLLM-named metrics (streamgen:*): histogram rendering, the values the
+// engine's sink records, a scrape over HTTP of a server whose paused engine is
+// stepped through known states, and the scheduler flags of streamgen-server
+// (parsed by the binary, reported by GetModelInfo).
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/cli_flags.h"
+#include "server/metrics.h"
+#include "tests/server_test_util.h"
+
+namespace streamgen {
+namespace {
+
+using test::Connect;
+using test::StartServer;
+using test::TestOptions;
+using test::WaitFor;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// The value of the sample line `series` ("name" or "name{labels}"); NaN when absent.
+double Value(const std::string& text, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, series + " ")) {
+      return std::stod(std::string(line.substr(series.size() + 1)));
+    }
+  }
+  return std::nan("");
+}
+
+const char* const kHistograms[] = {
+    "streamgen:time_to_first_token_seconds", "streamgen:inter_token_latency_seconds",
+    "streamgen:e2e_request_latency_seconds", "streamgen:request_queue_time_seconds"};
+
+// Every histogram's buckets are cumulative and end with +Inf == _count.
+void ExpectWellFormedHistograms(const std::string& text) {
+  for (const char* name : kHistograms) {
+    SCOPED_TRACE(name);
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("# TYPE ", name, " histogram\n")));
+    double previous = 0;
+    int buckets = 0;
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      if (!absl::StartsWith(line, absl::StrCat(name, "_bucket{le=\""))) continue;
+      double cumulative = std::stod(std::string(line.substr(line.rfind(' ') + 1)));
+      EXPECT_GE(cumulative, previous) << line;
+      previous = cumulative;
+      ++buckets;
+    }
+    EXPECT_GT(buckets, 10);
+    EXPECT_EQ(Value(text, absl::StrCat(name, "_bucket{le=\"+Inf\"}")),
+              Value(text, absl::StrCat(name, "_count")));
+  }
+}
+
+TEST(HistogramTest, RendersCumulativeBucketsSumAndCount) {
+  Histogram histogram({0.1, 1, 10});
+  for (double v : {0.05, 0.1, 0.5, 2.0, 20.0}) histogram.Observe(v);
+  std::string text;
+  histogram.Render(&text, "h");
+  EXPECT_EQ(text,
+            "h_bucket{le=\"0.1\"} 2\n"  // 0.1 is in le="0.1"
+            "h_bucket{le=\"1\"} 3\n"
+            "h_bucket{le=\"10\"} 4\n"
+            "h_bucket{le=\"+Inf\"} 5\n"
+            "h_sum 22.65\n"
+            "h_count 5\n");
+  EXPECT_EQ(histogram.count(), 5);
+}
+
+TEST(MetricsTest, SinkRecordsTokensFinishReasonsAndLatencies) {
+  Metrics metrics;
+  // Request 1: 3 tokens one by one, then finished by length.
+  metrics.RecordTokens(1, /*first=*/true, 0);
+  metrics.RecordTokens(1, false, 0.002);
+  metrics.RecordTokens(1, false, 0.004);
+  TokenEvent length;
+  length.finish_reason = FinishReason::kLength;
+  length.prompt_tokens = 7;
+  length.completion_tokens = 3;
+  length.queue_ms = 5;
+  length.ttft_ms = 30;
+  metrics.RecordFinished(length, 0.5);
+  // Request 2: cancelled while queued (never admitted, no token).
+  TokenEvent cancelled;
+  cancelled.finish_reason = FinishReason::kCancelled;
+  cancelled.prompt_tokens = 11;
+  metrics.RecordFinished(cancelled, 0.25);
+  // Request 3: two tokens in one event (0 s apart), EOS.
+  metrics.RecordTokens(2, true, 0);
+  TokenEvent eos;
+  eos.finish_reason = FinishReason::kEos;
+  eos.prompt_tokens = 4;
+  eos.completion_tokens = 2;
+  eos.queue_ms = 1;
+  eos.ttft_ms = 2;
+  metrics.RecordFinished(eos, 0.01);
+
+  std::string text = metrics.Render(nullptr);
+  EXPECT_EQ(Value(text, "streamgen:generation_tokens_total"), 5);
+  EXPECT_EQ(Value(text, "streamgen:prompt_tokens_total"), 11);  // 7 + 4: the admitted ones
+  EXPECT_EQ(Value(text, "streamgen:request_success_total{finished_reason=\"length\"}"), 1);
+  EXPECT_EQ(Value(text, "streamgen:request_success_total{finished_reason=\"eos\"}"), 1);
+  EXPECT_EQ(Value(text, "streamgen:request_success_total{finished_reason=\"stop\"}"), 0);
+  EXPECT_EQ(Value(text, "streamgen:request_success_total{finished_reason=\"cancelled\"}"), 1);
+  EXPECT_EQ(Value(text, "streamgen:request_success_total{finished_reason=\"error\"}"), 0);
+  EXPECT_EQ(Value(text, "streamgen:time_to_first_token_seconds_count"), 2);
+  EXPECT_DOUBLE_EQ(Value(text, "streamgen:time_to_first_token_seconds_sum"), 0.032);
+  EXPECT_EQ(Value(text, "streamgen:inter_token_latency_seconds_count"), 3);  // 2 + 1 (0 s)
+  EXPECT_DOUBLE_EQ(Value(text, "streamgen:inter_token_latency_seconds_sum"), 0.006);
+  EXPECT_EQ(Value(text, "streamgen:inter_token_latency_seconds_bucket{le=\"0.001\"}"), 1);
+  EXPECT_EQ(Value(text, "streamgen:e2e_request_latency_seconds_count"), 3);
+  EXPECT_DOUBLE_EQ(Value(text, "streamgen:e2e_request_latency_seconds_sum"), 0.76);
+  EXPECT_EQ(Value(text, "streamgen:request_queue_time_seconds_count"), 2);
+  ExpectWellFormedHistograms(text);
+  // The engine's gauges need the engine.
+  EXPECT_THAT(text, Not(HasSubstr("streamgen:num_requests_running")));
+  EXPECT_THAT(text, Not(HasSubstr("streamgen:kv_cache_usage_perc")));
+}
+
+TEST(MetricsTest, EngineGaugesAtScrapeTime) {
+  Metrics metrics;
+  EngineStats stats;
+  stats.running = 3;
+  stats.waiting = 2;
+  stats.preemptions = 4;
+  stats.kv_blocks_used = 3;
+  stats.kv_blocks_total = 12;
+  std::string text = metrics.Render(&stats);
+  EXPECT_THAT(text, HasSubstr("# TYPE streamgen:num_requests_running gauge\n"
+                              "streamgen:num_requests_running 3\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE streamgen:num_requests_waiting gauge\n"
+                              "streamgen:num_requests_waiting 2\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE streamgen:kv_cache_usage_perc gauge\n"
+                              "streamgen:kv_cache_usage_perc 0.25\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE streamgen:num_preemptions_total counter\n"
+                              "streamgen:num_preemptions_total 4\n"));
+}
+
+TEST(ParseByteSizeTest, UnitsAndErrors) {
+  EXPECT_EQ(*ParseByteSize("1048576", "f"), 1048576);
+  EXPECT_EQ(*ParseByteSize("512MiB", "f"), 512LL << 20);
+  EXPECT_EQ(*ParseByteSize("2GiB", "f"), 2LL << 30);
+  EXPECT_EQ(*ParseByteSize("2gib", "f"), 2LL << 30);
+  EXPECT_EQ(*ParseByteSize("1.5GB", "f"), 1500000000);
+  EXPECT_EQ(*ParseByteSize("64 KiB", "f"), 65536);
+  EXPECT_EQ(*ParseByteSize("100B", "f"), 100);
+  for (const char* bad : {"", "GiB", "lots", "2XB", "0", "-1GiB", "1.2.3MB"}) {
+    absl::StatusOr<int64_t> parsed = ParseByteSize(bad, "kv-cache-memory");
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr("--kv-cache-memory=")) << bad;
+  }
+  EXPECT_THAT(std::string(ParseByteSize("2XB", "f").status().message()),
+              HasSubstr("unknown unit 'XB'"));
+}
+
+v1::GenerateRequest IdsRequest(int prompt_tokens, int max_new_tokens, int first_id) {
+  v1::GenerateRequest request;
+  request.add_prompt_token_ids(1);  // BOS
+  for (int i = 1; i < prompt_tokens; ++i) request.add_prompt_token_ids(first_id + i);
+  request.set_max_new_tokens(max_new_tokens);
+  request.set_ignore_eos(true);
+  return request;
+}
+
+std::string Scrape(int port) {
+  httplib::Client http("127.0.0.1", port);
+  auto response = http.Get("/metrics");
+  EXPECT_TRUE(response) << "no answer from /metrics";
+  return response ? response->body : "";
+}
+
+// Two requests run to their length and a third is cancelled while queued; the
+// paused engine is stepped so that the gauges are scraped in known states.
+TEST(MetricsHttpTest, VllmNamedMetricsOverHttp) {
+  ServerOptions options = TestOptions();
+  options.metrics_listen = "127.0.0.1:0";
+  options.engine.start_paused = true;
+  options.engine.max_batch = 2;
+  std::unique_ptr<StreamgenServer> server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  Engine* engine = server->engine();
+  auto stub = v1::TextGeneration::NewStub(Connect(server->port()));
+
+  grpc::ClientContext a_context, b_context, c_context;
+  auto a = stub->Generate(&a_context, IdsRequest(20, 4, 10));
+  ASSERT_TRUE(WaitFor([&] { return engine->stats().waiting == 1; }));
+  auto b = stub->Generate(&b_context, IdsRequest(30, 5, 100));
+  ASSERT_TRUE(WaitFor([&] { return engine->stats().waiting == 2; }));
+  auto c = stub->Generate(&c_context, IdsRequest(40, 200, 300));
+  ASSERT_TRUE(WaitFor([&] { return engine->stats().waiting == 3; }));
+
+  std::string queued = Scrape(server->metrics_port());
+  EXPECT_EQ(Value(queued, "streamgen:num_requests_waiting"), 3);
+  EXPECT_EQ(Value(queued, "streamgen:num_requests_running"), 0);
+  EXPECT_EQ(Value(queued, "streamgen:kv_cache_usage_perc"), 0);
+
+  engine->Step(1);  // admits A and B (max_batch 2), prefills them, first tokens
+  ASSERT_TRUE(WaitFor([&] { return engine->stats().running == 2; }));
+  EngineStats stats = engine->stats();
+  ASSERT_GT(stats.kv_blocks_used, 0);
+  std::string running = Scrape(server->metrics_port());
+  EXPECT_EQ(Value(running, "streamgen:num_requests_running"), 2);
+  EXPECT_EQ(Value(running, "streamgen:num_requests_waiting"), 1);
+  double usage = Value(running, "streamgen:kv_cache_usage_perc");
+  EXPECT_GT(usage, 0);
+  EXPECT_LT(usage, 1);
+  EXPECT_NEAR(usage, static_cast<double>(stats.kv_blocks_used) / stats.kv_blocks_total, 1e-9);
+  EXPECT_EQ(stats.kv_blocks_total, engine->model_info().kv_cache_blocks);
+
+  c_context.TryCancel();  // C is still queued
+  ASSERT_TRUE(WaitFor([&] { return server->metrics()->engine_cancels() == 1; }));
+  engine->Resume();
+  test::StreamResult a_result = test::Collect(a.get());
+  test::StreamResult b_result = test::Collect(b.get());
+  test::StreamResult c_result = test::Collect(c.get());
+  ASSERT_TRUE(a_result.status.ok()) << a_result.status.error_message();
+  ASSERT_TRUE(b_result.status.ok()) << b_result.status.error_message();
+  EXPECT_EQ(c_result.status.error_code(), grpc::StatusCode::CANCELLED);
+  ASSERT_EQ(a_result.ids.size(), 4u);
+  ASSERT_EQ(b_result.ids.size(), 5u);
+
+  std::string text;
+  ASSERT_TRUE(WaitFor([&] {
+    text = Scrape(server->metrics_port());
+    return Value(text, "streamgen:e2e_request_latency_seconds_count") == 3 &&
+           Value(text, "streamgen:num_requests_running") == 0;
+  })) << text;
+  for (const char* name : {"streamgen:num_requests_running", "streamgen:num_requests_waiting",
+                           "streamgen:kv_cache_usage_perc"}) {
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("# TYPE ", name, " gauge\n")));
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("# HELP ", name, " ")));
+    EXPECT_EQ(Value(text, name), 0) << name;
+  }
+  for (const char* name : {"streamgen:prompt_tokens_total", "streamgen:generation_tokens_total",
+                           "streamgen:request_success_total", "streamgen:num_preemptions_total"}) {
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("# TYPE ", name, " counter\n")));
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("# HELP ", name, " ")));
+  }
+  EXPECT_EQ(Value(text, "streamgen:generation_tokens_total"), 9);  // 4 + 5 received
+  EXPECT_EQ(Value(text, "streamgen:prompt_tokens_total"), 50);     // 20 + 30; C never ran
+  EXPECT_EQ(Value(text, "streamgen:num_preemptions_total"), 0);
+  EXPECT_EQ(Value(text, "streamgen:request_success_total{finished_reason=\"length\"}"), 2);
+  EXPECT_EQ(Value(text, "streamgen:request_success_total{finished_reason=\"cancelled\"}"), 1);
+  for (const char* reason : {"eos", "stop", "error"}) {
+    EXPECT_EQ(Value(text, absl::StrCat("streamgen:request_success_total{finished_reason=\"", reason,
+                                       "\"}")),
+              0)
+        << reason;
+  }
+  EXPECT_EQ(Value(text, "streamgen:time_to_first_token_seconds_count"), 2);
+  EXPECT_EQ(Value(text, "streamgen:request_queue_time_seconds_count"), 2);
+  EXPECT_EQ(Value(text, "streamgen:inter_token_latency_seconds_count"), 9 - 2);
+  EXPECT_GT(Value(text, "streamgen:time_to_first_token_seconds_sum"), 0);
+  ExpectWellFormedHistograms(text);
+}
+
+// ---- streamgen-server's scheduler flags, through the binary ----
+
+std::string ServerPath() { return std::string(STREAMGEN_BINARY_DIR) + "/server/streamgen-server"; }
+
+// Runs streamgen-server with `flags` until its port file appears; returns the
+// GetModelInfo answer, then stops it with SIGTERM (exit 0 expected).
+v1::ModelInfo InfoWithFlags(const std::vector<std::string>& flags) {
+  std::string port_file = ::testing::TempDir() + "/metrics_test_port." + std::to_string(getpid());
+  std::filesystem::remove(port_file);
+  std::vector<std::string> args = {ServerPath(), "--listen=127.0.0.1:0",
+                                   "--metrics-listen=", "--port-file=" + port_file};
+  args.insert(args.end(), flags.begin(), flags.end());
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  v1::ModelInfo info;
+  int port = 0;
+  EXPECT_TRUE(WaitFor([&] {
+    std::ifstream file(port_file);
+    return static_cast<bool>(file >> port) && port > 0;
+  }));
+  {
+    auto stub = v1::TextGeneration::NewStub(Connect(port));
+    grpc::Status status;
+    EXPECT_TRUE(WaitFor([&] {  // UNAVAILABLE while the model loads
+      grpc::ClientContext context;
+      status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+      return status.error_code() != grpc::StatusCode::UNAVAILABLE;
+    }));
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  }  // the connection closes before SIGTERM (else the server waits for it)
+  kill(pid, SIGTERM);
+  int wait_status = 0;
+  waitpid(pid, &wait_status, 0);
+  EXPECT_TRUE(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0);
+  std::filesystem::remove(port_file);
+  return info;
+}
+
+TEST(ServerFlagsTest, SchedulerFlagsReachGetModelInfo) {
+  if (access(ServerPath().c_str(), X_OK) != 0) GTEST_SKIP() << ServerPath() << " is not built";
+  v1::ModelInfo info =
+      InfoWithFlags({"--max-batch=3", "--max-prefill-tokens=48", "--kv-block-size=8",
+                     "--kv-cache-blocks=40", "--max-queue=5"});
+  EXPECT_EQ(info.limits().max_batch(), 3u);
+  EXPECT_EQ(info.limits().max_queue(), 5u);
+  EXPECT_EQ(info.limits().max_prefill_tokens(), 48u);
+  EXPECT_EQ(info.limits().kv_block_size(), 8u);
+  EXPECT_EQ(info.limits().kv_cache_blocks(), 40u);
+  EXPECT_EQ(info.limits().kv_cache_tokens(), 320u);
+
+  // --kv-cache-memory sizes the pool when --kv-cache-blocks is 0 (the tiny
+  // model's full-context cap is 16 x 32 blocks, far above these budgets).
+  v1::ModelInfo one = InfoWithFlags({"--kv-cache-memory=1MiB"});
+  v1::ModelInfo same = InfoWithFlags({"--kv-cache-memory=1048576"});
+  v1::ModelInfo two = InfoWithFlags({"--kv-cache-memory=2MiB"});
+  ASSERT_GT(one.limits().kv_cache_blocks(), 0u);
+  EXPECT_EQ(same.limits().kv_cache_blocks(), one.limits().kv_cache_blocks());
+  EXPECT_LT(one.limits().kv_cache_blocks(), 512u);
+  EXPECT_GE(two.limits().kv_cache_blocks(), 2 * one.limits().kv_cache_blocks());
+  EXPECT_LE(two.limits().kv_cache_blocks(), 2 * one.limits().kv_cache_blocks() + 1);
+}
+
+TEST(ServerFlagsTest, BadSchedulerFlagsAreRefusedByName) {
+  if (access(ServerPath().c_str(), X_OK) != 0) GTEST_SKIP() << ServerPath() << " is not built";
+  struct Case {
+    std::string flag;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{{"--kv-cache-memory=2XB", "--kv-cache-memory="},
+                                         {"--kv-cache-blocks=-1", "--kv-cache-blocks"},
+                                         {"--kv-block-size=0", "--kv-block-size"},
+                                         {"--max-prefill-tokens=0", "--max-prefill-tokens"}}) {
+    std::string command =
+        absl::StrCat(ServerPath(), " --listen=127.0.0.1:0 --metrics-listen= ", c.flag, " 2>&1");
+    FILE* pipe = popen(command.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    std::string output;
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
+    int status = pclose(pipe);
+    EXPECT_EQ(WEXITSTATUS(status), 1) << c.flag << ": " << output;
+    EXPECT_THAT(output, HasSubstr(c.message)) << c.flag;
+  }
+}
+
+}  // namespace
+}  // namespace streamgen
