@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
 # Sets everything up on a fresh Debian 12 machine and runs the main job on the
-# built-in tiny model (random weights: the text is gibberish by design).
+# built-in tiny model (random weights: the text is gibberish by design): one
+# generation from the command line, then the gRPC server in the foreground
+# until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
 echo
 echo "== streamgen-generate on the built-in tiny model =="
-build/tools/streamgen-generate --prompt "Once upon a time" --max-new-tokens 48
+build/tools/streamgen-generate --prompt "Once upon a time" --max-new-tokens 32
+LISTEN=${LISTEN:-0.0.0.0:50051}
+PORT=${LISTEN##*:}
+cat <<MSG
+
+== streamgen-server on ${LISTEN} (Ctrl-C to stop) ==
+Try, from another terminal:
+  build/client/streamgen-client --server localhost:${PORT} generate "Once upon a time" --max-new-tokens 32
+  build/client/streamgen-client --server localhost:${PORT} info
+  grpcurl -plaintext -d '{"prompt": "Once upon a time", "max_new_tokens": 16}' localhost:${PORT} streamgen.v1.TextGeneration/Generate
+Metrics: curl http://localhost:9090/metrics
+
+MSG
+exec build/server/streamgen-server --listen "$LISTEN"
