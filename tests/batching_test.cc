@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/engine.h"
+#include "tests/engine_test_util.h"
 
 namespace streamgen {
 namespace {
@@ -18,36 +19,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-const char kFixtureDir[] = "../shared/fixtures/tiny-llama";
-
-struct Collector {
-  std::mutex mu;
-  std::vector<int> ids;
-  std::string text;
-  std::promise<TokenEvent> done;
-  std::future<TokenEvent> future = done.get_future();
-  TokenSink Sink() {
-    return [this](TokenEvent&& e) {
-      std::lock_guard<std::mutex> lock(mu);
-      for (const auto& t : e.tokens) ids.push_back(t.id);
-      text += e.text;
-      if (e.finish_reason != FinishReason::kNone) done.set_value(std::move(e));
-    };
-  }
-  TokenEvent Wait() {
-    TokenEvent last = future.get();
-    std::lock_guard<std::mutex> lock(mu);
-    return last;
-  }
-};
-
-std::unique_ptr<Engine> MakeEngine(const std::string& dir, EngineOptions options) {
-  options.model_dir = dir;
-  options.dtype = "float32";
-  auto engine = Engine::Create(options);
-  EXPECT_TRUE(engine.ok()) << engine.status();
-  return engine.ok() ? std::move(*engine) : nullptr;
-}
 
 void WaitForSteps(Engine* engine, int64_t steps) {
   while (engine->stats().steps < steps) std::this_thread::sleep_for(std::chrono::milliseconds(1));

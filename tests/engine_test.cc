@@ -2,6 +2,7 @@
 // built-in tiny model, request validation, stopping, seeds, cancellation, and
 // model-directory errors. Runs from the project root (../shared/ resolves).
 #include "engine/engine.h"
+#include "tests/engine_test_util.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -27,42 +28,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-const char kFixtureDir[] = "../shared/fixtures/tiny-llama";
-
-// Collects one request's events; Wait() returns once the last event arrived.
-struct Collector {
-  std::mutex mu;
-  std::vector<int> ids;
-  std::string text;
-  std::vector<std::string> chunks;
-  std::promise<TokenEvent> done;
-  std::future<TokenEvent> future = done.get_future();
-
-  TokenSink Sink() {
-    return [this](TokenEvent&& e) {
-      std::lock_guard<std::mutex> lock(mu);
-      for (const auto& t : e.tokens) ids.push_back(t.id);
-      text += e.text;
-      chunks.push_back(e.text);
-      if (e.finish_reason != FinishReason::kNone) done.set_value(std::move(e));
-    };
-  }
-  // Returns the last event once the sink has returned from it (the lock), so
-  // the collector may be destroyed right after.
-  TokenEvent Wait() {
-    TokenEvent last = future.get();
-    std::lock_guard<std::mutex> lock(mu);
-    return last;
-  }
-};
-
-std::unique_ptr<Engine> MakeEngine(const std::string& dir, EngineOptions options = {}) {
-  options.model_dir = dir;
-  options.dtype = "float32";
-  auto engine = Engine::Create(options);
-  EXPECT_TRUE(engine.ok()) << engine.status();
-  return engine.ok() ? std::move(*engine) : nullptr;
-}
 
 struct Result {
   std::vector<int> ids;
