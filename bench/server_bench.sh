@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Server benchmark (issue 4): streamgen-server + `streamgen-client bench` on the
+# 134M-parameter benchmark model, closed-loop clients at concurrency 1, 4, 16
+# and 64 (prompt 128, output 64 tokens; the first wave is warm-up), for
+# --dtype float32 and bfloat16 (servers started one after the other), plus the
+# engine-only batch-1 figure from bench/engine_bench.sh. Prints a table and
+# the ratios the issue targets. Builds nothing: it uses $BUILD_DIR's binaries.
+#
+#   bench/server_bench.sh                  # the full run (~10-20 min on 2 cores)
+#   BENCH_QUICK=1 bench/server_bench.sh    # a smoke run on the built-in tiny model
+#
+# Environment: BUILD_DIR (build), MODEL_DIR, TOKENIZER (as engine_bench.sh),
+# DTYPES ("float32 bfloat16"), CONCURRENCIES ("1 4 16 64"), PROMPT_TOKENS (128),
+# OUTPUT_TOKENS (64), THREADS (2), MAX_BATCH (64), KV_CACHE_MEMORY (2GiB),
+# OUT_DIR (where the JSON, logs and summary go).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+QUICK=${BENCH_QUICK:-0}
+SERVER="$BUILD_DIR/server/streamgen-server"
+CLIENT="$BUILD_DIR/client/streamgen-client"
+DTYPES=${DTYPES:-"float32 bfloat16"}
+CONCURRENCIES=${CONCURRENCIES:-"1 4 16 64"}
+PROMPT_TOKENS=${PROMPT_TOKENS:-128}
+OUTPUT_TOKENS=${OUTPUT_TOKENS:-64}
+THREADS=${THREADS:-2}
+MAX_BATCH=${MAX_BATCH:-64}
+KV_CACHE_MEMORY=${KV_CACHE_MEMORY:-2GiB}
+TOKENIZER=${TOKENIZER:-../shared/fixtures/tiny-llama/tokenizer.model}
+if [ "$QUICK" = 1 ]; then
+  MODEL_DIR=${MODEL_DIR:-$BUILD_DIR/models/tiny-builtin}
+  ENGINE_BENCH_FLAGS=(--new-tokens 16 --runs 1)
+else
+  MODEL_DIR=${MODEL_DIR:-$BUILD_DIR/models/bench-134m}
+  ENGINE_BENCH_FLAGS=()
+fi
+OUT_DIR=${OUT_DIR:-$BUILD_DIR/server-bench/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT_DIR"
+RESULTS="$OUT_DIR/results.jsonl"
+: > "$RESULTS"
+
+for binary in "$SERVER" "$CLIENT"; do
+  if [ ! -x "$binary" ]; then
+    echo "server_bench: $binary is not built (cmake --build $BUILD_DIR)" >&2
+    exit 1
+  fi
+done
+
+# Measured requests at concurrency C: max(2C, 8); quick runs: max(C, 2).
+requests_for() {
+  local c=$1
+  if [ "$QUICK" = 1 ]; then echo $((c > 2 ? c : 2)); else echo $((2 * c > 8 ? 2 * c : 8)); fi
+}
+
+# The 134M model, made exactly as bench/engine_bench.sh makes it.
+if [ ! -f "$MODEL_DIR/model.safetensors" ]; then
+  if [ "$QUICK" = 1 ]; then
+    echo "server_bench: $MODEL_DIR is absent (build the tiny_model target)" >&2
+    exit 1
+  fi
+  if [ ! -f "$TOKENIZER" ]; then
+    echo "server_bench: $TOKENIZER is absent; set TOKENIZER to a 32000-piece sentencepiece model" >&2
+    exit 1
+  fi
+  "$BUILD_DIR/tools/streamgen-make-tiny-model" --out "$MODEL_DIR" --tokenizer "$TOKENIZER" \
+    --hidden-size 768 --intermediate-size 2048 --layers 12 --heads 12 --kv-heads 12 \
+    --dtype f32 --vocab-size 32000 --context 2048
+fi
+
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID"
+    wait "$SERVER_PID" || echo "server_bench: the server exited with $?" >&2
+  fi
+  SERVER_PID=""
+}
+trap stop_server EXIT
+
+# start_server DTYPE: starts it on free loopback ports, waits for SERVING;
+# sets PORT and METRICS_PORT.
+start_server() {
+  local dtype=$1 log="$OUT_DIR/server-$1.log" port_file="$OUT_DIR/port-$1"
+  rm -f "$port_file"
+  "$SERVER" --model "$MODEL_DIR" --dtype "$dtype" --threads "$THREADS" --max-batch "$MAX_BATCH" \
+    --kv-cache-memory "$KV_CACHE_MEMORY" --listen 127.0.0.1:0 --port-file "$port_file" \
+    --metrics-listen 127.0.0.1:0 > "$log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 600); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "server_bench: the server exited; its log ($log):" >&2
+      cat "$log" >&2
+      exit 1
+    fi
+    if [ -s "$port_file" ]; then
+      PORT=$(cat "$port_file")
+      if "$CLIENT" --server "127.0.0.1:$PORT" info > /dev/null 2>&1; then break; fi
+    fi
+    sleep 0.5
+  done
+  "$CLIENT" --server "127.0.0.1:$PORT" info > /dev/null  # fails loudly after the timeout
+  METRICS_PORT=$(sed -n 's/.*"\{0,1\}metrics_port"\{0,1\}[=:]\([0-9]*\).*/\1/p' "$log" | head -1)
+}
+
+lscpu | grep -E "Model name|^CPU\(s\)" || true
+if grep -q avx512_bf16 /proc/cpuinfo; then echo "AVX512-BF16: yes"; else echo "AVX512-BF16: no"; fi
+echo "model $MODEL_DIR; prompt $PROMPT_TOKENS, output $OUTPUT_TOKENS tokens; threads $THREADS;" \
+  "max-batch $MAX_BATCH; results in $OUT_DIR"
+for dtype in $DTYPES; do
+  start_server "$dtype"
+  echo "== $dtype: server on 127.0.0.1:$PORT (metrics :$METRICS_PORT)"
+  for c in $CONCURRENCIES; do
+    n=$(requests_for "$c")
+    "$CLIENT" --server "127.0.0.1:$PORT" --json bench --concurrency "$c" --requests "$n" \
+      --warmup "$c" --prompt-tokens "$PROMPT_TOKENS" --max-new-tokens "$OUTPUT_TOKENS" \
+      | tee -a "$RESULTS" || echo "server_bench: $dtype concurrency $c: some calls failed" >&2
+  done
+  if [ -n "$METRICS_PORT" ]; then
+    curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" > "$OUT_DIR/metrics-$dtype.txt" || true
+    grep -E "^streamgen:(num_preemptions_total|generation_tokens_total|request_success_total\{finished_reason=\"length\"\})" \
+      "$OUT_DIR/metrics-$dtype.txt" || true
+  fi
+  stop_server
+done
+
+# Engine-only batch 1 (no server), per dtype.
+ENGINE_RESULTS="$OUT_DIR/engine.jsonl"
+: > "$ENGINE_RESULTS"
+for dtype in $DTYPES; do
+  echo "== engine only, $dtype, batch 1"
+  MODEL_DIR="$MODEL_DIR" BUILD_DIR="$BUILD_DIR" TOKENIZER="$TOKENIZER" THREADS="$THREADS" \
+    bench/engine_bench.sh --dtype "$dtype" "${ENGINE_BENCH_FLAGS[@]}" \
+    | tee "$OUT_DIR/engine-$dtype.txt"
+  tail -1 "$OUT_DIR/engine-$dtype.txt" | /usr/bin/python3 -c \
+    'import json, sys; d = json.load(sys.stdin); d["dtype"] = sys.argv[1]; print(json.dumps(d))' \
+    "$dtype" >> "$ENGINE_RESULTS"
+done
+
+/usr/bin/python3 - "$RESULTS" "$ENGINE_RESULTS" <<'EOF' | tee "$OUT_DIR/summary.txt"
+import json, sys
+runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+engine = {e["dtype"]: e for e in (json.loads(l) for l in open(sys.argv[2]) if l.strip())}
+print()
+print("| dtype | concurrency | output tok/s | requests/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | errors |")
+print("|---|---|---|---|---|---|---|---|")
+for r in runs:
+    print("| %s | %d | %.1f | %.2f | %.1f | %.1f | %.2f | %d |" % (
+        r["dtype"], r["concurrency"], r["output_tokens_per_s"], r["requests_per_s"],
+        r["ttft_ms"]["p50"], r["ttft_ms"]["p99"], r["itl_ms"]["p50"], r["errors"]))
+for dtype, e in engine.items():
+    print("| %s | engine only, batch 1 | %.1f | | | | %.2f | |" % (
+        dtype, e["decode_tokens_per_s"], 1000.0 / e["decode_tokens_per_s"]))
+print()
+at = {(r["dtype"], r["concurrency"]): r for r in runs}
+def best(c):
+    rs = [r for r in runs if r["concurrency"] == c]
+    return max(rs, key=lambda r: r["output_tokens_per_s"]) if rs else None
+c1, c16 = best(1), best(16)
+if c1 and c16:
+    print("best c16 / best c1 output tok/s: %.2f (%s %.1f / %s %.1f; target >= 6)" % (
+        c16["output_tokens_per_s"] / c1["output_tokens_per_s"], c16["dtype"],
+        c16["output_tokens_per_s"], c1["dtype"], c1["output_tokens_per_s"]))
+for dtype, e in engine.items():
+    r = at.get((dtype, 1))
+    if r:
+        engine_ms = 1000.0 / e["decode_tokens_per_s"]
+        print("%s gRPC overhead at c1: ITL p50 %.2f ms vs engine-only %.2f ms/token: %+.1f%% "
+              "(target <= +5%%)" % (dtype, r["itl_ms"]["p50"], engine_ms,
+                                    100.0 * (r["itl_ms"]["p50"] / engine_ms - 1)))
+for dtype in sorted({r["dtype"] for r in runs}):
+    a, b = at.get((dtype, 1)), at.get((dtype, 16))
+    if a and b and a["ttft_ms"]["p50"] > 0:
+        print("%s TTFT p50 c16 / c1: %.2f (%.1f / %.1f ms; target <= 3)" % (
+            dtype, b["ttft_ms"]["p50"] / a["ttft_ms"]["p50"], b["ttft_ms"]["p50"],
+            a["ttft_ms"]["p50"]))
+if any(r["errors"] for r in runs):
+    print("ERRORS: some calls failed (see results.jsonl's first_error)")
+EOF
+echo "results: $OUT_DIR"
