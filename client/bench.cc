@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -29,6 +31,27 @@ struct CallResult {
   Clock::time_point first_token;  // time_point() when no token came
   Clock::time_point ended;
   std::vector<double> gaps_ms;  // between consecutive tokens received
+};
+
+// The calls in flight, so that a stop (Ctrl-C) can cancel them. Thread-safe.
+class InFlight {
+ public:
+  void Add(grpc::ClientContext* context) {
+    std::lock_guard<std::mutex> lock(mu_);
+    contexts_.insert(context);
+  }
+  void Remove(grpc::ClientContext* context) {
+    std::lock_guard<std::mutex> lock(mu_);
+    contexts_.erase(context);
+  }
+  void CancelAll() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (grpc::ClientContext* context : contexts_) context->TryCancel();
+  }
+
+ private:
+  std::mutex mu_;
+  std::set<grpc::ClientContext*> contexts_;
 };
 
 // What the prompts and the checks need from GetModelInfo.
@@ -65,7 +88,7 @@ absl::Status CheckOptions(const BenchOptions& o, const ModelFacts& model) {
 }
 
 CallResult RunCall(v1::TextGeneration::Stub* stub, const BenchOptions& o, const ModelFacts& m,
-                   int index) {
+                   int index, InFlight* in_flight) {
   v1::GenerateRequest request;
   for (int id : BenchPrompt(o.prompt_seed, index, o.prompt_tokens, m.vocab, m.bos_token_id,
                             m.eos_token_ids)) {
@@ -83,6 +106,7 @@ CallResult RunCall(v1::TextGeneration::Stub* stub, const BenchOptions& o, const 
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(o.deadline_ms));
   }
+  in_flight->Add(&context);
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
       stub->Generate(&context, request);
   v1::GenerateResponse message;
@@ -101,6 +125,7 @@ CallResult RunCall(v1::TextGeneration::Stub* stub, const BenchOptions& o, const 
   }
   grpc::Status status = reader->Finish();
   result.ended = Clock::now();
+  in_flight->Remove(&context);
   if (!status.ok()) {
     result.error =
         absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
@@ -213,17 +238,27 @@ absl::StatusOr<BenchReport> RunBench(v1::TextGeneration::Stub* stub, BenchOption
   const int total = options.warmup + options.requests;
   std::vector<CallResult> calls(total);
   std::atomic<int> next{0};
+  InFlight in_flight;
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {  // after a stop, cancel the calls in flight (and late starters)
+    while (!done) {
+      if (options.stop != nullptr && options.stop->load()) in_flight.CancelAll();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
   std::vector<std::thread> workers;
   for (int w = 0; w < options.concurrency; ++w) {
     workers.emplace_back([&] {
       while (options.stop == nullptr || !options.stop->load()) {
         int index = next.fetch_add(1);
         if (index >= total) return;
-        calls[index] = RunCall(stub, options, model, index);  // each index: one writer
+        calls[index] = RunCall(stub, options, model, index, &in_flight);  // one writer each
       }
     });
   }
   for (std::thread& worker : workers) worker.join();
+  done = true;
+  watcher.join();
 
   BenchReport report;
   report.options = options;
