@@ -27,6 +27,7 @@ ABSL_FLAG(std::string, dtype, "float32", "compute dtype");
 ABSL_FLAG(int, threads, 0, "intra-op threads (0: the machine's cores)");
 ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
+ABSL_FLAG(int, batch, 16, "batch size of the batched model-only decode figure");
 ABSL_FLAG(std::string, prompt, "The quick brown fox jumps over the lazy dog",
           "prompt (~10 tokens)");
 
@@ -112,7 +113,9 @@ int main(int argc, char** argv) {
   engine->reset();
 
   // 2. The model alone: one decode step at batch 1 (no sampling, no detokenizer).
-  auto model = streamgen::LlamaModel::Load(dir, {torch::kCPU, torch::kFloat32});
+  auto dtype = streamgen::ParseDtype(absl::GetFlag(FLAGS_dtype), torch::kCPU);
+  if (!dtype.ok()) return 1;
+  auto model = streamgen::LlamaModel::Load(dir, {torch::kCPU, *dtype});
   if (!model.ok()) return 1;
   double step_s = 0;
   {
@@ -122,6 +125,27 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     for (int i = 0; i < new_tokens; ++i) (*model)->Forward({100 + i}, &cache);
     step_s = Seconds(t0, Clock::now()) / new_tokens;
+  }
+  // 2b. The model alone, one decode step for `batch` sequences at ~150 positions.
+  const int batch = absl::GetFlag(FLAGS_batch);
+  double batch_step_s = 0;
+  {
+    c10::InferenceMode guard;
+    const int64_t block = 16, ctx = 160 + new_tokens;
+    streamgen::KvPool pool = (*model)->NewKvPool(batch * (ctx / block + 1), block);
+    std::vector<std::vector<int>> tables(batch);
+    for (int b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i <= ctx / block; ++i) tables[b].push_back(b * (ctx / block + 1) + i);
+    }
+    auto step = [&](int pos) {
+      std::vector<streamgen::SeqChunk> chunks;
+      for (int b = 0; b < batch; ++b) chunks.push_back({{100 + b}, pos + b % 7, &tables[b]});
+      return (*model)->Step(chunks, &pool);
+    };
+    step(140);
+    auto t0 = Clock::now();
+    for (int i = 0; i < new_tokens / 4; ++i) step(141 + i);
+    batch_step_s = Seconds(t0, Clock::now()) / (new_tokens / 4);
   }
   const int64_t decode_bytes = (*model)->DecodeWeightBytes();
   model->reset();
@@ -142,6 +166,8 @@ int main(int argc, char** argv) {
   std::printf("decode (engine, batch 1)   %.1f tokens/s  -> %.1f GB/s of weights\n", engine_tps,
               achieved_gbs);
   std::printf("decode step (model only)   %.2f ms (mean) -> %.1f GB/s\n", step_s * 1000, step_gbs);
+  std::printf("decode step (model only, batch %d) %.2f ms (mean) -> %.0f tokens/s\n", batch,
+              batch_step_s * 1000, batch / batch_step_s);
   std::printf("bare torch::mv pass        %.2f ms (mean) -> %.1f GB/s\n", bare_s * 1000, bare_gbs);
   std::printf("engine decode / bare pass  %.3f\n", achieved_gbs / bare_gbs);
   std::printf(

@@ -113,8 +113,8 @@ KvPool LlamaModel::NewKvPool(int64_t num_blocks, int64_t block_size) const {
   auto opts = torch::TensorOptions().dtype(options_.dtype).device(options_.device);
   const int64_t slots = num_blocks * block_size;
   for (int i = 0; i < config_.num_hidden_layers; ++i) {
-    pool.k.push_back(torch::zeros({slots, config_.num_key_value_heads, config_.head_dim}, opts));
-    pool.v.push_back(torch::zeros({slots, config_.num_key_value_heads, config_.head_dim}, opts));
+    pool.k.push_back(torch::zeros({config_.num_key_value_heads, slots, config_.head_dim}, opts));
+    pool.v.push_back(torch::zeros({config_.num_key_value_heads, slots, config_.head_dim}, opts));
   }
   return pool;
 }
@@ -147,7 +147,7 @@ int64_t LlamaModel::DecodeWeightBytes() const {
 // (on this CPU float32 mv reads weights ~2.5x faster than a 1-row GEMM).
 torch::Tensor LlamaModel::Linear(const torch::Tensor& x, const torch::Tensor& w) const {
   if (x.size(0) == 1 && x.device().is_cpu()) return torch::mv(w, x[0]).unsqueeze(0);
-  return torch::matmul(x, w.t());
+  return torch::mm(x, w.t());  // w.t() is a transposed view: BLAS / oneDNN read it in place
 }
 
 // x: [n, hidden]; statistics in float32 as Hugging Face's LlamaRMSNorm does.
@@ -167,13 +167,60 @@ torch::Tensor LlamaModel::ApplyRope(const torch::Tensor& x, const torch::Tensor&
 
 // A group of B sequences that attend together, each with n queries (B
 // decodes with n = 1, or one prefill chunk with B = 1). Keys are gathered from
-// the pool by slot; padded key slots are masked.
+// the pool a whole block at a time; key slots beyond a sequence's position
+// (the rest of its last block, padding blocks) are masked.
 struct LlamaModel::AttentionBatch {
-  int64_t b = 0, n = 0, len = 0;  // sequences, queries each, keys each (padded)
-  torch::Tensor slots;            // [B * len] int64: pool slot of each key
-  torch::Tensor mask;             // [B, 1, 1, n, len] bool, true = masked; undefined: none
+  int64_t b = 0, n = 0, len = 0;  // sequences, queries each, keys each (whole blocks, padded)
+  torch::Tensor blocks;           // [B * len / block_size] int64: pool blocks, in order
+  torch::Tensor mask;             // [1, B, 1, n, len] bool, true = masked
   std::vector<int64_t> rows;      // rows of the step's tokens that these queries are
 };
+
+// Plans attention for sequences `seqs` (chunks' indices) that each have `n`
+// queries; rows0[i] is the first row of chunk seqs[i] in the step.
+LlamaModel::AttentionBatch LlamaModel::PlanAttention(const std::vector<SeqChunk>& chunks,
+                                                     const std::vector<size_t>& seqs,
+                                                     const std::vector<int64_t>& rows0, int64_t n,
+                                                     int64_t block_size) const {
+  const int64_t window = config_.sliding_window.value_or(0);
+  AttentionBatch a;
+  a.b = static_cast<int64_t>(seqs.size());
+  a.n = n;
+  std::vector<int64_t> first_block(a.b), num_blocks(a.b);
+  int64_t max_blocks = 0;
+  for (int64_t i = 0; i < a.b; ++i) {
+    const SeqChunk& c = chunks[seqs[i]];
+    const int64_t first = window > 0 ? std::max<int64_t>(0, c.start - window + 1) : 0;
+    first_block[i] = first / block_size;
+    num_blocks[i] = (c.start + n - 1) / block_size - first_block[i] + 1;
+    max_blocks = std::max(max_blocks, num_blocks[i]);
+  }
+  a.len = max_blocks * block_size;
+  std::vector<int64_t> blocks(a.b * max_blocks, 0);
+  std::vector<uint8_t> masked(a.b * n * a.len, 1);
+  for (int64_t i = 0; i < a.b; ++i) {
+    const SeqChunk& c = chunks[seqs[i]];
+    for (int64_t j = 0; j < num_blocks[i]; ++j) {
+      blocks[i * max_blocks + j] = (*c.block_table)[first_block[i] + j];
+    }
+    const int64_t kpos0 = first_block[i] * block_size;
+    const int64_t valid = num_blocks[i] * block_size;
+    for (int64_t q = 0; q < n; ++q) {
+      const int64_t qpos = c.start + q;
+      uint8_t* row = &masked[(i * n + q) * a.len];
+      for (int64_t j = 0; j < valid; ++j) {
+        const int64_t kpos = kpos0 + j;
+        row[j] = kpos > qpos || (window > 0 && qpos - kpos >= window);
+      }
+    }
+    for (int64_t q = 0; q < n; ++q) a.rows.push_back(rows0[i] + q);
+  }
+  a.blocks = torch::tensor(blocks).to(options_.device);
+  a.mask = torch::from_blob(masked.data(), {1, a.b, 1, n, a.len}, torch::kUInt8)
+               .to(torch::kBool)
+               .to(options_.device);
+  return a;
+}
 
 // q: [B * n, H, D] -> [B * n, H * D].
 torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a,
@@ -182,23 +229,25 @@ torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a
   const int64_t kv = config_.num_key_value_heads;
   const int64_t g = heads / kv;
   const int64_t d = config_.head_dim;
-  const int64_t b = a.b, n = a.n, len = a.len;
-  // [B * len, KV, D] -> [B, KV, len, D]
-  torch::Tensor k = pool.k[layer].index_select(0, a.slots).view({b, len, kv, d}).transpose(1, 2);
-  torch::Tensor v = pool.v[layer].index_select(0, a.slots).view({b, len, kv, d}).transpose(1, 2);
-  // [B * n, H, D] -> [B, KV, G * n, D], query heads grouped by their key/value head.
+  const int64_t b = a.b, n = a.n, len = a.len, bs = pool.block_size;
+  // Pool [KV, blocks * bs, D] -> gathered blocks [KV, B * len / bs, bs, D] = [KV * B, len, D]:
+  // contiguous, so the products below need no copies.
+  auto gather = [&](const torch::Tensor& p) {
+    return p.view({kv, pool.num_blocks, bs, d}).index_select(1, a.blocks).view({kv * b, len, d});
+  };
+  torch::Tensor k = gather(pool.k[layer]);
+  torch::Tensor v = gather(pool.v[layer]);
+  // [B * n, H, D] -> [KV * B, G * n, D], query heads grouped by their key/value head.
   torch::Tensor qg =
-      q.view({b, n, kv, g, d}).permute({0, 2, 3, 1, 4}).reshape({b, kv, g * n, d});
-  torch::Tensor scores = torch::matmul(qg, k.transpose(2, 3))
-                             .mul_(1.0 / std::sqrt(static_cast<double>(d)));  // [B, KV, G*n, len]
-  if (a.mask.defined()) {
-    scores = scores.view({b, kv, g, n, len})
-                 .masked_fill(a.mask, -std::numeric_limits<float>::infinity())
-                 .view({b, kv, g * n, len});
-  }
+      q.view({b, n, kv, g, d}).permute({2, 0, 3, 1, 4}).reshape({kv * b, g * n, d});
+  torch::Tensor scores = torch::bmm(qg, k.transpose(1, 2))
+                             .mul_(1.0 / std::sqrt(static_cast<double>(d)));  // [KV*B, G*n, len]
+  scores = scores.view({kv, b, g, n, len})
+               .masked_fill(a.mask, -std::numeric_limits<float>::infinity())
+               .view({kv * b, g * n, len});
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(v.scalar_type());
-  torch::Tensor out = torch::matmul(probs, v);  // [B, KV, G * n, D]
-  return out.view({b, kv, g, n, d}).permute({0, 3, 1, 2, 4}).reshape({b * n, heads * d});
+  torch::Tensor out = torch::bmm(probs, v);  // [KV * B, G * n, D]
+  return out.view({kv, b, g, n, d}).permute({1, 3, 0, 2, 4}).reshape({b * n, heads * d});
 }
 
 // h: [n, hidden] -> float32 logits [n, vocab].
@@ -214,17 +263,13 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   const int64_t kv = config_.num_key_value_heads;
   const int64_t d = config_.head_dim;
   const int64_t bs = pool->block_size;
-  const int64_t window = config_.sliding_window.value_or(0);
-  auto slot_of = [&](const SeqChunk& c, int64_t p) -> int64_t {
-    return static_cast<int64_t>((*c.block_table)[p / bs]) * bs + p % bs;
-  };
   // Host-side plan: token ids, positions, write slots, attention groups.
   std::vector<int64_t> ids, positions, write_slots, last_rows;
   std::vector<AttentionBatch> groups;
-  std::vector<std::vector<int64_t>> decode_slots;  // per decode: its key slots
+  std::vector<size_t> decodes;
   std::vector<int64_t> decode_rows;
-  int64_t decode_len = 0;
-  for (const SeqChunk& c : chunks) {
+  for (size_t ci = 0; ci < chunks.size(); ++ci) {
+    const SeqChunk& c = chunks[ci];
     const int64_t n = static_cast<int64_t>(c.tokens.size());
     TORCH_CHECK(n > 0 && c.block_table != nullptr, "Step: empty chunk");
     TORCH_CHECK(c.start + n <= static_cast<int64_t>(c.block_table->size()) * bs &&
@@ -232,65 +277,20 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
                 "Step: positions ", c.start, " + ", n, " beyond the block table or context");
     const int64_t row0 = static_cast<int64_t>(ids.size());
     for (int64_t i = 0; i < n; ++i) {
+      const int64_t p = c.start + i;
       ids.push_back(c.tokens[i]);
-      positions.push_back(c.start + i);
-      write_slots.push_back(slot_of(c, c.start + i));
+      positions.push_back(p);
+      write_slots.push_back(static_cast<int64_t>((*c.block_table)[p / bs]) * bs + p % bs);
     }
     last_rows.push_back(row0 + n - 1);
-    const int64_t first = window > 0 ? std::max<int64_t>(0, c.start - window + 1) : 0;
     if (n == 1) {  // decodes attend together
+      decodes.push_back(ci);
       decode_rows.push_back(row0);
-      decode_slots.emplace_back();
-      for (int64_t p = first; p <= c.start; ++p) decode_slots.back().push_back(slot_of(c, p));
-      decode_len = std::max(decode_len, c.start + 1 - first);
-      continue;
+    } else {
+      groups.push_back(PlanAttention(chunks, {ci}, {row0}, n, bs));
     }
-    AttentionBatch a;
-    a.b = 1;
-    a.n = n;
-    a.len = c.start + n - first;
-    std::vector<int64_t> slots;
-    for (int64_t p = first; p < c.start + n; ++p) slots.push_back(slot_of(c, p));
-    a.slots = torch::tensor(slots).to(options_.device);
-    auto idx = torch::TensorOptions().dtype(torch::kInt64).device(options_.device);
-    torch::Tensor qpos = torch::arange(c.start, c.start + n, idx).unsqueeze(1);  // [n, 1]
-    torch::Tensor kpos = torch::arange(first, c.start + n, idx).unsqueeze(0);    // [1, len]
-    torch::Tensor masked = kpos > qpos;
-    if (window > 0) masked = masked.logical_or(qpos - kpos >= window);
-    a.mask = masked.view({1, 1, 1, n, a.len});
-    for (int64_t i = 0; i < n; ++i) a.rows.push_back(row0 + i);
-    groups.push_back(std::move(a));
   }
-  if (!decode_rows.empty()) {
-    // Pad every decode's keys to the longest; padded slots read slot 0 and are masked.
-    AttentionBatch a;
-    a.b = static_cast<int64_t>(decode_rows.size());
-    a.n = 1;
-    a.len = decode_len;
-    std::vector<int64_t> slots(a.b * a.len, 0);
-    std::vector<uint8_t> masked(a.b * a.len, 0);
-    bool any_masked = false;
-    for (int64_t i = 0; i < a.b; ++i) {
-      const int64_t len = static_cast<int64_t>(decode_slots[i].size());
-      for (int64_t j = 0; j < a.len; ++j) {
-        if (j < len) {
-          slots[i * a.len + j] = decode_slots[i][j];
-        } else {
-          masked[i * a.len + j] = 1;
-          any_masked = true;
-        }
-      }
-    }
-    a.slots = torch::tensor(slots).to(options_.device);
-    if (any_masked) {
-      a.mask = torch::tensor(std::vector<int64_t>(masked.begin(), masked.end()))
-                   .to(torch::kBool)
-                   .view({a.b, 1, 1, 1, a.len})
-                   .to(options_.device);
-    }
-    a.rows = decode_rows;
-    groups.push_back(std::move(a));
-  }
+  if (!decodes.empty()) groups.push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs));
 
   const int64_t total = static_cast<int64_t>(ids.size());
   auto to_dev = [&](const std::vector<int64_t>& v) { return torch::tensor(v).to(options_.device); };
@@ -299,7 +299,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   torch::Tensor write_t = to_dev(write_slots);
   torch::Tensor cos = cos_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
   torch::Tensor sin = sin_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
-  // Groups whose rows are not one contiguous run in order are scattered back.
+  // A single group's rows are 0..T-1 in order; several are scattered back.
   const bool single_group = groups.size() == 1;
   std::vector<torch::Tensor> group_rows;
   for (const auto& a : groups) group_rows.push_back(to_dev(a.rows));
@@ -311,11 +311,11 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
     torch::Tensor q = ApplyRope(qkv.narrow(1, 0, heads * d).view({total, heads, d}), cos, sin);
     torch::Tensor k = ApplyRope(qkv.narrow(1, heads * d, kv * d).view({total, kv, d}), cos, sin);
     torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({total, kv, d});
-    pool->k[l].index_copy_(0, write_t, k);
-    pool->v[l].index_copy_(0, write_t, v);
+    pool->k[l].index_copy_(1, write_t, k.transpose(0, 1));  // pool: [KV, slots, D]
+    pool->v[l].index_copy_(1, write_t, v.transpose(0, 1));
     torch::Tensor attn;
     if (single_group) {
-      attn = Attend(q, groups[0], *pool, static_cast<int>(l));  // its rows are 0..T-1 in order
+      attn = Attend(q, groups[0], *pool, static_cast<int>(l));
     } else {
       attn = torch::empty({total, heads * d}, q.options());
       for (size_t gi = 0; gi < groups.size(); ++gi) {
@@ -368,8 +368,8 @@ torch::Tensor LlamaModel::DecodeBatch(const std::vector<int>& tokens,
       ks.push_back(c->pool.k[l]);
       vs.push_back(c->pool.v[l]);
     }
-    pool.k.push_back(torch::cat(ks, 0));
-    pool.v.push_back(torch::cat(vs, 0));
+    pool.k.push_back(torch::cat(ks, 1));
+    pool.v.push_back(torch::cat(vs, 1));
   }
   for (size_t i = 0; i < tokens.size(); ++i) {
     for (int b : caches[i]->table) tables[i].push_back(b + static_cast<int>(offset));
@@ -383,8 +383,8 @@ torch::Tensor LlamaModel::DecodeBatch(const std::vector<int>& tokens,
   for (size_t i = 0; i < tokens.size(); ++i) {
     const int64_t slots = caches[i]->pool.num_blocks * pool.block_size;
     for (size_t l = 0; l < layers_.size(); ++l) {
-      caches[i]->pool.k[l].copy_(pool.k[l].narrow(0, offset, slots));
-      caches[i]->pool.v[l].copy_(pool.v[l].narrow(0, offset, slots));
+      caches[i]->pool.k[l].copy_(pool.k[l].narrow(1, offset, slots));
+      caches[i]->pool.v[l].copy_(pool.v[l].narrow(1, offset, slots));
     }
     offset += slots;
     caches[i]->length += 1;

@@ -22,8 +22,8 @@ struct ModelOptions {
 // once. A sequence's block table maps position p to block table[p / block_size],
 // slot p % block_size.
 struct KvPool {
-  std::vector<torch::Tensor> k;  // per layer: [num_blocks * block_size, kv_heads, head_dim]
-  std::vector<torch::Tensor> v;  // per layer: [num_blocks * block_size, kv_heads, head_dim]
+  std::vector<torch::Tensor> k;  // per layer: [kv_heads, num_blocks * block_size, head_dim]
+  std::vector<torch::Tensor> v;  // per layer: [kv_heads, num_blocks * block_size, head_dim]
   int64_t block_size = 0;
   int64_t num_blocks = 0;
 };
@@ -101,6 +101,9 @@ class LlamaModel {
   torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
                           const torch::Tensor& sin) const;
   struct AttentionBatch;
+  AttentionBatch PlanAttention(const std::vector<SeqChunk>& chunks, const std::vector<size_t>& seqs,
+                               const std::vector<int64_t>& rows0, int64_t n,
+                               int64_t block_size) const;
   torch::Tensor Attend(const torch::Tensor& q, const AttentionBatch& batch, const KvPool& pool,
                        int layer) const;
   torch::Tensor Logits(const torch::Tensor& h) const;
