@@ -171,7 +171,8 @@ torch::Tensor LlamaModel::ApplyRope(const torch::Tensor& x, const torch::Tensor&
 // (the rest of its last block, padding blocks) are masked.
 struct LlamaModel::AttentionBatch {
   int64_t b = 0, n = 0, len = 0;  // sequences, queries each, keys each (whole blocks, padded)
-  torch::Tensor blocks;           // [B * len / block_size] int64: pool blocks, in order
+  torch::Tensor rows_kv;          // [KV * B * len / block_size] int64: rows of the pool viewed
+                                  // as [KV * blocks, block_size * D], head-major
   torch::Tensor mask;             // [1, B, 1, n, len] bool, true = masked
   std::vector<int64_t> rows;      // rows of the step's tokens that these queries are
 };
@@ -181,7 +182,7 @@ struct LlamaModel::AttentionBatch {
 LlamaModel::AttentionBatch LlamaModel::PlanAttention(const std::vector<SeqChunk>& chunks,
                                                      const std::vector<size_t>& seqs,
                                                      const std::vector<int64_t>& rows0, int64_t n,
-                                                     int64_t block_size) const {
+                                                     int64_t block_size, int64_t pool_blocks) const {
   const int64_t window = config_.sliding_window.value_or(0);
   AttentionBatch a;
   a.b = static_cast<int64_t>(seqs.size());
@@ -215,7 +216,15 @@ LlamaModel::AttentionBatch LlamaModel::PlanAttention(const std::vector<SeqChunk>
     }
     for (int64_t q = 0; q < n; ++q) a.rows.push_back(rows0[i] + q);
   }
-  a.blocks = torch::tensor(blocks).to(options_.device);
+  // One dim-0 gather of whole blocks for every head: index_select along dim 0
+  // is a row memcpy, ~15x faster here than gathering along an inner dim.
+  const int64_t kv = config_.num_key_value_heads;
+  std::vector<int64_t> rows_kv;
+  rows_kv.reserve(kv * blocks.size());
+  for (int64_t h = 0; h < kv; ++h) {
+    for (int64_t blk : blocks) rows_kv.push_back(h * pool_blocks + blk);
+  }
+  a.rows_kv = torch::tensor(rows_kv).to(options_.device);
   a.mask = torch::from_blob(masked.data(), {1, a.b, 1, n, a.len}, torch::kUInt8)
                .to(torch::kBool)
                .to(options_.device);
@@ -230,10 +239,10 @@ torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a
   const int64_t g = heads / kv;
   const int64_t d = config_.head_dim;
   const int64_t b = a.b, n = a.n, len = a.len, bs = pool.block_size;
-  // Pool [KV, blocks * bs, D] -> gathered blocks [KV, B * len / bs, bs, D] = [KV * B, len, D]:
+  // Pool [KV, blocks * bs, D] -> gathered blocks [KV, B * len / bs, bs * D] = [KV * B, len, D]:
   // contiguous, so the products below need no copies.
   auto gather = [&](const torch::Tensor& p) {
-    return p.view({kv, pool.num_blocks, bs, d}).index_select(1, a.blocks).view({kv * b, len, d});
+    return p.view({kv * pool.num_blocks, bs * d}).index_select(0, a.rows_kv).view({kv * b, len, d});
   };
   torch::Tensor k = gather(pool.k[layer]);
   torch::Tensor v = gather(pool.v[layer]);
@@ -287,10 +296,12 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
       decodes.push_back(ci);
       decode_rows.push_back(row0);
     } else {
-      groups.push_back(PlanAttention(chunks, {ci}, {row0}, n, bs));
+      groups.push_back(PlanAttention(chunks, {ci}, {row0}, n, bs, pool->num_blocks));
     }
   }
-  if (!decodes.empty()) groups.push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs));
+  if (!decodes.empty()) {
+    groups.push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs, pool->num_blocks));
+  }
 
   const int64_t total = static_cast<int64_t>(ids.size());
   auto to_dev = [&](const std::vector<int64_t>& v) { return torch::tensor(v).to(options_.device); };

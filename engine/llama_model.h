@@ -103,7 +103,7 @@ class LlamaModel {
   struct AttentionBatch;
   AttentionBatch PlanAttention(const std::vector<SeqChunk>& chunks, const std::vector<size_t>& seqs,
                                const std::vector<int64_t>& rows0, int64_t n,
-                               int64_t block_size) const;
+                               int64_t block_size, int64_t pool_blocks) const;
   torch::Tensor Attend(const torch::Tensor& q, const AttentionBatch& batch, const KvPool& pool,
                        int layer) const;
   torch::Tensor Logits(const torch::Tensor& h) const;
