@@ -1,5 +1,7 @@
 #include "server/cli_flags.h"
 
+#include "tools/cli_flags.h"
+
 #include <cmath>
 #include <utility>
 
@@ -15,16 +17,7 @@ std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--") flags_ended = true;
-    if (i == 0 || flags_ended || arg.size() < 3 || arg[0] != '-') {
-      out.push_back(std::move(arg));
-      continue;
-    }
-    size_t start = arg[1] == '-' ? 2 : 1;
-    size_t end = arg.find('=');
-    if (end == std::string::npos) end = arg.size();
-    for (size_t k = start; k < end; ++k) {
-      if (arg[k] == '-') arg[k] = '_';
-    }
+    if (i > 0 && !flags_ended) NormalizeFlagArg(&arg);
     out.push_back(std::move(arg));
   }
   return out;
