@@ -27,6 +27,7 @@ ABSL_FLAG(std::string, dtype, "float32", "compute dtype");
 ABSL_FLAG(int, threads, 0, "intra-op threads (0: the machine's cores)");
 ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
+ABSL_FLAG(int, kv_cache_blocks, 0, "engine KV pool blocks (0: the engine's default)");
 ABSL_FLAG(int, batch, 16, "batch size of the batched model-only decode figure");
 ABSL_FLAG(std::string, prompt, "The quick brown fox jumps over the lazy dog",
           "prompt (~10 tokens)");
@@ -85,6 +86,7 @@ int main(int argc, char** argv) {
   options.model_dir = dir;
   options.dtype = absl::GetFlag(FLAGS_dtype);
   options.threads = threads;
+  options.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
   auto engine = streamgen::Engine::Create(options);
   if (!engine.ok()) {
     std::fprintf(stderr, "%s\n", std::string(engine.status().message()).c_str());
