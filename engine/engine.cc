@@ -152,6 +152,10 @@ class Engine::Impl {
   void HandleToken(Sequence* seq, const TokenInfo& token);
   void Finish(Sequence* seq, FinishReason reason, std::string text, std::vector<TokenInfo> tokens,
               absl::Status status = absl::OkStatus());
+  // Finish at the end of the stream: first releases the detokenizer's and the
+  // stop matcher's held-back text after `text`.
+  void FinishFlushed(Sequence* seq, FinishReason reason, std::string text,
+                     std::vector<TokenInfo> tokens);
   void FailAll(const std::string& what);
   void Retire();
   void PublishStats();
@@ -319,6 +323,16 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
   stats_.generated_tokens += static_cast<int64_t>(seq->output_ids.size());
 }
 
+void Engine::Impl::FinishFlushed(Sequence* seq, FinishReason reason, std::string text,
+                                 std::vector<TokenInfo> tokens) {
+  // What the detokenizer held back still passes through the stop matcher: a
+  // stop string completed by it ends the stream with kStop instead.
+  StopMatcher::Result tail = seq->stop_matcher->Push(seq->detokenizer->Flush());
+  text += tail.text;
+  if (tail.stopped) return Finish(seq, FinishReason::kStop, std::move(text), std::move(tokens));
+  Finish(seq, reason, text + seq->stop_matcher->Flush(), std::move(tokens));
+}
+
 void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
   if (seq->output_ids.empty()) {
     seq->first_token = Clock::now();
@@ -336,23 +350,14 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
       !r.ignore_eos && std::find(eos.begin(), eos.end(), token.id) != eos.end();
   if (is_stop_id || is_eos) {
     // The token's own text never reaches the output; what was held back does.
-    StopMatcher::Result held = seq->stop_matcher->Push(seq->detokenizer->Flush());
-    if (held.stopped) return Finish(seq, FinishReason::kStop, held.text, tokens);
-    Finish(seq, is_stop_id ? FinishReason::kStop : FinishReason::kEos,
-           held.text + seq->stop_matcher->Flush(), tokens);
-    return;
+    return FinishFlushed(seq, is_stop_id ? FinishReason::kStop : FinishReason::kEos, "", tokens);
   }
   StopMatcher::Result out = seq->stop_matcher->Push(seq->detokenizer->Append(token.id));
   if (out.stopped) return Finish(seq, FinishReason::kStop, out.text, tokens);
   const bool at_length =
       static_cast<int>(seq->output_ids.size()) >= seq->max_new_tokens ||
       static_cast<int>(seq->tokens.size()) >= model_->config().max_position_embeddings;
-  if (at_length) {
-    StopMatcher::Result tail = seq->stop_matcher->Push(seq->detokenizer->Flush());
-    if (tail.stopped) return Finish(seq, FinishReason::kStop, out.text + tail.text, tokens);
-    Finish(seq, FinishReason::kLength, out.text + tail.text + seq->stop_matcher->Flush(), tokens);
-    return;
-  }
+  if (at_length) return FinishFlushed(seq, FinishReason::kLength, std::move(out.text), tokens);
   TokenEvent event;
   event.text = std::move(out.text);
   event.tokens = std::move(tokens);
