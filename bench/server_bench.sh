@@ -52,19 +52,13 @@ requests_for() {
   if [ "$QUICK" = 1 ]; then echo $((c > 2 ? c : 2)); else echo $((2 * c > 8 ? 2 * c : 8)); fi
 }
 
-# The 134M model, made exactly as bench/engine_bench.sh makes it.
+# The 134M model, made by the same script as bench/engine_bench.sh uses.
 if [ ! -f "$MODEL_DIR/model.safetensors" ]; then
   if [ "$QUICK" = 1 ]; then
     echo "server_bench: $MODEL_DIR is absent (build the tiny_model target)" >&2
     exit 1
   fi
-  if [ ! -f "$TOKENIZER" ]; then
-    echo "server_bench: $TOKENIZER is absent; set TOKENIZER to a 32000-piece sentencepiece model" >&2
-    exit 1
-  fi
-  "$BUILD_DIR/tools/streamgen-make-tiny-model" --out "$MODEL_DIR" --tokenizer "$TOKENIZER" \
-    --hidden-size 768 --intermediate-size 2048 --layers 12 --heads 12 --kv-heads 12 \
-    --dtype f32 --vocab-size 32000 --context 2048
+  bench/make_bench_model.sh "$BUILD_DIR" "$MODEL_DIR" "$TOKENIZER"
 fi
 
 SERVER_PID=""
