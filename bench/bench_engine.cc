@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include "absl/flags/flag.h"
@@ -29,6 +30,8 @@ ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
 ABSL_FLAG(int, kv_cache_blocks, 0, "engine KV pool blocks (0: the engine's default)");
 ABSL_FLAG(int, batch, 16, "batch size of the batched model-only decode figure");
+ABSL_FLAG(std::string, profile, "",
+          "write a Chrome trace (libtorch's profiler) of the batched model-only steps to this file");
 ABSL_FLAG(std::string, prompt, "The quick brown fox jumps over the lazy dog",
           "prompt (~10 tokens)");
 
@@ -53,6 +56,8 @@ double BareMvSeconds(const streamgen::ModelConfig& c, int64_t* bytes, int runs) 
     mats.push_back(torch::randn({h, c.intermediate_size}));
   }
   mats.push_back(torch::randn({c.vocab_size, h}));
+  // The same kind of memory as the model's weights (huge-page backed).
+  for (auto& m : mats) m = streamgen::ToHugePages(m);
   *bytes = 0;
   for (const auto& m : mats) *bytes += m.nbytes();
   std::vector<torch::Tensor> xs;
@@ -148,6 +153,10 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     for (int i = 0; i < new_tokens / 4; ++i) step(141 + i);
     batch_step_s = Seconds(t0, Clock::now()) / (new_tokens / 4);
+    if (const std::string trace = absl::GetFlag(FLAGS_profile); !trace.empty()) {
+      torch::autograd::profiler::RecordProfile profile(trace);
+      for (int i = 0; i < 4; ++i) step(141 + new_tokens / 4 + i);
+    }
   }
   const int64_t decode_bytes = (*model)->DecodeWeightBytes();
   model->reset();

@@ -1,6 +1,11 @@
 #include "engine/device.h"
 
+#include <cstdlib>
 #include <thread>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -74,4 +79,24 @@ int ConfigureThreads(int threads) {
   return threads;
 }
 
+torch::Tensor EmptyHugePages(at::IntArrayRef sizes, const torch::TensorOptions& options) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t nbytes = static_cast<size_t>(c10::multiply_integers(sizes)) *
+                        c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
+  if (options.device().is_cpu() && nbytes >= (size_t{1} << 20)) {
+    const size_t bytes = (nbytes + kHuge - 1) / kHuge * kHuge;
+    if (void* mem = std::aligned_alloc(kHuge, bytes)) {
+      madvise(mem, bytes, MADV_HUGEPAGE);  // advice only: failure leaves 4 KiB pages
+      return torch::from_blob(mem, sizes, [](void* p) { std::free(p); }, options);
+    }
+  }
+#endif
+  return torch::empty(sizes, options);
+}
+
+torch::Tensor ToHugePages(const torch::Tensor& t) {
+  if (!t.device().is_cpu() || t.nbytes() < (size_t{1} << 20)) return t;
+  return EmptyHugePages(t.sizes(), t.options()).copy_(t);
+}
 }  // namespace streamgen

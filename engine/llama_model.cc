@@ -9,6 +9,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/cpu_attention.h"
+#include "engine/device.h"
 #include "engine/safetensors.h"
 #include "engine/status.h"
 
@@ -46,7 +48,7 @@ torch::Tensor ToTorch(const TensorView& view, const ModelOptions& options) {
   // copy=true: with F32 storage and float32 compute .to() would otherwise return
   // the memory-mapped tensor itself, which dies with the map when Load returns.
   torch::Tensor t = stored.to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
-  return t.to(options.dtype).to(options.device).contiguous();
+  return ToHugePages(t.to(options.dtype).to(options.device).contiguous());
 }
 
 }  // namespace
@@ -77,16 +79,16 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       const std::string p = absl::StrCat("model.layers.", i, ".");
       auto layer = std::make_unique<Layer>();
       layer->attn_norm = get(p + "input_layernorm.weight");
-      layer->wqkv = torch::cat({get(p + "self_attn.q_proj.weight"),
-                                get(p + "self_attn.k_proj.weight"),
-                                get(p + "self_attn.v_proj.weight")},
-                               0)
-                        .contiguous();
+      layer->wqkv = ToHugePages(torch::cat({get(p + "self_attn.q_proj.weight"),
+                                            get(p + "self_attn.k_proj.weight"),
+                                            get(p + "self_attn.v_proj.weight")},
+                                           0)
+                                    .contiguous());
       layer->wo = get(p + "self_attn.o_proj.weight");
       layer->mlp_norm = get(p + "post_attention_layernorm.weight");
-      layer->w_gate_up =
+      layer->w_gate_up = ToHugePages(
           torch::cat({get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, 0)
-              .contiguous();
+              .contiguous());
       layer->w_down = get(p + "mlp.down_proj.weight");
       model->layers_.push_back(std::move(layer));
     }
@@ -113,8 +115,10 @@ KvPool LlamaModel::NewKvPool(int64_t num_blocks, int64_t block_size) const {
   auto opts = torch::TensorOptions().dtype(options_.dtype).device(options_.device);
   const int64_t slots = num_blocks * block_size;
   for (int i = 0; i < config_.num_hidden_layers; ++i) {
-    pool.k.push_back(torch::zeros({config_.num_key_value_heads, slots, config_.head_dim}, opts));
-    pool.v.push_back(torch::zeros({config_.num_key_value_heads, slots, config_.head_dim}, opts));
+    pool.k.push_back(
+        EmptyHugePages({config_.num_key_value_heads, slots, config_.head_dim}, opts).zero_());
+    pool.v.push_back(
+        EmptyHugePages({config_.num_key_value_heads, slots, config_.head_dim}, opts).zero_());
   }
   return pool;
 }
@@ -299,9 +303,27 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
       groups.push_back(PlanAttention(chunks, {ci}, {row0}, n, bs, pool->num_blocks));
     }
   }
+  // Decodes attend together: on the CPU with the paged kernel, which reads the
+  // pool in place (cpu_attention.h); elsewhere as one gathered group.
+  const bool paged_decode =
+      options_.device.is_cpu() &&
+      (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16) &&
+      (heads / kv) * d <= 1024;
+  std::vector<DecodeSeq> decode_seqs;
   if (!decodes.empty()) {
-    groups.push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs, pool->num_blocks));
+    if (paged_decode) {
+      const int64_t window = config_.sliding_window.value_or(0);
+      for (size_t ci : decodes) {
+        const SeqChunk& c = chunks[ci];
+        decode_seqs.push_back({c.block_table->data(),
+                               window > 0 ? std::max<int64_t>(0, c.start - window + 1) : 0,
+                               c.start});
+      }
+    } else {
+      groups.push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs, pool->num_blocks));
+    }
   }
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
 
   const int64_t total = static_cast<int64_t>(ids.size());
   auto to_dev = [&](const std::vector<int64_t>& v) { return torch::tensor(v).to(options_.device); };
@@ -311,9 +333,10 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   torch::Tensor cos = cos_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
   torch::Tensor sin = sin_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
   // A single group's rows are 0..T-1 in order; several are scattered back.
-  const bool single_group = groups.size() == 1;
+  const bool single_group = groups.size() + (decode_seqs.empty() ? 0 : 1) == 1;
   std::vector<torch::Tensor> group_rows;
   for (const auto& a : groups) group_rows.push_back(to_dev(a.rows));
+  torch::Tensor decode_rows_t = decode_seqs.empty() ? torch::Tensor() : to_dev(decode_rows);
 
   torch::Tensor h = embed_.index_select(0, ids_t);  // [T, hidden]
   for (size_t l = 0; l < layers_.size(); ++l) {
@@ -324,15 +347,22 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
     torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({total, kv, d});
     pool->k[l].index_copy_(1, write_t, k.transpose(0, 1));  // pool: [KV, slots, D]
     pool->v[l].index_copy_(1, write_t, v.transpose(0, 1));
+    auto attend_decodes = [&](const torch::Tensor& qd) {
+      return PagedDecodeAttention(qd.contiguous(), pool->k[l], pool->v[l], decode_seqs, bs, scale);
+    };
     torch::Tensor attn;
     if (single_group) {
-      attn = Attend(q, groups[0], *pool, static_cast<int>(l));
+      attn = decode_seqs.empty() ? Attend(q, groups[0], *pool, static_cast<int>(l))
+                                 : attend_decodes(q);
     } else {
       attn = torch::empty({total, heads * d}, q.options());
       for (size_t gi = 0; gi < groups.size(); ++gi) {
         attn.index_copy_(0, group_rows[gi],
                          Attend(q.index_select(0, group_rows[gi]), groups[gi], *pool,
                                 static_cast<int>(l)));
+      }
+      if (!decode_seqs.empty()) {
+        attn.index_copy_(0, decode_rows_t, attend_decodes(q.index_select(0, decode_rows_t)));
       }
     }
     h = h + Linear(attn, layer.wo);
