@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <future>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "engine/engine.h"
 #include "engine/llama_model.h"
 #include "engine/model_config.h"
+#include "tools/bench_prompt.h"
 #include "tools/cli_flags.h"
 
 ABSL_FLAG(std::string, model, "", "model directory");
@@ -30,10 +32,16 @@ ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
 ABSL_FLAG(int, kv_cache_blocks, 0, "engine KV pool blocks (0: the engine's default)");
 ABSL_FLAG(int, batch, 16, "batch size of the batched model-only decode figure");
+ABSL_FLAG(int, mixed_prefill, 0,
+          "> 0: in the batched model-only figure, the first sequence is a prefill chunk of "
+          "this many tokens (a mixed prefill + decode step, as the scheduler runs them)");
 ABSL_FLAG(std::string, profile, "",
           "write a Chrome trace (libtorch's profiler) of the batched model-only steps to this file");
 ABSL_FLAG(std::string, prompt, "The quick brown fox jumps over the lazy dog",
           "prompt (~10 tokens)");
+ABSL_FLAG(int, prompt_tokens, 0,
+          "> 0: use a synthetic prompt of this many token ids instead of --prompt, the same "
+          "ids as `streamgen-client bench --prompt-tokens` sends (its call 0, seed 0)");
 
 namespace {
 
@@ -101,7 +109,16 @@ int main(int argc, char** argv) {
   int prompt_tokens = 0;
   for (int r = 0; r < runs + 1; ++r) {  // the first run warms up
     streamgen::GenerationRequest req;
-    req.prompt = absl::GetFlag(FLAGS_prompt);
+    if (const int n = absl::GetFlag(FLAGS_prompt_tokens); n > 0) {
+      const streamgen::ModelInfo info = (*engine)->model_info();
+      const int vocab = info.tokenizer_vocab_size > 0
+                            ? std::min(info.vocab_size, info.tokenizer_vocab_size)
+                            : info.vocab_size;  // as the client bench draws them
+      req.prompt_token_ids =
+          streamgen::BenchPrompt(0, 0, n, vocab, info.bos_token_id, info.eos_token_ids);
+    } else {
+      req.prompt = absl::GetFlag(FLAGS_prompt);
+    }
     req.max_new_tokens = new_tokens;
     req.ignore_eos = true;
     std::promise<streamgen::TokenEvent> done;
@@ -138,7 +155,8 @@ int main(int argc, char** argv) {
   double batch_step_s = 0;
   {
     c10::InferenceMode guard;
-    const int64_t block = 16, ctx = 160 + new_tokens;
+    const int64_t block = 16,
+                  ctx = std::max(160 + new_tokens, absl::GetFlag(FLAGS_mixed_prefill));
     streamgen::KvPool pool = (*model)->NewKvPool(batch * (ctx / block + 1), block);
     std::vector<std::vector<int>> tables(batch);
     for (int b = 0; b < batch; ++b) {
@@ -146,13 +164,31 @@ int main(int argc, char** argv) {
     }
     auto step = [&](int pos) {
       std::vector<streamgen::SeqChunk> chunks;
-      for (int b = 0; b < batch; ++b) chunks.push_back({{100 + b}, pos + b % 7, &tables[b]});
+      const int mixed = absl::GetFlag(FLAGS_mixed_prefill);
+      for (int b = 0; b < batch; ++b) {
+        if (b == 0 && mixed > 0) {
+          chunks.push_back({std::vector<int>(mixed, 100), 0, &tables[b]});
+        } else {
+          chunks.push_back({{100 + b}, pos + b % 7, &tables[b]});
+        }
+      }
       return (*model)->Step(chunks, &pool);
     };
     step(140);
     auto t0 = Clock::now();
     for (int i = 0; i < new_tokens / 4; ++i) step(141 + i);
     batch_step_s = Seconds(t0, Clock::now()) / (new_tokens / 4);
+    if (getenv("SG_THREADTEST")) {
+      std::thread th([&] {
+        c10::InferenceMode g2;
+        streamgen::ConfigureThreads(threads);
+        step(140);
+        auto t1 = Clock::now();
+        for (int i = 0; i < new_tokens / 4; ++i) step(141 + i);
+        std::printf("THREAD batched step %.2f ms vs main %.2f ms\n", Seconds(t1, Clock::now()) / (new_tokens / 4) * 1000, batch_step_s * 1000);
+      });
+      th.join();
+    }
     if (const std::string trace = absl::GetFlag(FLAGS_profile); !trace.empty()) {
       torch::autograd::profiler::RecordProfile profile(trace);
       for (int i = 0; i < 4; ++i) step(141 + new_tokens / 4 + i);

@@ -123,7 +123,7 @@ ENGINE_RESULTS="$OUT_DIR/engine.jsonl"
 for dtype in $DTYPES; do
   echo "== engine only, $dtype, batch 1"
   MODEL_DIR="$MODEL_DIR" BUILD_DIR="$BUILD_DIR" TOKENIZER="$TOKENIZER" THREADS="$THREADS" \
-    bench/engine_bench.sh --dtype "$dtype" "${ENGINE_BENCH_FLAGS[@]}" \
+    bench/engine_bench.sh --dtype "$dtype" --prompt-tokens "$PROMPT_TOKENS" --new-tokens "$OUTPUT_TOKENS" "${ENGINE_BENCH_FLAGS[@]}" \
     | tee "$OUT_DIR/engine-$dtype.txt"
   tail -1 "$OUT_DIR/engine-$dtype.txt" | /usr/bin/python3 -c \
     'import json, sys; d = json.load(sys.stdin); d["dtype"] = sys.argv[1]; print(json.dumps(d))' \

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "streamgen/v1/generate.grpc.pb.h"
+#include "tools/bench_prompt.h"  // BenchPrompt
 
 namespace streamgen {
 
@@ -65,10 +66,6 @@ struct BenchReport {
 // Linear interpolation between closest ranks (numpy's default); 0 when empty.
 double Percentile(std::vector<double> values, double p);
 
-// The prompt of call `index`: BOS (when the model has one) then ids drawn
-// uniformly from [3, vocab) except BOS / EOS, seeded by (seed, index).
-std::vector<int> BenchPrompt(uint64_t seed, int index, int prompt_tokens, int vocab,
-                             int bos_token_id, const std::vector<int>& eos_token_ids);
 
 // Runs the benchmark. INVALID_ARGUMENT for options that cannot run (naming the
 // flag); the GetModelInfo call's error when the server does not answer it.

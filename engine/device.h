@@ -31,8 +31,8 @@ int ConfigureThreads(int threads);
 // pages, scattered 2 KiB reads (KV blocks) at 7 and 10 GB/s. Tensors under
 // 1 MiB, non-CPU tensors, and systems without madvise are returned unchanged.
 torch::Tensor ToHugePages(const torch::Tensor& t);
-// An uninitialised tensor in such memory (a plain torch::empty below 1 MiB or
-// off the CPU).
-torch::Tensor EmptyHugePages(at::IntArrayRef sizes, const torch::TensorOptions& options);
+// A zero-filled tensor in such memory (a plain torch::zeros below 1 MiB or off
+// the CPU). Its pages are faulted in on first use, not here.
+torch::Tensor ZerosHugePages(at::IntArrayRef sizes, const torch::TensorOptions& options);
 
 }  // namespace streamgen

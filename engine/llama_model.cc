@@ -116,9 +116,9 @@ KvPool LlamaModel::NewKvPool(int64_t num_blocks, int64_t block_size) const {
   const int64_t slots = num_blocks * block_size;
   for (int i = 0; i < config_.num_hidden_layers; ++i) {
     pool.k.push_back(
-        EmptyHugePages({config_.num_key_value_heads, slots, config_.head_dim}, opts).zero_());
+        ZerosHugePages({config_.num_key_value_heads, slots, config_.head_dim}, opts));
     pool.v.push_back(
-        EmptyHugePages({config_.num_key_value_heads, slots, config_.head_dim}, opts).zero_());
+        ZerosHugePages({config_.num_key_value_heads, slots, config_.head_dim}, opts));
   }
   return pool;
 }
