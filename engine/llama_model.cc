@@ -279,7 +279,19 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   // Host-side plan: token ids, positions, write slots, attention groups.
   std::vector<int64_t> ids, positions, write_slots, last_rows;
   std::vector<AttentionBatch> groups;
-  std::vector<size_t> decodes;
+  // Decodes attend together. On the CPU the paged kernel (cpu_attention.h)
+  // reads their keys and values in place; elsewhere (CUDA) they are gathered
+  // as one group. Prefill chunks are gathered and go through bmm: the paged
+  // kernel, one query at a time, measured slower for them (a 128-token chunk
+  // plus 15 decodes: 23 ms of attention per step in bfloat16 against ~17).
+  const bool paged =
+      options_.device.is_cpu() &&
+      (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16) &&
+      (heads / kv) * d <= 1024;
+  const int64_t window = config_.sliding_window.value_or(0);
+  std::vector<DecodeSeq> paged_seqs;   // one per paged decode
+  std::vector<int64_t> paged_rows;     // its row in the step
+  std::vector<size_t> decodes;         // gathered decodes (not paged)
   std::vector<int64_t> decode_rows;
   for (size_t ci = 0; ci < chunks.size(); ++ci) {
     const SeqChunk& c = chunks[ci];
@@ -296,32 +308,20 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
       write_slots.push_back(static_cast<int64_t>((*c.block_table)[p / bs]) * bs + p % bs);
     }
     last_rows.push_back(row0 + n - 1);
-    if (n == 1) {  // decodes attend together
+    if (paged && n == 1) {
+      const int64_t p = c.start;
+      paged_seqs.push_back(
+          {c.block_table->data(), window > 0 ? std::max<int64_t>(0, p - window + 1) : 0, p});
+      paged_rows.push_back(row0);
+    } else if (n == 1) {
       decodes.push_back(ci);
       decode_rows.push_back(row0);
     } else {
       groups.push_back(PlanAttention(chunks, {ci}, {row0}, n, bs, pool->num_blocks));
     }
   }
-  // Decodes attend together: on the CPU with the paged kernel, which reads the
-  // pool in place (cpu_attention.h); elsewhere as one gathered group.
-  const bool paged_decode =
-      options_.device.is_cpu() &&
-      (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16) &&
-      (heads / kv) * d <= 1024;
-  std::vector<DecodeSeq> decode_seqs;
   if (!decodes.empty()) {
-    if (paged_decode) {
-      const int64_t window = config_.sliding_window.value_or(0);
-      for (size_t ci : decodes) {
-        const SeqChunk& c = chunks[ci];
-        decode_seqs.push_back({c.block_table->data(),
-                               window > 0 ? std::max<int64_t>(0, c.start - window + 1) : 0,
-                               c.start});
-      }
-    } else {
-      groups.push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs, pool->num_blocks));
-    }
+    groups.push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs, pool->num_blocks));
   }
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
 
@@ -333,10 +333,11 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   torch::Tensor cos = cos_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
   torch::Tensor sin = sin_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
   // A single group's rows are 0..T-1 in order; several are scattered back.
-  const bool single_group = groups.size() + (decode_seqs.empty() ? 0 : 1) == 1;
+  // (Paged rows are in step order: when they are all the rows, q is used as is.)
+  const bool single_group = groups.size() + (paged_seqs.empty() ? 0 : 1) == 1;
   std::vector<torch::Tensor> group_rows;
   for (const auto& a : groups) group_rows.push_back(to_dev(a.rows));
-  torch::Tensor decode_rows_t = decode_seqs.empty() ? torch::Tensor() : to_dev(decode_rows);
+  torch::Tensor paged_rows_t = paged_seqs.empty() ? torch::Tensor() : to_dev(paged_rows);
 
   torch::Tensor h = embed_.index_select(0, ids_t);  // [T, hidden]
   for (size_t l = 0; l < layers_.size(); ++l) {
@@ -347,13 +348,13 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
     torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({total, kv, d});
     pool->k[l].index_copy_(1, write_t, k.transpose(0, 1));  // pool: [KV, slots, D]
     pool->v[l].index_copy_(1, write_t, v.transpose(0, 1));
-    auto attend_decodes = [&](const torch::Tensor& qd) {
-      return PagedDecodeAttention(qd.contiguous(), pool->k[l], pool->v[l], decode_seqs, bs, scale);
+    auto attend_paged = [&](const torch::Tensor& qp) {
+      return PagedDecodeAttention(qp.contiguous(), pool->k[l], pool->v[l], paged_seqs, bs, scale);
     };
     torch::Tensor attn;
     if (single_group) {
-      attn = decode_seqs.empty() ? Attend(q, groups[0], *pool, static_cast<int>(l))
-                                 : attend_decodes(q);
+      attn = paged_seqs.empty() ? Attend(q, groups[0], *pool, static_cast<int>(l))
+                                : attend_paged(q);
     } else {
       attn = torch::empty({total, heads * d}, q.options());
       for (size_t gi = 0; gi < groups.size(); ++gi) {
@@ -361,15 +362,13 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
                          Attend(q.index_select(0, group_rows[gi]), groups[gi], *pool,
                                 static_cast<int>(l)));
       }
-      if (!decode_seqs.empty()) {
-        attn.index_copy_(0, decode_rows_t, attend_decodes(q.index_select(0, decode_rows_t)));
+      if (!paged_seqs.empty()) {
+        attn.index_copy_(0, paged_rows_t, attend_paged(q.index_select(0, paged_rows_t)));
       }
     }
     h = h + Linear(attn, layer.wo);
     torch::Tensor gu = Linear(RmsNorm(h, layer.mlp_norm), layer.w_gate_up);  // [T, 2I]
-    const int64_t inter = config_.intermediate_size;
-    h = h + Linear(torch::silu(gu.narrow(1, 0, inter)) * gu.narrow(1, inter, inter),
-                   layer.w_down);
+    h = h + Linear(SiluMul(gu), layer.w_down);
   }
   if (!all_logits && total != static_cast<int64_t>(last_rows.size())) {
     h = h.index_select(0, to_dev(last_rows));

@@ -1,4 +1,4 @@
-// PagedDecodeAttention (engine/cpu_attention.h) against attention computed
+// SiluMul and PagedDecodeAttention (engine/cpu_attention.h), the latter against attention computed
 // here in float64 from keys and values gathered one position at a time:
 // scattered block tables, ragged lengths, sliding windows, GQA/MQA, head dims
 // that take the AVX-512 path (64, 128) and the generic one (48), float32 and
@@ -110,6 +110,35 @@ TEST(PagedDecodeAttention, RejectsMismatchedShapes) {
     FAIL() << "dtype mismatch accepted";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("pools must be"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace streamgen
+
+namespace streamgen {
+namespace {
+
+// SiluMul against libtorch's silu(gate) * up computed in float64, on rows
+// whose length is not a multiple of 16 (the masked tail), over a wide range
+// of inputs (exp's clamp included).
+TEST(SiluMul, MatchesLibtorch) {
+  torch::manual_seed(3);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    for (int64_t inter : {16, 37, 2048}) {
+      torch::Tensor gu = (torch::randn({5, 2 * inter}) * 8).to(dtype);
+      gu[0][0] = 120.0f;   // exp(-120) underflows: silu = x
+      gu[0][1] = -120.0f;  // silu = 0
+      torch::Tensor got = SiluMul(gu);
+      ASSERT_EQ(got.sizes(), (std::vector<int64_t>{5, inter}));
+      ASSERT_EQ(got.scalar_type(), dtype);
+      torch::Tensor g = gu.narrow(1, 0, inter).to(torch::kFloat64);
+      torch::Tensor u = gu.narrow(1, inter, inter).to(torch::kFloat64);
+      torch::Tensor want = torch::silu(g) * u;
+      torch::Tensor err = (got.to(torch::kFloat64) - want).abs() / (want.abs() + 1e-3);
+      const double tol = dtype == torch::kBFloat16 ? 1e-2 : 1e-5;
+      EXPECT_LT(err.max().item<double>(), tol) << c10::toString(dtype) << " inter " << inter;
+    }
   }
 }
 
