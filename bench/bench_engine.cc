@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cstdio>
 #include <future>
-#include <thread>
 #include <string>
 #include <vector>
 
@@ -178,17 +177,6 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     for (int i = 0; i < new_tokens / 4; ++i) step(141 + i);
     batch_step_s = Seconds(t0, Clock::now()) / (new_tokens / 4);
-    if (getenv("SG_THREADTEST")) {
-      std::thread th([&] {
-        c10::InferenceMode g2;
-        streamgen::ConfigureThreads(threads);
-        step(140);
-        auto t1 = Clock::now();
-        for (int i = 0; i < new_tokens / 4; ++i) step(141 + i);
-        std::printf("THREAD batched step %.2f ms vs main %.2f ms\n", Seconds(t1, Clock::now()) / (new_tokens / 4) * 1000, batch_step_s * 1000);
-      });
-      th.join();
-    }
     if (const std::string trace = absl::GetFlag(FLAGS_profile); !trace.empty()) {
       torch::autograd::profiler::RecordProfile profile(trace);
       for (int i = 0; i < 4; ++i) step(141 + new_tokens / 4 + i);

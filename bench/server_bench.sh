@@ -12,7 +12,7 @@
 # Environment: BUILD_DIR (build), MODEL_DIR, TOKENIZER (as engine_bench.sh),
 # DTYPES ("float32 bfloat16"), CONCURRENCIES ("1 4 16 64"), PROMPT_TOKENS (128),
 # OUTPUT_TOKENS (64), THREADS (2), MAX_BATCH (64), KV_CACHE_MEMORY (2GiB),
-# OUT_DIR (where the JSON, logs and summary go).
+# MAX_PREFILL_TOKENS (the server's default), OUT_DIR (where the JSON, logs and summary go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -25,6 +25,7 @@ PROMPT_TOKENS=${PROMPT_TOKENS:-128}
 OUTPUT_TOKENS=${OUTPUT_TOKENS:-64}
 THREADS=${THREADS:-2}
 MAX_BATCH=${MAX_BATCH:-64}
+MAX_PREFILL_TOKENS=${MAX_PREFILL_TOKENS:-}
 KV_CACHE_MEMORY=${KV_CACHE_MEMORY:-2GiB}
 TOKENIZER=${TOKENIZER:-../shared/fixtures/tiny-llama/tokenizer.model}
 if [ "$QUICK" = 1 ]; then
@@ -78,7 +79,8 @@ start_server() {
   rm -f "$port_file"
   "$SERVER" --model "$MODEL_DIR" --dtype "$dtype" --threads "$THREADS" --max-batch "$MAX_BATCH" \
     --kv-cache-memory "$KV_CACHE_MEMORY" --listen 127.0.0.1:0 --port-file "$port_file" \
-    --metrics-listen 127.0.0.1:0 > "$log" 2>&1 &
+    --metrics-listen 127.0.0.1:0 ${MAX_PREFILL_TOKENS:+--max-prefill-tokens "$MAX_PREFILL_TOKENS"} \
+    > "$log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 600); do
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -99,7 +101,7 @@ start_server() {
 lscpu | grep -E "Model name|^CPU\(s\)" || true
 if grep -q avx512_bf16 /proc/cpuinfo; then echo "AVX512-BF16: yes"; else echo "AVX512-BF16: no"; fi
 echo "model $MODEL_DIR; prompt $PROMPT_TOKENS, output $OUTPUT_TOKENS tokens; threads $THREADS;" \
-  "max-batch $MAX_BATCH; results in $OUT_DIR"
+  "max-batch $MAX_BATCH; max-prefill-tokens ${MAX_PREFILL_TOKENS:-default}; results in $OUT_DIR"
 for dtype in $DTYPES; do
   start_server "$dtype"
   echo "== $dtype: server on 127.0.0.1:$PORT (metrics :$METRICS_PORT)"
