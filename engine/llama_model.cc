@@ -9,7 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_attention.h"
+#include "engine/cpu_kernels.h"
 #include "engine/device.h"
 #include "engine/safetensors.h"
 #include "engine/status.h"
@@ -116,9 +116,9 @@ KvPool LlamaModel::NewKvPool(int64_t num_blocks, int64_t block_size) const {
   const int64_t slots = num_blocks * block_size;
   for (int i = 0; i < config_.num_hidden_layers; ++i) {
     pool.k.push_back(
-        ZerosHugePages({config_.num_key_value_heads, slots, config_.head_dim}, opts));
+        ZerosHugePages({slots, config_.num_key_value_heads, config_.head_dim}, opts));
     pool.v.push_back(
-        ZerosHugePages({config_.num_key_value_heads, slots, config_.head_dim}, opts));
+        ZerosHugePages({slots, config_.num_key_value_heads, config_.head_dim}, opts));
   }
   return pool;
 }
@@ -154,11 +154,10 @@ torch::Tensor LlamaModel::Linear(const torch::Tensor& x, const torch::Tensor& w)
   return torch::mm(x, w.t());  // w.t() is a transposed view: BLAS / oneDNN read it in place
 }
 
-// x: [n, hidden]; statistics in float32 as Hugging Face's LlamaRMSNorm does.
+// x: [n, hidden]; statistics in float32 as Hugging Face's LlamaRMSNorm does
+// (cpu_kernels.h: fused on CPUs with AVX-512, libtorch ops elsewhere).
 torch::Tensor LlamaModel::RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const {
-  torch::Tensor xf = x.to(torch::kFloat32);
-  torch::Tensor normed = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + config_.rms_norm_eps);
-  return w * normed.to(x.scalar_type());
+  return streamgen::RmsNorm(x, w, config_.rms_norm_eps);
 }
 
 // x: [T, heads, D]; cos, sin: [T, 1, D] -> rotated x (rotate-half layout).
@@ -175,8 +174,7 @@ torch::Tensor LlamaModel::ApplyRope(const torch::Tensor& x, const torch::Tensor&
 // (the rest of its last block, padding blocks) are masked.
 struct LlamaModel::AttentionBatch {
   int64_t b = 0, n = 0, len = 0;  // sequences, queries each, keys each (whole blocks, padded)
-  torch::Tensor rows_kv;          // [KV * B * len / block_size] int64: rows of the pool viewed
-                                  // as [KV * blocks, block_size * D], head-major
+  torch::Tensor blocks;           // [B * len / block_size] int64: the blocks, sequence by sequence
   torch::Tensor mask;             // [1, B, 1, n, len] bool, true = masked
   std::vector<int64_t> rows;      // rows of the step's tokens that these queries are
 };
@@ -186,7 +184,7 @@ struct LlamaModel::AttentionBatch {
 LlamaModel::AttentionBatch LlamaModel::PlanAttention(const std::vector<SeqChunk>& chunks,
                                                      const std::vector<size_t>& seqs,
                                                      const std::vector<int64_t>& rows0, int64_t n,
-                                                     int64_t block_size, int64_t pool_blocks) const {
+                                                     int64_t block_size) const {
   const int64_t window = config_.sliding_window.value_or(0);
   AttentionBatch a;
   a.b = static_cast<int64_t>(seqs.size());
@@ -220,15 +218,9 @@ LlamaModel::AttentionBatch LlamaModel::PlanAttention(const std::vector<SeqChunk>
     }
     for (int64_t q = 0; q < n; ++q) a.rows.push_back(rows0[i] + q);
   }
-  // One dim-0 gather of whole blocks for every head: index_select along dim 0
-  // is a row memcpy, ~15x faster here than gathering along an inner dim.
-  const int64_t kv = config_.num_key_value_heads;
-  std::vector<int64_t> rows_kv;
-  rows_kv.reserve(kv * blocks.size());
-  for (int64_t h = 0; h < kv; ++h) {
-    for (int64_t blk : blocks) rows_kv.push_back(h * pool_blocks + blk);
-  }
-  a.rows_kv = torch::tensor(rows_kv).to(options_.device);
+  // One dim-0 gather of whole blocks (all heads): index_select along dim 0 is
+  // a row memcpy, ~15x faster here than gathering along an inner dim.
+  a.blocks = torch::tensor(blocks).to(options_.device);
   a.mask = torch::from_blob(masked.data(), {1, a.b, 1, n, a.len}, torch::kUInt8)
                .to(torch::kBool)
                .to(options_.device);
@@ -243,10 +235,15 @@ torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a
   const int64_t g = heads / kv;
   const int64_t d = config_.head_dim;
   const int64_t b = a.b, n = a.n, len = a.len, bs = pool.block_size;
-  // Pool [KV, blocks * bs, D] -> gathered blocks [KV, B * len / bs, bs * D] = [KV * B, len, D]:
-  // contiguous, so the products below need no copies.
+  // Pool [blocks * bs, KV, D] -> gathered blocks [B * len / bs, bs * KV * D] = [B, len, KV, D]
+  // -> [KV * B, len, D] (one copy; prefill chunks only on the CPU, where decodes
+  // use the paged kernel).
   auto gather = [&](const torch::Tensor& p) {
-    return p.view({kv * pool.num_blocks, bs * d}).index_select(0, a.rows_kv).view({kv * b, len, d});
+    return p.view({pool.num_blocks, bs * kv * d})
+        .index_select(0, a.blocks)
+        .view({b, len, kv, d})
+        .permute({2, 0, 1, 3})
+        .reshape({kv * b, len, d});
   };
   torch::Tensor k = gather(pool.k[layer]);
   torch::Tensor v = gather(pool.v[layer]);
@@ -279,15 +276,14 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   // Host-side plan: token ids, positions, write slots, attention groups.
   std::vector<int64_t> ids, positions, write_slots, last_rows;
   std::vector<AttentionBatch> groups;
-  // Decodes attend together. On the CPU the paged kernel (cpu_attention.h)
+  // Decodes attend together. On the CPU the paged kernel (cpu_kernels.h)
   // reads their keys and values in place; elsewhere (CUDA) they are gathered
   // as one group. Prefill chunks are gathered and go through bmm: the paged
   // kernel, one query at a time, measured slower for them (a 128-token chunk
   // plus 15 decodes: 23 ms of attention per step in bfloat16 against ~17).
   const bool paged =
       options_.device.is_cpu() &&
-      (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16) &&
-      (heads / kv) * d <= 1024;
+      (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16);
   const int64_t window = config_.sliding_window.value_or(0);
   std::vector<DecodeSeq> paged_seqs;   // one per paged decode
   std::vector<int64_t> paged_rows;     // its row in the step
@@ -317,11 +313,11 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
       decodes.push_back(ci);
       decode_rows.push_back(row0);
     } else {
-      groups.push_back(PlanAttention(chunks, {ci}, {row0}, n, bs, pool->num_blocks));
+      groups.push_back(PlanAttention(chunks, {ci}, {row0}, n, bs));
     }
   }
   if (!decodes.empty()) {
-    groups.push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs, pool->num_blocks));
+    groups.push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs));
   }
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
 
@@ -346,8 +342,8 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
     torch::Tensor q = ApplyRope(qkv.narrow(1, 0, heads * d).view({total, heads, d}), cos, sin);
     torch::Tensor k = ApplyRope(qkv.narrow(1, heads * d, kv * d).view({total, kv, d}), cos, sin);
     torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({total, kv, d});
-    pool->k[l].index_copy_(1, write_t, k.transpose(0, 1));  // pool: [KV, slots, D]
-    pool->v[l].index_copy_(1, write_t, v.transpose(0, 1));
+    pool->k[l].index_copy_(0, write_t, k);  // pool: [slots, KV, D]
+    pool->v[l].index_copy_(0, write_t, v);
     auto attend_paged = [&](const torch::Tensor& qp) {
       return PagedDecodeAttention(qp.contiguous(), pool->k[l], pool->v[l], paged_seqs, bs, scale);
     };
@@ -408,8 +404,8 @@ torch::Tensor LlamaModel::DecodeBatch(const std::vector<int>& tokens,
       ks.push_back(c->pool.k[l]);
       vs.push_back(c->pool.v[l]);
     }
-    pool.k.push_back(torch::cat(ks, 1));
-    pool.v.push_back(torch::cat(vs, 1));
+    pool.k.push_back(torch::cat(ks, 0));
+    pool.v.push_back(torch::cat(vs, 0));
   }
   for (size_t i = 0; i < tokens.size(); ++i) {
     for (int b : caches[i]->table) tables[i].push_back(b + static_cast<int>(offset));
@@ -423,8 +419,8 @@ torch::Tensor LlamaModel::DecodeBatch(const std::vector<int>& tokens,
   for (size_t i = 0; i < tokens.size(); ++i) {
     const int64_t slots = caches[i]->pool.num_blocks * pool.block_size;
     for (size_t l = 0; l < layers_.size(); ++l) {
-      caches[i]->pool.k[l].copy_(pool.k[l].narrow(1, offset, slots));
-      caches[i]->pool.v[l].copy_(pool.v[l].narrow(1, offset, slots));
+      caches[i]->pool.k[l].copy_(pool.k[l].narrow(0, offset, slots));
+      caches[i]->pool.v[l].copy_(pool.v[l].narrow(0, offset, slots));
     }
     offset += slots;
     caches[i]->length += 1;

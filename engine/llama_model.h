@@ -21,9 +21,12 @@ struct ModelOptions {
 // The KV cache: a pool of fixed-size blocks shared by all sequences, allocated
 // once. A sequence's block table maps position p to block table[p / block_size],
 // slot p % block_size.
+// Slot-major: a position's keys for all heads are one contiguous row, so a
+// block is one contiguous run of block_size * kv_heads * head_dim values (the
+// paged decode kernel streams whole blocks).
 struct KvPool {
-  std::vector<torch::Tensor> k;  // per layer: [kv_heads, num_blocks * block_size, head_dim]
-  std::vector<torch::Tensor> v;  // per layer: [kv_heads, num_blocks * block_size, head_dim]
+  std::vector<torch::Tensor> k;  // per layer: [num_blocks * block_size, kv_heads, head_dim]
+  std::vector<torch::Tensor> v;  // per layer: [num_blocks * block_size, kv_heads, head_dim]
   int64_t block_size = 0;
   int64_t num_blocks = 0;
 };
@@ -103,7 +106,7 @@ class LlamaModel {
   struct AttentionBatch;
   AttentionBatch PlanAttention(const std::vector<SeqChunk>& chunks, const std::vector<size_t>& seqs,
                                const std::vector<int64_t>& rows0, int64_t n,
-                               int64_t block_size, int64_t pool_blocks) const;
+                               int64_t block_size) const;
   torch::Tensor Attend(const torch::Tensor& q, const AttentionBatch& batch, const KvPool& pool,
                        int layer) const;
   torch::Tensor Logits(const torch::Tensor& h) const;

@@ -1,9 +1,9 @@
-// SiluMul and PagedDecodeAttention (engine/cpu_attention.h), the latter against attention computed
+// SiluMul and PagedDecodeAttention (engine/cpu_kernels.h), the latter against attention computed
 // here in float64 from keys and values gathered one position at a time:
 // scattered block tables, ragged lengths, sliding windows, GQA/MQA, head dims
 // that take the AVX-512 path (64, 128) and the generic one (48), float32 and
 // bfloat16 pools.
-#include "engine/cpu_attention.h"
+#include "engine/cpu_kernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -39,8 +39,8 @@ TEST_P(PagedDecodeAttentionTest, MatchesGatheredReference) {
   std::mt19937 rng(11);
   const int64_t block = 16, num_blocks = 64, batch = 5;
   const int64_t slots = block * num_blocks;
-  torch::Tensor k_pool = torch::randn({c.kv_heads, slots, c.head_dim}).to(c.dtype);
-  torch::Tensor v_pool = torch::randn({c.kv_heads, slots, c.head_dim}).to(c.dtype);
+  torch::Tensor k_pool = torch::randn({slots, c.kv_heads, c.head_dim}).to(c.dtype);
+  torch::Tensor v_pool = torch::randn({slots, c.kv_heads, c.head_dim}).to(c.dtype);
   torch::Tensor q = torch::randn({batch, c.heads, c.head_dim}).to(c.dtype);
   // Each sequence gets its own shuffled blocks; lengths cover 1 token, a
   // partial block, exact blocks and many blocks.
@@ -61,6 +61,12 @@ TEST_P(PagedDecodeAttentionTest, MatchesGatheredReference) {
   ASSERT_EQ(out.sizes(), (std::vector<int64_t>{batch, c.heads * c.head_dim}));
   ASSERT_EQ(out.scalar_type(), c.dtype);
 
+  // Alone (a batch of one, whose KV heads are split among threads) the
+  // longest sequence gets bit-identical output: alone and batched must agree.
+  torch::Tensor alone = PagedDecodeAttention(q.narrow(0, batch - 1, 1).contiguous(), k_pool,
+                                             v_pool, {seqs[batch - 1]}, block, scale);
+  EXPECT_TRUE(torch::equal(alone[0], out[batch - 1]));
+
   auto kd = k_pool.to(torch::kFloat64), vd = v_pool.to(torch::kFloat64);
   auto qd = q.to(torch::kFloat64);
   auto got = out.to(torch::kFloat64).view({batch, c.heads, c.head_dim});
@@ -73,8 +79,8 @@ TEST_P(PagedDecodeAttentionTest, MatchesGatheredReference) {
     }
     auto idx = torch::tensor(rows);
     for (int64_t h = 0; h < c.heads; ++h) {
-      auto keys = kd[h / g].index_select(0, idx);    // [L, D]
-      auto values = vd[h / g].index_select(0, idx);  // [L, D]
+      auto keys = kd.select(1, h / g).index_select(0, idx);    // [L, D]
+      auto values = vd.select(1, h / g).index_select(0, idx);  // [L, D]
       auto probs = torch::softmax(keys.matmul(qd[b][h]) * scale, 0);
       auto want = probs.matmul(values);
       const double err = (got[b][h] - want).abs().max().item<double>();
@@ -89,11 +95,12 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{8, 2, 64, torch::kFloat32, 0}, Case{8, 2, 128, torch::kBFloat16, 0},
                     Case{4, 1, 128, torch::kFloat32, 0}, Case{6, 3, 48, torch::kFloat32, 0},
                     Case{6, 3, 48, torch::kBFloat16, 0}, Case{8, 2, 64, torch::kFloat32, 20},
-                    Case{4, 4, 48, torch::kFloat32, 7}),
+                    Case{4, 4, 48, torch::kFloat32, 7}, Case{12, 12, 64, torch::kBFloat16, 0},
+                    Case{32, 8, 128, torch::kFloat32, 0}),
     Name);
 
 TEST(PagedDecodeAttention, RejectsMismatchedShapes) {
-  torch::Tensor pool = torch::zeros({2, 32, 64});
+  torch::Tensor pool = torch::zeros({32, 2, 64});  // [slots, KV, D]
   torch::Tensor q = torch::zeros({1, 4, 64});
   std::vector<int> table = {0};
   std::vector<DecodeSeq> seqs = {{table.data(), 0, 3}};
@@ -138,6 +145,39 @@ TEST(SiluMul, MatchesLibtorch) {
       torch::Tensor err = (got.to(torch::kFloat64) - want).abs() / (want.abs() + 1e-3);
       const double tol = dtype == torch::kBFloat16 ? 1e-2 : 1e-5;
       EXPECT_LT(err.max().item<double>(), tol) << c10::toString(dtype) << " inter " << inter;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace streamgen
+
+namespace streamgen {
+namespace {
+
+// RmsNorm against Hugging Face's LlamaRMSNorm written in libtorch ops: float32
+// statistics, the normalised value cast to the input dtype, then the weight.
+// The fused kernel sums squares in another order, so a bfloat16 result may
+// round one unit differently; float32 agrees to ~1e-6.
+TEST(RmsNorm, MatchesHuggingFaceFormula) {
+  torch::manual_seed(5);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    for (int64_t n : {16, 40, 768}) {
+      torch::Tensor x = (torch::randn({7, n}) * 3).to(dtype);
+      torch::Tensor w = (torch::rand({n}) + 0.5).to(dtype);
+      torch::Tensor got = RmsNorm(x, w, 1e-6);
+      ASSERT_EQ(got.sizes(), x.sizes());
+      ASSERT_EQ(got.scalar_type(), dtype);
+      torch::Tensor xf = x.to(torch::kFloat32);
+      torch::Tensor want = w * (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + 1e-6)).to(dtype);
+      torch::Tensor err = (got.to(torch::kFloat32) - want.to(torch::kFloat32)).abs() /
+                          (want.to(torch::kFloat32).abs() + 1e-3);
+      const double tol = dtype == torch::kBFloat16 ? 8e-3 : 2e-6;
+      EXPECT_LT(err.max().item<double>(), tol) << c10::toString(dtype) << " n " << n;
+      if (dtype == torch::kBFloat16) {  // almost every element is bit-identical
+        const double same = got.eq(want).to(torch::kFloat32).mean().item<double>();
+        EXPECT_GT(same, 0.99) << "n " << n;
+      }
     }
   }
 }

@@ -1,4 +1,4 @@
-// Paged decode attention on the CPU (see cpu_attention.h).
+// Vectorised CPU kernels of the forward pass (see cpu_kernels.h).
 //
 // Vectorisation: this file is compiled with -fopenmp-simd (engine/CMakeLists.txt)
 // so that the `#pragma omp simd` loops below vectorise without -ffast-math, and
@@ -6,7 +6,7 @@
 // load time (GCC's target_clones), because the project is built for baseline
 // x86-64. exp() is a polynomial the compiler can vectorise (libm's expf is not
 // vectorised without -ffast-math).
-#include "engine/cpu_attention.h"
+#include "engine/cpu_kernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -58,44 +58,63 @@ inline float ExpNonPositive(float x) {
   return x < -87.0f ? 0.0f : y * scale;
 }
 
+// One task: sequence `seq`, KV heads [h0, h0 + nh) and their query heads
+// (nh * G of them, contiguous in q). Each key position's row of the pool holds
+// all KV heads ([KV, D], row_stride = KV * D elements); the task reads the
+// part of each row for its heads, so with one task per sequence (nh = KV) the
+// walk is over whole contiguous blocks (block_size * KV * D elements).
 struct Task {
-  const void* q;       // [G, D] of this sequence's query heads that share one KV head
-  const void* k;       // pool rows of this KV head: [slots, D]
+  const void* q;       // [nh * G, D]
+  const void* k;       // the pool, offset to head h0 of slot 0
   const void* v;
   const DecodeSeq* seq;
-  int64_t block_size, g, d;
+  int64_t block_size, g, d, nh, row_stride;
   float scale;
-  float* scores;  // [G, L] scratch
-  float* acc;     // [G, D] scratch: the weighted sum, then the output
-  int64_t* rows;  // [L] scratch: pool rows of the key positions
+  float* qf;      // [nh * G, D] scratch: the queries in float32
+  float* scores;  // [nh * G, L] scratch
+  float* acc;     // [nh * G, D] scratch: the weighted sum, then the output
+  int64_t* rows;  // [L] scratch: element offsets of the key positions' rows
 };
 
-// The body, for one (sequence, KV head): inlined into each dtype's clones.
-// kD > 0 fixes the head dimension at compile time (the loops then vectorise
-// without remainder handling, ~3x faster at D = 64); kD = 0 reads it from t.
+// Fills t.rows[i] with the element offset of the pool row holding key
+// position first + i of t.seq: whole blocks at a time, no division per position.
+inline void PoolRows(const Task& t) {
+  const int64_t bs = t.block_size, first = t.seq->first, last = t.seq->last;
+  int64_t i = 0;
+  for (int64_t blk = first / bs; blk <= last / bs; ++blk) {
+    const int64_t lo = std::max(first, blk * bs), hi = std::min(last + 1, (blk + 1) * bs);
+    const int64_t base = static_cast<int64_t>(t.seq->table[blk]) * bs;
+    for (int64_t p = lo; p < hi; ++p, ++i) t.rows[i] = (base + p % bs) * t.row_stride;
+  }
+}
+
+// The portable body: inlined into each dtype's clones. kD > 0 fixes the head
+// dimension at compile time (the loops then vectorise without remainder
+// handling, ~3x faster at D = 64); kD = 0 reads it from t.
 template <typename T, int kD>
 inline __attribute__((always_inline)) void AttendOne(const Task& t) {
   const T* q = static_cast<const T*>(t.q);
   const T* kp = static_cast<const T*>(t.k);
   const T* vp = static_cast<const T*>(t.v);
-  const int64_t g = t.g, d = kD > 0 ? kD : t.d, bs = t.block_size;
-  const int64_t first = t.seq->first, len = t.seq->last - t.seq->first + 1;
-  float qf[4 * 256];  // G * D <= 1024 checked by the caller
-  for (int64_t i = 0; i < g * d; ++i) qf[i] = ToFloat(q[i]);
-  // Scores, one key row at a time (each row is read once for all G heads).
+  const int64_t g = t.g, d = kD > 0 ? kD : t.d, qh = t.nh * g;
+  const int64_t len = t.seq->last - t.seq->first + 1;
+  for (int64_t i = 0; i < qh * d; ++i) t.qf[i] = ToFloat(q[i]);
+  PoolRows(t);
+  // Scores, one key row at a time (each head's key is read once for its G queries).
   for (int64_t i = 0; i < len; ++i) {
-    const int64_t p = first + i;
-    const T* k = kp + (static_cast<int64_t>(t.seq->table[p / bs]) * bs + p % bs) * d;
-    for (int64_t h = 0; h < g; ++h) {
-      const float* qh = qf + h * d;
-      float dot = 0.0f;
+    for (int64_t kh = 0; kh < t.nh; ++kh) {
+      const T* k = kp + t.rows[i] + kh * d;
+      for (int64_t h = kh * g; h < (kh + 1) * g; ++h) {
+        const float* qv = t.qf + h * d;
+        float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-      for (int64_t j = 0; j < d; ++j) dot += qh[j] * ToFloat(k[j]);
-      t.scores[h * len + i] = dot * t.scale;
+        for (int64_t j = 0; j < d; ++j) dot += qv[j] * ToFloat(k[j]);
+        t.scores[h * len + i] = dot * t.scale;
+      }
     }
   }
-  // Softmax per head.
-  for (int64_t h = 0; h < g; ++h) {
+  // Softmax per query head.
+  for (int64_t h = 0; h < qh; ++h) {
     float* s = t.scores + h * len;
     float m = s[0];
     for (int64_t i = 1; i < len; ++i) m = std::max(m, s[i]);
@@ -110,15 +129,16 @@ inline __attribute__((always_inline)) void AttendOne(const Task& t) {
     for (int64_t i = 0; i < len; ++i) s[i] *= inv;
   }
   // Weighted sum of value rows.
-  std::fill(t.acc, t.acc + g * d, 0.0f);
+  std::fill(t.acc, t.acc + qh * d, 0.0f);
   for (int64_t i = 0; i < len; ++i) {
-    const int64_t p = first + i;
-    const T* v = vp + (static_cast<int64_t>(t.seq->table[p / bs]) * bs + p % bs) * d;
-    for (int64_t h = 0; h < g; ++h) {
-      const float w = t.scores[h * len + i];
-      float* a = t.acc + h * d;
+    for (int64_t kh = 0; kh < t.nh; ++kh) {
+      const T* v = vp + t.rows[i] + kh * d;
+      for (int64_t h = kh * g; h < (kh + 1) * g; ++h) {
+        const float w = t.scores[h * len + i];
+        float* a = t.acc + h * d;
 #pragma omp simd
-      for (int64_t j = 0; j < d; ++j) a[j] += w * ToFloat(v[j]);
+        for (int64_t j = 0; j < d; ++j) a[j] += w * ToFloat(v[j]);
+      }
     }
   }
 }
@@ -168,56 +188,45 @@ SG_AVX512 inline __m512 Exp16(__m512 x) {
   return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), e);
 }
 
-// Calls f(i, row) for every key position i in [0, len) of t.seq, where row is
-// the pool row (element offset) holding it: whole blocks at a time, no division
-// per position.
-// Fills rows[i] with the pool row (element offset) holding key position
-// first + i of t.seq: whole blocks at a time, no division per position.
-inline void PoolRows(const Task& t, int64_t* rows) {
-  const int64_t bs = t.block_size, first = t.seq->first, last = t.seq->last;
-  int64_t i = 0;
-  for (int64_t blk = first / bs; blk <= last / bs; ++blk) {
-    const int64_t lo = std::max(first, blk * bs), hi = std::min(last + 1, (blk + 1) * bs);
-    const int64_t base = static_cast<int64_t>(t.seq->table[blk]) * bs;
-    for (int64_t p = lo; p < hi; ++p, ++i) rows[i] = (base + p % bs) * t.d;
-  }
-}
-
 // Rows ahead that the AVX-512 loops prefetch. The hardware prefetcher of this
-// project's (virtualised) machines barely helps with these short, scattered
-// row streams: without software prefetch the kernel reads ~6 GB/s from DRAM.
+// project's (virtualised) machines barely helps with these scattered blocks:
+// without software prefetch the kernel read ~6 GB/s from DRAM.
 constexpr int64_t kPrefetchRows = 8;
 
-template <typename T>
-SG_AVX512 inline void PrefetchRow(const T* row, int64_t d) {
-  const char* p = reinterpret_cast<const char*>(row);
-  for (int64_t off = 0; off < d * static_cast<int64_t>(sizeof(T)); off += 64) {
-    _mm_prefetch(p + off, _MM_HINT_T0);
-  }
+SG_AVX512 inline void Prefetch(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(c + off, _MM_HINT_T0);
 }
 
 template <typename T>
 SG_AVX512 void AttendOneAvx512(const Task& t) {
   const T* kp = static_cast<const T*>(t.k);
   const T* vp = static_cast<const T*>(t.v);
-  const int64_t g = t.g, nv = t.d / 16;
+  const int64_t g = t.g, d = t.d, nv = d / 16, qh = t.nh * g;
   const int64_t len = t.seq->last - t.seq->first + 1;
-  __m512 q[64];  // G * D / 16 <= 64 (checked by the caller)
-  for (int64_t c = 0; c < g * nv; ++c) q[c] = Load16(static_cast<const T*>(t.q) + 16 * c);
+  const int64_t row_bytes = t.nh * d * static_cast<int64_t>(sizeof(T));
+  for (int64_t c = 0; c < qh * nv; ++c) {
+    _mm512_storeu_ps(t.qf + 16 * c, Load16(static_cast<const T*>(t.q) + 16 * c));
+  }
+  PoolRows(t);
   const int64_t* rows = t.rows;
-  PoolRows(t, t.rows);
   for (int64_t i = 0; i < len; ++i) {
-    if (i + kPrefetchRows < len) PrefetchRow(kp + rows[i + kPrefetchRows], t.d);
-    const T* k = kp + rows[i];
-    for (int64_t h = 0; h < g; ++h) {
-      __m512 acc = _mm512_mul_ps(q[h * nv], Load16(k));
-      for (int64_t c = 1; c < nv; ++c) acc = _mm512_fmadd_ps(q[h * nv + c], Load16(k + 16 * c), acc);
-      t.scores[h * len + i] = _mm512_reduce_add_ps(acc) * t.scale;
+    if (i + kPrefetchRows < len) Prefetch(kp + rows[i + kPrefetchRows], row_bytes);
+    for (int64_t kh = 0; kh < t.nh; ++kh) {
+      const T* k = kp + rows[i] + kh * d;
+      for (int64_t h = kh * g; h < (kh + 1) * g; ++h) {
+        const float* qv = t.qf + h * d;
+        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qv), Load16(k));
+        for (int64_t c = 1; c < nv; ++c) {
+          acc = _mm512_fmadd_ps(_mm512_loadu_ps(qv + 16 * c), Load16(k + 16 * c), acc);
+        }
+        t.scores[h * len + i] = _mm512_reduce_add_ps(acc) * t.scale;
+      }
     }
   }
-  for (int64_t i = 0; i < std::min(len, kPrefetchRows); ++i) PrefetchRow(vp + rows[i], t.d);
+  for (int64_t i = 0; i < std::min(len, kPrefetchRows); ++i) Prefetch(vp + rows[i], row_bytes);
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  for (int64_t h = 0; h < g; ++h) {
+  for (int64_t h = 0; h < qh; ++h) {
     float* s = t.scores + h * len;
     __m512 mx = neg_inf;
     for (int64_t i = 0; i < len; i += 16) {
@@ -238,19 +247,32 @@ SG_AVX512 void AttendOneAvx512(const Task& t) {
       _mm512_mask_storeu_ps(s + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), inv));
     }
   }
-  __m512 acc[64];
-  for (int64_t c = 0; c < g * nv; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < qh * nv; ++c) _mm512_storeu_ps(t.acc + 16 * c, _mm512_setzero_ps());
   for (int64_t i = 0; i < len; ++i) {
-    if (i + kPrefetchRows < len) PrefetchRow(vp + rows[i + kPrefetchRows], t.d);
-    const T* v = vp + rows[i];
-    for (int64_t c = 0; c < nv; ++c) {
-      const __m512 vv = Load16(v + 16 * c);
-      for (int64_t h = 0; h < g; ++h) {
-        acc[h * nv + c] = _mm512_fmadd_ps(_mm512_set1_ps(t.scores[h * len + i]), vv, acc[h * nv + c]);
+    if (i + kPrefetchRows < len) Prefetch(vp + rows[i + kPrefetchRows], row_bytes);
+    for (int64_t kh = 0; kh < t.nh; ++kh) {
+      const T* v = vp + rows[i] + kh * d;
+      for (int64_t c = 0; c < nv; ++c) {
+        const __m512 vv = Load16(v + 16 * c);
+        for (int64_t h = kh * g; h < (kh + 1) * g; ++h) {
+          float* a = t.acc + h * d + 16 * c;
+          _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_set1_ps(t.scores[h * len + i]), vv,
+                                              _mm512_loadu_ps(a)));
+        }
       }
     }
   }
-  for (int64_t c = 0; c < g * nv; ++c) _mm512_storeu_ps(t.acc + 16 * c, acc[c]);
+}
+
+// bfloat16 <-> float32, 16 lanes; rounding to nearest even as c10::BFloat16.
+SG_AVX512 inline __m256i ToBf16(__m512 x) {
+  const __m512i bits = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  return _mm512_cvtepi32_epi16(
+      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16));
+}
+SG_AVX512 inline __m512 FromBf16(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
 // out[j] = silu(gate[j]) * up[j], 16 lanes at a time (n a multiple of 16 or
@@ -281,12 +303,40 @@ SG_AVX512 void SiluMulRowAvx512(const T* gate, const T* up, T* out, int64_t n) {
     if constexpr (sizeof(T) == 4) {
       _mm512_mask_storeu_ps(reinterpret_cast<float*>(out) + j, m, r);
     } else {
-      // Round to nearest even, as c10::BFloat16 does (no NaNs arise here from finite inputs).
-      const __m512i bits = _mm512_castps_si512(r);
-      const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-      const __m512i rounded =
-          _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16);
-      _mm256_mask_storeu_epi16(out + j, m, _mm512_cvtepi32_epi16(rounded));
+      _mm256_mask_storeu_epi16(out + j, m, ToBf16(r));
+    }
+  }
+}
+
+template <typename T>
+SG_AVX512 void RmsNormRowAvx512(const T* x, const T* w, T* out, int64_t n, float eps) {
+  auto mask = [n](int64_t j) {
+    return n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
+  };
+  auto load = [](const T* p, __mmask16 m) SG_AVX512 {
+    if constexpr (sizeof(T) == 4) {
+      return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p));
+    } else {
+      return FromBf16(_mm256_maskz_loadu_epi16(m, p));
+    }
+  };
+  __m512 sq = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __m512 v = load(x + j, mask(j));
+    sq = _mm512_fmadd_ps(v, v, sq);
+  }
+  const float r = 1.0f / std::sqrt(_mm512_reduce_add_ps(sq) / static_cast<float>(n) + eps);
+  const __m512 vr = _mm512_set1_ps(r);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = mask(j);
+    const __m512 normed = _mm512_mul_ps(load(x + j, m), vr);
+    if constexpr (sizeof(T) == 4) {
+      _mm512_mask_storeu_ps(reinterpret_cast<float*>(out) + j, m,
+                            _mm512_mul_ps(load(w + j, m), normed));
+    } else {
+      // normed.to(bfloat16), then weight * it in bfloat16 (a float product, rounded).
+      const __m512 rounded = FromBf16(ToBf16(normed));
+      _mm256_mask_storeu_epi16(out + j, m, ToBf16(_mm512_mul_ps(load(w + j, m), rounded)));
     }
   }
 }
@@ -310,67 +360,107 @@ torch::Tensor PagedDecodeAttention(const torch::Tensor& q, const torch::Tensor& 
   TORCH_CHECK(k_pool.dim() == 3 && k_pool.is_contiguous() && v_pool.is_contiguous() &&
                   k_pool.sizes() == v_pool.sizes() && k_pool.scalar_type() == q.scalar_type() &&
                   v_pool.scalar_type() == q.scalar_type(),
-              "PagedDecodeAttention: pools must be contiguous [KV, slots, D] of q's dtype");
+              "PagedDecodeAttention: pools must be contiguous [slots, KV, D] of q's dtype");
   const bool bf16 = q.scalar_type() == torch::kBFloat16;
   TORCH_CHECK(bf16 || q.scalar_type() == torch::kFloat32,
               "PagedDecodeAttention: float32 or bfloat16 only");
   const int64_t b = q.size(0), heads = q.size(1), d = q.size(2);
-  const int64_t kv = k_pool.size(0), slots = k_pool.size(1);
+  const int64_t kv = k_pool.size(1);
   TORCH_CHECK(static_cast<int64_t>(seqs.size()) == b && k_pool.size(2) == d && heads % kv == 0,
               "PagedDecodeAttention: shapes do not match");
   const int64_t g = heads / kv;
-  TORCH_CHECK(g * d <= 4 * 256, "PagedDecodeAttention: (H / KV) * D above 1024");
   int64_t max_len = 0;
   for (const DecodeSeq& s : seqs) {
     TORCH_CHECK(s.table != nullptr && 0 <= s.first && s.first <= s.last,
                 "PagedDecodeAttention: bad sequence range");
     max_len = std::max(max_len, s.last - s.first + 1);
   }
+  // One task per sequence when there are enough sequences to keep every thread
+  // busy (whole rows, contiguous blocks); otherwise each sequence's KV heads
+  // are split into groups.
+  const int64_t threads = at::get_num_threads();
+  const int64_t groups = std::min(kv, std::max<int64_t>(1, (2 * threads + b - 1) / b));
+  const int64_t max_nh = (kv + groups - 1) / groups;
   torch::Tensor out = torch::empty({b, heads * d}, q.options());
   const size_t elem = bf16 ? 2 : 4;
   const char* qb = static_cast<const char*>(q.data_ptr());
   const char* kb = static_cast<const char*>(k_pool.data_ptr());
   const char* vb = static_cast<const char*>(v_pool.data_ptr());
   char* ob = static_cast<char*>(out.data_ptr());
-  at::parallel_for(0, b * kv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(g * max_len), acc(g * d);
+#ifdef SG_HAVE_AVX512_KERNEL
+  const bool avx512 = d % 16 == 0 && HasAvx512();
+#else
+  const bool avx512 = false;
+#endif
+  at::parallel_for(0, b * groups, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> qf(max_nh * g * d), scores(max_nh * g * max_len), acc(max_nh * g * d);
     std::vector<int64_t> rows(max_len);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t i = task / kv, h = task % kv;
-      Task t{qb + ((i * heads + h * g) * d) * elem,
-             kb + h * slots * d * elem,
-             vb + h * slots * d * elem,
+      const int64_t i = task / groups, grp = task % groups;
+      const int64_t h0 = kv * grp / groups, h1 = kv * (grp + 1) / groups;
+      const int64_t first_q = (i * heads + h0 * g) * d;  // element offset in q and out
+      Task t{qb + first_q * elem,
+             kb + h0 * d * elem,
+             vb + h0 * d * elem,
              &seqs[i],
              block_size,
              g,
              d,
+             h1 - h0,
+             kv * d,
              scale,
+             qf.data(),
              scores.data(),
              acc.data(),
              rows.data()};
-#ifdef SG_HAVE_AVX512_KERNEL
-      const bool avx512 = d % 16 == 0 && HasAvx512();
-#else
-      const bool avx512 = false;
-#endif
+      const int64_t n_out = (h1 - h0) * g * d;
       if (bf16) {
 #ifdef SG_HAVE_AVX512_KERNEL
         if (avx512) AttendOneAvx512<uint16_t>(t); else
 #endif
         AttendOneBFloat16(t);
-        auto* o = reinterpret_cast<c10::BFloat16*>(ob) + (i * heads + h * g) * d;
-        for (int64_t j = 0; j < g * d; ++j) o[j] = c10::BFloat16(acc[j]);
+        auto* o = reinterpret_cast<c10::BFloat16*>(ob) + first_q;
+        for (int64_t j = 0; j < n_out; ++j) o[j] = c10::BFloat16(acc[j]);
       } else {
 #ifdef SG_HAVE_AVX512_KERNEL
         if (avx512) AttendOneAvx512<float>(t); else
 #endif
         AttendOneFloat(t);
-        std::memcpy(reinterpret_cast<float*>(ob) + (i * heads + h * g) * d, acc.data(),
-                    g * d * sizeof(float));
+        std::memcpy(reinterpret_cast<float*>(ob) + first_q, acc.data(), n_out * sizeof(float));
       }
     }
   });
   return out;
+}
+
+torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  RECORD_FUNCTION("streamgen::rms_norm", std::vector<c10::IValue>());
+#ifdef SG_HAVE_AVX512_KERNEL
+  const auto dtype = x.scalar_type();
+  if (x.device().is_cpu() && x.dim() == 2 && x.is_contiguous() && w.is_contiguous() &&
+      w.scalar_type() == dtype && w.numel() == x.size(1) && HasAvx512() &&
+      (dtype == torch::kFloat32 || dtype == torch::kBFloat16)) {
+    torch::Tensor out = torch::empty_like(x);
+    const int64_t n = x.size(1);
+    at::parallel_for(0, x.size(0), 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        if (dtype == torch::kFloat32) {
+          RmsNormRowAvx512<float>(x.data_ptr<float>() + r * n, w.data_ptr<float>(),
+                                  out.data_ptr<float>() + r * n, n, static_cast<float>(eps));
+        } else {
+          RmsNormRowAvx512<uint16_t>(reinterpret_cast<const uint16_t*>(x.data_ptr()) + r * n,
+                                     reinterpret_cast<const uint16_t*>(w.data_ptr()),
+                                     reinterpret_cast<uint16_t*>(out.data_ptr()) + r * n, n,
+                                     static_cast<float>(eps));
+        }
+      }
+    });
+    return out;
+  }
+#endif
+  torch::Tensor xf = x.to(torch::kFloat32);
+  torch::Tensor normed = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
+  return w * normed.to(x.scalar_type());
 }
 
 torch::Tensor SiluMul(const torch::Tensor& gu) {
