@@ -102,7 +102,22 @@ lscpu | grep -E "Model name|^CPU\(s\)" || true
 if grep -q avx512_bf16 /proc/cpuinfo; then echo "AVX512-BF16: yes"; else echo "AVX512-BF16: no"; fi
 echo "model $MODEL_DIR; prompt $PROMPT_TOKENS, output $OUTPUT_TOKENS tokens; threads $THREADS;" \
   "max-batch $MAX_BATCH; max-prefill-tokens ${MAX_PREFILL_TOKENS:-default}; results in $OUT_DIR"
+# Engine-only batch 1 (no server): run just before and just after each dtype's
+# server, and averaged, so that the gRPC-overhead ratio compares figures taken
+# minutes apart at most (this machine's speed drifts by 10-20% over longer).
+ENGINE_RESULTS="$OUT_DIR/engine.jsonl"
+: > "$ENGINE_RESULTS"
+engine_only() {  # DTYPE PHASE
+  echo "== engine only, $1, batch 1 ($2)"
+  MODEL_DIR="$MODEL_DIR" BUILD_DIR="$BUILD_DIR" TOKENIZER="$TOKENIZER" THREADS="$THREADS" \
+    bench/engine_bench.sh --dtype "$1" --prompt-tokens "$PROMPT_TOKENS" \
+    --new-tokens "$OUTPUT_TOKENS" "${ENGINE_BENCH_FLAGS[@]}" | tee "$OUT_DIR/engine-$1-$2.txt"
+  tail -1 "$OUT_DIR/engine-$1-$2.txt" | /usr/bin/python3 -c \
+    'import json, sys; d = json.load(sys.stdin); d["dtype"], d["phase"] = sys.argv[1:3]; print(json.dumps(d))' \
+    "$1" "$2" >> "$ENGINE_RESULTS"
+}
 for dtype in $DTYPES; do
+  engine_only "$dtype" before
   start_server "$dtype"
   echo "== $dtype: server on 127.0.0.1:$PORT (metrics :$METRICS_PORT)"
   for c in $CONCURRENCIES; do
@@ -117,25 +132,18 @@ for dtype in $DTYPES; do
       "$OUT_DIR/metrics-$dtype.txt" || true
   fi
   stop_server
-done
-
-# Engine-only batch 1 (no server), per dtype.
-ENGINE_RESULTS="$OUT_DIR/engine.jsonl"
-: > "$ENGINE_RESULTS"
-for dtype in $DTYPES; do
-  echo "== engine only, $dtype, batch 1"
-  MODEL_DIR="$MODEL_DIR" BUILD_DIR="$BUILD_DIR" TOKENIZER="$TOKENIZER" THREADS="$THREADS" \
-    bench/engine_bench.sh --dtype "$dtype" --prompt-tokens "$PROMPT_TOKENS" --new-tokens "$OUTPUT_TOKENS" "${ENGINE_BENCH_FLAGS[@]}" \
-    | tee "$OUT_DIR/engine-$dtype.txt"
-  tail -1 "$OUT_DIR/engine-$dtype.txt" | /usr/bin/python3 -c \
-    'import json, sys; d = json.load(sys.stdin); d["dtype"] = sys.argv[1]; print(json.dumps(d))' \
-    "$dtype" >> "$ENGINE_RESULTS"
+  engine_only "$dtype" after
 done
 
 /usr/bin/python3 - "$RESULTS" "$ENGINE_RESULTS" <<'EOF' | tee "$OUT_DIR/summary.txt"
 import json, sys
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-engine = {e["dtype"]: e for e in (json.loads(l) for l in open(sys.argv[2]) if l.strip())}
+# Engine-only: per dtype, the mean of the runs before and after its server
+# (each run's figure is already a mean over its timed runs).
+engine = {}
+for e in (json.loads(l) for l in open(sys.argv[2]) if l.strip()):
+    engine.setdefault(e["dtype"], []).append(e["decode_tokens_per_s"])
+engine = {d: {"decode_tokens_per_s": sum(v) / len(v), "runs": v} for d, v in engine.items()}
 print()
 print("| dtype | concurrency | output tok/s | requests/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | errors |")
 print("|---|---|---|---|---|---|---|---|")
@@ -143,9 +151,16 @@ for r in runs:
     print("| %s | %d | %.1f | %.2f | %.1f | %.1f | %.2f | %d |" % (
         r["dtype"], r["concurrency"], r["output_tokens_per_s"], r["requests_per_s"],
         r["ttft_ms"]["p50"], r["ttft_ms"]["p99"], r["itl_ms"]["p50"], r["errors"]))
+print()
+print("| dtype | engine only, batch 1: tok/s (before / after server) | ms/token (mean) | server c1 ITL mean ms | ITL p50 ms |")
+print("|---|---|---|---|---|")
+at1 = {r["dtype"]: r for r in runs if r["concurrency"] == 1}
 for dtype, e in engine.items():
-    print("| %s | engine only, batch 1 | %.1f | | | | %.2f | |" % (
-        dtype, e["decode_tokens_per_s"], 1000.0 / e["decode_tokens_per_s"]))
+    r = at1.get(dtype)
+    print("| %s | %.1f (%s) | %.2f | %s | %s |" % (
+        dtype, e["decode_tokens_per_s"], " / ".join("%.1f" % v for v in e["runs"]),
+        1000.0 / e["decode_tokens_per_s"], "%.2f" % r["itl_ms"]["mean"] if r else "",
+        "%.2f" % r["itl_ms"]["p50"] if r else ""))
 print()
 at = {(r["dtype"], r["concurrency"]): r for r in runs}
 def best(c):
@@ -160,9 +175,9 @@ for dtype, e in engine.items():
     r = at.get((dtype, 1))
     if r:
         engine_ms = 1000.0 / e["decode_tokens_per_s"]
-        print("%s gRPC overhead at c1: ITL p50 %.2f ms vs engine-only %.2f ms/token: %+.1f%% "
-              "(target <= +5%%)" % (dtype, r["itl_ms"]["p50"], engine_ms,
-                                    100.0 * (r["itl_ms"]["p50"] / engine_ms - 1)))
+        print("%s gRPC overhead at c1: ITL mean %.2f ms vs engine-only %.2f ms/token: %+.1f%% "
+              "(target <= +5%%)" % (dtype, r["itl_ms"]["mean"], engine_ms,
+                                    100.0 * (r["itl_ms"]["mean"] / engine_ms - 1)))
 for dtype in sorted({r["dtype"] for r in runs}):
     a, b = at.get((dtype, 1)), at.get((dtype, 16))
     if a and b and a["ttft_ms"]["p50"] > 0:

@@ -63,7 +63,10 @@ struct ModelFacts {
 };
 
 Percentiles PercentilesOf(const std::vector<double>& values) {
-  return Percentiles{Percentile(values, 50), Percentile(values, 90), Percentile(values, 99)};
+  double sum = 0;
+  for (double v : values) sum += v;
+  return Percentiles{Percentile(values, 50), Percentile(values, 90), Percentile(values, 99),
+                     values.empty() ? 0.0 : sum / static_cast<double>(values.size())};
 }
 
 absl::Status CheckOptions(const BenchOptions& o, const ModelFacts& model) {
@@ -182,6 +185,7 @@ nlohmann::ordered_json ToJson(const Percentiles& p, bool with_p90 = true) {
   out["p50"] = Round(p.p50, 3);
   if (with_p90) out["p90"] = Round(p.p90, 3);
   out["p99"] = Round(p.p99, 3);
+  out["mean"] = Round(p.mean, 3);
   return out;
 }
 

@@ -43,6 +43,7 @@ struct Percentiles {
   double p50 = 0;
   double p90 = 0;
   double p99 = 0;
+  double mean = 0;  // 0 when empty
 };
 
 struct BenchReport {

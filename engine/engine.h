@@ -20,7 +20,7 @@ struct EngineOptions {
   int threads = 0;                    // intra-op threads; 0: the machine's cores
   int max_queue = 64;                 // waiting requests; beyond: RESOURCE_EXHAUSTED
   int max_batch = 16;                 // running sequences, decoded together in one batch
-  int max_prefill_tokens = 256;       // prompt tokens prefilled per loop iteration (chunked prefill)
+  int max_prefill_tokens = 128;       // prompt tokens prefilled per loop iteration (chunked prefill)
   int kv_block_size = 16;             // tokens per KV-cache block
   int kv_cache_blocks = 0;            // blocks in the pool; 0: derived (see kv_cache_bytes)
   int64_t kv_cache_bytes = 4LL << 30; // with kv_cache_blocks == 0: the pool holds

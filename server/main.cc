@@ -34,10 +34,11 @@ ABSL_FLAG(std::string, dtype, "",
 ABSL_FLAG(int, threads, 0, "CPU threads for the model's math (0: the machine's cores).");
 ABSL_FLAG(int, max_queue, 64, "Requests waiting for a batch slot; beyond it RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int, max_batch, 16, "Running sequences, decoded together in one batch.");
-ABSL_FLAG(int, max_prefill_tokens, 256,
+ABSL_FLAG(int, max_prefill_tokens, 128,
           "Prompt tokens prefilled per engine iteration (chunked prefill): a long prompt "
           "stalls the running streams for at most one chunk. Smaller: lower time to first "
-          "token and inter-token latency under load; larger: more throughput (bench/README.md).");
+          "token and inter-token latency under load; larger: fewer, bigger prefill steps (more "
+          "efficient on GPUs, where 512 or more is usual). See bench/README.md.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV-cache block.");
 ABSL_FLAG(int, kv_cache_blocks, 0,
           "Blocks in the KV-cache pool (0: derived: max-batch full contexts, capped by "

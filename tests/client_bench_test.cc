@@ -113,6 +113,10 @@ TEST(BenchCliTest, JsonReportCountsMatchTheServer) {
   EXPECT_GT(report["ttft_ms"]["p50"].get<double>(), 0);
   EXPECT_LE(report["e2e_ms"]["p50"].get<double>(), report["e2e_ms"]["p99"].get<double>());
   EXPECT_GE(report["e2e_ms"]["p50"].get<double>(), report["ttft_ms"]["p50"].get<double>());
+  // Means: every call's TTFT is below its e2e, so the means are ordered too.
+  EXPECT_GT(report["ttft_ms"]["mean"].get<double>(), 0);
+  EXPECT_GE(report["itl_ms"]["mean"].get<double>(), 0);
+  EXPECT_LT(report["ttft_ms"]["mean"].get<double>(), report["e2e_ms"]["mean"].get<double>());
 
   // The server saw 3 + 5 calls of exactly 17 prompt and 9 generated tokens.
   EngineStats stats = server->engine()->stats();
