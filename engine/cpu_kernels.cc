@@ -1,11 +1,13 @@
 // Vectorised CPU kernels of the forward pass (see cpu_kernels.h).
 //
-// Vectorisation: this file is compiled with -fopenmp-simd (engine/CMakeLists.txt)
-// so that the `#pragma omp simd` loops below vectorise without -ffast-math, and
-// on x86-64 the per-task body is cloned for AVX-512 and AVX2+FMA, picked at
-// load time (GCC's target_clones), because the project is built for baseline
-// x86-64. exp() is a polynomial the compiler can vectorise (libm's expf is not
-// vectorised without -ffast-math).
+// Two bodies per kernel: hand-written AVX-512 (picked at run time with
+// __builtin_cpu_supports; head dims that are multiples of 16), and a portable
+// one whose `#pragma omp simd` loops vectorise without -ffast-math, cloned for
+// AVX-512, AVX2+FMA and baseline x86-64 by GCC's target_clones (the project is
+// built for baseline x86-64). This file is compiled with -fopenmp
+// (engine/CMakeLists.txt): at::parallel_for is a header template whose
+// `#pragma omp parallel` needs it. exp() is a polynomial that vectorises
+// (libm's expf does not without -ffast-math).
 #include "engine/cpu_kernels.h"
 
 #include <algorithm>
