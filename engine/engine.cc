@@ -592,7 +592,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   // decode step on a 2-core machine (float32 at batch 1, bfloat16 at 16).
   auto ready = std::make_shared<std::promise<absl::StatusOr<Impl*>>>();
   std::thread loop([ready, options, device, dtype] {
-    absl::StatusOr<std::unique_ptr<Impl>> impl = BuildImpl(options, device, dtype);
+    absl::StatusOr<std::unique_ptr<Impl>> impl = absl::InternalError("engine set-up failed");
+    try {  // an exception must not escape this thread (std::terminate)
+      impl = BuildImpl(options, device, dtype);
+    } catch (const std::exception& e) {
+      impl = absl::InternalError(absl::StrCat("loading ", options.model_dir, ": ", e.what()));
+    }
     if (!impl.ok()) {
       ready->set_value(impl.status());
       return;
