@@ -280,9 +280,9 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   // reads their keys and values in place; elsewhere (CUDA) they are gathered
   // as one group. Prefill chunks are gathered and go through bmm: the paged
   // kernel, one query at a time, measured slower for them (a 128-token chunk
-  // plus 15 decodes: 23 ms of attention per step in bfloat16 against ~17), but
-  // that was before the kernel's file got -fopenmp, when it ran on one thread:
-  // worth measuring again (bench: --mixed-prefill 128 --profile).
+  // plus 15 decodes in bfloat16, `streamgen-bench-engine --batch 15
+  // --mixed-prefill 128 --profile`: 18-22 ms of paged attention per step
+  // against ~10 ms for bmm, softmax and the decodes' paged attention).
   const bool paged =
       options_.device.is_cpu() &&
       (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16);
