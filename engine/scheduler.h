@@ -63,7 +63,7 @@ struct SchedulerOptions {
   int max_queue = 64;            // waiting fresh requests (preempted ones don't count), >= 1
   int block_size = 16;           // tokens per KV block, >= 1
   int num_blocks = 1024;         // KV blocks in the pool, >= 1
-  int max_prefill_tokens = 512;  // prompt positions computed per iteration over all prefills, >= 1
+  int max_prefill_tokens = 128;  // prompt positions computed per iteration over all prefills, >= 1
 };
 
 struct ScheduledPrefill {

@@ -36,9 +36,9 @@ ABSL_FLAG(int, max_queue, 64, "Requests waiting for a batch slot; beyond it RESO
 ABSL_FLAG(int, max_batch, 16, "Running sequences, decoded together in one batch.");
 ABSL_FLAG(int, max_prefill_tokens, 128,
           "Prompt tokens prefilled per engine iteration (chunked prefill): a long prompt "
-          "stalls the running streams for at most one chunk. Smaller: lower time to first "
-          "token and inter-token latency under load; larger: fewer, bigger prefill steps (more "
-          "efficient on GPUs, where 512 or more is usual). See bench/README.md.");
+          "stalls the running streams for at most one chunk. Smaller: lower tail latency "
+          "(time to first token, inter-token) under load; larger: fewer, bigger prefill steps "
+          "(more efficient on GPUs, where 512 or more is usual). See bench/README.md.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV-cache block.");
 ABSL_FLAG(int, kv_cache_blocks, 0,
           "Blocks in the KV-cache pool (0: derived: max-batch full contexts, capped by "
