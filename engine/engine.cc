@@ -425,6 +425,8 @@ void Engine::Impl::PublishStats() {
   stats_.running = scheduler_.num_running();
   stats_.preemptions = scheduler_.num_preemptions();
   stats_.kv_blocks_used = scheduler_.num_used_blocks();
+  stats_.prefix_cache_queries = scheduler_.prefix_cache_queries();
+  stats_.prefix_cache_hits = scheduler_.prefix_cache_hits();
 }
 
 bool Engine::Impl::TakeWork() {
@@ -444,8 +446,9 @@ bool Engine::Impl::TakeWork() {
         cancelled_incoming.push_back(std::move(s));
         continue;
       }
-      absl::Status added =
-          scheduler_.Add(s->id, static_cast<int>(s->prompt_ids.size()), s->max_new_tokens);
+      absl::Status added = scheduler_.Add(
+          s->id, static_cast<int>(s->prompt_ids.size()), s->max_new_tokens,
+          options_.prefix_caching ? s->prompt_ids : std::vector<int>());
       if (!added.ok()) {  // Submit's checks make this unreachable; never lose a request
         s->cancel = true;
         spdlog::error("scheduler refused request {}: {}", s->id, added.ToString());
@@ -540,6 +543,7 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   scheduling.max_queue = options.max_queue;
   scheduling.block_size = options.kv_block_size;
   scheduling.max_prefill_tokens = options.max_prefill_tokens;
+  scheduling.prefix_caching = options.prefix_caching;
   const int64_t per_context = (c.max_position_embeddings + options.kv_block_size - 1) /
                               options.kv_block_size;
   int64_t blocks = options.kv_cache_blocks;
@@ -558,6 +562,7 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   info.kv_block_size = options.kv_block_size;
   info.kv_cache_blocks = scheduling.num_blocks;
   info.kv_cache_tokens = blocks * options.kv_block_size;
+  info.prefix_caching = options.prefix_caching;
   try {
     return std::make_unique<Engine::Impl>(options, std::move(model), std::move(tokenizer),
                                   std::move(info), scheduling);

@@ -22,6 +22,7 @@ struct EngineOptions {
   int max_batch = 16;                 // running sequences, decoded together in one batch
   int max_prefill_tokens = 128;       // prompt tokens prefilled per loop iteration (chunked prefill)
   int kv_block_size = 16;             // tokens per KV-cache block
+  bool prefix_caching = false;        // share full prompt blocks between requests (scheduler.h)
   int kv_cache_blocks = 0;            // blocks in the pool; 0: derived (see kv_cache_bytes)
   int64_t kv_cache_bytes = 4LL << 30; // with kv_cache_blocks == 0: the pool holds
                                       // min(max_batch full contexts, this many bytes)
@@ -49,6 +50,7 @@ struct ModelInfo {
   int kv_block_size = 0;
   int kv_cache_blocks = 0;      // the pool's size in blocks
   int64_t kv_cache_tokens = 0;  // kv_cache_blocks * kv_block_size: the most one request can use
+  bool prefix_caching = false;
   int default_max_new_tokens = 0;
   int max_new_tokens_limit = 0;
   int max_stop_strings = 0;
@@ -67,8 +69,10 @@ struct EngineStats {
   int64_t generated_tokens = 0;
   int64_t steps = 0;            // loop iterations that ran the model
   int64_t preemptions = 0;      // sequences preempted (to be recomputed) for lack of KV blocks
-  int64_t kv_blocks_used = 0;   // gauge
+  int64_t kv_blocks_used = 0;   // gauge (cached blocks no request uses count as free)
   int64_t kv_blocks_total = 0;
+  int64_t prefix_cache_queries = 0;  // prompt tokens of admitted requests (prefix caching on)
+  int64_t prefix_cache_hits = 0;     // of them, found in the prefix cache
 };
 
 class Engine {

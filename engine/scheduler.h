@@ -45,11 +45,26 @@
 //
 // A sequence whose generated tokens reached max_new_tokens is not decoded
 // again: the engine is expected to Remove() it.
+//
+// Prefix caching (options.prefix_caching, and Add() given the prompt's ids):
+// every full block of a prompt, once planned, is published under a key that
+// chains the keys of the blocks before it with its own token ids. A sequence
+// being admitted shares the longest run of published blocks that match its
+// prompt from the start (token ids compared, not only keys), at most
+// (prompt_tokens - 1) / block_size of them so that at least one prompt token
+// is computed (its logits give the first output token) and nothing is ever
+// written into a shared block; its prefill starts after them. The cache holds
+// one reference to each published block: when no sequence uses it any more it
+// stays cached and counts as free ("evictable"), and is evicted, least
+// recently released first, only when a block is needed and none is free.
+// Preempted sequences match again when readmitted. Hits and queries are
+// counted in prompt tokens, for fresh admissions only.
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -64,6 +79,7 @@ struct SchedulerOptions {
   int block_size = 16;           // tokens per KV block, >= 1
   int num_blocks = 1024;         // KV blocks in the pool, >= 1
   int max_prefill_tokens = 128;  // prompt positions computed per iteration over all prefills, >= 1
+  bool prefix_caching = false;   // share full prompt blocks between sequences (see above)
 };
 
 struct ScheduledPrefill {
@@ -104,7 +120,10 @@ class Scheduler {
   // max_new_tokens exceeds the pool's capacity (num_blocks * block_size
   // tokens); RESOURCE_EXHAUSTED when max_queue fresh requests already wait;
   // ALREADY_EXISTS for an id that is already here.
-  absl::Status Add(uint64_t id, int prompt_tokens, int max_new_tokens);
+  // With prefix caching, `prompt_ids` (prompt_tokens ids) lets the sequence
+  // share and publish prompt blocks; without them it does neither.
+  absl::Status Add(uint64_t id, int prompt_tokens, int max_new_tokens,
+                   std::vector<int> prompt_ids = {});
 
   // Finish / cancel / deadline: forgets `id` and frees its blocks at once,
   // whatever its state. Unknown id: no-op.
@@ -130,8 +149,14 @@ class Scheduler {
   int num_waiting() const { return static_cast<int>(waiting_.size()); }  // fresh + preempted
   int num_waiting_fresh() const { return num_waiting_fresh_; }
   int num_running() const { return static_cast<int>(running_.size()); }
-  int num_free_blocks() const { return allocator_.num_free(); }
-  int num_used_blocks() const { return allocator_.num_used(); }
+  // Free blocks include cached blocks no sequence uses (they can be evicted).
+  int num_free_blocks() const {
+    return allocator_.num_free() + static_cast<int>(evictable_.size());
+  }
+  int num_used_blocks() const { return num_blocks() - num_free_blocks(); }
+  int num_cached_blocks() const { return static_cast<int>(cache_.size()); }  // published
+  int64_t prefix_cache_queries() const { return prefix_queries_; }  // prompt tokens admitted
+  int64_t prefix_cache_hits() const { return prefix_hits_; }        // of them, found cached
   int num_blocks() const { return allocator_.num_blocks(); }
   int64_t num_preemptions() const { return num_preemptions_; }
   const SchedulerOptions& options() const { return options_; }
@@ -144,6 +169,17 @@ class Scheduler {
     int cached = 0;
     State state = State::kWaiting;
     std::vector<int> blocks;  // block ids for positions [0, cached)
+    // Prefix caching only: the prompt, its full blocks' keys, and how many of
+    // its leading blocks are shared or published already.
+    std::vector<int> prompt_ids;
+    std::vector<uint64_t> block_keys;
+    int published = 0;
+  };
+  struct CachedBlock {
+    uint64_t key = 0;
+    uint64_t parent_key = 0;  // 0 for a prompt's first block
+    std::vector<int> tokens;  // block_size ids
+    uint64_t released = 0;    // tick when it became evictable
   };
 
   int BlocksFor(int64_t tokens) const;
@@ -156,6 +192,13 @@ class Scheduler {
   // Frees the blocks of running `id` and puts it at the queue front.
   void Preempt(uint64_t id, SchedulerStep& step);
   void FreeBlocks(Sequence& seq);
+  // A block from the free list, evicting the least recently released cached
+  // block when the list is empty. Callers have checked num_free_blocks().
+  int AllocateBlock();
+  // The published blocks that match seq's prompt from the start.
+  std::vector<int> MatchPrefix(const Sequence& seq) const;
+  // Publishes seq's prompt blocks that its cached positions now cover.
+  void PublishBlocks(Sequence& seq);
 
   SchedulerOptions options_;
   BlockAllocator allocator_;
@@ -164,6 +207,14 @@ class Scheduler {
   std::vector<uint64_t> running_;  // admission order: back is the newest
   int num_waiting_fresh_ = 0;
   int64_t num_preemptions_ = 0;
+  // Prefix cache: published blocks by key and by block id; the evictable ones
+  // (only the cache holds them) ordered by release tick.
+  std::unordered_map<uint64_t, int> cache_by_key_;
+  std::unordered_map<int, CachedBlock> cache_;
+  std::set<std::pair<uint64_t, int>> evictable_;
+  uint64_t tick_ = 0;
+  int64_t prefix_queries_ = 0;
+  int64_t prefix_hits_ = 0;
 };
 
 }  // namespace streamgen

@@ -40,6 +40,9 @@ ABSL_FLAG(int, max_prefill_tokens, 128,
           "(time to first token, inter-token) under load; larger: fewer, bigger prefill steps "
           "(more efficient on GPUs, where 512 or more is usual). See bench/README.md.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV-cache block.");
+ABSL_FLAG(bool, enable_prefix_caching, false,
+          "Share the KV blocks of identical prompt prefixes (whole blocks) between requests, "
+          "e.g. a common system prompt: their prefill is skipped.");
 ABSL_FLAG(int, kv_cache_blocks, 0,
           "Blocks in the KV-cache pool (0: derived: max-batch full contexts, capped by "
           "--kv-cache-memory).");
@@ -101,6 +104,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   engine.max_batch = absl::GetFlag(FLAGS_max_batch);
   engine.max_prefill_tokens = absl::GetFlag(FLAGS_max_prefill_tokens);
   engine.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
+  engine.prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
   engine.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
   absl::StatusOr<int64_t> kv_bytes =
       ParseByteSize(absl::GetFlag(FLAGS_kv_cache_memory), "kv-cache-memory");

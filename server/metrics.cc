@@ -179,6 +179,12 @@ void Metrics::RenderVllmNamed(const EngineStats* engine, std::string* out) const
     Header(out, "streamgen:num_preemptions_total", "counter",
            "Sequences preempted (to be recomputed later) for lack of KV blocks.");
     Sample(out, "streamgen:num_preemptions_total", engine->preemptions);
+    Header(out, "streamgen:prefix_cache_queries_total", "counter",
+           "Prompt tokens of admitted requests, with --enable-prefix-caching.");
+    Sample(out, "streamgen:prefix_cache_queries_total", engine->prefix_cache_queries);
+    Header(out, "streamgen:prefix_cache_hits_total", "counter",
+           "Of those prompt tokens, the ones found in the prefix cache (not recomputed).");
+    Sample(out, "streamgen:prefix_cache_hits_total", engine->prefix_cache_hits);
   }
   Header(out, "streamgen:prompt_tokens_total", "counter",
          "Prompt tokens of finished requests that were admitted to the model.");

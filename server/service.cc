@@ -232,6 +232,7 @@ void TextGenerationService::FillModelInfo(const Model& model, v1::ModelInfo* out
   limits->set_kv_block_size(info.kv_block_size);
   limits->set_kv_cache_blocks(info.kv_cache_blocks);
   limits->set_kv_cache_tokens(info.kv_cache_tokens);
+  limits->set_prefix_caching(info.prefix_caching);
 }
 
 grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(

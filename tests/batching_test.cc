@@ -126,6 +126,60 @@ TEST(BatchingTest, PreemptionRecomputesWithoutChangingOutputs) {
   EXPECT_EQ(engine->stats().kv_blocks_used, 0);
 }
 
+// Prefix caching: requests that share a long "system prompt" reuse its KV
+// blocks (counted as hits), alone and batched (with preemption), and every
+// output is the one an engine without caching gives.
+TEST(BatchingTest, PrefixCachingSharesBlocksWithoutChangingOutputs) {
+  if (!fs::exists(kFixtureDir)) GTEST_SKIP() << kFixtureDir << " is absent (not a dev machine)";
+  EngineOptions plain;
+  plain.max_batch = 8;
+  plain.kv_block_size = 8;
+  plain.kv_cache_blocks = 40;
+  plain.max_prefill_tokens = 24;
+  EngineOptions cached = plain;
+  cached.prefix_caching = true;
+  auto reference = MakeEngine(kFixtureDir, plain);
+  auto engine = MakeEngine(kFixtureDir, cached);
+  ASSERT_NE(reference, nullptr);
+  ASSERT_NE(engine, nullptr);
+  const int vocab = engine->model_info().tokenizer_vocab_size;
+  std::mt19937 rng(7);
+  std::vector<int> system = {1};
+  for (int i = 0; i < 37; ++i) system.push_back(3 + rng() % (vocab - 3));
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 8; ++i) {
+    GenerationRequest r;
+    r.prompt_token_ids = system;
+    for (int j = 0; j < i % 4; ++j) r.prompt_token_ids.push_back(3 + rng() % (vocab - 3));
+    r.max_new_tokens = 10 + i;
+    r.ignore_eos = true;
+    if (i % 2 == 1) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.seed = 500 + i;
+    }
+    requests.push_back(std::move(r));
+  }
+  std::vector<std::vector<int>> want;
+  for (const auto& r : requests) want.push_back(RunAlone(reference.get(), r));
+  EXPECT_EQ(reference->stats().prefix_cache_queries, 0);
+  // One after the other: every request after the first shares the system
+  // prompt's full blocks (4 of 8 tokens; at most (prompt - 1) / 8 of them).
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(RunAlone(engine.get(), requests[i]), want[i]) << "request " << i;
+  }
+  WaitUntilIdle(engine.get());
+  EngineStats stats = engine->stats();
+  EXPECT_GE(stats.prefix_cache_hits, 7 * 32);
+  EXPECT_GT(stats.prefix_cache_queries, stats.prefix_cache_hits);
+  EXPECT_EQ(stats.kv_blocks_used, 0);
+  // All at once, staggered, in a pool small enough to preempt.
+  const auto batched = RunStaggered(engine.get(), requests);
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(batched[i], want[i]) << "request " << i;
+  WaitUntilIdle(engine.get());
+  EXPECT_GT(engine->stats().prefix_cache_hits, stats.prefix_cache_hits);
+  EXPECT_EQ(engine->stats().kv_blocks_used, 0);
+}
+
 TEST(BatchingTest, CancellingOneStreamChangesNothingInTheOthers) {
   EngineOptions options;
   options.start_paused = true;

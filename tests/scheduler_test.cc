@@ -68,9 +68,21 @@ class FakeEngine {
         scheduler_(options),
         kv_(static_cast<size_t>(options.num_blocks) * options.block_size, {0, -1}) {}
 
-  absl::Status Add(uint64_t id, int prompt_tokens, int max_new_tokens) {
-    absl::Status status = scheduler_.Add(id, prompt_tokens, max_new_tokens);
-    if (status.ok()) seqs_[id] = Seq{prompt_tokens, max_new_tokens};
+  // `prompt_ids` (prompt_tokens ids) are given to the scheduler (prefix
+  // caching); without them each sequence's tokens are unique to it.
+  absl::Status Add(uint64_t id, int prompt_tokens, int max_new_tokens,
+                   std::vector<int> prompt_ids = {}) {
+    const bool given = !prompt_ids.empty();
+    if (!given) {
+      for (int p = 0; p < prompt_tokens; ++p) prompt_ids.push_back(Unique(id, p));
+    }
+    absl::Status status = scheduler_.Add(id, prompt_tokens, max_new_tokens,
+                                         given ? prompt_ids : std::vector<int>());
+    if (status.ok()) {
+      Seq seq{prompt_tokens, max_new_tokens};
+      seq.tokens = std::move(prompt_ids);
+      seqs_[id] = std::move(seq);
+    }
     return status;
   }
 
@@ -89,6 +101,16 @@ class FakeEngine {
       seqs_.at(id).computed = 0;  // its cache is gone: recomputed from position 0
     }
     for (const ScheduledPrefill& chunk : step.prefills) {
+      Seq& seq = seqs_.at(chunk.id);
+      if (options_.prefix_caching && seq.computed == 0 && chunk.start > 0) {
+        // Admitted with a shared prefix: those positions must already hold
+        // exactly this sequence's tokens, in whole blocks of its prompt.
+        EXPECT_EQ(chunk.start % options_.block_size, 0);
+        EXPECT_LT(chunk.start, seq.prompt) << "the whole prompt was shared";
+        Attend(chunk.id, chunk.start);
+        seq.computed = chunk.start;
+        shared_tokens_ += chunk.start;
+      }
       EXPECT_TRUE(seen.insert(chunk.id).second) << "twice in one step: " << chunk.id;
       row.push_back(absl::StrCat("P", chunk.id, "[", chunk.start, ",", chunk.start + chunk.length,
                                  ")", chunk.last_chunk ? "*" : ""));
@@ -126,9 +148,9 @@ class FakeEngine {
     return rows;
   }
 
-  // Blocks in use == sum of ceil(cached / block_size); tables disjoint.
+  // Tables hold ceil(cached / block_size) blocks; blocks in use == the blocks
+  // in tables; tables are disjoint (without prefix caching).
   void CheckInvariants() {
-    int expected_used = 0;
     std::set<int> blocks;
     for (const auto& [id, seq] : seqs_) {
       const int cached = scheduler_.CachedTokens(id);
@@ -136,15 +158,18 @@ class FakeEngine {
       const int want = (cached + options_.block_size - 1) / options_.block_size;
       EXPECT_EQ(static_cast<int>(table.size()), want) << "sequence " << id;
       EXPECT_EQ(cached, seq.computed) << "sequence " << id;
-      for (int block : table) EXPECT_TRUE(blocks.insert(block).second) << "shared " << block;
-      expected_used += want;
+      for (int block : table) {
+        const bool fresh = blocks.insert(block).second;
+        if (!options_.prefix_caching) EXPECT_TRUE(fresh) << "shared " << block;
+      }
     }
-    EXPECT_EQ(scheduler_.num_used_blocks(), expected_used);
+    EXPECT_EQ(scheduler_.num_used_blocks(), static_cast<int>(blocks.size()));
     EXPECT_EQ(scheduler_.num_running() + scheduler_.num_waiting(), static_cast<int>(seqs_.size()));
   }
 
   Scheduler& scheduler() { return scheduler_; }
   int64_t finished() const { return finished_; }
+  int64_t shared_tokens() const { return shared_tokens_; }
   int live() const { return static_cast<int>(seqs_.size()); }
   std::vector<uint64_t> live_ids() const {
     std::vector<uint64_t> ids;
@@ -157,9 +182,15 @@ class FakeEngine {
     int prompt = 0;
     int max_new = 0;
     int generated = 0;
-    int computed = 0;  // positions whose KV this engine wrote since the last preemption
+    int computed = 0;  // positions whose KV are in its blocks since the last preemption
+    std::vector<int> tokens;  // prompt, then generated ids
     int known() const { return prompt + generated; }
   };
+
+  // A token id no other sequence has at any position.
+  static int Unique(uint64_t id, int position) {
+    return 1000000 + static_cast<int>(id) * 100000 + position;
+  }
 
   void RunPrefill(const ScheduledPrefill& chunk) {
     Seq& seq = seqs_.at(chunk.id);
@@ -186,6 +217,7 @@ class FakeEngine {
   void AppendToken(uint64_t id) {
     Seq& seq = seqs_.at(id);
     EXPECT_LT(seq.generated, seq.max_new) << "token beyond max_new_tokens for " << id;
+    seq.tokens.push_back(Unique(id, seq.known()));
     ++seq.generated;
     scheduler_.OnTokenAppended(id);
   }
@@ -200,24 +232,45 @@ class FakeEngine {
     return table[index] * options_.block_size + position % options_.block_size;
   }
 
+  // The "KV" of a position is (its token, the position). A block that another
+  // live sequence's table also holds may only be written by the sequence that
+  // publishes it in this very step (the engine writes every token's K/V before
+  // any attention reads), so only with the content the other expects there.
   void Write(uint64_t id, int position) {
     const int slot = Slot(id, position);
-    if (slot >= 0) kv_[slot] = {id, position};
+    if (slot < 0) return;
+    const int block = slot / options_.block_size;
+    const int token = seqs_.at(id).tokens[position];
+    for (const auto& [other, seq] : seqs_) {
+      if (other == id) continue;
+      const std::vector<int>& table = scheduler_.BlockTable(other);
+      const auto at = std::find(table.begin(), table.end(), block);
+      if (at == table.end()) continue;
+      const size_t other_position =
+          static_cast<size_t>(at - table.begin()) * options_.block_size + position % options_.block_size;
+      EXPECT_TRUE(other_position == static_cast<size_t>(position) && position < seq.prompt &&
+                  seq.tokens[position] == token)
+          << id << " writes position " << position << " into block " << block << " shared with "
+          << other << " with other content";
+    }
+    kv_[slot] = {token, position};
   }
 
   void Attend(uint64_t id, int end) {
+    const Seq& seq = seqs_.at(id);
     for (int p = 0; p < end; ++p) {
       const int slot = Slot(id, p);
       if (slot < 0) return;
-      ASSERT_EQ(kv_[slot], std::make_pair(id, p)) << "KV of " << id << " position " << p;
+      ASSERT_EQ(kv_[slot], std::make_pair(seq.tokens[p], p)) << "KV of " << id << " position " << p;
     }
   }
 
   SchedulerOptions options_;
   Scheduler scheduler_;
-  std::vector<std::pair<uint64_t, int>> kv_;  // [num_blocks * block_size] (sequence, position)
+  std::vector<std::pair<int, int>> kv_;  // [num_blocks * block_size] (token, position)
   std::map<uint64_t, Seq> seqs_;
   int64_t finished_ = 0;
+  int64_t shared_tokens_ = 0;
 };
 
 void ExpectRows(FakeEngine& engine, const std::vector<std::string>& table) {
@@ -465,6 +518,151 @@ TEST(SchedulerTest, TinyPoolManySequencesAllFinish) {
   EXPECT_TRUE(recomputed);
   EXPECT_EQ(engine.scheduler().num_used_blocks(), 0);
   EXPECT_EQ(engine.scheduler().num_free_blocks(), 6);
+}
+
+// ---------------------------------------------------------------- prefix caching
+
+std::vector<int> Ids(int first, int n) {
+  std::vector<int> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(first + i);
+  return ids;
+}
+
+TEST(PrefixCacheTest, SharesWholePromptBlocksAndCountsHits) {
+  SchedulerOptions options = Options(4, 8, 4, 16, 64);
+  options.prefix_caching = true;
+  FakeEngine engine(options);
+  // A's 10-token prompt has two full blocks (positions 0-3, 4-7), published
+  // when its prefill is planned.
+  ASSERT_TRUE(engine.Add(1, 10, 3, Ids(100, 10)).ok());
+  ExpectRows(engine, {"P1[0,10)* free=13 1d"});
+  EXPECT_EQ(engine.scheduler().num_cached_blocks(), 2);
+  // B has the same first 9 tokens: it shares both full blocks and prefills
+  // only positions 8-9 (its own block).
+  std::vector<int> b = Ids(100, 9);
+  b.push_back(7);
+  ASSERT_TRUE(engine.Add(2, 10, 3, b).ok());
+  ExpectRows(engine, {"P2[8,10)* D1 free=12 1d 2d"});
+  const std::vector<int>& ta = engine.scheduler().BlockTable(1);
+  const std::vector<int>& tb = engine.scheduler().BlockTable(2);
+  EXPECT_EQ(ta[0], tb[0]);
+  EXPECT_EQ(ta[1], tb[1]);
+  EXPECT_NE(ta[2], tb[2]);
+  EXPECT_EQ(engine.scheduler().prefix_cache_queries(), 20);
+  EXPECT_EQ(engine.scheduler().prefix_cache_hits(), 8);
+  engine.RunToCompletion();
+  // Done: the cached blocks count as free, and a third request still hits.
+  EXPECT_EQ(engine.scheduler().num_free_blocks(), 16);
+  EXPECT_EQ(engine.scheduler().num_used_blocks(), 0);
+  EXPECT_EQ(engine.scheduler().num_cached_blocks(), 2);
+  ASSERT_TRUE(engine.Add(3, 6, 1, Ids(100, 6)).ok());
+  ExpectRows(engine, {"P3[4,6)* done:3 free=16"});
+  EXPECT_EQ(engine.scheduler().prefix_cache_hits(), 12);
+}
+
+TEST(PrefixCacheTest, AtLeastOnePromptTokenIsComputed) {
+  SchedulerOptions options = Options(4, 8, 4, 16, 64);
+  options.prefix_caching = true;
+  FakeEngine engine(options);
+  ASSERT_TRUE(engine.Add(1, 8, 1, Ids(100, 8)).ok());
+  ExpectRows(engine, {"P1[0,8)* done:1 free=16"});
+  // Same 8 tokens (two full blocks): only the first is shared, the second is
+  // recomputed into a block of its own (nothing writes into a shared block).
+  ASSERT_TRUE(engine.Add(2, 8, 1, Ids(100, 8)).ok());
+  ExpectRows(engine, {"P2[4,8)* done:2 free=16"});
+}
+
+TEST(PrefixCacheTest, DifferentTokensOrCachingOffShareNothing) {
+  SchedulerOptions options = Options(4, 8, 4, 16, 64);
+  options.prefix_caching = true;
+  FakeEngine engine(options);
+  ASSERT_TRUE(engine.Add(1, 10, 1, Ids(100, 10)).ok());
+  engine.Step();
+  std::vector<int> other = Ids(100, 10);
+  other[1] = 5;  // differs inside the first block
+  ASSERT_TRUE(engine.Add(2, 10, 1, other).ok());
+  ExpectRows(engine, {"P2[0,10)* done:2 free=16"});
+  // Without ids (or with caching off), nothing is shared or counted.
+  ASSERT_TRUE(engine.Add(3, 10, 1).ok());
+  ExpectRows(engine, {"P3[0,10)* done:3 free=16"});
+  FakeEngine off(Options(4, 8, 4, 16, 64));
+  ASSERT_TRUE(off.Add(1, 10, 1, Ids(100, 10)).ok());
+  ASSERT_TRUE(off.Add(2, 10, 1, Ids(100, 10)).ok());
+  ExpectRows(off, {"P1[0,10)* P2[0,10)* done:1,2 free=16"});
+  EXPECT_EQ(off.scheduler().prefix_cache_queries(), 0);
+  EXPECT_EQ(off.scheduler().num_cached_blocks(), 0);
+}
+
+TEST(PrefixCacheTest, CachedBlocksAreEvictedLeastRecentlyReleasedFirst) {
+  SchedulerOptions options = Options(4, 8, 4, 6, 64);
+  options.prefix_caching = true;
+  FakeEngine engine(options);
+  ASSERT_TRUE(engine.Add(1, 5, 1, Ids(100, 5)).ok());  // publishes 1 block
+  engine.Step();
+  ASSERT_TRUE(engine.Add(2, 5, 1, Ids(200, 5)).ok());  // publishes 1 block
+  engine.Step();
+  EXPECT_EQ(engine.scheduler().num_cached_blocks(), 2);
+  EXPECT_EQ(engine.scheduler().num_free_blocks(), 6);
+  // 20 tokens need 5 blocks of 6: 4 free + the older cached block (of 1).
+  ASSERT_TRUE(engine.Add(3, 20, 1).ok());
+  engine.Step();
+  EXPECT_EQ(engine.scheduler().num_cached_blocks(), 1);
+  // 2's block survived, 1's did not.
+  ASSERT_TRUE(engine.Add(4, 5, 1, Ids(200, 5)).ok());
+  ASSERT_TRUE(engine.Add(5, 5, 1, Ids(100, 5)).ok());
+  ExpectRows(engine, {"P4[4,5)* P5[0,5)* done:4,5 free=6"});
+}
+
+TEST(PrefixCacheTest, RandomizedSoakWithSharedPrefixes) {
+  int64_t shared = 0;
+  for (uint32_t seed = 1; seed <= 40; ++seed) {
+    std::mt19937 rng(seed);
+    auto uniform = [&rng](int lo, int hi) {
+      return std::uniform_int_distribution<int>(lo, hi)(rng);
+    };
+    SchedulerOptions options =
+        Options(uniform(1, 6), uniform(1, 8), 1 << uniform(0, 3), uniform(3, 24), uniform(1, 16));
+    options.prefix_caching = true;
+    const int capacity = options.num_blocks * options.block_size;
+    FakeEngine engine(options);
+    // Prompts start with one of three "system prompts", then differ.
+    std::vector<std::vector<int>> families(3);
+    for (auto& family : families) {
+      for (int i = 0; i < capacity; ++i) family.push_back(uniform(1, 3));
+    }
+    uint64_t next_id = 1;
+    int64_t added = 0, cancelled = 0;
+    for (int iteration = 0; iteration < 1000; ++iteration) {
+      for (int n = uniform(0, 2); n > 0; --n) {
+        const int prompt = uniform(1, capacity);
+        const int max_new = uniform(1, std::max(1, capacity / 2));
+        std::vector<int> ids = families[uniform(0, 2)];
+        ids.resize(prompt);
+        for (int i = uniform(0, prompt); i < prompt; ++i) ids[i] = uniform(1, 3);
+        const absl::Status status = engine.Add(next_id++, prompt, max_new, ids);
+        if (prompt + max_new > capacity) {
+          EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+        } else if (status.ok()) {
+          ++added;
+        } else {
+          EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+        }
+      }
+      if (uniform(0, 19) == 0 && engine.live() > 0) {
+        const std::vector<uint64_t> ids = engine.live_ids();
+        engine.Cancel(ids[uniform(0, static_cast<int>(ids.size()) - 1)]);
+        ++cancelled;
+      }
+      engine.Step();
+      if (::testing::Test::HasFailure()) FAIL() << "seed " << seed << " iteration " << iteration;
+    }
+    engine.RunToCompletion();
+    EXPECT_EQ(engine.finished() + cancelled, added) << "seed " << seed;
+    EXPECT_EQ(engine.scheduler().num_used_blocks(), 0) << "seed " << seed;
+    EXPECT_EQ(engine.scheduler().num_free_blocks(), options.num_blocks) << "seed " << seed;
+    shared += engine.shared_tokens();
+  }
+  EXPECT_GT(shared, 0);
 }
 
 TEST(SchedulerTest, RandomizedSoak) {

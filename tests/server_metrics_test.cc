@@ -139,7 +139,13 @@ TEST(MetricsTest, EngineGaugesAtScrapeTime) {
   stats.preemptions = 4;
   stats.kv_blocks_used = 3;
   stats.kv_blocks_total = 12;
+  stats.prefix_cache_queries = 40;
+  stats.prefix_cache_hits = 16;
   std::string text = metrics.Render(&stats);
+  EXPECT_THAT(text, HasSubstr("# TYPE streamgen:prefix_cache_queries_total counter\n"
+                              "streamgen:prefix_cache_queries_total 40\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE streamgen:prefix_cache_hits_total counter\n"
+                              "streamgen:prefix_cache_hits_total 16\n"));
   EXPECT_THAT(text, HasSubstr("# TYPE streamgen:num_requests_running gauge\n"
                               "streamgen:num_requests_running 3\n"));
   EXPECT_THAT(text, HasSubstr("# TYPE streamgen:num_requests_waiting gauge\n"
@@ -268,6 +274,33 @@ TEST(MetricsHttpTest, VllmNamedMetricsOverHttp) {
   ExpectWellFormedHistograms(text);
 }
 
+// With prefix caching, a second request with the same 40-token prompt shares
+// its first two 16-token blocks: the counters say so over HTTP.
+TEST(MetricsHttpTest, PrefixCacheCountersOverHttp) {
+  ServerOptions options = TestOptions();
+  options.metrics_listen = "127.0.0.1:0";
+  options.engine.prefix_caching = true;
+  options.engine.kv_block_size = 16;
+  std::unique_ptr<StreamgenServer> server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TextGeneration::NewStub(Connect(server->port()));
+  for (int i = 0; i < 2; ++i) {
+    grpc::ClientContext context;
+    auto reader = stub->Generate(&context, IdsRequest(40, 3, 10));
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  std::string text;
+  ASSERT_TRUE(WaitFor([&] {
+    text = Scrape(server->metrics_port());
+    return Value(text, "streamgen:prefix_cache_queries_total") == 80;
+  })) << text;
+  EXPECT_EQ(Value(text, "streamgen:prefix_cache_hits_total"), 32);
+  EXPECT_THAT(text, HasSubstr("# TYPE streamgen:prefix_cache_hits_total counter\n"));
+}
+
 // ---- streamgen-server's scheduler flags, through the binary ----
 
 std::string ServerPath() { return std::string(STREAMGEN_BINARY_DIR) + "/server/streamgen-server"; }
@@ -316,7 +349,9 @@ TEST(ServerFlagsTest, SchedulerFlagsReachGetModelInfo) {
   if (access(ServerPath().c_str(), X_OK) != 0) GTEST_SKIP() << ServerPath() << " is not built";
   v1::ModelInfo info =
       InfoWithFlags({"--max-batch=3", "--max-prefill-tokens=48", "--kv-block-size=8",
-                     "--kv-cache-blocks=40", "--max-queue=5"});
+                     "--kv-cache-blocks=40", "--max-queue=5", "--enable-prefix-caching"});
+  EXPECT_TRUE(info.limits().prefix_caching());
+  EXPECT_FALSE(InfoWithFlags({}).limits().prefix_caching());
   EXPECT_EQ(info.limits().max_batch(), 3u);
   EXPECT_EQ(info.limits().max_queue(), 5u);
   EXPECT_EQ(info.limits().max_prefill_tokens(), 48u);
