@@ -12,7 +12,9 @@
 # Environment: BUILD_DIR (build), MODEL_DIR, TOKENIZER (as engine_bench.sh),
 # DTYPES ("float32 bfloat16"), CONCURRENCIES ("1 4 16 64"), PROMPT_TOKENS (128),
 # OUTPUT_TOKENS (64), THREADS (2), MAX_BATCH (64), KV_CACHE_MEMORY (2GiB),
-# MAX_PREFILL_TOKENS (the server's default), OUT_DIR (where the JSON, logs and summary go).
+# MAX_PREFILL_TOKENS (the server's default), SHARED_PREFIX_TOKENS (0: the
+# client's --shared-prefix-tokens), SERVER_FLAGS (more server flags, e.g.
+# --enable-prefix-caching), OUT_DIR (where the JSON, logs and summary go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -26,6 +28,8 @@ OUTPUT_TOKENS=${OUTPUT_TOKENS:-64}
 THREADS=${THREADS:-2}
 MAX_BATCH=${MAX_BATCH:-64}
 MAX_PREFILL_TOKENS=${MAX_PREFILL_TOKENS:-}
+SHARED_PREFIX_TOKENS=${SHARED_PREFIX_TOKENS:-0}
+read -r -a EXTRA_SERVER_FLAGS <<< "${SERVER_FLAGS:-}"
 KV_CACHE_MEMORY=${KV_CACHE_MEMORY:-2GiB}
 TOKENIZER=${TOKENIZER:-../shared/fixtures/tiny-llama/tokenizer.model}
 if [ "$QUICK" = 1 ]; then
@@ -80,7 +84,7 @@ start_server() {
   "$SERVER" --model "$MODEL_DIR" --dtype "$dtype" --threads "$THREADS" --max-batch "$MAX_BATCH" \
     --kv-cache-memory "$KV_CACHE_MEMORY" --listen 127.0.0.1:0 --port-file "$port_file" \
     --metrics-listen 127.0.0.1:0 ${MAX_PREFILL_TOKENS:+--max-prefill-tokens "$MAX_PREFILL_TOKENS"} \
-    > "$log" 2>&1 &
+    ${EXTRA_SERVER_FLAGS[@]+"${EXTRA_SERVER_FLAGS[@]}"} > "$log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 600); do
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -101,7 +105,8 @@ start_server() {
 lscpu | grep -E "Model name|^CPU\(s\)" || true
 if grep -q avx512_bf16 /proc/cpuinfo; then echo "AVX512-BF16: yes"; else echo "AVX512-BF16: no"; fi
 echo "model $MODEL_DIR; prompt $PROMPT_TOKENS, output $OUTPUT_TOKENS tokens; threads $THREADS;" \
-  "max-batch $MAX_BATCH; max-prefill-tokens ${MAX_PREFILL_TOKENS:-default}; results in $OUT_DIR"
+  "max-batch $MAX_BATCH; max-prefill-tokens ${MAX_PREFILL_TOKENS:-default};" \
+  "shared prefix $SHARED_PREFIX_TOKENS; server flags: ${SERVER_FLAGS:-none}; results in $OUT_DIR"
 # Engine-only batch 1 (no server): run just before and just after each dtype's
 # server, and averaged, so that the gRPC-overhead ratio compares figures taken
 # minutes apart at most (this machine's speed drifts by 10-20% over longer).
@@ -124,11 +129,12 @@ for dtype in $DTYPES; do
     n=$(requests_for "$c")
     "$CLIENT" --server "127.0.0.1:$PORT" --json bench --concurrency "$c" --requests "$n" \
       --warmup "$c" --prompt-tokens "$PROMPT_TOKENS" --max-new-tokens "$OUTPUT_TOKENS" \
+      --shared-prefix-tokens "$SHARED_PREFIX_TOKENS" \
       | tee -a "$RESULTS" || echo "server_bench: $dtype concurrency $c: some calls failed" >&2
   done
   if [ -n "$METRICS_PORT" ]; then
     curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" > "$OUT_DIR/metrics-$dtype.txt" || true
-    grep -E "^streamgen:(num_preemptions_total|generation_tokens_total|request_success_total\{finished_reason=\"length\"\})" \
+    grep -E "^streamgen:(num_preemptions_total|generation_tokens_total|prefix_cache_(hits|queries)_total|request_success_total\{finished_reason=\"length\"\})" \
       "$OUT_DIR/metrics-$dtype.txt" || true
   fi
   stop_server

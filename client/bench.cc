@@ -78,6 +78,9 @@ absl::Status CheckOptions(const BenchOptions& o, const ModelFacts& model) {
   if (o.warmup < 0) return bad("warmup", "must be >= 0 (or -1: one wave)");
   if (o.prompt_tokens < 1) return bad("prompt-tokens", "must be at least 1");
   if (o.max_new_tokens < 1) return bad("max-new-tokens", "must be at least 1");
+  if (o.shared_prefix_tokens < 0 || o.shared_prefix_tokens > o.prompt_tokens) {
+    return bad("shared-prefix-tokens", "must be in [0, --prompt-tokens]");
+  }
   if (o.prompt_tokens + o.max_new_tokens > model.context_length) {
     return bad("prompt-tokens",
                absl::StrCat("+ --max-new-tokens (", o.prompt_tokens + o.max_new_tokens,
@@ -93,8 +96,9 @@ absl::Status CheckOptions(const BenchOptions& o, const ModelFacts& model) {
 CallResult RunCall(v1::TextGeneration::Stub* stub, const BenchOptions& o, const ModelFacts& m,
                    int index, InFlight* in_flight) {
   v1::GenerateRequest request;
-  for (int id : BenchPrompt(o.prompt_seed, index, o.prompt_tokens, m.vocab, m.bos_token_id,
-                            m.eos_token_ids)) {
+  for (int id : BenchPromptWithSharedPrefix(o.prompt_seed, index, o.prompt_tokens,
+                                            o.shared_prefix_tokens, m.vocab, m.bos_token_id,
+                                            m.eos_token_ids)) {
     request.add_prompt_token_ids(id);
   }
   request.set_max_new_tokens(o.max_new_tokens);
@@ -266,6 +270,7 @@ std::string BenchReportJson(const BenchReport& r) {
   out["requests"] = r.options.requests;
   out["warmup"] = r.options.warmup;
   out["prompt_tokens"] = r.options.prompt_tokens;
+  out["shared_prefix_tokens"] = r.options.shared_prefix_tokens;
   out["max_new_tokens"] = r.options.max_new_tokens;
   out["completed"] = r.completed;
   out["errors"] = r.errors;

@@ -28,6 +28,7 @@ struct BenchOptions {
   int requests = 8;          // measured calls (after the warm-up)
   int warmup = -1;           // calls left out first; -1: one wave (= concurrency)
   int prompt_tokens = 128;   // ids per prompt, BOS included
+  int shared_prefix_tokens = 0;  // the first this many ids are the same in every prompt
   int max_new_tokens = 64;   // tokens generated per call (ignore_eos)
   double temperature = 0;    // 0: greedy
   uint64_t prompt_seed = 0;  // varies the drawn prompts

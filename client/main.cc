@@ -70,6 +70,9 @@ ABSL_FLAG(int, concurrency, 1, "bench: calls in flight (closed loop: each starts
 ABSL_FLAG(int, requests, 8, "bench: measured calls (after the warm-up).");
 ABSL_FLAG(int, warmup, -1, "bench: calls left out of the figures first (-1: one wave, = --concurrency).");
 ABSL_FLAG(int, prompt_tokens, 128, "bench: prompt length in tokens (BOS + ids drawn from the vocabulary).");
+ABSL_FLAG(int, shared_prefix_tokens, 0,
+          "bench: the first this many prompt ids are the same in every call (a common system "
+          "prompt, for --enable-prefix-caching); 0: every prompt differs from its start.");
 // tokenize
 ABSL_FLAG(bool, add_special_tokens, false, "tokenize: add BOS/EOS as a text prompt gets them.");
 
@@ -304,6 +307,7 @@ int Bench(v1::TextGeneration::Stub& stub) {
   options.requests = absl::GetFlag(FLAGS_requests);
   options.warmup = absl::GetFlag(FLAGS_warmup);
   options.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+  options.shared_prefix_tokens = absl::GetFlag(FLAGS_shared_prefix_tokens);
   options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.temperature = absl::GetFlag(FLAGS_temperature);
   options.deadline_ms = absl::GetFlag(FLAGS_deadline_ms);

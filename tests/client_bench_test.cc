@@ -54,6 +54,19 @@ TEST(BenchTest, PromptsAreExactDeterministicAndDistinct) {
   EXPECT_EQ(BenchPrompt(0, 0, 1, 1000, 1, eos), std::vector<int>({1}));
 }
 
+TEST(BenchTest, SharedPrefixIsTheSameForEveryCallAndTheRestDiffers) {
+  const std::vector<int> eos = {2};
+  std::vector<int> a = BenchPromptWithSharedPrefix(0, 0, 64, 40, 1000, 1, eos);
+  std::vector<int> b = BenchPromptWithSharedPrefix(0, 1, 64, 40, 1000, 1, eos);
+  ASSERT_EQ(a.size(), 64u);
+  ASSERT_EQ(b.size(), 64u);
+  EXPECT_EQ(a[0], 1);  // BOS
+  EXPECT_TRUE(std::equal(a.begin(), a.begin() + 40, b.begin()));
+  EXPECT_FALSE(std::equal(a.begin() + 40, a.end(), b.begin() + 40));
+  // Without a shared prefix: exactly BenchPrompt.
+  EXPECT_EQ(BenchPromptWithSharedPrefix(0, 3, 64, 0, 1000, 1, eos), BenchPrompt(0, 3, 64, 1000, 1, eos));
+}
+
 std::string ClientPath() { return std::string(STREAMGEN_BINARY_DIR) + "/client/streamgen-client"; }
 
 struct ClientRun {
@@ -159,6 +172,10 @@ TEST(BenchCliTest, RefusesWhatCannotRun) {
   ClientRun no_concurrency = RunClient(target + " bench --concurrency 0 --max-new-tokens 4");
   EXPECT_EQ(no_concurrency.exit_code, 2);
   EXPECT_THAT(no_concurrency.out, HasSubstr("--concurrency must be at least 1"));
+  ClientRun long_prefix =
+      RunClient(target + " bench --prompt-tokens 8 --shared-prefix-tokens 9 --max-new-tokens 4");
+  EXPECT_EQ(long_prefix.exit_code, 2);
+  EXPECT_THAT(long_prefix.out, HasSubstr("--shared-prefix-tokens must be in [0, --prompt-tokens]"));
   EXPECT_EQ(server->engine()->stats().submitted, 0);
 }
 

@@ -28,4 +28,19 @@ inline std::vector<int> BenchPrompt(uint64_t seed, int index, int prompt_tokens,
   return ids;
 }
 
+// BenchPrompt whose first `shared` ids (BOS included) are the same for every
+// call: a common "system prompt" that prefix caching can reuse.
+inline std::vector<int> BenchPromptWithSharedPrefix(uint64_t seed, int index, int prompt_tokens,
+                                                    int shared, int vocab, int bos_token_id,
+                                                    const std::vector<int>& eos_token_ids) {
+  std::vector<int> ids = BenchPrompt(seed, index, prompt_tokens, vocab, bos_token_id, eos_token_ids);
+  if (shared > 0) {
+    const std::vector<int> prefix =
+        BenchPrompt(seed ^ 0x5ea7ed, -1, std::min(shared, prompt_tokens), vocab, bos_token_id,
+                    eos_token_ids);
+    std::copy(prefix.begin(), prefix.end(), ids.begin());
+  }
+  return ids;
+}
+
 }  // namespace streamgen
