@@ -613,8 +613,15 @@ TEST(PrefixCacheTest, CachedBlocksAreEvictedLeastRecentlyReleasedFirst) {
   ExpectRows(engine, {"P4[4,5)* P5[0,5)* done:4,5 free=6"});
 }
 
-TEST(PrefixCacheTest, RandomizedSoakWithSharedPrefixes) {
-  int64_t shared = 0;
+// Random options, arrivals, cancellations and lengths, 40 seeds; every step
+// checks the FakeEngine's invariants. With prefix caching, prompts start with
+// one of three "system prompts" (random lengths) and then differ.
+struct SoakTotals {
+  int64_t preemptions = 0;
+  int64_t shared_tokens = 0;
+};
+SoakTotals Soak(bool prefix_caching, int iterations) {
+  SoakTotals totals;
   for (uint32_t seed = 1; seed <= 40; ++seed) {
     std::mt19937 rng(seed);
     auto uniform = [&rng](int lo, int hi) {
@@ -622,23 +629,26 @@ TEST(PrefixCacheTest, RandomizedSoakWithSharedPrefixes) {
     };
     SchedulerOptions options =
         Options(uniform(1, 6), uniform(1, 8), 1 << uniform(0, 3), uniform(3, 24), uniform(1, 16));
-    options.prefix_caching = true;
+    options.prefix_caching = prefix_caching;
     const int capacity = options.num_blocks * options.block_size;
     FakeEngine engine(options);
-    // Prompts start with one of three "system prompts", then differ.
-    std::vector<std::vector<int>> families(3);
+    std::vector<std::vector<int>> families(prefix_caching ? 3 : 0);
     for (auto& family : families) {
       for (int i = 0; i < capacity; ++i) family.push_back(uniform(1, 3));
     }
     uint64_t next_id = 1;
-    int64_t added = 0, cancelled = 0;
-    for (int iteration = 0; iteration < 1000; ++iteration) {
+    int64_t added = 0;
+    int64_t cancelled = 0;
+    for (int iteration = 0; iteration < iterations; ++iteration) {
       for (int n = uniform(0, 2); n > 0; --n) {
         const int prompt = uniform(1, capacity);
         const int max_new = uniform(1, std::max(1, capacity / 2));
-        std::vector<int> ids = families[uniform(0, 2)];
-        ids.resize(prompt);
-        for (int i = uniform(0, prompt); i < prompt; ++i) ids[i] = uniform(1, 3);
+        std::vector<int> ids;
+        if (prefix_caching) {
+          ids = families[uniform(0, 2)];
+          ids.resize(prompt);
+          for (int i = uniform(0, prompt); i < prompt; ++i) ids[i] = uniform(1, 3);
+        }
         const absl::Status status = engine.Add(next_id++, prompt, max_new, ids);
         if (prompt + max_new > capacity) {
           EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
@@ -654,59 +664,32 @@ TEST(PrefixCacheTest, RandomizedSoakWithSharedPrefixes) {
         ++cancelled;
       }
       engine.Step();
-      if (::testing::Test::HasFailure()) FAIL() << "seed " << seed << " iteration " << iteration;
+      if (::testing::Test::HasFailure()) {
+        ADD_FAILURE() << "seed " << seed << " iteration " << iteration;
+        return totals;
+      }
     }
     engine.RunToCompletion();
     EXPECT_EQ(engine.finished() + cancelled, added) << "seed " << seed;
     EXPECT_EQ(engine.scheduler().num_used_blocks(), 0) << "seed " << seed;
     EXPECT_EQ(engine.scheduler().num_free_blocks(), options.num_blocks) << "seed " << seed;
-    shared += engine.shared_tokens();
+    EXPECT_EQ(engine.scheduler().num_running() + engine.scheduler().num_waiting(), 0);
+    totals.preemptions += engine.scheduler().num_preemptions();
+    totals.shared_tokens += engine.shared_tokens();
   }
-  EXPECT_GT(shared, 0);
+  return totals;
 }
 
 TEST(SchedulerTest, RandomizedSoak) {
-  int64_t preemptions = 0;
-  for (uint32_t seed = 1; seed <= 40; ++seed) {
-    std::mt19937 rng(seed);
-    auto uniform = [&rng](int lo, int hi) {
-      return std::uniform_int_distribution<int>(lo, hi)(rng);
-    };
-    const SchedulerOptions options =
-        Options(uniform(1, 6), uniform(1, 8), 1 << uniform(0, 3), uniform(3, 24), uniform(1, 16));
-    const int capacity = options.num_blocks * options.block_size;
-    FakeEngine engine(options);
-    uint64_t next_id = 1;
-    int64_t added = 0;
-    int64_t cancelled = 0;
-    for (int iteration = 0; iteration < 1500; ++iteration) {
-      for (int n = uniform(0, 2); n > 0; --n) {
-        const int prompt = uniform(1, capacity);
-        const int max_new = uniform(1, std::max(1, capacity / 2));
-        const absl::Status status = engine.Add(next_id++, prompt, max_new);
-        if (prompt + max_new > capacity) {
-          EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-        } else if (status.ok()) {
-          ++added;
-        } else {
-          EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
-        }
-      }
-      if (uniform(0, 19) == 0 && engine.live() > 0) {
-        const std::vector<uint64_t> ids = engine.live_ids();
-        engine.Cancel(ids[uniform(0, static_cast<int>(ids.size()) - 1)]);
-        ++cancelled;
-      }
-      engine.Step();
-      if (::testing::Test::HasFailure()) FAIL() << "seed " << seed << " iteration " << iteration;
-    }
-    engine.RunToCompletion();
-    EXPECT_EQ(engine.finished() + cancelled, added) << "seed " << seed;
-    EXPECT_EQ(engine.scheduler().num_used_blocks(), 0) << "seed " << seed;
-    EXPECT_EQ(engine.scheduler().num_running() + engine.scheduler().num_waiting(), 0);
-    preemptions += engine.scheduler().num_preemptions();
-  }
-  EXPECT_GT(preemptions, 0);
+  const SoakTotals totals = Soak(/*prefix_caching=*/false, 1500);
+  EXPECT_GT(totals.preemptions, 0);
+  EXPECT_EQ(totals.shared_tokens, 0);
+}
+
+TEST(PrefixCacheTest, RandomizedSoakWithSharedPrefixes) {
+  const SoakTotals totals = Soak(/*prefix_caching=*/true, 1000);
+  EXPECT_GT(totals.shared_tokens, 0);
+  EXPECT_GT(totals.preemptions, 0);
 }
 
 }  // namespace
