@@ -162,10 +162,32 @@ SG_TARGET_CLONES void AttendOneBFloat16(const Task& t) {
 // of scalar adds and leaves exp() scalar: this version is ~4x faster at D = 64.
 #define SG_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 
-SG_AVX512 inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
-SG_AVX512 inline __m512 Load16(const uint16_t* p) {
-  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+// bfloat16 <-> float32, 16 lanes; rounding to nearest even as c10::BFloat16.
+SG_AVX512 inline __m256i ToBf16(__m512 x) {
+  const __m512i bits = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  return _mm512_cvtepi32_epi16(
+      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16));
+}
+SG_AVX512 inline __m512 FromBf16(__m256i h) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// The first min(16, n - j) lanes of 16: the tail of a row of n elements.
+inline __mmask16 TailMask(int64_t n, int64_t j) {
+  return n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
+}
+
+// 16 float32 or bfloat16 values as float32; masked-off lanes read nothing and are 0.
+SG_AVX512 inline __m512 Load16(const float* p, __mmask16 m = 0xffff) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+SG_AVX512 inline __m512 Load16(const uint16_t* p, __mmask16 m = 0xffff) {
+  return FromBf16(_mm256_maskz_loadu_epi16(m, p));
+}
+SG_AVX512 inline void Store16(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+SG_AVX512 inline void Store16(uint16_t* p, __m512 v, __mmask16 m) {
+  _mm256_mask_storeu_epi16(p, m, ToBf16(v));
 }
 
 // ExpNonPositive, 16 lanes at a time.
@@ -232,20 +254,20 @@ SG_AVX512 void AttendOneAvx512(const Task& t) {
     float* s = t.scores + h * len;
     __m512 mx = neg_inf;
     for (int64_t i = 0; i < len; i += 16) {
-      const __mmask16 m = len - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (len - i)) - 1);
+      const __mmask16 m = TailMask(len, i);
       mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(neg_inf, m, s + i));
     }
     const __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
     __m512 sum = _mm512_setzero_ps();
     for (int64_t i = 0; i < len; i += 16) {
-      const __mmask16 m = len - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (len - i)) - 1);
+      const __mmask16 m = TailMask(len, i);
       const __m512 e = _mm512_maskz_mov_ps(m, Exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + i), vmax)));
       _mm512_mask_storeu_ps(s + i, m, e);
       sum = _mm512_add_ps(sum, e);
     }
     const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
     for (int64_t i = 0; i < len; i += 16) {
-      const __mmask16 m = len - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (len - i)) - 1);
+      const __mmask16 m = TailMask(len, i);
       _mm512_mask_storeu_ps(s + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), inv));
     }
   }
@@ -266,80 +288,40 @@ SG_AVX512 void AttendOneAvx512(const Task& t) {
   }
 }
 
-// bfloat16 <-> float32, 16 lanes; rounding to nearest even as c10::BFloat16.
-SG_AVX512 inline __m256i ToBf16(__m512 x) {
-  const __m512i bits = _mm512_castps_si512(x);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  return _mm512_cvtepi32_epi16(
-      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16));
-}
-SG_AVX512 inline __m512 FromBf16(__m256i h) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
 // out[j] = silu(gate[j]) * up[j], 16 lanes at a time (n a multiple of 16 or
 // the tail masked). sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below,
 // with e = exp(-|x|) <= 1, so Exp16's x <= 0 range suffices.
 template <typename T>
 SG_AVX512 void SiluMulRowAvx512(const T* gate, const T* up, T* out, int64_t n) {
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n - j)) - 1);
-    __m512 g, u;
-    if constexpr (sizeof(T) == 4) {
-      g = _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(gate) + j);
-      u = _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(up) + j);
-    } else {
-      auto load = [m](const T* p) SG_AVX512 {
-        const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-      };
-      g = load(gate + j);
-      u = load(up + j);
-    }
+    const __mmask16 m = TailMask(n, j);
+    const __m512 g = Load16(gate + j, m);
+    const __m512 u = Load16(up + j, m);
     const __m512 abs = _mm512_abs_ps(g);
     const __m512 e = Exp16(_mm512_sub_ps(_mm512_setzero_ps(), abs));
     const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
     const __mmask16 neg = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
     const __m512 sig = _mm512_mask_mul_ps(inv, neg, e, inv);
-    const __m512 r = _mm512_mul_ps(_mm512_mul_ps(g, sig), u);
-    if constexpr (sizeof(T) == 4) {
-      _mm512_mask_storeu_ps(reinterpret_cast<float*>(out) + j, m, r);
-    } else {
-      _mm256_mask_storeu_epi16(out + j, m, ToBf16(r));
-    }
+    Store16(out + j, _mm512_mul_ps(_mm512_mul_ps(g, sig), u), m);
   }
 }
 
 template <typename T>
 SG_AVX512 void RmsNormRowAvx512(const T* x, const T* w, T* out, int64_t n, float eps) {
-  auto mask = [n](int64_t j) {
-    return n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
-  };
-  auto load = [](const T* p, __mmask16 m) SG_AVX512 {
-    if constexpr (sizeof(T) == 4) {
-      return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p));
-    } else {
-      return FromBf16(_mm256_maskz_loadu_epi16(m, p));
-    }
-  };
   __m512 sq = _mm512_setzero_ps();
   for (int64_t j = 0; j < n; j += 16) {
-    const __m512 v = load(x + j, mask(j));
+    const __m512 v = Load16(x + j, TailMask(n, j));
     sq = _mm512_fmadd_ps(v, v, sq);
   }
   const float r = 1.0f / std::sqrt(_mm512_reduce_add_ps(sq) / static_cast<float>(n) + eps);
   const __m512 vr = _mm512_set1_ps(r);
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = mask(j);
-    const __m512 normed = _mm512_mul_ps(load(x + j, m), vr);
-    if constexpr (sizeof(T) == 4) {
-      _mm512_mask_storeu_ps(reinterpret_cast<float*>(out) + j, m,
-                            _mm512_mul_ps(load(w + j, m), normed));
-    } else {
-      // normed.to(bfloat16), then weight * it in bfloat16 (a float product, rounded).
-      const __m512 rounded = FromBf16(ToBf16(normed));
-      _mm256_mask_storeu_epi16(out + j, m, ToBf16(_mm512_mul_ps(load(w + j, m), rounded)));
-    }
+    const __mmask16 m = TailMask(n, j);
+    __m512 normed = _mm512_mul_ps(Load16(x + j, m), vr);
+    // bfloat16: normed.to(bfloat16), then weight * it in bfloat16 (a float
+    // product, rounded by Store16).
+    if constexpr (sizeof(T) == 2) normed = FromBf16(ToBf16(normed));
+    Store16(out + j, _mm512_mul_ps(Load16(w + j, m), normed), m);
   }
 }
 
