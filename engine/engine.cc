@@ -633,6 +633,9 @@ std::vector<int> Engine::Tokenize(const std::string& text, bool add_special) con
   if (add_special) return impl_->PromptIds(text);
   return impl_->tokenizer().Encode(text);
 }
+std::string Engine::Detokenize(const std::vector<int>& ids) const {
+  return impl_->tokenizer().Decode(ids);
+}
 std::string Engine::TokenPiece(int id) const {
   if (id < 0 || id >= impl_->tokenizer().piece_count()) return "";
   return impl_->tokenizer().IdToPiece(id);

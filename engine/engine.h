@@ -97,6 +97,9 @@ class Engine {
   // Thread-safe. Tokenizes text; with add_special, BOS / EOS are added as the
   // tokenizer config says, exactly as Submit does for a text prompt.
   std::vector<int> Tokenize(const std::string& text, bool add_special) const;
+  // Thread-safe. Ids -> text, as sentencepiece decodes them (the tokenizer's
+  // Decode: "" when an id is outside the tokenizer's vocabulary).
+  std::string Detokenize(const std::vector<int>& ids) const;
   // Thread-safe. The piece of a token id ("" when out of range).
   std::string TokenPiece(int id) const;
 

@@ -13,7 +13,14 @@ PACKAGES=(
   libsentencepiece-dev libabsl-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libcpp-httplib-dev
   python3 python3-grpcio python3-protobuf python3-jinja2 openssl
+  # The HTTP face's tests: real clients (curl, python3-requests as the seed's
+  # client, the openai npm package on Node, playwright-core driving chromium).
+  curl python3-requests chromium
 )
+# Node and npm from Debian where the machine has no Node of its own (the
+# development image ships Node 20 with npm; Debian 12's nodejs is 18.19).
+if ! command -v node >/dev/null 2>&1; then PACKAGES+=(nodejs); fi
+if ! command -v npm >/dev/null 2>&1; then PACKAGES+=(npm); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

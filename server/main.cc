@@ -63,7 +63,20 @@ ABSL_FLAG(std::string, chat_template, "auto",
           "chat_template), llama2, mistral, chatml, none.");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
           "Prometheus metrics over HTTP at http://HOST:PORT/metrics (\"\": off).");
-ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls-key).");
+ABSL_FLAG(std::string, http_listen, "0.0.0.0:8000",
+          "The HTTP face at HOST:PORT (\"\": off): OpenAI-style /v1/completions and "
+          "/v1/chat/completions (SSE), /v1/models, /tokenize, /detokenize, /query-stream/, "
+          "/health, /metrics and the playground page at /.");
+ABSL_FLAG(std::string, served_model_name, "",
+          "The model's name on the HTTP face (/v1/models, the requests' `model`). Default: the "
+          "model directory's name.");
+ABSL_FLAG(int, http_threads, 0,
+          "HTTP worker threads, one per connection being served (0: max-batch + max-queue + 16, "
+          "so that every stream the engine can hold is carried).");
+ABSL_FLAG(std::string, http_port_file, "",
+          "Write the bound HTTP port to this file once listening.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls-key), on the "
+          "gRPC and the HTTP port.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle: require client certificates it signed (mutual TLS).");
@@ -95,6 +108,9 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.http.listen = absl::GetFlag(FLAGS_http_listen);
+  options.http.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  options.http.port_file = absl::GetFlag(FLAGS_http_port_file);
   EngineOptions& engine = options.engine;
   engine.model_dir = absl::GetFlag(FLAGS_model);
   engine.device = absl::GetFlag(FLAGS_device);
@@ -132,6 +148,11 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
     if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("--", name, " must be > 0"));
   }
   if (engine.model_dir.empty()) return absl::InvalidArgumentError("--model is empty");
+  int http_threads = absl::GetFlag(FLAGS_http_threads);
+  if (http_threads < 0) return absl::InvalidArgumentError("--http-threads must be >= 0 (0: derived)");
+  options.http.threads =
+      http_threads > 0 ? http_threads : engine.max_batch + engine.max_queue + 16;
+  options.http.max_pending_connections = options.http.threads;
   ServiceOptions& service = options.service;
   if (!absl::GetFlag(FLAGS_api_key_file).empty()) {
     absl::StatusOr<ApiKeys> keys = ApiKeys::LoadFile(absl::GetFlag(FLAGS_api_key_file));

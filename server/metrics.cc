@@ -100,6 +100,11 @@ void Metrics::RecordRequest(absl::string_view method, absl::string_view code) {
   ++requests_[{std::string(method), std::string(code)}];
 }
 
+void Metrics::RecordHttpResponse(absl::string_view path, int status) {
+  absl::MutexLock lock(&mu_);
+  ++http_responses_[{std::string(path), status}];
+}
+
 void Metrics::RecordGeneration(int prompt_tokens, int completion_tokens,
                                absl::string_view finish_reason) {
   absl::MutexLock lock(&mu_);
@@ -217,10 +222,17 @@ std::string Metrics::Render(const EngineStats* engine) const {
   RenderVllmNamed(engine, &out);
   absl::MutexLock lock(&mu_);
   Header(&out, "streamgen_requests_total", "counter",
-         "Finished RPCs of streamgen.v1.TextGeneration by method and gRPC status code.");
+         "Finished requests by method (a streamgen.v1.TextGeneration RPC, or the HTTP "
+         "face's generation routes) and gRPC status code name.");
   for (const auto& [key, count] : requests_) {
     absl::StrAppend(&out, "streamgen_requests_total{method=\"", EscapeLabelValue(key.first),
                     "\",code=\"", EscapeLabelValue(key.second), "\"} ", count, "\n");
+  }
+  Header(&out, "streamgen_http_responses_total", "counter",
+         "Responses of the HTTP face by route and HTTP status code.");
+  for (const auto& [key, count] : http_responses_) {
+    absl::StrAppend(&out, "streamgen_http_responses_total{path=\"", EscapeLabelValue(key.first),
+                    "\",code=\"", key.second, "\"} ", count, "\n");
   }
   Header(&out, "streamgen_generations_total", "counter",
          "Finished generations by finish reason.");

@@ -47,6 +47,9 @@ class Metrics {
 
   // One finished RPC of `method` ("Generate", ...) with gRPC status `code` ("OK", ...).
   void RecordRequest(absl::string_view method, absl::string_view code);
+  // One HTTP response of the HTTP face: its route ("/v1/completions", or
+  // "other" for unknown paths) and status code.
+  void RecordHttpResponse(absl::string_view path, int status);
   // One finished generation: its token counts and finish reason ("length", ...).
   void RecordGeneration(int prompt_tokens, int completion_tokens,
                         absl::string_view finish_reason);
@@ -77,6 +80,7 @@ class Metrics {
 
   mutable absl::Mutex mu_;
   std::map<std::pair<std::string, std::string>, int64_t> requests_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, int>, int64_t> http_responses_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> finish_reasons_ ABSL_GUARDED_BY(mu_);
   int64_t prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t completion_tokens_ ABSL_GUARDED_BY(mu_) = 0;

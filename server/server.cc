@@ -69,6 +69,17 @@ absl::StatusOr<std::unique_ptr<StreamgenServer>> StreamgenServer::Start(ServerOp
                             server->options_.metrics_listen, [raw] { return raw->RenderMetrics(); },
                             [raw] { return raw->serving_.load(); }));
   }
+  if (!server->options_.http.listen.empty()) {
+    HttpOptions http = server->options_.http;
+    http.tls_cert_file = server->options_.tls_cert_file;
+    http.tls_key_file = server->options_.tls_key_file;
+    http.tls_client_ca_file = server->options_.tls_client_ca_file;
+    http.max_body_bytes = server->options_.service.max_receive_message_bytes;
+    StreamgenServer* raw = server.get();
+    SG_ASSIGN_OR_RETURN(server->http_,
+                        HttpServer::Start(http, server->service_.get(), &server->metrics_,
+                                          [raw] { return raw->RenderMetrics(); }));
+  }
   if (!server->options_.port_file.empty()) {
     std::ofstream file(server->options_.port_file);
     file << server->port_ << "\n";
@@ -79,7 +90,7 @@ absl::StatusOr<std::unique_ptr<StreamgenServer>> StreamgenServer::Start(ServerOp
   }
   LogEvent(spdlog::level::info, "listening",
            {{"address", server->options_.listen}, {"port", server->port_},
-            {"metrics_port", server->metrics_port()},
+            {"metrics_port", server->metrics_port()}, {"http_port", server->http_port()},
             {"tls", !server->options_.tls_cert_file.empty()},
             {"api_keys", server->options_.service.api_keys.size()}});
   return server;
@@ -197,6 +208,8 @@ void StreamgenServer::Shutdown() {
   if (engine_ != nullptr) engine_->Shutdown();
   // Sinks the engine dropped have retired their streams by now.
   if (service_ != nullptr) service_->WaitForIdle(absl::Seconds(5));
+  // After the engine: every HTTP stream has had its last event and returns.
+  if (http_ != nullptr) http_->Stop();
   if (metrics_http_ != nullptr) metrics_http_->Stop();
 }
 

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
+#include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/service.h"
@@ -26,6 +27,8 @@ namespace streamgen {
 struct ServerOptions {
   std::string listen = "0.0.0.0:50051";  // gRPC address; port 0 picks a free one
   std::string metrics_listen;            // "" : no metrics endpoint
+  HttpOptions http;                      // the HTTP face; http.listen "" : off (its TLS
+                                         // files and body limit come from the fields here)
   EngineOptions engine;                  // model_dir, device, dtype, limits
   ServiceOptions service;                // keys, chat template, limits
   std::string tls_cert_file;             // PEM; with tls_key_file switches TLS on
@@ -51,6 +54,7 @@ class StreamgenServer {
 
   int port() const { return port_; }
   int metrics_port() const { return metrics_http_ ? metrics_http_->port() : 0; }
+  int http_port() const { return http_ ? http_->port() : 0; }
   Engine* engine() { return engine_.get(); }
   TextGenerationService* service() { return service_.get(); }
   Metrics* metrics() { return &metrics_; }
@@ -65,7 +69,7 @@ class StreamgenServer {
   // BeginDrain; wait up to `timeout` for the streams; AbortStreams(UNAVAILABLE)
   // for the rest; Shutdown.
   void Drain(absl::Duration timeout);
-  // Stops the gRPC server, the engine and the metrics endpoint. Idempotent.
+  // Stops the gRPC server, the engine, the HTTP face and the metrics endpoint. Idempotent.
   void Shutdown();
 
  private:
@@ -79,6 +83,7 @@ class StreamgenServer {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<HttpServer> http_;
   std::atomic<bool> serving_{false};
   int port_ = 0;
   bool shut_down_ = false;

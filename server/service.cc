@@ -131,9 +131,9 @@ void TextGenerationService::AbortStreams(const absl::Status& status) {
   registry_.AbortAll(status);
 }
 
-absl::Status TextGenerationService::Admit(grpc::CallbackServerContext* context,
+absl::Status TextGenerationService::Admit(std::optional<absl::string_view> authorization,
                                           const Model** model) const {
-  SG_RETURN_IF_ERROR(options_.api_keys.Check(AuthorizationHeader(context)));
+  SG_RETURN_IF_ERROR(options_.api_keys.Check(authorization));
   *model = model_.load();
   if (*model == nullptr) return absl::UnavailableError("the model is still loading; retry");
   return absl::OkStatus();
@@ -152,26 +152,53 @@ std::string TextGenerationService::LogPrompt(const v1::GenerateRequest& request)
   return out;
 }
 
+absl::Status TextGenerationService::Admit(std::optional<absl::string_view> authorization) const {
+  const Model* model = nullptr;
+  return Admit(authorization, &model);
+}
+
+absl::StatusOr<GenerationRequest> TextGenerationService::PrepareGenerate(
+    std::optional<absl::string_view> authorization, const v1::GenerateRequest& request) const {
+  const Model* model = nullptr;
+  SG_RETURN_IF_ERROR(Admit(authorization, &model));
+  if (draining_) {
+    return absl::UnavailableError("the server is shutting down; retry on another replica");
+  }
+  return ToGenerationRequest(request, model->limits, model->encoder);
+}
+
+Engine* TextGenerationService::engine() const {
+  const Model* model = model_.load();
+  return model == nullptr ? nullptr : model->engine;
+}
+
+absl::Status TextGenerationService::Tokenize(const v1::TokenizeRequest& request,
+                                             v1::TokenizeResponse* response) const {
+  const Model* model = model_.load();
+  if (model == nullptr) return absl::UnavailableError("the model is still loading; retry");
+  return DoTokenize(*model, request, response);
+}
+
+absl::Status TextGenerationService::GetModelInfo(v1::ModelInfo* info) const {
+  const Model* model = model_.load();
+  if (model == nullptr) return absl::UnavailableError("the model is still loading; retry");
+  FillModelInfo(*model, info);
+  return absl::OkStatus();
+}
+
 grpc::ServerWriteReactor<v1::GenerateResponse>* TextGenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   std::string request_id = request->request_id().empty() ? MakeRequestId() : request->request_id();
-  ReactorEnv env{metrics_, &registry_};
   std::shared_ptr<GenerateReactor> reactor =
-      GenerateReactor::Create(env, context, request_id, LogPrompt(*request));
-  const Model* model = nullptr;
-  absl::Status admitted = Admit(context, &model);
-  if (admitted.ok() && draining_) {
-    admitted = absl::UnavailableError("the server is shutting down; retry on another replica");
-  }
+      GenerateReactor::Create(reactor_env(), context, request_id, LogPrompt(*request));
   absl::StatusOr<GenerationRequest> converted =
-      admitted.ok() ? ToGenerationRequest(*request, model->limits, model->encoder)
-                    : absl::StatusOr<GenerationRequest>(admitted);
+      PrepareGenerate(AuthorizationHeader(context), *request);
   if (!converted.ok()) {
     reactor->Reject(converted.status());
     return reactor.get();
   }
   converted->request_id = request_id;
-  reactor->Submit(model->engine, std::move(*converted));
+  reactor->Submit(engine(), std::move(*converted));
   return reactor.get();
 }
 
@@ -200,7 +227,7 @@ grpc::ServerUnaryReactor* TextGenerationService::Tokenize(grpc::CallbackServerCo
                                                           const v1::TokenizeRequest* request,
                                                           v1::TokenizeResponse* response) {
   const Model* model = nullptr;
-  absl::Status status = Admit(context, &model);
+  absl::Status status = Admit(AuthorizationHeader(context), &model);
   if (status.ok()) status = DoTokenize(*model, *request, response);
   return FinishUnary(context, "Tokenize", status);
 }
@@ -239,7 +266,7 @@ grpc::ServerUnaryReactor* TextGenerationService::GetModelInfo(
     grpc::CallbackServerContext* context, const v1::GetModelInfoRequest* /*request*/,
     v1::ModelInfo* response) {
   const Model* model = nullptr;
-  absl::Status status = Admit(context, &model);
+  absl::Status status = Admit(AuthorizationHeader(context), &model);
   if (status.ok()) FillModelInfo(*model, response);
   return FinishUnary(context, "GetModelInfo", status);
 }

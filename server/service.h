@@ -1,10 +1,12 @@
 // streamgen.v1.TextGeneration on gRPC's callback API: checks the API key and
 // the request, then hands Generate streams to GenerateReactor and answers
-// Tokenize / GetModelInfo directly. Thread-safe.
+// Tokenize / GetModelInfo directly. The HTTP face (http_server.h) goes through
+// the same checks with Admit / PrepareGenerate. Thread-safe.
 #pragma once
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
@@ -51,6 +53,26 @@ class TextGenerationService final : public v1::TextGeneration::CallbackService {
   // The chat family in use ("" when chat requests are refused) and why not.
   std::string chat_family() const;
 
+  // ---- for the other faces (HTTP): the gRPC face's own checks, in the same order ----
+  // The API key (`authorization`: the header's value, nullopt when absent),
+  // then the model: UNAUTHENTICATED, or UNAVAILABLE while loading.
+  absl::Status Admit(std::optional<absl::string_view> authorization) const;
+  // Admit, then UNAVAILABLE while draining, then the request's validation:
+  // the engine request, or the status to answer with (INVALID_ARGUMENT names
+  // the proto field).
+  absl::StatusOr<GenerationRequest> PrepareGenerate(
+      std::optional<absl::string_view> authorization, const v1::GenerateRequest& request) const;
+  // Tokenize and GetModelInfo without the call (after Admit).
+  absl::Status Tokenize(const v1::TokenizeRequest& request, v1::TokenizeResponse* response) const;
+  absl::Status GetModelInfo(v1::ModelInfo* info) const;
+  // The loaded engine (null while loading).
+  Engine* engine() const;
+  bool draining() const { return draining_; }
+  // What a face's GenerationCall needs.
+  ReactorEnv reactor_env() { return ReactorEnv{metrics_, &registry_}; }
+  // The prompt for the log line ("" unless --log-prompts).
+  std::string LogPrompt(const v1::GenerateRequest& request) const;
+
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
@@ -71,11 +93,10 @@ class TextGenerationService final : public v1::TextGeneration::CallbackService {
   };
 
   // The key, then the model: OK and the model, or the status to answer with.
-  absl::Status Admit(grpc::CallbackServerContext* context, const Model** model) const;
+  absl::Status Admit(std::optional<absl::string_view> authorization, const Model** model) const;
   absl::Status DoTokenize(const Model& model, const v1::TokenizeRequest& request,
                           v1::TokenizeResponse* response) const;
   void FillModelInfo(const Model& model, v1::ModelInfo* info) const;
-  std::string LogPrompt(const v1::GenerateRequest& request) const;
   grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context,
                                         absl::string_view method, const absl::Status& status);
 

@@ -1,0 +1,67 @@
+// The HTTP face: OpenAI's completions and chat completions (SSE or one JSON
+// body), vLLM's /tokenize, /detokenize and /v1/models, the seed's
+// /query-stream/, /health, /metrics and the playground page at /, over the
+// same TextGenerationService checks and the same engine as the gRPC face.
+//
+// cpp-httplib (Debian's libcpp-httplib 0.11) on a bounded pool of worker
+// threads: one thread per open connection while it is being served, so a
+// stream costs one worker thread (blocked in poll()/write(), a few tens of KiB
+// of touched stack) for its whole life. The pool has max_batch + max_queue +
+// 16 threads by default, so every stream the engine can hold is carried;
+// connections beyond the pool wait in a bounded queue, and beyond that are
+// answered 503 at once.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "server/metrics.h"
+#include "server/service.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace streamgen {
+
+struct HttpOptions {
+  std::string listen;                   // HOST:PORT ("" : no HTTP face); port 0 picks a free one
+  std::string served_model_name;        // "" : the model directory's name
+  std::string tls_cert_file;            // PEM; with tls_key_file: HTTPS
+  std::string tls_key_file;             // PEM
+  std::string tls_client_ca_file;       // PEM; set: clients must present a cert it signed
+  int max_body_bytes = 4 << 20;         // larger request bodies: 413
+  int threads = 80;                     // worker threads (open connections being served)
+  int max_pending_connections = 64;     // accepted connections waiting for a worker; beyond: 503
+  int write_timeout_s = 30;             // a reader that takes nothing for this long is dropped
+  std::string port_file;                // written with the bound port once listening
+};
+
+class HttpServer {
+ public:
+  // Binds and starts serving. `render_metrics` gives /metrics' text. Errors
+  // name --http-listen or the TLS flags.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      const HttpOptions& options, TextGenerationService* service, Metrics* metrics,
+      std::function<std::string()> render_metrics);
+  ~HttpServer();  // Stop()
+
+  // Stops listening and joins the workers (streams must be over). Idempotent.
+  void Stop();
+  int port() const { return port_; }
+
+  class Routes;
+
+ private:
+  HttpServer() = default;
+
+  std::unique_ptr<Routes> routes_;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace streamgen

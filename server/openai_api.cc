@@ -1,0 +1,704 @@
+#include "server/openai_api.h"
+
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "engine/status.h"
+
+namespace streamgen {
+namespace {
+
+using Json = nlohmann::json;
+using OJson = nlohmann::ordered_json;
+
+constexpr char kParamPayload[] = "type.streamgen.dev/openai.param";
+
+absl::Status BadField(absl::string_view field, absl::string_view message) {
+  absl::Status status = absl::InvalidArgumentError(absl::StrCat(field, " ", message));
+  SetErrorParam(&status, field);
+  return status;
+}
+
+const char* TypeName(const Json& value) {
+  if (value.is_string()) return "a string";
+  if (value.is_boolean()) return "a boolean";
+  if (value.is_number()) return "a number";
+  if (value.is_array()) return "an array";
+  if (value.is_object()) return "an object";
+  return "null";
+}
+
+// The field's value, or nullptr when it is absent or null (OpenAI's clients
+// send null for unset fields).
+const Json* Field(const Json& body, const char* name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+absl::StatusOr<std::optional<double>> Number(const Json& body, const char* name) {
+  const Json* value = Field(body, name);
+  if (value == nullptr) return std::optional<double>();
+  if (!value->is_number()) return BadField(name, absl::StrCat("must be a number, got ", TypeName(*value)));
+  return std::optional<double>(value->get<double>());
+}
+
+absl::StatusOr<std::optional<int64_t>> Integer(const Json& body, const char* name) {
+  const Json* value = Field(body, name);
+  if (value == nullptr) return std::optional<int64_t>();
+  if (value->is_number_integer()) return std::optional<int64_t>(value->get<int64_t>());
+  // 16.0 is an integer too (JavaScript clients have no other kind of number).
+  if (value->is_number_float()) {
+    double d = value->get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) {
+      return std::optional<int64_t>(static_cast<int64_t>(d));
+    }
+  }
+  return BadField(name, absl::StrCat("must be an integer, got ", TypeName(*value)));
+}
+
+absl::StatusOr<std::optional<bool>> Bool(const Json& body, const char* name) {
+  const Json* value = Field(body, name);
+  if (value == nullptr) return std::optional<bool>();
+  if (!value->is_boolean()) return BadField(name, absl::StrCat("must be a boolean, got ", TypeName(*value)));
+  return std::optional<bool>(value->get<bool>());
+}
+
+absl::StatusOr<std::optional<std::string>> String(const Json& body, const char* name) {
+  const Json* value = Field(body, name);
+  if (value == nullptr) return std::optional<std::string>();
+  if (!value->is_string()) return BadField(name, absl::StrCat("must be a string, got ", TypeName(*value)));
+  return std::optional<std::string>(value->get<std::string>());
+}
+
+// A count field of the proto (uint32): negative is refused here, too large is
+// clamped so that the validator's limit message names it.
+uint32_t ClampToUint32(int64_t value) {
+  return static_cast<uint32_t>(std::min<int64_t>(value, std::numeric_limits<uint32_t>::max()));
+}
+
+absl::Status IdArray(const Json& value, const char* name, google::protobuf::RepeatedField<int32_t>* out) {
+  if (!value.is_array()) return BadField(name, absl::StrCat("must be an array of token ids, got ", TypeName(value)));
+  for (size_t i = 0; i < value.size(); ++i) {
+    const Json& id = value[i];
+    if (!id.is_number_integer() || id.get<int64_t>() < std::numeric_limits<int32_t>::min() ||
+        id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      return BadField(name, absl::StrCat("must be an array of token ids; [", i, "] is ",
+                                         id.is_number_integer() ? "out of range" : TypeName(id)));
+    }
+    out->Add(static_cast<int32_t>(id.get<int64_t>()));
+  }
+  return absl::OkStatus();
+}
+
+// messages: [{"role": str, "content": str | null | [{"type": "text", "text": str}]}]
+absl::Status Messages(const Json& value,
+                      google::protobuf::RepeatedPtrField<v1::ChatMessage>* out) {
+  if (!value.is_array()) return BadField("messages", absl::StrCat("must be an array, got ", TypeName(value)));
+  for (size_t i = 0; i < value.size(); ++i) {
+    const Json& message = value[i];
+    std::string where = absl::StrCat("messages[", i, "]");
+    if (!message.is_object()) {
+      return BadField("messages", absl::StrCat("must hold objects; [", i, "] is ", TypeName(message)));
+    }
+    v1::ChatMessage* turn = out->Add();
+    auto role = message.find("role");
+    if (role == message.end() || !role->is_string()) {
+      return BadField("messages", absl::StrCat("[", i, "].role must be a string"));
+    }
+    turn->set_role(role->get<std::string>());
+    auto content = message.find("content");
+    if (content == message.end() || content->is_null()) continue;
+    if (content->is_string()) {
+      turn->set_content(content->get<std::string>());
+      continue;
+    }
+    if (!content->is_array()) {
+      return BadField("messages", absl::StrCat("[", i, "].content must be a string or an array of "
+                                               "text parts, got ", TypeName(*content)));
+    }
+    for (size_t j = 0; j < content->size(); ++j) {
+      const Json& part = (*content)[j];
+      auto type = part.is_object() ? part.find("type") : part.end();
+      auto text = part.is_object() ? part.find("text") : part.end();
+      if (type == part.end() || *type != "text" || text == part.end() || !text->is_string()) {
+        return BadField("messages", absl::StrCat("[", i, "].content[", j, "] must be {\"type\": "
+                                                 "\"text\", \"text\": string} (only text is supported)"));
+      }
+      turn->mutable_content()->append(text->get<std::string>());
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Fields that would change the output if silently ignored.
+absl::Status Unsupported(const Json& body) {
+  if (const Json* echo = Field(body, "echo"); echo != nullptr && *echo == true) {
+    return BadField("echo", "is not supported");
+  }
+  if (const Json* best_of = Field(body, "best_of");
+      best_of != nullptr && !(best_of->is_number_integer() && best_of->get<int64_t>() == 1)) {
+    return BadField("best_of", "is not supported (only 1)");
+  }
+  if (const Json* suffix = Field(body, "suffix");
+      suffix != nullptr && !(suffix->is_string() && suffix->get<std::string>().empty())) {
+    return BadField("suffix", "is not supported");
+  }
+  if (const Json* bias = Field(body, "logit_bias"); bias != nullptr && !bias->empty()) {
+    return BadField("logit_bias", "is not supported");
+  }
+  if (const Json* tools = Field(body, "tools"); tools != nullptr && !tools->empty()) {
+    return BadField("tools", "are not supported");
+  }
+  if (const Json* format = Field(body, "response_format"); format != nullptr) {
+    auto type = format->is_object() ? format->find("type") : format->end();
+    if (type == format->end() || *type != "text") {
+      return BadField("response_format", "is not supported (only {\"type\": \"text\"})");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Sampling(const Json& body, v1::GenerateRequest* request) {
+  SG_ASSIGN_OR_RETURN(std::optional<double> temperature, Number(body, "temperature"));
+  request->set_temperature(static_cast<float>(temperature.value_or(1.0)));
+  // The proto reads 0 as "off" for top_p and repetition_penalty; OpenAI's 0
+  // is a value the validator must refuse, not the default.
+  SG_ASSIGN_OR_RETURN(std::optional<double> top_p, Number(body, "top_p"));
+  if (top_p.has_value()) {
+    if (!(*top_p > 0)) return BadField("top_p", absl::StrCat("must be in (0, 1], got ", *top_p));
+    request->set_top_p(static_cast<float>(*top_p));
+  }
+  SG_ASSIGN_OR_RETURN(std::optional<double> repetition, Number(body, "repetition_penalty"));
+  if (repetition.has_value()) {
+    if (!(*repetition > 0)) {
+      return BadField("repetition_penalty", absl::StrCat("must be in (0, 10], got ", *repetition));
+    }
+    request->set_repetition_penalty(static_cast<float>(*repetition));
+  }
+  SG_ASSIGN_OR_RETURN(std::optional<double> min_p, Number(body, "min_p"));
+  if (min_p.has_value()) request->set_min_p(static_cast<float>(*min_p));
+  SG_ASSIGN_OR_RETURN(std::optional<double> presence, Number(body, "presence_penalty"));
+  if (presence.has_value()) request->set_presence_penalty(static_cast<float>(*presence));
+  SG_ASSIGN_OR_RETURN(std::optional<double> frequency, Number(body, "frequency_penalty"));
+  if (frequency.has_value()) request->set_frequency_penalty(static_cast<float>(*frequency));
+  // vLLM: top_k -1 (or 0) is off.
+  SG_ASSIGN_OR_RETURN(std::optional<int64_t> top_k, Integer(body, "top_k"));
+  if (top_k.has_value()) {
+    if (*top_k < -1) return BadField("top_k", absl::StrCat("must be -1 (off), 0 (off) or positive, got ", *top_k));
+    request->set_top_k(*top_k < 0 ? 0 : ClampToUint32(*top_k));
+  }
+  SG_ASSIGN_OR_RETURN(std::optional<int64_t> seed, Integer(body, "seed"));
+  if (seed.has_value()) {
+    if (*seed < 0) return BadField("seed", absl::StrCat("must be >= 0, got ", *seed));
+    request->set_seed(static_cast<uint64_t>(*seed));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Stops(const Json& body, v1::GenerateRequest* request) {
+  if (const Json* stop = Field(body, "stop"); stop != nullptr) {
+    if (stop->is_string()) {
+      request->add_stop(stop->get<std::string>());
+    } else if (stop->is_array()) {
+      for (const Json& s : *stop) {
+        if (!s.is_string()) return BadField("stop", "must be a string or an array of strings");
+        request->add_stop(s.get<std::string>());
+      }
+    } else {
+      return BadField("stop", absl::StrCat("must be a string or an array of strings, got ", TypeName(*stop)));
+    }
+  }
+  if (const Json* ids = Field(body, "stop_token_ids"); ids != nullptr) {
+    SG_RETURN_IF_ERROR(IdArray(*ids, "stop_token_ids", request->mutable_stop_token_ids()));
+  }
+  SG_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, Bool(body, "ignore_eos"));
+  request->set_ignore_eos(ignore_eos.value_or(false));
+  return absl::OkStatus();
+}
+
+absl::Status MaxTokens(const Json& body, const char* name, v1::GenerateRequest* request) {
+  SG_ASSIGN_OR_RETURN(std::optional<int64_t> max_tokens, Integer(body, name));
+  if (!max_tokens.has_value()) return absl::OkStatus();
+  if (*max_tokens < 1) return BadField(name, absl::StrCat("must be at least 1, got ", *max_tokens));
+  request->set_max_new_tokens(ClampToUint32(*max_tokens));
+  return absl::OkStatus();
+}
+
+absl::Status Logprobs(OpenAiRoute route, const Json& body, OpenAiRequest* out) {
+  if (route == OpenAiRoute::kCompletions) {
+    // completions: logprobs is the number of alternatives (0..20).
+    SG_ASSIGN_OR_RETURN(std::optional<int64_t> logprobs, Integer(body, "logprobs"));
+    if (!logprobs.has_value()) return absl::OkStatus();
+    if (*logprobs < 0) return BadField("logprobs", absl::StrCat("must be >= 0, got ", *logprobs));
+    out->logprobs = true;
+    out->request.set_top_logprobs(ClampToUint32(*logprobs));
+    return absl::OkStatus();
+  }
+  // chat: logprobs is a boolean, top_logprobs the number of alternatives.
+  SG_ASSIGN_OR_RETURN(std::optional<bool> logprobs, Bool(body, "logprobs"));
+  SG_ASSIGN_OR_RETURN(std::optional<int64_t> top, Integer(body, "top_logprobs"));
+  out->logprobs = logprobs.value_or(false);
+  if (!top.has_value()) return absl::OkStatus();
+  if (*top < 0) return BadField("top_logprobs", absl::StrCat("must be >= 0, got ", *top));
+  if (!out->logprobs && *top > 0) return BadField("top_logprobs", "needs \"logprobs\": true");
+  out->request.set_top_logprobs(ClampToUint32(*top));
+  return absl::OkStatus();
+}
+
+// The validator's proto field names -> OpenAI's.
+std::string OpenAiName(absl::string_view proto_field, OpenAiRoute route) {
+  if (proto_field == "max_new_tokens") return "max_tokens";
+  if (proto_field == "prompt_token_ids") return "prompt";
+  if (proto_field == "top_logprobs") {
+    return route == OpenAiRoute::kCompletions ? "logprobs" : "top_logprobs";
+  }
+  return std::string(proto_field);
+}
+
+bool IsWordChar(char c) { return (c >= 'a' && c <= 'z') || c == '_' || (c >= '0' && c <= '9'); }
+
+}  // namespace
+
+void SetErrorParam(absl::Status* status, absl::string_view param) {
+  status->SetPayload(kParamPayload, absl::Cord(param));
+}
+
+std::string ErrorParam(const absl::Status& status, OpenAiRoute route) {
+  if (absl::optional<absl::Cord> param = status.GetPayload(kParamPayload)) {
+    return std::string(*param);
+  }
+  if (status.code() != absl::StatusCode::kInvalidArgument &&
+      status.code() != absl::StatusCode::kFailedPrecondition) {
+    return "";
+  }
+  // The first proto field the message names, as a whole word.
+  static const char* const kFields[] = {
+      "prompt_token_ids", "prompt", "messages", "max_new_tokens", "temperature", "top_p",
+      "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
+      "top_logprobs", "stop_token_ids", "stop", "seed", "request_id"};
+  absl::string_view message = status.message();
+  size_t best = absl::string_view::npos;
+  std::string found;
+  for (const char* field : kFields) {
+    absl::string_view name(field);
+    for (size_t at = message.find(name); at != absl::string_view::npos;
+         at = message.find(name, at + 1)) {
+      bool starts = at == 0 || !IsWordChar(message[at - 1]);
+      size_t end = at + name.size();
+      bool ends = end == message.size() || !IsWordChar(message[end]);
+      if (starts && ends) {
+        if (at < best) {
+          best = at;
+          found = field;
+        }
+        break;
+      }
+    }
+  }
+  if (found == "request_id") return "";  // the X-Request-Id header, not a body field
+  return found.empty() ? "" : OpenAiName(found, route);
+}
+
+HttpError MakeHttpError(int status, std::string type, std::string message, std::string code,
+                        std::string param) {
+  HttpError error;
+  error.status = status;
+  error.type = std::move(type);
+  error.message = std::move(message);
+  error.code = std::move(code);
+  error.param = std::move(param);
+  return error;
+}
+
+HttpError ToHttpError(const absl::Status& status, OpenAiRoute route) {
+  std::string message(status.message());
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+      return MakeHttpError(400, "invalid_request_error", message, "", ErrorParam(status, route));
+    case absl::StatusCode::kUnauthenticated:
+      return MakeHttpError(401, "authentication_error", message, "invalid_api_key");
+    case absl::StatusCode::kPermissionDenied:
+      return MakeHttpError(403, "permission_error", message);
+    case absl::StatusCode::kNotFound:
+      return MakeHttpError(404, "invalid_request_error", message, "not_found");
+    case absl::StatusCode::kResourceExhausted:
+      return MakeHttpError(429, "rate_limit_error", message, "queue_full");
+    case absl::StatusCode::kUnavailable: {
+      HttpError error = MakeHttpError(503, "service_unavailable", message, "unavailable");
+      error.retry_after_s = 1;
+      return error;
+    }
+    case absl::StatusCode::kDeadlineExceeded:
+      return MakeHttpError(504, "timeout", message);
+    case absl::StatusCode::kCancelled:
+      return MakeHttpError(499, "cancelled", message);
+    default:
+      return MakeHttpError(500, "server_error", message);
+  }
+}
+
+OJson ErrorBody(const HttpError& error) {
+  OJson inner;
+  inner["message"] = error.message;
+  inner["type"] = error.type;
+  inner["param"] = error.param.empty() ? OJson() : OJson(error.param);
+  inner["code"] = error.code.empty() ? OJson() : OJson(error.code);
+  OJson body;
+  body["error"] = std::move(inner);
+  return body;
+}
+
+absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiRoute route, const Json& body) {
+  if (!body.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the body must be a JSON object, got ", TypeName(body)));
+  }
+  OpenAiRequest out;
+  out.route = route;
+  v1::GenerateRequest& request = out.request;
+  SG_ASSIGN_OR_RETURN(std::optional<std::string> model, String(body, "model"));
+  out.model = model.value_or("");
+  SG_RETURN_IF_ERROR(Unsupported(body));
+  if (route == OpenAiRoute::kCompletions) {
+    const Json* prompt = Field(body, "prompt");
+    if (prompt == nullptr) return BadField("prompt", "is required");
+    if (prompt->is_string()) {
+      request.set_prompt(prompt->get<std::string>());
+    } else if (prompt->is_array() && !prompt->empty() && (*prompt)[0].is_number()) {
+      SG_RETURN_IF_ERROR(IdArray(*prompt, "prompt", request.mutable_prompt_token_ids()));
+    } else {
+      return BadField("prompt", absl::StrCat("must be a string or an array of token ids, got ",
+                                             prompt->is_array() && !prompt->empty()
+                                                 ? "an array of other values"
+                                                 : TypeName(*prompt)));
+    }
+    SG_RETURN_IF_ERROR(MaxTokens(body, "max_tokens", &request));
+    // OpenAI's (and vLLM's) default for completions.
+    if (Field(body, "max_tokens") == nullptr) request.set_max_new_tokens(16);
+  } else {
+    const Json* messages = Field(body, "messages");
+    if (messages == nullptr) return BadField("messages", "is required");
+    SG_RETURN_IF_ERROR(Messages(*messages, request.mutable_messages()));
+    SG_RETURN_IF_ERROR(MaxTokens(body, "max_completion_tokens", &request));
+    if (Field(body, "max_completion_tokens") == nullptr) {
+      SG_RETURN_IF_ERROR(MaxTokens(body, "max_tokens", &request));
+    }
+  }
+  SG_ASSIGN_OR_RETURN(std::optional<int64_t> n, Integer(body, "n"));
+  if (n.has_value() && *n != 1) {
+    return BadField("n", absl::StrCat("must be 1 (one choice per request), got ", *n));
+  }
+  SG_RETURN_IF_ERROR(Sampling(body, &request));
+  SG_RETURN_IF_ERROR(Stops(body, &request));
+  SG_RETURN_IF_ERROR(Logprobs(route, body, &out));
+  SG_ASSIGN_OR_RETURN(std::optional<bool> stream, Bool(body, "stream"));
+  out.stream = stream.value_or(false);
+  if (const Json* options = Field(body, "stream_options"); options != nullptr) {
+    if (!options->is_object()) {
+      return BadField("stream_options", absl::StrCat("must be an object, got ", TypeName(*options)));
+    }
+    auto usage = options->find("include_usage");
+    if (usage != options->end() && !usage->is_null()) {
+      if (!usage->is_boolean()) return BadField("stream_options", "include_usage must be a boolean");
+      out.include_usage = usage->get<bool>();
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<QueryStreamRequest> ParseQueryStreamRequest(const Json& body) {
+  if (!body.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the body must be a JSON object, got ", TypeName(body)));
+  }
+  QueryStreamRequest out;
+  SG_ASSIGN_OR_RETURN(std::optional<std::string> query, String(body, "query"));
+  if (!query.has_value()) return BadField("query", "is required");
+  out.query = std::move(*query);
+  SG_ASSIGN_OR_RETURN(std::optional<int64_t> max_new_tokens, Integer(body, "max_new_tokens"));
+  if (max_new_tokens.has_value()) {
+    if (*max_new_tokens < 1) {
+      return BadField("max_new_tokens", absl::StrCat("must be at least 1, got ", *max_new_tokens));
+    }
+    out.max_new_tokens = ClampToUint32(*max_new_tokens);
+  }
+  return out;
+}
+
+v1::GenerateRequest ToGenerateRequest(const QueryStreamRequest& query, bool chat, uint64_t seed) {
+  v1::GenerateRequest request;
+  if (chat) {
+    v1::ChatMessage* message = request.add_messages();
+    message->set_role("user");
+    message->set_content(query.query);
+  } else {
+    request.set_prompt(query.query);
+  }
+  request.set_max_new_tokens(query.max_new_tokens);
+  request.set_temperature(1.0f);
+  request.set_top_k(50);
+  request.set_top_p(1.0f);
+  request.set_seed(seed);
+  return request;
+}
+
+absl::StatusOr<v1::TokenizeRequest> ParseTokenizeRequest(const Json& body) {
+  if (!body.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the body must be a JSON object, got ", TypeName(body)));
+  }
+  v1::TokenizeRequest request;
+  SG_ASSIGN_OR_RETURN(std::optional<std::string> prompt, String(body, "prompt"));
+  const Json* messages = Field(body, "messages");
+  if (prompt.has_value() == (messages != nullptr)) {
+    return BadField("prompt", "or messages: exactly one must be set");
+  }
+  if (prompt.has_value()) {
+    request.set_text(*prompt);
+    SG_ASSIGN_OR_RETURN(std::optional<bool> special, Bool(body, "add_special_tokens"));
+    request.set_add_special_tokens(special.value_or(true));
+    return request;
+  }
+  SG_RETURN_IF_ERROR(Messages(*messages, request.mutable_messages()));
+  SG_ASSIGN_OR_RETURN(std::optional<bool> generation_prompt, Bool(body, "add_generation_prompt"));
+  if (!generation_prompt.value_or(true)) {
+    return BadField("add_generation_prompt", "false is not supported (the chat templates end "
+                                             "with the assistant's turn)");
+  }
+  return request;
+}
+
+absl::StatusOr<std::vector<int>> ParseDetokenizeRequest(const Json& body) {
+  if (!body.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the body must be a JSON object, got ", TypeName(body)));
+  }
+  const Json* tokens = Field(body, "tokens");
+  if (tokens == nullptr) return BadField("tokens", "is required");
+  google::protobuf::RepeatedField<int32_t> ids;
+  SG_RETURN_IF_ERROR(IdArray(*tokens, "tokens", &ids));
+  return std::vector<int>(ids.begin(), ids.end());
+}
+
+std::string PieceText(absl::string_view piece) {
+  // A byte-fallback piece: "<0x0A>".
+  if (piece.size() == 6 && piece.substr(0, 3) == "<0x" && piece[5] == '>') {
+    int value = 0;
+    for (char c : piece.substr(3, 2)) {
+      int digit = (c >= '0' && c <= '9') ? c - '0' : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+      if (digit < 0) return std::string(piece);
+      value = value * 16 + digit;
+    }
+    return std::string(1, static_cast<char>(value));
+  }
+  std::string out;
+  constexpr absl::string_view kSpace = "\xE2\x96\x81";  // U+2581
+  for (size_t i = 0; i < piece.size();) {
+    if (piece.substr(i, kSpace.size()) == kSpace) {
+      out.push_back(' ');
+      i += kSpace.size();
+    } else {
+      out.push_back(piece[i++]);
+    }
+  }
+  return out;
+}
+
+std::string OpenAiFinishReason(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_EOS:
+    case v1::FINISH_REASON_STOP:
+      return "stop";
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    default:
+      return "";
+  }
+}
+
+std::string DumpJson(const OJson& json) {
+  return json.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+// ---- OpenAiEncoder ----
+
+OpenAiEncoder::OpenAiEncoder(const OpenAiRequest& request, std::string id, int64_t created,
+                             std::string model, std::function<std::string(int)> piece)
+    : request_(request),
+      id_(std::move(id)),
+      created_(created),
+      model_(std::move(model)),
+      piece_(std::move(piece)) {
+  if (request_.route == OpenAiRoute::kChat) {
+    logprobs_ = {{"content", OJson::array()}};
+  } else {
+    logprobs_ = {{"tokens", OJson::array()}, {"token_logprobs", OJson::array()},
+                 {"top_logprobs", OJson::array()}, {"text_offset", OJson::array()}};
+  }
+}
+
+std::string OpenAiEncoder::Event(const OJson& json) {
+  return absl::StrCat("data: ", DumpJson(json), "\n\n");
+}
+
+OJson OpenAiEncoder::Chunk() const {
+  OJson chunk;
+  chunk["id"] = id_;
+  bool chat = request_.route == OpenAiRoute::kChat;
+  chunk["object"] = chat ? "chat.completion.chunk" : "text_completion";
+  chunk["created"] = created_;
+  chunk["model"] = model_;
+  return chunk;
+}
+
+OJson OpenAiEncoder::Usage() const {
+  return {{"prompt_tokens", prompt_tokens_},
+          {"completion_tokens", completion_tokens_},
+          {"total_tokens", prompt_tokens_ + completion_tokens_}};
+}
+
+OJson OpenAiEncoder::Logprobs(const v1::GenerateResponse& message) {
+  auto bytes_of = [](const std::string& text) {
+    OJson bytes = OJson::array();
+    for (unsigned char c : text) bytes.push_back(static_cast<int>(c));
+    return bytes;
+  };
+  if (request_.route == OpenAiRoute::kChat) {
+    OJson content = OJson::array();
+    for (const v1::Token& token : message.tokens()) {
+      std::string text = PieceText(piece_(token.id()));
+      OJson entry = {{"token", text}, {"logprob", token.logprob()}, {"bytes", bytes_of(text)}};
+      OJson top = OJson::array();
+      for (const v1::TokenLogprob& alt : token.top_logprobs()) {
+        std::string alt_text = PieceText(piece_(alt.id()));
+        top.push_back({{"token", alt_text}, {"logprob", alt.logprob()}, {"bytes", bytes_of(alt_text)}});
+      }
+      entry["top_logprobs"] = std::move(top);
+      content.push_back(std::move(entry));
+    }
+    return {{"content", std::move(content)}};
+  }
+  OJson tokens = OJson::array(), token_logprobs = OJson::array(), top_logprobs = OJson::array(),
+        offsets = OJson::array();
+  for (const v1::Token& token : message.tokens()) {
+    std::string text = PieceText(piece_(token.id()));
+    tokens.push_back(text);
+    token_logprobs.push_back(token.logprob());
+    OJson top = OJson::object();
+    for (const v1::TokenLogprob& alt : token.top_logprobs()) {
+      top[PieceText(piece_(alt.id()))] = alt.logprob();
+    }
+    top_logprobs.push_back(std::move(top));
+    offsets.push_back(text_offset_);
+    text_offset_ += static_cast<int>(text.size());
+  }
+  return {{"tokens", std::move(tokens)}, {"token_logprobs", std::move(token_logprobs)},
+          {"top_logprobs", std::move(top_logprobs)}, {"text_offset", std::move(offsets)}};
+}
+
+std::string OpenAiEncoder::StreamStart() {
+  if (request_.route != OpenAiRoute::kChat) return "";
+  OJson chunk = Chunk();
+  OJson choice = {{"index", 0},
+                  {"delta", {{"role", "assistant"}, {"content", ""}}},
+                  {"logprobs", nullptr},
+                  {"finish_reason", nullptr}};
+  chunk["choices"] = OJson::array({std::move(choice)});
+  if (request_.include_usage) chunk["usage"] = nullptr;
+  return Event(chunk);
+}
+
+std::string OpenAiEncoder::StreamMessage(const v1::GenerateResponse& message, bool last,
+                                         const absl::Status& status) {
+  std::string out;
+  bool chat = request_.route == OpenAiRoute::kChat;
+  if (!message.text().empty() || (request_.logprobs && message.tokens_size() > 0)) {
+    OJson chunk = Chunk();
+    OJson choice = {{"index", 0}};
+    if (chat) {
+      choice["delta"] = {{"content", message.text()}};
+    } else {
+      choice["text"] = message.text();
+    }
+    choice["logprobs"] = request_.logprobs ? Logprobs(message) : OJson();
+    choice["finish_reason"] = nullptr;
+    chunk["choices"] = OJson::array({std::move(choice)});
+    if (request_.include_usage) chunk["usage"] = nullptr;
+    absl::StrAppend(&out, Event(chunk));
+  }
+  if (!last) return out;
+  if (!status.ok()) {
+    absl::StrAppend(&out, StreamError(status));
+    return out;
+  }
+  prompt_tokens_ = static_cast<int>(message.usage().prompt_tokens());
+  completion_tokens_ = static_cast<int>(message.usage().completion_tokens());
+  OJson chunk = Chunk();
+  OJson choice = {{"index", 0}};
+  if (chat) {
+    choice["delta"] = OJson::object();
+  } else {
+    choice["text"] = "";
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = OpenAiFinishReason(message.finish_reason());
+  chunk["choices"] = OJson::array({std::move(choice)});
+  if (request_.include_usage) chunk["usage"] = nullptr;
+  absl::StrAppend(&out, Event(chunk));
+  if (request_.include_usage) {
+    OJson usage = Chunk();
+    usage["choices"] = OJson::array();
+    usage["usage"] = Usage();
+    absl::StrAppend(&out, Event(usage));
+  }
+  absl::StrAppend(&out, "data: [DONE]\n\n");
+  return out;
+}
+
+std::string OpenAiEncoder::StreamError(const absl::Status& status) {
+  HttpError error = ToHttpError(status, request_.route);
+  return absl::StrCat(Event(ErrorBody(error)), "data: [DONE]\n\n");
+}
+
+void OpenAiEncoder::Accumulate(const v1::GenerateResponse& message) {
+  text_.append(message.text());
+  if (request_.logprobs && message.tokens_size() > 0) {
+    OJson part = Logprobs(message);
+    for (auto& [key, values] : part.items()) {
+      for (auto& value : values) logprobs_[key].push_back(std::move(value));
+    }
+  }
+  if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    prompt_tokens_ = static_cast<int>(message.usage().prompt_tokens());
+    completion_tokens_ = static_cast<int>(message.usage().completion_tokens());
+    finish_reason_ = OpenAiFinishReason(message.finish_reason());
+  }
+}
+
+OJson OpenAiEncoder::Body() const {
+  OJson body;
+  body["id"] = id_;
+  bool chat = request_.route == OpenAiRoute::kChat;
+  body["object"] = chat ? "chat.completion" : "text_completion";
+  body["created"] = created_;
+  body["model"] = model_;
+  OJson choice = {{"index", 0}};
+  if (chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", text_}};
+  } else {
+    choice["text"] = text_;
+  }
+  choice["logprobs"] = request_.logprobs ? logprobs_ : OJson();
+  choice["finish_reason"] = finish_reason_;
+  body["choices"] = OJson::array({std::move(choice)});
+  body["usage"] = Usage();
+  return body;
+}
+
+}  // namespace streamgen
