@@ -8,6 +8,8 @@
 #include <set>
 #include <thread>
 
+#include <httplib.h>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -146,6 +148,82 @@ CallResult RunCall(v1::TextGeneration::Stub* stub, const BenchOptions& o, const 
   return result;
 }
 
+// The same call over the HTTP face: POST /v1/completions with stream: true.
+CallResult RunHttpCall(const BenchOptions& o, const ModelFacts& m, int index) {
+  nlohmann::json body;
+  body["prompt"] = BenchPromptWithSharedPrefix(o.prompt_seed, index, o.prompt_tokens,
+                                               o.shared_prefix_tokens, m.vocab, m.bos_token_id,
+                                               m.eos_token_ids);
+  body["max_tokens"] = o.max_new_tokens;
+  body["ignore_eos"] = true;
+  body["temperature"] = o.temperature;
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  CallResult result;
+  httplib::Client client(o.http_url);
+  client.set_read_timeout(o.deadline_ms > 0 ? o.deadline_ms / 1000 + 1 : 3600, 0);
+  httplib::Request request;
+  request.method = "POST";
+  request.path = "/v1/completions";
+  request.body = body.dump();
+  request.set_header("Content-Type", "application/json");
+  request.set_header("X-Request-Id", absl::StrCat("bench-", index));
+  if (!o.api_key.empty()) request.set_header("Authorization", "Bearer " + o.api_key);
+  int http_status = 0;
+  request.response_handler = [&](const httplib::Response& response) {
+    http_status = response.status;
+    return true;
+  };
+  std::string buffer, error;
+  Clock::time_point previous;
+  int tokens_seen = 0;
+  request.content_receiver = [&](const char* data, size_t length, uint64_t, uint64_t) {
+    Clock::time_point now = Clock::now();
+    buffer.append(data, length);
+    for (size_t end; (end = buffer.find("\n\n")) != std::string::npos; buffer.erase(0, end + 2)) {
+      std::string event = buffer.substr(0, end);
+      if (event.rfind("data: ", 0) != 0 || event == "data: [DONE]") continue;
+      nlohmann::json chunk = nlohmann::json::parse(event.substr(6), nullptr, false);
+      if (chunk.is_discarded()) continue;
+      if (chunk.contains("error")) error = chunk["error"].value("message", "error event");
+      if (chunk.contains("usage") && chunk["usage"].is_object()) {
+        result.completion_tokens = chunk["usage"].value("completion_tokens", 0);
+      }
+      if (!chunk.contains("choices") || chunk["choices"].empty()) continue;
+      if (chunk["choices"][0].value("text", "").empty()) continue;
+      // One chunk: at least one token.
+      if (result.first_token == Clock::time_point()) {
+        result.first_token = now;
+      } else {
+        result.gaps_ms.push_back(Ms(previous, now));
+      }
+      previous = now;
+      ++tokens_seen;
+    }
+    return true;
+  };
+  result.sent = Clock::now();
+  httplib::Result response = client.send(request);
+  result.ended = Clock::now();
+  // Tokens that came merged into a chunk (or as no text) are 0 ms apart.
+  while (static_cast<int>(result.gaps_ms.size()) + 1 < result.completion_tokens) {
+    result.gaps_ms.push_back(0.0);
+  }
+  if (!response) {
+    result.error = absl::StrCat("HTTP: ", httplib::to_string(response.error()));
+  } else if (http_status != 200) {
+    result.error = absl::StrCat("HTTP ", http_status, ": ", response->body);
+  } else if (!error.empty()) {
+    result.error = error;
+  } else if (result.completion_tokens != o.max_new_tokens) {
+    result.error = absl::StrCat("request ", index, " generated ", result.completion_tokens,
+                                " tokens, not ", o.max_new_tokens);
+  } else {
+    result.ok = true;
+  }
+  return result;
+}
+
 void Summarize(const std::vector<CallResult>& calls, BenchReport* report) {
   const BenchOptions& o = report->options;
   std::vector<double> ttft, itl, e2e;
@@ -244,7 +322,9 @@ absl::StatusOr<BenchReport> RunBench(v1::TextGeneration::Stub* stub, BenchOption
       while (options.stop == nullptr || !options.stop->load()) {
         int index = next.fetch_add(1);
         if (index >= total) return;
-        calls[index] = RunCall(stub, options, model, index, &in_flight);  // one writer each
+        // One writer each.
+        calls[index] = options.http_url.empty() ? RunCall(stub, options, model, index, &in_flight)
+                                                : RunHttpCall(options, model, index);
       }
     });
   }
@@ -254,6 +334,7 @@ absl::StatusOr<BenchReport> RunBench(v1::TextGeneration::Stub* stub, BenchOption
 
   BenchReport report;
   report.options = options;
+  report.face = options.http_url.empty() ? "grpc" : "http";
   report.model = info.name();
   report.dtype = info.dtype();
   report.device = info.device();
@@ -263,6 +344,7 @@ absl::StatusOr<BenchReport> RunBench(v1::TextGeneration::Stub* stub, BenchOption
 
 std::string BenchReportJson(const BenchReport& r) {
   nlohmann::ordered_json out;
+  out["face"] = r.face;
   out["model"] = r.model;
   out["dtype"] = r.dtype;
   out["device"] = r.device;
@@ -288,9 +370,9 @@ std::string BenchReportJson(const BenchReport& r) {
 std::string BenchReportText(const BenchReport& r) {
   const BenchOptions& o = r.options;
   std::string out = absl::StrFormat(
-      "bench: %s (%s, %s): concurrency %d, %d requests (+%d warm-up), prompt %d, output %d "
+      "bench (%s): %s (%s, %s): concurrency %d, %d requests (+%d warm-up), prompt %d, output %d "
       "tokens\n",
-      r.model, r.dtype, r.device, o.concurrency, o.requests, o.warmup, o.prompt_tokens,
+      r.face, r.model, r.dtype, r.device, o.concurrency, o.requests, o.warmup, o.prompt_tokens,
       o.max_new_tokens);
   absl::StrAppendFormat(&out, "completed %d, errors %d, measured %.3f s\n", r.completed, r.errors,
                         r.duration_s);

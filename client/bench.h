@@ -6,6 +6,13 @@
 // vocabulary, different per request) and every call generates exactly
 // `max_new_tokens` tokens (ignore_eos). The first `warmup` calls (in issue
 // order) are left out of the figures.
+//
+// With `http_url` the calls go to the HTTP face instead (POST /v1/completions,
+// stream: true, the same prompt ids and parameters), read as server-sent
+// events; GetModelInfo still goes over gRPC. An SSE chunk does not say how
+// many tokens it carries: its gaps are counted as the gRPC ones are (the
+// first gap of a message, then 0 ms for each further token), with the
+// call's token count from the usage chunk.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -33,6 +40,8 @@ struct BenchOptions {
   double temperature = 0;    // 0: greedy
   uint64_t prompt_seed = 0;  // varies the drawn prompts
   int64_t deadline_ms = 0;   // per call; 0: none
+  std::string http_url;      // "": gRPC; "http://HOST:PORT": the HTTP face over SSE
+  std::string api_key;       // with http_url: sent as "Authorization: Bearer KEY"
   // Called on every call's context before it starts (API key metadata, ...).
   std::function<void(grpc::ClientContext*)> prepare;
   // Set (e.g. by Ctrl-C): no new calls are issued.
@@ -49,6 +58,7 @@ struct Percentiles {
 
 struct BenchReport {
   BenchOptions options;  // with warmup resolved
+  std::string face;      // "grpc" | "http"
   std::string model;     // GetModelInfo's name, dtype and device
   std::string dtype;
   std::string device;

@@ -73,6 +73,9 @@ ABSL_FLAG(int, prompt_tokens, 128, "bench: prompt length in tokens (BOS + ids dr
 ABSL_FLAG(int, shared_prefix_tokens, 0,
           "bench: the first this many prompt ids are the same in every call (a common system "
           "prompt, for --enable-prefix-caching); 0: every prompt differs from its start.");
+ABSL_FLAG(std::string, http, "",
+          "bench: send the calls to the HTTP face at this URL (http://HOST:PORT: POST "
+          "/v1/completions, server-sent events) instead of gRPC; GetModelInfo still uses --server.");
 // tokenize
 ABSL_FLAG(bool, add_special_tokens, false, "tokenize: add BOS/EOS as a text prompt gets them.");
 
@@ -312,6 +315,11 @@ int Bench(v1::TextGeneration::Stub& stub) {
   options.temperature = absl::GetFlag(FLAGS_temperature);
   options.deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
   options.stop = &g_interrupted;
+  options.http_url = absl::GetFlag(FLAGS_http);
+  options.api_key = absl::GetFlag(FLAGS_api_key);
+  if (options.api_key.empty() && std::getenv("STREAMGEN_API_KEY") != nullptr) {
+    options.api_key = std::getenv("STREAMGEN_API_KEY");
+  }
   // The deadline is per call (RunBench sets it); PrepareContext adds the key.
   options.prepare = [](grpc::ClientContext* context) {
     std::string key = absl::GetFlag(FLAGS_api_key);

@@ -22,6 +22,13 @@ absl::Status BadField(absl::string_view field, absl::string_view message) {
   return status;
 }
 
+// An error inside a field: `path` ("messages[2].content") is what the message names.
+absl::Status BadPath(absl::string_view param, absl::string_view path, absl::string_view message) {
+  absl::Status status = absl::InvalidArgumentError(absl::StrCat(path, " ", message));
+  SetErrorParam(&status, param);
+  return status;
+}
+
 const char* TypeName(const Json& value) {
   if (value.is_string()) return "a string";
   if (value.is_boolean()) return "a boolean";
@@ -107,7 +114,7 @@ absl::Status Messages(const Json& value,
     v1::ChatMessage* turn = out->Add();
     auto role = message.find("role");
     if (role == message.end() || !role->is_string()) {
-      return BadField("messages", absl::StrCat("[", i, "].role must be a string"));
+      return BadPath("messages", absl::StrCat(where, ".role"), "must be a string");
     }
     turn->set_role(role->get<std::string>());
     auto content = message.find("content");
@@ -117,16 +124,17 @@ absl::Status Messages(const Json& value,
       continue;
     }
     if (!content->is_array()) {
-      return BadField("messages", absl::StrCat("[", i, "].content must be a string or an array of "
-                                               "text parts, got ", TypeName(*content)));
+      return BadPath("messages", absl::StrCat(where, ".content"),
+                     absl::StrCat("must be a string or an array of text parts, got ",
+                                  TypeName(*content)));
     }
     for (size_t j = 0; j < content->size(); ++j) {
       const Json& part = (*content)[j];
       auto type = part.is_object() ? part.find("type") : part.end();
       auto text = part.is_object() ? part.find("text") : part.end();
       if (type == part.end() || *type != "text" || text == part.end() || !text->is_string()) {
-        return BadField("messages", absl::StrCat("[", i, "].content[", j, "] must be {\"type\": "
-                                                 "\"text\", \"text\": string} (only text is supported)"));
+        return BadPath("messages", absl::StrCat(where, ".content[", j, "]"),
+                       "must be {\"type\": \"text\", \"text\": string} (only text is supported)");
       }
       turn->mutable_content()->append(text->get<std::string>());
     }

@@ -65,3 +65,10 @@ if(TARGET streamgen_server AND TARGET streamgen_client_bench)
     GTest::gmock)
   add_dependencies(client_bench_test tiny_model streamgen-client)
 endif()
+
+# Issue 8: the HTTP face's wire formats (JSON mapping, errors, SSE encoders).
+if(TARGET streamgen_openai_api)
+  streamgen_test(openai_api_test openai_api_test.cc)
+  target_link_libraries(openai_api_test PRIVATE streamgen_openai_api streamgen_server_core
+    GTest::gmock)
+endif()

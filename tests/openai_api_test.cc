@@ -1,0 +1,440 @@
+// The HTTP face's wire formats without HTTP: OpenAI JSON -> GenerateRequest
+// (types, OpenAI's rules, defaults), the validator's messages with OpenAI's
+// `param`, the error bodies, and the SSE / JSON encoders.
+#include "server/openai_api.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/validation.h"
+
+namespace streamgen {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Json = nlohmann::json;
+
+absl::StatusOr<OpenAiRequest> Completions(const char* body) {
+  return ParseOpenAiRequest(OpenAiRoute::kCompletions, Json::parse(body));
+}
+absl::StatusOr<OpenAiRequest> Chat(const char* body) {
+  return ParseOpenAiRequest(OpenAiRoute::kChat, Json::parse(body));
+}
+
+// The error as the HTTP face would answer it.
+HttpError ErrorOf(const absl::StatusOr<OpenAiRequest>& parsed,
+                  OpenAiRoute route = OpenAiRoute::kCompletions) {
+  EXPECT_FALSE(parsed.ok());
+  return ToHttpError(parsed.status(), route);
+}
+
+TEST(OpenAiRequestTest, CompletionsDefaultsAreOpenAis) {
+  absl::StatusOr<OpenAiRequest> parsed = Completions(R"({"model": "m", "prompt": "Hello"})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->model, "m");
+  EXPECT_EQ(parsed->request.prompt(), "Hello");
+  EXPECT_EQ(parsed->request.max_new_tokens(), 16u);
+  EXPECT_FLOAT_EQ(parsed->request.temperature(), 1.0f);
+  EXPECT_FALSE(parsed->request.has_seed());
+  EXPECT_FALSE(parsed->stream);
+  EXPECT_FALSE(parsed->logprobs);
+}
+
+TEST(OpenAiRequestTest, CompletionsFieldsMapOntoTheProto) {
+  absl::StatusOr<OpenAiRequest> parsed = Completions(R"({
+    "prompt": [1, 450, 4996], "max_tokens": 8, "temperature": 0, "top_p": 0.9, "top_k": 40,
+    "min_p": 0.05, "repetition_penalty": 1.1, "presence_penalty": 0.5,
+    "frequency_penalty": -0.5, "seed": 7, "stop": "\n", "stop_token_ids": [2],
+    "ignore_eos": true, "logprobs": 3, "stream": true, "stream_options": {"include_usage": true},
+    "user": "ignored", "n": 1, "an_unknown_field": {"x": 1}})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const v1::GenerateRequest& r = parsed->request;
+  EXPECT_THAT(r.prompt_token_ids(), ElementsAre(1, 450, 4996));
+  EXPECT_EQ(r.max_new_tokens(), 8u);
+  EXPECT_FLOAT_EQ(r.temperature(), 0.0f);
+  EXPECT_FLOAT_EQ(r.top_p(), 0.9f);
+  EXPECT_EQ(r.top_k(), 40u);
+  EXPECT_FLOAT_EQ(r.min_p(), 0.05f);
+  EXPECT_FLOAT_EQ(r.repetition_penalty(), 1.1f);
+  EXPECT_FLOAT_EQ(r.presence_penalty(), 0.5f);
+  EXPECT_FLOAT_EQ(r.frequency_penalty(), -0.5f);
+  EXPECT_EQ(r.seed(), 7u);
+  EXPECT_THAT(r.stop(), ElementsAre("\n"));
+  EXPECT_THAT(r.stop_token_ids(), ElementsAre(2));
+  EXPECT_TRUE(r.ignore_eos());
+  EXPECT_EQ(r.top_logprobs(), 3u);
+  EXPECT_TRUE(parsed->logprobs);
+  EXPECT_TRUE(parsed->stream);
+  EXPECT_TRUE(parsed->include_usage);
+}
+
+TEST(OpenAiRequestTest, ChatMessagesTextPartsAndMaxCompletionTokens) {
+  absl::StatusOr<OpenAiRequest> parsed = Chat(R"({
+    "messages": [{"role": "system", "content": "Be brief"},
+                 {"role": "user", "content": [{"type": "text", "text": "Hi "},
+                                              {"type": "text", "text": "there"}]},
+                 {"role": "assistant", "content": null}],
+    "max_completion_tokens": 5, "max_tokens": 9, "logprobs": true, "top_logprobs": 2,
+    "top_k": -1, "stop": ["a", "b"]})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const v1::GenerateRequest& r = parsed->request;
+  ASSERT_EQ(r.messages_size(), 3);
+  EXPECT_EQ(r.messages(1).role(), "user");
+  EXPECT_EQ(r.messages(1).content(), "Hi there");
+  EXPECT_EQ(r.messages(2).content(), "");
+  EXPECT_EQ(r.max_new_tokens(), 5u);  // max_completion_tokens wins
+  EXPECT_TRUE(parsed->logprobs);
+  EXPECT_EQ(r.top_logprobs(), 2u);
+  EXPECT_EQ(r.top_k(), 0u);  // -1: off
+  EXPECT_THAT(r.stop(), ElementsAre("a", "b"));
+  // Chat without max tokens: 0, the server's default.
+  absl::StatusOr<OpenAiRequest> plain = Chat(R"({"messages": [{"role": "user", "content": "x"}]})");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->request.max_new_tokens(), 0u);
+}
+
+TEST(OpenAiRequestTest, WrongTypesNameTheField) {
+  struct Case {
+    const char* body;
+    const char* param;
+    const char* message;
+  };
+  const Case cases[] = {
+      {R"({"prompt": "x", "max_tokens": "ten"})", "max_tokens", "max_tokens must be an integer, got a string"},
+      {R"({"prompt": "x", "max_tokens": 1.5})", "max_tokens", "max_tokens must be an integer, got a number"},
+      {R"({"prompt": "x", "temperature": "hot"})", "temperature", "temperature must be a number, got a string"},
+      {R"({"prompt": "x", "stream": 1})", "stream", "stream must be a boolean, got a number"},
+      {R"({"prompt": "x", "stop": 5})", "stop", "stop must be a string or an array of strings, got a number"},
+      {R"({"prompt": "x", "stop": ["a", 1]})", "stop", "stop must be a string or an array of strings"},
+      {R"({"prompt": "x", "seed": "s"})", "seed", "seed must be an integer, got a string"},
+      {R"({"prompt": "x", "model": 3})", "model", "model must be a string, got a number"},
+      {R"({"prompt": ["a", "b"]})", "prompt", "prompt must be a string or an array of token ids, got an array of other values"},
+      {R"({"prompt": {"text": "x"}})", "prompt", "prompt must be a string or an array of token ids, got an object"},
+      {R"({"prompt": [1, "2"]})", "prompt", "prompt must be an array of token ids; [1] is a string"},
+      {R"({"prompt": [1, 99999999999]})", "prompt", "prompt must be an array of token ids; [1] is out of range"},
+      {R"({"max_tokens": 4})", "prompt", "prompt is required"},
+      {R"({"prompt": "x", "n": 2})", "n", "n must be 1 (one choice per request), got 2"},
+      {R"({"prompt": "x", "max_tokens": 0})", "max_tokens", "max_tokens must be at least 1, got 0"},
+      {R"({"prompt": "x", "top_p": 0})", "top_p", "top_p must be in (0, 1], got 0"},
+      {R"({"prompt": "x", "repetition_penalty": 0})", "repetition_penalty", "repetition_penalty must be in (0, 10], got 0"},
+      {R"({"prompt": "x", "top_k": -2})", "top_k", "top_k must be -1 (off), 0 (off) or positive, got -2"},
+      {R"({"prompt": "x", "seed": -1})", "seed", "seed must be >= 0, got -1"},
+      {R"({"prompt": "x", "logprobs": -1})", "logprobs", "logprobs must be >= 0, got -1"},
+      {R"({"prompt": "x", "echo": true})", "echo", "echo is not supported"},
+      {R"({"prompt": "x", "best_of": 3})", "best_of", "best_of is not supported (only 1)"},
+      {R"({"prompt": "x", "logit_bias": {"5": 100}})", "logit_bias", "logit_bias is not supported"},
+      {R"({"prompt": "x", "stream_options": true})", "stream_options", "stream_options must be an object, got a boolean"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.body);
+    HttpError error = ErrorOf(Completions(c.body));
+    EXPECT_EQ(error.status, 400);
+    EXPECT_EQ(error.type, "invalid_request_error");
+    EXPECT_EQ(error.param, c.param);
+    EXPECT_EQ(error.message, c.message);
+  }
+  HttpError chat = ErrorOf(Chat(R"({"messages": [{"role": "user", "content": "x"}],
+                                    "top_logprobs": 2})"),
+                           OpenAiRoute::kChat);
+  EXPECT_EQ(chat.param, "top_logprobs");
+  EXPECT_EQ(chat.message, "top_logprobs needs \"logprobs\": true");
+  chat = ErrorOf(Chat(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"),
+                 OpenAiRoute::kChat);
+  EXPECT_EQ(chat.param, "messages");
+  EXPECT_THAT(chat.message, HasSubstr("only text is supported"));
+  chat = ErrorOf(Chat(R"({"messages": "hello"})"), OpenAiRoute::kChat);
+  EXPECT_EQ(chat.message, "messages must be an array, got a string");
+  chat = ErrorOf(Chat(R"({"messages": [{"content": "x"}]})"), OpenAiRoute::kChat);
+  EXPECT_EQ(chat.message, "messages[0].role must be a string");
+  chat = ErrorOf(Chat(R"({"prompt": "x"})"), OpenAiRoute::kChat);
+  EXPECT_EQ(chat.message, "messages is required");
+  EXPECT_EQ(ErrorOf(ParseOpenAiRequest(OpenAiRoute::kChat, Json::array())).message,
+            "the body must be a JSON object, got an array");
+}
+
+// The one validation path: what ParseOpenAiRequest passes, the gRPC face's
+// validator judges, and its message comes back with OpenAI's field name.
+TEST(OpenAiRequestTest, ValidatorMessagesComeBackWithTheOpenAiParam) {
+  RequestLimits limits;
+  limits.vocab_size = 100;
+  limits.context_length = 32;
+  limits.max_new_tokens_limit = 20;
+  PromptEncoder encoder;
+  encoder.tokenize = [](const std::string& text) { return std::vector<int>(text.size(), 5); };
+  encoder.render_chat = [](const std::vector<ChatMessage>& m) -> absl::StatusOr<std::vector<int>> {
+    return std::vector<int>(m.size(), 6);
+  };
+  struct Case {
+    OpenAiRoute route;
+    const char* body;
+    const char* param;
+    const char* message;
+  };
+  const Case cases[] = {
+      {OpenAiRoute::kCompletions, R"({"prompt": "x", "temperature": 500})", "temperature",
+       "temperature must be in [0, 100], got 500"},
+      {OpenAiRoute::kCompletions, R"({"prompt": "x", "max_tokens": 21})", "max_tokens",
+       "max_new_tokens 21 exceeds the server's limit 20"},
+      {OpenAiRoute::kCompletions, R"({"prompt": "x", "logprobs": 21})", "logprobs",
+       "top_logprobs must be at most 20, got 21"},
+      {OpenAiRoute::kChat,
+       R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})",
+       "top_logprobs", "top_logprobs must be at most 20, got 21"},
+      {OpenAiRoute::kCompletions, R"({"prompt": [1, 200]})", "prompt",
+       "prompt_token_ids[1] = 200 is outside the vocabulary [0, 100)"},
+      {OpenAiRoute::kCompletions, R"({"prompt": ""})", "prompt",
+       "exactly one of prompt, prompt_token_ids, messages must be set; none is"},
+      {OpenAiRoute::kCompletions, R"({"prompt": "x", "top_p": 1.5})", "top_p",
+       "top_p must be in (0, 1] (0 means 1.0: off), got 1.5"},
+      {OpenAiRoute::kCompletions, R"({"prompt": "x", "stop": ["a", ""]})", "stop",
+       "stop[1] is empty"},
+      {OpenAiRoute::kCompletions, R"({"prompt": "x", "stop_token_ids": [100]})", "stop_token_ids",
+       "stop_token_ids[0] = 100 is outside the vocabulary [0, 100)"},
+      {OpenAiRoute::kCompletions, R"({"prompt": "x", "presence_penalty": 3})", "presence_penalty",
+       "presence_penalty must be in [-2, 2], got 3"},
+      {OpenAiRoute::kChat, R"({"messages": [{"role": "", "content": "x"}]})", "messages",
+       "messages[0].role is empty"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.body);
+    absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(c.route, Json::parse(c.body));
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    absl::StatusOr<GenerationRequest> validated =
+        ToGenerationRequest(parsed->request, limits, encoder);
+    ASSERT_FALSE(validated.ok());
+    HttpError error = ToHttpError(validated.status(), c.route);
+    EXPECT_EQ(error.status, 400);
+    EXPECT_EQ(error.param, c.param);
+    EXPECT_EQ(error.message, c.message);
+  }
+}
+
+TEST(HttpErrorTest, StatusCodesAndBody) {
+  EXPECT_EQ(ToHttpError(absl::UnauthenticatedError("no key")).status, 401);
+  EXPECT_EQ(ToHttpError(absl::UnauthenticatedError("no key")).code, "invalid_api_key");
+  EXPECT_EQ(ToHttpError(absl::ResourceExhaustedError("full")).status, 429);
+  HttpError unavailable = ToHttpError(absl::UnavailableError("loading"));
+  EXPECT_EQ(unavailable.status, 503);
+  EXPECT_EQ(unavailable.retry_after_s, 1);
+  EXPECT_EQ(ToHttpError(absl::InternalError("boom")).status, 500);
+  EXPECT_EQ(ToHttpError(absl::FailedPreconditionError("messages: no chat")).status, 400);
+  EXPECT_EQ(ToHttpError(absl::FailedPreconditionError("messages: no chat")).param, "messages");
+  EXPECT_EQ(ErrorBody(MakeHttpError(404, "invalid_request_error", "gone", "model_not_found",
+                                    "model"))
+                .dump(),
+            R"({"error":{"message":"gone","type":"invalid_request_error","param":"model","code":"model_not_found"}})");
+  EXPECT_EQ(ErrorBody(MakeHttpError(400, "invalid_request_error", "bad")).dump(),
+            R"({"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}})");
+}
+
+TEST(QueryStreamTest, ParsesAndSamplesLikeTransformers) {
+  absl::StatusOr<QueryStreamRequest> parsed =
+      ParseQueryStreamRequest(Json::parse(R"({"query": "Hi", "max_new_tokens": 12})"));
+  ASSERT_TRUE(parsed.ok());
+  v1::GenerateRequest chat = ToGenerateRequest(*parsed, /*chat=*/true, 42);
+  ASSERT_EQ(chat.messages_size(), 1);
+  EXPECT_EQ(chat.messages(0).role(), "user");
+  EXPECT_EQ(chat.messages(0).content(), "Hi");
+  EXPECT_EQ(chat.max_new_tokens(), 12u);
+  EXPECT_FLOAT_EQ(chat.temperature(), 1.0f);
+  EXPECT_EQ(chat.top_k(), 50u);
+  EXPECT_EQ(chat.seed(), 42u);
+  EXPECT_EQ(ToGenerateRequest(*parsed, /*chat=*/false, 1).prompt(), "Hi");
+  EXPECT_EQ(ParseQueryStreamRequest(Json::parse(R"({"max_new_tokens": 3})")).status().message(),
+            "query is required");
+  EXPECT_EQ(ParseQueryStreamRequest(Json::parse(R"({"query": "x", "max_new_tokens": "3"})"))
+                .status()
+                .message(),
+            "max_new_tokens must be an integer, got a string");
+}
+
+TEST(TokenizeTest, VllmShapes) {
+  absl::StatusOr<v1::TokenizeRequest> text =
+      ParseTokenizeRequest(Json::parse(R"({"model": "m", "prompt": "Hello"})"));
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(text->text(), "Hello");
+  EXPECT_TRUE(text->add_special_tokens());  // vLLM's default
+  absl::StatusOr<v1::TokenizeRequest> chat = ParseTokenizeRequest(
+      Json::parse(R"({"messages": [{"role": "user", "content": "x"}]})"));
+  ASSERT_TRUE(chat.ok());
+  EXPECT_EQ(chat->messages_size(), 1);
+  EXPECT_EQ(ParseTokenizeRequest(Json::parse(R"({})")).status().message(),
+            "prompt or messages: exactly one must be set");
+  absl::StatusOr<std::vector<int>> ids = ParseDetokenizeRequest(Json::parse(R"({"tokens": [1, 2]})"));
+  ASSERT_TRUE(ids.ok());
+  EXPECT_THAT(*ids, ElementsAre(1, 2));
+  EXPECT_EQ(ParseDetokenizeRequest(Json::parse(R"({"tokens": "1"})")).status().message(),
+            "tokens must be an array of token ids, got a string");
+}
+
+TEST(PieceTextTest, SpacesAndBytes) {
+  EXPECT_EQ(PieceText("\xE2\x96\x81the"), " the");
+  EXPECT_EQ(PieceText("<0x0A>"), "\n");
+  EXPECT_EQ(PieceText("<0xE2>"), "\xE2");
+  EXPECT_EQ(PieceText("<0xZZ>"), "<0xZZ>");
+  EXPECT_EQ(PieceText("abc"), "abc");
+}
+
+// The SSE events of a stream, parsed back.
+std::vector<Json> Events(const std::string& sse, bool* done) {
+  std::vector<Json> events;
+  *done = false;
+  size_t at = 0;
+  while (at < sse.size()) {
+    size_t end = sse.find("\n\n", at);
+    EXPECT_NE(end, std::string::npos) << "an event without its blank line";
+    if (end == std::string::npos) break;
+    std::string event = sse.substr(at, end - at);
+    EXPECT_EQ(event.rfind("data: ", 0), 0u) << event;
+    EXPECT_FALSE(*done) << "an event after [DONE]";
+    if (event == "data: [DONE]") {
+      *done = true;
+    } else {
+      events.push_back(Json::parse(event.substr(6)));
+    }
+    at = end + 2;
+  }
+  return events;
+}
+
+v1::GenerateResponse Message(const std::string& text, std::vector<int> ids) {
+  v1::GenerateResponse message;
+  message.set_text(text);
+  for (int id : ids) {
+    v1::Token* token = message.add_tokens();
+    token->set_id(id);
+    token->set_logprob(-0.5f);
+    v1::TokenLogprob* alt = token->add_top_logprobs();
+    alt->set_id(id);
+    alt->set_logprob(-0.5f);
+  }
+  return message;
+}
+
+v1::GenerateResponse Last(v1::FinishReason reason) {
+  v1::GenerateResponse message;
+  message.set_finish_reason(reason);
+  message.mutable_usage()->set_prompt_tokens(4);
+  message.mutable_usage()->set_completion_tokens(2);
+  return message;
+}
+
+std::string Piece(int id) { return id == 1 ? "\xE2\x96\x81Hi" : "<0x21>"; }
+
+TEST(OpenAiEncoderTest, ChatStreamAsOpenAiClientsParseIt) {
+  absl::StatusOr<OpenAiRequest> request = Chat(R"({"messages": [{"role": "user", "content": "x"}],
+      "stream": true, "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(request.ok());
+  OpenAiEncoder encoder(*request, "chatcmpl-1", 1700000000, "tiny", Piece);
+  std::string sse = encoder.StreamStart() +
+                    encoder.StreamMessage(Message(" Hi", {1}), false, absl::OkStatus()) +
+                    encoder.StreamMessage(Message("!", {2}), false, absl::OkStatus()) +
+                    encoder.StreamMessage(Last(v1::FINISH_REASON_EOS), true, absl::OkStatus());
+  bool done = false;
+  std::vector<Json> events = Events(sse, &done);
+  EXPECT_TRUE(done);
+  ASSERT_EQ(events.size(), 5u);
+  for (const Json& e : events) {
+    EXPECT_EQ(e["id"], "chatcmpl-1");
+    EXPECT_EQ(e["created"], 1700000000);
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    EXPECT_EQ(e["model"], "tiny");
+  }
+  EXPECT_EQ(events[0]["choices"][0]["delta"], Json::parse(R"({"role": "assistant", "content": ""})"));
+  EXPECT_EQ(events[1]["choices"][0]["delta"]["content"], " Hi");
+  EXPECT_TRUE(events[1]["choices"][0]["finish_reason"].is_null());
+  EXPECT_TRUE(events[1]["usage"].is_null());
+  EXPECT_EQ(events[2]["choices"][0]["delta"]["content"], "!");
+  EXPECT_EQ(events[3]["choices"][0]["delta"], Json::object());
+  EXPECT_EQ(events[3]["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(events[4]["choices"], Json::array());
+  EXPECT_EQ(events[4]["usage"],
+            Json::parse(R"({"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6})"));
+}
+
+TEST(OpenAiEncoderTest, CompletionsStreamWithoutUsageEndsWithLength) {
+  absl::StatusOr<OpenAiRequest> request = Completions(R"({"prompt": "x", "stream": true})");
+  ASSERT_TRUE(request.ok());
+  OpenAiEncoder encoder(*request, "cmpl-1", 1, "tiny", Piece);
+  EXPECT_EQ(encoder.StreamStart(), "");
+  std::string sse = encoder.StreamMessage(Message(" Hi", {1}), false, absl::OkStatus()) +
+                    encoder.StreamMessage(Last(v1::FINISH_REASON_LENGTH), true, absl::OkStatus());
+  bool done = false;
+  std::vector<Json> events = Events(sse, &done);
+  EXPECT_TRUE(done);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0]["object"], "text_completion");
+  EXPECT_EQ(events[0]["choices"][0]["text"], " Hi");
+  EXPECT_FALSE(events[0].contains("usage"));
+  EXPECT_EQ(events[1]["choices"][0]["finish_reason"], "length");
+}
+
+TEST(OpenAiEncoderTest, AnErrorAfterTheStartIsAnEventThenDone) {
+  absl::StatusOr<OpenAiRequest> request = Completions(R"({"prompt": "x", "stream": true})");
+  ASSERT_TRUE(request.ok());
+  OpenAiEncoder encoder(*request, "cmpl-1", 1, "tiny", Piece);
+  std::string sse = encoder.StreamMessage(Message("ab", {1}), true,
+                                          absl::UnavailableError("the server is shutting down"));
+  bool done = false;
+  std::vector<Json> events = Events(sse, &done);
+  EXPECT_TRUE(done);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0]["choices"][0]["text"], "ab");
+  EXPECT_EQ(events[1]["error"]["message"], "the server is shutting down");
+  EXPECT_EQ(events[1]["error"]["type"], "service_unavailable");
+  events = Events(encoder.StreamError(absl::InternalError("boom")), &done);
+  EXPECT_TRUE(done);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0]["error"]["message"], "boom");
+}
+
+TEST(OpenAiEncoderTest, LogprobsInOpenAisShapes) {
+  absl::StatusOr<OpenAiRequest> completions = Completions(R"({"prompt": "x", "logprobs": 1})");
+  ASSERT_TRUE(completions.ok());
+  OpenAiEncoder encoder(*completions, "cmpl-1", 1, "tiny", Piece);
+  encoder.Accumulate(Message(" Hi", {1}));
+  encoder.Accumulate(Message("!", {2}));
+  encoder.Accumulate(Last(v1::FINISH_REASON_STOP));
+  Json body = Json::parse(encoder.Body().dump());
+  EXPECT_EQ(body["object"], "text_completion");
+  EXPECT_EQ(body["choices"][0]["text"], " Hi!");
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(body["choices"][0]["logprobs"]["tokens"], Json::parse(R"([" Hi", "!"])"));
+  EXPECT_EQ(body["choices"][0]["logprobs"]["token_logprobs"], Json::parse("[-0.5, -0.5]"));
+  EXPECT_EQ(body["choices"][0]["logprobs"]["top_logprobs"][0], Json::parse(R"({" Hi": -0.5})"));
+  EXPECT_EQ(body["choices"][0]["logprobs"]["text_offset"], Json::parse("[0, 3]"));
+  EXPECT_EQ(body["usage"]["total_tokens"], 6);
+
+  absl::StatusOr<OpenAiRequest> chat = Chat(R"({"messages": [{"role": "user", "content": "x"}],
+                                                "logprobs": true, "top_logprobs": 1})");
+  ASSERT_TRUE(chat.ok());
+  OpenAiEncoder chat_encoder(*chat, "chatcmpl-1", 1, "tiny", Piece);
+  chat_encoder.Accumulate(Message("!", {2}));
+  chat_encoder.Accumulate(Last(v1::FINISH_REASON_LENGTH));
+  Json chat_body = Json::parse(chat_encoder.Body().dump());
+  EXPECT_EQ(chat_body["object"], "chat.completion");
+  EXPECT_EQ(chat_body["choices"][0]["message"],
+            Json::parse(R"({"role": "assistant", "content": "!"})"));
+  EXPECT_EQ(chat_body["choices"][0]["logprobs"]["content"][0],
+            Json::parse(R"({"token": "!", "logprob": -0.5, "bytes": [33],
+                            "top_logprobs": [{"token": "!", "logprob": -0.5, "bytes": [33]}]})"));
+}
+
+TEST(OpenAiEncoderTest, InvalidUtf8IsReplacedNotThrown) {
+  absl::StatusOr<OpenAiRequest> chat = Chat(R"({"messages": [{"role": "user", "content": "x"}],
+                                                "logprobs": true})");
+  ASSERT_TRUE(chat.ok());
+  // A byte piece that is half a character.
+  OpenAiEncoder encoder(*chat, "c", 1, "tiny", [](int) { return std::string("<0xE2>"); });
+  encoder.Accumulate(Message("", {9}));
+  std::string dumped = DumpJson(encoder.Body());
+  Json body = Json::parse(dumped);
+  EXPECT_EQ(body["choices"][0]["logprobs"]["content"][0]["token"], "\xEF\xBF\xBD");
+  EXPECT_EQ(body["choices"][0]["logprobs"]["content"][0]["bytes"], Json::parse("[226]"));
+}
+
+}  // namespace
+}  // namespace streamgen
