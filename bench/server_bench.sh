@@ -83,7 +83,7 @@ start_server() {
   rm -f "$port_file"
   "$SERVER" --model "$MODEL_DIR" --dtype "$dtype" --threads "$THREADS" --max-batch "$MAX_BATCH" \
     --kv-cache-memory "$KV_CACHE_MEMORY" --listen 127.0.0.1:0 --port-file "$port_file" \
-    --metrics-listen 127.0.0.1:0 ${MAX_PREFILL_TOKENS:+--max-prefill-tokens "$MAX_PREFILL_TOKENS"} \
+    --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --http-port-file "$port_file.http" ${MAX_PREFILL_TOKENS:+--max-prefill-tokens "$MAX_PREFILL_TOKENS"} \
     ${EXTRA_SERVER_FLAGS[@]+"${EXTRA_SERVER_FLAGS[@]}"} > "$log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 600); do

@@ -19,6 +19,9 @@ Try, from another terminal:
   build/client/streamgen-client --server localhost:${PORT} generate "Once upon a time" --max-new-tokens 32
   build/client/streamgen-client --server localhost:${PORT} info
   grpcurl -plaintext -d '{"prompt": "Once upon a time", "max_new_tokens": 16}' localhost:${PORT} streamgen.v1.TextGeneration/Generate
+  curl -N http://localhost:8000/v1/completions -H 'Content-Type: application/json' \
+    -d '{"prompt": "Once upon a time", "max_tokens": 16, "stream": true}'
+Playground (a browser): http://localhost:8000/
 Metrics: curl http://localhost:9090/metrics
 
 MSG

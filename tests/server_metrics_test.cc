@@ -311,7 +311,8 @@ v1::ModelInfo InfoWithFlags(const std::vector<std::string>& flags) {
   std::string port_file = ::testing::TempDir() + "/metrics_test_port." + std::to_string(getpid());
   std::filesystem::remove(port_file);
   std::vector<std::string> args = {ServerPath(), "--listen=127.0.0.1:0",
-                                   "--metrics-listen=", "--port-file=" + port_file};
+                                   "--metrics-listen=", "--http-listen=",
+                                   "--port-file=" + port_file};
   args.insert(args.end(), flags.begin(), flags.end());
   pid_t pid = fork();
   if (pid == 0) {
@@ -382,7 +383,7 @@ TEST(ServerFlagsTest, BadSchedulerFlagsAreRefusedByName) {
                                          {"--kv-block-size=0", "--kv-block-size"},
                                          {"--max-prefill-tokens=0", "--max-prefill-tokens"}}) {
     std::string command =
-        absl::StrCat(ServerPath(), " --listen=127.0.0.1:0 --metrics-listen= ", c.flag, " 2>&1");
+        absl::StrCat(ServerPath(), " --listen=127.0.0.1:0 --metrics-listen= --http-listen= ", c.flag, " 2>&1");
     FILE* pipe = popen(command.c_str(), "r");
     ASSERT_NE(pipe, nullptr);
     std::string output;

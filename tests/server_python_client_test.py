@@ -41,7 +41,7 @@ class Server:
         self.log = open(os.path.join(self.dir, "server.log"), "w+")
         self.process = subprocess.Popen(
             [os.path.join(ARGS.build_dir, "server", "streamgen-server"), "--model", model,
-             "--listen", "127.0.0.1:0", "--port-file", port_file, "--metrics-listen=",
+             "--listen", "127.0.0.1:0", "--port-file", port_file, "--metrics-listen=", "--http-listen=",
              "--log-format=json", "--drain-timeout=30s"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120

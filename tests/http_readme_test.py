@@ -1,0 +1,145 @@
+#!/usr/bin/python3
+"""The README's "HTTP and the playground" examples, run as written against a
+freshly started streamgen-server (the only change: `localhost:8000` points at
+the test's server on a free port). Every ```sh block runs under bash, the ```js
+block under node with tests/http's pinned `openai` package, the ```python
+block under Debian's python3 with python3-requests.
+
+    /usr/bin/python3 tests/http_readme_test.py --build-dir BUILD_DIR
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ARGS = None
+SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECTION = "## HTTP and the playground"
+
+
+def readme_blocks():
+    """(language, code) of every fenced block in the README's HTTP section."""
+    with open(os.path.join(SOURCE_DIR, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    start = text.index(SECTION)
+    end = text.find("\n## ", start + len(SECTION))
+    section = text[start:end if end >= 0 else len(text)]
+    return re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+class Server:
+    """streamgen-server (the built-in model) on loopback, free ports."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="streamgen-readme-test-")
+        http_port_file = os.path.join(self.dir, "http-port")
+        self.log = open(os.path.join(self.dir, "server.log"), "w+")
+        self.process = subprocess.Popen(
+            [os.path.join(ARGS.build_dir, "server", "streamgen-server"),
+             "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+             "--http-port-file", http_port_file, "--metrics-listen=", "--log-format=json"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while not read_text(http_port_file).strip():
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the server did not start:\n" + self.logs())
+            time.sleep(0.02)
+        self.address = "127.0.0.1:" + read_text(http_port_file).strip()
+        while subprocess.run(["curl", "-sf", f"http://{self.address}/health"],
+                             capture_output=True).returncode != 0:
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the server never became healthy:\n" + self.logs())
+            time.sleep(0.05)
+
+    def logs(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=120)
+        self.log.close()
+        return code
+
+
+class ReadmeHttpExamplesTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server()
+        cls.blocks = readme_blocks()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def code(self, language):
+        blocks = [code for lang, code in self.blocks if lang == language]
+        self.assertTrue(blocks, f"the README's HTTP section has no ```{language} block")
+        return [b.replace("localhost:8000", self.server.address) for b in blocks]
+
+    def run_checked(self, command, **kwargs):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
+        self.assertEqual(result.returncode, 0,
+                         f"{command} failed:\n{result.stdout}\n{result.stderr}\n{self.server.logs()}")
+        return result.stdout
+
+    def test_shell_examples(self):
+        for block in self.code("sh"):
+            out = self.run_checked(["bash", "-euo", "pipefail", "-c", block])
+            # Each curl's answer, in order.
+            models = json.loads(out.split("\n", 1)[0])
+            self.assertEqual(models["data"][0]["id"], "tiny-builtin")
+            self.assertIn('"object":"text_completion"', out)
+            self.assertIn("data: [DONE]", out)
+            self.assertIn('"object":"chat.completion"', out)
+            self.assertRegex(out, r'"usage":\{"prompt_tokens":\d+,"completion_tokens":16,')
+            self.assertRegex(out, r'\{"count":\d+,"max_model_len":\d+,"tokens":\[1,')
+            self.assertIn('{"prompt":"Hello"}', out)  # [1, 488, 518, 866]: <s> ▁H ell o
+            # The plain-text stream comes last, after the last JSON line.
+            self.assertTrue(out.rstrip().split("\n")[-1].strip(), out)
+
+    def test_openai_node_example(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            # The pinned packages, found by node's resolution from the script's folder.
+            os.symlink(os.path.join(SOURCE_DIR, "tests", "http", "node_modules"),
+                       os.path.join(tmp, "node_modules"))
+            for block in self.code("js"):
+                script = os.path.join(tmp, "example.mjs")
+                with open(script, "w") as f:
+                    f.write(block)
+                out = self.run_checked(["node", script])
+                self.assertRegex(out, r"completion_tokens: 16")
+                self.assertRegex(out, r"prompt_tokens: \d+")
+
+    def test_seed_python_example(self):
+        for block in self.code("python"):
+            out = self.run_checked(["/usr/bin/python3", "-c", block])
+            self.assertGreater(len(out.strip()), 0, "no text came back")
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build-dir", required=True)
+    ARGS, rest = parser.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
