@@ -67,12 +67,12 @@ absl::Status ApiKeys::Check(std::optional<absl::string_view> authorization) cons
   if (!enabled()) return absl::OkStatus();
   if (!authorization.has_value()) {
     return absl::UnauthenticatedError(
-        "missing API key: send the metadata 'authorization: Bearer <key>'");
+        "missing API key: send 'authorization: Bearer <key>' (gRPC metadata or HTTP header)");
   }
   std::optional<absl::string_view> token = ParseBearerToken(*authorization);
   if (!token.has_value()) {
     return absl::UnauthenticatedError(
-        "malformed 'authorization' metadata: expected 'Bearer <key>'");
+        "malformed 'authorization' (gRPC metadata or HTTP header): expected 'Bearer <key>'");
   }
   bool found = false;
   for (const std::string& key : keys_) found |= SameKey(*token, key);

@@ -1,4 +1,4 @@
-// API keys: bearer tokens in the `authorization` metadata
+// API keys: bearer tokens in the `authorization` metadata (gRPC) or header (HTTP)
 // ("authorization: Bearer <key>"). Health and reflection never ask for one.
 #pragma once
 
