@@ -1,0 +1,282 @@
+#!/usr/bin/python3
+"""The HTTP face's transport and lifecycle against real streamgen-server
+subprocesses on loopback: HTTPS and mutual TLS from the same certificate flags
+as gRPC (curl with certificates made here by openssl), a client that
+disconnects while its request is still queued (freed before any token), a
+reader that stops reading (never slows another stream or the engine), the
+drain timeout ending a stream with an error event and [DONE], and the
+per-request log line carrying the X-Request-Id.
+
+    /usr/bin/python3 tests/http_lifecycle_test.py --build-dir BUILD_DIR
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ARGS = None
+CURL = "/usr/bin/curl"
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+class Server:
+    """streamgen-server on 127.0.0.1 (free ports) with `flags`."""
+
+    def __init__(self, flags=(), scheme="http", curl_flags=()):
+        self.dir = tempfile.mkdtemp(prefix="streamgen-http-lifecycle-")
+        port_file = os.path.join(self.dir, "http-port")
+        self.log_path = os.path.join(self.dir, "server.log")
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [os.path.join(ARGS.build_dir, "server", "streamgen-server"), "--listen", "127.0.0.1:0",
+             "--http-listen", "127.0.0.1:0", "--http-port-file", port_file, "--metrics-listen=",
+             "--log-format=json"] + list(flags),
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while not read_text(port_file).strip():
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the server did not start:\n" + self.logs())
+            time.sleep(0.02)
+        self.port = int(read_text(port_file))
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.curl_flags = list(curl_flags)
+        while self.curl("/health").returncode != 0:
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the server never became healthy:\n" + self.logs())
+            time.sleep(0.05)
+
+    def curl(self, path, *args, body=None):
+        command = [CURL, "-sS", "-f", *self.curl_flags, *args, self.url + path]
+        if body is not None:
+            command[1:1] = ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    def metric(self, name):
+        text = self.curl("/metrics").stdout
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith(name + " ") or line.startswith(name + "{"))
+
+    def wait_metric(self, name, predicate, timeout=30):
+        end = time.time() + timeout
+        while time.time() < end:
+            value = self.metric(name)
+            if predicate(value):
+                return value
+            time.sleep(0.02)
+        raise AssertionError(f"{name} stayed at {self.metric(name)}\n{self.logs()}")
+
+    def logs(self):
+        self.log.flush()
+        return read_text(self.log_path)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=120)
+        self.log.close()
+        return code
+
+
+def raw_request(port, body, path="/v1/completions", rcvbuf=None):
+    """A plain TCP client: sends one POST and returns the socket unread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    data = json.dumps(body).encode()
+    sock.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: " +
+                 str(len(data)).encode() + b"\r\n\r\n" + data)
+    return sock
+
+
+def make_certificates(directory):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    with open(os.path.join(directory, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout",
+            f"{name}.key", "-out", f"{name}.csr")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem")
+    return {n: os.path.join(directory, n) for n in
+            ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+COMPLETION = {"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}
+
+
+class TlsTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.certs = make_certificates(self.tmp.name)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_https_from_the_grpc_certificate_flags(self):
+        server = Server(["--tls-cert", self.certs["server.pem"], "--tls-key", self.certs["server.key"]],
+                        scheme="https", curl_flags=["--cacert", self.certs["ca.pem"]])
+        try:
+            out = server.curl("/v1/completions", body=COMPLETION)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertEqual(json.loads(out.stdout)["usage"]["completion_tokens"], 8)
+            # Plain HTTP on the TLS port gets no answer.
+            plain = subprocess.run([CURL, "-sS", f"http://127.0.0.1:{server.port}/health"],
+                                   capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(plain.returncode, 0)
+            # An untrusted certificate is refused by the client.
+            untrusted = subprocess.run([CURL, "-sS", server.url + "/health"],
+                                       capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(untrusted.returncode, 0)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_mutual_tls_needs_a_client_certificate(self):
+        flags = ["--tls-cert", self.certs["server.pem"], "--tls-key", self.certs["server.key"],
+                 "--tls-client-ca", self.certs["ca.pem"]]
+        with_cert = ["--cacert", self.certs["ca.pem"], "--cert", self.certs["client.pem"],
+                     "--key", self.certs["client.key"]]
+        server = Server(flags, scheme="https", curl_flags=with_cert)
+        try:
+            self.assertEqual(server.curl("/v1/completions", body=COMPLETION).returncode, 0)
+            without = subprocess.run([CURL, "-sS", "--cacert", self.certs["ca.pem"],
+                                      server.url + "/health"],
+                                     capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(without.returncode, 0, without.stdout)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
+class StreamLifecycleTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # The built-in model decodes thousands of tokens a second: its streams
+        # end before a test can act on them. A random model of 512 x 8 layers
+        # decodes a few hundred a second: 1800 tokens take several seconds.
+        cls.model = tempfile.mkdtemp(prefix="streamgen-slow-model-")
+        subprocess.run([os.path.join(ARGS.build_dir, "tools", "streamgen-make-tiny-model"),
+                        "--out", cls.model, "--tokenizer",
+                        os.path.join(ARGS.build_dir, "models", "tiny-builtin", "tokenizer.model"),
+                        "--hidden-size", "512", "--intermediate-size", "1376", "--layers", "8",
+                        "--heads", "8", "--kv-heads", "8", "--context", "2048"],
+                       check=True, capture_output=True, timeout=120)
+
+    @classmethod
+    def tearDownClass(cls):
+        subprocess.run(["rm", "-rf", cls.model])
+
+    def test_disconnect_while_queued_frees_the_request_before_any_token(self):
+        # One sequence at a time: the second request waits in the engine's queue.
+        server = Server(["--model", self.model, "--max-batch", "1"])
+        try:
+            long = {"prompt": "Once upon a time", "max_tokens": 1800, "ignore_eos": True,
+                    "temperature": 0, "stream": True}
+            first = raw_request(server.port, long)
+            server.wait_metric("streamgen_engine_running_requests", lambda v: v == 1)
+            second = raw_request(server.port, dict(long, max_tokens=5))
+            server.wait_metric("streamgen_engine_waiting_requests", lambda v: v == 1)
+            second.close()  # never got a byte: the server must notice from the socket alone
+            server.wait_metric("streamgen_engine_cancelled_total", lambda v: v == 1)
+            self.assertEqual(server.metric("streamgen_engine_waiting_requests"), 0)
+            self.assertEqual(server.metric("streamgen_engine_running_requests"), 1)
+            first.close()
+            server.wait_metric("streamgen_engine_cancelled_total", lambda v: v == 2)
+            server.wait_metric("streamgen_engine_running_requests", lambda v: v == 0)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_a_reader_that_stops_reading_blocks_nobody(self):
+        server = Server(["--model", self.model])
+        try:
+            # Many large chunks (logprobs) into a 4 KiB receive buffer that is never read.
+            slow = raw_request(server.port, {"prompt": "Once upon a time", "max_tokens": 300,
+                                             "ignore_eos": True, "temperature": 0, "stream": True,
+                                             "logprobs": 5}, rcvbuf=4096)
+            server.wait_metric("streamgen_engine_running_requests", lambda v: v == 1)
+            # Another stream runs to its end meanwhile.
+            out = server.curl("/v1/completions", "-N",
+                              body={"prompt": "Hello", "max_tokens": 32, "temperature": 0,
+                                    "stream": True})
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("data: [DONE]", out.stdout)
+            # And the engine finishes the stalled reader's sequence too: its
+            # tokens wait merged in one pending message, not in the engine.
+            server.wait_metric("streamgen_engine_finished_total", lambda v: v >= 2)
+            self.assertEqual(server.metric("streamgen_engine_running_requests"), 0)
+            self.assertEqual(server.metric("streamgen_engine_cancelled_total"), 0)
+            # The reader comes back: it gets the whole stream, ending in [DONE].
+            slow.settimeout(30)
+            data = b""
+            while not data.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of the body
+                chunk = slow.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            slow.close()
+            self.assertIn(b'"finish_reason":"length"', data)
+            self.assertTrue(data.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"), data[-200:])
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_drain_timeout_ends_a_stream_with_an_error_event_then_done(self):
+        server = Server(["--model", self.model, "--drain-timeout", "1s"])
+        stream = subprocess.Popen(
+            [CURL, "-sSN", server.url + "/v1/chat/completions", "-H", "Content-Type: application/json",
+             "-H", "X-Request-Id: drain-me", "-d",
+             json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1800,
+                         "ignore_eos": True, "temperature": 0, "stream": True})],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            server.wait_metric("streamgen:generation_tokens_total", lambda v: v >= 1)
+            server.process.send_signal(signal.SIGTERM)
+            out, _ = stream.communicate(timeout=120)
+            self.assertEqual(server.process.wait(timeout=120), 0)
+            events = [e for e in out.split("\n\n") if e.strip()]
+            self.assertEqual(events[-1], "data: [DONE]", out[-500:])
+            last = json.loads(events[-2][len("data: "):])
+            self.assertEqual(last["error"]["type"], "service_unavailable", last)
+            self.assertIn("drain timeout", last["error"]["message"])
+            # Text came before the end, and no finish chunk.
+            self.assertIn('"delta":{"content":', out)
+            self.assertNotIn('"finish_reason":"length"', out)
+            log = [json.loads(l) for l in server.logs().splitlines() if l.startswith("{")]
+            lines = [l for l in log if l.get("request_id") == "drain-me"]
+            self.assertEqual(len(lines), 1, server.logs())
+            self.assertEqual(lines[0]["msg"], "POST /v1/chat/completions")
+            self.assertEqual(lines[0]["code"], "UNAVAILABLE")
+            self.assertEqual(lines[0]["finish_reason"], "cancelled")
+            self.assertGreater(lines[0]["completion_tokens"], 0)
+        finally:
+            if stream.poll() is None:
+                stream.kill()
+            server.stop()
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build-dir", required=True)
+    ARGS, rest = parser.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
