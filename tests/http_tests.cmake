@@ -1,0 +1,49 @@
+# The HTTP face's tests (issue 8) with real clients, included at the end of
+# tests/CMakeLists.txt. Each starts its own streamgen-server subprocess
+# (build/server/streamgen-server, the built-in model) on 127.0.0.1, any free
+# ports:
+#   http_curl_test          Debian's curl against every endpoint and error row
+#   http_query_stream_test  the seed's python3-requests client on /query-stream/
+#   http_openai_test        the official openai npm package (node:test)
+#   http_playground_test    the playground page in Debian's chromium (playwright-core)
+#   http_lifecycle_test     HTTPS / mTLS, disconnect while queued, a stalled reader,
+#                           the drain timeout's final event, the log line
+#   http_readme_test        the README's "HTTP and the playground" examples as written
+# The Node tests need tests/http/node_modules: http_npm_ci installs the pinned
+# packages (package-lock.json) first. The tools come from scripts/install-deps.sh;
+# a missing one fails its test (these tests never skip).
+if(TARGET streamgen_server)
+  find_program(STREAMGEN_NPM npm)
+  if(NOT STREAMGEN_NPM)
+    set(STREAMGEN_NPM /usr/bin/env npm)
+  endif()
+  find_program(STREAMGEN_NODE node)
+  if(NOT STREAMGEN_NODE)
+    set(STREAMGEN_NODE /usr/bin/env node)
+  endif()
+
+  add_test(NAME http_npm_ci
+    COMMAND ${STREAMGEN_NPM} ci --no-audit --no-fund
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/http)
+  set_tests_properties(http_npm_ci PROPERTIES FIXTURES_SETUP http_node TIMEOUT 600)
+
+  foreach(name openai playground)
+    add_test(NAME http_${name}_test
+      COMMAND ${STREAMGEN_NODE} --test ${CMAKE_SOURCE_DIR}/tests/http/${name}.test.mjs
+      WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/http)
+    set_tests_properties(http_${name}_test PROPERTIES
+      ENVIRONMENT STREAMGEN_BUILD_DIR=${CMAKE_BINARY_DIR}
+      FIXTURES_REQUIRED http_node
+      TIMEOUT 600)
+  endforeach()
+
+  foreach(name curl query_stream lifecycle readme)
+    add_test(NAME http_${name}_test
+      COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/http_${name}_test.py
+              --build-dir ${CMAKE_BINARY_DIR}
+      WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+    set_tests_properties(http_${name}_test PROPERTIES TIMEOUT 600)
+  endforeach()
+  # The README's js example imports the pinned openai package.
+  set_tests_properties(http_readme_test PROPERTIES FIXTURES_REQUIRED http_node)
+endif()
