@@ -21,19 +21,14 @@ import tempfile
 import time
 import unittest
 
+from streamgen_server import StreamgenServer, metric_value, read_text
+
 ARGS = None
 CURL = "/usr/bin/curl"
 MODEL = "tiny-builtin"
 PROMPT = "Once upon a time"
 CHAT = [{"role": "user", "content": "Tell me a story about a dragon."}]
 API_KEY = "sk-streamgen-test-8f2c1d"
-
-
-def read_text(path):
-    if not os.path.exists(path):
-        return ""
-    with open(path) as f:
-        return f.read()
 
 
 class Response:
@@ -154,41 +149,18 @@ class BackgroundCurl:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Server:
+def curl_healthy(url):
+    try:
+        return curl(url + "/health", max_time=10).status == 200
+    except AssertionError:
+        return False
+
+
+class Server(StreamgenServer):
     """streamgen-server on 127.0.0.1 (gRPC and HTTP on any free ports) until stop()."""
 
     def __init__(self, *flags):
-        self.dir = tempfile.mkdtemp(prefix="streamgen-http-test-")
-        grpc_port_file = os.path.join(self.dir, "grpc-port")
-        http_port_file = os.path.join(self.dir, "http-port")
-        self.log = open(os.path.join(self.dir, "server.log"), "w+")
-        self.process = subprocess.Popen(
-            [os.path.join(ARGS.build_dir, "server", "streamgen-server"),
-             "--listen", "127.0.0.1:0", "--port-file", grpc_port_file,
-             "--http-listen", "127.0.0.1:0", "--http-port-file", http_port_file,
-             "--metrics-listen=", "--log-format=json"] + list(flags),
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while not read_text(http_port_file).strip() or not read_text(grpc_port_file).strip():
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the server did not start:\n" + self.logs())
-            time.sleep(0.02)
-        self.url = "http://127.0.0.1:" + read_text(http_port_file).strip()
-        self.grpc_address = "127.0.0.1:" + read_text(grpc_port_file).strip()
-        while True:
-            try:
-                if curl(self.url + "/health", max_time=10).status == 200:
-                    break
-            except AssertionError:
-                pass
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the server never became healthy:\n" + self.logs())
-            time.sleep(0.05)
-
-    def logs(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
+        super().__init__(ARGS.build_dir, flags, healthy=curl_healthy, prefix="streamgen-http-test-")
 
     def metrics_text(self):
         response = curl(self.url + "/metrics")
@@ -198,26 +170,10 @@ class Server:
     def metric(self, name, labels=None, text=None):
         """The sum of the samples of `name` whose labels include `labels`."""
         text = self.metrics_text() if text is None else text
-        total, found = 0.0, False
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            series, _, value = line.rpartition(" ")
-            metric_name, _, label_text = series.partition("{")
-            if metric_name != name:
-                continue
-            sample_labels = {}
-            for part in label_text.rstrip("}").split(","):
-                if "=" in part:
-                    key, _, v = part.partition("=")
-                    sample_labels[key.strip()] = v.strip().strip('"')
-            if labels and any(sample_labels.get(k) != v for k, v in labels.items()):
-                continue
-            total += float(value)
-            found = True
-        if not found and not labels:
+        value = metric_value(text, name, labels)
+        if value is None and not labels:
             raise AssertionError("no metric %s in /metrics:\n%s" % (name, text))
-        return total
+        return value or 0.0
 
     def wait_for_metric(self, name, predicate, timeout=20):
         deadline = time.time() + timeout
@@ -228,20 +184,6 @@ class Server:
                 return value
             time.sleep(0.02)
         raise AssertionError("%s stayed at %s" % (name, value))
-
-    def stop(self):
-        """SIGTERM; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        if code != 0:
-            print(self.logs(), file=sys.stderr)
-        self.log.close()
-        return code
 
 
 def grpc_client(*args):

@@ -20,54 +20,30 @@ import tempfile
 import time
 import unittest
 
+from streamgen_server import StreamgenServer, metric_value
+
 ARGS = None
 CURL = "/usr/bin/curl"
 
 
-def read_text(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-class Server:
-    """streamgen-server on 127.0.0.1 (free ports) with `flags`."""
+class Server(StreamgenServer):
+    """streamgen-server on 127.0.0.1 (free ports) with `flags`; curl with
+    `curl_flags` (certificates) talks to its HTTP face."""
 
     def __init__(self, flags=(), scheme="http", curl_flags=()):
-        self.dir = tempfile.mkdtemp(prefix="streamgen-http-lifecycle-")
-        port_file = os.path.join(self.dir, "http-port")
-        self.log_path = os.path.join(self.dir, "server.log")
-        self.log = open(self.log_path, "w")
-        self.process = subprocess.Popen(
-            [os.path.join(ARGS.build_dir, "server", "streamgen-server"), "--listen", "127.0.0.1:0",
-             "--http-listen", "127.0.0.1:0", "--http-port-file", port_file, "--metrics-listen=",
-             "--log-format=json"] + list(flags),
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while not read_text(port_file).strip():
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the server did not start:\n" + self.logs())
-            time.sleep(0.02)
-        self.port = int(read_text(port_file))
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.curl_flags = list(curl_flags)
-        while self.curl("/health").returncode != 0:
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the server never became healthy:\n" + self.logs())
-            time.sleep(0.05)
+        super().__init__(ARGS.build_dir, flags, scheme=scheme, prefix="streamgen-http-lifecycle-",
+                         healthy=lambda url: self.curl("/health", url=url).returncode == 0)
+        self.port = self.http_port
 
-    def curl(self, path, *args, body=None):
-        command = [CURL, "-sS", "-f", *self.curl_flags, *args, self.url + path]
+    def curl(self, path, *args, body=None, url=None):
+        command = [CURL, "-sS", "-f", *self.curl_flags, *args, (url or self.url) + path]
         if body is not None:
             command[1:1] = ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
         return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
     def metric(self, name):
-        text = self.curl("/metrics").stdout
-        return sum(float(line.split()[-1]) for line in text.splitlines()
-                   if line.startswith(name + " ") or line.startswith(name + "{"))
+        return metric_value(self.curl("/metrics").stdout, name) or 0.0
 
     def wait_metric(self, name, predicate, timeout=30):
         end = time.time() + timeout
@@ -77,17 +53,6 @@ class Server:
                 return value
             time.sleep(0.02)
         raise AssertionError(f"{name} stayed at {self.metric(name)}\n{self.logs()}")
-
-    def logs(self):
-        self.log.flush()
-        return read_text(self.log_path)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=120)
-        self.log.close()
-        return code
 
 
 def raw_request(port, body, path="/v1/completions", rcvbuf=None):

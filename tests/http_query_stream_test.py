@@ -14,12 +14,11 @@ free ports) with the built-in model.
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 import unittest
+
+from streamgen_server import StreamgenServer
 
 ARGS = None
 MODEL = "tiny-builtin"
@@ -31,62 +30,18 @@ QUERIES = (
 )
 
 
-def read_text(path):
-    if not os.path.exists(path):
-        return ""
-    with open(path) as f:
-        return f.read()
+def requests_healthy(url):
+    import requests
+    try:
+        return requests.get(url + "/health", timeout=10).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
-class Server:
+def Server(*flags):
     """streamgen-server on 127.0.0.1 (gRPC and HTTP on any free ports) until stop()."""
-
-    def __init__(self, *flags):
-        import requests
-        self.dir = tempfile.mkdtemp(prefix="streamgen-query-stream-test-")
-        grpc_port_file = os.path.join(self.dir, "grpc-port")
-        http_port_file = os.path.join(self.dir, "http-port")
-        self.log = open(os.path.join(self.dir, "server.log"), "w+")
-        self.process = subprocess.Popen(
-            [os.path.join(ARGS.build_dir, "server", "streamgen-server"),
-             "--listen", "127.0.0.1:0", "--port-file", grpc_port_file,
-             "--http-listen", "127.0.0.1:0", "--http-port-file", http_port_file,
-             "--metrics-listen=", "--log-format=json"] + list(flags),
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while not read_text(http_port_file).strip() or not read_text(grpc_port_file).strip():
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the server did not start:\n" + self.logs())
-            time.sleep(0.02)
-        self.url = "http://127.0.0.1:" + read_text(http_port_file).strip()
-        self.grpc_address = "127.0.0.1:" + read_text(grpc_port_file).strip()
-        while True:
-            try:
-                if requests.get(self.url + "/health", timeout=10).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the server never became healthy:\n" + self.logs())
-            time.sleep(0.05)
-
-    def logs(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        if code != 0:
-            print(self.logs(), file=sys.stderr)
-        self.log.close()
-        return code
+    return StreamgenServer(ARGS.build_dir, flags, healthy=requests_healthy,
+                           prefix="streamgen-query-stream-test-")
 
 
 def seed_client(url, q, n):

@@ -11,12 +11,12 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
+
+from streamgen_server import StreamgenServer
 
 ARGS = None
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,49 +33,14 @@ def readme_blocks():
     return re.findall(r"```(\w+)\n(.*?)```", section, re.S)
 
 
-def read_text(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-class Server:
+def Server():
     """streamgen-server (the built-in model) on loopback, free ports."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="streamgen-readme-test-")
-        http_port_file = os.path.join(self.dir, "http-port")
-        self.log = open(os.path.join(self.dir, "server.log"), "w+")
-        self.process = subprocess.Popen(
-            [os.path.join(ARGS.build_dir, "server", "streamgen-server"),
-             "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-             "--http-port-file", http_port_file, "--metrics-listen=", "--log-format=json"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while not read_text(http_port_file).strip():
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the server did not start:\n" + self.logs())
-            time.sleep(0.02)
-        self.address = "127.0.0.1:" + read_text(http_port_file).strip()
-        while subprocess.run(["curl", "-sf", f"http://{self.address}/health"],
-                             capture_output=True).returncode != 0:
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the server never became healthy:\n" + self.logs())
-            time.sleep(0.05)
-
-    def logs(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=120)
-        self.log.close()
-        return code
+    server = StreamgenServer(
+        ARGS.build_dir, prefix="streamgen-readme-test-",
+        healthy=lambda url: subprocess.run(["curl", "-sf", url + "/health"],
+                                           capture_output=True).returncode == 0)
+    server.address = "127.0.0.1:%d" % server.http_port
+    return server
 
 
 class ReadmeHttpExamplesTest(unittest.TestCase):

@@ -1,0 +1,95 @@
+"""A real streamgen-server subprocess on loopback for the Python tests of the
+HTTP face: gRPC and HTTP on free ports (port files), JSON logs, started and
+stopped the way a user would (SIGTERM). Imported by tests/http_*_test.py.
+
+    server = StreamgenServer(build_dir, ["--max-batch", "1"], healthy=lambda url: ...)
+    server.url            # http://127.0.0.1:PORT (https with scheme="https")
+    server.grpc_address   # 127.0.0.1:PORT
+    server.stop()         # SIGTERM; the exit code
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def metric_value(text, name, labels=None):
+    """The sum of the samples of `name` in Prometheus text whose labels include
+    `labels`; None when there is no such sample."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        metric_name, _, label_text = series.partition("{")
+        if metric_name != name:
+            continue
+        sample_labels = {}
+        for part in label_text.rstrip("}").split(","):
+            if "=" in part:
+                key, _, v = part.partition("=")
+                sample_labels[key.strip()] = v.strip().strip('"')
+        if labels and any(sample_labels.get(k) != v for k, v in labels.items()):
+            continue
+        total += float(value)
+        found = True
+    return total if found else None
+
+
+class StreamgenServer:
+    """streamgen-server with `flags` until stop(). `healthy(url)` says whether
+    GET url/health answered 200 (each test asks with its own client)."""
+
+    def __init__(self, build_dir, flags=(), healthy=None, scheme="http", prefix="streamgen-test-"):
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        grpc_port_file = os.path.join(self.dir, "grpc-port")
+        http_port_file = os.path.join(self.dir, "http-port")
+        self.log_path = os.path.join(self.dir, "server.log")
+        self.log = open(self.log_path, "w+")
+        self.process = subprocess.Popen(
+            [os.path.join(build_dir, "server", "streamgen-server"),
+             "--listen", "127.0.0.1:0", "--port-file", grpc_port_file,
+             "--http-listen", "127.0.0.1:0", "--http-port-file", http_port_file,
+             "--metrics-listen=", "--log-format=json"] + list(flags),
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while not read_text(http_port_file).strip() or not read_text(grpc_port_file).strip():
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the server did not start:\n" + self.logs())
+            time.sleep(0.02)
+        self.http_port = int(read_text(http_port_file))
+        self.url = "%s://127.0.0.1:%d" % (scheme, self.http_port)
+        self.grpc_address = "127.0.0.1:" + read_text(grpc_port_file).strip()
+        while healthy is not None and not healthy(self.url):
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the server never became healthy:\n" + self.logs())
+            time.sleep(0.05)
+
+    def logs(self):
+        self.log.flush()
+        return read_text(self.log_path)
+
+    def stop(self):
+        """SIGTERM; returns the exit code (and prints the log when it is not 0)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        if code != 0:
+            print(self.logs(), file=sys.stderr)
+        if not self.log.closed:
+            self.log.close()
+        return code
