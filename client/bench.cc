@@ -95,6 +95,19 @@ absl::Status CheckOptions(const BenchOptions& o, const ModelFacts& model) {
   return absl::OkStatus();
 }
 
+// A call ended: with `error` ("" : none) it failed; otherwise it must have
+// generated exactly max_new_tokens tokens.
+void Conclude(const std::string& error, const BenchOptions& o, int index, CallResult* result) {
+  if (!error.empty()) {
+    result->error = error;
+  } else if (result->completion_tokens != o.max_new_tokens) {
+    result->error = absl::StrCat("request ", index, " generated ", result->completion_tokens,
+                                 " tokens, not ", o.max_new_tokens);
+  } else {
+    result->ok = true;
+  }
+}
+
 CallResult RunCall(v1::TextGeneration::Stub* stub, const BenchOptions& o, const ModelFacts& m,
                    int index, InFlight* in_flight) {
   v1::GenerateRequest request;
@@ -135,16 +148,11 @@ CallResult RunCall(v1::TextGeneration::Stub* stub, const BenchOptions& o, const 
   grpc::Status status = reader->Finish();
   result.ended = Clock::now();
   in_flight->Remove(&context);
-  if (!status.ok()) {
-    result.error =
-        absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
-                     ": ", status.error_message());
-  } else if (result.completion_tokens != o.max_new_tokens) {
-    result.error = absl::StrCat("request ", index, " generated ", result.completion_tokens,
-                                " tokens, not ", o.max_new_tokens);
-  } else {
-    result.ok = true;
-  }
+  Conclude(status.ok() ? ""
+                       : absl::StrCat(absl::StatusCodeToString(
+                                          static_cast<absl::StatusCode>(status.error_code())),
+                                      ": ", status.error_message()),
+           o, index, &result);
   return result;
 }
 
@@ -210,17 +218,17 @@ CallResult RunHttpCall(const BenchOptions& o, const ModelFacts& m, int index) {
     result.gaps_ms.push_back(0.0);
   }
   if (!response) {
-    result.error = absl::StrCat("HTTP: ", httplib::to_string(response.error()));
+    error = absl::StrCat("HTTP: ", httplib::to_string(response.error()));
   } else if (http_status != 200) {
-    result.error = absl::StrCat("HTTP ", http_status, ": ", response->body);
-  } else if (!error.empty()) {
-    result.error = error;
-  } else if (result.completion_tokens != o.max_new_tokens) {
-    result.error = absl::StrCat("request ", index, " generated ", result.completion_tokens,
-                                " tokens, not ", o.max_new_tokens);
-  } else {
-    result.ok = true;
+    // The body went to the content receiver: {"error": {"message": ...}}.
+    nlohmann::json body = nlohmann::json::parse(buffer, nullptr, false);
+    std::string message = buffer;
+    if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+      message = body["error"].value("message", buffer);
+    }
+    error = absl::StrCat("HTTP ", http_status, ": ", message);
   }
+  Conclude(error, o, index, &result);
   return result;
 }
 

@@ -143,6 +143,45 @@ TEST(BenchCliTest, JsonReportCountsMatchTheServer) {
               HasSubstr("streamgen:request_success_total{finished_reason=\"length\"} 8\n"));
 }
 
+// --http: the same calls over the HTTP face (SSE); the counts are the server's.
+TEST(BenchCliTest, HttpFaceOverServerSentEvents) {
+  if (access(ClientPath().c_str(), X_OK) != 0) GTEST_SKIP() << ClientPath() << " is not built";
+  ServerOptions options = TestOptions();
+  options.http.listen = "127.0.0.1:0";
+  std::unique_ptr<StreamgenServer> server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  ClientRun run = RunClient(
+      absl::StrCat("--server=127.0.0.1:", server->port(), " --json bench --http http://127.0.0.1:",
+                   server->http_port(),
+                   " --concurrency 2 --requests 4 --prompt-tokens 12 --max-new-tokens 7"),
+      /*stderr_too=*/false);
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  nlohmann::json report = nlohmann::json::parse(run.out);
+  EXPECT_EQ(report["face"], "http");
+  EXPECT_EQ(report["completed"], 4);
+  EXPECT_EQ(report["errors"], 0);
+  EXPECT_EQ(report["output_tokens"], 28);
+  EXPECT_GT(report["ttft_ms"]["p50"].get<double>(), 0);
+  EXPECT_LE(report["itl_ms"]["p50"].get<double>(), report["itl_ms"]["p99"].get<double>());
+  // 2 warm-up + 4 measured calls of exactly 12 prompt and 7 generated tokens,
+  // all through the HTTP face.
+  EngineStats stats = server->engine()->stats();
+  EXPECT_EQ(stats.submitted, 6);
+  EXPECT_EQ(stats.prompt_tokens, 6 * 12);
+  EXPECT_EQ(stats.generated_tokens, 6 * 7);
+  EXPECT_THAT(server->RenderMetrics(),
+              HasSubstr("streamgen_requests_total{method=\"POST /v1/completions\",code=\"OK\"} 6\n"));
+  // A refused call is counted as an error with the server's message.
+  ClientRun bad = RunClient(absl::StrCat("--server=127.0.0.1:", server->port(),
+                                         " --json bench --http http://127.0.0.1:", server->http_port(),
+                                         " --concurrency 1 --requests 1 --warmup 0 --prompt-tokens 8"
+                                         " --max-new-tokens 8 --temperature 500"),
+                            /*stderr_too=*/false);
+  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_THAT(bad.out, HasSubstr("HTTP 400"));
+  EXPECT_THAT(bad.out, HasSubstr("temperature must be in [0, 100], got 500"));
+}
+
 TEST(BenchCliTest, TextReportAndExplicitWarmup) {
   if (access(ClientPath().c_str(), X_OK) != 0) GTEST_SKIP() << ClientPath() << " is not built";
   std::unique_ptr<StreamgenServer> server = StartServer(TestOptions());
