@@ -148,6 +148,28 @@ class StreamLifecycleTest(unittest.TestCase):
     def tearDownClass(cls):
         subprocess.run(["rm", "-rf", cls.model])
 
+    def test_loading_answers_503_with_retry_after(self):
+        # The port files are written before the model loads (about a second
+        # for this model): the first requests find it loading.
+        server = StreamgenServer(ARGS.build_dir, ["--model", self.model], healthy=None,
+                                 prefix="streamgen-http-loading-")
+        try:
+            out = subprocess.run(
+                [CURL, "-sS", "-D", "-", server.url + "/v1/completions", "-H",
+                 "Content-Type: application/json", "-d", json.dumps(COMPLETION)],
+                capture_output=True, text=True, timeout=60).stdout
+            self.assertIn("HTTP/1.1 503", out, server.logs())
+            self.assertIn("Retry-After: 1", out)
+            body = json.loads(out[out.index("\n\n") + 2:])  # text mode: \r\n is \n
+            self.assertEqual(body["error"]["message"], "the model is still loading; retry")
+            self.assertEqual(body["error"]["type"], "service_unavailable")
+            health = subprocess.run([CURL, "-sS", "-w", " %{http_code}", server.url + "/health"],
+                                    capture_output=True, text=True, timeout=60).stdout
+            if "serving" not in health:  # still loading
+                self.assertEqual(health, '{"status":"loading"}\n 503')
+        finally:
+            self.assertEqual(server.stop(), 0)
+
     def test_disconnect_while_queued_frees_the_request_before_any_token(self):
         # One sequence at a time: the second request waits in the engine's queue.
         server = Server(["--model", self.model, "--max-batch", "1"])
