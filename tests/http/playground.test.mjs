@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
-import { buildDirFromArgs, startServer } from './server.mjs';
+import { buildDirFromArgs, makeSlowModel, startServer } from './server.mjs';
 
 const buildDir = buildDirFromArgs();
 const screenshotDir = path.join(buildDir, 'http-test');
@@ -24,16 +24,8 @@ let modelDir;
 let browser;
 
 before(async () => {
-  // The built-in model decodes thousands of tokens a second: its longest stream is over in
-  // well under 100 ms, too short to click Stop in. A random model of 512 x 8 layers streams
-  // a few hundred tokens a second, so a 480-token answer lasts over a second.
-  modelDir = fs.mkdtempSync(path.join(os.tmpdir(), 'streamgen-playground-model-'));
-  await promisify(execFile)(path.join(buildDir, 'tools', 'streamgen-make-tiny-model'), [
-    '--out', modelDir,
-    '--tokenizer', path.join(buildDir, 'models', 'tiny-builtin', 'tokenizer.model'),
-    '--hidden-size', '512', '--intermediate-size', '1376', '--layers', '8',
-    '--heads', '8', '--kv-heads', '8',
-  ], { timeout: WAIT_MS });
+  // A slower model, so that Stop lands mid-stream (server.mjs).
+  modelDir = await makeSlowModel(buildDir);
   const keyFile = path.join(modelDir, 'api-key');
   fs.writeFileSync(keyFile, `${API_KEY}\n`);
   [server, slowServer] = await Promise.all([

@@ -5,10 +5,11 @@
 //   server.grpcAddress  // 127.0.0.1:PORT
 //   await server.metric('streamgen_engine_cancelled_total')  // a number
 //   await server.stop()  // SIGTERM; resolves with the exit code
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -17,6 +18,22 @@ export function buildDirFromArgs() {
   if (i >= 0 && process.argv[i + 1]) return path.resolve(process.argv[i + 1]);
   if (process.env.STREAMGEN_BUILD_DIR) return path.resolve(process.env.STREAMGEN_BUILD_DIR);
   return path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'build');
+}
+
+// The built-in model decodes thousands of tokens a second: its longest stream
+// is over in well under 100 ms, too short to act on mid-stream. A random
+// model of 512 x 8 layers (made here in under a second) decodes a few hundred
+// a second, so a 480-token answer lasts over a second. Returns its folder
+// (remove it when done).
+export async function makeSlowModel(buildDir = buildDirFromArgs()) {
+  const modelDir = fs.mkdtempSync(path.join(os.tmpdir(), 'streamgen-slow-model-'));
+  await promisify(execFile)(path.join(buildDir, 'tools', 'streamgen-make-tiny-model'), [
+    '--out', modelDir,
+    '--tokenizer', path.join(buildDir, 'models', 'tiny-builtin', 'tokenizer.model'),
+    '--hidden-size', '512', '--intermediate-size', '1376', '--layers', '8',
+    '--heads', '8', '--kv-heads', '8',
+  ], { timeout: 60000 });
+  return modelDir;
 }
 
 export async function startServer({ buildDir = buildDirFromArgs(), args = [] } = {}) {
