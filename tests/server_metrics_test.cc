@@ -5,6 +5,8 @@
 #include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -372,6 +374,17 @@ TEST(ServerFlagsTest, SchedulerFlagsReachGetModelInfo) {
   EXPECT_LE(two.limits().kv_cache_blocks(), 2 * one.limits().kv_cache_blocks() + 1);
 }
 
+// Runs a shell command: its wait status and its output.
+std::pair<int, std::string> RunCommand(const std::string& command) {
+  std::string output;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
+  return {pclose(pipe), output};
+}
+
 TEST(ServerFlagsTest, BadSchedulerFlagsAreRefusedByName) {
   if (access(ServerPath().c_str(), X_OK) != 0) GTEST_SKIP() << ServerPath() << " is not built";
   struct Case {
@@ -381,19 +394,38 @@ TEST(ServerFlagsTest, BadSchedulerFlagsAreRefusedByName) {
   for (const Case& c : std::vector<Case>{{"--kv-cache-memory=2XB", "--kv-cache-memory="},
                                          {"--kv-cache-blocks=-1", "--kv-cache-blocks"},
                                          {"--kv-block-size=0", "--kv-block-size"},
-                                         {"--max-prefill-tokens=0", "--max-prefill-tokens"}}) {
+                                         {"--max-prefill-tokens=0", "--max-prefill-tokens"},
+                                         {"--http-listen=localhost",
+                                          "--http-listen=\\\"localhost\\\": no port"},
+                                         {"--http-threads=-1", "--http-threads must be >= 0"}}) {
     std::string command =
         absl::StrCat(ServerPath(), " --listen=127.0.0.1:0 --metrics-listen= --http-listen= ", c.flag, " 2>&1");
-    FILE* pipe = popen(command.c_str(), "r");
-    ASSERT_NE(pipe, nullptr);
-    std::string output;
-    char buffer[4096];
-    size_t n;
-    while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
-    int status = pclose(pipe);
+    auto [status, output] = RunCommand(command);
     EXPECT_EQ(WEXITSTATUS(status), 1) << c.flag << ": " << output;
     EXPECT_THAT(output, HasSubstr(c.message)) << c.flag;
   }
+}
+
+// An HTTP port already taken: the server refuses to start and names the flag.
+TEST(ServerFlagsTest, HttpPortInUseIsRefusedByName) {
+  if (access(ServerPath().c_str(), X_OK) != 0) GTEST_SKIP() << ServerPath() << " is not built";
+  int taken = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(taken, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(taken, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(taken, 1), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(getsockname(taken, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  int port = ntohs(address.sin_port);
+  std::string command = absl::StrCat(ServerPath(), " --listen=127.0.0.1:0 --metrics-listen= ",
+                                     "--http-listen=127.0.0.1:", port, " 2>&1");
+  auto [status, output] = RunCommand(command);
+  close(taken);
+  EXPECT_EQ(WEXITSTATUS(status), 1) << output;
+  EXPECT_THAT(output, HasSubstr(absl::StrCat("--http-listen=127.0.0.1:", port,
+                                             ": cannot listen there (in use?)")));
 }
 
 }  // namespace
