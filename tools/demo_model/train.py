@@ -1,0 +1,394 @@
+#!/usr/bin/python3
+"""Trains streamgen's demo model: a small Llama on the Brown corpus, with
+Debian's python3-torch (1.13) and python3-sentencepiece. Never run by the
+server; tools/demo_model/train.sh runs it (corpus, tokenizer, this).
+
+The model here is its own implementation of the Hugging Face Llama forward
+pass (RMSNorm in float32, rotate-half rotary embeddings, SiLU-gated MLP,
+causal softmax attention), independent of the engine: after training it
+writes greedy continuations computed with this forward pass, on the weights
+exactly as stored (bfloat16, upcast to float32), and tests/demo_model_test.cc
+checks that the engine reproduces them token for token in float32.
+
+    /usr/bin/python3 tools/demo_model/train.py --corpus DIR --template DIR --out DIR [options]
+
+--corpus: make_corpus.py's output (train.jsonl, valid.jsonl). --template: a
+directory written by streamgen-make-tiny-model with the tokenizer trained on
+the corpus (config.json, tokenizer.model, tokenizer_config.json,
+generation_config.json): its config gives the architecture; this script
+replaces the random weights with trained ones.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import struct
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+GREEDY_PROMPTS = ["Once upon a time", "The president said", "In the morning",
+                  "The jury said", "It was a cold night", "Science is"]
+SAMPLE_PROMPTS = ["Once upon a time", "The president said", "In the morning"]
+
+
+# ---- the model (Hugging Face Llama semantics) ----
+
+class Llama(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        d, i, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
+        self.heads, self.kv_heads = c["num_attention_heads"], c["num_key_value_heads"]
+        self.head_dim = c.get("head_dim") or d // self.heads
+        hd = self.head_dim
+        self.embed = torch.nn.Parameter(torch.empty(v, d))  # [vocab, hidden]
+        self.layers = torch.nn.ModuleList()
+        for _ in range(c["num_hidden_layers"]):
+            layer = torch.nn.Module()
+            layer.input_norm = torch.nn.Parameter(torch.ones(d))
+            layer.q = torch.nn.Parameter(torch.empty(self.heads * hd, d))     # [out, in]
+            layer.k = torch.nn.Parameter(torch.empty(self.kv_heads * hd, d))
+            layer.v = torch.nn.Parameter(torch.empty(self.kv_heads * hd, d))
+            layer.o = torch.nn.Parameter(torch.empty(d, self.heads * hd))
+            layer.post_norm = torch.nn.Parameter(torch.ones(d))
+            layer.gate = torch.nn.Parameter(torch.empty(i, d))
+            layer.up = torch.nn.Parameter(torch.empty(i, d))
+            layer.down = torch.nn.Parameter(torch.empty(d, i))
+            self.layers.append(layer)
+        self.norm = torch.nn.Parameter(torch.ones(d))
+        self.tied = c.get("tie_word_embeddings", False)
+        self.lm_head = None if self.tied else torch.nn.Parameter(torch.empty(v, d))
+        std = c.get("initializer_range", 0.02)
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                torch.nn.init.normal_(p, std=std)
+        # GPT-2 style: the residual projections start smaller.
+        for layer in self.layers:
+            torch.nn.init.normal_(layer.o, std=std / math.sqrt(2 * len(self.layers)))
+            torch.nn.init.normal_(layer.down, std=std / math.sqrt(2 * len(self.layers)))
+        inv_freq = 1.0 / (c["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def rms_norm(self, x, weight):
+        eps = self.c["rms_norm_eps"]
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+        return weight * x32.to(x.dtype)
+
+    @staticmethod
+    def rotate_half(x):
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    def forward(self, ids):  # ids [batch, seq] -> logits [batch, seq, vocab]
+        b, t = ids.shape
+        x = F.embedding(ids, self.embed)  # [b, t, d]
+        positions = torch.arange(t, dtype=torch.float32)
+        freqs = torch.outer(positions, self.inv_freq)  # [t, hd/2]
+        emb = torch.cat((freqs, freqs), dim=-1)         # [t, hd]
+        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        mask = torch.full((t, t), float("-inf")).triu(1)
+        hd, groups = self.head_dim, self.heads // self.kv_heads
+        for layer in self.layers:
+            h = self.rms_norm(x, layer.input_norm)
+            q = (h @ layer.q.t()).view(b, t, self.heads, hd).transpose(1, 2)     # [b, H, t, hd]
+            k = (h @ layer.k.t()).view(b, t, self.kv_heads, hd).transpose(1, 2)  # [b, KV, t, hd]
+            v = (h @ layer.v.t()).view(b, t, self.kv_heads, hd).transpose(1, 2)
+            q = q * cos + self.rotate_half(q) * sin
+            k = k * cos + self.rotate_half(k) * sin
+            if groups > 1:
+                k = k.repeat_interleave(groups, dim=1)
+                v = v.repeat_interleave(groups, dim=1)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd) + mask          # [b, H, t, t]
+            attn = torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v       # [b, H, t, hd]
+            x = x + attn.transpose(1, 2).reshape(b, t, self.heads * hd) @ layer.o.t()
+            h = self.rms_norm(x, layer.post_norm)
+            x = x + (F.silu(h @ layer.gate.t()) * (h @ layer.up.t())) @ layer.down.t()
+        x = self.rms_norm(x, self.norm)
+        return x @ (self.embed if self.tied else self.lm_head).t()
+
+    def hf_tensors(self):
+        """The weights under Hugging Face's names."""
+        out = {"model.embed_tokens.weight": self.embed, "model.norm.weight": self.norm}
+        if not self.tied:
+            out["lm_head.weight"] = self.lm_head
+        for n, layer in enumerate(self.layers):
+            p = f"model.layers.{n}."
+            out[p + "input_layernorm.weight"] = layer.input_norm
+            out[p + "self_attn.q_proj.weight"] = layer.q
+            out[p + "self_attn.k_proj.weight"] = layer.k
+            out[p + "self_attn.v_proj.weight"] = layer.v
+            out[p + "self_attn.o_proj.weight"] = layer.o
+            out[p + "post_attention_layernorm.weight"] = layer.post_norm
+            out[p + "mlp.gate_proj.weight"] = layer.gate
+            out[p + "mlp.up_proj.weight"] = layer.up
+            out[p + "mlp.down_proj.weight"] = layer.down
+        return out
+
+
+# ---- safetensors (the format is a JSON header and raw little-endian bytes) ----
+
+def write_safetensors(path, tensors):
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().to(torch.bfloat16).contiguous()
+        data = t.view(torch.int16).numpy().tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for blob in blobs:
+            f.write(blob)
+
+
+# ---- data ----
+
+def load_documents(path, sp, bos, eos):
+    docs = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            doc = json.loads(line)
+            docs.append([bos] + sp.encode(doc["text"]) + [eos])
+    return docs
+
+
+def windows(stream, seq):
+    """Non-overlapping [seq + 1] windows of a token stream (validation)."""
+    return [stream[i:i + seq + 1] for i in range(0, len(stream) - seq, seq)]
+
+
+@torch.no_grad()
+def evaluate(model, valid_windows, batch):
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(valid_windows), batch):
+        chunk = torch.tensor(valid_windows[i:i + batch])
+        logits = model(chunk[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1),
+                               reduction="sum")
+        total += loss.item()
+        count += chunk[:, 1:].numel()
+    model.train()
+    return total / count
+
+
+@torch.no_grad()
+def greedy(model, sp, bos, eos, prompt, new_tokens):
+    ids = [bos] + sp.encode(prompt)
+    prompt_ids = list(ids)
+    out, margins = [], []
+    for _ in range(new_tokens):
+        logits = model(torch.tensor([ids]))[0, -1]
+        top = torch.topk(logits, 2)
+        margins.append(float(top.values[0] - top.values[1]))
+        nxt = int(top.indices[0])
+        out.append(nxt)
+        ids.append(nxt)
+        if nxt == eos:
+            break
+    return {"prompt": prompt, "prompt_ids": prompt_ids, "ids": out,
+            "text": continuation_text(sp, prompt_ids[1:], out), "min_top2_margin": min(margins)}
+
+
+def continuation_text(sp, prompt_ids, ids):
+    """The text the continuation adds to the prompt's, as a streaming server
+    shows it: its first piece keeps its leading space (sentencepiece drops it
+    only at the start of a whole text)."""
+    head = sp.decode(prompt_ids)
+    full = sp.decode(prompt_ids + ids)
+    assert full.startswith(head), (head, full)
+    return full[len(head):]
+
+
+def read_safetensors(path):
+    """name -> float32 tensor (the BF16 files write_safetensors writes)."""
+    with open(path, "rb") as f:
+        length = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(length))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        assert info["dtype"] == "BF16", (name, info["dtype"])
+        begin, end = info["data_offsets"]
+        raw = torch.frombuffer(bytearray(data[begin:end]), dtype=torch.int16)
+        out[name] = raw.view(torch.bfloat16).float().reshape(info["shape"])
+    return out
+
+
+@torch.no_grad()
+def sample(model, sp, bos, eos, prompt, new_tokens, temperature, top_p, generator):
+    ids = [bos] + sp.encode(prompt)
+    out = []
+    for _ in range(new_tokens):
+        logits = model(torch.tensor([ids]))[0, -1].float() / temperature
+        probs = torch.softmax(logits, -1)
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, 0) - sorted_probs < top_p
+        sorted_probs = sorted_probs * keep
+        nxt = int(order[torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)])
+        if nxt == eos:
+            break
+        out.append(nxt)
+        ids.append(nxt)
+    return continuation_text(sp, ids[1:len(ids) - len(out)], out)
+
+
+def write_greedy(model, sp, bos, eos, out_dir, new_tokens):
+    outputs = [greedy(model, sp, bos, eos, p, new_tokens) for p in GREEDY_PROMPTS]
+    with open(os.path.join(out_dir, "greedy.json"), "w") as f:
+        json.dump({"new_tokens": new_tokens, "dtype": "float32", "outputs": outputs},
+                  f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    return outputs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--template", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--min-lr", type=float, default=1e-4)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=0, help="0: as many as --minutes allow")
+    parser.add_argument("--minutes", type=float, default=50, help="training time budget")
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--greedy-tokens", type=int, default=32)
+    parser.add_argument("--greedy-only", action="store_true",
+                        help="only rewrite --out's greedy.json from its model.safetensors")
+    args = parser.parse_args()
+
+    import sentencepiece
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    with open(os.path.join(args.template, "config.json")) as f:
+        config = json.load(f)
+    sp = sentencepiece.SentencePieceProcessor(model_file=os.path.join(args.template, "tokenizer.model"))
+    bos, eos = config["bos_token_id"], config["eos_token_id"]
+    if args.greedy_only:
+        model = Llama(config)
+        weights = read_safetensors(os.path.join(args.out, "model.safetensors"))
+        with torch.no_grad():
+            for name, p in model.hf_tensors().items():
+                p.copy_(weights[name])
+        model.eval()
+        for g in write_greedy(model, sp, bos, eos, args.out, args.greedy_tokens):
+            print(json.dumps({k: g[k] for k in ("prompt", "text", "min_top2_margin")}))
+        return 0
+    train_docs = load_documents(os.path.join(args.corpus, "train.jsonl"), sp, bos, eos)
+    valid_docs = load_documents(os.path.join(args.corpus, "valid.jsonl"), sp, bos, eos)
+    train_stream = [t for d in train_docs for t in d]
+    valid_windows = windows([t for d in valid_docs for t in d], args.seq)
+    model = Llama(config)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model: {params / 1e6:.2f}M parameters; train {len(train_stream)} tokens "
+          f"({len(train_docs)} documents), valid {len(valid_windows) * args.seq} tokens; "
+          f"{args.threads} threads", flush=True)
+
+    decay = [p for p in model.parameters() if p.dim() == 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    os.makedirs(args.out, exist_ok=True)
+    log = open(os.path.join(args.out, "train_log.jsonl"), "w")
+
+    # Step time measured on the first steps decides the step count (budget).
+    start = time.time()
+    steps = args.steps
+    step = 0
+    generator = torch.Generator().manual_seed(args.seed)
+    tokens_seen = 0
+    last_train = float("nan")
+    while True:
+        if steps == 0 and step == 20:
+            per_step = (time.time() - start) / 20
+            evals = 1 + (args.minutes * 60 / per_step) // args.eval_every
+            steps = max(args.warmup * 2, int(args.minutes * 60 / (per_step * (1 + 0.02 * evals))))
+            print(f"{per_step:.2f} s/step: {steps} steps in {args.minutes} min", flush=True)
+        total = steps if steps else 10 ** 9
+        if step >= total:
+            break
+        # Warm-up then cosine decay to min-lr.
+        if step < args.warmup:
+            lr = args.lr * (step + 1) / args.warmup
+        else:
+            progress = (step - args.warmup) / max(1, total - args.warmup)
+            lr = args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        starts = torch.randint(0, len(train_stream) - args.seq - 1, (args.batch,), generator=generator)
+        batch = torch.tensor([train_stream[s:s + args.seq + 1] for s in starts.tolist()])
+        logits = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        tokens_seen += batch[:, 1:].numel()
+        last_train = loss.item()
+        step += 1
+        if step % 10 == 0:
+            print(f"step {step}/{steps or '?'} lr {lr:.2e} train loss {last_train:.4f} "
+                  f"({time.time() - start:.0f} s)", flush=True)
+        if step % args.eval_every == 0 or (steps and step == steps):
+            valid = evaluate(model, valid_windows, args.batch)
+            record = {"step": step, "lr": lr, "train_loss": last_train, "valid_loss": valid,
+                      "valid_ppl": math.exp(valid), "tokens": tokens_seen,
+                      "seconds": round(time.time() - start, 1)}
+            print(json.dumps(record), flush=True)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+    train_seconds = time.time() - start
+
+    # The weights as stored: bfloat16. Everything below uses them (upcast to
+    # float32), so that what is reported is what the engine serves.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).float())
+    valid = evaluate(model, valid_windows, args.batch)
+    for name in ("tokenizer.model", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(os.path.join(args.template, name), os.path.join(args.out, name))
+    config["torch_dtype"] = "bfloat16"
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    write_safetensors(os.path.join(args.out, "model.safetensors"), model.hf_tensors())
+    model.eval()
+    greedy_outputs = write_greedy(model, sp, bos, eos, args.out, args.greedy_tokens)
+    sampler = torch.Generator().manual_seed(args.seed)
+    samples = [{"prompt": p, "temperature": 0.8, "top_p": 0.95,
+                "text": sample(model, sp, bos, eos, p, 48, 0.8, 0.95, sampler)} for p in SAMPLE_PROMPTS]
+    summary = {"parameters": params, "steps": step, "tokens_seen": tokens_seen,
+               "train_seconds": round(train_seconds, 1), "final_train_loss": last_train,
+               "valid_loss_bf16": valid, "valid_ppl_bf16": math.exp(valid),
+               "seq": args.seq, "batch": args.batch, "lr": args.lr, "warmup": args.warmup,
+               "seed": args.seed, "threads": args.threads, "train_tokens": len(train_stream),
+               "valid_tokens": len(valid_windows) * args.seq, "samples": samples,
+               "greedy": [{k: g[k] for k in ("prompt", "text")} for g in greedy_outputs]}
+    with open(os.path.join(args.out, "train_summary.json"), "w") as f:
+        json.dump(summary, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    print(json.dumps(summary, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
