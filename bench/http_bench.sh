@@ -8,7 +8,7 @@
 # goal: at most +5%) and its throughput at c16 (goal: no loss).
 #
 #   bench/http_bench.sh                  # the full run (~5 min on 2 cores)
-#   BENCH_QUICK=1 bench/http_bench.sh    # a smoke run on the built-in tiny model
+#   BENCH_QUICK=1 bench/http_bench.sh    # a smoke run on the tiny random model
 #
 # Environment: BUILD_DIR (build), MODEL_DIR, TOKENIZER (as server_bench.sh),
 # DTYPE (float32), CONCURRENCIES ("1 16"), ROUNDS (2), PROMPT_TOKENS (128),

@@ -7,7 +7,7 @@
 # the ratios the issue targets. Builds nothing: it uses $BUILD_DIR's binaries.
 #
 #   bench/server_bench.sh                  # the full run (~10-20 min on 2 cores)
-#   BENCH_QUICK=1 bench/server_bench.sh    # a smoke run on the built-in tiny model
+#   BENCH_QUICK=1 bench/server_bench.sh    # a smoke run on the tiny random model
 #
 # Environment: BUILD_DIR (build), MODEL_DIR, TOKENIZER (as engine_bench.sh),
 # DTYPES ("float32 bfloat16"), CONCURRENCIES ("1 4 16 64"), PROMPT_TOKENS (128),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Configures and builds streamgen (Release) into ./build, writing the built-in
-# tiny model to build/models/tiny-builtin. Usage: scripts/build.sh [cmake args...]
+# Configures and builds streamgen (Release) into ./build, writing the tiny random
+# model (for the tests) to build/models/tiny-builtin. Usage: scripts/build.sh [cmake args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}

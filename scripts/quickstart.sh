@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Sets everything up on a fresh Debian 12 machine and runs the main job on the
-# built-in tiny model (random weights: the text is gibberish by design): one
-# generation from the command line, then the gRPC server in the foreground
-# until Ctrl-C.
+# demo model (models/demo-brown: a small Llama trained on the Brown corpus):
+# one generation from the command line, then the server (gRPC and HTTP) in the
+# foreground until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
 echo
-echo "== streamgen-generate on the built-in tiny model =="
-build/tools/streamgen-generate --prompt "Once upon a time" --max-new-tokens 32
+echo "== streamgen-generate on the demo model (models/demo-brown) =="
+build/tools/streamgen-generate --prompt "Once upon a time" --max-new-tokens 48 --temperature 0.8 --top-p 0.95 --seed 1
 LISTEN=${LISTEN:-0.0.0.0:50051}
 PORT=${LISTEN##*:}
 cat <<MSG

@@ -19,13 +19,14 @@
 #include "server/logging.h"
 #include "server/server.h"
 
-#ifndef STREAMGEN_TINY_MODEL_DIR
-#define STREAMGEN_TINY_MODEL_DIR ""
+#ifndef STREAMGEN_DEMO_MODEL_DIR
+#define STREAMGEN_DEMO_MODEL_DIR ""
 #endif
 
-ABSL_FLAG(std::string, model, STREAMGEN_TINY_MODEL_DIR,
+ABSL_FLAG(std::string, model, STREAMGEN_DEMO_MODEL_DIR,
           "Model directory in Hugging Face layout (config.json, *.safetensors, "
-          "tokenizer.model). Default: the built-in tiny model (random weights: gibberish).");
+          "tokenizer.model). Default: the demo model (models/demo-brown: a 5.9M-parameter "
+          "Llama trained on the Brown corpus).");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address HOST:PORT (port 0: any free port).");
 ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda, cuda:N.");
 ABSL_FLAG(std::string, dtype, "",

@@ -87,12 +87,13 @@ std::vector<std::vector<int>> RunStaggered(Engine* engine,
   return ids;
 }
 
-TEST(BatchingTest, OutputsAreTheSameAloneAndAmongFifteenOthers) {
-  if (!fs::exists(kFixtureDir)) GTEST_SKIP() << kFixtureDir << " is absent (not a dev machine)";
+// Each request of MixedRequests alone, then all of them staggered in one
+// batch of 16 with chunked prefill: the same tokens.
+void ExpectAloneEqualsBatched(const std::string& dir) {
   EngineOptions options;
   options.max_batch = 16;
   options.max_prefill_tokens = 24;  // long prompts prefill in chunks beside running decodes
-  auto engine = MakeEngine(kFixtureDir, options);
+  auto engine = MakeEngine(dir, options);
   ASSERT_NE(engine, nullptr);
   const auto requests = MixedRequests(engine->model_info().tokenizer_vocab_size);
   std::vector<std::vector<int>> alone;
@@ -104,6 +105,16 @@ TEST(BatchingTest, OutputsAreTheSameAloneAndAmongFifteenOthers) {
   }
   WaitUntilIdle(engine.get());
   EXPECT_EQ(engine->stats().kv_blocks_used, 0);
+}
+
+TEST(BatchingTest, OutputsAreTheSameAloneAndAmongFifteenOthers) {
+  if (!fs::exists(kFixtureDir)) GTEST_SKIP() << kFixtureDir << " is absent (not a dev machine)";
+  ExpectAloneEqualsBatched(kFixtureDir);
+}
+
+// The demo model (models/demo-brown, committed: never skipped).
+TEST(BatchingTest, DemoModelOutputsAreTheSameAloneAndAmongFifteenOthers) {
+  ExpectAloneEqualsBatched(STREAMGEN_DEMO_MODEL_DIR);
 }
 
 TEST(BatchingTest, PreemptionRecomputesWithoutChangingOutputs) {

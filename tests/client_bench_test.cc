@@ -1,5 +1,5 @@
 // `streamgen-client bench`: its percentiles and prompts, and the binary run
-// against an in-process server on the built-in tiny model (the JSON report's
+// against an in-process server on the tiny random model (the JSON report's
 // fields and counts, checked against the server's own counters; not speeds).
 #include <unistd.h>
 

@@ -101,7 +101,7 @@ TEST(GoldenTest, TokenIdPromptsAndConcurrentRequestsMatchToo) {
   }
 }
 
-// ---- the built-in tiny model ----
+// ---- the tiny random model ----
 
 class TinyEngineTest : public ::testing::Test {
  protected:
@@ -129,7 +129,7 @@ TEST_F(TinyEngineTest, StreamsUpToMaxNewTokens) {
 TEST_F(TinyEngineTest, PaddedVocabularyIdsAreNeverSampled) {
   ASSERT_NE(engine_, nullptr);
   const ModelInfo& info = engine_->model_info();
-  ASSERT_GT(info.vocab_size, info.tokenizer_vocab_size) << "the built-in model is padded";
+  ASSERT_GT(info.vocab_size, info.tokenizer_vocab_size) << "the tiny random model is padded";
   GenerationRequest r = Greedy("Numbers: 1 2 3", 64);
   r.sampling.temperature = 50.0f;  // nearly uniform over the embedding rows
   r.sampling.seed = 7;
@@ -317,7 +317,7 @@ TEST_F(BadModelTest, MissingTokenizerIsNamed) {
 }
 
 TEST_F(BadModelTest, TokenizerLargerThanTheEmbeddingIsRefused) {
-  // The built-in model has 1024 embedding rows; a 1500-piece tokenizer does not fit.
+  // The tiny random model has 1024 embedding rows; a 1500-piece tokenizer does not fit.
   absl::Status trained = TrainTokenizer(std::string(STREAMGEN_SOURCE_DIR) + "/tools/data/corpus.txt",
                                         (dir_ / "tokenizer.model").string(), 1500);
   ASSERT_TRUE(trained.ok()) << trained;
@@ -395,7 +395,9 @@ TEST(GenerateCliTest, JsonContract) {
   const std::string bin = std::string(STREAMGEN_BINARY_DIR) + "/tools/streamgen-generate";
   int status = 0;
   std::string out = RunCommand(
-      bin + " --prompt 'Once upon a time' --max-new-tokens 12 --json 2>/dev/null", &status);
+      bin + " --model " STREAMGEN_TINY_MODEL_DIR
+            " --prompt 'Once upon a time' --max-new-tokens 12 --json 2>/dev/null",
+      &status);
   ASSERT_EQ(status, 0) << out;
   auto j = nlohmann::json::parse(out);
   for (const char* key : {"prompt_token_ids", "token_ids", "text", "finish_reason", "prefill_ms",

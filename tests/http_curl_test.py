@@ -6,7 +6,7 @@ non-streamed answer and with the same request over gRPC (the C++ client), and
 every error row with its status and `{"error": {message, type, param, code}}`
 body: 400, 401, 404, 405, 413, 415, 429 and 503 (while draining, with
 Retry-After). The servers are streamgen-server subprocesses on 127.0.0.1, any
-free ports, with the built-in model.
+free ports, with the tiny random model.
 
     /usr/bin/python3 tests/http_curl_test.py --build-dir BUILD_DIR
 """

@@ -133,7 +133,7 @@ class TlsTest(unittest.TestCase):
 class StreamLifecycleTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        # The built-in model decodes thousands of tokens a second: its streams
+        # The tiny random model decodes thousands of tokens a second: its streams
         # end before a test can act on them. A random model of 512 x 8 layers
         # decodes a few hundred a second: 1800 tokens take several seconds.
         cls.model = tempfile.mkdtemp(prefix="streamgen-slow-model-")

@@ -7,7 +7,7 @@ back in the `X-Seed` header, and the same request (the query as a chat user
 message, temperature 1, top_k 50, top_p 1, that seed, the same max tokens) over
 /v1/chat/completions and over gRPC (build/client/streamgen-client --chat) gives
 the same text. The server is a streamgen-server subprocess on 127.0.0.1 (any
-free ports) with the built-in model.
+free ports) with the tiny random model.
 
     /usr/bin/python3 tests/http_query_stream_test.py --build-dir BUILD_DIR
 """

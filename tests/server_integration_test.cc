@@ -178,7 +178,7 @@ TEST_F(TinyModelServer, TopLogprobsAreStreamed) {
 }
 
 TEST_F(TinyModelServer, ChatMessagesUseTheModelsTemplate) {
-  // The built-in model's tokenizer_config.json carries Llama-2's template.
+  // The tiny random model's tokenizer_config.json carries Llama-2's template.
   v1::ModelInfo info;
   grpc::ClientContext info_context;
   ASSERT_TRUE(stub_->GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info).ok());

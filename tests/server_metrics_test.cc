@@ -312,7 +312,8 @@ std::string ServerPath() { return std::string(STREAMGEN_BINARY_DIR) + "/server/s
 v1::ModelInfo InfoWithFlags(const std::vector<std::string>& flags) {
   std::string port_file = ::testing::TempDir() + "/metrics_test_port." + std::to_string(getpid());
   std::filesystem::remove(port_file);
-  std::vector<std::string> args = {ServerPath(), "--listen=127.0.0.1:0",
+  std::vector<std::string> args = {ServerPath(), "--model=" STREAMGEN_TINY_MODEL_DIR,
+                                   "--listen=127.0.0.1:0",
                                    "--metrics-listen=", "--http-listen=",
                                    "--port-file=" + port_file};
   args.insert(args.end(), flags.begin(), flags.end());

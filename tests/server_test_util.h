@@ -24,7 +24,7 @@
 namespace streamgen {
 namespace test {
 
-// The built-in tiny model, written at build time.
+// The tiny random model, written at build time.
 inline std::string TinyModelDir() { return STREAMGEN_TINY_MODEL_DIR; }
 
 // The shared golden fixture (tests run from the project root).

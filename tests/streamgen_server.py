@@ -3,6 +3,8 @@ HTTP face: gRPC and HTTP on free ports (port files), JSON logs, started and
 stopped the way a user would (SIGTERM). Imported by tests/http_*_test.py.
 
     server = StreamgenServer(build_dir, ["--max-batch", "1"], healthy=lambda url: ...)
+    (the tiny random model unless the flags name a --model; model=None: the
+    server's default, the demo model)
     server.url            # http://127.0.0.1:PORT (https with scheme="https")
     server.grpc_address   # 127.0.0.1:PORT
     server.stop()         # SIGTERM; the exit code
@@ -50,7 +52,8 @@ class StreamgenServer:
     """streamgen-server with `flags` until stop(). `healthy(url)` says whether
     GET url/health answered 200 (each test asks with its own client)."""
 
-    def __init__(self, build_dir, flags=(), healthy=None, scheme="http", prefix="streamgen-test-"):
+    def __init__(self, build_dir, flags=(), healthy=None, scheme="http", prefix="streamgen-test-",
+                 model="tiny"):
         self.dir = tempfile.mkdtemp(prefix=prefix)
         grpc_port_file = os.path.join(self.dir, "grpc-port")
         http_port_file = os.path.join(self.dir, "http-port")
@@ -60,7 +63,8 @@ class StreamgenServer:
             [os.path.join(build_dir, "server", "streamgen-server"),
              "--listen", "127.0.0.1:0", "--port-file", grpc_port_file,
              "--http-listen", "127.0.0.1:0", "--http-port-file", http_port_file,
-             "--metrics-listen=", "--log-format=json"] + list(flags),
+             "--metrics-listen=", "--log-format=json"] + self.model_flags(build_dir, model, flags)
+            + list(flags),
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while not read_text(http_port_file).strip() or not read_text(grpc_port_file).strip():
@@ -74,6 +78,14 @@ class StreamgenServer:
             if self.process.poll() is not None or time.time() > deadline:
                 raise RuntimeError("the server never became healthy:\n" + self.logs())
             time.sleep(0.05)
+
+    @staticmethod
+    def model_flags(build_dir, model, flags):
+        """The tiny random model (model="tiny") unless `flags` name a --model;
+        model=None: the server's default (the demo model)."""
+        if model is None or "--model" in flags:
+            return []
+        return ["--model", os.path.join(build_dir, "models", "tiny-builtin")]
 
     def logs(self):
         self.log.flush()

@@ -22,13 +22,13 @@
 #include "engine/engine.h"
 #include "tools/cli_flags.h"
 
-#ifndef STREAMGEN_TINY_MODEL_DIR
-#define STREAMGEN_TINY_MODEL_DIR ""
+#ifndef STREAMGEN_DEMO_MODEL_DIR
+#define STREAMGEN_DEMO_MODEL_DIR ""
 #endif
 
-ABSL_FLAG(std::string, model, STREAMGEN_TINY_MODEL_DIR,
+ABSL_FLAG(std::string, model, STREAMGEN_DEMO_MODEL_DIR,
           "Hugging Face model directory (config.json, *.safetensors, tokenizer.model); "
-          "default: the built-in tiny model");
+          "default: the demo model (models/demo-brown, trained on the Brown corpus)");
 ABSL_FLAG(std::string, prompt, "", "prompt text (BOS added as the tokenizer config says)");
 ABSL_FLAG(std::string, prompt_token_ids, "",
           "comma-separated prompt token ids, used as given (instead of --prompt)");

@@ -18,7 +18,7 @@ const screenshotDir = path.join(buildDir, 'http-test');
 const WAIT_MS = 30000;  // the longest any one wait may take
 
 const API_KEY = 'playground-test-key';
-let server;      // the built-in model
+let server;      // the tiny random model
 let slowServer;  // a bigger random model, for Stop; it wants API_KEY
 let modelDir;
 let browser;
@@ -153,7 +153,9 @@ test("the server's error message is shown", { timeout: 120000 }, async (t) => {
 
 test('chat mode keeps the conversation', { timeout: 120000 }, async (t) => {
   const page = await openPage(t, server, 'tiny-builtin');
-  assert.equal(await page.inputValue('#mode'), 'chat');
+  // Completion is the default mode (the demo model is a base model, not a chat model).
+  assert.equal(await page.inputValue('#mode'), 'completion');
+  await page.selectOption('#mode', 'chat');
   await page.fill('#temperature', '0');
   await page.fill('#max-tokens', '12');
   await page.fill('#prompt', 'Hello there');

@@ -20,7 +20,7 @@ export function buildDirFromArgs() {
   return path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'build');
 }
 
-// The built-in model decodes thousands of tokens a second: its longest stream
+// The tiny random model decodes thousands of tokens a second: its longest stream
 // is over in well under 100 ms, too short to act on mid-stream. A random
 // model of 512 x 8 layers (made here in under a second) decodes a few hundred
 // a second, so a 480-token answer lasts over a second. Returns its folder
@@ -36,7 +36,12 @@ export async function makeSlowModel(buildDir = buildDirFromArgs()) {
   return modelDir;
 }
 
+// The tiny random model unless `args` names a --model (the server's own
+// default is the demo model).
 export async function startServer({ buildDir = buildDirFromArgs(), args = [] } = {}) {
+  if (!args.includes('--model')) {
+    args = ['--model', path.join(buildDir, 'models', 'tiny-builtin'), ...args];
+  }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'streamgen-node-test-'));
   const grpcPortFile = path.join(dir, 'grpc-port');
   const httpPortFile = path.join(dir, 'http-port');
