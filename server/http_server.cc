@@ -161,6 +161,39 @@ void SendError(httplib::Response& res, const HttpError& error) {
   SendJson(res, error.status, ErrorBody(error));
 }
 
+// The bytes a stream sends: at its start, for each merged message, and when
+// it ends without a final message ("" : nothing).
+struct StreamEncoding {
+  std::function<std::string()> start;
+  std::function<std::string(const v1::GenerateResponse&, bool last, const absl::Status&)> message;
+  std::function<std::string(const absl::Status&)> finish;
+};
+
+// Answers with a chunked stream of `content_type` that `call` feeds on this
+// worker thread, watching `socket` for a disconnect.
+void StreamCall(httplib::Response& res, const char* content_type, std::shared_ptr<HttpCall> call,
+                int socket, StreamEncoding encoding) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");  // nginx: do not buffer the stream
+  res.set_chunked_content_provider(
+      content_type,
+      [call, socket, encoding = std::move(encoding)](size_t, httplib::DataSink& sink) {
+        auto send = [&sink](const std::string& bytes) {
+          return bytes.empty() || sink.write(bytes.data(), bytes.size());
+        };
+        send(encoding.start());
+        call->Run(
+            socket,
+            [&](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
+              return send(encoding.message(message, last, status));
+            },
+            [&](const absl::Status& status) { send(encoding.finish(status)); });
+        sink.done();
+        return true;
+      },
+      [call](bool) { call->Abandon(); });
+}
+
 std::optional<absl::string_view> Authorization(const httplib::Request& req) {
   if (!req.has_header("Authorization")) return std::nullopt;
   auto it = req.headers.find("Authorization");
@@ -193,6 +226,9 @@ class HttpServer::Routes {
   bool ParseBody(const httplib::Request& req, httplib::Response& res, Json* body) const;
   // The API key and the loaded model; false after answering the error.
   bool Admit(const httplib::Request& req, httplib::Response& res) const;
+  // Refuses a request with `error`, unless its API key is refused first (as
+  // the gRPC face checks the key before the request).
+  void Refuse(const httplib::Request& req, httplib::Response& res, const HttpError& error) const;
   std::string ServedModelName() const;
 
   void Health(httplib::Response& res) const;
@@ -249,6 +285,12 @@ bool HttpServer::Routes::Admit(const httplib::Request& req, httplib::Response& r
   if (status.ok()) return true;
   SendError(res, ToHttpError(status));
   return false;
+}
+
+void HttpServer::Routes::Refuse(const httplib::Request& req, httplib::Response& res,
+                                const HttpError& error) const {
+  absl::Status admitted = service_->Admit(Authorization(req));
+  SendError(res, admitted.ok() ? error : ToHttpError(admitted));
 }
 
 void HttpServer::Routes::Health(httplib::Response& res) const {
@@ -334,19 +376,14 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
   Json body;
   if (!ParseBody(req, res, &body)) return;
   absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(route, body);
-  if (!parsed.ok()) {
-    // The key is checked first, as the gRPC face does.
-    absl::Status admitted = service_->Admit(Authorization(req));
-    return SendError(res, ToHttpError(admitted.ok() ? parsed.status() : admitted, route));
-  }
+  if (!parsed.ok()) return Refuse(req, res, ToHttpError(parsed.status(), route));
   if (!parsed->model.empty() && service_->engine() != nullptr && parsed->model != ServedModelName()) {
-    absl::Status admitted = service_->Admit(Authorization(req));
-    if (!admitted.ok()) return SendError(res, ToHttpError(admitted, route));
-    return SendError(res, MakeHttpError(404, "invalid_request_error",
-                                        absl::StrCat("The model `", parsed->model,
-                                                     "` does not exist; this server serves `",
-                                                     ServedModelName(), "`"),
-                                        "model_not_found", "model"));
+    return Refuse(req, res,
+                  MakeHttpError(404, "invalid_request_error",
+                                absl::StrCat("The model `", parsed->model,
+                                             "` does not exist; this server serves `",
+                                             ServedModelName(), "`"),
+                                "model_not_found", "model"));
   }
   auto request = std::make_shared<OpenAiRequest>(std::move(*parsed));
   std::shared_ptr<HttpCall> call = StartGeneration(req, res, request->request, route);
@@ -372,35 +409,20 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
     return SendJson(res, 200, encoder->Body());
   }
 
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");  // nginx: do not buffer the stream
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [call, encoder, request, socket](size_t, httplib::DataSink& sink) {
-        auto send = [&sink](const std::string& bytes) {
-          return bytes.empty() || sink.write(bytes.data(), bytes.size());
-        };
-        send(encoder->StreamStart());
-        call->Run(
-            socket,
-            [&](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
-              return send(encoder->StreamMessage(message, last, status));
-            },
-            [&](const absl::Status& status) { send(encoder->StreamError(status)); });
-        sink.done();
-        return true;
-      },
-      [call](bool) { call->Abandon(); });
+  // The encoder refers to *request: both live as long as the stream.
+  StreamCall(res, "text/event-stream", call, socket,
+             {[encoder, request] { return encoder->StreamStart(); },
+              [encoder](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
+                return encoder->StreamMessage(message, last, status);
+              },
+              [encoder](const absl::Status& status) { return encoder->StreamError(status); }});
 }
 
 void HttpServer::Routes::QueryStream(const httplib::Request& req, httplib::Response& res) {
   Json body;
   if (!ParseBody(req, res, &body)) return;
   absl::StatusOr<QueryStreamRequest> parsed = ParseQueryStreamRequest(body);
-  if (!parsed.ok()) {
-    absl::Status admitted = service_->Admit(Authorization(req));
-    return SendError(res, ToHttpError(admitted.ok() ? parsed.status() : admitted));
-  }
+  if (!parsed.ok()) return Refuse(req, res, ToHttpError(parsed.status()));
   static absl::Mutex mu(absl::kConstInit);
   static absl::BitGen* gen = new absl::BitGen();
   uint64_t seed;
@@ -419,24 +441,14 @@ void HttpServer::Routes::QueryStream(const httplib::Request& req, httplib::Respo
   // streaming. The request is httplib's own non-const object.
   const_cast<httplib::Request&>(req).headers.erase("Accept-Encoding");
   res.set_header("X-Seed", std::to_string(seed));
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  res.set_chunked_content_provider(
-      "text/plain; charset=utf-8",
-      [call, socket](size_t, httplib::DataSink& sink) {
-        // Plain text has no way to say "error": a stream the server ends early
-        // just ends (the log line and the metrics say why).
-        call->Run(
-            socket,
-            [&](const v1::GenerateResponse& message, bool, const absl::Status&) {
-              return message.text().empty() ||
-                     sink.write(message.text().data(), message.text().size());
-            },
-            [](const absl::Status&) {});
-        sink.done();
-        return true;
-      },
-      [call](bool) { call->Abandon(); });
+  // Plain text has no way to say "error": a stream the server ends early just
+  // ends (the log line and the metrics say why).
+  StreamCall(res, "text/plain; charset=utf-8", call, socket,
+             {[] { return std::string(); },
+              [](const v1::GenerateResponse& message, bool, const absl::Status&) {
+                return message.text();
+              },
+              [](const absl::Status&) { return std::string(); }});
 }
 
 void HttpServer::Routes::Install(httplib::Server& server) {

@@ -555,14 +555,39 @@ std::string OpenAiEncoder::Event(const OJson& json) {
   return absl::StrCat("data: ", DumpJson(json), "\n\n");
 }
 
+OJson OpenAiEncoder::Envelope(const char* object) const {
+  OJson out;
+  out["id"] = id_;
+  out["object"] = object;
+  out["created"] = created_;
+  out["model"] = model_;
+  return out;
+}
+
 OJson OpenAiEncoder::Chunk() const {
-  OJson chunk;
-  chunk["id"] = id_;
-  bool chat = request_.route == OpenAiRoute::kChat;
-  chunk["object"] = chat ? "chat.completion.chunk" : "text_completion";
-  chunk["created"] = created_;
-  chunk["model"] = model_;
-  return chunk;
+  return Envelope(request_.route == OpenAiRoute::kChat ? "chat.completion.chunk" : "text_completion");
+}
+
+std::string OpenAiEncoder::ChoiceEvent(OJson chat_delta, std::string text, OJson logprobs,
+                                       OJson finish_reason) const {
+  OJson chunk = Chunk();
+  OJson choice = {{"index", 0}};
+  if (request_.route == OpenAiRoute::kChat) {
+    choice["delta"] = std::move(chat_delta);
+  } else {
+    choice["text"] = std::move(text);
+  }
+  choice["logprobs"] = std::move(logprobs);
+  choice["finish_reason"] = std::move(finish_reason);
+  chunk["choices"] = OJson::array({std::move(choice)});
+  if (request_.include_usage) chunk["usage"] = nullptr;
+  return Event(chunk);
+}
+
+void OpenAiEncoder::TakeUsage(const v1::GenerateResponse& last) {
+  prompt_tokens_ = static_cast<int>(last.usage().prompt_tokens());
+  completion_tokens_ = static_cast<int>(last.usage().completion_tokens());
+  finish_reason_ = OpenAiFinishReason(last.finish_reason());
 }
 
 OJson OpenAiEncoder::Usage() const {
@@ -612,53 +637,23 @@ OJson OpenAiEncoder::Logprobs(const v1::GenerateResponse& message) {
 
 std::string OpenAiEncoder::StreamStart() {
   if (request_.route != OpenAiRoute::kChat) return "";
-  OJson chunk = Chunk();
-  OJson choice = {{"index", 0},
-                  {"delta", {{"role", "assistant"}, {"content", ""}}},
-                  {"logprobs", nullptr},
-                  {"finish_reason", nullptr}};
-  chunk["choices"] = OJson::array({std::move(choice)});
-  if (request_.include_usage) chunk["usage"] = nullptr;
-  return Event(chunk);
+  return ChoiceEvent({{"role", "assistant"}, {"content", ""}}, "", nullptr, nullptr);
 }
 
 std::string OpenAiEncoder::StreamMessage(const v1::GenerateResponse& message, bool last,
                                          const absl::Status& status) {
   std::string out;
-  bool chat = request_.route == OpenAiRoute::kChat;
   if (!message.text().empty() || (request_.logprobs && message.tokens_size() > 0)) {
-    OJson chunk = Chunk();
-    OJson choice = {{"index", 0}};
-    if (chat) {
-      choice["delta"] = {{"content", message.text()}};
-    } else {
-      choice["text"] = message.text();
-    }
-    choice["logprobs"] = request_.logprobs ? Logprobs(message) : OJson();
-    choice["finish_reason"] = nullptr;
-    chunk["choices"] = OJson::array({std::move(choice)});
-    if (request_.include_usage) chunk["usage"] = nullptr;
-    absl::StrAppend(&out, Event(chunk));
+    out = ChoiceEvent({{"content", message.text()}}, message.text(),
+                      request_.logprobs ? Logprobs(message) : OJson(), nullptr);
   }
   if (!last) return out;
   if (!status.ok()) {
     absl::StrAppend(&out, StreamError(status));
     return out;
   }
-  prompt_tokens_ = static_cast<int>(message.usage().prompt_tokens());
-  completion_tokens_ = static_cast<int>(message.usage().completion_tokens());
-  OJson chunk = Chunk();
-  OJson choice = {{"index", 0}};
-  if (chat) {
-    choice["delta"] = OJson::object();
-  } else {
-    choice["text"] = "";
-  }
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = OpenAiFinishReason(message.finish_reason());
-  chunk["choices"] = OJson::array({std::move(choice)});
-  if (request_.include_usage) chunk["usage"] = nullptr;
-  absl::StrAppend(&out, Event(chunk));
+  TakeUsage(message);
+  absl::StrAppend(&out, ChoiceEvent(OJson::object(), "", nullptr, finish_reason_));
   if (request_.include_usage) {
     OJson usage = Chunk();
     usage["choices"] = OJson::array();
@@ -682,20 +677,12 @@ void OpenAiEncoder::Accumulate(const v1::GenerateResponse& message) {
       for (auto& value : values) logprobs_[key].push_back(std::move(value));
     }
   }
-  if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-    prompt_tokens_ = static_cast<int>(message.usage().prompt_tokens());
-    completion_tokens_ = static_cast<int>(message.usage().completion_tokens());
-    finish_reason_ = OpenAiFinishReason(message.finish_reason());
-  }
+  if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) TakeUsage(message);
 }
 
 OJson OpenAiEncoder::Body() const {
-  OJson body;
-  body["id"] = id_;
   bool chat = request_.route == OpenAiRoute::kChat;
-  body["object"] = chat ? "chat.completion" : "text_completion";
-  body["created"] = created_;
-  body["model"] = model_;
+  OJson body = Envelope(chat ? "chat.completion" : "text_completion");
   OJson choice = {{"index", 0}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text_}};

@@ -107,7 +107,16 @@ class OpenAiEncoder {
   nlohmann::ordered_json Body() const;
 
  private:
-  nlohmann::ordered_json Chunk() const;                // id, object, created, model
+  // id, object, created, model.
+  nlohmann::ordered_json Envelope(const char* object) const;
+  nlohmann::ordered_json Chunk() const;  // Envelope of a stream chunk
+  // One SSE event with one choice: chat puts `chat_delta` in "delta",
+  // completions put `text` in "text".
+  std::string ChoiceEvent(nlohmann::ordered_json chat_delta, std::string text,
+                          nlohmann::ordered_json logprobs,
+                          nlohmann::ordered_json finish_reason) const;
+  // The last message's usage and finish reason.
+  void TakeUsage(const v1::GenerateResponse& last);
   nlohmann::ordered_json Logprobs(const v1::GenerateResponse& message);  // this message's tokens
   nlohmann::ordered_json Usage() const;
   static std::string Event(const nlohmann::ordered_json& json);
