@@ -15,7 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "engine/engine.h"
-#include "tools/cli_flags.h"
+#include "common/cli_flags.h"
 
 ABSL_FLAG(std::string, model, STREAMGEN_TINY_MODEL_DIR, "model directory");
 ABSL_FLAG(int, prompts, 100, "random prompts");
@@ -34,8 +34,8 @@ struct Result {
 }  // namespace
 
 int main(int argc, char** argv) {
-  streamgen::NormalizeFlagDashes(argc, argv);
-  absl::ParseCommandLine(argc, argv);
+  streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
+  absl::ParseCommandLine(args.argc(), args.argv());
   streamgen::EngineOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
   options.dtype = absl::GetFlag(FLAGS_dtype);

@@ -22,7 +22,7 @@
 #include "engine/llama_model.h"
 #include "engine/model_config.h"
 #include "tools/bench_prompt.h"
-#include "tools/cli_flags.h"
+#include "common/cli_flags.h"
 
 ABSL_FLAG(std::string, model, "", "model directory");
 ABSL_FLAG(std::string, dtype, "float32", "compute dtype");
@@ -81,8 +81,8 @@ double BareMvSeconds(const streamgen::ModelConfig& c, int64_t* bytes, int runs) 
 }  // namespace
 
 int main(int argc, char** argv) {
-  streamgen::NormalizeFlagDashes(argc, argv);
-  absl::ParseCommandLine(argc, argv);
+  streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
+  absl::ParseCommandLine(args.argc(), args.argv());
   const std::string dir = absl::GetFlag(FLAGS_model);
   const int threads = streamgen::ConfigureThreads(absl::GetFlag(FLAGS_threads));
   const int new_tokens = absl::GetFlag(FLAGS_new_tokens);

@@ -33,7 +33,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/bench.h"
-#include "server/cli_flags.h"
+#include "common/cli_flags.h"
 #include "streamgen/v1/generate.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "localhost:50051", "Server address HOST:PORT.");

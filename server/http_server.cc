@@ -21,7 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "server/cli_flags.h"
+#include "common/cli_flags.h"
 #include "server/http_call.h"
 #include "server/logging.h"
 #include "server/openai_api.h"

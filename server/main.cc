@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "server/cli_flags.h"
+#include "common/cli_flags.h"
 #include "server/logging.h"
 #include "server/server.h"
 

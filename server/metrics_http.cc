@@ -5,7 +5,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
-#include "server/cli_flags.h"
+#include "common/cli_flags.h"
 
 namespace streamgen {
 

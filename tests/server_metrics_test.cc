@@ -20,7 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/cli_flags.h"
+#include "common/cli_flags.h"
 #include "server/metrics.h"
 #include "tests/server_test_util.h"
 

@@ -10,7 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/auth.h"
-#include "server/cli_flags.h"
+#include "common/cli_flags.h"
 #include "server/logging.h"
 #include "server/metrics.h"
 

@@ -20,7 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "engine/engine.h"
-#include "tools/cli_flags.h"
+#include "common/cli_flags.h"
 
 #ifndef STREAMGEN_DEMO_MODEL_DIR
 #define STREAMGEN_DEMO_MODEL_DIR ""
@@ -82,7 +82,9 @@ std::vector<std::string> TakeRepeatedFlag(const std::string& name, int* argc, ch
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "streamgen-generate --model DIR --prompt TEXT [options]: generate text with the engine");
-  streamgen::NormalizeFlagDashes(argc, argv);
+  streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
+  argc = args.argc();
+  argv = args.argv();
   std::vector<std::string> stops = TakeRepeatedFlag("stop", &argc, argv);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(std::string("unexpected argument '") + rest[1] + "'");

@@ -1,4 +1,6 @@
-// Command-line helpers shared by streamgen-server and streamgen-client.
+// Command-line helpers shared by every program of streamgen: the server, the
+// clients, the tools and the benchmarks. No gRPC, no torch, no engine: a
+// client may include it and still depend on the wire contract only.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +17,11 @@ namespace streamgen {
 // turned into underscores ("--max-queue=3" -> "--max_queue=3"); values, the
 // program name, positional arguments and everything after "--" are kept.
 std::vector<std::string> NormalizeFlagNames(int argc, char** argv);
+
+// Rewrites one argument's flag name in place: "--max-new-tokens=8" ->
+// "--max_new_tokens=8" (single-dash names too); values and non-flag arguments
+// are left alone. NormalizeFlagNames applies it to every flag before "--".
+void NormalizeFlagArg(std::string* arg);
 
 // Keeps the strings alive and gives the char* array that absl::ParseCommandLine wants.
 class ArgvHolder {

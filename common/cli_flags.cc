@@ -1,6 +1,4 @@
-#include "server/cli_flags.h"
-
-#include "tools/cli_flags.h"
+#include "common/cli_flags.h"
 
 #include <cmath>
 #include <utility>
@@ -10,6 +8,16 @@
 #include "absl/strings/str_cat.h"
 
 namespace streamgen {
+
+void NormalizeFlagArg(std::string* arg) {
+  if (arg->size() < 3 || (*arg)[0] != '-') return;
+  const size_t start = (*arg)[1] == '-' ? 2 : 1;
+  size_t end = arg->find('=');
+  if (end == std::string::npos) end = arg->size();
+  for (size_t k = start; k < end; ++k) {
+    if ((*arg)[k] == '-') (*arg)[k] = '_';
+  }
+}
 
 std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
   std::vector<std::string> out;
