@@ -4,6 +4,8 @@
 //                    [--deadline-ms N] generate PROMPT [sampling flags] [--json]
 //   streamgen-client tokenize TEXT [--add-special-tokens] [--json]
 //   streamgen-client info [--json]
+//   streamgen-client health [--service NAME]   (grpc.health.v1: exit 0 SERVING, 1 otherwise;
+//                                               the container's HEALTHCHECK)
 //   streamgen-client bench --concurrency C --requests N --prompt-tokens P
 //                          --max-new-tokens M [--warmup W] [--json]   (client/bench.h)
 // Ctrl-C cancels the call (ClientContext::TryCancel) and exits with 130.
@@ -34,6 +36,7 @@
 #include "absl/strings/str_split.h"
 #include "client/bench.h"
 #include "common/cli_flags.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "streamgen/v1/generate.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "localhost:50051", "Server address HOST:PORT.");
@@ -76,6 +79,9 @@ ABSL_FLAG(int, shared_prefix_tokens, 0,
 ABSL_FLAG(std::string, http, "",
           "bench: send the calls to the HTTP face at this URL (http://HOST:PORT: POST "
           "/v1/completions, server-sent events) instead of gRPC; GetModelInfo still uses --server.");
+// health
+ABSL_FLAG(std::string, service, "",
+          "health: the service to check (\"\": the whole server; or streamgen.v1.TextGeneration).");
 // tokenize
 ABSL_FLAG(bool, add_special_tokens, false, "tokenize: add BOS/EOS as a text prompt gets them.");
 
@@ -304,6 +310,29 @@ int Info(v1::TextGeneration::Stub& stub) {
   return Report(status);
 }
 
+// grpc.health.v1.Health/Check: prints the status and exits 0 when SERVING,
+// 1 otherwise (NOT_SERVING while the model loads or the server drains,
+// UNAVAILABLE when nothing answers). Without --deadline-ms a 5 s deadline: a
+// health check that hangs is a failed one.
+int Health(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_service));
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  if (absl::GetFlag(FLAGS_deadline_ms) <= 0) {
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  }
+  g_active_context = &context;
+  grpc::Status status = stub->Check(&context, request, &response);
+  g_active_context = nullptr;
+  if (!status.ok()) return Report(status);
+  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
+            << "\n";
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+}
+
 int Bench(v1::TextGeneration::Stub& stub) {
   BenchOptions options;
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
@@ -347,7 +376,7 @@ int Bench(v1::TextGeneration::Stub& stub) {
 }
 
 int Usage() {
-  std::cerr << "usage: streamgen-client [flags] generate PROMPT | tokenize TEXT | info | bench\n"
+  std::cerr << "usage: streamgen-client [flags] generate PROMPT | tokenize TEXT | info | health | bench\n"
                "       (streamgen-client --help lists the flags)\n";
   return 2;
 }
@@ -368,6 +397,7 @@ int main(int argc, char** argv) {
       "  streamgen-client [--server HOST:PORT] generate PROMPT [--max-new-tokens N] [--json]\n"
       "  streamgen-client tokenize TEXT\n"
       "  streamgen-client info\n"
+      "  streamgen-client health [--service NAME]   (exit 0 when SERVING)\n"
       "  streamgen-client bench --concurrency C --requests N --prompt-tokens P\n"
       "                         --max-new-tokens M [--warmup W] [--json]\n"
       "Flags may be written --max-new-tokens=8 or --max_new_tokens=8.");
@@ -389,6 +419,7 @@ int main(int argc, char** argv) {
   }
   if (command == "tokenize" && rest.size() == 1) return streamgen::Tokenize(*stub, rest[0]);
   if (command == "info" && rest.empty()) return streamgen::Info(*stub);
+  if (command == "health" && rest.empty()) return streamgen::Health(channel);
   if (command == "bench" && rest.empty()) return streamgen::Bench(*stub);
   return streamgen::Usage();
 }

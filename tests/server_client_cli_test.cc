@@ -131,5 +131,42 @@ TEST(ClientCliTest, ApiKeyFlagAndEnvironment) {
   EXPECT_EQ(Wait(with.pid), 0);
 }
 
+// `health` is the container's HEALTHCHECK: exit 0 and SERVING while serving,
+// exit 1 and NOT_SERVING once draining, exit 1 with UNAVAILABLE when nothing
+// listens.
+TEST(ClientCliTest, HealthSubcommandFollowsTheServingStatus) {
+  if (access(ClientPath().c_str(), X_OK) != 0) GTEST_SKIP() << ClientPath() << " is not built";
+  std::unique_ptr<StreamgenServer> server = StartServer(TestOptions());
+  ASSERT_NE(server, nullptr);
+  std::string address = "--server=127.0.0.1:" + std::to_string(server->port());
+  Child serving = Spawn({ClientPath(), address, "health"});
+  EXPECT_EQ(ReadAll(serving.out), "SERVING\n");
+  ReadAll(serving.err);
+  EXPECT_EQ(Wait(serving.pid), 0);
+  Child service = Spawn({ClientPath(), address, "health", "--service=streamgen.v1.TextGeneration"});
+  EXPECT_EQ(ReadAll(service.out), "SERVING\n");
+  ReadAll(service.err);
+  EXPECT_EQ(Wait(service.pid), 0);
+  Child unknown = Spawn({ClientPath(), address, "health", "--service=no.such.Service"});
+  ReadAll(unknown.out);
+  EXPECT_THAT(ReadAll(unknown.err), HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(Wait(unknown.pid), 1);
+
+  server->BeginDrain();
+  Child draining = Spawn({ClientPath(), address, "health"});
+  EXPECT_EQ(ReadAll(draining.out), "NOT_SERVING\n");
+  ReadAll(draining.err);
+  EXPECT_EQ(Wait(draining.pid), 1);
+  const int port = server->port();
+  server.reset();
+
+  Child gone = Spawn({ClientPath(), "--server=127.0.0.1:" + std::to_string(port),
+                      "--deadline-ms=2000", "health"});
+  ReadAll(gone.out);
+  std::string errors = ReadAll(gone.err);
+  EXPECT_THAT(errors, ::testing::AnyOf(HasSubstr("UNAVAILABLE"), HasSubstr("DEADLINE_EXCEEDED")));
+  EXPECT_EQ(Wait(gone.pid), 1);
+}
+
 }  // namespace
 }  // namespace streamgen
