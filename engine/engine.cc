@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/detokenizer.h"
 #include "engine/device.h"
+#include "engine/fingerprint.h"
 #include "engine/llama_model.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
@@ -62,6 +63,7 @@ struct Sequence {
   std::vector<int> prompt_ids;
   std::vector<int> output_ids;
   std::vector<int> tokens;  // prompt + output: what a (re)computing prefill feeds
+  int resumed = 0;          // leading output_ids that came as resume_token_ids
   int max_new_tokens = 0;
   uint64_t seed = 0;
   std::unique_ptr<SequenceRng> rng;
@@ -69,6 +71,7 @@ struct Sequence {
   std::unique_ptr<StopMatcher> stop_matcher;
   bool cancel = false;    // Cancel() or shutdown reached it
   bool finished = false;  // its last event was sent
+  bool sent_first = false;  // its first event was sent
   Clock::time_point submitted;
   Clock::time_point admitted;  // first prefill chunk
   Clock::time_point first_token;
@@ -145,6 +148,11 @@ class Engine::Impl {
  private:
   absl::Status Validate(const GenerationRequest& r, const std::vector<int>& ids,
                         int* max_new_tokens) const;
+  // Builds seq's sampler state, detokenizer and stop matcher and replays
+  // resume_token_ids through them (see GenerationRequest::resume_token_ids).
+  absl::Status PrepareStreamState(Sequence* seq) const;
+  // The fields every event carries (first, seed).
+  void StampEvent(Sequence* seq, TokenEvent* event);
   // Moves submitted requests into the scheduler and applies cancellations.
   // Returns false when the loop should exit.
   bool TakeWork();
@@ -192,6 +200,12 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
                                     int* max_new_tokens) const {
   const SamplingParams& s = r.sampling;
   auto bad = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  if (!r.model_fingerprint.empty() && r.model_fingerprint != info_.fingerprint) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model_fingerprint: the request is for model ", r.model_fingerprint,
+        " but this server runs ", info_.fingerprint, " (", info_.name, ", ", info_.dtype,
+        "): a stream cannot be resumed on another model"));
+  }
   if (ids.empty()) return bad("prompt: the prompt has no tokens");
   for (size_t i = 0; i < r.prompt_token_ids.size(); ++i) {
     const int id = r.prompt_token_ids[i];
@@ -258,7 +272,62 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
                *max_new_tokens, ") can never fit in the KV cache of ", info_.kv_cache_tokens,
                " tokens");
   }
+  const std::vector<int>& resume = r.resume_token_ids;
+  if (resume.empty()) return absl::OkStatus();
+  const auto& eos = model_->config().eos_token_ids;
+  for (size_t i = 0; i < resume.size(); ++i) {
+    const int id = resume[i];
+    if (id < 0 || id >= valid_vocab_) {
+      return bad("resume_token_ids[", i, "]: ", id, " is outside the vocabulary [0, ",
+                 valid_vocab_, ")");
+    }
+    const bool is_stop_id =
+        std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), id) != r.stop_token_ids.end();
+    const bool is_eos = !r.ignore_eos && std::find(eos.begin(), eos.end(), id) != eos.end();
+    if (is_stop_id || is_eos) {
+      return bad("resume_token_ids[", i, "]: ", id, " is ", is_eos ? "an EOS id" : "a stop id",
+                 ": the stream ended there, nothing is left to resume");
+    }
+  }
+  if (static_cast<int>(resume.size()) >= *max_new_tokens) {
+    return bad("resume_token_ids: ", resume.size(), " ids leave nothing to generate: "
+               "max_new_tokens is ", *max_new_tokens, " (the stream ended with its last token)");
+  }
+  if (s.temperature > 0.0f && !s.seed.has_value()) {
+    return bad("resume_token_ids: a sampled stream (temperature > 0) resumes exactly only with "
+               "the seed it used: set seed to the one its first message reported");
+  }
   return absl::OkStatus();
+}
+
+absl::Status Engine::Impl::PrepareStreamState(Sequence* seq) const {
+  const GenerationRequest& r = seq->request;
+  seq->rng = std::make_unique<SequenceRng>(seq->seed);
+  seq->detokenizer = std::make_unique<IncrementalDetokenizer>(tokenizer_.get(), seq->prompt_ids);
+  seq->stop_matcher = std::make_unique<StopMatcher>(r.stop);
+  // The state an uninterrupted stream had after these tokens: one uniform per
+  // sampled token (SampleBatch's contract), the text already delivered
+  // consumed, held-back bytes and stop-string prefixes still held.
+  for (size_t i = 0; i < r.resume_token_ids.size(); ++i) {
+    const int id = r.resume_token_ids[i];
+    if (r.sampling.temperature > 0.0f) seq->rng->NextUniform();
+    if (seq->stop_matcher->Push(seq->detokenizer->Append(id)).stopped) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "resume_token_ids[", i, "]: a stop string completes at this token: the stream ended "
+          "there, nothing is left to resume"));
+    }
+  }
+  seq->output_ids = r.resume_token_ids;
+  seq->resumed = static_cast<int>(r.resume_token_ids.size());
+  seq->tokens = seq->prompt_ids;
+  seq->tokens.insert(seq->tokens.end(), seq->output_ids.begin(), seq->output_ids.end());
+  return absl::OkStatus();
+}
+
+void Engine::Impl::StampEvent(Sequence* seq, TokenEvent* event) {
+  event->first = !seq->sent_first;
+  seq->sent_first = true;
+  event->seed = seq->seed;
 }
 
 absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSink sink) {
@@ -280,6 +349,7 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
   }
   seq->request = std::move(request);
   seq->sink = std::move(sink);
+  SG_RETURN_IF_ERROR(PrepareStreamState(seq.get()));
 
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return absl::UnavailableError("the engine is shutting down");
@@ -289,6 +359,10 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
   }
   seq->id = next_id_++;
   const uint64_t id = seq->id;
+  if (seq->resumed > 0) {
+    stats_.resumed++;
+    stats_.resumed_tokens += seq->resumed;
+  }
   incoming_.push_back(std::move(seq));
   stats_.submitted++;
   stats_.waiting = static_cast<int64_t>(incoming_.size()) + scheduler_waiting_;
@@ -305,15 +379,14 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
   event.status = std::move(status);
   event.prompt_tokens = static_cast<int>(seq->prompt_ids.size());
   event.completion_tokens = static_cast<int>(seq->output_ids.size());
-  event.seed = seq->seed;
+  StampEvent(seq, &event);
   const auto now = Clock::now();
   if (seq->admitted != Clock::time_point()) event.queue_ms = MsBetween(seq->submitted, seq->admitted);
   if (seq->first_token != Clock::time_point()) {
     event.ttft_ms = MsBetween(seq->submitted, seq->first_token);
     const double decode_s = MsBetween(seq->first_token, now) / 1000.0;
-    if (seq->output_ids.size() > 1 && decode_s > 0) {
-      event.decode_tokens_per_s = (seq->output_ids.size() - 1) / decode_s;
-    }
+    const size_t fresh = seq->output_ids.size() - seq->resumed;  // generated here
+    if (fresh > 1 && decode_s > 0) event.decode_tokens_per_s = (fresh - 1) / decode_s;
   }
   event.prefill_ms = seq->prefill_ms;
   seq->finished = true;
@@ -322,7 +395,7 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
   std::lock_guard<std::mutex> lock(mu_);
   stats_.finished++;
   if (reason == FinishReason::kCancelled) stats_.cancelled++;
-  stats_.generated_tokens += static_cast<int64_t>(seq->output_ids.size());
+  stats_.generated_tokens += static_cast<int64_t>(seq->output_ids.size()) - seq->resumed;
 }
 
 void Engine::Impl::FinishFlushed(Sequence* seq, FinishReason reason, std::string text,
@@ -336,7 +409,7 @@ void Engine::Impl::FinishFlushed(Sequence* seq, FinishReason reason, std::string
 }
 
 void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
-  if (seq->output_ids.empty()) {
+  if (seq->first_token == Clock::time_point()) {
     seq->first_token = Clock::now();
     seq->prefill_ms = MsBetween(seq->admitted, seq->first_token);
   }
@@ -363,6 +436,7 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
   TokenEvent event;
   event.text = std::move(out.text);
   event.tokens = std::move(tokens);
+  StampEvent(seq, &event);
   seq->sink(std::move(event));
 }
 
@@ -446,17 +520,15 @@ bool Engine::Impl::TakeWork() {
         cancelled_incoming.push_back(std::move(s));
         continue;
       }
+      // A resumed stream's delivered tokens are known tokens like the
+      // prompt's: prefilled (and shareable) with it.
       absl::Status added = scheduler_.Add(
-          s->id, static_cast<int>(s->prompt_ids.size()), s->max_new_tokens,
-          options_.prefix_caching ? s->prompt_ids : std::vector<int>());
+          s->id, static_cast<int>(s->tokens.size()), s->max_new_tokens - s->resumed,
+          options_.prefix_caching ? s->tokens : std::vector<int>());
       if (!added.ok()) {  // Submit's checks make this unreachable; never lose a request
         s->cancel = true;
         spdlog::error("scheduler refused request {}: {}", s->id, added.ToString());
       }
-      s->rng = std::make_unique<SequenceRng>(s->seed);
-      s->detokenizer = std::make_unique<IncrementalDetokenizer>(tokenizer_.get(), s->prompt_ids);
-      s->stop_matcher = std::make_unique<StopMatcher>(s->request.stop);
-      s->tokens = s->prompt_ids;
       stats_.prompt_tokens += static_cast<int64_t>(s->prompt_ids.size());
       const uint64_t id = s->id;
       sequences_.emplace(id, std::move(s));
@@ -535,6 +607,7 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   info.max_stop_strings = options.max_stop_strings;
   info.max_stop_string_bytes = options.max_stop_string_bytes;
   info.chat_template = c.chat_template;
+  SG_ASSIGN_OR_RETURN(info.fingerprint, ModelFingerprint(options.model_dir, DtypeName(dtype)));
 
   // The KV pool: kv_cache_blocks, or enough for max_batch full contexts within
   // kv_cache_bytes, allocated once here.

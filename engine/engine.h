@@ -56,6 +56,7 @@ struct ModelInfo {
   int max_stop_strings = 0;
   int max_stop_string_bytes = 0;
   std::string chat_template;  // tokenizer_config.json's chat_template ("" when none)
+  std::string fingerprint;    // ModelFingerprint(model_dir, dtype) (engine/fingerprint.h)
 };
 
 // Counters for tests and metrics (monotonic except the gauges).
@@ -73,6 +74,8 @@ struct EngineStats {
   int64_t kv_blocks_total = 0;
   int64_t prefix_cache_queries = 0;  // prompt tokens of admitted requests (prefix caching on)
   int64_t prefix_cache_hits = 0;     // of them, found in the prefix cache
+  int64_t resumed = 0;               // requests submitted with resume_token_ids
+  int64_t resumed_tokens = 0;        // their resume_token_ids
 };
 
 class Engine {

@@ -35,6 +35,19 @@ struct GenerationRequest {
   std::vector<int> stop_token_ids;     // like EOS, but always honoured
   bool ignore_eos = false;             // keep going past EOS ids
   int top_logprobs = 0;                // alternatives reported per token, 0..20
+  // Resuming a stream: the ids already delivered for this same request (same
+  // prompt, parameters and seed). The engine prefills prompt + these, advances
+  // the sampler's random numbers by one draw per id (temperature > 0), counts
+  // them as output for the penalties, max_new_tokens and completion_tokens,
+  // and replays the detokenizer and stop strings over them without emitting:
+  // the first event's text starts where their text ended. Submit refuses
+  // (INVALID_ARGUMENT) ids outside the vocabulary, as many ids as
+  // max_new_tokens or more, an EOS / stop id or a stop string within them (the
+  // stream ended there), and temperature > 0 without a seed.
+  std::vector<int> resume_token_ids;
+  // "": not checked; otherwise must equal ModelInfo::fingerprint
+  // (FAILED_PRECONDITION).
+  std::string model_fingerprint;
 };
 
 enum class FinishReason {
@@ -66,11 +79,13 @@ struct TokenEvent {
   std::string text;              // new text since the previous event
   std::vector<TokenInfo> tokens; // tokens generated since the previous event
   FinishReason finish_reason = FinishReason::kNone;
+  bool first = false;            // the request's first event (it may also be the last)
+  uint64_t seed = 0;             // every event: the seed used (the engine's when the request had none)
   // Set on the last event only:
   absl::Status status;           // non-OK with kError
   int prompt_tokens = 0;
   int completion_tokens = 0;     // every generated token, EOS / stop tokens included
-  uint64_t seed = 0;             // the seed used (the engine's when the request had none)
+                                 // (and a resumed stream's resume_token_ids)
   double queue_ms = 0;           // submit -> admitted
   double ttft_ms = 0;            // submit -> first token
   double decode_tokens_per_s = 0;

@@ -353,6 +353,12 @@ std::vector<std::string> WeightStore::Names() const {
   return names;
 }
 
+std::vector<std::string> WeightStore::Files() const {
+  std::vector<std::string> paths;
+  for (const auto& file : files_) paths.push_back(file->path());
+  return paths;
+}
+
 size_t WeightStore::TotalBytes() const {
   size_t total = 0;
   for (const auto& entry : by_name_) total += entry.second->nbytes;

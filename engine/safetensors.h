@@ -90,6 +90,8 @@ class WeightStore {
   std::vector<std::string> Names() const;
   // Sum of the tensors' nbytes.
   size_t TotalBytes() const;
+  // The .safetensors files opened, in the order they were opened.
+  std::vector<std::string> Files() const;
 
  private:
   WeightStore() = default;

@@ -74,6 +74,7 @@ void GenerationCall::Submit(Engine* engine, GenerationRequest request) {
     engine_done_ = false;
     accepted_ = true;
   }
+  stream_.SetModelFingerprint(engine->model_info().fingerprint);
   std::shared_ptr<GenerationCall> self = shared_from_this();
   absl::StatusOr<uint64_t> id = engine->Submit(
       std::move(request), [self](TokenEvent&& event) { self->OnEngineEvent(std::move(event)); });

@@ -393,6 +393,7 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
   auto encoder = std::make_shared<OpenAiEncoder>(
       *request, absl::StrCat(prefix, call->request_id()), static_cast<int64_t>(std::time(nullptr)),
       ServedModelName(), [engine](int id) { return engine->TokenPiece(id); });
+  encoder->set_system_fingerprint(engine->model_info().fingerprint);
   int socket = ConnectionSocket(req);
 
   if (!request->stream) {

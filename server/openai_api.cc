@@ -561,6 +561,7 @@ OJson OpenAiEncoder::Envelope(const char* object) const {
   out["object"] = object;
   out["created"] = created_;
   out["model"] = model_;
+  if (!system_fingerprint_.empty()) out["system_fingerprint"] = system_fingerprint_;
   return out;
 }
 

@@ -90,6 +90,9 @@ class OpenAiEncoder {
  public:
   OpenAiEncoder(const OpenAiRequest& request, std::string id, int64_t created, std::string model,
                 std::function<std::string(int)> piece);
+  // OpenAI's "system_fingerprint" on every chunk and body (the model's
+  // fingerprint, ModelInfo.fingerprint); omitted while empty.
+  void set_system_fingerprint(std::string fingerprint) { system_fingerprint_ = std::move(fingerprint); }
 
   // ---- streaming: server-sent events ----
   // What goes out before the first token (chat: the role chunk).
@@ -122,6 +125,7 @@ class OpenAiEncoder {
   static std::string Event(const nlohmann::ordered_json& json);
 
   const OpenAiRequest& request_;
+  std::string system_fingerprint_;
   const std::string id_;
   const int64_t created_;
   const std::string model_;

@@ -26,6 +26,7 @@ void AppendEvent(const TokenEvent& event, v1::GenerateResponse* message) {
       top->set_logprob(alt.logprob);
     }
   }
+  if (event.first) message->set_seed(event.seed);
   if (event.finish_reason == FinishReason::kNone) return;
   message->set_finish_reason(ToProtoFinishReason(event.finish_reason));
   message->mutable_usage()->set_prompt_tokens(event.prompt_tokens);
@@ -53,6 +54,7 @@ StreamAction ResponseStream::OnEvent(TokenEvent&& event) {
   }
   if (client_gone_ || call_finished_) return {};
   AppendEvent(event, &pending_);
+  if (event.first && !model_fingerprint_.empty()) pending_.set_model_fingerprint(model_fingerprint_);
   has_pending_ = true;
   if (last) {
     pending_is_last_ = true;
@@ -133,6 +135,11 @@ StreamAction ResponseStream::Reject(absl::Status status) {
   outcome_.finished = true;
   outcome_.status = status;
   return {StreamAction::kFinish, nullptr, std::move(status)};
+}
+
+void ResponseStream::SetModelFingerprint(std::string fingerprint) {
+  absl::MutexLock lock(&mu_);
+  model_fingerprint_ = std::move(fingerprint);
 }
 
 void ResponseStream::Abort(absl::Status status) {

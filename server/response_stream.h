@@ -23,8 +23,8 @@ namespace streamgen {
 // FinishReason (engine) -> FinishReason (proto).
 v1::FinishReason ToProtoFinishReason(FinishReason reason);
 
-// Adds `event` to `message`: text and tokens appended; for the last event also
-// finish_reason, usage, seed and timings.
+// Adds `event` to `message`: text and tokens appended; for the first event the
+// seed; for the last event finish_reason, usage, seed and timings.
 void AppendEvent(const TokenEvent& event, v1::GenerateResponse* message);
 
 // What the caller must do next with the gRPC stream.
@@ -70,6 +70,10 @@ class ResponseStream {
   // recorded for the log (CANCELLED or DEADLINE_EXCEEDED).
   StreamAction OnCancel(absl::Status reason);
 
+  // Reported on the first message (GenerateResponse.model_fingerprint). Set
+  // before the engine's first event.
+  void SetModelFingerprint(std::string fingerprint);
+
   // The call is refused before anything was sent: kFinish with `status`.
   StreamAction Reject(absl::Status status);
 
@@ -90,6 +94,7 @@ class ResponseStream {
 
   const std::string request_id_;
   mutable absl::Mutex mu_;
+  std::string model_fingerprint_ ABSL_GUARDED_BY(mu_);
   v1::GenerateResponse pending_ ABSL_GUARDED_BY(mu_);
   bool has_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool pending_is_last_ ABSL_GUARDED_BY(mu_) = false;

@@ -62,6 +62,7 @@ absl::Status TextGenerationService::SetEngine(Engine* engine) {
   limits.max_stop_strings = info.max_stop_strings;
   limits.max_stop_string_bytes = info.max_stop_string_bytes;
   limits.max_messages = options_.max_messages;
+  limits.model_fingerprint = info.fingerprint;
 
   ChatTemplateFamily family = ChatTemplateFamily::kNone;
   if (options_.chat_template == "auto") {
@@ -244,6 +245,7 @@ void TextGenerationService::FillModelInfo(const Model& model, v1::ModelInfo* out
   out->set_bos_token_id(info.bos_token_id);
   for (int id : info.eos_token_ids) out->add_eos_token_ids(id);
   out->set_chat_template(model.chat ? ChatTemplateFamilyName(model.chat->family()) : "");
+  out->set_fingerprint(info.fingerprint);
   v1::ServerLimits* limits = out->mutable_limits();
   limits->set_max_queue(info.max_queue);
   limits->set_max_batch(info.max_batch);

@@ -192,8 +192,20 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
                                                    " bytes; at most ", kMaxRequestIdBytes,
                                                    " are allowed"));
   }
+  // First: on another model every other check would answer the wrong question.
+  if (!request.model_fingerprint().empty() &&
+      request.model_fingerprint() != limits.model_fingerprint) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model_fingerprint: the request is for model ", request.model_fingerprint(),
+        " but this server runs ", limits.model_fingerprint,
+        ": a stream cannot be resumed on another model"));
+  }
   GenerationRequest out;
   out.request_id = request.request_id();
+  out.model_fingerprint = request.model_fingerprint();
+  // The engine checks them (vocabulary, EOS / stop ids and strings within
+  // them, max_new_tokens, the seed) with the tokenizer at hand.
+  out.resume_token_ids.assign(request.resume_token_ids().begin(), request.resume_token_ids().end());
   SG_RETURN_IF_ERROR(ConvertSampling(request, limits, &out));
   SG_RETURN_IF_ERROR(ConvertStops(request, limits, &out));
   SG_ASSIGN_OR_RETURN(out.prompt_token_ids, EncodePrompt(request, limits, encoder));

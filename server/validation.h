@@ -28,6 +28,7 @@ struct RequestLimits {
   int max_stop_strings = 16;        // entries of `stop`
   int max_stop_string_bytes = 256;  // bytes per stop string
   int max_messages = 256;           // entries of `messages`
+  std::string model_fingerprint;    // ModelInfo.fingerprint: a request's model_fingerprint must match
 
   // max_prompt_tokens, or context_length - 1 when it is 0.
   int EffectiveMaxPromptTokens() const;
