@@ -64,6 +64,12 @@ ABSL_FLAG(std::string, chat_template, "auto",
           "chat_template), llama2, mistral, chatml, none.");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
           "Prometheus metrics over HTTP at http://HOST:PORT/metrics (\"\": off).");
+ABSL_FLAG(bool, metrics_vllm_aliases, false,
+          "Also export the engine's gauges under vLLM's names: vllm:num_requests_waiting, "
+          "vllm:num_requests_running, vllm:kv_cache_usage_perc and "
+          "vllm:cache_config_info{block_size,num_gpu_blocks}, which the Gateway API Inference "
+          "Extension's endpoint picker reads by default (on /metrics of the metrics and the HTTP "
+          "port).");
 ABSL_FLAG(std::string, http_listen, "0.0.0.0:8000",
           "The HTTP face at HOST:PORT (\"\": off): OpenAI-style /v1/completions and "
           "/v1/chat/completions (SSE), /v1/models, /tokenize, /detokenize, /query-stream/, "
@@ -206,6 +212,9 @@ int Run() {
   if (!options.ok()) return Fail(options.status());
   absl::StatusOr<std::unique_ptr<StreamgenServer>> server = StreamgenServer::Start(*options);
   if (!server.ok()) return Fail(server.status());
+  if (absl::GetFlag(FLAGS_metrics_vllm_aliases)) {
+    (*server)->metrics()->EnableVllmAliases(options->engine.kv_block_size);
+  }
 
   // First signal: drain. A second one: end the streams left right away.
   absl::Notification stop;

@@ -21,6 +21,13 @@ void Gauge(std::string* out, absl::string_view name, double value) {
   absl::StrAppend(out, name, " ", absl::StrFormat("%.10g", value), "\n");
 }
 
+// Fraction of the KV pool's blocks in use, 0 to 1.
+double KvCacheUsage(const EngineStats& engine) {
+  return engine.kv_blocks_total > 0
+             ? static_cast<double>(engine.kv_blocks_used) / engine.kv_blocks_total
+             : 0.0;
+}
+
 // Upper bounds in seconds: vLLM's, with a few finer ones below for CPU speeds.
 std::vector<double> TtftBuckets() {
   return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
@@ -167,7 +174,34 @@ void Metrics::SetDraining(bool draining) {
   draining_ = draining;
 }
 
+void Metrics::EnableVllmAliases(int kv_block_size) {
+  vllm_aliases_block_size_.store(std::max(kv_block_size, 1), std::memory_order_release);
+}
+
+// vLLM's names for the quantities the Inference Extension's endpoint picker
+// scrapes by default; the values are those of streamgen:num_requests_running,
+// streamgen:num_requests_waiting and streamgen:kv_cache_usage_perc.
+void Metrics::RenderVllmAliases(const EngineStats& engine, std::string* out) const {
+  Header(out, "vllm:num_requests_running", "gauge",
+         "Number of requests in model execution batches (streamgen:num_requests_running).");
+  Sample(out, "vllm:num_requests_running", engine.running);
+  Header(out, "vllm:num_requests_waiting", "gauge",
+         "Number of requests waiting to be processed (streamgen:num_requests_waiting).");
+  Sample(out, "vllm:num_requests_waiting", engine.waiting);
+  Header(out, "vllm:kv_cache_usage_perc", "gauge",
+         "KV-cache usage. 1 means 100 percent usage (streamgen:kv_cache_usage_perc).");
+  Gauge(out, "vllm:kv_cache_usage_perc", KvCacheUsage(engine));
+  Header(out, "vllm:cache_config_info", "gauge",
+         "Information of the KV cache: tokens per block and blocks in the pool.");
+  absl::StrAppend(out, "vllm:cache_config_info{block_size=\"",
+                  vllm_aliases_block_size_.load(std::memory_order_acquire),
+                  "\",num_gpu_blocks=\"", engine.kv_blocks_total, "\"} 1\n");
+}
+
 void Metrics::RenderVllmNamed(const EngineStats* engine, std::string* out) const {
+  if (engine != nullptr && vllm_aliases_block_size_.load(std::memory_order_acquire) > 0) {
+    RenderVllmAliases(*engine, out);
+  }
   if (engine != nullptr) {
     Header(out, "streamgen:num_requests_running", "gauge",
            "Number of requests in the engine's running batch (prefilling or decoding).");
@@ -177,10 +211,7 @@ void Metrics::RenderVllmNamed(const EngineStats* engine, std::string* out) const
     Sample(out, "streamgen:num_requests_waiting", engine->waiting);
     Header(out, "streamgen:kv_cache_usage_perc", "gauge",
            "Fraction of the KV-cache pool's blocks in use, 0 to 1 (1 means 100 percent).");
-    Gauge(out, "streamgen:kv_cache_usage_perc",
-          engine->kv_blocks_total > 0
-              ? static_cast<double>(engine->kv_blocks_used) / engine->kv_blocks_total
-              : 0.0);
+    Gauge(out, "streamgen:kv_cache_usage_perc", KvCacheUsage(*engine));
     Header(out, "streamgen:num_preemptions_total", "counter",
            "Sequences preempted (to be recomputed later) for lack of KV blocks.");
     Sample(out, "streamgen:num_preemptions_total", engine->preemptions);

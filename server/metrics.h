@@ -1,6 +1,8 @@
 // The server's counters, gauges and histograms, rendered in Prometheus' text
 // exposition format (version 0.0.4): the server's own streamgen_* metrics and
-// the vLLM-named streamgen:* ones (so vLLM dashboards fit). Thread-safe:
+// the vLLM-named streamgen:* ones (so vLLM dashboards fit); optionally, the
+// engine's gauges also under vLLM's own vllm:* names (EnableVllmAliases), for
+// tools that read those names only. Thread-safe:
 // Record* may be called from any thread, including the engine's loop thread
 // (atomics or a short mutex, no I/O).
 #pragma once
@@ -71,12 +73,23 @@ class Metrics {
   void SetModelLoaded(bool loaded);
   void SetDraining(bool draining);
 
+  // Also renders vllm:num_requests_waiting, vllm:num_requests_running and
+  // vllm:kv_cache_usage_perc (the values of their streamgen: twins) and
+  // vllm:cache_config_info{block_size, num_gpu_blocks} 1, as vLLM exports
+  // them: the names the Gateway API Inference Extension's endpoint picker
+  // reads by default (streamgen-server --metrics-vllm-aliases). Like the
+  // streamgen: gauges they need the engine (Render with a non-null `engine`).
+  // `kv_block_size`: tokens per KV block, the block_size label. Thread-safe;
+  // call it once, before the model loads. Off by default.
+  void EnableVllmAliases(int kv_block_size);
+
   // The exposition text. `engine` (may be null before the model loads) adds the
   // engine's gauges and counters.
   std::string Render(const EngineStats* engine) const;
 
  private:
   void RenderVllmNamed(const EngineStats* engine, std::string* out) const;
+  void RenderVllmAliases(const EngineStats& engine, std::string* out) const;
 
   mutable absl::Mutex mu_;
   std::map<std::pair<std::string, std::string>, int64_t> requests_ ABSL_GUARDED_BY(mu_);
@@ -90,6 +103,7 @@ class Metrics {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
 
   // vLLM-named.
+  std::atomic<int> vllm_aliases_block_size_{0};  // 0: no vllm:* aliases
   std::atomic<int64_t> generation_tokens_{0};
   std::atomic<int64_t> admitted_prompt_tokens_{0};
   std::array<std::atomic<int64_t>, 5> finished_by_reason_{};  // kLength..kError

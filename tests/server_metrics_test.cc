@@ -158,6 +158,40 @@ TEST(MetricsTest, EngineGaugesAtScrapeTime) {
                               "streamgen:num_preemptions_total 4\n"));
 }
 
+// --metrics-vllm-aliases: the engine's gauges again under vLLM's names, and
+// vllm:cache_config_info as vLLM exports it (value 1, the facts as labels), the
+// names the Inference Extension's endpoint picker reads by default.
+TEST(MetricsTest, VllmAliasesForTheInferenceExtension) {
+  Metrics metrics;
+  EngineStats stats;
+  stats.running = 3;
+  stats.waiting = 5;
+  stats.kv_blocks_used = 9;
+  stats.kv_blocks_total = 12;
+  EXPECT_THAT(metrics.Render(&stats), Not(HasSubstr("vllm:")));  // off by default
+
+  metrics.EnableVllmAliases(16);
+  std::string text = metrics.Render(&stats);
+  EXPECT_THAT(text, HasSubstr("# TYPE vllm:num_requests_running gauge\n"
+                              "vllm:num_requests_running 3\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE vllm:num_requests_waiting gauge\n"
+                              "vllm:num_requests_waiting 5\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE vllm:kv_cache_usage_perc gauge\n"
+                              "vllm:kv_cache_usage_perc 0.75\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE vllm:cache_config_info gauge\n"
+                              "vllm:cache_config_info{block_size=\"16\",num_gpu_blocks=\"12\"} 1\n"));
+  for (const char* name : {"num_requests_running", "num_requests_waiting", "kv_cache_usage_perc"}) {
+    EXPECT_EQ(Value(text, absl::StrCat("vllm:", name)), Value(text, absl::StrCat("streamgen:", name)))
+        << name;
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("# HELP vllm:", name, " ")));
+  }
+  // Each family once (a second # TYPE line would make the exposition invalid).
+  EXPECT_EQ(text.find("# TYPE vllm:num_requests_running"),
+            text.rfind("# TYPE vllm:num_requests_running"));
+  // Like their streamgen: twins, they need the engine: none before the model loads.
+  EXPECT_THAT(metrics.Render(nullptr), Not(HasSubstr("vllm:")));
+}
+
 TEST(ParseByteSizeTest, UnitsAndErrors) {
   EXPECT_EQ(*ParseByteSize("1048576", "f"), 1048576);
   EXPECT_EQ(*ParseByteSize("512MiB", "f"), 512LL << 20);
@@ -373,6 +407,56 @@ TEST(ServerFlagsTest, SchedulerFlagsReachGetModelInfo) {
   EXPECT_LT(one.limits().kv_cache_blocks(), 512u);
   EXPECT_GE(two.limits().kv_cache_blocks(), 2 * one.limits().kv_cache_blocks());
   EXPECT_LE(two.limits().kv_cache_blocks(), 2 * one.limits().kv_cache_blocks() + 1);
+}
+
+// The flag through the binary: /metrics of the HTTP face (the port the
+// InferencePool's endpoint picker scrapes) carries the vllm: names only with
+// --metrics-vllm-aliases, with the pool's real block size and block count.
+std::string LoadedMetricsWithFlags(const std::vector<std::string>& flags) {
+  std::string port_file =
+      ::testing::TempDir() + "/metrics_test_http_port." + std::to_string(getpid());
+  std::filesystem::remove(port_file);
+  std::vector<std::string> args = {ServerPath(), "--model=" STREAMGEN_TINY_MODEL_DIR,
+                                   "--listen=127.0.0.1:0", "--metrics-listen=",
+                                   "--http-listen=127.0.0.1:0", "--http-port-file=" + port_file};
+  args.insert(args.end(), flags.begin(), flags.end());
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int port = 0;
+  EXPECT_TRUE(WaitFor([&] {
+    std::ifstream file(port_file);
+    return static_cast<bool>(file >> port) && port > 0;
+  }));
+  std::string text;
+  EXPECT_TRUE(WaitFor([&] {  // the engine's gauges appear once the model is loaded
+    text = port > 0 ? Scrape(port) : "";
+    return text.find("streamgen:num_requests_running") != std::string::npos;
+  })) << text;
+  kill(pid, SIGTERM);
+  int wait_status = 0;
+  waitpid(pid, &wait_status, 0);
+  EXPECT_TRUE(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0);
+  std::filesystem::remove(port_file);
+  return text;
+}
+
+TEST(ServerFlagsTest, MetricsVllmAliasesFlag) {
+  if (access(ServerPath().c_str(), X_OK) != 0) GTEST_SKIP() << ServerPath() << " is not built";
+  std::string with = LoadedMetricsWithFlags(
+      {"--metrics-vllm-aliases", "--kv-block-size=8", "--kv-cache-blocks=40"});
+  EXPECT_THAT(with, HasSubstr("vllm:cache_config_info{block_size=\"8\",num_gpu_blocks=\"40\"} 1\n"));
+  EXPECT_EQ(Value(with, "vllm:num_requests_waiting"), 0);
+  EXPECT_EQ(Value(with, "vllm:num_requests_running"), 0);
+  EXPECT_EQ(Value(with, "vllm:kv_cache_usage_perc"), 0);
+  std::string without = LoadedMetricsWithFlags({});
+  EXPECT_THAT(without, HasSubstr("streamgen:num_requests_waiting 0\n"));
+  EXPECT_THAT(without, Not(HasSubstr("vllm:")));
 }
 
 // Runs a shell command: its wait status and its output.
