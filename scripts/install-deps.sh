@@ -16,6 +16,9 @@ PACKAGES=(
   # The HTTP face's tests: real clients (curl, python3-requests as the seed's
   # client, the openai npm package on Node, playwright-core driving chromium).
   curl python3-requests chromium
+  # The gateway's test (tests/gateway_test.py): Debian's nginx in front of two
+  # servers (it runs its own nginx on free ports, not the package's service).
+  nginx
 )
 # Node and npm from Debian where the machine has no Node of its own (the
 # development image ships Node 20 with npm; Debian 12's nodejs is 18.19).
