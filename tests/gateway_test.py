@@ -475,6 +475,10 @@ class DrainTest(unittest.TestCase):
         # Health on the draining replica itself: NOT_SERVING (what an orchestrator's probe sees).
         with grpc.insecure_channel(draining.grpc_address) as direct:
             self.assertEqual(direct.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=60), b"\x08\x02")
+        # Through the gateway a Check is one more call: the replica nginx picks answers.
+        check = replicas.channel.unary_unary("/grpc.health.v1.Health/Check")
+        answers = {check(b"", timeout=60) for _ in range(4)}
+        self.assertEqual(answers, {b"\x08\x01", b"\x08\x02"})  # SERVING, NOT_SERVING
 
         # New gRPC calls meanwhile. The draining replica still accepts
         # connections and answers a call with UNAVAILABLE at once, an HTTP 200
@@ -598,6 +602,34 @@ class KillTest(unittest.TestCase):
             self.assertEqual(replicas.generate("Hello", 4)[-1].usage.completion_tokens, 4)
         self.assertEqual(wait_generated_ok(survivor, before + 1 + 3), before + 1 + 3)
         self.assertIn("upstream prematurely closed connection", gateway.error_log())
+
+
+class NoReplicaTest(unittest.TestCase):
+    """Upstreams where nothing listens: nginx's own answers, in each face's terms."""
+
+    def test_no_replica_reachable(self):
+        from gateway import free_port
+        nowhere = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+        gateway = Gateway(SOURCE_DIR, nowhere, nowhere)
+        try:
+            with streamgen_client.make_channel(gateway.address, True, gateway.ca_file) as channel:
+                stub = generate_pb2_grpc.TextGenerationStub(channel)
+                for _ in range(2):  # connect refused everywhere, then every replica ejected
+                    with self.assertRaises(grpc.RpcError) as refused:
+                        list(streamgen_client.generate(stub, "Hello", timeout=CALL_TIMEOUT, max_new_tokens=4))
+                    self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
+                    self.assertEqual(refused.exception.details(), GATEWAY_MESSAGE)
+            connection, response = post_json(gateway, "/v1/completions", {"prompt": "Hello"})
+            self.assertEqual(response.status, 503)
+            self.assertEqual(response.getheader("Content-Type"), "application/json")
+            self.assertEqual(response.getheader("Retry-After"), "1")
+            error = json.loads(response.read())["error"]
+            connection.close()
+            self.assertEqual(error["message"], GATEWAY_MESSAGE)
+            self.assertEqual(error["type"], "service_unavailable")
+            self.assertIn("no live upstreams", gateway.error_log())
+        finally:
+            self.assertEqual(gateway.stop(), 0)
 
 
 def main():
