@@ -152,6 +152,8 @@ class Replicas:
         for i, s in enumerate(self.servers):
             if s.process.returncode is None or s.process.returncode >= 0:
                 codes[f"replica {i}"] = s.stop()
+            elif not s.log.closed:
+                s.log.close()
         if any(codes.values()):
             raise AssertionError(f"exit codes {codes}\n{self.gateway.error_log()}")
 
