@@ -19,6 +19,11 @@ PACKAGES=(
   # The gateway's test (tests/gateway_test.py): Debian's nginx in front of two
   # servers (it runs its own nginx on free ports, not the package's service).
   nginx
+  # The container tests: podman builds and runs docker/Dockerfile (with runc:
+  # crun fails on these VMs), mmdebstrap makes its base image from Debian's
+  # archive (docker/make-base-image.sh), python3-yaml reads the compose and
+  # Kubernetes files (tests/deploy_yaml_test.py).
+  podman runc mmdebstrap iptables python3-yaml
 )
 # Node and npm from Debian where the machine has no Node of its own (the
 # development image ships Node 20 with npm; Debian 12's nodejs is 18.19).
