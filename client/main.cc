@@ -9,6 +9,11 @@
 //   streamgen-client bench --concurrency C --requests N --prompt-tokens P
 //                          --max-new-tokens M [--warmup W] [--json]   (client/bench.h)
 // Ctrl-C cancels the call (ClientContext::TryCancel) and exits with 130.
+// generate resumes a stream that breaks (UNAVAILABLE: the server or its
+// connection died) after at least one message, on whatever server the
+// address reaches now (another replica behind a gateway): it sends the ids
+// received so far as resume_token_ids, with the seed and model fingerprint of
+// the first message, and the text goes on where it stopped (--resume-retries).
 #include <signal.h>
 
 #include <atomic>
@@ -68,6 +73,9 @@ ABSL_FLAG(bool, chat, false, "Send PROMPT as a user message, rendered with the c
 ABSL_FLAG(std::string, system, "", "With --chat: a system message first.");
 ABSL_FLAG(std::vector<std::string>, prompt_token_ids, {},
           "Prompt as token ids, comma-separated (then no PROMPT).");
+ABSL_FLAG(int, resume_retries, 3,
+          "generate: when the stream breaks with UNAVAILABLE after at least one message, resume "
+          "it (resume_token_ids) up to this many times; 0: never.");
 // bench
 ABSL_FLAG(int, concurrency, 1, "bench: calls in flight (closed loop: each starts when one ends).");
 ABSL_FLAG(int, requests, 8, "bench: measured calls (after the warm-up).");
@@ -154,17 +162,22 @@ std::shared_ptr<grpc::Channel> MakeChannel() {
   return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), credentials, args);
 }
 
-void PrepareContext(grpc::ClientContext* context) {
+// The end of --deadline-ms from now (time_point::max() without one).
+std::chrono::system_clock::time_point DeadlineFromFlag() {
+  int64_t deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
+  if (deadline_ms <= 0) return std::chrono::system_clock::time_point::max();
+  return std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms);
+}
+
+// The API key and the deadline (`deadline`, or --deadline-ms from now).
+void PrepareContext(grpc::ClientContext* context,
+                    std::chrono::system_clock::time_point deadline = DeadlineFromFlag()) {
   std::string key = absl::GetFlag(FLAGS_api_key);
   if (key.empty() && std::getenv("STREAMGEN_API_KEY") != nullptr) {
     key = std::getenv("STREAMGEN_API_KEY");
   }
   if (!key.empty()) context->AddMetadata("authorization", "Bearer " + key);
-  int64_t deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
-  if (deadline_ms > 0) {
-    context->set_deadline(std::chrono::system_clock::now() +
-                          std::chrono::milliseconds(deadline_ms));
-  }
+  if (deadline != std::chrono::system_clock::time_point::max()) context->set_deadline(deadline);
 }
 
 std::string ToJson(const google::protobuf::Message& message) {
@@ -236,27 +249,70 @@ v1::GenerateRequest BuildGenerateRequest(const std::string& prompt) {
   return request;
 }
 
+// A stream that broke in transit (the server died, the connection dropped, a
+// gateway lost its upstream) rather than one the server ended: worth resuming.
+bool BrokeInTransit(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE;
+}
+
+// Sleeps `ms`, waking early on Ctrl-C.
+void SleepUnlessInterrupted(int ms) {
+  for (int slept = 0; slept < ms && !g_interrupted; slept += 10) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 int Generate(v1::TextGeneration::Stub& stub, const std::string& prompt) {
   v1::GenerateRequest request = BuildGenerateRequest(prompt);
-  grpc::ClientContext context;
-  PrepareContext(&context);
-  g_active_context = &context;
-  if (g_interrupted) context.TryCancel();
-  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
-      stub.Generate(&context, request);
-  v1::GenerateResponse response;
+  const auto deadline = DeadlineFromFlag();  // one deadline for every attempt
+  const int max_resumes = std::max(0, absl::GetFlag(FLAGS_resume_retries));
   v1::GenerateResponse last;
   bool json = absl::GetFlag(FLAGS_json);
-  while (reader->Read(&response)) {
-    if (json) {
-      std::cout << ToJson(response) << std::endl;
-    } else {
-      std::cout << response.text() << std::flush;
+  // What a resume needs: every token received, and the first message's fields.
+  std::vector<int> received;
+  int messages = 0;
+  int resumes = 0;
+  grpc::Status status;
+  for (;;) {
+    grpc::ClientContext context;
+    PrepareContext(&context, deadline);
+    g_active_context = &context;
+    if (g_interrupted) context.TryCancel();
+    std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+        stub.Generate(&context, request);
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+      if (json) {
+        std::cout << ToJson(response) << std::endl;
+      } else {
+        std::cout << response.text() << std::flush;
+      }
+      if (messages++ == 0) {
+        // The first message names the seed and the model: what a resume sends back.
+        if (!request.has_seed() && response.has_seed()) request.set_seed(response.seed());
+        request.set_model_fingerprint(response.model_fingerprint());
+        if (request.request_id().empty()) request.set_request_id(response.request_id());
+      }
+      for (const v1::Token& token : response.tokens()) received.push_back(token.id());
+      if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = response;
     }
-    if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = response;
+    status = reader->Finish();
+    g_active_context = nullptr;
+    const bool finished = last.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+    if (status.ok() || finished || g_interrupted || messages == 0 || !BrokeInTransit(status) ||
+        resumes >= max_resumes) {
+      break;
+    }
+    ++resumes;
+    std::cerr << "\n[stream broke after " << received.size() << " tokens ("
+              << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
+              << ": " << status.error_message() << "); resuming, " << resumes << " of "
+              << max_resumes << "]\n";
+    request.clear_resume_token_ids();
+    for (int id : received) request.add_resume_token_ids(id);
+    // A short back-off: a gateway needs a moment to eject the dead replica.
+    SleepUnlessInterrupted(std::min(2000, 100 << (resumes - 1)));
   }
-  grpc::Status status = reader->Finish();
-  g_active_context = nullptr;
   if (!json) {
     std::cout << std::endl;
     if (last.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
@@ -265,7 +321,9 @@ int Generate(v1::TextGeneration::Stub& stub, const std::string& prompt) {
                 << " prompt_tokens=" << last.usage().prompt_tokens()
                 << " completion_tokens=" << last.usage().completion_tokens()
                 << " seed=" << last.seed() << " ttft_ms=" << last.timings().ttft_ms()
-                << " tokens_per_s=" << last.timings().decode_tokens_per_s() << "]\n";
+                << " tokens_per_s=" << last.timings().decode_tokens_per_s();
+      if (resumes > 0) std::cerr << " resumed=" << resumes;
+      std::cerr << "]\n";
     }
   }
   return Report(status);

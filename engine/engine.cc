@@ -345,7 +345,10 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
   if (request.sampling.seed) {
     seq->seed = *request.sampling.seed;
   } else {
-    seq->seed = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+    // Below 2^53: the seed a client sends back (to resume, to reproduce)
+    // survives JSON numbers and int64 command-line flags.
+    seq->seed = ((static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}()) &
+                ((uint64_t{1} << 53) - 1);
   }
   seq->request = std::move(request);
   seq->sink = std::move(sink);

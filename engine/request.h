@@ -21,7 +21,7 @@ struct SamplingParams {
   float repetition_penalty = 1.0f;  // 1: off; HF-style, over prompt + output
   float presence_penalty = 0.0f;    // 0: off; OpenAI-style, over output tokens
   float frequency_penalty = 0.0f;   // 0: off; OpenAI-style, over output tokens
-  std::optional<uint64_t> seed;     // empty: the engine picks one and reports it
+  std::optional<uint64_t> seed;     // empty: the engine picks one (< 2^53) and reports it
 };
 
 // One generation. Exactly one of `prompt` / `prompt_token_ids` is set.

@@ -7,11 +7,13 @@ proto/streamgen/v1/generate.proto with Debian's protoc + grpc_python_plugin.
 
 GEN_DIR holds streamgen/v1/generate_pb2.py and generate_pb2_grpc.py (the build
 writes them to BUILD_DIR/python; README.md shows the protoc command).
-Ctrl-C cancels the call.
+Ctrl-C cancels the call. A stream that breaks with UNAVAILABLE after at least
+one message is resumed (--resume-retries, default 3): see ResumableStream.
 """
 import argparse
 import os
 import sys
+import time
 
 import grpc
 from google.protobuf import json_format
@@ -40,6 +42,76 @@ def generate(stub, prompt, api_key=None, timeout=None, **fields):
     return stub.Generate(request, timeout=timeout, metadata=metadata)
 
 
+class ResumableStream:
+    """Iterates over the GenerateResponse messages of one generation, resuming
+    it when the stream breaks in transit (UNAVAILABLE: the server or the
+    connection died) after at least one message, up to `retries` times: the
+    next call carries every token id received so far as resume_token_ids, with
+    the seed and model_fingerprint of the first message and its request_id, so
+    the server (another replica, behind a gateway) goes on exactly where the
+    text stopped. The caller sees one seamless sequence of messages.
+
+    `request` is a GenerateRequest; `timeout` (seconds) bounds the whole
+    generation, every attempt included. cancel() cancels the call in flight.
+    `resumes` counts the resumes made; on_resume(error, tokens_received) is
+    called before each one. Other errors, and UNAVAILABLE before any message or
+    after the last retry, are raised as grpc.RpcError.
+    """
+
+    def __init__(self, stub, request, api_key=None, timeout=None, retries=3, on_resume=None):
+        self._stub = stub
+        self._request = generate_pb2.GenerateRequest()
+        self._request.CopyFrom(request)
+        self._metadata = [("authorization", "Bearer " + api_key)] if api_key else None
+        self._deadline = time.monotonic() + timeout if timeout else None
+        self._retries = retries
+        self._on_resume = on_resume
+        self._call = None
+        self._cancelled = False
+        self.resumes = 0
+
+    def cancel(self):
+        self._cancelled = True
+        if self._call is not None:
+            self._call.cancel()
+
+    def __iter__(self):
+        received = []
+        messages = 0
+        while True:
+            timeout = None
+            if self._deadline is not None:
+                timeout = max(0.0, self._deadline - time.monotonic())
+            self._call = self._stub.Generate(self._request, timeout=timeout,
+                                             metadata=self._metadata)
+            try:
+                for response in self._call:
+                    if messages == 0:
+                        # The first message names the seed and the model.
+                        if not self._request.HasField("seed") and response.HasField("seed"):
+                            self._request.seed = response.seed
+                        self._request.model_fingerprint = response.model_fingerprint
+                        if not self._request.request_id:
+                            self._request.request_id = response.request_id
+                    messages += 1
+                    received.extend(token.id for token in response.tokens)
+                    yield response
+                    if response.finish_reason != generate_pb2.FINISH_REASON_UNSPECIFIED:
+                        return
+                return
+            except grpc.RpcError as error:
+                if (self._cancelled or messages == 0 or self.resumes >= self._retries
+                        or error.code() != grpc.StatusCode.UNAVAILABLE):
+                    raise
+                self.resumes += 1
+                if self._on_resume is not None:
+                    self._on_resume(error, len(received))
+                del self._request.resume_token_ids[:]
+                self._request.resume_token_ids.extend(received)
+                # A short back-off: a gateway needs a moment to eject the dead replica.
+                time.sleep(min(2.0, 0.1 * 2 ** (self.resumes - 1)))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("prompt")
@@ -56,6 +128,9 @@ def main(argv=None):
     parser.add_argument("--stop", action="append", default=[])
     parser.add_argument("--json", action="store_true",
                         help="print each response message as JSON, one per line")
+    parser.add_argument("--resume-retries", type=int, default=3,
+                        help="resume a stream that breaks with UNAVAILABLE after at least one "
+                             "message up to this many times (0: never)")
     args = parser.parse_args(argv)
 
     fields = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -65,7 +140,14 @@ def main(argv=None):
     timeout = args.deadline_ms / 1000.0 if args.deadline_ms > 0 else None
     with make_channel(args.server, args.tls, args.tls_ca) as channel:
         stub = generate_pb2_grpc.TextGenerationStub(channel)
-        call = generate(stub, args.prompt, api_key=args.api_key, timeout=timeout, **fields)
+        def on_resume(error, tokens):
+            print("\n[stream broke after %d tokens (%s: %s); resuming, %d of %d]" % (
+                tokens, error.code().name, error.details(), call.resumes, args.resume_retries),
+                file=sys.stderr)
+
+        call = ResumableStream(stub, generate_pb2.GenerateRequest(prompt=args.prompt, **fields),
+                               api_key=args.api_key, timeout=timeout,
+                               retries=max(0, args.resume_retries), on_resume=on_resume)
         last = None
         try:
             for response in call:
