@@ -198,7 +198,9 @@ class ContainerTest(unittest.TestCase):
     def test_serves_streams_and_drains_on_sigterm(self):
         grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
         started = time.time()
-        name = self.start(*(self.model_flags() + ["--metrics-vllm-aliases"]),
+        appended = self.model_flags() + ["--metrics-vllm-aliases"]
+        print("container_test: run %s %s" % (self.image, " ".join(appended)), file=sys.stderr)
+        name = self.start(*appended,
                           ports=[(grpc_port, port_of(self.defaults["listen"])),
                                  (http_port, port_of(self.defaults["http_listen"])),
                                  (metrics_port, port_of(self.defaults["metrics_listen"]))])
