@@ -9,8 +9,9 @@
 //   streamgen-client bench --concurrency C --requests N --prompt-tokens P
 //                          --max-new-tokens M [--warmup W] [--json]   (client/bench.h)
 // Ctrl-C cancels the call (ClientContext::TryCancel) and exits with 130.
-// generate resumes a stream that breaks (UNAVAILABLE: the server or its
-// connection died) after at least one message, on whatever server the
+// generate resumes a stream that is cut short (see CutShort: the server or its
+// connection died, a gateway lost its upstream, a drain timed out) after at
+// least one message, on whatever server the
 // address reaches now (another replica behind a gateway): it sends the ids
 // received so far as resume_token_ids, with the seed and model fingerprint of
 // the first message, and the text goes on where it stopped (--resume-retries).
@@ -74,8 +75,8 @@ ABSL_FLAG(std::string, system, "", "With --chat: a system message first.");
 ABSL_FLAG(std::vector<std::string>, prompt_token_ids, {},
           "Prompt as token ids, comma-separated (then no PROMPT).");
 ABSL_FLAG(int, resume_retries, 3,
-          "generate: when the stream breaks with UNAVAILABLE after at least one message, resume "
-          "it (resume_token_ids) up to this many times; 0: never.");
+          "generate: when the stream is cut short (UNAVAILABLE, or a gateway's RST_STREAM) after "
+          "at least one message, resume it (resume_token_ids) up to this many times; 0: never.");
 // bench
 ABSL_FLAG(int, concurrency, 1, "bench: calls in flight (closed loop: each starts when one ends).");
 ABSL_FLAG(int, requests, 8, "bench: measured calls (after the warm-up).");
@@ -249,10 +250,18 @@ v1::GenerateRequest BuildGenerateRequest(const std::string& prompt) {
   return request;
 }
 
-// A stream that broke in transit (the server died, the connection dropped, a
-// gateway lost its upstream) rather than one the server ended: worth resuming.
-bool BrokeInTransit(const grpc::Status& status) {
-  return status.error_code() == grpc::StatusCode::UNAVAILABLE;
+// A stream cut short rather than ended, worth resuming elsewhere:
+//  - UNAVAILABLE: the server or the connection died, or the server drained past
+//    its timeout (then after a last message with FINISH_REASON_CANCELLED);
+//  - INTERNAL "Received RST_STREAM ...": what a gateway (nginx) gives when its
+//    upstream dies after the response began: it can only reset the HTTP/2
+//    stream, and gRPC maps the reset to INTERNAL. The server's own INTERNAL
+//    (an engine failure) comes after a last message with FINISH_REASON_ERROR
+//    and is never resumed.
+bool CutShort(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         (status.error_code() == grpc::StatusCode::INTERNAL &&
+          absl::StrContains(status.error_message(), "RST_STREAM"));
 }
 
 // Sleeps `ms`, waking early on Ctrl-C.
@@ -298,11 +307,14 @@ int Generate(v1::TextGeneration::Stub& stub, const std::string& prompt) {
     }
     status = reader->Finish();
     g_active_context = nullptr;
-    const bool finished = last.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
-    if (status.ok() || finished || g_interrupted || messages == 0 || !BrokeInTransit(status) ||
+    // Ended for good: a last message other than the drain's CANCELLED.
+    const bool ended = last.finish_reason() != v1::FINISH_REASON_UNSPECIFIED &&
+                       last.finish_reason() != v1::FINISH_REASON_CANCELLED;
+    if (status.ok() || ended || g_interrupted || messages == 0 || !CutShort(status) ||
         resumes >= max_resumes) {
       break;
     }
+    last.Clear();
     ++resumes;
     std::cerr << "\n[stream broke after " << received.size() << " tokens ("
               << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))

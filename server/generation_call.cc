@@ -73,6 +73,7 @@ void GenerationCall::Submit(Engine* engine, GenerationRequest request) {
     engine_ = engine;
     engine_done_ = false;
     accepted_ = true;
+    resumed_tokens_ = static_cast<int>(request.resume_token_ids.size());
   }
   stream_.SetModelFingerprint(engine->model_info().fingerprint);
   std::shared_ptr<GenerationCall> self = shared_from_this();
@@ -164,9 +165,11 @@ void GenerationCall::MaybeRetire() {
 void GenerationCall::Retire() {
   StreamOutcome outcome = stream_.outcome();
   bool submitted;
+  int resumed_tokens;
   {
     absl::MutexLock lock(&mu_);
     submitted = accepted_;
+    resumed_tokens = resumed_tokens_;
   }
   std::string code = absl::StatusCodeToString(outcome.status.code());
   env_.metrics->RecordRequest(info_.method, code);
@@ -190,6 +193,7 @@ void GenerationCall::Retire() {
   fields["queue_ms"] = outcome.queue_ms;
   fields["duration_ms"] = absl::ToDoubleMilliseconds(absl::Now() - start_);
   if (submitted) fields["seed"] = outcome.seed;
+  if (resumed_tokens > 0) fields["resumed_tokens"] = resumed_tokens;  // a resumed stream
   if (!info_.log_prompt.empty()) fields["prompt"] = info_.log_prompt;
   bool server_fault = outcome.status.code() == absl::StatusCode::kInternal;
   LogEvent(server_fault ? spdlog::level::err : spdlog::level::info, info_.method, fields);

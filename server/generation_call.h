@@ -113,6 +113,7 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
   Engine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t engine_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool accepted_ ABSL_GUARDED_BY(mu_) = false;   // handed to the engine (metrics, log)
+  int resumed_tokens_ ABSL_GUARDED_BY(mu_) = 0;  // the request's resume_token_ids (log)
   bool submitted_ ABSL_GUARDED_BY(mu_) = false;  // engine_id_ is known
   bool cancel_sent_ ABSL_GUARDED_BY(mu_) = false;
   bool engine_done_ ABSL_GUARDED_BY(mu_) = true;  // false from Submit until the last event

@@ -8,7 +8,13 @@ itself, and what it printed is exactly the uninterrupted run's output: text
 and token ids, greedy and sampled (with and without a seed of the user's).
 Also the contract over gRPC: the first message names the seed and the model
 fingerprint, and the server refuses resumes it cannot honour.
-(tests/gateway_resume_test.py does the same through nginx.)
+
+GatewayResumeTest does it through the gateway (real nginx running
+docker/gateway/nginx.conf, tests/gateway.py) as deployments do: the replica
+serving the stream (the one whose running gauge is up) is killed with
+SIGKILL, nginx resets the client's stream (INTERNAL "RST_STREAM"), the client
+resumes through the same gateway address, nginx sends it to the other replica,
+and the output is again exactly the uninterrupted run's.
 
     /usr/bin/python3 tests/client_resume_test.py --build-dir BUILD_DIR
 """
@@ -25,7 +31,8 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from streamgen_server import StreamgenServer  # noqa: E402
+from gateway import Gateway  # noqa: E402
+from streamgen_server import StreamgenServer, metric_value  # noqa: E402
 
 ARGS = None
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,8 +70,10 @@ def client_path():
 
 
 def run_client(target, flags):
-    """streamgen-client --json generate: (messages, stderr, exit code)."""
-    done = subprocess.run([client_path(), "--server", target, "--json", "generate", PROMPT,
+    """streamgen-client --json generate: (messages, stderr, exit code); `target`
+    is an address, or a list of streamgen-client flags (TLS)."""
+    target = ["--server", target] if isinstance(target, str) else target
+    done = subprocess.run([client_path()] + target + ["--json", "generate", PROMPT,
                            "--max-new-tokens=%d" % MAX_NEW, "--ignore-eos"] + flags,
                           capture_output=True, text=True, timeout=300)
     return [json.loads(line) for line in done.stdout.splitlines()], done.stderr, done.returncode
@@ -78,15 +87,59 @@ def text_of(messages):
     return "".join(m.get("text", "") for m in messages)
 
 
+def import_python_client():
+    sys.path.insert(0, os.path.join(ARGS.build_dir, "python"))
+    sys.path.insert(0, os.path.join(SOURCE_DIR, "client", "python"))
+    global grpc, streamgen_client, generate_pb2, generate_pb2_grpc
+    import grpc
+    import streamgen_client
+    from streamgen.v1 import generate_pb2, generate_pb2_grpc
+
+
+def kill_when_streaming(child_stdout, victim, sink):
+    """Reads the client's JSON lines into `sink`; after KILL_AFTER_MESSAGES of
+    them, SIGKILLs victim() (a StreamgenServer)."""
+    for line in child_stdout:
+        sink.append(json.loads(line))
+        if len(sink) == KILL_AFTER_MESSAGES:
+            victim().process.send_signal(signal.SIGKILL)
+
+
+def run_client_and_kill(test, flags, victim):
+    """streamgen-client --json generate with `flags`, victim() SIGKILLed
+    mid-stream; checks that the client resumed once and exited 0. Returns its
+    messages and stderr."""
+    child = subprocess.Popen([client_path()] + flags, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    messages, killed = [], []
+    reader = threading.Thread(target=kill_when_streaming,
+                              args=(child.stdout, lambda: killed.append(victim()) or killed[0],
+                                    messages))
+    reader.start()
+    errors = child.stderr.read()
+    test.assertEqual(child.wait(timeout=300), 0, errors)
+    reader.join()
+    child.stdout.close()
+    child.stderr.close()
+    test.assertEqual(killed[0].process.wait(timeout=30), -signal.SIGKILL)
+    test.assertIn("resuming, 1 of 3", errors)
+    return messages, errors, killed[0]
+
+
+def expect_same(test, resumed, reference):
+    test.assertEqual(len(ids_of(reference)), MAX_NEW)
+    test.assertEqual(ids_of(resumed), ids_of(reference))
+    test.assertEqual(text_of(resumed), text_of(reference))
+    test.assertEqual(resumed[-1]["finishReason"], "FINISH_REASON_LENGTH")
+    test.assertEqual(resumed[-1]["usage"]["completionTokens"], MAX_NEW)
+    # A resumed call did happen: messages came after the kill.
+    test.assertGreater(len(ids_of(resumed)), KILL_AFTER_MESSAGES)
+
+
 class ClientResumeTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        sys.path.insert(0, os.path.join(ARGS.build_dir, "python"))
-        sys.path.insert(0, os.path.join(SOURCE_DIR, "client", "python"))
-        global grpc, streamgen_client, generate_pb2, generate_pb2_grpc
-        import grpc
-        import streamgen_client
-        from streamgen.v1 import generate_pb2, generate_pb2_grpc
+        import_python_client()
         cls.model = make_slow_model(ARGS.build_dir)
         # B serves whatever A leaves; A is started anew for every kill.
         cls.b = StreamgenServer(ARGS.build_dir, ["--model", cls.model], healthy=healthy)
@@ -104,47 +157,19 @@ class ClientResumeTest(unittest.TestCase):
     def both(self, a):
         return "ipv4:%s,%s" % (a.grpc_address, self.b.grpc_address)
 
-    def kill_when_streaming(self, child_stdout, a, sink):
-        """Reads the client's JSON lines into `sink`; SIGKILLs A after
-        KILL_AFTER_MESSAGES of them."""
-        for line in child_stdout:
-            sink.append(json.loads(line))
-            if len(sink) == KILL_AFTER_MESSAGES:
-                a.process.send_signal(signal.SIGKILL)
-
     def cpp_client_resumes(self, flags):
         a = self.start_a()
-        child = subprocess.Popen([client_path(), "--server", self.both(a), "--json", "generate",
-                                  PROMPT, "--max-new-tokens=%d" % MAX_NEW, "--ignore-eos"] + flags,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        messages = []
-        reader = threading.Thread(target=self.kill_when_streaming,
-                                  args=(child.stdout, a, messages))
-        reader.start()
-        errors = child.stderr.read()
-        self.assertEqual(child.wait(timeout=300), 0, errors)
-        reader.join()
-        child.stdout.close()
-        child.stderr.close()
-        self.assertEqual(a.process.wait(timeout=30), -signal.SIGKILL)
-        self.assertIn("resuming, 1 of 3", errors)
+        messages, errors, _ = run_client_and_kill(
+            self, ["--server", self.both(a), "--json", "generate", PROMPT,
+                   "--max-new-tokens=%d" % MAX_NEW, "--ignore-eos"] + flags, lambda: a)
         self.assertIn("UNAVAILABLE", errors)
         return messages, errors
-
-    def expect_same(self, resumed, reference):
-        self.assertEqual(len(ids_of(reference)), MAX_NEW)
-        self.assertEqual(ids_of(resumed), ids_of(reference))
-        self.assertEqual(text_of(resumed), text_of(reference))
-        self.assertEqual(resumed[-1]["finishReason"], "FINISH_REASON_LENGTH")
-        self.assertEqual(resumed[-1]["usage"]["completionTokens"], MAX_NEW)
-        # A resumed call did happen: some message came after the kill.
-        self.assertGreater(len(ids_of(resumed)), KILL_AFTER_MESSAGES)
 
     def test_cpp_client_greedy(self):
         reference, _, code = run_client(self.b.grpc_address, [])
         self.assertEqual(code, 0)
         resumed, errors = self.cpp_client_resumes([])
-        self.expect_same(resumed, reference)
+        expect_same(self, resumed, reference)
 
     def test_cpp_client_sampled_with_the_servers_seed(self):
         # No seed from the user: the client resumes with the one the first
@@ -154,7 +179,7 @@ class ClientResumeTest(unittest.TestCase):
         self.assertEqual(int(resumed[-1]["seed"]), seed)
         reference, errors, code = run_client(self.b.grpc_address, SAMPLED + ["--seed=%d" % seed])
         self.assertEqual(code, 0, errors)
-        self.expect_same(resumed, reference)
+        expect_same(self, resumed, reference)
 
     def test_cpp_client_without_retries_reports_the_break(self):
         a = self.start_a()
@@ -163,8 +188,8 @@ class ClientResumeTest(unittest.TestCase):
                                   "--resume-retries=0"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         messages = []
-        reader = threading.Thread(target=self.kill_when_streaming,
-                                  args=(child.stdout, a, messages))
+        reader = threading.Thread(target=kill_when_streaming,
+                                  args=(child.stdout, lambda: a, messages))
         reader.start()
         errors = child.stderr.read()
         self.assertEqual(child.wait(timeout=300), 1)
@@ -244,6 +269,89 @@ class ClientResumeTest(unittest.TestCase):
                 model_fingerprint=info.fingerprint), timeout=60))
             self.assertEqual(greedy_ids[:4] + [t.id for m in rest for t in m.tokens], greedy_ids)
             self.assertEqual(rest[-1].usage.completion_tokens, 6)
+
+
+class GatewayResumeTest(unittest.TestCase):
+    """Two replicas of one model behind real nginx (the shipped config); each
+    test kills the replica that serves its stream, so each starts its own pair."""
+
+    @classmethod
+    def setUpClass(cls):
+        import_python_client()
+        cls.model = make_slow_model(ARGS.build_dir)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.model, ignore_errors=True)
+
+    def setUp(self):
+        self.replicas = [StreamgenServer(ARGS.build_dir, ["--model", self.model, "--threads", "1"],
+                                         healthy=healthy) for _ in range(2)]
+        self.gateway = Gateway(SOURCE_DIR, [r.grpc_address for r in self.replicas],
+                               ["127.0.0.1:%d" % r.http_port for r in self.replicas])
+        self.client_flags = ["--server", self.gateway.address, "--tls-ca", self.gateway.ca_file,
+                             "--tls-server-name", self.gateway.server_name]
+
+    def tearDown(self):
+        self.assertEqual(self.gateway.stop(), 0)
+        for replica in self.replicas:
+            if replica.process.poll() is None:
+                self.assertEqual(replica.stop(), 0)
+            else:
+                replica.log.close()
+
+    def serving(self):
+        """The one replica whose engine runs a request now."""
+        running = [r for r in self.replicas if r.process.poll() is None and
+                   (metric_value(urllib.request.urlopen(r.url + "/metrics", timeout=10)
+                                 .read().decode(), "streamgen:num_requests_running") or 0) > 0]
+        self.assertEqual(len(running), 1)
+        return running[0]
+
+    def resumed_log_line(self, replica):
+        """The survivor's log line for the resumed call."""
+        for line in replica.logs().splitlines():
+            if line.startswith("{") and "resumed_tokens" in line:
+                return json.loads(line)
+        return None
+
+    def test_cpp_client_resumes_through_the_gateway(self):
+        reference, errors, code = run_client(self.client_flags, SAMPLED + ["--seed=77"])
+        self.assertEqual(code, 0, errors)
+        resumed, errors, victim = run_client_and_kill(
+            self, self.client_flags + ["--json", "generate", PROMPT,
+                                       "--max-new-tokens=%d" % MAX_NEW, "--ignore-eos"] +
+            SAMPLED + ["--seed=77"], self.serving)
+        self.assertIn("INTERNAL: Received RST_STREAM", errors)
+        expect_same(self, resumed, reference)
+        survivor = [r for r in self.replicas if r is not victim][0]
+        entry = self.resumed_log_line(survivor)
+        self.assertIsNotNone(entry, survivor.logs()[-2000:])
+        self.assertGreaterEqual(entry["resumed_tokens"], KILL_AFTER_MESSAGES)
+        self.assertEqual(entry["completion_tokens"], MAX_NEW)
+
+    def test_python_client_resumes_through_the_gateway(self):
+        fields = dict(prompt=PROMPT, max_new_tokens=MAX_NEW, ignore_eos=True)
+        with streamgen_client.make_channel(self.gateway.address, True,
+                                           self.gateway.ca_file) as channel:
+            stub = generate_pb2_grpc.TextGenerationStub(channel)
+            reference = list(stub.Generate(generate_pb2.GenerateRequest(**fields), timeout=300))
+            breaks = []
+            stream = streamgen_client.ResumableStream(
+                stub, generate_pb2.GenerateRequest(**fields), timeout=300,
+                on_resume=lambda error, tokens: breaks.append(error))
+            resumed = []
+            for message in stream:
+                resumed.append(message)
+                if len(resumed) == KILL_AFTER_MESSAGES:
+                    self.serving().process.send_signal(signal.SIGKILL)
+        self.assertEqual(stream.resumes, 1)
+        self.assertEqual(breaks[0].code(), grpc.StatusCode.INTERNAL)
+        self.assertIn("RST_STREAM", breaks[0].details())
+        self.assertEqual([t.id for m in resumed for t in m.tokens],
+                         [t.id for m in reference for t in m.tokens])
+        self.assertEqual("".join(m.text for m in resumed), "".join(m.text for m in reference))
+        self.assertEqual(resumed[-1].usage.completion_tokens, MAX_NEW)
 
 
 if __name__ == "__main__":

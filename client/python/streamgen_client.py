@@ -7,8 +7,9 @@ proto/streamgen/v1/generate.proto with Debian's protoc + grpc_python_plugin.
 
 GEN_DIR holds streamgen/v1/generate_pb2.py and generate_pb2_grpc.py (the build
 writes them to BUILD_DIR/python; README.md shows the protoc command).
-Ctrl-C cancels the call. A stream that breaks with UNAVAILABLE after at least
-one message is resumed (--resume-retries, default 3): see ResumableStream.
+Ctrl-C cancels the call. A stream cut short after at least one message (its
+server died, behind a gateway or not) is resumed (--resume-retries, default
+3): see ResumableStream.
 """
 import argparse
 import os
@@ -26,7 +27,10 @@ def make_channel(server, tls=False, ca_file=None):
     """An insecure channel, or TLS with the system roots (or ca_file)."""
     if not tls and not ca_file:
         return grpc.insecure_channel(server)
-    root = open(ca_file, "rb").read() if ca_file else None
+    root = None
+    if ca_file:
+        with open(ca_file, "rb") as f:
+            root = f.read()
     return grpc.secure_channel(server, grpc.ssl_channel_credentials(root_certificates=root))
 
 
@@ -42,10 +46,23 @@ def generate(stub, prompt, api_key=None, timeout=None, **fields):
     return stub.Generate(request, timeout=timeout, metadata=metadata)
 
 
+def cut_short(error):
+    """True when a Generate call that failed with `error` (a grpc.RpcError)
+    was cut short rather than ended, so that resuming it elsewhere makes sense:
+    UNAVAILABLE (the server or the connection died, or a drain timed out), or
+    INTERNAL "Received RST_STREAM ..." (a gateway such as nginx whose upstream
+    died after the response began: it can only reset the HTTP/2 stream). The
+    server's own INTERNAL comes after a FINISH_REASON_ERROR message and is not
+    resumed."""
+    code = error.code()
+    return code == grpc.StatusCode.UNAVAILABLE or (
+        code == grpc.StatusCode.INTERNAL and "RST_STREAM" in (error.details() or ""))
+
+
 class ResumableStream:
     """Iterates over the GenerateResponse messages of one generation, resuming
-    it when the stream breaks in transit (UNAVAILABLE: the server or the
-    connection died) after at least one message, up to `retries` times: the
+    it when the stream is cut short (cut_short: the server, the connection or a
+    gateway's upstream died) after at least one message, up to `retries` times: the
     next call carries every token id received so far as resume_token_ids, with
     the seed and model_fingerprint of the first message and its request_id, so
     the server (another replica, behind a gateway) goes on exactly where the
@@ -96,12 +113,15 @@ class ResumableStream:
                     messages += 1
                     received.extend(token.id for token in response.tokens)
                     yield response
-                    if response.finish_reason != generate_pb2.FINISH_REASON_UNSPECIFIED:
+                    # CANCELLED (a drain that timed out) is followed by the
+                    # call's UNAVAILABLE: read on, and resume.
+                    if response.finish_reason not in (generate_pb2.FINISH_REASON_UNSPECIFIED,
+                                                      generate_pb2.FINISH_REASON_CANCELLED):
                         return
                 return
             except grpc.RpcError as error:
                 if (self._cancelled or messages == 0 or self.resumes >= self._retries
-                        or error.code() != grpc.StatusCode.UNAVAILABLE):
+                        or not cut_short(error)):
                     raise
                 self.resumes += 1
                 if self._on_resume is not None:
@@ -129,8 +149,9 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true",
                         help="print each response message as JSON, one per line")
     parser.add_argument("--resume-retries", type=int, default=3,
-                        help="resume a stream that breaks with UNAVAILABLE after at least one "
-                             "message up to this many times (0: never)")
+                        help="resume a stream cut short (UNAVAILABLE, or a gateway's "
+                             "RST_STREAM) after at least one message up to this many times "
+                             "(0: never)")
     args = parser.parse_args(argv)
 
     fields = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
