@@ -18,7 +18,8 @@ Two ways to build the image:
            "Deployment", says how long that took here).
 The base image (debian:bookworm-slim) is made from Debian's archive by
 docker/make-base-image.sh unless it exists. Containers are removed even when a
-check fails; the image is removed at the end (its layers stay as podman's cache).
+check fails; the image is untagged at the end (its layers stay as podman's cache)
+and the images of earlier runs are removed.
 
     /usr/bin/python3 tests/container_test.py --build-dir BUILD_DIR [--full | --image IMAGE]
                                              [--keep-image]
@@ -45,7 +46,8 @@ SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
 LIMITS = ["--ulimit", "nofile=8192:8192", "--ulimit", "nproc=8192:8192"]
 IMAGE_ROOT = "/opt/streamgen"
-LABEL = "streamgen.test=container_test"
+LABEL = "streamgen.test=container_test"              # on the test's containers
+IMAGE_LABEL = "streamgen.test.image=container_test"  # on the images it builds
 BINARIES = ["server/streamgen-server", "client/streamgen-client", "tools/streamgen-generate",
             "lib/libstreamgen_sentencepiece.so"]
 
@@ -100,8 +102,8 @@ class ContainerTest(unittest.TestCase):
         if made.returncode != 0:
             raise AssertionError("docker/make-base-image.sh failed:\n" + made.stdout + made.stderr)
         cls.image = ARGS.image or "localhost/streamgen:container-test-%d" % os.getpid()
-        build = ["build", "--format", "docker", "--network=host"] + LIMITS + [
-            "-f", os.path.join(SOURCE_DIR, "docker", "Dockerfile"), "-t", cls.image]
+        build = ["build", "--format", "docker", "--network=host", "--label", IMAGE_LABEL,
+                 *LIMITS, "-f", os.path.join(SOURCE_DIR, "docker", "Dockerfile"), "-t", cls.image]
         started = time.time()
         if ARGS.image:
             pass  # built before (e.g. the full build, timed on its own)
@@ -136,7 +138,18 @@ class ContainerTest(unittest.TestCase):
         for name in cls.containers:
             podman("rm", "-f", "-t", "0", name, check=False)
         if cls.image and not ARGS.keep_image and not ARGS.image:
-            podman("rmi", "-f", cls.image, check=False)
+            # Untagged, not removed: `podman rmi` would take the build's
+            # intermediate images (the cache of the runtime stage's packages)
+            # with it. The images of earlier runs go now: their layers that
+            # this one shares stay.
+            own = podman("image", "inspect", "--format", "{{.Id}}", cls.image,
+                         check=False).stdout.strip()
+            podman("untag", cls.image, check=False)
+            earlier = podman("images", "-a", "--no-trunc", "--filter", "label=" + IMAGE_LABEL,
+                             "--filter", "dangling=true", "--format", "{{.ID}}", check=False)
+            for image in earlier.stdout.split():
+                if own not in (image, image.replace("sha256:", "")):
+                    podman("rmi", image, check=False)
 
     def start(self, *args, ports=()):
         """A detached container of the image with `args` appended to the
