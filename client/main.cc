@@ -9,9 +9,10 @@
 //   streamgen-client bench --concurrency C --requests N --prompt-tokens P
 //                          --max-new-tokens M [--warmup W] [--json]   (client/bench.h)
 // Ctrl-C cancels the call (ClientContext::TryCancel) and exits with 130.
-// generate resumes a stream that is cut short (see CutShort: the server or its
-// connection died, a gateway lost its upstream, a drain timed out) after at
-// least one message, on whatever server the
+// generate retries a call refused with UNAVAILABLE before its first message
+// (a draining replica), and resumes a stream that is cut short after it (see
+// CutShort: the server or its connection died, a gateway lost its upstream, a
+// drain timed out), on whatever server the
 // address reaches now (another replica behind a gateway): it sends the ids
 // received so far as resume_token_ids, with the seed and model fingerprint of
 // the first message, and the text goes on where it stopped (--resume-retries).
@@ -75,8 +76,9 @@ ABSL_FLAG(std::string, system, "", "With --chat: a system message first.");
 ABSL_FLAG(std::vector<std::string>, prompt_token_ids, {},
           "Prompt as token ids, comma-separated (then no PROMPT).");
 ABSL_FLAG(int, resume_retries, 3,
-          "generate: when the stream is cut short (UNAVAILABLE, or a gateway's RST_STREAM) after "
-          "at least one message, resume it (resume_token_ids) up to this many times; 0: never.");
+          "generate: when the call is cut short (UNAVAILABLE, or a gateway's RST_STREAM), retry "
+          "it (before its first message) or resume it (resume_token_ids, after) up to this many "
+          "times; 0: never.");
 // bench
 ABSL_FLAG(int, concurrency, 1, "bench: calls in flight (closed loop: each starts when one ends).");
 ABSL_FLAG(int, requests, 8, "bench: measured calls (after the warm-up).");
@@ -310,18 +312,25 @@ int Generate(v1::TextGeneration::Stub& stub, const std::string& prompt) {
     // Ended for good: a last message other than the drain's CANCELLED.
     const bool ended = last.finish_reason() != v1::FINISH_REASON_UNSPECIFIED &&
                        last.finish_reason() != v1::FINISH_REASON_CANCELLED;
-    if (status.ok() || ended || g_interrupted || messages == 0 || !CutShort(status) ||
-        resumes >= max_resumes) {
+    if (status.ok() || ended || g_interrupted || !CutShort(status) || resumes >= max_resumes) {
       break;
     }
     last.Clear();
     ++resumes;
-    std::cerr << "\n[stream broke after " << received.size() << " tokens ("
-              << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
-              << ": " << status.error_message() << "); resuming, " << resumes << " of "
-              << max_resumes << "]\n";
-    request.clear_resume_token_ids();
-    for (int id : received) request.add_resume_token_ids(id);
+    const std::string why =
+        absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
+                     ": ", status.error_message());
+    if (messages == 0) {
+      // Refused or lost before anything came (a draining replica behind a
+      // gateway, one that died while this call waited): nothing was
+      // generated for us, so the same request again is safe.
+      std::cerr << "[" << why << "; retrying, " << resumes << " of " << max_resumes << "]\n";
+    } else {
+      std::cerr << "\n[stream broke after " << received.size() << " tokens (" << why
+                << "); resuming, " << resumes << " of " << max_resumes << "]\n";
+      request.clear_resume_token_ids();
+      for (int id : received) request.add_resume_token_ids(id);
+    }
     // A short back-off: a gateway needs a moment to eject the dead replica.
     SleepUnlessInterrupted(std::min(2000, 100 << (resumes - 1)));
   }

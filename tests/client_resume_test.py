@@ -200,6 +200,28 @@ class ClientResumeTest(unittest.TestCase):
         self.assertNotIn("resuming", errors)
         self.assertLess(len(ids_of(messages)), MAX_NEW)
 
+    def test_a_refusal_before_the_first_message_is_retried_then_reported(self):
+        # A draining server (SIGTERM while a stream holds it) refuses new calls
+        # with UNAVAILABLE before any message: the client makes the same call
+        # again (behind a gateway it would land elsewhere), here three times,
+        # then reports the refusal.
+        a = self.start_a()
+        holder = subprocess.Popen([client_path(), "--server", a.grpc_address, "generate", PROMPT,
+                                   "--max-new-tokens=400", "--ignore-eos"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        holder.stdout.read(1)  # streaming
+        a.process.send_signal(signal.SIGTERM)
+        messages, errors, code = run_client(a.grpc_address, [])
+        self.assertEqual(code, 1)
+        self.assertEqual(messages, [])
+        for n in (1, 2, 3):
+            self.assertIn("retrying, %d of 3" % n, errors)
+        self.assertIn("UNAVAILABLE: the server is shutting down", errors)
+        self.assertNotIn("resuming", errors)
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
     def test_python_client_resumes_seeded_sampling(self):
         a = self.start_a()
         fields = dict(prompt=PROMPT, max_new_tokens=MAX_NEW, ignore_eos=True, temperature=0.9,

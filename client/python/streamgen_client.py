@@ -70,9 +70,10 @@ class ResumableStream:
 
     `request` is a GenerateRequest; `timeout` (seconds) bounds the whole
     generation, every attempt included. cancel() cancels the call in flight.
-    `resumes` counts the resumes made; on_resume(error, tokens_received) is
-    called before each one. Other errors, and UNAVAILABLE before any message or
-    after the last retry, are raised as grpc.RpcError.
+    A call cut short before its first message (a draining replica refused it)
+    is simply made again. `resumes` counts the retries and resumes made;
+    on_resume(error, tokens_received) is called before each one. Other errors,
+    and those after the last retry, are raised as grpc.RpcError.
     """
 
     def __init__(self, stub, request, api_key=None, timeout=None, retries=3, on_resume=None):
@@ -120,14 +121,17 @@ class ResumableStream:
                         return
                 return
             except grpc.RpcError as error:
-                if (self._cancelled or messages == 0 or self.resumes >= self._retries
-                        or not cut_short(error)):
+                if self._cancelled or self.resumes >= self._retries or not cut_short(error):
                     raise
                 self.resumes += 1
                 if self._on_resume is not None:
                     self._on_resume(error, len(received))
-                del self._request.resume_token_ids[:]
-                self._request.resume_token_ids.extend(received)
+                # Before the first message (a draining replica behind a
+                # gateway refused it) nothing was generated: the same request
+                # again. After it: resume.
+                if messages > 0:
+                    del self._request.resume_token_ids[:]
+                    self._request.resume_token_ids.extend(received)
                 # A short back-off: a gateway needs a moment to eject the dead replica.
                 time.sleep(min(2.0, 0.1 * 2 ** (self.resumes - 1)))
 
@@ -162,9 +166,14 @@ def main(argv=None):
     with make_channel(args.server, args.tls, args.tls_ca) as channel:
         stub = generate_pb2_grpc.TextGenerationStub(channel)
         def on_resume(error, tokens):
-            print("\n[stream broke after %d tokens (%s: %s); resuming, %d of %d]" % (
-                tokens, error.code().name, error.details(), call.resumes, args.resume_retries),
-                file=sys.stderr)
+            if tokens == 0:
+                print("[%s: %s; retrying, %d of %d]" % (
+                    error.code().name, error.details(), call.resumes, args.resume_retries),
+                    file=sys.stderr)
+            else:
+                print("\n[stream broke after %d tokens (%s: %s); resuming, %d of %d]" % (
+                    tokens, error.code().name, error.details(), call.resumes,
+                    args.resume_retries), file=sys.stderr)
 
         call = ResumableStream(stub, generate_pb2.GenerateRequest(prompt=args.prompt, **fields),
                                api_key=args.api_key, timeout=timeout,
