@@ -1,7 +1,14 @@
 #include "server/auth.h"
 
-#include <fstream>
-#include <sstream>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <vector>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -11,22 +18,57 @@
 namespace streamgen {
 namespace {
 
-// Constant-time for equal lengths; the length itself is not secret.
-bool SameKey(absl::string_view a, absl::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
+// A key file's bytes, wiped when it goes.
+class WipedBuffer {
+ public:
+  WipedBuffer() = default;
+  WipedBuffer(const WipedBuffer&) = delete;
+  WipedBuffer& operator=(const WipedBuffer&) = delete;
+  ~WipedBuffer() { OPENSSL_cleanse(bytes_.data(), bytes_.size()); }
+
+  // Appends up to `n` bytes read from `fd`: the count, 0 at the end, -1 on error.
+  // Grows by copying into a fresh buffer and wiping the old one.
+  ssize_t ReadFrom(int fd, size_t n) {
+    if (used_ + n > bytes_.size()) {
+      std::vector<char> bigger(std::max(used_ + n, 2 * bytes_.size()));
+      std::copy(bytes_.begin(), bytes_.begin() + used_, bigger.begin());
+      OPENSSL_cleanse(bytes_.data(), bytes_.size());
+      bytes_.swap(bigger);
+    }
+    ssize_t got;
+    do {
+      got = read(fd, bytes_.data() + used_, n);
+    } while (got < 0 && errno == EINTR);
+    if (got > 0) used_ += static_cast<size_t>(got);
+    return got;
+  }
+
+  absl::string_view view() const { return absl::string_view(bytes_.data(), used_); }
+
+ private:
+  std::vector<char> bytes_;
+  size_t used_ = 0;
+};
 
 }  // namespace
 
+ApiKeys::Digest ApiKeys::Hash(absl::string_view key) {
+  Digest digest;
+  SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest.data());
+  return digest;
+}
+
 absl::StatusOr<ApiKeys> ApiKeys::LoadFile(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) return absl::NotFoundError(absl::StrCat("--api-key-file: cannot read ", path));
-  std::stringstream text;
-  text << file.rdbuf();
-  return FromText(text.str(), path);
+  // POSIX reads straight into one buffer (no stream buffers holding copies).
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("--api-key-file: cannot read ", path));
+  WipedBuffer text;
+  ssize_t got;
+  while ((got = text.ReadFrom(fd, 4096)) > 0) {
+  }
+  close(fd);
+  if (got < 0) return absl::NotFoundError(absl::StrCat("--api-key-file: cannot read ", path));
+  return FromText(text.view(), path);
 }
 
 absl::StatusOr<ApiKeys> ApiKeys::FromText(absl::string_view text, absl::string_view origin) {
@@ -42,9 +84,9 @@ absl::StatusOr<ApiKeys> ApiKeys::FromText(absl::string_view text, absl::string_v
             origin, ":", line_number, ": an API key must not contain whitespace"));
       }
     }
-    keys.keys_.emplace_back(line);
+    keys.digests_.push_back(Hash(line));
   }
-  if (keys.keys_.empty()) {
+  if (keys.digests_.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(origin, ": no API key in the file"));
   }
   return keys;
@@ -74,9 +116,15 @@ absl::Status ApiKeys::Check(std::optional<absl::string_view> authorization) cons
     return absl::UnauthenticatedError(
         "malformed 'authorization' (gRPC metadata or HTTP header): expected 'Bearer <key>'");
   }
-  bool found = false;
-  for (const std::string& key : keys_) found |= SameKey(*token, key);
-  if (!found) return absl::UnauthenticatedError("invalid API key");
+  // Digests have one length whatever the key's: every comparison takes the
+  // same time, and all of them are made (no early exit on a match).
+  Digest presented = Hash(*token);
+  int matched = 0;
+  for (const Digest& digest : digests_) {
+    matched |= CRYPTO_memcmp(presented.data(), digest.data(), digest.size()) == 0;
+  }
+  OPENSSL_cleanse(presented.data(), presented.size());
+  if (matched == 0) return absl::UnauthenticatedError("invalid API key");
   return absl::OkStatus();
 }
 

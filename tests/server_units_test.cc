@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 
 #include "absl/strings/match.h"
@@ -76,6 +77,56 @@ TEST(AuthTest, LoadsAFile) {
   absl::StatusOr<ApiKeys> keys = ApiKeys::LoadFile(path);
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_TRUE(keys->Check("Bearer alpha").ok());
+}
+
+std::string Hex(const ApiKeys::Digest& digest) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char byte : digest) {
+    out += kDigits[byte >> 4];
+    out += kDigits[byte & 15];
+  }
+  return out;
+}
+
+TEST(AuthTest, KeepsOnlySha256Digests) {
+  // FIPS 180-2's test vector.
+  EXPECT_EQ(Hex(ApiKeys::Hash("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  absl::StatusOr<ApiKeys> keys = ApiKeys::FromText("abc\nsk-second-key\n", "k.txt");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  ASSERT_EQ(keys->digests().size(), 2u);
+  EXPECT_EQ(keys->digests()[0], ApiKeys::Hash("abc"));
+  EXPECT_EQ(keys->digests()[1], ApiKeys::Hash("sk-second-key"));
+}
+
+TEST(AuthTest, ComparesAgainstEveryKey) {
+  // 300 keys (a file bigger than one 4 KiB read): each one is accepted,
+  // the last as well as the first; near misses of each are not.
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += "key-" + std::to_string(i) + "-0123456789abcdef\n";
+  std::string path = ::testing::TempDir() + "/server_units_many_keys." + std::to_string(getpid());
+  std::ofstream(path) << text;
+  absl::StatusOr<ApiKeys> keys = ApiKeys::LoadFile(path);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  ASSERT_EQ(keys->size(), 300u);
+  for (int i : {0, 1, 150, 299}) {
+    std::string key = "key-" + std::to_string(i) + "-0123456789abcdef";
+    EXPECT_TRUE(keys->Check("Bearer " + key).ok()) << key;
+    std::string last_byte_differs = key;
+    last_byte_differs.back() = 'g';
+    for (const std::string& wrong : {last_byte_differs, key.substr(0, key.size() - 1), key + "0",
+                                     std::string("x") + key.substr(1)}) {
+      absl::Status status = keys->Check("Bearer " + wrong);
+      EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated) << wrong;
+      EXPECT_EQ(status.message(), "invalid API key") << wrong;
+    }
+  }
+  // The messages never carry what was presented.
+  for (const char* presented : {"Bearer key-7-secret", "key-7-secret", "Basic key-7-secret"}) {
+    EXPECT_THAT(std::string(keys->Check(presented).message()), Not(HasSubstr("key-7-secret")));
+  }
+  std::remove(path.c_str());
 }
 
 // ---- metrics ----
