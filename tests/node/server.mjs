@@ -69,10 +69,17 @@ export async function startServer({ args = [], metrics = false } = {}) {
   ], { stdio: ['ignore', log, log] });
   fs.closeSync(log);
   let exited = null;
-  const exitPromise = new Promise((resolve) => child.on('exit', (code, signal) => {
-    exited = code ?? signal;
-    resolve(exited);
-  }));
+  const exitPromise = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exited = code ?? signal;
+      resolve(exited);
+    });
+    // Not started at all (no binary: build first).
+    child.on('error', (err) => {
+      exited = err.message;
+      resolve(exited);
+    });
+  });
   const logs = () => fs.readFileSync(logPath, 'utf8');
   const logLines = () => logs().split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line));
   const deadline = Date.now() + 120000;
