@@ -13,19 +13,7 @@
 # packages (package-lock.json) first. The tools come from scripts/install-deps.sh;
 # a missing one fails its test (these tests never skip).
 if(TARGET streamgen_server)
-  find_program(STREAMGEN_NPM npm)
-  if(NOT STREAMGEN_NPM)
-    set(STREAMGEN_NPM /usr/bin/env npm)
-  endif()
-  find_program(STREAMGEN_NODE node)
-  if(NOT STREAMGEN_NODE)
-    set(STREAMGEN_NODE /usr/bin/env node)
-  endif()
-
-  add_test(NAME http_npm_ci
-    COMMAND ${STREAMGEN_NPM} ci --no-audit --no-fund
-    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/http)
-  set_tests_properties(http_npm_ci PROPERTIES FIXTURES_SETUP http_node TIMEOUT 600)
+  streamgen_npm_ci(http_npm_ci http_node ${CMAKE_SOURCE_DIR}/tests/http)
 
   foreach(name openai playground)
     add_test(NAME http_${name}_test

@@ -13,24 +13,8 @@
 # node_reflection_npm does the same for tests/node. Node and npm come from
 # scripts/install-deps.sh; a missing one fails its test (these never skip).
 if(TARGET streamgen_server)
-  find_program(STREAMGEN_NPM npm)
-  if(NOT STREAMGEN_NPM)
-    set(STREAMGEN_NPM /usr/bin/env npm)
-  endif()
-  find_program(STREAMGEN_NODE node)
-  if(NOT STREAMGEN_NODE)
-    set(STREAMGEN_NODE /usr/bin/env node)
-  endif()
-
-  add_test(NAME node_client_npm
-    COMMAND ${STREAMGEN_NPM} ci --no-audit --no-fund
-    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/client/node)
-  set_tests_properties(node_client_npm PROPERTIES FIXTURES_SETUP node_client_npm TIMEOUT 600)
-
-  add_test(NAME node_reflection_npm
-    COMMAND ${STREAMGEN_NPM} ci --no-audit --no-fund
-    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/node)
-  set_tests_properties(node_reflection_npm PROPERTIES FIXTURES_SETUP node_reflection_npm TIMEOUT 600)
+  streamgen_npm_ci(node_client_npm node_client_npm ${CMAKE_SOURCE_DIR}/client/node)
+  streamgen_npm_ci(node_reflection_npm node_reflection_npm ${CMAKE_SOURCE_DIR}/tests/node)
 
   add_test(NAME node_client_test
     COMMAND ${STREAMGEN_NODE} --test ${CMAKE_SOURCE_DIR}/tests/node/client.test.mjs
