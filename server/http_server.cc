@@ -11,6 +11,8 @@
 
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
+#include <iterator>
 #include <ctime>
 #include <deque>
 #include <fstream>
@@ -26,6 +28,7 @@
 #include "server/logging.h"
 #include "server/openai_api.h"
 #include "server/playground_html.h"
+#include "server/validation.h"
 
 namespace streamgen {
 namespace {
@@ -151,6 +154,14 @@ const Route* FindRoute(const std::string& path) {
   return nullptr;
 }
 
+// With --api-key-file, every route needs the key except the probes' /health,
+// /metrics (open like vLLM's: counts only, and what the Inference Extension's
+// endpoint picker scrapes) and the playground page (static; it asks for the key).
+bool NeedsKey(const Route& route) {
+  absl::string_view path = route.path;
+  return path != "/health" && path != "/metrics" && path != "/";
+}
+
 void SendJson(httplib::Response& res, int status, const OJson& body) {
   res.status = status;
   res.set_content(DumpJson(body) + "\n", "application/json");
@@ -158,7 +169,62 @@ void SendJson(httplib::Response& res, int status, const OJson& body) {
 
 void SendError(httplib::Response& res, const HttpError& error) {
   if (error.retry_after_s > 0) res.set_header("Retry-After", std::to_string(error.retry_after_s));
+  if (error.status == 401) res.set_header("WWW-Authenticate", "Bearer");
   SendJson(res, error.status, ErrorBody(error));
+}
+
+// How deep `body` nests arrays and objects, stopping once past `limit` (a
+// pre-scan: the parser and every later walk over the value never meet a
+// deeper one). Brackets inside strings do not count.
+int JsonDepth(absl::string_view body, int limit) {
+  int depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < body.size() && deepest <= limit; ++i) {
+    char c = body[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+// Request headers over the face's limits: the 431 to answer, or nullopt.
+// Counts the client's fields: httplib adds REMOTE_ADDR, REMOTE_PORT,
+// LOCAL_ADDR and LOCAL_PORT (the last of each name) to req.headers itself.
+std::optional<HttpError> HeaderLimitError(const httplib::Request& req, const HttpOptions& options) {
+  size_t fields = req.headers.size(), bytes = 0;
+  for (const auto& [name, value] : req.headers) bytes += name.size() + value.size();
+  for (const char* added : {"REMOTE_ADDR", "REMOTE_PORT", "LOCAL_ADDR", "LOCAL_PORT"}) {
+    auto [first, last] = req.headers.equal_range(added);
+    if (first == last) continue;
+    --fields;
+    bytes -= std::strlen(added) + std::prev(last)->second.size();
+  }
+  if (fields > static_cast<size_t>(options.max_header_fields)) {
+    return MakeHttpError(431, "invalid_request_error",
+                         absl::StrCat("the request has ", fields,
+                                      " header fields; at most ", options.max_header_fields,
+                                      " are allowed"),
+                         "request_header_fields_too_large");
+  }
+  if (bytes > static_cast<size_t>(options.max_header_bytes)) {
+    return MakeHttpError(431, "invalid_request_error",
+                         absl::StrCat("the request's header fields are ", bytes,
+                                      " bytes; at most ", options.max_header_bytes,
+                                      " are allowed"),
+                         "request_header_fields_too_large");
+  }
+  return std::nullopt;
 }
 
 // The bytes a stream sends: at its start, for each merged message, and when
@@ -221,8 +287,8 @@ class HttpServer::Routes {
   void Install(httplib::Server& server);
 
  private:
-  // The body as a JSON value, after the content type check; false after
-  // answering the error.
+  // The body as a JSON value, after the content type and nesting checks;
+  // false after answering the error (the key's, when it is refused too).
   bool ParseBody(const httplib::Request& req, httplib::Response& res, Json* body) const;
   // The API key and the loaded model; false after answering the error.
   bool Admit(const httplib::Request& req, httplib::Response& res) const;
@@ -264,17 +330,25 @@ bool HttpServer::Routes::ParseBody(const httplib::Request& req, httplib::Respons
     std::string media_type = absl::AsciiStrToLower(
         absl::StripAsciiWhitespace(absl::string_view(header).substr(0, header.find(';'))));
     if (media_type != "application/json") {
-      SendError(res, MakeHttpError(415, "invalid_request_error",
-                                   absl::StrCat("Content-Type must be application/json, got ",
-                                                header)));
+      Refuse(req, res,
+             MakeHttpError(415, "invalid_request_error",
+                           absl::StrCat("Content-Type must be application/json, got ", header)));
       return false;
     }
+  }
+  if (JsonDepth(req.body, options_.max_json_depth) > options_.max_json_depth) {
+    Refuse(req, res,
+           MakeHttpError(400, "invalid_request_error",
+                         absl::StrCat("the body nests arrays and objects more than ",
+                                      options_.max_json_depth, " levels deep")));
+    return false;
   }
   try {
     *body = Json::parse(req.body);
   } catch (const Json::exception& error) {
-    SendError(res, MakeHttpError(400, "invalid_request_error",
-                                 absl::StrCat("the body is not valid JSON: ", error.what())));
+    Refuse(req, res,
+           MakeHttpError(400, "invalid_request_error",
+                         absl::StrCat("the body is not valid JSON: ", error.what())));
     return false;
   }
   return true;
@@ -353,7 +427,7 @@ std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(const httplib::Req
                                                               httplib::Response& res,
                                                               v1::GenerateRequest request,
                                                               OpenAiRoute route) {
-  std::string request_id = res.get_header_value("X-Request-Id");
+  std::string request_id = res.get_header_value("X-Request-Id");  // the client's, or generated
   request.set_request_id(request_id);
   std::shared_ptr<HttpCall> call = HttpCall::Create(
       service_->reactor_env(),
@@ -453,15 +527,27 @@ void HttpServer::Routes::QueryStream(const httplib::Request& req, httplib::Respo
 }
 
 void HttpServer::Routes::Install(httplib::Server& server) {
-  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+  server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    // Before the route, the key and the body (which is not read yet).
     std::string id = req.get_header_value("X-Request-Id");
-    res.set_header("X-Request-Id", id.empty() ? MakeRequestId() : id);
-    if (!tls_overloaded) return httplib::Server::HandlerResponse::Unhandled;
+    bool id_too_long = id.size() > static_cast<size_t>(kMaxRequestIdBytes);
+    res.set_header("X-Request-Id", id.empty() || id_too_long ? MakeRequestId() : id);
+    std::optional<HttpError> refused;
+    if (tls_overloaded) {
+      res.set_header("Retry-After", "1");
+      refused = MakeHttpError(503, "service_unavailable", "too many open connections; retry",
+                              "too_many_connections");
+    } else if ((refused = HeaderLimitError(req, options_))) {
+    } else if (id_too_long) {
+      refused = MakeHttpError(400, "invalid_request_error",
+                              absl::StrCat("X-Request-Id is ", id.size(), " bytes; at most ",
+                                           kMaxRequestIdBytes, " are allowed"));
+    } else {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    // The body (if any) is left unread: this connection cannot carry another request.
     res.set_header("Connection", "close");
-    res.set_header("Retry-After", "1");
-    SendJson(res, 503, ErrorBody(MakeHttpError(503, "service_unavailable",
-                                               "too many open connections; retry",
-                                               "too_many_connections")));
+    SendJson(res, refused->status, ErrorBody(*refused));
     return httplib::Server::HandlerResponse::Handled;
   });
   server.Get("/", [](const httplib::Request&, httplib::Response& res) {
@@ -509,15 +595,37 @@ void HttpServer::Routes::Install(httplib::Server& server) {
   // Errors httplib answers itself (413 body too large, 400 unreadable
   // request, ...) get the same JSON body.
   server.set_error_handler(httplib::Server::HandlerWithResponse(
-      [this](const httplib::Request&, httplib::Response& res) {
+      [this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string message =
-        res.status == 413
-            ? absl::StrCat("the request body is larger than --max-receive-message-bytes (",
-                           options_.max_body_bytes, " bytes)")
-            : absl::StrCat("the request could not be served (HTTP ", res.status, ")");
-    SendJson(res, res.status,
-             ErrorBody(MakeHttpError(res.status, "invalid_request_error", message)));
+    std::string message;
+    if (res.status == 413) {
+      // The key comes first, as for every other refusal of a route that needs one.
+      const Route* route = FindRoute(req.path);
+      absl::Status admitted = service_->Admit(Authorization(req));
+      if (route != nullptr && NeedsKey(*route) &&
+          admitted.code() == absl::StatusCode::kUnauthenticated) {
+        SendError(res, ToHttpError(admitted));
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      std::string type = req.get_header_value("Content-Type");
+      if (absl::StartsWithIgnoreCase(type, "application/x-www-form-urlencoded")) {
+        // httplib's own cap on form bodies (8192 bytes; curl -d without -H):
+        // the same 415 a smaller one gets.
+        res.status = 415;
+        message = absl::StrCat("Content-Type must be application/json, got ", type);
+      } else {
+        message = absl::StrCat("the request body is larger than --max-receive-message-bytes (",
+                               options_.max_body_bytes, " bytes)");
+      }
+    } else if (res.status == 414) {
+      message = "the request URI is longer than 8192 bytes";
+    } else if (res.status == 400) {
+      message = "the request could not be read: a malformed request line, header or body, or "
+                "a header line longer than 8192 bytes";
+    } else {
+      message = absl::StrCat("the request could not be served (HTTP ", res.status, ")");
+    }
+    SendError(res, MakeHttpError(res.status, "invalid_request_error", message));
     return httplib::Server::HandlerResponse::Handled;
   }));
   server.set_exception_handler(

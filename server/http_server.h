@@ -37,6 +37,13 @@ struct HttpOptions {
   int threads = 80;                     // worker threads (open connections being served)
   int max_pending_connections = 64;     // accepted connections waiting for a worker; beyond: 503
   int write_timeout_s = 30;             // a reader that takes nothing for this long is dropped
+  // Request headers, checked once httplib has read them (before the key):
+  // more fields or more bytes (names + values) than these: 431. httplib 0.11
+  // itself refuses one header line over 8192 bytes (400) and a request URI over
+  // 8192 bytes (414), but reads any number of lines before answering.
+  int max_header_fields = 100;
+  int max_header_bytes = 64 << 10;
+  int max_json_depth = 64;              // bodies nesting arrays / objects deeper: 400
   std::string port_file;                // written with the bound port once listening
 };
 
