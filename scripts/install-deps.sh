@@ -12,6 +12,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libsentencepiece-dev libabsl-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libcpp-httplib-dev
+  # libcrypto: the API keys' SHA-256 digests and CRYPTO_memcmp (server/auth.cc).
+  libssl-dev
   python3 python3-grpcio python3-protobuf python3-jinja2 openssl
   # The HTTP face's tests: real clients (curl, python3-requests as the seed's
   # client, the openai npm package on Node, playwright-core driving chromium).

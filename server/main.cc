@@ -88,8 +88,9 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle: require client certificates it signed (mutual TLS).");
 ABSL_FLAG(std::string, api_key_file, "",
-          "File of API keys, one per line ('#' comments). Set: Generate, Tokenize and "
-          "GetModelInfo need the metadata 'authorization: Bearer <key>'.");
+          "File of API keys, one per line ('#' comments; kept as SHA-256 digests). Set: "
+          "Generate, Tokenize and GetModelInfo need the metadata 'authorization: Bearer <key>', "
+          "and every HTTP route but /health, /metrics and / the same header.");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "On SIGTERM/SIGINT, time given to streams in flight before they are ended.");
 ABSL_FLAG(std::string, log_format, "text", "Log lines as text or json.");
