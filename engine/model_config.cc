@@ -26,6 +26,32 @@ bool FileExists(const std::string& path) {
   return stat(path.c_str(), &st) == 0;
 }
 
+// Real configs nest a few levels. nlohmann parses iteratively, but copies and
+// dump() (error messages) recurse once per level: a config of a few hundred KB
+// of "[[[[" overflowed the stack (found by tests/fuzz/model_config_fuzz.cc).
+// Deeper values are discarded while parsing.
+constexpr int kMaxJsonDepth = 64;
+
+// Parses a JSON object; `source` names it in errors.
+absl::StatusOr<json> ParseJsonObject(const std::string& text, const std::string& source) {
+  bool too_deep = false;
+  json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t, json&) {
+    if (depth <= kMaxJsonDepth) return true;
+    too_deep = true;
+    return false;
+  };
+  json value = json::parse(text, limit_depth, /*allow_exceptions=*/false);
+  if (value.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": invalid JSON"));
+  if (too_deep) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": JSON nested deeper than ", kMaxJsonDepth, " levels"));
+  }
+  if (!value.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  }
+  return value;
+}
+
 // Reads and parses a JSON object file. Missing file: NotFound.
 absl::StatusOr<json> ReadJsonObject(const std::string& path) {
   std::ifstream in(path);
@@ -35,12 +61,7 @@ absl::StatusOr<json> ReadJsonObject(const std::string& path) {
   }
   std::stringstream text;
   text << in.rdbuf();
-  json value = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": invalid JSON"));
-  if (!value.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
-  }
-  return value;
+  return ParseJsonObject(text.str(), path);
 }
 
 absl::Status FieldError(const std::string& source, const std::string& field,
@@ -182,6 +203,14 @@ absl::Status ReadSizes(const json& obj, const std::string& source, ModelConfig* 
     return FieldError(source, "head_dim",
                       absl::StrCat("must be even for rotary embeddings, got ", config->head_dim));
   }
+  // The query projection's rows (q_size(), an int) are bounded like the
+  // fields: 2^30 heads of head_dim 2^30 overflowed it (found by fuzzing).
+  const int64_t q_rows = int64_t{config->num_attention_heads} * config->head_dim;
+  if (q_rows > (1ll << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": num_attention_heads ", config->num_attention_heads,
+                     " * head_dim ", config->head_dim, " = ", q_rows, " exceeds 2^30"));
+  }
   return absl::OkStatus();
 }
 
@@ -213,11 +242,7 @@ absl::Status ReadTokenizerConfig(const std::string& path, ModelConfig* config) {
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
                                              const std::string& source) {
-  json obj = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (obj.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": invalid JSON"));
-  if (!obj.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
-  }
+  SG_ASSIGN_OR_RETURN(json obj, ParseJsonObject(json_text, source));
   ModelConfig config;
   SG_RETURN_IF_ERROR(ReadArchitecture(obj, source, &config.architecture));
   SG_RETURN_IF_ERROR(RefuseUnsupported(obj, source));
@@ -279,43 +304,66 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
 
 // ---- weights ----
 
-std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c) {
+namespace {
+
+// Calls `visit` with each tensor of ExpectedTensors(c), in order, until it
+// returns false. ValidateWeights stops at the first tensor the weights lack,
+// so its work is bounded by the weights, not by num_hidden_layers (a config
+// asking for 2^30 layers made a list of 9.6e9 names; found by fuzzing).
+template <typename Visit>
+void ForEachExpectedTensor(const ModelConfig& c, Visit visit) {
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size, vocab = c.vocab_size;
-  std::vector<ExpectedTensor> expected;
-  expected.push_back({"model.embed_tokens.weight", {vocab, hidden}});
+  if (!visit(ExpectedTensor{"model.embed_tokens.weight", {vocab, hidden}})) return;
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
-    expected.push_back({p + "self_attn.q_proj.weight", {c.q_size(), hidden}});
-    expected.push_back({p + "self_attn.k_proj.weight", {c.kv_size(), hidden}});
-    expected.push_back({p + "self_attn.v_proj.weight", {c.kv_size(), hidden}});
-    expected.push_back({p + "self_attn.o_proj.weight", {hidden, c.q_size()}});
-    expected.push_back({p + "mlp.gate_proj.weight", {inter, hidden}});
-    expected.push_back({p + "mlp.up_proj.weight", {inter, hidden}});
-    expected.push_back({p + "mlp.down_proj.weight", {hidden, inter}});
-    expected.push_back({p + "input_layernorm.weight", {hidden}});
-    expected.push_back({p + "post_attention_layernorm.weight", {hidden}});
+    const ExpectedTensor layer[] = {
+        {p + "self_attn.q_proj.weight", {c.q_size(), hidden}},
+        {p + "self_attn.k_proj.weight", {c.kv_size(), hidden}},
+        {p + "self_attn.v_proj.weight", {c.kv_size(), hidden}},
+        {p + "self_attn.o_proj.weight", {hidden, c.q_size()}},
+        {p + "mlp.gate_proj.weight", {inter, hidden}},
+        {p + "mlp.up_proj.weight", {inter, hidden}},
+        {p + "mlp.down_proj.weight", {hidden, inter}},
+        {p + "input_layernorm.weight", {hidden}},
+        {p + "post_attention_layernorm.weight", {hidden}},
+    };
+    for (const ExpectedTensor& e : layer) {
+      if (!visit(e)) return;
+    }
   }
-  expected.push_back({"model.norm.weight", {hidden}});
-  if (!c.tie_word_embeddings) expected.push_back({"lm_head.weight", {vocab, hidden}});
+  if (!visit(ExpectedTensor{"model.norm.weight", {hidden}})) return;
+  if (!c.tie_word_embeddings) visit(ExpectedTensor{"lm_head.weight", {vocab, hidden}});
+}
+
+}  // namespace
+
+std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c) {
+  std::vector<ExpectedTensor> expected;
+  ForEachExpectedTensor(c, [&expected](const ExpectedTensor& e) {
+    expected.push_back(e);
+    return true;
+  });
   return expected;
 }
 
 absl::Status ValidateWeights(const ModelConfig& config, const WeightStore& weights) {
   std::set<std::string> expected_names;
-  for (const ExpectedTensor& e : ExpectedTensors(config)) {
+  absl::Status status;
+  ForEachExpectedTensor(config, [&](const ExpectedTensor& e) {
     expected_names.insert(e.name);
     const TensorView* view = weights.Find(e.name);
     if (view == nullptr) {
-      return absl::InvalidArgumentError(
+      status = absl::InvalidArgumentError(
           absl::StrCat(weights.dir(), ": missing tensor '", e.name, "' (expected shape ",
                        ShapeString(e.shape), ")"));
-    }
-    if (view->shape != e.shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
+    } else if (view->shape != e.shape) {
+      status = absl::InvalidArgumentError(absl::StrCat(
           view->file, ": tensor '", e.name, "' has shape ", ShapeString(view->shape),
           ", expected ", ShapeString(e.shape), " from config.json"));
     }
-  }
+    return status.ok();
+  });
+  SG_RETURN_IF_ERROR(status);
   for (const std::string& name : weights.Names()) {
     if (expected_names.count(name) > 0) continue;
     const TensorView* view = weights.Find(name);

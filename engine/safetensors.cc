@@ -29,6 +29,11 @@ using nlohmann::json;
 constexpr const char kMetadataKey[] = "__metadata__";
 // A header larger than this is not a safetensors header (the format caps it at 100 MB).
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+// A real header nests 3 levels ({name: {"shape": [...]}}). nlohmann parses
+// iteratively, but dump() (error messages) and copies recurse once per level:
+// a header of a few hundred KB of "[[[[" overflowed the stack (found by
+// tests/fuzz/safetensors_fuzz.cc). Deeper values are discarded while parsing.
+constexpr int kMaxHeaderDepth = 64;
 
 absl::Status Invalid(const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
@@ -49,7 +54,12 @@ bool FileExists(const std::string& path) {
 absl::StatusOr<json> ParseHeader(const std::string& path, const char* begin, size_t size) {
   std::string duplicate;
   std::set<std::string> seen;
+  bool too_deep = false;
   json::parser_callback_t callback = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth > kMaxHeaderDepth) {
+      too_deep = true;
+      return false;  // discard: nothing this deep is built
+    }
     if (event == json::parse_event_t::key && depth == 1) {
       const std::string key = parsed.get<std::string>();
       if (!seen.insert(key).second && duplicate.empty()) duplicate = key;
@@ -59,6 +69,10 @@ absl::StatusOr<json> ParseHeader(const std::string& path, const char* begin, siz
   json header = json::parse(begin, begin + size, callback, /*allow_exceptions=*/false);
   if (header.is_discarded()) {
     return Invalid(path, "safetensors header is not valid JSON");
+  }
+  if (too_deep) {
+    return Invalid(path, absl::StrCat("safetensors header nests deeper than ", kMaxHeaderDepth,
+                                      " levels"));
   }
   if (!header.is_object()) {
     return Invalid(path, "safetensors header is not a JSON object");
@@ -106,7 +120,13 @@ absl::StatusOr<TensorView> ParseEntry(const std::string& path, const std::string
                                                   "non-negative integer"));
     }
     const uint64_t d = dim.get<uint64_t>();
-    // Guard the product against overflow: no dimension product can exceed the file.
+    // Guard the product against overflow: no dimension product can exceed the
+    // file. Each dimension must also fit the int64 shape: after a 0 the product
+    // guard lets any size through ([0, 2^64 - 1] became [0, -1]; found by fuzzing).
+    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return TensorError(path, name, absl::StrCat("shape ", shape_it->dump(),
+                                                  " has a dimension above 2^63 - 1"));
+    }
     if (d != 0 && numel > std::numeric_limits<uint64_t>::max() / 8 / d) {
       return TensorError(path, name, absl::StrCat("shape ", shape_it->dump(), " is too large"));
     }
@@ -428,6 +448,8 @@ uint16_t FloatToHalf(float value) {
 
 void ToFloat32(const TensorView& view, float* out) {
   const int64_t n = view.numel();
+  // An empty tensor's destination may be null, which memcpy must not get.
+  if (n == 0) return;
   if (view.dtype == StorageDtype::kF32) {
     std::memcpy(out, view.data, static_cast<size_t>(n) * 4);
     return;

@@ -107,7 +107,8 @@ uint16_t FloatToBf16(float value);
 float HalfToFloat(uint16_t bits);
 uint16_t FloatToHalf(float value);
 
-// Copies view.numel() values into `out`, upcasting F16/BF16 exactly.
+// Copies view.numel() values into `out` (which may be null when there are
+// none), upcasting F16/BF16 exactly.
 void ToFloat32(const TensorView& view, float* out);
 
 // A tensor to write: `values` (numel of `shape`) are converted to `dtype`.

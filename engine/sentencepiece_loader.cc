@@ -1,4 +1,5 @@
 #include <dlfcn.h>
+#include <link.h>
 #include <unistd.h>
 
 #include <climits>
@@ -18,6 +19,39 @@ namespace {
 
 using Factory = SentencePieceBackend* (*)();
 
+#ifdef STREAMGEN_SENTENCEPIECE_NO_DEEPBIND
+// The libFuzzer build (STREAMGEN_FUZZ, scripts/fuzz.sh) runs under ASan, whose
+// runtime aborts any dlopen with RTLD_DEEPBIND ("incompatible with sanitizer
+// runtime"). DEEPBIND is there only to keep sentencepiece's bundled protobuf
+// 3.14 from meeting the libprotobuf 3.21 that libtorch and gRPC bring (see
+// sentencepiece_backend.h). A fuzz target that tokenizes links neither, so
+// with plain RTLD_LOCAL sentencepiece's protobuf symbols can only bind to its
+// own copy, and the real tokenizer runs instrumented code around it. Should a
+// libprotobuf be in the process after all, the load is refused below rather
+// than risking the clash. Linking the shim into the fuzz target instead would
+// have needed a second way of creating the backend; this changes one flag.
+constexpr int kDlopenFlags = RTLD_NOW | RTLD_LOCAL;
+
+// The first loaded object whose name contains "libprotobuf", or "".
+std::string LoadedLibprotobuf() {
+  std::string found;
+  dl_iterate_phdr(
+      [](struct dl_phdr_info* info, size_t, void* data) {
+        auto* out = static_cast<std::string*>(data);
+        if (info->dlpi_name != nullptr && std::string(info->dlpi_name).find("libprotobuf") !=
+                                              std::string::npos) {
+          *out = info->dlpi_name;
+          return 1;
+        }
+        return 0;
+      },
+      &found);
+  return found;
+}
+#else
+constexpr int kDlopenFlags = RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND;
+#endif
+
 std::string ExecutableDir() {
   char buf[PATH_MAX];
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
@@ -32,13 +66,21 @@ absl::StatusOr<Factory> LoadFactory() {
   static Factory factory = nullptr;
   static std::string error;
   std::call_once(once, [] {
+#ifdef STREAMGEN_SENTENCEPIECE_NO_DEEPBIND
+    if (const std::string protobuf = LoadedLibprotobuf(); !protobuf.empty()) {
+      error = absl::StrCat(
+          "\n  built without RTLD_DEEPBIND (STREAMGEN_SENTENCEPIECE_NO_DEEPBIND), but ", protobuf,
+          " is loaded: sentencepiece's own protobuf would clash with it");
+      return;
+    }
+#endif
     const std::vector<std::string> candidates = {
         STREAMGEN_SENTENCEPIECE_SHIM,
         ExecutableDir() + "/libstreamgen_sentencepiece.so",
         "libstreamgen_sentencepiece.so",
     };
     for (const std::string& path : candidates) {
-      void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      void* handle = ::dlopen(path.c_str(), kDlopenFlags);
       if (handle == nullptr) {
         absl::StrAppend(&error, "\n  ", path, ": ", ::dlerror());
         continue;

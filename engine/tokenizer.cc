@@ -14,8 +14,11 @@ namespace {
 // "<0x0A>" -> 10; -1 when `piece` is not of that form.
 int ParseBytePiece(const std::string& piece) {
   if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return -1;
+  // `end` points into `digits`, which must outlive the check (ASan in the fuzz
+  // build caught a read of a destroyed temporary here).
+  const std::string digits = piece.substr(3, 2);
   char* end = nullptr;
-  const long value = std::strtol(piece.substr(3, 2).c_str(), &end, 16);
+  const long value = std::strtol(digits.c_str(), &end, 16);
   if (end == nullptr || *end != '\0' || value < 0 || value > 255) return -1;
   return static_cast<int>(value);
 }

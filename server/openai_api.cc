@@ -56,6 +56,12 @@ absl::StatusOr<std::optional<double>> Number(const Json& body, const char* name)
 absl::StatusOr<std::optional<int64_t>> Integer(const Json& body, const char* name) {
   const Json* value = Field(body, name);
   if (value == nullptr) return std::optional<int64_t>();
+  // Above 2^63 - 1 get<int64_t>() wraps: "seed": 18446744073709551615 was
+  // refused as "must be >= 0, got -1" (seen while writing the fuzz targets).
+  if (value->is_number_unsigned() &&
+      value->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return BadField(name, absl::StrCat("must be at most 2^63 - 1, got ", value->get<uint64_t>()));
+  }
   if (value->is_number_integer()) return std::optional<int64_t>(value->get<int64_t>());
   // 16.0 is an integer too (JavaScript clients have no other kind of number).
   if (value->is_number_float()) {
@@ -176,13 +182,17 @@ absl::Status Sampling(const Json& body, v1::GenerateRequest* request) {
   // The proto reads 0 as "off" for top_p and repetition_penalty; OpenAI's 0
   // is a value the validator must refuse, not the default.
   SG_ASSIGN_OR_RETURN(std::optional<double> top_p, Number(body, "top_p"));
+  // Tested as the float the proto carries: 1e-50 > 0, but as a float it is
+  // the proto's 0, "off" (found by tests/fuzz/openai_request_fuzz.cc).
   if (top_p.has_value()) {
-    if (!(*top_p > 0)) return BadField("top_p", absl::StrCat("must be in (0, 1], got ", *top_p));
+    if (!(static_cast<float>(*top_p) > 0)) {
+      return BadField("top_p", absl::StrCat("must be in (0, 1], got ", *top_p));
+    }
     request->set_top_p(static_cast<float>(*top_p));
   }
   SG_ASSIGN_OR_RETURN(std::optional<double> repetition, Number(body, "repetition_penalty"));
   if (repetition.has_value()) {
-    if (!(*repetition > 0)) {
+    if (!(static_cast<float>(*repetition) > 0)) {
       return BadField("repetition_penalty", absl::StrCat("must be in (0, 10], got ", *repetition));
     }
     request->set_repetition_penalty(static_cast<float>(*repetition));
@@ -586,8 +596,8 @@ std::string OpenAiEncoder::ChoiceEvent(OJson chat_delta, std::string text, OJson
 }
 
 void OpenAiEncoder::TakeUsage(const v1::GenerateResponse& last) {
-  prompt_tokens_ = static_cast<int>(last.usage().prompt_tokens());
-  completion_tokens_ = static_cast<int>(last.usage().completion_tokens());
+  prompt_tokens_ = last.usage().prompt_tokens();
+  completion_tokens_ = last.usage().completion_tokens();
   finish_reason_ = OpenAiFinishReason(last.finish_reason());
 }
 

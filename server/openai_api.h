@@ -130,8 +130,10 @@ class OpenAiEncoder {
   const int64_t created_;
   const std::string model_;
   const std::function<std::string(int)> piece_;
-  int prompt_tokens_ = 0;
-  int completion_tokens_ = 0;
+  // The proto's uint32 counts; int64 so that their sum cannot overflow (as
+  // int, counts above 2^31 came out negative; found by fuzzing).
+  int64_t prompt_tokens_ = 0;
+  int64_t completion_tokens_ = 0;
   int text_offset_ = 0;  // completions' logprobs.text_offset
   std::string finish_reason_;
   // Non-streaming accumulation.

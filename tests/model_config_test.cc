@@ -266,6 +266,44 @@ TEST(ModelConfigTest, HeadsNotDivisible) {
   EXPECT_TRUE(LoadModelConfig(DirWithConfig(c)).ok());
 }
 
+// Found by tests/fuzz/model_config_fuzz.cc: each field is at most 2^30, but
+// their product q_size() = heads * head_dim overflowed an int.
+TEST(ModelConfigTest, QueryRowsBounded) {
+  json c = BaseConfig();
+  c["num_attention_heads"] = 1 << 30;
+  c["num_key_value_heads"] = 1;
+  c["head_dim"] = 1 << 30;
+  EXPECT_THAT(ConfigError(c), AllOf(HasSubstr("config.json"),
+                                    HasSubstr("num_attention_heads 1073741824 * head_dim "
+                                              "1073741824 = 1152921504606846976 exceeds 2^30")));
+  c["num_attention_heads"] = 1 << 15;
+  c["head_dim"] = 1 << 15;  // exactly 2^30
+  EXPECT_TRUE(LoadModelConfig(DirWithConfig(c)).ok());
+}
+
+// Found by tests/fuzz/model_config_fuzz.cc: copies and dump() of a deeply
+// nested value overflowed the stack (here while printing rope_scaling).
+TEST(ModelConfigTest, DeeplyNestedJsonRefused) {
+  const int depth = 200000;
+  std::string text = BaseConfig().dump();
+  text.pop_back();  // the closing brace
+  text += ", \"rope_scaling\": " + std::string(depth, '[') + std::string(depth, ']') + "}";
+  const std::string dir = MakeTestDir();
+  WriteText(dir + "/config.json", text);
+  auto config = LoadModelConfig(dir);
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()),
+              AllOf(HasSubstr(dir + "/config.json"), HasSubstr("JSON nested deeper than 64 levels")));
+  // The other files are read the same way.
+  const std::string dir2 = DirWithConfig(BaseConfig());
+  WriteText(dir2 + "/generation_config.json",
+            "{\"eos_token_id\": " + std::string(depth, '[') + std::string(depth, ']') + "}");
+  config = LoadModelConfig(dir2);
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()),
+              AllOf(HasSubstr("generation_config.json"), HasSubstr("nested deeper than 64")));
+}
+
 // ---- ValidateWeights ----
 
 ModelConfig SmallConfig(bool tied) {
@@ -329,6 +367,21 @@ TEST(ValidateWeightsTest, MissingTensor) {
   // An untied model needs lm_head.weight.
   status = Validate(config, ExpectedTensors(SmallConfig(true)));
   EXPECT_THAT(std::string(status.message()), HasSubstr("'lm_head.weight'"));
+}
+
+// Found by tests/fuzz/model_config_fuzz.cc: 2^30 layers made ValidateWeights
+// build a list of 9.6e9 expected names before looking at the weights. It now
+// stops at the first missing tensor.
+TEST(ValidateWeightsTest, HugeLayerCountFailsFast) {
+  json c = BaseConfig();
+  c["num_hidden_layers"] = 1 << 30;
+  auto config = ParseModelConfig(c.dump(), "test config");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::vector<ExpectedTensor> small = ExpectedTensors(SmallConfig(false));
+  std::string dir;
+  absl::Status status = Validate(*config, small, &dir);
+  EXPECT_THAT(std::string(status.message()),
+              AllOf(HasSubstr(dir), HasSubstr("missing tensor 'model.layers.2.self_attn.q_proj.weight'")));
 }
 
 TEST(ValidateWeightsTest, UnexpectedTensor) {

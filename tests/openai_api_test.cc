@@ -127,6 +127,12 @@ TEST(OpenAiRequestTest, WrongTypesNameTheField) {
       {R"({"prompt": "x", "best_of": 3})", "best_of", "best_of is not supported (only 1)"},
       {R"({"prompt": "x", "logit_bias": {"5": 100}})", "logit_bias", "logit_bias is not supported"},
       {R"({"prompt": "x", "stream_options": true})", "stream_options", "stream_options must be an object, got a boolean"},
+      // Found with tests/fuzz/openai_request_fuzz.cc: positive as doubles, 0 ("off") as the proto's floats.
+      {R"({"prompt": "x", "top_p": 1e-50})", "top_p", "top_p must be in (0, 1], got 1e-50"},
+      {R"({"prompt": "x", "repetition_penalty": 1e-46})", "repetition_penalty", "repetition_penalty must be in (0, 10], got 1e-46"},
+      // Above int64: once wrapped to -1 ("seed must be >= 0, got -1").
+      {R"({"prompt": "x", "seed": 18446744073709551615})", "seed", "seed must be at most 2^63 - 1, got 18446744073709551615"},
+      {R"({"prompt": "x", "max_tokens": 9223372036854775808})", "max_tokens", "max_tokens must be at most 2^63 - 1, got 9223372036854775808"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.body);
@@ -421,6 +427,21 @@ TEST(OpenAiEncoderTest, LogprobsInOpenAisShapes) {
   EXPECT_EQ(chat_body["choices"][0]["logprobs"]["content"][0],
             Json::parse(R"({"token": "!", "logprob": -0.5, "bytes": [33],
                             "top_logprobs": [{"token": "!", "logprob": -0.5, "bytes": [33]}]})"));
+}
+
+// Found by tests/fuzz/openai_encoder_fuzz.cc: the uint32 counts were kept as
+// int, so counts above 2^31 came out negative and their sum overflowed.
+TEST(OpenAiEncoderTest, UsageKeepsTheProtosUnsignedCounts) {
+  absl::StatusOr<OpenAiRequest> request = Completions(R"({"prompt": "x"})");
+  ASSERT_TRUE(request.ok());
+  OpenAiEncoder encoder(*request, "c", 1, "tiny", Piece);
+  v1::GenerateResponse last = Last(v1::FINISH_REASON_LENGTH);
+  last.mutable_usage()->set_prompt_tokens(4294967295u);
+  last.mutable_usage()->set_completion_tokens(2147483648u);
+  encoder.Accumulate(last);
+  EXPECT_EQ(Json::parse(DumpJson(encoder.Body()))["usage"],
+            Json::parse(R"({"prompt_tokens": 4294967295, "completion_tokens": 2147483648,
+                            "total_tokens": 6442450943})"));
 }
 
 TEST(OpenAiEncoderTest, InvalidUtf8IsReplacedNotThrown) {

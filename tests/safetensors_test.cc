@@ -337,6 +337,37 @@ TEST(SafetensorsTest, MalformedEntries) {
   EXPECT_THAT(ErrorOf(path), AllOf(HasSubstr("'w'"), HasSubstr("not an object")));
 }
 
+// Found by tests/fuzz/safetensors_fuzz.cc: after a 0 the overflow guard let
+// any dimension through, and 2^64 - 1 came out of the shape as -1.
+TEST(SafetensorsTest, DimensionBeyondInt64AfterZero) {
+  const std::string path = MakeTestDir() + "/model.safetensors";
+  WriteBytes(path, RawFile(R"({"z": {"dtype": "F32", "shape": [0, 18446744073709551615], )"
+                           R"("data_offsets": [0, 0]}})", ""));
+  EXPECT_THAT(ErrorOf(path), AllOf(HasSubstr(path), HasSubstr("'z'"),
+                                   HasSubstr("shape [0,18446744073709551615] has a dimension "
+                                             "above 2^63 - 1")));
+  WriteBytes(path, RawFile(R"({"z": {"dtype": "F32", "shape": [0, 9223372036854775807], )"
+                           R"("data_offsets": [0, 0]}})", ""));
+  auto file = SafetensorsFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_THAT((*file)->tensors()[0].shape, ElementsAre(0, std::numeric_limits<int64_t>::max()));
+}
+
+// Found by tests/fuzz/safetensors_fuzz.cc: 100k nested arrays in a shape
+// overflowed the stack while the error message printed the shape.
+TEST(SafetensorsTest, HeaderNestedTooDeep) {
+  const std::string path = MakeTestDir() + "/model.safetensors";
+  const int depth = 200000;
+  WriteBytes(path, RawFile(R"({"w": {"dtype": "F32", "shape": )" + std::string(depth, '[') +
+                               std::string(depth, ']') + R"(, "data_offsets": [0, 0]}})",
+                           ""));
+  EXPECT_THAT(ErrorOf(path), AllOf(HasSubstr(path), HasSubstr("nests deeper than 64 levels")));
+  // Moderate nesting is still read, and refused for what it is.
+  WriteBytes(path, RawFile(R"({"w": {"dtype": "F32", "shape": [[[1]]], "data_offsets": [0, 0]}})",
+                           ""));
+  EXPECT_THAT(ErrorOf(path), HasSubstr("not a non-negative integer"));
+}
+
 TEST(SafetensorsTest, MissingFile) {
   const std::string path = MakeTestDir() + "/absent.safetensors";
   auto file = SafetensorsFile::Open(path);

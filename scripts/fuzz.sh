@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (tests/fuzz/*_fuzz.cc) with clang-14 and
+# -fsanitize=fuzzer,address,undefined in their own folder (build-fuzz: only
+# the targets and the torch-free libraries they link), then runs each one for
+# a bounded time on a scratch copy of its seed corpus (tests/fuzz/corpus/<target>;
+# new inputs stay in the scratch folder, never in the repository). Fails when
+# a target crashes, leaks, times out or violates a property; prints a summary
+# per target. Installs nothing: clang-14 and libclang-rt-14-dev come from
+# scripts/install-deps.sh.
+#
+#   scripts/fuzz.sh                     # every target, 60 s each
+#   FUZZ_SECONDS=10 scripts/fuzz.sh     # shorter runs
+#   scripts/fuzz.sh detokenizer_fuzz    # some targets only
+#
+# Environment: FUZZ_SECONDS (default 60) per target; FUZZ_BUILD_DIR (default
+# build-fuzz); FUZZ_JOBS build jobs (default: nproc); FUZZ_WORK_DIR where the
+# scratch corpora, logs and crash artifacts go (default $FUZZ_BUILD_DIR/runs/<time>).
+# A crash leaves its input as FUZZ_WORK_DIR/<target>/crash-*: reproduce it with
+#   build-fuzz/fuzz/<target> FILE
+# and, once fixed, copy it into tests/fuzz/corpus/<target>/ as a regression seed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
+JOBS=${FUZZ_JOBS:-$(nproc)}
+ALL_TARGETS=(safetensors_fuzz model_config_fuzz chat_template_fuzz detokenizer_fuzz
+             validation_fuzz openai_request_fuzz openai_encoder_fuzz)
+if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
+
+for tool in clang-14 clang++-14 cmake ninja; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "fuzz.sh: $tool not found; run scripts/install-deps.sh" >&2
+    exit 2
+  fi
+done
+
+build_start=$(date +%s)
+# RelWithDebInfo at -O1: line numbers in reports, asserts on (no NDEBUG).
+CC=clang-14 CXX=clang++-14 cmake -S . -B "$BUILD_DIR" -G Ninja \
+  -DSTREAMGEN_FUZZ=ON \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" >/dev/null
+cmake --build "$BUILD_DIR" -j"$JOBS" --target "${TARGETS[@]}"
+build_s=$(( $(date +%s) - build_start ))
+
+WORK=${FUZZ_WORK_DIR:-$BUILD_DIR/runs/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+# UBSan reports abort (the fuzz build compiles with -fno-sanitize-recover too);
+# ASan's leak checker runs after each input that allocated (libFuzzer's -detect_leaks).
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
+
+summary=()
+failed=()
+runs_start=$(date +%s)
+for target in "${TARGETS[@]}"; do
+  corpus=tests/fuzz/corpus/$target
+  if [ ! -d "$corpus" ] || [ -z "$(ls -A "$corpus")" ]; then
+    echo "fuzz.sh: $corpus is missing or empty" >&2
+    failed+=("$target (no corpus)")
+    continue
+  fi
+  dir=$WORK/$target
+  mkdir -p "$dir/corpus"
+  cp "$corpus"/* "$dir/corpus/"
+  seeds=$(ls "$dir/corpus" | wc -l)
+  echo "== $target: $FUZZ_SECONDS s from $seeds seeds (log: $dir/log)"
+  start=$(date +%s)
+  set +e
+  "$BUILD_DIR/fuzz/$target" "$dir/corpus" \
+    -max_total_time="$FUZZ_SECONDS" -timeout=25 -rss_limit_mb=2048 -max_len=8192 \
+    -print_final_stats=1 -artifact_prefix="$dir/" >"$dir/log" 2>&1
+  rc=$?
+  set -e
+  elapsed=$(( $(date +%s) - start ))
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log" | tail -1)
+  last=$(grep -E '^#[0-9]+' "$dir/log" | tail -1 || true)
+  cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
+  ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+  corpus_n=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
+  status=ok
+  if [ $rc -ne 0 ]; then
+    status="FAILED (exit $rc)"
+    failed+=("$target")
+    grep -E 'ERROR: |SUMMARY: |fuzz property violated|runtime error|artifact_prefix|Test unit written' "$dir/log" | head -8 || true
+  fi
+  summary+=("$(printf '%-20s %-16s %10s execs %6s cov %6s ft %5s corpus %4ss' \
+    "$target" "$status" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${corpus_n:-?}" "$elapsed")")
+done
+runs_s=$(( $(date +%s) - runs_start ))
+
+echo
+echo "fuzz.sh: build ${build_s}s, runs ${runs_s}s ($FUZZ_SECONDS s per target); work dir $WORK"
+printf '%s\n' "${summary[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz.sh: FAILED: ${failed[*]} (crash inputs: $WORK/<target>/crash-* etc.)" >&2
+  exit 1
+fi
