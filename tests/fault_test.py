@@ -485,11 +485,15 @@ class IdleConnectionsTest(unittest.TestCase):
             rss0, threads0, fds0 = proc_status(server.process.pid)
 
             # 200 HTTP connections with a partial request line, nothing more.
+            # (Opening them can take seconds: past --http-threads workers and as
+            # many queued, httplib's accept thread reads the next one itself.)
+            begun = time.time()
             for _ in range(self.CONNECTIONS):
                 sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=30)
                 sock.sendall(b"POST /v1/completions HT")
                 opened.append(sock)
             http_opened = time.time()
+            open_s = http_opened - begun
             # Meanwhile an HTTP client is served: at worst it waits for a
             # worker, which the idle connections hold until the read timeout.
             begun = time.time()
@@ -535,11 +539,12 @@ class IdleConnectionsTest(unittest.TestCase):
                 time.sleep(0.1)
             rss2, threads2, fds2 = proc_status(server.process.pid)
             print("\n%d idle HTTP + %d raw TCP + %d idle gRPC connections: threads %d -> %d -> %d,"
-                  " RSS %.1f -> %.1f -> %.1f MiB, descriptors %d -> %d -> %d; gRPC call %.2f s, "
-                  "HTTP call %.2f s during; idle HTTP connections closed after %.1f s" %
+                  " RSS %.1f -> %.1f -> %.1f MiB, descriptors %d -> %d -> %d; opening the HTTP "
+                  "ones took %.1f s; gRPC call %.2f s, HTTP call %.2f s during; idle HTTP "
+                  "connections closed %.1f s after the last was opened" %
                   (self.CONNECTIONS, self.CONNECTIONS, self.CONNECTIONS, threads0, threads1,
-                   threads2, rss0 / 1024, rss1 / 1024, rss2 / 1024, fds0, fds1, fds2, grpc_s,
-                   http_s, closed_s), file=sys.stderr)
+                   threads2, rss0 / 1024, rss1 / 1024, rss2 / 1024, fds0, fds1, fds2, open_s,
+                   grpc_s, http_s, closed_s), file=sys.stderr)
             # Bounded: no thread per connection, a few tens of KiB each at most.
             self.assertLessEqual(threads1, threads0 + 8)
             self.assertLessEqual(threads2, threads0 + 8)
