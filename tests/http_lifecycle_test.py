@@ -208,7 +208,8 @@ class StreamLifecycleTest(unittest.TestCase):
             self.assertIn("data: [DONE]", out.stdout)
             # And the engine finishes the stalled reader's sequence too: its
             # tokens wait merged in one pending message, not in the engine.
-            server.wait_metric("streamgen_engine_finished_total", lambda v: v >= 2)
+            # (300 tokens of the slow model: generous for a loaded CI machine.)
+            server.wait_metric("streamgen_engine_finished_total", lambda v: v >= 2, timeout=180)
             server.wait_metric("streamgen_engine_running_requests", lambda v: v == 0, timeout=5)
             self.assertEqual(server.metric("streamgen_engine_cancelled_total"), 0)
             # The reader comes back: it gets the whole stream, ending in [DONE].

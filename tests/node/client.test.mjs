@@ -258,12 +258,14 @@ describe('long streams on a slow model: Ctrl-C, AbortSignal, deadlines', () => {
 
   test('--deadline-ms: DEADLINE_EXCEEDED after the text so far, exit 1', async () => {
     const started = Date.now();
-    const result = await runNodeCli(['--server', server.address, '--deadline-ms', '1000', ...longRequest,
+    // 3 s: long enough for the first tokens even on a loaded 2-core CI
+    // machine, far shorter than the 480 tokens of the slow model.
+    const result = await runNodeCli(['--server', server.address, '--deadline-ms', '3000', ...longRequest,
       '--request-id', 'deadline-1']);
     const elapsed = Date.now() - started;
     assert.equal(result.code, 1);
     assert.match(result.stderr, /^streamgen-client: DEADLINE_EXCEEDED: /);
-    assert.ok(elapsed >= 1000, `${elapsed} ms`);
+    assert.ok(elapsed >= 3000, `${elapsed} ms`);
     assert.ok(result.stdout.trim().length > 0, 'no text before the deadline');
     const line = await server.waitForRequestLog((l) => l.request_id === 'deadline-1');
     assert.equal(line.code, 'DEADLINE_EXCEEDED');
