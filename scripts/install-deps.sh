@@ -26,6 +26,9 @@ PACKAGES=(
   # archive (docker/make-base-image.sh), python3-yaml reads the compose and
   # Kubernetes files (tests/deploy_yaml_test.py).
   podman runc mmdebstrap iptables python3-yaml
+  # Fuzzing (scripts/fuzz.sh): g++ has no libFuzzer; clang-14 and its runtimes
+  # (libFuzzer, ASan, UBSan are in libclang-rt-14-dev) build the fuzz targets.
+  clang-14 libclang-rt-14-dev
 )
 # Node and npm from Debian where the machine has no Node of its own (the
 # development image ships Node 20 with npm; Debian 12's nodejs is 18.19).
