@@ -15,8 +15,8 @@
 // Properties: the stream is a sequence of "data: <JSON>\n\n" events that
 // parse as JSON, ending with exactly one "data: [DONE]\n\n"; an error ends it
 // with an "error" event; the streamed text (delta.content or text) and the
-// body's text are the messages' texts (when those are valid UTF-8; replaced
-// otherwise, and still JSON); usage is the last message's counts, with
+// body's text are the messages' texts (when each is valid UTF-8, as the
+// engine's are; replaced otherwise, and still JSON); usage is the last message's counts, with
 // total_tokens their sum; logprobs list one entry per token with its bytes.
 #include <cmath>
 #include <cstddef>
@@ -111,7 +111,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   last.mutable_usage()->set_completion_tokens(in.U32());
   const uint8_t code = in.Byte() % 17;
   const absl::Status status(static_cast<absl::StatusCode>(code), in.ShortString());
-  const bool valid_text = fuzz::IsValidUtf8(all_text);
+  // The engine's texts never end inside a character (request.h, TokenEvent):
+  // only then must the JSON carry them unchanged.
+  bool valid_text = true;
+  for (const v1::GenerateResponse& message : messages) {
+    valid_text = valid_text && fuzz::IsValidUtf8(message.text());
+  }
 
   // ---- streaming ----
   OpenAiEncoder stream(request, "cmpl-fuzz", 1700000000, "demo-brown", Piece);
@@ -132,7 +137,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bool saw_error = false, saw_usage = false;
   size_t logprob_entries = 0;
   for (size_t i = 0; i + 1 < events.size(); ++i) {
-    const Json event = Json::parse(events[i], nullptr, /*allow_exceptions=*/false);
+    // Not const: operator[] of a const json asserts that the key exists.
+    Json event = Json::parse(events[i], nullptr, /*allow_exceptions=*/false);
     FUZZ_CHECK(!event.is_discarded() && event.is_object(), "event %zu is not a JSON object: %s", i,
                events[i].c_str());
     if (event.contains("error")) {
@@ -147,11 +153,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                events[i].c_str());
     FUZZ_CHECK(event.contains("system_fingerprint") == static_cast<bool>(flags & 8),
                "system_fingerprint: %s", events[i].c_str());
-    const Json& choices = event["choices"];
+    Json& choices = event["choices"];
     FUZZ_CHECK(choices.is_array(), "choices: %s", events[i].c_str());
     if (choices.empty()) {
       FUZZ_CHECK(request.include_usage && event["usage"].is_object(), "a chunk without choices");
-      const Json& usage = event["usage"];
+      Json& usage = event["usage"];
       FUZZ_CHECK(usage["prompt_tokens"] == last.usage().prompt_tokens() &&
                      usage["completion_tokens"] == last.usage().completion_tokens() &&
                      usage["total_tokens"] == static_cast<uint64_t>(last.usage().prompt_tokens()) +
@@ -161,13 +167,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       saw_usage = true;
       continue;
     }
-    const Json& choice = choices[0];
-    const Json& piece = chat ? choice["delta"]["content"] : choice["text"];
+    Json& choice = choices[0];
+    Json& piece = chat ? choice["delta"]["content"] : choice["text"];
     if (piece.is_string()) streamed_text += piece.get<std::string>();
-    const Json& logprobs = choice["logprobs"];
+    Json& logprobs = choice["logprobs"];
     if (!logprobs.is_null()) {
       FUZZ_CHECK(request.logprobs, "logprobs without being asked");
-      const Json& entries = chat ? logprobs["content"] : logprobs["tokens"];
+      Json& entries = chat ? logprobs["content"] : logprobs["tokens"];
       FUZZ_CHECK(entries.is_array(), "logprobs: %s", events[i].c_str());
       logprob_entries += entries.size();
       if (!chat) {
@@ -176,7 +182,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                        logprobs["text_offset"].size() == entries.size(),
                    "completions logprobs arrays differ in length: %s", events[i].c_str());
       } else {
-        for (const Json& entry : entries) {
+        for (Json& entry : entries) {
           FUZZ_CHECK(entry["bytes"].is_array(), "chat logprobs entry without bytes");
         }
       }
@@ -197,21 +203,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   OpenAiEncoder body_encoder(request, "cmpl-fuzz", 1700000000, "demo-brown", Piece);
   for (const v1::GenerateResponse& message : messages) body_encoder.Accumulate(message);
   const std::string text = DumpJson(body_encoder.Body());
-  const Json body = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  Json body = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   FUZZ_CHECK(!body.is_discarded(), "the body is not JSON: %s", text.c_str());
-  const Json& choice = body["choices"][0];
-  const Json& body_text = chat ? choice["message"]["content"] : choice["text"];
+  Json& choice = body["choices"][0];
+  Json& body_text = chat ? choice["message"]["content"] : choice["text"];
   FUZZ_CHECK(body_text.is_string(), "the body has no text: %s", text.c_str());
   if (valid_text) FUZZ_CHECK(body_text == all_text, "the body's text is not the messages' text");
   FUZZ_CHECK(choice["finish_reason"] == OpenAiFinishReason(last.finish_reason()),
              "finish_reason: %s", text.c_str());
-  const Json& usage = body["usage"];
+  Json& usage = body["usage"];
   FUZZ_CHECK(usage["prompt_tokens"] == last.usage().prompt_tokens() &&
                  usage["total_tokens"] == static_cast<uint64_t>(last.usage().prompt_tokens()) +
                                               last.usage().completion_tokens(),
              "body usage %s", usage.dump().c_str());
   if (request.logprobs) {
-    const Json& entries = chat ? choice["logprobs"]["content"] : choice["logprobs"]["tokens"];
+    Json& entries = chat ? choice["logprobs"]["content"] : choice["logprobs"]["tokens"];
     FUZZ_CHECK(entries.size() == all_tokens, "body logprobs: %zu for %zu tokens", entries.size(),
                all_tokens);
   }
@@ -221,7 +227,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<std::string> error_events =
       Events(failed.StreamError(status.ok() ? absl::InternalError("") : status));
   FUZZ_CHECK(error_events.size() == 2 && error_events[1] == "[DONE]", "StreamError's events");
-  const Json error = Json::parse(error_events[0], nullptr, /*allow_exceptions=*/false);
+  Json error = Json::parse(error_events[0], nullptr, /*allow_exceptions=*/false);
   FUZZ_CHECK(!error.is_discarded() && error["error"]["message"].is_string(), "StreamError: %s",
              error_events[0].c_str());
   return 0;

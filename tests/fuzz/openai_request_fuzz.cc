@@ -31,7 +31,8 @@ void CheckErrorBody(const absl::Status& status, OpenAiRoute route) {
   const HttpError error = ToHttpError(status, route);
   FUZZ_CHECK(error.status >= 400 && error.status < 600, "HTTP status %d", error.status);
   const std::string text = DumpJson(ErrorBody(error));
-  const Json parsed = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  // Not const: operator[] of a const json asserts that the key exists.
+  Json parsed = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   FUZZ_CHECK(!parsed.is_discarded(), "the error body is not JSON: %s", text.c_str());
   const Json& message = parsed["error"]["message"];
   FUZZ_CHECK(message.is_string(), "error.message is not a string: %s", text.c_str());
