@@ -38,7 +38,6 @@ import os
 import random
 import socket
 import sys
-import threading
 import time
 
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -201,7 +200,6 @@ def make_specs(info, rng, stub):
         ("http", http_body("", 4), "HTTP 400",
          "exactly one of prompt, prompt_token_ids, messages must be set; none is"),
     ]
-    specs_by_name = {s.name: s for s in specs}
     # A stop string from the middle of the greedy run's text: a stop that fires.
     base = collect(stub.Generate(pb.GenerateRequest(prompt="It was a dark and stormy night",
                                                     max_new_tokens=96), timeout=CALL_TIMEOUT_S))
@@ -210,7 +208,6 @@ def make_specs(info, rng, stub):
     specs.append(Spec("stop", dict(prompt="It was a dark and stormy night", max_new_tokens=96,
                                    stop=[stop, "\n\n\n"]),
                       http_body("It was a dark and stormy night", 96, stop=[stop, "\n\n\n"])))
-    del specs_by_name
     return specs, refused, vocab
 
 

@@ -38,7 +38,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from streamgen_server import StreamgenServer, metric_value, read_text  # noqa: E402
+from streamgen_server import StreamgenServer, metric_value  # noqa: E402
 
 ARGS = None
 grpc = pb = pb_grpc = None
