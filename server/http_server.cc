@@ -681,6 +681,17 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   http->routes_ = std::make_unique<Routes>(options, service, metrics, std::move(render_metrics));
   http->routes_->Install(server);
 
+  // httplib's default socket options set SO_REUSEPORT (a second server on the
+  // same port would silently share its connections: "in use" must be an
+  // error) and it listens with a backlog of 5: a burst of connections beyond
+  // that was reset without an answer (bench/soak.py saw it). SO_REUSEADDR
+  // only, and the kernel's maximum backlog once bound.
+  auto listen_fd = std::make_shared<int>(-1);  // the server keeps the callback
+  server.set_socket_options([listen_fd](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    *listen_fd = sock;
+  });
   if (host_port->port == 0) {
     http->port_ = server.bind_to_any_port(host);
   } else {
@@ -689,6 +700,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   if (http->port_ <= 0) {
     return absl::UnavailableError(
         absl::StrCat("--http-listen=", options.listen, ": cannot listen there (in use?)"));
+  }
+  if (*listen_fd >= 0 && ::listen(*listen_fd, SOMAXCONN) != 0) {
+    return absl::UnavailableError(absl::StrCat("--http-listen=", options.listen,
+                                               ": listen: ", std::strerror(errno)));
   }
   http->thread_ = std::thread([&server] { server.listen_after_bind(); });
   for (int i = 0; i < 5000 && !server.is_running(); ++i) {

@@ -492,10 +492,15 @@ TEST(ServerFlagsTest, BadSchedulerFlagsAreRefusedByName) {
 }
 
 // An HTTP port already taken: the server refuses to start and names the flag.
+// The holder sets SO_REUSEPORT, as another streamgen would have with
+// httplib's default socket options: the port must still count as taken (with
+// SO_REUSEPORT on both sides, the kernel shared it silently).
 TEST(ServerFlagsTest, HttpPortInUseIsRefusedByName) {
   if (access(ServerPath().c_str(), X_OK) != 0) GTEST_SKIP() << ServerPath() << " is not built";
   int taken = socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(taken, 0);
+  int yes = 1;
+  ASSERT_EQ(setsockopt(taken, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof(yes)), 0);
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
