@@ -19,7 +19,16 @@ namespace {
 
 using Factory = SentencePieceBackend* (*)();
 
-#ifdef STREAMGEN_SENTENCEPIECE_NO_DEEPBIND
+#if defined(STREAMGEN_SENTENCEPIECE_SELF_CONTAINED)
+// The shim carries sentencepiece and its protobuf-lite inside itself, linked
+// from static archives with none of their symbols exported
+// (-DSTREAMGEN_SENTENCEPIECE_STATIC: the sanitizer builds, engine/CMakeLists.txt).
+// Its protobuf references were bound inside it at link time, so libprotobuf
+// 3.21 in the process (libtorch, gRPC) cannot interpose on them, nor its copy on
+// libprotobuf's: nothing to keep apart, and no RTLD_DEEPBIND, which the ASan
+// and TSan runtimes abort on.
+constexpr int kDlopenFlags = RTLD_NOW | RTLD_LOCAL;
+#elif defined(STREAMGEN_SENTENCEPIECE_NO_DEEPBIND)
 // The libFuzzer build (STREAMGEN_FUZZ, scripts/fuzz.sh) runs under ASan, whose
 // runtime aborts any dlopen with RTLD_DEEPBIND ("incompatible with sanitizer
 // runtime"). DEEPBIND is there only to keep sentencepiece's bundled protobuf
@@ -66,7 +75,7 @@ absl::StatusOr<Factory> LoadFactory() {
   static Factory factory = nullptr;
   static std::string error;
   std::call_once(once, [] {
-#ifdef STREAMGEN_SENTENCEPIECE_NO_DEEPBIND
+#if defined(STREAMGEN_SENTENCEPIECE_NO_DEEPBIND) && !defined(STREAMGEN_SENTENCEPIECE_SELF_CONTAINED)
     if (const std::string protobuf = LoadedLibprotobuf(); !protobuf.empty()) {
       error = absl::StrCat(
           "\n  built without RTLD_DEEPBIND (STREAMGEN_SENTENCEPIECE_NO_DEEPBIND), but ", protobuf,

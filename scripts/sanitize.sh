@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The sanitizer jobs (issue 11): builds streamgen with a sanitizer in a folder
+# of its own and runs that job's tests under ctest, failing on any report.
+#
+#   scripts/sanitize.sh asan   # ASan + UBSan (build-asan): the unit and integration tests
+#   scripts/sanitize.sh tsan   # TSan (build-tsan): scheduler, engine threading, server
+#   scripts/sanitize.sh asan --build-only | --test-only [extra ctest args...]
+#
+# Steps: a static sentencepiece with the job's flags (scripts/sentencepiece-static.sh,
+# cached in BUILD_DIR/_deps), configure (Debug, -DSTREAMGEN_SANITIZE=...;
+# ccache when present), build only the job's targets, run the job's tests with
+# the runtime options below. Every report stops its process (halt_on_error),
+# which fails its test. ASan, LSan and TSan reports also go to
+# BUILD_DIR/sanitizer-reports/ (log_path), including those of the servers and
+# clients the tests start as subprocesses, and the job fails if any is there,
+# even when every test passed (a leak found at a subprocess's exit). UBSan
+# (gcc's libubsan ignores log_path) reports on stderr. Environment: BUILD_DIR, JOBS (build, default nproc),
+# TEST_JOBS (ctest -j, default 2). Suppressions: tests/sanitizers/*.supp, each
+# entry with its reason; see the README's Reliability section.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+usage() { sed -n 4,6p "$0" >&2; exit 2; }
+JOB=${1:-}
+[ $# -gt 0 ] && shift
+MODE=all
+case ${1:-} in
+  --build-only) MODE=build; shift ;;
+  --test-only) MODE=test; shift ;;
+esac
+
+SUPP=$ROOT/tests/sanitizers
+case $JOB in
+  asan)
+    SANITIZE=address
+    BUILD_DIR=${BUILD_DIR:-build-asan}
+    SPM_FLAGS="-fsanitize=address,undefined -fno-sanitize=vptr -O1 -g -fno-omit-frame-pointer"
+    # Everything the tests need (bench/ is not built in sanitizer builds).
+    TARGETS=(all)
+    # Every test but the container test: it builds a podman image from this
+    # build's binaries (the runtime stage has no libasan/libubsan, and a
+    # 10-30 min image build says nothing about memory safety).
+    CTEST_SELECT=(-E '^container_test$')
+    ;;
+  tsan)
+    SANITIZE=thread
+    BUILD_DIR=${BUILD_DIR:-build-tsan}
+    SPM_FLAGS="-fsanitize=thread -O1 -g -fno-omit-frame-pointer"
+    # The scheduler, the engine's threads (loop thread, Submit/Cancel from
+    # others, batching, resume), the server (in process and as a subprocess
+    # driven over gRPC and HTTP by real clients).
+    TESTS=(scheduler_test engine_test batching_test resume_test
+           server_units_test server_response_stream_test server_integration_test
+           server_lifecycle_test server_reflection_test server_client_cli_test
+           server_metrics_test client_bench_test
+           server_python_client_test http_curl_test http_lifecycle_test)
+    TARGETS=(scheduler_test engine_test batching_test resume_test
+             server_units_test server_response_stream_test server_integration_test
+             server_lifecycle_test server_reflection_test server_client_cli_test
+             server_metrics_test client_bench_test
+             streamgen-server streamgen-client streamgen_python_proto)
+    CTEST_SELECT=(-L "^($(IFS='|'; echo "${TESTS[*]}"))\$")
+    ;;
+  *) usage ;;
+esac
+JOBS=${JOBS:-$(nproc)}
+TEST_JOBS=${TEST_JOBS:-2}
+REPORTS=$ROOT/$BUILD_DIR/sanitizer-reports
+
+# TSan (gcc 12, clang 14) cannot map its shadow memory when the kernel
+# randomizes mmap with 32 bits ("FATAL: ThreadSanitizer: unexpected memory
+# mapping"); 28, the default of most kernels, works.
+if [ "$SANITIZE" = thread ]; then
+  bits=$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null || echo unknown)
+  if [ "$bits" = 32 ]; then
+    if [ "$(id -u)" = 0 ] && sysctl -q -w vm.mmap_rnd_bits=28; then
+      echo "sanitize.sh: lowered vm.mmap_rnd_bits from 32 to 28 for TSan"
+    else
+      echo "sanitize.sh: vm.mmap_rnd_bits is 32, which TSan cannot run with (unexpected memory" \
+           "mapping); as root: sysctl -w vm.mmap_rnd_bits=28" >&2
+      exit 1
+    fi
+  fi
+fi
+
+# The runtimes' options. Exported before the build as well: gtest_discover_tests
+# runs each test binary (--gtest_list_tests) at build time.
+mkdir -p "$REPORTS"
+common="halt_on_error=1:log_path=$REPORTS/report"  # log_path: not honoured by libubsan
+if [ "$SANITIZE" = address ]; then
+  # ASan's own checks are never recoverable; UBSan's are compiled recoverable
+  # (so that its suppressions work) and halt_on_error makes each one fatal.
+  export ASAN_OPTIONS="$common:detect_leaks=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=1:strict_string_checks=1"
+  export UBSAN_OPTIONS="$common:print_stacktrace=1:suppressions=$SUPP/ubsan.supp"
+  export LSAN_OPTIONS="suppressions=$SUPP/lsan.supp:print_suppressions=0"
+else
+  # ignore_noninstrumented_modules: accesses made inside Debian's uninstrumented
+  # libraries (gRPC, abseil, libtorch, libgomp) are not checked; one OpenMP
+  # thread: libgomp's barriers are invisible to TSan.
+  export TSAN_OPTIONS="$common:suppressions=$SUPP/tsan.supp:ignore_noninstrumented_modules=1:second_deadlock_stack=1:history_size=4"
+  export OMP_NUM_THREADS=1
+fi
+
+if [ "$MODE" != test ]; then
+  build_start=$(date +%s)
+  PREFIX=$(JOBS=$JOBS SPM_FLAGS=$SPM_FLAGS nice -n 5 scripts/sentencepiece-static.sh "$BUILD_DIR/_deps" | tail -1)
+  spm_s=$(( $(date +%s) - build_start ))
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+    -DSTREAMGEN_SANITIZE=$SANITIZE -DSTREAMGEN_SENTENCEPIECE_STATIC="$PREFIX" >/dev/null
+  nice -n 5 cmake --build "$BUILD_DIR" -j"$JOBS" --target "${TARGETS[@]}"
+  build_s=$(( $(date +%s) - build_start ))
+  echo "sanitize.sh $JOB: built in ${build_s} s (sentencepiece ${spm_s} s)"
+fi
+[ "$MODE" = build ] && exit 0
+
+rm -f "$REPORTS"/report*
+test_start=$(date +%s)
+set +e
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$TEST_JOBS" "${CTEST_SELECT[@]}" "$@"
+rc=$?
+set -e
+test_s=$(( $(date +%s) - test_start ))
+reports=("$REPORTS"/report*)
+if [ -e "${reports[0]}" ]; then
+  echo "sanitize.sh $JOB: ${#reports[@]} sanitizer report(s):" >&2
+  for f in "${reports[@]}"; do echo "==== $f" >&2; cat "$f" >&2; done
+  [ $rc -eq 0 ] && rc=1
+fi
+echo "sanitize.sh $JOB: tests in ${test_s} s, exit $rc"
+exit $rc
