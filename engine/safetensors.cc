@@ -503,6 +503,9 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   std::vector<uint16_t> buffer;
   for (const TensorToWrite& t : tensors) {
     if (!ok) break;
+    // An empty vector's data() may be null, and fwrite's buffer must not be
+    // even for 0 items (UBSan's nonnull-attribute; an empty tensor is legal).
+    if (t.values.empty()) continue;
     if (t.dtype == StorageDtype::kF32) {
       ok = std::fwrite(t.values.data(), 4, t.values.size(), out) == t.values.size();
       continue;

@@ -52,7 +52,10 @@ TEST(DemoModelTest, EngineReproducesTheTrainersGreedyContinuations) {
 TEST(DemoModelTest, ScalarReferenceAgreesWithTheTrainer) {
   auto reference = ReferenceLlama::Load(kDemoDir);
   ASSERT_TRUE(reference.ok()) << reference.status();
-  for (const nlohmann::json& entry : LoadGreedy()["outputs"]) {
+  // Not `: LoadGreedy()["outputs"]`: the temporary would be destroyed before
+  // the loop runs (ASan: heap-use-after-free).
+  const nlohmann::json greedy = LoadGreedy();
+  for (const nlohmann::json& entry : greedy["outputs"]) {
     SCOPED_TRACE(entry["prompt"].get<std::string>());
     std::vector<int> tokens = entry["prompt_ids"].get<std::vector<int>>();
     const size_t prompt = tokens.size();
@@ -86,7 +89,10 @@ int CountWords(const std::string& text, int* letters_in_words) {
 }
 
 TEST(DemoModelTest, EverydayPromptsGiveTextWithoutReplacementCharacters) {
-  for (const nlohmann::json& entry : LoadGreedy()["outputs"]) {
+  // Not `: LoadGreedy()["outputs"]`: the temporary would be destroyed before
+  // the loop runs (ASan: heap-use-after-free).
+  const nlohmann::json greedy = LoadGreedy();
+  for (const nlohmann::json& entry : greedy["outputs"]) {
     const std::string text = entry["text"];
     SCOPED_TRACE(entry["prompt"].get<std::string>() + " -> " + text);
     EXPECT_EQ(text.find("\xEF\xBF\xBD"), std::string::npos) << "U+FFFD in the output";
