@@ -26,7 +26,7 @@
 
 ABSL_FLAG(std::string, model, "", "model directory");
 ABSL_FLAG(std::string, dtype, "float32", "compute dtype");
-ABSL_FLAG(int, threads, 0, "intra-op threads (0: the machine's cores)");
+ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the machine's cores)");
 ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
 ABSL_FLAG(int, kv_cache_blocks, 0, "engine KV pool blocks (0: the engine's default)");

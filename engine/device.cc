@@ -74,6 +74,12 @@ std::string DtypeName(torch::ScalarType dtype) {
 }
 
 int ConfigureThreads(int threads) {
+  // OMP_NUM_THREADS, as OpenMP programs read it (the TSan job sets 1: libgomp's
+  // barriers are invisible to TSan, so two threads would show false races).
+  if (threads <= 0) {
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    if (env == nullptr || !absl::SimpleAtoi(env, &threads)) threads = 0;
+  }
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
   at::set_num_threads(threads);

@@ -17,7 +17,7 @@ struct EngineOptions {
   std::string model_dir;              // Hugging Face layout (config.json, *.safetensors, tokenizer.model)
   std::string device = "cpu";         // "cpu", "cuda", "cuda:N"
   std::string dtype;                  // "float32" | "bfloat16" | "float16"; "": float32 on CPU, bfloat16 on CUDA
-  int threads = 0;                    // intra-op threads; 0: the machine's cores
+  int threads = 0;                    // intra-op threads; 0: $OMP_NUM_THREADS, else the machine's cores
   int max_queue = 64;                 // waiting requests; beyond: RESOURCE_EXHAUSTED
   int max_batch = 16;                 // running sequences, decoded together in one batch
   int max_prefill_tokens = 128;       // prompt tokens prefilled per loop iteration (chunked prefill)

@@ -32,7 +32,8 @@ ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda, cuda:N.");
 ABSL_FLAG(std::string, dtype, "",
           "Compute dtype: float32, bfloat16, float16 (CUDA only). Default: float32 on CPU, "
           "bfloat16 on CUDA.");
-ABSL_FLAG(int, threads, 0, "CPU threads for the model's math (0: the machine's cores).");
+ABSL_FLAG(int, threads, 0,
+          "CPU threads for the model's math (0: $OMP_NUM_THREADS if set, else the machine's cores).");
 ABSL_FLAG(int, max_queue, 64, "Requests waiting for a batch slot; beyond it RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int, max_batch, 16, "Running sequences, decoded together in one batch.");
 ABSL_FLAG(int, max_prefill_tokens, 128,

@@ -47,7 +47,7 @@ ABSL_FLAG(bool, ignore_eos, false, "keep generating past EOS");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "", "float32, bfloat16 or float16; default float32 on CPU, "
                                   "bfloat16 on CUDA");
-ABSL_FLAG(int, threads, 0, "intra-op threads; 0: the machine's cores");
+ABSL_FLAG(int, threads, 0, "intra-op threads; 0: $OMP_NUM_THREADS if set, else the machine's cores");
 ABSL_FLAG(bool, json, false, "print one JSON object when done instead of streaming text");
 
 namespace {
