@@ -24,7 +24,11 @@
 namespace streamgen {
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Not under TSan: target_clones dispatches through an IFUNC resolver that the
+// dynamic linker runs before TSan's runtime is initialized, and the resolver's
+// instrumented code then crashes the program (SIGSEGV before main). The
+// portable body is compiled for baseline x86-64 there instead.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define SG_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SG_TARGET_CLONES

@@ -13,6 +13,9 @@
 // TSan build does with its ABSL_TSAN_MUTEX_* annotations:
 //   a lock (once held):  __tsan_acquire(mu)   an unlock (before):  __tsan_release(mu)
 // A wait that releases and retakes the mutex (Await*, CondVar::Wait*) is both.
+// abseil evaluates a Condition with the mutex held, but possibly on another
+// thread and after retaking the mutex inside itself, so each Condition passed
+// to Await* / *LockWhen* is wrapped: acquire, evaluate, release.
 // Only ordering is annotated, not mutex identity: TSan's reports then say
 // nothing about which absl::Mutex was held, and its lock-order (deadlock)
 // checking does not cover absl::Mutex.
@@ -46,6 +49,29 @@ F Real(const char* symbol) {
   }
   return reinterpret_cast<F>(real);
 }
+
+// `cond`, evaluated between an acquire and a release of `mu`.
+class AnnotatedCondition {
+ public:
+  AnnotatedCondition(const absl::Condition& cond, const absl::Mutex* mu)
+      : cond_(&cond), mu_(const_cast<absl::Mutex*>(mu)), wrapped_(&Eval, this) {}
+  AnnotatedCondition(const AnnotatedCondition&) = delete;
+  AnnotatedCondition& operator=(const AnnotatedCondition&) = delete;
+  const absl::Condition& get() const { return wrapped_; }
+
+ private:
+  static bool Eval(void* arg) {
+    auto* self = static_cast<AnnotatedCondition*>(arg);
+    __tsan_acquire(self->mu_);
+    const bool result = self->cond_->Eval();
+    __tsan_release(self->mu_);
+    return result;
+  }
+
+  const absl::Condition* cond_;
+  void* mu_;
+  absl::Condition wrapped_;
+};
 
 }  // namespace
 
@@ -92,14 +118,16 @@ bool Mutex::ReaderTryLock() {
 
 void Mutex::LockWhen(const Condition& cond) {
   static auto real = Real<void (*)(Mutex*, const Condition&)>("5Mutex8LockWhenERKNS0_9ConditionE");
-  real(this, cond);
+  const AnnotatedCondition annotated(cond, this);
+  real(this, annotated.get());
   __tsan_acquire(this);
 }
 
 void Mutex::ReaderLockWhen(const Condition& cond) {
   static auto real =
       Real<void (*)(Mutex*, const Condition&)>("5Mutex14ReaderLockWhenERKNS0_9ConditionE");
-  real(this, cond);
+  const AnnotatedCondition annotated(cond, this);
+  real(this, annotated.get());
   __tsan_acquire(this);
 }
 
@@ -107,7 +135,8 @@ void Mutex::ReaderLockWhen(const Condition& cond) {
 bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   static auto real = Real<bool (*)(Mutex*, const Condition&, Duration)>(
       "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  const bool met = real(this, cond, timeout);
+  const AnnotatedCondition annotated(cond, this);
+  const bool met = real(this, annotated.get(), timeout);
   __tsan_acquire(this);
   return met;
 }
@@ -115,7 +144,8 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, Duration timeout) {
   static auto real = Real<bool (*)(Mutex*, const Condition&, Duration)>(
       "5Mutex25ReaderLockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  const bool met = real(this, cond, timeout);
+  const AnnotatedCondition annotated(cond, this);
+  const bool met = real(this, annotated.get(), timeout);
   __tsan_acquire(this);
   return met;
 }
@@ -123,7 +153,8 @@ bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
   static auto real = Real<bool (*)(Mutex*, const Condition&, Time)>(
       "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  const bool met = real(this, cond, deadline);
+  const AnnotatedCondition annotated(cond, this);
+  const bool met = real(this, annotated.get(), deadline);
   __tsan_acquire(this);
   return met;
 }
@@ -131,7 +162,8 @@ bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
 bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, Time deadline) {
   static auto real = Real<bool (*)(Mutex*, const Condition&, Time)>(
       "5Mutex26ReaderLockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  const bool met = real(this, cond, deadline);
+  const AnnotatedCondition annotated(cond, this);
+  const bool met = real(this, annotated.get(), deadline);
   __tsan_acquire(this);
   return met;
 }
@@ -139,16 +171,18 @@ bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, Time deadline) {
 // Await* may release the mutex while it waits and retake it before returning.
 void Mutex::Await(const Condition& cond) {
   static auto real = Real<void (*)(Mutex*, const Condition&)>("5Mutex5AwaitERKNS0_9ConditionE");
+  const AnnotatedCondition annotated(cond, this);
   __tsan_release(this);
-  real(this, cond);
+  real(this, annotated.get());
   __tsan_acquire(this);
 }
 
 bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
   static auto real = Real<bool (*)(Mutex*, const Condition&, Duration)>(
       "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  const AnnotatedCondition annotated(cond, this);
   __tsan_release(this);
-  const bool met = real(this, cond, timeout);
+  const bool met = real(this, annotated.get(), timeout);
   __tsan_acquire(this);
   return met;
 }
@@ -156,8 +190,9 @@ bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
   static auto real = Real<bool (*)(Mutex*, const Condition&, Time)>(
       "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  const AnnotatedCondition annotated(cond, this);
   __tsan_release(this);
-  const bool met = real(this, cond, deadline);
+  const bool met = real(this, annotated.get(), deadline);
   __tsan_acquire(this);
   return met;
 }
