@@ -161,7 +161,11 @@ absl::Status StreamgenServer::LoadModel() {
 }
 
 std::string StreamgenServer::RenderMetrics() const {
-  if (engine_ == nullptr || !serving_) return metrics_.Render(nullptr);
+  // serving_ first: scrapes run on the metrics and HTTP threads from Start()
+  // on, while LoadModel() assigns engine_ on another thread; serving_ turns
+  // true only after that assignment, so engine_ is read only once it is set
+  // (reading it first was a data race, found by TSan).
+  if (!serving_ || engine_ == nullptr) return metrics_.Render(nullptr);
   EngineStats stats = engine_->stats();
   return metrics_.Render(&stats);
 }
