@@ -14,14 +14,15 @@
 # BUILD_DIR/sanitizer-reports/ (log_path), including those of the servers and
 # clients the tests start as subprocesses, and the job fails if any is there,
 # even when every test passed (a leak found at a subprocess's exit). UBSan
-# (gcc's libubsan ignores log_path) reports on stderr. Environment: BUILD_DIR, JOBS (build, default nproc),
-# TEST_JOBS (ctest -j, default 2). Suppressions: tests/sanitizers/*.supp, each
-# entry with its reason; see the README's Reliability section.
+# (gcc's libubsan ignores log_path) reports on stderr.
+# Environment: BUILD_DIR, JOBS (build, default nproc), TEST_JOBS (ctest -j,
+# default 2). Suppressions: tests/sanitizers/*.supp, each entry with its
+# reason; see the README's Reliability section (Sanitizers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-usage() { sed -n 4,6p "$0" >&2; exit 2; }
+usage() { sed -n 5,7p "$0" >&2; exit 2; }
 JOB=${1:-}
 [ $# -gt 0 ] && shift
 MODE=all
@@ -66,9 +67,10 @@ case $JOB in
     ;;
   *) usage ;;
 esac
+case $BUILD_DIR in /*) ;; *) BUILD_DIR=$ROOT/$BUILD_DIR ;; esac
 JOBS=${JOBS:-$(nproc)}
 TEST_JOBS=${TEST_JOBS:-2}
-REPORTS=$ROOT/$BUILD_DIR/sanitizer-reports
+REPORTS=$BUILD_DIR/sanitizer-reports
 
 # TSan (gcc 12, clang 14) cannot map its shadow memory when the kernel
 # randomizes mmap with 32 bits ("FATAL: ThreadSanitizer: unexpected memory
