@@ -42,7 +42,7 @@ import time
 
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests"))
-from streamgen_server import StreamgenServer, metric_value  # noqa: E402
+from streamgen_server import StreamgenServer, metric_value, proc_status  # noqa: E402
 
 grpc = pb = pb_grpc = None  # imported in main() once the build dir is known
 
@@ -74,16 +74,6 @@ class Failure(Exception):
 def check(condition, message):
     if not condition:
         raise Failure(message)
-
-
-def read_status(pid):
-    """VmRSS (KiB) and Threads of a process, from /proc/PID/status."""
-    fields = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return int(fields["VmRSS"].split()[0]), int(fields["Threads"])
 
 
 def differ(got, want):
@@ -844,7 +834,7 @@ def main():
         warm = soak.run_phase(0, args.warmup)
         failures += [r["error"] for r in warm if r["error"]]
         values, _ = soak.wait_idle()
-        rss_before, threads_before = read_status(server.process.pid)
+        rss_before, threads_before, _ = proc_status(server.process.pid)
         print("warm-up: %d requests in %.1f s, %d failed; RSS %.1f MiB, %d threads" %
               (len(warm), time.time() - warm_start, sum(1 for r in warm if r["error"]),
                rss_before / 1024, threads_before), flush=True)
@@ -856,7 +846,7 @@ def main():
             results += soak.run_phase(args.warmup + first, min(chunk, args.requests - first))
             if first + chunk < args.requests:
                 soak.wait_idle()
-                trend.append(read_status(server.process.pid)[0])
+                trend.append(proc_status(server.process.pid)[0])
         soak_wall = time.time() - soak_start
         failures += [r["error"] for r in results if r["error"]]
 
@@ -864,7 +854,7 @@ def main():
         for name, value in values.items():
             if value != 0:
                 failures.append("after the soak %s = %s (expected 0 within 60 s)" % (name, value))
-        rss_after, threads_after = read_status(server.process.pid)
+        rss_after, threads_after, _ = proc_status(server.process.pid)
         growth = (rss_after - rss_before) / rss_before
         if abs(growth) > args.max_rss_growth:
             failures.append("RSS %.1f MiB after the soak vs %.1f MiB after the warm-up (%+.1f%%)" %

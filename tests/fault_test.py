@@ -38,7 +38,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from streamgen_server import StreamgenServer, metric_value  # noqa: E402
+from streamgen_server import StreamgenServer, metric_value, proc_status  # noqa: E402
 
 ARGS = None
 grpc = pb = pb_grpc = None
@@ -71,17 +71,6 @@ def healthy(url):
         return http_get(int(url.rsplit(":", 1)[1]), "/health", timeout=5)[0] == 200
     except OSError:
         return False
-
-
-def proc_status(pid):
-    """VmRSS (KiB), Threads and open descriptors of a process."""
-    fields = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return (int(fields["VmRSS"].split()[0]), int(fields["Threads"]),
-            len(os.listdir("/proc/%d/fd" % pid)))
 
 
 class Server(StreamgenServer):

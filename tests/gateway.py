@@ -19,12 +19,12 @@ runtime paths (pid, temp files) are relative to nginx's prefix (-p), the temp di
 """
 import os
 import re
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
+
+from streamgen_server import stop_process
 
 NGINX = "/usr/sbin/nginx"
 SERVER_NAME = "gateway.streamgen.test"
@@ -170,15 +170,7 @@ class Gateway:
 
     def stop(self):
         """SIGTERM (fast shutdown); returns the exit code (prints the error log when not 0)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        if code != 0:
-            print(self.error_log(), file=sys.stderr)
+        code = stop_process(self.process, 30, self.error_log)
         for f in (self.access_log, self.errors):
             if not f.closed:
                 f.close()

@@ -48,6 +48,32 @@ def metric_value(text, name, labels=None):
     return total if found else None
 
 
+def stop_process(process, timeout, logs):
+    """SIGTERM `process` (unless it has exited), SIGKILL it after `timeout`
+    seconds; returns the exit code and prints logs() when it is not 0."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait()
+    if code != 0:
+        print(logs(), file=sys.stderr)
+    return code
+
+
+def proc_status(pid):
+    """VmRSS (KiB), Threads and open descriptors of a process, from /proc."""
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return (int(fields["VmRSS"].split()[0]), int(fields["Threads"]),
+            len(os.listdir("/proc/%d/fd" % pid)))
+
+
 class StreamgenServer:
     """streamgen-server with `flags` until stop(). `healthy(url)` says whether
     GET url/health answered 200 (each test asks with its own client)."""
@@ -93,15 +119,7 @@ class StreamgenServer:
 
     def stop(self):
         """SIGTERM; returns the exit code (and prints the log when it is not 0)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        if code != 0:
-            print(self.logs(), file=sys.stderr)
+        code = stop_process(self.process, 120, self.logs)
         if not self.log.closed:
             self.log.close()
         return code
