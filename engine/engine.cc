@@ -151,6 +151,16 @@ class Engine::Impl {
   // Builds seq's sampler state, detokenizer and stop matcher and replays
   // resume_token_ids through them (see GenerationRequest::resume_token_ids).
   absl::Status PrepareStreamState(Sequence* seq) const;
+  // kStop when `id` is one of r's stop ids, else kEos when it is an EOS id
+  // and r does not ignore EOS, else kNone: the token ends the generation.
+  FinishReason EndingToken(const GenerationRequest& r, int id) const {
+    if (std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), id) != r.stop_token_ids.end()) {
+      return FinishReason::kStop;
+    }
+    const auto& eos = model_->config().eos_token_ids;
+    if (!r.ignore_eos && std::find(eos.begin(), eos.end(), id) != eos.end()) return FinishReason::kEos;
+    return FinishReason::kNone;
+  }
   // The fields every event carries (first, seed).
   void StampEvent(Sequence* seq, TokenEvent* event);
   // Moves submitted requests into the scheduler and applies cancellations.
@@ -274,18 +284,16 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
   }
   const std::vector<int>& resume = r.resume_token_ids;
   if (resume.empty()) return absl::OkStatus();
-  const auto& eos = model_->config().eos_token_ids;
   for (size_t i = 0; i < resume.size(); ++i) {
     const int id = resume[i];
     if (id < 0 || id >= valid_vocab_) {
       return bad("resume_token_ids[", i, "]: ", id, " is outside the vocabulary [0, ",
                  valid_vocab_, ")");
     }
-    const bool is_stop_id =
-        std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), id) != r.stop_token_ids.end();
-    const bool is_eos = !r.ignore_eos && std::find(eos.begin(), eos.end(), id) != eos.end();
-    if (is_stop_id || is_eos) {
-      return bad("resume_token_ids[", i, "]: ", id, " is ", is_eos ? "an EOS id" : "a stop id",
+    const FinishReason ends = EndingToken(r, id);
+    if (ends != FinishReason::kNone) {
+      return bad("resume_token_ids[", i, "]: ", id, " is ",
+                 ends == FinishReason::kEos ? "an EOS id" : "a stop id",
                  ": the stream ended there, nothing is left to resume");
     }
   }
@@ -420,15 +428,10 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
   seq->tokens.push_back(token.id);
   scheduler_.OnTokenAppended(seq->id);
   std::vector<TokenInfo> tokens{token};
-  const GenerationRequest& r = seq->request;
-  const auto& eos = model_->config().eos_token_ids;
-  const bool is_stop_id =
-      std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), token.id) != r.stop_token_ids.end();
-  const bool is_eos =
-      !r.ignore_eos && std::find(eos.begin(), eos.end(), token.id) != eos.end();
-  if (is_stop_id || is_eos) {
+  const FinishReason ends = EndingToken(seq->request, token.id);
+  if (ends != FinishReason::kNone) {
     // The token's own text never reaches the output; what was held back does.
-    return FinishFlushed(seq, is_stop_id ? FinishReason::kStop : FinishReason::kEos, "", tokens);
+    return FinishFlushed(seq, ends, "", tokens);
   }
   StopMatcher::Result out = seq->stop_matcher->Push(seq->detokenizer->Append(token.id));
   if (out.stopped) return Finish(seq, FinishReason::kStop, out.text, tokens);
