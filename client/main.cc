@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -102,7 +103,28 @@ namespace {
 using google::protobuf::util::JsonPrintOptions;
 using google::protobuf::util::MessageToJsonString;
 
-std::atomic<grpc::ClientContext*> g_active_context{nullptr};
+// The call in flight, for Ctrl-C. Guarded by g_context_mu: the watcher holds
+// it while it calls TryCancel, so a context is never destroyed while
+// TryCancel still runs on it (the call can end, and its context go out of
+// scope, before TryCancel returns: seen as an abseil "Mutex unlocked when
+// destroyed" abort after Ctrl-C).
+std::mutex g_context_mu;
+grpc::ClientContext* g_active_context = nullptr;
+
+// Makes `context` the one Ctrl-C cancels, for this object's lifetime (declare
+// it after the context, so that it ends first).
+class ActiveContext {
+ public:
+  explicit ActiveContext(grpc::ClientContext* context) {
+    std::lock_guard<std::mutex> lock(g_context_mu);
+    g_active_context = context;
+  }
+  ~ActiveContext() {
+    std::lock_guard<std::mutex> lock(g_context_mu);
+    }
+  ActiveContext(const ActiveContext&) = delete;
+  ActiveContext& operator=(const ActiveContext&) = delete;
+};
 std::atomic<bool> g_interrupted{false};
 
 // Ctrl-C: cancel the call in flight (from a thread; TryCancel is not
@@ -119,7 +141,8 @@ class InterruptWatcher {
       while (!done_) {
         if (sigtimedwait(&signals_, nullptr, &tick) <= 0) continue;
         g_interrupted = true;
-        if (grpc::ClientContext* context = g_active_context.load()) context->TryCancel();
+        std::lock_guard<std::mutex> lock(g_context_mu);
+        if (g_active_context != nullptr) g_active_context->TryCancel();
       }
     });
   }
@@ -287,7 +310,7 @@ int Generate(v1::TextGeneration::Stub& stub, const std::string& prompt) {
   for (;;) {
     grpc::ClientContext context;
     PrepareContext(&context, deadline);
-    g_active_context = &context;
+    ActiveContext active(&context);
     if (g_interrupted) context.TryCancel();
     std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
         stub.Generate(&context, request);
@@ -308,7 +331,6 @@ int Generate(v1::TextGeneration::Stub& stub, const std::string& prompt) {
       if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = response;
     }
     status = reader->Finish();
-    g_active_context = nullptr;
     // Ended for good: a last message other than the drain's CANCELLED.
     const bool ended = last.finish_reason() != v1::FINISH_REASON_UNSPECIFIED &&
                        last.finish_reason() != v1::FINISH_REASON_CANCELLED;
@@ -357,9 +379,8 @@ int Tokenize(v1::TextGeneration::Stub& stub, const std::string& text) {
   v1::TokenizeResponse response;
   grpc::ClientContext context;
   PrepareContext(&context);
-  g_active_context = &context;
+  ActiveContext active(&context);
   grpc::Status status = stub.Tokenize(&context, request, &response);
-  g_active_context = nullptr;
   if (status.ok()) {
     if (absl::GetFlag(FLAGS_json)) {
       std::cout << ToJson(response) << "\n";
@@ -376,9 +397,8 @@ int Info(v1::TextGeneration::Stub& stub) {
   v1::ModelInfo info;
   grpc::ClientContext context;
   PrepareContext(&context);
-  g_active_context = &context;
+  ActiveContext active(&context);
   grpc::Status status = stub.GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
-  g_active_context = nullptr;
   if (status.ok()) {
     if (absl::GetFlag(FLAGS_json)) {
       std::cout << ToJson(info) << "\n";
@@ -403,9 +423,8 @@ int Health(const std::shared_ptr<grpc::Channel>& channel) {
   if (absl::GetFlag(FLAGS_deadline_ms) <= 0) {
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }
-  g_active_context = &context;
+  ActiveContext active(&context);
   grpc::Status status = stub->Check(&context, request, &response);
-  g_active_context = nullptr;
   if (!status.ok()) return Report(status);
   std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
             << "\n";
