@@ -80,7 +80,9 @@ def run_client(target, flags):
 
 
 def ids_of(messages):
-    return [t["id"] for m in messages for t in m.get("tokens", [])]
+    # Proto3's JSON mapping (streamgen-client --json, like grpcurl) leaves out
+    # fields at their default: a sampled token 0 (<unk>) has no "id" key.
+    return [t.get("id", 0) for m in messages for t in m.get("tokens", [])]
 
 
 def text_of(messages):
