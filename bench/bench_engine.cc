@@ -1,8 +1,12 @@
 // Engine-only benchmark (no server): decode tokens/s at batch 1, prefill
-// tokens/s, and the weight bandwidth the decode step achieves next to a bare
-// torch::mv pass over matrices holding the same weight bytes.
+// tokens/s, and the weight bandwidth the decode step achieves as a fraction of
+// the read-bandwidth probe: a plain multi-threaded streaming read of a buffer
+// as large as the decode weights, in the same huge-page memory, in the same
+// run (the ceiling of a bandwidth-bound decode step).
 //
-//   streamgen-bench-engine --model DIR [--threads 2] [--new-tokens 64] [--runs 3]
+//   streamgen-bench-engine --model DIR [--dtype float32|bfloat16]
+//       [--quantization none|int8] [--threads 2] [--new-tokens 64] [--runs 3]
+//   streamgen-bench-engine --model DIR --linear-sweep   # the kernels' crossover
 //
 // Prints one line per figure and a final JSON line (for scripts).
 #include <algorithm>
@@ -17,6 +21,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "engine/cpu_kernels.h"
 #include "engine/device.h"
 #include "engine/engine.h"
 #include "engine/llama_model.h"
@@ -26,6 +31,10 @@
 
 ABSL_FLAG(std::string, model, "", "model directory");
 ABSL_FLAG(std::string, dtype, "float32", "compute dtype");
+ABSL_FLAG(std::string, quantization, "none", "weight quantization: none or int8");
+ABSL_FLAG(bool, linear_sweep, false,
+          "instead of the figures above: time the linear layers' kernels (skinny kernel "
+          "against the GEMM path) over row counts, for every weight dtype, at the model's shapes");
 ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the machine's cores)");
 ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
@@ -49,33 +58,91 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// The bare pass: torch::mv over fresh matrices with the decode step's shapes.
-// Returns the mean seconds per pass (the engine's decode figure is a mean too:
-// this machine is noisy, and a best-of would flatter the bare pass).
-double BareMvSeconds(const streamgen::ModelConfig& c, int64_t* bytes, int runs) {
-  c10::InferenceMode guard;
-  std::vector<torch::Tensor> mats;
-  const int64_t h = c.hidden_size;
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    mats.push_back(torch::randn({c.q_size() + 2 * c.kv_size(), h}));
-    mats.push_back(torch::randn({h, c.q_size()}));
-    mats.push_back(torch::randn({2 * c.intermediate_size, h}));
-    mats.push_back(torch::randn({h, c.intermediate_size}));
-  }
-  mats.push_back(torch::randn({c.vocab_size, h}));
-  // The same kind of memory as the model's weights (huge-page backed).
-  for (auto& m : mats) m = streamgen::ToHugePages(m);
-  *bytes = 0;
-  for (const auto& m : mats) *bytes += m.nbytes();
-  std::vector<torch::Tensor> xs;
-  for (const auto& m : mats) xs.push_back(torch::randn({m.size(1)}));
-  for (size_t i = 0; i < mats.size(); ++i) torch::mv(mats[i], xs[i]);  // warm-up
+// The read-bandwidth probe: StreamRead (cpu_kernels.h) over a huge-page
+// buffer of `bytes` bytes, filled first (so every page is faulted in and
+// backed). Returns the mean bytes/s over passes (the decode figures are means).
+double ProbeBytesPerSecond(int64_t bytes, int runs) {
+  torch::Tensor buf = streamgen::ZerosHugePages({bytes}, torch::TensorOptions().dtype(torch::kUInt8));
+  buf.random_(0, 256);
+  uint64_t sink = streamgen::StreamRead(buf.data_ptr(), bytes);  // warm-up
   const int passes = runs * 20;
   auto t0 = Clock::now();
-  for (int r = 0; r < passes; ++r) {
-    for (size_t i = 0; i < mats.size(); ++i) torch::mv(mats[i], xs[i]);
+  for (int r = 0; r < passes; ++r) sink += streamgen::StreamRead(buf.data_ptr(), bytes);
+  const double s = Seconds(t0, Clock::now()) / passes;
+  if (sink == 42) std::printf(" ");  // keeps the reads
+  return bytes / s;
+}
+
+// What one parallel region (at::parallel_for over the threads, empty body)
+// costs, in microseconds: the decode step runs a few per layer.
+double RegionMicros() {
+  const int threads = at::get_num_threads();
+  std::vector<int> touched(threads * 16, 0);
+  const int n = 20000;
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    at::parallel_for(0, threads, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) touched[t * 16]++;
+    });
   }
-  return Seconds(t0, Clock::now()) / passes;
+  return Seconds(t0, Clock::now()) / n * 1e6;
+}
+
+// --linear-sweep: for each weight kind and each of the model's linear shapes,
+// the skinny kernel against the GEMM path (CpuLinear past the crossover) at
+// several row counts; ms per call (mean of many) and the weight GB/s.
+int LinearSweep(const streamgen::ModelConfig& c, int runs) {
+  c10::InferenceMode guard;
+  const int64_t h = c.hidden_size;
+  struct Shape {
+    const char* name;
+    int64_t n, k;
+  };
+  const std::vector<Shape> shapes = {{"qkv", c.q_size() + 2 * c.kv_size(), h},
+                                     {"o", h, c.q_size()},
+                                     {"gate_up", 2 * c.intermediate_size, h},
+                                     {"down", h, c.intermediate_size},
+                                     {"lm_head", c.vocab_size, h}};
+  const double probe = ProbeBytesPerSecond(64 << 20, runs);
+  std::printf("read-bandwidth probe (64 MB)  %.1f GB/s, kernels: %s\n", probe / 1e9,
+              streamgen::ActiveKernelIsa());
+  std::printf("%-8s %-14s %5s %12s %12s %8s %10s\n", "layer", "weights", "rows", "skinny ms",
+              "gemm ms", "gemm/sk", "skinny GB/s");
+  for (const char* kind : {"float32", "bfloat16", "int8+f32", "int8+bf16"}) {
+    const std::string k = kind;
+    const auto xt = (k == "bfloat16" || k == "int8+bf16") ? torch::kBFloat16 : torch::kFloat32;
+    for (const Shape& s : shapes) {
+      torch::Tensor w32 = torch::randn({s.n, s.k});
+      streamgen::LinearWeight w;
+      if (k == "float32" || k == "bfloat16") {
+        w = {streamgen::ToHugePages(w32.to(xt).contiguous()), {}};
+      } else {
+        streamgen::LinearWeight q = streamgen::QuantizeInt8(w32);
+        w = {streamgen::ToHugePages(q.w), q.scale};
+      }
+      for (int64_t m : {1, 2, 4, 8, 16, 32, 64, 128}) {
+        torch::Tensor x = torch::randn({m, s.k}).to(xt);
+        auto time = [&](auto&& f) {
+          f();
+          const int reps = std::max(3, static_cast<int>(2e8 / (w.nbytes() + 1)) * runs / 3);
+          auto t0 = Clock::now();
+          for (int i = 0; i < reps; ++i) f();
+          return Seconds(t0, Clock::now()) / reps;
+        };
+        const double sk = time([&] { streamgen::SkinnyLinear(x, w); });
+        const double gm = time([&] {
+          if (w.int8()) {
+            streamgen::Int8TiledGemm(x, w);
+          } else {
+            torch::mm(x, w.w.t());
+          }
+        });
+        std::printf("%-8s %-14s %5lld %12.4f %12.4f %8.2f %10.1f\n", s.name, kind,
+                    static_cast<long long>(m), sk * 1e3, gm * 1e3, gm / sk, w.nbytes() / sk / 1e9);
+      }
+    }
+  }
+  return 0;
 }
 
 }  // namespace
@@ -93,10 +160,18 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  if (absl::GetFlag(FLAGS_linear_sweep)) return LinearSweep(*config, runs);
+  auto quantization = streamgen::ParseQuantization(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(quantization.status().message()).c_str());
+    return 1;
+  }
+
   // 1. Through the engine: prefill and decode of one greedy request.
   streamgen::EngineOptions options;
   options.model_dir = dir;
   options.dtype = absl::GetFlag(FLAGS_dtype);
+  options.quantization = absl::GetFlag(FLAGS_quantization);
   options.threads = threads;
   options.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
   auto engine = streamgen::Engine::Create(options);
@@ -138,7 +213,7 @@ int main(int argc, char** argv) {
   // 2. The model alone: one decode step at batch 1 (no sampling, no detokenizer).
   auto dtype = streamgen::ParseDtype(absl::GetFlag(FLAGS_dtype), torch::kCPU);
   if (!dtype.ok()) return 1;
-  auto model = streamgen::LlamaModel::Load(dir, {torch::kCPU, *dtype});
+  auto model = streamgen::LlamaModel::Load(dir, {torch::kCPU, *dtype, *quantization});
   if (!model.ok()) return 1;
   double step_s = 0;
   {
@@ -185,31 +260,40 @@ int main(int argc, char** argv) {
   const int64_t decode_bytes = (*model)->DecodeWeightBytes();
   model->reset();
 
-  // 3. The bare mv pass over the same weight bytes.
-  int64_t bare_bytes = 0;
-  const double bare_s = BareMvSeconds(*config, &bare_bytes, runs);
+  // 3. The read-bandwidth probe over as many bytes as the decode step reads.
+  const double probe_bps = ProbeBytesPerSecond(decode_bytes, runs);
+  const double region_us = RegionMicros();
 
   const double achieved_gbs = decode_bytes * engine_tps / 1e9;
   const double step_gbs = decode_bytes / step_s / 1e9;
-  const double bare_gbs = bare_bytes / bare_s / 1e9;
+  const double probe_gbs = probe_bps / 1e9;
   std::printf("model                      %s (%d layers, hidden %d, vocab %d)\n", dir.c_str(),
               config->num_hidden_layers, config->hidden_size, config->vocab_size);
+  std::printf("dtype                      %s, weights %s, kernels %s\n", options.dtype.c_str(),
+              streamgen::QuantizationName(*quantization), streamgen::ActiveKernelIsa());
   std::printf("threads                    %d\n", threads);
   std::printf("decode weight bytes        %.1f MB (embedding excluded)\n", decode_bytes / 1e6);
+  std::printf("read-bandwidth probe       %.1f GB/s (mean, %.1f MB in huge pages)\n", probe_gbs,
+              decode_bytes / 1e6);
   std::printf("prefill                    %d tokens in %.2f ms = %.0f tokens/s\n", prompt_tokens,
               best_prefill_ms, prompt_tokens / (best_prefill_ms / 1000.0));
-  std::printf("decode (engine, batch 1)   %.1f tokens/s  -> %.1f GB/s of weights\n", engine_tps,
-              achieved_gbs);
-  std::printf("decode step (model only)   %.2f ms (mean) -> %.1f GB/s\n", step_s * 1000, step_gbs);
+  std::printf("decode (engine, batch 1)   %.1f tokens/s  -> %.1f GB/s = %.3f of the probe\n",
+              engine_tps, achieved_gbs, achieved_gbs / probe_gbs);
+  std::printf("decode step (model only)   %.2f ms (mean) -> %.1f GB/s = %.3f of the probe\n",
+              step_s * 1000, step_gbs, step_gbs / probe_gbs);
   std::printf("decode step (model only, batch %d) %.2f ms (mean) -> %.0f tokens/s\n", batch,
               batch_step_s * 1000, batch / batch_step_s);
-  std::printf("bare torch::mv pass        %.2f ms (mean) -> %.1f GB/s\n", bare_s * 1000, bare_gbs);
-  std::printf("engine decode / bare pass  %.3f\n", achieved_gbs / bare_gbs);
+  std::printf("parallel region            %.2f us each (empty at::parallel_for over %d threads)\n",
+              region_us, threads);
   std::printf(
-      "{\"threads\":%d,\"decode_weight_bytes\":%lld,\"prefill_tokens\":%d,\"prefill_ms\":%.3f,"
-      "\"decode_tokens_per_s\":%.2f,\"achieved_gbs\":%.2f,\"model_step_ms\":%.3f,"
-      "\"bare_mv_ms\":%.3f,\"bare_gbs\":%.2f,\"ratio\":%.3f}\n",
-      threads, static_cast<long long>(decode_bytes), prompt_tokens, best_prefill_ms, engine_tps,
-      achieved_gbs, step_s * 1000, bare_s * 1000, bare_gbs, achieved_gbs / bare_gbs);
+      "{\"threads\":%d,\"dtype\":\"%s\",\"quantization\":\"%s\",\"decode_weight_bytes\":%lld,"
+      "\"prefill_tokens\":%d,\"prefill_ms\":%.3f,\"decode_tokens_per_s\":%.2f,"
+      "\"achieved_gbs\":%.2f,\"model_step_ms\":%.3f,\"batch\":%d,\"batch_step_ms\":%.3f,"
+      "\"probe_gbs\":%.2f,\"fraction_of_probe\":%.3f,\"step_fraction_of_probe\":%.3f,"
+      "\"region_us\":%.2f}\n",
+      threads, options.dtype.c_str(), streamgen::QuantizationName(*quantization),
+      static_cast<long long>(decode_bytes), prompt_tokens, best_prefill_ms, engine_tps,
+      achieved_gbs, step_s * 1000, batch, batch_step_s * 1000, probe_gbs, achieved_gbs / probe_gbs,
+      step_gbs / probe_gbs, region_us);
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "engine/cpu_kernels.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -23,6 +24,8 @@
 
 namespace streamgen {
 namespace {
+
+std::atomic<bool> g_force_portable{false};
 
 // Not under TSan: target_clones dispatches through an IFUNC resolver that the
 // dynamic linker runs before TSan's runtime is initialized, and the resolver's
@@ -329,13 +332,116 @@ SG_AVX512 void RmsNormRowAvx512(const T* x, const T* w, T* out, int64_t n, float
   }
 }
 
-bool HasAvx512() {
+bool CpuHasAvx512() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   return has;
 }
+bool HasAvx512() { return !g_force_portable.load(std::memory_order_relaxed) && CpuHasAvx512(); }
+
+// ---- SkinnyLinear, AVX-512 ----
+// 16 weights of row `p` as float32: float32, bfloat16 or int8 storage.
+SG_AVX512 inline __m512 Load16(const int8_t* p, __mmask16 m) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+}
+
+// Rows [n0, n0 + R) of w against every row of x: out[m, n] for m < M.
+// Each (m, n) is one accumulator: x[m, 0:16] * w[n, 0:16] fused into it, then
+// the next 16, ..., the tail masked, then _mm512_reduce_add_ps, so its value
+// depends on neither M nor R (batch invariance). M <= 8 rows at a time; the R
+// weight rows (R * K values) stay in L1/L2 across the row groups of a larger M.
+template <typename W, int R, int MG>
+SG_AVX512 inline void SkinnyTile(const float* x, int64_t m_rows, const W* w, int64_t k, int64_t n0,
+                                 float* out, int64_t n) {
+  for (int64_t m0 = 0; m0 < m_rows; m0 += MG) {
+    const int64_t mg = std::min<int64_t>(MG, m_rows - m0);
+    __m512 acc[R][MG];
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < MG; ++g) acc[r][g] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < k; j += 16) {
+      const __mmask16 mask = TailMask(k, j);
+      __m512 wv[R];
+      for (int r = 0; r < R; ++r) wv[r] = Load16(w + (n0 + r) * k + j, mask);
+      for (int g = 0; g < MG; ++g) {
+        if (g >= mg) break;
+        const __m512 xv = _mm512_maskz_loadu_ps(mask, x + (m0 + g) * k + j);
+        for (int r = 0; r < R; ++r) acc[r][g] = _mm512_fmadd_ps(xv, wv[r], acc[r][g]);
+      }
+    }
+    for (int g = 0; g < mg; ++g)
+      for (int r = 0; r < R; ++r) out[(m0 + g) * n + n0 + r] = _mm512_reduce_add_ps(acc[r][g]);
+  }
+}
+
+// Output columns [begin, end) of x [M, K] (float32) times w [N, K]^T, into
+// out [M, N] (float32, unscaled). Tiles of R weight rows: R = 8 for one or two
+// rows of x (eight streams of weights keep enough loads in flight), fewer as
+// M grows (R * min(M, 8) accumulators in 32 registers).
+template <typename W>
+SG_AVX512 void SkinnyAvx512(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
+                            int64_t begin, int64_t end, float* out) {
+  int64_t c = begin;
+  if (m <= 2) {
+    for (; c + 8 <= end; c += 8) SkinnyTile<W, 8, 2>(x, m, w, k, c, out, n);
+  } else if (m <= 4) {
+    for (; c + 4 <= end; c += 4) SkinnyTile<W, 4, 4>(x, m, w, k, c, out, n);
+  } else {
+    for (; c + 2 <= end; c += 2) SkinnyTile<W, 2, 8>(x, m, w, k, c, out, n);
+  }
+  for (; c < end; ++c) SkinnyTile<W, 1, 8>(x, m, w, k, c, out, n);
+}
+
+SG_AVX512 uint64_t StreamReadAvx512(const char* p, int64_t bytes) {
+  __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  int64_t i = 0;
+  for (; i + 256 <= bytes; i += 256) {
+    acc0 = _mm512_xor_si512(acc0, _mm512_loadu_si512(p + i));
+    acc1 = _mm512_xor_si512(acc1, _mm512_loadu_si512(p + i + 64));
+    acc2 = _mm512_xor_si512(acc2, _mm512_loadu_si512(p + i + 128));
+    acc3 = _mm512_xor_si512(acc3, _mm512_loadu_si512(p + i + 192));
+  }
+  const __m512i acc = _mm512_xor_si512(_mm512_xor_si512(acc0, acc1), _mm512_xor_si512(acc2, acc3));
+  uint64_t sum = static_cast<uint64_t>(_mm512_reduce_add_epi64(acc));
+  for (; i < bytes; ++i) sum += static_cast<unsigned char>(p[i]);
+  return sum;
+}
 #define SG_HAVE_AVX512_KERNEL 1
+#else
+bool HasAvx512() { return false; }
 #endif
+
+// ---- SkinnyLinear, portable ----
+inline float ToFloat(int8_t q) { return static_cast<float>(q); }
+
+// One dot product per (m, n), each by the same loop whatever M (batch
+// invariance, as the AVX-512 body; the two bodies' roundings differ).
+template <typename W>
+inline __attribute__((always_inline)) void SkinnyPortable(const float* x, int64_t m, const W* w,
+                                                          int64_t k, int64_t n, int64_t begin,
+                                                          int64_t end, float* out) {
+  for (int64_t c = begin; c < end; ++c) {
+    const W* wr = w + c * k;
+    for (int64_t r = 0; r < m; ++r) {
+      const float* xr = x + r * k;
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t j = 0; j < k; ++j) dot += xr[j] * ToFloat(wr[j]);
+      out[r * n + c] = dot;
+    }
+  }
+}
+SG_TARGET_CLONES void SkinnyPortableF32(const float* x, int64_t m, const float* w, int64_t k,
+                                        int64_t n, int64_t begin, int64_t end, float* out) {
+  SkinnyPortable(x, m, w, k, n, begin, end, out);
+}
+SG_TARGET_CLONES void SkinnyPortableBf16(const float* x, int64_t m, const uint16_t* w, int64_t k,
+                                         int64_t n, int64_t begin, int64_t end, float* out) {
+  SkinnyPortable(x, m, w, k, n, begin, end, out);
+}
+SG_TARGET_CLONES void SkinnyPortableI8(const float* x, int64_t m, const int8_t* w, int64_t k,
+                                       int64_t n, int64_t begin, int64_t end, float* out) {
+  SkinnyPortable(x, m, w, k, n, begin, end, out);
+}
 
 }  // namespace
 
@@ -476,6 +582,140 @@ torch::Tensor SiluMul(const torch::Tensor& gu) {
   }
 #endif
   return torch::silu(gu.narrow(1, 0, inter)) * gu.narrow(1, inter, inter);
+}
+
+void SetKernelIsa(KernelIsa isa) {
+  g_force_portable.store(isa == KernelIsa::kPortable, std::memory_order_relaxed);
+}
+
+const char* ActiveKernelIsa() { return HasAvx512() ? "avx512" : "portable"; }
+
+LinearWeight QuantizeInt8(const torch::Tensor& w) {
+  TORCH_CHECK(w.dim() == 2 && w.is_floating_point(), "QuantizeInt8: a floating [N, K] weight");
+  c10::InferenceMode guard;
+  torch::Tensor wf = w.to(torch::kFloat32);
+  torch::Tensor amax = wf.abs().amax(1);
+  torch::Tensor scale = torch::where(amax > 0, amax / 127.0, torch::ones_like(amax));
+  torch::Tensor q = torch::round(wf / scale.unsqueeze(1)).clamp(-127, 127).to(torch::kInt8);
+  return {q.contiguous(), scale.contiguous()};
+}
+
+torch::Tensor DequantizeInt8(const LinearWeight& w) {
+  TORCH_CHECK(w.int8(), "DequantizeInt8: not an int8 weight");
+  return w.w.to(torch::kFloat32) * w.scale.unsqueeze(1);
+}
+
+torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
+  RECORD_FUNCTION("streamgen::skinny_linear", std::vector<c10::IValue>());
+  const torch::Tensor& w = lw.w;
+  const auto xt = x.scalar_type();
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu() && x.dim() == 2 && w.dim() == 2 &&
+                  x.is_contiguous() && w.is_contiguous() && x.size(1) == w.size(1),
+              "SkinnyLinear: x [M, K] and w [N, K], contiguous CPU tensors");
+  TORCH_CHECK(xt == torch::kFloat32 || xt == torch::kBFloat16, "SkinnyLinear: x float32 or bfloat16");
+  TORCH_CHECK(lw.int8() ? w.scalar_type() == torch::kInt8 &&
+                              lw.scale.scalar_type() == torch::kFloat32 &&
+                              lw.scale.numel() == w.size(0) && lw.scale.is_contiguous()
+                        : w.scalar_type() == xt,
+              "SkinnyLinear: w in x's dtype, or int8 with a float32 scale per row");
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  // x as float32 (the accumulation type), converted once for every thread.
+  torch::Tensor xf = xt == torch::kFloat32 ? x : x.to(torch::kFloat32);
+  torch::Tensor acc = xt == torch::kFloat32 && !lw.int8()
+                          ? torch::empty({m, n}, x.options())
+                          : torch::empty({m, n}, x.options().dtype(torch::kFloat32));
+  const float* xp = xf.data_ptr<float>();
+  float* op = acc.data_ptr<float>();
+  const void* wp = w.data_ptr();
+  const auto wt = w.scalar_type();
+  const bool avx512 = HasAvx512();
+  // Whole tiles of 8 columns per thread where the split allows.
+  const int64_t grain = std::max<int64_t>(8, (n / std::max(1, at::get_num_threads()) + 7) / 8 * 8);
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+#ifdef SG_HAVE_AVX512_KERNEL
+    if (avx512) {
+      if (wt == torch::kFloat32) {
+        SkinnyAvx512(xp, m, static_cast<const float*>(wp), k, n, begin, end, op);
+      } else if (wt == torch::kBFloat16) {
+        SkinnyAvx512(xp, m, static_cast<const uint16_t*>(wp), k, n, begin, end, op);
+      } else {
+        SkinnyAvx512(xp, m, static_cast<const int8_t*>(wp), k, n, begin, end, op);
+      }
+      return;
+    }
+#endif
+    (void)avx512;
+    if (wt == torch::kFloat32) {
+      SkinnyPortableF32(xp, m, static_cast<const float*>(wp), k, n, begin, end, op);
+    } else if (wt == torch::kBFloat16) {
+      SkinnyPortableBf16(xp, m, static_cast<const uint16_t*>(wp), k, n, begin, end, op);
+    } else {
+      SkinnyPortableI8(xp, m, static_cast<const int8_t*>(wp), k, n, begin, end, op);
+    }
+  });
+  if (lw.int8()) acc.mul_(lw.scale.unsqueeze(0));
+  return acc.scalar_type() == xt ? acc : acc.to(xt);
+}
+
+int64_t SkinnyMaxRows(const LinearWeight& w) {
+  // bench/README.md, "Linear kernels": streamgen-bench-engine --linear-sweep.
+  if (w.int8()) return 64;
+  return w.w.scalar_type() == torch::kBFloat16 ? 8 : 8;
+}
+
+torch::Tensor CpuLinear(const torch::Tensor& x, const LinearWeight& w) {
+  const auto xt = x.scalar_type();
+  if ((xt == torch::kFloat32 || xt == torch::kBFloat16) && x.size(0) <= SkinnyMaxRows(w)) {
+    return SkinnyLinear(x.contiguous(), w);
+  }
+  if (!w.int8()) return torch::mm(x, w.w.t());
+  return Int8TiledGemm(x, w);
+}
+
+torch::Tensor Int8TiledGemm(const torch::Tensor& x, const LinearWeight& w) {
+  // Dequantize-in-GEMM: a tile of weight rows (~512K values) at a time to x's
+  // dtype, each tile through mm (the tile is written and read back from cache).
+  RECORD_FUNCTION("streamgen::int8_tiled_gemm", std::vector<c10::IValue>());
+  TORCH_CHECK(w.int8() && x.dim() == 2 && x.size(1) == w.w.size(1), "Int8TiledGemm: shapes");
+  const auto xt = x.scalar_type();
+  const int64_t n = w.w.size(0), k = w.w.size(1);
+  const int64_t tile = std::max<int64_t>(64, (int64_t{1} << 19) / std::max<int64_t>(1, k));
+  torch::Tensor out = torch::empty({x.size(0), n}, x.options());
+  for (int64_t n0 = 0; n0 < n; n0 += tile) {
+    const int64_t rows = std::min(tile, n - n0);
+    torch::Tensor deq = (w.w.narrow(0, n0, rows).to(torch::kFloat32) *
+                         w.scale.narrow(0, n0, rows).unsqueeze(1)).to(xt);
+    out.narrow(1, n0, rows).copy_(torch::mm(x, deq.t()));
+  }
+  return out;
+}
+
+uint64_t StreamRead(const void* data, int64_t bytes) {
+  const char* p = static_cast<const char*>(data);
+  const int64_t threads = std::max(1, at::get_num_threads());
+  std::vector<uint64_t> sums(threads, 0);
+  // Parts of whole 4 KiB pages, one per thread.
+  const int64_t part = (bytes / threads + 4095) / 4096 * 4096;
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t lo = std::min(bytes, t * part), hi = std::min(bytes, lo + part);
+#ifdef SG_HAVE_AVX512_KERNEL
+      if (CpuHasAvx512()) {
+        sums[t] = StreamReadAvx512(p + lo, hi - lo);
+        continue;
+      }
+#endif
+      uint64_t s = 0;
+      const uint64_t* q = reinterpret_cast<const uint64_t*>(p + lo);
+      const int64_t words = (hi - lo) / 8;
+      for (int64_t i = 0; i < words; ++i) s ^= q[i];
+      for (int64_t i = lo + words * 8; i < hi; ++i) s += static_cast<unsigned char>(p[i]);
+      sums[t] = s;
+    }
+  });
+  uint64_t sum = 0;
+  for (uint64_t s : sums) sum += s;
+  return sum;
 }
 
 }  // namespace streamgen

@@ -57,4 +57,58 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps
 // a temporary; together ~4% of a mixed prefill + decode step here).
 torch::Tensor SiluMul(const torch::Tensor& gu);
 
+// ---- Linear layers of the decode step (issue 12) ----
+//
+// A linear layer's weight [N, K] (N outputs, K inputs): in the compute dtype
+// (float32 or bfloat16), or int8 with one float32 scale per output row
+// (symmetric, weight ~= q * scale[n]; QuantizeInt8).
+struct LinearWeight {
+  torch::Tensor w;      // [N, K] contiguous: the compute dtype, or int8
+  torch::Tensor scale;  // [N] float32 when w is int8, else undefined
+  bool int8() const { return scale.defined(); }
+  int64_t nbytes() const { return w.nbytes() + (scale.defined() ? scale.nbytes() : 0); }
+};
+
+// Symmetric per-output-row int8: scale[n] = max_k |w[n, k]| / 127 (1 for an
+// all-zero row), q = round(w / scale) in [-127, 127]. Computed in float32
+// from any floating dtype. |w - q * scale| <= scale / 2 per element.
+LinearWeight QuantizeInt8(const torch::Tensor& w);
+// q * scale as float32 [N, K] (tests, the error measurements).
+torch::Tensor DequantizeInt8(const LinearWeight& w);
+
+// y = x w^T for x [M, K] (float32 or bfloat16, contiguous) -> [M, N] in x's
+// dtype: the matrix-vector / skinny-matrix kernel. Every output is one dot
+// product accumulated in float32 over K in the same order whatever M, the
+// row's place in the batch or the thread split: a row gives bit-identical
+// results alone and among others (batch-invariant). The weight is read from
+// memory once per call (tiles of a few weight rows are reused from cache for
+// every row of x). Weight dtypes: x's own, or int8 (LinearWeight::scale).
+// Threads split the output columns (one parallel region per call).
+torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& w);
+
+// The linear layer as LlamaModel runs it on the CPU: SkinnyLinear up to
+// SkinnyMaxRows(w) rows of x, above that the GEMM path (libtorch's mm for the
+// compute dtype; int8 weights dequantized to x's dtype a tile of rows at a
+// time, each tile through mm). Batch-invariant only up to SkinnyMaxRows.
+torch::Tensor CpuLinear(const torch::Tensor& x, const LinearWeight& w);
+// The int8 GEMM path: w dequantized to x's dtype a tile of rows at a time,
+// each tile through libtorch's mm (CpuLinear above the crossover).
+torch::Tensor Int8TiledGemm(const torch::Tensor& x, const LinearWeight& w);
+// The crossover: rows of x above which CpuLinear leaves the skinny kernel
+// (measured per weight dtype: bench/README.md, "Linear kernels").
+int64_t SkinnyMaxRows(const LinearWeight& w);
+
+// Which bodies the kernels above (all of this header's kernels) use: the
+// hand-written AVX-512 ones where the CPU has AVX-512 (kAuto), or the
+// portable ones everywhere (kPortable; tests and benchmarks compare both).
+enum class KernelIsa { kAuto, kPortable };
+void SetKernelIsa(KernelIsa isa);
+// "avx512" or "portable": what the kernels run now.
+const char* ActiveKernelIsa();
+
+// A plain multi-threaded streaming read of `bytes` bytes at `data` (one
+// parallel region, each thread a contiguous part); returns a checksum so the
+// reads cannot be optimised away. The read-bandwidth probe of the benchmarks.
+uint64_t StreamRead(const void* data, int64_t bytes);
+
 }  // namespace streamgen

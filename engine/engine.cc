@@ -584,9 +584,11 @@ Engine::~Engine() { Shutdown(); }
 // the KV pool.
 static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptions& options,
                                                                torch::Device device,
-                                                               torch::ScalarType dtype) {
+                                                               torch::ScalarType dtype,
+                                                               Quantization quantization) {
   ConfigureThreads(options.threads);
-  SG_ASSIGN_OR_RETURN(auto model, LlamaModel::Load(options.model_dir, ModelOptions{device, dtype}));
+  SG_ASSIGN_OR_RETURN(auto model, LlamaModel::Load(options.model_dir,
+                                                   ModelOptions{device, dtype, quantization}));
   SG_ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Load(options.model_dir + "/tokenizer.model"));
   const ModelConfig& c = model->config();
   if (tokenizer->piece_count() > c.vocab_size) {
@@ -603,6 +605,7 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   info.tokenizer_vocab_size = tokenizer->piece_count();
   info.context_length = c.max_position_embeddings;
   info.dtype = DtypeName(dtype);
+  info.quantization = QuantizationName(quantization);
   info.device = device.str();
   info.bos_token_id = c.bos_token_id;
   info.eos_token_ids = c.eos_token_ids;
@@ -613,7 +616,13 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   info.max_stop_strings = options.max_stop_strings;
   info.max_stop_string_bytes = options.max_stop_string_bytes;
   info.chat_template = c.chat_template;
-  SG_ASSIGN_OR_RETURN(info.fingerprint, ModelFingerprint(options.model_dir, DtypeName(dtype)));
+  // Quantized weights give other tokens: their fingerprint differs (the
+  // unquantized one is unchanged from before quantization existed).
+  SG_ASSIGN_OR_RETURN(info.fingerprint,
+                      ModelFingerprint(options.model_dir,
+                                       quantization == Quantization::kNone
+                                           ? std::string(DtypeName(dtype))
+                                           : absl::StrCat(DtypeName(dtype), "+", info.quantization)));
 
   // The KV pool: kv_cache_blocks, or enough for max_batch full contexts within
   // kv_cache_bytes, allocated once here.
@@ -654,6 +663,7 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   SG_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
   SG_ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(options.dtype, device));
+  SG_ASSIGN_OR_RETURN(Quantization quantization, ParseQuantization(options.quantization));
   if (options.max_queue < 1) return absl::InvalidArgumentError("max_queue: must be at least 1");
   if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch: must be at least 1");
   if (options.default_max_new_tokens < 1) {
@@ -675,10 +685,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   // the loop thread then pays for sleeping and waking its workers: 8-17% per
   // decode step on a 2-core machine (float32 at batch 1, bfloat16 at 16).
   auto ready = std::make_shared<std::promise<absl::StatusOr<Impl*>>>();
-  std::thread loop([ready, options, device, dtype] {
+  std::thread loop([ready, options, device, dtype, quantization] {
     absl::StatusOr<std::unique_ptr<Impl>> impl = absl::InternalError("engine set-up failed");
     try {  // an exception must not escape this thread (std::terminate)
-      impl = BuildImpl(options, device, dtype);
+      impl = BuildImpl(options, device, dtype, quantization);
     } catch (const std::exception& e) {
       impl = absl::InternalError(absl::StrCat("loading ", options.model_dir, ": ", e.what()));
     }

@@ -17,6 +17,7 @@ struct EngineOptions {
   std::string model_dir;              // Hugging Face layout (config.json, *.safetensors, tokenizer.model)
   std::string device = "cpu";         // "cpu", "cuda", "cuda:N"
   std::string dtype;                  // "float32" | "bfloat16" | "float16"; "": float32 on CPU, bfloat16 on CUDA
+  std::string quantization;           // "none" (or "") | "int8": weight-only, CPU only (llama_model.h)
   int threads = 0;                    // intra-op threads; 0: $OMP_NUM_THREADS, else the machine's cores
   int max_queue = 64;                 // waiting requests; beyond: RESOURCE_EXHAUSTED
   int max_batch = 16;                 // running sequences, decoded together in one batch
@@ -41,6 +42,7 @@ struct ModelInfo {
   int tokenizer_vocab_size = 0;
   int context_length = 0;    // max_position_embeddings
   std::string dtype;         // compute dtype
+  std::string quantization;  // "none" | "int8"
   std::string device;
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
@@ -56,7 +58,7 @@ struct ModelInfo {
   int max_stop_strings = 0;
   int max_stop_string_bytes = 0;
   std::string chat_template;  // tokenizer_config.json's chat_template ("" when none)
-  std::string fingerprint;    // ModelFingerprint(model_dir, dtype) (engine/fingerprint.h)
+  std::string fingerprint;    // ModelFingerprint(model_dir, dtype[+quantization]) (engine/fingerprint.h)
 };
 
 // Counters for tests and metrics (monotonic except the gauges).

@@ -18,11 +18,11 @@ namespace streamgen {
 
 struct LlamaModel::Layer {
   torch::Tensor attn_norm;  // [hidden]
-  torch::Tensor wqkv;       // [(H + 2 KV) * D, hidden]: q_proj, k_proj, v_proj stacked
-  torch::Tensor wo;         // [hidden, H * D]
+  LinearWeight wqkv;        // [(H + 2 KV) * D, hidden]: q_proj, k_proj, v_proj stacked
+  LinearWeight wo;          // [hidden, H * D]
   torch::Tensor mlp_norm;   // [hidden]
-  torch::Tensor w_gate_up;  // [2 * intermediate, hidden]: gate_proj, up_proj stacked
-  torch::Tensor w_down;     // [hidden, intermediate]
+  LinearWeight w_gate_up;   // [2 * intermediate, hidden]: gate_proj, up_proj stacked
+  LinearWeight w_down;      // [hidden, intermediate]
 };
 
 namespace {
@@ -51,7 +51,24 @@ torch::Tensor ToTorch(const TensorView& view, const ModelOptions& options) {
   return ToHugePages(t.to(options.dtype).to(options.device).contiguous());
 }
 
+// A linear layer's weight as the model keeps it: in the compute dtype, or
+// quantized (in huge pages either way).
+LinearWeight MakeLinear(const torch::Tensor& w, const ModelOptions& options) {
+  if (options.quantization == Quantization::kNone) return {w, {}};
+  LinearWeight q = QuantizeInt8(w);
+  return {ToHugePages(q.w), q.scale};
+}
+
 }  // namespace
+
+const char* QuantizationName(Quantization q) { return q == Quantization::kInt8 ? "int8" : "none"; }
+
+absl::StatusOr<Quantization> ParseQuantization(const std::string& name) {
+  if (name.empty() || name == "none") return Quantization::kNone;
+  if (name == "int8") return Quantization::kInt8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown quantization '", name, "': want none or int8"));
+}
 
 LlamaModel::LlamaModel(ModelConfig config, ModelOptions options)
     : config_(std::move(config)), options_(options) {}
@@ -64,6 +81,12 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
         "dtype float16 is not supported on CPU (libtorch has no float16 CPU kernels): use "
         "float32 or bfloat16");
   }
+  if (options.quantization != Quantization::kNone && !options.device.is_cpu()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantization ", QuantizationName(options.quantization),
+        " is implemented for the CPU only (its kernels are AVX-512 / portable C++): on ",
+        options.device.str(), " use --quantization none"));
+  }
   SG_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   SG_ASSIGN_OR_RETURN(auto store, WeightStore::OpenDir(dir));
   SG_RETURN_IF_ERROR(ValidateWeights(config, *store));
@@ -74,22 +97,26 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
     auto get = [&](const std::string& name) { return ToTorch(*store->Find(name), options); };
     model->embed_ = get("model.embed_tokens.weight");
     model->final_norm_ = get("model.norm.weight");
-    model->lm_head_ = config.tie_word_embeddings ? model->embed_ : get("lm_head.weight");
+    model->lm_head_ =
+        MakeLinear(config.tie_word_embeddings ? model->embed_ : get("lm_head.weight"), options);
     for (int i = 0; i < config.num_hidden_layers; ++i) {
       const std::string p = absl::StrCat("model.layers.", i, ".");
       auto layer = std::make_unique<Layer>();
       layer->attn_norm = get(p + "input_layernorm.weight");
-      layer->wqkv = ToHugePages(torch::cat({get(p + "self_attn.q_proj.weight"),
-                                            get(p + "self_attn.k_proj.weight"),
-                                            get(p + "self_attn.v_proj.weight")},
-                                           0)
-                                    .contiguous());
-      layer->wo = get(p + "self_attn.o_proj.weight");
+      layer->wqkv = MakeLinear(ToHugePages(torch::cat({get(p + "self_attn.q_proj.weight"),
+                                                       get(p + "self_attn.k_proj.weight"),
+                                                       get(p + "self_attn.v_proj.weight")},
+                                                      0)
+                                               .contiguous()),
+                               options);
+      layer->wo = MakeLinear(get(p + "self_attn.o_proj.weight"), options);
       layer->mlp_norm = get(p + "post_attention_layernorm.weight");
-      layer->w_gate_up = ToHugePages(
-          torch::cat({get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, 0)
-              .contiguous());
-      layer->w_down = get(p + "mlp.down_proj.weight");
+      layer->w_gate_up = MakeLinear(
+          ToHugePages(
+              torch::cat({get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, 0)
+                  .contiguous()),
+          options);
+      layer->w_down = MakeLinear(get(p + "mlp.down_proj.weight"), options);
       model->layers_.push_back(std::move(layer));
     }
     // Rotary tables, computed in float32 as Hugging Face does, then cast.
@@ -147,11 +174,12 @@ int64_t LlamaModel::DecodeWeightBytes() const {
   return bytes;
 }
 
-// x: [n, in], w: [out, in] -> [n, out]. One row goes through matrix-vector
-// (on this CPU float32 mv reads weights ~2.5x faster than a 1-row GEMM).
-torch::Tensor LlamaModel::Linear(const torch::Tensor& x, const torch::Tensor& w) const {
-  if (x.size(0) == 1 && x.device().is_cpu()) return torch::mv(w, x[0]).unsqueeze(0);
-  return torch::mm(x, w.t());  // w.t() is a transposed view: BLAS / oneDNN read it in place
+// x: [n, in], w: [out, in] -> [n, out]. On the CPU a few rows go through the
+// skinny kernel (cpu_kernels.h: it reads the weights at the bandwidth limit,
+// where libtorch's bfloat16 mv read ~9 GB/s of ~30) and more through GEMM.
+torch::Tensor LlamaModel::Linear(const torch::Tensor& x, const LinearWeight& w) const {
+  if (x.device().is_cpu()) return CpuLinear(x, w);
+  return torch::mm(x, w.w.t());  // w.t() is a transposed view: BLAS reads it in place
 }
 
 // x: [n, hidden]; statistics in float32 as Hugging Face's LlamaRMSNorm does

@@ -9,14 +9,27 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
+#include "engine/cpu_kernels.h"
 #include "engine/model_config.h"
 
 namespace streamgen {
 
+// Weight-only quantization of the linear layers (q, k, v, o, gate, up, down,
+// lm_head; the embedding and the norms stay in the compute dtype).
+enum class Quantization { kNone, kInt8 };
+
 struct ModelOptions {
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat32;  // compute dtype (weights are converted at load)
+  // kInt8 (CPU only): symmetric per-output-channel int8 computed at load from
+  // the checkpoint's weights (cpu_kernels.h, QuantizeInt8); activations stay
+  // in `dtype`.
+  Quantization quantization = Quantization::kNone;
 };
+
+// "none" | "int8" (flags, GetModelInfo).
+const char* QuantizationName(Quantization q);
+absl::StatusOr<Quantization> ParseQuantization(const std::string& name);
 
 // The KV cache: a pool of fixed-size blocks shared by all sequences, allocated
 // once. A sequence's block table maps position p to block table[p / block_size],
@@ -95,11 +108,11 @@ class LlamaModel {
   std::vector<std::unique_ptr<Layer>> layers_;
   torch::Tensor embed_;      // [vocab, hidden]
   torch::Tensor final_norm_; // [hidden]
-  torch::Tensor lm_head_;    // [vocab, hidden] (the embedding when tied)
+  LinearWeight lm_head_;     // [vocab, hidden] (the embedding when tied and not quantized)
   torch::Tensor cos_;        // [max_positions, head_dim] (HF rotate-half layout), compute dtype
   torch::Tensor sin_;        // [max_positions, head_dim]
 
-  torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w) const;
+  torch::Tensor Linear(const torch::Tensor& x, const LinearWeight& w) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
   torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
                           const torch::Tensor& sin) const;

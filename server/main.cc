@@ -32,6 +32,10 @@ ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda, cuda:N.");
 ABSL_FLAG(std::string, dtype, "",
           "Compute dtype: float32, bfloat16, float16 (CUDA only). Default: float32 on CPU, "
           "bfloat16 on CUDA.");
+ABSL_FLAG(std::string, quantization, "none",
+          "Weight-only quantization of the linear layers: none, or int8 (CPU only: symmetric "
+          "per-output-channel int8 computed at load from the checkpoint; activations stay in "
+          "--dtype; about a quarter of float32's weight bytes per token).");
 ABSL_FLAG(int, threads, 0,
           "CPU threads for the model's math (0: $OMP_NUM_THREADS if set, else the machine's cores).");
 ABSL_FLAG(int, max_queue, 64, "Requests waiting for a batch slot; beyond it RESOURCE_EXHAUSTED.");
@@ -124,6 +128,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   engine.model_dir = absl::GetFlag(FLAGS_model);
   engine.device = absl::GetFlag(FLAGS_device);
   engine.dtype = absl::GetFlag(FLAGS_dtype);
+  engine.quantization = absl::GetFlag(FLAGS_quantization);
   engine.threads = absl::GetFlag(FLAGS_threads);
   engine.max_queue = absl::GetFlag(FLAGS_max_queue);
   engine.max_batch = absl::GetFlag(FLAGS_max_batch);

@@ -155,7 +155,7 @@ absl::Status StreamgenServer::LoadModel() {
   LogEvent(spdlog::level::info, "serving",
            {{"model", info.name}, {"architecture", info.architecture},
             {"context_length", info.context_length}, {"dtype", info.dtype},
-            {"device", info.device}, {"chat_template", service_->chat_family()},
+            {"quantization", info.quantization}, {"device", info.device}, {"chat_template", service_->chat_family()},
             {"load_s", absl::ToDoubleSeconds(absl::Now() - start)}});
   return absl::OkStatus();
 }

@@ -240,6 +240,7 @@ void TextGenerationService::FillModelInfo(const Model& model, v1::ModelInfo* out
   out->set_vocab_size(info.vocab_size);
   out->set_context_length(info.context_length);
   out->set_dtype(info.dtype);
+  out->set_quantization(info.quantization);
   out->set_device(info.device);
   out->set_tokenizer_vocab_size(info.tokenizer_vocab_size);
   out->set_bos_token_id(info.bos_token_id);

@@ -2,7 +2,8 @@
 //
 //   streamgen-generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
 //       [--top-k K] [--top-p P] [--min-p P] [--seed S] [--stop STR]... [--ignore-eos]
-//       [--device cpu|cuda:0] [--dtype float32|bfloat16|float16] [--threads N] [--json]
+//       [--device cpu|cuda:0] [--dtype float32|bfloat16|float16] [--quantization none|int8]
+//       [--threads N] [--json]
 //
 // Streams text to stdout as it is generated; with --json prints exactly one JSON
 // object when done. Errors go to stderr with a non-zero exit.
@@ -47,6 +48,8 @@ ABSL_FLAG(bool, ignore_eos, false, "keep generating past EOS");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "", "float32, bfloat16 or float16; default float32 on CPU, "
                                   "bfloat16 on CUDA");
+ABSL_FLAG(std::string, quantization, "none",
+          "weight-only quantization: none or int8 (CPU only; activations stay in --dtype)");
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0: $OMP_NUM_THREADS if set, else the machine's cores");
 ABSL_FLAG(bool, json, false, "print one JSON object when done instead of streaming text");
 
@@ -128,6 +131,7 @@ int main(int argc, char** argv) {
   options.model_dir = absl::GetFlag(FLAGS_model);
   options.device = absl::GetFlag(FLAGS_device);
   options.dtype = absl::GetFlag(FLAGS_dtype);
+  options.quantization = absl::GetFlag(FLAGS_quantization);
   options.threads = absl::GetFlag(FLAGS_threads);
   if (options.model_dir.empty()) return Fail("--model is required");
   auto engine = streamgen::Engine::Create(options);
@@ -169,17 +173,18 @@ int main(int argc, char** argv) {
     out["model"] = info.name;
     out["device"] = info.device;
     out["dtype"] = info.dtype;
+    out["quantization"] = info.quantization;
     // Invalid UTF-8 cannot occur (the detokenizer emits U+FFFD), but never abort on it.
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {
     std::fprintf(stdout, "\n");
     std::fprintf(stderr,
                  "[%s: %d prompt + %d generated tokens, prefill %.1f ms, %.1f tokens/s, seed %llu, "
-                 "%s %s]\n",
+                 "%s %s%s]\n",
                  streamgen::FinishReasonName(last.finish_reason), last.prompt_tokens,
                  last.completion_tokens, last.prefill_ms, last.decode_tokens_per_s,
                  static_cast<unsigned long long>(last.seed), info.device.c_str(),
-                 info.dtype.c_str());
+                 info.dtype.c_str(), info.quantization == "none" ? "" : " int8 weights");
   }
   return 0;
 }
