@@ -90,7 +90,9 @@ double RegionMicros() {
 
 // --linear-sweep: for each weight kind and each of the model's linear shapes,
 // the skinny kernel against the GEMM path (CpuLinear past the crossover) at
-// several row counts; ms per call (mean of many) and the weight GB/s.
+// several row counts: ms per call and the weight GB/s. The weights are
+// copies totalling >= 1 GiB, called in turn, so each call reads its weight
+// from DRAM as in a decode step (one matrix would stay in the L3 cache).
 int LinearSweep(const streamgen::ModelConfig& c, int runs) {
   c10::InferenceMode guard;
   const int64_t h = c.hidden_size;
@@ -103,42 +105,54 @@ int LinearSweep(const streamgen::ModelConfig& c, int runs) {
                                      {"gate_up", 2 * c.intermediate_size, h},
                                      {"down", h, c.intermediate_size},
                                      {"lm_head", c.vocab_size, h}};
-  const double probe = ProbeBytesPerSecond(64 << 20, runs);
-  std::printf("read-bandwidth probe (64 MB)  %.1f GB/s, kernels: %s\n", probe / 1e9,
+  const int64_t kTotal = int64_t{1} << 30;
+  const double probe = ProbeBytesPerSecond(kTotal, runs);
+  std::printf("read-bandwidth probe (1 GiB)  %.1f GB/s, kernels: %s\n", probe / 1e9,
               streamgen::ActiveKernelIsa());
-  std::printf("%-8s %-14s %5s %12s %12s %8s %10s\n", "layer", "weights", "rows", "skinny ms",
-              "gemm ms", "gemm/sk", "skinny GB/s");
+  std::printf("%-8s %-10s %5s %10s %10s %8s %12s %9s\n", "layer", "weights", "rows", "skinny ms",
+              "gemm ms", "gemm/sk", "skinny GB/s", "of probe");
+  const std::vector<int64_t> row_counts = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64};
   for (const char* kind : {"float32", "bfloat16", "int8+f32", "int8+bf16"}) {
     const std::string k = kind;
     const auto xt = (k == "bfloat16" || k == "int8+bf16") ? torch::kBFloat16 : torch::kFloat32;
     for (const Shape& s : shapes) {
-      torch::Tensor w32 = torch::randn({s.n, s.k});
-      streamgen::LinearWeight w;
-      if (k == "float32" || k == "bfloat16") {
-        w = {streamgen::ToHugePages(w32.to(xt).contiguous()), {}};
-      } else {
-        streamgen::LinearWeight q = streamgen::QuantizeInt8(w32);
-        w = {streamgen::ToHugePages(q.w), q.scale};
+      std::vector<streamgen::LinearWeight> ws;
+      {
+        torch::Tensor w32 = torch::randn({s.n, s.k});
+        streamgen::LinearWeight base;
+        if (k == "float32" || k == "bfloat16") {
+          base = {w32.to(xt).contiguous(), {}};
+        } else {
+          base = streamgen::QuantizeInt8(w32);
+        }
+        for (int64_t total = 0; total < kTotal; total += base.nbytes()) {
+          ws.push_back({streamgen::ToHugePages(base.w.clone()), base.scale});
+        }
       }
-      for (int64_t m : {1, 2, 4, 8, 16, 32, 64, 128}) {
+      for (int64_t m : row_counts) {
         torch::Tensor x = torch::randn({m, s.k}).to(xt);
         auto time = [&](auto&& f) {
-          f();
-          const int reps = std::max(3, static_cast<int>(2e8 / (w.nbytes() + 1)) * runs / 3);
-          auto t0 = Clock::now();
-          for (int i = 0; i < reps; ++i) f();
-          return Seconds(t0, Clock::now()) / reps;
+          for (const auto& w : ws) f(w);  // warm-up
+          double best = 1e30;
+          for (int r = 0; r < runs; ++r) {
+            auto t0 = Clock::now();
+            for (const auto& w : ws) f(w);
+            best = std::min(best, Seconds(t0, Clock::now()) / ws.size());
+          }
+          return best;
         };
-        const double sk = time([&] { streamgen::SkinnyLinear(x, w); });
-        const double gm = time([&] {
+        const double sk = time([&](const streamgen::LinearWeight& w) { streamgen::SkinnyLinear(x, w); });
+        const double gm = time([&](const streamgen::LinearWeight& w) {
           if (w.int8()) {
             streamgen::Int8TiledGemm(x, w);
           } else {
             torch::mm(x, w.w.t());
           }
         });
-        std::printf("%-8s %-14s %5lld %12.4f %12.4f %8.2f %10.1f\n", s.name, kind,
-                    static_cast<long long>(m), sk * 1e3, gm * 1e3, gm / sk, w.nbytes() / sk / 1e9);
+        const double gbs = ws[0].nbytes() / sk / 1e9;
+        std::printf("%-8s %-10s %5lld %10.4f %10.4f %8.2f %12.1f %9.2f\n", s.name, kind,
+                    static_cast<long long>(m), sk * 1e3, gm * 1e3, gm / sk, gbs, gbs * 1e9 / probe);
+        std::fflush(stdout);
       }
     }
   }

@@ -163,6 +163,23 @@ SG_TARGET_CLONES void AttendOneBFloat16(const Task& t) {
   AttendOne<uint16_t, 0>(t);
 }
 
+// Where SkinnyLinear's kernels put an output: out[i] (i = m * N + c) =
+// dot * scale[c] (int8 weights) in the output dtype, float32 or bfloat16
+// (rounded to nearest even, as c10::BFloat16).
+struct SkinnyOut {
+  void* p;
+  bool bf16;
+  const float* scale;  // nullptr: none
+  inline void Put(int64_t i, int64_t c, float v) const {
+    if (scale != nullptr) v *= scale[c];
+    if (bf16) {
+      static_cast<uint16_t*>(p)[i] = c10::BFloat16(v).x;
+    } else {
+      static_cast<float*>(p)[i] = v;
+    }
+  }
+};
+
 #if defined(__x86_64__) && defined(__GNUC__)
 // AVX-512 body for head dims that are multiples of 16 (64 and 128 in practice).
 // Hand-written because GCC reduces `omp simd` dot products with a serial chain
@@ -345,50 +362,82 @@ SG_AVX512 inline __m512 Load16(const int8_t* p, __mmask16 m) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
 }
 
-// Rows [n0, n0 + R) of w against every row of x: out[m, n] for m < M.
-// Each (m, n) is one accumulator: x[m, 0:16] * w[n, 0:16] fused into it, then
-// the next 16, ..., the tail masked, then _mm512_reduce_add_ps, so its value
-// depends on neither M nor R (batch invariance). M <= 8 rows at a time; the R
-// weight rows (R * K values) stay in L1/L2 across the row groups of a larger M.
-template <typename W, int R, int MG>
-SG_AVX512 inline void SkinnyTile(const float* x, int64_t m_rows, const W* w, int64_t k, int64_t n0,
-                                 float* out, int64_t n) {
+// How far ahead in a weight row SkinnyRow prefetches: measured best on this
+// project's machines (1 KiB for float32 and bfloat16, 2 KiB for int8; the
+// hardware prefetcher alone left bfloat16 and int8 at ~0.8 of the probe).
+template <typename W>
+constexpr int64_t PrefetchBytes() {
+  return sizeof(W) == 1 ? 2048 : 1024;
+}
+
+// 16 weights as float32, unmasked (the load folds into the conversion).
+SG_AVX512 inline __m512 LoadFull16(const float* p) { return _mm512_loadu_ps(p); }
+SG_AVX512 inline __m512 LoadFull16(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+SG_AVX512 inline __m512 LoadFull16(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+// One weight row n against MG rows of x at a time (all M rows, MG by MG):
+// each (m, n) has four accumulators, block b of 16 columns going to
+// accumulator b % 4, summed as (a0 + a1) + (a2 + a3) then reduced: the same
+// order whatever M (batch invariance). The row is one sequential stream.
+template <typename W, int MG>
+SG_AVX512 inline void SkinnyRow(const float* x, int64_t m_rows, const W* w, int64_t k, int64_t c,
+                                const SkinnyOut& out, int64_t n) {
+  const W* wr = w + c * k;
   for (int64_t m0 = 0; m0 < m_rows; m0 += MG) {
     const int64_t mg = std::min<int64_t>(MG, m_rows - m0);
-    __m512 acc[R][MG];
-    for (int r = 0; r < R; ++r)
-      for (int g = 0; g < MG; ++g) acc[r][g] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < k; j += 16) {
-      const __mmask16 mask = TailMask(k, j);
-      __m512 wv[R];
-      for (int r = 0; r < R; ++r) wv[r] = Load16(w + (n0 + r) * k + j, mask);
+    __m512 acc[MG][4];
+    for (int g = 0; g < MG; ++g)
+      for (int u = 0; u < 4; ++u) acc[g][u] = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 64 <= k; j += 64) {
+      // Software prefetch kPrefetchBytes ahead in the row (the first group of
+      // rows only; later groups read the row from L1/L2): one prefetch per
+      // 64-byte line of this block.
+      if (m0 == 0) {
+        const char* ahead = reinterpret_cast<const char*>(wr + j) + PrefetchBytes<W>();
+        for (size_t line = 0; line < sizeof(W); ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
+      }
+      __m512 wv[4];
+      for (int u = 0; u < 4; ++u) wv[u] = LoadFull16(wr + j + 16 * u);
       for (int g = 0; g < MG; ++g) {
         if (g >= mg) break;
-        const __m512 xv = _mm512_maskz_loadu_ps(mask, x + (m0 + g) * k + j);
-        for (int r = 0; r < R; ++r) acc[r][g] = _mm512_fmadd_ps(xv, wv[r], acc[r][g]);
+        const float* xr = x + (m0 + g) * k + j;
+        for (int u = 0; u < 4; ++u) {
+          acc[g][u] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 16 * u), wv[u], acc[g][u]);
+        }
       }
     }
-    for (int g = 0; g < mg; ++g)
-      for (int r = 0; r < R; ++r) out[(m0 + g) * n + n0 + r] = _mm512_reduce_add_ps(acc[r][g]);
+    for (int u = 0; j < k; j += 16, ++u) {  // the last < 64 columns, masked
+      const __mmask16 mask = TailMask(k, j);
+      const __m512 wv = Load16(wr + j, mask);
+      for (int g = 0; g < MG; ++g) {
+        if (g >= mg) break;
+        acc[g][u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x + (m0 + g) * k + j), wv, acc[g][u]);
+      }
+    }
+    for (int g = 0; g < mg; ++g) {
+      const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[g][0], acc[g][1]),
+                                       _mm512_add_ps(acc[g][2], acc[g][3]));
+      out.Put((m0 + g) * n + c, c, _mm512_reduce_add_ps(sum));
+    }
   }
 }
 
 // Output columns [begin, end) of x [M, K] (float32) times w [N, K]^T, into
-// out [M, N] (float32, unscaled). Tiles of R weight rows: R = 8 for one or two
-// rows of x (eight streams of weights keep enough loads in flight), fewer as
-// M grows (R * min(M, 8) accumulators in 32 registers).
+// out [M, N] (float32, unscaled): one weight row after another, each a
+// sequential stream. Chosen by measurement (bench/README.md, "Linear
+// kernels"): tiles of 8 interleaved rows with one accumulator each, and no or
+// other prefetch distances, read bfloat16 and int8 weights at 17-21 GB/s of a
+// 30 GB/s probe; this reads all three dtypes at 0.95-1.0 of it.
 template <typename W>
 SG_AVX512 void SkinnyAvx512(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
-                            int64_t begin, int64_t end, float* out) {
-  int64_t c = begin;
-  if (m <= 2) {
-    for (; c + 8 <= end; c += 8) SkinnyTile<W, 8, 2>(x, m, w, k, c, out, n);
-  } else if (m <= 4) {
-    for (; c + 4 <= end; c += 4) SkinnyTile<W, 4, 4>(x, m, w, k, c, out, n);
-  } else {
-    for (; c + 2 <= end; c += 2) SkinnyTile<W, 2, 8>(x, m, w, k, c, out, n);
-  }
-  for (; c < end; ++c) SkinnyTile<W, 1, 8>(x, m, w, k, c, out, n);
+                            int64_t begin, int64_t end, const SkinnyOut& out) {
+  for (int64_t c = begin; c < end; ++c) SkinnyRow<W, 4>(x, m, w, k, c, out, n);
 }
 
 SG_AVX512 uint64_t StreamReadAvx512(const char* p, int64_t bytes) {
@@ -418,7 +467,7 @@ inline float ToFloat(int8_t q) { return static_cast<float>(q); }
 template <typename W>
 inline __attribute__((always_inline)) void SkinnyPortable(const float* x, int64_t m, const W* w,
                                                           int64_t k, int64_t n, int64_t begin,
-                                                          int64_t end, float* out) {
+                                                          int64_t end, const SkinnyOut& out) {
   for (int64_t c = begin; c < end; ++c) {
     const W* wr = w + c * k;
     for (int64_t r = 0; r < m; ++r) {
@@ -426,24 +475,87 @@ inline __attribute__((always_inline)) void SkinnyPortable(const float* x, int64_
       float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
       for (int64_t j = 0; j < k; ++j) dot += xr[j] * ToFloat(wr[j]);
-      out[r * n + c] = dot;
+      out.Put(r * n + c, c, dot);
     }
   }
 }
 SG_TARGET_CLONES void SkinnyPortableF32(const float* x, int64_t m, const float* w, int64_t k,
-                                        int64_t n, int64_t begin, int64_t end, float* out) {
+                                        int64_t n, int64_t begin, int64_t end, const SkinnyOut& out) {
   SkinnyPortable(x, m, w, k, n, begin, end, out);
 }
 SG_TARGET_CLONES void SkinnyPortableBf16(const float* x, int64_t m, const uint16_t* w, int64_t k,
-                                         int64_t n, int64_t begin, int64_t end, float* out) {
+                                         int64_t n, int64_t begin, int64_t end, const SkinnyOut& out) {
   SkinnyPortable(x, m, w, k, n, begin, end, out);
 }
 SG_TARGET_CLONES void SkinnyPortableI8(const float* x, int64_t m, const int8_t* w, int64_t k,
-                                       int64_t n, int64_t begin, int64_t end, float* out) {
+                                       int64_t n, int64_t begin, int64_t end, const SkinnyOut& out) {
   SkinnyPortable(x, m, w, k, n, begin, end, out);
 }
 
+// One row's heads of the rotary embedding (see RotaryInPlace). No FMA
+// contraction: libtorch rounds each product before the sum.
+template <typename T>
+__attribute__((optimize("fp-contract=off"))) SG_TARGET_CLONES void RotaryRow(
+    T* row, int64_t heads, int64_t d, const T* cos, const T* sin) {
+  const int64_t half = d / 2;
+  auto round = [](float v) -> float {
+    if constexpr (sizeof(T) == 2) {
+      return ToFloat(c10::BFloat16(v).x);
+    } else {
+      return v;
+    }
+  };
+  for (int64_t h = 0; h < heads; ++h) {
+    T* x = row + h * d;
+    float lo[512], hi[512];  // head_dim <= 1024 (checked by the caller)
+    for (int64_t i = 0; i < half; ++i) {
+      const float x1 = ToFloat(x[i]), x2 = ToFloat(x[i + half]);
+      lo[i] = round(round(x1 * ToFloat(cos[i])) + round(-x2 * ToFloat(sin[i])));
+      hi[i] = round(round(x2 * ToFloat(cos[i + half])) + round(x1 * ToFloat(sin[i + half])));
+    }
+    for (int64_t i = 0; i < half; ++i) {
+      if constexpr (sizeof(T) == 2) {
+        x[i] = c10::BFloat16(lo[i]).x;
+        x[i + half] = c10::BFloat16(hi[i]).x;
+      } else {
+        x[i] = lo[i];
+        x[i + half] = hi[i];
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void RotaryInPlace(torch::Tensor& qkv, int64_t heads, int64_t head_dim, const torch::Tensor& cos,
+                   const torch::Tensor& sin, const std::vector<int64_t>& positions) {
+  RECORD_FUNCTION("streamgen::rotary", std::vector<c10::IValue>());
+  const auto dt = qkv.scalar_type();
+  TORCH_CHECK(qkv.device().is_cpu() && qkv.dim() == 2 && qkv.stride(1) == 1 &&
+                  qkv.size(1) >= heads * head_dim && qkv.size(0) == static_cast<int64_t>(positions.size()),
+              "RotaryInPlace: qkv [T, >= heads * D] with contiguous rows, one position per row");
+  TORCH_CHECK((dt == torch::kFloat32 || dt == torch::kBFloat16) && cos.scalar_type() == dt &&
+                  sin.scalar_type() == dt && cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.dim() == 2 && cos.size(1) == head_dim && sin.sizes() == cos.sizes(),
+              "RotaryInPlace: float32 or bfloat16, cos/sin [P, D] of qkv's dtype");
+  TORCH_CHECK(head_dim % 2 == 0 && head_dim <= 1024, "RotaryInPlace: head_dim even, <= 1024");
+  const int64_t t = qkv.size(0), stride = qkv.stride(0), p_max = cos.size(0);
+  for (int64_t p : positions) TORCH_CHECK(0 <= p && p < p_max, "RotaryInPlace: position ", p);
+  at::parallel_for(0, t, 32, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t p = positions[r];
+      if (dt == torch::kFloat32) {
+        RotaryRow<float>(qkv.data_ptr<float>() + r * stride, heads, head_dim,
+                         cos.data_ptr<float>() + p * head_dim, sin.data_ptr<float>() + p * head_dim);
+      } else {
+        auto* base = reinterpret_cast<uint16_t*>(qkv.data_ptr());
+        RotaryRow<uint16_t>(base + r * stride, heads, head_dim,
+                            reinterpret_cast<const uint16_t*>(cos.data_ptr()) + p * head_dim,
+                            reinterpret_cast<const uint16_t*>(sin.data_ptr()) + p * head_dim);
+      }
+    }
+  });
+}
 
 torch::Tensor PagedDecodeAttention(const torch::Tensor& q, const torch::Tensor& k_pool,
                                    const torch::Tensor& v_pool, const std::vector<DecodeSeq>& seqs,
@@ -619,18 +731,27 @@ torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
                         : w.scalar_type() == xt,
               "SkinnyLinear: w in x's dtype, or int8 with a float32 scale per row");
   const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-  // x as float32 (the accumulation type), converted once for every thread.
-  torch::Tensor xf = xt == torch::kFloat32 ? x : x.to(torch::kFloat32);
-  torch::Tensor acc = xt == torch::kFloat32 && !lw.int8()
-                          ? torch::empty({m, n}, x.options())
-                          : torch::empty({m, n}, x.options().dtype(torch::kFloat32));
-  const float* xp = xf.data_ptr<float>();
-  float* op = acc.data_ptr<float>();
+  // x as float32 (the accumulation type), converted once for every thread
+  // into this thread's buffer (no libtorch op: a few microseconds each, four
+  // linears per layer).
+  const float* xp = nullptr;
+  if (xt == torch::kFloat32) {
+    xp = x.data_ptr<float>();
+  } else {
+    thread_local std::vector<float> xbuf;
+    xbuf.resize(static_cast<size_t>(m * k));
+    const auto* xb = reinterpret_cast<const uint16_t*>(x.data_ptr());
+    for (int64_t i = 0; i < m * k; ++i) xbuf[i] = ToFloat(xb[i]);
+    xp = xbuf.data();
+  }
+  torch::Tensor result = torch::empty({m, n}, x.options());
+  const SkinnyOut op{result.data_ptr(), xt == torch::kBFloat16,
+                     lw.int8() ? lw.scale.data_ptr<float>() : nullptr};
   const void* wp = w.data_ptr();
   const auto wt = w.scalar_type();
   const bool avx512 = HasAvx512();
-  // Whole tiles of 8 columns per thread where the split allows.
-  const int64_t grain = std::max<int64_t>(8, (n / std::max(1, at::get_num_threads()) + 7) / 8 * 8);
+  // Columns per thread at least (below that one thread does them all).
+  constexpr int64_t grain = 16;
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
 #ifdef SG_HAVE_AVX512_KERNEL
     if (avx512) {
@@ -653,8 +774,7 @@ torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
       SkinnyPortableI8(xp, m, static_cast<const int8_t*>(wp), k, n, begin, end, op);
     }
   });
-  if (lw.int8()) acc.mul_(lw.scale.unsqueeze(0));
-  return acc.scalar_type() == xt ? acc : acc.to(xt);
+  return result;
 }
 
 int64_t SkinnyMaxRows(const LinearWeight& w) {

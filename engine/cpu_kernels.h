@@ -57,6 +57,16 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps
 // a temporary; together ~4% of a mixed prefill + decode step here).
 torch::Tensor SiluMul(const torch::Tensor& gu);
 
+// Rotary embedding in place (Hugging Face's rotate-half layout) on the first
+// `heads` heads of each row of qkv = [T, >= heads * D] (float32 or bfloat16,
+// rows contiguous): x * cos + rotate_half(x) * sin with cos/sin the rows
+// positions[t] of the [P, D] tables (qkv's dtype), rounded as libtorch's
+// three ops round (each product, then the sum, in x's dtype; no FMA), so the
+// result is bit-identical to the op-by-op path. One pass instead of 8
+// libtorch ops (narrow, neg, cat, two muls, add) per q and k per layer.
+void RotaryInPlace(torch::Tensor& qkv, int64_t heads, int64_t head_dim, const torch::Tensor& cos,
+                   const torch::Tensor& sin, const std::vector<int64_t>& positions);
+
 // ---- Linear layers of the decode step (issue 12) ----
 //
 // A linear layer's weight [N, K] (N outputs, K inputs): in the compute dtype
@@ -81,8 +91,8 @@ torch::Tensor DequantizeInt8(const LinearWeight& w);
 // product accumulated in float32 over K in the same order whatever M, the
 // row's place in the batch or the thread split: a row gives bit-identical
 // results alone and among others (batch-invariant). The weight is read from
-// memory once per call (tiles of a few weight rows are reused from cache for
-// every row of x). Weight dtypes: x's own, or int8 (LinearWeight::scale).
+// memory once per call (each weight row is reused from L1/L2 for every row
+// of x). Weight dtypes: x's own, or int8 (LinearWeight::scale).
 // Threads split the output columns (one parallel region per call).
 torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& w);
 

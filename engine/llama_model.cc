@@ -354,10 +354,15 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   const int64_t total = static_cast<int64_t>(ids.size());
   auto to_dev = [&](const std::vector<int64_t>& v) { return torch::tensor(v).to(options_.device); };
   torch::Tensor ids_t = to_dev(ids);
-  torch::Tensor pos_t = to_dev(positions);
   torch::Tensor write_t = to_dev(write_slots);
-  torch::Tensor cos = cos_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
-  torch::Tensor sin = sin_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
+  // Rotary: fused on the CPU (float32, bfloat16), libtorch ops elsewhere.
+  const bool fused_rope = paged;
+  torch::Tensor cos, sin;
+  if (!fused_rope) {
+    torch::Tensor pos_t = to_dev(positions);
+    cos = cos_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
+    sin = sin_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
+  }
   // A single group's rows are 0..T-1 in order; several are scattered back.
   // (Paged rows are in step order: when they are all the rows, q is used as is.)
   const bool single_group = groups.size() + (paged_seqs.empty() ? 0 : 1) == 1;
@@ -369,8 +374,15 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = *layers_[l];
     torch::Tensor qkv = Linear(RmsNorm(h, layer.attn_norm), layer.wqkv);  // [T, (H + 2KV) D]
-    torch::Tensor q = ApplyRope(qkv.narrow(1, 0, heads * d).view({total, heads, d}), cos, sin);
-    torch::Tensor k = ApplyRope(qkv.narrow(1, heads * d, kv * d).view({total, kv, d}), cos, sin);
+    torch::Tensor q, k;
+    if (fused_rope) {  // q and k rotated in place in qkv (cpu_kernels.h)
+      RotaryInPlace(qkv, heads + kv, d, cos_, sin_, positions);
+      q = qkv.narrow(1, 0, heads * d).view({total, heads, d});
+      k = qkv.narrow(1, heads * d, kv * d).view({total, kv, d});
+    } else {
+      q = ApplyRope(qkv.narrow(1, 0, heads * d).view({total, heads, d}), cos, sin);
+      k = ApplyRope(qkv.narrow(1, heads * d, kv * d).view({total, kv, d}), cos, sin);
+    }
     torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({total, kv, d});
     pool->k[l].index_copy_(0, write_t, k);  // pool: [slots, KV, D]
     pool->v[l].index_copy_(0, write_t, v);

@@ -182,5 +182,40 @@ TEST(RmsNorm, MatchesHuggingFaceFormula) {
   }
 }
 
+TEST(RotaryInPlace, BitIdenticalToTheLibtorchOps) {
+  torch::manual_seed(21);
+  for (torch::ScalarType dt : {torch::kFloat32, torch::kBFloat16}) {
+    for (int64_t d : {64, 128, 48}) {
+      const int64_t heads = 5, extra = 3, t = 37, p = 300;
+      torch::Tensor qkv = torch::randn({t, (heads + extra) * d}).to(dt);
+      torch::Tensor angles = torch::rand({p, d}) * 6;
+      torch::Tensor cos = angles.cos().to(dt), sin = angles.sin().to(dt);
+      std::vector<int64_t> positions;
+      for (int64_t i = 0; i < t; ++i) positions.push_back((i * 97) % p);
+      // The op-by-op path (LlamaModel::ApplyRope).
+      torch::Tensor pos = torch::tensor(positions);
+      torch::Tensor c = cos.index_select(0, pos).unsqueeze(1), s = sin.index_select(0, pos).unsqueeze(1);
+      torch::Tensor x = qkv.narrow(1, 0, heads * d).view({t, heads, d});
+      const int64_t half = d / 2;
+      torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+      torch::Tensor want = x * c + rotated * s;
+      torch::Tensor untouched = qkv.narrow(1, heads * d, extra * d).clone();
+      RotaryInPlace(qkv, heads, d, cos, sin, positions);
+      EXPECT_TRUE(torch::equal(qkv.narrow(1, 0, heads * d).view({t, heads, d}), want))
+          << "dtype " << dt << " D " << d;
+      EXPECT_TRUE(torch::equal(qkv.narrow(1, heads * d, extra * d), untouched));
+    }
+  }
+  torch::Tensor qkv = torch::randn({2, 64});
+  torch::Tensor table = torch::randn({4, 32});
+  try {
+    RotaryInPlace(qkv, 2, 32, table, table, {0, 4});
+    ADD_FAILURE() << "no error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("RotaryInPlace: position 4"),
+              std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace streamgen

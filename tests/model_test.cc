@@ -452,6 +452,43 @@ TEST(ModelTestBfloat16, PrefillAndDecodeStayNearReference) {
   std::filesystem::remove_all(dir);
 }
 
+// int8 weights (--quantization int8) against the float32 engine on every
+// model shape: the error is measured and printed (max and mean |difference|
+// of the logits over prefill and decode positions, for float32 and bfloat16
+// activations), and bounded loosely against gross errors (a wrong scale, a
+// transposed weight): per-channel int8 moves each weight by at most half a
+// step, 1/254 of its row's largest magnitude.
+TEST(ModelTestInt8, LogitsStayNearFloat32OnEveryShape) {
+  for (const ModelCase& c : AllCases()) {
+    const std::string dir = FreshDir(c.name + "_int8");
+    ASSERT_TRUE(WriteTinyModel(c.spec, dir, kTokenizer, "").ok());
+    auto f32 = LlamaModel::Load(dir, ModelOptions{torch::kCPU, torch::kFloat32});
+    ASSERT_TRUE(f32.ok()) << f32.status();
+    const std::vector<int> tokens = RandomTokens(12, (*f32)->config().vocab_size, 5);
+    auto logits = [&](LlamaModel& m) {
+      KvCache cache = m.NewCache(16);
+      torch::Tensor prefill = m.Forward(Prefix(tokens, 8), &cache, true);
+      std::vector<torch::Tensor> rows = {prefill};
+      for (int p = 8; p < 12; ++p) rows.push_back(m.Forward({tokens[p]}, &cache));
+      return torch::cat(rows, 0);
+    };
+    const torch::Tensor want = logits(**f32);
+    const double scale = std::max(1.0, want.abs().max().item<double>());
+    for (torch::ScalarType act : {torch::kFloat32, torch::kBFloat16}) {
+      auto q = LlamaModel::Load(dir, ModelOptions{torch::kCPU, act, Quantization::kInt8});
+      ASSERT_TRUE(q.ok()) << q.status();
+      const torch::Tensor err = (logits(**q) - want).abs();
+      const double max_err = err.max().item<double>(), mean_err = err.mean().item<double>();
+      std::printf("[ int8 %s vs float32 ] %s: max %.3g, mean %.3g (max |logit| %.3g)\n",
+                  act == torch::kFloat32 ? "f32-act" : "bf16-act", c.name.c_str(), max_err,
+                  mean_err, scale);
+      EXPECT_LE(max_err, 0.15 * scale) << c.name;
+      EXPECT_GT(max_err, 0.0) << c.name << ": int8 gave float32's logits exactly (not quantized?)";
+    }
+    std::filesystem::remove_all(dir);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Load errors that belong to the model.
 
@@ -501,6 +538,24 @@ TEST_F(ModelLoadErrorTest, Float16OnCpuIsRefused) {
   ASSERT_FALSE(model.ok());
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(model.status().message()), HasSubstr("float16 is not supported on CPU"));
+}
+
+TEST_F(ModelLoadErrorTest, Int8OffTheCpuIsRefusedBeforeLoading) {
+  auto model = LlamaModel::Load(dir_, ModelOptions{torch::Device("cuda:0"), torch::kBFloat16,
+                                                   Quantization::kInt8});
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(model.status().message()),
+              HasSubstr("quantization int8 is implemented for the CPU only"));
+}
+
+TEST(ParseQuantization, NamesTheChoices) {
+  EXPECT_EQ(*ParseQuantization(""), Quantization::kNone);
+  EXPECT_EQ(*ParseQuantization("none"), Quantization::kNone);
+  EXPECT_EQ(*ParseQuantization("int8"), Quantization::kInt8);
+  auto bad = ParseQuantization("int4");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(std::string(bad.status().message()), "unknown quantization 'int4': want none or int8");
 }
 
 TEST_F(ModelLoadErrorTest, Bfloat16OnCpuLoads) {

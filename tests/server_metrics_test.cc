@@ -427,6 +427,15 @@ TEST(ServerFlagsTest, SchedulerFlagsReachGetModelInfo) {
   EXPECT_EQ(info.limits().kv_block_size(), 8u);
   EXPECT_EQ(info.limits().kv_cache_blocks(), 40u);
   EXPECT_EQ(info.limits().kv_cache_tokens(), 320u);
+  EXPECT_EQ(info.quantization(), "none");
+
+  // --quantization int8 loads int8 weights, reports them, and changes the
+  // fingerprint (a resume must not cross to a server with other weights).
+  v1::ModelInfo int8 = InfoWithFlags({"--quantization=int8"});
+  EXPECT_EQ(int8.quantization(), "int8");
+  EXPECT_EQ(int8.dtype(), info.dtype());
+  EXPECT_NE(int8.fingerprint(), info.fingerprint());
+  EXPECT_EQ(InfoWithFlags({}).fingerprint(), info.fingerprint());
 
   // --kv-cache-memory sizes the pool when --kv-cache-blocks is 0 (the tiny
   // model's full-context cap is 16 x 32 blocks, far above these budgets).
@@ -513,7 +522,9 @@ TEST(ServerFlagsTest, BadSchedulerFlagsAreRefusedByName) {
                                          {"--max-prefill-tokens=0", "--max-prefill-tokens"},
                                          {"--http-listen=localhost",
                                           "--http-listen=\\\"localhost\\\": no port"},
-                                         {"--http-threads=-1", "--http-threads must be >= 0"}}) {
+                                         {"--http-threads=-1", "--http-threads must be >= 0"},
+                                         {"--quantization=int4",
+                                          "unknown quantization 'int4': want none or int8"}}) {
     std::string command =
         absl::StrCat(ServerPath(), " --listen=127.0.0.1:0 --metrics-listen= --http-listen= ", c.flag, " 2>&1");
     auto [status, output] = RunCommand(command);
