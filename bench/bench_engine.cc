@@ -32,6 +32,9 @@
 ABSL_FLAG(std::string, model, "", "model directory");
 ABSL_FLAG(std::string, dtype, "float32", "compute dtype");
 ABSL_FLAG(std::string, quantization, "none", "weight quantization: none or int8");
+ABSL_FLAG(std::string, linear, "kernels",
+          "the CPU linear layers: kernels (the skinny kernels up to the crossover, GEMM above), or "
+          "libtorch (torch::mv for one row, torch::mm above: the path before the kernels)");
 ABSL_FLAG(bool, linear_sweep, false,
           "instead of the figures above: time the linear layers' kernels (skinny kernel "
           "against the GEMM path) over row counts, for every weight dtype, at the model's shapes");
@@ -175,6 +178,13 @@ int main(int argc, char** argv) {
   }
 
   if (absl::GetFlag(FLAGS_linear_sweep)) return LinearSweep(*config, runs);
+  const std::string linear = absl::GetFlag(FLAGS_linear);
+  if (linear != "kernels" && linear != "libtorch") {
+    std::fprintf(stderr, "--linear=%s: want kernels or libtorch\n", linear.c_str());
+    return 1;
+  }
+  streamgen::SetCpuLinearPath(linear == "libtorch" ? streamgen::CpuLinearPath::kLibtorch
+                                                   : streamgen::CpuLinearPath::kKernels);
   auto quantization = streamgen::ParseQuantization(absl::GetFlag(FLAGS_quantization));
   if (!quantization.ok()) {
     std::fprintf(stderr, "%s\n", std::string(quantization.status().message()).c_str());
@@ -283,8 +293,9 @@ int main(int argc, char** argv) {
   const double probe_gbs = probe_bps / 1e9;
   std::printf("model                      %s (%d layers, hidden %d, vocab %d)\n", dir.c_str(),
               config->num_hidden_layers, config->hidden_size, config->vocab_size);
-  std::printf("dtype                      %s, weights %s, kernels %s\n", options.dtype.c_str(),
-              streamgen::QuantizationName(*quantization), streamgen::ActiveKernelIsa());
+  std::printf("dtype                      %s, weights %s, linear layers: %s (%s)\n",
+              options.dtype.c_str(), streamgen::QuantizationName(*quantization), linear.c_str(),
+              streamgen::ActiveKernelIsa());
   std::printf("threads                    %d\n", threads);
   std::printf("decode weight bytes        %.1f MB (embedding excluded)\n", decode_bytes / 1e6);
   std::printf("read-bandwidth probe       %.1f GB/s (mean, %.1f MB in huge pages)\n", probe_gbs,
@@ -300,12 +311,12 @@ int main(int argc, char** argv) {
   std::printf("parallel region            %.2f us each (empty at::parallel_for over %d threads)\n",
               region_us, threads);
   std::printf(
-      "{\"threads\":%d,\"dtype\":\"%s\",\"quantization\":\"%s\",\"decode_weight_bytes\":%lld,"
+      "{\"threads\":%d,\"linear\":\"%s\",\"dtype\":\"%s\",\"quantization\":\"%s\",\"decode_weight_bytes\":%lld,"
       "\"prefill_tokens\":%d,\"prefill_ms\":%.3f,\"decode_tokens_per_s\":%.2f,"
       "\"achieved_gbs\":%.2f,\"model_step_ms\":%.3f,\"batch\":%d,\"batch_step_ms\":%.3f,"
       "\"probe_gbs\":%.2f,\"fraction_of_probe\":%.3f,\"step_fraction_of_probe\":%.3f,"
       "\"region_us\":%.2f}\n",
-      threads, options.dtype.c_str(), streamgen::QuantizationName(*quantization),
+      threads, linear.c_str(), options.dtype.c_str(), streamgen::QuantizationName(*quantization),
       static_cast<long long>(decode_bytes), prompt_tokens, best_prefill_ms, engine_tps,
       achieved_gbs, step_s * 1000, batch, batch_step_s * 1000, probe_gbs, achieved_gbs / probe_gbs,
       step_gbs / probe_gbs, region_us);

@@ -10,7 +10,8 @@
 #   BENCH_QUICK=1 bench/server_bench.sh    # a smoke run on the tiny random model
 #
 # Environment: BUILD_DIR (build), MODEL_DIR, TOKENIZER (as engine_bench.sh),
-# DTYPES ("float32 bfloat16"), CONCURRENCIES ("1 4 16 64"), PROMPT_TOKENS (128),
+# DTYPES ("float32 bfloat16"; an entry DTYPE:int8 adds --quantization int8, e.g.
+# "bfloat16 bfloat16:int8"), CONCURRENCIES ("1 4 16 64"), PROMPT_TOKENS (128),
 # OUTPUT_TOKENS (64), THREADS (2), MAX_BATCH (64), KV_CACHE_MEMORY (2GiB),
 # MAX_PREFILL_TOKENS (the server's default), SHARED_PREFIX_TOKENS (0: the
 # client's --shared-prefix-tokens), SERVER_FLAGS (more server flags, e.g.
@@ -76,12 +77,18 @@ stop_server() {
 }
 trap stop_server EXIT
 
-# start_server DTYPE: starts it on free loopback ports, waits for SERVING;
-# sets PORT and METRICS_PORT.
+# An entry of DTYPES: "float32", or "bfloat16:int8" (--quantization int8).
+dtype_of() { echo "${1%%:*}"; }
+quantization_of() { case $1 in *:*) echo "${1#*:}" ;; *) echo none ;; esac; }
+
+# start_server DTYPE[:QUANTIZATION]: starts it on free loopback ports, waits
+# for SERVING; sets PORT and METRICS_PORT.
 start_server() {
-  local dtype=$1 log="$OUT_DIR/server-$1.log" port_file="$OUT_DIR/port-$1"
+  local dtype quant log="$OUT_DIR/server-$1.log" port_file="$OUT_DIR/port-$1"
+  dtype=$(dtype_of "$1")
+  quant=$(quantization_of "$1")
   rm -f "$port_file"
-  "$SERVER" --model "$MODEL_DIR" --dtype "$dtype" --threads "$THREADS" --max-batch "$MAX_BATCH" \
+  "$SERVER" --model "$MODEL_DIR" --dtype "$dtype" --quantization "$quant" --threads "$THREADS" --max-batch "$MAX_BATCH" \
     --kv-cache-memory "$KV_CACHE_MEMORY" --listen 127.0.0.1:0 --port-file "$port_file" \
     --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --http-port-file "$port_file.http" ${MAX_PREFILL_TOKENS:+--max-prefill-tokens "$MAX_PREFILL_TOKENS"} \
     ${EXTRA_SERVER_FLAGS[@]+"${EXTRA_SERVER_FLAGS[@]}"} > "$log" 2>&1 &
@@ -112,10 +119,11 @@ echo "model $MODEL_DIR; prompt $PROMPT_TOKENS, output $OUTPUT_TOKENS tokens; thr
 # minutes apart at most (this machine's speed drifts by 10-20% over longer).
 ENGINE_RESULTS="$OUT_DIR/engine.jsonl"
 : > "$ENGINE_RESULTS"
-engine_only() {  # DTYPE PHASE
+engine_only() {  # DTYPE[:QUANTIZATION] PHASE
   echo "== engine only, $1, batch 1 ($2)"
   MODEL_DIR="$MODEL_DIR" BUILD_DIR="$BUILD_DIR" TOKENIZER="$TOKENIZER" THREADS="$THREADS" \
-    bench/engine_bench.sh --dtype "$1" --prompt-tokens "$PROMPT_TOKENS" \
+    bench/engine_bench.sh --dtype "$(dtype_of "$1")" --quantization "$(quantization_of "$1")" \
+    --prompt-tokens "$PROMPT_TOKENS" \
     --new-tokens "$OUTPUT_TOKENS" "${ENGINE_BENCH_FLAGS[@]}" | tee "$OUT_DIR/engine-$1-$2.txt"
   tail -1 "$OUT_DIR/engine-$1-$2.txt" | /usr/bin/python3 -c \
     'import json, sys; d = json.load(sys.stdin); d["dtype"], d["phase"] = sys.argv[1:3]; print(json.dumps(d))' \
@@ -130,6 +138,9 @@ for dtype in $DTYPES; do
     "$CLIENT" --server "127.0.0.1:$PORT" --json bench --concurrency "$c" --requests "$n" \
       --warmup "$c" --prompt-tokens "$PROMPT_TOKENS" --max-new-tokens "$OUTPUT_TOKENS" \
       --shared-prefix-tokens "$SHARED_PREFIX_TOKENS" \
+      | /usr/bin/python3 -c \
+        'import json, sys; d = json.load(sys.stdin); d["dtype"] = sys.argv[1]; print(json.dumps(d))' \
+        "$dtype" \
       | tee -a "$RESULTS" || echo "server_bench: $dtype concurrency $c: some calls failed" >&2
   done
   if [ -n "$METRICS_PORT" ]; then
@@ -184,6 +195,12 @@ for dtype, e in engine.items():
         print("%s gRPC overhead at c1: ITL mean %.2f ms vs engine-only %.2f ms/token: %+.1f%% "
               "(target <= +5%%)" % (dtype, r["itl_ms"]["mean"], engine_ms,
                                     100.0 * (r["itl_ms"]["mean"] / engine_ms - 1)))
+for dtype in sorted({r["dtype"] for r in runs}):
+    a, b = at.get((dtype, 1)), at.get((dtype, 4))
+    if a and b:
+        print("%s output tok/s c4 / c1: %.2f (%.1f / %.1f; target >= 3)" % (
+            dtype, b["output_tokens_per_s"] / a["output_tokens_per_s"],
+            b["output_tokens_per_s"], a["output_tokens_per_s"]))
 for dtype in sorted({r["dtype"] for r in runs}):
     a, b = at.get((dtype, 1)), at.get((dtype, 16))
     if a and b and a["ttft_ms"]["p50"] > 0:

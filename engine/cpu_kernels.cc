@@ -26,6 +26,7 @@ namespace streamgen {
 namespace {
 
 std::atomic<bool> g_force_portable{false};
+std::atomic<bool> g_libtorch_linear{false};
 
 // Not under TSan: target_clones dispatches through an IFUNC resolver that the
 // dynamic linker runs before TSan's runtime is initialized, and the resolver's
@@ -363,11 +364,13 @@ SG_AVX512 inline __m512 Load16(const int8_t* p, __mmask16 m) {
 }
 
 // How far ahead in a weight row SkinnyRow prefetches: measured best on this
-// project's machines (1 KiB for float32 and bfloat16, 2 KiB for int8; the
-// hardware prefetcher alone left bfloat16 and int8 at ~0.8 of the probe).
+// project's machines (1 KiB for bfloat16, 2 KiB for float32 and int8; the
+// hardware prefetcher alone left bfloat16 and int8 at ~0.8 of the probe; 4
+// KiB for float32 was slower, at 0.91 of torch::mv's batch-1 decode against
+// 0.96 with 2 KiB and 0.91 with 1 KiB).
 template <typename W>
 constexpr int64_t PrefetchBytes() {
-  return sizeof(W) == 1 ? 2048 : 1024;
+  return sizeof(W) == 2 ? 1024 : 2048;
 }
 
 // 16 weights as float32, unmasked (the load folds into the conversion).
@@ -777,15 +780,29 @@ torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
   return result;
 }
 
-int64_t SkinnyMaxRows(const LinearWeight& w) {
-  // bench/README.md, "Linear kernels": streamgen-bench-engine --linear-sweep.
-  if (w.int8()) return 64;
-  return w.w.scalar_type() == torch::kBFloat16 ? 8 : 8;
+int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype) {
+  // Where the GEMM path starts to win, summed over the 134M model's linears
+  // (`streamgen-bench-engine --linear-sweep`, bench/README.md "Linear
+  // kernels"): float32 against OpenBLAS between 24 and 32 rows; bfloat16
+  // against libtorch's bfloat16 GEMM (oneDNN) between 8 and 12; int8 against
+  // the dequantizing tiled GEMM between 32 and 64 (float32 activations) and
+  // 24 and 32 (bfloat16).
+  if (w.int8()) return x_dtype == torch::kBFloat16 ? 24 : 32;
+  return w.w.scalar_type() == torch::kBFloat16 ? 8 : 24;
+}
+
+void SetCpuLinearPath(CpuLinearPath path) {
+  g_libtorch_linear.store(path == CpuLinearPath::kLibtorch, std::memory_order_relaxed);
 }
 
 torch::Tensor CpuLinear(const torch::Tensor& x, const LinearWeight& w) {
   const auto xt = x.scalar_type();
-  if ((xt == torch::kFloat32 || xt == torch::kBFloat16) && x.size(0) <= SkinnyMaxRows(w)) {
+  if (g_libtorch_linear.load(std::memory_order_relaxed)) {
+    if (w.int8()) return Int8TiledGemm(x, w);
+    if (x.size(0) == 1) return torch::mv(w.w, x[0]).unsqueeze(0);
+    return torch::mm(x, w.w.t());
+  }
+  if ((xt == torch::kFloat32 || xt == torch::kBFloat16) && x.size(0) <= SkinnyMaxRows(w, xt)) {
     return SkinnyLinear(x.contiguous(), w);
   }
   if (!w.int8()) return torch::mm(x, w.w.t());

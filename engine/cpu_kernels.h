@@ -97,16 +97,22 @@ torch::Tensor DequantizeInt8(const LinearWeight& w);
 torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& w);
 
 // The linear layer as LlamaModel runs it on the CPU: SkinnyLinear up to
-// SkinnyMaxRows(w) rows of x, above that the GEMM path (libtorch's mm for the
+// SkinnyMaxRows(w, x's dtype) rows of x, above that the GEMM path (libtorch's mm for the
 // compute dtype; int8 weights dequantized to x's dtype a tile of rows at a
 // time, each tile through mm). Batch-invariant only up to SkinnyMaxRows.
 torch::Tensor CpuLinear(const torch::Tensor& x, const LinearWeight& w);
+// For benchmarks: kLibtorch makes CpuLinear run what the model ran before the
+// skinny kernels (torch::mv for one row, torch::mm above; int8 through
+// Int8TiledGemm), so both can be measured in one run.
+enum class CpuLinearPath { kKernels, kLibtorch };
+void SetCpuLinearPath(CpuLinearPath path);
+
 // The int8 GEMM path: w dequantized to x's dtype a tile of rows at a time,
 // each tile through libtorch's mm (CpuLinear above the crossover).
 torch::Tensor Int8TiledGemm(const torch::Tensor& x, const LinearWeight& w);
 // The crossover: rows of x above which CpuLinear leaves the skinny kernel
 // (measured per weight dtype: bench/README.md, "Linear kernels").
-int64_t SkinnyMaxRows(const LinearWeight& w);
+int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype);
 
 // Which bodies the kernels above (all of this header's kernels) use: the
 // hand-written AVX-512 ones where the CPU has AVX-512 (kAuto), or the

@@ -1,8 +1,59 @@
 #!/usr/bin/env bash
-# The whole test suite: installs dependencies, builds, runs every test under
-# ctest. Tests that need ../shared/ or a GPU skip themselves with a message.
+# The whole test suite, as CI runs it (.ci/run): installs dependencies, builds,
+# then runs four jobs one after the other and reports each one's time:
+#
+#   main   every test under ctest in the normal build (build/); tests that need
+#          ../shared/ or a GPU skip themselves with a message
+#   fuzz   scripts/fuzz.sh: each libFuzzer target for FUZZ_SECONDS (default 60)
+#   tsan   scripts/sanitize.sh tsan: scheduler, engine threading, server
+#   asan   scripts/sanitize.sh asan: the unit and integration tests under ASan+UBSan
+#
+# Every job runs even when an earlier one failed; the script fails if any did.
+# JOBS_TO_RUN picks some of them (default "main fuzz tsan asan"), e.g.
+#   JOBS_TO_RUN=main scripts/test.sh            # the everyday run (~10 min)
+#   JOBS_TO_RUN=main scripts/test.sh -R Sampler # extra arguments go to main's ctest
+# Measured on the 2-core CI machine from a clean clone: see the README
+# (Reliability > What CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+JOBS_TO_RUN=${JOBS_TO_RUN:-main fuzz tsan asan}
+for job in $JOBS_TO_RUN; do
+  case $job in main|fuzz|tsan|asan) ;; *)
+    echo "test.sh: unknown job '$job' in JOBS_TO_RUN (main, fuzz, tsan, asan)" >&2; exit 2 ;;
+  esac
+done
+
 scripts/install-deps.sh
-scripts/build.sh
-ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j"${JOBS:-2}" "$@"
+start=$(date +%s)
+summary=()
+failed=()
+run_job() {
+  local job=$1; shift
+  local t0=$(date +%s) rc=0
+  echo "==== test.sh: job $job starts"
+  "$@" || rc=$?
+  local s=$(( $(date +%s) - t0 ))
+  summary+=("$(printf '%-5s %s  %4d s' "$job" "$([ $rc -eq 0 ] && echo passed || echo "FAILED (exit $rc)")" "$s")")
+  [ $rc -eq 0 ] || failed+=("$job")
+  echo "==== test.sh: job $job: exit $rc after $s s"
+}
+main_job() {
+  scripts/build.sh
+  ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j"${JOBS:-2}" "$@"
+}
+
+for job in $JOBS_TO_RUN; do
+  case $job in
+    main) run_job main main_job "$@" ;;
+    fuzz) run_job fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" scripts/fuzz.sh ;;
+    tsan) run_job tsan env -u BUILD_DIR scripts/sanitize.sh tsan ;;
+    asan) run_job asan env -u BUILD_DIR scripts/sanitize.sh asan ;;
+  esac
+done
+
+echo "==== test.sh: summary ($(( $(date +%s) - start )) s after the dependencies)"
+printf '  %s\n' "${summary[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi

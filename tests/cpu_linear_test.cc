@@ -87,7 +87,7 @@ TEST_P(SkinnyLinearTest, MatchesFloat64Reference) {
       {1, 1}, {3, 5}, {7, 15}, {9, 16}, {17, 33}, {33, 17}, {64, 64}, {130, 257}, {257, 768},
       {1000, 100}};
   for (const auto& [n, k] : shapes) {
-    for (int64_t m : {1, 2, 3, 4, 5, 7, 8, 9, 13}) {
+    for (int64_t m : {1, 2, 3, 4, 5, 7, 8, 9, 13, 24}) {
       const std::string what = "M " + std::to_string(m) + " N " + std::to_string(n) + " K " +
                                std::to_string(k) + " on " + ActiveKernelIsa();
       const LinearWeight w = MakeWeight(torch::randn({n, k}), kind);
@@ -105,13 +105,13 @@ TEST_P(SkinnyLinearTest, ARowGivesTheSameBitsAloneAndInABatch) {
   torch::manual_seed(5);
   const int64_t n = 203, k = 301;
   const LinearWeight w = MakeWeight(torch::randn({n, k}), kind);
-  const torch::Tensor x = torch::randn({13, k}).to(xt);
+  const torch::Tensor x = torch::randn({25, k}).to(xt);
   const int threads = at::get_num_threads();
   std::vector<torch::Tensor> alone;
   for (int64_t r = 0; r < x.size(0); ++r) alone.push_back(SkinnyLinear(x.narrow(0, r, 1), w));
   for (int t : {1, 2, 3}) {
     at::set_num_threads(t);
-    for (int64_t m : {2, 3, 5, 8, 9, 13}) {
+    for (int64_t m : {2, 3, 5, 8, 9, 13, 24}) {
       for (int64_t first = 0; first + m <= x.size(0); first += 4) {
         const torch::Tensor batch = SkinnyLinear(x.narrow(0, first, m).contiguous(), w);
         for (int64_t r = 0; r < m; ++r) {
@@ -130,12 +130,13 @@ TEST_P(SkinnyLinearTest, CpuLinearAboveTheCrossoverMatchesToo) {
   torch::manual_seed(9);
   const int64_t n = 300, k = 200;
   const LinearWeight w = MakeWeight(torch::randn({n, k}), kind);
-  for (int64_t m : {SkinnyMaxRows(w), SkinnyMaxRows(w) + 1, SkinnyMaxRows(w) + 37}) {
+  const int64_t cross = SkinnyMaxRows(w, xt);
+  for (int64_t m : {cross, cross + 1, cross + 37}) {
     const torch::Tensor x = torch::randn({m, k}).to(xt);
     const torch::Tensor got = CpuLinear(x, w);
     // Above the crossover int8 goes through GEMM on tiles dequantized to x's
     // dtype: the weights it multiplies are q * scale rounded to that dtype.
-    const bool gemm = m > SkinnyMaxRows(w);
+    const bool gemm = m > cross;
     ExpectClose(got, x.to(torch::kFloat64),
                 w.int8() && gemm ? DequantizeInt8(w).to(xt).to(torch::kFloat64) : ExactWeight(w),
                 xt, "CpuLinear M " + std::to_string(m));

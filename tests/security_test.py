@@ -630,8 +630,11 @@ class LimitsTest(ServerCase):
     def test_grpc_metadata_size(self):
         # gRPC's own limit (8 KiB of metadata by default in gRPC 1.51). The server
         # may close that connection afterwards: the oversized call gets a channel
-        # of its own.
-        with self.grpc.insecure_channel(self.server.grpc_address) as channel:
+        # of its own, with its own subchannel (gRPC Python shares one connection
+        # between channels to the same address by default: the shared stub's
+        # next call then failed with UNAVAILABLE "Socket closed", 1 run in ~20).
+        with self.grpc.insecure_channel(self.server.grpc_address,
+                                        options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
             stub = self.pbg.TextGenerationStub(channel)
             self.assert_rpc_error(
                 lambda: stub.GetModelInfo(self.pb.GetModelInfoRequest(),
@@ -639,7 +642,7 @@ class LimitsTest(ServerCase):
                 self.grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "received initial metadata size exceeds limit")
         self.stub.GetModelInfo(self.pb.GetModelInfoRequest(), metadata=[("x-small", "a" * 4000)],
-                               timeout=30)
+                               timeout=30, wait_for_ready=True)
 
 
 # ---- logs ----
