@@ -76,21 +76,6 @@ double ProbeBytesPerSecond(int64_t bytes, int runs) {
   return bytes / s;
 }
 
-// What one parallel region (at::parallel_for over the threads, empty body)
-// costs, in microseconds: the decode step runs a few per layer.
-double RegionMicros() {
-  const int threads = at::get_num_threads();
-  std::vector<int> touched(threads * 16, 0);
-  const int n = 20000;
-  auto t0 = Clock::now();
-  for (int i = 0; i < n; ++i) {
-    at::parallel_for(0, threads, 1, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) touched[t * 16]++;
-    });
-  }
-  return Seconds(t0, Clock::now()) / n * 1e6;
-}
-
 // --linear-sweep: for each weight kind and each of the model's linear shapes,
 // the skinny kernel against the GEMM path (CpuLinear past the crossover) at
 // several row counts: ms per call and the weight GB/s. The weights are
@@ -286,7 +271,7 @@ int main(int argc, char** argv) {
 
   // 3. The read-bandwidth probe over as many bytes as the decode step reads.
   const double probe_bps = ProbeBytesPerSecond(decode_bytes, runs);
-  const double region_us = RegionMicros();
+  const double region_us = streamgen::ParallelRegionMicros(20000);
 
   const double achieved_gbs = decode_bytes * engine_tps / 1e9;
   const double step_gbs = decode_bytes / step_s / 1e9;
@@ -308,7 +293,8 @@ int main(int argc, char** argv) {
               step_s * 1000, step_gbs, step_gbs / probe_gbs);
   std::printf("decode step (model only, batch %d) %.2f ms (mean) -> %.0f tokens/s\n", batch,
               batch_step_s * 1000, batch / batch_step_s);
-  std::printf("parallel region            %.2f us each (empty at::parallel_for over %d threads)\n",
+  std::printf("parallel region            %.2f us each (empty at::parallel_for over %d threads; "
+              "the batch-1 step runs ~5 per layer)\n",
               region_us, threads);
   std::printf(
       "{\"threads\":%d,\"linear\":\"%s\",\"dtype\":\"%s\",\"quantization\":\"%s\",\"decode_weight_bytes\":%lld,"

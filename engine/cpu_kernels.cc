@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -433,10 +434,13 @@ SG_AVX512 inline void SkinnyRow(const float* x, int64_t m_rows, const W* w, int6
 
 // Output columns [begin, end) of x [M, K] (float32) times w [N, K]^T, into
 // out [M, N] (float32, unscaled): one weight row after another, each a
-// sequential stream. Chosen by measurement (bench/README.md, "Linear
-// kernels"): tiles of 8 interleaved rows with one accumulator each, and no or
-// other prefetch distances, read bfloat16 and int8 weights at 17-21 GB/s of a
-// 30 GB/s probe; this reads all three dtypes at 0.95-1.0 of it.
+// sequential stream. Chosen by measurement (bench/README.md, "CPU linear
+// kernels"): tiles of 8 interleaved rows with one accumulator each read
+// bfloat16 and int8 weights at 17-21 GB/s of a 30 GB/s probe, this at
+// 0.95-1.0 of it. For float32 such tiles measured ~3% faster at one row
+// (within the noise) and 17% slower at 16; four rows at a time in this
+// order was no faster; one layout for every row count keeps the batch
+// invariance.
 template <typename W>
 SG_AVX512 void SkinnyAvx512(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
                             int64_t begin, int64_t end, const SkinnyOut& out) {
@@ -853,6 +857,22 @@ uint64_t StreamRead(const void* data, int64_t bytes) {
   uint64_t sum = 0;
   for (uint64_t s : sums) sum += s;
   return sum;
+}
+
+double ParallelRegionMicros(int reps) {
+  const int threads = std::max(1, at::get_num_threads());
+  std::vector<int64_t> touched(static_cast<size_t>(threads) * 16, 0);  // a line per thread
+  at::parallel_for(0, threads, 1, [&](int64_t b, int64_t e) {  // warm-up: threads started
+    for (int64_t t = b; t < e; ++t) touched[t * 16]++;
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) {
+    at::parallel_for(0, threads, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) touched[t * 16]++;
+    });
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s / std::max(1, reps) * 1e6;
 }
 
 }  // namespace streamgen

@@ -127,4 +127,11 @@ const char* ActiveKernelIsa();
 // reads cannot be optimised away. The read-bandwidth probe of the benchmarks.
 uint64_t StreamRead(const void* data, int64_t bytes);
 
+// What one parallel region costs, in microseconds: the mean over `reps` of an
+// at::parallel_for over the intra-op threads with an almost empty body. In
+// this file because at::parallel_for's `#pragma omp parallel` is compiled into
+// its caller, and only engine/cpu_kernels.cc is built with -fopenmp (elsewhere
+// the region would silently run on one thread).
+double ParallelRegionMicros(int reps);
+
 }  // namespace streamgen
