@@ -452,7 +452,11 @@ class GatewayTest(unittest.TestCase):
 class DrainTest(unittest.TestCase):
     def setUp(self):
         self.model = make_slow_model()
-        self.replicas = Replicas(self.model)
+        # The drain must outlast the load's 400-token streams: 30 s (the
+        # default) did not under ASan (a CI run, 2026-12-01), where a stream
+        # cut by the drain timeout failed the test; 300 s is never reached in
+        # the normal build, where they end within seconds.
+        self.replicas = Replicas(self.model, ["--drain-timeout", "300s"])
 
     def tearDown(self):
         try:
