@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cpu_kernels.h"
+#include "engine/cuda/cuda_ops.h"
 #include "engine/device.h"
 #include "engine/safetensors.h"
 #include "engine/status.h"
@@ -304,16 +305,21 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   // Host-side plan: token ids, positions, write slots, attention groups.
   std::vector<int64_t> ids, positions, write_slots, last_rows;
   std::vector<AttentionBatch> groups;
-  // Decodes attend together. On the CPU the paged kernel (cpu_kernels.h)
-  // reads their keys and values in place; elsewhere (CUDA) they are gathered
-  // as one group. Prefill chunks are gathered and go through bmm: the paged
+  // Decodes attend together. The paged kernel (cpu_kernels.h on the CPU,
+  // engine/cuda on CUDA) reads their keys and values in place; elsewhere
+  // (a CPU float16 pool is refused at load; a CUDA libtorch without the
+  // kernels) they are gathered as one group. Prefill chunks are gathered and go through bmm: the paged
   // kernel, one query at a time, measured slower for them (a 128-token chunk
   // plus 15 decodes in bfloat16, `streamgen-bench-engine --batch 15
   // --mixed-prefill 128 --profile`: 18-22 ms of paged attention per step
   // against ~10 ms for bmm, softmax and the decodes' paged attention).
-  const bool paged =
+  // On CUDA (a build against a CUDA libtorch) decodes use the CUDA paged
+  // kernel (engine/cuda/paged_attention.h) in every dtype.
+  const bool cpu_kernels =
       options_.device.is_cpu() &&
       (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16);
+  const bool cuda_paged = kCudaKernels && options_.device.is_cuda() && d <= 256;
+  const bool paged = cpu_kernels || cuda_paged;
   const int64_t window = config_.sliding_window.value_or(0);
   std::vector<DecodeSeq> paged_seqs;   // one per paged decode
   std::vector<int64_t> paged_rows;     // its row in the step
@@ -356,7 +362,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   torch::Tensor ids_t = to_dev(ids);
   torch::Tensor write_t = to_dev(write_slots);
   // Rotary: fused on the CPU (float32, bfloat16), libtorch ops elsewhere.
-  const bool fused_rope = paged;
+  const bool fused_rope = cpu_kernels;
   torch::Tensor cos, sin;
   if (!fused_rope) {
     torch::Tensor pos_t = to_dev(positions);
@@ -387,6 +393,12 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
     pool->k[l].index_copy_(0, write_t, k);  // pool: [slots, KV, D]
     pool->v[l].index_copy_(0, write_t, v);
     auto attend_paged = [&](const torch::Tensor& qp) {
+      if constexpr (kCudaKernels) {  // (only defined in a CUDA build)
+        if (cuda_paged) {
+          return PagedDecodeAttentionCuda(qp.contiguous(), pool->k[l], pool->v[l], paged_seqs, bs,
+                                          scale);
+        }
+      }
       return PagedDecodeAttention(qp.contiguous(), pool->k[l], pool->v[l], paged_seqs, bs, scale);
     };
     torch::Tensor attn;

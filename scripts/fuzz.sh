@@ -12,6 +12,11 @@
 #   FUZZ_SECONDS=10 scripts/fuzz.sh     # shorter runs
 #   scripts/fuzz.sh detokenizer_fuzz    # some targets only
 #
+# FUZZ_SEED (default 1): libFuzzer's -seed, so that CI explores the same
+# inputs in the same order on every run and a failure there reproduces here
+# (an earlier CI run failed in this job and its log was lost with its clone).
+# FUZZ_SEED=0 draws a new seed each run: use it for longer exploratory runs,
+#   FUZZ_SEED=0 FUZZ_SECONDS=600 scripts/fuzz.sh
 # Environment: FUZZ_SECONDS (default 60) per target; FUZZ_BUILD_DIR (default
 # build-fuzz); FUZZ_JOBS build jobs (default: nproc); FUZZ_WORK_DIR where the
 # scratch corpora, logs and crash artifacts go (default $FUZZ_BUILD_DIR/runs/<time>).
@@ -22,6 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+FUZZ_SEED=${FUZZ_SEED:-1}
 BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
 JOBS=${FUZZ_JOBS:-$(nproc)}
 ALL_TARGETS=(safetensors_fuzz model_config_fuzz chat_template_fuzz detokenizer_fuzz
@@ -53,6 +59,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 
 summary=()
 failed=()
+details=()
 runs_start=$(date +%s)
 for target in "${TARGETS[@]}"; do
   corpus=tests/fuzz/corpus/$target
@@ -69,7 +76,7 @@ for target in "${TARGETS[@]}"; do
   start=$(date +%s)
   set +e
   "$BUILD_DIR/fuzz/$target" "$dir/corpus" \
-    -max_total_time="$FUZZ_SECONDS" -timeout=25 -rss_limit_mb=2048 -max_len=8192 \
+    -max_total_time="$FUZZ_SECONDS" -seed="$FUZZ_SEED" -timeout=25 -rss_limit_mb=2048 -max_len=8192 \
     -print_final_stats=1 -artifact_prefix="$dir/" >"$dir/log" 2>&1
   rc=$?
   set -e
@@ -84,6 +91,7 @@ for target in "${TARGETS[@]}"; do
     status="FAILED (exit $rc)"
     failed+=("$target")
     grep -E 'ERROR: |SUMMARY: |fuzz property violated|runtime error|artifact_prefix|Test unit written' "$dir/log" | head -8 || true
+    details+=("---- $target (exit $rc), the end of $dir/log:" "$(grep -v -E '^#[0-9]+|^\[libprotobuf' "$dir/log" | tail -20)")
   fi
   summary+=("$(printf '%-20s %-16s %10s execs %6s cov %6s ft %5s corpus %4ss' \
     "$target" "$status" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${corpus_n:-?}" "$elapsed")")
@@ -91,9 +99,10 @@ done
 runs_s=$(( $(date +%s) - runs_start ))
 
 echo
-echo "fuzz.sh: build ${build_s}s, runs ${runs_s}s ($FUZZ_SECONDS s per target); work dir $WORK"
+echo "fuzz.sh: build ${build_s}s, runs ${runs_s}s ($FUZZ_SECONDS s per target, seed $FUZZ_SEED); work dir $WORK"
 printf '%s\n' "${summary[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
+  [ ${#details[@]} -gt 0 ] && printf '%s\n' "${details[@]}"
   echo "fuzz.sh: FAILED: ${failed[*]} (crash inputs: $WORK/<target>/crash-* etc.)" >&2
   exit 1
 fi

@@ -2,6 +2,19 @@
 # Installs every build and test dependency of streamgen from Debian's packages
 # (Debian 12). Idempotent: installs only what is missing. Needs root (or sudo).
 set -euo pipefail
+# --cuda-toolkit (opt-in, issue 13): also Debian 12's nvidia-cuda-toolkit
+# (nvcc 11.8, from the archive's contrib and non-free components, which this
+# enables by copying the machine's own main-archive source entry; ~170 MB
+# installed), so that scripts/cuda-compile-check.sh compiles the CUDA kernels
+# on a machine with no GPU. Its host compiler is clang-14 (nvcc 11.8 refuses
+# gcc 12). CI's `cuda` job (scripts/test.sh) passes it.
+CUDA_TOOLKIT=0
+for arg in "$@"; do
+  case $arg in
+    --cuda-toolkit) CUDA_TOOLKIT=1 ;;
+    *) echo "install-deps: unknown argument '$arg' (want --cuda-toolkit)" >&2; exit 2 ;;
+  esac
+done
 
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
@@ -35,6 +48,33 @@ PACKAGES=(
 if ! command -v node >/dev/null 2>&1; then PACKAGES+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then PACKAGES+=(npm); fi
 
+if [ $CUDA_TOOLKIT -eq 1 ]; then PACKAGES+=(nvidia-cuda-toolkit); fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# contrib + non-free next to the configured main archive, same mirror, suites
+# and key (deb822 .sources as on Debian 12 images, or a one-line sources.list).
+enable_contrib_non_free() {
+  local dir=/etc/apt/sources.list.d
+  if grep -rqsE '^(Components:.*non-free|deb .* non-free)' /etc/apt/sources.list "$dir"; then
+    return 0
+  fi
+  if [ -f "$dir/debian.sources" ]; then
+    awk 'BEGIN { RS = ""; ORS = "\n" }
+         NR == 1 { sub(/Components:[^\n]*/, "Components: contrib non-free"); print; exit }' \
+      "$dir/debian.sources" | $SUDO tee "$dir/streamgen-contrib-non-free.sources" >/dev/null
+  elif [ -f /etc/apt/sources.list ]; then
+    grep -E '^deb [^ ]+ [^ ]+ ' /etc/apt/sources.list | grep -v -- '-security' |
+      sed -E 's/^(deb [^ ]+ [^ ]+) .*/\1 contrib non-free/' |
+      $SUDO tee "$dir/streamgen-contrib-non-free.list" >/dev/null
+  else
+    echo "install-deps: no apt source to copy for contrib/non-free" >&2
+    exit 1
+  fi
+  echo "install-deps: enabled contrib and non-free (for nvidia-cuda-toolkit)"
+}
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -45,8 +85,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
   exit 0
 fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+if [[ " ${missing[*]} " == *" nvidia-cuda-toolkit "* ]]; then enable_contrib_non_free; fi
 echo "install-deps: installing ${missing[*]}"
 $SUDO apt-get update -q
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -4,22 +4,24 @@
 #
 #   main   every test under ctest in the normal build (build/); tests that need
 #          ../shared/ or a GPU skip themselves with a message
+#   cuda   scripts/install-deps.sh --cuda-toolkit, then scripts/cuda-compile-check.sh:
+#          every CUDA source compiled (nvcc 11.8 and the image's nvcc, sm_80 + sm_90)
 #   fuzz   scripts/fuzz.sh: each libFuzzer target for FUZZ_SECONDS (default 60)
 #   tsan   scripts/sanitize.sh tsan: scheduler, engine threading, server
 #   asan   scripts/sanitize.sh asan: the unit and integration tests under ASan+UBSan
 #
 # Every job runs even when an earlier one failed; the script fails if any did.
-# JOBS_TO_RUN picks some of them (default "main fuzz tsan asan"), e.g.
+# JOBS_TO_RUN picks some of them (default "main cuda fuzz tsan asan"), e.g.
 #   JOBS_TO_RUN=main scripts/test.sh            # the everyday run (~10 min)
 #   JOBS_TO_RUN=main scripts/test.sh -R Sampler # extra arguments go to main's ctest
 # Measured on the 2-core CI machine from a clean clone: see the README
 # (Reliability > What CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-JOBS_TO_RUN=${JOBS_TO_RUN:-main fuzz tsan asan}
+JOBS_TO_RUN=${JOBS_TO_RUN:-main cuda fuzz tsan asan}
 for job in $JOBS_TO_RUN; do
-  case $job in main|fuzz|tsan|asan) ;; *)
-    echo "test.sh: unknown job '$job' in JOBS_TO_RUN (main, fuzz, tsan, asan)" >&2; exit 2 ;;
+  case $job in main|cuda|fuzz|tsan|asan) ;; *)
+    echo "test.sh: unknown job '$job' in JOBS_TO_RUN (main, cuda, fuzz, tsan, asan)" >&2; exit 2 ;;
   esac
 done
 
@@ -27,15 +29,26 @@ scripts/install-deps.sh
 start=$(date +%s)
 summary=()
 failed=()
+# Each job's output also goes to $LOG_DIR/<job>.log; a failed job's key lines
+# are printed again after the summary, because CI keeps only the end of the
+# output (a fuzz crash printed 40 minutes earlier would be lost).
+LOG_DIR=${LOG_DIR:-build-logs}
+mkdir -p "$LOG_DIR"
 run_job() {
   local job=$1; shift
   local t0=$(date +%s) rc=0
   echo "==== test.sh: job $job starts"
-  "$@" || rc=$?
+  set +e
+  "$@" 2>&1 | tee "$LOG_DIR/$job.log"
+  rc=${PIPESTATUS[0]}
+  set -e
   local s=$(( $(date +%s) - t0 ))
   summary+=("$(printf '%-5s %s  %4d s' "$job" "$([ $rc -eq 0 ] && echo passed || echo "FAILED (exit $rc)")" "$s")")
   [ $rc -eq 0 ] || failed+=("$job")
   echo "==== test.sh: job $job: exit $rc after $s s"
+}
+cuda_job() {
+  scripts/install-deps.sh --cuda-toolkit && scripts/cuda-compile-check.sh
 }
 main_job() {
   scripts/build.sh
@@ -45,6 +58,7 @@ main_job() {
 for job in $JOBS_TO_RUN; do
   case $job in
     main) run_job main main_job "$@" ;;
+    cuda) run_job cuda cuda_job ;;
     fuzz) run_job fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" scripts/fuzz.sh ;;
     tsan) run_job tsan env -u BUILD_DIR scripts/sanitize.sh tsan ;;
     asan) run_job asan env -u BUILD_DIR scripts/sanitize.sh asan ;;
@@ -54,6 +68,16 @@ done
 echo "==== test.sh: summary ($(( $(date +%s) - start )) s after the dependencies)"
 printf '  %s\n' "${summary[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
+  for job in "${failed[@]}"; do
+    echo "==== test.sh: why $job failed (full log: $LOG_DIR/$job.log)"
+    # ctest's failures, sanitizer and fuzzer reports, gtest failures.
+    grep -E -e '\(Failed\)|\(Timeout\)|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Failed|\*\*\*Exception' \
+      -e 'ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer|UndefinedBehaviorSanitizer|libFuzzer)' \
+      -e 'SUMMARY: |runtime error|fuzz property violated|Test unit written|WARNING: ThreadSanitizer' \
+      -e '^\[  FAILED  \]|FAILED|Error|error:' "$LOG_DIR/$job.log" | head -40 || true
+    echo "---- last 25 lines of $job"
+    tail -25 "$LOG_DIR/$job.log"
+  done
   echo "test.sh: failed: ${failed[*]}" >&2
   exit 1
 fi
