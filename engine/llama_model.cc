@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cpu_kernels.h"
 #include "engine/cuda/cuda_ops.h"
+#include "engine/cuda/paged_attention.h"
 #include "engine/device.h"
 #include "engine/safetensors.h"
 #include "engine/status.h"
@@ -141,7 +142,11 @@ KvPool LlamaModel::NewKvPool(int64_t num_blocks, int64_t block_size) const {
   pool.block_size = block_size;
   pool.num_blocks = num_blocks;
   auto opts = torch::TensorOptions().dtype(options_.dtype).device(options_.device);
-  const int64_t slots = num_blocks * block_size;
+  // The static decode path's padding rows write to one spare slot past the
+  // last block.
+  const bool spare = StaticDecodeEnabled();
+  const int64_t slots = num_blocks * block_size + (spare ? 1 : 0);
+  if (spare) pool.scratch_slot = num_blocks * block_size;
   for (int i = 0; i < config_.num_hidden_layers; ++i) {
     pool.k.push_back(
         ZerosHugePages({slots, config_.num_key_value_heads, config_.head_dim}, opts));
@@ -268,7 +273,8 @@ torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a
   // -> [KV * B, len, D] (one copy; prefill chunks only on the CPU, where decodes
   // use the paged kernel).
   auto gather = [&](const torch::Tensor& p) {
-    return p.view({pool.num_blocks, bs * kv * d})
+    return p.narrow(0, 0, pool.num_blocks * bs)  // (not the spare slot)
+        .view({pool.num_blocks, bs * kv * d})
         .index_select(0, a.blocks)
         .view({b, len, kv, d})
         .permute({2, 0, 1, 3})
@@ -298,6 +304,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
                                bool all_logits) {
   c10::InferenceMode guard;
   TORCH_CHECK(!chunks.empty(), "Step: no chunks");
+  if (UseStaticDecode(chunks, *pool)) return StaticDecodeStep(chunks, pool);
   const int64_t heads = config_.num_attention_heads;
   const int64_t kv = config_.num_key_value_heads;
   const int64_t d = config_.head_dim;
@@ -437,6 +444,197 @@ torch::Tensor LlamaModel::Forward(const std::vector<int>& tokens, KvCache* cache
   return logits;
 }
 
+// ---- The static decode path (issue 13): CUDA graphs of the decode step ----
+//
+// A decode-only step of B <= kMaxGraphRows sequences is padded to a bucket of
+// R >= B rows (the next power of two) and runs entirely from the bucket's
+// static buffers: token ids, positions, write slots and the attention
+// metadata (block tables padded to the model's context, first and last key
+// positions) are written on the host, copied to the device in two
+// asynchronous copies, and the step reads them from there, so its kernels and
+// their arguments are the same on every step of that bucket. On CUDA that
+// step is captured once per bucket (CaptureCudaGraph: first use, warm-up,
+// capture) and replayed; the launch overhead of ~15 kernels per layer goes.
+// Padding rows decode token 0 at position 0 and write their keys and values
+// to the pool's spare slot; the attention kernel gives them zeros
+// (last = -1), and their logits are dropped. Rotary uses the libtorch ops
+// over position tensors (the fused CPU pass needs host positions). Prefill,
+// mixed steps and larger batches stay eager.
+//
+// Host buffers are reused each step: the previous step's copies have run by
+// then, because its logits were read on the host (the sampler's copy) before
+// the engine plans the next step.
+struct LlamaModel::DecodeGraph {
+  int64_t rows = 0;        // R
+  int64_t block_size = 0;  // of the pool it was made for
+  int64_t stride = 0;      // block-table entries per row: ceil(context / block_size)
+  int64_t partitions = 0;  // cuda::PagedDecodePartitions(context)
+  torch::Tensor host;      // int64 [3R]: ids, positions, write slots (pinned on CUDA)
+  torch::Tensor host_meta; // int32 [R * (stride + 2)]: tables, first, last (pinned on CUDA)
+  torch::Tensor dev, dev_meta;  // their device copies (the same tensors on the CPU)
+  torch::Tensor workspace;      // the attention kernel's scratch (CUDA)
+  torch::Tensor logits;         // [R, vocab] float32: the step's output
+  std::vector<DecodeSeq> seqs;  // the CPU path's attention rows (host pointers)
+  std::vector<int> scratch_table;
+  std::shared_ptr<CudaGraphHandle> graph;
+};
+
+bool LlamaModel::StaticDecodeEnabled() const {
+  if (options_.device.is_cpu()) {
+    return options_.static_decode_on_cpu &&
+           (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16);
+  }
+  return kCudaKernels && options_.device.is_cuda() && options_.cuda_graphs &&
+         config_.head_dim <= 256;
+}
+
+bool LlamaModel::UseStaticDecode(const std::vector<SeqChunk>& chunks, const KvPool& pool) const {
+  if (pool.scratch_slot < 0 || !StaticDecodeEnabled() ||
+      static_cast<int64_t>(chunks.size()) > kMaxGraphRows) {
+    return false;
+  }
+  for (const SeqChunk& c : chunks) {
+    if (c.tokens.size() != 1) return false;
+  }
+  return true;
+}
+
+std::vector<int64_t> LlamaModel::DecodeBuckets() const {
+  std::vector<int64_t> buckets;
+  for (const auto& [rows, g] : decode_graphs_) buckets.push_back(rows);
+  return buckets;
+}
+
+LlamaModel::DecodeGraph& LlamaModel::GetDecodeGraph(int64_t rows, int64_t block_size) {
+  std::unique_ptr<DecodeGraph>& slot = decode_graphs_[rows];
+  if (slot != nullptr && slot->block_size == block_size) return *slot;
+  auto g = std::make_unique<DecodeGraph>();
+  g->rows = rows;
+  g->block_size = block_size;
+  g->stride = (config_.max_position_embeddings + block_size - 1) / block_size;
+  const bool cuda = options_.device.is_cuda();
+  auto host_opts = [&](torch::ScalarType t) {
+    return torch::TensorOptions().dtype(t).pinned_memory(cuda);
+  };
+  g->host = torch::zeros({3 * rows}, host_opts(torch::kInt64));
+  g->host_meta = torch::zeros({rows * (g->stride + 2)}, host_opts(torch::kInt32));
+  if (cuda) {
+    g->dev = torch::zeros({3 * rows}, g->host.options().device(options_.device).pinned_memory(false));
+    g->dev_meta =
+        torch::zeros({rows * (g->stride + 2)}, g->host_meta.options().device(options_.device).pinned_memory(false));
+    g->partitions = cuda::PagedDecodePartitions(config_.max_position_embeddings);
+    g->workspace = torch::empty(
+        {cuda::PagedDecodeWorkspaceFloats(static_cast<int>(rows),
+                                          config_.num_attention_heads, config_.head_dim,
+                                          static_cast<int>(g->partitions))},
+        torch::TensorOptions().dtype(torch::kFloat32).device(options_.device));
+  } else {
+    g->dev = g->host;
+    g->dev_meta = g->host_meta;
+  }
+  g->logits = torch::empty({rows, config_.vocab_size},
+                           torch::TensorOptions().dtype(torch::kFloat32).device(options_.device));
+  slot = std::move(g);
+  return *slot;
+}
+
+void LlamaModel::RunDecodeBody(DecodeGraph& g, KvPool* pool) {
+  const int64_t heads = config_.num_attention_heads;
+  const int64_t kv = config_.num_key_value_heads;
+  const int64_t d = config_.head_dim;
+  const int64_t r = g.rows;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  torch::Tensor ids = g.dev.narrow(0, 0, r);
+  torch::Tensor positions = g.dev.narrow(0, r, r);
+  torch::Tensor slots = g.dev.narrow(0, 2 * r, r);
+  torch::Tensor cos = cos_.index_select(0, positions).unsqueeze(1);  // [R, 1, D]
+  torch::Tensor sin = sin_.index_select(0, positions).unsqueeze(1);
+  torch::Tensor h = embed_.index_select(0, ids);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& layer = *layers_[l];
+    torch::Tensor qkv = Linear(RmsNorm(h, layer.attn_norm), layer.wqkv);
+    torch::Tensor q = ApplyRope(qkv.narrow(1, 0, heads * d).view({r, heads, d}), cos, sin);
+    torch::Tensor k = ApplyRope(qkv.narrow(1, heads * d, kv * d).view({r, kv, d}), cos, sin);
+    torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({r, kv, d});
+    pool->k[l].index_copy_(0, slots, k);
+    pool->v[l].index_copy_(0, slots, v);
+    torch::Tensor attn;
+    if constexpr (kCudaKernels) {
+      if (options_.device.is_cuda()) {
+        attn = PagedDecodeAttentionCudaStatic(q.contiguous(), pool->k[l], pool->v[l], g.dev_meta,
+                                              g.stride, g.partitions, g.workspace,
+                                              pool->block_size, scale);
+      }
+    }
+    if (!attn.defined()) {
+      attn = PagedDecodeAttention(q.contiguous(), pool->k[l], pool->v[l], g.seqs,
+                                  pool->block_size, scale);
+    }
+    h = h + Linear(attn, layer.wo);
+    torch::Tensor gu = Linear(RmsNorm(h, layer.mlp_norm), layer.w_gate_up);
+    h = h + Linear(SiluMul(gu), layer.w_down);
+  }
+  g.logits.copy_(Logits(h));
+}
+
+torch::Tensor LlamaModel::StaticDecodeStep(const std::vector<SeqChunk>& chunks, KvPool* pool) {
+  const int64_t b = static_cast<int64_t>(chunks.size());
+  const int64_t bs = pool->block_size;
+  int64_t rows = 1;
+  while (rows < b) rows *= 2;
+  DecodeGraph& g = GetDecodeGraph(rows, bs);
+  const int64_t window = config_.sliding_window.value_or(0);
+  int64_t* host = g.host.data_ptr<int64_t>();
+  int32_t* meta = g.host_meta.data_ptr<int32_t>();
+  int32_t* first = meta + rows * g.stride;
+  int32_t* last = first + rows;
+  std::fill(meta, meta + rows * g.stride, 0);
+  g.seqs.assign(rows, DecodeSeq{});
+  // The CPU kernel's padding rows attend to the spare slot alone: position 0
+  // of a table whose one block is the spare slot's (num_blocks).
+  g.scratch_table.assign(1, static_cast<int>(pool->num_blocks));
+  for (int64_t i = 0; i < rows; ++i) {
+    if (i < b) {
+      const SeqChunk& c = chunks[i];
+      const int64_t p = c.start;
+      TORCH_CHECK(c.block_table != nullptr &&
+                      p < static_cast<int64_t>(c.block_table->size()) * bs &&
+                      p < config_.max_position_embeddings,
+                  "Step: position ", p, " beyond the block table or context");
+      const int64_t blocks = p / bs + 1;
+      host[i] = c.tokens[0];
+      host[rows + i] = p;
+      host[2 * rows + i] = static_cast<int64_t>((*c.block_table)[p / bs]) * bs + p % bs;
+      std::copy(c.block_table->begin(), c.block_table->begin() + blocks, meta + i * g.stride);
+      first[i] = static_cast<int32_t>(window > 0 ? std::max<int64_t>(0, p - window + 1) : 0);
+      last[i] = static_cast<int32_t>(p);
+      g.seqs[i] = DecodeSeq{c.block_table->data(), first[i], p};
+    } else {
+      host[i] = 0;
+      host[rows + i] = 0;
+      host[2 * rows + i] = pool->scratch_slot;
+      first[i] = 0;
+      last[i] = -1;
+      g.seqs[i] = DecodeSeq{g.scratch_table.data(), 0, 0};
+    }
+  }
+  if (options_.device.is_cuda()) {
+    g.dev.copy_(g.host, /*non_blocking=*/true);
+    g.dev_meta.copy_(g.host_meta, /*non_blocking=*/true);
+  }
+  if constexpr (kCudaKernels) {
+    if (options_.device.is_cuda()) {
+      if (g.graph == nullptr) {
+        g.graph = CaptureCudaGraph([&] { RunDecodeBody(g, pool); }, options_.device.index());
+      }
+      ReplayCudaGraph(*g.graph);
+      return g.logits.narrow(0, 0, b).clone();
+    }
+  }
+  RunDecodeBody(g, pool);
+  return g.logits.narrow(0, 0, b).clone();
+}
+
 torch::Tensor LlamaModel::DecodeBatch(const std::vector<int>& tokens,
                                       const std::vector<KvCache*>& caches) {
   TORCH_CHECK(!tokens.empty() && caches.size() == tokens.size(), "DecodeBatch: bad batch");
@@ -454,9 +652,9 @@ torch::Tensor LlamaModel::DecodeBatch(const std::vector<int>& tokens,
   int64_t offset = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
     std::vector<torch::Tensor> ks, vs;
-    for (auto* c : caches) {
-      ks.push_back(c->pool.k[l]);
-      vs.push_back(c->pool.v[l]);
+    for (auto* c : caches) {  // (without their spare slots)
+      ks.push_back(c->pool.k[l].narrow(0, 0, c->pool.num_blocks * c->pool.block_size));
+      vs.push_back(c->pool.v[l].narrow(0, 0, c->pool.num_blocks * c->pool.block_size));
     }
     pool.k.push_back(torch::cat(ks, 0));
     pool.v.push_back(torch::cat(vs, 0));
@@ -473,8 +671,8 @@ torch::Tensor LlamaModel::DecodeBatch(const std::vector<int>& tokens,
   for (size_t i = 0; i < tokens.size(); ++i) {
     const int64_t slots = caches[i]->pool.num_blocks * pool.block_size;
     for (size_t l = 0; l < layers_.size(); ++l) {
-      caches[i]->pool.k[l].copy_(pool.k[l].narrow(0, offset, slots));
-      caches[i]->pool.v[l].copy_(pool.v[l].narrow(0, offset, slots));
+      caches[i]->pool.k[l].narrow(0, 0, slots).copy_(pool.k[l].narrow(0, offset, slots));
+      caches[i]->pool.v[l].narrow(0, 0, slots).copy_(pool.v[l].narrow(0, offset, slots));
     }
     offset += slots;
     caches[i]->length += 1;

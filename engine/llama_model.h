@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <map>
 #include <vector>
 
 #include <torch/torch.h>
@@ -25,7 +26,19 @@ struct ModelOptions {
   // the checkpoint's weights (cpu_kernels.h, QuantizeInt8); activations stay
   // in `dtype`.
   Quantization quantization = Quantization::kNone;
+  // CUDA (a build with the CUDA kernels): decode-only steps of up to
+  // kMaxGraphRows sequences run from static buffers, padded to a batch-size
+  // bucket (1, 2, 4, ..., 256), and each bucket's step is captured in a CUDA
+  // graph the first time it is used, then replayed (llama_model.cc,
+  // StaticDecodeStep). false: every step eager.
+  bool cuda_graphs = true;
+  // Test hook: the same static-buffer, bucket-padded decode path on the CPU,
+  // without capture (tests/model_test.cc checks it against the eager path).
+  bool static_decode_on_cpu = false;
 };
+
+// The largest decode batch a static-buffer step (a CUDA graph) covers.
+inline constexpr int64_t kMaxGraphRows = 256;
 
 // "none" | "int8" (flags, GetModelInfo).
 const char* QuantizationName(Quantization q);
@@ -42,6 +55,10 @@ struct KvPool {
   std::vector<torch::Tensor> v;  // per layer: [num_blocks * block_size, kv_heads, head_dim]
   int64_t block_size = 0;
   int64_t num_blocks = 0;
+  // A spare slot past the last block, in pools made by NewKvPool for the
+  // static decode path: the padding rows of a batch-size bucket write their
+  // keys and values there. -1: none (the static path is not used).
+  int64_t scratch_slot = -1;
 };
 
 // One sequence's part of a Step: `tokens` at positions [start, start + n).
@@ -100,6 +117,10 @@ class LlamaModel {
   int64_t DecodeWeightBytes() const;
 
   struct Layer;
+  struct DecodeGraph;  // one batch-size bucket's static buffers (and CUDA graph)
+
+  // Buckets of the static decode path captured or set up so far (tests, logs).
+  std::vector<int64_t> DecodeBuckets() const;
 
  private:
   LlamaModel(ModelConfig config, ModelOptions options);
@@ -123,6 +144,13 @@ class LlamaModel {
   torch::Tensor Attend(const torch::Tensor& q, const AttentionBatch& batch, const KvPool& pool,
                        int layer) const;
   torch::Tensor Logits(const torch::Tensor& h) const;
+
+  bool UseStaticDecode(const std::vector<SeqChunk>& chunks, const KvPool& pool) const;
+  torch::Tensor StaticDecodeStep(const std::vector<SeqChunk>& chunks, KvPool* pool);
+  DecodeGraph& GetDecodeGraph(int64_t rows, int64_t block_size);
+  void RunDecodeBody(DecodeGraph& g, KvPool* pool);
+  bool StaticDecodeEnabled() const;
+  std::map<int64_t, std::unique_ptr<DecodeGraph>> decode_graphs_;
 };
 
 }  // namespace streamgen

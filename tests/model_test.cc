@@ -563,5 +563,83 @@ TEST_F(ModelLoadErrorTest, Bfloat16OnCpuLoads) {
   ASSERT_TRUE(model.ok()) << model.status();
 }
 
+
+// The static decode path (CUDA graphs' buckets, issue 13) run on the CPU
+// (ModelOptions::static_decode_on_cpu): decode-only steps padded to a bucket
+// of 1, 2, 4, 8 or 16 rows, from static buffers, must give every real row
+// exactly the eager path's logits (float32: every kernel involved is per row
+// and batch-invariant up to 24 rows), across steps that reuse a bucket and
+// steps that change it, with sequences of different lengths in one shared
+// pool; and the padding rows must leave the real rows' keys and values alone
+// (the spare slot).
+TEST(StaticDecode, PaddedBucketsMatchTheEagerPathExactly) {
+  for (bool window : {false, true}) {
+    ModelCase c = Case(window ? "static_window" : "static_gqa", 64, 8, 2, 2, false,
+                       StorageDtype::kF32);
+    if (window) {
+      c.spec.architecture = "MistralForCausalLM";
+      c.spec.sliding_window = 5;
+    }
+    const std::string dir = FreshDir(c.name);
+    ASSERT_TRUE(WriteTinyModel(c.spec, dir, kTokenizer, "").ok());
+    ModelOptions eager_opts{torch::kCPU, torch::kFloat32};
+    ModelOptions static_opts = eager_opts;
+    static_opts.static_decode_on_cpu = true;
+    auto eager = LlamaModel::Load(dir, eager_opts);
+    auto fixed = LlamaModel::Load(dir, static_opts);
+    ASSERT_TRUE(eager.ok() && fixed.ok());
+    const int64_t bs = 4;
+    KvPool pe = (*eager)->NewKvPool(64, bs), ps = (*fixed)->NewKvPool(64, bs);
+    EXPECT_EQ(pe.scratch_slot, -1);
+    EXPECT_EQ(ps.scratch_slot, 64 * bs);
+    const int vocab = (*eager)->config().vocab_size;
+    // Up to 11 sequences; sequence i owns blocks i, i + 11, i + 22, ... (interleaved).
+    constexpr int kSeqs = 11;
+    std::vector<std::vector<int>> tables(kSeqs);
+    for (int i = 0; i < kSeqs; ++i) {
+      for (int j = 0; j < 5; ++j) tables[i].push_back(i + kSeqs * j);
+    }
+    std::vector<int64_t> length(kSeqs);
+    std::mt19937 rng(5);
+    // Prefill each sequence with 1..6 tokens (eager in both models).
+    for (int i = 0; i < kSeqs; ++i) {
+      SeqChunk chunk{RandomTokens(1 + i % 6, vocab, 100 + i), 0, &tables[i]};
+      torch::Tensor a = (*eager)->Step({chunk}, &pe);
+      torch::Tensor b = (*fixed)->Step({chunk}, &ps);
+      ASSERT_TRUE(torch::equal(a, b));
+      length[i] = static_cast<int64_t>(chunk.tokens.size());
+    }
+    // Decode steps over varying sets of sequences: 1, 3, 2, 5, 11, 4, 8, 1 rows.
+    for (int n : {1, 3, 2, 5, 11, 4, 8, 1}) {
+      std::vector<SeqChunk> chunks;
+      for (int i = 0; i < n; ++i) {
+        const int s = (i * 3 + n) % kSeqs;
+        bool seen = false;
+        for (const auto& ch : chunks) seen |= ch.block_table == &tables[s];
+        if (seen) continue;
+        chunks.push_back(SeqChunk{{static_cast<int>(rng() % vocab)}, length[s], &tables[s]});
+      }
+      torch::Tensor a = (*eager)->Step(chunks, &pe);
+      torch::Tensor b = (*fixed)->Step(chunks, &ps);
+      ASSERT_EQ(a.sizes(), b.sizes());
+      EXPECT_TRUE(torch::equal(a, b)) << "rows " << chunks.size() << ", max |diff| "
+                                      << (a - b).abs().max().item<double>();
+      for (const auto& ch : chunks) {
+        for (int i = 0; i < kSeqs; ++i) {
+          if (ch.block_table == &tables[i]) ++length[i];
+        }
+      }
+    }
+    // The pools agree on every real slot (the spare one is the static pool's alone).
+    for (size_t l = 0; l < pe.k.size(); ++l) {
+      EXPECT_TRUE(torch::equal(pe.k[l], ps.k[l].narrow(0, 0, 64 * bs))) << "layer " << l;
+      EXPECT_TRUE(torch::equal(pe.v[l], ps.v[l].narrow(0, 0, 64 * bs))) << "layer " << l;
+    }
+    EXPECT_EQ((*fixed)->DecodeBuckets(), (std::vector<int64_t>{1, 2, 4, 8, 16}));
+    EXPECT_TRUE((*eager)->DecodeBuckets().empty());
+    std::filesystem::remove_all(dir);
+  }
+}
+
 }  // namespace
 }  // namespace streamgen

@@ -9,6 +9,9 @@
 #include <limits>
 
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
 
 #include "engine/cuda/paged_attention.h"
 
@@ -92,5 +95,89 @@ torch::Tensor PagedDecodeAttentionCuda(const torch::Tensor& q, const torch::Tens
   TORCH_CHECK(error[0] == '\0', "PagedDecodeAttentionCuda: ", error);
   return out;
 }
+
+torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch::Tensor& k_pool,
+                                             const torch::Tensor& v_pool, const torch::Tensor& meta,
+                                             int64_t stride, int64_t partitions,
+                                             const torch::Tensor& workspace, int64_t block_size,
+                                             float scale) {
+  TORCH_CHECK(q.is_cuda() && q.dim() == 3 && q.is_contiguous() && k_pool.is_contiguous() &&
+                  v_pool.is_contiguous() && k_pool.scalar_type() == q.scalar_type() &&
+                  v_pool.scalar_type() == q.scalar_type(),
+              "PagedDecodeAttentionCudaStatic: contiguous CUDA q and pools of one dtype");
+  const int64_t rows = q.size(0), heads = q.size(1), d = q.size(2);
+  TORCH_CHECK(meta.is_cuda() && meta.scalar_type() == torch::kInt32 &&
+                  meta.numel() == rows * (stride + 2),
+              "PagedDecodeAttentionCudaStatic: meta must be int32 [rows * (stride + 2)]");
+  TORCH_CHECK(workspace.is_cuda() && workspace.scalar_type() == torch::kFloat32 &&
+                  workspace.numel() >=
+                      cuda::PagedDecodeWorkspaceFloats(static_cast<int>(rows), static_cast<int>(heads),
+                                                       static_cast<int>(d),
+                                                       static_cast<int>(partitions)),
+              "PagedDecodeAttentionCudaStatic: workspace too small");
+  torch::Tensor out = torch::empty({rows, heads * d}, q.options());
+  cuda::PagedDecodeParams p;
+  p.q = q.data_ptr();
+  p.k_pool = k_pool.data_ptr();
+  p.v_pool = v_pool.data_ptr();
+  p.out = out.data_ptr();
+  const int32_t* md = meta.data_ptr<int32_t>();
+  p.block_tables = md;
+  p.first = md + rows * stride;
+  p.last = md + rows * stride + rows;
+  p.workspace = workspace.data_ptr<float>();
+  p.batch = static_cast<int>(rows);
+  p.heads = static_cast<int>(heads);
+  p.kv_heads = static_cast<int>(k_pool.size(1));
+  p.head_dim = static_cast<int>(d);
+  p.block_size = static_cast<int>(block_size);
+  p.table_stride = static_cast<int>(stride);
+  p.max_partitions = static_cast<int>(partitions);
+  p.scale = scale;
+  switch (q.scalar_type()) {
+    case torch::kFloat32: p.dtype = cuda::AttnDtype::kFloat32; break;
+    case torch::kFloat16: p.dtype = cuda::AttnDtype::kFloat16; break;
+    case torch::kBFloat16: p.dtype = cuda::AttnDtype::kBFloat16; break;
+    default: TORCH_CHECK(false, "PagedDecodeAttentionCudaStatic: float32, float16 or bfloat16 only");
+  }
+  const char* error = cuda::LaunchPagedDecodeAttention(
+      p, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
+  TORCH_CHECK(error[0] == '\0', "PagedDecodeAttentionCudaStatic: ", error);
+  return out;
+}
+
+struct CudaGraphHandle {
+  at::cuda::CUDAGraph graph;
+};
+
+// The pattern of torch.cuda.graphs.graph(): the side stream waits for the
+// current one, the body runs once there (cuBLAS handles and workspaces are
+// created outside the capture), is captured on the same side stream (capture
+// needs a non-default stream), and the current stream waits for the side
+// stream again. Tensors the body allocates come from the graph's private
+// memory pool and stay reserved for its replays.
+std::shared_ptr<CudaGraphHandle> CaptureCudaGraph(const std::function<void()>& body,
+                                                  c10::DeviceIndex device) {
+  c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(device);
+  c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device);
+  auto handle = std::make_shared<CudaGraphHandle>();
+  at::cuda::CUDAEvent before;
+  before.record(current);
+  before.block(side);
+  {
+    c10::cuda::CUDAStreamGuard guard(side);
+    body();  // warm-up
+    side.synchronize();
+    handle->graph.capture_begin();
+    body();
+    handle->graph.capture_end();
+  }
+  at::cuda::CUDAEvent after;
+  after.record(side);
+  after.block(current);
+  return handle;
+}
+
+void ReplayCudaGraph(CudaGraphHandle& graph) { graph.graph.replay(); }
 
 }  // namespace streamgen

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <vector>
 
 #include <torch/torch.h>
@@ -28,5 +30,26 @@ torch::Tensor PagedDecodeAttentionCuda(const torch::Tensor& q, const torch::Tens
                                        const torch::Tensor& v_pool,
                                        const std::vector<DecodeSeq>& seqs, int64_t block_size,
                                        float scale);
+
+// The same kernel over metadata already on the device, for a step captured
+// in a CUDA graph: `meta` is int32 [rows * (stride + 2)] (block tables
+// [rows, stride], then first [rows], then last [rows]; last = -1 marks a
+// padding row, whose output is zeros), `workspace` float32 of
+// cuda::PagedDecodeWorkspaceFloats(rows, H, D, partitions) elements.
+// Allocates only the output; no host work depends on the step's lengths.
+torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch::Tensor& k_pool,
+                                             const torch::Tensor& v_pool, const torch::Tensor& meta,
+                                             int64_t stride, int64_t partitions,
+                                             const torch::Tensor& workspace, int64_t block_size,
+                                             float scale);
+
+// CUDA graph capture of a callable (a decode step over static buffers):
+// warms it up once on a side stream, captures it, and returns an opaque
+// handle; ReplayCudaGraph runs it on the current stream. Only in CUDA
+// builds (kCudaKernels).
+struct CudaGraphHandle;
+std::shared_ptr<CudaGraphHandle> CaptureCudaGraph(const std::function<void()>& body,
+                                                  c10::DeviceIndex device);
+void ReplayCudaGraph(CudaGraphHandle& graph);
 
 }  // namespace streamgen
