@@ -2,6 +2,7 @@
 //   wait -> cancel -> admit (prefill + first token) -> one batched decode step
 //   -> sample -> emit -> retire
 #include "engine/engine.h"
+#include "engine/cuda/cuda_ops.h"
 
 #include <algorithm>
 #include <chrono>
@@ -587,8 +588,19 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
                                                                torch::ScalarType dtype,
                                                                Quantization quantization) {
   ConfigureThreads(options.threads);
-  SG_ASSIGN_OR_RETURN(auto model, LlamaModel::Load(options.model_dir,
-                                                   ModelOptions{device, dtype, quantization}));
+  if (options.gpu_memory_fraction != 0 &&
+      !(options.gpu_memory_fraction > 0 && options.gpu_memory_fraction <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gpu_memory_fraction must be in (0, 1], got ", options.gpu_memory_fraction));
+  }
+  if (options.gpu_memory_fraction > 0 && !device.is_cuda()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gpu_memory_fraction applies to a CUDA device, not ", device.str(),
+        ": size the KV cache with kv_cache_bytes (--kv-cache-memory) or kv_cache_blocks"));
+  }
+  ModelOptions model_options{device, dtype, quantization};
+  model_options.cuda_graphs = options.cuda_graphs;
+  SG_ASSIGN_OR_RETURN(auto model, LlamaModel::Load(options.model_dir, model_options));
   SG_ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Load(options.model_dir + "/tokenizer.model"));
   const ModelConfig& c = model->config();
   if (tokenizer->piece_count() > c.vocab_size) {
@@ -635,9 +647,22 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   const int64_t per_context = (c.max_position_embeddings + options.kv_block_size - 1) /
                               options.kv_block_size;
   int64_t blocks = options.kv_cache_blocks;
+  int64_t kv_bytes = options.kv_cache_bytes;
+  if (blocks == 0 && options.gpu_memory_fraction > 0) {
+    SG_ASSIGN_OR_RETURN(const CudaMemory memory, CudaMemoryInfo(device));
+    const int64_t in_use = memory.total - memory.free;  // the weights, and anything else's
+    kv_bytes = static_cast<int64_t>(options.gpu_memory_fraction * static_cast<double>(memory.total)) -
+               in_use - kGpuActivationReserve;
+    if (kv_bytes < model->KvBlockBytes(options.kv_block_size)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "gpu_memory_fraction ", options.gpu_memory_fraction, " of ", memory.total,
+          " bytes leaves no room for the KV cache: ", in_use, " bytes are in use after loading "
+          "the model and ", kGpuActivationReserve, " are kept for activations"));
+    }
+  }
   if (blocks == 0) {
     blocks = std::min<int64_t>(per_context * options.max_batch,
-                               options.kv_cache_bytes / model->KvBlockBytes(options.kv_block_size));
+                               kv_bytes / model->KvBlockBytes(options.kv_block_size));
   }
   if (blocks < 1 || blocks > (1LL << 30)) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -27,12 +27,22 @@ struct EngineOptions {
   int kv_cache_blocks = 0;            // blocks in the pool; 0: derived (see kv_cache_bytes)
   int64_t kv_cache_bytes = 4LL << 30; // with kv_cache_blocks == 0: the pool holds
                                       // min(max_batch full contexts, this many bytes)
+  // CUDA only, with kv_cache_blocks == 0: the share of the GPU's memory the
+  // engine may hold in all (weights, activations, KV pool), as vLLM's flag:
+  // the pool gets fraction * total - what is in use after loading the model
+  // - kGpuActivationReserve, instead of kv_cache_bytes. 0: kv_cache_bytes.
+  double gpu_memory_fraction = 0;
+  bool cuda_graphs = true;            // CUDA: decode steps in CUDA graphs (ModelOptions)
   int default_max_new_tokens = 256;   // for requests with max_new_tokens == 0
   int max_new_tokens_limit = 4096;    // an explicit max_new_tokens above this is refused
   int max_stop_strings = 16;          // per request
   int max_stop_string_bytes = 256;    // per stop string
   bool start_paused = false;          // test hook: the loop waits for Resume()/Step()
 };
+
+// Memory left out of the KV pool with gpu_memory_fraction, for the step's
+// activations, the sampler and the decode graphs' private pools.
+inline constexpr int64_t kGpuActivationReserve = 2LL << 30;
 
 // What a client may want to know about the loaded model and the limits.
 struct ModelInfo {

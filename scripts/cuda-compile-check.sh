@@ -77,7 +77,7 @@ fi
 # 2. The torch side of the CUDA path, for syntax against libtorch 1.13.
 mkdir -p "$DIR/stub/c10/cuda/impl"
 printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' >"$DIR/stub/c10/cuda/impl/cuda_cmake_macros.h"
-for src in engine/cuda/cuda_ops.cc engine/llama_model.cc engine/device.cc tests/cuda_test.cc; do
+for src in engine/cuda/cuda_ops.cc engine/llama_model.cc engine/engine.cc engine/device.cc tests/cuda_test.cc; do
   echo "== $src with -DSTREAMGEN_CUDA=1 (syntax, libtorch 1.13 headers)"
   if ! g++ -std=c++17 -fsyntax-only -DSTREAMGEN_CUDA=1 -I. -I"$DIR/stub" \
        -I/usr/include/torch/csrc/api/include -DSTREAMGEN_TINY_MODEL_DIR='""' \

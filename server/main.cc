@@ -55,6 +55,13 @@ ABSL_FLAG(int, kv_cache_blocks, 0,
 ABSL_FLAG(std::string, kv_cache_memory, "4GiB",
           "With --kv-cache-blocks 0: the most memory the KV-cache pool may take, in bytes or "
           "with a unit (512MiB, 2GiB, 1.5GB).");
+ABSL_FLAG(double, gpu_memory_fraction, 0,
+          "CUDA only, with --kv-cache-blocks 0: the share of the GPU's memory the server may "
+          "hold in all (weights, activations, KV cache), in (0, 1]; the KV cache gets what is "
+          "left after loading the model and a 2 GiB activation reserve. 0: --kv-cache-memory.");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "CUDA: capture decode steps in CUDA graphs (one per batch-size bucket, on first use) "
+          "and replay them; false: every step eager.");
 ABSL_FLAG(int, default_max_new_tokens, 256,
           "max_new_tokens for requests that leave it 0 (clamped to the context left).");
 ABSL_FLAG(int, max_new_tokens_limit, 4096,
@@ -140,6 +147,14 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
       ParseByteSize(absl::GetFlag(FLAGS_kv_cache_memory), "kv-cache-memory");
   if (!kv_bytes.ok()) return kv_bytes.status();
   engine.kv_cache_bytes = *kv_bytes;
+  engine.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  engine.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  if (engine.gpu_memory_fraction != 0 &&
+      !(engine.gpu_memory_fraction > 0 && engine.gpu_memory_fraction <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--gpu-memory-fraction must be in (0, 1] (0: --kv-cache-memory), got ",
+        engine.gpu_memory_fraction));
+  }
   if (engine.kv_cache_blocks < 0) {
     return absl::InvalidArgumentError("--kv-cache-blocks must be >= 0 (0: derived)");
   }

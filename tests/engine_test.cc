@@ -356,6 +356,19 @@ TEST_F(BadModelTest, DeviceAndDtypeErrors) {
 #endif
 }
 
+TEST_F(BadModelTest, GpuMemoryFractionIsForCudaAndInRange) {
+  EngineOptions options;
+  options.gpu_memory_fraction = 0.9;
+  EXPECT_THAT(std::string(Load(options).message()),
+              HasSubstr("gpu_memory_fraction applies to a CUDA device, not cpu"));
+  for (double bad : {-0.5, 1.01, std::nan("")}) {
+    options.gpu_memory_fraction = bad;
+    EXPECT_THAT(std::string(Load(options).message()),
+                HasSubstr("gpu_memory_fraction must be in (0, 1]"))
+        << bad;
+  }
+}
+
 // ---- EOS: a model whose EOS is the token greedy decoding picks ----
 
 TEST(EosTest, EosEndsTheStreamUnlessIgnored) {

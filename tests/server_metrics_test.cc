@@ -524,7 +524,14 @@ TEST(ServerFlagsTest, BadSchedulerFlagsAreRefusedByName) {
                                           "--http-listen=\\\"localhost\\\": no port"},
                                          {"--http-threads=-1", "--http-threads must be >= 0"},
                                          {"--quantization=int4",
-                                          "unknown quantization 'int4': want none or int8"}}) {
+                                          "unknown quantization 'int4': want none or int8"},
+                                         {"--gpu-memory-fraction=1.5",
+                                          "--gpu-memory-fraction must be in (0, 1]"},
+                                         {"--gpu-memory-fraction=-0.1",
+                                          "--gpu-memory-fraction must be in (0, 1]"},
+                                         {"--gpu-memory-fraction=0.9",
+                                          "gpu_memory_fraction applies to a CUDA device, not "
+                                          "cpu"}}) {
     std::string command =
         absl::StrCat(ServerPath(), " --listen=127.0.0.1:0 --metrics-listen= --http-listen= ", c.flag, " 2>&1");
     auto [status, output] = RunCommand(command);

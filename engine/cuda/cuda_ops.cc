@@ -12,6 +12,7 @@
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
 
 #include "engine/cuda/paged_attention.h"
 
@@ -179,5 +180,16 @@ std::shared_ptr<CudaGraphHandle> CaptureCudaGraph(const std::function<void()>& b
 }
 
 void ReplayCudaGraph(CudaGraphHandle& graph) { graph.graph.replay(); }
+
+absl::StatusOr<CudaMemory> CudaMemoryInfo(const torch::Device& device) {
+  c10::cuda::CUDAGuard guard(device.index());
+  size_t free = 0, total = 0;
+  const cudaError_t err = cudaMemGetInfo(&free, &total);
+  if (err != cudaSuccess) {
+    return absl::InternalError(
+        absl::StrCat("cudaMemGetInfo on ", device.str(), ": ", cudaGetErrorString(err)));
+  }
+  return CudaMemory{static_cast<int64_t>(free), static_cast<int64_t>(total)};
+}
 
 }  // namespace streamgen

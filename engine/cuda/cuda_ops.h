@@ -11,6 +11,9 @@
 
 #include <torch/torch.h>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
 #include "engine/cpu_kernels.h"  // DecodeSeq
 
 namespace streamgen {
@@ -43,6 +46,14 @@ torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch
                                              const torch::Tensor& workspace, int64_t block_size,
                                              float scale);
 
+// The device's free and total memory (cudaMemGetInfo). In a build without
+// CUDA: FAILED_PRECONDITION.
+struct CudaMemory {
+  int64_t free = 0;
+  int64_t total = 0;
+};
+absl::StatusOr<CudaMemory> CudaMemoryInfo(const torch::Device& device);
+
 // CUDA graph capture of a callable (a decode step over static buffers):
 // warms it up once on a side stream, captures it, and returns an opaque
 // handle; ReplayCudaGraph runs it on the current stream. Only in CUDA
@@ -51,5 +62,12 @@ struct CudaGraphHandle;
 std::shared_ptr<CudaGraphHandle> CaptureCudaGraph(const std::function<void()>& body,
                                                   c10::DeviceIndex device);
 void ReplayCudaGraph(CudaGraphHandle& graph);
+
+#if !defined(STREAMGEN_CUDA)
+inline absl::StatusOr<CudaMemory> CudaMemoryInfo(const torch::Device& device) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("no CUDA in this build: cannot query ", device.str(), "'s memory"));
+}
+#endif
 
 }  // namespace streamgen
