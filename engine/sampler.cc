@@ -1,5 +1,7 @@
 #include "engine/sampler.h"
 
+#include <torch/cuda.h>
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -333,8 +335,17 @@ std::vector<TokenInfo> SampleBatch(const torch::Tensor& logits,
   for (size_t r = 0; r < rows.size(); ++r) {
     if (!IsFastGreedy(rows[r])) parts.push_back(SampleRow(x[r], rows[r]));
   }
-  // The one device-to-host copy.
-  const torch::Tensor host = torch::cat(parts).to(torch::kCPU).contiguous();
+  // The one device-to-host copy: on CUDA into pinned memory, queued on the
+  // current (compute) stream behind the sampling ops, then one wait for it.
+  const torch::Tensor packed = torch::cat(parts);
+  torch::Tensor host;
+  if (packed.is_cuda()) {
+    host = torch::empty(packed.sizes(), packed.options().device(torch::kCPU).pinned_memory(true));
+    host.copy_(packed, /*non_blocking=*/true);
+    torch::cuda::synchronize(packed.device().index());
+  } else {
+    host = packed.contiguous();
+  }
   const double* data = host.data_ptr<double>();
 
   std::vector<TokenInfo> out(rows.size());
