@@ -12,6 +12,8 @@
 #include "engine/cpu_kernels.h"
 #include "engine/cuda/cuda_ops.h"
 #include "engine/cuda/paged_attention.h"
+
+#include <torch/version.h>
 #include "engine/device.h"
 #include "engine/safetensors.h"
 #include "engine/status.h"
@@ -285,6 +287,19 @@ torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a
   // [B * n, H, D] -> [KV * B, G * n, D], query heads grouped by their key/value head.
   torch::Tensor qg =
       q.view({b, n, kv, g, d}).permute({2, 0, 3, 1, 4}).reshape({kv * b, g * n, d});
+#if TORCH_VERSION_MAJOR >= 2
+  // On CUDA with libtorch 2.x: one fused kernel (the memory-efficient
+  // backend, which takes a mask) instead of bmm, masked softmax and bmm.
+  // Every query sees at least its own key, so no row is fully masked.
+  // (Not compiled against libtorch 1.13; not yet run on a GPU here.)
+  if (q.is_cuda()) {
+    torch::Tensor allowed = a.mask.logical_not()
+                                .expand({kv, b, g, n, len})
+                                .reshape({kv * b, g * n, len});
+    torch::Tensor out = at::scaled_dot_product_attention(qg, k, v, allowed);  // [KV*B, G*n, D]
+    return out.view({kv, b, g, n, d}).permute({1, 3, 0, 2, 4}).reshape({b * n, heads * d});
+  }
+#endif
   torch::Tensor scores = torch::bmm(qg, k.transpose(1, 2))
                              .mul_(1.0 / std::sqrt(static_cast<double>(d)));  // [KV*B, G*n, len]
   scores = scores.view({kv, b, g, n, len})
