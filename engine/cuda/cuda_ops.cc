@@ -35,15 +35,7 @@ torch::Tensor PagedDecodeAttentionCuda(const torch::Tensor& q, const torch::Tens
   const int64_t b = q.size(0), heads = q.size(1), d = q.size(2), kv = k_pool.size(1);
   TORCH_CHECK(static_cast<int64_t>(seqs.size()) == b && k_pool.size(2) == d && heads % kv == 0,
               "PagedDecodeAttentionCuda: shapes do not match");
-  cuda::AttnDtype dtype;
-  switch (q.scalar_type()) {
-    case torch::kFloat32: dtype = cuda::AttnDtype::kFloat32; break;
-    case torch::kFloat16: dtype = cuda::AttnDtype::kFloat16; break;
-    case torch::kBFloat16: dtype = cuda::AttnDtype::kBFloat16; break;
-    default: TORCH_CHECK(false, "PagedDecodeAttentionCuda: float32, float16 or bfloat16 only");
-  }
-  torch::Tensor out = torch::empty({b, heads * d}, q.options());
-  if (b == 0) return out;
+  if (b == 0) return torch::empty({b, heads * d}, q.options());
   int64_t stride = 1, max_len = 1;
   for (const DecodeSeq& s : seqs) {
     TORCH_CHECK(s.table != nullptr && 0 <= s.first && s.first <= s.last &&
@@ -72,29 +64,8 @@ torch::Tensor PagedDecodeAttentionCuda(const torch::Tensor& q, const torch::Tens
       {cuda::PagedDecodeWorkspaceFloats(static_cast<int>(b), static_cast<int>(heads),
                                         static_cast<int>(d), parts)},
       q.options().dtype(torch::kFloat32));
-  cuda::PagedDecodeParams p;
-  p.q = q.data_ptr();
-  p.k_pool = k_pool.data_ptr();
-  p.v_pool = v_pool.data_ptr();
-  p.out = out.data_ptr();
-  const int32_t* md = meta_d.data_ptr<int32_t>();
-  p.block_tables = md;
-  p.first = md + b * stride;
-  p.last = md + b * stride + b;
-  p.workspace = workspace.data_ptr<float>();
-  p.batch = static_cast<int>(b);
-  p.heads = static_cast<int>(heads);
-  p.kv_heads = static_cast<int>(kv);
-  p.head_dim = static_cast<int>(d);
-  p.block_size = static_cast<int>(block_size);
-  p.table_stride = static_cast<int>(stride);
-  p.max_partitions = parts;
-  p.scale = scale;
-  p.dtype = dtype;
-  const char* error = cuda::LaunchPagedDecodeAttention(
-      p, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
-  TORCH_CHECK(error[0] == '\0', "PagedDecodeAttentionCuda: ", error);
-  return out;
+  return PagedDecodeAttentionCudaStatic(q, k_pool, v_pool, meta_d, stride, parts, workspace,
+                                        block_size, scale);
 }
 
 torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch::Tensor& k_pool,

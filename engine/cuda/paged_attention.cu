@@ -40,28 +40,19 @@ __device__ __forceinline__ float WarpMax(float v) {
   return v;
 }
 
-// Block-wide reductions over kAttnThreads threads; every thread gets the
-// result. `red` is kWarps floats of shared memory; both start and end with a
-// barrier, so shared scores written before are visible after.
-__device__ float BlockMax(float v, float* red) {
-  v = WarpMax(v);
+// A block-wide reduction over kAttnThreads threads (max or sum); every thread
+// gets the result. `red` is kWarps floats of shared memory; it starts and
+// ends with a barrier, so shared scores written before are visible after.
+template <bool kMax>
+__device__ float BlockReduce(float v, float* red) {
+  v = kMax ? WarpMax(v) : WarpSum(v);
   __syncthreads();
   if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
   __syncthreads();
-  float m = red[0];
-  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, red[w]);
+  float r = red[0];
+  for (int w = 1; w < kWarps; ++w) r = kMax ? fmaxf(r, red[w]) : r + red[w];
   __syncthreads();
-  return m;
-}
-__device__ float BlockSum(float v, float* red) {
-  v = WarpSum(v);
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-  __syncthreads();
-  float s = 0.f;
-  for (int w = 0; w < kWarps; ++w) s += red[w];
-  __syncthreads();
-  return s;
+  return r;
 }
 
 // Workspace of one (row, head, partition): [head_dim] partial output, then its max and sum.
@@ -116,14 +107,14 @@ __global__ void __launch_bounds__(kAttnThreads) PartitionKernel(PagedDecodeParam
 
   float m = -INFINITY;
   for (int i = threadIdx.x; i < n; i += kAttnThreads) m = fmaxf(m, scores[i]);
-  m = BlockMax(m, red);
+  m = BlockReduce<true>(m, red);
   float sum = 0.f;
   for (int i = threadIdx.x; i < n; i += kAttnThreads) {
     const float e = expf(scores[i] - m);
     scores[i] = e;
     sum += e;
   }
-  sum = BlockSum(sum, red);  // its barriers publish the exponentials
+  sum = BlockReduce<false>(sum, red);  // its barriers publish the exponentials
 
   // Un-normalised weighted sum of the values: a thread per output element,
   // so each key's value row is read by consecutive threads.
