@@ -6,9 +6,13 @@
 //
 //   streamgen-bench-engine --model DIR [--dtype float32|bfloat16]
 //       [--quantization none|int8] [--threads 2] [--new-tokens 64] [--runs 3]
+//       [--device cpu|cuda:N] [--max-prefill-tokens N]
 //   streamgen-bench-engine --model DIR --linear-sweep   # the kernels' crossover
 //
-// Prints one line per figure and a final JSON line (for scripts).
+// Prints one line per figure and a final JSON line (for scripts). On a CUDA
+// device the model-only steps are timed up to a host copy of their last
+// output (a sync), and the read-bandwidth probe, a host-memory figure, is not
+// run (0 in the JSON; scripts/device-check.sh measures a device copy instead).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -31,6 +35,9 @@
 
 ABSL_FLAG(std::string, model, "", "model directory");
 ABSL_FLAG(std::string, dtype, "float32", "compute dtype");
+ABSL_FLAG(std::string, device, "cpu", "compute device: cpu, cuda or cuda:N");
+ABSL_FLAG(int, max_prefill_tokens, 0,
+          "engine: prompt tokens prefilled per loop iteration (0: the engine's default)");
 ABSL_FLAG(std::string, quantization, "none", "weight quantization: none or int8");
 ABSL_FLAG(std::string, linear, "kernels",
           "the CPU linear layers: kernels (the skinny kernels up to the crossover, GEMM above), or "
@@ -179,7 +186,9 @@ int main(int argc, char** argv) {
   // 1. Through the engine: prefill and decode of one greedy request.
   streamgen::EngineOptions options;
   options.model_dir = dir;
+  options.device = absl::GetFlag(FLAGS_device);
   options.dtype = absl::GetFlag(FLAGS_dtype);
+  if (const int n = absl::GetFlag(FLAGS_max_prefill_tokens); n > 0) options.max_prefill_tokens = n;
   options.quantization = absl::GetFlag(FLAGS_quantization);
   options.threads = threads;
   options.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
@@ -220,17 +229,26 @@ int main(int argc, char** argv) {
   engine->reset();
 
   // 2. The model alone: one decode step at batch 1 (no sampling, no detokenizer).
-  auto dtype = streamgen::ParseDtype(absl::GetFlag(FLAGS_dtype), torch::kCPU);
+  auto device = streamgen::ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return 1;
+  auto dtype = streamgen::ParseDtype(absl::GetFlag(FLAGS_dtype), *device);
   if (!dtype.ok()) return 1;
-  auto model = streamgen::LlamaModel::Load(dir, {torch::kCPU, *dtype, *quantization});
-  if (!model.ok()) return 1;
+  auto model = streamgen::LlamaModel::Load(dir, {*device, *dtype, *quantization});
+  if (!model.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+  // A host copy of a step's output waits for the device (a no-op wait on the CPU).
+  auto sync = [](const torch::Tensor& t) { (void)t.to(torch::kCPU); };
   double step_s = 0;
   {
     c10::InferenceMode guard;
     streamgen::KvCache cache = (*model)->NewCache(16 + new_tokens);
-    (*model)->Forward(std::vector<int>(10, 100), &cache);
+    sync((*model)->Forward(std::vector<int>(10, 100), &cache));
     auto t0 = Clock::now();
-    for (int i = 0; i < new_tokens; ++i) (*model)->Forward({100 + i}, &cache);
+    torch::Tensor out;
+    for (int i = 0; i < new_tokens; ++i) out = (*model)->Forward({100 + i}, &cache);
+    sync(out);
     step_s = Seconds(t0, Clock::now()) / new_tokens;
   }
   // 2b. The model alone, one decode step for `batch` sequences at ~150 positions.
@@ -257,9 +275,11 @@ int main(int argc, char** argv) {
       }
       return (*model)->Step(chunks, &pool);
     };
-    step(140);
+    sync(step(140));
     auto t0 = Clock::now();
-    for (int i = 0; i < new_tokens / 4; ++i) step(141 + i);
+    torch::Tensor out;
+    for (int i = 0; i < new_tokens / 4; ++i) out = step(141 + i);
+    sync(out);
     batch_step_s = Seconds(t0, Clock::now()) / (new_tokens / 4);
     if (const std::string trace = absl::GetFlag(FLAGS_profile); !trace.empty()) {
       torch::autograd::profiler::RecordProfile profile(trace);
@@ -270,7 +290,8 @@ int main(int argc, char** argv) {
   model->reset();
 
   // 3. The read-bandwidth probe over as many bytes as the decode step reads.
-  const double probe_bps = ProbeBytesPerSecond(decode_bytes, runs);
+  const bool on_cpu = device->is_cpu();
+  const double probe_bps = on_cpu ? ProbeBytesPerSecond(decode_bytes, runs) : 0;
   const double region_us = streamgen::ParallelRegionMicros(20000);
 
   const double achieved_gbs = decode_bytes * engine_tps / 1e9;
@@ -283,28 +304,35 @@ int main(int argc, char** argv) {
               streamgen::ActiveKernelIsa());
   std::printf("threads                    %d\n", threads);
   std::printf("decode weight bytes        %.1f MB (embedding excluded)\n", decode_bytes / 1e6);
-  std::printf("read-bandwidth probe       %.1f GB/s (mean, %.1f MB in huge pages)\n", probe_gbs,
-              decode_bytes / 1e6);
+  if (on_cpu) {
+    std::printf("read-bandwidth probe       %.1f GB/s (mean, %.1f MB in huge pages)\n", probe_gbs,
+                decode_bytes / 1e6);
+  } else {
+    std::printf("read-bandwidth probe       not run on %s (a host-memory figure)\n",
+                device->str().c_str());
+  }
+  // Fractions of the probe: 0 where it did not run.
+  const double of_probe = probe_gbs > 0 ? 1 / probe_gbs : 0;
   std::printf("prefill                    %d tokens in %.2f ms = %.0f tokens/s\n", prompt_tokens,
               best_prefill_ms, prompt_tokens / (best_prefill_ms / 1000.0));
   std::printf("decode (engine, batch 1)   %.1f tokens/s  -> %.1f GB/s = %.3f of the probe\n",
-              engine_tps, achieved_gbs, achieved_gbs / probe_gbs);
+              engine_tps, achieved_gbs, achieved_gbs * of_probe);
   std::printf("decode step (model only)   %.2f ms (mean) -> %.1f GB/s = %.3f of the probe\n",
-              step_s * 1000, step_gbs, step_gbs / probe_gbs);
+              step_s * 1000, step_gbs, step_gbs * of_probe);
   std::printf("decode step (model only, batch %d) %.2f ms (mean) -> %.0f tokens/s\n", batch,
               batch_step_s * 1000, batch / batch_step_s);
   std::printf("parallel region            %.2f us each (empty at::parallel_for over %d threads; "
               "the batch-1 step runs ~5 per layer)\n",
               region_us, threads);
   std::printf(
-      "{\"threads\":%d,\"linear\":\"%s\",\"dtype\":\"%s\",\"quantization\":\"%s\",\"decode_weight_bytes\":%lld,"
+      "{\"device\":\"%s\",\"threads\":%d,\"linear\":\"%s\",\"dtype\":\"%s\",\"quantization\":\"%s\",\"decode_weight_bytes\":%lld,"
       "\"prefill_tokens\":%d,\"prefill_ms\":%.3f,\"decode_tokens_per_s\":%.2f,"
       "\"achieved_gbs\":%.2f,\"model_step_ms\":%.3f,\"batch\":%d,\"batch_step_ms\":%.3f,"
       "\"probe_gbs\":%.2f,\"fraction_of_probe\":%.3f,\"step_fraction_of_probe\":%.3f,"
       "\"region_us\":%.2f}\n",
-      threads, linear.c_str(), options.dtype.c_str(), streamgen::QuantizationName(*quantization),
+      device->str().c_str(), threads, linear.c_str(), options.dtype.c_str(), streamgen::QuantizationName(*quantization),
       static_cast<long long>(decode_bytes), prompt_tokens, best_prefill_ms, engine_tps,
-      achieved_gbs, step_s * 1000, batch, batch_step_s * 1000, probe_gbs, achieved_gbs / probe_gbs,
-      step_gbs / probe_gbs, region_us);
+      achieved_gbs, step_s * 1000, batch, batch_step_s * 1000, probe_gbs, achieved_gbs * of_probe,
+      step_gbs * of_probe, region_us);
   return 0;
 }
