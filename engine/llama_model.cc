@@ -492,6 +492,10 @@ struct LlamaModel::DecodeGraph {
   std::vector<DecodeSeq> seqs;  // the CPU path's attention rows (host pointers)
   std::vector<int> scratch_table;
   std::shared_ptr<CudaGraphHandle> graph;
+  // The pool the graph was captured with: a graph bakes in the pool's
+  // addresses, so a step on another pool (a tool's private caches) captures
+  // again.
+  const void* graph_pool = nullptr;
 };
 
 bool LlamaModel::StaticDecodeEnabled() const {
@@ -639,8 +643,10 @@ torch::Tensor LlamaModel::StaticDecodeStep(const std::vector<SeqChunk>& chunks, 
   }
   if constexpr (kCudaKernels) {
     if (options_.device.is_cuda()) {
-      if (g.graph == nullptr) {
+      if (g.graph == nullptr || g.graph_pool != pool->k[0].data_ptr()) {
+        g.graph.reset();
         g.graph = CaptureCudaGraph([&] { RunDecodeBody(g, pool); }, options_.device.index());
+        g.graph_pool = pool->k[0].data_ptr();
       }
       ReplayCudaGraph(*g.graph);
       return g.logits.narrow(0, 0, b).clone();
