@@ -223,6 +223,16 @@ trap cleanup EXIT
 
 log "mode $MODE, device $DEVICE, dtype $DTYPE, budget $BUDGET s, out $OUT, work $WORK"
 
+# The golden fixture, carried in build-device-debs/fixtures by
+# scripts/fetch-device-debs.sh, goes where the tests look for it when this tree
+# has no ../shared (the device's copy).
+if [ ! -e "$ROOT/../shared/fixtures/tiny-llama/golden.json" ] &&
+   [ -f "$ROOT/${DEVICE_DEBS:-build-device-debs}/fixtures/tiny-llama/golden.json" ]; then
+  mkdir -p "$ROOT/../shared/fixtures" &&
+    ln -sfn "$ROOT/${DEVICE_DEBS:-build-device-debs}/fixtures/tiny-llama" "$ROOT/../shared/fixtures/tiny-llama" &&
+    log "linked the carried tiny-llama fixture to ../shared/fixtures/tiny-llama"
+fi
+
 # ---- 0. the environment: which python has torch, libtorch, the GPU ----
 PY_TORCH=""
 for p in ${STREAMGEN_PYTHON:-python3 /usr/bin/python3}; do

@@ -112,3 +112,15 @@ if [ "$total" -gt "$LIMIT_BYTES" ]; then
   echo "fetch-device-debs: more than $((LIMIT_BYTES / 1048576)) MiB: too much to carry to the device" >&2
   exit 1
 fi
+# The shared golden fixture travels with the packages (18 MB; the device's copy
+# of the tree has no ../shared): scripts/device-check.sh links it to
+# ../shared/fixtures/tiny-llama there, where the tests look. Never committed:
+# build-device-debs/ is ignored. Packages + fixture + the tree stay under the
+# device's 64 MiB.
+FIXTURE=$(pwd)/../shared/fixtures/tiny-llama
+if [ -f "$FIXTURE/golden.json" ]; then
+  rm -rf "$DIR/fixtures/tiny-llama" && mkdir -p "$DIR/fixtures" && cp -r "$FIXTURE" "$DIR/fixtures/"
+  echo "fetch-device-debs: copied the tiny-llama fixture ($(du -sm "$DIR/fixtures/tiny-llama" | cut -f1) MB) for the device"
+else
+  echo "fetch-device-debs: no $FIXTURE: the device's golden test will skip"
+fi
