@@ -63,6 +63,22 @@ LinearWeight MakeLinear(const torch::Tensor& w, const ModelOptions& options) {
   return {ToHugePages(q.w), q.scale};
 }
 
+// The pool slot of position p under a block table.
+int64_t SlotOf(const std::vector<int>& table, int64_t p, int64_t block_size) {
+  return static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
+}
+
+// The first key position a query at `start` attends to: 0, or under a
+// sliding window (window > 0) the window's first position.
+int64_t FirstKey(int64_t start, int64_t window) {
+  return window > 0 ? std::max<int64_t>(0, start - window + 1) : 0;
+}
+
+// A decode chunk's row for the paged attention kernels: keys [first, start].
+DecodeSeq DecodeRow(const SeqChunk& c, int64_t window) {
+  return {c.block_table->data(), FirstKey(c.start, window), c.start};
+}
+
 }  // namespace
 
 const char* QuantizationName(Quantization q) { return q == Quantization::kInt8 ? "int8" : "none"; }
@@ -229,8 +245,7 @@ LlamaModel::AttentionBatch LlamaModel::PlanAttention(const std::vector<SeqChunk>
   int64_t max_blocks = 0;
   for (int64_t i = 0; i < a.b; ++i) {
     const SeqChunk& c = chunks[seqs[i]];
-    const int64_t first = window > 0 ? std::max<int64_t>(0, c.start - window + 1) : 0;
-    first_block[i] = first / block_size;
+    first_block[i] = FirstKey(c.start, window) / block_size;
     num_blocks[i] = (c.start + n - 1) / block_size - first_block[i] + 1;
     max_blocks = std::max(max_blocks, num_blocks[i]);
   }
@@ -315,6 +330,14 @@ torch::Tensor LlamaModel::Logits(const torch::Tensor& h) const {
   return Linear(RmsNorm(h, final_norm_), lm_head_).to(torch::kFloat32);
 }
 
+void LlamaModel::CheckChunk(const SeqChunk& c, int64_t block_size) const {
+  const int64_t n = static_cast<int64_t>(c.tokens.size());
+  TORCH_CHECK(n > 0 && c.block_table != nullptr, "Step: empty chunk");
+  TORCH_CHECK(c.start + n <= static_cast<int64_t>(c.block_table->size()) * block_size &&
+                  c.start + n <= config_.max_position_embeddings,
+              "Step: positions ", c.start, " + ", n, " beyond the block table or context");
+}
+
 torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool,
                                bool all_logits) {
   c10::InferenceMode guard;
@@ -340,7 +363,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   const bool cpu_kernels =
       options_.device.is_cpu() &&
       (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16);
-  const bool cuda_paged = kCudaKernels && options_.device.is_cuda() && d <= 256;
+  const bool cuda_paged = kCudaKernels && options_.device.is_cuda() && d <= cuda::kMaxHeadDim;
   const bool paged = cpu_kernels || cuda_paged;
   const int64_t window = config_.sliding_window.value_or(0);
   std::vector<DecodeSeq> paged_seqs;   // one per paged decode
@@ -350,22 +373,17 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   for (size_t ci = 0; ci < chunks.size(); ++ci) {
     const SeqChunk& c = chunks[ci];
     const int64_t n = static_cast<int64_t>(c.tokens.size());
-    TORCH_CHECK(n > 0 && c.block_table != nullptr, "Step: empty chunk");
-    TORCH_CHECK(c.start + n <= static_cast<int64_t>(c.block_table->size()) * bs &&
-                    c.start + n <= config_.max_position_embeddings,
-                "Step: positions ", c.start, " + ", n, " beyond the block table or context");
+    CheckChunk(c, bs);
     const int64_t row0 = static_cast<int64_t>(ids.size());
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = c.start + i;
       ids.push_back(c.tokens[i]);
       positions.push_back(p);
-      write_slots.push_back(static_cast<int64_t>((*c.block_table)[p / bs]) * bs + p % bs);
+      write_slots.push_back(SlotOf(*c.block_table, p, bs));
     }
     last_rows.push_back(row0 + n - 1);
     if (paged && n == 1) {
-      const int64_t p = c.start;
-      paged_seqs.push_back(
-          {c.block_table->data(), window > 0 ? std::max<int64_t>(0, p - window + 1) : 0, p});
+      paged_seqs.push_back(DecodeRow(c, window));
       paged_rows.push_back(row0);
     } else if (n == 1) {
       decodes.push_back(ci);
@@ -504,7 +522,7 @@ bool LlamaModel::StaticDecodeEnabled() const {
            (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16);
   }
   return kCudaKernels && options_.device.is_cuda() && options_.cuda_graphs &&
-         config_.head_dim <= 256;
+         config_.head_dim <= cuda::kMaxHeadDim;
 }
 
 bool LlamaModel::UseStaticDecode(const std::vector<SeqChunk>& chunks, const KvPool& pool) const {
@@ -615,19 +633,15 @@ torch::Tensor LlamaModel::StaticDecodeStep(const std::vector<SeqChunk>& chunks, 
   for (int64_t i = 0; i < rows; ++i) {
     if (i < b) {
       const SeqChunk& c = chunks[i];
+      CheckChunk(c, bs);
       const int64_t p = c.start;
-      TORCH_CHECK(c.block_table != nullptr &&
-                      p < static_cast<int64_t>(c.block_table->size()) * bs &&
-                      p < config_.max_position_embeddings,
-                  "Step: position ", p, " beyond the block table or context");
-      const int64_t blocks = p / bs + 1;
       host[i] = c.tokens[0];
       host[rows + i] = p;
-      host[2 * rows + i] = static_cast<int64_t>((*c.block_table)[p / bs]) * bs + p % bs;
-      std::copy(c.block_table->begin(), c.block_table->begin() + blocks, meta + i * g.stride);
-      first[i] = static_cast<int32_t>(window > 0 ? std::max<int64_t>(0, p - window + 1) : 0);
+      host[2 * rows + i] = SlotOf(*c.block_table, p, bs);
+      std::copy(c.block_table->begin(), c.block_table->begin() + p / bs + 1, meta + i * g.stride);
+      g.seqs[i] = DecodeRow(c, window);
+      first[i] = static_cast<int32_t>(g.seqs[i].first);
       last[i] = static_cast<int32_t>(p);
-      g.seqs[i] = DecodeSeq{c.block_table->data(), first[i], p};
     } else {
       host[i] = 0;
       host[rows + i] = 0;
@@ -637,22 +651,21 @@ torch::Tensor LlamaModel::StaticDecodeStep(const std::vector<SeqChunk>& chunks, 
       g.seqs[i] = DecodeSeq{g.scratch_table.data(), 0, 0};
     }
   }
-  if (options_.device.is_cuda()) {
-    g.dev.copy_(g.host, /*non_blocking=*/true);
-    g.dev_meta.copy_(g.host_meta, /*non_blocking=*/true);
-  }
+  bool replayed = false;
   if constexpr (kCudaKernels) {
     if (options_.device.is_cuda()) {
+      g.dev.copy_(g.host, /*non_blocking=*/true);
+      g.dev_meta.copy_(g.host_meta, /*non_blocking=*/true);
       if (g.graph == nullptr || g.graph_pool != pool->k[0].data_ptr()) {
         g.graph.reset();
         g.graph = CaptureCudaGraph([&] { RunDecodeBody(g, pool); }, options_.device.index());
         g.graph_pool = pool->k[0].data_ptr();
       }
       ReplayCudaGraph(*g.graph);
-      return g.logits.narrow(0, 0, b).clone();
+      replayed = true;
     }
   }
-  RunDecodeBody(g, pool);
+  if (!replayed) RunDecodeBody(g, pool);  // the CPU (the test hook): no capture
   return g.logits.narrow(0, 0, b).clone();
 }
 

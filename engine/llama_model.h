@@ -145,6 +145,8 @@ class LlamaModel {
                        int layer) const;
   torch::Tensor Logits(const torch::Tensor& h) const;
 
+  // Step's check of one chunk (non-empty, inside its block table and the context).
+  void CheckChunk(const SeqChunk& c, int64_t block_size) const;
   bool UseStaticDecode(const std::vector<SeqChunk>& chunks, const KvPool& pool) const;
   torch::Tensor StaticDecodeStep(const std::vector<SeqChunk>& chunks, KvPool* pool);
   DecodeGraph& GetDecodeGraph(int64_t rows, int64_t block_size);

@@ -29,7 +29,6 @@ __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
 }
 
 constexpr int kWarps = kAttnThreads / 32;
-constexpr int kMaxHeadDim = 256;
 
 __device__ __forceinline__ float WarpSum(float v) {
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);

@@ -31,8 +31,10 @@ enum class AttnDtype : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 // Positions per partition (one thread block's keys).
 inline constexpr int kPartitionTokens = 256;
-// Threads per block. head_dim: 1 to 256 (lanes beyond it idle: 64 and 128 use every lane).
+// Threads per block.
 inline constexpr int kAttnThreads = 128;
+// head_dim: 1 to kMaxHeadDim (lanes beyond it idle: 64 and 128 use every lane).
+inline constexpr int kMaxHeadDim = 256;
 
 struct PagedDecodeParams {
   const void* q = nullptr;       // [batch, heads, head_dim], dtype
