@@ -402,12 +402,18 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
   }
   event.prefill_ms = seq->prefill_ms;
   seq->finished = true;
-  seq->sink(std::move(event));
+  // The bookkeeping comes before the sink: once the client has the last event
+  // it may read the stats (metrics) at once, and they must already count this
+  // sequence and its freed KV blocks (a TSan-slowed engine thread once lost
+  // that race in LifecycleTest.MetricsOverHttp).
   scheduler_.Remove(seq->id);  // frees its KV blocks now
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.finished++;
-  if (reason == FinishReason::kCancelled) stats_.cancelled++;
-  stats_.generated_tokens += static_cast<int64_t>(seq->output_ids.size()) - seq->resumed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.finished++;
+    if (reason == FinishReason::kCancelled) stats_.cancelled++;
+    stats_.generated_tokens += static_cast<int64_t>(seq->output_ids.size()) - seq->resumed;
+  }
+  seq->sink(std::move(event));
 }
 
 void Engine::Impl::FinishFlushed(Sequence* seq, FinishReason reason, std::string text,

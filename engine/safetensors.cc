@@ -324,6 +324,9 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::OpenDir(const std::str
   if (map_it == index.end() || !map_it->is_object()) {
     return Invalid(index_path, "missing or non-object \"weight_map\"");
   }
+  if (map_it->empty()) {  // found by safetensors_fuzz: it opened as a store without files
+    return Invalid(index_path, "\"weight_map\" is empty: the index lists no tensors");
+  }
   std::map<std::string, std::vector<std::string>> by_shard;  // shard -> tensor names
   for (auto it = map_it->begin(); it != map_it->end(); ++it) {
     if (!it->is_string() || it->get<std::string>().empty()) {

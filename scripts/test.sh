@@ -68,15 +68,24 @@ done
 echo "==== test.sh: summary ($(( $(date +%s) - start )) s after the dependencies)"
 printf '  %s\n' "${summary[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
+  # CI keeps only the end of this output, so each failed job gets a compact
+  # report: what failed, then why (gtest's assertion with its values, the
+  # sanitizer's or libFuzzer's verdict and, for a fuzz crash, its input in
+  # Base64 so that it can be replayed here after the CI clone is gone). The
+  # patterns are anchored: test names such as ...ErrorsGoToStderr... must not
+  # crowd out the lines that matter (they did once).
   for job in "${failed[@]}"; do
-    echo "==== test.sh: why $job failed (full log: $LOG_DIR/$job.log)"
-    # ctest's failures, sanitizer and fuzzer reports, gtest failures.
-    grep -E -e '\(Failed\)|\(Timeout\)|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Failed|\*\*\*Exception' \
-      -e 'ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer|UndefinedBehaviorSanitizer|libFuzzer)' \
-      -e 'SUMMARY: |runtime error|fuzz property violated|Test unit written|WARNING: ThreadSanitizer' \
-      -e '^\[  FAILED  \]|FAILED|Error|error:' "$LOG_DIR/$job.log" | head -40 || true
-    echo "---- last 25 lines of $job"
-    tail -25 "$LOG_DIR/$job.log"
+    log=$LOG_DIR/$job.log
+    echo "==== test.sh: why $job failed (full log: $log)"
+    grep -E -e '^[[:space:]]*[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess aborted|Exception|Not Run)\)' \
+      -e '^fuzz\.sh: FAILED|^[a-z_]+_fuzz +FAILED' "$log" | sort -u | head -12 || true
+    grep -E -A5 -e '^[^ ].*:[0-9]+: Failure$' "$log" | grep -v -E '^--$' | head -24 | cut -c1-400 || true
+    grep -E -e '^(==[0-9]+== ?)?ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer|UndefinedBehaviorSanitizer|libFuzzer)' \
+      -e '^SUMMARY: |: runtime error: |^fuzz property violated|^/.*: FUZZ_CHECK|^WARNING: ThreadSanitizer' \
+      "$log" | sort | uniq -c | sort -rn | head -12 || true
+    grep -E '^fuzz\.sh: .* Base64: ' "$log" | head -3 | cut -c1-11000 || true
+    echo "---- last 6 lines of $job"
+    tail -6 "$log"
   done
   echo "test.sh: failed: ${failed[*]}" >&2
   exit 1

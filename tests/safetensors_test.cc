@@ -219,6 +219,17 @@ TEST(SafetensorsTest, ShardedDirectoryIndexNamesAbsentTensor) {
               AllOf(HasSubstr("'e'"), HasSubstr("does not hold it")));
 }
 
+TEST(SafetensorsTest, ShardedDirectoryEmptyWeightMap) {
+  const std::string dir = MakeTestDir();
+  WriteShardedModel(dir, R"({"metadata": {"total_size": 0}, "weight_map": {}})");
+  auto store = WeightStore::OpenDir(dir);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(store.status().message()),
+              AllOf(HasSubstr("model.safetensors.index.json"), HasSubstr("\"weight_map\" is empty"),
+                    HasSubstr("lists no tensors")));
+}
+
 TEST(SafetensorsTest, DirectoryWithoutWeights) {
   const std::string dir = MakeTestDir();
   auto store = WeightStore::OpenDir(dir);
