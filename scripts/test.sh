@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run): installs dependencies, builds,
-# then runs four jobs one after the other and reports each one's time:
+# then runs five jobs one after the other and reports each one's time:
 #
 #   main   every test under ctest in the normal build (build/); tests that need
 #          ../shared/ or a GPU skip themselves with a message
