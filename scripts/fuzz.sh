@@ -97,7 +97,7 @@ for target in "${TARGETS[@]}"; do
   if [ $rc -ne 0 ]; then
     status="FAILED (exit $rc)"
     failed+=("$target")
-    grep -E 'ERROR: |SUMMARY: |fuzz property violated|FUZZ_CHECK|runtime error|artifact_prefix|Test unit written|^Base64: ' "$dir/log" | head -10 || true
+    grep -E 'ERROR: |SUMMARY: |fuzz property violated|FUZZ_CHECK|runtime error|artifact_prefix|Test unit written' "$dir/log" | head -10 || true
     details+=("---- $target (exit $rc), the end of $dir/log:" "$(grep -v -E '^#[0-9]+|^\[libprotobuf' "$dir/log" | tail -20)")
     for artifact in "$dir"/crash-* "$dir"/leak-* "$dir"/timeout-* "$dir"/oom-*; do
       [ -f "$artifact" ] && [ "$(stat -c %s "$artifact")" -lt 8192 ] || continue
