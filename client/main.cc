@@ -44,6 +44,7 @@
 #include "absl/strings/str_split.h"
 #include "client/bench.h"
 #include "common/cli_flags.h"
+#include "common/sampling_flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "streamgen/v1/generate.grpc.pb.h"
 
@@ -58,19 +59,6 @@ ABSL_FLAG(std::string, api_key, "",
 ABSL_FLAG(int64_t, deadline_ms, 0, "Deadline for the call in milliseconds (0: none).");
 ABSL_FLAG(bool, json, false, "Print each response message as protobuf JSON, one per line.");
 // generate
-ABSL_FLAG(int, max_new_tokens, 0, "Tokens to generate (0: the server's default).");
-ABSL_FLAG(double, temperature, 0, "0: greedy.");
-ABSL_FLAG(int, top_k, 0, "0: off.");
-ABSL_FLAG(double, top_p, 0, "0: off (1.0).");
-ABSL_FLAG(double, min_p, 0, "0: off.");
-ABSL_FLAG(double, repetition_penalty, 0, "0: off (1.0).");
-ABSL_FLAG(double, presence_penalty, 0, "0: off.");
-ABSL_FLAG(double, frequency_penalty, 0, "0: off.");
-ABSL_FLAG(int64_t, seed, -1, "Sampling seed (-1: the server picks one and reports it).");
-ABSL_FLAG(std::vector<std::string>, stop, {}, "Stop strings, comma-separated.");
-ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "Stop token ids, comma-separated.");
-ABSL_FLAG(bool, ignore_eos, false, "Keep generating past EOS.");
-ABSL_FLAG(int, top_logprobs, 0, "Alternatives per token (0..20; shown with --json).");
 ABSL_FLAG(std::string, request_id, "", "Request id (default: the server makes one).");
 ABSL_FLAG(bool, chat, false, "Send PROMPT as a user message, rendered with the chat template.");
 ABSL_FLAG(std::string, system, "", "With --chat: a system message first.");
@@ -126,6 +114,7 @@ class ActiveContext {
   ActiveContext& operator=(const ActiveContext&) = delete;
 };
 std::atomic<bool> g_interrupted{false};
+SamplingFlags g_sampling;  // set once in main, before any call
 
 // Ctrl-C: cancel the call in flight (from a thread; TryCancel is not
 // async-signal-safe, so no signal handler does it).
@@ -256,21 +245,22 @@ v1::GenerateRequest BuildGenerateRequest(const std::string& prompt) {
   } else {
     request.set_prompt(prompt);
   }
-  request.set_max_new_tokens(absl::GetFlag(FLAGS_max_new_tokens));
-  request.set_temperature(absl::GetFlag(FLAGS_temperature));
-  request.set_top_k(absl::GetFlag(FLAGS_top_k));
-  request.set_top_p(absl::GetFlag(FLAGS_top_p));
-  request.set_min_p(absl::GetFlag(FLAGS_min_p));
-  request.set_repetition_penalty(absl::GetFlag(FLAGS_repetition_penalty));
-  request.set_presence_penalty(absl::GetFlag(FLAGS_presence_penalty));
-  request.set_frequency_penalty(absl::GetFlag(FLAGS_frequency_penalty));
-  if (absl::GetFlag(FLAGS_seed) >= 0) request.set_seed(absl::GetFlag(FLAGS_seed));
-  for (const std::string& stop : absl::GetFlag(FLAGS_stop)) request.add_stop(stop);
-  for (int id : ParseIds(absl::GetFlag(FLAGS_stop_token_ids), "stop-token-ids")) {
-    request.add_stop_token_ids(id);
-  }
-  request.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
-  request.set_top_logprobs(absl::GetFlag(FLAGS_top_logprobs));
+  // Only what was given on the command line is sent: the server fills the
+  // rest from the model's defaults (common/sampling_flags.h).
+  const SamplingFlags& f = g_sampling;
+  if (f.max_new_tokens) request.set_max_new_tokens(*f.max_new_tokens);
+  if (f.temperature) request.set_temperature(*f.temperature);
+  if (f.top_k) request.set_top_k(*f.top_k);
+  if (f.top_p) request.set_top_p(*f.top_p);
+  if (f.min_p) request.set_min_p(*f.min_p);
+  if (f.repetition_penalty) request.set_repetition_penalty(*f.repetition_penalty);
+  request.set_presence_penalty(f.presence_penalty);
+  request.set_frequency_penalty(f.frequency_penalty);
+  if (f.seed) request.set_seed(*f.seed);
+  for (const std::string& stop : f.stop) request.add_stop(stop);
+  for (int id : f.stop_token_ids) request.add_stop_token_ids(id);
+  request.set_ignore_eos(f.ignore_eos);
+  request.set_top_logprobs(f.top_logprobs);
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
   return request;
 }
@@ -438,8 +428,8 @@ int Bench(v1::TextGeneration::Stub& stub) {
   options.warmup = absl::GetFlag(FLAGS_warmup);
   options.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
   options.shared_prefix_tokens = absl::GetFlag(FLAGS_shared_prefix_tokens);
-  options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  options.temperature = absl::GetFlag(FLAGS_temperature);
+  options.max_new_tokens = g_sampling.max_new_tokens.value_or(0);
+  options.temperature = g_sampling.temperature.value_or(0);
   options.deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
   options.stop = &g_interrupted;
   options.http_url = absl::GetFlag(FLAGS_http);
@@ -483,14 +473,7 @@ int Usage() {
 }  // namespace streamgen
 
 int main(int argc, char** argv) {
-  // --help lists this file's flags (abseil's default looks for a file named
-  // after the program).
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "client/main.cc");
-  };
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
+  const char* kUsage =
       "Client for streamgen.v1.TextGeneration.\n"
       "  streamgen-client [--server HOST:PORT] generate PROMPT [--max-new-tokens N] [--json]\n"
       "  streamgen-client tokenize TEXT\n"
@@ -498,9 +481,21 @@ int main(int argc, char** argv) {
       "  streamgen-client health [--service NAME]   (exit 0 when SERVING)\n"
       "  streamgen-client bench --concurrency C --requests N --prompt-tokens P\n"
       "                         --max-new-tokens M [--warmup W] [--json]\n"
-      "Flags may be written --max-new-tokens=8 or --max_new_tokens=8.");
+      "Flags may be written --max-new-tokens=8 or --max_new_tokens=8.";
+  absl::SetProgramUsageMessage(kUsage);
+  if (streamgen::PrintHelpIfAsked(argc, argv, kUsage, {"client/main.cc", "common/sampling_flags.cc"})) {
+    return 0;
+  }
   streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
-  std::vector<char*> positional = absl::ParseCommandLine(args.argc(), args.argv());
+  int args_count = args.argc();
+  streamgen::SamplingArgs stops = streamgen::TakeSamplingArgs(&args_count, args.argv());
+  std::vector<char*> positional = absl::ParseCommandLine(args_count, args.argv());
+  absl::StatusOr<streamgen::SamplingFlags> sampling = streamgen::ReadSamplingFlags(std::move(stops));
+  if (!sampling.ok()) {
+    std::cerr << "streamgen-client: " << sampling.status().message() << "\n";
+    return 2;
+  }
+  streamgen::g_sampling = *std::move(sampling);
   if (positional.size() < 2) return streamgen::Usage();
   std::string command = positional[1];
   std::vector<std::string> rest(positional.begin() + 2, positional.end());

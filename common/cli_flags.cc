@@ -3,7 +3,14 @@
 #include <cmath>
 #include <utility>
 
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/reflection.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -29,6 +36,42 @@ std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
     out.push_back(std::move(arg));
   }
   return out;
+}
+
+std::string FlagsHelp(const std::vector<std::string>& files) {
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    const std::string file = flag->Filename();
+    for (const std::string& suffix : files) {
+      if (absl::EndsWith(file, suffix)) {
+        flags.push_back(flag);
+        break;
+      }
+    }
+  }
+  std::sort(flags.begin(), flags.end(), [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
+  std::string out;
+  for (const absl::CommandLineFlag* flag : flags) {
+    const std::string name = absl::StrReplaceAll(flag->Name(), {{"_", "-"}});
+    std::string value = flag->DefaultValue();
+    if (value.empty()) value = "\"\"";
+    absl::StrAppend(&out, "  --", name, "  (default: ", value, ")\n      ", flag->Help(), "\n");
+  }
+  return out;
+}
+
+bool PrintHelpIfAsked(int argc, char** argv, absl::string_view usage,
+                      const std::vector<std::string>& files) {
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--help" || arg == "-help" || arg == "-h" || arg == "--helpfull") {
+      std::fputs(absl::StrCat(usage, "\n\nFlags (--name=VALUE or --name VALUE; booleans "
+                              "--name / --noname):\n", FlagsHelp(files)).c_str(), stdout);
+      return true;
+    }
+  }
+  return false;
 }
 
 ArgvHolder::ArgvHolder(std::vector<std::string> args) : args_(std::move(args)) {

@@ -23,6 +23,18 @@ std::vector<std::string> NormalizeFlagNames(int argc, char** argv);
 // are left alone. NormalizeFlagNames applies it to every flag before "--".
 void NormalizeFlagArg(std::string* arg);
 
+// --help as users type flags: when argv (before NormalizeFlagNames) holds
+// --help, -help, -h or --helpfull, prints `usage`, then every flag defined in a
+// source file whose path ends with one of `files`, sorted, each as
+//   --max-new-tokens=VALUE  (default: 0)
+//       Tokens to generate ...
+// to stdout and returns true (the caller exits 0). The flag reference in
+// docs/ is this output (scripts/flag-docs.sh). Not thread-safe (call from main).
+bool PrintHelpIfAsked(int argc, char** argv, absl::string_view usage,
+                      const std::vector<std::string>& files);
+// The flags part of that help text (no usage line).
+std::string FlagsHelp(const std::vector<std::string>& files);
+
 // Keeps the strings alive and gives the char* array that absl::ParseCommandLine wants.
 class ArgvHolder {
  public:

@@ -21,7 +21,9 @@
 #include <cstdint>
 #include <vector>
 
-#include <torch/torch.h>
+// Not torch/torch.h: see engine/llama_model.h.
+#include <torch/types.h>
+#include <torch/utils.h>
 
 namespace streamgen {
 

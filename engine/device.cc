@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <thread>
 
+#include <torch/cuda.h>
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif

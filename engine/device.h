@@ -3,7 +3,9 @@
 
 #include <string>
 
-#include <torch/torch.h>
+// Not torch/torch.h: see engine/llama_model.h.
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "absl/status/statusor.h"
 

@@ -2,6 +2,8 @@
 //   wait -> cancel -> admit (prefill + first token) -> one batched decode step
 //   -> sample -> emit -> retire
 #include "engine/engine.h"
+
+#include "engine/generation_defaults.h"
 #include "engine/cuda/cuda_ops.h"
 
 #include <algorithm>
@@ -65,6 +67,7 @@ struct Sequence {
   std::vector<int> output_ids;
   std::vector<int> tokens;  // prompt + output: what a (re)computing prefill feeds
   int resumed = 0;          // leading output_ids that came as resume_token_ids
+  int64_t counted = 0;      // generated tokens already in EngineStats::generated_tokens
   int max_new_tokens = 0;
   uint64_t seed = 0;
   std::unique_ptr<SequenceRng> rng;
@@ -180,6 +183,8 @@ class Engine::Impl {
   void FailAll(const std::string& what);
   void Retire();
   void PublishStats();
+  // Adds seq's generated tokens not yet counted to stats_ (mu_ held).
+  void CountGenerated(Sequence* seq);
 
   const EngineOptions options_;
   std::unique_ptr<LlamaModel> model_;
@@ -277,7 +282,7 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
   // The default is clamped to what is left of the context and of the KV pool.
   const int room = static_cast<int>(std::min<int64_t>(context, info_.kv_cache_tokens)) - prompt_len;
   *max_new_tokens = r.max_new_tokens > 0 ? r.max_new_tokens
-                                         : std::min(options_.default_max_new_tokens, room);
+                                         : std::min(info_.default_max_new_tokens, room);
   if (*max_new_tokens < 1 || prompt_len + *max_new_tokens > info_.kv_cache_tokens) {
     return bad("max_new_tokens: prompt (", prompt_len, " tokens) + max_new_tokens (",
                *max_new_tokens, ") can never fit in the KV cache of ", info_.kv_cache_tokens,
@@ -347,6 +352,7 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
         has_text ? "prompt: set exactly one of prompt and prompt_token_ids, not both"
                  : "prompt: one of prompt and prompt_token_ids must be set");
   }
+  ApplyGenerationDefaults(info_.generation_defaults, &request);
   auto seq = std::make_unique<Sequence>();
   seq->submitted = Clock::now();
   seq->prompt_ids = has_ids ? request.prompt_token_ids : PromptIds(request.prompt);
@@ -411,7 +417,7 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
     std::lock_guard<std::mutex> lock(mu_);
     stats_.finished++;
     if (reason == FinishReason::kCancelled) stats_.cancelled++;
-    stats_.generated_tokens += static_cast<int64_t>(seq->output_ids.size()) - seq->resumed;
+    CountGenerated(seq);
   }
   seq->sink(std::move(event));
 }
@@ -505,8 +511,16 @@ void Engine::Impl::Retire() {
   }
 }
 
+void Engine::Impl::CountGenerated(Sequence* seq) {
+  const int64_t generated = static_cast<int64_t>(seq->output_ids.size()) - seq->resumed;
+  stats_.generated_tokens += generated - seq->counted;
+  seq->counted = generated;
+}
+
 void Engine::Impl::PublishStats() {
   std::lock_guard<std::mutex> lock(mu_);
+  // Tokens count as they are produced (once per step), not at a request's end.
+  for (auto& [id, seq] : sequences_) CountGenerated(seq.get());
   scheduler_waiting_ = scheduler_.num_waiting_fresh();
   stats_.waiting = static_cast<int64_t>(incoming_.size()) + scheduler_.num_waiting();
   stats_.running = scheduler_.num_running();
@@ -584,6 +598,14 @@ void Engine::Impl::Loop() {
 
 // ---- Engine: the public face ----
 
+bool CpuHasNativeBfloat16() {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() { Shutdown(); }
 
@@ -625,11 +647,20 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   info.dtype = DtypeName(dtype);
   info.quantization = QuantizationName(quantization);
   info.device = device.str();
+  if (info.device == "cpu" && info.dtype == "bfloat16" && !CpuHasNativeBfloat16()) {
+    spdlog::warn(
+        "dtype bfloat16 on a CPU without native bfloat16 dot products (no AVX512-BF16: AVX2 "
+        "or plain AVX-512): libtorch's bfloat16 matrix products fall back to slow code there "
+        "(a prefill can take 100x longer); use --dtype float32 on this CPU (docs/serving.md, "
+        "Choosing a dtype)");
+  }
   info.bos_token_id = c.bos_token_id;
   info.eos_token_ids = c.eos_token_ids;
   info.max_queue = options.max_queue;
   info.max_batch = options.max_batch;
-  info.default_max_new_tokens = options.default_max_new_tokens;
+  if (options.use_generation_config) info.generation_defaults = c.generation;
+  info.default_max_new_tokens =
+      info.generation_defaults.max_new_tokens.value_or(options.default_max_new_tokens);
   info.max_new_tokens_limit = options.max_new_tokens_limit;
   info.max_stop_strings = options.max_stop_strings;
   info.max_stop_string_bytes = options.max_stop_string_bytes;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/model_config.h"
 #include "engine/request.h"
 
 namespace streamgen {
@@ -33,7 +34,13 @@ struct EngineOptions {
   // - kGpuActivationReserve, instead of kv_cache_bytes. 0: kv_cache_bytes.
   double gpu_memory_fraction = 0;
   bool cuda_graphs = true;            // CUDA: decode steps in CUDA graphs (ModelOptions)
-  int default_max_new_tokens = 256;   // for requests with max_new_tokens == 0
+  int default_max_new_tokens = 256;   // for requests with max_new_tokens == 0, unless the
+                                      // model's generation_config.json gives max_new_tokens
+  // Read the model's generation_config.json sampling defaults (do_sample,
+  // temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens) for
+  // the fields a request leaves unset (GenerationRequest::unset). false: the
+  // neutral values and default_max_new_tokens (--generation-config none).
+  bool use_generation_config = true;
   int max_new_tokens_limit = 4096;    // an explicit max_new_tokens above this is refused
   int max_stop_strings = 16;          // per request
   int max_stop_string_bytes = 256;    // per stop string
@@ -63,8 +70,10 @@ struct ModelInfo {
   int kv_cache_blocks = 0;      // the pool's size in blocks
   int64_t kv_cache_tokens = 0;  // kv_cache_blocks * kv_block_size: the most one request can use
   bool prefix_caching = false;
-  int default_max_new_tokens = 0;
+  int default_max_new_tokens = 0;  // generation_defaults.max_new_tokens, else the option
   int max_new_tokens_limit = 0;
+  // What a request's unset sampling fields take (empty with use_generation_config false).
+  GenerationDefaults generation_defaults;
   int max_stop_strings = 0;
   int max_stop_string_bytes = 0;
   std::string chat_template;  // tokenizer_config.json's chat_template ("" when none)
@@ -89,6 +98,11 @@ struct EngineStats {
   int64_t resumed = 0;               // requests submitted with resume_token_ids
   int64_t resumed_tokens = 0;        // their resume_token_ids
 };
+
+// Whether this CPU has native bfloat16 dot products (x86 AVX512-BF16), without
+// which libtorch's bfloat16 GEMMs are a slow fallback: the engine warns when
+// asked for bfloat16 on such a CPU. Thread-safe.
+bool CpuHasNativeBfloat16();
 
 class Engine {
  public:

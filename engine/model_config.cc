@@ -214,6 +214,55 @@ absl::Status ReadSizes(const json& obj, const std::string& source, ModelConfig* 
   return absl::OkStatus();
 }
 
+// generation_config.json's sampling keys, each checked against the range the
+// request validator allows (null counts as absent, as in transformers).
+absl::Status ReadGenerationDefaults(const json& obj, const std::string& source,
+                                    GenerationDefaults* out) {
+  auto present = [&](const char* key) { return obj.contains(key) && !obj.at(key).is_null(); };
+  if (present("do_sample")) {
+    if (!obj.at("do_sample").is_boolean()) return FieldError(source, "do_sample", "must be true or false");
+    out->do_sample = obj.at("do_sample").get<bool>();
+  }
+  struct Range {
+    const char* key;
+    double lo, hi;
+    bool lo_open, hi_open;
+    std::optional<float>* out;
+  };
+  const Range ranges[] = {
+      {"temperature", 0, 100, false, false, &out->temperature},
+      {"top_p", 0, 1, true, false, &out->top_p},
+      {"min_p", 0, 1, false, true, &out->min_p},
+      {"repetition_penalty", 0, 10, true, false, &out->repetition_penalty},
+  };
+  for (const Range& r : ranges) {
+    if (!present(r.key)) continue;
+    const json& v = obj.at(r.key);
+    if (!v.is_number()) return FieldError(source, r.key, "must be a number");
+    const double x = v.get<double>();
+    const bool above = r.lo_open ? x > r.lo : x >= r.lo;
+    const bool below = r.hi_open ? x < r.hi : x <= r.hi;
+    if (!(above && below)) {
+      return FieldError(source, r.key,
+                        absl::StrCat("must be in ", r.lo_open ? "(" : "[", r.lo, ", ", r.hi,
+                                     r.hi_open ? ")" : "]", ", got ", x));
+    }
+    *r.out = static_cast<float>(x);
+  }
+  for (const char* key : {"top_k", "max_new_tokens"}) {
+    if (!present(key)) continue;
+    const json& v = obj.at(key);
+    const bool is_int = v.is_number_integer() || v.is_number_unsigned();
+    const int64_t lo = std::string(key) == "top_k" ? 0 : 1;
+    if (!is_int || v.get<int64_t>() < lo || v.get<int64_t>() > (1 << 30)) {
+      return FieldError(source, key, absl::StrCat("must be an integer in [", lo, ", 2^30]"));
+    }
+    (std::string(key) == "top_k" ? out->top_k : out->max_new_tokens) =
+        static_cast<int>(v.get<int64_t>());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadTokenizerConfig(const std::string& path, ModelConfig* config) {
   SG_ASSIGN_OR_RETURN(json obj, ReadJsonObject(path));
   SG_RETURN_IF_ERROR(ReadBool(obj, path, "add_bos_token", &config->add_bos));
@@ -294,6 +343,7 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
     }
     SG_ASSIGN_OR_RETURN(std::vector<int> bos, ReadIdList(gen, generation_path, "bos_token_id"));
     if (bos.size() == 1) config.bos_token_id = bos[0];
+    SG_RETURN_IF_ERROR(ReadGenerationDefaults(gen, generation_path, &config.generation));
   }
   if (config.eos_token_ids.empty()) config.eos_token_ids.push_back(2);
 

@@ -14,6 +14,24 @@
 
 namespace streamgen {
 
+// generation_config.json's sampling defaults, as Hugging Face's generate()
+// and vLLM's --generation-config auto read them. Each is empty when the file
+// does not say (or says null). Applied to the fields a request leaves unset
+// (ApplyGenerationDefaults in engine/request.h).
+struct GenerationDefaults {
+  std::optional<bool> do_sample;           // false or absent: greedy (temperature 0)
+  std::optional<float> temperature;        // >= 0; used only with do_sample true
+  std::optional<float> top_p;              // (0, 1]
+  std::optional<int> top_k;                // >= 0 (0: off)
+  std::optional<float> min_p;              // [0, 1)
+  std::optional<float> repetition_penalty; // (0, 10]
+  std::optional<int> max_new_tokens;       // >= 1
+  bool empty() const {
+    return !do_sample && !temperature && !top_p && !top_k && !min_p && !repetition_penalty &&
+           !max_new_tokens;
+  }
+};
+
 struct ModelConfig {
   // "LlamaForCausalLM" or "MistralForCausalLM" (config.json "architectures"[0]).
   std::string architecture;
@@ -37,6 +55,7 @@ struct ModelConfig {
   bool add_bos = true;               // tokenizer_config.json add_bos_token
   bool add_eos = false;              // tokenizer_config.json add_eos_token
   std::string chat_template;         // tokenizer_config.json chat_template ("" if none)
+  GenerationDefaults generation;     // generation_config.json's sampling defaults
 
   // Derived sizes.
   int q_size() const { return num_attention_heads * head_dim; }

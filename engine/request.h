@@ -48,6 +48,19 @@ struct GenerationRequest {
   // "": not checked; otherwise must equal ModelInfo::fingerprint
   // (FAILED_PRECONDITION).
   std::string model_fingerprint;
+  // The sampling fields the caller left unset (its wire or command line had
+  // no value for them). Submit fills each from the model's
+  // generation_config.json (ModelInfo::generation_defaults, see
+  // ApplyGenerationDefaults) and keeps the neutral value above where the
+  // model says nothing. A field set explicitly is never replaced. (An unset
+  // max_new_tokens is max_new_tokens == 0, resolved the same way.)
+  struct Unset {
+    bool temperature = false;
+    bool top_k = false;
+    bool top_p = false;
+    bool min_p = false;
+    bool repetition_penalty = false;
+  } unset;
 };
 
 enum class FinishReason {

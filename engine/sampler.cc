@@ -2,7 +2,9 @@
 
 #include <torch/cuda.h>
 
-#include <torch/torch.h>
+// Not torch/torch.h: see engine/llama_model.h.
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <cmath>

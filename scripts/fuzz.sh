@@ -8,7 +8,7 @@
 # per target. Installs nothing: clang-14 and libclang-rt-14-dev come from
 # scripts/install-deps.sh.
 #
-#   scripts/fuzz.sh                     # every target, 60 s each
+#   scripts/fuzz.sh                     # every target, 30 s each, two at a time
 #   FUZZ_SECONDS=10 scripts/fuzz.sh     # shorter runs
 #   scripts/fuzz.sh detokenizer_fuzz    # some targets only
 #
@@ -24,7 +24,8 @@
 #   echo 'BASE64' | base64 -d > crash && build-fuzz/fuzz/<target> crash
 # FUZZ_SEED=0 draws a new seed each run: use it for longer exploratory runs,
 #   FUZZ_SEED=0 FUZZ_SECONDS=600 scripts/fuzz.sh
-# Environment: FUZZ_SECONDS (default 60) per target; FUZZ_BUILD_DIR (default
+# Environment: FUZZ_SECONDS (default 30) per target; FUZZ_PARALLEL targets at
+# a time (default: nproc); FUZZ_BUILD_DIR (default
 # build-fuzz); FUZZ_JOBS build jobs (default: nproc); FUZZ_WORK_DIR where the
 # scratch corpora, logs and crash artifacts go (default $FUZZ_BUILD_DIR/runs/<time>).
 # A crash leaves its input as FUZZ_WORK_DIR/<target>/crash-*: reproduce it with
@@ -32,8 +33,9 @@
 # and, once fixed, copy it into tests/fuzz/corpus/<target>/ as a regression seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/ccache-env.sh
 
-FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 FUZZ_SEED=${FUZZ_SEED:-1}
 BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
 JOBS=${FUZZ_JOBS:-$(nproc)}
@@ -64,48 +66,65 @@ WORK=$(cd "$WORK" && pwd)
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 
+# fuzz_one TARGET: runs one target; writes its summary line to $WORK/TARGET/summary,
+# and on failure its verdict to $WORK/TARGET/failed and its details (log tail,
+# crash inputs in Base64) to $WORK/TARGET/details.
+fuzz_one() {
+  local target=$1
+  local corpus=tests/fuzz/corpus/$target
+  local dir=$WORK/$target
+  mkdir -p "$dir/corpus"
+  if [ ! -d "$corpus" ] || [ -z "$(ls -A "$corpus")" ]; then
+    echo "fuzz.sh: $corpus is missing or empty" >&2
+    echo "$target (no corpus)" >"$dir/failed"
+    return
+  fi
+  cp "$corpus"/* "$dir/corpus/"
+  local seeds=$(ls "$dir/corpus" | wc -l)
+  echo "== $target: $FUZZ_SECONDS s from $seeds seeds (log: $dir/log)"
+  local start=$(date +%s) rc=0
+  "$BUILD_DIR/fuzz/$target" "$dir/corpus" \
+    -max_total_time="$FUZZ_SECONDS" -seed="$FUZZ_SEED" -timeout=25 -rss_limit_mb=2048 -max_len=8192 \
+    -print_final_stats=1 -artifact_prefix="$dir/" >"$dir/log" 2>&1 || rc=$?
+  local elapsed=$(( $(date +%s) - start ))
+  local execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log" | tail -1)
+  local last=$(grep -E '^#[0-9]+' "$dir/log" | tail -1 || true)
+  local cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
+  local ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+  local corpus_n=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
+  local status=ok
+  if [ $rc -ne 0 ]; then
+    status="FAILED (exit $rc)"
+    echo "$target" >"$dir/failed"
+    grep -E 'ERROR: |SUMMARY: |fuzz property violated|FUZZ_CHECK|runtime error|artifact_prefix|Test unit written' "$dir/log" | head -10 || true
+    {
+      echo "---- $target (exit $rc), the end of $dir/log:"
+      grep -v -E '^#[0-9]+|^\[libprotobuf' "$dir/log" | tail -20
+      for artifact in "$dir"/crash-* "$dir"/leak-* "$dir"/timeout-* "$dir"/oom-*; do
+        [ -f "$artifact" ] && [ "$(stat -c %s "$artifact")" -lt 8192 ] || continue
+        echo "fuzz.sh: $target input $(basename "$artifact") Base64: $(base64 -w0 "$artifact")"
+      done
+    } >"$dir/details"
+  fi
+  printf '%-20s %-16s %10s execs %6s cov %6s ft %5s corpus %4ss\n' \
+    "$target" "$status" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${corpus_n:-?}" "$elapsed" >"$dir/summary"
+}
+
+# FUZZ_PARALLEL targets at a time (default: the cores), each on one core.
+PARALLEL=${FUZZ_PARALLEL:-$(nproc)}
+runs_start=$(date +%s)
+for target in "${TARGETS[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n || true; done
+  fuzz_one "$target" &
+done
+wait
 summary=()
 failed=()
 details=()
-runs_start=$(date +%s)
 for target in "${TARGETS[@]}"; do
-  corpus=tests/fuzz/corpus/$target
-  if [ ! -d "$corpus" ] || [ -z "$(ls -A "$corpus")" ]; then
-    echo "fuzz.sh: $corpus is missing or empty" >&2
-    failed+=("$target (no corpus)")
-    continue
-  fi
-  dir=$WORK/$target
-  mkdir -p "$dir/corpus"
-  cp "$corpus"/* "$dir/corpus/"
-  seeds=$(ls "$dir/corpus" | wc -l)
-  echo "== $target: $FUZZ_SECONDS s from $seeds seeds (log: $dir/log)"
-  start=$(date +%s)
-  set +e
-  "$BUILD_DIR/fuzz/$target" "$dir/corpus" \
-    -max_total_time="$FUZZ_SECONDS" -seed="$FUZZ_SEED" -timeout=25 -rss_limit_mb=2048 -max_len=8192 \
-    -print_final_stats=1 -artifact_prefix="$dir/" >"$dir/log" 2>&1
-  rc=$?
-  set -e
-  elapsed=$(( $(date +%s) - start ))
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log" | tail -1)
-  last=$(grep -E '^#[0-9]+' "$dir/log" | tail -1 || true)
-  cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
-  ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
-  corpus_n=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
-  status=ok
-  if [ $rc -ne 0 ]; then
-    status="FAILED (exit $rc)"
-    failed+=("$target")
-    grep -E 'ERROR: |SUMMARY: |fuzz property violated|FUZZ_CHECK|runtime error|artifact_prefix|Test unit written' "$dir/log" | head -10 || true
-    details+=("---- $target (exit $rc), the end of $dir/log:" "$(grep -v -E '^#[0-9]+|^\[libprotobuf' "$dir/log" | tail -20)")
-    for artifact in "$dir"/crash-* "$dir"/leak-* "$dir"/timeout-* "$dir"/oom-*; do
-      [ -f "$artifact" ] && [ "$(stat -c %s "$artifact")" -lt 8192 ] || continue
-      details+=("fuzz.sh: $target input $(basename "$artifact") Base64: $(base64 -w0 "$artifact")")
-    done
-  fi
-  summary+=("$(printf '%-20s %-16s %10s execs %6s cov %6s ft %5s corpus %4ss' \
-    "$target" "$status" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${corpus_n:-?}" "$elapsed")")
+  [ -f "$WORK/$target/summary" ] && summary+=("$(cat "$WORK/$target/summary")")
+  [ -f "$WORK/$target/failed" ] && failed+=("$(cat "$WORK/$target/failed")")
+  [ -f "$WORK/$target/details" ] && details+=("$(cat "$WORK/$target/details")")
 done
 runs_s=$(( $(date +%s) - runs_start ))
 

@@ -8,25 +8,32 @@ set -euo pipefail
 # installed), so that scripts/cuda-compile-check.sh compiles the CUDA kernels
 # on a machine with no GPU. Its host compiler is clang-14 (nvcc 11.8 refuses
 # gcc 12). CI's `cuda` job (scripts/test.sh) passes it.
+# --build-only: just what building and running the server, the client and
+# the tools needs (scripts/quickstart.sh); the test tools below are skipped.
 CUDA_TOOLKIT=0
+BUILD_ONLY=0
 for arg in "$@"; do
   case $arg in
     --cuda-toolkit) CUDA_TOOLKIT=1 ;;
-    *) echo "install-deps: unknown argument '$arg' (want --cuda-toolkit)" >&2; exit 2 ;;
+    --build-only) BUILD_ONLY=1 ;;
+    *) echo "install-deps: unknown argument '$arg' (want --cuda-toolkit or --build-only)" >&2; exit 2 ;;
   esac
 done
 
-PACKAGES=(
+BUILD_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev
   # Without an optimized BLAS, Debian's libtorch runs on the reference BLAS:
-  # measured here, 2.5x slower at batch 1 and 25x slower at batch 16.
+  # 2.5x slower at batch 1 and 25x slower at batch 16 (bench/README.md).
   libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libsentencepiece-dev libabsl-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libcpp-httplib-dev
   # libcrypto: the API keys' SHA-256 digests and CRYPTO_memcmp (server/auth.cc).
   libssl-dev
+)
+PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
   python3 python3-grpcio python3-protobuf python3-jinja2 openssl
   # The HTTP face's tests: real clients (curl, python3-requests as the seed's
   # client, the openai npm package on Node, playwright-core driving chromium).
@@ -48,6 +55,7 @@ PACKAGES=(
 if ! command -v node >/dev/null 2>&1; then PACKAGES+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then PACKAGES+=(npm); fi
 
+if [ $BUILD_ONLY -eq 1 ]; then PACKAGES=("${BUILD_PACKAGES[@]}"); fi
 if [ $CUDA_TOOLKIT -eq 1 ]; then PACKAGES+=(nvidia-cuda-toolkit); fi
 
 SUDO=""

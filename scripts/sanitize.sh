@@ -2,7 +2,7 @@
 # The sanitizer jobs (issue 11): builds streamgen with a sanitizer in a folder
 # of its own and runs that job's tests under ctest, failing on any report.
 #
-#   scripts/sanitize.sh asan   # ASan + UBSan (build-asan): the unit and integration tests
+#   scripts/sanitize.sh asan   # ASan + UBSan (build-asan): engine, parsers, server (see below)
 #   scripts/sanitize.sh tsan   # TSan (build-tsan): scheduler, engine threading, server
 #   scripts/sanitize.sh asan --build-only | --test-only [extra ctest args...]
 #
@@ -20,6 +20,7 @@
 # reason; see the README's Reliability section (Sanitizers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/ccache-env.sh
 ROOT=$PWD
 
 usage() { sed -n 5,7p "$0" >&2; exit 2; }
@@ -37,31 +38,48 @@ case $JOB in
     SANITIZE=address
     BUILD_DIR=${BUILD_DIR:-build-asan}
     SPM_FLAGS="-fsanitize=address,undefined -fno-sanitize=vptr -O1 -g -fno-omit-frame-pointer"
-    # Everything the tests need (bench/ is not built in sanitizer builds).
-    TARGETS=(all)
-    # Every test but the container test: it builds a podman image from this
-    # build's binaries (the runtime stage has no libasan/libubsan, and a
-    # 10-30 min image build says nothing about memory safety). soak_test and
-    # fault_test run as soak_test_asan and fault_test_asan, without the RSS
-    # bounds that measure ASan's own allocator (tests/sanitizers/sanitizers.cmake).
-    CTEST_SELECT=(-E '^(container_test|soak_test|fault_test)$')
+    # The code with logic of its own: the engine (model, kernels, sampler,
+    # scheduler, KV cache, resume), the tokenizer, detokenizer and stop
+    # strings, the parsers (safetensors, config, chat templates, the OpenAI
+    # JSON, request validation; every fuzz corpus replayed), the server in
+    # process, and the HTTP face's own parser and transport driven by a real
+    # client (http_curl_test) plus the fault tests (signals, bad model files,
+    # an exhausted KV pool). The other end-to-end tests (browsers, Node,
+    # nginx, containers, soak) exercise the same server code through other
+    # clients and run in the main job only.
+    TESTS=(safetensors_test model_config_test tokenizer_test stop_matcher_test sampler_test
+           model_test engine_test scheduler_test batching_test cpu_kernels_test cpu_linear_test
+           resume_test server_validation_test server_response_stream_test server_units_test
+           server_chat_template_test server_integration_test server_metrics_test openai_api_test
+           fuzz_replay_safetensors_fuzz fuzz_replay_model_config_fuzz fuzz_replay_chat_template_fuzz
+           fuzz_replay_detokenizer_fuzz fuzz_replay_validation_fuzz fuzz_replay_openai_request_fuzz
+           fuzz_replay_openai_encoder_fuzz sentencepiece_shim_exports_test
+           http_curl_test fault_test_asan)
+    TARGETS=(safetensors_test model_config_test tokenizer_test stop_matcher_test sampler_test
+             model_test engine_test scheduler_test batching_test cpu_kernels_test cpu_linear_test
+             resume_test server_validation_test server_response_stream_test server_units_test
+             server_chat_template_test server_integration_test server_metrics_test openai_api_test
+             safetensors_fuzz_replay model_config_fuzz_replay chat_template_fuzz_replay
+             detokenizer_fuzz_replay validation_fuzz_replay openai_request_fuzz_replay
+             openai_encoder_fuzz_replay streamgen-server streamgen-client streamgen-generate
+             streamgen_python_proto)
+    CTEST_SELECT=(-L "^($(IFS='|'; echo "${TESTS[*]}"))\$")
     ;;
   tsan)
     SANITIZE=thread
     BUILD_DIR=${BUILD_DIR:-build-tsan}
     SPM_FLAGS="-fsanitize=thread -O1 -g -fno-omit-frame-pointer"
     # The scheduler, the engine's threads (loop thread, Submit/Cancel from
-    # others, batching, resume), the server (in process and as a subprocess
-    # driven over gRPC and HTTP by real clients).
+    # others, batching, resume), the server in process (reactors, the stream
+    # registry, metrics, start-up and shutdown) and as a subprocess driven over
+    # HTTP (connections, drain). The CLI, Python and curl clients add no
+    # threads of the server's that these do not run.
     TESTS=(scheduler_test engine_test batching_test resume_test
            server_units_test server_response_stream_test server_integration_test
-           server_lifecycle_test server_reflection_test server_client_cli_test
-           server_metrics_test client_bench_test
-           server_python_client_test http_curl_test http_lifecycle_test)
+           server_lifecycle_test server_metrics_test http_lifecycle_test)
     TARGETS=(scheduler_test engine_test batching_test resume_test
              server_units_test server_response_stream_test server_integration_test
-             server_lifecycle_test server_reflection_test server_client_cli_test
-             server_metrics_test client_bench_test
+             server_lifecycle_test server_metrics_test
              streamgen-server streamgen-client streamgen_python_proto)
     CTEST_SELECT=(-L "^($(IFS='|'; echo "${TESTS[*]}"))\$")
     ;;

@@ -11,8 +11,8 @@
 # Usage: scripts/sentencepiece-static.sh DEPS_DIR
 #   env: CC, CXX (default gcc, g++), SPM_FLAGS (added to CFLAGS and CXXFLAGS,
 #   e.g. "-fsanitize=address,undefined -O1 -g"), JOBS.
-# The two tarballs are fetched into DEPS_DIR once (sha256 checked, as listed in
-# Debian's sentencepiece_0.1.97-3.dsc). Writes DEPS_DIR/sentencepiece/prefix/
+# The two tarballs are fetched into DEPS_DIR once with `apt-get source`
+# (sha256 checked, as listed in Debian's sentencepiece_0.1.97-3.dsc). Writes DEPS_DIR/sentencepiece/prefix/
 # {include,lib} and prints that prefix last. Rebuilds only when the compiler or
 # the flags change (a stamp file).
 set -euo pipefail
@@ -21,7 +21,6 @@ cd "$(dirname "$0")/.."
 DEPS_DIR=${1:?usage: $0 DEPS_DIR}
 VERSION=0.1.97
 DEBIAN_REVISION=3
-POOL=http://deb.debian.org/debian/pool/main/s/sentencepiece
 ORIG=sentencepiece_${VERSION}.orig.tar.gz
 ORIG_SHA256=56430381f45dc6debfd2e0cbde4f039f9499c49ca825af184b0cbf318c17a18f
 DEBIAN=sentencepiece_${VERSION}-${DEBIAN_REVISION}.debian.tar.xz
@@ -48,21 +47,46 @@ if [ -f "$ROOT/stamp" ] && [ "$(cat "$ROOT/stamp")" = "$STAMP" ] &&
   exit 0
 fi
 
-# fetch NAME SHA256: DEPS_DIR/NAME from Debian's pool, checked.
-fetch() {
-  local file=$DEPS_DIR/$1
-  if [ ! -f "$file" ] || ! echo "$2  $file" | sha256sum -c --status; then
-    echo "sentencepiece-static: fetching $POOL/$1" >&2
-    curl -fsSL --retry 3 -o "$file.part" "$POOL/$1"
-    mv "$file.part" "$file"
+# The source package comes through apt, from the archive this machine already
+# uses: a deb-src entry is derived from its own main-archive entry (deb822
+# .sources or a one-line sources.list) into a private apt configuration under
+# DEPS_DIR (its own source list and package lists; the system's are untouched),
+# then `apt-get source --download-only` fetches the .dsc and both tarballs.
+# The sha256 sums above are checked on every run.
+have() { [ -f "$DEPS_DIR/$1" ] && echo "$2  $DEPS_DIR/$1" | sha256sum -c --status; }
+fetch_source() {
+  local apt=$DEPS_DIR/apt
+  rm -rf "$apt"
+  mkdir -p "$apt/lists/partial" "$apt/parts" "$apt/cache/archives/partial"
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    awk 'BEGIN { RS = ""; ORS = "\n" }
+         NR == 1 { sub(/Types:[^\n]*/, "Types: deb-src"); sub(/Components:[^\n]*/, "Components: main");
+                   print; exit }' /etc/apt/sources.list.d/debian.sources >"$apt/parts/src.sources"
+  elif [ -f /etc/apt/sources.list ]; then
+    grep -E '^deb [^ ]+ [^ ]+ ' /etc/apt/sources.list | grep -v -- '-security' | head -1 |
+      sed -E 's/^deb ([^ ]+ [^ ]+) .*/deb-src \1 main/' >"$apt/parts/src.list"
   fi
-  if ! echo "$2  $file" | sha256sum -c --status; then
-    echo "sentencepiece-static: $file does not have sha256 $2" >&2
+  if [ -z "$(cat "$apt"/parts/* 2>/dev/null)" ]; then
+    echo "sentencepiece-static: no Debian apt source on this machine to derive a deb-src entry from" >&2
     exit 1
   fi
+  local o=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$apt/parts"
+           -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
+           -o "APT::Sandbox::User=root" -q)
+  echo "sentencepiece-static: fetching the source package sentencepiece=$VERSION-$DEBIAN_REVISION with apt" >&2
+  apt-get "${o[@]}" update >&2
+  (cd "$DEPS_DIR" && apt-get "${o[@]}" source --download-only "sentencepiece=$VERSION-$DEBIAN_REVISION" >&2)
 }
-fetch "$ORIG" "$ORIG_SHA256"
-fetch "$DEBIAN" "$DEBIAN_SHA256"
+if ! have "$ORIG" "$ORIG_SHA256" || ! have "$DEBIAN" "$DEBIAN_SHA256"; then
+  fetch_source
+fi
+for pair in "$ORIG $ORIG_SHA256" "$DEBIAN $DEBIAN_SHA256"; do
+  set -- $pair
+  if ! have "$1" "$2"; then
+    echo "sentencepiece-static: $DEPS_DIR/$1 is missing or does not have sha256 $2" >&2
+    exit 1
+  fi
+done
 
 rm -rf "$ROOT"
 mkdir -p "$ROOT/src" "$ROOT/debian" "$PREFIX/lib" "$PREFIX/include"

@@ -6,7 +6,8 @@
 #          ../shared/ or a GPU skip themselves with a message
 #   cuda   scripts/install-deps.sh --cuda-toolkit, then scripts/cuda-compile-check.sh:
 #          every CUDA source compiled (nvcc 11.8 and the image's nvcc, sm_80 + sm_90)
-#   fuzz   scripts/fuzz.sh: each libFuzzer target for FUZZ_SECONDS (default 60)
+#   fuzz   scripts/fuzz.sh: each libFuzzer target for FUZZ_SECONDS (default 30),
+#          two at a time (their corpora are also replayed in main: fuzz_replay_*)
 #   tsan   scripts/sanitize.sh tsan: scheduler, engine threading, server
 #   asan   scripts/sanitize.sh asan: the unit and integration tests under ASan+UBSan
 #
@@ -59,7 +60,7 @@ for job in $JOBS_TO_RUN; do
   case $job in
     main) run_job main main_job "$@" ;;
     cuda) run_job cuda cuda_job ;;
-    fuzz) run_job fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" scripts/fuzz.sh ;;
+    fuzz) run_job fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-30}" scripts/fuzz.sh ;;
     tsan) run_job tsan env -u BUILD_DIR scripts/sanitize.sh tsan ;;
     asan) run_job asan env -u BUILD_DIR scripts/sanitize.sh asan ;;
   esac

@@ -64,6 +64,11 @@ ABSL_FLAG(bool, cuda_graphs, true,
           "and replay them; false: every step eager.");
 ABSL_FLAG(int, default_max_new_tokens, 256,
           "max_new_tokens for requests that leave it 0 (clamped to the context left).");
+ABSL_FLAG(std::string, generation_config, "auto",
+          "auto: a request's unset sampling fields (temperature, top_p, top_k, min_p, "
+          "repetition_penalty, max_new_tokens) take the model's generation_config.json values "
+          "(do_sample false or absent: greedy); none: ignore that file's sampling keys (greedy, "
+          "--default-max-new-tokens).");
 ABSL_FLAG(int, max_new_tokens_limit, 4096,
           "An explicit max_new_tokens above this is refused with INVALID_ARGUMENT.");
 ABSL_FLAG(int, max_prompt_tokens, 0, "Prompt tokens allowed (0: the model's context - 1).");
@@ -162,6 +167,12 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
     return absl::InvalidArgumentError("--kv-block-size must be in [1, 1024]");
   }
   engine.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
+  const std::string generation_config = absl::GetFlag(FLAGS_generation_config);
+  if (generation_config != "auto" && generation_config != "none") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--generation-config must be auto or none, got '", generation_config, "'"));
+  }
+  engine.use_generation_config = generation_config == "auto";
   engine.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit);
   engine.max_stop_strings = absl::GetFlag(FLAGS_max_stop_strings);
   engine.max_stop_string_bytes = absl::GetFlag(FLAGS_max_stop_string_bytes);
@@ -284,17 +295,12 @@ int main(int argc, char** argv) {
   sigset_t signals = streamgen::ShutdownSignals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  // --help lists this file's flags (abseil's default looks for a file named
-  // after the program).
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "server/main.cc");
-  };
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
-      "Serves streamgen.v1.TextGeneration (gRPC, server streaming).\n"
+  constexpr const char* kUsage =
+      "Serves streamgen.v1.TextGeneration (gRPC, server streaming) and the HTTP face.\n"
       "  streamgen-server [--model DIR] [--listen HOST:PORT] [flags]\n"
-      "Flags may be written --max-queue=8 or --max_queue=8. Durations: 30s, 5m, 1h.");
+      "Flags may be written --max-queue=8, --max-queue 8 or --max_queue=8. Durations: 30s, 5m, 1h.";
+  absl::SetProgramUsageMessage(kUsage);
+  if (streamgen::PrintHelpIfAsked(argc, argv, kUsage, {"server/main.cc"})) return 0;
   streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
   std::vector<char*> positional = absl::ParseCommandLine(args.argc(), args.argv());
   if (positional.size() > 1) {

@@ -70,6 +70,13 @@ absl::Status ConvertSampling(const v1::GenerateRequest& request, const RequestLi
   s.top_k = static_cast<int>(
       std::min<uint64_t>(request.top_k(), static_cast<uint64_t>(std::max(limits.vocab_size, 0))));
   if (request.has_seed()) s.seed = request.seed();
+  // Unset (no presence on the wire): the engine takes the model's
+  // generation_config.json value (engine/generation_defaults.h).
+  out->unset.temperature = !request.has_temperature();
+  out->unset.top_k = !request.has_top_k();
+  out->unset.top_p = !request.has_top_p();
+  out->unset.min_p = !request.has_min_p();
+  out->unset.repetition_penalty = !request.has_repetition_penalty();
   if (request.top_logprobs() > static_cast<uint32_t>(kMaxTopLogprobs)) {
     return absl::InvalidArgumentError(absl::StrCat("top_logprobs must be at most ",
                                                    kMaxTopLogprobs, ", got ",

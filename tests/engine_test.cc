@@ -26,6 +26,7 @@ namespace streamgen {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 
@@ -390,6 +391,115 @@ TEST(EosTest, EosEndsTheStreamUnlessIgnored) {
   GenerationRequest keep = Greedy("The", 10);
   keep.ignore_eos = true;
   EXPECT_EQ(Generate(engine.get(), keep).last.finish_reason, FinishReason::kLength);
+}
+
+// ---- generation_config.json sampling defaults for unset fields ----
+
+// A copy of the tiny model whose generation_config.json says `generation`.
+fs::path ModelWithGenerationConfig(const std::string& name, const std::string& generation) {
+  fs::path dir = fs::path(::testing::TempDir()) / name;
+  fs::remove_all(dir);
+  fs::copy(STREAMGEN_TINY_MODEL_DIR, dir, fs::copy_options::recursive);
+  std::ofstream(dir / "generation_config.json") << generation;
+  return dir;
+}
+
+GenerationRequest Unset(const std::string& prompt, int max_new_tokens, uint64_t seed) {
+  GenerationRequest r = Greedy(prompt, max_new_tokens);
+  r.sampling.seed = seed;
+  r.unset = {true, true, true, true, true};
+  return r;
+}
+
+TEST(GenerationDefaultsTest, UnsetFieldsTakeTheModelsDefaultsExplicitOnesWin) {
+  const fs::path dir = ModelWithGenerationConfig(
+      "gen_defaults_model",
+      R"({"do_sample": true, "temperature": 1.5, "top_k": 0, "max_new_tokens": 7})");
+  auto engine = MakeEngine(dir.string());
+  ASSERT_NE(engine, nullptr);
+  EXPECT_EQ(engine->model_info().default_max_new_tokens, 7);
+  ASSERT_TRUE(engine->model_info().generation_defaults.temperature.has_value());
+  // Unset max_new_tokens (0) takes the file's 7.
+  Result unset = Generate(engine.get(), Unset("The", 0, 11));
+  EXPECT_EQ(unset.ids.size(), 7u);
+  // The same request with temperature 1.5 and top_k 0 written out: the same tokens.
+  GenerationRequest explicit_same = Greedy("The", 7);
+  explicit_same.sampling.seed = 11;
+  explicit_same.sampling.temperature = 1.5f;
+  EXPECT_EQ(Generate(engine.get(), explicit_same).ids, unset.ids);
+  // Explicit greedy (temperature 0 set) wins over do_sample: the greedy tokens.
+  GenerationRequest greedy = Greedy("The", 7);
+  greedy.sampling.seed = 11;
+  std::vector<int> greedy_ids = Generate(engine.get(), greedy).ids;
+  EXPECT_NE(greedy_ids, unset.ids) << "temperature 1.5 sampled exactly the greedy tokens";
+
+  // --generation-config none: the neutral values (greedy) and the option's default.
+  EngineOptions none;
+  none.use_generation_config = false;
+  none.default_max_new_tokens = 5;
+  auto plain = MakeEngine(dir.string(), none);
+  ASSERT_NE(plain, nullptr);
+  EXPECT_FALSE(plain->model_info().generation_defaults.temperature.has_value());
+  Result neutral = Generate(plain.get(), Unset("The", 0, 11));
+  EXPECT_EQ(neutral.ids, std::vector<int>(greedy_ids.begin(), greedy_ids.begin() + 5));
+}
+
+TEST(GenerationDefaultsTest, DoSampleFalseOrAbsentIsGreedyWhateverTheTemperature) {
+  auto greedy_engine = MakeEngine(STREAMGEN_TINY_MODEL_DIR);
+  ASSERT_NE(greedy_engine, nullptr);
+  const std::vector<int> greedy = Generate(greedy_engine.get(), Greedy("The", 6)).ids;
+  for (const char* generation : {R"({"temperature": 3.0})", R"({"do_sample": false, "temperature": 3.0})"}) {
+    SCOPED_TRACE(generation);
+    auto engine = MakeEngine(ModelWithGenerationConfig("gen_greedy_model", generation).string());
+    ASSERT_NE(engine, nullptr);
+    EXPECT_EQ(Generate(engine.get(), Unset("The", 6, 3)).ids, greedy);
+  }
+}
+
+TEST(GenerationDefaultsTest, BadGenerationConfigValuesAreRefusedByName) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"temperature": -1})", R"(field "temperature" must be in [0, 100], got -1)"},
+      {R"({"top_p": 0})", R"(field "top_p" must be in (0, 1], got 0)"},
+      {R"({"top_k": -3})", R"(field "top_k" must be an integer in [0, 2^30])"},
+      {R"({"max_new_tokens": 0})", R"(field "max_new_tokens" must be an integer in [1, 2^30])"},
+      {R"({"do_sample": "yes"})", R"(field "do_sample" must be true or false)"},
+      {R"({"repetition_penalty": "high"})", R"(field "repetition_penalty" must be a number)"},
+  };
+  for (const auto& [generation, message] : cases) {
+    SCOPED_TRACE(generation);
+    const fs::path dir = ModelWithGenerationConfig("gen_bad_model", generation);
+    EngineOptions options;
+    options.model_dir = dir.string();
+    auto engine = Engine::Create(options);
+    ASSERT_FALSE(engine.ok());
+    EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(engine.status().message()),
+                AllOf(HasSubstr("generation_config.json"), HasSubstr(message)));
+  }
+  // null is absent, as in transformers.
+  auto engine = MakeEngine(ModelWithGenerationConfig("gen_null_model", R"({"temperature": null})").string());
+  EXPECT_NE(engine, nullptr);
+}
+
+// ---- stats: generated tokens count as they are produced ----
+
+TEST(EngineStatsTest, GeneratedTokensCountBeforeTheRequestEnds) {
+  EngineOptions options;
+  options.start_paused = true;
+  auto engine = MakeEngine(STREAMGEN_TINY_MODEL_DIR, options);
+  ASSERT_NE(engine, nullptr);
+  Collector c;
+  ASSERT_TRUE(engine->Submit(Greedy("Once upon a time", 40), c.Sink()).ok());
+  engine->Step(4);  // a prefill that samples the first token, then three decode steps
+  while (engine->stats().steps < 4) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const EngineStats mid = engine->stats();
+  EXPECT_EQ(mid.finished, 0);
+  EXPECT_GE(mid.generated_tokens, 3);
+  EXPECT_LT(mid.generated_tokens, 40);
+  EXPECT_GT(mid.prompt_tokens, 0);
+  engine->Resume();
+  TokenEvent last = c.Wait();
+  EXPECT_EQ(engine->stats().generated_tokens, last.completion_tokens);
 }
 
 // ---- streamgen-generate --json contract ----

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""The README's "HTTP and the playground" examples, run as written against a
-freshly started streamgen-server (the only change: `localhost:8000` points at
-the test's server on a free port). Every ```sh block runs under bash, the ```js
-block under node with tests/http's pinned `openai` package, the ```python
-block under Debian's python3 with python3-requests.
+"""The HTTP examples of docs/http-api.md (its "## Examples" section), run as
+written against a freshly started streamgen-server (the only change:
+`localhost:8000` points at the test's server on a free port). Every ```sh block
+runs under bash, the ```js block under node with tests/http's pinned `openai`
+package, the ```python block under Debian's python3 with python3-requests.
 
     /usr/bin/python3 tests/http_readme_test.py --build-dir BUILD_DIR
 """
@@ -20,12 +20,13 @@ from streamgen_server import StreamgenServer
 
 ARGS = None
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTION = "## HTTP and the playground"
+DOC = os.path.join("docs", "http-api.md")
+SECTION = "\n## Examples\n"
 
 
 def readme_blocks():
-    """(language, code) of every fenced block in the README's HTTP section."""
-    with open(os.path.join(SOURCE_DIR, "README.md"), encoding="utf-8") as f:
+    """(language, code) of every fenced block in docs/http-api.md's Examples section."""
+    with open(os.path.join(SOURCE_DIR, DOC), encoding="utf-8") as f:
         text = f.read()
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
@@ -34,7 +35,7 @@ def readme_blocks():
 
 
 def Server():
-    """streamgen-server (its default model, as the README runs it) on loopback, free ports."""
+    """streamgen-server (its default model, as the docs run it) on loopback, free ports."""
     server = StreamgenServer(
         ARGS.build_dir, prefix="streamgen-readme-test-", model=None,  # the default: the demo model
         healthy=lambda url: subprocess.run(["curl", "-sf", url + "/health"],
@@ -55,7 +56,7 @@ class ReadmeHttpExamplesTest(unittest.TestCase):
 
     def code(self, language):
         blocks = [code for lang, code in self.blocks if lang == language]
-        self.assertTrue(blocks, f"the README's HTTP section has no ```{language} block")
+        self.assertTrue(blocks, f"{DOC}'s Examples section has no ```{language} block")
         return [b.replace("localhost:8000", self.server.address) for b in blocks]
 
     def run_checked(self, command, **kwargs):

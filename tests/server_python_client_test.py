@@ -2,8 +2,8 @@
 """The Python client (client/python, stubs generated with Debian's protoc +
 grpc_python_plugin, run on Debian's python3-grpcio) against a freshly started
 streamgen-server subprocess: the proof that generated clients in other
-languages work, and that the README's Python and C++ client examples work as
-written. Also: SIGTERM makes the server exit 0.
+languages work, and that the Python and C++ client examples of docs/grpc-api.md
+("Clients") work as written. Also: SIGTERM makes the server exit 0.
 
     /usr/bin/python3 tests/server_python_client_test.py --build-dir BUILD_DIR
 """

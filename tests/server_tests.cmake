@@ -72,3 +72,11 @@ if(TARGET streamgen_openai_api)
   target_link_libraries(openai_api_test PRIVATE streamgen_openai_api streamgen_server_core
     GTest::gmock)
 endif()
+
+# docs/flags.md is the programs' own --help (scripts/flag-docs.sh): it cannot drift.
+if(TARGET streamgen-server AND TARGET streamgen-client AND TARGET streamgen-generate)
+  add_test(NAME flag_docs_test
+    COMMAND /bin/bash ${CMAKE_SOURCE_DIR}/scripts/flag-docs.sh --check ${CMAKE_BINARY_DIR}
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(flag_docs_test PROPERTIES TIMEOUT 60)
+endif()

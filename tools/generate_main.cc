@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/engine.h"
 #include "common/cli_flags.h"
+#include "common/sampling_flags.h"
 
 #ifndef STREAMGEN_DEMO_MODEL_DIR
 #define STREAMGEN_DEMO_MODEL_DIR ""
@@ -33,18 +34,6 @@ ABSL_FLAG(std::string, model, STREAMGEN_DEMO_MODEL_DIR,
 ABSL_FLAG(std::string, prompt, "", "prompt text (BOS added as the tokenizer config says)");
 ABSL_FLAG(std::string, prompt_token_ids, "",
           "comma-separated prompt token ids, used as given (instead of --prompt)");
-ABSL_FLAG(int, max_new_tokens, 0, "tokens to generate; 0: the default (256), within the context");
-ABSL_FLAG(double, temperature, 0.0, "0: greedy; otherwise sampling temperature in (0, 100]");
-ABSL_FLAG(int, top_k, 0, "0: off; keep the k most likely tokens");
-ABSL_FLAG(double, top_p, 1.0, "nucleus sampling mass in (0, 1]; 1: off");
-ABSL_FLAG(double, min_p, 0.0, "in [0, 1); 0: off");
-ABSL_FLAG(double, repetition_penalty, 1.0, "in (0, 10]; 1: off");
-ABSL_FLAG(double, presence_penalty, 0.0, "in [-2, 2]; 0: off");
-ABSL_FLAG(double, frequency_penalty, 0.0, "in [-2, 2]; 0: off");
-ABSL_FLAG(std::string, seed, "", "random seed (unsigned integer); empty: chosen and reported");
-ABSL_FLAG(std::vector<std::string>, stop, {},
-          "stop string; repeat the flag for several (--stop A --stop B)");
-ABSL_FLAG(bool, ignore_eos, false, "keep generating past EOS");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "", "float32, bfloat16 or float16; default float32 on CPU, "
                                   "bfloat16 on CUDA");
@@ -60,37 +49,26 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-// absl's vector flags replace their value on each occurrence; --stop may be
-// repeated, so its values are collected here and removed from argv.
-std::vector<std::string> TakeRepeatedFlag(const std::string& name, int* argc, char** argv) {
-  std::vector<std::string> values;
-  const std::string eq = "--" + name + "=";
-  int out = 1;
-  for (int i = 1; i < *argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--" + name && i + 1 < *argc) {
-      values.push_back(argv[++i]);
-    } else if (arg.rfind(eq, 0) == 0) {
-      values.push_back(arg.substr(eq.size()));
-    } else {
-      argv[out++] = argv[i];
-    }
-  }
-  *argc = out;
-  return values;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "streamgen-generate --model DIR --prompt TEXT [options]: generate text with the engine");
+  constexpr const char* kUsage =
+      "streamgen-generate [--model DIR] --prompt TEXT [options]: generate text with the engine\n"
+      "(no server). Sampling flags not given take the model's generation_config.json defaults.";
+  absl::SetProgramUsageMessage(kUsage);
+  if (streamgen::PrintHelpIfAsked(argc, argv, kUsage,
+                                  {"tools/generate_main.cc", "common/sampling_flags.cc"})) {
+    return 0;
+  }
   streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
   argc = args.argc();
   argv = args.argv();
-  std::vector<std::string> stops = TakeRepeatedFlag("stop", &argc, argv);
+  streamgen::SamplingArgs stops = streamgen::TakeSamplingArgs(&argc, argv);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(std::string("unexpected argument '") + rest[1] + "'");
+  absl::StatusOr<streamgen::SamplingFlags> flags = streamgen::ReadSamplingFlags(std::move(stops));
+  if (!flags.ok()) return Fail(std::string(flags.status().message()));
+  const streamgen::SamplingFlags& f = *flags;
 
   streamgen::GenerationRequest request;
   request.prompt = absl::GetFlag(FLAGS_prompt);
@@ -107,25 +85,26 @@ int main(int argc, char** argv) {
   if (request.prompt.empty() && request.prompt_token_ids.empty()) {
     return Fail("--prompt (or --prompt-token-ids) is required");
   }
-  request.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  // A flag not given leaves its field unset: the engine applies the model's
+  // generation_config.json default (common/sampling_flags.h).
+  request.max_new_tokens = f.max_new_tokens.value_or(0);
   streamgen::SamplingParams& s = request.sampling;
-  s.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
-  s.top_k = absl::GetFlag(FLAGS_top_k);
-  s.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
-  s.min_p = static_cast<float>(absl::GetFlag(FLAGS_min_p));
-  s.repetition_penalty = static_cast<float>(absl::GetFlag(FLAGS_repetition_penalty));
-  s.presence_penalty = static_cast<float>(absl::GetFlag(FLAGS_presence_penalty));
-  s.frequency_penalty = static_cast<float>(absl::GetFlag(FLAGS_frequency_penalty));
-  const std::string seed_flag = absl::GetFlag(FLAGS_seed);
-  if (!seed_flag.empty()) {
-    uint64_t seed = 0;
-    if (!absl::SimpleAtoi(seed_flag, &seed)) {
-      return Fail("--seed: '" + seed_flag + "' is not an unsigned integer");
-    }
-    s.seed = seed;
-  }
-  request.stop = stops;
-  request.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  auto take = [](const auto& flag, auto* field, bool* unset) {
+    if (flag) *field = static_cast<std::remove_reference_t<decltype(*field)>>(*flag);
+    *unset = !flag.has_value();
+  };
+  take(f.temperature, &s.temperature, &request.unset.temperature);
+  take(f.top_k, &s.top_k, &request.unset.top_k);
+  take(f.top_p, &s.top_p, &request.unset.top_p);
+  take(f.min_p, &s.min_p, &request.unset.min_p);
+  take(f.repetition_penalty, &s.repetition_penalty, &request.unset.repetition_penalty);
+  s.presence_penalty = static_cast<float>(f.presence_penalty);
+  s.frequency_penalty = static_cast<float>(f.frequency_penalty);
+  s.seed = f.seed;
+  request.stop = f.stop;
+  request.stop_token_ids = f.stop_token_ids;
+  request.ignore_eos = f.ignore_eos;
+  request.top_logprobs = f.top_logprobs;
 
   streamgen::EngineOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);

@@ -9,7 +9,9 @@
 #include <memory>
 #include <vector>
 
-#include <torch/torch.h>
+// Not torch/torch.h: see engine/llama_model.h.
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"

@@ -367,6 +367,14 @@ def main():
     valid = evaluate(model, valid_windows, args.batch)
     for name in ("tokenizer.model", "tokenizer_config.json", "generation_config.json"):
         shutil.copy(os.path.join(args.template, name), os.path.join(args.out, name))
+    # How the demo model reads best: sampled (greedy decoding of a model this
+    # small loops). Requests that leave temperature/top_p unset get these.
+    with open(os.path.join(args.out, "generation_config.json")) as f:
+        generation = json.load(f)
+    generation.update({"do_sample": True, "temperature": 0.8, "top_p": 0.95})
+    with open(os.path.join(args.out, "generation_config.json"), "w") as f:
+        json.dump(generation, f, indent=2)
+        f.write("\n")
     config["torch_dtype"] = "bfloat16"
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
