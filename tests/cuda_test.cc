@@ -26,7 +26,8 @@
 
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "engine/cpu_kernels.h"
 #include "engine/cuda/cuda_ops.h"
