@@ -58,7 +58,7 @@ ALLOWED = {
     "grpc_stream": {"OK"}, "http_sse": {"HTTP 200"}, "http_json": {"HTTP 200"},
     "resume": {"OK"}, "cancel": {"CANCELLED", "OK"}, "deadline": {"OK", "DEADLINE_EXCEEDED"},
     "stalled_grpc": {"OK"}, "stalled_http": {"HTTP 200"}, "http_disconnect": {"disconnected"},
-    "malformed_grpc": {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "UNIMPLEMENTED"},
+    "malformed_grpc": {"INVALID_ARGUMENT", "FAILED_PRECONDITION"},
     "malformed_http": {"HTTP 400", "HTTP 404", "HTTP 415"},
     "oversize_grpc": {"RESOURCE_EXHAUSTED"}, "oversize_http": {"HTTP 413"},
     "prompt_extreme": {"OK", "INVALID_ARGUMENT", "HTTP 200", "HTTP 400"},
@@ -185,10 +185,11 @@ def make_specs(info, rng, stub):
          (len(ids_room), context)),
         ("grpc", dict(prompt="", max_new_tokens=4), "INVALID_ARGUMENT",
          "exactly one of prompt, prompt_token_ids, messages must be set; none is"),
+        # The HTTP face names its own field: token ids come as "prompt".
         ("http", http_body(random_ids(over), 1), "HTTP 400",
-         "prompt_token_ids is %d tokens; at most %d are allowed" % (over, max_prompt)),
+         "prompt is %d tokens; at most %d are allowed" % (over, max_prompt)),
         ("http", http_body("", 4), "HTTP 400",
-         "exactly one of prompt, prompt_token_ids, messages must be set; none is"),
+         "prompt is empty: send at least one character or the prompt as token ids"),
     ]
     # A stop string from the middle of the greedy run's text: a stop that fires.
     base = collect(stub.Generate(pb.GenerateRequest(prompt="It was a dark and stormy night",
@@ -227,8 +228,8 @@ def malformed_grpc_cases(vocab):
          "FAILED_PRECONDITION", "model_fingerprint: the request is for model"),
         (dict(messages=[pb.ChatMessage(role="", content="x")]), "INVALID_ARGUMENT",
          "messages[0].role is empty"),
-        # Bytes that do not parse as a GenerateRequest: gRPC's own answer, before the service.
-        (None, "UNIMPLEMENTED", ""),
+        # Bytes that do not parse as a GenerateRequest: refused by the service, named.
+        (None, "INVALID_ARGUMENT", "the request is not a streamgen.v1.GenerateRequest message"),
     ]
 
 

@@ -143,13 +143,21 @@ struct Route {
 };
 constexpr Route kRoutes[] = {
     {"/", "GET"},           {"/health", "GET"},      {"/metrics", "GET"},
-    {"/v1/models", "GET"},  {"/tokenize", "POST"},   {"/detokenize", "POST"},
+    {"/v1/models", "GET"},  {"/v1/models/{id}", "GET"},
+    {"/tokenize", "POST"},  {"/detokenize", "POST"},
     {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
     {"/query-stream/", "POST"},  {"/query-stream", "POST"}};
 
+// GET /v1/models/{id}: the id is the rest of the path, slashes included
+// ("meta-llama/Llama-2-7b-chat-hf" is a served name like any other).
+constexpr absl::string_view kModelPrefix = "/v1/models/";
+
 const Route* FindRoute(const std::string& path) {
+  const absl::string_view match = absl::StartsWith(path, kModelPrefix)
+                                      ? absl::string_view("/v1/models/{id}")
+                                      : absl::string_view(path);
   for (const Route& route : kRoutes) {
-    if (path == route.path) return &route;
+    if (match == route.path) return &route;
   }
   return nullptr;
 }
@@ -299,6 +307,10 @@ class HttpServer::Routes {
 
   void Health(httplib::Response& res) const;
   void Models(const httplib::Request& req, httplib::Response& res) const;
+  // GET /v1/models/{id}: the served model's object, else 404 model_not_found.
+  void Model(const httplib::Request& req, httplib::Response& res) const;
+  // The served model as an element of /v1/models' data (after Admit).
+  OJson ModelObject() const;
   void Tokenize(const httplib::Request& req, httplib::Response& res) const;
   void Detokenize(const httplib::Request& req, httplib::Response& res) const;
   void Completions(OpenAiRoute route, const httplib::Request& req, httplib::Response& res);
@@ -306,8 +318,10 @@ class HttpServer::Routes {
 
   // Validates `request` with the gRPC face's checks and hands it to the
   // engine. Returns the call, or null after answering the refusal.
+  // `max_tokens_field`: the body's name for max_new_tokens (messages and params).
   std::shared_ptr<HttpCall> StartGeneration(const httplib::Request& req, httplib::Response& res,
-                                            v1::GenerateRequest request, OpenAiRoute route);
+                                            v1::GenerateRequest request, OpenAiRoute route,
+                                            absl::string_view max_tokens_field);
 
   const HttpOptions options_;
   TextGenerationService* const service_;
@@ -344,7 +358,9 @@ bool HttpServer::Routes::ParseBody(const httplib::Request& req, httplib::Respons
     return false;
   }
   try {
-    *body = Json::parse(req.body);
+    // A lone surrogate escape is taken as U+FFFD (openai_api.h).
+    std::optional<std::string> replaced = ReplaceLoneSurrogates(req.body);
+    *body = Json::parse(replaced.has_value() ? *replaced : req.body);
   } catch (const Json::exception& error) {
     Refuse(req, res,
            MakeHttpError(400, "invalid_request_error",
@@ -376,16 +392,31 @@ void HttpServer::Routes::Health(httplib::Response& res) const {
   SendJson(res, 200, {{"status", "serving"}});
 }
 
+OJson HttpServer::Routes::ModelObject() const {
+  const ModelInfo& info = service_->engine()->model_info();
+  return {{"id", ServedModelName()},
+          {"object", "model"},
+          {"created", created_},
+          {"owned_by", "streamgen"},
+          {"root", info.name},
+          {"max_model_len", info.context_length}};
+}
+
 void HttpServer::Routes::Models(const httplib::Request& req, httplib::Response& res) const {
   if (!Admit(req, res)) return;
-  const ModelInfo& info = service_->engine()->model_info();
-  OJson model = {{"id", ServedModelName()},
-                 {"object", "model"},
-                 {"created", created_},
-                 {"owned_by", "streamgen"},
-                 {"root", info.name},
-                 {"max_model_len", info.context_length}};
-  SendJson(res, 200, {{"object", "list"}, {"data", OJson::array({model})}});
+  SendJson(res, 200, {{"object", "list"}, {"data", OJson::array({ModelObject()})}});
+}
+
+void HttpServer::Routes::Model(const httplib::Request& req, httplib::Response& res) const {
+  if (!Admit(req, res)) return;
+  // httplib has decoded the path: %2F is a slash here too.
+  std::string id = req.path.substr(kModelPrefix.size());
+  if (id == ServedModelName()) return SendJson(res, 200, ModelObject());
+  // OpenAI's answer for an unknown model: param null, code model_not_found.
+  SendError(res, MakeHttpError(404, "invalid_request_error",
+                               absl::StrCat("The model `", id, "` does not exist; this server "
+                                            "serves `", ServedModelName(), "`"),
+                               "model_not_found"));
 }
 
 void HttpServer::Routes::Tokenize(const httplib::Request& req, httplib::Response& res) const {
@@ -426,7 +457,8 @@ void HttpServer::Routes::Detokenize(const httplib::Request& req, httplib::Respon
 std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(const httplib::Request& req,
                                                               httplib::Response& res,
                                                               v1::GenerateRequest request,
-                                                              OpenAiRoute route) {
+                                                              OpenAiRoute route,
+                                                              absl::string_view max_tokens_field) {
   std::string request_id = res.get_header_value("X-Request-Id");  // the client's, or generated
   request.set_request_id(request_id);
   std::shared_ptr<HttpCall> call = HttpCall::Create(
@@ -439,7 +471,9 @@ std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(const httplib::Req
     call->Reject(converted.status());
   }
   if (std::optional<absl::Status> refused = call->Refused()) {
-    SendError(res, ToHttpError(*refused, route));
+    // The validator's (and the engine's) messages name the proto's fields:
+    // the client gets its own field names.
+    SendError(res, ToHttpError(ForHttpFace(*refused, route, max_tokens_field), route));
     return nullptr;
   }
   return call;
@@ -460,7 +494,8 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
                                 "model_not_found", "model"));
   }
   auto request = std::make_shared<OpenAiRequest>(std::move(*parsed));
-  std::shared_ptr<HttpCall> call = StartGeneration(req, res, request->request, route);
+  std::shared_ptr<HttpCall> call =
+      StartGeneration(req, res, request->request, route, request->max_tokens_field);
   if (call == nullptr) return;
   Engine* engine = service_->engine();
   const char* prefix = route == OpenAiRoute::kChat ? "chatcmpl-" : "cmpl-";
@@ -468,6 +503,13 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
       *request, absl::StrCat(prefix, call->request_id()), static_cast<int64_t>(std::time(nullptr)),
       ServedModelName(), [engine](int id) { return engine->TokenPiece(id); });
   encoder->set_system_fingerprint(engine->model_info().fingerprint);
+  // A token whose piece has more than spaces but which decodes to nothing on
+  // its own is a control token (BOS, EOS, <|im_end|>): no text of the output.
+  // ("▁" alone decodes to "" too: sentencepiece drops a first piece's space.)
+  encoder->set_hidden_token([engine](int id) {
+    std::string text = PieceText(engine->TokenPiece(id));
+    return text.find_first_not_of(' ') != std::string::npos && engine->Detokenize({id}).empty();
+  });
   int socket = ConnectionSocket(req);
 
   if (!request->stream) {
@@ -480,7 +522,10 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
           return true;
         },
         [&](const absl::Status& status) { final_status = status; });
-    if (!final_status.ok()) return SendError(res, ToHttpError(final_status, route));
+    if (!final_status.ok()) {
+      return SendError(res, ToHttpError(ForHttpFace(final_status, route, request->max_tokens_field),
+                                        route));
+    }
     return SendJson(res, 200, encoder->Body());
   }
 
@@ -497,7 +542,9 @@ void HttpServer::Routes::QueryStream(const httplib::Request& req, httplib::Respo
   Json body;
   if (!ParseBody(req, res, &body)) return;
   absl::StatusOr<QueryStreamRequest> parsed = ParseQueryStreamRequest(body);
-  if (!parsed.ok()) return Refuse(req, res, ToHttpError(parsed.status()));
+  if (!parsed.ok()) {
+    return Refuse(req, res, ToHttpError(parsed.status(), OpenAiRoute::kQueryStream));
+  }
   static absl::Mutex mu(absl::kConstInit);
   static absl::BitGen* gen = new absl::BitGen();
   uint64_t seed;
@@ -508,7 +555,8 @@ void HttpServer::Routes::QueryStream(const httplib::Request& req, httplib::Respo
   }
   bool chat = !service_->chat_family().empty();
   std::shared_ptr<HttpCall> call =
-      StartGeneration(req, res, ToGenerateRequest(*parsed, chat, seed), OpenAiRoute::kCompletions);
+      StartGeneration(req, res, ToGenerateRequest(*parsed, chat, seed), OpenAiRoute::kQueryStream,
+                      "max_new_tokens");
   if (call == nullptr) return;
   int socket = ConnectionSocket(req);
   // httplib would gzip a text/plain body for clients that accept it (requests
@@ -559,6 +607,8 @@ void HttpServer::Routes::Install(httplib::Server& server) {
   });
   server.Get("/v1/models",
              [this](const httplib::Request& req, httplib::Response& res) { Models(req, res); });
+  server.Get("/v1/models/.*",
+             [this](const httplib::Request& req, httplib::Response& res) { Model(req, res); });
   server.Post("/tokenize",
               [this](const httplib::Request& req, httplib::Response& res) { Tokenize(req, res); });
   server.Post("/detokenize",

@@ -6,6 +6,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "engine/status.h"
 
 namespace streamgen {
@@ -93,24 +94,63 @@ uint32_t ClampToUint32(int64_t value) {
   return static_cast<uint32_t>(std::min<int64_t>(value, std::numeric_limits<uint32_t>::max()));
 }
 
-absl::Status IdArray(const Json& value, const char* name, google::protobuf::RepeatedField<int32_t>* out) {
-  if (!value.is_array()) return BadField(name, absl::StrCat("must be an array of token ids, got ", TypeName(value)));
+// `path` is what the message names ("prompt", "prompt[0]"); `name` the param.
+absl::Status IdArray(const Json& value, const char* name, google::protobuf::RepeatedField<int32_t>* out,
+                     absl::string_view path = "") {
+  if (path.empty()) path = name;
+  if (!value.is_array()) {
+    return BadPath(name, path, absl::StrCat("must be an array of token ids, got ", TypeName(value)));
+  }
   for (size_t i = 0; i < value.size(); ++i) {
     const Json& id = value[i];
     if (!id.is_number_integer() || id.get<int64_t>() < std::numeric_limits<int32_t>::min() ||
         id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-      return BadField(name, absl::StrCat("must be an array of token ids; [", i, "] is ",
-                                         id.is_number_integer() ? "out of range" : TypeName(id)));
+      return BadPath(name, path, absl::StrCat("must be an array of token ids; [", i, "] is ",
+                                              id.is_number_integer() ? "out of range" : TypeName(id)));
     }
     out->Add(static_cast<int32_t>(id.get<int64_t>()));
   }
   return absl::OkStatus();
 }
 
+// completions' prompt: a string, token ids, or OpenAI's batch form holding one
+// of them (["text"], [[1, 2]]); a batch of several, or an empty prompt, is
+// refused by name.
+absl::Status Prompt(const Json& prompt, v1::GenerateRequest* request) {
+  const Json* one = &prompt;
+  std::string path = "prompt";
+  if (prompt.is_array() && !prompt.empty() && !prompt[0].is_number()) {
+    if (prompt.size() > 1) {
+      return BadField("prompt", absl::StrCat("holds ", prompt.size(),
+                                             " prompts; only one prompt per request is "
+                                             "supported (send one request per prompt)"));
+    }
+    one = &prompt[0];
+    path = "prompt[0]";
+    if (!one->is_string() && !one->is_array()) {
+      return BadField("prompt", absl::StrCat("must be a string, an array of token ids, or an "
+                                             "array of one of them; [0] is ",
+                                             TypeName(*one)));
+    }
+  }
+  if (one->is_string()) {
+    if (one->get_ref<const std::string&>().empty()) return BadField("prompt", kEmptyPromptMessage);
+    request->set_prompt(one->get<std::string>());
+    return absl::OkStatus();
+  }
+  if (one->is_array()) {
+    if (one->empty()) return BadField("prompt", kEmptyPromptMessage);
+    return IdArray(*one, "prompt", request->mutable_prompt_token_ids(), path);
+  }
+  return BadField("prompt", absl::StrCat("must be a string or an array of token ids, got ",
+                                         TypeName(*one)));
+}
+
 // messages: [{"role": str, "content": str | null | [{"type": "text", "text": str}]}]
 absl::Status Messages(const Json& value,
                       google::protobuf::RepeatedPtrField<v1::ChatMessage>* out) {
   if (!value.is_array()) return BadField("messages", absl::StrCat("must be an array, got ", TypeName(value)));
+  if (value.empty()) return BadField("messages", "is empty: send at least one message");
   for (size_t i = 0; i < value.size(); ++i) {
     const Json& message = value[i];
     std::string where = absl::StrCat("messages[", i, "]");
@@ -177,8 +217,9 @@ absl::Status Unsupported(const Json& body) {
 }
 
 absl::Status Sampling(const Json& body, v1::GenerateRequest* request) {
+  // Each field only when the body has it: unset, the model's default applies.
   SG_ASSIGN_OR_RETURN(std::optional<double> temperature, Number(body, "temperature"));
-  request->set_temperature(static_cast<float>(temperature.value_or(1.0)));
+  if (temperature.has_value()) request->set_temperature(static_cast<float>(*temperature));
   // The proto reads 0 as "off" for top_p and repetition_penalty; OpenAI's 0
   // is a value the validator must refuse, not the default.
   SG_ASSIGN_OR_RETURN(std::optional<double> top_p, Number(body, "top_p"));
@@ -267,12 +308,35 @@ absl::Status Logprobs(OpenAiRoute route, const Json& body, OpenAiRequest* out) {
   return absl::OkStatus();
 }
 
-// The validator's proto field names -> OpenAI's.
-std::string OpenAiName(absl::string_view proto_field, OpenAiRoute route) {
-  if (proto_field == "max_new_tokens") return "max_tokens";
-  if (proto_field == "prompt_token_ids") return "prompt";
-  if (proto_field == "top_logprobs") {
-    return route == OpenAiRoute::kCompletions ? "logprobs" : "top_logprobs";
+// The validator's proto field names -> the route's, for messages and params.
+struct FieldName {
+  const char* proto;
+  const char* face;  // nullptr: the route's max tokens field
+};
+constexpr FieldName kCompletionsNames[] = {
+    {"max_new_tokens", nullptr}, {"prompt_token_ids", "prompt"}, {"top_logprobs", "logprobs"}};
+constexpr FieldName kChatNames[] = {{"max_new_tokens", nullptr}};
+constexpr FieldName kQueryStreamNames[] = {
+    {"prompt_token_ids", "query"}, {"prompt", "query"}, {"messages", "query"}};
+
+absl::Span<const FieldName> FieldNames(OpenAiRoute route) {
+  switch (route) {
+    case OpenAiRoute::kCompletions:
+      return kCompletionsNames;
+    case OpenAiRoute::kChat:
+      return kChatNames;
+    case OpenAiRoute::kQueryStream:
+      return kQueryStreamNames;
+  }
+  return {};
+}
+
+std::string OpenAiName(absl::string_view proto_field, OpenAiRoute route,
+                       absl::string_view max_tokens_field) {
+  for (const FieldName& name : FieldNames(route)) {
+    if (proto_field == name.proto) {
+      return std::string(name.face != nullptr ? absl::string_view(name.face) : max_tokens_field);
+    }
   }
   return std::string(proto_field);
 }
@@ -285,30 +349,32 @@ void SetErrorParam(absl::Status* status, absl::string_view param) {
   status->SetPayload(kParamPayload, absl::Cord(param));
 }
 
-std::string ErrorParam(const absl::Status& status, OpenAiRoute route) {
-  if (absl::optional<absl::Cord> param = status.GetPayload(kParamPayload)) {
-    return std::string(*param);
-  }
-  if (status.code() != absl::StatusCode::kInvalidArgument &&
-      status.code() != absl::StatusCode::kFailedPrecondition) {
-    return "";
-  }
-  // The first proto field the message names, as a whole word.
+namespace {
+
+// Whether message[at, at + length) is a whole word.
+bool IsWholeWord(absl::string_view message, size_t at, size_t length) {
+  size_t end = at + length;
+  return (at == 0 || !IsWordChar(message[at - 1])) &&
+         (end == message.size() || !IsWordChar(message[end]));
+}
+
+// The proto field the validator's message is about ("" when none): the first
+// it names, as a whole word; max_new_tokens whenever it is named (its only
+// messages with another field are "the prompt (N tokens) + max_new_tokens (M)
+// exceeds the model's context length", where max tokens is what to change).
+std::string ProtoFieldAtFault(absl::string_view message) {
   static const char* const kFields[] = {
       "prompt_token_ids", "prompt", "messages", "max_new_tokens", "temperature", "top_p",
       "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
       "top_logprobs", "stop_token_ids", "stop", "seed", "request_id"};
-  absl::string_view message = status.message();
   size_t best = absl::string_view::npos;
   std::string found;
   for (const char* field : kFields) {
     absl::string_view name(field);
     for (size_t at = message.find(name); at != absl::string_view::npos;
          at = message.find(name, at + 1)) {
-      bool starts = at == 0 || !IsWordChar(message[at - 1]);
-      size_t end = at + name.size();
-      bool ends = end == message.size() || !IsWordChar(message[end]);
-      if (starts && ends) {
+      if (IsWholeWord(message, at, name.size())) {
+        if (name == "max_new_tokens") return "max_new_tokens";
         if (at < best) {
           best = at;
           found = field;
@@ -317,8 +383,60 @@ std::string ErrorParam(const absl::Status& status, OpenAiRoute route) {
       }
     }
   }
+  return found;
+}
+
+bool IsRequestError(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kInvalidArgument ||
+         status.code() == absl::StatusCode::kFailedPrecondition ||
+         status.code() == absl::StatusCode::kOutOfRange;
+}
+
+}  // namespace
+
+std::string ErrorParam(const absl::Status& status, OpenAiRoute route,
+                       absl::string_view max_tokens_field) {
+  if (absl::optional<absl::Cord> param = status.GetPayload(kParamPayload)) {
+    return std::string(*param);
+  }
+  if (status.code() != absl::StatusCode::kInvalidArgument &&
+      status.code() != absl::StatusCode::kFailedPrecondition) {
+    return "";
+  }
+  std::string found = ProtoFieldAtFault(status.message());
   if (found == "request_id") return "";  // the X-Request-Id header, not a body field
-  return found.empty() ? "" : OpenAiName(found, route);
+  return found.empty() ? "" : OpenAiName(found, route, max_tokens_field);
+}
+
+absl::Status ForHttpFace(const absl::Status& status, OpenAiRoute route,
+                         absl::string_view max_tokens_field) {
+  if (!IsRequestError(status) || status.GetPayload(kParamPayload).has_value()) return status;
+  std::string param = ErrorParam(status, route, max_tokens_field);
+  // Every whole-word proto name of the route's table, renamed.
+  absl::string_view message = status.message();
+  std::string renamed;
+  for (size_t i = 0; i < message.size();) {
+    bool replaced = false;
+    if (i == 0 || !IsWordChar(message[i - 1])) {
+      for (const FieldName& name : FieldNames(route)) {
+        absl::string_view proto(name.proto);
+        if (message.substr(i, proto.size()) == proto && IsWholeWord(message, i, proto.size())) {
+          absl::StrAppend(&renamed,
+                          name.face != nullptr ? absl::string_view(name.face) : max_tokens_field);
+          i += proto.size();
+          replaced = true;
+          break;
+        }
+      }
+    }
+    if (!replaced) renamed.push_back(message[i++]);
+  }
+  absl::Status out(status.code(), renamed);
+  status.ForEachPayload([&out](absl::string_view type_url, const absl::Cord& payload) {
+    out.SetPayload(type_url, payload);
+  });
+  if (!param.empty()) SetErrorParam(&out, param);
+  return out;
 }
 
 HttpError MakeHttpError(int status, std::string type, std::string message, std::string code,
@@ -386,27 +504,22 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiRoute route, const Json& 
   if (route == OpenAiRoute::kCompletions) {
     const Json* prompt = Field(body, "prompt");
     if (prompt == nullptr) return BadField("prompt", "is required");
-    if (prompt->is_string()) {
-      request.set_prompt(prompt->get<std::string>());
-    } else if (prompt->is_array() && !prompt->empty() && (*prompt)[0].is_number()) {
-      SG_RETURN_IF_ERROR(IdArray(*prompt, "prompt", request.mutable_prompt_token_ids()));
-    } else {
-      return BadField("prompt", absl::StrCat("must be a string or an array of token ids, got ",
-                                             prompt->is_array() && !prompt->empty()
-                                                 ? "an array of other values"
-                                                 : TypeName(*prompt)));
-    }
+    SG_RETURN_IF_ERROR(Prompt(*prompt, &request));
+    // Only when given: no OpenAI default of 16 here, the model's (or the
+    // server's) default applies, as for chat.
     SG_RETURN_IF_ERROR(MaxTokens(body, "max_tokens", &request));
-    // OpenAI's (and vLLM's) default for completions.
-    if (Field(body, "max_tokens") == nullptr) request.set_max_new_tokens(16);
-  } else {
+  } else if (route == OpenAiRoute::kChat) {
     const Json* messages = Field(body, "messages");
     if (messages == nullptr) return BadField("messages", "is required");
     SG_RETURN_IF_ERROR(Messages(*messages, request.mutable_messages()));
     SG_RETURN_IF_ERROR(MaxTokens(body, "max_completion_tokens", &request));
     if (Field(body, "max_completion_tokens") == nullptr) {
       SG_RETURN_IF_ERROR(MaxTokens(body, "max_tokens", &request));
+    } else {
+      out.max_tokens_field = "max_completion_tokens";
     }
+  } else {
+    return absl::InvalidArgumentError("ParseOpenAiRequest: not an OpenAI route");
   }
   SG_ASSIGN_OR_RETURN(std::optional<int64_t> n, Integer(body, "n"));
   if (n.has_value() && *n != 1) {
@@ -438,6 +551,7 @@ absl::StatusOr<QueryStreamRequest> ParseQueryStreamRequest(const Json& body) {
   QueryStreamRequest out;
   SG_ASSIGN_OR_RETURN(std::optional<std::string> query, String(body, "query"));
   if (!query.has_value()) return BadField("query", "is required");
+  if (query->empty()) return BadField("query", kEmptyQueryMessage);
   out.query = std::move(*query);
   SG_ASSIGN_OR_RETURN(std::optional<int64_t> max_new_tokens, Integer(body, "max_new_tokens"));
   if (max_new_tokens.has_value()) {
@@ -458,7 +572,7 @@ v1::GenerateRequest ToGenerateRequest(const QueryStreamRequest& query, bool chat
   } else {
     request.set_prompt(query.query);
   }
-  request.set_max_new_tokens(query.max_new_tokens);
+  if (query.max_new_tokens > 0) request.set_max_new_tokens(query.max_new_tokens);
   request.set_temperature(1.0f);
   request.set_top_k(50);
   request.set_top_p(1.0f);
@@ -502,6 +616,69 @@ absl::StatusOr<std::vector<int>> ParseDetokenizeRequest(const Json& body) {
   google::protobuf::RepeatedField<int32_t> ids;
   SG_RETURN_IF_ERROR(IdArray(*tokens, "tokens", &ids));
   return std::vector<int>(ids.begin(), ids.end());
+}
+
+namespace {
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The UTF-16 code unit of the unicode escape at json[at] (its backslash), or
+// -1 when there is none there.
+int EscapedUnit(absl::string_view json, size_t at) {
+  if (at + 6 > json.size() || json[at] != '\\' || json[at + 1] != 'u') return -1;
+  int unit = 0;
+  for (size_t k = at + 2; k < at + 6; ++k) {
+    int digit = HexDigit(json[k]);
+    if (digit < 0) return -1;
+    unit = unit * 16 + digit;
+  }
+  return unit;
+}
+
+bool IsHighSurrogate(int unit) { return unit >= 0xD800 && unit <= 0xDBFF; }
+bool IsLowSurrogate(int unit) { return unit >= 0xDC00 && unit <= 0xDFFF; }
+
+}  // namespace
+
+std::optional<std::string> ReplaceLoneSurrogates(absl::string_view json) {
+  std::optional<std::string> out;
+  size_t copied = 0;  // json[0, copied) is in *out
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (!in_string) {
+      in_string = c == '"';
+      continue;
+    }
+    if (c == '"') {
+      in_string = false;
+      continue;
+    }
+    if (c != '\\') continue;
+    const int unit = EscapedUnit(json, i);
+    if (unit < 0) {
+      ++i;  // another escape (\\, \", \n, ...): its character is not special
+      continue;
+    }
+    if (IsHighSurrogate(unit) && IsLowSurrogate(EscapedUnit(json, i + 6))) {
+      i += 11;  // a pair: kept
+      continue;
+    }
+    if (IsHighSurrogate(unit) || IsLowSurrogate(unit)) {
+      if (!out.has_value()) out.emplace().reserve(json.size());
+      out->append(json.data() + copied, i - copied);
+      out->append("\\uFFFD");
+      copied = i + 6;
+    }
+    i += 5;
+  }
+  if (out.has_value()) out->append(json.data() + copied, json.size() - copied);
+  return out;
 }
 
 std::string PieceText(absl::string_view piece) {
@@ -607,7 +784,94 @@ OJson OpenAiEncoder::Usage() const {
           {"total_tokens", prompt_tokens_ + completion_tokens_}};
 }
 
-OJson OpenAiEncoder::Logprobs(const v1::GenerateResponse& message) {
+namespace {
+
+// The length of the character lead byte `b` starts; 0 when it starts none.
+int Utf8Length(unsigned char b) {
+  if (b >= 0xC2 && b <= 0xDF) return 2;
+  if (b >= 0xE0 && b <= 0xEF) return 3;
+  if (b >= 0xF0 && b <= 0xF4) return 4;
+  return 0;
+}
+
+// Whether `b` may follow `tail` (a lead byte and continuations) in a
+// character: RFC 3629's table, as sentencepiece's decoder has it.
+bool Utf8Continues(const std::string& tail, unsigned char b) {
+  if (b < 0x80 || b > 0xBF) return false;
+  if (tail.size() != 1) return true;
+  switch (static_cast<unsigned char>(tail[0])) {
+    case 0xE0: return b >= 0xA0;
+    case 0xED: return b <= 0x9F;
+    case 0xF0: return b >= 0x90;
+    case 0xF4: return b <= 0x8F;
+    default: return true;
+  }
+}
+
+}  // namespace
+
+void OpenAiEncoder::CoverBytes(absl::string_view bytes) {
+  constexpr int64_t kReplacement = 3;  // U+FFFD, for each byte of no character
+  for (size_t i = 0; i < bytes.size();) {
+    const unsigned char b = static_cast<unsigned char>(bytes[i]);
+    if (utf8_tail_.empty()) {
+      if (b < 0x80) {
+        token_bytes_ += 1;
+      } else if (Utf8Length(b) > 0) {
+        utf8_tail_.push_back(static_cast<char>(b));
+      } else {
+        token_bytes_ += kReplacement;
+      }
+      ++i;
+    } else if (Utf8Continues(utf8_tail_, b)) {
+      utf8_tail_.push_back(static_cast<char>(b));
+      if (static_cast<int>(utf8_tail_.size()) == Utf8Length(utf8_tail_[0])) {
+        token_bytes_ += static_cast<int64_t>(utf8_tail_.size());
+        utf8_tail_.clear();
+      }
+      ++i;
+    } else {
+      // The character cannot complete: each of its bytes is one U+FFFD, and
+      // `b` starts afresh.
+      token_bytes_ += kReplacement * static_cast<int64_t>(utf8_tail_.size());
+      utf8_tail_.clear();
+    }
+  }
+}
+
+std::vector<OpenAiEncoder::PendingToken> OpenAiEncoder::ListedTokens(
+    const v1::GenerateResponse& message, bool last) {
+  text_bytes_ += static_cast<int64_t>(message.text().size());
+  for (const v1::Token& token : message.tokens()) {
+    // Where its text starts: an unfinished character before it counts its
+    // bytes as they are (as they come out if it completes).
+    PendingToken pending{token, PieceText(piece_(token.id())),
+                         token_bytes_ + static_cast<int64_t>(utf8_tail_.size())};
+    if (!(hidden_ && hidden_(token.id()))) CoverBytes(pending.text);
+    pending_.push_back(std::move(pending));
+  }
+  std::vector<PendingToken> listed;
+  // Reached by the text returned: its start lies before the text's end.
+  while (!pending_.empty() && pending_.front().start < text_bytes_) {
+    listed.push_back(std::move(pending_.front()));
+    pending_.pop_front();
+  }
+  if (last) {
+    const v1::FinishReason reason = message.finish_reason();
+    const bool withheld = reason == v1::FINISH_REASON_EOS || reason == v1::FINISH_REASON_STOP;
+    // EOS / stop: what is left lies entirely in the text withheld. Any other
+    // ending released all the text: a token left over only means its piece's
+    // text and the decoded text differ in length (a byte piece decoded as
+    // U+FFFD, "<unk>"), and it is listed.
+    if (!withheld) {
+      for (PendingToken& pending : pending_) listed.push_back(std::move(pending));
+    }
+    pending_.clear();
+  }
+  return listed;
+}
+
+OJson OpenAiEncoder::Logprobs(const std::vector<PendingToken>& tokens) const {
   auto bytes_of = [](const std::string& text) {
     OJson bytes = OJson::array();
     for (unsigned char c : text) bytes.push_back(static_cast<int>(c));
@@ -615,9 +879,9 @@ OJson OpenAiEncoder::Logprobs(const v1::GenerateResponse& message) {
   };
   if (request_.route == OpenAiRoute::kChat) {
     OJson content = OJson::array();
-    for (const v1::Token& token : message.tokens()) {
-      std::string text = PieceText(piece_(token.id()));
-      OJson entry = {{"token", text}, {"logprob", token.logprob()}, {"bytes", bytes_of(text)}};
+    for (const PendingToken& listed : tokens) {
+      const v1::Token& token = listed.token;
+      OJson entry = {{"token", listed.text}, {"logprob", token.logprob()}, {"bytes", bytes_of(listed.text)}};
       OJson top = OJson::array();
       for (const v1::TokenLogprob& alt : token.top_logprobs()) {
         std::string alt_text = PieceText(piece_(alt.id()));
@@ -628,21 +892,19 @@ OJson OpenAiEncoder::Logprobs(const v1::GenerateResponse& message) {
     }
     return {{"content", std::move(content)}};
   }
-  OJson tokens = OJson::array(), token_logprobs = OJson::array(), top_logprobs = OJson::array(),
+  OJson texts = OJson::array(), token_logprobs = OJson::array(), top_logprobs = OJson::array(),
         offsets = OJson::array();
-  for (const v1::Token& token : message.tokens()) {
-    std::string text = PieceText(piece_(token.id()));
-    tokens.push_back(text);
-    token_logprobs.push_back(token.logprob());
+  for (const PendingToken& listed : tokens) {
+    texts.push_back(listed.text);
+    token_logprobs.push_back(listed.token.logprob());
     OJson top = OJson::object();
-    for (const v1::TokenLogprob& alt : token.top_logprobs()) {
+    for (const v1::TokenLogprob& alt : listed.token.top_logprobs()) {
       top[PieceText(piece_(alt.id()))] = alt.logprob();
     }
     top_logprobs.push_back(std::move(top));
-    offsets.push_back(text_offset_);
-    text_offset_ += static_cast<int>(text.size());
+    offsets.push_back(listed.start);
   }
-  return {{"tokens", std::move(tokens)}, {"token_logprobs", std::move(token_logprobs)},
+  return {{"tokens", std::move(texts)}, {"token_logprobs", std::move(token_logprobs)},
           {"top_logprobs", std::move(top_logprobs)}, {"text_offset", std::move(offsets)}};
 }
 
@@ -654,9 +916,11 @@ std::string OpenAiEncoder::StreamStart() {
 std::string OpenAiEncoder::StreamMessage(const v1::GenerateResponse& message, bool last,
                                          const absl::Status& status) {
   std::string out;
-  if (!message.text().empty() || (request_.logprobs && message.tokens_size() > 0)) {
+  std::vector<PendingToken> listed;
+  if (request_.logprobs) listed = ListedTokens(message, last);
+  if (!message.text().empty() || !listed.empty()) {
     out = ChoiceEvent({{"content", message.text()}}, message.text(),
-                      request_.logprobs ? Logprobs(message) : OJson(), nullptr);
+                      request_.logprobs ? Logprobs(listed) : OJson(), nullptr);
   }
   if (!last) return out;
   if (!status.ok()) {
@@ -676,19 +940,24 @@ std::string OpenAiEncoder::StreamMessage(const v1::GenerateResponse& message, bo
 }
 
 std::string OpenAiEncoder::StreamError(const absl::Status& status) {
-  HttpError error = ToHttpError(status, request_.route);
+  HttpError error =
+      ToHttpError(ForHttpFace(status, request_.route, request_.max_tokens_field), request_.route);
   return absl::StrCat(Event(ErrorBody(error)), "data: [DONE]\n\n");
 }
 
 void OpenAiEncoder::Accumulate(const v1::GenerateResponse& message) {
   text_.append(message.text());
-  if (request_.logprobs && message.tokens_size() > 0) {
-    OJson part = Logprobs(message);
-    for (auto& [key, values] : part.items()) {
-      for (auto& value : values) logprobs_[key].push_back(std::move(value));
+  const bool last = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+  if (request_.logprobs) {
+    std::vector<PendingToken> listed = ListedTokens(message, last);
+    if (!listed.empty()) {
+      OJson part = Logprobs(listed);
+      for (auto& [key, values] : part.items()) {
+        for (auto& value : values) logprobs_[key].push_back(std::move(value));
+      }
     }
   }
-  if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) TakeUsage(message);
+  if (last) TakeUsage(message);
 }
 
 OJson OpenAiEncoder::Body() const {

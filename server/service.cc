@@ -1,5 +1,11 @@
 #include "server/service.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/stubs/common.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/impl/codegen/server_callback_handlers.h>
+
+#include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -35,7 +41,58 @@ ChatVocabulary MakeChatVocabulary(Engine* engine) {
   return vocabulary;
 }
 
+using google::protobuf::internal::WireFormatLite;
+
+// InvalidUtf8Field over one message's fields; true once `*found` is set, false
+// at the end of the message or on bytes that are not one.
+bool FindInvalidUtf8(google::protobuf::io::CodedInputStream* in,
+                     const google::protobuf::Descriptor* type, const std::string& prefix,
+                     int depth, std::string* found) {
+  absl::flat_hash_map<int, int> seen;  // repeated fields: entries so far
+  while (uint32_t tag = in->ReadTag()) {
+    const google::protobuf::FieldDescriptor* field =
+        type->FindFieldByNumber(WireFormatLite::GetTagFieldNumber(tag));
+    const bool delimited =
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+    const bool text =
+        field != nullptr && field->type() == google::protobuf::FieldDescriptor::TYPE_STRING;
+    const bool message =
+        field != nullptr && field->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE;
+    if (!delimited || !(text || message)) {
+      if (!WireFormatLite::SkipField(in, tag)) return false;
+      continue;
+    }
+    std::string path = prefix + field->name();
+    if (field->is_repeated()) absl::StrAppend(&path, "[", seen[field->number()]++, "]");
+    uint32_t length = 0;
+    if (!in->ReadVarint32(&length)) return false;
+    if (text) {
+      std::string value;
+      if (!in->ReadString(&value, static_cast<int>(length))) return false;
+      if (!google::protobuf::internal::IsStructurallyValidUTF8(value)) {
+        *found = path;
+        return true;
+      }
+      continue;
+    }
+    if (depth >= 16) return false;  // deeper than any streamgen message
+    const auto limit = in->PushLimit(static_cast<int>(length));
+    if (FindInvalidUtf8(in, field->message_type(), path + ".", depth + 1, found)) return true;
+    if (!in->ConsumedEntireMessage()) return false;
+    in->PopLimit(limit);
+  }
+  return false;
+}
+
 }  // namespace
+
+std::string InvalidUtf8Field(absl::string_view bytes, const google::protobuf::Descriptor* type) {
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  std::string found;
+  FindInvalidUtf8(&in, type, "", 0, &found);
+  return found;
+}
 
 std::string MakeRequestId() {
   static absl::Mutex mu(absl::kConstInit);
@@ -45,7 +102,51 @@ std::string MakeRequestId() {
 }
 
 TextGenerationService::TextGenerationService(ServiceOptions options, Metrics* metrics)
-    : options_(std::move(options)), metrics_(metrics) {}
+    : options_(std::move(options)), metrics_(metrics) {
+  RegisterRawRequests();
+}
+
+void TextGenerationService::RegisterRawRequests() {
+  // The generated code numbers the methods in the order of the proto's service.
+  const google::protobuf::ServiceDescriptor* service =
+      v1::GenerateRequest::descriptor()->file()->FindServiceByName("TextGeneration");
+  MarkMethodRawCallback(
+      service->FindMethodByName("Generate")->index(),
+      new grpc::internal::CallbackServerStreamingHandler<grpc::ByteBuffer, v1::GenerateResponse>(
+          [this](grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes) {
+            return GenerateBytes(context, bytes);
+          }));
+  MarkMethodRawCallback(
+      service->FindMethodByName("Tokenize")->index(),
+      new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, v1::TokenizeResponse>(
+          [this](grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+                 v1::TokenizeResponse* response) { return TokenizeBytes(context, bytes, response); }));
+}
+
+absl::Status TextGenerationService::ParseRequest(grpc::CallbackServerContext* context,
+                                                 const grpc::ByteBuffer& bytes,
+                                                 google::protobuf::Message* request) const {
+  std::string data;
+  std::vector<grpc::Slice> slices;
+  const bool valid = bytes.Valid() && bytes.Dump(&slices).ok();
+  for (const grpc::Slice& slice : slices) {
+    data.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  // The strings first (one pass over a few KiB): protobuf's parser would log
+  // a plain-text ERROR line of its own for each, outside the server's log.
+  const std::string field = valid ? InvalidUtf8Field(data, request->GetDescriptor()) : "";
+  if (valid && field.empty() && request->ParseFromString(data)) return absl::OkStatus();
+  // The key comes first, as for every other refusal.
+  SG_RETURN_IF_ERROR(Admit(AuthorizationHeader(context)));
+  const std::string type = request->GetDescriptor()->full_name();
+  if (!valid) return absl::InvalidArgumentError("the call carried no request message");
+  if (!field.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " is not valid UTF-8 (protobuf string fields must hold UTF-8 text)"));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("the request is not a ", type, " message (its bytes do not parse)"));
+}
 
 TextGenerationService::~TextGenerationService() = default;
 
@@ -185,6 +286,28 @@ absl::Status TextGenerationService::GetModelInfo(v1::ModelInfo* info) const {
   if (model == nullptr) return absl::UnavailableError("the model is still loading; retry");
   FillModelInfo(*model, info);
   return absl::OkStatus();
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* TextGenerationService::GenerateBytes(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes) {
+  // Arena-free: the request lives for this call only (Generate copies what it keeps).
+  v1::GenerateRequest request;
+  absl::Status parsed = ParseRequest(context, *bytes, &request);
+  if (parsed.ok()) return Generate(context, &request);
+  // Refused like any other request: the log line and the metrics.
+  std::shared_ptr<GenerateReactor> reactor =
+      GenerateReactor::Create(reactor_env(), context, MakeRequestId(), "");
+  reactor->Reject(parsed);
+  return reactor.get();
+}
+
+grpc::ServerUnaryReactor* TextGenerationService::TokenizeBytes(grpc::CallbackServerContext* context,
+                                                               const grpc::ByteBuffer* bytes,
+                                                               v1::TokenizeResponse* response) {
+  v1::TokenizeRequest request;
+  absl::Status parsed = ParseRequest(context, *bytes, &request);
+  if (parsed.ok()) return Tokenize(context, &request, response);
+  return FinishUnary(context, "Tokenize", parsed);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* TextGenerationService::Generate(

@@ -32,6 +32,13 @@ struct ServiceOptions {
   int max_receive_message_bytes = 4 << 20;  // reported by GetModelInfo
 };
 
+// Generate and Tokenize receive their request's bytes and parse them here
+// (RegisterRawRequests): gRPC's own parsing refuses a proto3 string that is not
+// UTF-8 as a failed deserialization, which it answers UNIMPLEMENTED with no
+// message, before the service or its log see the call. Parsed here, such a
+// request gets INVALID_ARGUMENT naming the field ("messages[1].content is not
+// valid UTF-8 ...") after the API key check, with the log line and the metrics
+// of any other refused request.
 class TextGenerationService final : public v1::TextGeneration::CallbackService {
  public:
   TextGenerationService(ServiceOptions options, Metrics* metrics);
@@ -100,6 +107,20 @@ class TextGenerationService final : public v1::TextGeneration::CallbackService {
   grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context,
                                         absl::string_view method, const absl::Status& status);
 
+  // Replaces the generated handlers of Generate and Tokenize with ones that
+  // take the request's bytes (same wire, same responses), parsed by
+  // ParseRequest. Called by the constructor.
+  void RegisterRawRequests();
+  // The request in `bytes`, or (after the key, as for any request) the
+  // INVALID_ARGUMENT that names the field that is not UTF-8.
+  absl::Status ParseRequest(grpc::CallbackServerContext* context, const grpc::ByteBuffer& bytes,
+                            google::protobuf::Message* request) const;
+  grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateBytes(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes);
+  grpc::ServerUnaryReactor* TokenizeBytes(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* bytes,
+                                          v1::TokenizeResponse* response);
+
   const ServiceOptions options_;
   Metrics* const metrics_;
   StreamRegistry registry_;
@@ -110,5 +131,11 @@ class TextGenerationService final : public v1::TextGeneration::CallbackService {
 
 // A fresh request id: 16 random hex digits.
 std::string MakeRequestId();
+
+// The first string field of the serialized `type` message in `bytes` (nested
+// messages included) that is not valid UTF-8, as a path: "prompt",
+// "messages[1].content", "stop[0]"; "" when there is none (or when the bytes
+// are not a message of that type at all).
+std::string InvalidUtf8Field(absl::string_view bytes, const google::protobuf::Descriptor* type);
 
 }  // namespace streamgen

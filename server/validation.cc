@@ -141,7 +141,9 @@ absl::StatusOr<std::vector<int>> EncodePrompt(const v1::GenerateRequest& request
   if (set.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "exactly one of prompt, prompt_token_ids, messages must be set; ",
-        set.empty() ? "none is" : absl::StrCat("got ", absl::StrJoin(set, " and "))));
+        set.empty() ? "none is (an empty prompt is the same as none in proto3: send at least one "
+                      "character or use prompt_token_ids)"
+                    : absl::StrCat("got ", absl::StrJoin(set, " and "))));
   }
   const std::string& field = set[0];
   std::vector<int> ids;

@@ -109,7 +109,7 @@ TEST(DemoModelTest, StreamgenGenerateServesItByDefault) {
   const nlohmann::json& entry = greedy["outputs"][0];
   const std::string bin = std::string(STREAMGEN_BINARY_DIR) + "/tools/streamgen-generate";
   std::string command = bin + " --prompt '" + entry["prompt"].get<std::string>() +
-                        "' --max-new-tokens " + std::to_string(greedy["new_tokens"].get<int>()) +
+                        "' --temperature 0 --max-new-tokens " + std::to_string(greedy["new_tokens"].get<int>()) +
                         " --json 2>/dev/null";
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);

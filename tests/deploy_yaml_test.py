@@ -33,8 +33,9 @@ def server_defaults(server):
     """{flag name (underscores): default} from `streamgen-server --help`."""
     shown = subprocess.run([server, "--help"], capture_output=True, text=True, timeout=60)
     text = shown.stdout + shown.stderr
-    defaults = {m.group(1): m.group(2).strip().strip('"')
-                for m in re.finditer(r"--(\w+) \(.*?\);\s+default: (.*?);", text, re.S)}
+    # common/cli_flags.cc FlagsHelp: "  --http-listen  (default: 0.0.0.0:8000)"
+    defaults = {m.group(1).replace("-", "_"): m.group(2).strip().strip('"')
+                for m in re.finditer(r"^  --([\w-]+)  \(default: (.*)\)$", text, re.M)}
     if "listen" not in defaults or "drain_timeout" not in defaults:
         raise AssertionError("cannot read the flags from %s --help:\n%s" % (server, text[:2000]))
     return defaults

@@ -512,10 +512,31 @@ class HttpCurlTest(HttpAssertions):
         self.assertEqual(usage, {k: expected_usage[k] for k in usage})
         self.assertEqual(usage["completion_tokens"], 30)
 
-    def test_completions_default_max_tokens_is_16(self):
+    def test_completions_without_max_tokens_get_the_servers_default(self):
+        # Issue 18: max_tokens is set only when sent (no OpenAI default of 16),
+        # so the model's (or the server's) default applies, as for chat.
+        info = json.loads(grpc_client("--server", self.server.grpc_address, "--json", "info"))
+        default = info["limits"]["defaultMaxNewTokens"]
         _, finish_reason, usage, _ = self.completion_body(self.completion(ignore_eos=True))
         self.assertEqual(finish_reason, "length")
-        self.assertEqual(usage["completion_tokens"], 16)
+        self.assertEqual(usage["completion_tokens"], default)
+        _, _, usage, _ = self.completion_body(self.completion(ignore_eos=True, max_tokens=None))
+        self.assertEqual(usage["completion_tokens"], default)
+
+    def test_completions_batch_form_with_one_prompt(self):
+        # Issue 18: OpenAI's array forms with one prompt (LangChain's OpenAI
+        # completion model sends ["..."]): the same text as the plain forms.
+        ids = self.post("/tokenize", {"model": MODEL, "prompt": PROMPT}).json()["tokens"]
+        expected, _, expected_usage, _ = self.completion_body(
+            self.completion(max_tokens=12, ignore_eos=True))
+        for prompt in ([PROMPT], [ids], ids):
+            text, _, usage, _ = self.completion_body(
+                self.completion(prompt=prompt, max_tokens=12, ignore_eos=True))
+            self.assertEqual(text, expected, prompt)
+            self.assertEqual(usage, expected_usage, prompt)
+        text, _, _ = self.completion_stream(
+            self.completion(prompt=[PROMPT], max_tokens=12, ignore_eos=True, stream=True))
+        self.assertEqual(text, expected)
 
     def test_completions_token_id_prompt(self):
         ids = self.post("/tokenize", {"model": MODEL, "prompt": PROMPT}).json()["tokens"]
@@ -600,6 +621,61 @@ class HttpCurlTest(HttpAssertions):
                                                      ignore_eos=True))
         self.assertEqual(text, expected)
         self.assertEqual(usage["completion_tokens"], 10)
+
+    def logprob_texts(self, body_or_chunks, chat):
+        """The token texts of logprobs, from a body or from stream chunks."""
+        choices = ([body_or_chunks["choices"][0]] if isinstance(body_or_chunks, dict)
+                   else [c["choices"][0] for c in body_or_chunks if c["choices"]])
+        texts = []
+        for choice in choices:
+            if choice.get("logprobs") is None:
+                continue
+            if chat:
+                texts += [entry["token"] for entry in choice["logprobs"]["content"]]
+            else:
+                texts += choice["logprobs"]["tokens"]
+        return texts
+
+    def test_logprobs_join_to_the_text_returned(self):
+        # Issue 18: with a stop string (or EOS) the tokens listed are those of
+        # the text returned, not the withheld stop string's. (Token texts are
+        # compared as JSON has them: a byte piece that makes no character
+        # alone is U+FFFD, as in the text; the check runs before any
+        # character split over byte pieces.)
+        for chat in (False, True):
+            request = self.chat if chat else self.completion
+            extra = dict(logprobs=True, top_logprobs=1) if chat else dict(logprobs=1)
+            text_of = self.chat_body if chat else self.completion_body
+            base, _, _, body = text_of(request(max_tokens=40, ignore_eos=True, **extra))
+            tokens = self.logprob_texts(body, chat)
+            self.assertEqual(len(tokens), 40)
+            # A stop string that starts at a token: the first token from the
+            # third on whose text is ASCII letters (after a space) and first
+            # occurs in the text right there.
+            offset, stop, kept = len(tokens[0]) + len(tokens[1]), None, None
+            for k in range(2, len(tokens)):
+                piece = tokens[k]
+                if piece.strip().isalpha() and piece.isascii() and base.find(piece) == offset:
+                    stop, kept = piece, k
+                    break
+                offset += len(piece)
+            self.assertIsNotNone(stop, (base, tokens))
+            self.assertEqual("".join(tokens[:kept]), base[:offset])
+            text, finish_reason, _, body = text_of(
+                request(max_tokens=40, ignore_eos=True, stop=[stop], **extra))
+            self.assertEqual(finish_reason, "stop")
+            self.assertEqual(text, base[:offset])
+            self.assertEqual(self.logprob_texts(body, chat), tokens[:kept], (stop, tokens))
+            response = request(max_tokens=40, ignore_eos=True, stop=[stop], stream=True, **extra)
+            streamed, _, _ = (self.chat_stream if chat else self.completion_stream)(response)
+            self.assertEqual(streamed, text)
+            self.assertEqual(self.logprob_texts(self.parse_sse(response), chat), tokens[:kept])
+        # A greedy chat reply that EOS ends: its token is no text of the reply either.
+        _, finish_reason, usage, body = self.chat_body(self.chat(max_tokens=200, logprobs=True))
+        if finish_reason == "stop":
+            self.assertEqual(len(self.logprob_texts(body, True)), usage["completion_tokens"] - 1)
+        else:
+            self.assertEqual(len(self.logprob_texts(body, True)), usage["completion_tokens"])
 
     def test_chat_logprobs(self):
         text, _, usage, body = self.chat_body(
@@ -735,11 +811,83 @@ class HttpCurlTest(HttpAssertions):
         for prompt in (["Once upon", "a time"], [[1, 2], [3]], [{"text": PROMPT}], 42,
                        [1, "a"], {"text": PROMPT}):
             self.assert_error(self.completion(prompt=prompt, max_tokens=2), 400, param="prompt")
+        for prompt in (["Once upon", "a time"], [[1, 2], [3]]):
+            error = self.assert_error(self.completion(prompt=prompt, max_tokens=2), 400,
+                                      param="prompt")
+            self.assertIn("only one prompt per request is supported", error["message"])
+
+    def test_an_empty_prompt_is_refused_by_name(self):
+        # Issue 18: one rule for every face, with a message that says what is wrong.
+        message = "prompt is empty: send at least one character or the prompt as token ids"
+        for prompt in ("", [], [""], [[]]):
+            self.assert_error(self.completion(prompt=prompt, max_tokens=2), 400, param="prompt",
+                              message=message)
+        self.assert_error(self.chat(messages=[], max_tokens=2), 400, param="messages",
+                          message="messages is empty: send at least one message")
+
+    def test_lone_surrogate_escapes_are_taken_as_replacement_characters(self):
+        # Issue 18: JSON.stringify of a string cut inside an emoji, or Python's
+        # json.dumps of a str holding a lone surrogate: U+FFFD, not "not JSON".
+        expected, _, _, _ = self.completion_body(
+            self.completion(prompt="Hello \ufffd world \ufffd!", max_tokens=6, ignore_eos=True))
+        body = ('{"model": "%s", "prompt": "Hello \\udc80 world \\ud83d!", "max_tokens": 6, '
+                '"ignore_eos": true, "temperature": 0}' % MODEL)
+        text, _, _, _ = self.completion_body(self.post("/v1/completions", body))
+        self.assertEqual(text, expected)
+        # Python's own encoder writes the same escape for a str holding one.
+        self.assertIn("\\udc80", json.dumps({"prompt": "\udc80"}))
+        response = self.post("/v1/chat/completions", json.dumps({
+            "model": MODEL, "messages": [{"role": "user", "content": "Hi \udc80"}],
+            "max_tokens": 2}))
+        self.assertEqual(response.status, 200, response)
+        # A valid pair is one character (the same tokens as the text itself).
+        pair = self.post("/tokenize", '{"prompt": "\\ud83d\\ude00"}').json()["tokens"]
+        self.assertEqual(pair, self.post("/tokenize", {"prompt": "\U0001F600"}).json()["tokens"])
+        replaced = self.post("/tokenize", '{"prompt": "\\ud83d"}').json()["tokens"]
+        self.assertEqual(replaced, self.post("/tokenize", {"prompt": "\ufffd"}).json()["tokens"])
+
+    def test_messages_name_the_bodys_own_fields(self):
+        # Issue 18: the validator's messages name gRPC's fields; the HTTP face
+        # answers with the body's own, in the message and in param.
+        context = self.get("/v1/models").json()["data"][0]["max_model_len"]
+        error = self.assert_error(self.completion(max_tokens=context), 400, param="max_tokens")
+        self.assertRegex(error["message"], r"^the prompt \(\d+ tokens\) \+ max_tokens \(%d\) "
+                         r"exceeds the model's context length %d$" % (context, context))
+        error = self.assert_error(self.chat(max_completion_tokens=context), 400,
+                                  param="max_completion_tokens")
+        self.assertIn("+ max_completion_tokens (%d) exceeds" % context, error["message"])
+        self.assert_error(self.chat(max_tokens=5000), 400, param="max_tokens",
+                          message="max_tokens 5000 exceeds the server's limit 4096")
+        self.assert_error(self.completion(logprobs=21), 400, param="logprobs",
+                          message="logprobs must be at most 20, got 21")
+        vocab = json.loads(grpc_client("--server", self.server.grpc_address, "--json",
+                                       "info"))["vocabSize"]
+        error = self.assert_error(self.completion(prompt=[1, vocab]), 400, param="prompt")
+        self.assertTrue(error["message"].startswith("prompt[1] = %d is outside" % vocab), error)
+        for body in (self.completion(max_tokens=context), self.chat(max_tokens=5000),
+                     self.completion(prompt=[1, vocab])):
+            self.assertNotIn("max_new_tokens", body.json()["error"]["message"])
+            self.assertNotIn("prompt_token_ids", body.json()["error"]["message"])
 
     def test_unknown_path_404(self):
-        for response in (self.get("/no/such/path"), self.post("/v1/nothing", {}),
-                         self.get("/v1/models/extra")):
+        for response in (self.get("/no/such/path"), self.post("/v1/nothing", {})):
             self.assert_error(response, 404, code="not_found")
+
+    def test_retrieve_a_model(self):
+        # Issue 18: GET /v1/models/{id}, as openai's client.models.retrieve() asks.
+        listed = self.get("/v1/models").json()["data"][0]
+        response = self.get("/v1/models/" + MODEL)
+        self.assertEqual(response.status, 200, response)
+        self.assertEqual(response.json(), listed)
+        for name in ("gpt-4o", "tiny-builtin-2", "org/tiny-builtin", ""):
+            response = self.get("/v1/models/" + name)
+            error = self.assert_error(response, 404, param=None, code="model_not_found",
+                                      check_param=True)
+            self.assertEqual(error["type"], "invalid_request_error")
+            self.assertIn("`%s` does not exist" % name, error["message"])
+        self.assert_error(self.post("/v1/models/" + MODEL, {}), 405)
+        self.assertGreaterEqual(self.server.metric(
+            "streamgen_http_responses_total", {"path": "/v1/models/{id}", "code": "404"}), 1)
 
     def test_unknown_model_404(self):
         for response in (self.completion(model="gpt-4o"), self.chat(model="nope"),
@@ -1004,14 +1152,21 @@ class DrainTimeoutTest(HttpAssertions):
 
 class ServedModelNameTest(HttpAssertions):
     def test_served_model_name(self):
-        server = Server("--served-model-name", "my-served-name")
+        # A slash, as Hugging Face names have: GET /v1/models/{id} takes the rest of the path.
+        name = "streamgen-test/my-served-name"
+        server = Server("--served-model-name", name)
         try:
             models = curl(server.url + "/v1/models").json()
-            self.assertEqual([m["id"] for m in models["data"]], ["my-served-name"])
-            response = curl(server.url + "/v1/completions", method="POST", body={
-                "model": "my-served-name", "prompt": PROMPT, "max_tokens": 2})
+            self.assertEqual([m["id"] for m in models["data"]], [name])
+            response = curl(server.url + "/v1/models/" + name)
             self.assertEqual(response.status, 200, response)
-            self.assertEqual(response.json()["model"], "my-served-name")
+            self.assertEqual(response.json(), models["data"][0])
+            self.assert_error(curl(server.url + "/v1/models/my-served-name"), 404,
+                              code="model_not_found")
+            response = curl(server.url + "/v1/completions", method="POST", body={
+                "model": name, "prompt": PROMPT, "max_tokens": 2})
+            self.assertEqual(response.status, 200, response)
+            self.assertEqual(response.json()["model"], name)
             self.assert_error(curl(server.url + "/v1/completions", method="POST", body={
                 "model": MODEL, "prompt": PROMPT, "max_tokens": 2}), 404, code="model_not_found")
         finally:

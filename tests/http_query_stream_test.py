@@ -142,6 +142,34 @@ class QueryStreamTest(unittest.TestCase):
             url, data=b'{"query": "hello", ', headers={"Content-Type": "application/json"},
             timeout=60))
 
+    def test_an_empty_query_is_refused_by_name(self):
+        # Issue 18: one rule for an empty prompt on every face (this one
+        # generated from nothing, where /v1/completions and gRPC refused it).
+        import requests
+        url = self.server.url + "/query-stream/"
+        for body in ({"query": "", "max_new_tokens": 8}, {"query": ""}):
+            error = self.assert_error_json(requests.post(url, json=body, timeout=60))
+            self.assertEqual(error["param"], "query", error)
+            self.assertEqual(error["message"], "query is empty: send at least one character")
+
+    def test_the_validators_messages_name_this_bodys_fields(self):
+        # Issue 18: the shared validator's messages come back with this body's
+        # field names (query, max_new_tokens), never another face's.
+        import requests
+        url = self.server.url + "/query-stream/"
+        error = self.assert_error_json(requests.post(
+            url, json={"query": "hello", "max_new_tokens": 5000}, timeout=60))
+        self.assertEqual(error["param"], "max_new_tokens", error)
+        self.assertEqual(error["message"], "max_new_tokens 5000 exceeds the server's limit 4096")
+        context = requests.get(self.server.url + "/v1/models", timeout=60).json()["data"][0][
+            "max_model_len"]
+        error = self.assert_error_json(requests.post(
+            url, json={"query": "hello", "max_new_tokens": context}, timeout=60))
+        self.assertEqual(error["param"], "max_new_tokens", error)
+        self.assertIn("max_new_tokens (%d) exceeds the model's context length" % context,
+                      error["message"])
+        self.assertNotIn("max_tokens", error["message"])
+
 
 def main():
     global ARGS

@@ -31,16 +31,100 @@ HttpError ErrorOf(const absl::StatusOr<OpenAiRequest>& parsed,
   return ToHttpError(parsed.status(), route);
 }
 
-TEST(OpenAiRequestTest, CompletionsDefaultsAreOpenAis) {
-  absl::StatusOr<OpenAiRequest> parsed = Completions(R"({"model": "m", "prompt": "Hello"})");
-  ASSERT_TRUE(parsed.ok()) << parsed.status();
-  EXPECT_EQ(parsed->model, "m");
-  EXPECT_EQ(parsed->request.prompt(), "Hello");
-  EXPECT_EQ(parsed->request.max_new_tokens(), 16u);
-  EXPECT_FLOAT_EQ(parsed->request.temperature(), 1.0f);
-  EXPECT_FALSE(parsed->request.has_seed());
-  EXPECT_FALSE(parsed->stream);
-  EXPECT_FALSE(parsed->logprobs);
+// Issue 18: a sampling field or max_tokens the body leaves out (or sends as
+// null) stays unset in the proto, so that the model's generation_config.json
+// defaults (and the server's default max tokens) apply downstream.
+TEST(OpenAiRequestTest, AbsentFieldsStayUnset) {
+  for (const char* body : {R"({"model": "m", "prompt": "Hello"})",
+                           R"({"model": "m", "prompt": "Hello", "temperature": null, "top_p": null,
+                               "top_k": null, "min_p": null, "repetition_penalty": null,
+                               "max_tokens": null})"}) {
+    SCOPED_TRACE(body);
+    absl::StatusOr<OpenAiRequest> parsed = Completions(body);
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(parsed->model, "m");
+    EXPECT_EQ(parsed->request.prompt(), "Hello");
+    const v1::GenerateRequest& r = parsed->request;
+    EXPECT_FALSE(r.has_max_new_tokens());
+    EXPECT_FALSE(r.has_temperature());
+    EXPECT_FALSE(r.has_top_p());
+    EXPECT_FALSE(r.has_top_k());
+    EXPECT_FALSE(r.has_min_p());
+    EXPECT_FALSE(r.has_repetition_penalty());
+    EXPECT_FALSE(r.has_seed());
+    EXPECT_FALSE(parsed->stream);
+    EXPECT_FALSE(parsed->logprobs);
+  }
+  absl::StatusOr<OpenAiRequest> chat = Chat(R"({"messages": [{"role": "user", "content": "x"}],
+                                               "max_tokens": null, "temperature": null})");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_FALSE(chat->request.has_max_new_tokens());
+  EXPECT_FALSE(chat->request.has_temperature());
+  EXPECT_FALSE(chat->request.has_top_k());
+  // Sent, each is set, a 0 included (temperature 0 is greedy whatever the model says).
+  absl::StatusOr<OpenAiRequest> sent = Completions(R"({"prompt": "x", "temperature": 0, "top_k": 0,
+      "min_p": 0, "top_p": 1, "repetition_penalty": 1, "max_tokens": 3})");
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_TRUE(sent->request.has_temperature());
+  EXPECT_FLOAT_EQ(sent->request.temperature(), 0.0f);
+  EXPECT_TRUE(sent->request.has_top_k());
+  EXPECT_TRUE(sent->request.has_min_p());
+  EXPECT_TRUE(sent->request.has_top_p());
+  EXPECT_TRUE(sent->request.has_repetition_penalty());
+  EXPECT_TRUE(sent->request.has_max_new_tokens());
+  EXPECT_EQ(sent->request.max_new_tokens(), 3u);
+}
+
+// Issue 18: OpenAI's batch form with one prompt (LangChain's OpenAI model
+// sends ["..."]) and token ids in every shape OpenAI takes.
+TEST(OpenAiRequestTest, CompletionsPromptShapes) {
+  absl::StatusOr<OpenAiRequest> one_string = Completions(R"({"prompt": ["Once upon"]})");
+  ASSERT_TRUE(one_string.ok()) << one_string.status();
+  EXPECT_EQ(one_string->request.prompt(), "Once upon");
+  EXPECT_EQ(one_string->request.prompt_token_ids_size(), 0);
+  absl::StatusOr<OpenAiRequest> one_ids = Completions(R"({"prompt": [[1, 450, 499]]})");
+  ASSERT_TRUE(one_ids.ok()) << one_ids.status();
+  EXPECT_THAT(one_ids->request.prompt_token_ids(), ElementsAre(1, 450, 499));
+  EXPECT_EQ(one_ids->request.prompt(), "");
+  absl::StatusOr<OpenAiRequest> ids = Completions(R"({"prompt": [1, 450]})");
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(ids->request.prompt_token_ids(), ElementsAre(1, 450));
+
+  struct Case {
+    const char* body;
+    const char* message;
+  };
+  const Case refused[] = {
+      {R"({"prompt": ["a", "b"]})",
+       "prompt holds 2 prompts; only one prompt per request is supported (send one request per "
+       "prompt)"},
+      {R"({"prompt": [[1, 2], [3]]})",
+       "prompt holds 2 prompts; only one prompt per request is supported (send one request per "
+       "prompt)"},
+      {R"({"prompt": [{"text": "x"}]})",
+       "prompt must be a string, an array of token ids, or an array of one of them; [0] is an "
+       "object"},
+      {R"({"prompt": [[1, "2"]]})", "prompt[0] must be an array of token ids; [1] is a string"},
+      // Empty, in every shape: the one rule of every face.
+      {R"({"prompt": ""})",
+       "prompt is empty: send at least one character or the prompt as token ids"},
+      {R"({"prompt": []})",
+       "prompt is empty: send at least one character or the prompt as token ids"},
+      {R"({"prompt": [""]})",
+       "prompt is empty: send at least one character or the prompt as token ids"},
+      {R"({"prompt": [[]]})",
+       "prompt is empty: send at least one character or the prompt as token ids"},
+  };
+  for (const Case& c : refused) {
+    SCOPED_TRACE(c.body);
+    HttpError error = ErrorOf(Completions(c.body));
+    EXPECT_EQ(error.status, 400);
+    EXPECT_EQ(error.param, "prompt");
+    EXPECT_EQ(error.message, c.message);
+  }
+  HttpError no_messages = ErrorOf(Chat(R"({"messages": []})"), OpenAiRoute::kChat);
+  EXPECT_EQ(no_messages.param, "messages");
+  EXPECT_EQ(no_messages.message, "messages is empty: send at least one message");
 }
 
 TEST(OpenAiRequestTest, CompletionsFieldsMapOntoTheProto) {
@@ -93,7 +177,9 @@ TEST(OpenAiRequestTest, ChatMessagesTextPartsAndMaxCompletionTokens) {
   // Chat without max tokens: 0, the server's default.
   absl::StatusOr<OpenAiRequest> plain = Chat(R"({"messages": [{"role": "user", "content": "x"}]})");
   ASSERT_TRUE(plain.ok());
-  EXPECT_EQ(plain->request.max_new_tokens(), 0u);
+  EXPECT_FALSE(plain->request.has_max_new_tokens());
+  EXPECT_EQ(plain->max_tokens_field, "max_tokens");
+  EXPECT_EQ(parsed->max_tokens_field, "max_completion_tokens");
 }
 
 TEST(OpenAiRequestTest, WrongTypesNameTheField) {
@@ -111,7 +197,7 @@ TEST(OpenAiRequestTest, WrongTypesNameTheField) {
       {R"({"prompt": "x", "stop": ["a", 1]})", "stop", "stop must be a string or an array of strings"},
       {R"({"prompt": "x", "seed": "s"})", "seed", "seed must be an integer, got a string"},
       {R"({"prompt": "x", "model": 3})", "model", "model must be a string, got a number"},
-      {R"({"prompt": ["a", "b"]})", "prompt", "prompt must be a string or an array of token ids, got an array of other values"},
+      {R"({"prompt": 5})", "prompt", "prompt must be a string or an array of token ids, got a number"},
       {R"({"prompt": {"text": "x"}})", "prompt", "prompt must be a string or an array of token ids, got an object"},
       {R"({"prompt": [1, "2"]})", "prompt", "prompt must be an array of token ids; [1] is a string"},
       {R"({"prompt": [1, 99999999999]})", "prompt", "prompt must be an array of token ids; [1] is out of range"},
@@ -162,8 +248,10 @@ TEST(OpenAiRequestTest, WrongTypesNameTheField) {
 }
 
 // The one validation path: what ParseOpenAiRequest passes, the gRPC face's
-// validator judges, and its message comes back with OpenAI's field name.
-TEST(OpenAiRequestTest, ValidatorMessagesComeBackWithTheOpenAiParam) {
+// validator judges, and its message comes back (ForHttpFace) with the body's
+// own field names, in the message and in `param` (issue 18: the HTTP face
+// named gRPC's fields).
+TEST(OpenAiRequestTest, ValidatorMessagesComeBackWithTheOpenAiNames) {
   RequestLimits limits;
   limits.vocab_size = 100;
   limits.context_length = 32;
@@ -183,16 +271,36 @@ TEST(OpenAiRequestTest, ValidatorMessagesComeBackWithTheOpenAiParam) {
       {OpenAiRoute::kCompletions, R"({"prompt": "x", "temperature": 500})", "temperature",
        "temperature must be in [0, 100], got 500"},
       {OpenAiRoute::kCompletions, R"({"prompt": "x", "max_tokens": 21})", "max_tokens",
-       "max_new_tokens 21 exceeds the server's limit 20"},
+       "max_tokens 21 exceeds the server's limit 20"},
+      {OpenAiRoute::kChat, R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 21})",
+       "max_tokens", "max_tokens 21 exceeds the server's limit 20"},
+      {OpenAiRoute::kChat,
+       R"({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 21})",
+       "max_completion_tokens", "max_completion_tokens 21 exceeds the server's limit 20"},
+      // The prompt fits, max_tokens does not: max_tokens is the param, not prompt.
+      {OpenAiRoute::kCompletions, R"({"prompt": "xxxxxxxxxxxxxxx", "max_tokens": 20})",
+       "max_tokens",
+       "the prompt (15 tokens) + max_tokens (20) exceeds the model's context length 32"},
+      {OpenAiRoute::kChat,
+       R"({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                        {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                        {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                        {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                        {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                        {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                        {"role": "user", "content": "x"}],
+           "max_completion_tokens": 20})",
+       "max_completion_tokens",
+       "the prompt (13 tokens) + max_completion_tokens (20) exceeds the model's context length 32"},
       {OpenAiRoute::kCompletions, R"({"prompt": "x", "logprobs": 21})", "logprobs",
-       "top_logprobs must be at most 20, got 21"},
+       "logprobs must be at most 20, got 21"},
       {OpenAiRoute::kChat,
        R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})",
        "top_logprobs", "top_logprobs must be at most 20, got 21"},
       {OpenAiRoute::kCompletions, R"({"prompt": [1, 200]})", "prompt",
-       "prompt_token_ids[1] = 200 is outside the vocabulary [0, 100)"},
-      {OpenAiRoute::kCompletions, R"({"prompt": ""})", "prompt",
-       "exactly one of prompt, prompt_token_ids, messages must be set; none is"},
+       "prompt[1] = 200 is outside the vocabulary [0, 100)"},
+      {OpenAiRoute::kCompletions, R"({"prompt": [[1, 200]]})", "prompt",
+       "prompt[1] = 200 is outside the vocabulary [0, 100)"},
       {OpenAiRoute::kCompletions, R"({"prompt": "x", "top_p": 1.5})", "top_p",
        "top_p must be in (0, 1] (0 means 1.0: off), got 1.5"},
       {OpenAiRoute::kCompletions, R"({"prompt": "x", "stop": ["a", ""]})", "stop",
@@ -211,11 +319,58 @@ TEST(OpenAiRequestTest, ValidatorMessagesComeBackWithTheOpenAiParam) {
     absl::StatusOr<GenerationRequest> validated =
         ToGenerationRequest(parsed->request, limits, encoder);
     ASSERT_FALSE(validated.ok());
-    HttpError error = ToHttpError(validated.status(), c.route);
+    absl::Status face = ForHttpFace(validated.status(), c.route, parsed->max_tokens_field);
+    EXPECT_EQ(face.code(), validated.status().code());
+    HttpError error = ToHttpError(face, c.route);
     EXPECT_EQ(error.status, 400);
     EXPECT_EQ(error.param, c.param);
     EXPECT_EQ(error.message, c.message);
   }
+  // /query-stream/'s fields: query and max_new_tokens (its own name).
+  absl::StatusOr<QueryStreamRequest> query =
+      ParseQueryStreamRequest(Json::parse(R"({"query": "xxxxxxxxxxxxxxx", "max_new_tokens": 30})"));
+  ASSERT_TRUE(query.ok());
+  for (bool chat : {false, true}) {
+    absl::StatusOr<GenerationRequest> validated =
+        ToGenerationRequest(ToGenerateRequest(*query, chat, 1), limits, encoder);
+    ASSERT_FALSE(validated.ok());
+    HttpError error = ToHttpError(
+        ForHttpFace(validated.status(), OpenAiRoute::kQueryStream, "max_new_tokens"),
+        OpenAiRoute::kQueryStream);
+    EXPECT_EQ(error.param, "max_new_tokens");
+    EXPECT_EQ(error.message, "max_new_tokens 30 exceeds the server's limit 20");
+  }
+  query->max_new_tokens = 20;
+  absl::StatusOr<GenerationRequest> too_long =
+      ToGenerationRequest(ToGenerateRequest(*query, false, 1), limits, encoder);
+  ASSERT_FALSE(too_long.ok());
+  HttpError context = ToHttpError(
+      ForHttpFace(too_long.status(), OpenAiRoute::kQueryStream, "max_new_tokens"),
+      OpenAiRoute::kQueryStream);
+  EXPECT_EQ(context.param, "max_new_tokens");
+  EXPECT_EQ(context.message,
+            "the query (15 tokens) + max_new_tokens (20) exceeds the model's context length 32");
+  query = ParseQueryStreamRequest(Json::parse(std::string(R"({"query": ")") +
+                                              std::string(40, 'x') + "\"}"));
+  ASSERT_TRUE(query.ok());
+  absl::StatusOr<GenerationRequest> long_query =
+      ToGenerationRequest(ToGenerateRequest(*query, false, 1), limits, encoder);
+  ASSERT_FALSE(long_query.ok());
+  HttpError error = ToHttpError(ForHttpFace(long_query.status(), OpenAiRoute::kQueryStream),
+                                OpenAiRoute::kQueryStream);
+  EXPECT_EQ(error.param, "query");
+  EXPECT_EQ(error.message,
+            "query is 40 tokens; at most 31 are allowed (the model's context length is 32)");
+  // A whole word only; the face's own messages (a param already) are left alone;
+  // other codes too.
+  absl::Status word = ForHttpFace(absl::InvalidArgumentError("max_new_tokens_x and max_new_tokens"),
+                                  OpenAiRoute::kCompletions);
+  EXPECT_EQ(word.message(), "max_new_tokens_x and max_tokens");
+  absl::Status own = absl::InvalidArgumentError("max_new_tokens must be at least 1, got 0");
+  SetErrorParam(&own, "max_new_tokens");
+  EXPECT_EQ(ForHttpFace(own, OpenAiRoute::kQueryStream), own);
+  absl::Status unavailable = absl::UnavailableError("max_new_tokens");
+  EXPECT_EQ(ForHttpFace(unavailable, OpenAiRoute::kCompletions), unavailable);
 }
 
 TEST(HttpErrorTest, StatusCodesAndBody) {
@@ -251,6 +406,15 @@ TEST(QueryStreamTest, ParsesAndSamplesLikeTransformers) {
   EXPECT_EQ(ToGenerateRequest(*parsed, /*chat=*/false, 1).prompt(), "Hi");
   EXPECT_EQ(ParseQueryStreamRequest(Json::parse(R"({"max_new_tokens": 3})")).status().message(),
             "query is required");
+  // The one rule for an empty prompt: refused by name (it once generated from nothing).
+  absl::Status empty = ParseQueryStreamRequest(Json::parse(R"({"query": ""})")).status();
+  EXPECT_EQ(empty.message(), "query is empty: send at least one character");
+  EXPECT_EQ(ToHttpError(empty, OpenAiRoute::kQueryStream).param, "query");
+  // max_new_tokens is set only when the body has it.
+  absl::StatusOr<QueryStreamRequest> no_max = ParseQueryStreamRequest(Json::parse(R"({"query": "x"})"));
+  ASSERT_TRUE(no_max.ok());
+  EXPECT_FALSE(ToGenerateRequest(*no_max, false, 1).has_max_new_tokens());
+  EXPECT_TRUE(chat.has_max_new_tokens());
   EXPECT_EQ(ParseQueryStreamRequest(Json::parse(R"({"query": "x", "max_new_tokens": "3"})"))
                 .status()
                 .message(),
@@ -451,10 +615,184 @@ TEST(OpenAiEncoderTest, InvalidUtf8IsReplacedNotThrown) {
   // A byte piece that is half a character.
   OpenAiEncoder encoder(*chat, "c", 1, "tiny", [](int) { return std::string("<0xE2>"); });
   encoder.Accumulate(Message("", {9}));
+  encoder.Accumulate(Last(v1::FINISH_REASON_LENGTH));  // lists the token its text never reached
   std::string dumped = DumpJson(encoder.Body());
   Json body = Json::parse(dumped);
   EXPECT_EQ(body["choices"][0]["logprobs"]["content"][0]["token"], "\xEF\xBF\xBD");
   EXPECT_EQ(body["choices"][0]["logprobs"]["content"][0]["bytes"], Json::parse("[226]"));
+}
+
+// ---- issue 18: logprobs list the tokens of the text returned ----
+
+// " Hello", " wor", "ld", "</s>" (a control token), "!".
+std::string StopPiece(int id) {
+  switch (id) {
+    case 1: return "\xE2\x96\x81Hello";
+    case 2: return "\xE2\x96\x81wor";
+    case 3: return "ld";
+    case 4: return "</s>";
+    case 6: return "<0xFF>";  // no character: decoded as U+FFFD
+    case 7: return "ab";
+    case 8: return "<0xE2>";  // "€": E2 82 AC
+    case 9: return "<0x82>";
+    case 10: return "<0xAC>";
+    default: return "!";
+  }
+}
+
+v1::GenerateResponse Final(v1::GenerateResponse message, v1::FinishReason reason) {
+  message.set_finish_reason(reason);
+  message.mutable_usage()->set_prompt_tokens(4);
+  message.mutable_usage()->set_completion_tokens(message.tokens_size());
+  return message;
+}
+
+// The chat stream's content and its logprobs tokens, each joined.
+void StreamChat(const std::vector<v1::GenerateResponse>& messages, std::string* content,
+                std::string* tokens, int* chunks_with_logprobs) {
+  absl::StatusOr<OpenAiRequest> chat = Chat(R"({"messages": [{"role": "user", "content": "x"}],
+      "logprobs": true, "stream": true})");
+  ASSERT_TRUE(chat.ok());
+  OpenAiEncoder encoder(*chat, "c", 1, "tiny", StopPiece);
+  encoder.set_hidden_token([](int id) { return id == 4; });
+  std::string sse = encoder.StreamStart();
+  for (size_t i = 0; i < messages.size(); ++i) {
+    sse += encoder.StreamMessage(messages[i], i + 1 == messages.size(), absl::OkStatus());
+  }
+  bool done = false;
+  *chunks_with_logprobs = 0;
+  for (const Json& event : Events(sse, &done)) {
+    const Json& choice = event["choices"][0];
+    if (choice["delta"].contains("content")) *content += choice["delta"]["content"].get<std::string>();
+    if (choice["logprobs"].is_null()) continue;
+    ++*chunks_with_logprobs;
+    for (const Json& entry : choice["logprobs"]["content"]) *tokens += entry["token"].get<std::string>();
+  }
+  EXPECT_TRUE(done);
+}
+
+TEST(OpenAiEncoderTest, LogprobsLeaveOutTheStopStringsTokens) {
+  // As the engine sends a stop at " world": " wor" could start it and is held
+  // back (its token comes with no text), "ld" completes it (nothing returned).
+  std::vector<v1::GenerateResponse> held = {
+      Message(" Hello", {1}), Message("", {2}), Final(Message("", {3}), v1::FINISH_REASON_STOP)};
+  std::string content, tokens;
+  int chunks = 0;
+  StreamChat(held, &content, &tokens, &chunks);
+  EXPECT_EQ(content, " Hello");
+  EXPECT_EQ(tokens, content);
+  EXPECT_EQ(chunks, 1);  // no chunk for the held token
+  // A stop at "ld": " wor" is returned, the stop string's token is not listed.
+  std::vector<v1::GenerateResponse> at_ld = {
+      Message(" Hello", {1}), Message(" wor", {2}), Final(Message("", {3}), v1::FINISH_REASON_STOP)};
+  content.clear();
+  tokens.clear();
+  StreamChat(at_ld, &content, &tokens, &chunks);
+  EXPECT_EQ(content, " Hello wor");
+  EXPECT_EQ(tokens, content);
+  // EOS: its token ("</s>", a control token) is no text of the reply.
+  std::vector<v1::GenerateResponse> eos = {Message(" Hello", {1}),
+                                           Final(Message("", {4}), v1::FINISH_REASON_EOS)};
+  content.clear();
+  tokens.clear();
+  StreamChat(eos, &content, &tokens, &chunks);
+  EXPECT_EQ(content, " Hello");
+  EXPECT_EQ(tokens, content);
+  // A token that straddles the stop string's start is listed (its text goes
+  // on into the stop string): the stop " world!"... here "r" of " wor" came out.
+  std::vector<v1::GenerateResponse> straddle = {
+      Message(" Hello", {1}), Message(" w", {2}), Final(Message("", {3}), v1::FINISH_REASON_STOP)};
+  content.clear();
+  tokens.clear();
+  StreamChat(straddle, &content, &tokens, &chunks);
+  EXPECT_EQ(content, " Hello w");
+  EXPECT_EQ(tokens, " Hello wor");
+  // A length ending lists every token, including a held one (and a control
+  // token in the middle, which covers no text).
+  std::vector<v1::GenerateResponse> length = {
+      Message(" Hello", {1}), Message("", {4}), Message("", {2}),
+      Final(Message(" wor", {}), v1::FINISH_REASON_LENGTH)};
+  content.clear();
+  tokens.clear();
+  StreamChat(length, &content, &tokens, &chunks);
+  EXPECT_EQ(content, " Hello wor");
+  EXPECT_EQ(tokens, " Hello</s> wor");
+
+  // Byte pieces cover the bytes the engine decodes them to: a byte of no
+  // character is U+FFFD (3 bytes), so "ab", held as the start of a stop
+  // string "abld", is not reached by the text.
+  std::vector<v1::GenerateResponse> invalid = {
+      Message("\xEF\xBF\xBD", {6}), Message("", {7}), Final(Message("", {3}), v1::FINISH_REASON_STOP)};
+  content.clear();
+  tokens.clear();
+  StreamChat(invalid, &content, &tokens, &chunks);
+  EXPECT_EQ(content, "\xEF\xBF\xBD");
+  EXPECT_EQ(tokens, "\xEF\xBF\xBD");  // the byte piece as JSON has it
+  // A character split over three byte pieces comes out once complete.
+  std::vector<v1::GenerateResponse> euro = {
+      Message("", {8}), Message("", {9}), Message("\xE2\x82\xAC", {10}), Message("", {7}),
+      Final(Message("", {3}), v1::FINISH_REASON_STOP)};
+  content.clear();
+  tokens.clear();
+  StreamChat(euro, &content, &tokens, &chunks);
+  EXPECT_EQ(content, "\xE2\x82\xAC");
+  EXPECT_EQ(chunks, 1);  // the three bytes' entries come with the character
+
+  // One JSON body, completions: the same rule, and text_offset into the text.
+  absl::StatusOr<OpenAiRequest> completions = Completions(R"({"prompt": "x", "logprobs": 0})");
+  ASSERT_TRUE(completions.ok());
+  OpenAiEncoder encoder(*completions, "cmpl-1", 1, "tiny", StopPiece);
+  encoder.set_hidden_token([](int id) { return id == 4; });
+  for (const v1::GenerateResponse& message :
+       {Message(" Hello", {1, 4}), Message(" wor", {2}), Message("", {3}),
+        Final(Message("", {5}), v1::FINISH_REASON_STOP)}) {
+    encoder.Accumulate(message);
+  }
+  Json body = Json::parse(DumpJson(encoder.Body()));
+  EXPECT_EQ(body["choices"][0]["text"], " Hello wor");
+  EXPECT_EQ(body["choices"][0]["logprobs"]["tokens"], Json::parse(R"([" Hello", "</s>", " wor"])"));
+  EXPECT_EQ(body["choices"][0]["logprobs"]["text_offset"], Json::parse("[0, 6, 6]"));
+  EXPECT_EQ(body["choices"][0]["logprobs"]["token_logprobs"].size(), 3u);
+  EXPECT_EQ(body["choices"][0]["logprobs"]["top_logprobs"].size(), 3u);
+}
+
+// ---- issue 18: lone surrogate escapes ----
+
+TEST(JsonBodyTest, LoneSurrogateEscapesBecomeTheReplacementCharacter) {
+  const std::string fffd = "\xEF\xBF\xBD";
+  struct Case {
+    std::string body;
+    std::string prompt;
+  };
+  const Case cases[] = {
+      {R"({"prompt": "Hello \udc80 world"})", "Hello " + fffd + " world"},  // a lone low one
+      {R"({"prompt": "a\ud83dz"})", "a" + fffd + "z"},                       // high, then text
+      {R"({"prompt": "a\uD83D\n"})", "a" + fffd + "\n"},                     // high, then an escape
+      {R"({"prompt": "end\ud83d"})", "end" + fffd},                          // high, at the end
+      {R"({"prompt": "\ud83d\ud83d\ude00"})", fffd + "\xF0\x9F\x98\x80"},    // lone high, then a pair
+      {R"({"prompt": "\udc80\udc80", "\udfff": 1})", fffd + fffd},           // in a key too
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.body);
+    EXPECT_THROW(Json::parse(c.body), Json::parse_error);  // why this exists
+    std::optional<std::string> replaced = ReplaceLoneSurrogates(c.body);
+    ASSERT_TRUE(replaced.has_value());
+    Json body = Json::parse(*replaced);
+    EXPECT_EQ(body["prompt"], c.prompt);
+  }
+  // Nothing to replace: a valid pair decodes to its character, an escaped
+  // backslash before "u" is no escape, and text outside strings is not touched.
+  for (const char* body : {R"({"prompt": "\ud83d\ude00!"})", R"({"prompt": "\\udc80"})",
+                           R"({"prompt": "\"\\\ud83d\ude00"})", R"({"a": 1})", ""}) {
+    SCOPED_TRACE(body);
+    EXPECT_FALSE(ReplaceLoneSurrogates(body).has_value());
+  }
+  EXPECT_EQ(Json::parse(R"({"prompt": "\ud83d\ude00!"})")["prompt"], "\xF0\x9F\x98\x80!");
+  EXPECT_EQ(Json::parse(R"({"prompt": "\\udc80"})")["prompt"], "\\udc80");
+  // An escaped quote does not end the string: the surrogate after it is in it.
+  std::optional<std::string> quoted = ReplaceLoneSurrogates(R"({"prompt": "say \"\udc80\""})");
+  ASSERT_TRUE(quoted.has_value());
+  EXPECT_EQ(Json::parse(*quoted)["prompt"], "say \"" + fffd + "\"");
 }
 
 }  // namespace

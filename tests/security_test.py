@@ -519,7 +519,8 @@ class LimitsTest(ServerCase):
                    "length is %d)" % info.context_length)
         self.assert_grpc_invalid(self.pb.GenerateRequest(prompt_token_ids=ids), message)
         response = http_request(self.server, "POST", "/v1/completions", {"prompt": ids})
-        self.assert_http_error(response, 400, message)
+        # The HTTP face names its own field: the ids came as "prompt".
+        self.assert_http_error(response, 400, message.replace("prompt_token_ids", "prompt"))
         response = http_request(self.server, "POST", "/v1/completions",
                                 {"prompt": ids[:64], "max_tokens": 1})
         self.assertEqual(response.status, 200, response)

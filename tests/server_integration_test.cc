@@ -5,10 +5,13 @@
 #include <fstream>
 #include <thread>
 
+#include <grpcpp/impl/client_unary_call.h>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/server.h"
+#include "server/service.h"
 #include "tests/server_test_util.h"
 
 namespace streamgen {
@@ -280,6 +283,147 @@ TEST_F(TinyModelServer, InvalidArgumentsNameTheField) {
   }
   // The server is still fine.
   EXPECT_TRUE(Generate(stub_.get(), PromptRequest("ok", 2)).status.ok());
+}
+
+// ---- issue 18: a string field that is not UTF-8 ----
+
+// `request` serialized, with `placeholder` (which it holds once) replaced by
+// `bytes` of the same length: no protobuf API writes invalid UTF-8 into a
+// proto3 string, a client in another language may.
+template <typename Message>
+std::string WithBytes(const Message& request, const std::string& placeholder,
+                      const std::string& bytes) {
+  EXPECT_EQ(placeholder.size(), bytes.size());
+  std::string wire = request.SerializeAsString();
+  size_t at = wire.find(placeholder);
+  EXPECT_NE(at, std::string::npos);
+  EXPECT_EQ(wire.find(placeholder, at + 1), std::string::npos);
+  return wire.replace(at, placeholder.size(), bytes);
+}
+
+grpc::ByteBuffer Bytes(const std::string& data) {
+  grpc::Slice slice(data);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+// A Generate call whose request message is `wire` as it is (grpc's generic
+// byte-buffer codec): the status and the number of messages received.
+grpc::Status RawGenerate(grpc::ChannelInterface* channel, const std::string& wire, int* received) {
+  grpc::ClientContext context;
+  grpc::internal::RpcMethod method("/streamgen.v1.TextGeneration/Generate",
+                                   grpc::internal::RpcMethod::SERVER_STREAMING);
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(channel, method, &context,
+                                                                    Bytes(wire)));
+  grpc::ByteBuffer response;
+  *received = 0;
+  while (reader->Read(&response)) ++*received;
+  return reader->Finish();
+}
+
+grpc::Status RawTokenize(grpc::ChannelInterface* channel, const std::string& wire) {
+  grpc::ClientContext context;
+  grpc::internal::RpcMethod method("/streamgen.v1.TextGeneration/Tokenize",
+                                   grpc::internal::RpcMethod::NORMAL_RPC);
+  grpc::ByteBuffer response;
+  return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+      channel, method, &context, Bytes(wire), &response);
+}
+
+double InvalidArgumentCount(StreamgenServer* server, const std::string& method) {
+  std::string wanted = "streamgen_requests_total{method=\"" + method +
+                       "\",code=\"INVALID_ARGUMENT\"} ";
+  std::string text = server->RenderMetrics();
+  size_t at = text.find(wanted);
+  return at == std::string::npos ? 0 : std::stod(text.substr(at + wanted.size()));
+}
+
+// gRPC's own parsing answered these UNIMPLEMENTED with an empty message and
+// no log line: the service now parses the bytes, names the field, and counts
+// (and logs) the refusal like any other.
+TEST_F(TinyModelServer, InvalidUtf8IsInvalidArgumentNamingTheField) {
+  std::shared_ptr<grpc::Channel> channel = Connect(server_->port());
+  const std::string bad = "ab\xff\xfe";  // never UTF-8
+  const std::string placeholder = "ab@@";
+  struct Case {
+    v1::GenerateRequest request;
+    std::string message;
+  };
+  std::vector<Case> cases;
+  cases.push_back({PromptRequest("Once upon ab@@ time", 4),
+                   "prompt is not valid UTF-8 (protobuf string fields must hold UTF-8 text)"});
+  {
+    v1::GenerateRequest chat;
+    chat.set_max_new_tokens(4);
+    auto* first = chat.add_messages();
+    first->set_role("user");
+    first->set_content("Hello");
+    auto* second = chat.add_messages();
+    second->set_role("user");
+    second->set_content("say ab@@");
+    cases.push_back({chat, "messages[1].content is not valid UTF-8"});
+  }
+  {
+    v1::GenerateRequest stops = PromptRequest("Once upon a time", 4);
+    stops.add_stop("x");
+    stops.add_stop("ab@@");
+    cases.push_back({stops, "stop[1] is not valid UTF-8"});
+  }
+  const double before = InvalidArgumentCount(server_, "Generate");
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.message);
+    int received = 0;
+    grpc::Status status =
+        RawGenerate(channel.get(), WithBytes(c.request, placeholder, bad), &received);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr(c.message));
+    EXPECT_EQ(received, 0);
+  }
+  // Bytes that are no GenerateRequest at all (field 1, 100 bytes long, cut short).
+  int received = 0;
+  grpc::Status garbage = RawGenerate(channel.get(), std::string("\x0a\x64" "abc", 5), &received);
+  EXPECT_EQ(garbage.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(garbage.error_message(),
+            "the request is not a streamgen.v1.GenerateRequest message (its bytes do not parse)");
+  // Counted (and logged, in the same place) as refused requests.
+  EXPECT_TRUE(WaitFor([&] { return InvalidArgumentCount(server_, "Generate") >= before + 4; }))
+      << server_->RenderMetrics();
+
+  // Tokenize's text too.
+  v1::TokenizeRequest tokenize;
+  tokenize.set_text("ab@@ cd");
+  grpc::Status tokenized = RawTokenize(channel.get(), WithBytes(tokenize, placeholder, bad));
+  EXPECT_EQ(tokenized.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(tokenized.error_message(), HasSubstr("text is not valid UTF-8"));
+
+  // The same bytes with UTF-8 in place: served as ever, through the same handler.
+  grpc::Status ok = RawGenerate(
+      channel.get(), WithBytes(cases[0].request, placeholder, "ab\xc3\xa9"), &received);
+  EXPECT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_GT(received, 0);
+  EXPECT_TRUE(RawTokenize(channel.get(), WithBytes(tokenize, placeholder, "abcd")).ok());
+}
+
+TEST(InvalidUtf8FieldTest, NamesTheFirstFieldAsAPath) {
+  v1::GenerateRequest request;
+  request.set_prompt("fine");
+  auto* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("fine");
+  message = request.add_messages();
+  message->set_role("user");
+  message->set_content("xx@@");
+  request.add_stop("yy@@");
+  const google::protobuf::Descriptor* type = v1::GenerateRequest::descriptor();
+  EXPECT_EQ(InvalidUtf8Field(request.SerializeAsString(), type), "");
+  std::string wire = request.SerializeAsString();
+  std::string content = wire;
+  content.replace(content.find("xx@@"), 4, "xx\xc0\x80");  // an overlong NUL
+  EXPECT_EQ(InvalidUtf8Field(content, type), "messages[1].content");
+  std::string stop = wire;
+  stop.replace(stop.find("yy@@"), 4, "yy\xed\xa0");  // half a surrogate's encoding
+  EXPECT_EQ(InvalidUtf8Field(stop, type), "stop[0]");
+  EXPECT_EQ(InvalidUtf8Field(std::string("\x0a\x64" "abc", 5), type), "");  // cut short
 }
 
 TEST_F(TinyModelServer, SixteenConcurrentStreamsAllComplete) {

@@ -132,6 +132,12 @@ test('Stop cancels the request on the engine', { timeout: 120000 }, async (t) =>
   assert.equal(await text(page, '#finish-reason'), 'stopped');
   assert.equal(await text(page, '#error'), '');
   assert.ok((await text(page, '#output')).length > 0);
+  // Issue 18: the cards show what was produced (no usage chunk came): the
+  // tokens received, the prompt's count (from /tokenize), the rate.
+  assert.match(await text(page, '#completion-tokens'), /^[1-9]\d*$/);
+  assert.ok(Number(await text(page, '#completion-tokens')) < 480);
+  await waitForText(page, '#prompt-tokens', /^[1-9]\d*$/);
+  assert.match(await text(page, '#ttft'), /^\d+$/);
   await slowServer.waitForMetric('streamgen_engine_cancelled_total', (v) => v >= cancelledBefore + 1);
   await slowServer.waitForMetric('streamgen_engine_running_requests', (v) => v === 0);
   assert.ok(await page.locator('#send').isEnabled());
@@ -162,7 +168,10 @@ test('chat mode keeps the conversation', { timeout: 120000 }, async (t) => {
   await page.press('#prompt', 'Control+Enter');
   await waitForText(page, '#status', 'done');
   const first = await text(page, '#output');
-  assert.equal(first, await grpcText(server, 'Hello there', 12, ['--chat']));
+  // Issue 18: the reply is shown without the whitespace its text starts with.
+  assert.equal(first, (await grpcText(server, 'Hello there', 12, ['--chat'])).trimStart());
+  assert.doesNotMatch(first, /^\s/);
+  assert.match(await text(page, '#completion-tokens'), /^[1-9]\d*$/);
   assert.equal(await page.inputValue('#prompt'), '');
 
   await page.fill('#prompt', 'And then?');
