@@ -39,6 +39,8 @@ import time
 import unittest
 import urllib.request
 
+from streamgen_server import flag_defaults
+
 ARGS = None
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # runc and cgroupfs: crun and systemd's cgroup manager fail on these VMs
@@ -65,14 +67,6 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def flag_defaults(help_text):
-    """{flag name: default} from `streamgen-server --help` (names with underscores)."""
-    defaults = {}
-    for match in re.finditer(r"--(\w+) \((.*?)\);\s+default: (.*?);", help_text, re.S):
-        defaults[match.group(1)] = match.group(3).strip().strip('"')
-    return defaults
 
 
 def port_of(address):

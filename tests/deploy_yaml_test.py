@@ -21,6 +21,8 @@ import unittest
 
 import yaml
 
+from streamgen_server import flag_defaults
+
 ARGS = None
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKER_DIR = os.path.join(SOURCE_DIR, "docker")
@@ -33,9 +35,7 @@ def server_defaults(server):
     """{flag name (underscores): default} from `streamgen-server --help`."""
     shown = subprocess.run([server, "--help"], capture_output=True, text=True, timeout=60)
     text = shown.stdout + shown.stderr
-    # common/cli_flags.cc FlagsHelp: "  --http-listen  (default: 0.0.0.0:8000)"
-    defaults = {m.group(1).replace("-", "_"): m.group(2).strip().strip('"')
-                for m in re.finditer(r"^  --([\w-]+)  \(default: (.*)\)$", text, re.M)}
+    defaults = flag_defaults(text)
     if "listen" not in defaults or "drain_timeout" not in defaults:
         raise AssertionError("cannot read the flags from %s --help:\n%s" % (server, text[:2000]))
     return defaults

@@ -10,6 +10,7 @@ stopped the way a user would (SIGTERM). Imported by tests/http_*_test.py.
     server.stop()         # SIGTERM; the exit code
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,3 +124,10 @@ class StreamgenServer:
         if not self.log.closed:
             self.log.close()
         return code
+
+
+def flag_defaults(help_text):
+    """{flag name (underscores): default} from a program's --help
+    (common/cli_flags.cc FlagsHelp: "  --http-listen  (default: 0.0.0.0:8000)")."""
+    return {m.group(1).replace("-", "_"): m.group(2).strip().strip('"')
+            for m in re.finditer(r"^  --([\w-]+)  \(default: (.*)\)$", help_text, re.M)}
