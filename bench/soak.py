@@ -217,7 +217,7 @@ def malformed_grpc_cases(vocab):
          "max_new_tokens 5000 exceeds the server's limit 4096"),
         (dict(prompt="Hi", stop=["ok", ""]), "INVALID_ARGUMENT", "stop[1] is empty"),
         (dict(prompt="Hi", stop_token_ids=[-3]), "INVALID_ARGUMENT", "stop_token_ids[0] = -3"),
-        (dict(prompt="Hi", top_logprobs=21), "INVALID_ARGUMENT", "top_logprobs must be at most 20"),
+        (dict(prompt="Hi", top_logprobs=21), "INVALID_ARGUMENT", "top_logprobs must be in [0, 20]"),
         (dict(prompt="Hi", request_id="r" * 200), "INVALID_ARGUMENT",
          "request_id is 200 bytes; at most 128"),
         (dict(prompt="Hi", temperature=0.5, resume_token_ids=[5, 6]), "INVALID_ARGUMENT",

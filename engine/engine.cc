@@ -4,6 +4,7 @@
 #include "engine/engine.h"
 
 #include "engine/generation_defaults.h"
+#include "engine/request_validation.h"
 #include "engine/cuda/cuda_ops.h"
 
 #include <algorithm>
@@ -215,101 +216,77 @@ class Engine::Impl {
 absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vector<int>& ids,
                                     int* max_new_tokens) const {
   const SamplingParams& s = r.sampling;
-  auto bad = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  // The field first: the face names it in its own vocabulary (request_validation.h).
+  auto bad_field = [](absl::string_view field, auto&&... parts) {
+    return InvalidField(field, absl::StrCat(parts...));
+  };
   if (!r.model_fingerprint.empty() && r.model_fingerprint != info_.fingerprint) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "model_fingerprint: the request is for model ", r.model_fingerprint,
-        " but this server runs ", info_.fingerprint, " (", info_.name, ", ", info_.dtype,
-        "): a stream cannot be resumed on another model"));
+    return WithField(absl::FailedPreconditionError(absl::StrCat(
+                         "model_fingerprint: the request is for model ", r.model_fingerprint,
+                         " but this server runs ", info_.fingerprint, " (", info_.name, ", ",
+                         info_.dtype, "): a stream cannot be resumed on another model")),
+                     "model_fingerprint");
   }
-  if (ids.empty()) return bad("prompt: the prompt has no tokens");
-  for (size_t i = 0; i < r.prompt_token_ids.size(); ++i) {
-    const int id = r.prompt_token_ids[i];
-    if (id < 0 || id >= valid_vocab_) {
-      return bad("prompt_token_ids[", i, "]: ", id, " is outside the vocabulary [0, ",
-                 valid_vocab_, ")");
-    }
-  }
-  if (!(s.temperature >= 0.0f && s.temperature <= 100.0f)) {
-    return bad("temperature: ", s.temperature, " is outside [0, 100]");
-  }
-  if (s.top_k < 0) return bad("top_k: ", s.top_k, " is negative");
-  if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) return bad("top_p: ", s.top_p, " is outside (0, 1]");
-  if (!(s.min_p >= 0.0f && s.min_p < 1.0f)) return bad("min_p: ", s.min_p, " is outside [0, 1)");
-  if (!(s.repetition_penalty > 0.0f && s.repetition_penalty <= 10.0f)) {
-    return bad("repetition_penalty: ", s.repetition_penalty, " is outside (0, 10]");
-  }
-  if (!(s.presence_penalty >= -2.0f && s.presence_penalty <= 2.0f)) {
-    return bad("presence_penalty: ", s.presence_penalty, " is outside [-2, 2]");
-  }
-  if (!(s.frequency_penalty >= -2.0f && s.frequency_penalty <= 2.0f)) {
-    return bad("frequency_penalty: ", s.frequency_penalty, " is outside [-2, 2]");
-  }
-  if (r.top_logprobs < 0 || r.top_logprobs > 20) {
-    return bad("top_logprobs: ", r.top_logprobs, " is outside [0, 20]");
-  }
-  if (static_cast<int>(r.stop.size()) > options_.max_stop_strings) {
-    return bad("stop: ", r.stop.size(), " stop strings, at most ", options_.max_stop_strings);
-  }
-  for (size_t i = 0; i < r.stop.size(); ++i) {
-    if (r.stop[i].empty()) return bad("stop[", i, "]: empty stop string");
-    if (static_cast<int>(r.stop[i].size()) > options_.max_stop_string_bytes) {
-      return bad("stop[", i, "]: ", r.stop[i].size(), " bytes, at most ",
-                 options_.max_stop_string_bytes);
-    }
-  }
-  for (size_t i = 0; i < r.stop_token_ids.size(); ++i) {
-    const int id = r.stop_token_ids[i];
-    if (id < 0 || id >= model_->config().vocab_size) {
-      return bad("stop_token_ids[", i, "]: ", id, " is outside the vocabulary");
-    }
-  }
+  if (ids.empty()) return InvalidField("prompt", "prompt: the prompt has no tokens");
+  // The one set of rules (engine/request_validation.h), as every face applies them.
+  SG_RETURN_IF_ERROR(ValidateIds(r.prompt_token_ids, "prompt_token_ids", valid_vocab_));
+  SG_RETURN_IF_ERROR(ValidateSampling(s, r.top_logprobs));
+  SG_RETURN_IF_ERROR(
+      ValidateStops(r.stop, r.stop_token_ids,
+                    StopLimits{model_->config().vocab_size, options_.max_stop_strings,
+                               options_.max_stop_string_bytes}));
   const int context = model_->config().max_position_embeddings;
   const int prompt_len = static_cast<int>(ids.size());
   if (prompt_len >= context) {
-    return bad("prompt: ", prompt_len, " tokens leave no room in the model's context of ",
-               context);
+    return bad_field("prompt", "prompt: ", prompt_len,
+                     " tokens leave no room in the model's context of ", context);
   }
-  if (r.max_new_tokens < 0) return bad("max_new_tokens: ", r.max_new_tokens, " is negative");
+  if (r.max_new_tokens < 0)
+    return bad_field("max_new_tokens", "max_new_tokens: ", r.max_new_tokens, " is negative");
   if (r.max_new_tokens > options_.max_new_tokens_limit) {
-    return bad("max_new_tokens: ", r.max_new_tokens, " is above the server's limit of ",
-               options_.max_new_tokens_limit);
+    return bad_field("max_new_tokens", "max_new_tokens: ", r.max_new_tokens,
+                     " is above the server's limit of ", options_.max_new_tokens_limit);
   }
   if (r.max_new_tokens > 0 && prompt_len + r.max_new_tokens > context) {
-    return bad("max_new_tokens: prompt (", prompt_len, " tokens) + max_new_tokens (",
-               r.max_new_tokens, ") exceeds the model's context of ", context);
+    return bad_field("max_new_tokens", "max_new_tokens: prompt (", prompt_len,
+                     " tokens) + max_new_tokens (", r.max_new_tokens,
+                     ") exceeds the model's context of ", context);
   }
   // The default is clamped to what is left of the context and of the KV pool.
   const int room = static_cast<int>(std::min<int64_t>(context, info_.kv_cache_tokens)) - prompt_len;
-  *max_new_tokens = r.max_new_tokens > 0 ? r.max_new_tokens
-                                         : std::min(info_.default_max_new_tokens, room);
+  *max_new_tokens =
+      r.max_new_tokens > 0 ? r.max_new_tokens : std::min(info_.default_max_new_tokens, room);
   if (*max_new_tokens < 1 || prompt_len + *max_new_tokens > info_.kv_cache_tokens) {
-    return bad("max_new_tokens: prompt (", prompt_len, " tokens) + max_new_tokens (",
-               *max_new_tokens, ") can never fit in the KV cache of ", info_.kv_cache_tokens,
-               " tokens");
+    return bad_field("max_new_tokens", "max_new_tokens: prompt (", prompt_len,
+                     " tokens) + max_new_tokens (", *max_new_tokens,
+                     ") can never fit in the KV cache of ", info_.kv_cache_tokens, " tokens");
   }
   const std::vector<int>& resume = r.resume_token_ids;
   if (resume.empty()) return absl::OkStatus();
   for (size_t i = 0; i < resume.size(); ++i) {
     const int id = resume[i];
     if (id < 0 || id >= valid_vocab_) {
-      return bad("resume_token_ids[", i, "]: ", id, " is outside the vocabulary [0, ",
-                 valid_vocab_, ")");
+      return bad_field("resume_token_ids", "resume_token_ids[", i, "]: ", id,
+                       " is outside the vocabulary [0, ", valid_vocab_, ")");
     }
     const FinishReason ends = EndingToken(r, id);
     if (ends != FinishReason::kNone) {
-      return bad("resume_token_ids[", i, "]: ", id, " is ",
-                 ends == FinishReason::kEos ? "an EOS id" : "a stop id",
-                 ": the stream ended there, nothing is left to resume");
+      return bad_field("resume_token_ids", "resume_token_ids[", i, "]: ", id, " is ",
+                       ends == FinishReason::kEos ? "an EOS id" : "a stop id",
+                       ": the stream ended there, nothing is left to resume");
     }
   }
   if (static_cast<int>(resume.size()) >= *max_new_tokens) {
-    return bad("resume_token_ids: ", resume.size(), " ids leave nothing to generate: "
-               "max_new_tokens is ", *max_new_tokens, " (the stream ended with its last token)");
+    return bad_field("resume_token_ids", "resume_token_ids: ", resume.size(),
+                     " ids leave nothing to generate: "
+                     "max_new_tokens is ",
+                     *max_new_tokens, " (the stream ended with its last token)");
   }
   if (s.temperature > 0.0f && !s.seed.has_value()) {
-    return bad("resume_token_ids: a sampled stream (temperature > 0) resumes exactly only with "
-               "the seed it used: set seed to the one its first message reported");
+    return bad_field(
+        "resume_token_ids",
+        "resume_token_ids: a sampled stream (temperature > 0) resumes exactly only with "
+        "the seed it used: set seed to the one its first message reported");
   }
   return absl::OkStatus();
 }
@@ -348,9 +325,9 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
   const bool has_text = !request.prompt.empty();
   const bool has_ids = !request.prompt_token_ids.empty();
   if (has_text == has_ids) {
-    return absl::InvalidArgumentError(
-        has_text ? "prompt: set exactly one of prompt and prompt_token_ids, not both"
-                 : "prompt: one of prompt and prompt_token_ids must be set");
+    return InvalidField("prompt", has_text
+                                      ? "prompt: set exactly one of prompt and prompt_token_ids, not both"
+                                      : "prompt: one of prompt and prompt_token_ids must be set");
   }
   ApplyGenerationDefaults(info_.generation_defaults, &request);
   auto seq = std::make_unique<Sequence>();

@@ -1,4 +1,5 @@
 #include "engine/sampler.h"
+#include "engine/request_validation.h"
 
 #include <torch/cuda.h>
 
@@ -19,7 +20,6 @@
 namespace streamgen {
 namespace {
 
-constexpr int kMaxTopLogprobs = 20;
 // top-p: a prefix whose mass is within this of top_p counts as reaching it, so
 // that rounding in softmax / cumsum does not add a token at an exact boundary.
 constexpr double kTopPSlack = 1e-6;
@@ -117,7 +117,9 @@ absl::Status CheckIds(const std::vector<int>& ids, const std::string& name, int6
 absl::Status CheckRow(const SampleInput& row, const std::string& name, int64_t vocab) {
   if (row.params == nullptr) return absl::InvalidArgumentError(name + ".params is null");
   const SamplingParams& p = *row.params;
-  absl::Status status = ValidateSamplingParams(p, row.top_logprobs);
+  // A precondition here: requests were validated at Submit with the same
+  // rules (engine/request_validation.h); this only guards direct callers.
+  absl::Status status = ValidateSampling(p, row.top_logprobs);
   if (!status.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": ", status.message()));
   }
@@ -253,31 +255,6 @@ torch::Tensor SampleGreedyRows(const torch::Tensor& logits, const std::vector<in
 }
 
 }  // namespace
-
-absl::Status ValidateSamplingParams(const SamplingParams& p, int top_logprobs) {
-  auto bad = [](const char* field, const char* range, double value) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " must be ", range, ", got ", value));
-  };
-  if (!std::isfinite(p.temperature) || p.temperature < 0.0f) {
-    return bad("temperature", "finite and >= 0", p.temperature);
-  }
-  if (p.top_k < 0) return bad("top_k", ">= 0", p.top_k);
-  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return bad("top_p", "in (0, 1]", p.top_p);
-  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) return bad("min_p", "in [0, 1]", p.min_p);
-  if (!std::isfinite(p.repetition_penalty) || p.repetition_penalty <= 0.0f) {
-    return bad("repetition_penalty", "finite and > 0", p.repetition_penalty);
-  }
-  if (!(p.presence_penalty >= -2.0f && p.presence_penalty <= 2.0f)) {
-    return bad("presence_penalty", "in [-2, 2]", p.presence_penalty);
-  }
-  if (!(p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f)) {
-    return bad("frequency_penalty", "in [-2, 2]", p.frequency_penalty);
-  }
-  if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs) {
-    return bad("top_logprobs", "in [0, 20]", top_logprobs);
-  }
-  return absl::OkStatus();
-}
 
 torch::Tensor ApplyPenalties(const torch::Tensor& logits, const SamplingParams& p,
                              const std::vector<int>& prompt_ids,

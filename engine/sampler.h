@@ -63,16 +63,8 @@ struct SampleInput {
   const std::vector<int>* prompt_ids = nullptr;  // nullptr: empty; for repetition_penalty
   const std::vector<int>* output_ids = nullptr;  // nullptr: empty; ids generated so far
   SequenceRng* rng = nullptr;  // required when params->temperature > 0; one draw per call
-  int top_logprobs = 0;        // alternatives to report, 0..20
+  int top_logprobs = 0;        // alternatives to report, 0..kMaxTopLogprobs
 };
-
-// OK when `params` and `top_logprobs` are in range; otherwise
-// INVALID_ARGUMENT naming the field ("top_p must be in (0, 1], got 1.5").
-// Ranges: temperature finite >= 0; top_k >= 0; top_p in (0, 1];
-// min_p in [0, 1]; repetition_penalty finite > 0; presence_penalty and
-// frequency_penalty finite in [-2, 2]; top_logprobs in [0, 20].
-// Thread-safe. SampleBatch checks every row with it.
-absl::Status ValidateSamplingParams(const SamplingParams& params, int top_logprobs);
 
 // Chooses one token per row of `logits` ([batch, vocab], any floating dtype,
 // CPU or CUDA; computed in float32). Returns batch TokenInfos in row order:

@@ -1,5 +1,7 @@
 #include "server/openai_api.h"
 
+#include "engine/request_validation.h"
+
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -403,7 +405,10 @@ std::string ErrorParam(const absl::Status& status, OpenAiRoute route,
       status.code() != absl::StatusCode::kFailedPrecondition) {
     return "";
   }
-  std::string found = ProtoFieldAtFault(status.message());
+  // The validator names the field in a payload (engine/request_validation.h);
+  // the message is read only for a status that carries none.
+  std::string found = FieldOf(status);
+  if (found.empty()) found = ProtoFieldAtFault(status.message());
   if (found == "request_id") return "";  // the X-Request-Id header, not a body field
   return found.empty() ? "" : OpenAiName(found, route, max_tokens_field);
 }

@@ -10,23 +10,8 @@
 namespace streamgen {
 namespace {
 
-absl::Status OutOfRange(absl::string_view field, absl::string_view range, float value,
-                        absl::string_view note = "") {
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, " must be in ", range, note, ", got ", value));
-}
-
-// Ids must index the embedding.
-absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids, absl::string_view field,
-                      int vocab_size) {
-  for (int i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] = ", ids[i],
-                                                     " is outside the vocabulary [0, ",
-                                                     vocab_size, ")"));
-    }
-  }
-  return absl::OkStatus();
+std::vector<int> Ids(const google::protobuf::RepeatedField<int32_t>& ids) {
+  return std::vector<int>(ids.begin(), ids.end());
 }
 
 }  // namespace
@@ -38,38 +23,20 @@ int RequestLimits::EffectiveMaxPromptTokens() const {
 
 absl::Status ConvertSampling(const v1::GenerateRequest& request, const RequestLimits& limits,
                              GenerationRequest* out) {
+  // The wire's conventions only (0 means "off" for top_p and
+  // repetition_penalty; top_k beyond the vocabulary keeps everything); the
+  // ranges are the one validator's (engine/request_validation.h).
   SamplingParams& s = out->sampling;
-  // Written as !(in range) so that NaN is refused too.
-  float t = request.temperature();
-  if (!(t >= 0.0f && t <= 100.0f)) return OutOfRange("temperature", "[0, 100]", t);
-  s.temperature = t;
-  float top_p = request.top_p();
-  if (top_p != 0.0f && !(top_p > 0.0f && top_p <= 1.0f)) {
-    return OutOfRange("top_p", "(0, 1]", top_p, " (0 means 1.0: off)");
-  }
-  s.top_p = top_p == 0.0f ? 1.0f : top_p;
-  float min_p = request.min_p();
-  if (!(min_p >= 0.0f && min_p < 1.0f)) return OutOfRange("min_p", "[0, 1)", min_p);
-  s.min_p = min_p;
-  float rep = request.repetition_penalty();
-  if (rep != 0.0f && !(rep > 0.0f && rep <= 10.0f)) {
-    return OutOfRange("repetition_penalty", "(0, 10]", rep, " (0 means 1.0: off)");
-  }
-  s.repetition_penalty = rep == 0.0f ? 1.0f : rep;
-  float presence = request.presence_penalty();
-  if (!(presence >= -2.0f && presence <= 2.0f)) {
-    return OutOfRange("presence_penalty", "[-2, 2]", presence);
-  }
-  s.presence_penalty = presence;
-  float frequency = request.frequency_penalty();
-  if (!(frequency >= -2.0f && frequency <= 2.0f)) {
-    return OutOfRange("frequency_penalty", "[-2, 2]", frequency);
-  }
-  s.frequency_penalty = frequency;
-  // top_k beyond the vocabulary keeps everything: the same as the vocabulary size.
+  s.temperature = request.temperature();
+  s.top_p = request.top_p() == 0.0f ? 1.0f : request.top_p();
+  s.min_p = request.min_p();
+  s.repetition_penalty = request.repetition_penalty() == 0.0f ? 1.0f : request.repetition_penalty();
+  s.presence_penalty = request.presence_penalty();
+  s.frequency_penalty = request.frequency_penalty();
   s.top_k = static_cast<int>(
       std::min<uint64_t>(request.top_k(), static_cast<uint64_t>(std::max(limits.vocab_size, 0))));
   if (request.has_seed()) s.seed = request.seed();
+  out->top_logprobs = static_cast<int>(std::min<uint32_t>(request.top_logprobs(), 1u << 30));
   // Unset (no presence on the wire): the engine takes the model's
   // generation_config.json value (engine/generation_defaults.h).
   out->unset.temperature = !request.has_temperature();
@@ -77,54 +44,32 @@ absl::Status ConvertSampling(const v1::GenerateRequest& request, const RequestLi
   out->unset.top_p = !request.has_top_p();
   out->unset.min_p = !request.has_min_p();
   out->unset.repetition_penalty = !request.has_repetition_penalty();
-  if (request.top_logprobs() > static_cast<uint32_t>(kMaxTopLogprobs)) {
-    return absl::InvalidArgumentError(absl::StrCat("top_logprobs must be at most ",
-                                                   kMaxTopLogprobs, ", got ",
-                                                   request.top_logprobs()));
-  }
-  out->top_logprobs = static_cast<int>(request.top_logprobs());
-  return absl::OkStatus();
+  return ValidateSampling(s, out->top_logprobs);
 }
 
 absl::Status ConvertStops(const v1::GenerateRequest& request, const RequestLimits& limits,
                           GenerationRequest* out) {
-  if (request.stop_size() > limits.max_stop_strings) {
-    return absl::InvalidArgumentError(absl::StrCat("stop has ", request.stop_size(),
-                                                   " strings; at most ", limits.max_stop_strings,
-                                                   " are allowed"));
-  }
-  for (int i = 0; i < request.stop_size(); ++i) {
-    const std::string& stop = request.stop(i);
-    if (stop.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is empty"));
-    }
-    if (static_cast<int>(stop.size()) > limits.max_stop_string_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is ", stop.size(),
-                                                     " bytes; at most ",
-                                                     limits.max_stop_string_bytes,
-                                                     " are allowed"));
-    }
-  }
-  SG_RETURN_IF_ERROR(CheckIds(request.stop_token_ids(), "stop_token_ids", limits.vocab_size));
   out->stop.assign(request.stop().begin(), request.stop().end());
-  out->stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
+  out->stop_token_ids = Ids(request.stop_token_ids());
   out->ignore_eos = request.ignore_eos();
-  return absl::OkStatus();
+  return ValidateStops(
+      out->stop, out->stop_token_ids,
+      StopLimits{limits.vocab_size, limits.max_stop_strings, limits.max_stop_string_bytes});
 }
 
 absl::StatusOr<std::vector<ChatMessage>> ConvertMessages(
     const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages,
     const RequestLimits& limits) {
   if (messages.size() > limits.max_messages) {
-    return absl::InvalidArgumentError(absl::StrCat("messages has ", messages.size(),
-                                                   " entries; at most ", limits.max_messages,
-                                                   " are allowed"));
+    return InvalidField("messages",
+                        absl::StrCat("messages has ", messages.size(), " entries; at most ",
+                                     limits.max_messages, " are allowed"));
   }
   std::vector<ChatMessage> out;
   out.reserve(messages.size());
   for (int i = 0; i < messages.size(); ++i) {
     if (messages[i].role().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("messages[", i, "].role is empty"));
+      return InvalidField("messages", absl::StrCat("messages[", i, "].role is empty"));
     }
     out.push_back(ChatMessage{messages[i].role(), messages[i].content()});
   }
@@ -139,39 +84,44 @@ absl::StatusOr<std::vector<int>> EncodePrompt(const v1::GenerateRequest& request
   if (request.prompt_token_ids_size() > 0) set.push_back("prompt_token_ids");
   if (request.messages_size() > 0) set.push_back("messages");
   if (set.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "exactly one of prompt, prompt_token_ids, messages must be set; ",
-        set.empty() ? "none is (an empty prompt is the same as none in proto3: send at least one "
-                      "character or use prompt_token_ids)"
-                    : absl::StrCat("got ", absl::StrJoin(set, " and "))));
+    return InvalidField(
+        "prompt",
+        absl::StrCat(
+            "exactly one of prompt, prompt_token_ids, messages must be set; ",
+            set.empty()
+                ? "none is (an empty prompt is the same as none in proto3: send at least one "
+                  "character or use prompt_token_ids)"
+                : absl::StrCat("got ", absl::StrJoin(set, " and "))));
   }
   const std::string& field = set[0];
   std::vector<int> ids;
   if (field == "prompt") {
     ids = encoder.tokenize(request.prompt());
   } else if (field == "prompt_token_ids") {
-    SG_RETURN_IF_ERROR(
-        CheckIds(request.prompt_token_ids(), "prompt_token_ids", limits.vocab_size));
-    ids.assign(request.prompt_token_ids().begin(), request.prompt_token_ids().end());
+    ids = Ids(request.prompt_token_ids());
+    SG_RETURN_IF_ERROR(ValidateIds(ids, "prompt_token_ids", limits.vocab_size));
   } else {
     SG_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages,
                         ConvertMessages(request.messages(), limits));
     if (!encoder.render_chat) {
-      return absl::FailedPreconditionError(
-          "messages: this model has no chat template of a known family (llama2, mistral, "
-          "chatml); send prompt or prompt_token_ids, or start the server with "
-          "--chat-template");
+      return WithField(
+          absl::FailedPreconditionError(
+              "messages: this model has no chat template of a known family (llama2, mistral, "
+              "chatml); send prompt or prompt_token_ids, or start the server with "
+              "--chat-template"),
+          "messages");
     }
     SG_ASSIGN_OR_RETURN(ids, encoder.render_chat(messages));
   }
   if (ids.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " encodes to no tokens"));
+    return InvalidField(field, absl::StrCat(field, " encodes to no tokens"));
   }
   int max_prompt = limits.EffectiveMaxPromptTokens();
   if (static_cast<int>(ids.size()) > max_prompt) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, " is ", ids.size(), " tokens; at most ", max_prompt,
-        " are allowed (the model's context length is ", limits.context_length, ")"));
+    return InvalidField(
+        field,
+        absl::StrCat(field, " is ", ids.size(), " tokens; at most ", max_prompt,
+                     " are allowed (the model's context length is ", limits.context_length, ")"));
   }
   return ids;
 }
@@ -181,14 +131,15 @@ absl::StatusOr<int> ResolveMaxNewTokens(uint32_t requested, int prompt_tokens,
   int room = limits.context_length - prompt_tokens;
   if (requested == 0) return std::max(0, std::min(limits.default_max_new_tokens, room));
   if (requested > static_cast<uint32_t>(limits.max_new_tokens_limit)) {
-    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", requested,
-                                                   " exceeds the server's limit ",
-                                                   limits.max_new_tokens_limit));
+    return InvalidField("max_new_tokens",
+                        absl::StrCat("max_new_tokens ", requested, " exceeds the server's limit ",
+                                     limits.max_new_tokens_limit));
   }
   if (static_cast<int64_t>(requested) > room) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the prompt (", prompt_tokens, " tokens) + max_new_tokens (", requested,
-        ") exceeds the model's context length ", limits.context_length));
+    return InvalidField(
+        "max_new_tokens",
+        absl::StrCat("the prompt (", prompt_tokens, " tokens) + max_new_tokens (", requested,
+                     ") exceeds the model's context length ", limits.context_length));
   }
   return static_cast<int>(requested);
 }
@@ -197,17 +148,19 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
                                                       const RequestLimits& limits,
                                                       const PromptEncoder& encoder) {
   if (request.request_id().size() > static_cast<size_t>(kMaxRequestIdBytes)) {
-    return absl::InvalidArgumentError(absl::StrCat("request_id is ", request.request_id().size(),
-                                                   " bytes; at most ", kMaxRequestIdBytes,
-                                                   " are allowed"));
+    return InvalidField("request_id",
+                        absl::StrCat("request_id is ", request.request_id().size(),
+                                     " bytes; at most ", kMaxRequestIdBytes, " are allowed"));
   }
   // First: on another model every other check would answer the wrong question.
   if (!request.model_fingerprint().empty() &&
       request.model_fingerprint() != limits.model_fingerprint) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "model_fingerprint: the request is for model ", request.model_fingerprint(),
-        " but this server runs ", limits.model_fingerprint,
-        ": a stream cannot be resumed on another model"));
+    return WithField(
+        absl::FailedPreconditionError(absl::StrCat(
+            "model_fingerprint: the request is for model ", request.model_fingerprint(),
+            " but this server runs ", limits.model_fingerprint,
+            ": a stream cannot be resumed on another model")),
+        "model_fingerprint");
   }
   GenerationRequest out;
   out.request_id = request.request_id();

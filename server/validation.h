@@ -11,12 +11,11 @@
 #include "absl/status/statusor.h"
 #include "engine/chat_template.h"
 #include "engine/request.h"
+#include "engine/request_validation.h"
 #include "streamgen/v1/generate.pb.h"
 
 namespace streamgen {
 
-inline constexpr int kMaxTopLogprobs = 20;
-inline constexpr int kMaxRequestIdBytes = 128;
 
 // The limits a request must respect (the model's and the server's flags).
 struct RequestLimits {

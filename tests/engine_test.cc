@@ -2,6 +2,7 @@
 // built-in tiny model, request validation, stopping, seeds, cancellation, and
 // model-directory errors. Runs from the project root (../shared/ resolves).
 #include "engine/engine.h"
+#include "engine/request_validation.h"
 #include "tests/engine_test_util.h"
 
 #include <cstdio>
@@ -207,9 +208,9 @@ TEST_F(TinyEngineTest, InvalidRequestsNameTheField) {
       {[](GenerationRequest* r) { r->prompt.clear(); }, "one of prompt and prompt_token_ids"},
       {[](GenerationRequest* r) { r->prompt_token_ids = {1, 2}; }, "not both"},
       {[](GenerationRequest* r) { r->prompt.clear(); r->prompt_token_ids = {1, 99999}; },
-       "prompt_token_ids[1]: 99999 is outside the vocabulary"},
+       "prompt_token_ids[1] = 99999 is outside the vocabulary"},
       {[](GenerationRequest* r) { r->prompt.clear(); r->prompt_token_ids = {-1}; },
-       "prompt_token_ids[0]: -1"},
+       "prompt_token_ids[0] = -1"},
       {[](GenerationRequest* r) { r->sampling.temperature = -1; }, "temperature"},
       {[](GenerationRequest* r) { r->sampling.top_p = 0; }, "top_p"},
       {[](GenerationRequest* r) { r->sampling.top_p = 1.5; }, "top_p"},
@@ -219,9 +220,9 @@ TEST_F(TinyEngineTest, InvalidRequestsNameTheField) {
       {[](GenerationRequest* r) { r->sampling.presence_penalty = 3; }, "presence_penalty"},
       {[](GenerationRequest* r) { r->sampling.frequency_penalty = -2.5; }, "frequency_penalty"},
       {[](GenerationRequest* r) { r->top_logprobs = 21; }, "top_logprobs"},
-      {[](GenerationRequest* r) { r->stop = {""}; }, "stop[0]: empty stop string"},
-      {[](GenerationRequest* r) { r->stop.assign(17, "x"); }, "stop: 17 stop strings"},
-      {[](GenerationRequest* r) { r->stop = {std::string(300, 'x')}; }, "stop[0]: 300 bytes"},
+      {[](GenerationRequest* r) { r->stop = {""}; }, "stop[0] is empty"},
+      {[](GenerationRequest* r) { r->stop.assign(17, "x"); }, "stop has 17 strings; at most 16"},
+      {[](GenerationRequest* r) { r->stop = {std::string(300, 'x')}; }, "stop[0] is 300 bytes; at most 256"},
       {[](GenerationRequest* r) { r->stop_token_ids = {1 << 20}; }, "stop_token_ids[0]"},
       {[](GenerationRequest* r) { r->max_new_tokens = -1; }, "max_new_tokens"},
       {[](GenerationRequest* r) { r->max_new_tokens = 5000; }, "above the server's limit"},
@@ -237,6 +238,11 @@ TEST_F(TinyEngineTest, InvalidRequestsNameTheField) {
     ASSERT_FALSE(id.ok()) << "case " << i;
     EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument) << "case " << i;
     EXPECT_THAT(std::string(id.status().message()), HasSubstr(cases[i].message)) << "case " << i;
+    // The field travels as a payload (engine/request_validation.h), and the
+    // message starts with it.
+    const std::string field = FieldOf(id.status());
+    EXPECT_FALSE(field.empty()) << "case " << i;
+    EXPECT_EQ(std::string(id.status().message()).rfind(field, 0), 0u) << "case " << i;
   }
 }
 
@@ -554,7 +560,7 @@ TEST(GenerateCliTest, ErrorsGoToStderrWithNonZeroExit) {
   int status = 0;
   std::string out = RunCommand(bin + " --prompt hi --top-p 2 2>&1", &status);
   EXPECT_NE(status, 0);
-  EXPECT_THAT(out, HasSubstr("top_p: 2 is outside (0, 1]"));
+  EXPECT_THAT(out, HasSubstr("top_p must be in (0, 1], got 2"));
   out = RunCommand(bin + " --model /nonexistent --prompt hi 2>&1", &status);
   EXPECT_NE(status, 0);
   EXPECT_THAT(out, HasSubstr("/nonexistent"));

@@ -1,5 +1,6 @@
 // The sampler against hand-computed distributions.
 #include "engine/sampler.h"
+#include "engine/request_validation.h"
 
 #include <gtest/gtest.h>
 #include <torch/types.h>
@@ -523,26 +524,52 @@ TEST(SamplerTest, BadInputIsAnErrorNamingTheField) {
   EXPECT_TRUE(ThrowsWith([&] { SampleOne(two, ok, 4); }, "SampleOne: logits must be [vocab]"));
 }
 
-TEST(SamplerTest, ValidateSamplingParamsRanges) {
+// The one validator (engine/request_validation.h): each range's edges, the
+// field in the payload, and the message every face shows.
+TEST(RequestValidationTest, SamplingRangesEdgesAndFieldPayload) {
   auto check = [](void (*edit)(SamplingParams*), int top_logprobs) {
     SamplingParams p;
     edit(&p);
-    return ValidateSamplingParams(p, top_logprobs);
+    return ValidateSampling(p, top_logprobs);
   };
   EXPECT_TRUE(check([](SamplingParams*) {}, 0).ok());
-  EXPECT_TRUE(check([](SamplingParams*) {}, 20).ok());
-  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->temperature = -1; }, 0), "temperature"));
-  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->temperature = NAN; }, 0), "temperature"));
-  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->top_k = -1; }, 0), "top_k"));
-  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->top_p = 0; }, 0), "top_p"));
-  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->min_p = 1.5f; }, 0), "min_p"));
-  EXPECT_TRUE(HasText(check([](SamplingParams* p) { p->repetition_penalty = 0; }, 0),
-                      "repetition_penalty"));
-  EXPECT_TRUE(
-      HasText(check([](SamplingParams* p) { p->presence_penalty = 3; }, 0), "presence_penalty"));
-  EXPECT_TRUE(
-      HasText(check([](SamplingParams* p) { p->frequency_penalty = -3; }, 0), "frequency_penalty"));
-  EXPECT_TRUE(HasText(check([](SamplingParams*) {}, -1), "top_logprobs"));
+  EXPECT_TRUE(check([](SamplingParams*) {}, kMaxTopLogprobs).ok());
+  EXPECT_TRUE(check([](SamplingParams* p) { p->temperature = 100; }, 0).ok());
+  EXPECT_TRUE(check([](SamplingParams* p) { p->top_p = 1e-30f; }, 0).ok());
+  EXPECT_TRUE(check([](SamplingParams* p) { p->repetition_penalty = 10; }, 0).ok());
+  EXPECT_TRUE(check([](SamplingParams* p) { p->presence_penalty = -2; }, 0).ok());
+  const std::pair<absl::Status, std::pair<const char*, const char*>> refused[] = {
+      {check([](SamplingParams* p) { p->temperature = -1; }, 0),
+       {"temperature", "temperature must be in [0, 100], got -1"}},
+      {check([](SamplingParams* p) { p->temperature = 100.5f; }, 0),
+       {"temperature", "temperature must be in [0, 100], got 100.5"}},
+      {check([](SamplingParams* p) { p->temperature = NAN; }, 0),
+       {"temperature", "temperature must be in [0, 100], got nan"}},
+      {check([](SamplingParams* p) { p->top_k = -1; }, 0), {"top_k", "top_k must be in"}},
+      {check([](SamplingParams* p) { p->top_p = 0; }, 0), {"top_p", "top_p must be in (0, 1], got 0"}},
+      {check([](SamplingParams* p) { p->min_p = 1; }, 0), {"min_p", "min_p must be in [0, 1), got 1"}},
+      {check([](SamplingParams* p) { p->repetition_penalty = 0; }, 0),
+       {"repetition_penalty", "repetition_penalty must be in (0, 10], got 0"}},
+      {check([](SamplingParams* p) { p->presence_penalty = 3; }, 0),
+       {"presence_penalty", "presence_penalty must be in [-2, 2], got 3"}},
+      {check([](SamplingParams* p) { p->frequency_penalty = -3; }, 0),
+       {"frequency_penalty", "frequency_penalty must be in [-2, 2], got -3"}},
+      {check([](SamplingParams*) {}, -1), {"top_logprobs", "top_logprobs must be in [0, 20], got -1"}},
+      {check([](SamplingParams*) {}, 21), {"top_logprobs", "top_logprobs must be in [0, 20], got 21"}},
+  };
+  for (const auto& [status, expected] : refused) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << expected.second;
+    EXPECT_EQ(FieldOf(status), expected.first) << status;
+    EXPECT_TRUE(HasText(status, expected.second)) << status;
+  }
+  const absl::Status stops =
+      ValidateStops({"a", ""}, {}, StopLimits{10, 16, 256});
+  EXPECT_EQ(FieldOf(stops), "stop");
+  EXPECT_TRUE(HasText(stops, "stop[1] is empty"));
+  const absl::Status ids = ValidateStops({}, {3, 10}, StopLimits{10, 16, 256});
+  EXPECT_EQ(FieldOf(ids), "stop_token_ids");
+  EXPECT_TRUE(HasText(ids, "stop_token_ids[1] = 10 is outside the vocabulary [0, 10)"));
+  EXPECT_EQ(FieldOf(absl::OkStatus()), "");
 }
 
 }  // namespace

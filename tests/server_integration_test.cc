@@ -268,7 +268,7 @@ TEST_F(TinyModelServer, InvalidArgumentsNameTheField) {
        "stop has 17 strings; at most 16"},
       {[](auto* r) { r->add_stop(std::string(257, 'x')); }, "stop[0] is 257 bytes; at most 256"},
       {[vocab](auto* r) { r->add_stop_token_ids(vocab + 5); }, "stop_token_ids[0]"},
-      {[](auto* r) { r->set_top_logprobs(21); }, "top_logprobs must be at most 20"},
+      {[](auto* r) { r->set_top_logprobs(21); }, "top_logprobs must be in [0, 20]"},
       {[context](auto* r) { r->set_prompt(std::string(context * 8, 'a')); r->set_max_new_tokens(0); },
        "prompt is"},
   };

@@ -253,7 +253,7 @@ TEST(ValidationTest, StopTokenIdsOutsideTheVocabulary) {
 TEST(ValidationTest, TopLogprobs) {
   v1::GenerateRequest request = Prompt("x");
   request.set_top_logprobs(21);
-  ExpectInvalid(request, "top_logprobs must be at most 20, got 21");
+  ExpectInvalid(request, "top_logprobs must be in [0, 20], got 21");
 }
 
 TEST(ValidationTest, RequestIdTooLong) {
