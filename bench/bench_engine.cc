@@ -25,11 +25,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "engine/cpu_kernels.h"
-#include "engine/device.h"
+#include "engine/model/cpu_kernels.h"
+#include "engine/model/device.h"
 #include "engine/engine.h"
-#include "engine/llama_model.h"
-#include "engine/model_config.h"
+#include "engine/model/llama_model.h"
+#include "engine/model/model_config.h"
 #include "tools/bench_prompt.h"
 #include "common/cli_flags.h"
 

@@ -26,10 +26,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "common/cli_flags.h"
-#include "engine/device.h"
-#include "engine/llama_model.h"
-#include "engine/model_config.h"
-#include "engine/tokenizer.h"
+#include "engine/model/device.h"
+#include "engine/model/llama_model.h"
+#include "engine/model/model_config.h"
+#include "engine/text/tokenizer.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model, "", "model directory");

@@ -5,7 +5,7 @@
 
 #include "engine/generation_defaults.h"
 #include "engine/request_validation.h"
-#include "engine/cuda/cuda_ops.h"
+#include "engine/model/cuda/cuda_ops.h"
 
 #include <algorithm>
 #include <chrono>
@@ -21,15 +21,15 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
-#include "engine/detokenizer.h"
-#include "engine/device.h"
-#include "engine/fingerprint.h"
-#include "engine/llama_model.h"
+#include "engine/text/detokenizer.h"
+#include "engine/model/device.h"
+#include "engine/model/fingerprint.h"
+#include "engine/model/llama_model.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
-#include "engine/status.h"
-#include "engine/stop_matcher.h"
-#include "engine/tokenizer.h"
+#include "common/status.h"
+#include "engine/text/stop_matcher.h"
+#include "engine/text/tokenizer.h"
 
 namespace streamgen {
 

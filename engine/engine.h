@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/model_config.h"
+#include "engine/model/model_config.h"
 #include "engine/request.h"
 
 namespace streamgen {
@@ -77,7 +77,7 @@ struct ModelInfo {
   int max_stop_strings = 0;
   int max_stop_string_bytes = 0;
   std::string chat_template;  // tokenizer_config.json's chat_template ("" when none)
-  std::string fingerprint;    // ModelFingerprint(model_dir, dtype[+quantization]) (engine/fingerprint.h)
+  std::string fingerprint;    // ModelFingerprint(model_dir, dtype[+quantization]) (engine/model/fingerprint.h)
 };
 
 // Counters for tests and metrics (monotonic except the gauges).

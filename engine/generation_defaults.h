@@ -2,7 +2,7 @@
 // unset fields: one rule for every face, client and tool. No torch here.
 #pragma once
 
-#include "engine/model_config.h"
+#include "engine/model/model_config.h"
 #include "engine/request.h"
 
 namespace streamgen {

@@ -3,7 +3,7 @@
 
 #include <torch/cuda.h>
 
-// Not torch/torch.h: see engine/llama_model.h.
+// Not torch/torch.h: see engine/model/llama_model.h.
 #include <torch/types.h>
 #include <torch/utils.h>
 
@@ -15,7 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "engine/status.h"
+#include "common/status.h"
 
 namespace streamgen {
 namespace {

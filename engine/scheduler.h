@@ -69,7 +69,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "engine/block_allocator.h"
+#include "engine/kv/block_allocator.h"
 
 namespace streamgen {
 

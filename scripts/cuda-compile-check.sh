@@ -3,7 +3,7 @@
 # `cuda` job, issue 13), so that a kernel or a CUDA-only branch that does not
 # compile never lands:
 #
-# 1. engine/cuda's kernels (every .cu), through engine/cuda/CMakeLists.txt in
+# 1. engine/model/cuda's kernels (every .cu), through engine/model/cuda/CMakeLists.txt in
 #    its standalone mode, for sm_80 and sm_90, with each toolkit found:
 #    - Debian 12's nvcc 11.8 (scripts/install-deps.sh --cuda-toolkit; host
 #      compiler clang-14, since nvcc 11.8 refuses gcc 12). Required: the
@@ -12,8 +12,8 @@
 #      development image ships nvcc 13, the GPU machines' version).
 #    ptxas's register, shared-memory and spill report of every kernel is kept
 #    in the log; a kernel that spills fails the check.
-# 2. The C++ behind STREAMGEN_CUDA (engine/cuda/cuda_ops.cc, the CUDA branches
-#    of llama_model.cc and engine/device.cc, tests/cuda_test.cc) with g++
+# 2. The C++ behind STREAMGEN_CUDA (engine/model/cuda/cuda_ops.cc, the CUDA branches
+#    of llama_model.cc and engine/model/device.cc, tests/cuda_test.cc) with g++
 #    -fsyntax-only -DSTREAMGEN_CUDA=1 against Debian's libtorch 1.13 headers,
 #    which include ATen's CUDA headers, and the CUDA 11.8 runtime headers.
 #    Debian's package lacks one generated header,
@@ -39,13 +39,13 @@ if [ ! -x "$DEBIAN_NVCC" ]; then
 fi
 command -v clang++-14 >/dev/null || { echo "cuda-compile-check: clang++-14 not found (scripts/install-deps.sh)" >&2; exit 2; }
 
-# Builds engine/cuda standalone with one nvcc; $2: extra configure flags.
+# Builds engine/model/cuda standalone with one nvcc; $2: extra configure flags.
 kernels() {
   local name=$1 nvcc=$2; shift 2
   local out=$DIR/kernels-$name log=$DIR/kernels-$name.log
   rm -rf "$out"
   echo "== kernels with $("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/nvcc \1/p') ($nvcc)"
-  if ! "$@" cmake -S engine/cuda -B "$out" -G Ninja -DCMAKE_CUDA_COMPILER="$nvcc" \
+  if ! "$@" cmake -S engine/model/cuda -B "$out" -G Ninja -DCMAKE_CUDA_COMPILER="$nvcc" \
         -DCMAKE_CUDA_ARCHITECTURES="80;90" ${HOST:+-DCMAKE_CUDA_HOST_COMPILER=$HOST} >"$log" 2>&1 ||
      ! "$@" cmake --build "$out" -v >>"$log" 2>&1; then
     tail -30 "$log"
@@ -77,7 +77,7 @@ fi
 # 2. The torch side of the CUDA path, for syntax against libtorch 1.13.
 mkdir -p "$DIR/stub/c10/cuda/impl"
 printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' >"$DIR/stub/c10/cuda/impl/cuda_cmake_macros.h"
-for src in engine/cuda/cuda_ops.cc engine/llama_model.cc engine/engine.cc engine/device.cc tests/cuda_test.cc; do
+for src in engine/model/cuda/cuda_ops.cc engine/model/llama_model.cc engine/engine.cc engine/model/device.cc tests/cuda_test.cc; do
   echo "== $src with -DSTREAMGEN_CUDA=1 (syntax, libtorch 1.13 headers)"
   if ! g++ -std=c++17 -fsyntax-only -DSTREAMGEN_CUDA=1 -I. -I"$DIR/stub" \
        -I/usr/include/torch/csrc/api/include -DSTREAMGEN_TINY_MODEL_DIR='""' \

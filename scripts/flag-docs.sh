@@ -22,7 +22,8 @@ trap 'rm -f "$out"' EXIT
     echo "## $(basename "$program")"
     echo
     echo '```'
-    "$BUILD_DIR/$program" --help
+    # Defaults that hold the checkout's path (--model) are shown relative to it.
+    "$BUILD_DIR/$program" --help | sed "s#$PWD/#<checkout>/#g"
     echo '```'
   done
 } >"$out"

@@ -10,6 +10,14 @@
 // 16 threads by default, so every stream the engine can hold is carried;
 // connections beyond the pool wait in a bounded queue, and beyond that are
 // answered 503 at once.
+//
+// The face accepts connections itself (not httplib's accept loop): one thread
+// accepts, and waits for each connection's request head to arrive in full
+// (looking at it with MSG_PEEK, never reading it, for many connections at once
+// with epoll) before a worker takes the connection (over TLS: the client's
+// first record). A client that trickles its head costs a descriptor and a few
+// bytes, never a worker or the accepting thread; a head must arrive within the
+// read timeout (10 s).
 #pragma once
 
 #include <functional>
@@ -44,13 +52,16 @@ struct HttpOptions {
   int max_header_fields = 100;
   int max_header_bytes = 64 << 10;
   int max_json_depth = 64;              // bodies nesting arrays / objects deeper: 400
+  // CORS: "" (no CORS headers at all), "*" (any origin), or a comma-separated
+  // list of exact origins ("https://app.example.com,http://localhost:5173").
+  std::string cors_allow_origin;
   std::string port_file;                // written with the bound port once listening
 };
 
 class HttpServer {
  public:
   // Binds and starts serving. `render_metrics` gives /metrics' text. Errors
-  // name --http-listen or the TLS flags.
+  // name --http-listen, the TLS flags or --cors-allow-origin.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
       const HttpOptions& options, TextGenerationService* service, Metrics* metrics,
       std::function<std::string()> render_metrics);
@@ -61,13 +72,17 @@ class HttpServer {
   int port() const { return port_; }
 
   class Routes;
+  class ConnectionPool;
+  class Acceptor;
 
  private:
   HttpServer() = default;
 
   std::unique_ptr<Routes> routes_;
   std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
+  std::unique_ptr<ConnectionPool> workers_;  // serve connections
+  std::unique_ptr<ConnectionPool> refuser_;  // answers 503 when the workers' queue is full
+  std::unique_ptr<Acceptor> acceptor_;       // accepts; waits for request heads
   int port_ = 0;
 };
 

@@ -99,6 +99,11 @@ ABSL_FLAG(int, http_threads, 0,
           "so that every stream the engine can hold is carried).");
 ABSL_FLAG(std::string, http_port_file, "",
           "Write the bound HTTP port to this file once listening.");
+ABSL_FLAG(std::string, cors_allow_origin, "",
+          "CORS on the HTTP face: a comma-separated list of exact origins allowed to call it "
+          "from a browser (https://app.example.com,http://localhost:5173), or * for any "
+          "(\"\": off, no CORS headers). Allowed origins get Access-Control-Allow-Origin on "
+          "every response and an answer to preflights (before the API key).");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls-key), on the "
           "gRPC and the HTTP port.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert.");
@@ -136,6 +141,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   options.http.listen = absl::GetFlag(FLAGS_http_listen);
   options.http.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   options.http.port_file = absl::GetFlag(FLAGS_http_port_file);
+  options.http.cors_allow_origin = absl::GetFlag(FLAGS_cors_allow_origin);
   EngineOptions& engine = options.engine;
   engine.model_dir = absl::GetFlag(FLAGS_model);
   engine.device = absl::GetFlag(FLAGS_device);

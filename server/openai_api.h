@@ -6,7 +6,8 @@
 // (server/validation.h, through TextGenerationService::PrepareGenerate) is the
 // only one: this file checks JSON types and OpenAI's own rules (n, logprobs
 // shapes), never a limit. Responses are encoded from the merged
-// v1::GenerateResponse messages a ResponseStream hands out. Thread-compatible.
+// v1::GenerateResponse messages a ResponseStream hands out
+// (server/openai_encoder.h). Thread-compatible.
 #pragma once
 
 #include <cstdint>
@@ -127,102 +128,5 @@ std::optional<std::string> ReplaceLoneSurrogates(absl::string_view json);
 absl::StatusOr<v1::TokenizeRequest> ParseTokenizeRequest(const nlohmann::json& body);
 // vLLM's /detokenize body: {"tokens": [ids]}.
 absl::StatusOr<std::vector<int>> ParseDetokenizeRequest(const nlohmann::json& body);
-
-// The text OpenAI shows for a sentencepiece piece: "▁" -> " ", a byte piece
-// "<0xNN>" -> that byte.
-std::string PieceText(absl::string_view piece);
-
-// Encodes one generation's responses. `piece(id)` gives a token's piece.
-class OpenAiEncoder {
- public:
-  OpenAiEncoder(const OpenAiRequest& request, std::string id, int64_t created, std::string model,
-                std::function<std::string(int)> piece);
-  // OpenAI's "system_fingerprint" on every chunk and body (the model's
-  // fingerprint, ModelInfo.fingerprint); omitted while empty.
-  void set_system_fingerprint(std::string fingerprint) { system_fingerprint_ = std::move(fingerprint); }
-  // Whether a token's text never appears in the output (control tokens: BOS,
-  // EOS, <|im_end|>, ...): it then covers no bytes of the text (logprobs'
-  // rule below). Unset: every token covers its piece's text.
-  void set_hidden_token(std::function<bool(int)> hidden) { hidden_ = std::move(hidden); }
-
-  // ---- streaming: server-sent events ----
-  // What goes out before the first token (chat: the role chunk).
-  std::string StreamStart();
-  // One merged message. With `last` and `status` OK: the text chunk, the
-  // finish chunk, the usage chunk (include_usage) and [DONE]; with `last` and
-  // an error status: the text chunk, an error event and [DONE].
-  std::string StreamMessage(const v1::GenerateResponse& message, bool last,
-                            const absl::Status& status);
-  // An error event and [DONE] (the stream ends without a final message).
-  std::string StreamError(const absl::Status& status);
-
-  // ---- not streaming: one JSON body ----
-  void Accumulate(const v1::GenerateResponse& message);
-  nlohmann::ordered_json Body() const;
-
-  // Logprobs list the tokens of the text returned, so that their texts join to
-  // it: each token covers the bytes of its text (PieceText, as UTF-8 decodes
-  // it: a byte piece that makes no character is U+FFFD; none for a hidden
-  // token) laid end to end from the start of the output, and is listed once
-  // the returned text reaches into it (the engine sends a token before the
-  // text it covers while that text could still be the start of a stop string,
-  // or half a character). When the output ends with EOS or a stop (string or
-  // token id), the tokens the returned text never reached lie entirely in the
-  // text withheld (the stop string, the ending token's own text) and are not
-  // listed; a token that straddles the stop string's start is (its text goes
-  // on into the stop string). Any other ending lists every token.
-
- private:
-  // id, object, created, model.
-  nlohmann::ordered_json Envelope(const char* object) const;
-  nlohmann::ordered_json Chunk() const;  // Envelope of a stream chunk
-  // One SSE event with one choice: chat puts `chat_delta` in "delta",
-  // completions put `text` in "text".
-  std::string ChoiceEvent(nlohmann::ordered_json chat_delta, std::string text,
-                          nlohmann::ordered_json logprobs,
-                          nlohmann::ordered_json finish_reason) const;
-  // The last message's usage and finish reason.
-  void TakeUsage(const v1::GenerateResponse& last);
-  struct PendingToken {
-    v1::Token token;
-    std::string text;   // PieceText
-    int64_t start = 0;  // the byte of the output where its text starts
-  };
-  // Takes `message`'s text and tokens; returns the tokens to list now (see
-  // above). `last`: the message ends the output.
-  std::vector<PendingToken> ListedTokens(const v1::GenerateResponse& message, bool last);
-  // Adds a token's text to the bytes the tokens cover, as the engine decodes
-  // them: a byte that ends up in no character is one U+FFFD (3 bytes).
-  void CoverBytes(absl::string_view bytes);
-  nlohmann::ordered_json Logprobs(const std::vector<PendingToken>& tokens) const;
-  nlohmann::ordered_json Usage() const;
-  static std::string Event(const nlohmann::ordered_json& json);
-
-  const OpenAiRequest& request_;
-  std::string system_fingerprint_;
-  const std::string id_;
-  const int64_t created_;
-  const std::string model_;
-  const std::function<std::string(int)> piece_;
-  // The proto's uint32 counts; int64 so that their sum cannot overflow (as
-  // int, counts above 2^31 came out negative; found by fuzzing).
-  int64_t prompt_tokens_ = 0;
-  int64_t completion_tokens_ = 0;
-  std::function<bool(int)> hidden_;
-  std::deque<PendingToken> pending_;  // tokens not listed yet
-  int64_t token_bytes_ = 0;           // bytes covered by the tokens so far
-  std::string utf8_tail_;             // their unfinished last character
-  int64_t text_bytes_ = 0;            // bytes of text returned so far
-  std::string finish_reason_;
-  // Non-streaming accumulation.
-  std::string text_;
-  nlohmann::ordered_json logprobs_;
-};
-
-// OpenAI's finish_reason: "stop" (EOS, stop string, stop id), "length"; "" otherwise.
-std::string OpenAiFinishReason(v1::FinishReason reason);
-
-// JSON text with invalid UTF-8 replaced (a token's bytes may be half a character).
-std::string DumpJson(const nlohmann::ordered_json& json);
 
 }  // namespace streamgen

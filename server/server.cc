@@ -7,7 +7,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
-#include "engine/status.h"
+#include "common/status.h"
 #include "grpc/health/v1/health.pb.h"
 #include "server/logging.h"
 

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "engine/status.h"
+#include "common/status.h"
 #include "server/logging.h"
 
 namespace streamgen {

@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "engine/chat_template.h"
+#include "engine/text/chat_template.h"
 #include "engine/engine.h"
 #include "server/auth.h"
 #include "server/generate_reactor.h"

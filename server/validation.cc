@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "engine/status.h"
+#include "common/status.h"
 
 namespace streamgen {
 namespace {

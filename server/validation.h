@@ -9,7 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/chat_template.h"
+#include "engine/text/chat_template.h"
 #include "engine/request.h"
 #include "engine/request_validation.h"
 #include "streamgen/v1/generate.pb.h"

@@ -1,4 +1,4 @@
-// The CPU kernels of engine/cpu_kernels.h other than the linear layers
+// The CPU kernels of engine/model/cpu_kernels.h other than the linear layers
 // (tests/cpu_linear_test.cc): PagedDecodeAttention, SiluMul and RmsNorm
 // against results computed here in float64 from the same (already rounded)
 // inputs, each within a bound derived from the kernel's arithmetic (below);
@@ -7,7 +7,7 @@
 // that take the AVX-512 path (64, 128) and the generic one (48), float32 and
 // bfloat16 pools. Every test runs once per body this CPU has: the AVX-512
 // one (KernelIsa::kAuto, where the CPU has AVX-512) and the portable one.
-#include "engine/cpu_kernels.h"
+#include "engine/model/cpu_kernels.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-// The linear-layer kernels (engine/cpu_kernels.h: SkinnyLinear, CpuLinear,
+// The linear-layer kernels (engine/model/cpu_kernels.h: SkinnyLinear, CpuLinear,
 // QuantizeInt8) against products computed here in float64, each output within
 // a bound derived from the arithmetic (ExpectClose), over shapes with tails (N
 // and K not multiples of 8, 16 or 32), odd row counts, every weight dtype
@@ -18,7 +18,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
-#include "engine/cpu_kernels.h"
+#include "engine/model/cpu_kernels.h"
 
 namespace streamgen {
 namespace {

@@ -1,6 +1,6 @@
 // The CUDA path (issue 13), run where a GPU is: every test skips itself when
 // torch sees no CUDA device, and the kernel tests also when this build has no
-// CUDA kernels (a CPU libtorch: engine/cuda is not compiled). On the project's
+// CUDA kernels (a CPU libtorch: engine/model/cuda is not compiled). On the project's
 // CPU machines and in CI all of them skip; scripts/device-check.sh runs them
 // on a lent GPU.
 //
@@ -29,10 +29,10 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
-#include "engine/cpu_kernels.h"
-#include "engine/cuda/cuda_ops.h"
+#include "engine/model/cpu_kernels.h"
+#include "engine/model/cuda/cuda_ops.h"
 #include "engine/engine.h"
-#include "engine/llama_model.h"
+#include "engine/model/llama_model.h"
 #include "tests/engine_test_util.h"
 #include "tools/tiny_model.h"
 

@@ -40,7 +40,7 @@ streamgen_fuzz_target(safetensors_fuzz streamgen_core)
 streamgen_fuzz_target(model_config_fuzz streamgen_core)
 streamgen_fuzz_target(chat_template_fuzz streamgen_core)
 # A real sentencepiece tokenizer; no libprotobuf in this binary (see
-# engine/sentencepiece_loader.cc: the fuzz build loads the shim without DEEPBIND).
+# engine/text/sentencepiece_loader.cc: the fuzz build loads the shim without DEEPBIND).
 streamgen_fuzz_target(detokenizer_fuzz streamgen_core)
 streamgen_fuzz_target(validation_fuzz streamgen_server_core)
 streamgen_fuzz_target(openai_request_fuzz streamgen_openai_api streamgen_server_core)

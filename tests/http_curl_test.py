@@ -5,8 +5,10 @@ streamed (SSE) and non-streamed OpenAI shapes, greedy equality with the
 non-streamed answer and with the same request over gRPC (the C++ client), and
 every error row with its status and `{"error": {message, type, param, code}}`
 body: 400, 401, 404, 405, 413, 415, 429 and 503 (while draining, with
-Retry-After). The servers are streamgen-server subprocesses on 127.0.0.1, any
-free ports, with the tiny random model.
+Retry-After); CORS (--cors-allow-origin): off by default, the headers on every
+response to an allowed origin (streams included), preflights, a refused
+origin, and "*". The servers are streamgen-server subprocesses on 127.0.0.1,
+any free ports, with the tiny random model.
 
     /usr/bin/python3 tests/http_curl_test.py --build-dir BUILD_DIR
 """
@@ -859,7 +861,7 @@ class HttpCurlTest(HttpAssertions):
         self.assert_error(self.chat(max_tokens=5000), 400, param="max_tokens",
                           message="max_tokens 5000 exceeds the server's limit 4096")
         self.assert_error(self.completion(logprobs=21), 400, param="logprobs",
-                          message="logprobs must be at most 20, got 21")
+                          message="logprobs must be in [0, 20], got 21")
         vocab = json.loads(grpc_client("--server", self.server.grpc_address, "--json",
                                        "info"))["vocabSize"]
         error = self.assert_error(self.completion(prompt=[1, vocab]), 400, param="prompt")
@@ -898,6 +900,23 @@ class HttpCurlTest(HttpAssertions):
         for response in (self.get("/v1/completions"), self.get("/v1/chat/completions"),
                          self.get("/tokenize"), self.get("/query-stream/")):
             self.assert_error(response, 405)
+
+    def test_no_cors_headers_by_default(self):
+        # Without --cors-allow-origin a browser's requests are served as any
+        # other, with no CORS header, and OPTIONS is a method no route takes.
+        origin = [("Origin", "https://app.example.com")]
+        responses = (self.get("/v1/models", headers=origin),
+                     self.post("/v1/completions", {"prompt": PROMPT, "max_tokens": 2},
+                               headers=origin))
+        for response in responses:
+            self.assertEqual(response.status, 200, response)
+        preflight = curl(self.server.url + "/v1/completions", method="OPTIONS", headers=origin + [
+            ("Access-Control-Request-Method", "POST")])
+        self.assert_error(preflight, 405)
+        for response in responses + (preflight,):
+            self.assertEqual([h for h in response.headers if h.startswith("access-control-")], [],
+                             response)
+            self.assertNotIn("vary", response.headers, response)
 
     def test_wrong_content_type_415(self):
         body = json.dumps({"model": MODEL, "prompt": PROMPT, "max_tokens": 2})
@@ -960,6 +979,160 @@ class KeyedServerTest(HttpAssertions):
         self.assertGreater(len(json.dumps(big)), 4096)
         for path in ("/v1/completions", "/tokenize"):
             self.assert_error(self.request(path, big, key=API_KEY), 413)
+
+
+class CorsTest(HttpAssertions):
+    """--cors-allow-origin with two origins."""
+    ORIGIN = "https://app.example.com"
+    OTHER = "http://localhost:5173"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server("--cors-allow-origin", "%s, %s" % (cls.ORIGIN, cls.OTHER))
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        assert code == 0, "streamgen-server exited with %d after SIGTERM" % code
+
+    def request(self, path, body=None, origin=ORIGIN, method=None, headers=()):
+        return curl(self.server.url + path, method=method or ("POST" if body is not None else None),
+                    body=body, headers=[("Origin", origin)] + list(headers))
+
+    def preflight(self, path, origin=ORIGIN, method="POST", request_headers=None):
+        headers = [("Origin", origin), ("Access-Control-Request-Method", method)]
+        if request_headers is not None:
+            headers.append(("Access-Control-Request-Headers", request_headers))
+        return curl(self.server.url + path, method="OPTIONS", headers=headers)
+
+    def assert_cors(self, response, origin=ORIGIN):
+        self.assertEqual(response.headers.get("access-control-allow-origin"), origin, response)
+        self.assertIn("Origin", response.headers.get("vary", ""), response)
+        exposed = [h.strip() for h in
+                   response.headers.get("access-control-expose-headers", "").split(",")]
+        for name in ("X-Request-Id", "X-Seed", "Retry-After"):
+            self.assertIn(name, exposed, response)
+        self.assertTrue(response.headers.get("x-request-id"), response)
+
+    def test_allowed_origins_get_the_headers_on_get_and_post(self):
+        for origin in (self.ORIGIN, self.OTHER):
+            with self.subTest(origin=origin):
+                for response in (
+                        self.request("/v1/models", origin=origin),
+                        self.request("/health", origin=origin),
+                        self.request("/v1/completions", {"prompt": PROMPT, "max_tokens": 2},
+                                     origin=origin),
+                        self.request("/v1/chat/completions", {"messages": CHAT, "max_tokens": 2},
+                                     origin=origin),
+                        self.request("/tokenize", {"prompt": PROMPT}, origin=origin)):
+                    self.assertEqual(response.status, 200, response)
+                    self.assert_cors(response, origin)
+        # Errors too: the page's script can read why it was refused.
+        refused = self.request("/v1/completions", {"prompt": PROMPT, "temperature": 500})
+        self.assert_error(refused, 400, param="temperature")
+        self.assert_cors(refused)
+        self.assert_cors(self.request("/no/such/path"))
+
+    def test_streams_carry_the_headers(self):
+        response = self.request("/v1/chat/completions",
+                                {"messages": CHAT, "max_tokens": 8, "stream": True})
+        self.chat_stream(response)
+        self.assert_cors(response)
+        # /query-stream/'s seed is one of the exposed headers.
+        response = self.request("/query-stream/", {"query": "Hello", "max_new_tokens": 4})
+        self.assertEqual(response.status, 200, response)
+        self.assertTrue(response.headers.get("content-type", "").startswith("text/plain"), response)
+        self.assertTrue(response.headers.get("x-seed", "").isdigit(), response)
+        self.assert_cors(response)
+
+    def test_preflight_on_every_route(self):
+        for path, method in (("/v1/completions", "POST"), ("/v1/chat/completions", "POST"),
+                             ("/tokenize", "POST"), ("/detokenize", "POST"),
+                             ("/query-stream/", "POST"), ("/v1/models", "GET"),
+                             ("/v1/models/" + MODEL, "GET"), ("/health", "GET")):
+            with self.subTest(path=path):
+                response = self.preflight(path, method=method,
+                                          request_headers="authorization,content-type")
+                self.assertEqual(response.status, 204, response)
+                self.assertEqual(response.body, b"")
+                self.assertEqual(response.headers.get("access-control-allow-origin"), self.ORIGIN,
+                                 response)
+                self.assertEqual(response.headers.get("access-control-allow-methods"),
+                                 method + ", OPTIONS", response)
+                self.assertEqual(response.headers.get("access-control-allow-headers"),
+                                 "authorization, content-type", response)
+                self.assertEqual(response.headers.get("access-control-max-age"), "600", response)
+                self.assertIn("Origin", response.headers.get("vary", ""), response)
+        # The requested headers that are allowed are echoed (the official
+        # OpenAI client's own included), the rest left out.
+        response = self.preflight("/v1/chat/completions", request_headers=(
+            "Authorization, Content-Type, X-Stainless-OS, X-Request-Id, X-Not-Allowed"))
+        self.assertEqual(response.status, 204, response)
+        self.assertEqual(response.headers.get("access-control-allow-headers"),
+                         "authorization, content-type, x-stainless-os, x-request-id", response)
+        # An unknown path is still 404.
+        self.assert_error(self.preflight("/v1/nothing"), 404, code="not_found")
+
+    def test_other_origins_are_refused_by_name(self):
+        origin = "https://evil.example.com"
+        response = self.preflight("/v1/completions", origin=origin)
+        self.assert_error(response, 403, code="cors_origin_not_allowed", message=(
+            "CORS: the origin https://evil.example.com is not allowed; --cors-allow-origin "
+            "lists the origins browsers may call this server from"))
+        self.assertNotIn("access-control-allow-origin", response.headers, response)
+        # A request that is not a preflight is served as without CORS: the
+        # browser keeps the answer from the page.
+        for response in (self.request("/v1/models", origin=origin),
+                         self.request("/v1/completions", {"prompt": PROMPT, "max_tokens": 2},
+                                      origin=origin)):
+            self.assertEqual(response.status, 200, response)
+            self.assertEqual([h for h in response.headers if h.startswith("access-control-")], [],
+                             response)
+            self.assertIn("Origin", response.headers.get("vary", ""), response)
+        # A prefix of an allowed origin is another origin.
+        response = self.preflight("/v1/completions", origin=self.ORIGIN + ".evil.example")
+        self.assert_error(response, 403, code="cors_origin_not_allowed")
+
+
+class CorsAnyOriginTest(HttpAssertions):
+    def test_any_origin(self):
+        server = Server("--cors-allow-origin", "*")
+        try:
+            for origin in ("https://app.example.com", "http://127.0.0.1:3000"):
+                response = curl(server.url + "/v1/completions", method="POST",
+                                body={"prompt": PROMPT, "max_tokens": 2},
+                                headers=[("Origin", origin)])
+                self.assertEqual(response.status, 200, response)
+                self.assertEqual(response.headers.get("access-control-allow-origin"), "*")
+                preflight = curl(server.url + "/v1/completions", method="OPTIONS", headers=[
+                    ("Origin", origin), ("Access-Control-Request-Method", "POST"),
+                    ("Access-Control-Request-Headers", "authorization,content-type")])
+                self.assertEqual(preflight.status, 204, preflight)
+                self.assertEqual(preflight.headers.get("access-control-allow-origin"), "*")
+                self.assertEqual(preflight.headers.get("access-control-allow-headers"),
+                                 "authorization, content-type")
+            # No Origin: not a CORS request, no CORS header.
+            response = curl(server.url + "/v1/models")
+            self.assertNotIn("access-control-allow-origin", response.headers, response)
+        finally:
+            code = server.stop()
+        self.assertEqual(code, 0)
+
+    def test_a_malformed_origin_is_refused_at_start(self):
+        for value, message in (
+                ("https://app.example.com/", "'https://app.example.com/' is not an origin"),
+                ("app.example.com", "'app.example.com' is not an origin"),
+                ("*,https://app.example.com", "* allows every origin; give it alone")):
+            with self.subTest(value=value):
+                run = subprocess.run(
+                    [os.path.join(ARGS.build_dir, "server", "streamgen-server"),
+                     "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+                     "--metrics-listen=", "--model",
+                     os.path.join(ARGS.build_dir, "models", "tiny-builtin"),
+                     "--cors-allow-origin", value],
+                    capture_output=True, text=True, timeout=120)
+                self.assertNotEqual(run.returncode, 0, run.stdout + run.stderr)
+                self.assertIn("--cors-allow-origin: " + message, run.stdout + run.stderr)
 
 
 class QueueFullTest(HttpAssertions):

@@ -4,19 +4,23 @@ subprocesses on loopback: HTTPS and mutual TLS from the same certificate flags
 as gRPC (curl with certificates made here by openssl), a client that
 disconnects while its request is still queued (freed before any token), a
 reader that stops reading (never slows another stream or the engine), the
-drain timeout ending a stream with an error event and [DONE], and the
-per-request log line carrying the X-Request-Id.
+drain timeout ending a stream with an error event and [DONE], the
+per-request log line carrying the X-Request-Id, and connections: clients that
+trickle their request head (slow loris) hold up no other client, and past the
+workers and their queue a connection is refused 503 at once.
 
     /usr/bin/python3 tests/http_lifecycle_test.py --build-dir BUILD_DIR
 """
 import argparse
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -66,6 +70,48 @@ def raw_request(port, body, path="/v1/completions", rcvbuf=None):
                  b"Content-Type: application/json\r\nContent-Length: " +
                  str(len(data)).encode() + b"\r\n\r\n" + data)
     return sock
+
+
+def readable(sock):
+    """Whether `sock` has something to read (bytes or the end) right now."""
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def read_response(sock, timeout=30):
+    """One HTTP response with a Content-Length body: (head, body)."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("the connection ended after %r" % data)
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("the body ended after %r" % body)
+        body += chunk
+    return head.decode(), body
+
+
+def read_to_end(sock, timeout=60):
+    """Everything until the server closes the connection (a reset counts as the end)."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
 
 
 def make_certificates(directory):
@@ -258,6 +304,130 @@ class StreamLifecycleTest(unittest.TestCase):
             if stream.poll() is None:
                 stream.kill()
             server.stop()
+
+
+class ConnectionsTest(unittest.TestCase):
+    # httplib's read timeout (server/http_server.cc kReadTimeoutS): a request
+    # head must arrive in full this long after the connection is accepted.
+    HEAD_TIMEOUT_S = 10
+    # Two workers and two queued connections (--http-threads 2): the slow
+    # clients outnumber them, so some reach what lies past them, where the
+    # accepting thread itself used to read a head to answer it 503.
+    THREADS = 2
+    SLOW = 8
+
+    def test_clients_that_trickle_their_head_hold_up_no_one(self):
+        server = Server(["--http-threads", str(self.THREADS)])
+        request_line = b"GET /health HTTP/1.1\r\n"
+        rest = b"Host: 127.0.0.1\r\nX-Slow: " + b"s" * 60 + b"\r\n\r\n"
+        # [socket, the bytes it trickles, how many it has sent]: half send one
+        # byte a second from the first, half send their request line at once.
+        slow = []
+        stop = threading.Event()
+
+        def trickle():
+            while not stop.wait(1.0):
+                for entry in slow:
+                    sock, data, sent = entry
+                    if sent < len(data) and not readable(sock):  # unanswered, still open
+                        try:
+                            entry[2] += sock.send(data[sent:sent + 1])
+                        except OSError:
+                            entry[2] = len(data)
+        try:
+            for i in range(self.SLOW):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                if i % 2:
+                    sock.sendall(request_line)
+                    slow.append([sock, rest, 0])
+                else:
+                    slow.append([sock, request_line + rest, 0])
+            opened = time.time()
+            trickler = threading.Thread(target=trickle)
+            trickler.start()
+            time.sleep(2.5)
+            # Other clients are accepted and served at once meanwhile.
+            health = server.curl("/health", "--max-time", "20")
+            self.assertEqual(health.returncode, 0, health.stderr + server.logs())
+            self.assertEqual(json.loads(health.stdout), {"status": "serving"})
+            completion = server.curl("/v1/completions", "--max-time", "20", body=COMPLETION)
+            self.assertEqual(completion.returncode, 0, completion.stderr)
+            self.assertEqual(json.loads(completion.stdout)["usage"]["completion_tokens"], 8)
+            served_s = time.time() - opened
+            # ... while every slow client is still sending, unanswered.
+            for sock, data, sent in slow:
+                self.assertLess(sent, len(data))
+                self.assertFalse(readable(sock), "a slow client was answered or closed")
+            # Their heads never arrive in full: once the read timeout has
+            # passed since it was accepted, one whose request line came gets
+            # a 408 with the reason; one without a request line, only the end
+            # of the connection (as httplib did).
+            for i, (sock, data, _) in enumerate(slow):
+                answer = read_to_end(sock)
+                if i % 2:
+                    head, _, body = answer.partition(b"\r\n\r\n")
+                    self.assertTrue(head.startswith(b"HTTP/1.1 408 "), answer)
+                    self.assertIn(b"\r\nConnection: close\r\n", head)
+                    error = json.loads(body)["error"]
+                    self.assertEqual(error["message"],
+                                     "the request head did not arrive in full within %d s"
+                                     % self.HEAD_TIMEOUT_S, error)
+                    self.assertEqual(error["code"], "request_timeout", error)
+                else:
+                    self.assertEqual(answer, b"")
+            closed_s = time.time() - opened
+            self.assertGreater(closed_s, served_s)
+            print("\n%d clients trickling their heads: other requests served %.1f s after they "
+                  "opened, the slow ones ended after %.1f s" % (self.SLOW, served_s, closed_s),
+                  file=sys.stderr)
+            # And the server serves as before.
+            self.assertEqual(server.curl("/health").returncode, 0)
+        finally:
+            stop.set()
+            for sock, _, _ in slow:
+                sock.close()
+            self.assertEqual(server.stop(), 0)
+
+    def test_past_the_workers_and_their_queue_503_at_once(self):
+        server = Server(["--http-threads", str(self.THREADS)])
+        head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        held, queued = [], []
+        try:
+            # Keep-alive connections, answered, hold the workers (waiting up
+            # to 5 s for their next request).
+            for _ in range(self.THREADS):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                sock.sendall(head)
+                self.assertTrue(read_response(sock)[0].startswith("HTTP/1.1 200 "))
+                held.append(sock)
+            # As many wait in the queue, unanswered.
+            for _ in range(self.THREADS):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                sock.sendall(head)
+                queued.append(sock)
+            time.sleep(0.5)
+            for sock in queued:
+                self.assertFalse(readable(sock))
+            # Past them: 503, and the connection closed, one after the other
+            # (none waits for another refused client's next request).
+            for _ in range(3):
+                begun = time.time()
+                with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+                    sock.sendall(head)
+                    answer = read_to_end(sock, timeout=30)
+                refused_s = time.time() - begun
+                response_head, _, body = answer.partition(b"\r\n\r\n")
+                self.assertTrue(response_head.startswith(b"HTTP/1.1 503 "), answer)
+                self.assertIn(b"\r\nRetry-After: 1\r\n", response_head)
+                self.assertEqual(json.loads(body)["error"]["code"], "too_many_connections")
+                self.assertLess(refused_s, 4, "a refusal waited for the keep-alive timeout")
+            # A held connection that ends frees its worker for a queued one.
+            held.pop(0).close()
+            self.assertTrue(read_response(queued[0])[0].startswith("HTTP/1.1 200 "))
+        finally:
+            for sock in held + queued:
+                sock.close()
+            self.assertEqual(server.stop(), 0)
 
 
 def main():

@@ -1,6 +1,6 @@
 // Tests of the Hugging Face config loader, the weight-set validation, and the
 // tiny-model writer that produces models in that layout.
-#include "engine/model_config.h"
+#include "engine/model/model_config.h"
 
 #include <sys/stat.h>
 #include <unistd.h>

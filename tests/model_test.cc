@@ -1,4 +1,4 @@
-// The engine's libtorch forward pass (engine/llama_model.h) against the plain
+// The engine's libtorch forward pass (engine/model/llama_model.h) against the plain
 // scalar reference (tests/reference_llama.h) on small random models written
 // with WriteTinyModel: prefill, incremental decode, batched decode and chunked
 // prefill, for MHA / GQA / MQA, tied and untied, explicit head_dim, Mistral
@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/llama_model.h"
+#include "engine/model/llama_model.h"
 #include "tests/reference_llama.h"
 #include "tools/tiny_model.h"
 

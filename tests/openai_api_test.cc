@@ -2,6 +2,7 @@
 // (types, OpenAI's rules, defaults), the validator's messages with OpenAI's
 // `param`, the error bodies, and the SSE / JSON encoders.
 #include "server/openai_api.h"
+#include "server/openai_encoder.h"
 
 #include <string>
 #include <vector>

@@ -7,9 +7,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "engine/model_config.h"
-#include "engine/safetensors.h"
-#include "engine/status.h"
+#include "engine/model/model_config.h"
+#include "engine/model/safetensors.h"
+#include "common/status.h"
 
 namespace streamgen {
 namespace reference {

@@ -86,7 +86,7 @@ double Silu(double x);
 class ReferenceLlama {
  public:
   // Reads config.json and the safetensors weights of `dir` (through
-  // engine/model_config.h and engine/safetensors.h), upcast to float32.
+  // engine/model/model_config.h and engine/model/safetensors.h), upcast to float32.
   static absl::StatusOr<ReferenceLlama> Load(const std::string& dir);
 
   // From weights in memory (the hand-computed tests).

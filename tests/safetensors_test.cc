@@ -1,6 +1,6 @@
 // Tests of the safetensors reader / writer: round trips, sharded directories,
 // and one test per malformed input with its error message.
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 
 #include <sys/stat.h>
 #include <unistd.h>

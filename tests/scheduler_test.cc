@@ -21,7 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "engine/block_allocator.h"
+#include "engine/kv/block_allocator.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

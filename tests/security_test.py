@@ -8,7 +8,9 @@ streamgen-client, and Python's http.client / ssl for HTTP.
   every RPC and route except health (gRPC health and reflection, HTTP /health,
   /metrics and the playground page stay open); on HTTP the key is checked
   before the body (content type, nesting, JSON, size); no key ever reaches
-  the log.
+  the log. With --cors-allow-origin, a browser's preflight is answered before
+  the key (it carries none), the 401 carries the CORS headers, and a
+  preflight from an origin not listed is refused (403) by name.
 - TLS and mutual TLS on both faces with certificates made here by openssl: a
   client without a certificate, with one from another CA, a plaintext client
   and a client that does not trust the server are all refused.
@@ -337,6 +339,59 @@ class ApiKeyTest(ServerCase):
             for key in KEYS + (WRONG_KEY,):
                 self.assertNotIn(key, text)  # ... without the keys
                 self.assertNotIn(key[8:20], text)
+
+
+class CorsWithApiKeyTest(ServerCase):
+    """--api-key-file and --cors-allow-origin https://app.example.com."""
+    ORIGIN = "https://app.example.com"
+
+    @classmethod
+    def server_flags(cls, tmp):
+        path = os.path.join(tmp, "keys")
+        with open(path, "w") as f:
+            f.write("%s\n" % KEYS[0])
+        return ["--api-key-file", path, "--cors-allow-origin", cls.ORIGIN]
+
+    def preflight(self, path, method, origin=ORIGIN):
+        return http_request(self.server, "OPTIONS", path, headers={
+            "Origin": origin, "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "authorization, content-type"})
+
+    def test_preflight_comes_before_the_key(self):
+        for method, path, body in ApiKeyTest.KEYED_ROUTES:
+            with self.subTest(path=path):
+                # No key (browsers send none with a preflight): answered.
+                response = self.preflight(path, method)
+                self.assertEqual(response.status, 204, response)
+                self.assertEqual(response.headers.get("access-control-allow-origin"), self.ORIGIN)
+                self.assertEqual(response.headers.get("access-control-allow-methods"),
+                                 method + ", OPTIONS")
+                self.assertEqual(response.headers.get("access-control-allow-headers"),
+                                 "authorization, content-type")
+                self.assertEqual(response.headers.get("access-control-max-age"), "600")
+                self.assertNotIn("www-authenticate", response.headers)
+                # The request itself needs the key; its 401 is readable by the page.
+                refused = http_request(self.server, method, path, body, {"Origin": self.ORIGIN})
+                self.assert_http_error(refused, 401, ApiKeyTest.MISSING)
+                self.assertEqual(refused.headers.get("access-control-allow-origin"), self.ORIGIN)
+                served = http_request(self.server, method, path, body,
+                                      {"Origin": self.ORIGIN, "Authorization": "Bearer " + KEYS[0]})
+                self.assertEqual(served.status, 200, served)
+                self.assertEqual(served.headers.get("access-control-allow-origin"), self.ORIGIN)
+
+    def test_a_preflight_from_another_origin_is_refused_by_name(self):
+        for origin in ("https://evil.example.com", "http://app.example.com", "null"):
+            with self.subTest(origin=origin):
+                response = self.preflight("/v1/chat/completions", "POST", origin=origin)
+                self.assert_http_error(response, 403, (
+                    "CORS: the origin %s is not allowed; --cors-allow-origin lists the origins "
+                    "browsers may call this server from" % origin))
+                self.assertEqual(response.json()["error"]["type"], "permission_error")
+                self.assertNotIn("access-control-allow-origin", response.headers)
+                # The key is still needed for the request itself, with no CORS header.
+                refused = http_request(self.server, "GET", "/v1/models", headers={"Origin": origin})
+                self.assert_http_error(refused, 401, ApiKeyTest.MISSING)
+                self.assertNotIn("access-control-allow-origin", refused.headers)
 
 
 # ---- TLS and mutual TLS ----

@@ -2,7 +2,7 @@
 // python3-jinja2 (tests/chat_template_reference.py): the rendered text must be
 // identical, and the ids must equal the Jinja text split at the special tokens
 // with each text piece encoded on its own.
-#include "engine/chat_template.h"
+#include "engine/text/chat_template.h"
 
 #include <unistd.h>
 

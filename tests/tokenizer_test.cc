@@ -3,7 +3,7 @@
 // Three tokenizers: one trained here (always available, so the tests are
 // self-contained), the project's built-in tiny model's (written at build time),
 // and the Llama 2 model of ../shared/fixtures/tiny-llama (skipped when absent).
-#include "engine/tokenizer.h"
+#include "engine/text/tokenizer.h"
 
 #include <unistd.h>
 
@@ -20,8 +20,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/detokenizer.h"
-#include "engine/sentencepiece_backend.h"
+#include "engine/text/detokenizer.h"
+#include "engine/text/sentencepiece_backend.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"

@@ -13,8 +13,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/model_config.h"
-#include "engine/status.h"
+#include "engine/model/model_config.h"
+#include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "tools/train_tokenizer.h"
 

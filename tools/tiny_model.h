@@ -7,7 +7,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 
 namespace streamgen {
 

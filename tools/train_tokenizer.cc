@@ -9,8 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 
-#include "engine/sentencepiece_backend.h"
-#include "engine/tokenizer.h"
+#include "engine/text/sentencepiece_backend.h"
+#include "engine/text/tokenizer.h"
 
 namespace streamgen {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/chat_template.h"
+#include "engine/text/chat_template.h"
 
 namespace streamgen::fuzz {
 

@@ -1,4 +1,4 @@
-// Fuzz target: engine/chat_template.cc. Family detection on arbitrary Jinja
+// Fuzz target: engine/text/chat_template.cc. Family detection on arbitrary Jinja
 // text, family names, ChatTemplate::Create with and without the tokens a
 // family needs, and rendering arbitrary conversations to segments, ids and
 // text over a byte vocabulary (tests/fuzz/byte_vocabulary.h).
@@ -24,7 +24,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/chat_template.h"
+#include "engine/text/chat_template.h"
 #include "tests/fuzz/byte_vocabulary.h"
 #include "tests/fuzz/fuzz_util.h"
 

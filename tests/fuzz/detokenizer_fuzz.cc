@@ -1,5 +1,5 @@
-// Fuzz target: the incremental detokenizer (engine/detokenizer.cc) and the stop
-// matcher (engine/stop_matcher.cc) over a real sentencepiece tokenizer, wired
+// Fuzz target: the incremental detokenizer (engine/text/detokenizer.cc) and the stop
+// matcher (engine/text/stop_matcher.cc) over a real sentencepiece tokenizer, wired
 // the way the engine wires them (engine.cc: Push(Append(id)) per token,
 // Push(Flush()) then Flush() at the end).
 //
@@ -34,9 +34,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/detokenizer.h"
-#include "engine/stop_matcher.h"
-#include "engine/tokenizer.h"
+#include "engine/text/detokenizer.h"
+#include "engine/text/stop_matcher.h"
+#include "engine/text/tokenizer.h"
 #include "tests/fuzz/fuzz_util.h"
 
 #ifndef STREAMGEN_FUZZ_TOKENIZER_DEFAULT

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/chat_template.h"
+#include "engine/text/chat_template.h"
 #include "server/validation.h"
 #include "tests/fuzz/byte_vocabulary.h"
 #include "tests/fuzz/fuzz_util.h"

@@ -1,4 +1,4 @@
-// Fuzz target: engine/model_config.cc's readers of a model directory's
+// Fuzz target: engine/model/model_config.cc's readers of a model directory's
 // config.json, generation_config.json and tokenizer_config.json, then what a
 // model load does next with the result: the chat template's family, and
 // ValidateWeights (the expected tensor list against the weights; here an
@@ -21,9 +21,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/chat_template.h"
-#include "engine/model_config.h"
-#include "engine/safetensors.h"
+#include "engine/text/chat_template.h"
+#include "engine/model/model_config.h"
+#include "engine/model/safetensors.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace streamgen {

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "server/openai_api.h"
+#include "server/openai_encoder.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace streamgen {

@@ -17,6 +17,7 @@
 
 #include "nlohmann/json.hpp"
 #include "server/openai_api.h"
+#include "server/openai_encoder.h"
 #include "server/validation.h"
 #include "tests/fuzz/fuzz_request.h"
 #include "tests/fuzz/fuzz_util.h"

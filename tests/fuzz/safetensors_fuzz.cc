@@ -1,4 +1,4 @@
-// Fuzz target: engine/safetensors.cc's readers. SafetensorsFile::Open on one
+// Fuzz target: engine/model/safetensors.cc's readers. SafetensorsFile::Open on one
 // file, and WeightStore::OpenDir on a model directory: model.safetensors alone,
 // or model.safetensors.index.json with up to three shards.
 //
@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace streamgen {

@@ -5,7 +5,7 @@ built from the static sentencepiece (--self-contained, the sanitizer builds),
 carries sentencepiece and its protobuf-lite wholly inside itself: no
 libsentencepiece or libprotobuf among its DT_NEEDED, no protobuf,
 sentencepiece or absl symbol imported. That is what makes loading it without
-RTLD_DEEPBIND safe next to libprotobuf 3.21 (engine/sentencepiece_loader.cc).
+RTLD_DEEPBIND safe next to libprotobuf 3.21 (engine/text/sentencepiece_loader.cc).
 
     /usr/bin/python3 tests/sanitizers/shim_exports_test.py --shim PATH (--self-contained | --system)
 """

@@ -1,4 +1,4 @@
-#include "engine/block_allocator.h"
+#include "engine/kv/block_allocator.h"
 
 #include <cassert>
 #include <cstdio>

@@ -8,7 +8,7 @@
 // (engine/CMakeLists.txt): at::parallel_for is a header template whose
 // `#pragma omp parallel` needs it. exp() is a polynomial that vectorises
 // (libm's expf does not without -ffast-math).
-#include "engine/cpu_kernels.h"
+#include "engine/model/cpu_kernels.h"
 
 #include <algorithm>
 #include <atomic>

@@ -3,7 +3,7 @@
 
 #include <string>
 
-// Not torch/torch.h: see engine/llama_model.h.
+// Not torch/torch.h: see engine/model/llama_model.h.
 #include <torch/types.h>
 #include <torch/utils.h>
 

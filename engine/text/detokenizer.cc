@@ -1,4 +1,4 @@
-#include "engine/detokenizer.h"
+#include "engine/text/detokenizer.h"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "engine/chat_template.h"
+#include "engine/text/chat_template.h"
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"

@@ -2,21 +2,21 @@
 //
 // Notation: n = tokens in this call, H = attention heads, KV = key/value heads,
 // G = H / KV (queries per key/value head), D = head_dim, L = cached positions.
-#include "engine/llama_model.h"
+#include "engine/model/llama_model.h"
 
 #include <cmath>
 #include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_kernels.h"
-#include "engine/cuda/cuda_ops.h"
-#include "engine/cuda/paged_attention.h"
+#include "engine/model/cpu_kernels.h"
+#include "engine/model/cuda/cuda_ops.h"
+#include "engine/model/cuda/paged_attention.h"
 
 #include <torch/version.h>
-#include "engine/device.h"
-#include "engine/safetensors.h"
-#include "engine/status.h"
+#include "engine/model/device.h"
+#include "engine/model/safetensors.h"
+#include "common/status.h"
 
 namespace streamgen {
 
@@ -351,7 +351,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   std::vector<int64_t> ids, positions, write_slots, last_rows;
   std::vector<AttentionBatch> groups;
   // Decodes attend together. The paged kernel (cpu_kernels.h on the CPU,
-  // engine/cuda on CUDA) reads their keys and values in place; elsewhere
+  // engine/model/cuda on CUDA) reads their keys and values in place; elsewhere
   // (a CPU float16 pool is refused at load; a CUDA libtorch without the
   // kernels) they are gathered as one group. Prefill chunks are gathered and go through bmm: the paged
   // kernel, one query at a time, measured slower for them (a 128-token chunk
@@ -359,7 +359,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   // --mixed-prefill 128 --profile`: 18-22 ms of paged attention per step
   // against ~10 ms for bmm, softmax and the decodes' paged attention).
   // On CUDA (a build against a CUDA libtorch) decodes use the CUDA paged
-  // kernel (engine/cuda/paged_attention.h) in every dtype.
+  // kernel (engine/model/cuda/paged_attention.h) in every dtype.
   const bool cpu_kernels =
       options_.device.is_cpu() &&
       (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16);

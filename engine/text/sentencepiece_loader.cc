@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/sentencepiece_backend.h"
+#include "engine/text/sentencepiece_backend.h"
 
 #ifndef STREAMGEN_SENTENCEPIECE_SHIM
 #define STREAMGEN_SENTENCEPIECE_SHIM "libstreamgen_sentencepiece.so"

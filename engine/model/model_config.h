@@ -10,7 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 
 namespace streamgen {
 

@@ -1,4 +1,4 @@
-#include "engine/model_config.h"
+#include "engine/model/model_config.h"
 
 #include <sys/stat.h>
 
@@ -10,7 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/status.h"
+#include "common/status.h"
 #include "nlohmann/json.hpp"
 
 namespace streamgen {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/sentencepiece_backend.h"
+#include "engine/text/sentencepiece_backend.h"
 
 namespace streamgen {
 

@@ -21,7 +21,7 @@
 #include <cstdint>
 #include <vector>
 
-// Not torch/torch.h: see engine/llama_model.h.
+// Not torch/torch.h: see engine/model/llama_model.h.
 #include <torch/types.h>
 #include <torch/utils.h>
 
@@ -132,7 +132,7 @@ uint64_t StreamRead(const void* data, int64_t bytes);
 // What one parallel region costs, in microseconds: the mean over `reps` of an
 // at::parallel_for over the intra-op threads with an almost empty body. In
 // this file because at::parallel_for's `#pragma omp parallel` is compiled into
-// its caller, and only engine/cpu_kernels.cc is built with -fopenmp (elsewhere
+// its caller, and only engine/model/cpu_kernels.cc is built with -fopenmp (elsewhere
 // the region would silently run on one thread).
 double ParallelRegionMicros(int reps);
 

@@ -1,4 +1,4 @@
-#include "engine/device.h"
+#include "engine/model/device.h"
 
 #include <cstdint>
 #include <cstdlib>

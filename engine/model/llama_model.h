@@ -13,8 +13,8 @@
 #include <torch/utils.h>
 
 #include "absl/status/statusor.h"
-#include "engine/cpu_kernels.h"
-#include "engine/model_config.h"
+#include "engine/model/cpu_kernels.h"
+#include "engine/model/model_config.h"
 
 namespace streamgen {
 

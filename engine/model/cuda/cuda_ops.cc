@@ -1,9 +1,9 @@
-// Compiled only against a CUDA-enabled libtorch (engine/cuda/CMakeLists.txt);
+// Compiled only against a CUDA-enabled libtorch (engine/model/cuda/CMakeLists.txt);
 // scripts/cuda-compile-check.sh also compiles it for syntax against Debian's
 // libtorch 1.13 headers, which carry ATen's CUDA headers. It has not run on a
 // GPU in this project's CI (no GPU there): the CUDA tests (tests/cuda_test.cc)
 // run it when one is present.
-#include "engine/cuda/cuda_ops.h"
+#include "engine/model/cuda/cuda_ops.h"
 
 #include <algorithm>
 #include <limits>
@@ -14,7 +14,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 
-#include "engine/cuda/paged_attention.h"
+#include "engine/model/cuda/paged_attention.h"
 
 namespace streamgen {
 

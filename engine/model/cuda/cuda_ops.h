@@ -9,14 +9,14 @@
 #include <memory>
 #include <vector>
 
-// Not torch/torch.h: see engine/llama_model.h.
+// Not torch/torch.h: see engine/model/llama_model.h.
 #include <torch/types.h>
 #include <torch/utils.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
-#include "engine/cpu_kernels.h"  // DecodeSeq
+#include "engine/model/cpu_kernels.h"  // DecodeSeq
 
 namespace streamgen {
 

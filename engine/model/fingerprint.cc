@@ -1,4 +1,4 @@
-#include "engine/fingerprint.h"
+#include "engine/model/fingerprint.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,8 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/safetensors.h"
-#include "engine/status.h"
+#include "engine/model/safetensors.h"
+#include "common/status.h"
 
 namespace streamgen {
 namespace {

@@ -6,7 +6,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/sentencepiece_backend.h"
+#include "engine/text/sentencepiece_backend.h"
 
 // sentencepiece 0.1.97 declares `namespace absl { using std::string_view; }`,
 // which clashes with abseil's own absl::string_view class. Renaming its

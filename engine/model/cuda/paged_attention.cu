@@ -2,7 +2,7 @@
 // the algorithm. Kept to CUDA 11.8's feature set (Debian 12's nvcc compiles
 // this file in CI): cuda_bf16.h's conversions, warp shuffles, no cooperative
 // groups, no thread-block clusters.
-#include "engine/cuda/paged_attention.h"
+#include "engine/model/cuda/paged_attention.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
