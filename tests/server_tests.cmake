@@ -79,4 +79,10 @@ if(TARGET streamgen-server AND TARGET streamgen-client AND TARGET streamgen-gene
     COMMAND /bin/bash ${CMAKE_SOURCE_DIR}/scripts/flag-docs.sh --check ${CMAKE_BINARY_DIR}
     WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(flag_docs_test PROPERTIES TIMEOUT 60)
+  # The streamgen-client lines of the README and docs/, run as written.
+  add_test(NAME docs_client_examples_test
+    COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/docs_client_examples_test.py
+            --build-dir ${CMAKE_BINARY_DIR}
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(docs_client_examples_test PROPERTIES TIMEOUT 600)
 endif()
