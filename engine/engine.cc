@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/kv/kv_pool.h"
 #include "engine/text/detokenizer.h"
 #include "engine/model/device.h"
 #include "engine/model/fingerprint.h"
@@ -651,38 +652,27 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
                                            : absl::StrCat(DtypeName(dtype), "+", info.quantization)));
 
   // The KV pool: kv_cache_blocks, or enough for max_batch full contexts within
-  // kv_cache_bytes, allocated once here.
+  // kv_cache_bytes (engine/kv/kv_pool.h, KvPoolBlocks), allocated once here.
   SchedulerOptions scheduling;
   scheduling.max_batch = options.max_batch;
   scheduling.max_queue = options.max_queue;
   scheduling.block_size = options.kv_block_size;
   scheduling.max_prefill_tokens = options.max_prefill_tokens;
   scheduling.prefix_caching = options.prefix_caching;
-  const int64_t per_context = (c.max_position_embeddings + options.kv_block_size - 1) /
-                              options.kv_block_size;
-  int64_t blocks = options.kv_cache_blocks;
-  int64_t kv_bytes = options.kv_cache_bytes;
-  if (blocks == 0 && options.gpu_memory_fraction > 0) {
+  KvPoolSizing sizing;
+  sizing.context_tokens = c.max_position_embeddings;
+  sizing.block_size = options.kv_block_size;
+  sizing.max_batch = options.max_batch;
+  sizing.kv_cache_blocks = options.kv_cache_blocks;
+  sizing.kv_cache_bytes = options.kv_cache_bytes;
+  sizing.gpu_memory_fraction = options.gpu_memory_fraction;
+  sizing.activation_reserve = kGpuActivationReserve;
+  sizing.block_bytes = model->KvBlockBytes(options.kv_block_size);
+  const auto cuda_memory = [&]() -> absl::StatusOr<DeviceMemory> {
     SG_ASSIGN_OR_RETURN(const CudaMemory memory, CudaMemoryInfo(device));
-    const int64_t in_use = memory.total - memory.free;  // the weights, and anything else's
-    kv_bytes = static_cast<int64_t>(options.gpu_memory_fraction * static_cast<double>(memory.total)) -
-               in_use - kGpuActivationReserve;
-    if (kv_bytes < model->KvBlockBytes(options.kv_block_size)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "gpu_memory_fraction ", options.gpu_memory_fraction, " of ", memory.total,
-          " bytes leaves no room for the KV cache: ", in_use, " bytes are in use after loading "
-          "the model and ", kGpuActivationReserve, " are kept for activations"));
-    }
-  }
-  if (blocks == 0) {
-    blocks = std::min<int64_t>(per_context * options.max_batch,
-                               kv_bytes / model->KvBlockBytes(options.kv_block_size));
-  }
-  if (blocks < 1 || blocks > (1LL << 30)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kv_cache_blocks: ", blocks, " blocks of ", options.kv_block_size,
-        " tokens (raise kv_cache_bytes or set kv_cache_blocks)"));
-  }
+    return DeviceMemory{memory.free, memory.total};
+  };
+  SG_ASSIGN_OR_RETURN(const int64_t blocks, KvPoolBlocks(sizing, cuda_memory));
   scheduling.num_blocks = static_cast<int>(blocks);
   SG_RETURN_IF_ERROR(Scheduler::Validate(scheduling));
   info.max_prefill_tokens = options.max_prefill_tokens;

@@ -38,7 +38,8 @@ absl::Status Scheduler::Validate(const SchedulerOptions& options) {
 }
 
 Scheduler::Scheduler(SchedulerOptions options)
-    : options_(Sanitized(options)), allocator_(options_.num_blocks) {}
+    : options_(Sanitized(options)),
+      kv_(options_.num_blocks, options_.block_size, options_.prefix_caching) {}
 
 absl::Status Scheduler::Add(uint64_t id, int prompt_tokens, int max_new_tokens,
                             std::vector<int> prompt_ids) {
@@ -70,28 +71,8 @@ absl::Status Scheduler::Add(uint64_t id, int prompt_tokens, int max_new_tokens,
   seq.prompt_tokens = prompt_tokens;
   seq.max_new_tokens = max_new_tokens;
   seq.known = prompt_tokens;
-  if (options_.prefix_caching && static_cast<int>(prompt_ids.size()) == prompt_tokens) {
-    // Key of full block i: FNV-1a over (key of block i - 1, its ids), then a
-    // splitmix64 finaliser. Matches also compare the ids, so a collision
-    // can only make a block not match.
-    const int bs = options_.block_size;
-    uint64_t key = 0;
-    for (int b = 0; (b + 1) * bs <= prompt_tokens; ++b) {
-      uint64_t h = 1469598103934665603ULL ^ key;
-      for (int i = b * bs; i < (b + 1) * bs; ++i) {
-        h = (h ^ static_cast<uint32_t>(prompt_ids[i])) * 1099511628211ULL;
-      }
-      h ^= h >> 30;
-      h *= 0xbf58476d1ce4e5b9ULL;
-      h ^= h >> 27;
-      h *= 0x94d049bb133111ebULL;
-      h ^= h >> 31;
-      key = h == 0 ? 1 : h;  // 0 means "no parent"
-      seq.block_keys.push_back(key);
-    }
-    seq.prompt_ids = std::move(prompt_ids);
-  }
-  sequences_.emplace(id, std::move(seq));
+  sequences_.emplace(id, seq);
+  kv_.AddSequence(id, prompt_tokens, std::move(prompt_ids));
   waiting_.push_back(id);
   ++num_waiting_fresh_;
   return absl::OkStatus();
@@ -101,7 +82,7 @@ void Scheduler::Remove(uint64_t id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;
   Sequence& seq = it->second;
-  FreeBlocks(seq);
+  kv_.RemoveSequence(id);
   if (seq.state == State::kWaiting || seq.state == State::kPreempted) {
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), id));
     if (seq.state == State::kWaiting) --num_waiting_fresh_;
@@ -126,7 +107,8 @@ void Scheduler::PlanDecodes(SchedulerStep& step) {
     Sequence& seq = it->second;                 // still running: victims are always newer
     if (seq.cached != seq.known - 1) continue;  // no token appended since its last step
     if (seq.known - seq.prompt_tokens >= seq.max_new_tokens) continue;  // done: awaits Remove
-    const bool needs_block = BlocksFor(seq.cached + 1) > static_cast<int>(seq.blocks.size());
+    const bool needs_block =
+        kv_.BlocksFor(seq.cached + 1) > static_cast<int>(kv_.BlockTable(id).size());
     bool preempted_self = false;
     while (needs_block && UnreservedFreeBlocks() == 0) {
       const uint64_t victim = running_.back();
@@ -140,7 +122,7 @@ void Scheduler::PlanDecodes(SchedulerStep& step) {
     if (preempted_self) continue;
     if (needs_block) {
       if (UnreservedFreeBlocks() == 0) continue;  // alone and no block: skip, never corrupt
-      seq.blocks.push_back(AllocateBlock());
+      kv_.AllocateSlots(id, seq.cached + 1);
     }
     ++seq.cached;
     step.decodes.push_back(id);
@@ -169,21 +151,13 @@ void Scheduler::PlanPrefills(SchedulerStep& step) {
     // less the cached prompt blocks it shares; reviving an evictable one
     // takes it out of the free count.
     const int64_t tokens = std::min(seq.known + 1, seq.prompt_tokens + seq.max_new_tokens);
-    const std::vector<int> shared = MatchPrefix(seq);
-    int revived = 0;
-    for (int block : shared) revived += allocator_.RefCount(block) == 1 ? 1 : 0;
-    if (UnreservedFreeBlocks() - revived <
-        BlocksFor(tokens) - static_cast<int>(shared.size())) {
+    const KvCacheManager::PrefixMatch shared = kv_.MatchPrefix(id);
+    if (UnreservedFreeBlocks() - shared.evictable <
+        kv_.BlocksFor(tokens) - static_cast<int>(shared.blocks.size())) {
       break;
     }
-    for (int block : shared) {
-      if (allocator_.RefCount(block) == 1) evictable_.erase({cache_.at(block).released, block});
-      allocator_.Retain(block);
-      seq.blocks.push_back(block);
-    }
-    seq.cached = static_cast<int>(shared.size()) * options_.block_size;
-    seq.published = static_cast<int>(shared.size());
-    if (seq.state == State::kWaiting && !seq.block_keys.empty()) {
+    seq.cached = kv_.SharePrefix(id, shared);
+    if (seq.state == State::kWaiting && kv_.KeyedPromptBlocks(id) > 0) {
       prefix_queries_ += seq.prompt_tokens;
       prefix_hits_ += seq.cached;
     }
@@ -198,10 +172,7 @@ void Scheduler::PlanPrefills(SchedulerStep& step) {
 int Scheduler::PlanChunk(uint64_t id, Sequence& seq, int budget, SchedulerStep& step) {
   const int length = std::min(budget, seq.known - seq.cached);
   const int end = seq.cached + length;
-  while (static_cast<int>(seq.blocks.size()) < BlocksFor(end)) {
-    // Reserved at admission, so there is always one.
-    seq.blocks.push_back(AllocateBlock());
-  }
+  kv_.AllocateSlots(id, end);  // reserved at admission, so there are enough
   ScheduledPrefill chunk;
   chunk.id = id;
   chunk.start = seq.cached;
@@ -212,85 +183,20 @@ int Scheduler::PlanChunk(uint64_t id, Sequence& seq, int budget, SchedulerStep& 
   // Published as soon as planned: in the step that computes them, every
   // token's K/V are written before any attention reads the pool, so a
   // sequence admitted in this same step may already share them.
-  PublishBlocks(seq);
+  kv_.Publish(id, seq.cached);
   if (chunk.last_chunk) seq.state = State::kDecoding;
   return length;
 }
 
 void Scheduler::Preempt(uint64_t id, SchedulerStep& step) {
   Sequence& seq = sequences_.at(id);
-  FreeBlocks(seq);
+  kv_.FreeBlocks(id);
   seq.cached = 0;
-  seq.published = 0;
   seq.state = State::kPreempted;
   running_.erase(std::find(running_.begin(), running_.end(), id));
   waiting_.push_front(id);
   step.preempted.push_back(id);
   ++num_preemptions_;
-}
-
-void Scheduler::FreeBlocks(Sequence& seq) {
-  for (int block : seq.blocks) {
-    allocator_.Free(block);
-    auto it = cache_.find(block);
-    if (it != cache_.end() && allocator_.RefCount(block) == 1) {  // only the cache holds it
-      it->second.released = ++tick_;
-      evictable_.insert({it->second.released, block});
-    }
-  }
-  seq.blocks.clear();
-}
-
-int Scheduler::AllocateBlock() {
-  if (allocator_.num_free() == 0 && !evictable_.empty()) {
-    const int victim = evictable_.begin()->second;
-    evictable_.erase(evictable_.begin());
-    cache_by_key_.erase(cache_.at(victim).key);
-    cache_.erase(victim);
-    allocator_.Free(victim);  // the cache's reference: back to the free list
-  }
-  std::optional<int> block = allocator_.Allocate();
-  assert(block.has_value() && "AllocateBlock without a free or evictable block");
-  return block.value_or(0);
-}
-
-std::vector<int> Scheduler::MatchPrefix(const Sequence& seq) const {
-  std::vector<int> shared;
-  if (seq.block_keys.empty() || !seq.blocks.empty()) return shared;
-  const int bs = options_.block_size;
-  const int most = std::min(static_cast<int>(seq.block_keys.size()), (seq.prompt_tokens - 1) / bs);
-  for (int b = 0; b < most; ++b) {
-    auto it = cache_by_key_.find(seq.block_keys[b]);
-    if (it == cache_by_key_.end()) break;
-    const CachedBlock& cached = cache_.at(it->second);
-    const uint64_t parent = b == 0 ? 0 : seq.block_keys[b - 1];
-    if (cached.parent_key != parent ||
-        !std::equal(cached.tokens.begin(), cached.tokens.end(), seq.prompt_ids.begin() + b * bs)) {
-      break;
-    }
-    shared.push_back(it->second);
-  }
-  return shared;
-}
-
-void Scheduler::PublishBlocks(Sequence& seq) {
-  const int bs = options_.block_size;
-  while (seq.published < static_cast<int>(seq.block_keys.size()) &&
-         (seq.published + 1) * bs <= seq.cached) {
-    const int b = seq.published++;
-    const int block = seq.blocks[b];
-    const uint64_t key = seq.block_keys[b];
-    // Another sequence may have published the same prompt block first (both
-    // computed it): this copy stays private.
-    if (cache_by_key_.count(key) != 0 || cache_.count(block) != 0) continue;
-    CachedBlock cached;
-    cached.key = key;
-    cached.parent_key = b == 0 ? 0 : seq.block_keys[b - 1];
-    cached.tokens.assign(seq.prompt_ids.begin() + b * bs, seq.prompt_ids.begin() + (b + 1) * bs);
-    cache_by_key_[key] = block;
-    cache_.emplace(block, std::move(cached));
-    allocator_.Retain(block);  // the cache's reference
-  }
 }
 
 void Scheduler::OnTokenAppended(uint64_t id) {
@@ -302,11 +208,7 @@ void Scheduler::OnTokenAppended(uint64_t id) {
   if (expects_token) ++seq.known;
 }
 
-const std::vector<int>& Scheduler::BlockTable(uint64_t id) const {
-  static const std::vector<int> kEmpty;
-  auto it = sequences_.find(id);
-  return it == sequences_.end() ? kEmpty : it->second.blocks;
-}
+const std::vector<int>& Scheduler::BlockTable(uint64_t id) const { return kv_.BlockTable(id); }
 
 std::optional<Scheduler::State> Scheduler::StateOf(uint64_t id) const {
   auto it = sequences_.find(id);
@@ -324,16 +226,12 @@ int Scheduler::CachedTokens(uint64_t id) const {
   return it == sequences_.end() ? 0 : it->second.cached;
 }
 
-int Scheduler::BlocksFor(int64_t tokens) const {
-  return static_cast<int>((tokens + options_.block_size - 1) / options_.block_size);
-}
-
 int Scheduler::UnreservedFreeBlocks() const {
   int reserved = 0;
   for (uint64_t id : running_) {
     const Sequence& seq = sequences_.at(id);
     if (seq.state == State::kPrefilling) {
-      reserved += BlocksFor(seq.known) - static_cast<int>(seq.blocks.size());
+      reserved += kv_.BlocksFor(seq.known) - static_cast<int>(kv_.BlockTable(id).size());
     }
   }
   return num_free_blocks() - reserved;

@@ -47,29 +47,22 @@
 // again: the engine is expected to Remove() it.
 //
 // Prefix caching (options.prefix_caching, and Add() given the prompt's ids):
-// every full block of a prompt, once planned, is published under a key that
-// chains the keys of the blocks before it with its own token ids. A sequence
-// being admitted shares the longest run of published blocks that match its
-// prompt from the start (token ids compared, not only keys), at most
-// (prompt_tokens - 1) / block_size of them so that at least one prompt token
-// is computed (its logits give the first output token) and nothing is ever
-// written into a shared block; its prefill starts after them. The cache holds
-// one reference to each published block: when no sequence uses it any more it
-// stays cached and counts as free ("evictable"), and is evicted, least
-// recently released first, only when a block is needed and none is free.
-// Preempted sequences match again when readmitted. Hits and queries are
-// counted in prompt tokens, for fresh admissions only.
+// admitted sequences share the published full prompt blocks that match their
+// prompt from the start, and publish their own; cached blocks that no sequence
+// uses count as free and are evicted least recently released first. The rules
+// are the KV cache manager's (engine/kv/kv_cache_manager.h, whose blocks this
+// policy uses). Hits and queries are counted in prompt tokens, for fresh
+// admissions only.
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <optional>
-#include <set>
 #include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "engine/kv/block_allocator.h"
+#include "engine/kv/kv_cache_manager.h"
 
 namespace streamgen {
 
@@ -150,39 +143,25 @@ class Scheduler {
   int num_waiting_fresh() const { return num_waiting_fresh_; }
   int num_running() const { return static_cast<int>(running_.size()); }
   // Free blocks include cached blocks no sequence uses (they can be evicted).
-  int num_free_blocks() const {
-    return allocator_.num_free() + static_cast<int>(evictable_.size());
-  }
-  int num_used_blocks() const { return num_blocks() - num_free_blocks(); }
-  int num_cached_blocks() const { return static_cast<int>(cache_.size()); }  // published
-  int64_t prefix_cache_queries() const { return prefix_queries_; }  // prompt tokens admitted
-  int64_t prefix_cache_hits() const { return prefix_hits_; }        // of them, found cached
-  int num_blocks() const { return allocator_.num_blocks(); }
+  int num_free_blocks() const { return kv_.num_free_blocks(); }
+  int num_used_blocks() const { return kv_.num_used_blocks(); }
+  int num_cached_blocks() const { return kv_.num_cached_blocks(); }  // published
+  int64_t prefix_cache_queries() const { return prefix_queries_; }   // prompt tokens admitted
+  int64_t prefix_cache_hits() const { return prefix_hits_; }         // of them, found cached
+  int num_blocks() const { return kv_.num_blocks(); }
   int64_t num_preemptions() const { return num_preemptions_; }
   const SchedulerOptions& options() const { return options_; }
 
  private:
+  // The blocks of a sequence (its table, its prompt's ids) are kv_'s.
   struct Sequence {
     int prompt_tokens = 0;
     int max_new_tokens = 0;
     int known = 0;
     int cached = 0;
     State state = State::kWaiting;
-    std::vector<int> blocks;  // block ids for positions [0, cached)
-    // Prefix caching only: the prompt, its full blocks' keys, and how many of
-    // its leading blocks are shared or published already.
-    std::vector<int> prompt_ids;
-    std::vector<uint64_t> block_keys;
-    int published = 0;
-  };
-  struct CachedBlock {
-    uint64_t key = 0;
-    uint64_t parent_key = 0;  // 0 for a prompt's first block
-    std::vector<int> tokens;  // block_size ids
-    uint64_t released = 0;    // tick when it became evictable
   };
 
-  int BlocksFor(int64_t tokens) const;
   // Free blocks minus those reserved by running prefills.
   int UnreservedFreeBlocks() const;
   void PlanDecodes(SchedulerStep& step);
@@ -191,28 +170,14 @@ class Scheduler {
   int PlanChunk(uint64_t id, Sequence& seq, int budget, SchedulerStep& step);
   // Frees the blocks of running `id` and puts it at the queue front.
   void Preempt(uint64_t id, SchedulerStep& step);
-  void FreeBlocks(Sequence& seq);
-  // A block from the free list, evicting the least recently released cached
-  // block when the list is empty. Callers have checked num_free_blocks().
-  int AllocateBlock();
-  // The published blocks that match seq's prompt from the start.
-  std::vector<int> MatchPrefix(const Sequence& seq) const;
-  // Publishes seq's prompt blocks that its cached positions now cover.
-  void PublishBlocks(Sequence& seq);
 
   SchedulerOptions options_;
-  BlockAllocator allocator_;
+  KvCacheManager kv_;  // blocks, block tables, prefix cache
   std::unordered_map<uint64_t, Sequence> sequences_;
   std::deque<uint64_t> waiting_;   // front is admitted next
   std::vector<uint64_t> running_;  // admission order: back is the newest
   int num_waiting_fresh_ = 0;
   int64_t num_preemptions_ = 0;
-  // Prefix cache: published blocks by key and by block id; the evictable ones
-  // (only the cache holds them) ordered by release tick.
-  std::unordered_map<uint64_t, int> cache_by_key_;
-  std::unordered_map<int, CachedBlock> cache_;
-  std::set<std::pair<uint64_t, int>> evictable_;
-  uint64_t tick_ = 0;
   int64_t prefix_queries_ = 0;
   int64_t prefix_hits_ = 0;
 };

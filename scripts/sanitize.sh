@@ -48,16 +48,16 @@ case $JOB in
     # nginx, containers, soak) exercise the same server code through other
     # clients and run in the main job only.
     TESTS=(safetensors_test model_config_test tokenizer_test stop_matcher_test sampler_test
-           model_test engine_test scheduler_test batching_test cpu_kernels_test cpu_linear_test
-           resume_test server_validation_test server_response_stream_test server_units_test
+           model_test engine_test scheduler_test kv_cache_manager_test batching_test
+           cpu_kernels_test cpu_linear_test resume_test server_validation_test server_response_stream_test server_units_test
            server_chat_template_test server_integration_test server_metrics_test openai_api_test
            fuzz_replay_safetensors_fuzz fuzz_replay_model_config_fuzz fuzz_replay_chat_template_fuzz
            fuzz_replay_detokenizer_fuzz fuzz_replay_validation_fuzz fuzz_replay_openai_request_fuzz
            fuzz_replay_openai_encoder_fuzz sentencepiece_shim_exports_test
            http_curl_test fault_test_asan)
     TARGETS=(safetensors_test model_config_test tokenizer_test stop_matcher_test sampler_test
-             model_test engine_test scheduler_test batching_test cpu_kernels_test cpu_linear_test
-             resume_test server_validation_test server_response_stream_test server_units_test
+             model_test engine_test scheduler_test kv_cache_manager_test batching_test
+             cpu_kernels_test cpu_linear_test resume_test server_validation_test server_response_stream_test server_units_test
              server_chat_template_test server_integration_test server_metrics_test openai_api_test
              safetensors_fuzz_replay model_config_fuzz_replay chat_template_fuzz_replay
              detokenizer_fuzz_replay validation_fuzz_replay openai_request_fuzz_replay

@@ -8,6 +8,7 @@
 // bfloat16 pools. Every test runs once per body this CPU has: the AVX-512
 // one (KernelIsa::kAuto, where the CPU has AVX-512) and the portable one.
 #include "engine/model/cpu_kernels.h"
+#include "tests/kernel_test_util.h"
 
 #include <algorithm>
 #include <cmath>
@@ -27,28 +28,6 @@ namespace {
 
 // ---- Which bodies run ----
 
-// Forces a kernel body for its lifetime, names it in every failure message
-// raised meanwhile, and puts back the automatic choice at the end (also when
-// an assertion returns early).
-class ScopedKernelIsa {
- public:
-  explicit ScopedKernelIsa(KernelIsa isa)
-      : set_((SetKernelIsa(isa), true)),
-        trace_(__FILE__, __LINE__, std::string("kernel body: ") + ActiveKernelIsa()) {}
-  ~ScopedKernelIsa() { SetKernelIsa(KernelIsa::kAuto); }
-  ScopedKernelIsa(const ScopedKernelIsa&) = delete;
-  ScopedKernelIsa& operator=(const ScopedKernelIsa&) = delete;
-
- private:
-  bool set_;
-  testing::ScopedTrace trace_;
-};
-
-bool CpuHasAvx512Body() {
-  SetKernelIsa(KernelIsa::kAuto);
-  return std::string(ActiveKernelIsa()) == "avx512";
-}
-
 std::string IsaName(KernelIsa isa) { return isa == KernelIsa::kAuto ? "auto" : "portable"; }
 
 // Every test is instantiated for both kAuto and kPortable; without AVX-512
@@ -57,61 +36,16 @@ bool RedundantBody(KernelIsa isa) { return isa == KernelIsa::kAuto && !CpuHasAvx
 constexpr const char* kRedundant =
     "no AVX-512 on this CPU: kAuto is the portable body, which the _portable instance tests";
 
-// ---- Error bounds ----
-//
-// No tolerance here is tuned on a machine. Each kernel's output is compared
-// with the exact result, computed in float64 from the same inputs (rounded to
-// the test's dtype before the kernel sees them, so exact in float64; the
-// reference's own error, ~1e-16 relative, is negligible next to the bounds),
-// and each element must lie within the worst case of the arithmetic the
-// kernel does (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd
-// ed., ch. 2-4), built from three facts:
-//  - one rounding to nearest in a format with unit roundoff u (float32
-//    2^-24, bfloat16 2^-8: 8 significant bits) changes v by at most u|v|;
-//    a chain of n products, quotients or roundings of positive sums is off by
-//    a factor within 1 +- gamma_n, gamma_n = n u / (1 - n u);
-//  - a sum of n terms accumulated in float32 in any order (vector lanes, FMA,
-//    tree reductions, libtorch's blocking) is off by at most
-//    gamma_{n-1} * sum |terms|, gamma_n when each term is a rounded product;
-//  - storing a value v^ that is within E of the exact v in a format with
-//    roundoff u_out adds at most u_out |v^| <= u_out (|v| + E).
-// Each kernel's accounting is next to its test. Whatever an ISA's code
-// rounds differently (FMA or not, summation order, vector exp) stays within
-// these bounds, so the tests pass or fail the same on AVX-512, AVX2 or
-// baseline x86-64.
-constexpr double kU32 = 0x1p-24;  // float32
-constexpr double kUBf16 = 0x1p-8;  // bfloat16
+// ---- Error bounds (tests/kernel_test_util.h: the method and the helpers) ----
+
 // The float32 exp() of the kernels (Cephes' polynomial, ~2e-7 ~ 3.4 u32
 // relative) and of libtorch (SLEEF's 1-ulp functions, or libm's): allowed
 // 8 u32 relative.
 constexpr double kExpError = 8 * kU32;
 
 double UnitRoundoff(torch::ScalarType t) { return t == torch::kBFloat16 ? kUBf16 : kU32; }
-double Gamma(double n, double u) { return n * u / (1 - n * u); }
 // Relative errors a and b in sequence: (1 + a)(1 + b) - 1.
 double Then(double a, double b) { return a + b + a * b; }
-
-// Asserts |got - want| <= bound element by element (float64 want and bound
-// of got's shape); a NaN anywhere fails. On failure says how many elements
-// are out and the worst one (largest error / bound).
-void ExpectWithinBound(const torch::Tensor& got, const torch::Tensor& want,
-                       const torch::Tensor& bound, const std::string& what) {
-  const torch::Tensor g = got.to(torch::kFloat64).reshape({-1});
-  const torch::Tensor w = want.reshape({-1}), b = bound.reshape({-1});
-  const torch::Tensor err = (g - w).abs();
-  const torch::Tensor over = (err <= b).logical_not();
-  const int64_t n_over = over.sum().item<int64_t>();
-  if (n_over == 0) return;
-  const torch::Tensor ratio =
-      torch::where(over, torch::where(b > 0, err / b, torch::full_like(err, INFINITY)),
-                   torch::zeros_like(err));
-  const int64_t i = torch::nan_to_num(ratio, INFINITY).argmax().item<int64_t>();
-  ADD_FAILURE() << what << ": " << n_over << " of " << g.numel()
-                << " elements beyond their bound; worst: element " << i << " got "
-                << g[i].item<double>() << ", want " << w[i].item<double>() << ", error "
-                << err[i].item<double>() << " > bound " << b[i].item<double>() << " (x"
-                << ratio[i].item<double>() << ")";
-}
 
 // ---- PagedDecodeAttention ----
 

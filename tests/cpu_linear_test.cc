@@ -19,32 +19,12 @@
 #include <torch/utils.h>
 
 #include "engine/model/cpu_kernels.h"
+#include "tests/kernel_test_util.h"
 
 namespace streamgen {
 namespace {
 
-// Forces a kernel body for its lifetime, names it in every failure message
-// raised meanwhile, and puts back the automatic choice at the end.
-class ScopedKernelIsa {
- public:
-  explicit ScopedKernelIsa(KernelIsa isa)
-      : set_((SetKernelIsa(isa), true)),
-        trace_(__FILE__, __LINE__, std::string("kernel body: ") + ActiveKernelIsa()) {}
-  ~ScopedKernelIsa() { SetKernelIsa(KernelIsa::kAuto); }
-  ScopedKernelIsa(const ScopedKernelIsa&) = delete;
-  ScopedKernelIsa& operator=(const ScopedKernelIsa&) = delete;
-
- private:
-  bool set_;
-  testing::ScopedTrace trace_;
-};
-
-bool CpuHasAvx512Body() {
-  SetKernelIsa(KernelIsa::kAuto);
-  return std::string(ActiveKernelIsa()) == "avx512";
-}
-
-// ---- Error bounds ----
+// ---- Error bounds (the helpers: tests/kernel_test_util.h) ----
 //
 // No tolerance here is tuned on a machine: each output must lie within the
 // worst case of the arithmetic (Higham, "Accuracy and Stability of Numerical
@@ -61,31 +41,6 @@ bool CpuHasAvx512Body() {
 //    adds at most u_out (|y| + E).
 // So the bound is ISA-independent: any body, FMA or not, in any summation
 // order, passes or fails alike.
-constexpr double kU32 = 0x1p-24;  // float32
-constexpr double kUBf16 = 0x1p-8;  // bfloat16
-double Gamma(double n, double u) { return n * u / (1 - n * u); }
-
-// Asserts |got - want| <= bound element by element (float64 want and bound
-// of got's shape); a NaN anywhere fails. On failure: how many elements are
-// out, and the worst one (largest error / bound).
-void ExpectWithinBound(const torch::Tensor& got, const torch::Tensor& want,
-                       const torch::Tensor& bound, const std::string& what) {
-  const torch::Tensor g = got.to(torch::kFloat64).reshape({-1});
-  const torch::Tensor w = want.reshape({-1}), b = bound.reshape({-1});
-  const torch::Tensor err = (g - w).abs();
-  const torch::Tensor over = (err <= b).logical_not();
-  const int64_t n_over = over.sum().item<int64_t>();
-  if (n_over == 0) return;
-  const torch::Tensor ratio =
-      torch::where(over, torch::where(b > 0, err / b, torch::full_like(err, INFINITY)),
-                   torch::zeros_like(err));
-  const int64_t i = torch::nan_to_num(ratio, INFINITY).argmax().item<int64_t>();
-  ADD_FAILURE() << what << ": " << n_over << " of " << g.numel()
-                << " elements beyond their bound; worst: element " << i << " got "
-                << g[i].item<double>() << ", want " << w[i].item<double>() << ", error "
-                << err[i].item<double>() << " > bound " << b[i].item<double>() << " (x"
-                << ratio[i].item<double>() << ")";
-}
 
 enum class WeightKind { kF32, kBF16, kInt8F32, kInt8BF16 };
 

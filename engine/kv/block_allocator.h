@@ -1,5 +1,5 @@
 // A pool of KV-cache block ids, created once at start-up. Torch-free: the
-// engine owns the tensors; this only says which block ids are in use.
+// tensors are kv_pool.h's; this only says which block ids are in use.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +19,8 @@ namespace streamgen {
 // A refused Free() is written to stderr and counted (num_rejected_frees());
 // debug builds (no NDEBUG) also assert, since it is a caller's bug.
 //
-// Not thread-safe: owned by the engine's loop thread (through the Scheduler).
+// Not thread-safe: owned by the engine's loop thread (through the Scheduler's
+// KvCacheManager, kv_cache_manager.h).
 class BlockAllocator {
  public:
   // num_blocks < 0 is taken as 0.

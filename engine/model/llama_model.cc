@@ -156,27 +156,15 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
 }
 
 KvPool LlamaModel::NewKvPool(int64_t num_blocks, int64_t block_size) const {
-  KvPool pool;
-  pool.block_size = block_size;
-  pool.num_blocks = num_blocks;
-  auto opts = torch::TensorOptions().dtype(options_.dtype).device(options_.device);
   // The static decode path's padding rows write to one spare slot past the
   // last block.
-  const bool spare = StaticDecodeEnabled();
-  const int64_t slots = num_blocks * block_size + (spare ? 1 : 0);
-  if (spare) pool.scratch_slot = num_blocks * block_size;
-  for (int i = 0; i < config_.num_hidden_layers; ++i) {
-    pool.k.push_back(
-        ZerosHugePages({slots, config_.num_key_value_heads, config_.head_dim}, opts));
-    pool.v.push_back(
-        ZerosHugePages({slots, config_.num_key_value_heads, config_.head_dim}, opts));
-  }
-  return pool;
+  return streamgen::NewKvPool(config_, num_blocks, block_size,
+                              torch::TensorOptions().dtype(options_.dtype).device(options_.device),
+                              /*scratch_slot=*/StaticDecodeEnabled());
 }
 
 int64_t LlamaModel::KvBlockBytes(int64_t block_size) const {
-  return 2LL * config_.num_hidden_layers * block_size * config_.num_key_value_heads *
-         config_.head_dim * static_cast<int64_t>(c10::elementSize(options_.dtype));
+  return streamgen::KvBlockBytes(config_, block_size, options_.dtype);
 }
 
 KvCache LlamaModel::NewCache(int64_t capacity) const {

@@ -13,6 +13,7 @@
 #include <torch/utils.h>
 
 #include "absl/status/statusor.h"
+#include "engine/kv/kv_pool.h"
 #include "engine/model/cpu_kernels.h"
 #include "engine/model/model_config.h"
 
@@ -47,38 +48,12 @@ inline constexpr int64_t kMaxGraphRows = 256;
 const char* QuantizationName(Quantization q);
 absl::StatusOr<Quantization> ParseQuantization(const std::string& name);
 
-// The KV cache: a pool of fixed-size blocks shared by all sequences, allocated
-// once. A sequence's block table maps position p to block table[p / block_size],
-// slot p % block_size.
-// Slot-major: a position's keys for all heads are one contiguous row, so a
-// block is one contiguous run of block_size * kv_heads * head_dim values (the
-// paged decode kernel streams whole blocks).
-struct KvPool {
-  std::vector<torch::Tensor> k;  // per layer: [num_blocks * block_size, kv_heads, head_dim]
-  std::vector<torch::Tensor> v;  // per layer: [num_blocks * block_size, kv_heads, head_dim]
-  int64_t block_size = 0;
-  int64_t num_blocks = 0;
-  // A spare slot past the last block, in pools made by NewKvPool for the
-  // static decode path: the padding rows of a batch-size bucket write their
-  // keys and values there. -1: none (the static path is not used).
-  int64_t scratch_slot = -1;
-};
-
 // One sequence's part of a Step: `tokens` at positions [start, start + n).
 // Keys/values of positions [0, start) are already in the pool.
 struct SeqChunk {
   std::vector<int> tokens;        // n >= 1 tokens (n == 1: a decode step)
   int64_t start = 0;              // position of tokens[0]
   const std::vector<int>* block_table = nullptr;  // covers positions [0, start + n)
-};
-
-// A private cache for one sequence (a pool with an identity block table), for
-// tests, the CLI and benchmarks that do not schedule.
-struct KvCache {
-  KvPool pool;
-  std::vector<int> table;  // 0, 1, 2, ...
-  int64_t length = 0;      // positions filled
-  int64_t capacity = 0;
 };
 
 class LlamaModel {
@@ -92,9 +67,11 @@ class LlamaModel {
   const ModelConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
 
-  // A pool of `num_blocks` blocks of `block_size` positions on the model's device.
+  // A pool (engine/kv/kv_pool.h) of `num_blocks` blocks of `block_size`
+  // positions in the model's dtype on its device, with the static decode
+  // path's spare slot when that path is on.
   KvPool NewKvPool(int64_t num_blocks, int64_t block_size) const;
-  // Bytes one KV block takes over all layers (keys and values).
+  // Bytes one KV block takes over all layers (keys and values) in the model's dtype.
   int64_t KvBlockBytes(int64_t block_size) const;
 
   // One forward pass over every chunk (prefill chunks and decodes together):

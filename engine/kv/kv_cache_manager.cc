@@ -1,0 +1,158 @@
+#include "engine/kv/kv_cache_manager.h"
+
+#include <algorithm>
+#include <cassert>
+#include <optional>
+
+namespace streamgen {
+
+KvCacheManager::KvCacheManager(int num_blocks, int block_size, bool prefix_caching)
+    : block_size_(std::max(block_size, 1)),
+      prefix_caching_(prefix_caching),
+      allocator_(std::max(num_blocks, 1)) {}
+
+void KvCacheManager::AddSequence(uint64_t id, int prompt_tokens, std::vector<int> prompt_ids) {
+  assert(sequences_.count(id) == 0 && "KvCacheManager::AddSequence: id already added");
+  SequenceBlocks seq;
+  if (prefix_caching_ && static_cast<int>(prompt_ids.size()) == prompt_tokens) {
+    // Key of full block i: FNV-1a over (key of block i - 1, its ids), then a
+    // splitmix64 finaliser. Matches also compare the ids, so a collision
+    // can only make a block not match.
+    const int bs = block_size_;
+    uint64_t key = 0;
+    for (int b = 0; (b + 1) * bs <= prompt_tokens; ++b) {
+      uint64_t h = 1469598103934665603ULL ^ key;
+      for (int i = b * bs; i < (b + 1) * bs; ++i) {
+        h = (h ^ static_cast<uint32_t>(prompt_ids[i])) * 1099511628211ULL;
+      }
+      h ^= h >> 30;
+      h *= 0xbf58476d1ce4e5b9ULL;
+      h ^= h >> 27;
+      h *= 0x94d049bb133111ebULL;
+      h ^= h >> 31;
+      key = h == 0 ? 1 : h;  // 0 means "no parent"
+      seq.block_keys.push_back(key);
+    }
+    seq.prompt_ids = std::move(prompt_ids);
+  }
+  sequences_.emplace(id, std::move(seq));
+}
+
+void KvCacheManager::RemoveSequence(uint64_t id) {
+  if (sequences_.count(id) == 0) return;
+  FreeBlocks(id);
+  sequences_.erase(id);
+}
+
+void KvCacheManager::FreeBlocks(uint64_t id) {
+  auto seq = sequences_.find(id);
+  if (seq == sequences_.end()) return;
+  for (int block : seq->second.blocks) {
+    allocator_.Free(block);
+    auto it = cache_.find(block);
+    if (it != cache_.end() && allocator_.RefCount(block) == 1) {  // only the cache holds it
+      it->second.released = ++tick_;
+      evictable_.insert({it->second.released, block});
+    }
+  }
+  seq->second.blocks.clear();
+  seq->second.published = 0;
+}
+
+void KvCacheManager::AllocateSlots(uint64_t id, int64_t tokens) {
+  auto seq = sequences_.find(id);
+  if (seq == sequences_.end()) return;
+  std::vector<int>& blocks = seq->second.blocks;
+  while (static_cast<int>(blocks.size()) < BlocksFor(tokens)) blocks.push_back(AllocateBlock());
+}
+
+int KvCacheManager::AllocateBlock() {
+  if (allocator_.num_free() == 0 && !evictable_.empty()) {
+    const int victim = evictable_.begin()->second;
+    evictable_.erase(evictable_.begin());
+    cache_by_key_.erase(cache_.at(victim).key);
+    cache_.erase(victim);
+    allocator_.Free(victim);  // the cache's reference: back to the free list
+  }
+  std::optional<int> block = allocator_.Allocate();
+  assert(block.has_value() && "AllocateBlock without a free or evictable block");
+  return block.value_or(0);
+}
+
+KvCacheManager::PrefixMatch KvCacheManager::MatchPrefix(uint64_t id) const {
+  PrefixMatch match;
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return match;
+  const SequenceBlocks& seq = it->second;
+  if (seq.block_keys.empty() || !seq.blocks.empty()) return match;
+  const int bs = block_size_;
+  const int prompt_tokens = static_cast<int>(seq.prompt_ids.size());
+  const int most = std::min(static_cast<int>(seq.block_keys.size()), (prompt_tokens - 1) / bs);
+  for (int b = 0; b < most; ++b) {
+    auto found = cache_by_key_.find(seq.block_keys[b]);
+    if (found == cache_by_key_.end()) break;
+    const CachedBlock& cached = cache_.at(found->second);
+    const uint64_t parent = b == 0 ? 0 : seq.block_keys[b - 1];
+    if (cached.parent_key != parent ||
+        !std::equal(cached.tokens.begin(), cached.tokens.end(), seq.prompt_ids.begin() + b * bs)) {
+      break;
+    }
+    match.blocks.push_back(found->second);
+    match.evictable += allocator_.RefCount(found->second) == 1 ? 1 : 0;
+  }
+  return match;
+}
+
+int KvCacheManager::SharePrefix(uint64_t id, const PrefixMatch& match) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return 0;
+  SequenceBlocks& seq = it->second;
+  for (int block : match.blocks) {
+    // Reviving an evictable block takes it out of the free count.
+    if (allocator_.RefCount(block) == 1) evictable_.erase({cache_.at(block).released, block});
+    allocator_.Retain(block);
+    seq.blocks.push_back(block);
+  }
+  seq.published = static_cast<int>(match.blocks.size());
+  return seq.published * block_size_;
+}
+
+void KvCacheManager::Publish(uint64_t id, int cached_tokens) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return;
+  SequenceBlocks& seq = it->second;
+  const int bs = block_size_;
+  while (seq.published < static_cast<int>(seq.block_keys.size()) &&
+         (seq.published + 1) * bs <= cached_tokens) {
+    const int b = seq.published++;
+    const int block = seq.blocks[b];
+    const uint64_t key = seq.block_keys[b];
+    // Another sequence may have published the same prompt block first (both
+    // computed it): this copy stays private.
+    if (cache_by_key_.count(key) != 0 || cache_.count(block) != 0) continue;
+    CachedBlock cached;
+    cached.key = key;
+    cached.parent_key = b == 0 ? 0 : seq.block_keys[b - 1];
+    cached.tokens.assign(seq.prompt_ids.begin() + b * bs, seq.prompt_ids.begin() + (b + 1) * bs);
+    cache_by_key_[key] = block;
+    cache_.emplace(block, std::move(cached));
+    allocator_.Retain(block);  // the cache's reference
+  }
+}
+
+int KvCacheManager::KeyedPromptBlocks(uint64_t id) const {
+  auto it = sequences_.find(id);
+  return it == sequences_.end() ? 0 : static_cast<int>(it->second.block_keys.size());
+}
+
+const std::vector<int>& KvCacheManager::BlockTable(uint64_t id) const {
+  static const std::vector<int> kEmpty;
+  auto it = sequences_.find(id);
+  return it == sequences_.end() ? kEmpty : it->second.blocks;
+}
+
+int KvCacheManager::BlocksFor(int64_t tokens) const {
+  return static_cast<int>((tokens + block_size_ - 1) / block_size_);
+}
+
+}  // namespace streamgen

@@ -1,0 +1,128 @@
+// The KV cache's blocks: which blocks each sequence holds (its block table),
+// which are free, and the prefix cache over them. Torch-free; the tensors are
+// in kv_pool.h, and the policy of what to admit, decode and preempt is the
+// Scheduler's (engine/scheduler.h), which calls this for blocks.
+//
+// A sequence's block table maps position p to block BlockTable(id)[p /
+// block_size], slot p % block_size. Blocks are handed out by a BlockAllocator
+// (block_allocator.h) with reference counts: one per sequence that holds a
+// block, plus one while the prefix cache holds it.
+//
+// Prefix caching (prefix_caching, and AddSequence given the prompt's ids):
+// every full block of a prompt, once planned, is published under a key that
+// chains the keys of the blocks before it with its own token ids. A sequence
+// being admitted shares the longest run of published blocks that match its
+// prompt from the start (token ids compared, not only keys), at most
+// (prompt_tokens - 1) / block_size of them so that at least one prompt token
+// is computed (its logits give the first output token) and nothing is ever
+// written into a shared block; its prefill starts after them. The cache holds
+// one reference to each published block: when no sequence uses it any more it
+// stays cached and counts as free ("evictable"), and is evicted, least
+// recently released first, only when a block is needed and none is free.
+// Preempted sequences match again when readmitted.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "engine/kv/block_allocator.h"
+
+namespace streamgen {
+
+// Not thread-safe: owned by the engine's loop thread (through the Scheduler).
+class KvCacheManager {
+ public:
+  // The published blocks that match a sequence's prompt from its start.
+  struct PrefixMatch {
+    std::vector<int> blocks;  // block ids, in prompt order
+    int evictable = 0;        // of them, held by the cache alone: sharing them
+                              // takes them out of num_free_blocks()
+  };
+
+  // num_blocks and block_size below 1 are raised to 1.
+  KvCacheManager(int num_blocks, int block_size, bool prefix_caching);
+
+  // Starts an empty block table for `id` (not already added). With prefix
+  // caching on and exactly `prompt_tokens` ids in `prompt_ids`, the sequence
+  // will share and publish prompt blocks; otherwise it does neither.
+  void AddSequence(uint64_t id, int prompt_tokens, std::vector<int> prompt_ids);
+  // Frees the blocks of `id` and forgets it. Unknown id: no-op.
+  void RemoveSequence(uint64_t id);
+  // Frees the blocks of `id` (its table becomes empty; preemption) but keeps
+  // its prompt, so that it matches again. Cached blocks that no sequence holds
+  // any more become evictable, in the order of the table.
+  void FreeBlocks(uint64_t id);
+
+  // Grows the table of `id` to cover positions [0, tokens), taking a free
+  // block, or evicting the least recently released cached block when none is
+  // free. The caller has checked num_free_blocks() (debug builds assert).
+  void AllocateSlots(uint64_t id, int64_t tokens);
+
+  // The published blocks that match the prompt of `id` from its start (at
+  // most (prompt_tokens - 1) / block_size of them). Empty when `id` has no
+  // prompt ids or already holds blocks.
+  PrefixMatch MatchPrefix(uint64_t id) const;
+  // Starts the (empty) table of `id` with `match`'s blocks, one reference
+  // each; they count as published. Returns the positions they cover.
+  int SharePrefix(uint64_t id, const PrefixMatch& match);
+  // Publishes the prompt blocks of `id` that positions [0, cached_tokens) now
+  // fill and that are not published yet. A block whose key another sequence
+  // published first stays private.
+  void Publish(uint64_t id, int cached_tokens);
+
+  // Full prompt blocks of `id` that prefix caching keys; 0: it neither
+  // shares nor publishes (caching off, no prompt ids, or a prompt shorter
+  // than a block).
+  int KeyedPromptBlocks(uint64_t id) const;
+  // Block ids for the positions of `id`, in order; empty for an unknown id.
+  // Valid until the next call that changes the table of `id`.
+  const std::vector<int>& BlockTable(uint64_t id) const;
+  // Blocks that `tokens` positions take: ceil(tokens / block_size).
+  int BlocksFor(int64_t tokens) const;
+
+  // Free blocks include cached blocks no sequence uses (they can be evicted).
+  int num_free_blocks() const {
+    return allocator_.num_free() + static_cast<int>(evictable_.size());
+  }
+  int num_used_blocks() const { return num_blocks() - num_free_blocks(); }
+  int num_cached_blocks() const { return static_cast<int>(cache_.size()); }  // published
+  int num_blocks() const { return allocator_.num_blocks(); }
+  int block_size() const { return block_size_; }
+  bool prefix_caching() const { return prefix_caching_; }
+
+ private:
+  struct SequenceBlocks {
+    std::vector<int> blocks;  // the block table
+    // Prefix caching only: the prompt, its full blocks' keys, and how many of
+    // its leading blocks are shared or published already.
+    std::vector<int> prompt_ids;
+    std::vector<uint64_t> block_keys;
+    int published = 0;
+  };
+  struct CachedBlock {
+    uint64_t key = 0;
+    uint64_t parent_key = 0;  // 0 for a prompt's first block
+    std::vector<int> tokens;  // block_size ids
+    uint64_t released = 0;    // tick when it became evictable
+  };
+
+  // A free block, evicting the least recently released cached block when the
+  // free list is empty.
+  int AllocateBlock();
+
+  int block_size_;
+  bool prefix_caching_;
+  BlockAllocator allocator_;
+  std::unordered_map<uint64_t, SequenceBlocks> sequences_;
+  // Prefix cache: published blocks by key and by block id; the evictable ones
+  // (only the cache holds them) ordered by release tick.
+  std::unordered_map<uint64_t, int> cache_by_key_;
+  std::unordered_map<int, CachedBlock> cache_;
+  std::set<std::pair<uint64_t, int>> evictable_;
+  uint64_t tick_ = 0;
+};
+
+}  // namespace streamgen
