@@ -628,9 +628,9 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   if (info.device == "cpu" && info.dtype == "bfloat16" && !CpuHasNativeBfloat16()) {
     spdlog::warn(
         "dtype bfloat16 on a CPU without native bfloat16 dot products (no AVX512-BF16: AVX2 "
-        "or plain AVX-512): libtorch's bfloat16 matrix products fall back to slow code there "
-        "(a prefill can take 100x longer); use --dtype float32 on this CPU (docs/serving.md, "
-        "Choosing a dtype)");
+        "or plain AVX-512): libtorch's bfloat16 matrix products fall back to slow code there, "
+        "many times slower than float32; use --dtype float32 on this CPU (docs/serving.md, "
+        "Dtypes and quantization)");
   }
   info.bos_token_id = c.bos_token_id;
   info.eos_token_ids = c.eos_token_ids;
