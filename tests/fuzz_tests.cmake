@@ -32,7 +32,7 @@ function(streamgen_fuzz_target name)
   endif()
   target_include_directories(${exe} PRIVATE ${CMAKE_SOURCE_DIR})
   target_compile_definitions(${exe} PRIVATE
-    STREAMGEN_FUZZ_TOKENIZER_DEFAULT="${CMAKE_SOURCE_DIR}/models/demo-brown/tokenizer.model")
+    STREAMGEN_FUZZ_TOKENIZER_DEFAULT="models/demo-brown/tokenizer.model")  # from the project root
   target_link_libraries(${exe} PRIVATE ${ARGN})
 endfunction()
 
