@@ -9,14 +9,13 @@
 #   fuzz   scripts/fuzz.sh: each libFuzzer target for FUZZ_SECONDS (default 30),
 #          two at a time (their corpora are also replayed in main: fuzz_replay_*)
 #   tsan   scripts/sanitize.sh tsan: scheduler, engine threading, server
-#   asan   scripts/sanitize.sh asan: the unit and integration tests under ASan+UBSan
+#   asan   scripts/sanitize.sh asan: engine, parsers and server under ASan+UBSan
 #
 # Every job runs even when an earlier one failed; the script fails if any did.
 # JOBS_TO_RUN picks some of them (default "main cuda fuzz tsan asan"), e.g.
-#   JOBS_TO_RUN=main scripts/test.sh            # the everyday run (~10 min)
+#   JOBS_TO_RUN=main scripts/test.sh            # the everyday run
 #   JOBS_TO_RUN=main scripts/test.sh -R Sampler # extra arguments go to main's ctest
-# Measured on the 2-core CI machine from a clean clone: see the README
-# (Reliability > What CI runs).
+# The summary at the end gives each job's time (docs/contributing.md, What CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS_TO_RUN=${JOBS_TO_RUN:-main cuda fuzz tsan asan}
