@@ -17,7 +17,7 @@
 # (gcc's libubsan ignores log_path) reports on stderr.
 # Environment: BUILD_DIR, JOBS (build, default nproc), TEST_JOBS (ctest -j,
 # default 2). Suppressions: tests/sanitizers/*.supp, each entry with its
-# reason; see the README's Reliability section (Sanitizers).
+# reason; see docs/contributing.md (Sanitizers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ccache-env.sh

@@ -4,7 +4,7 @@
 # Debian's archive) as two static, position-independent archives with the
 # caller's compiler flags, for builds whose shim must carry sentencepiece and
 # its bundled protobuf-lite inside itself (-DSTREAMGEN_SENTENCEPIECE_STATIC; see
-# engine/CMakeLists.txt and the README's Reliability section). Debian's patch
+# engine/text/CMakeLists.txt and docs/contributing.md, Sanitizers). Debian's patch
 # series is applied except disable-static-library.patch (it removes the static
 # targets); the headers then equal /usr/include's.
 #

@@ -8,7 +8,7 @@
 #   http_playground_test    the playground page in Debian's chromium (playwright-core)
 #   http_lifecycle_test     HTTPS / mTLS, disconnect while queued, a stalled reader,
 #                           the drain timeout's final event, the log line
-#   http_readme_test        the README's "HTTP and the playground" examples as written
+#   http_readme_test        docs/http-api.md's examples (its Examples section) as written
 # The Node tests need tests/http/node_modules: http_npm_ci installs the pinned
 # packages (package-lock.json) first. The tools come from scripts/install-deps.sh;
 # a missing one fails its test (these tests never skip).
@@ -32,6 +32,6 @@ if(TARGET streamgen_server)
       WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
     set_tests_properties(http_${name}_test PROPERTIES TIMEOUT 600)
   endforeach()
-  # The README's js example imports the pinned openai package.
+  # The docs' js example imports the pinned openai package.
   set_tests_properties(http_readme_test PROPERTIES FIXTURES_REQUIRED http_node)
 endif()
