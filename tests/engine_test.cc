@@ -567,6 +567,9 @@ TEST(GenerateCliTest, ErrorsGoToStderrWithNonZeroExit) {
   out = RunCommand(bin + " --prompt hi --seed abc 2>&1", &status);
   EXPECT_NE(status, 0);
   EXPECT_THAT(out, HasSubstr("--seed: 'abc'"));
+  out = RunCommand(bin + " --prompt hi --stop-token-ids 2,x 2>&1", &status);
+  EXPECT_NE(status, 0);
+  EXPECT_THAT(out, HasSubstr("--stop-token-ids: 'x' is not an integer"));
   out = RunCommand(bin + " 2>&1", &status);
   EXPECT_NE(status, 0);
   EXPECT_THAT(out, HasSubstr("--prompt"));

@@ -529,6 +529,8 @@ TEST(ServerFlagsTest, BadSchedulerFlagsAreRefusedByName) {
                                           "--gpu-memory-fraction must be in (0, 1]"},
                                          {"--gpu-memory-fraction=-0.1",
                                           "--gpu-memory-fraction must be in (0, 1]"},
+                                         {"--generation-config=model",
+                                          "--generation-config must be auto or none, got 'model'"},
                                          {"--gpu-memory-fraction=0.9",
                                           "gpu_memory_fraction applies to a CUDA device, not "
                                           "cpu"}}) {
