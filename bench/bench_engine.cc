@@ -29,6 +29,7 @@
 #include "engine/model/device.h"
 #include "engine/engine.h"
 #include "engine/model/llama_model.h"
+#include "engine/model/llama_model_testing.h"
 #include "engine/model/model_config.h"
 #include "tools/bench_prompt.h"
 #include "common/cli_flags.h"
@@ -243,11 +244,11 @@ int main(int argc, char** argv) {
   double step_s = 0;
   {
     c10::InferenceMode guard;
-    streamgen::KvCache cache = (*model)->NewCache(16 + new_tokens);
-    sync((*model)->Forward(std::vector<int>(10, 100), &cache));
+    streamgen::KvCache cache = streamgen::NewCache(**model, 16 + new_tokens);
+    sync(streamgen::Forward(**model, std::vector<int>(10, 100), &cache));
     auto t0 = Clock::now();
     torch::Tensor out;
-    for (int i = 0; i < new_tokens; ++i) out = (*model)->Forward({100 + i}, &cache);
+    for (int i = 0; i < new_tokens; ++i) out = streamgen::Forward(**model, {100 + i}, &cache);
     sync(out);
     step_s = Seconds(t0, Clock::now()) / new_tokens;
   }
@@ -286,7 +287,7 @@ int main(int argc, char** argv) {
       for (int i = 0; i < 4; ++i) step(141 + new_tokens / 4 + i);
     }
   }
-  const int64_t decode_bytes = (*model)->DecodeWeightBytes();
+  const int64_t decode_bytes = streamgen::DecodeWeightBytes(**model);
   model->reset();
 
   // 3. The read-bandwidth probe over as many bytes as the decode step reads.

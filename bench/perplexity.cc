@@ -28,6 +28,7 @@
 #include "common/cli_flags.h"
 #include "engine/model/device.h"
 #include "engine/model/llama_model.h"
+#include "engine/model/llama_model_testing.h"
 #include "engine/model/model_config.h"
 #include "engine/text/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -147,8 +148,9 @@ int Run() {
     for (int64_t start : starts) {
       std::vector<int> inputs(stream.begin() + start, stream.begin() + start + seq);
       std::vector<int64_t> targets(stream.begin() + start + 1, stream.begin() + start + seq + 1);
-      streamgen::KvCache cache = (*model)->NewCache(seq);
-      torch::Tensor logits = (*model)->Forward(inputs, &cache, /*all_logits=*/true);  // [seq, vocab]
+      streamgen::KvCache cache = streamgen::NewCache(**model, seq);
+      // [seq, vocab]
+      torch::Tensor logits = streamgen::Forward(**model, inputs, &cache, /*all_logits=*/true);
       torch::Tensor logp = torch::log_softmax(logits.to(torch::kFloat64), -1);
       torch::Tensor picked =
           logp.gather(1, torch::tensor(targets, torch::kInt64).unsqueeze(1)).squeeze(1);

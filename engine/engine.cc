@@ -5,7 +5,7 @@
 
 #include "engine/generation_defaults.h"
 #include "engine/request_validation.h"
-#include "engine/model/cuda/cuda_ops.h"
+#include "engine/model_builder.h"
 
 #include <algorithm>
 #include <chrono>
@@ -24,7 +24,6 @@
 #include "engine/kv/kv_pool.h"
 #include "engine/text/detokenizer.h"
 #include "engine/model/device.h"
-#include "engine/model/fingerprint.h"
 #include "engine/model/llama_model.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
@@ -576,113 +575,19 @@ void Engine::Impl::Loop() {
 
 // ---- Engine: the public face ----
 
-bool CpuHasNativeBfloat16() {
-#if defined(__x86_64__) || defined(__i386__)
-  return __builtin_cpu_supports("avx512bf16");
-#else
-  return false;
-#endif
-}
-
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() { Shutdown(); }
 
-// Runs on the loop thread: loads the model and tokenizer, sizes and allocates
-// the KV pool.
+// Runs on the loop thread: loads the model and tokenizer and sizes the KV
+// pool (model_builder.h), then allocates the pool.
 static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptions& options,
-                                                               torch::Device device,
-                                                               torch::ScalarType dtype,
-                                                               Quantization quantization) {
-  ConfigureThreads(options.threads);
-  if (options.gpu_memory_fraction != 0 &&
-      !(options.gpu_memory_fraction > 0 && options.gpu_memory_fraction <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "gpu_memory_fraction must be in (0, 1], got ", options.gpu_memory_fraction));
-  }
-  if (options.gpu_memory_fraction > 0 && !device.is_cuda()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "gpu_memory_fraction applies to a CUDA device, not ", device.str(),
-        ": size the KV cache with kv_cache_bytes (--kv-cache-memory) or kv_cache_blocks"));
-  }
-  ModelOptions model_options{device, dtype, quantization};
-  model_options.cuda_graphs = options.cuda_graphs;
-  SG_ASSIGN_OR_RETURN(auto model, LlamaModel::Load(options.model_dir, model_options));
-  SG_ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Load(options.model_dir + "/tokenizer.model"));
-  const ModelConfig& c = model->config();
-  if (tokenizer->piece_count() > c.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        options.model_dir, "/tokenizer.model: the tokenizer has ", tokenizer->piece_count(),
-        " pieces but the embedding (config.json vocab_size) has only ", c.vocab_size, " rows"));
-  }
-  ModelInfo info;
-  std::string dir = options.model_dir;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  info.name = dir.substr(dir.find_last_of('/') + 1);
-  info.architecture = c.architecture;
-  info.vocab_size = c.vocab_size;
-  info.tokenizer_vocab_size = tokenizer->piece_count();
-  info.context_length = c.max_position_embeddings;
-  info.dtype = DtypeName(dtype);
-  info.quantization = QuantizationName(quantization);
-  info.device = device.str();
-  if (info.device == "cpu" && info.dtype == "bfloat16" && !CpuHasNativeBfloat16()) {
-    spdlog::warn(
-        "dtype bfloat16 on a CPU without native bfloat16 dot products (no AVX512-BF16: AVX2 "
-        "or plain AVX-512): libtorch's bfloat16 matrix products fall back to slow code there, "
-        "many times slower than float32; use --dtype float32 on this CPU (docs/serving.md, "
-        "Dtypes and quantization)");
-  }
-  info.bos_token_id = c.bos_token_id;
-  info.eos_token_ids = c.eos_token_ids;
-  info.max_queue = options.max_queue;
-  info.max_batch = options.max_batch;
-  if (options.use_generation_config) info.generation_defaults = c.generation;
-  info.default_max_new_tokens =
-      info.generation_defaults.max_new_tokens.value_or(options.default_max_new_tokens);
-  info.max_new_tokens_limit = options.max_new_tokens_limit;
-  info.max_stop_strings = options.max_stop_strings;
-  info.max_stop_string_bytes = options.max_stop_string_bytes;
-  info.chat_template = c.chat_template;
-  // Quantized weights give other tokens: their fingerprint differs (the
-  // unquantized one is unchanged from before quantization existed).
-  SG_ASSIGN_OR_RETURN(info.fingerprint,
-                      ModelFingerprint(options.model_dir,
-                                       quantization == Quantization::kNone
-                                           ? std::string(DtypeName(dtype))
-                                           : absl::StrCat(DtypeName(dtype), "+", info.quantization)));
-
-  // The KV pool: kv_cache_blocks, or enough for max_batch full contexts within
-  // kv_cache_bytes (engine/kv/kv_pool.h, KvPoolBlocks), allocated once here.
-  SchedulerOptions scheduling;
-  scheduling.max_batch = options.max_batch;
-  scheduling.max_queue = options.max_queue;
-  scheduling.block_size = options.kv_block_size;
-  scheduling.max_prefill_tokens = options.max_prefill_tokens;
-  scheduling.prefix_caching = options.prefix_caching;
-  KvPoolSizing sizing;
-  sizing.context_tokens = c.max_position_embeddings;
-  sizing.block_size = options.kv_block_size;
-  sizing.max_batch = options.max_batch;
-  sizing.kv_cache_blocks = options.kv_cache_blocks;
-  sizing.kv_cache_bytes = options.kv_cache_bytes;
-  sizing.gpu_memory_fraction = options.gpu_memory_fraction;
-  sizing.activation_reserve = kGpuActivationReserve;
-  sizing.block_bytes = model->KvBlockBytes(options.kv_block_size);
-  const auto cuda_memory = [&]() -> absl::StatusOr<DeviceMemory> {
-    SG_ASSIGN_OR_RETURN(const CudaMemory memory, CudaMemoryInfo(device));
-    return DeviceMemory{memory.free, memory.total};
-  };
-  SG_ASSIGN_OR_RETURN(const int64_t blocks, KvPoolBlocks(sizing, cuda_memory));
-  scheduling.num_blocks = static_cast<int>(blocks);
-  SG_RETURN_IF_ERROR(Scheduler::Validate(scheduling));
-  info.max_prefill_tokens = options.max_prefill_tokens;
-  info.kv_block_size = options.kv_block_size;
-  info.kv_cache_blocks = scheduling.num_blocks;
-  info.kv_cache_tokens = blocks * options.kv_block_size;
-  info.prefix_caching = options.prefix_caching;
+                                                               const ModelOptions& model_options) {
+  SG_ASSIGN_OR_RETURN(BuiltModel built, BuildModel(options, model_options));
+  const int64_t blocks = built.scheduling.num_blocks;
   try {
-    return std::make_unique<Engine::Impl>(options, std::move(model), std::move(tokenizer),
-                                  std::move(info), scheduling);
+    return std::make_unique<Engine::Impl>(options, std::move(built.model),
+                                          std::move(built.tokenizer), std::move(built.info),
+                                          built.scheduling);
   } catch (const c10::Error& e) {  // e.g. out of memory for the KV pool
     return absl::ResourceExhaustedError(
         absl::StrCat("allocating the KV cache (", blocks, " blocks): ", e.what_without_backtrace()));
@@ -690,9 +595,7 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
-  SG_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
-  SG_ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(options.dtype, device));
-  SG_ASSIGN_OR_RETURN(Quantization quantization, ParseQuantization(options.quantization));
+  SG_ASSIGN_OR_RETURN(const ModelOptions model_options, ChooseModelOptions(options));
   if (options.max_queue < 1) return absl::InvalidArgumentError("max_queue: must be at least 1");
   if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch: must be at least 1");
   if (options.default_max_new_tokens < 1) {
@@ -714,10 +617,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   // the loop thread then pays for sleeping and waking its workers: 8-17% per
   // decode step on a 2-core machine (float32 at batch 1, bfloat16 at 16).
   auto ready = std::make_shared<std::promise<absl::StatusOr<Impl*>>>();
-  std::thread loop([ready, options, device, dtype, quantization] {
+  std::thread loop([ready, options, model_options] {
     absl::StatusOr<std::unique_ptr<Impl>> impl = absl::InternalError("engine set-up failed");
     try {  // an exception must not escape this thread (std::terminate)
-      impl = BuildImpl(options, device, dtype, quantization);
+      impl = BuildImpl(options, model_options);
     } catch (const std::exception& e) {
       impl = absl::InternalError(absl::StrCat("loading ", options.model_dir, ": ", e.what()));
     }

@@ -13,7 +13,8 @@
 #    ptxas's register, shared-memory and spill report of every kernel is kept
 #    in the log; a kernel that spills fails the check.
 # 2. The C++ behind STREAMGEN_CUDA (engine/model/cuda/cuda_ops.cc, the CUDA branches
-#    of llama_model.cc and engine/model/device.cc, tests/cuda_test.cc) with g++
+#    of llama_model.cc, cuda_graph_decode.cc, engine/model_builder.cc and
+#    engine/model/device.cc, tests/cuda_test.cc) with g++
 #    -fsyntax-only -DSTREAMGEN_CUDA=1 against Debian's libtorch 1.13 headers,
 #    which include ATen's CUDA headers, and the CUDA 11.8 runtime headers.
 #    Debian's package lacks one generated header,
@@ -77,7 +78,9 @@ fi
 # 2. The torch side of the CUDA path, for syntax against libtorch 1.13.
 mkdir -p "$DIR/stub/c10/cuda/impl"
 printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' >"$DIR/stub/c10/cuda/impl/cuda_cmake_macros.h"
-for src in engine/model/cuda/cuda_ops.cc engine/model/llama_model.cc engine/engine.cc engine/model/device.cc tests/cuda_test.cc; do
+for src in engine/model/cuda/cuda_ops.cc engine/model/llama_model.cc \
+    engine/model/cuda_graph_decode.cc engine/model_builder.cc \
+    engine/model/device.cc tests/cuda_test.cc; do
   echo "== $src with -DSTREAMGEN_CUDA=1 (syntax, libtorch 1.13 headers)"
   if ! g++ -std=c++17 -fsyntax-only -DSTREAMGEN_CUDA=1 -I. -I"$DIR/stub" \
        -I/usr/include/torch/csrc/api/include -DSTREAMGEN_TINY_MODEL_DIR='""' \

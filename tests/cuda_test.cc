@@ -33,6 +33,7 @@
 #include "engine/model/cuda/cuda_ops.h"
 #include "engine/engine.h"
 #include "engine/model/llama_model.h"
+#include "engine/model/llama_model_testing.h"
 #include "tests/engine_test_util.h"
 #include "tools/tiny_model.h"
 
@@ -240,15 +241,15 @@ TEST(CudaModel, Bfloat16AgreesWithTheCpu) {
     std::mt19937 rng(3);
     std::vector<int> tokens(300);
     for (int& t : tokens) t = static_cast<int>(rng() % (*cpu)->config().vocab_size);
-    KvCache c32 = (*cpu32)->NewCache(512), cc = (*cpu)->NewCache(512), cg = (*gpu)->NewCache(512);
+    KvCache c32 = NewCache(**cpu32, 512), cc = NewCache(**cpu, 512), cg = NewCache(**gpu, 512);
     const std::vector<int> prompt(tokens.begin(), tokens.begin() + 280);
-    std::vector<torch::Tensor> l32 = {(*cpu32)->Forward(prompt, &c32)};
-    std::vector<torch::Tensor> lc = {(*cpu)->Forward(prompt, &cc)};
-    std::vector<torch::Tensor> lg = {(*gpu)->Forward(prompt, &cg).cpu()};
+    std::vector<torch::Tensor> l32 = {Forward(**cpu32, prompt, &c32)};
+    std::vector<torch::Tensor> lc = {Forward(**cpu, prompt, &cc)};
+    std::vector<torch::Tensor> lg = {Forward(**gpu, prompt, &cg).cpu()};
     for (size_t p = 280; p < tokens.size(); ++p) {  // decodes crossing position 256
-      l32.push_back((*cpu32)->DecodeBatch({tokens[p]}, {&c32}));
-      lc.push_back((*cpu)->DecodeBatch({tokens[p]}, {&cc}));
-      lg.push_back((*gpu)->DecodeBatch({tokens[p]}, {&cg}).cpu());
+      l32.push_back(DecodeBatch(**cpu32, {tokens[p]}, {&c32}));
+      lc.push_back(DecodeBatch(**cpu, {tokens[p]}, {&cc}));
+      lg.push_back(DecodeBatch(**gpu, {tokens[p]}, {&cg}).cpu());
     }
     double worst_devices = 0, worst_f32 = 0, scale = 1;
     for (size_t i = 0; i < lc.size(); ++i) {

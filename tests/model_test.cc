@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "engine/model/llama_model.h"
+#include "engine/model/llama_model_testing.h"
 #include "tests/reference_llama.h"
 #include "tools/tiny_model.h"
 
@@ -303,8 +304,8 @@ class ModelTest : public testing::TestWithParam<ModelCase> {
 };
 
 TEST_P(ModelTest, PrefillMatchesReferenceAtEveryPosition) {
-  KvCache cache = model_->NewCache(32);
-  torch::Tensor logits = model_->Forward(tokens_, &cache, /*all_logits=*/true);
+  KvCache cache = NewCache(*model_, 32);
+  torch::Tensor logits = Forward(*model_, tokens_, &cache, /*all_logits=*/true);
   ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{kTokens, vocab_}));
   EXPECT_EQ(logits.scalar_type(), torch::kFloat32);
   EXPECT_EQ(cache.length, kTokens);
@@ -314,19 +315,19 @@ TEST_P(ModelTest, PrefillMatchesReferenceAtEveryPosition) {
 }
 
 TEST_P(ModelTest, PrefillLastLogitsOnly) {
-  KvCache cache = model_->NewCache(32);
-  torch::Tensor logits = model_->Forward(tokens_, &cache);
+  KvCache cache = NewCache(*model_, 32);
+  torch::Tensor logits = Forward(*model_, tokens_, &cache);
   ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{1, vocab_}));
   ExpectClose(logits[0], ref_logits_.back(), "last position");
 }
 
 TEST_P(ModelTest, IncrementalForwardMatchesReference) {
-  KvCache cache = model_->NewCache(32);
+  KvCache cache = NewCache(*model_, 32);
   const int prefix = 5;
-  ExpectClose(model_->Forward(Prefix(tokens_, prefix), &cache)[0], ref_logits_[prefix - 1],
+  ExpectClose(Forward(*model_, Prefix(tokens_, prefix), &cache)[0], ref_logits_[prefix - 1],
               "prefix");
   for (int p = prefix; p < kTokens; ++p) {
-    torch::Tensor logits = model_->Forward({tokens_[p]}, &cache);
+    torch::Tensor logits = Forward(*model_, {tokens_[p]}, &cache);
     ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{1, vocab_}));
     ExpectClose(logits[0], ref_logits_[p], "step at position " + std::to_string(p));
     EXPECT_EQ(cache.length, p + 1);
@@ -334,11 +335,11 @@ TEST_P(ModelTest, IncrementalForwardMatchesReference) {
 }
 
 TEST_P(ModelTest, IncrementalDecodeBatchOfOneMatchesReference) {
-  KvCache cache = model_->NewCache(32);
+  KvCache cache = NewCache(*model_, 32);
   const int prefix = 5;
-  model_->Forward(Prefix(tokens_, prefix), &cache);
+  Forward(*model_, Prefix(tokens_, prefix), &cache);
   for (int p = prefix; p < kTokens; ++p) {
-    torch::Tensor logits = model_->DecodeBatch({tokens_[p]}, {&cache});
+    torch::Tensor logits = DecodeBatch(*model_, {tokens_[p]}, {&cache});
     ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{1, vocab_}));
     ExpectClose(logits[0], ref_logits_[p], "step at position " + std::to_string(p));
     EXPECT_EQ(cache.length, p + 1);
@@ -354,8 +355,8 @@ TEST_P(ModelTest, DecodeBatchOfThreeSequencesOfDifferentLengths) {
   for (size_t i = 0; i < prompt_lengths.size(); ++i) {
     seqs.push_back(RandomTokens(prompt_lengths[i] + steps, vocab_, 100 + i));
     refs.push_back(reference_->Logits(seqs[i]));
-    caches.push_back(model_->NewCache(32));
-    model_->Forward(Prefix(seqs[i], prompt_lengths[i]), &caches[i]);
+    caches.push_back(NewCache(*model_, 32));
+    Forward(*model_, Prefix(seqs[i], prompt_lengths[i]), &caches[i]);
   }
   for (int s = 0; s < steps; ++s) {
     std::vector<int> step_tokens;
@@ -364,7 +365,7 @@ TEST_P(ModelTest, DecodeBatchOfThreeSequencesOfDifferentLengths) {
       step_tokens.push_back(seqs[i][prompt_lengths[i] + s]);
       step_caches.push_back(&caches[i]);
     }
-    torch::Tensor logits = model_->DecodeBatch(step_tokens, step_caches);
+    torch::Tensor logits = DecodeBatch(*model_, step_tokens, step_caches);
     ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{3, vocab_}));
     for (size_t i = 0; i < seqs.size(); ++i) {
       const int pos = prompt_lengths[i] + s;
@@ -377,10 +378,10 @@ TEST_P(ModelTest, DecodeBatchOfThreeSequencesOfDifferentLengths) {
 
 TEST_P(ModelTest, ChunkedPrefillMatchesReference) {
   for (int split : {1, 5, 11}) {
-    KvCache cache = model_->NewCache(32);
-    torch::Tensor first = model_->Forward(Prefix(tokens_, split), &cache, true);
+    KvCache cache = NewCache(*model_, 32);
+    torch::Tensor first = Forward(*model_, Prefix(tokens_, split), &cache, true);
     torch::Tensor second =
-        model_->Forward(std::vector<int>(tokens_.begin() + split, tokens_.end()), &cache, true);
+        Forward(*model_, std::vector<int>(tokens_.begin() + split, tokens_.end()), &cache, true);
     ASSERT_EQ(second.size(0), kTokens - split);
     for (int p = 0; p < kTokens; ++p) {
       torch::Tensor row = p < split ? first[p] : second[p - split];
@@ -412,8 +413,8 @@ TEST(ModelTestSensitivity, WrongSlidingWindowIsDetected) {
   ASSERT_TRUE(wrong.ok()) << wrong.status();
 
   const std::vector<int> tokens = RandomTokens(12, (*model)->config().vocab_size, 5);
-  KvCache cache = (*model)->NewCache(16);
-  torch::Tensor logits = (*model)->Forward(tokens, &cache, true);
+  KvCache cache = NewCache(**model, 16);
+  torch::Tensor logits = Forward(**model, tokens, &cache, true);
   const std::vector<std::vector<float>> ref = wrong->Logits(tokens);
   // Positions 0-3 see no more than 4 keys either way; position 4 on differ.
   EXPECT_LE(MaxAbsDiff(ToVector(logits[3]), ref[3]), kTolerance * LogitScale(ref[3]));
@@ -438,12 +439,12 @@ TEST(ModelTestBfloat16, PrefillAndDecodeStayNearReference) {
   ASSERT_TRUE(reference.ok()) << reference.status();
   const std::vector<int> tokens = RandomTokens(12, (*model)->config().vocab_size, 9);
   const std::vector<std::vector<float>> ref = reference->Logits(tokens);
-  KvCache cache = (*model)->NewCache(16);
-  torch::Tensor prefill = (*model)->Forward(Prefix(tokens, 8), &cache, true);
+  KvCache cache = NewCache(**model, 16);
+  torch::Tensor prefill = Forward(**model, Prefix(tokens, 8), &cache, true);
   EXPECT_EQ(prefill.scalar_type(), torch::kFloat32);
   double worst = 0.0;
   for (int p = 0; p < 12; ++p) {
-    torch::Tensor row = p < 8 ? prefill[p] : (*model)->DecodeBatch({tokens[p]}, {&cache})[0];
+    torch::Tensor row = p < 8 ? prefill[p] : DecodeBatch(**model, {tokens[p]}, {&cache})[0];
     const double diff = MaxAbsDiff(ToVector(row), ref[p]);
     worst = std::max(worst, diff);
     EXPECT_LE(diff, 0.1 * LogitScale(ref[p])) << "position " << p;
@@ -466,10 +467,10 @@ TEST(ModelTestInt8, LogitsStayNearFloat32OnEveryShape) {
     ASSERT_TRUE(f32.ok()) << f32.status();
     const std::vector<int> tokens = RandomTokens(12, (*f32)->config().vocab_size, 5);
     auto logits = [&](LlamaModel& m) {
-      KvCache cache = m.NewCache(16);
-      torch::Tensor prefill = m.Forward(Prefix(tokens, 8), &cache, true);
+      KvCache cache = NewCache(m, 16);
+      torch::Tensor prefill = Forward(m, Prefix(tokens, 8), &cache, true);
       std::vector<torch::Tensor> rows = {prefill};
-      for (int p = 8; p < 12; ++p) rows.push_back(m.Forward({tokens[p]}, &cache));
+      for (int p = 8; p < 12; ++p) rows.push_back(Forward(m, {tokens[p]}, &cache));
       return torch::cat(rows, 0);
     };
     const torch::Tensor want = logits(**f32);
@@ -635,8 +636,8 @@ TEST(StaticDecode, PaddedBucketsMatchTheEagerPathExactly) {
       EXPECT_TRUE(torch::equal(pe.k[l], ps.k[l].narrow(0, 0, 64 * bs))) << "layer " << l;
       EXPECT_TRUE(torch::equal(pe.v[l], ps.v[l].narrow(0, 0, 64 * bs))) << "layer " << l;
     }
-    EXPECT_EQ((*fixed)->DecodeBuckets(), (std::vector<int64_t>{1, 2, 4, 8, 16}));
-    EXPECT_TRUE((*eager)->DecodeBuckets().empty());
+    EXPECT_EQ(DecodeBuckets(**fixed), (std::vector<int64_t>{1, 2, 4, 8, 16}));
+    EXPECT_TRUE(DecodeBuckets(**eager).empty());
     std::filesystem::remove_all(dir);
   }
 }

@@ -35,16 +35,6 @@ struct KvPool {
   int64_t scratch_slot = -1;
 };
 
-// A private cache for one sequence (a pool with an identity block table), for
-// tests, the CLI and benchmarks that do not schedule (LlamaModel::NewCache).
-// Not thread-safe, like KvPool.
-struct KvCache {
-  KvPool pool;
-  std::vector<int> table;  // 0, 1, 2, ...
-  int64_t length = 0;      // positions filled
-  int64_t capacity = 0;
-};
-
 // A zero-filled pool of `num_blocks` blocks of `block_size` positions for a
 // model of `config` (num_hidden_layers tensors each for keys and values of
 // num_key_value_heads x head_dim), of `options`' dtype and device, on the CPU

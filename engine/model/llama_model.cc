@@ -1,4 +1,6 @@
-// Llama / Mistral forward pass over a per-sequence KV cache.
+// Llama / Mistral forward pass over the paged KV pool: the eager step, and
+// the static decode path's step over a bucket's buffers (the buckets, their
+// buffers and CUDA graphs are in cuda_graph_decode.cc).
 //
 // Notation: n = tokens in this call, H = attention heads, KV = key/value heads,
 // G = H / KV (queries per key/value head), D = head_dim, L = cached positions.
@@ -11,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/model/cpu_kernels.h"
 #include "engine/model/cuda/cuda_ops.h"
+#include "engine/model/cuda_graph_decode.h"
 #include "engine/model/cuda/paged_attention.h"
 
 #include <torch/version.h>
@@ -61,22 +64,6 @@ LinearWeight MakeLinear(const torch::Tensor& w, const ModelOptions& options) {
   if (options.quantization == Quantization::kNone) return {w, {}};
   LinearWeight q = QuantizeInt8(w);
   return {ToHugePages(q.w), q.scale};
-}
-
-// The pool slot of position p under a block table.
-int64_t SlotOf(const std::vector<int>& table, int64_t p, int64_t block_size) {
-  return static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
-}
-
-// The first key position a query at `start` attends to: 0, or under a
-// sliding window (window > 0) the window's first position.
-int64_t FirstKey(int64_t start, int64_t window) {
-  return window > 0 ? std::max<int64_t>(0, start - window + 1) : 0;
-}
-
-// A decode chunk's row for the paged attention kernels: keys [first, start].
-DecodeSeq DecodeRow(const SeqChunk& c, int64_t window) {
-  return {c.block_table->data(), FirstKey(c.start, window), c.start};
 }
 
 }  // namespace
@@ -152,6 +139,12 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("loading ", dir, ": ", e.what_without_backtrace()));
   }
+  if (StaticDecodeEnabled(model->config_, options)) {
+    LlamaModel* m = model.get();
+    model->static_decoder_ = std::make_unique<StaticDecoder>(
+        model->config_, options.device,
+        [m](DecodeGraph& g, KvPool* pool) { m->RunDecodeBody(g, pool); });
+  }
   return model;
 }
 
@@ -160,21 +153,11 @@ KvPool LlamaModel::NewKvPool(int64_t num_blocks, int64_t block_size) const {
   // last block.
   return streamgen::NewKvPool(config_, num_blocks, block_size,
                               torch::TensorOptions().dtype(options_.dtype).device(options_.device),
-                              /*scratch_slot=*/StaticDecodeEnabled());
+                              /*scratch_slot=*/StaticDecodeEnabled(config_, options_));
 }
 
 int64_t LlamaModel::KvBlockBytes(int64_t block_size) const {
   return streamgen::KvBlockBytes(config_, block_size, options_.dtype);
-}
-
-KvCache LlamaModel::NewCache(int64_t capacity) const {
-  constexpr int64_t kBlock = 16;
-  KvCache cache;
-  const int64_t blocks = (capacity + kBlock - 1) / kBlock;
-  cache.pool = NewKvPool(blocks, kBlock);
-  for (int64_t i = 0; i < blocks; ++i) cache.table.push_back(static_cast<int>(i));
-  cache.capacity = capacity;
-  return cache;
 }
 
 int64_t LlamaModel::DecodeWeightBytes() const {
@@ -318,19 +301,13 @@ torch::Tensor LlamaModel::Logits(const torch::Tensor& h) const {
   return Linear(RmsNorm(h, final_norm_), lm_head_).to(torch::kFloat32);
 }
 
-void LlamaModel::CheckChunk(const SeqChunk& c, int64_t block_size) const {
-  const int64_t n = static_cast<int64_t>(c.tokens.size());
-  TORCH_CHECK(n > 0 && c.block_table != nullptr, "Step: empty chunk");
-  TORCH_CHECK(c.start + n <= static_cast<int64_t>(c.block_table->size()) * block_size &&
-                  c.start + n <= config_.max_position_embeddings,
-              "Step: positions ", c.start, " + ", n, " beyond the block table or context");
-}
-
 torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool,
                                bool all_logits) {
   c10::InferenceMode guard;
   TORCH_CHECK(!chunks.empty(), "Step: no chunks");
-  if (UseStaticDecode(chunks, *pool)) return StaticDecodeStep(chunks, pool);
+  if (static_decoder_ != nullptr && static_decoder_->Accepts(chunks, *pool)) {
+    return static_decoder_->Step(chunks, pool);
+  }
   const int64_t heads = config_.num_attention_heads;
   const int64_t kv = config_.num_key_value_heads;
   const int64_t d = config_.head_dim;
@@ -361,7 +338,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   for (size_t ci = 0; ci < chunks.size(); ++ci) {
     const SeqChunk& c = chunks[ci];
     const int64_t n = static_cast<int64_t>(c.tokens.size());
-    CheckChunk(c, bs);
+    CheckChunk(c, bs, config_.max_position_embeddings);
     const int64_t row0 = static_cast<int64_t>(ids.size());
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = c.start + i;
@@ -454,115 +431,9 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   return Logits(h);
 }
 
-torch::Tensor LlamaModel::Forward(const std::vector<int>& tokens, KvCache* cache,
-                                  bool all_logits) {
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  TORCH_CHECK(n > 0 && cache->length + n <= cache->capacity, "KV cache overflow: ",
-              cache->length, " + ", n, " > ", cache->capacity);
-  SeqChunk chunk{tokens, cache->length, &cache->table};
-  torch::Tensor logits = Step({chunk}, &cache->pool, all_logits);
-  cache->length += n;
-  return logits;
-}
-
-// ---- The static decode path (issue 13): CUDA graphs of the decode step ----
-//
-// A decode-only step of B <= kMaxGraphRows sequences is padded to a bucket of
-// R >= B rows (the next power of two) and runs entirely from the bucket's
-// static buffers: token ids, positions, write slots and the attention
-// metadata (block tables padded to the model's context, first and last key
-// positions) are written on the host, copied to the device in two
-// asynchronous copies, and the step reads them from there, so its kernels and
-// their arguments are the same on every step of that bucket. On CUDA that
-// step is captured once per bucket (CaptureCudaGraph: first use, warm-up,
-// capture) and replayed; the launch overhead of ~15 kernels per layer goes.
-// Padding rows decode token 0 at position 0 and write their keys and values
-// to the pool's spare slot; the attention kernel gives them zeros
-// (last = -1), and their logits are dropped. Rotary uses the libtorch ops
-// over position tensors (the fused CPU pass needs host positions). Prefill,
-// mixed steps and larger batches stay eager.
-//
-// Host buffers are reused each step: the previous step's copies have run by
-// then, because its logits were read on the host (the sampler's copy) before
-// the engine plans the next step.
-struct LlamaModel::DecodeGraph {
-  int64_t rows = 0;        // R
-  int64_t block_size = 0;  // of the pool it was made for
-  int64_t stride = 0;      // block-table entries per row: ceil(context / block_size)
-  int64_t partitions = 0;  // cuda::PagedDecodePartitions(context)
-  torch::Tensor host;      // int64 [3R]: ids, positions, write slots (pinned on CUDA)
-  torch::Tensor host_meta; // int32 [R * (stride + 2)]: tables, first, last (pinned on CUDA)
-  torch::Tensor dev, dev_meta;  // their device copies (the same tensors on the CPU)
-  torch::Tensor workspace;      // the attention kernel's scratch (CUDA)
-  torch::Tensor logits;         // [R, vocab] float32: the step's output
-  std::vector<DecodeSeq> seqs;  // the CPU path's attention rows (host pointers)
-  std::vector<int> scratch_table;
-  std::shared_ptr<CudaGraphHandle> graph;
-  // The pool the graph was captured with: a graph bakes in the pool's
-  // addresses, so a step on another pool (a tool's private caches) captures
-  // again.
-  const void* graph_pool = nullptr;
-};
-
-bool LlamaModel::StaticDecodeEnabled() const {
-  if (options_.device.is_cpu()) {
-    return options_.static_decode_on_cpu &&
-           (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16);
-  }
-  return kCudaKernels && options_.device.is_cuda() && options_.cuda_graphs &&
-         config_.head_dim <= cuda::kMaxHeadDim;
-}
-
-bool LlamaModel::UseStaticDecode(const std::vector<SeqChunk>& chunks, const KvPool& pool) const {
-  if (pool.scratch_slot < 0 || !StaticDecodeEnabled() ||
-      static_cast<int64_t>(chunks.size()) > kMaxGraphRows) {
-    return false;
-  }
-  for (const SeqChunk& c : chunks) {
-    if (c.tokens.size() != 1) return false;
-  }
-  return true;
-}
-
-std::vector<int64_t> LlamaModel::DecodeBuckets() const {
-  std::vector<int64_t> buckets;
-  for (const auto& [rows, g] : decode_graphs_) buckets.push_back(rows);
-  return buckets;
-}
-
-LlamaModel::DecodeGraph& LlamaModel::GetDecodeGraph(int64_t rows, int64_t block_size) {
-  std::unique_ptr<DecodeGraph>& slot = decode_graphs_[rows];
-  if (slot != nullptr && slot->block_size == block_size) return *slot;
-  auto g = std::make_unique<DecodeGraph>();
-  g->rows = rows;
-  g->block_size = block_size;
-  g->stride = (config_.max_position_embeddings + block_size - 1) / block_size;
-  const bool cuda = options_.device.is_cuda();
-  auto host_opts = [&](torch::ScalarType t) {
-    return torch::TensorOptions().dtype(t).pinned_memory(cuda);
-  };
-  g->host = torch::zeros({3 * rows}, host_opts(torch::kInt64));
-  g->host_meta = torch::zeros({rows * (g->stride + 2)}, host_opts(torch::kInt32));
-  if (cuda) {
-    g->dev = torch::zeros({3 * rows}, g->host.options().device(options_.device).pinned_memory(false));
-    g->dev_meta =
-        torch::zeros({rows * (g->stride + 2)}, g->host_meta.options().device(options_.device).pinned_memory(false));
-    g->partitions = cuda::PagedDecodePartitions(config_.max_position_embeddings);
-    g->workspace = torch::empty(
-        {cuda::PagedDecodeWorkspaceFloats(static_cast<int>(rows),
-                                          config_.num_attention_heads, config_.head_dim,
-                                          static_cast<int>(g->partitions))},
-        torch::TensorOptions().dtype(torch::kFloat32).device(options_.device));
-  } else {
-    g->dev = g->host;
-    g->dev_meta = g->host_meta;
-  }
-  g->logits = torch::empty({rows, config_.vocab_size},
-                           torch::TensorOptions().dtype(torch::kFloat32).device(options_.device));
-  slot = std::move(g);
-  return *slot;
-}
-
+// The static decode path's step over bucket g's device buffers (see
+// cuda_graph_decode.h): the eager step's layers, with rotary over position
+// tensors and the attention metadata read from the device.
 void LlamaModel::RunDecodeBody(DecodeGraph& g, KvPool* pool) {
   const int64_t heads = config_.num_attention_heads;
   const int64_t kv = config_.num_key_value_heads;
@@ -600,106 +471,6 @@ void LlamaModel::RunDecodeBody(DecodeGraph& g, KvPool* pool) {
     h = h + Linear(SiluMul(gu), layer.w_down);
   }
   g.logits.copy_(Logits(h));
-}
-
-torch::Tensor LlamaModel::StaticDecodeStep(const std::vector<SeqChunk>& chunks, KvPool* pool) {
-  const int64_t b = static_cast<int64_t>(chunks.size());
-  const int64_t bs = pool->block_size;
-  int64_t rows = 1;
-  while (rows < b) rows *= 2;
-  DecodeGraph& g = GetDecodeGraph(rows, bs);
-  const int64_t window = config_.sliding_window.value_or(0);
-  int64_t* host = g.host.data_ptr<int64_t>();
-  int32_t* meta = g.host_meta.data_ptr<int32_t>();
-  int32_t* first = meta + rows * g.stride;
-  int32_t* last = first + rows;
-  std::fill(meta, meta + rows * g.stride, 0);
-  g.seqs.assign(rows, DecodeSeq{});
-  // The CPU kernel's padding rows attend to the spare slot alone: position 0
-  // of a table whose one block is the spare slot's (num_blocks).
-  g.scratch_table.assign(1, static_cast<int>(pool->num_blocks));
-  for (int64_t i = 0; i < rows; ++i) {
-    if (i < b) {
-      const SeqChunk& c = chunks[i];
-      CheckChunk(c, bs);
-      const int64_t p = c.start;
-      host[i] = c.tokens[0];
-      host[rows + i] = p;
-      host[2 * rows + i] = SlotOf(*c.block_table, p, bs);
-      std::copy(c.block_table->begin(), c.block_table->begin() + p / bs + 1, meta + i * g.stride);
-      g.seqs[i] = DecodeRow(c, window);
-      first[i] = static_cast<int32_t>(g.seqs[i].first);
-      last[i] = static_cast<int32_t>(p);
-    } else {
-      host[i] = 0;
-      host[rows + i] = 0;
-      host[2 * rows + i] = pool->scratch_slot;
-      first[i] = 0;
-      last[i] = -1;
-      g.seqs[i] = DecodeSeq{g.scratch_table.data(), 0, 0};
-    }
-  }
-  bool replayed = false;
-  if constexpr (kCudaKernels) {
-    if (options_.device.is_cuda()) {
-      g.dev.copy_(g.host, /*non_blocking=*/true);
-      g.dev_meta.copy_(g.host_meta, /*non_blocking=*/true);
-      if (g.graph == nullptr || g.graph_pool != pool->k[0].data_ptr()) {
-        g.graph.reset();
-        g.graph = CaptureCudaGraph([&] { RunDecodeBody(g, pool); }, options_.device.index());
-        g.graph_pool = pool->k[0].data_ptr();
-      }
-      ReplayCudaGraph(*g.graph);
-      replayed = true;
-    }
-  }
-  if (!replayed) RunDecodeBody(g, pool);  // the CPU (the test hook): no capture
-  return g.logits.narrow(0, 0, b).clone();
-}
-
-torch::Tensor LlamaModel::DecodeBatch(const std::vector<int>& tokens,
-                                      const std::vector<KvCache*>& caches) {
-  TORCH_CHECK(!tokens.empty() && caches.size() == tokens.size(), "DecodeBatch: bad batch");
-  // Private caches are separate pools: batch through one shared Step only when
-  // they share a pool; otherwise the linear layers still batch, attention per cache.
-  std::vector<SeqChunk> chunks;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    TORCH_CHECK(caches[i]->length < caches[i]->capacity, "KV cache overflow in DecodeBatch");
-  }
-  if (tokens.size() == 1) return Forward(tokens, caches[0]);
-  // Copy each private cache's keys into one temporary pool (tests and tools only).
-  KvPool pool;
-  pool.block_size = caches[0]->pool.block_size;
-  std::vector<std::vector<int>> tables(tokens.size());
-  int64_t offset = 0;
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    std::vector<torch::Tensor> ks, vs;
-    for (auto* c : caches) {  // (without their spare slots)
-      ks.push_back(c->pool.k[l].narrow(0, 0, c->pool.num_blocks * c->pool.block_size));
-      vs.push_back(c->pool.v[l].narrow(0, 0, c->pool.num_blocks * c->pool.block_size));
-    }
-    pool.k.push_back(torch::cat(ks, 0));
-    pool.v.push_back(torch::cat(vs, 0));
-  }
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    for (int b : caches[i]->table) tables[i].push_back(b + static_cast<int>(offset));
-    offset += caches[i]->pool.num_blocks;
-    chunks.push_back(SeqChunk{{tokens[i]}, caches[i]->length, &tables[i]});
-  }
-  pool.num_blocks = offset;
-  torch::Tensor logits = Step(chunks, &pool);
-  // Write the new keys back to each private cache.
-  offset = 0;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    const int64_t slots = caches[i]->pool.num_blocks * pool.block_size;
-    for (size_t l = 0; l < layers_.size(); ++l) {
-      caches[i]->pool.k[l].narrow(0, 0, slots).copy_(pool.k[l].narrow(0, offset, slots));
-      caches[i]->pool.v[l].narrow(0, 0, slots).copy_(pool.v[l].narrow(0, offset, slots));
-    }
-    offset += slots;
-    caches[i]->length += 1;
-  }
-  return logits;
 }
 
 }  // namespace streamgen

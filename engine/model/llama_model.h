@@ -4,7 +4,6 @@
 
 #include <memory>
 #include <string>
-#include <map>
 #include <vector>
 
 // torch/types.h and torch/utils.h, not torch/torch.h: the whole C++ frontend
@@ -16,8 +15,12 @@
 #include "engine/kv/kv_pool.h"
 #include "engine/model/cpu_kernels.h"
 #include "engine/model/model_config.h"
+#include "engine/model/seq_chunk.h"
 
 namespace streamgen {
+
+struct DecodeGraph;    // cuda_graph_decode.h
+class StaticDecoder;   // cuda_graph_decode.h
 
 // Weight-only quantization of the linear layers (q, k, v, o, gate, up, down,
 // lm_head; the embedding and the norms stay in the compute dtype).
@@ -33,8 +36,8 @@ struct ModelOptions {
   // CUDA (a build with the CUDA kernels): decode-only steps of up to
   // kMaxGraphRows sequences run from static buffers, padded to a batch-size
   // bucket (1, 2, 4, ..., 256), and each bucket's step is captured in a CUDA
-  // graph the first time it is used, then replayed (llama_model.cc,
-  // StaticDecodeStep). false: every step eager.
+  // graph the first time it is used, then replayed (cuda_graph_decode.h).
+  // false: every step eager.
   bool cuda_graphs = true;
   // Test hook: the same static-buffer, bucket-padded decode path on the CPU,
   // without capture (tests/model_test.cc checks it against the eager path).
@@ -47,14 +50,6 @@ inline constexpr int64_t kMaxGraphRows = 256;
 // "none" | "int8" (flags, GetModelInfo).
 const char* QuantizationName(Quantization q);
 absl::StatusOr<Quantization> ParseQuantization(const std::string& name);
-
-// One sequence's part of a Step: `tokens` at positions [start, start + n).
-// Keys/values of positions [0, start) are already in the pool.
-struct SeqChunk {
-  std::vector<int> tokens;        // n >= 1 tokens (n == 1: a decode step)
-  int64_t start = 0;              // position of tokens[0]
-  const std::vector<int>* block_table = nullptr;  // covers positions [0, start + n)
-};
 
 class LlamaModel {
  public:
@@ -82,27 +77,13 @@ class LlamaModel {
   // Not thread-safe (the engine's loop thread owns the model).
   torch::Tensor Step(const std::vector<SeqChunk>& chunks, KvPool* pool, bool all_logits = false);
 
-  // A private cache for up to `capacity` positions (<= max_position_embeddings).
-  KvCache NewCache(int64_t capacity) const;
-
-  // Step over one private cache: runs `tokens` at positions [cache->length,
-  // cache->length + n). Returns [n, vocab] when all_logits, else [1, vocab].
-  torch::Tensor Forward(const std::vector<int>& tokens, KvCache* cache, bool all_logits = false);
-
-  // One decode step for several private caches: tokens[i] goes to caches[i]
-  // at its own position. Returns float32 logits [batch, vocab].
-  torch::Tensor DecodeBatch(const std::vector<int>& tokens, const std::vector<KvCache*>& caches);
-
-  // Bytes of weights the decode step reads (everything but the embedding table).
-  int64_t DecodeWeightBytes() const;
-
   struct Layer;
-  struct DecodeGraph;  // one batch-size bucket's static buffers (and CUDA graph)
-
-  // Buckets of the static decode path captured or set up so far (tests, logs).
-  std::vector<int64_t> DecodeBuckets() const;
 
  private:
+  // Tests' and tools' access (llama_model_testing.h): private caches, the
+  // static path's buckets, the decode step's weight bytes.
+  friend class LlamaModelTesting;
+
   LlamaModel(ModelConfig config, ModelOptions options);
   ModelConfig config_;
   ModelOptions options_;
@@ -125,14 +106,14 @@ class LlamaModel {
                        int layer) const;
   torch::Tensor Logits(const torch::Tensor& h) const;
 
-  // Step's check of one chunk (non-empty, inside its block table and the context).
-  void CheckChunk(const SeqChunk& c, int64_t block_size) const;
-  bool UseStaticDecode(const std::vector<SeqChunk>& chunks, const KvPool& pool) const;
-  torch::Tensor StaticDecodeStep(const std::vector<SeqChunk>& chunks, KvPool* pool);
-  DecodeGraph& GetDecodeGraph(int64_t rows, int64_t block_size);
+  // Bytes of weights the decode step reads (everything but the embedding table).
+  int64_t DecodeWeightBytes() const;
+  // The static decode path's forward pass over one bucket's buffers
+  // (cuda_graph_decode.h: what a CUDA graph captures).
   void RunDecodeBody(DecodeGraph& g, KvPool* pool);
-  bool StaticDecodeEnabled() const;
-  std::map<int64_t, std::unique_ptr<DecodeGraph>> decode_graphs_;
+  // The static decode path (cuda_graph_decode.h); null when it is off
+  // (StaticDecodeEnabled).
+  std::unique_ptr<StaticDecoder> static_decoder_;
 };
 
 }  // namespace streamgen

@@ -1,0 +1,129 @@
+// The static decode path: buckets, their buffers, CUDA graph capture and
+// replay (see cuda_graph_decode.h).
+#include "engine/model/cuda_graph_decode.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "engine/model/cuda/cuda_ops.h"
+#include "engine/model/cuda/paged_attention.h"
+
+namespace streamgen {
+
+bool StaticDecodeEnabled(const ModelConfig& config, const ModelOptions& options) {
+  if (options.device.is_cpu()) {
+    return options.static_decode_on_cpu &&
+           (options.dtype == torch::kFloat32 || options.dtype == torch::kBFloat16);
+  }
+  return kCudaKernels && options.device.is_cuda() && options.cuda_graphs &&
+         config.head_dim <= cuda::kMaxHeadDim;
+}
+
+StaticDecoder::StaticDecoder(const ModelConfig& config, torch::Device device, Body body)
+    : config_(config), device_(device), body_(std::move(body)) {}
+StaticDecoder::~StaticDecoder() = default;
+
+bool StaticDecoder::Accepts(const std::vector<SeqChunk>& chunks, const KvPool& pool) const {
+  if (pool.scratch_slot < 0 || static_cast<int64_t>(chunks.size()) > kMaxGraphRows) {
+    return false;
+  }
+  for (const SeqChunk& c : chunks) {
+    if (c.tokens.size() != 1) return false;
+  }
+  return true;
+}
+
+std::vector<int64_t> StaticDecoder::Buckets() const {
+  std::vector<int64_t> buckets;
+  for (const auto& [rows, g] : graphs_) buckets.push_back(rows);
+  return buckets;
+}
+
+DecodeGraph& StaticDecoder::GetGraph(int64_t rows, int64_t block_size) {
+  std::unique_ptr<DecodeGraph>& slot = graphs_[rows];
+  if (slot != nullptr && slot->block_size == block_size) return *slot;
+  auto g = std::make_unique<DecodeGraph>();
+  g->rows = rows;
+  g->block_size = block_size;
+  g->stride = (config_.max_position_embeddings + block_size - 1) / block_size;
+  const bool cuda = device_.is_cuda();
+  auto host_opts = [&](torch::ScalarType t) {
+    return torch::TensorOptions().dtype(t).pinned_memory(cuda);
+  };
+  g->host = torch::zeros({3 * rows}, host_opts(torch::kInt64));
+  g->host_meta = torch::zeros({rows * (g->stride + 2)}, host_opts(torch::kInt32));
+  if (cuda) {
+    g->dev = torch::zeros({3 * rows}, g->host.options().device(device_).pinned_memory(false));
+    g->dev_meta = torch::zeros({rows * (g->stride + 2)},
+                               g->host_meta.options().device(device_).pinned_memory(false));
+    g->partitions = cuda::PagedDecodePartitions(config_.max_position_embeddings);
+    g->workspace = torch::empty(
+        {cuda::PagedDecodeWorkspaceFloats(static_cast<int>(rows), config_.num_attention_heads,
+                                          config_.head_dim, static_cast<int>(g->partitions))},
+        torch::TensorOptions().dtype(torch::kFloat32).device(device_));
+  } else {
+    g->dev = g->host;
+    g->dev_meta = g->host_meta;
+  }
+  g->logits = torch::empty({rows, config_.vocab_size},
+                           torch::TensorOptions().dtype(torch::kFloat32).device(device_));
+  slot = std::move(g);
+  return *slot;
+}
+
+torch::Tensor StaticDecoder::Step(const std::vector<SeqChunk>& chunks, KvPool* pool) {
+  const int64_t b = static_cast<int64_t>(chunks.size());
+  const int64_t bs = pool->block_size;
+  int64_t rows = 1;
+  while (rows < b) rows *= 2;
+  DecodeGraph& g = GetGraph(rows, bs);
+  const int64_t window = config_.sliding_window.value_or(0);
+  int64_t* host = g.host.data_ptr<int64_t>();
+  int32_t* meta = g.host_meta.data_ptr<int32_t>();
+  int32_t* first = meta + rows * g.stride;
+  int32_t* last = first + rows;
+  std::fill(meta, meta + rows * g.stride, 0);
+  g.seqs.assign(rows, DecodeSeq{});
+  // The CPU kernel's padding rows attend to the spare slot alone: position 0
+  // of a table whose one block is the spare slot's (num_blocks).
+  g.scratch_table.assign(1, static_cast<int>(pool->num_blocks));
+  for (int64_t i = 0; i < rows; ++i) {
+    if (i < b) {
+      const SeqChunk& c = chunks[i];
+      CheckChunk(c, bs, config_.max_position_embeddings);
+      const int64_t p = c.start;
+      host[i] = c.tokens[0];
+      host[rows + i] = p;
+      host[2 * rows + i] = SlotOf(*c.block_table, p, bs);
+      std::copy(c.block_table->begin(), c.block_table->begin() + p / bs + 1, meta + i * g.stride);
+      g.seqs[i] = DecodeRow(c, window);
+      first[i] = static_cast<int32_t>(g.seqs[i].first);
+      last[i] = static_cast<int32_t>(p);
+    } else {
+      host[i] = 0;
+      host[rows + i] = 0;
+      host[2 * rows + i] = pool->scratch_slot;
+      first[i] = 0;
+      last[i] = -1;
+      g.seqs[i] = DecodeSeq{g.scratch_table.data(), 0, 0};
+    }
+  }
+  bool replayed = false;
+  if constexpr (kCudaKernels) {
+    if (device_.is_cuda()) {
+      g.dev.copy_(g.host, /*non_blocking=*/true);
+      g.dev_meta.copy_(g.host_meta, /*non_blocking=*/true);
+      if (g.graph == nullptr || g.graph_pool != pool->k[0].data_ptr()) {
+        g.graph.reset();
+        g.graph = CaptureCudaGraph([&] { body_(g, pool); }, device_.index());
+        g.graph_pool = pool->k[0].data_ptr();
+      }
+      ReplayCudaGraph(*g.graph);
+      replayed = true;
+    }
+  }
+  if (!replayed) body_(g, pool);  // the CPU (the test hook): no capture
+  return g.logits.narrow(0, 0, b).clone();
+}
+
+}  // namespace streamgen
