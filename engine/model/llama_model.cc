@@ -6,6 +6,7 @@
 // G = H / KV (queries per key/value head), D = head_dim, L = cached positions.
 #include "engine/model/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
