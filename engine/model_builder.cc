@@ -1,10 +1,10 @@
 // Loading and sizing what the engine runs (see model_builder.h).
 #include "engine/model_builder.h"
 
+#include <spdlog/spdlog.h>
+
 #include <string>
 #include <utility>
-
-#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -52,8 +52,8 @@ absl::StatusOr<BuiltModel> BuildModel(const EngineOptions& options,
   ConfigureThreads(options.threads);
   if (options.gpu_memory_fraction != 0 &&
       !(options.gpu_memory_fraction > 0 && options.gpu_memory_fraction <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "gpu_memory_fraction must be in (0, 1], got ", options.gpu_memory_fraction));
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu_memory_fraction must be in (0, 1], got ", options.gpu_memory_fraction));
   }
   if (options.gpu_memory_fraction > 0 && !device.is_cuda()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -96,10 +96,10 @@ absl::StatusOr<BuiltModel> BuildModel(const EngineOptions& options,
   // Quantized weights give other tokens: their fingerprint differs (the
   // unquantized one is unchanged from before quantization existed).
   SG_ASSIGN_OR_RETURN(info.fingerprint,
-                      ModelFingerprint(options.model_dir,
-                                       quantization == Quantization::kNone
-                                           ? std::string(DtypeName(dtype))
-                                           : absl::StrCat(DtypeName(dtype), "+", info.quantization)));
+                      ModelFingerprint(options.model_dir, quantization == Quantization::kNone
+                                                              ? std::string(DtypeName(dtype))
+                                                              : absl::StrCat(DtypeName(dtype), "+",
+                                                                             info.quantization)));
 
   // The KV pool: kv_cache_blocks, or enough for max_batch full contexts within
   // kv_cache_bytes (engine/kv/kv_pool.h, KvPoolBlocks), allocated by the engine.

@@ -29,11 +29,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const EngineOption
 
 // What BuildModel gives the engine.
 struct BuiltModel {
-  std::unique_ptr<LlamaModel> model;    // loaded on model_options' device
-  std::unique_ptr<Tokenizer> tokenizer; // checked against the model (LoadModelTokenizer)
-  ModelInfo info;                       // every field set
-  SchedulerOptions scheduling;          // the options' limits; num_blocks: the KV pool's
-                                        // size, validated (Scheduler::Validate)
+  std::unique_ptr<LlamaModel> model;     // loaded on model_options' device
+  std::unique_ptr<Tokenizer> tokenizer;  // checked against the model (LoadModelTokenizer)
+  ModelInfo info;                        // every field set
+  SchedulerOptions scheduling;           // the options' limits; num_blocks: the KV pool's
+                                         // size, validated (Scheduler::Validate)
 };
 
 // Sets the calling thread's intra-op threads (ConfigureThreads: call it on

@@ -47,12 +47,12 @@ struct CudaGraphHandle;  // engine/model/cuda/cuda_ops.h
 // One batch-size bucket's static buffers (and CUDA graph): what the decode
 // body reads (dev, dev_meta, seqs, workspace) and writes (logits).
 struct DecodeGraph {
-  int64_t rows = 0;        // R
-  int64_t block_size = 0;  // of the pool it was made for
-  int64_t stride = 0;      // block-table entries per row: ceil(context / block_size)
-  int64_t partitions = 0;  // cuda::PagedDecodePartitions(context)
-  torch::Tensor host;      // int64 [3R]: ids, positions, write slots (pinned on CUDA)
-  torch::Tensor host_meta; // int32 [R * (stride + 2)]: tables, first, last (pinned on CUDA)
+  int64_t rows = 0;             // R
+  int64_t block_size = 0;       // of the pool it was made for
+  int64_t stride = 0;           // block-table entries per row: ceil(context / block_size)
+  int64_t partitions = 0;       // cuda::PagedDecodePartitions(context)
+  torch::Tensor host;           // int64 [3R]: ids, positions, write slots (pinned on CUDA)
+  torch::Tensor host_meta;      // int32 [R * (stride + 2)]: tables, first, last (pinned on CUDA)
   torch::Tensor dev, dev_meta;  // their device copies (the same tensors on the CPU)
   torch::Tensor workspace;      // the attention kernel's scratch (CUDA)
   torch::Tensor logits;         // [R, vocab] float32: the step's output

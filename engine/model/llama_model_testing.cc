@@ -38,8 +38,8 @@ KvCache NewCache(const LlamaModel& model, int64_t capacity) {
 torch::Tensor Forward(LlamaModel& model, const std::vector<int>& tokens, KvCache* cache,
                       bool all_logits) {
   const int64_t n = static_cast<int64_t>(tokens.size());
-  TORCH_CHECK(n > 0 && cache->length + n <= cache->capacity, "KV cache overflow: ",
-              cache->length, " + ", n, " > ", cache->capacity);
+  TORCH_CHECK(n > 0 && cache->length + n <= cache->capacity, "KV cache overflow: ", cache->length,
+              " + ", n, " > ", cache->capacity);
   SeqChunk chunk{tokens, cache->length, &cache->table};
   torch::Tensor logits = model.Step({chunk}, &cache->pool, all_logits);
   cache->length += n;

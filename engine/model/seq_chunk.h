@@ -18,8 +18,8 @@ namespace streamgen {
 // One sequence's part of a Step: `tokens` at positions [start, start + n).
 // Keys/values of positions [0, start) are already in the pool.
 struct SeqChunk {
-  std::vector<int> tokens;        // n >= 1 tokens (n == 1: a decode step)
-  int64_t start = 0;              // position of tokens[0]
+  std::vector<int> tokens;                        // n >= 1 tokens (n == 1: a decode step)
+  int64_t start = 0;                              // position of tokens[0]
   const std::vector<int>* block_table = nullptr;  // covers positions [0, start + n)
 };
 
