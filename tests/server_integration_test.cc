@@ -546,7 +546,7 @@ TEST(ServerAuthTest, KeysAreRequiredForTheServiceOnly) {
   ServerOptions options = TestOptions();
   absl::StatusOr<ApiKeys> keys = ApiKeys::FromText("secret-1\nsecret-2\n", "test");
   ASSERT_TRUE(keys.ok());
-  options.service.api_keys = *keys;
+  options.frontend.api_keys = *keys;
   std::unique_ptr<StreamgenServer> server = StartServer(options);
   ASSERT_NE(server, nullptr);
   auto channel = Connect(server->port());
