@@ -1,48 +1,35 @@
+// The HTTP face's checks before a route (request id, header limits, CORS
+// preflight, the key), its answers for what httplib refuses itself, its log
+// line, and its start-up. The endpoints are in http_routes.cc.
 #include "server/http_server.h"
-
-// Debian's libcpp-httplib.so is built with OpenSSL, zlib and brotli; its
-// pkg-config Cflags define the same CPPHTTPLIB_* macros for this header (the
-// class layouts depend on them).
-#include <httplib.h>
 
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <vector>
 
-#include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/status.h"
-#include "server/http_call.h"
+#include "server/http_routes.h"
 #include "server/http_transport.h"
 #include "server/logging.h"
 #include "server/openai_api.h"
-#include "server/openai_encoder.h"
+#include "server/openai_encoder.h"  // DumpJson
 #include "server/playground_html.h"
 #include "server/validation.h"
 
 namespace streamgen {
+namespace http_face {
+
 namespace {
 
-using Json = nlohmann::json;
-using OJson = nlohmann::ordered_json;
-
-
-// The routes the face knows, with their methods (the rest: 404; a known
-// route with another method: 405).
-struct Route {
-  const char* path;
-  const char* method;
-};
 constexpr Route kRoutes[] = {
     {"/", "GET"},           {"/health", "GET"},      {"/metrics", "GET"},
     {"/v1/models", "GET"},  {"/v1/models/{id}", "GET"},
@@ -50,9 +37,7 @@ constexpr Route kRoutes[] = {
     {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
     {"/query-stream/", "POST"},  {"/query-stream", "POST"}};
 
-// GET /v1/models/{id}: the id is the rest of the path, slashes included
-// ("meta-llama/Llama-2-7b-chat-hf" is a served name like any other).
-constexpr absl::string_view kModelPrefix = "/v1/models/";
+}  // namespace
 
 const Route* FindRoute(const std::string& path) {
   const absl::string_view match = absl::StartsWith(path, kModelPrefix)
@@ -82,6 +67,30 @@ void SendError(httplib::Response& res, const HttpError& error) {
   if (error.status == 401) res.set_header("WWW-Authenticate", "Bearer");
   SendJson(res, error.status, ErrorBody(error));
 }
+
+std::optional<absl::string_view> Authorization(const httplib::Request& req) {
+  if (!req.has_header("Authorization")) return std::nullopt;
+  auto it = req.headers.find("Authorization");
+  return absl::string_view(it->second);
+}
+
+std::string Peer(const httplib::Request& req) {
+  bool v6 = req.remote_addr.find(':') != std::string::npos;
+  return absl::StrCat(v6 ? "ipv6:[" : "ipv4:", req.remote_addr, v6 ? "]:" : ":", req.remote_port);
+}
+
+}  // namespace http_face
+
+namespace {
+
+using http_face::Authorization;
+using http_face::FindRoute;
+using http_face::Json;
+using http_face::NeedsKey;
+using http_face::Peer;
+using http_face::Route;
+using http_face::SendError;
+using http_face::SendJson;
 
 // How deep `body` nests arrays and objects, stopping once past `limit` (a
 // pre-scan: the parser and every later walk over the value never meet a
@@ -137,142 +146,9 @@ std::optional<HttpError> HeaderLimitError(const httplib::Request& req, const Htt
   return std::nullopt;
 }
 
-// The bytes a stream sends: at its start, for each merged message, and when
-// it ends without a final message ("" : nothing).
-struct StreamEncoding {
-  std::function<std::string()> start;
-  std::function<std::string(const v1::GenerateResponse&, bool last, const absl::Status&)> message;
-  std::function<std::string(const absl::Status&)> finish;
-};
-
-// Answers with a chunked stream of `content_type` that `call` feeds on this
-// worker thread, watching `socket` for a disconnect.
-void StreamCall(httplib::Response& res, const char* content_type, std::shared_ptr<HttpCall> call,
-                int socket, StreamEncoding encoding) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");  // nginx: do not buffer the stream
-  res.set_chunked_content_provider(
-      content_type,
-      [call, socket, encoding = std::move(encoding)](size_t, httplib::DataSink& sink) {
-        auto send = [&sink](const std::string& bytes) {
-          return bytes.empty() || sink.write(bytes.data(), bytes.size());
-        };
-        send(encoding.start());
-        call->Run(
-            socket,
-            [&](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
-              return send(encoding.message(message, last, status));
-            },
-            [&](const absl::Status& status) { send(encoding.finish(status)); });
-        sink.done();
-        return true;
-      },
-      [call](bool) { call->Abandon(); });
-}
-
-std::optional<absl::string_view> Authorization(const httplib::Request& req) {
-  if (!req.has_header("Authorization")) return std::nullopt;
-  auto it = req.headers.find("Authorization");
-  return absl::string_view(it->second);
-}
-
-std::string Peer(const httplib::Request& req) {
-  bool v6 = req.remote_addr.find(':') != std::string::npos;
-  return absl::StrCat(v6 ? "ipv6:[" : "ipv4:", req.remote_addr, v6 ? "]:" : ":", req.remote_port);
-}
-
 std::string Peer(const std::string& host, int port) {
   bool v6 = host.find(':') != std::string::npos;
   return absl::StrCat(v6 ? "ipv6:[" : "ipv4:", host, v6 ? "]:" : ":", port);
-}
-
-// ---- CORS (--cors-allow-origin) ----
-
-struct CorsPolicy {
-  bool on = false;                   // else: no CORS header at all
-  bool any = false;                  // "*"
-  std::vector<std::string> origins;  // lower case
-
-  bool Allows(absl::string_view origin) const {
-    if (any) return true;
-    for (const std::string& allowed : origins) {
-      if (absl::EqualsIgnoreCase(origin, allowed)) return true;
-    }
-    return false;
-  }
-};
-
-// scheme://host[:port], the scheme http or https, nothing after the authority.
-bool IsOrigin(absl::string_view text) {
-  absl::string_view rest = text;
-  if (!absl::ConsumePrefix(&rest, "https://") && !absl::ConsumePrefix(&rest, "http://")) {
-    return false;
-  }
-  if (rest.empty() || rest.front() == ':' || rest.back() == ':') return false;
-  for (char c : rest) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != ':' &&
-        c != '[' && c != ']') {
-      return false;
-    }
-  }
-  return true;
-}
-
-absl::StatusOr<CorsPolicy> ParseCorsPolicy(absl::string_view flag) {
-  CorsPolicy policy;
-  if (absl::StripAsciiWhitespace(flag).empty()) return policy;
-  policy.on = true;
-  for (absl::string_view part : absl::StrSplit(flag, ',')) {
-    part = absl::StripAsciiWhitespace(part);
-    if (part == "*") {
-      policy.any = true;
-    } else if (IsOrigin(part)) {
-      policy.origins.push_back(absl::AsciiStrToLower(part));
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--cors-allow-origin: '", part, "' is not an origin: give scheme://host[:port] "
-          "(like https://app.example.com, no path and no trailing slash), a comma-separated "
-          "list of them, or *"));
-    }
-  }
-  if (policy.any && !policy.origins.empty()) {
-    return absl::InvalidArgumentError(
-        "--cors-allow-origin: * allows every origin; give it alone, not in a list");
-  }
-  return policy;
-}
-
-// The response headers a browser script may read besides the safelisted ones.
-constexpr char kCorsExposedHeaders[] = "X-Request-Id, X-Seed, Retry-After";
-
-// The request headers a preflight may ask for: what the face reads, and what
-// the official OpenAI JavaScript client sends (X-Stainless-*, OpenAI-*).
-bool AllowedRequestHeader(absl::string_view lower_name) {
-  for (absl::string_view name : {"authorization", "content-type", "accept", "x-request-id",
-                                 "openai-organization", "openai-project"}) {
-    if (lower_name == name) return true;
-  }
-  return absl::StartsWith(lower_name, "x-stainless-");
-}
-
-// Access-Control-Allow-Headers for a preflight's Access-Control-Request-Headers:
-// the requested names that are allowed ("" : none).
-std::string AllowHeaders(absl::string_view requested) {
-  std::vector<std::string> allowed;
-  for (absl::string_view name : absl::StrSplit(requested, ',')) {
-    std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
-    if (!lower.empty() && AllowedRequestHeader(lower)) allowed.push_back(std::move(lower));
-  }
-  return absl::StrJoin(allowed, ", ");
-}
-
-void AddVaryOrigin(httplib::Headers& headers) {
-  auto it = headers.find("Vary");
-  if (it == headers.end()) {
-    headers.emplace("Vary", "Origin");
-  } else if (!absl::StrContains(absl::AsciiStrToLower(it->second), "origin")) {
-    it->second += ", Origin";
-  }
 }
 
 // ---- request heads seen before httplib reads them ----
@@ -299,88 +175,8 @@ std::string HeadHeader(absl::string_view head, absl::string_view name) {
 
 }  // namespace
 
-// The handlers. Every method runs on an HTTP worker thread.
-class HttpServer::Routes {
- public:
-  Routes(const HttpOptions& options, CorsPolicy cors, Frontend* frontend, Metrics* metrics,
-         std::function<std::string()> render_metrics)
-      : options_(options),
-        cors_(std::move(cors)),
-        frontend_(frontend),
-        metrics_(metrics),
-        render_metrics_(std::move(render_metrics)),
-        created_(static_cast<int64_t>(std::time(nullptr))) {}
-
-  void Install(httplib::Server& server);
-
-  // The response the accepting thread writes itself to a connection no
-  // worker takes (on the accepting thread): 503 when the workers' queue and
-  // the refuser's are full, 408 when a head did not arrive in full in time.
-  // `head`: what had arrived of the request. Counted and logged as httplib's.
-  std::string AnswerWithoutWorker(int status, absl::string_view head, int sock) const;
-
- private:
-  // Before routing, for a route that needs the key: the key's refusal, or
-  // nullopt (the body is not read yet).
-  std::optional<HttpError> KeyError(const httplib::Request& req) const;
-  // The API key and the loaded model (Frontend::Admit, once per request);
-  // nullopt after answering the refusal.
-  std::optional<Frontend::Admission> Admit(const httplib::Request& req,
-                                           httplib::Response& res) const;
-  // The body as a JSON value, after the content type and nesting checks;
-  // false after answering the error. Called after Admit.
-  bool ParseBody(const httplib::Request& req, httplib::Response& res, Json* body) const;
-  std::string ServedModelName() const;
-
-  void Health(httplib::Response& res) const;
-  void Models(const httplib::Request& req, httplib::Response& res) const;
-  // GET /v1/models/{id}: the served model's object, else 404 model_not_found.
-  void Model(const httplib::Request& req, httplib::Response& res) const;
-  // The served model as an element of /v1/models' data.
-  OJson ModelObject(const Frontend::Admission& admission) const;
-  void Tokenize(const httplib::Request& req, httplib::Response& res) const;
-  void Detokenize(const httplib::Request& req, httplib::Response& res) const;
-  void Completions(OpenAiRoute route, const httplib::Request& req, httplib::Response& res);
-  void QueryStream(const httplib::Request& req, httplib::Response& res);
-
-  // Validates `request` with the Frontend's checks (as every face) and hands
-  // it to the engine. Returns the call, or null after answering the refusal.
-  // `max_tokens_field`: the body's name for max_new_tokens (messages and params).
-  std::shared_ptr<HttpCall> StartGeneration(const Frontend::Admission& admission,
-                                            const httplib::Request& req, httplib::Response& res,
-                                            v1::GenerateRequest request, OpenAiRoute route,
-                                            absl::string_view max_tokens_field);
-
-  // CORS response headers for a request from `origin` ("" : none), after
-  // Vary: Origin (when CORS is on at all).
-  void AddCorsHeaders(absl::string_view origin, httplib::Headers& headers) const;
-  // Answers a CORS preflight (OPTIONS with Origin and
-  // Access-Control-Request-Method) to a known route; false for any other request.
-  bool Preflight(const httplib::Request& req, httplib::Response& res) const;
-  void LogResponse(absl::string_view method, absl::string_view path, int status,
-                   const std::string& peer, const std::string& request_id) const;
-
-  const HttpOptions options_;
-  const CorsPolicy cors_;
-  Frontend* const frontend_;
-  Metrics* const metrics_;
-  const std::function<std::string()> render_metrics_;
-  const int64_t created_;
-};
-
-void HttpServer::Routes::AddCorsHeaders(absl::string_view origin, httplib::Headers& headers) const {
-  if (!cors_.on) return;
-  // The answer depends on Origin: caches must keep one per origin.
-  AddVaryOrigin(headers);
-  if (origin.empty() || !cors_.Allows(origin)) return;
-  headers.erase("Access-Control-Allow-Origin");
-  headers.emplace("Access-Control-Allow-Origin", cors_.any ? "*" : std::string(origin));
-  headers.erase("Access-Control-Expose-Headers");
-  headers.emplace("Access-Control-Expose-Headers", kCorsExposedHeaders);
-}
-
 bool HttpServer::Routes::Preflight(const httplib::Request& req, httplib::Response& res) const {
-  if (!cors_.on || req.method != "OPTIONS" || !req.has_header("Origin") ||
+  if (!cors_.on() || req.method != "OPTIONS" || !req.has_header("Origin") ||
       !req.has_header("Access-Control-Request-Method")) {
     return false;
   }
@@ -398,7 +194,7 @@ bool HttpServer::Routes::Preflight(const httplib::Request& req, httplib::Respons
   res.status = 204;
   res.set_header("Access-Control-Allow-Methods", absl::StrCat(route->method, ", OPTIONS"));
   std::string allowed = req.has_header("Access-Control-Request-Headers")
-                            ? AllowHeaders(req.get_header_value("Access-Control-Request-Headers"))
+                            ? CorsPolicy::AllowHeaders(req.get_header_value("Access-Control-Request-Headers"))
                             : "authorization, content-type";
   if (!allowed.empty()) res.set_header("Access-Control-Allow-Headers", allowed);
   res.set_header("Access-Control-Max-Age", "600");
@@ -439,7 +235,7 @@ std::string HttpServer::Routes::AnswerWithoutWorker(int status, absl::string_vie
     id = MakeRequestId();
   }
   httplib::Headers headers;
-  AddCorsHeaders(HeadHeader(head, "Origin"), headers);
+  cors_.AddHeaders(HeadHeader(head, "Origin"), headers);
   std::string body = DumpJson(ErrorBody(error)) + "\n";
   std::string out = absl::StrCat("HTTP/1.1 ", status,
                                  status == 503 ? " Service Unavailable" : " Request Timeout",
@@ -509,200 +305,6 @@ std::optional<Frontend::Admission> HttpServer::Routes::Admit(const httplib::Requ
   if (admission.ok()) return *admission;
   SendError(res, ToHttpError(admission.status()));
   return std::nullopt;
-}
-
-void HttpServer::Routes::Health(httplib::Response& res) const {
-  if (!frontend_->loaded() || frontend_->draining()) {
-    res.set_header("Retry-After", "1");
-    SendJson(res, 503, {{"status", frontend_->draining() ? "draining" : "loading"}});
-    return;
-  }
-  SendJson(res, 200, {{"status", "serving"}});
-}
-
-OJson HttpServer::Routes::ModelObject(const Frontend::Admission& admission) const {
-  const ModelInfo& info = admission.model_info();
-  return {{"id", ServedModelName()},
-          {"object", "model"},
-          {"created", created_},
-          {"owned_by", "streamgen"},
-          {"root", info.name},
-          {"max_model_len", info.context_length}};
-}
-
-void HttpServer::Routes::Models(const httplib::Request& req, httplib::Response& res) const {
-  std::optional<Frontend::Admission> admission = Admit(req, res);
-  if (!admission) return;
-  SendJson(res, 200, {{"object", "list"}, {"data", OJson::array({ModelObject(*admission)})}});
-}
-
-void HttpServer::Routes::Model(const httplib::Request& req, httplib::Response& res) const {
-  std::optional<Frontend::Admission> admission = Admit(req, res);
-  if (!admission) return;
-  // httplib has decoded the path: %2F is a slash here too.
-  std::string id = req.path.substr(kModelPrefix.size());
-  if (id == ServedModelName()) return SendJson(res, 200, ModelObject(*admission));
-  // OpenAI's answer for an unknown model: param null, code model_not_found.
-  SendError(res, MakeHttpError(404, "invalid_request_error",
-                               absl::StrCat("The model `", id, "` does not exist; this server "
-                                            "serves `", ServedModelName(), "`"),
-                               "model_not_found"));
-}
-
-void HttpServer::Routes::Tokenize(const httplib::Request& req, httplib::Response& res) const {
-  std::optional<Frontend::Admission> admission = Admit(req, res);
-  Json body;
-  if (!admission || !ParseBody(req, res, &body)) return;
-  absl::StatusOr<v1::TokenizeRequest> request = ParseTokenizeRequest(body);
-  v1::TokenizeResponse response;
-  absl::Status status = request.status();
-  if (status.ok()) status = frontend_->Tokenize(*admission, *request, &response);
-  if (!status.ok()) return SendError(res, ToHttpError(status));
-  OJson out;
-  out["count"] = response.token_ids_size();
-  out["max_model_len"] = admission->model_info().context_length;
-  out["tokens"] = std::vector<int>(response.token_ids().begin(), response.token_ids().end());
-  out["token_strs"] = std::vector<std::string>(response.pieces().begin(), response.pieces().end());
-  SendJson(res, 200, out);
-}
-
-void HttpServer::Routes::Detokenize(const httplib::Request& req, httplib::Response& res) const {
-  std::optional<Frontend::Admission> admission = Admit(req, res);
-  Json body;
-  if (!admission || !ParseBody(req, res, &body)) return;
-  absl::StatusOr<std::vector<int>> ids = ParseDetokenizeRequest(body);
-  if (!ids.ok()) return SendError(res, ToHttpError(ids.status()));
-  Engine* engine = admission->engine();
-  int pieces = engine->model_info().tokenizer_vocab_size;
-  for (size_t i = 0; i < ids->size(); ++i) {
-    if ((*ids)[i] < 0 || (*ids)[i] >= pieces) {
-      absl::Status status = absl::InvalidArgumentError(
-          absl::StrCat("tokens[", i, "] = ", (*ids)[i], " is outside the tokenizer's vocabulary [0, ",
-                       pieces, ")"));
-      SetErrorParam(&status, "tokens");
-      return SendError(res, ToHttpError(status));
-    }
-  }
-  SendJson(res, 200, {{"prompt", engine->Detokenize(*ids)}});
-}
-
-std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(
-    const Frontend::Admission& admission, const httplib::Request& req, httplib::Response& res,
-    v1::GenerateRequest request, OpenAiRoute route, absl::string_view max_tokens_field) {
-  std::string request_id = res.get_header_value("X-Request-Id");  // the client's, or generated
-  request.set_request_id(request_id);
-  std::shared_ptr<HttpCall> call = HttpCall::Create(
-      frontend_->reactor_env(), CallInfo{absl::StrCat("POST ", req.path), request_id, Peer(req),
-                                         frontend_->LogPrompt(request)});
-  absl::StatusOr<GenerationRequest> converted = frontend_->PrepareGenerate(admission, request);
-  if (converted.ok()) {
-    call->Submit(admission.engine(), std::move(*converted));
-  } else {
-    call->Reject(converted.status());
-  }
-  if (std::optional<absl::Status> refused = call->Refused()) {
-    // The validator's (and the engine's) messages name the proto's fields:
-    // the client gets its own field names.
-    SendError(res, ToHttpError(ForHttpFace(*refused, route, max_tokens_field), route));
-    return nullptr;
-  }
-  return call;
-}
-
-void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& req,
-                                     httplib::Response& res) {
-  std::optional<Frontend::Admission> admission = Admit(req, res);
-  Json body;
-  if (!admission || !ParseBody(req, res, &body)) return;
-  absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(route, body);
-  if (!parsed.ok()) return SendError(res, ToHttpError(parsed.status(), route));
-  if (!parsed->model.empty() && parsed->model != ServedModelName()) {
-    return SendError(res, MakeHttpError(404, "invalid_request_error",
-                                        absl::StrCat("The model `", parsed->model,
-                                                     "` does not exist; this server serves `",
-                                                     ServedModelName(), "`"),
-                                        "model_not_found", "model"));
-  }
-  auto request = std::make_shared<OpenAiRequest>(std::move(*parsed));
-  std::shared_ptr<HttpCall> call =
-      StartGeneration(*admission, req, res, request->request, route, request->max_tokens_field);
-  if (call == nullptr) return;
-  Engine* engine = admission->engine();
-  const char* prefix = route == OpenAiRoute::kChat ? "chatcmpl-" : "cmpl-";
-  auto encoder = std::make_shared<OpenAiEncoder>(
-      *request, absl::StrCat(prefix, call->request_id()), static_cast<int64_t>(std::time(nullptr)),
-      ServedModelName(), [engine](int id) { return engine->TokenPiece(id); });
-  encoder->set_system_fingerprint(engine->model_info().fingerprint);
-  // A token whose piece has more than spaces but which decodes to nothing on
-  // its own is a control token (BOS, EOS, <|im_end|>): no text of the output.
-  // ("▁" alone decodes to "" too: sentencepiece drops a first piece's space.)
-  encoder->set_hidden_token([engine](int id) {
-    std::string text = PieceText(engine->TokenPiece(id));
-    return text.find_first_not_of(' ') != std::string::npos && engine->Detokenize({id}).empty();
-  });
-  int socket = HttpTransport::CurrentSocket();
-
-  if (!request->stream) {
-    absl::Status final_status = absl::OkStatus();
-    call->Run(
-        socket,
-        [&](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
-          encoder->Accumulate(message);
-          if (last) final_status = status;
-          return true;
-        },
-        [&](const absl::Status& status) { final_status = status; });
-    if (!final_status.ok()) {
-      return SendError(res, ToHttpError(ForHttpFace(final_status, route, request->max_tokens_field),
-                                        route));
-    }
-    return SendJson(res, 200, encoder->Body());
-  }
-
-  // The encoder refers to *request: both live as long as the stream.
-  StreamCall(res, "text/event-stream", call, socket,
-             {[encoder, request] { return encoder->StreamStart(); },
-              [encoder](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
-                return encoder->StreamMessage(message, last, status);
-              },
-              [encoder](const absl::Status& status) { return encoder->StreamError(status); }});
-}
-
-void HttpServer::Routes::QueryStream(const httplib::Request& req, httplib::Response& res) {
-  std::optional<Frontend::Admission> admission = Admit(req, res);
-  Json body;
-  if (!admission || !ParseBody(req, res, &body)) return;
-  absl::StatusOr<QueryStreamRequest> parsed = ParseQueryStreamRequest(body);
-  if (!parsed.ok()) {
-    return SendError(res, ToHttpError(parsed.status(), OpenAiRoute::kQueryStream));
-  }
-  static absl::Mutex mu(absl::kConstInit);
-  static absl::BitGen* gen = new absl::BitGen();
-  uint64_t seed;
-  {
-    absl::MutexLock lock(&mu);
-    // Below 2^53, so that JavaScript clients can send it back exactly.
-    seed = absl::Uniform<uint64_t>(*gen, 0, uint64_t{1} << 53);
-  }
-  bool chat = !frontend_->chat_family().empty();
-  std::shared_ptr<HttpCall> call =
-      StartGeneration(*admission, req, res, ToGenerateRequest(*parsed, chat, seed),
-                      OpenAiRoute::kQueryStream, "max_new_tokens");
-  if (call == nullptr) return;
-  int socket = HttpTransport::CurrentSocket();
-  // httplib would gzip a text/plain body for clients that accept it (requests
-  // does), and its compressor holds output back: the stream would stop
-  // streaming. The request is httplib's own non-const object.
-  const_cast<httplib::Request&>(req).headers.erase("Accept-Encoding");
-  res.set_header("X-Seed", std::to_string(seed));
-  // Plain text has no way to say "error": a stream the server ends early just
-  // ends (the log line and the metrics say why).
-  StreamCall(res, "text/plain; charset=utf-8", call, socket,
-             {[] { return std::string(); },
-              [](const v1::GenerateResponse& message, bool, const absl::Status&) {
-                return message.text();
-              },
-              [](const absl::Status&) { return std::string(); }});
 }
 
 void HttpServer::Routes::Install(httplib::Server& server) {
@@ -829,7 +431,7 @@ void HttpServer::Routes::Install(httplib::Server& server) {
   // own 400 / 413 / 414), before its headers are: the CORS headers, streams
   // included.
   server.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    AddCorsHeaders(req.get_header_value("Origin"), res.headers);
+    cors_.AddHeaders(req.get_header_value("Origin"), res.headers);
     // httplib gives every empty response "Content-Length: 0"; a 204 (a
     // preflight's) has no body and must not say so.
     if (res.status == 204) res.headers.erase("Content-Length");
@@ -849,7 +451,7 @@ void HttpServer::Routes::Install(httplib::Server& server) {
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const HttpOptions& options, Frontend* frontend, Metrics* metrics,
     std::function<std::string()> render_metrics) {
-  absl::StatusOr<CorsPolicy> cors = ParseCorsPolicy(options.cors_allow_origin);
+  absl::StatusOr<CorsPolicy> cors = CorsPolicy::Parse(options.cors_allow_origin);
   if (!cors.ok()) return cors.status();
   HttpTransportOptions transport;
   transport.listen = options.listen;

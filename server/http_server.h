@@ -9,7 +9,9 @@
 // admitted once (Frontend::Admit) and carries its Admission through.
 //
 // The connections, threads and slow-client protection are the transport's
-// (http_transport.h), shared with the metrics endpoint.
+// (http_transport.h), shared with the metrics endpoint. The checks before a
+// route are in http_server.cc, the endpoints in http_routes.cc, CORS in
+// http_cors.h.
 #pragma once
 
 #include <functional>
