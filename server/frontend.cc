@@ -66,9 +66,10 @@ absl::Status Frontend::SetEngine(Engine* engine) {
   if (options_.chat_template == "auto") {
     family = DetectChatTemplateFamily(info.chat_template);
     if (family == ChatTemplateFamily::kNone) {
-      model->chat_error = info.chat_template.empty()
-          ? "the model's tokenizer_config.json has no chat_template"
-          : "the model's chat_template is of no known family (llama2, mistral, chatml)";
+      model->chat_error =
+          info.chat_template.empty()
+              ? "the model's tokenizer_config.json has no chat_template"
+              : "the model's chat_template is of no known family (llama2, mistral, chatml)";
     }
   } else {
     SG_ASSIGN_OR_RETURN(family, ParseChatTemplateFamily(options_.chat_template));
@@ -87,8 +88,7 @@ absl::Status Frontend::SetEngine(Engine* engine) {
     }
   }
   if (model->chat == nullptr) {
-    LogEvent(spdlog::level::warn, "chat requests will be refused",
-             {{"reason", model->chat_error}});
+    LogEvent(spdlog::level::warn, "chat requests will be refused", {{"reason", model->chat_error}});
   }
 
   model->encoder.tokenize = [engine](const std::string& text) {
@@ -101,8 +101,8 @@ absl::Status Frontend::SetEngine(Engine* engine) {
     };
   } else {
     std::string error = model->chat_error;
-    model->encoder.render_chat = [error](const std::vector<ChatMessage>&)
-        -> absl::StatusOr<std::vector<int>> {
+    model->encoder.render_chat =
+        [error](const std::vector<ChatMessage>&) -> absl::StatusOr<std::vector<int>> {
       return absl::FailedPreconditionError(
           absl::StrCat("messages: chat is not available for this model: ", error,
                        "; send prompt or prompt_token_ids, or start the server with "

@@ -63,7 +63,8 @@ absl::StatusOr<CorsPolicy> CorsPolicy::Parse(absl::string_view flag) {
       policy.origins_.push_back(absl::AsciiStrToLower(part));
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--cors-allow-origin: '", part, "' is not an origin: give scheme://host[:port] "
+          "--cors-allow-origin: '", part,
+          "' is not an origin: give scheme://host[:port] "
           "(like https://app.example.com, no path and no trailing slash), a comma-separated "
           "list of them, or *"));
     }

@@ -314,6 +314,7 @@ void HttpServer::Routes::Install(httplib::Server& server) {
     bool id_too_long = id.size() > static_cast<size_t>(kMaxRequestIdBytes);
     res.set_header("X-Request-Id", id.empty() || id_too_long ? MakeRequestId() : id);
     std::optional<HttpError> refused;
+    bool keep_alive = false;  // the connection may carry another request
     if (HttpTransport::CurrentConnectionOverloaded()) {
       res.set_header("Retry-After", "1");
       refused = MakeHttpError(503, "service_unavailable", "too many open connections; retry",
@@ -328,12 +329,15 @@ void HttpServer::Routes::Install(httplib::Server& server) {
       return httplib::Server::HandlerResponse::Handled;
     } else if ((refused = KeyError(req))) {
       // The key before the body, as on every face: a request without one is
-      // refused before a byte of its body is read, let alone parsed.
+      // refused before a byte of its body is read, let alone parsed. A
+      // request without a body leaves nothing unread.
+      std::string length = req.get_header_value("Content-Length");
+      keep_alive = !req.has_header("Transfer-Encoding") && (length.empty() || length == "0");
     } else {
       return httplib::Server::HandlerResponse::Unhandled;
     }
     // The body (if any) is left unread: this connection cannot carry another request.
-    res.set_header("Connection", "close");
+    if (!keep_alive) res.set_header("Connection", "close");
     SendError(res, *refused);
     return httplib::Server::HandlerResponse::Handled;
   });

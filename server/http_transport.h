@@ -35,15 +35,15 @@ class Server;
 namespace streamgen {
 
 struct HttpTransportOptions {
-  std::string listen;                   // HOST:PORT; port 0 picks a free one
+  std::string listen;                       // HOST:PORT; port 0 picks a free one
   std::string listen_flag = "http-listen";  // the flag that errors name ("--http-listen=...")
-  std::string tls_cert_file;            // PEM; with tls_key_file: HTTPS
-  std::string tls_key_file;             // PEM
-  std::string tls_client_ca_file;       // PEM; set: clients must present a cert it signed
-  int max_body_bytes = 4 << 20;         // larger request bodies: 413 (httplib's)
-  int threads = 80;                     // worker threads (open connections being served)
-  int max_pending_connections = 64;     // accepted connections waiting for a worker
-  int write_timeout_s = 30;             // a reader that takes nothing for this long is dropped
+  std::string tls_cert_file;                // PEM; with tls_key_file: HTTPS
+  std::string tls_key_file;                 // PEM
+  std::string tls_client_ca_file;           // PEM; set: clients must present a cert it signed
+  int max_body_bytes = 4 << 20;             // larger request bodies: 413 (httplib's)
+  int threads = 80;                         // worker threads (open connections being served)
+  int max_pending_connections = 64;         // accepted connections waiting for a worker
+  int write_timeout_s = 30;                 // a reader that takes nothing for this long is dropped
 };
 
 class HttpTransport {

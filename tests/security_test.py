@@ -352,6 +352,23 @@ class ApiKeyTest(ServerCase):
                     # The unread body: the connection cannot carry another request.
                     self.assertEqual(response.headers.get("connection"), "close", response)
 
+    def test_a_refusal_without_a_body_keeps_the_connection(self):
+        """A 401 to a request without a body leaves nothing unread: the same
+        connection carries the next request."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.http_port, timeout=30)
+        try:
+            conn.request("GET", "/v1/models")
+            refused = conn.getresponse()
+            body = refused.read().decode()
+            self.assertEqual(refused.status, 401, body)
+            self.assertEqual(json.loads(body)["error"]["message"], self.MISSING)
+            self.assertNotEqual(refused.getheader("Connection"), "close", body)
+            conn.request("GET", "/v1/models", headers={"Authorization": "Bearer " + KEYS[0]})
+            served = conn.getresponse()
+            self.assertEqual(served.status, 200, served.read())
+        finally:
+            conn.close()
+
     def test_keys_never_reach_the_log(self):
         # Requests with every key, right and wrong, on both faces; then the log.
         for key in KEYS + (WRONG_KEY,):
