@@ -1,124 +1,35 @@
+// The HTTP face's checks before a route (request id, header limits, CORS
+// preflight, the key), its answers for what httplib refuses itself, its log
+// line, and its start-up. The endpoints are in http_routes.cc.
 #include "server/http_server.h"
 
-// Debian's libcpp-httplib.so is built with OpenSSL, zlib and brotli; its
-// pkg-config Cflags define the same CPPHTTPLIB_* macros for this header (the
-// class layouts depend on them).
-#include <httplib.h>
-
-#include <fcntl.h>
-#include <netdb.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <cstdlib>
 #include <cstring>
-#include <ctime>
-#include <deque>
 #include <fstream>
 #include <iterator>
-#include <map>
-#include <mutex>
-#include <unordered_map>
 #include <vector>
 
-#include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "common/cli_flags.h"
-#include "server/http_call.h"
+#include "common/status.h"
+#include "server/http_routes.h"
+#include "server/http_transport.h"
 #include "server/logging.h"
 #include "server/openai_api.h"
-#include "server/openai_encoder.h"
+#include "server/openai_encoder.h"  // DumpJson
 #include "server/playground_html.h"
 #include "server/validation.h"
 
 namespace streamgen {
+namespace http_face {
+
 namespace {
 
-using Json = nlohmann::json;
-using OJson = nlohmann::ordered_json;
-
-// Set on a thread while it serves a connection the workers had no room for
-// (the refuser's): the pre-routing handler answers it 503.
-thread_local bool tls_overloaded = false;
-// The connection the calling thread serves (-1: none).
-thread_local int tls_connection_socket = -1;
-
-// The read timeout (httplib's, per read, on a worker) and the time a request
-// head has to arrive in full after the connection is accepted; the keep-alive
-// timeout, and the time a new connection has to send its first byte.
-constexpr int kReadTimeoutS = 10;
-constexpr int kKeepAliveTimeoutS = 5;
-// Connections waiting for their request head (at least the workers and their
-// queue); beyond this, the one waiting longest is closed.
-constexpr size_t kMaxWaitingHeads = 1024;
-
-// httplib 0.11 serves a connection only from its own accept loop: the method
-// that serves one, Server::process_and_close_socket(sock) (virtual: SSLServer's
-// does the TLS handshake first), is private. The face runs its own accept loop
-// and calls it through a pointer to the member taken where access is not
-// checked, the template argument of an explicit instantiation ([temp.spec]).
-struct ServeSocketTag {
-  using type = bool (httplib::Server::*)(socket_t);
-  friend type Member(ServeSocketTag);
-};
-template <typename Tag, typename Tag::type kMember>
-struct PrivateMember {
-  friend typename Tag::type Member(Tag) { return kMember; }
-};
-template struct PrivateMember<ServeSocketTag, &httplib::Server::process_and_close_socket>;
-
-// The socket httplib bound and listens on (Server::svr_sock_, protected). Its
-// connections end their keep-alive loop, and streams their body, once it is
-// INVALID_SOCKET (what httplib's stop() does).
-struct ListenSocketOf : httplib::Server {
-  static std::atomic<socket_t>& Get(httplib::Server& server) {
-    return server.*&ListenSocketOf::svr_sock_;
-  }
-};
-
-// Serves the connection `sock` on the calling thread, keep-alive requests
-// included, and closes it.
-void ServeConnection(httplib::Server& server, int sock, bool overloaded) {
-  tls_overloaded = overloaded;
-  tls_connection_socket = sock;
-  (server.*Member(ServeSocketTag{}))(sock);
-  tls_overloaded = false;
-  tls_connection_socket = -1;
-}
-
-std::string NumericHost(const sockaddr_storage& address, socklen_t length, int* port) {
-  char host[NI_MAXHOST] = "", service[NI_MAXSERV] = "";
-  if (getnameinfo(reinterpret_cast<const sockaddr*>(&address), length, host, sizeof(host), service,
-                  sizeof(service), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-    return "";
-  }
-  *port = std::atoi(service);
-  return host;
-}
-
-// The connection's socket, which httplib 0.11 does not hand to handlers: the
-// one the calling worker thread serves. A stream watches it for a client that
-// disconnects while no token is being written. -1 when none.
-int ConnectionSocket(const httplib::Request&) { return tls_connection_socket; }
-
-// The routes the face knows, with their methods (the rest: 404; a known
-// route with another method: 405).
-struct Route {
-  const char* path;
-  const char* method;
-};
 constexpr Route kRoutes[] = {
     {"/", "GET"},           {"/health", "GET"},      {"/metrics", "GET"},
     {"/v1/models", "GET"},  {"/v1/models/{id}", "GET"},
@@ -126,9 +37,7 @@ constexpr Route kRoutes[] = {
     {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
     {"/query-stream/", "POST"},  {"/query-stream", "POST"}};
 
-// GET /v1/models/{id}: the id is the rest of the path, slashes included
-// ("meta-llama/Llama-2-7b-chat-hf" is a served name like any other).
-constexpr absl::string_view kModelPrefix = "/v1/models/";
+}  // namespace
 
 const Route* FindRoute(const std::string& path) {
   const absl::string_view match = absl::StartsWith(path, kModelPrefix)
@@ -158,6 +67,30 @@ void SendError(httplib::Response& res, const HttpError& error) {
   if (error.status == 401) res.set_header("WWW-Authenticate", "Bearer");
   SendJson(res, error.status, ErrorBody(error));
 }
+
+std::optional<absl::string_view> Authorization(const httplib::Request& req) {
+  if (!req.has_header("Authorization")) return std::nullopt;
+  auto it = req.headers.find("Authorization");
+  return absl::string_view(it->second);
+}
+
+std::string Peer(const httplib::Request& req) {
+  bool v6 = req.remote_addr.find(':') != std::string::npos;
+  return absl::StrCat(v6 ? "ipv6:[" : "ipv4:", req.remote_addr, v6 ? "]:" : ":", req.remote_port);
+}
+
+}  // namespace http_face
+
+namespace {
+
+using http_face::Authorization;
+using http_face::FindRoute;
+using http_face::Json;
+using http_face::NeedsKey;
+using http_face::Peer;
+using http_face::Route;
+using http_face::SendError;
+using http_face::SendJson;
 
 // How deep `body` nests arrays and objects, stopping once past `limit` (a
 // pre-scan: the parser and every later walk over the value never meet a
@@ -213,142 +146,9 @@ std::optional<HttpError> HeaderLimitError(const httplib::Request& req, const Htt
   return std::nullopt;
 }
 
-// The bytes a stream sends: at its start, for each merged message, and when
-// it ends without a final message ("" : nothing).
-struct StreamEncoding {
-  std::function<std::string()> start;
-  std::function<std::string(const v1::GenerateResponse&, bool last, const absl::Status&)> message;
-  std::function<std::string(const absl::Status&)> finish;
-};
-
-// Answers with a chunked stream of `content_type` that `call` feeds on this
-// worker thread, watching `socket` for a disconnect.
-void StreamCall(httplib::Response& res, const char* content_type, std::shared_ptr<HttpCall> call,
-                int socket, StreamEncoding encoding) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");  // nginx: do not buffer the stream
-  res.set_chunked_content_provider(
-      content_type,
-      [call, socket, encoding = std::move(encoding)](size_t, httplib::DataSink& sink) {
-        auto send = [&sink](const std::string& bytes) {
-          return bytes.empty() || sink.write(bytes.data(), bytes.size());
-        };
-        send(encoding.start());
-        call->Run(
-            socket,
-            [&](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
-              return send(encoding.message(message, last, status));
-            },
-            [&](const absl::Status& status) { send(encoding.finish(status)); });
-        sink.done();
-        return true;
-      },
-      [call](bool) { call->Abandon(); });
-}
-
-std::optional<absl::string_view> Authorization(const httplib::Request& req) {
-  if (!req.has_header("Authorization")) return std::nullopt;
-  auto it = req.headers.find("Authorization");
-  return absl::string_view(it->second);
-}
-
-std::string Peer(const httplib::Request& req) {
-  bool v6 = req.remote_addr.find(':') != std::string::npos;
-  return absl::StrCat(v6 ? "ipv6:[" : "ipv4:", req.remote_addr, v6 ? "]:" : ":", req.remote_port);
-}
-
 std::string Peer(const std::string& host, int port) {
   bool v6 = host.find(':') != std::string::npos;
   return absl::StrCat(v6 ? "ipv6:[" : "ipv4:", host, v6 ? "]:" : ":", port);
-}
-
-// ---- CORS (--cors-allow-origin) ----
-
-struct CorsPolicy {
-  bool on = false;                   // else: no CORS header at all
-  bool any = false;                  // "*"
-  std::vector<std::string> origins;  // lower case
-
-  bool Allows(absl::string_view origin) const {
-    if (any) return true;
-    for (const std::string& allowed : origins) {
-      if (absl::EqualsIgnoreCase(origin, allowed)) return true;
-    }
-    return false;
-  }
-};
-
-// scheme://host[:port], the scheme http or https, nothing after the authority.
-bool IsOrigin(absl::string_view text) {
-  absl::string_view rest = text;
-  if (!absl::ConsumePrefix(&rest, "https://") && !absl::ConsumePrefix(&rest, "http://")) {
-    return false;
-  }
-  if (rest.empty() || rest.front() == ':' || rest.back() == ':') return false;
-  for (char c : rest) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != ':' &&
-        c != '[' && c != ']') {
-      return false;
-    }
-  }
-  return true;
-}
-
-absl::StatusOr<CorsPolicy> ParseCorsPolicy(absl::string_view flag) {
-  CorsPolicy policy;
-  if (absl::StripAsciiWhitespace(flag).empty()) return policy;
-  policy.on = true;
-  for (absl::string_view part : absl::StrSplit(flag, ',')) {
-    part = absl::StripAsciiWhitespace(part);
-    if (part == "*") {
-      policy.any = true;
-    } else if (IsOrigin(part)) {
-      policy.origins.push_back(absl::AsciiStrToLower(part));
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--cors-allow-origin: '", part, "' is not an origin: give scheme://host[:port] "
-          "(like https://app.example.com, no path and no trailing slash), a comma-separated "
-          "list of them, or *"));
-    }
-  }
-  if (policy.any && !policy.origins.empty()) {
-    return absl::InvalidArgumentError(
-        "--cors-allow-origin: * allows every origin; give it alone, not in a list");
-  }
-  return policy;
-}
-
-// The response headers a browser script may read besides the safelisted ones.
-constexpr char kCorsExposedHeaders[] = "X-Request-Id, X-Seed, Retry-After";
-
-// The request headers a preflight may ask for: what the face reads, and what
-// the official OpenAI JavaScript client sends (X-Stainless-*, OpenAI-*).
-bool AllowedRequestHeader(absl::string_view lower_name) {
-  for (absl::string_view name : {"authorization", "content-type", "accept", "x-request-id",
-                                 "openai-organization", "openai-project"}) {
-    if (lower_name == name) return true;
-  }
-  return absl::StartsWith(lower_name, "x-stainless-");
-}
-
-// Access-Control-Allow-Headers for a preflight's Access-Control-Request-Headers:
-// the requested names that are allowed ("" : none).
-std::string AllowHeaders(absl::string_view requested) {
-  std::vector<std::string> allowed;
-  for (absl::string_view name : absl::StrSplit(requested, ',')) {
-    std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
-    if (!lower.empty() && AllowedRequestHeader(lower)) allowed.push_back(std::move(lower));
-  }
-  return absl::StrJoin(allowed, ", ");
-}
-
-void AddVaryOrigin(httplib::Headers& headers) {
-  auto it = headers.find("Vary");
-  if (it == headers.end()) {
-    headers.emplace("Vary", "Origin");
-  } else if (!absl::StrContains(absl::AsciiStrToLower(it->second), "origin")) {
-    it->second += ", Origin";
-  }
 }
 
 // ---- request heads seen before httplib reads them ----
@@ -375,442 +175,8 @@ std::string HeadHeader(absl::string_view head, absl::string_view name) {
 
 }  // namespace
 
-// Connections waiting for a thread: at most `max_waiting`; `serve` runs on
-// one of `threads` threads.
-class HttpServer::ConnectionPool {
- public:
-  ConnectionPool(size_t threads, size_t max_waiting, std::function<void(int)> serve)
-      : max_waiting_(max_waiting), serve_(std::move(serve)) {
-    for (size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
-  }
-  ~ConnectionPool() { Shutdown(); }
-
-  // Queues `sock` (an idle thread takes it, or it waits); false when
-  // `max_waiting` connections already wait for a busy thread.
-  bool TryEnqueue(int sock) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      // Connections handed to idle threads that have not woken yet do not wait.
-      if (shutdown_ || jobs_.size() >= idle_ + max_waiting_) return false;
-      jobs_.push_back(sock);
-    }
-    cv_.notify_one();
-    return true;
-  }
-
-  // Serves what is queued (once the server is stopping, httplib closes such a
-  // connection without reading it) and joins the threads. Idempotent.
-  void Shutdown() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      shutdown_ = true;
-    }
-    cv_.notify_all();
-    for (std::thread& worker : workers_) {
-      if (worker.joinable()) worker.join();
-    }
-  }
-
- private:
-  void Work() {
-    while (true) {
-      int sock;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        ++idle_;
-        cv_.wait(lock, [this] { return shutdown_ || !jobs_.empty(); });
-        --idle_;
-        if (jobs_.empty()) return;  // shut down
-        sock = jobs_.front();
-        jobs_.pop_front();
-      }
-      serve_(sock);
-    }
-  }
-
-  const size_t max_waiting_;
-  const std::function<void(int)> serve_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<int> jobs_;
-  size_t idle_ = 0;  // threads waiting for a connection
-  bool shutdown_ = false;
-  std::vector<std::thread> workers_;
-};
-
-// The accepting thread. It accepts every connection at once and waits until
-// its request head has arrived in full before a worker takes it: it looks at
-// the bytes with MSG_PEEK (httplib reads them later, from the start) and waits
-// for more with edge-triggered epoll, for all such connections at once. So a
-// client that trickles its head costs a descriptor and an entry here, never a
-// worker and never this thread: every call it makes returns at once.
-//
-// Over TLS the bytes are encrypted: the wait is for the client's first TLS
-// record (its ClientHello), and the handshake and the head are read on the
-// worker, with httplib's read timeout.
-class HttpServer::Acceptor {
- public:
-  using Clock = std::chrono::steady_clock;
-
-  struct Options {
-    int listen_fd = -1;
-    bool tls = false;
-    size_t max_waiting = 64;  // connections waiting for their head; beyond: the oldest goes
-    Clock::duration first_byte_timeout = std::chrono::seconds(kKeepAliveTimeoutS);
-    Clock::duration head_timeout = std::chrono::seconds(kReadTimeoutS);
-    int write_timeout_s = 30;
-  };
-  // `dispatch(sock)`: a worker (or the refuser) takes the connection; false
-  // when neither has room. `answer(status, head, sock)`: the bytes of the
-  // response this thread writes itself (503: no room; 408: the head did not
-  // arrive in time), `head` what had arrived.
-  using Dispatch = std::function<bool(int sock)>;
-  using Answer = std::function<std::string(int status, absl::string_view head, int sock)>;
-
-  Acceptor(Options options, Dispatch dispatch, Answer answer)
-      : options_(options),
-        dispatch_(std::move(dispatch)),
-        answer_(std::move(answer)),
-        peek_(kPeekBytes) {}
-  ~Acceptor() {
-    Stop();
-    if (epoll_fd_ >= 0) close(epoll_fd_);
-    if (wake_fd_ >= 0) close(wake_fd_);
-  }
-
-  absl::Status Start() {
-    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-    wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    int flags = fcntl(options_.listen_fd, F_GETFL);
-    epoll_event listen_event{}, wake_event{};
-    listen_event.events = EPOLLIN;  // level-triggered: accepted until EAGAIN anyway
-    listen_event.data.fd = options_.listen_fd;
-    wake_event.events = EPOLLIN;
-    wake_event.data.fd = wake_fd_;
-    if (epoll_fd_ < 0 || wake_fd_ < 0 || flags < 0 ||
-        fcntl(options_.listen_fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
-        epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, options_.listen_fd, &listen_event) != 0 ||
-        epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &wake_event) != 0) {
-      return absl::InternalError(absl::StrCat("epoll: ", std::strerror(errno)));
-    }
-    thread_ = std::thread([this] { Loop(); });
-    return absl::OkStatus();
-  }
-
-  // Stops accepting and closes the connections still waiting. Idempotent.
-  void Stop() {
-    if (!thread_.joinable()) return;
-    stopping_.store(true);
-    uint64_t one = 1;
-    [[maybe_unused]] ssize_t written = write(wake_fd_, &one, sizeof(one));
-    thread_.join();
-  }
-
- private:
-  // A head at least this large goes to a worker as it is (httplib reads the
-  // rest and answers 431 / 400 when it is too large): far below what a socket
-  // buffers (a peek never sees more than the receive window).
-  static constexpr size_t kPeekBytes = 32 << 10;
-  // An answered connection is read and discarded this long for the client to
-  // read the answer (closing with unread bytes would reset it first).
-  static constexpr Clock::duration kLinger = std::chrono::seconds(2);
-
-  struct Connection {
-    uint64_t order = 0;  // accept order: the oldest is evicted first
-    Clock::time_point deadline;
-    bool got_bytes = false;
-    bool closing = false;  // answered: drained until the client closes, or kLinger
-  };
-
-  void Loop() {
-    epoll_event events[64];
-    while (!stopping_.load()) {
-      int n = epoll_wait(epoll_fd_, events, 64, TimeoutMs(Clock::now()));
-      if (n < 0 && errno != EINTR) {
-        LogEvent(spdlog::level::err, "http accept", {{"error", std::strerror(errno)}});
-        break;
-      }
-      for (int i = 0; i < n; ++i) {
-        int fd = events[i].data.fd;
-        if (fd == wake_fd_) {
-          uint64_t count;
-          [[maybe_unused]] ssize_t got = read(wake_fd_, &count, sizeof(count));
-        } else if (fd == options_.listen_fd) {
-          AcceptAll();
-        } else {
-          // (An event for a descriptor closed in this batch and reused by an
-          // accept only makes Check look at the new connection early.)
-          Check(fd, (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
-        }
-      }
-      Expire(Clock::now());
-    }
-    while (!order_.empty()) Close(order_.begin()->second);
-  }
-
-  void AcceptAll() {
-    while (true) {
-      int fd = accept4(options_.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-          // Out of descriptors: the oldest waiting connection makes room, else
-          // a short pause (as httplib's loop).
-          if (!order_.empty()) {
-            Close(order_.begin()->second);
-            continue;
-          }
-          std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
-        return;  // EAGAIN: all accepted
-      }
-      // httplib's accept loop sets these (its reads and writes poll first).
-      timeval read_timeout{kReadTimeoutS, 0}, write_timeout{options_.write_timeout_s, 0};
-      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &read_timeout, sizeof(read_timeout));
-      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &write_timeout, sizeof(write_timeout));
-      Connection& connection = connections_[fd];
-      connection = Connection();
-      connection.order = next_order_++;
-      connection.deadline = Clock::now() + options_.first_byte_timeout;
-      order_[connection.order] = fd;
-      epoll_event event{};
-      event.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
-      event.data.fd = fd;
-      if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
-        Forget(fd, /*in_epoll=*/false);
-        close(fd);
-        continue;
-      }
-      Check(fd, false);  // bytes that came with the connection (no edge for them)
-      while (connections_.size() > options_.max_waiting) Close(order_.begin()->second);
-    }
-  }
-
-  // Whether `bytes` (what has arrived) hold the whole request head.
-  bool HeadIn(absl::string_view bytes) const {
-    if (options_.tls) {
-      // A TLS record: type 22 (handshake), version (2 bytes), length (2 bytes).
-      // Anything else is not TLS: the worker refuses it at once.
-      if (static_cast<unsigned char>(bytes[0]) != 22) return true;
-      if (bytes.size() < 5) return false;
-      size_t length = (static_cast<unsigned char>(bytes[3]) << 8) | static_cast<unsigned char>(bytes[4]);
-      return bytes.size() >= 5 + length;
-    }
-    return bytes.find("\r\n\r\n") != absl::string_view::npos ||
-           bytes.find("\n\n") != absl::string_view::npos;
-  }
-
-  // What has arrived on `fd` (peeked, not read); -1 with errno on error.
-  ssize_t Peek(int fd) { return recv(fd, peek_.data(), peek_.size(), MSG_PEEK | MSG_DONTWAIT); }
-
-  void Check(int fd, bool peer_closed) {
-    auto it = connections_.find(fd);
-    if (it == connections_.end()) return;
-    if (it->second.closing) {
-      if (Drain(fd)) Close(fd);
-      return;
-    }
-    ssize_t n = Peek(fd);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    if (n <= 0) {  // closed (or reset) before a byte of the head
-      Close(fd);
-      return;
-    }
-    if (!it->second.got_bytes) {
-      it->second.got_bytes = true;
-      it->second.deadline += options_.head_timeout - options_.first_byte_timeout;
-    }
-    absl::string_view head(peek_.data(), static_cast<size_t>(n));
-    // A peer that sent part of a head and closed its side: httplib answers what came.
-    if (HeadIn(head) || static_cast<size_t>(n) >= peek_.size() || peer_closed) {
-      Forget(fd, /*in_epoll=*/true);
-      if (dispatch_(fd)) return;
-      if (options_.tls) {
-        close(fd);  // no plaintext answer on a TLS port
-      } else {
-        Respond(fd, 503, head);
-      }
-    }
-  }
-
-  // Connections past their deadline: nothing sent (closed), a head not in
-  // full (408 once its request line is in, else closed), answered ones.
-  void Expire(Clock::time_point now) {
-    std::vector<int> expired;
-    for (const auto& [order, fd] : order_) {
-      if (connections_[fd].deadline <= now) expired.push_back(fd);
-    }
-    for (int fd : expired) {
-      auto it = connections_.find(fd);
-      if (it == connections_.end()) continue;  // evicted meanwhile
-      const Connection& connection = it->second;
-      if (connection.closing || !connection.got_bytes || options_.tls) {
-        Close(fd);
-        continue;
-      }
-      ssize_t n = Peek(fd);
-      absl::string_view head(peek_.data(), n > 0 ? static_cast<size_t>(n) : 0);
-      if (head.find('\n') == absl::string_view::npos) {
-        Close(fd);  // not even a request line: nothing to answer (as httplib)
-      } else {
-        Forget(fd, /*in_epoll=*/true);
-        Respond(fd, 408, head);
-      }
-    }
-  }
-
-  int TimeoutMs(Clock::time_point now) const {
-    if (order_.empty()) return -1;
-    Clock::time_point first = Clock::time_point::max();
-    for (const auto& [fd, connection] : connections_) first = std::min(first, connection.deadline);
-    if (first <= now) return 0;
-    return static_cast<int>(
-        std::chrono::ceil<std::chrono::milliseconds>(first - now).count());
-  }
-
-  // Writes the answer to a connection no worker has, then lingers: the
-  // client's bytes are read and discarded until it closes (or kLinger).
-  void Respond(int fd, int status, absl::string_view head) {
-    std::string bytes = answer_(status, head, fd);
-    // A fresh connection's send buffer takes a few hundred bytes at once.
-    [[maybe_unused]] ssize_t sent = send(fd, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    shutdown(fd, SHUT_WR);
-    Connection& connection = connections_[fd];
-    connection = Connection();
-    connection.order = next_order_++;
-    connection.deadline = Clock::now() + kLinger;
-    connection.closing = true;
-    order_[connection.order] = fd;
-    epoll_event event{};
-    event.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
-    event.data.fd = fd;
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0 || Drain(fd)) {
-      Close(fd);
-      return;
-    }
-    while (connections_.size() > options_.max_waiting) Close(order_.begin()->second);
-  }
-
-  // Reads and discards what has arrived; true once the client closed (or on error).
-  bool Drain(int fd) {
-    char buffer[16 << 10];
-    for (int i = 0; i < 64; ++i) {
-      ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
-      if (n > 0) continue;
-      return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-    }
-    return false;
-  }
-
-  // Closes a connection this thread holds. Unread bytes are discarded first, so
-  // that the client sees an orderly end (FIN), not a reset.
-  void Close(int fd) {
-    Drain(fd);
-    Forget(fd, /*in_epoll=*/true);
-    close(fd);
-  }
-
-  void Forget(int fd, bool in_epoll) {
-    auto it = connections_.find(fd);
-    if (it == connections_.end()) return;
-    if (in_epoll) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
-    order_.erase(it->second.order);
-    connections_.erase(it);
-  }
-
-  const Options options_;
-  const Dispatch dispatch_;
-  const Answer answer_;
-  std::vector<char> peek_;
-  int epoll_fd_ = -1;
-  int wake_fd_ = -1;
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
-  // Only the accepting thread touches these.
-  std::unordered_map<int, Connection> connections_;
-  std::map<uint64_t, int> order_;  // accept order -> descriptor
-  uint64_t next_order_ = 0;
-};
-
-// The handlers. Every method runs on an HTTP worker thread.
-class HttpServer::Routes {
- public:
-  Routes(const HttpOptions& options, CorsPolicy cors, TextGenerationService* service,
-         Metrics* metrics, std::function<std::string()> render_metrics)
-      : options_(options),
-        cors_(std::move(cors)),
-        service_(service),
-        metrics_(metrics),
-        render_metrics_(std::move(render_metrics)),
-        created_(static_cast<int64_t>(std::time(nullptr))) {}
-
-  void Install(httplib::Server& server);
-
-  // The response the accepting thread writes itself to a connection no
-  // worker takes (on the accepting thread): 503 when the workers' queue and
-  // the refuser's are full, 408 when a head did not arrive in full in time.
-  // `head`: what had arrived of the request. Counted and logged as httplib's.
-  std::string AnswerWithoutWorker(int status, absl::string_view head, int sock) const;
-
- private:
-  // The body as a JSON value, after the content type and nesting checks;
-  // false after answering the error (the key's, when it is refused too).
-  bool ParseBody(const httplib::Request& req, httplib::Response& res, Json* body) const;
-  // The API key and the loaded model; false after answering the error.
-  bool Admit(const httplib::Request& req, httplib::Response& res) const;
-  // Refuses a request with `error`, unless its API key is refused first (as
-  // the gRPC face checks the key before the request).
-  void Refuse(const httplib::Request& req, httplib::Response& res, const HttpError& error) const;
-  std::string ServedModelName() const;
-
-  void Health(httplib::Response& res) const;
-  void Models(const httplib::Request& req, httplib::Response& res) const;
-  // GET /v1/models/{id}: the served model's object, else 404 model_not_found.
-  void Model(const httplib::Request& req, httplib::Response& res) const;
-  // The served model as an element of /v1/models' data (after Admit).
-  OJson ModelObject() const;
-  void Tokenize(const httplib::Request& req, httplib::Response& res) const;
-  void Detokenize(const httplib::Request& req, httplib::Response& res) const;
-  void Completions(OpenAiRoute route, const httplib::Request& req, httplib::Response& res);
-  void QueryStream(const httplib::Request& req, httplib::Response& res);
-
-  // Validates `request` with the gRPC face's checks and hands it to the
-  // engine. Returns the call, or null after answering the refusal.
-  // `max_tokens_field`: the body's name for max_new_tokens (messages and params).
-  std::shared_ptr<HttpCall> StartGeneration(const httplib::Request& req, httplib::Response& res,
-                                            v1::GenerateRequest request, OpenAiRoute route,
-                                            absl::string_view max_tokens_field);
-
-  // CORS response headers for a request from `origin` ("" : none), after
-  // Vary: Origin (when CORS is on at all).
-  void AddCorsHeaders(absl::string_view origin, httplib::Headers& headers) const;
-  // Answers a CORS preflight (OPTIONS with Origin and
-  // Access-Control-Request-Method) to a known route; false for any other request.
-  bool Preflight(const httplib::Request& req, httplib::Response& res) const;
-  void LogResponse(absl::string_view method, absl::string_view path, int status,
-                   const std::string& peer, const std::string& request_id) const;
-
-  const HttpOptions options_;
-  const CorsPolicy cors_;
-  TextGenerationService* const service_;
-  Metrics* const metrics_;
-  const std::function<std::string()> render_metrics_;
-  const int64_t created_;
-};
-
-void HttpServer::Routes::AddCorsHeaders(absl::string_view origin, httplib::Headers& headers) const {
-  if (!cors_.on) return;
-  // The answer depends on Origin: caches must keep one per origin.
-  AddVaryOrigin(headers);
-  if (origin.empty() || !cors_.Allows(origin)) return;
-  headers.erase("Access-Control-Allow-Origin");
-  headers.emplace("Access-Control-Allow-Origin", cors_.any ? "*" : std::string(origin));
-  headers.erase("Access-Control-Expose-Headers");
-  headers.emplace("Access-Control-Expose-Headers", kCorsExposedHeaders);
-}
-
 bool HttpServer::Routes::Preflight(const httplib::Request& req, httplib::Response& res) const {
-  if (!cors_.on || req.method != "OPTIONS" || !req.has_header("Origin") ||
+  if (!cors_.on() || req.method != "OPTIONS" || !req.has_header("Origin") ||
       !req.has_header("Access-Control-Request-Method")) {
     return false;
   }
@@ -828,7 +194,7 @@ bool HttpServer::Routes::Preflight(const httplib::Request& req, httplib::Respons
   res.status = 204;
   res.set_header("Access-Control-Allow-Methods", absl::StrCat(route->method, ", OPTIONS"));
   std::string allowed = req.has_header("Access-Control-Request-Headers")
-                            ? AllowHeaders(req.get_header_value("Access-Control-Request-Headers"))
+                            ? CorsPolicy::AllowHeaders(req.get_header_value("Access-Control-Request-Headers"))
                             : "authorization, content-type";
   if (!allowed.empty()) res.set_header("Access-Control-Allow-Headers", allowed);
   res.set_header("Access-Control-Max-Age", "600");
@@ -856,7 +222,7 @@ std::string HttpServer::Routes::AnswerWithoutWorker(int status, absl::string_vie
   } else {
     error = MakeHttpError(408, "invalid_request_error",
                           absl::StrCat("the request head did not arrive in full within ",
-                                       kReadTimeoutS, " s"),
+                                       HttpTransport::kReadTimeoutS, " s"),
                           "request_timeout");
   }
   absl::string_view line = head.substr(0, head.find('\n'));
@@ -869,7 +235,7 @@ std::string HttpServer::Routes::AnswerWithoutWorker(int status, absl::string_vie
     id = MakeRequestId();
   }
   httplib::Headers headers;
-  AddCorsHeaders(HeadHeader(head, "Origin"), headers);
+  cors_.AddHeaders(HeadHeader(head, "Origin"), headers);
   std::string body = DumpJson(ErrorBody(error)) + "\n";
   std::string out = absl::StrCat("HTTP/1.1 ", status,
                                  status == 503 ? " Service Unavailable" : " Request Timeout",
@@ -879,21 +245,15 @@ std::string HttpServer::Routes::AnswerWithoutWorker(int status, absl::string_vie
   if (error.retry_after_s > 0) absl::StrAppend(&out, "Retry-After: ", error.retry_after_s, "\r\n");
   for (const auto& [name, value] : headers) absl::StrAppend(&out, name, ": ", value, "\r\n");
   absl::StrAppend(&out, "\r\n", body);
-  sockaddr_storage peer{};
-  socklen_t length = sizeof(peer);
   int port = 0;
-  std::string host;
-  if (getpeername(sock, reinterpret_cast<sockaddr*>(&peer), &length) == 0) {
-    host = NumericHost(peer, length, &port);
-  }
+  std::string host = HttpTransport::PeerHost(sock, &port);
   LogResponse(method, path, status, Peer(host, port), id);
   return out;
 }
 
 std::string HttpServer::Routes::ServedModelName() const {
   if (!options_.served_model_name.empty()) return options_.served_model_name;
-  Engine* engine = service_->engine();
-  return engine == nullptr ? "" : engine->model_info().name;
+  return frontend_->model_name();
 }
 
 bool HttpServer::Routes::ParseBody(const httplib::Request& req, httplib::Response& res,
@@ -904,14 +264,14 @@ bool HttpServer::Routes::ParseBody(const httplib::Request& req, httplib::Respons
     std::string media_type = absl::AsciiStrToLower(
         absl::StripAsciiWhitespace(absl::string_view(header).substr(0, header.find(';'))));
     if (media_type != "application/json") {
-      Refuse(req, res,
+      SendError(res,
              MakeHttpError(415, "invalid_request_error",
                            absl::StrCat("Content-Type must be application/json, got ", header)));
       return false;
     }
   }
   if (JsonDepth(req.body, options_.max_json_depth) > options_.max_json_depth) {
-    Refuse(req, res,
+    SendError(res,
            MakeHttpError(400, "invalid_request_error",
                          absl::StrCat("the body nests arrays and objects more than ",
                                       options_.max_json_depth, " levels deep")));
@@ -922,7 +282,7 @@ bool HttpServer::Routes::ParseBody(const httplib::Request& req, httplib::Respons
     std::optional<std::string> replaced = ReplaceLoneSurrogates(req.body);
     *body = Json::parse(replaced.has_value() ? *replaced : req.body);
   } catch (const Json::exception& error) {
-    Refuse(req, res,
+    SendError(res,
            MakeHttpError(400, "invalid_request_error",
                          absl::StrCat("the body is not valid JSON: ", error.what())));
     return false;
@@ -930,208 +290,21 @@ bool HttpServer::Routes::ParseBody(const httplib::Request& req, httplib::Respons
   return true;
 }
 
-bool HttpServer::Routes::Admit(const httplib::Request& req, httplib::Response& res) const {
-  absl::Status status = service_->Admit(Authorization(req));
-  if (status.ok()) return true;
-  SendError(res, ToHttpError(status));
-  return false;
+std::optional<HttpError> HttpServer::Routes::KeyError(const httplib::Request& req) const {
+  // A known path asked with another method gets its 405 (as before the key).
+  const Route* route = FindRoute(req.path);
+  if (route == nullptr || !NeedsKey(*route) || req.method != route->method) return std::nullopt;
+  absl::Status key = frontend_->CheckKey(Authorization(req));
+  if (key.ok()) return std::nullopt;
+  return ToHttpError(key);
 }
 
-void HttpServer::Routes::Refuse(const httplib::Request& req, httplib::Response& res,
-                                const HttpError& error) const {
-  absl::Status admitted = service_->Admit(Authorization(req));
-  SendError(res, admitted.ok() ? error : ToHttpError(admitted));
-}
-
-void HttpServer::Routes::Health(httplib::Response& res) const {
-  if (service_->engine() == nullptr || service_->draining()) {
-    res.set_header("Retry-After", "1");
-    SendJson(res, 503, {{"status", service_->draining() ? "draining" : "loading"}});
-    return;
-  }
-  SendJson(res, 200, {{"status", "serving"}});
-}
-
-OJson HttpServer::Routes::ModelObject() const {
-  const ModelInfo& info = service_->engine()->model_info();
-  return {{"id", ServedModelName()},
-          {"object", "model"},
-          {"created", created_},
-          {"owned_by", "streamgen"},
-          {"root", info.name},
-          {"max_model_len", info.context_length}};
-}
-
-void HttpServer::Routes::Models(const httplib::Request& req, httplib::Response& res) const {
-  if (!Admit(req, res)) return;
-  SendJson(res, 200, {{"object", "list"}, {"data", OJson::array({ModelObject()})}});
-}
-
-void HttpServer::Routes::Model(const httplib::Request& req, httplib::Response& res) const {
-  if (!Admit(req, res)) return;
-  // httplib has decoded the path: %2F is a slash here too.
-  std::string id = req.path.substr(kModelPrefix.size());
-  if (id == ServedModelName()) return SendJson(res, 200, ModelObject());
-  // OpenAI's answer for an unknown model: param null, code model_not_found.
-  SendError(res, MakeHttpError(404, "invalid_request_error",
-                               absl::StrCat("The model `", id, "` does not exist; this server "
-                                            "serves `", ServedModelName(), "`"),
-                               "model_not_found"));
-}
-
-void HttpServer::Routes::Tokenize(const httplib::Request& req, httplib::Response& res) const {
-  Json body;
-  if (!Admit(req, res) || !ParseBody(req, res, &body)) return;
-  absl::StatusOr<v1::TokenizeRequest> request = ParseTokenizeRequest(body);
-  v1::TokenizeResponse response;
-  absl::Status status = request.status();
-  if (status.ok()) status = service_->Tokenize(*request, &response);
-  if (!status.ok()) return SendError(res, ToHttpError(status));
-  OJson out;
-  out["count"] = response.token_ids_size();
-  out["max_model_len"] = service_->engine()->model_info().context_length;
-  out["tokens"] = std::vector<int>(response.token_ids().begin(), response.token_ids().end());
-  out["token_strs"] = std::vector<std::string>(response.pieces().begin(), response.pieces().end());
-  SendJson(res, 200, out);
-}
-
-void HttpServer::Routes::Detokenize(const httplib::Request& req, httplib::Response& res) const {
-  Json body;
-  if (!Admit(req, res) || !ParseBody(req, res, &body)) return;
-  absl::StatusOr<std::vector<int>> ids = ParseDetokenizeRequest(body);
-  if (!ids.ok()) return SendError(res, ToHttpError(ids.status()));
-  Engine* engine = service_->engine();
-  int pieces = engine->model_info().tokenizer_vocab_size;
-  for (size_t i = 0; i < ids->size(); ++i) {
-    if ((*ids)[i] < 0 || (*ids)[i] >= pieces) {
-      absl::Status status = absl::InvalidArgumentError(
-          absl::StrCat("tokens[", i, "] = ", (*ids)[i], " is outside the tokenizer's vocabulary [0, ",
-                       pieces, ")"));
-      SetErrorParam(&status, "tokens");
-      return SendError(res, ToHttpError(status));
-    }
-  }
-  SendJson(res, 200, {{"prompt", engine->Detokenize(*ids)}});
-}
-
-std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(const httplib::Request& req,
-                                                              httplib::Response& res,
-                                                              v1::GenerateRequest request,
-                                                              OpenAiRoute route,
-                                                              absl::string_view max_tokens_field) {
-  std::string request_id = res.get_header_value("X-Request-Id");  // the client's, or generated
-  request.set_request_id(request_id);
-  std::shared_ptr<HttpCall> call = HttpCall::Create(
-      service_->reactor_env(),
-      CallInfo{absl::StrCat("POST ", req.path), request_id, Peer(req), service_->LogPrompt(request)});
-  absl::StatusOr<GenerationRequest> converted = service_->PrepareGenerate(Authorization(req), request);
-  if (converted.ok()) {
-    call->Submit(service_->engine(), std::move(*converted));
-  } else {
-    call->Reject(converted.status());
-  }
-  if (std::optional<absl::Status> refused = call->Refused()) {
-    // The validator's (and the engine's) messages name the proto's fields:
-    // the client gets its own field names.
-    SendError(res, ToHttpError(ForHttpFace(*refused, route, max_tokens_field), route));
-    return nullptr;
-  }
-  return call;
-}
-
-void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& req,
-                                     httplib::Response& res) {
-  Json body;
-  if (!ParseBody(req, res, &body)) return;
-  absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(route, body);
-  if (!parsed.ok()) return Refuse(req, res, ToHttpError(parsed.status(), route));
-  if (!parsed->model.empty() && service_->engine() != nullptr && parsed->model != ServedModelName()) {
-    return Refuse(req, res,
-                  MakeHttpError(404, "invalid_request_error",
-                                absl::StrCat("The model `", parsed->model,
-                                             "` does not exist; this server serves `",
-                                             ServedModelName(), "`"),
-                                "model_not_found", "model"));
-  }
-  auto request = std::make_shared<OpenAiRequest>(std::move(*parsed));
-  std::shared_ptr<HttpCall> call =
-      StartGeneration(req, res, request->request, route, request->max_tokens_field);
-  if (call == nullptr) return;
-  Engine* engine = service_->engine();
-  const char* prefix = route == OpenAiRoute::kChat ? "chatcmpl-" : "cmpl-";
-  auto encoder = std::make_shared<OpenAiEncoder>(
-      *request, absl::StrCat(prefix, call->request_id()), static_cast<int64_t>(std::time(nullptr)),
-      ServedModelName(), [engine](int id) { return engine->TokenPiece(id); });
-  encoder->set_system_fingerprint(engine->model_info().fingerprint);
-  // A token whose piece has more than spaces but which decodes to nothing on
-  // its own is a control token (BOS, EOS, <|im_end|>): no text of the output.
-  // ("▁" alone decodes to "" too: sentencepiece drops a first piece's space.)
-  encoder->set_hidden_token([engine](int id) {
-    std::string text = PieceText(engine->TokenPiece(id));
-    return text.find_first_not_of(' ') != std::string::npos && engine->Detokenize({id}).empty();
-  });
-  int socket = ConnectionSocket(req);
-
-  if (!request->stream) {
-    absl::Status final_status = absl::OkStatus();
-    call->Run(
-        socket,
-        [&](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
-          encoder->Accumulate(message);
-          if (last) final_status = status;
-          return true;
-        },
-        [&](const absl::Status& status) { final_status = status; });
-    if (!final_status.ok()) {
-      return SendError(res, ToHttpError(ForHttpFace(final_status, route, request->max_tokens_field),
-                                        route));
-    }
-    return SendJson(res, 200, encoder->Body());
-  }
-
-  // The encoder refers to *request: both live as long as the stream.
-  StreamCall(res, "text/event-stream", call, socket,
-             {[encoder, request] { return encoder->StreamStart(); },
-              [encoder](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
-                return encoder->StreamMessage(message, last, status);
-              },
-              [encoder](const absl::Status& status) { return encoder->StreamError(status); }});
-}
-
-void HttpServer::Routes::QueryStream(const httplib::Request& req, httplib::Response& res) {
-  Json body;
-  if (!ParseBody(req, res, &body)) return;
-  absl::StatusOr<QueryStreamRequest> parsed = ParseQueryStreamRequest(body);
-  if (!parsed.ok()) {
-    return Refuse(req, res, ToHttpError(parsed.status(), OpenAiRoute::kQueryStream));
-  }
-  static absl::Mutex mu(absl::kConstInit);
-  static absl::BitGen* gen = new absl::BitGen();
-  uint64_t seed;
-  {
-    absl::MutexLock lock(&mu);
-    // Below 2^53, so that JavaScript clients can send it back exactly.
-    seed = absl::Uniform<uint64_t>(*gen, 0, uint64_t{1} << 53);
-  }
-  bool chat = !service_->chat_family().empty();
-  std::shared_ptr<HttpCall> call =
-      StartGeneration(req, res, ToGenerateRequest(*parsed, chat, seed), OpenAiRoute::kQueryStream,
-                      "max_new_tokens");
-  if (call == nullptr) return;
-  int socket = ConnectionSocket(req);
-  // httplib would gzip a text/plain body for clients that accept it (requests
-  // does), and its compressor holds output back: the stream would stop
-  // streaming. The request is httplib's own non-const object.
-  const_cast<httplib::Request&>(req).headers.erase("Accept-Encoding");
-  res.set_header("X-Seed", std::to_string(seed));
-  // Plain text has no way to say "error": a stream the server ends early just
-  // ends (the log line and the metrics say why).
-  StreamCall(res, "text/plain; charset=utf-8", call, socket,
-             {[] { return std::string(); },
-              [](const v1::GenerateResponse& message, bool, const absl::Status&) {
-                return message.text();
-              },
-              [](const absl::Status&) { return std::string(); }});
+std::optional<Frontend::Admission> HttpServer::Routes::Admit(const httplib::Request& req,
+                                                             httplib::Response& res) const {
+  absl::StatusOr<Frontend::Admission> admission = frontend_->Admit(Authorization(req));
+  if (admission.ok()) return *admission;
+  SendError(res, ToHttpError(admission.status()));
+  return std::nullopt;
 }
 
 void HttpServer::Routes::Install(httplib::Server& server) {
@@ -1141,7 +314,8 @@ void HttpServer::Routes::Install(httplib::Server& server) {
     bool id_too_long = id.size() > static_cast<size_t>(kMaxRequestIdBytes);
     res.set_header("X-Request-Id", id.empty() || id_too_long ? MakeRequestId() : id);
     std::optional<HttpError> refused;
-    if (tls_overloaded) {
+    bool keep_alive = false;  // the connection may carry another request
+    if (HttpTransport::CurrentConnectionOverloaded()) {
       res.set_header("Retry-After", "1");
       refused = MakeHttpError(503, "service_unavailable", "too many open connections; retry",
                               "too_many_connections");
@@ -1153,12 +327,18 @@ void HttpServer::Routes::Install(httplib::Server& server) {
     } else if (Preflight(req, res)) {
       // Before the key: browsers send none with a preflight.
       return httplib::Server::HandlerResponse::Handled;
+    } else if ((refused = KeyError(req))) {
+      // The key before the body, as on every face: a request without one is
+      // refused before a byte of its body is read, let alone parsed. A
+      // request without a body leaves nothing unread.
+      std::string length = req.get_header_value("Content-Length");
+      keep_alive = !req.has_header("Transfer-Encoding") && (length.empty() || length == "0");
     } else {
       return httplib::Server::HandlerResponse::Unhandled;
     }
     // The body (if any) is left unread: this connection cannot carry another request.
-    res.set_header("Connection", "close");
-    SendJson(res, refused->status, ErrorBody(*refused));
+    if (!keep_alive) res.set_header("Connection", "close");
+    SendError(res, *refused);
     return httplib::Server::HandlerResponse::Handled;
   });
   server.Get("/", [](const httplib::Request&, httplib::Response& res) {
@@ -1214,10 +394,9 @@ void HttpServer::Routes::Install(httplib::Server& server) {
     if (res.status == 413) {
       // The key comes first, as for every other refusal of a route that needs one.
       const Route* route = FindRoute(req.path);
-      absl::Status admitted = service_->Admit(Authorization(req));
-      if (route != nullptr && NeedsKey(*route) &&
-          admitted.code() == absl::StatusCode::kUnauthenticated) {
-        SendError(res, ToHttpError(admitted));
+      absl::Status key = frontend_->CheckKey(Authorization(req));
+      if (route != nullptr && NeedsKey(*route) && !key.ok()) {
+        SendError(res, ToHttpError(key));
         return httplib::Server::HandlerResponse::Handled;
       }
       std::string type = req.get_header_value("Content-Type");
@@ -1256,7 +435,7 @@ void HttpServer::Routes::Install(httplib::Server& server) {
   // own 400 / 413 / 414), before its headers are: the CORS headers, streams
   // included.
   server.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    AddCorsHeaders(req.get_header_value("Origin"), res.headers);
+    cors_.AddHeaders(req.get_header_value("Origin"), res.headers);
     // httplib gives every empty response "Content-Length: 0"; a 204 (a
     // preflight's) has no body and must not say so.
     if (res.status == 204) res.headers.erase("Content-Length");
@@ -1265,99 +444,41 @@ void HttpServer::Routes::Install(httplib::Server& server) {
     // Written: a response that says "Connection: close" (a refusal that left
     // the body unread) ends the connection, where httplib would wait for
     // another request on it (and read the body as one).
-    if (res.get_header_value("Connection") == "close" && tls_connection_socket >= 0) {
-      shutdown(tls_connection_socket, SHUT_RD);
+    int sock = HttpTransport::CurrentSocket();
+    if (res.get_header_value("Connection") == "close" && sock >= 0) {
+      shutdown(sock, SHUT_RD);
     }
     LogResponse(req.method, req.path, res.status, Peer(req), res.get_header_value("X-Request-Id"));
   });
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
-    const HttpOptions& options, TextGenerationService* service, Metrics* metrics,
+    const HttpOptions& options, Frontend* frontend, Metrics* metrics,
     std::function<std::string()> render_metrics) {
-  absl::StatusOr<HostPort> host_port = ParseHostPort(options.listen, "http-listen");
-  if (!host_port.ok()) return host_port.status();
-  std::string host = host_port->host.empty() ? "0.0.0.0" : host_port->host;
-  std::unique_ptr<HttpServer> http(new HttpServer());
-  if (!options.tls_cert_file.empty()) {
-    auto tls = std::make_unique<httplib::SSLServer>(
-        options.tls_cert_file.c_str(), options.tls_key_file.c_str(),
-        options.tls_client_ca_file.empty() ? nullptr : options.tls_client_ca_file.c_str());
-    if (!tls->is_valid()) {
-      return absl::InvalidArgumentError(
-          "--tls-cert / --tls-key / --tls-client-ca: the HTTP face cannot load them");
-    }
-    http->server_ = std::move(tls);
-  } else {
-    http->server_ = std::make_unique<httplib::Server>();
-  }
-  httplib::Server& server = *http->server_;
-  absl::StatusOr<CorsPolicy> cors = ParseCorsPolicy(options.cors_allow_origin);
+  absl::StatusOr<CorsPolicy> cors = CorsPolicy::Parse(options.cors_allow_origin);
   if (!cors.ok()) return cors.status();
-  server.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
-  server.set_keep_alive_max_count(1000);
-  server.set_keep_alive_timeout(kKeepAliveTimeoutS);
-  server.set_read_timeout(kReadTimeoutS);
-  server.set_write_timeout(options.write_timeout_s);
-  http->routes_ = std::make_unique<Routes>(options, std::move(*cors), service, metrics,
+  HttpTransportOptions transport;
+  transport.listen = options.listen;
+  transport.listen_flag = "http-listen";
+  transport.tls_cert_file = options.tls_cert_file;
+  transport.tls_key_file = options.tls_key_file;
+  transport.tls_client_ca_file = options.tls_client_ca_file;
+  transport.max_body_bytes = options.max_body_bytes;
+  transport.threads = options.threads;
+  transport.max_pending_connections = options.max_pending_connections;
+  transport.write_timeout_s = options.write_timeout_s;
+  std::unique_ptr<HttpServer> http(new HttpServer());
+  SG_ASSIGN_OR_RETURN(http->transport_, HttpTransport::Create(std::move(transport)));
+  http->routes_ = std::make_unique<Routes>(options, std::move(*cors), frontend, metrics,
                                            std::move(render_metrics));
-  http->routes_->Install(server);
-
-  // httplib's default socket options set SO_REUSEPORT (a second server on the
-  // same port would silently share its connections: "in use" must be an
-  // error) and it listens with a backlog of 5: a burst of connections beyond
-  // that was reset without an answer (bench/soak.py saw it). SO_REUSEADDR
-  // only, and the kernel's maximum backlog once bound.
-  server.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  if (host_port->port == 0) {
-    http->port_ = server.bind_to_any_port(host);
-  } else {
-    http->port_ = server.bind_to_port(host, host_port->port) ? host_port->port : -1;
-  }
-  int listen_fd = ListenSocketOf::Get(server).load();
-  if (http->port_ <= 0 || listen_fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("--http-listen=", options.listen, ": cannot listen there (in use?)"));
-  }
-  if (::listen(listen_fd, SOMAXCONN) != 0) {
-    return absl::UnavailableError(absl::StrCat("--http-listen=", options.listen,
-                                               ": listen: ", std::strerror(errno)));
-  }
-
-  // Connections whose head is in go to the workers; past the workers and
-  // their queue, to the refuser (one thread, a queue as long: httplib reads
-  // the head, already here, and the pre-routing handler answers 503); past
-  // that, the accepting thread answers 503 itself.
-  size_t threads = static_cast<size_t>(std::max(1, options.threads));
-  size_t pending = static_cast<size_t>(std::max(1, options.max_pending_connections));
-  http->workers_ = std::make_unique<ConnectionPool>(
-      threads, pending, [&server](int sock) { ServeConnection(server, sock, false); });
-  http->refuser_ = std::make_unique<ConnectionPool>(
-      1, pending, [&server](int sock) { ServeConnection(server, sock, true); });
-  Acceptor::Options acceptor;
-  acceptor.listen_fd = listen_fd;
-  acceptor.tls = !options.tls_cert_file.empty();
-  acceptor.max_waiting = std::max<size_t>(kMaxWaitingHeads, threads + pending);
-  acceptor.write_timeout_s = options.write_timeout_s;
-  ConnectionPool* workers = http->workers_.get();
-  ConnectionPool* refuser = http->refuser_.get();
+  http->routes_->Install(http->transport_->server());
   const Routes* routes = http->routes_.get();
-  http->acceptor_ = std::make_unique<Acceptor>(
-      acceptor,
-      [workers, refuser](int sock) { return workers->TryEnqueue(sock) || refuser->TryEnqueue(sock); },
-      [routes](int status, absl::string_view head, int sock) {
-        return routes->AnswerWithoutWorker(status, head, sock);
-      });
-  if (absl::Status started = http->acceptor_->Start(); !started.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("--http-listen=", options.listen, ": ", started.message()));
-  }
+  SG_RETURN_IF_ERROR(http->transport_->Start([routes](int status, absl::string_view head, int sock) {
+    return routes->AnswerWithoutWorker(status, head, sock);
+  }));
   if (!options.port_file.empty()) {
     std::ofstream file(options.port_file);
-    file << http->port_ << "\n";
+    file << http->port() << "\n";
     if (!file) {
       return absl::UnavailableError(absl::StrCat("--http-port-file: cannot write ", options.port_file));
     }
@@ -1367,18 +488,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
 
 HttpServer::~HttpServer() { Stop(); }
 
+int HttpServer::port() const { return transport_->port(); }
+
 void HttpServer::Stop() {
-  // As httplib's stop(): keep-alive loops end after their request, streams'
-  // bodies end; then no more connections are accepted or dispatched.
-  int listen_fd = server_ != nullptr ? ListenSocketOf::Get(*server_).exchange(INVALID_SOCKET)
-                                     : INVALID_SOCKET;
-  if (acceptor_ != nullptr) acceptor_->Stop();
-  if (listen_fd != INVALID_SOCKET) {
-    shutdown(listen_fd, SHUT_RDWR);
-    close(listen_fd);
-  }
-  if (workers_ != nullptr) workers_->Shutdown();
-  if (refuser_ != nullptr) refuser_->Shutdown();
+  if (transport_ != nullptr) transport_->Stop();
 }
 
 }  // namespace streamgen

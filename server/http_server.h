@@ -1,37 +1,27 @@
 // The HTTP face: OpenAI's completions and chat completions (SSE or one JSON
 // body), vLLM's /tokenize, /detokenize and /v1/models, the seed's
 // /query-stream/, /health, /metrics and the playground page at /, over the
-// same TextGenerationService checks and the same engine as the gRPC face.
+// same front door (frontend.h) and the same engine as the gRPC face.
 //
-// cpp-httplib (Debian's libcpp-httplib 0.11) on a bounded pool of worker
-// threads: one thread per open connection while it is being served, so a
-// stream costs one worker thread (blocked in poll()/write(), a few tens of KiB
-// of touched stack) for its whole life. The pool has max_batch + max_queue +
-// 16 threads by default, so every stream the engine can hold is carried;
-// connections beyond the pool wait in a bounded queue, and beyond that are
-// answered 503 at once.
+// It owns only its wire: routes, JSON bodies, status codes, CORS, header
+// limits, SSE framing. The key is checked before routing, so a request without
+// a valid one is refused (401) before its body is read; an admitted request is
+// admitted once (Frontend::Admit) and carries its Admission through.
 //
-// The face accepts connections itself (not httplib's accept loop): one thread
-// accepts, and waits for each connection's request head to arrive in full
-// (looking at it with MSG_PEEK, never reading it, for many connections at once
-// with epoll) before a worker takes the connection (over TLS: the client's
-// first record). A client that trickles its head costs a descriptor and a few
-// bytes, never a worker or the accepting thread; a head must arrive within the
-// read timeout (10 s).
+// The connections, threads and slow-client protection are the transport's
+// (http_transport.h), shared with the metrics endpoint. The checks before a
+// route are in http_server.cc, the endpoints in http_routes.cc, CORS in
+// http_cors.h.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
+#include "server/frontend.h"
+#include "server/http_transport.h"
 #include "server/metrics.h"
-#include "server/service.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace streamgen {
 
@@ -62,28 +52,23 @@ class HttpServer {
  public:
   // Binds and starts serving. `render_metrics` gives /metrics' text. Errors
   // name --http-listen, the TLS flags or --cors-allow-origin.
+  // `frontend` (not owned) must outlive the server.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
-      const HttpOptions& options, TextGenerationService* service, Metrics* metrics,
+      const HttpOptions& options, Frontend* frontend, Metrics* metrics,
       std::function<std::string()> render_metrics);
   ~HttpServer();  // Stop()
 
   // Stops listening and joins the workers (streams must be over). Idempotent.
   void Stop();
-  int port() const { return port_; }
+  int port() const;
 
   class Routes;
-  class ConnectionPool;
-  class Acceptor;
 
  private:
   HttpServer() = default;
 
-  std::unique_ptr<Routes> routes_;
-  std::unique_ptr<httplib::Server> server_;
-  std::unique_ptr<ConnectionPool> workers_;  // serve connections
-  std::unique_ptr<ConnectionPool> refuser_;  // answers 503 when the workers' queue is full
-  std::unique_ptr<Acceptor> acceptor_;       // accepts; waits for request heads
-  int port_ = 0;
+  std::unique_ptr<Routes> routes_;           // the handlers
+  std::unique_ptr<HttpTransport> transport_;  // connections and threads; serves routes_
 };
 
 }  // namespace streamgen

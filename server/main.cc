@@ -199,23 +199,23 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   options.http.threads =
       http_threads > 0 ? http_threads : engine.max_batch + engine.max_queue + 16;
   options.http.max_pending_connections = options.http.threads;
-  ServiceOptions& service = options.service;
+  FrontendOptions& frontend = options.frontend;
   if (!absl::GetFlag(FLAGS_api_key_file).empty()) {
     absl::StatusOr<ApiKeys> keys = ApiKeys::LoadFile(absl::GetFlag(FLAGS_api_key_file));
     if (!keys.ok()) return keys.status();
-    service.api_keys = std::move(*keys);
+    frontend.api_keys = std::move(*keys);
   }
-  service.log_prompts = absl::GetFlag(FLAGS_log_prompts);
-  service.chat_template = absl::GetFlag(FLAGS_chat_template);
-  if (service.chat_template != "auto") {
-    absl::StatusOr<ChatTemplateFamily> family = ParseChatTemplateFamily(service.chat_template);
+  frontend.log_prompts = absl::GetFlag(FLAGS_log_prompts);
+  frontend.chat_template = absl::GetFlag(FLAGS_chat_template);
+  if (frontend.chat_template != "auto") {
+    absl::StatusOr<ChatTemplateFamily> family = ParseChatTemplateFamily(frontend.chat_template);
     if (!family.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("--chat-template: ", family.status().message()));
     }
   }
-  service.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
-  service.max_messages = absl::GetFlag(FLAGS_max_messages);
-  service.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
+  frontend.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  frontend.max_messages = absl::GetFlag(FLAGS_max_messages);
+  frontend.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

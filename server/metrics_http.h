@@ -1,17 +1,15 @@
-// A tiny HTTP endpoint for Prometheus: GET /metrics (and GET /healthz).
-// Runs cpp-httplib's server on its own threads.
+// A tiny HTTP endpoint for Prometheus: GET /metrics (and GET /healthz), on
+// the same HTTP transport as the HTTP face (http_transport.h): its own
+// listener and a few worker threads, with the same protection from slow and
+// too many clients.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
-
-namespace httplib {
-class Server;
-}
+#include "server/http_transport.h"
 
 namespace streamgen {
 
@@ -27,14 +25,12 @@ class MetricsHttpServer {
 
   // Thread-safe, idempotent.
   void Stop();
-  int port() const { return port_; }
+  int port() const { return transport_->port(); }
 
  private:
   MetricsHttpServer() = default;
 
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
-  int port_ = 0;
+  std::unique_ptr<HttpTransport> transport_;
 };
 
 }  // namespace streamgen

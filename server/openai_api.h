@@ -2,8 +2,8 @@
 // completions (and vLLM's /tokenize, /detokenize, the seed's /query-stream/)
 // as JSON <-> streamgen.v1 messages.
 //
-// Requests become a v1::GenerateRequest, so that the gRPC face's validation
-// (server/validation.h, through TextGenerationService::PrepareGenerate) is the
+// Requests become a v1::GenerateRequest, so that the one validation
+// (server/validation.h, through Frontend::PrepareGenerate) is the
 // only one: this file checks JSON types and OpenAI's own rules (n, logprobs
 // shapes), never a limit. Responses are encoded from the merged
 // v1::GenerateResponse messages a ResponseStream hands out

@@ -74,10 +74,10 @@ absl::StatusOr<std::unique_ptr<StreamgenServer>> StreamgenServer::Start(ServerOp
     http.tls_cert_file = server->options_.tls_cert_file;
     http.tls_key_file = server->options_.tls_key_file;
     http.tls_client_ca_file = server->options_.tls_client_ca_file;
-    http.max_body_bytes = server->options_.service.max_receive_message_bytes;
+    http.max_body_bytes = server->options_.frontend.max_receive_message_bytes;
     StreamgenServer* raw = server.get();
     SG_ASSIGN_OR_RETURN(server->http_,
-                        HttpServer::Start(http, server->service_.get(), &server->metrics_,
+                        HttpServer::Start(http, server->frontend_.get(), &server->metrics_,
                                           [raw] { return raw->RenderMetrics(); }));
   }
   if (!server->options_.port_file.empty()) {
@@ -92,14 +92,15 @@ absl::StatusOr<std::unique_ptr<StreamgenServer>> StreamgenServer::Start(ServerOp
            {{"address", server->options_.listen}, {"port", server->port_},
             {"metrics_port", server->metrics_port()}, {"http_port", server->http_port()},
             {"tls", !server->options_.tls_cert_file.empty()},
-            {"api_keys", server->options_.service.api_keys.size()}});
+            {"api_keys", server->options_.frontend.api_keys.size()}});
   return server;
 }
 
 absl::Status StreamgenServer::BuildGrpcServer() {
   SG_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                       MakeServerCredentials(options_));
-  service_ = std::make_unique<TextGenerationService>(options_.service, &metrics_);
+  frontend_ = std::make_unique<Frontend>(options_.frontend, &metrics_);
+  service_ = std::make_unique<TextGenerationService>(frontend_.get());
   // grpc's health service is built on upb; linking the protobuf messages (a
   // call the linker cannot drop) puts grpc.health.v1 in the generated pool,
   // so reflection can describe it (grpcurl ... grpc.health.v1.Health/Check).
@@ -111,7 +112,7 @@ absl::Status StreamgenServer::BuildGrpcServer() {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, credentials, &port_);
   builder.RegisterService(service_.get());
-  builder.SetMaxReceiveMessageSize(options_.service.max_receive_message_bytes);
+  builder.SetMaxReceiveMessageSize(options_.frontend.max_receive_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(options_.keepalive_time));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, Millis(options_.keepalive_timeout));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
@@ -148,14 +149,14 @@ absl::Status StreamgenServer::LoadModel() {
   LogEvent(spdlog::level::info, "loading model",
            {{"model", options_.engine.model_dir}, {"device", options_.engine.device}});
   SG_ASSIGN_OR_RETURN(engine_, Engine::Create(options_.engine));
-  SG_RETURN_IF_ERROR(service_->SetEngine(engine_.get()));
+  SG_RETURN_IF_ERROR(frontend_->SetEngine(engine_.get()));
   metrics_.SetModelLoaded(true);
   SetServing(true);
   const ModelInfo& info = engine_->model_info();
   LogEvent(spdlog::level::info, "serving",
            {{"model", info.name}, {"architecture", info.architecture},
             {"context_length", info.context_length}, {"dtype", info.dtype},
-            {"quantization", info.quantization}, {"device", info.device}, {"chat_template", service_->chat_family()},
+            {"quantization", info.quantization}, {"device", info.device}, {"chat_template", frontend_->chat_family()},
             {"load_s", absl::ToDoubleSeconds(absl::Now() - start)}});
   return absl::OkStatus();
 }
@@ -173,25 +174,25 @@ std::string StreamgenServer::RenderMetrics() const {
 void StreamgenServer::BeginDrain() {
   SetServing(false);
   metrics_.SetDraining(true);
-  service_->BeginDrain();
+  frontend_->BeginDrain();
 }
 
 void StreamgenServer::AbortStreams(const absl::Status& status) {
-  service_->AbortStreams(status);
+  frontend_->AbortStreams(status);
 }
 
 bool StreamgenServer::WaitForIdle(absl::Duration timeout) {
-  return service_->WaitForIdle(timeout);
+  return frontend_->WaitForIdle(timeout);
 }
 
 void StreamgenServer::Drain(absl::Duration timeout) {
   LogEvent(spdlog::level::info, "draining",
-           {{"streams", service_->active_streams()},
+           {{"streams", frontend_->active_streams()},
             {"timeout_s", absl::ToDoubleSeconds(timeout)}});
   BeginDrain();
   if (!WaitForIdle(timeout)) {
     LogEvent(spdlog::level::warn, "drain timeout: ending the streams left",
-             {{"streams", service_->active_streams()}});
+             {{"streams", frontend_->active_streams()}});
     AbortStreams(absl::UnavailableError(
         "the server is shutting down (drain timeout); retry on another replica"));
     WaitForIdle(absl::Seconds(10));
@@ -211,7 +212,7 @@ void StreamgenServer::Shutdown() {
   }
   if (engine_ != nullptr) engine_->Shutdown();
   // Sinks the engine dropped have retired their streams by now.
-  if (service_ != nullptr) service_->WaitForIdle(absl::Seconds(5));
+  if (frontend_ != nullptr) frontend_->WaitForIdle(absl::Seconds(5));
   // After the engine: every HTTP stream has had its last event and returns.
   if (http_ != nullptr) http_->Stop();
   if (metrics_http_ != nullptr) metrics_http_->Stop();
@@ -219,7 +220,8 @@ void StreamgenServer::Shutdown() {
 
 StreamgenServer::~StreamgenServer() {
   Shutdown();
-  // The gRPC server goes first: it may still hold reactors that use the service.
+  // The gRPC server goes first: it may still hold reactors that use the
+  // service and the front door.
   server_.reset();
   engine_.reset();
 }

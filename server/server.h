@@ -1,6 +1,7 @@
-// streamgen-server's pieces put together: the gRPC server (TextGeneration,
-// health, reflection), the engine and the metrics endpoint, with the start-up
-// and shutdown order the service promises:
+// streamgen-server's pieces put together: the front door (Frontend), its two
+// faces (the gRPC server with TextGeneration, health and reflection; the HTTP
+// face), the engine and the metrics endpoint, with the start-up and shutdown
+// order the service promises:
 //   Start()      listening; health NOT_SERVING; TextGeneration answers UNAVAILABLE
 //   LoadModel()  engine loaded; health SERVING
 //   Drain(t)     health NOT_SERVING, new streams refused, in-flight streams get
@@ -17,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
+#include "server/frontend.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
@@ -30,7 +32,7 @@ struct ServerOptions {
   HttpOptions http;                      // the HTTP face; http.listen "" : off (its TLS
                                          // files and body limit come from the fields here)
   EngineOptions engine;                  // model_dir, device, dtype, limits
-  ServiceOptions service;                // keys, chat template, limits
+  FrontendOptions frontend;              // keys, chat template, limits (both faces)
   std::string tls_cert_file;             // PEM; with tls_key_file switches TLS on
   std::string tls_key_file;              // PEM
   std::string tls_client_ca_file;        // PEM; set: clients must present a cert it signed
@@ -56,7 +58,7 @@ class StreamgenServer {
   int metrics_port() const { return metrics_http_ ? metrics_http_->port() : 0; }
   int http_port() const { return http_ ? http_->port() : 0; }
   Engine* engine() { return engine_.get(); }
-  TextGenerationService* service() { return service_.get(); }
+  Frontend* frontend() { return frontend_.get(); }
   Metrics* metrics() { return &metrics_; }
   std::string RenderMetrics() const;
 
@@ -79,11 +81,12 @@ class StreamgenServer {
 
   ServerOptions options_;
   Metrics metrics_;
-  std::unique_ptr<TextGenerationService> service_;
+  std::unique_ptr<Frontend> frontend_;                // both faces go through it
+  std::unique_ptr<TextGenerationService> service_;    // the gRPC face
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
-  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<HttpServer> http_;                  // the HTTP face
   std::atomic<bool> serving_{false};
   int port_ = 0;
   bool shut_down_ = false;

@@ -1,36 +1,19 @@
-// streamgen.v1.TextGeneration on gRPC's callback API: checks the API key and
-// the request, then hands Generate streams to GenerateReactor and answers
-// Tokenize / GetModelInfo directly. The HTTP face (http_server.h) goes through
-// the same checks with Admit / PrepareGenerate. Thread-safe.
+// streamgen.v1.TextGeneration on gRPC's callback API: the gRPC face over the
+// Frontend (frontend.h). It owns only its wire: it reads the key off the
+// call's metadata and the request off its bytes, asks the Frontend, maps the
+// status to gRPC's, and hands Generate streams to GenerateReactor. Thread-safe.
 #pragma once
 
-#include <atomic>
-#include <memory>
-#include <optional>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
-#include "absl/time/time.h"
-#include "engine/text/chat_template.h"
-#include "engine/engine.h"
-#include "server/auth.h"
-#include "server/generate_reactor.h"
-#include "server/metrics.h"
-#include "server/validation.h"
+#include "absl/strings/string_view.h"
+#include "server/frontend.h"
 #include "streamgen/v1/generate.grpc.pb.h"
 
 namespace streamgen {
-
-struct ServiceOptions {
-  ApiKeys api_keys;                    // none: no key needed
-  bool log_prompts = false;            // put prompts in the per-request log line
-  std::string chat_template = "auto";  // auto | llama2 | mistral | chatml | none
-  int max_prompt_tokens = 0;           // 0: the model's context length - 1
-  int max_messages = 256;              // entries of GenerateRequest.messages
-  int max_receive_message_bytes = 4 << 20;  // reported by GetModelInfo
-};
 
 // Generate and Tokenize receive their request's bytes and parse them here
 // (RegisterRawRequests): gRPC's own parsing refuses a proto3 string that is not
@@ -41,44 +24,9 @@ struct ServiceOptions {
 // of any other refused request.
 class TextGenerationService final : public v1::TextGeneration::CallbackService {
  public:
-  TextGenerationService(ServiceOptions options, Metrics* metrics);
+  // `frontend` (not owned) must outlive the service and every call.
+  explicit TextGenerationService(Frontend* frontend);
   ~TextGenerationService() override;
-
-  // Serves `engine` from now on (not owned; it must outlive every call).
-  // Sets up the chat template: FAILED_PRECONDITION when --chat-template names a
-  // family the model's vocabulary cannot render. Call once.
-  absl::Status SetEngine(Engine* engine);
-
-  // New Generate calls get UNAVAILABLE from now on.
-  void BeginDrain();
-  // True when no Generate stream is left within `timeout`.
-  bool WaitForIdle(absl::Duration timeout) const;
-  // Ends the streams in progress (see GenerateReactor::Abort).
-  void AbortStreams(const absl::Status& status);
-  int active_streams() const { return registry_.size(); }
-
-  // The chat family in use ("" when chat requests are refused) and why not.
-  std::string chat_family() const;
-
-  // ---- for the other faces (HTTP): the gRPC face's own checks, in the same order ----
-  // The API key (`authorization`: the header's value, nullopt when absent),
-  // then the model: UNAUTHENTICATED, or UNAVAILABLE while loading.
-  absl::Status Admit(std::optional<absl::string_view> authorization) const;
-  // Admit, then UNAVAILABLE while draining, then the request's validation:
-  // the engine request, or the status to answer with (INVALID_ARGUMENT names
-  // the proto field).
-  absl::StatusOr<GenerationRequest> PrepareGenerate(
-      std::optional<absl::string_view> authorization, const v1::GenerateRequest& request) const;
-  // Tokenize and GetModelInfo without the call (after Admit).
-  absl::Status Tokenize(const v1::TokenizeRequest& request, v1::TokenizeResponse* response) const;
-  absl::Status GetModelInfo(v1::ModelInfo* info) const;
-  // The loaded engine (null while loading).
-  Engine* engine() const;
-  bool draining() const { return draining_; }
-  // What a face's GenerationCall needs.
-  ReactorEnv reactor_env() { return ReactorEnv{metrics_, &registry_}; }
-  // The prompt for the log line ("" unless --log-prompts).
-  std::string LogPrompt(const v1::GenerateRequest& request) const;
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
@@ -90,20 +38,6 @@ class TextGenerationService final : public v1::TextGeneration::CallbackService {
                                          v1::ModelInfo* response) override;
 
  private:
-  // Everything that exists once the model is loaded (immutable after).
-  struct Model {
-    Engine* engine = nullptr;
-    RequestLimits limits;
-    std::unique_ptr<ChatTemplate> chat;  // null: chat refused with chat_error
-    std::string chat_error;
-    PromptEncoder encoder;
-  };
-
-  // The key, then the model: OK and the model, or the status to answer with.
-  absl::Status Admit(std::optional<absl::string_view> authorization, const Model** model) const;
-  absl::Status DoTokenize(const Model& model, const v1::TokenizeRequest& request,
-                          v1::TokenizeResponse* response) const;
-  void FillModelInfo(const Model& model, v1::ModelInfo* info) const;
   grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context,
                                         absl::string_view method, const absl::Status& status);
 
@@ -121,16 +55,8 @@ class TextGenerationService final : public v1::TextGeneration::CallbackService {
                                           const grpc::ByteBuffer* bytes,
                                           v1::TokenizeResponse* response);
 
-  const ServiceOptions options_;
-  Metrics* const metrics_;
-  StreamRegistry registry_;
-  std::unique_ptr<Model> model_storage_;
-  std::atomic<const Model*> model_{nullptr};
-  std::atomic<bool> draining_{false};
+  Frontend* const frontend_;
 };
-
-// A fresh request id: 16 random hex digits.
-std::string MakeRequestId();
 
 // The first string field of the serialized `type` message in `bytes` (nested
 // messages included) that is not valid UTF-8, as a path: "prompt",

@@ -7,8 +7,8 @@ streamgen-client, and Python's http.client / ssl for HTTP.
 - API keys: UNAUTHENTICATED / 401 for a missing, malformed or wrong key on
   every RPC and route except health (gRPC health and reflection, HTTP /health,
   /metrics and the playground page stay open); on HTTP the key is checked
-  before the body (content type, nesting, JSON, size); no key ever reaches
-  the log. With --cors-allow-origin, a browser's preflight is answered before
+  before the body is read (so before its content type, nesting, JSON, size);
+  no key ever reaches the log. With --cors-allow-origin, a browser's preflight is answered before
   the key (it carries none), the 401 carries the CORS headers, and a
   preflight from an origin not listed is refused (403) by name.
 - TLS and mutual TLS on both faces with certificates made here by openssl: a
@@ -320,6 +320,54 @@ class ApiKeyTest(ServerCase):
                                          headers=dict(headers, Authorization="Bearer " + KEYS[0]))
                     self.assertEqual(keyed.status, status, keyed)
                     self.assertTrue(keyed.json()["error"]["message"].startswith(message), keyed)
+
+    def test_the_key_is_checked_before_the_body_is_read(self):
+        """Without a valid key, the 401 comes before a byte of the body is read:
+        a body that is not JSON and never arrives in full (the head promises
+        1000 bytes, 9 come) is answered at once, where reading it would wait
+        for the rest (10 s) and then answer 400."""
+        for path in ("/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize",
+                     "/query-stream/"):
+            for authorization, message in ((None, self.MISSING),
+                                           ("Bearer " + WRONG_KEY, self.INVALID)):
+                with self.subTest(path=path, authorization=authorization):
+                    # Well inside the 10 s a body's next bytes may take.
+                    conn = http.client.HTTPConnection("127.0.0.1", self.server.http_port,
+                                                      timeout=5)
+                    try:
+                        conn.putrequest("POST", path)
+                        conn.putheader("Content-Type", "application/json")
+                        conn.putheader("Content-Length", "1000")
+                        if authorization is not None:
+                            conn.putheader("Authorization", authorization)
+                        conn.endheaders(b"{not json")
+                        answer = conn.getresponse()
+                        response = Response(answer.status,
+                                            {k.lower(): v for k, v in answer.getheaders()},
+                                            answer.read().decode("utf-8", "replace"))
+                    finally:
+                        conn.close()
+                    self.assert_http_error(response, 401, message)
+                    self.assertEqual(response.headers.get("www-authenticate"), "Bearer", response)
+                    # The unread body: the connection cannot carry another request.
+                    self.assertEqual(response.headers.get("connection"), "close", response)
+
+    def test_a_refusal_without_a_body_keeps_the_connection(self):
+        """A 401 to a request without a body leaves nothing unread: the same
+        connection carries the next request."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.http_port, timeout=30)
+        try:
+            conn.request("GET", "/v1/models")
+            refused = conn.getresponse()
+            body = refused.read().decode()
+            self.assertEqual(refused.status, 401, body)
+            self.assertEqual(json.loads(body)["error"]["message"], self.MISSING)
+            self.assertNotEqual(refused.getheader("Connection"), "close", body)
+            conn.request("GET", "/v1/models", headers={"Authorization": "Bearer " + KEYS[0]})
+            served = conn.getresponse()
+            self.assertEqual(served.status, 200, served.read())
+        finally:
+            conn.close()
 
     def test_keys_never_reach_the_log(self):
         # Requests with every key, right and wrong, on both faces; then the log.

@@ -117,7 +117,7 @@ TEST(ClientCliTest, DeadlineEndsTheCall) {
 TEST(ClientCliTest, ApiKeyFlagAndEnvironment) {
   if (access(ClientPath().c_str(), X_OK) != 0) GTEST_SKIP() << ClientPath() << " is not built";
   ServerOptions options = TestOptions();
-  options.service.api_keys = *ApiKeys::FromText("cli-key\n", "test");
+  options.frontend.api_keys = *ApiKeys::FromText("cli-key\n", "test");
   std::unique_ptr<StreamgenServer> server = StartServer(options);
   ASSERT_NE(server, nullptr);
   std::string address = "--server=127.0.0.1:" + std::to_string(server->port());

@@ -1,7 +1,7 @@
 // The real server in process on an ephemeral loopback port: streamed output
 // against the golden fixture and against the engine itself, Tokenize and
 // GetModelInfo, every INVALID_ARGUMENT case over the wire, RESOURCE_EXHAUSTED,
-// UNAUTHENTICATED, and 16 concurrent streams.
+// UNAUTHENTICATED, and 16 concurrent streams; the front door alone.
 #include <fstream>
 #include <thread>
 
@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "server/frontend.h"
 #include "server/server.h"
 #include "server/service.h"
 #include "tests/server_test_util.h"
@@ -426,6 +427,37 @@ TEST(InvalidUtf8FieldTest, NamesTheFirstFieldAsAPath) {
   EXPECT_EQ(InvalidUtf8Field(std::string("\x0a\x64" "abc", 5), type), "");  // cut short
 }
 
+// The front door alone, without a face and before a model: the key comes
+// first, then the model, each refusal by name; the drain is its own state.
+TEST(FrontendTest, AdmitsTheKeyFirstThenTheModel) {
+  FrontendOptions options;
+  options.api_keys = *ApiKeys::FromText("front-key\n", "test");
+  Metrics metrics;
+  Frontend frontend(options, &metrics);
+  EXPECT_FALSE(frontend.loaded());
+  EXPECT_EQ(frontend.model_name(), "");
+  EXPECT_EQ(frontend.chat_family(), "");
+
+  absl::Status missing = frontend.CheckKey(std::nullopt);
+  EXPECT_EQ(missing.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(std::string(missing.message()), HasSubstr("missing API key"));
+  // Without the key the model's state is not told: the key's refusal, not UNAVAILABLE.
+  absl::StatusOr<Frontend::Admission> wrong = frontend.Admit("Bearer not-the-key");
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(wrong.status().message(), "invalid API key");
+
+  EXPECT_TRUE(frontend.CheckKey("Bearer front-key").ok());
+  absl::StatusOr<Frontend::Admission> loading = frontend.Admit("Bearer front-key");
+  EXPECT_EQ(loading.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(loading.status().message(), "the model is still loading; retry");
+
+  EXPECT_FALSE(frontend.draining());
+  frontend.BeginDrain();
+  EXPECT_TRUE(frontend.draining());
+  EXPECT_EQ(frontend.active_streams(), 0);
+  EXPECT_TRUE(frontend.WaitForIdle(absl::ZeroDuration()));
+}
+
 TEST_F(TinyModelServer, SixteenConcurrentStreamsAllComplete) {
   const std::vector<std::string> prompts = {"Once upon a time", "The quick brown fox",
                                             "In the beginning", "Hello world"};
@@ -546,7 +578,7 @@ TEST(ServerAuthTest, KeysAreRequiredForTheServiceOnly) {
   ServerOptions options = TestOptions();
   absl::StatusOr<ApiKeys> keys = ApiKeys::FromText("secret-1\nsecret-2\n", "test");
   ASSERT_TRUE(keys.ok());
-  options.service.api_keys = *keys;
+  options.frontend.api_keys = *keys;
   std::unique_ptr<StreamgenServer> server = StartServer(options);
   ASSERT_NE(server, nullptr);
   auto channel = Connect(server->port());

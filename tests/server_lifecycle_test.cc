@@ -96,7 +96,7 @@ TEST(LifecycleTest, CancelMidStreamFreesTheSequence) {
   while (reader->Read(&rest)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  ASSERT_TRUE(WaitFor([&] { return server->service()->active_streams() == 0; }));
+  ASSERT_TRUE(WaitFor([&] { return server->frontend()->active_streams() == 0; }));
 
   engine->Resume();
   StreamResult next = Generate(stub.get(), PromptRequest("next", 5));
@@ -248,7 +248,7 @@ TEST(LifecycleTest, MetricsOverHttp) {
             grpc::StatusCode::INVALID_ARGUMENT);
   // The log line and the metrics are written when the stream retires, just
   // after the client sees the end.
-  ASSERT_TRUE(WaitFor([&] { return server->service()->active_streams() == 0; }));
+  ASSERT_TRUE(WaitFor([&] { return server->frontend()->active_streams() == 0; }));
 
   httplib::Client http("127.0.0.1", server->metrics_port());
   auto response = http.Get("/metrics");

@@ -542,31 +542,35 @@ TEST(ServerFlagsTest, BadSchedulerFlagsAreRefusedByName) {
   }
 }
 
-// An HTTP port already taken: the server refuses to start and names the flag.
-// The holder sets SO_REUSEPORT, as another streamgen would have with
+// A port already taken, for each HTTP listener (the HTTP face's and the
+// metrics endpoint's, one transport): the server refuses to start and names
+// the flag. The holder sets SO_REUSEPORT, as another streamgen would have with
 // httplib's default socket options: the port must still count as taken (with
 // SO_REUSEPORT on both sides, the kernel shared it silently).
 TEST(ServerFlagsTest, HttpPortInUseIsRefusedByName) {
   if (access(ServerPath().c_str(), X_OK) != 0) GTEST_SKIP() << ServerPath() << " is not built";
-  int taken = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(taken, 0);
-  int yes = 1;
-  ASSERT_EQ(setsockopt(taken, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof(yes)), 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(taken, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(listen(taken, 1), 0);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(getsockname(taken, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  int port = ntohs(address.sin_port);
-  std::string command = absl::StrCat(ServerPath(), " --listen=127.0.0.1:0 --metrics-listen= ",
-                                     "--http-listen=127.0.0.1:", port, " 2>&1");
-  auto [status, output] = RunCommand(command);
-  close(taken);
-  EXPECT_EQ(WEXITSTATUS(status), 1) << output;
-  EXPECT_THAT(output, HasSubstr(absl::StrCat("--http-listen=127.0.0.1:", port,
-                                             ": cannot listen there (in use?)")));
+  for (const char* flag : {"http-listen", "metrics-listen"}) {
+    int taken = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(taken, 0);
+    int yes = 1;
+    ASSERT_EQ(setsockopt(taken, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof(yes)), 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(taken, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    ASSERT_EQ(listen(taken, 1), 0);
+    socklen_t length = sizeof(address);
+    ASSERT_EQ(getsockname(taken, reinterpret_cast<sockaddr*>(&address), &length), 0);
+    int port = ntohs(address.sin_port);
+    std::string other = std::string(flag) == "http-listen" ? "metrics-listen" : "http-listen";
+    std::string command = absl::StrCat(ServerPath(), " --listen=127.0.0.1:0 --", other, "= --",
+                                       flag, "=127.0.0.1:", port, " 2>&1");
+    auto [status, output] = RunCommand(command);
+    close(taken);
+    EXPECT_EQ(WEXITSTATUS(status), 1) << flag << ": " << output;
+    EXPECT_THAT(output, HasSubstr(absl::StrCat("--", flag, "=127.0.0.1:", port,
+                                               ": cannot listen there (in use?)")));
+  }
 }
 
 }  // namespace

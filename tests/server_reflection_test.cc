@@ -167,7 +167,7 @@ class ReflectionTest : public ::testing::Test {
   static void SetUpTestSuite() {
     ServerOptions options = test::TestOptions();
     absl::StatusOr<ApiKeys> keys = ApiKeys::FromText("reflection-test-key\n", "test");
-    options.service.api_keys = *keys;  // reflection and health need no key
+    options.frontend.api_keys = *keys;  // reflection and health need no key
     server_ = test::StartServer(options).release();
   }
   static void TearDownTestSuite() {

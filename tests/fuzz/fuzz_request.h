@@ -2,7 +2,7 @@
 // share: the server's limits as a real server would set them, a PromptEncoder
 // over a byte vocabulary (no tokenizer: one id per byte) with the engine's own
 // chat templates, and the properties every accepted GenerationRequest must
-// have. Mirrors TextGenerationService::SetEngine (server/service.cc).
+// have. Mirrors Frontend::SetEngine (server/frontend.cc).
 #pragma once
 
 #include <memory>

@@ -115,7 +115,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   absl::StatusOr<v1::TokenizeRequest> tokenize = ParseTokenizeRequest(body);
   if (tokenize.ok()) {
-    // As TextGenerationService::DoTokenize renders messages.
+    // As Frontend::Tokenize renders messages.
     if (tokenize->messages_size() > 0) {
       for (int which = 0; which < 2; ++which) {
         absl::StatusOr<std::vector<ChatMessage>> messages =
