@@ -1,0 +1,15 @@
+# engine/text/jinja/ (issue 19): gtest units of the lexer, parser and
+# evaluator and of every refusal, and the comparison of streamgen-render-template
+# with Jinja2 (python3-jinja2) and @huggingface/jinja over real models' chat
+# templates (tests/jinja/; its npm packages installed by jinja_npm_ci).
+streamgen_test(jinja_test jinja_test.cc)
+target_link_libraries(jinja_test PRIVATE streamgen_jinja)
+
+streamgen_npm_ci(jinja_npm_ci jinja_node ${CMAKE_SOURCE_DIR}/tests/jinja)
+add_test(NAME jinja_reference_test
+  COMMAND ${STREAMGEN_NODE} --test ${CMAKE_SOURCE_DIR}/tests/jinja/templates.test.mjs
+  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/jinja)
+set_tests_properties(jinja_reference_test PROPERTIES
+  ENVIRONMENT STREAMGEN_BUILD_DIR=${CMAKE_BINARY_DIR}
+  FIXTURES_REQUIRED jinja_node
+  TIMEOUT 300)
