@@ -65,8 +65,8 @@ TEST(JinjaLexer, WhitespaceControlAsTransformersConfiguresJinja) {
 TEST(JinjaEvaluator, ExpressionsFollowPython) {
   EXPECT_EQ(Ok("{{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 1 / 4 }} {{ 2 ** 10 }} {{ 3 * 1.5 }}"),
             "3 -4 2 0.25 1024 4.5");
-  EXPECT_EQ(Ok("{{ 'a' ~ 1 ~ none ~ true }} {{ 'ab' * 2 }} {{ [1] + [2] }}"),
-            "a1NoneTrue abab [1, 2]");
+  EXPECT_EQ(Ok("{{ 'a' ~ 1 ~ none ~ true }} {{ 'ab' * 2 }} {{ [1] + [2] }} {{ (1,) }} {{ (1, 'a') }}"),
+            "a1NoneTrue abab [1, 2] (1,) (1, 'a')");
   EXPECT_EQ(Ok("{{ 1 if false }}|{{ 'y' if 1 > 0 else 'n' }}|{{ not 0 and 'z' or 'w' }}"),
             "|y|z");
   EXPECT_EQ(Ok("{{ 'b' in 'abc' }} {{ 2 not in [1, 2] }} {{ 'k' in {'k': 1} }}"),
@@ -126,7 +126,7 @@ TEST(JinjaEvaluator, FiltersTestsAndMethods) {
             "['a', 'b', '', 'c'] ['a', 'b'] zyz True True a");
   EXPECT_EQ(Ok("{{ d.get('a') }} {{ d.get('z', 0) }} {{ d | items | list }} {{ undefined_x | default('dflt') }}",
                R"({"d": {"a": 1}})"),
-            "1 0 [['a', 1]] dflt");
+            "1 0 [('a', 1)] dflt");
 }
 
 TEST(JinjaEvaluator, UndefinedPrintsEmptyAndFailsWhenUsed) {

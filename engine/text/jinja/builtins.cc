@@ -246,7 +246,7 @@ Value Method(const Value& self, const std::string& name) {
         std::vector<Value> out;
         for (const auto& [k, v] : d.object().entries) {
           if (name == "items") {
-            out.push_back(Value::Array({Value::String(k), v}));
+            out.push_back(Value::Tuple({Value::String(k), v}));
           } else {
             out.push_back(name == "keys" ? Value::String(k) : v);
           }

@@ -308,6 +308,7 @@ absl::StatusOr<Value> Evaluator::EvalInner(const Expr& expr) {
     case ExprKind::kList:
     case ExprKind::kTuple: {
       SG_ASSIGN_OR_RETURN(CallArgs items, EvalArgs(expr, 0));
+      if (expr.kind == ExprKind::kTuple) return Value::Tuple(std::move(items.positional));
       return Value::Array(std::move(items.positional));
     }
     case ExprKind::kDict: {

@@ -51,6 +51,11 @@ Value Value::Array(std::vector<Value> items) {
   v.array_ = std::make_shared<std::vector<Value>>(std::move(items));
   return v;
 }
+Value Value::Tuple(std::vector<Value> items) {
+  Value v = Array(std::move(items));
+  v.b_ = true;
+  return v;
+}
 Value Value::Object(bool is_namespace) {
   Value v;
   v.kind_ = Kind::kObject;
@@ -115,7 +120,7 @@ bool Value::Truthy() const {
     case Kind::kInt: return i_ != 0;
     case Kind::kFloat: return f_ != 0;
     case Kind::kString: return !s_.empty();
-    case Kind::kArray: return !array_->empty();
+    case Kind::kArray: return !array_->empty();  // (b_ marks a tuple here)
     case Kind::kObject: return !object_->entries.empty();
     case Kind::kFunction: return true;
   }
@@ -280,12 +285,13 @@ std::string Value::Repr() const {
     case Kind::kFloat: return PythonFloatRepr(f_);
     case Kind::kString: return PythonStringRepr(s_);
     case Kind::kArray: {
-      std::string out = "[";
+      std::string out = b_ ? "(" : "[";
       for (size_t i = 0; i < array_->size(); ++i) {
         if (i > 0) out += ", ";
         out += (*array_)[i].Repr();
       }
-      return out + "]";
+      if (b_ && array_->size() == 1) out += ",";
+      return out + (b_ ? ")" : "]");
     }
     case Kind::kObject: {
       std::string out = "{";

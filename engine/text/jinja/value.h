@@ -47,6 +47,8 @@ class Value {
   static Value Float(double d);
   static Value String(std::string s);
   static Value Array(std::vector<Value> items = {});
+  // A list that prints as a Python tuple: "(1, 2)" (dict.items()'s pairs, "(a, b)").
+  static Value Tuple(std::vector<Value> items);
   static Value Object(bool is_namespace = false);
   static Value Fn(std::string name, Function fn);
   // From JSON: objects keep their key order.
@@ -90,7 +92,7 @@ class Value {
 
  private:
   Kind kind_ = Kind::kUndefined;
-  bool b_ = false;
+  bool b_ = false;  // bool value; for lists: a tuple
   int64_t i_ = 0;
   double f_ = 0;
   std::string s_;
