@@ -263,7 +263,9 @@ class Parser {
     tuple->children.push_back(std::move(first));
     while (IsOp(",")) {
       Next();
-      if (Peek().type == TokenType::kVarEnd || Peek().type == TokenType::kBlockEnd) break;
+      if (Peek().type == TokenType::kVarEnd || Peek().type == TokenType::kBlockEnd || IsOp(")")) {
+        break;
+      }
       SG_ASSIGN_OR_RETURN(ExprPtr item, ParseExpression(allow_conditional));
       tuple->children.push_back(std::move(item));
     }
