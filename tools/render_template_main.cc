@@ -2,7 +2,11 @@
 // interpreter (engine/text/jinja/), for comparing against other
 // implementations (tests/jinja/) and for trying a chat template by hand.
 //
-// Input (stdin): {"cases": [{"template": "...", "context": {...}}, ...]}
+// Input (stdin): {"cases": [case, ...]}, a case being either
+//   {"template": "...", "context": {...}}: the template rendered with the context; or
+//   {"model_dir": "...", "messages": [OpenAI messages], "add_generation_prompt": bool,
+//    "tools": [...]}: the model's own chat template (JinjaChatTemplate::FromModelDir)
+//    rendered as a chat request would be.
 // Output (stdout): {"results": [{"text": "..."} or {"error": "..."}, ...]}
 // Exit status 0 unless the input itself is not such JSON (then 2, with the
 // reason on stderr).
@@ -10,6 +14,7 @@
 #include <iterator>
 #include <string>
 
+#include "engine/text/chat_template.h"
 #include "engine/text/jinja/template.h"
 #include "nlohmann/json.hpp"
 
@@ -17,7 +22,21 @@ namespace {
 
 using nlohmann::ordered_json;
 
+ordered_json RenderChat(const ordered_json& c) {
+  auto chat = streamgen::JinjaChatTemplate::FromModelDir(c["model_dir"].get<std::string>());
+  if (!chat.ok()) return {{"error", std::string(chat.status().message())}};
+  auto messages = streamgen::ChatMessagesFromJson(c.value("messages", ordered_json::array()));
+  if (!messages.ok()) return {{"error", std::string(messages.status().message())}};
+  streamgen::ChatRenderOptions options;
+  options.add_generation_prompt = c.value("add_generation_prompt", true);
+  if (c.contains("tools")) options.tools_json = c["tools"].dump();
+  auto text = (*chat)->Render(*messages, options);
+  if (!text.ok()) return {{"error", std::string(text.status().message())}};
+  return {{"text", *text}};
+}
+
 ordered_json RenderCase(const ordered_json& c) {
+  if (c.is_object() && c.contains("model_dir") && c["model_dir"].is_string()) return RenderChat(c);
   if (!c.is_object() || !c.contains("template") || !c["template"].is_string()) {
     return {{"error", "case: \"template\" (a string) is missing"}};
   }

