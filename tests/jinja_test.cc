@@ -153,8 +153,11 @@ TEST(JinjaParser, SyntaxErrorsNameLineColumnExpectedAndFound) {
   EXPECT_EQ(Err("{% for x in xs %}\n{{ x }}"),
             "t.jinja:2:8: expected 'else' or 'endfor' to close the 'for' at 1:4, got end of template");
   EXPECT_EQ(Err("{% if x %}a{% endfor %}"),
-            "t.jinja:1:15: expected a known tag (if, for, set, macro, break, continue, "
-            "generation), got 'endfor'");
+            "t.jinja:1:15: expected 'elif' or 'else' or 'endif' to close the 'if' at 1:4, got 'endfor'");
+  EXPECT_EQ(Err("a{% endif %}"), "t.jinja:1:5: expected a tag, not one that closes no open block, got 'endif'");
+  EXPECT_EQ(Err("{% include 'x' %}"),
+            "t.jinja:1:4: expected a known tag (if, for, set, macro, break, continue, "
+            "generation), got 'include'");
   EXPECT_EQ(Err("{{ 1 + }}"), "t.jinja:1:8: expected an expression, got '}}'");
   EXPECT_EQ(Err("{{ f(a=1, 2) }}"), "t.jinja:1:11: expected a keyword argument (name=value), got number 2");
   EXPECT_EQ(Err("ab\n{{ x"), "t.jinja:2:1: unterminated tag: expected '}}'");

@@ -13,3 +13,6 @@ set_tests_properties(jinja_reference_test PROPERTIES
   ENVIRONMENT STREAMGEN_BUILD_DIR=${CMAKE_BINARY_DIR}
   FIXTURES_REQUIRED jinja_node
   TIMEOUT 300)
+
+streamgen_test(chat_template_jinja_test chat_template_jinja_test.cc)
+target_link_libraries(chat_template_jinja_test PRIVATE streamgen_text)

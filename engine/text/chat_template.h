@@ -55,10 +55,13 @@ struct ChatRenderOptions {
 class JinjaChatTemplate {
  public:
   // `source` is the template, `name` the file it came from (in every error);
-  // `special_tokens` maps bos_token, eos_token, ... to their text.
+  // `special_tokens` maps bos_token, eos_token, ... to their text (the
+  // template's variables); `added_tokens` are further token texts that
+  // rendering to ids splits out (tokenizer_config.json's added_tokens_decoder).
   // INVALID_ARGUMENT "NAME:LINE:COLUMN: expected ..., got ..." when it does not parse.
   static absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> Create(
-      absl::string_view source, std::string name, std::map<std::string, std::string> special_tokens);
+      absl::string_view source, std::string name, std::map<std::string, std::string> special_tokens,
+      std::vector<std::string> added_tokens = {});
 
   // The template of a model directory: chat_template.jinja when there is one,
   // else tokenizer_config.json's chat_template (a string, or the entry named
@@ -68,14 +71,16 @@ class JinjaChatTemplate {
   // for a malformed one.
   static absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> FromModelDir(const std::string& dir);
 
-  // A template file (--chat-template FILE) with the given special tokens.
-  // NOT_FOUND / INVALID_ARGUMENT naming the file.
+  // A template file (--chat-template FILE) with the given special and added
+  // tokens. NOT_FOUND / INVALID_ARGUMENT naming the file.
   static absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> FromFile(
-      const std::string& path, std::map<std::string, std::string> special_tokens);
+      const std::string& path, std::map<std::string, std::string> special_tokens,
+      std::vector<std::string> added_tokens = {});
 
-  // The *_token entries of a tokenizer_config.json (empty when the file is absent).
+  // The *_token entries of a tokenizer_config.json (empty when the file is
+  // absent), and the texts of its added_tokens_decoder entries.
   static absl::StatusOr<std::map<std::string, std::string>> SpecialTokensOf(
-      const std::string& tokenizer_config_path);
+      const std::string& tokenizer_config_path, std::vector<std::string>* added_tokens = nullptr);
 
   // The rendered text. INVALID_ARGUMENT with the template's message when it
   // raises (raise_exception) or fails (an undefined value used, a limit
@@ -85,16 +90,19 @@ class JinjaChatTemplate {
                                      const ChatRenderOptions& options) const;
 
   const std::map<std::string, std::string>& special_tokens() const { return special_tokens_; }
+  const std::vector<std::string>& added_tokens() const { return added_tokens_; }
   const std::string& name() const { return template_->name(); }
 
  private:
   friend class ChatTemplate;  // CreateJinja completes bos_token/eos_token from the vocabulary
 
-  JinjaChatTemplate(std::unique_ptr<jinja::Template> t, std::map<std::string, std::string> tokens)
-      : template_(std::move(t)), special_tokens_(std::move(tokens)) {}
+  JinjaChatTemplate(std::unique_ptr<jinja::Template> t, std::map<std::string, std::string> tokens,
+                    std::vector<std::string> added)
+      : template_(std::move(t)), special_tokens_(std::move(tokens)), added_tokens_(std::move(added)) {}
 
   std::unique_ptr<jinja::Template> template_;
   std::map<std::string, std::string> special_tokens_;
+  std::vector<std::string> added_tokens_;
 };
 
 enum class ChatTemplateFamily {
@@ -142,8 +150,8 @@ class ChatTemplate {
   static absl::StatusOr<std::unique_ptr<ChatTemplate>> Create(ChatTemplateFamily family,
                                                               ChatVocabulary vocabulary);
   // A Jinja template (family kJinja). Its rendered text is split at the
-  // special tokens it names (and the vocabulary's BOS/EOS pieces) that the
-  // vocabulary has: those become ids, the rest is encoded. bos_token and
+  // special and added tokens it knows (and the vocabulary's BOS/EOS pieces)
+  // that the vocabulary has: those become ids, the rest is encoded. bos_token and
   // eos_token default to the vocabulary's pieces when the template names none.
   static absl::StatusOr<std::unique_ptr<ChatTemplate>> CreateJinja(
       std::unique_ptr<JinjaChatTemplate> jinja, ChatVocabulary vocabulary);

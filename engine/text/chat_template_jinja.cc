@@ -120,15 +120,16 @@ absl::StatusOr<std::vector<ChatMessage>> ChatMessagesFromJson(const ordered_json
 }
 
 absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> JinjaChatTemplate::Create(
-    absl::string_view source, std::string name, std::map<std::string, std::string> special_tokens) {
+    absl::string_view source, std::string name, std::map<std::string, std::string> special_tokens,
+    std::vector<std::string> added_tokens) {
   SG_ASSIGN_OR_RETURN(std::unique_ptr<jinja::Template> parsed,
                       jinja::Template::Parse(source, std::move(name)));
-  return std::unique_ptr<JinjaChatTemplate>(
-      new JinjaChatTemplate(std::move(parsed), std::move(special_tokens)));
+  return std::unique_ptr<JinjaChatTemplate>(new JinjaChatTemplate(
+      std::move(parsed), std::move(special_tokens), std::move(added_tokens)));
 }
 
 absl::StatusOr<std::map<std::string, std::string>> JinjaChatTemplate::SpecialTokensOf(
-    const std::string& path) {
+    const std::string& path, std::vector<std::string>* added_tokens) {
   std::map<std::string, std::string> tokens;
   if (!FileExists(path)) return tokens;
   SG_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
@@ -142,6 +143,14 @@ absl::StatusOr<std::map<std::string, std::string>> JinjaChatTemplate::SpecialTok
       tokens[key] = value["content"].get<std::string>();
     }
   }
+  if (added_tokens != nullptr && config.contains("added_tokens_decoder") &&
+      config["added_tokens_decoder"].is_object()) {
+    for (const auto& [id, entry] : config["added_tokens_decoder"].items()) {
+      if (entry.is_object() && entry.contains("content") && entry["content"].is_string()) {
+        added_tokens->push_back(entry["content"].get<std::string>());
+      }
+    }
+  }
   return tokens;
 }
 
@@ -149,8 +158,9 @@ absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> JinjaChatTemplate::FromModelD
     const std::string& dir) {
   std::string config_path = dir + "/tokenizer_config.json";
   std::string jinja_path = dir + "/chat_template.jinja";
-  SG_ASSIGN_OR_RETURN(auto tokens, SpecialTokensOf(config_path));
-  if (FileExists(jinja_path)) return FromFile(jinja_path, std::move(tokens));
+  std::vector<std::string> added;
+  SG_ASSIGN_OR_RETURN(auto tokens, SpecialTokensOf(config_path, &added));
+  if (FileExists(jinja_path)) return FromFile(jinja_path, std::move(tokens), std::move(added));
   if (!FileExists(config_path)) {
     return absl::NotFoundError(absl::StrCat(dir, ": no chat_template.jinja and no tokenizer_config.json"));
   }
@@ -161,14 +171,15 @@ absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> JinjaChatTemplate::FromModelD
   }
   const ordered_json& t = config["chat_template"];
   if (t.is_string()) {
-    return Create(t.get<std::string>(), config_path + " chat_template", std::move(tokens));
+    return Create(t.get<std::string>(), config_path + " chat_template", std::move(tokens),
+                  std::move(added));
   }
   if (t.is_array()) {
     for (const ordered_json& entry : t) {
       if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
           entry["template"].is_string()) {
         return Create(entry["template"].get<std::string>(),
-                      config_path + " chat_template[default]", std::move(tokens));
+                      config_path + " chat_template[default]", std::move(tokens), std::move(added));
       }
     }
     return absl::InvalidArgumentError(absl::StrCat(
@@ -179,9 +190,10 @@ absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> JinjaChatTemplate::FromModelD
 }
 
 absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> JinjaChatTemplate::FromFile(
-    const std::string& path, std::map<std::string, std::string> special_tokens) {
+    const std::string& path, std::map<std::string, std::string> special_tokens,
+    std::vector<std::string> added_tokens) {
   SG_ASSIGN_OR_RETURN(std::string source, ReadFile(path));
-  return Create(source, path, std::move(special_tokens));
+  return Create(source, path, std::move(special_tokens), std::move(added_tokens));
 }
 
 absl::StatusOr<std::string> JinjaChatTemplate::Render(const std::vector<ChatMessage>& messages,
@@ -228,7 +240,11 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::CreateJinja(
   }
   std::unique_ptr<ChatTemplate> chat(new ChatTemplate(ChatTemplateFamily::kJinja, std::move(vocabulary)));
   const ChatVocabulary& v = chat->vocabulary_;
-  for (const auto& [key, text] : tokens) {
+  std::vector<std::string> texts = jinja->added_tokens();
+  for (const auto& entry : tokens) texts.push_back(entry.second);
+  std::sort(texts.begin(), texts.end());
+  texts.erase(std::unique(texts.begin(), texts.end()), texts.end());
+  for (const std::string& text : texts) {
     if (text.empty()) continue;
     int id = v.piece_to_id ? v.piece_to_id(text) : -1;
     if (text == v.bos_piece && v.bos_id >= 0) id = v.bos_id;

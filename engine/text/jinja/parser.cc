@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
@@ -87,6 +88,13 @@ class Parser {
               return absl::OkStatus();
             }
           }
+        }
+        if (tag.type == TokenType::kName &&
+            (tag.text == "else" || tag.text == "elif" || absl::StartsWith(tag.text, "end"))) {
+          if (ends.empty()) return ErrorAt(tag, "a tag, not one that closes no open block");
+          return ErrorAt(tag, absl::StrCat("'", absl::StrJoin(ends, "' or '"), "' to close the '",
+                                           opener->text, "' at ", opener->line, ":",
+                                           opener->column));
         }
         Next();
         SG_RETURN_IF_ERROR(ParseStatement(body));
