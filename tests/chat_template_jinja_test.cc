@@ -119,6 +119,27 @@ TEST(JinjaChatTemplate, RefusalsNameTheFileFieldLineAndColumn) {
   EXPECT_EQ(missing.status().message(), dir + "/nope.jinja: cannot open the file");
 }
 
+TEST(ChatTemplateJinja, ChatTemplateFlagTakesAFamilyOrAFile) {
+  EXPECT_EQ(*ParseChatTemplateFlag("chatml"), ChatTemplateFamily::kChatMl);
+  EXPECT_EQ(*ParseChatTemplateFlag("none"), ChatTemplateFamily::kNone);
+  std::string dir = MakeDir("flag");
+  Write(dir + "/t.jinja", "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}{{ eos_token }}");
+  ASSERT_EQ(*ParseChatTemplateFlag(dir + "/t.jinja"), ChatTemplateFamily::kJinja);
+  EXPECT_EQ(ParseChatTemplateFlag(dir + "/nope.jinja").status().message(),
+            "\"" + dir + "/nope.jinja\" is neither a chat template family (llama2, mistral, chatml "
+            "or none) nor a readable Jinja template file");
+  ChatVocabulary vocabulary = Vocabulary();
+  vocabulary.eos_piece = "</s>";
+  auto chat = ChatTemplate::FromFlag(dir + "/t.jinja", ChatTemplateFamily::kJinja, vocabulary);
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  auto ids = (*chat)->Render({{"user", "A"}});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, (std::vector<int>{kImStart, kSegmentStart, 100 + 'A', kImEnd, kEos}));
+  auto built_in = ChatTemplate::FromFlag("chatml", ChatTemplateFamily::kChatMl, Vocabulary());
+  ASSERT_TRUE(built_in.ok());
+  EXPECT_EQ((*built_in)->family(), ChatTemplateFamily::kChatMl);
+}
+
 TEST(JinjaChatTemplate, RenderErrorsCarryTheTemplatesMessage) {
   auto chat = JinjaChatTemplate::Create(
       "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}"
@@ -211,10 +232,9 @@ TEST(ChatTemplateJinja, BuiltInFamiliesTemplatesRenderAsJinja2AndAsTheBuiltIns) 
   }
   size_t i = 0;
   for (const char* family : {"llama2", "mistral", "chatml"}) {
-    // (The added tokens as tokenizer_config.json's added_tokens_decoder lists them.)
+    // (<|im_start|> and <|im_end|> are found in the template's literals.)
     auto jinja = JinjaChatTemplate::Create(reference["templates"][family].get<std::string>(), family,
-                                           {{"bos_token", "<s>"}, {"eos_token", "</s>"}},
-                                           {"<|im_start|>", "<|im_end|>"});
+                                           {{"bos_token", "<s>"}, {"eos_token", "</s>"}});
     ASSERT_TRUE(jinja.ok()) << jinja.status();
     auto chat = ChatTemplate::CreateJinja(std::move(*jinja), Vocabulary());
     ASSERT_TRUE(chat.ok()) << chat.status();

@@ -27,10 +27,10 @@ namespace streamgen {
 struct ChatMessage {
   std::string role;     // "system", "developer", "user", "assistant" or "tool"
   std::string content;  // the text (ChatContentText joins OpenAI's text parts)
-  std::string name;             // the author's name; "" = absent
-  std::string tool_call_id;     // a tool message: the call it answers; "" = absent
-  std::string tool_calls_json;  // an assistant message: OpenAI tool_calls (a JSON array); "" = absent
-  bool content_null = false;    // content was null (an assistant message with only tool calls)
+  std::string name = {};             // the author's name; "" = absent
+  std::string tool_call_id = {};     // a tool message: the call it answers; "" = absent
+  std::string tool_calls_json = {};  // an assistant's OpenAI tool_calls (a JSON array); "" = absent
+  bool content_null = false;         // content was null (an assistant message with tool calls only)
 };
 
 // OpenAI's message content as text: a string, or a list of parts whose text
@@ -82,6 +82,10 @@ class JinjaChatTemplate {
   static absl::StatusOr<std::map<std::string, std::string>> SpecialTokensOf(
       const std::string& tokenizer_config_path, std::vector<std::string>* added_tokens = nullptr);
 
+  // Texts in the template's literals shaped like control tokens ("<|im_start|>",
+  // "<start_of_turn>"): CreateJinja splits them out when the vocabulary has them.
+  const std::vector<std::string>& literal_tokens() const { return literal_tokens_; }
+
   // The rendered text. INVALID_ARGUMENT with the template's message when it
   // raises (raise_exception) or fails (an undefined value used, a limit
   // reached: "NAME:LINE:COLUMN: ..."), or naming tools/documents when their
@@ -103,6 +107,7 @@ class JinjaChatTemplate {
   std::unique_ptr<jinja::Template> template_;
   std::map<std::string, std::string> special_tokens_;
   std::vector<std::string> added_tokens_;
+  std::vector<std::string> literal_tokens_;
 };
 
 enum class ChatTemplateFamily {
@@ -143,6 +148,11 @@ struct ChatSegment {
   std::string text;  // the text, or the special token's spelling
 };
 
+// --chat-template's value: "auto", "none", a family name, or else a path to
+// a Jinja template file (kJinja). INVALID_ARGUMENT naming the value when it is
+// neither a family nor a readable file.
+absl::StatusOr<ChatTemplateFamily> ParseChatTemplateFlag(absl::string_view value);
+
 class ChatTemplate {
  public:
   // FAILED_PRECONDITION when the family is kNone or the vocabulary lacks a
@@ -155,6 +165,12 @@ class ChatTemplate {
   // eos_token default to the vocabulary's pieces when the template names none.
   static absl::StatusOr<std::unique_ptr<ChatTemplate>> CreateJinja(
       std::unique_ptr<JinjaChatTemplate> jinja, ChatVocabulary vocabulary);
+  // What the server's --chat-template names: a family's built-in (Create),
+  // or (kJinja) the Jinja template file `value` (JinjaChatTemplate::FromFile
+  // then CreateJinja). Errors name the file.
+  static absl::StatusOr<std::unique_ptr<ChatTemplate>> FromFlag(absl::string_view value,
+                                                                ChatTemplateFamily family,
+                                                                ChatVocabulary vocabulary);
 
   // Thread-safe (const). The conversation followed by the prompt for the
   // assistant's next turn. INVALID_ARGUMENT naming messages[i] when the

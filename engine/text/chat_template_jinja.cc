@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "engine/text/chat_template.h"
+#include "engine/text/jinja/lexer.h"
 
 namespace streamgen {
 namespace {
@@ -123,9 +124,42 @@ absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> JinjaChatTemplate::Create(
     absl::string_view source, std::string name, std::map<std::string, std::string> special_tokens,
     std::vector<std::string> added_tokens) {
   SG_ASSIGN_OR_RETURN(std::unique_ptr<jinja::Template> parsed,
-                      jinja::Template::Parse(source, std::move(name)));
-  return std::unique_ptr<JinjaChatTemplate>(new JinjaChatTemplate(
+                      jinja::Template::Parse(source, name));
+  std::unique_ptr<JinjaChatTemplate> chat(new JinjaChatTemplate(
       std::move(parsed), std::move(special_tokens), std::move(added_tokens)));
+  // "<...>" runs without spaces inside the template's strings and text.
+  SG_ASSIGN_OR_RETURN(std::vector<jinja::Token> tokens, jinja::Tokenize(source, name));
+  for (const jinja::Token& token : tokens) {
+    if (token.type != jinja::TokenType::kString && token.type != jinja::TokenType::kText) continue;
+    const std::string& t = token.text;
+    for (size_t open = t.find('<'); open != std::string::npos; open = t.find('<', open + 1)) {
+      size_t close = t.find('>', open + 1);
+      if (close == std::string::npos || close - open < 2 || close - open > 64) continue;
+      std::string candidate = t.substr(open, close - open + 1);
+      if (candidate.find_first_of(" \t\n<", 1) == std::string::npos) {
+        chat->literal_tokens_.push_back(std::move(candidate));
+      }
+    }
+  }
+  return chat;
+}
+
+absl::StatusOr<ChatTemplateFamily> ParseChatTemplateFlag(absl::string_view value) {
+  absl::StatusOr<ChatTemplateFamily> family = ParseChatTemplateFamily(value);
+  if (family.ok()) return family;
+  if (FileExists(std::string(value))) return ChatTemplateFamily::kJinja;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "\"", value, "\" is neither a chat template family (llama2, mistral, chatml or none) nor a "
+      "readable Jinja template file"));
+}
+
+absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::FromFlag(absl::string_view value,
+                                                                     ChatTemplateFamily family,
+                                                                     ChatVocabulary vocabulary) {
+  if (family != ChatTemplateFamily::kJinja) return Create(family, std::move(vocabulary));
+  SG_ASSIGN_OR_RETURN(std::unique_ptr<JinjaChatTemplate> jinja,
+                      JinjaChatTemplate::FromFile(std::string(value), {}));
+  return CreateJinja(std::move(jinja), std::move(vocabulary));
 }
 
 absl::StatusOr<std::map<std::string, std::string>> JinjaChatTemplate::SpecialTokensOf(
@@ -241,6 +275,7 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::CreateJinja(
   std::unique_ptr<ChatTemplate> chat(new ChatTemplate(ChatTemplateFamily::kJinja, std::move(vocabulary)));
   const ChatVocabulary& v = chat->vocabulary_;
   std::vector<std::string> texts = jinja->added_tokens();
+  texts.insert(texts.end(), jinja->literal_tokens().begin(), jinja->literal_tokens().end());
   for (const auto& entry : tokens) texts.push_back(entry.second);
   std::sort(texts.begin(), texts.end());
   texts.erase(std::unique(texts.begin(), texts.end()), texts.end());
