@@ -16,3 +16,12 @@ set_tests_properties(jinja_reference_test PROPERTIES
 
 streamgen_test(chat_template_jinja_test chat_template_jinja_test.cc)
 target_link_libraries(chat_template_jinja_test PRIVATE streamgen_text)
+
+# --chat-template FILE through streamgen-server (the demo model, over HTTP).
+if(TARGET streamgen_server)
+  add_test(NAME chat_template_file_test
+    COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/chat_template_file_test.py
+            --build-dir ${CMAKE_BINARY_DIR}
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(chat_template_file_test PROPERTIES TIMEOUT 300)
+endif()
