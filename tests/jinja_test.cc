@@ -115,6 +115,9 @@ TEST(JinjaEvaluator, FiltersTestsAndMethods) {
                messages),
             "user,assistant|1|yo|hi|HI");
   EXPECT_EQ(Ok("{{ m[0] | tojson }}", messages), R"({"role": "user", "content": " hi "})");
+  EXPECT_EQ(Ok("{{ {'b': 1, 'a': [1, 2]} | tojson(separators=(',', ':'), sort_keys=true) }}"),
+            R"({"a":[1,2],"b":1})");
+  EXPECT_EQ(Ok("{{ '\\u00e9\\x41\\U0001F999\\n' | tojson }}"), R"("éA🦙\n")");
   EXPECT_EQ(Ok("{{ {'a': 'é', 'b': [1, 2]} | tojson(indent=2) }}"),
             "{\n  \"a\": \"é\",\n  \"b\": [\n    1,\n    2\n  ]\n}");
   EXPECT_EQ(Ok("{{ x is defined }} {{ y is defined }} {{ x is string }} {{ d is mapping }} "
@@ -164,6 +167,7 @@ TEST(JinjaParser, SyntaxErrorsNameLineColumnExpectedAndFound) {
   EXPECT_EQ(Err("{{ 'abc }}"), "t.jinja:1:4: unterminated string literal");
   EXPECT_EQ(Err("{# never closed"), "t.jinja:1:1: unterminated comment: expected '#}'");
   EXPECT_EQ(Err("{{ a ; b }}"), "t.jinja:1:6: unexpected character ';'");
+  EXPECT_EQ(Err("{{ '\\u12' }}"), "t.jinja:1:5: truncated \\u escape");
   EXPECT_EQ(Err("{% set %}"), "t.jinja:1:8: expected a variable name, got '%}'");
 }
 

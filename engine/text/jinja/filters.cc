@@ -105,8 +105,19 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& input, C
     if (!indent.is_undefined() && !indent.is_none() && indent.kind() != Value::Kind::kInt) {
       return FilterError(name, "indent must be an integer");
     }
-    absl::StatusOr<std::string> json =
-        ToJson(v, indent.kind() == Value::Kind::kInt ? indent.int_value() : -1);
+    JsonFormat format;
+    format.indent = indent.kind() == Value::Kind::kInt ? static_cast<int>(indent.int_value()) : -1;
+    Value separators = Arg(args, 1, "separators");
+    if (separators.is_array() && separators.items().size() == 2 &&
+        separators.items()[0].is_string() && separators.items()[1].is_string()) {
+      format.custom_separators = true;
+      format.item_separator = separators.items()[0].str();
+      format.key_separator = separators.items()[1].str();
+    } else if (!separators.is_undefined() && !separators.is_none()) {
+      return FilterError(name, "separators must be a pair of strings");
+    }
+    format.sort_keys = Arg(args, 2, "sort_keys", Value::Bool(false)).Truthy();
+    absl::StatusOr<std::string> json = ToJson(v, format);
     if (!json.ok()) return FilterError(name, json.status().message());
     return Value::String(*std::move(json));
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -11,6 +12,24 @@
 namespace streamgen {
 namespace jinja {
 namespace {
+
+void AppendUtf8(uint32_t code, std::string* out) {
+  if (code < 0x80) {
+    *out += static_cast<char>(code);
+  } else if (code < 0x800) {
+    *out += static_cast<char>(0xc0 | (code >> 6));
+    *out += static_cast<char>(0x80 | (code & 0x3f));
+  } else if (code < 0x10000) {
+    *out += static_cast<char>(0xe0 | (code >> 12));
+    *out += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
+    *out += static_cast<char>(0x80 | (code & 0x3f));
+  } else {
+    *out += static_cast<char>(0xf0 | (code >> 18));
+    *out += static_cast<char>(0x80 | ((code >> 12) & 0x3f));
+    *out += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
+    *out += static_cast<char>(0x80 | (code & 0x3f));
+  }
+}
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
@@ -205,7 +224,27 @@ class Lexer {
         case 'r': value += '\r'; break;
         case '0': value += '\0'; break;
         case '\\': case '\'': case '"': value += e; break;
+        case 'a': value += '\a'; break;
+        case 'b': value += '\b'; break;
+        case 'f': value += '\f'; break;
+        case 'v': value += '\v'; break;
         case '\n': break;  // a line continuation
+        case 'x': case 'u': case 'U': {
+          // \xXX, \uXXXX, \UXXXXXXXX: a code point, written as UTF-8.
+          size_t digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
+          uint32_t code = 0;
+          for (size_t i = 0; i < digits; ++i) {
+            char h = pos_ + i < src_.size() ? src_[pos_ + i] : '\0';
+            if (!std::isxdigit(static_cast<unsigned char>(h))) {
+              return Error(pos_ - 2, absl::StrCat("truncated \\", std::string(1, e), " escape"));
+            }
+            code = code * 16 + (std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (h | 0x20) - 'a' + 10);
+          }
+          pos_ += digits;
+          if (code > 0x10ffff) return Error(pos_ - digits - 2, "escape beyond U+10FFFF");
+          AppendUtf8(code, &value);
+          break;
+        }
         default: value += '\\'; value += e;  // Python keeps unknown escapes
       }
     }

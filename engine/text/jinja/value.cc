@@ -1,5 +1,6 @@
 #include "engine/text/jinja/value.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -211,8 +212,12 @@ void JsonString(const std::string& s, std::string* out) {
   *out += '"';
 }
 
-absl::Status JsonDump(const Value& v, int indent, int level, std::string* out) {
-  std::string newline, inner, item_separator = indent < 0 ? ", " : ",";
+absl::Status JsonDump(const Value& v, const JsonFormat& format, int level, std::string* out) {
+  int indent = format.indent;
+  std::string newline, inner;
+  std::string item_separator =
+      format.custom_separators ? format.item_separator : indent < 0 ? ", " : ",";
+  std::string key_separator = format.custom_separators ? format.key_separator : ": ";
   if (indent >= 0) {
     newline = "\n" + std::string(static_cast<size_t>(indent) * level, ' ');
     inner = "\n" + std::string(static_cast<size_t>(indent) * (level + 1), ' ');
@@ -237,7 +242,7 @@ absl::Status JsonDump(const Value& v, int indent, int level, std::string* out) {
       for (size_t i = 0; i < v.items().size(); ++i) {
         if (i > 0) *out += item_separator;
         *out += inner;
-        SG_RETURN_IF_ERROR(JsonDump(v.items()[i], indent, level + 1, out));
+        SG_RETURN_IF_ERROR(JsonDump(v.items()[i], format, level + 1, out));
       }
       *out += newline + "]";
       return absl::OkStatus();
@@ -249,13 +254,19 @@ absl::Status JsonDump(const Value& v, int indent, int level, std::string* out) {
       }
       *out += "{";
       bool first = true;
-      for (const auto& [key, item] : v.object().entries) {
+      std::vector<const std::pair<std::string, Value>*> entries;
+      for (const auto& entry : v.object().entries) entries.push_back(&entry);
+      if (format.sort_keys) {
+        std::stable_sort(entries.begin(), entries.end(),
+                         [](const auto* a, const auto* b) { return a->first < b->first; });
+      }
+      for (const auto* entry : entries) {
         if (!first) *out += item_separator;
         first = false;
         *out += inner;
-        JsonString(key, out);
-        *out += ": ";
-        SG_RETURN_IF_ERROR(JsonDump(item, indent, level + 1, out));
+        JsonString(entry->first, out);
+        *out += key_separator;
+        SG_RETURN_IF_ERROR(JsonDump(entry->second, format, level + 1, out));
       }
       *out += newline + "}";
       return absl::OkStatus();
@@ -355,9 +366,9 @@ const char* Value::TypeName() const {
   return "";
 }
 
-absl::StatusOr<std::string> ToJson(const Value& value, int indent) {
+absl::StatusOr<std::string> ToJson(const Value& value, const JsonFormat& format) {
   std::string out;
-  SG_RETURN_IF_ERROR(JsonDump(value, indent, 0, &out));
+  SG_RETURN_IF_ERROR(JsonDump(value, format, 0, &out));
   return out;
 }
 

@@ -104,10 +104,18 @@ class Value {
 // Python's repr() of a float ("1.0", "0.1", "1e+16").
 std::string PythonFloatRepr(double d);
 
-// json.dumps(value, ensure_ascii=False, indent=indent, separators=default,
-// sort_keys=False) as transformers' tojson filter calls it; indent < 0: none.
-// INVALID_ARGUMENT for values JSON cannot hold (Undefined, functions).
-absl::StatusOr<std::string> ToJson(const Value& value, int indent);
+// json.dumps(value, ensure_ascii=False, indent=indent, separators=...,
+// sort_keys=...) as transformers' tojson filter calls it; indent < 0: none.
+// INVALID_ARGUMENT for values JSON
+// cannot hold (Undefined, functions).
+struct JsonFormat {
+  int indent = -1;
+  bool custom_separators = false;  // false: ", " (without indent) or ",", and ": "
+  std::string item_separator;      // with custom_separators
+  std::string key_separator;       // with custom_separators
+  bool sort_keys = false;
+};
+absl::StatusOr<std::string> ToJson(const Value& value, const JsonFormat& format);
 
 // UTF-8 helpers: Python indexes strings by code point.
 std::vector<std::string> SplitCodePoints(absl::string_view s);
