@@ -196,6 +196,10 @@ TEST(JinjaSandbox, StepsRecursionAndSizesAreBounded) {
                 limits),
             "t.jinja:1:56: the template built a string of more than 1000 bytes");
   EXPECT_EQ(Err("{{ range(1000000) }}"), "t.jinja:1:9: range: more than 100000 items");
+  // Macros recursing through nested expressions: the total nesting is bounded.
+  EXPECT_EQ(Err("{% macro f(n) %}{{ [[[[[[[[[[f(n + 1)]]]]]]]]]] }}{% endmacro %}{{ f(0) }}"),
+            "t.jinja:1:29: the template nests deeper than 300 (expressions, blocks and macro "
+            "calls together)");
   std::string deep = std::string(150, '(') + "1" + std::string(150, ')');
   EXPECT_THAT(Err("{{ " + deep + " }}"), HasSubstr("expected expressions nested at most 100 deep"));
   std::string blocks;

@@ -284,6 +284,9 @@ absl::StatusOr<std::vector<Value>> Iterate(const Value& value) {
       return keys;
     }
     case Value::Kind::kString: {
+      if (value.str().size() > (size_t{1} << 20) && CodePointCount(value.str()) > (size_t{1} << 20)) {
+        return absl::InvalidArgumentError("cannot iterate over a string of more than 1048576 characters");
+      }
       std::vector<Value> chars;
       for (std::string& c : SplitCodePoints(value.str())) chars.push_back(Value::String(std::move(c)));
       return chars;

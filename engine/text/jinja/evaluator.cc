@@ -86,6 +86,18 @@ void Evaluator::Assign(const std::string& name, Value value) {
 }
 
 absl::Status Evaluator::Exec(const Body& body, std::string* out) {
+  if (depth_ >= limits_.max_depth) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the template nests deeper than ", limits_.max_depth,
+        " (expressions, blocks and macro calls together)"));
+  }
+  ++depth_;
+  absl::Status status = ExecBody(body, out);
+  --depth_;
+  return status;
+}
+
+absl::Status Evaluator::ExecBody(const Body& body, std::string* out) {
   for (const StmtPtr& stmt : body) {
     SG_RETURN_IF_ERROR(Located(ExecOne(*stmt, out), stmt->line, stmt->column));
     if (out->size() > limits_.max_output_bytes) {
@@ -282,7 +294,15 @@ Value Evaluator::MakeMacro(const Stmt& stmt) {
 }
 
 absl::StatusOr<Value> Evaluator::Eval(const Expr& expr) {
+  if (depth_ >= limits_.max_depth) {
+    return Located(absl::InvalidArgumentError(absl::StrCat(
+                       "the template nests deeper than ", limits_.max_depth,
+                       " (expressions, blocks and macro calls together)")),
+                   expr.line, expr.column);
+  }
+  ++depth_;
   absl::StatusOr<Value> value = EvalInner(expr);
+  --depth_;
   if (!value.ok()) return Located(value.status(), expr.line, expr.column);
   return value;
 }

@@ -22,6 +22,9 @@ struct Limits {
   int64_t max_steps = 5'000'000;
   // Macro calls nested inside each other.
   int max_call_depth = 50;
+  // Expressions, blocks and macro calls nested inside each other, all counted
+  // together: what bounds the evaluator's recursion (its stack).
+  int max_depth = 300;
   // Bytes of output, and of any one string a template builds.
   size_t max_output_bytes = 1 << 22;
   // Items of any one list a template builds.
@@ -41,6 +44,7 @@ class Evaluator {
   enum class Flow { kNormal, kBreak, kContinue };
 
   absl::Status Exec(const Body& body, std::string* out);
+  absl::Status ExecBody(const Body& body, std::string* out);
   absl::Status ExecOne(const Stmt& stmt, std::string* out);
   absl::Status ExecFor(const Stmt& stmt, std::string* out);
   absl::Status ExecSet(const Stmt& stmt);
@@ -63,6 +67,7 @@ class Evaluator {
   Value globals_;
   int64_t steps_ = 0;
   int call_depth_ = 0;
+  int depth_ = 0;  // current nesting of Eval and Exec calls
   size_t floor_ = 0;  // the innermost macro call's scope: scopes in [1, floor_) are hidden
   Flow flow_ = Flow::kNormal;
 };
