@@ -72,12 +72,12 @@ absl::Status Frontend::SetEngine(Engine* engine) {
               : "the model's chat_template is of no known family (llama2, mistral, chatml)";
     }
   } else {
-    SG_ASSIGN_OR_RETURN(family, ParseChatTemplateFamily(options_.chat_template));
+    SG_ASSIGN_OR_RETURN(family, ParseChatTemplateFlag(options_.chat_template));
     if (family == ChatTemplateFamily::kNone) model->chat_error = "--chat-template=none";
   }
   if (family != ChatTemplateFamily::kNone) {
     absl::StatusOr<std::unique_ptr<ChatTemplate>> chat =
-        ChatTemplate::Create(family, MakeChatVocabulary(engine));
+        ChatTemplate::FromFlag(options_.chat_template, family, MakeChatVocabulary(engine));
     if (chat.ok()) {
       model->chat = std::move(*chat);
     } else if (options_.chat_template != "auto") {

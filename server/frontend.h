@@ -38,7 +38,7 @@ namespace streamgen {
 struct FrontendOptions {
   ApiKeys api_keys;                         // none: no key needed
   bool log_prompts = false;                 // put prompts in the per-request log line
-  std::string chat_template = "auto";       // auto | llama2 | mistral | chatml | none
+  std::string chat_template = "auto";       // auto | llama2 | mistral | chatml | none | a Jinja file
   int max_prompt_tokens = 0;                // 0: the model's context length - 1
   int max_messages = 256;                   // entries of GenerateRequest.messages
   int max_receive_message_bytes = 4 << 20;  // the faces' request size limit (ModelInfo reports it)

@@ -78,7 +78,8 @@ ABSL_FLAG(int, max_messages, 256, "Chat messages per request.");
 ABSL_FLAG(int, max_receive_message_bytes, 4 << 20, "Largest gRPC request message accepted.");
 ABSL_FLAG(std::string, chat_template, "auto",
           "Chat template for `messages`: auto (recognised from tokenizer_config.json's "
-          "chat_template), llama2, mistral, chatml, none.");
+          "chat_template), llama2, mistral, chatml, none, or a Jinja template file "
+          "(docs/chat-templates.md).");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
           "Prometheus metrics over HTTP at http://HOST:PORT/metrics (\"\": off).");
 ABSL_FLAG(bool, metrics_vllm_aliases, false,
@@ -208,7 +209,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   frontend.log_prompts = absl::GetFlag(FLAGS_log_prompts);
   frontend.chat_template = absl::GetFlag(FLAGS_chat_template);
   if (frontend.chat_template != "auto") {
-    absl::StatusOr<ChatTemplateFamily> family = ParseChatTemplateFamily(frontend.chat_template);
+    absl::StatusOr<ChatTemplateFamily> family = ParseChatTemplateFlag(frontend.chat_template);
     if (!family.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("--chat-template: ", family.status().message()));
     }

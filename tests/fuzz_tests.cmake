@@ -39,6 +39,8 @@ endfunction()
 streamgen_fuzz_target(safetensors_fuzz streamgen_core)
 streamgen_fuzz_target(model_config_fuzz streamgen_core)
 streamgen_fuzz_target(chat_template_fuzz streamgen_core)
+# The Jinja interpreter (engine/text/jinja/): a template per input.
+streamgen_fuzz_target(jinja_fuzz streamgen_jinja)
 # A real sentencepiece tokenizer; no libprotobuf in this binary (see
 # engine/text/sentencepiece_loader.cc: the fuzz build loads the shim without DEEPBIND).
 streamgen_fuzz_target(detokenizer_fuzz streamgen_core)

@@ -100,6 +100,7 @@ const char* ChatTemplateFamilyName(ChatTemplateFamily family) {
     case ChatTemplateFamily::kLlama2: return "llama2";
     case ChatTemplateFamily::kMistral: return "mistral";
     case ChatTemplateFamily::kChatMl: return "chatml";
+    case ChatTemplateFamily::kJinja: return "jinja";
   }
   return "";
 }
@@ -129,6 +130,9 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Create(ChatTemplateF
   if (family == ChatTemplateFamily::kNone) {
     return absl::FailedPreconditionError("no chat template family");
   }
+  if (family == ChatTemplateFamily::kJinja) {
+    return absl::InvalidArgumentError("a Jinja chat template is made by ChatTemplate::CreateJinja");
+  }
   if (!vocabulary.encode) return absl::InvalidArgumentError("ChatVocabulary.encode is not set");
   std::unique_ptr<ChatTemplate> chat(new ChatTemplate(family, std::move(vocabulary)));
   const ChatVocabulary& v = chat->vocabulary_;
@@ -151,12 +155,14 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Create(ChatTemplateF
 }
 
 absl::StatusOr<std::vector<ChatSegment>> ChatTemplate::RenderSegments(
-    const std::vector<ChatMessage>& messages) const {
+    const std::vector<ChatMessage>& messages, const ChatRenderOptions& options) const {
   if (messages.empty()) return absl::InvalidArgumentError("messages is empty");
+  if (family_ == ChatTemplateFamily::kJinja) return RenderJinjaSegments(messages, options);
   const ChatVocabulary& v = vocabulary_;
   SegmentWriter out;
   switch (family_) {
     case ChatTemplateFamily::kNone:
+    case ChatTemplateFamily::kJinja:  // (RenderJinjaSegments)
       return absl::FailedPreconditionError("no chat template");
     case ChatTemplateFamily::kLlama2: {
       absl::Status roles = CheckInstRoles(messages, /*allow_system=*/true);
