@@ -10,8 +10,9 @@
 
 namespace streamgen {
 
-// Number of trailing ids of `ids` that are byte pieces forming an incomplete
-// but still completable UTF-8 character (a lead byte followed by fewer
+// Number of trailing ids of `ids` whose bytes (Tokenizer::TokenBytes: byte
+// pieces, byte-level pieces) end in an incomplete but still completable UTF-8
+// character (counting from the piece that holds its lead byte) (a lead byte followed by fewer
 // continuation bytes than it needs, with the ranges sentencepiece accepts:
 // no overlong forms, no surrogates, nothing above U+10FFFF). 0 when the ids do
 // not end inside a character. Thread-safe.
