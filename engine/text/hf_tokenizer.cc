@@ -190,6 +190,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Parse(std::string_view
   const json& added = j.value("added_tokens", json::array());
   if (!added.is_array()) return absl::InvalidArgumentError(absl::StrCat(path, ": 'added_tokens' must be an array"));
   int size = tok->model_->size();
+  int max_added = -1;  // the largest added token id so far
   for (size_t i = 0; i < added.size(); ++i) {
     const json& a = added[i];
     const std::string where = absl::StrCat(path, ": added_tokens[", i, "]");
@@ -207,6 +208,17 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Parse(std::string_view
       *out = a.value(key, false);
     }
     if (t.id > (1 << 30)) return absl::InvalidArgumentError(absl::StrCat(where, ": id too large"));
+    // The id is the library's, not the file's (they agree in files the
+    // library wrote): a repeated content is dropped, a content that is a
+    // model piece takes the piece's id, any other the next free id.
+    if (!tok->added_by_content_.emplace(t.content, -1).second) continue;
+    const int piece = tok->model_->PieceToId(t.content);
+    if (piece >= 0) {
+      t.id = piece;
+    } else {
+      t.id = max_added >= tok->model_->size() ? max_added + 1 : tok->model_->size();
+    }
+    max_added = std::max(max_added, t.id);
     size = std::max(size, t.id + 1);
     tok->added_.push_back(std::move(t));
   }

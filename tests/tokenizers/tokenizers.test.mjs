@@ -49,7 +49,13 @@ const pieces = [
   '<bos>', '<|begin_of_text|>', '<think>', '<unused3>', '12345', 'the', ' of', 'ing',
 ];
 
-function randomText(next) {
+// Code points whose Unicode properties have not changed since Unicode 9 (the
+// Rust library's Punctuation pre-tokenizer reads the general categories of
+// the unicode_categories crate, which are Unicode 9's; streamgen reads ICU's,
+// which are current: e.g. U+061D became punctuation in Unicode 14).
+const stablePools = pools.filter(([lo, hi]) => !(lo === 0x590 || (lo === 0 && hi === 0x10ffff)));
+
+function randomText(next, from = pools) {
   const n = Math.floor(next() * 24);
   let s = '';
   for (let i = 0; i < n; ++i) {
@@ -57,7 +63,7 @@ function randomText(next) {
       s += pieces[Math.floor(next() * pieces.length)];
       continue;
     }
-    const [lo, hi] = pools[Math.floor(next() * pools.length)];
+    const [lo, hi] = from[Math.floor(next() * from.length)];
     let c = lo + Math.floor(next() * (hi - lo + 1));
     if (c >= 0xd800 && c <= 0xdfff) c = 0x41;  // no lone surrogates
     s += String.fromCodePoint(c);
@@ -141,9 +147,9 @@ async function compare(t, dir, texts, { randomIds = 300, seed = 1 } = {}) {
   }
 }
 
-function randomTexts(seed, n) {
+function randomTexts(seed, n, from = pools) {
   const next = rng(seed);
-  return Array.from({ length: n }, () => randomText(next));
+  return Array.from({ length: n }, () => randomText(next, from));
 }
 
 for (const [i, name] of ['llama3', 'qwen3', 'gemma3', 'llama2'].entries()) {
@@ -186,7 +192,8 @@ test('variants: Split behaviors, invert, Digits, Punctuation, GPT-2 ByteLevel', 
       ],
     };
     json.model.ignore_merges = k % 2 === 1;
-    await compare(t, writeModel(`split-${behavior}`, json), variantTexts, { randomIds: 50 });
+    const texts = [...corpus, ...randomTexts(43, 600, stablePools)];
+    await compare(t, writeModel(`split-${behavior}`, json), texts, { randomIds: 50 });
   }
 });
 
