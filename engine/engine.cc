@@ -142,6 +142,8 @@ class Engine::Impl {
   const ModelInfo& info() const { return info_; }
   // The prompt's ids as Submit makes them: BOS / EOS as the tokenizer config says.
   std::vector<int> PromptIds(const std::string& text) const {
+    // tokenizer.json: its post-processor says, as HF's encode(text, add_special_tokens=True).
+    if (tokenizer_->hf() != nullptr) return tokenizer_->Encode(text, {/*add_special_tokens=*/true});
     const ModelConfig& c = model_->config();
     std::vector<int> ids;
     if (c.add_bos) ids.push_back(c.bos_token_id);
@@ -607,11 +609,13 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   ModelOptions model_options{device, dtype, quantization};
   model_options.cuda_graphs = options.cuda_graphs;
   SG_ASSIGN_OR_RETURN(auto model, LlamaModel::Load(options.model_dir, model_options));
-  SG_ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Load(options.model_dir + "/tokenizer.model"));
+  SG_ASSIGN_OR_RETURN(TokenizerKind tokenizer_kind, ParseTokenizerKind(options.tokenizer));
+  SG_ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizerFromDirectory(options.model_dir, tokenizer_kind));
   const ModelConfig& c = model->config();
   if (tokenizer->piece_count() > c.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
-        options.model_dir, "/tokenizer.model: the tokenizer has ", tokenizer->piece_count(),
+        options.model_dir, tokenizer->hf() != nullptr ? "/tokenizer.json" : "/tokenizer.model",
+        ": the tokenizer has ", tokenizer->piece_count(),
         " pieces but the embedding (config.json vocab_size) has only ", c.vocab_size, " rows"));
   }
   ModelInfo info;
