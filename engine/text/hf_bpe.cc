@@ -46,7 +46,9 @@ struct Candidate {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const json& j) {
+absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(
+    const json& j, std::vector<std::pair<std::string, int64_t>> vocab, bool has_vocab,
+    const std::vector<std::pair<std::string, std::string>>& merges, bool has_merges) {
   if (!j.is_object()) return Bad("must be an object");
   const std::string type = j.value("type", std::string("BPE"));
   if (type != "BPE") {
@@ -84,19 +86,14 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const json& j) {
     if (!s.ok()) return s;
   }
 
-  const auto vocab = j.find("vocab");
-  if (vocab == j.end() || !vocab->is_object()) return Bad("'vocab' is missing or not an object");
-  if (vocab->empty()) return Bad("'vocab' is empty");
-  m->vocab_.reserve(vocab->size());
+  if (!has_vocab) return Bad("'vocab' is missing or not an object");
+  if (vocab.empty()) return Bad("'vocab' is empty");
+  m->vocab_.reserve(vocab.size());
   int max_id = -1;
-  for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-        it.value().get<int64_t>() > (1 << 30)) {
-      return Bad(absl::StrCat("vocab: piece '", it.key(), "' has no valid id"));
-    }
-    const int id = it.value().get<int>();
-    m->vocab_.emplace(it.key(), id);
-    max_id = std::max(max_id, id);
+  for (auto& [piece, id] : vocab) {
+    if (id < 0 || id > (1 << 30)) return Bad(absl::StrCat("vocab: piece '", piece, "' has no valid id"));
+    max_id = std::max(max_id, static_cast<int>(id));
+    m->vocab_.emplace(std::move(piece), static_cast<int>(id));
   }
   m->pieces_.resize(max_id + 1);
   for (const auto& [piece, id] : m->vocab_) m->pieces_[id] = piece;
@@ -109,30 +106,16 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const json& j) {
   }
   for (int b = 0; b < 256; ++b) m->byte_ids_[b] = m->PieceToId(absl::StrFormat("<0x%02X>", b));
 
-  const auto merges = j.find("merges");
-  if (merges == j.end() || !merges->is_array()) return Bad("'merges' is missing or not an array");
-  m->merges_.reserve(merges->size());
-  std::string left, right;
-  for (size_t rank = 0; rank < merges->size(); ++rank) {
-    const json& merge = (*merges)[rank];
-    if (merge.is_string()) {  // "a b"
-      const std::string& s = merge.get_ref<const std::string&>();
-      const size_t space = s.find(' ');
-      if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
-        return Bad(absl::StrCat("merges[", rank, "]: '", s, "' is not two pieces split by a space"));
-      }
-      left = s.substr(0, space);
-      right = s.substr(space + 1);
-    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
-      left = merge[0].get<std::string>();
-      right = merge[1].get<std::string>();
-    } else {
-      return Bad(absl::StrCat("merges[", rank, "] must be \"a b\" or [\"a\", \"b\"]"));
-    }
+  if (!has_merges) return Bad("'merges' is missing or not an array");
+  m->merges_.reserve(merges.size());
+  std::string joined;
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const auto& [left, right] = merges[rank];
     const int a = m->PieceToId(left), b = m->PieceToId(right);
-    const int merged = m->PieceToId(left + right);
+    joined.assign(left).append(right);
+    const int merged = m->PieceToId(joined);
     if (a < 0 || b < 0 || merged < 0) {
-      return Bad(absl::StrCat("merges[", rank, "]: '", a < 0 ? left : b < 0 ? right : left + right,
+      return Bad(absl::StrCat("merges[", rank, "]: '", a < 0 ? left : b < 0 ? right : joined,
                               "' is not in the vocabulary"));
     }
     m->merges_.emplace(PairKey(a, b), std::pair{static_cast<int>(rank), merged});

@@ -19,10 +19,14 @@ namespace streamgen::hf {
 
 class BpeModel {
  public:
-  // Parses the "model" object (type BPE). INVALID_ARGUMENT naming the field
-  // for anything it does not support (dropout, a continuing-subword prefix or
-  // end-of-word suffix) or a bad vocabulary / merge list.
-  static absl::StatusOr<std::unique_ptr<BpeModel>> Parse(const nlohmann::json& j);
+  // Parses the "model" object (type BPE) whose vocab and merges were read
+  // apart (hf_tokenizer_json.h; `has_vocab` / `has_merges`: they were there).
+  // INVALID_ARGUMENT naming the field for anything it does not support
+  // (dropout, a continuing-subword prefix or end-of-word suffix) or a bad
+  // vocabulary / merge list.
+  static absl::StatusOr<std::unique_ptr<BpeModel>> Parse(
+      const nlohmann::json& j, std::vector<std::pair<std::string, int64_t>> vocab, bool has_vocab,
+      const std::vector<std::pair<std::string, std::string>>& merges, bool has_merges);
 
   // Appends the ids of one pre-tokenized word. Thread-safe.
   void Tokenize(std::string_view word, std::vector<int>* ids) const;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "engine/text/hf_text.h"
+#include "engine/text/hf_tokenizer_json.h"
 
 namespace streamgen {
 namespace {
@@ -151,12 +152,9 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Parse(std::string_view
   const auto fail = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
   };
-  json j;
-  try {
-    j = json::parse(json_text);
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": malformed JSON: ", e.what()));
-  }
+  auto read = hf::ReadTokenizerJson(json_text);
+  if (!read.ok()) return fail(read.status());
+  const json& j = read->rest;
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
   for (auto it = j.begin(); it != j.end(); ++it) {
     // truncation and padding are set per call by transformers (off for a
@@ -170,7 +168,10 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Parse(std::string_view
   }
   if (!j.contains("model")) return absl::InvalidArgumentError(absl::StrCat(path, ": no 'model'"));
   std::unique_ptr<HfTokenizer> tok(new HfTokenizer());
-  auto model = hf::BpeModel::Parse(j["model"]);
+  auto model = hf::BpeModel::Parse(j["model"], std::move(read->vocab), read->has_vocab,
+                                   read->merges, read->has_merges);
+  read->merges.clear();
+  read->merges.shrink_to_fit();
   if (!model.ok()) return fail(model.status());
   tok->model_ = std::move(*model);
   auto normalizer = hf::ParseNormalizer(j.value("normalizer", json()), "normalizer");
