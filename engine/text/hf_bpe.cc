@@ -1,6 +1,8 @@
 #include "engine/text/hf_bpe.h"
 
+#include <algorithm>
 #include <queue>
+#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -107,15 +109,36 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(
   for (int b = 0; b < 256; ++b) m->byte_ids_[b] = m->PieceToId(absl::StrFormat("<0x%02X>", b));
 
   if (!has_merges) return Bad("'merges' is missing or not an array");
+  // The ids of each merge's pieces: three lookups per merge, the bulk of a
+  // large vocabulary's load, split over a few threads (the vocabulary is only
+  // read here). An entry of -1 marks a merge whose pieces are missing.
+  struct Resolved {
+    int left, right, merged;
+  };
+  std::vector<Resolved> resolved(merges.size());
+  const auto resolve = [&](size_t begin, size_t end) {
+    std::string joined;
+    for (size_t rank = begin; rank < end; ++rank) {
+      const auto& [left, right] = merges[rank];
+      joined.assign(left).append(right);
+      resolved[rank] = {m->PieceToId(left), m->PieceToId(right), m->PieceToId(joined)};
+    }
+  };
+  const size_t threads =
+      merges.size() < 100000 ? 1 : std::min<size_t>(4, std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> workers;
+  const size_t chunk = (merges.size() + threads - 1) / threads;
+  for (size_t t = 1; t < threads; ++t) {
+    workers.emplace_back(resolve, std::min(merges.size(), t * chunk), std::min(merges.size(), (t + 1) * chunk));
+  }
+  resolve(0, std::min(merges.size(), chunk));
+  for (std::thread& w : workers) w.join();
   m->merges_.reserve(merges.size());
-  std::string joined;
   for (size_t rank = 0; rank < merges.size(); ++rank) {
-    const auto& [left, right] = merges[rank];
-    const int a = m->PieceToId(left), b = m->PieceToId(right);
-    joined.assign(left).append(right);
-    const int merged = m->PieceToId(joined);
+    const auto& [a, b, merged] = resolved[rank];
     if (a < 0 || b < 0 || merged < 0) {
-      return Bad(absl::StrCat("merges[", rank, "]: '", a < 0 ? left : b < 0 ? right : joined,
+      const auto& [left, right] = merges[rank];
+      return Bad(absl::StrCat("merges[", rank, "]: '", a < 0 ? left : b < 0 ? right : left + right,
                               "' is not in the vocabulary"));
     }
     m->merges_.emplace(PairKey(a, b), std::pair{static_cast<int>(rank), merged});
