@@ -235,3 +235,35 @@ test('variants: Metaspace pre-tokenizer and decoder, Whitespace, WhitespaceSplit
     await compare(t, writeModel(type, json), variantTexts, { randomIds: 50 });
   }
 });
+
+// The engine end to end: a tiny random-weight model whose directory holds a
+// real tokenizer.json (and tokenizer.model, which `auto` must pass over).
+// The prompt's ids are HF's encode(prompt, add_special_tokens=True) with the
+// special tokens written in it read as text, and the generated text is HF's
+// decode(ids, skip_special_tokens=True).
+for (const [name, vocabSize] of [['llama3', 128256], ['gemma3', 262208]]) {
+  test(`engine: streamgen-generate on a model with ${name}'s tokenizer.json`, async () => {
+    const dir = path.join(tmp, `model-${name}`);
+    const make = spawnSync(path.join(buildDir, 'tools/streamgen-make-tiny-model'), [
+      '--out', dir, '--corpus', path.join(here, '../../tools/data/corpus.txt'),
+      '--vocab_size', String(vocabSize), '--hidden_size', '64', '--intermediate_size', '128',
+      '--layers', '2', '--heads', '4', '--kv_heads', '2'], { encoding: 'utf8' });
+    assert.equal(make.status, 0, make.stderr);
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
+      fs.copyFileSync(path.join(modelDir(name), f), path.join(dir, f));
+    }
+    const prompt = 'Hello naïve 👨‍👩‍👧 <|begin_of_text|><bos> 12345';
+    const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
+    const ref = Tokenizer.fromString(JSON.stringify(json));
+    const expectedPrompt = (await unparsedReference(json).encode(prompt, null, { addSpecialTokens: true })).getIds();
+    for (const seed of [1, 2, 3]) {
+      const r = spawnSync(path.join(buildDir, 'tools/streamgen-generate'), [
+        '--model', dir, '--prompt', prompt, '--max-new-tokens', '48', '--ignore-eos', '--json',
+        '--seed', String(seed), '--temperature', '1'], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      const out = JSON.parse(r.stdout);
+      assert.deepEqual(out.prompt_token_ids, expectedPrompt, 'prompt ids');
+      assert.equal(out.text, await ref.decode(out.token_ids, true), `seed ${seed}: text`);
+    }
+  });
+}
