@@ -96,7 +96,8 @@ TEST_F(HfTokenizerTest, SpecialTokensInTextOnlyWhenAsked) {
   auto tok = LoadJson(SmallTokenizer());
   ASSERT_TRUE(tok.ok()) << tok.status();
   EXPECT_THAT((*tok)->Encode("<|im_start|>ab", false, /*parse_special=*/true), ElementsAre(6, 4));
-  const std::vector<int> unparsed = (*tok)->Encode("<|im_start|>ab", false, /*parse_special=*/false);
+  const std::vector<int> unparsed =
+      (*tok)->Encode("<|im_start|>ab", false, /*parse_special=*/false);
   EXPECT_THAT(unparsed, testing::Not(testing::Contains(6)));
   EXPECT_THAT((*tok)->Encode("<think>", false, /*parse_special=*/false), ElementsAre(7));
 
@@ -114,19 +115,28 @@ TEST_F(HfTokenizerTest, RefusesWhatItDoesNotSupport) {
                     HasSubstr("unsupported model type 'Unigram'")));
   EXPECT_THAT(ErrorOf([](json* j) { (*j)["model"]["type"] = "WordPiece"; }),
               HasSubstr("unsupported model type 'WordPiece'"));
-  EXPECT_THAT(ErrorOf([](json* j) { (*j)["pre_tokenizer"] = {{"type", "BertPreTokenizer"}}; }),
+  EXPECT_THAT(ErrorOf([](json* j) {
+                (*j)["pre_tokenizer"] = {{"type", "BertPreTokenizer"}};
+              }),
               AllOf(HasSubstr("tokenizer.json: pre_tokenizer"),
                     HasSubstr("unsupported pre-tokenizer type 'BertPreTokenizer'")));
   EXPECT_THAT(ErrorOf([](json* j) {
-                (*j)["pre_tokenizer"] = {{"type", "Sequence"},
-                                         {"pretokenizers", {{{"type", "ByteLevel"}}, {{"type", "Nope"}}}}};
+                (*j)["pre_tokenizer"] = {
+                    {"type", "Sequence"},
+                    {"pretokenizers", {{{"type", "ByteLevel"}}, {{"type", "Nope"}}}}};
               }),
               HasSubstr("pre_tokenizer.pretokenizers[1]: unsupported pre-tokenizer type 'Nope'"));
-  EXPECT_THAT(ErrorOf([](json* j) { (*j)["normalizer"] = {{"type", "NFD"}}; }),
+  EXPECT_THAT(ErrorOf([](json* j) {
+                (*j)["normalizer"] = {{"type", "NFD"}};
+              }),
               HasSubstr("normalizer: unsupported normalizer type 'NFD'"));
-  EXPECT_THAT(ErrorOf([](json* j) { (*j)["decoder"] = {{"type", "WordPiece"}}; }),
+  EXPECT_THAT(ErrorOf([](json* j) {
+                (*j)["decoder"] = {{"type", "WordPiece"}};
+              }),
               HasSubstr("decoder: unsupported decoder type 'WordPiece'"));
-  EXPECT_THAT(ErrorOf([](json* j) { (*j)["post_processor"] = {{"type", "BertProcessing"}}; }),
+  EXPECT_THAT(ErrorOf([](json* j) {
+                (*j)["post_processor"] = {{"type", "BertProcessing"}};
+              }),
               HasSubstr("post_processor: unsupported post-processor type 'BertProcessing'"));
   EXPECT_THAT(ErrorOf([](json* j) {
                 (*j)["pre_tokenizer"] = {{"type", "Split"},
@@ -135,9 +145,8 @@ TEST_F(HfTokenizerTest, RefusesWhatItDoesNotSupport) {
               }),
               AllOf(HasSubstr("pre_tokenizer: bad regex '(unclosed'"), HasSubstr("offset")));
   EXPECT_THAT(ErrorOf([](json* j) {
-                (*j)["pre_tokenizer"] = {{"type", "Split"},
-                                         {"pattern", {{"String", " "}}},
-                                         {"behavior", "Sideways"}};
+                (*j)["pre_tokenizer"] = {
+                    {"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "Sideways"}};
               }),
               HasSubstr("unknown split behavior 'Sideways'"));
   EXPECT_THAT(ErrorOf([](json* j) { (*j)["pre_tokenizer"]["shiny"] = true; }),
@@ -154,8 +163,9 @@ TEST_F(HfTokenizerTest, RefusesWhatItDoesNotSupport) {
               HasSubstr("merges[2]: 'abc' is not two pieces split by a space"));
   EXPECT_THAT(ErrorOf([](json* j) { (*j)["model"]["unk_token"] = "<unk>"; }),
               HasSubstr("unk_token '<unk>' is not in the vocabulary"));
-  EXPECT_THAT(ErrorOf([](json* j) { (*j)["post_processor"]["single"][0]["SpecialToken"]["id"] = "<x>"; }),
-              HasSubstr("post_processor.single[0]: special token '<x>' is not in the vocabulary"));
+  EXPECT_THAT(
+      ErrorOf([](json* j) { (*j)["post_processor"]["single"][0]["SpecialToken"]["id"] = "<x>"; }),
+      HasSubstr("post_processor.single[0]: special token '<x>' is not in the vocabulary"));
   EXPECT_THAT(ErrorOf([](json* j) { (*j)["added_tokens"][0].erase("content"); }),
               HasSubstr("added_tokens[0]: needs an id and a non-empty content"));
   EXPECT_THAT(ErrorOf([](json* j) { (*j)["surprise"] = 1; }),
@@ -178,8 +188,9 @@ TEST_F(HfTokenizerTest, RefusesMalformedFiles) {
               AllOf(HasSubstr("tokenizer_config.json: bos_token '<nope>' is not a token")));
   tok = HfTokenizer::Load(json_path, Write("tokenizer_config.json", "{"));
   EXPECT_THAT(tok.status().message(), HasSubstr("tokenizer_config.json: not a JSON object"));
-  tok = HfTokenizer::Load(json_path, Write("tokenizer_config.json",
-                                           R"({"bos_token": {"content": "<bos>"}, "eos_token": "<|im_start|>"})"));
+  tok = HfTokenizer::Load(
+      json_path, Write("tokenizer_config.json",
+                       R"({"bos_token": {"content": "<bos>"}, "eos_token": "<|im_start|>"})"));
   ASSERT_TRUE(tok.ok()) << tok.status();
   EXPECT_EQ((*tok)->bos_id(), 8);
   EXPECT_EQ((*tok)->eos_id(), 6);
@@ -188,7 +199,8 @@ TEST_F(HfTokenizerTest, RefusesMalformedFiles) {
 TEST_F(HfTokenizerTest, DirectoryChoosesAsAutoTokenizer) {
   auto none = LoadTokenizerFromDirectory(dir_, TokenizerKind::kAuto);
   EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(none.status().message(), AllOf(HasSubstr("tokenizer.json"), HasSubstr("tokenizer.model")));
+  EXPECT_THAT(none.status().message(),
+              AllOf(HasSubstr("tokenizer.json"), HasSubstr("tokenizer.model")));
   auto sp = LoadTokenizerFromDirectory(dir_, TokenizerKind::kSentencePiece);
   EXPECT_THAT(sp.status().message(), HasSubstr("tokenizer.model"));
   Write("tokenizer.json", SmallTokenizer().dump());

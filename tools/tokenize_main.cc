@@ -18,10 +18,9 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -100,7 +99,8 @@ int main(int argc, char** argv) {
     std::cerr << "streamgen-tokenize: " << tok.status().message() << "\n";
     return 1;
   }
-  if (!absl::GetFlag(FLAGS_bench).empty()) return Bench(**tok, absl::GetFlag(FLAGS_bench), load_seconds);
+  if (!absl::GetFlag(FLAGS_bench).empty())
+    return Bench(**tok, absl::GetFlag(FLAGS_bench), load_seconds);
 
   const streamgen::HfTokenizer* hf = (*tok)->hf();
   size_t line_number = 0;
@@ -111,7 +111,8 @@ int main(int argc, char** argv) {
     if (in.is_object() && in.contains("text") && in["text"].is_string()) {
       const std::string text = in["text"].get<std::string>();
       out["ids"] = (*tok)->Encode(text, {/*add_special_tokens=*/true, /*parse_special=*/true});
-      out["ids_plain"] = (*tok)->Encode(text, {/*add_special_tokens=*/false, /*parse_special=*/true});
+      out["ids_plain"] =
+          (*tok)->Encode(text, {/*add_special_tokens=*/false, /*parse_special=*/true});
       out["ids_unparsed"] = (*tok)->Encode(text);
     } else if (in.is_object() && in.contains("ids") && in["ids"].is_array()) {
       std::vector<int> ids;

@@ -30,9 +30,9 @@ uint64_t PairKey(int left, int right) {
 // A symbol of a word being merged: a doubly linked list over a vector.
 struct Symbol {
   int id;
-  int prev;  // index, -1 at the start
-  int next;  // index, -1 at the end
-  bool gone; // merged into its left neighbour
+  int prev;   // index, -1 at the start
+  int next;   // index, -1 at the end
+  bool gone;  // merged into its left neighbour
 };
 
 struct Candidate {
@@ -41,9 +41,7 @@ struct Candidate {
   int new_id;
   // std::priority_queue pops the largest: invert so the lowest rank, then the
   // leftmost position, comes first (the Rust library's Merge ordering).
-  bool operator<(const Candidate& o) const {
-    return rank != o.rank ? rank > o.rank : pos > o.pos;
-  }
+  bool operator<(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
 };
 
 }  // namespace
@@ -57,9 +55,16 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(
     return Bad(absl::StrCat("unsupported model type '", type, "' (supported: BPE)"));
   }
   for (auto it = j.begin(); it != j.end(); ++it) {
-    static const char* kKnown[] = {"type",     "dropout",   "unk_token",     "continuing_subword_prefix",
-                                   "end_of_word_suffix", "fuse_unk", "byte_fallback",
-                                   "ignore_merges", "vocab", "merges"};
+    static const char* kKnown[] = {"type",
+                                   "dropout",
+                                   "unk_token",
+                                   "continuing_subword_prefix",
+                                   "end_of_word_suffix",
+                                   "fuse_unk",
+                                   "byte_fallback",
+                                   "ignore_merges",
+                                   "vocab",
+                                   "merges"};
     bool known = false;
     for (const char* k : kKnown) known = known || it.key() == k;
     if (!known) return Bad(absl::StrCat("unsupported option '", it.key(), "' of BPE"));
@@ -81,9 +86,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(
     *out = j[key].get<bool>();
     return absl::OkStatus();
   };
-  for (auto [key, out] : {std::pair{"fuse_unk", &m->fuse_unk_},
-                          std::pair{"byte_fallback", &m->byte_fallback_},
-                          std::pair{"ignore_merges", &m->ignore_merges_}}) {
+  for (auto [key, out] :
+       {std::pair{"fuse_unk", &m->fuse_unk_}, std::pair{"byte_fallback", &m->byte_fallback_},
+        std::pair{"ignore_merges", &m->ignore_merges_}}) {
     absl::Status s = flag(key, out);
     if (!s.ok()) return s;
   }
@@ -93,7 +98,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(
   m->vocab_.reserve(vocab.size());
   int max_id = -1;
   for (auto& [piece, id] : vocab) {
-    if (id < 0 || id > (1 << 30)) return Bad(absl::StrCat("vocab: piece '", piece, "' has no valid id"));
+    if (id < 0 || id > (1 << 30))
+      return Bad(absl::StrCat("vocab: piece '", piece, "' has no valid id"));
     max_id = std::max(max_id, static_cast<int>(id));
     m->vocab_.emplace(std::move(piece), static_cast<int>(id));
   }
@@ -125,11 +131,14 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(
     }
   };
   const size_t threads =
-      merges.size() < 100000 ? 1 : std::min<size_t>(4, std::max(1u, std::thread::hardware_concurrency()));
+      merges.size() < 100000
+          ? 1
+          : std::min<size_t>(4, std::max(1u, std::thread::hardware_concurrency()));
   std::vector<std::thread> workers;
   const size_t chunk = (merges.size() + threads - 1) / threads;
   for (size_t t = 1; t < threads; ++t) {
-    workers.emplace_back(resolve, std::min(merges.size(), t * chunk), std::min(merges.size(), (t + 1) * chunk));
+    workers.emplace_back(resolve, std::min(merges.size(), t * chunk),
+                         std::min(merges.size(), (t + 1) * chunk));
   }
   resolve(0, std::min(merges.size(), chunk));
   for (std::thread& w : workers) w.join();
@@ -138,7 +147,10 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(
     const auto& [a, b, merged] = resolved[rank];
     if (a < 0 || b < 0 || merged < 0) {
       const auto& [left, right] = merges[rank];
-      return Bad(absl::StrCat("merges[", rank, "]: '", a < 0 ? left : b < 0 ? right : left + right,
+      return Bad(absl::StrCat("merges[", rank, "]: '",
+                              a < 0   ? left
+                              : b < 0 ? right
+                                      : left + right,
                               "' is not in the vocabulary"));
     }
     m->merges_.emplace(PairKey(a, b), std::pair{static_cast<int>(rank), merged});

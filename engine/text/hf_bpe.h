@@ -46,11 +46,11 @@ class BpeModel {
   std::vector<std::string> pieces_;              // id -> piece
   // (left id << 32 | right id) -> (rank, merged id)
   absl::flat_hash_map<uint64_t, std::pair<int, int>> merges_;
-  int unk_id_ = -1;            // -1: no unk_token
-  bool fuse_unk_ = false;      // consecutive unknown characters give one unk
-  bool byte_fallback_ = false; // unknown characters as <0xNN> pieces
-  bool ignore_merges_ = false; // a word that is a piece is that piece
-  int byte_ids_[256];          // the <0xNN> ids, -1 where absent
+  int unk_id_ = -1;             // -1: no unk_token
+  bool fuse_unk_ = false;       // consecutive unknown characters give one unk
+  bool byte_fallback_ = false;  // unknown characters as <0xNN> pieces
+  bool ignore_merges_ = false;  // a word that is a piece is that piece
+  int byte_ids_[256];           // the <0xNN> ids, -1 where absent
 
   // Words seen before (the Rust library keeps such a cache too); bounded.
   mutable std::mutex cache_mu_;

@@ -37,7 +37,8 @@ absl::Status CheckKeys(const json& j, const std::string& where,
 
 absl::StatusOr<std::string> GetString(const json& j, const std::string& where, const char* key) {
   auto it = j.find(key);
-  if (it == j.end() || !it->is_string()) return Bad(where, absl::StrCat("'", key, "' must be a string"));
+  if (it == j.end() || !it->is_string())
+    return Bad(where, absl::StrCat("'", key, "' must be a string"));
   return it->get<std::string>();
 }
 
@@ -52,7 +53,8 @@ absl::StatusOr<bool> GetBool(const json& j, const std::string& where, const char
 absl::StatusOr<char32_t> GetChar(const json& j, const std::string& where, const char* key) {
   SG_ASSIGN_OR_RETURN(std::string s, GetString(j, where, key));
   size_t pos = 0;
-  if (s.empty() || !IsValidUtf8(s)) return Bad(where, absl::StrCat("'", key, "' must be one character"));
+  if (s.empty() || !IsValidUtf8(s))
+    return Bad(where, absl::StrCat("'", key, "' must be one character"));
   const char32_t c = NextCodePoint(s, &pos);
   if (pos != s.size()) return Bad(where, absl::StrCat("'", key, "' must be one character"));
   return c;
@@ -583,7 +585,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const json& j,
   }
   if (type == "NFC" || type == "NFKC") {
     SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type"}));
-    return std::make_unique<UnicodeNormalizer>(type == "NFC" ? NormalForm::kNfc : NormalForm::kNfkc);
+    return std::make_unique<UnicodeNormalizer>(type == "NFC" ? NormalForm::kNfc
+                                                             : NormalForm::kNfkc);
   }
   if (type == "Lowercase") {
     SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type"}));
@@ -637,7 +640,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const json& j,
     return std::make_unique<SplitPreTokenizer>(std::move(pattern), behavior, invert);
   }
   if (type == "ByteLevel") {
-    SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type", "add_prefix_space", "trim_offsets", "use_regex"}));
+    SG_RETURN_IF_ERROR(
+        CheckKeys(j, where, {"type", "add_prefix_space", "trim_offsets", "use_regex"}));
     SG_ASSIGN_OR_RETURN(bool add_prefix_space, GetBool(j, where, "add_prefix_space", true));
     SG_ASSIGN_OR_RETURN(bool use_regex, GetBool(j, where, "use_regex", true));
     std::unique_ptr<Pattern> regex;
@@ -648,7 +652,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const json& j,
   }
   if (type == "Metaspace") {
     SG_RETURN_IF_ERROR(CheckKeys(
-        j, where, {"type", "replacement", "prepend_scheme", "split", "add_prefix_space", "str_rep"}));
+        j, where,
+        {"type", "replacement", "prepend_scheme", "split", "add_prefix_space", "str_rep"}));
     SG_ASSIGN_OR_RETURN(char32_t replacement, GetChar(j, where, "replacement"));
     SG_ASSIGN_OR_RETURN(PrependScheme scheme, ParsePrependScheme(j, where));
     SG_ASSIGN_OR_RETURN(bool split, GetBool(j, where, "split", true));
@@ -657,10 +662,9 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const json& j,
   if (type == "Digits") {
     SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type", "individual_digits"}));
     SG_ASSIGN_OR_RETURN(bool individual, GetBool(j, where, "individual_digits", false));
-    return std::make_unique<ClassPreTokenizer>(Pattern::CharClass(IsNumeric),
-                                               individual ? Behavior::kIsolated
-                                                          : Behavior::kContiguous,
-                                               false);
+    return std::make_unique<ClassPreTokenizer>(
+        Pattern::CharClass(IsNumeric), individual ? Behavior::kIsolated : Behavior::kContiguous,
+        false);
   }
   if (type == "Punctuation") {
     SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type", "behavior"}));
@@ -677,8 +681,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const json& j,
   }
   if (type == "WhitespaceSplit") {
     SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type"}));
-    return std::make_unique<ClassPreTokenizer>(Pattern::CharClass(IsWhitespace),
-                                               Behavior::kRemoved, false);
+    return std::make_unique<ClassPreTokenizer>(Pattern::CharClass(IsWhitespace), Behavior::kRemoved,
+                                               false);
   }
   return Bad(where, absl::StrCat("unsupported pre-tokenizer type '", type,
                                  "' (supported: Split, ByteLevel, Metaspace, Digits, Punctuation, "
@@ -702,12 +706,14 @@ absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const json& j, const std::
     return seq;
   }
   if (type == "ByteLevel") {
-    SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type", "add_prefix_space", "trim_offsets", "use_regex"}));
+    SG_RETURN_IF_ERROR(
+        CheckKeys(j, where, {"type", "add_prefix_space", "trim_offsets", "use_regex"}));
     return std::make_unique<ByteLevelDecoder>();
   }
   if (type == "Metaspace") {
     SG_RETURN_IF_ERROR(CheckKeys(
-        j, where, {"type", "replacement", "prepend_scheme", "split", "add_prefix_space", "str_rep"}));
+        j, where,
+        {"type", "replacement", "prepend_scheme", "split", "add_prefix_space", "str_rep"}));
     SG_ASSIGN_OR_RETURN(char32_t replacement, GetChar(j, where, "replacement"));
     SG_ASSIGN_OR_RETURN(PrependScheme scheme, ParsePrependScheme(j, where));
     return std::make_unique<MetaspaceDecoder>(replacement, scheme);
@@ -749,7 +755,8 @@ absl::StatusOr<PostProcessor> ParsePostProcessor(
   if (!j.is_object()) return Bad(where, "must be an object");
   SG_ASSIGN_OR_RETURN(std::string type, GetString(j, where, "type"));
   if (type == "ByteLevel") {
-    SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type", "add_prefix_space", "trim_offsets", "use_regex"}));
+    SG_RETURN_IF_ERROR(
+        CheckKeys(j, where, {"type", "add_prefix_space", "trim_offsets", "use_regex"}));
     return out;  // offsets only
   }
   if (type == "Sequence") {
@@ -758,9 +765,9 @@ absl::StatusOr<PostProcessor> ParsePostProcessor(
       return Bad(where, "'processors' must be an array");
     }
     for (size_t i = 0; i < j["processors"].size(); ++i) {
-      SG_ASSIGN_OR_RETURN(PostProcessor p, ParsePostProcessor(j["processors"][i],
-                                                              Item(where + ".processors", i),
-                                                              token_id));
+      SG_ASSIGN_OR_RETURN(
+          PostProcessor p,
+          ParsePostProcessor(j["processors"][i], Item(where + ".processors", i), token_id));
       out.prefix.insert(out.prefix.begin(), p.prefix.begin(), p.prefix.end());
       out.suffix.insert(out.suffix.end(), p.suffix.begin(), p.suffix.end());
     }
@@ -789,14 +796,17 @@ absl::StatusOr<PostProcessor> ParsePostProcessor(
     }
     const std::string name = item["SpecialToken"]["id"].get<std::string>();
     std::vector<int> ids;
-    if (specials.contains(name) && specials[name].contains("ids") && specials[name]["ids"].is_array()) {
+    if (specials.contains(name) && specials[name].contains("ids") &&
+        specials[name]["ids"].is_array()) {
       for (const json& id : specials[name]["ids"]) {
-        if (!id.is_number_integer()) return Bad(at, absl::StrCat("special token '", name, "': bad ids"));
+        if (!id.is_number_integer())
+          return Bad(at, absl::StrCat("special token '", name, "': bad ids"));
         ids.push_back(id.get<int>());
       }
     } else {
       const int id = token_id(name);
-      if (id < 0) return Bad(at, absl::StrCat("special token '", name, "' is not in the vocabulary"));
+      if (id < 0)
+        return Bad(at, absl::StrCat("special token '", name, "' is not in the vocabulary"));
       ids.push_back(id);
     }
     auto& target = seen_sequence ? out.suffix : out.prefix;

@@ -126,8 +126,9 @@ bool IsNumeric(char32_t c) {
 bool IsAlphanumeric(char32_t c) { return u_isUAlphabetic(static_cast<UChar32>(c)) || IsNumeric(c); }
 
 bool IsPunctuation(char32_t c) {
-  if (c < 0x80) return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) ||
-                        (c >= 0x5B && c <= 0x60) || (c >= 0x7B && c <= 0x7E);
+  if (c < 0x80)
+    return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) || (c >= 0x5B && c <= 0x60) ||
+           (c >= 0x7B && c <= 0x7E);
   switch (u_charType(static_cast<UChar32>(c))) {
     case U_CONNECTOR_PUNCTUATION:
     case U_DASH_PUNCTUATION:
@@ -185,9 +186,8 @@ Pattern::~Pattern() {
 absl::StatusOr<std::unique_ptr<Pattern>> Pattern::Regex(const std::string& regex) {
   int error = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(regex.data()), regex.size(),
-                    PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(regex.data()), regex.size(),
+                                   PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof(message));

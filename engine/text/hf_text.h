@@ -93,9 +93,9 @@ class Pattern {
   // Matches as [begin, end) pairs.
   std::vector<std::pair<size_t, size_t>> FindAll(std::string_view text) const;
 
-  pcre2_code* code_ = nullptr;                // the compiled regex, or null
-  std::string literal_;                       // the literal, when no regex or class
-  std::function<bool(char32_t)> predicate_;   // the class, when set
+  pcre2_code* code_ = nullptr;               // the compiled regex, or null
+  std::string literal_;                      // the literal, when no regex or class
+  std::function<bool(char32_t)> predicate_;  // the class, when set
 };
 
 }  // namespace streamgen::hf

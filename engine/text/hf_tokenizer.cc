@@ -16,8 +16,8 @@
 namespace streamgen {
 namespace {
 
-using nlohmann::json;
 using hf::Piece;
+using nlohmann::json;
 
 bool IsWordChar(char32_t c) { return hf::IsAlphanumeric(c) || c == '_'; }
 
@@ -133,7 +133,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Load(
       return absl::InvalidArgumentError(
           absl::StrCat(tokenizer_config_json, ": not a JSON object (malformed JSON?)"));
     }
-    for (auto [key, out] : {std::pair{"bos_token", &tok->bos_id_}, std::pair{"eos_token", &tok->eos_id_}}) {
+    for (auto [key, out] :
+         {std::pair{"bos_token", &tok->bos_id_}, std::pair{"eos_token", &tok->eos_id_}}) {
       if (!config.contains(key) || config[key].is_null()) continue;
       const std::string content = TokenContent(config[key]);
       *out = tok->PieceToId(content);
@@ -159,10 +160,11 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Parse(std::string_view
   for (auto it = j.begin(); it != j.end(); ++it) {
     // truncation and padding are set per call by transformers (off for a
     // plain encode), so they are read and not applied.
-    static const char* kKnown[] = {"version",       "truncation",     "padding", "added_tokens",
-                                   "normalizer",    "pre_tokenizer",  "model",   "post_processor",
-                                   "decoder"};
-    if (std::none_of(std::begin(kKnown), std::end(kKnown), [&](const char* k) { return it.key() == k; })) {
+    static const char* kKnown[] = {"version",      "truncation",     "padding",
+                                   "added_tokens", "normalizer",     "pre_tokenizer",
+                                   "model",        "post_processor", "decoder"};
+    if (std::none_of(std::begin(kKnown), std::end(kKnown),
+                     [&](const char* k) { return it.key() == k; })) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported field '", it.key(), "'"));
     }
   }
@@ -189,22 +191,28 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Parse(std::string_view
 
   // Added tokens.
   const json& added = j.value("added_tokens", json::array());
-  if (!added.is_array()) return absl::InvalidArgumentError(absl::StrCat(path, ": 'added_tokens' must be an array"));
+  if (!added.is_array())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": 'added_tokens' must be an array"));
   int size = tok->model_->size();
   int max_added = -1;  // the largest added token id so far
   for (size_t i = 0; i < added.size(); ++i) {
     const json& a = added[i];
     const std::string where = absl::StrCat(path, ": added_tokens[", i, "]");
     if (!a.is_object() || !a.contains("id") || !a["id"].is_number_unsigned() ||
-        !a.contains("content") || !a["content"].is_string() || a["content"].get<std::string>().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": needs an id and a non-empty content"));
+        !a.contains("content") || !a["content"].is_string() ||
+        a["content"].get<std::string>().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": needs an id and a non-empty content"));
     }
-    AddedToken t{a["id"].get<int>(), a["content"].get<std::string>(), false, false, false, false, false};
-    for (auto [key, out] : {std::pair{"special", &t.special}, std::pair{"normalized", &t.normalized},
-                            std::pair{"lstrip", &t.lstrip}, std::pair{"rstrip", &t.rstrip},
-                            std::pair{"single_word", &t.single_word}}) {
+    AddedToken t{
+        a["id"].get<int>(), a["content"].get<std::string>(), false, false, false, false, false};
+    for (auto [key, out] :
+         {std::pair{"special", &t.special}, std::pair{"normalized", &t.normalized},
+          std::pair{"lstrip", &t.lstrip}, std::pair{"rstrip", &t.rstrip},
+          std::pair{"single_word", &t.single_word}}) {
       if (a.contains(key) && !a[key].is_boolean()) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": '", key, "' must be true or false"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": '", key, "' must be true or false"));
       }
       *out = a.value(key, false);
     }
@@ -226,7 +234,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Parse(std::string_view
   tok->id_to_token_.resize(size);
   tok->special_.assign(size, false);
   tok->added_id_.assign(size, false);
-  for (int id = 0; id < tok->model_->size(); ++id) tok->id_to_token_[id] = tok->model_->IdToPiece(id);
+  for (int id = 0; id < tok->model_->size(); ++id)
+    tok->id_to_token_[id] = tok->model_->IdToPiece(id);
   for (size_t i = 0; i < tok->added_.size(); ++i) {
     const AddedToken& t = tok->added_[i];
     tok->id_to_token_[t.id] = t.content;
@@ -305,7 +314,8 @@ void HfTokenizer::SplitOnAdded(const Piece& piece, const Trie& trie, bool parse_
   const std::string& text = piece.text;
   size_t start_offset = 0;
   const auto push_text = [&](size_t begin, size_t end) {
-    if (end > begin) out->push_back({text.substr(begin, end - begin), -1, piece.at_origin && begin == 0});
+    if (end > begin)
+      out->push_back({text.substr(begin, end - begin), -1, piece.at_origin && begin == 0});
   };
   for (size_t pos = 0; pos < text.size();) {
     size_t end = 0;

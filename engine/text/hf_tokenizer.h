@@ -36,8 +36,7 @@ class HfTokenizer {
   // encode_special_tokens=True), the safe choice for untrusted text. Added
   // tokens that are not special always match. Invalid UTF-8 in `text` is
   // read as U+FFFD.
-  std::vector<int> Encode(std::string_view text, bool add_special_tokens,
-                          bool parse_special) const;
+  std::vector<int> Encode(std::string_view text, bool add_special_tokens, bool parse_special) const;
 
   // HF's decode(ids, skip_special_tokens): ids outside the vocabulary are
   // skipped.
@@ -67,9 +66,7 @@ class HfTokenizer {
   int bos_id() const { return bos_id_; }
   int eos_id() const { return eos_id_; }
   // Whether Encode(text, add_special_tokens=true) adds anything.
-  bool adds_special_tokens() const {
-    return !post_.prefix.empty() || !post_.suffix.empty();
-  }
+  bool adds_special_tokens() const { return !post_.prefix.empty() || !post_.suffix.empty(); }
 
  private:
   struct AddedToken {
@@ -96,15 +93,15 @@ class HfTokenizer {
                     std::vector<hf::Piece>* out) const;
 
   std::unique_ptr<hf::BpeModel> model_;
-  std::unique_ptr<hf::Normalizer> normalizer_;      // may be null
-  std::unique_ptr<hf::PreTokenizer> pre_tokenizer_; // may be null
-  std::unique_ptr<hf::Decoder> decoder_;            // may be null
+  std::unique_ptr<hf::Normalizer> normalizer_;       // may be null
+  std::unique_ptr<hf::PreTokenizer> pre_tokenizer_;  // may be null
+  std::unique_ptr<hf::Decoder> decoder_;             // may be null
   hf::PostProcessor post_;
 
   std::vector<AddedToken> added_;
   absl::flat_hash_map<std::string, int> added_by_content_;  // content -> id
-  Trie raw_trie_;         // added tokens with normalized=false
-  Trie normalized_trie_;  // added tokens with normalized=true
+  Trie raw_trie_;                                           // added tokens with normalized=false
+  Trie normalized_trie_;                                    // added tokens with normalized=true
   bool has_normalized_added_ = false;
   bool has_raw_added_ = false;
 

@@ -23,7 +23,8 @@ class Reader {
     return Scalar() && dom_.number_integer(v);
   }
   bool number_unsigned(json::number_unsigned_t v) {
-    if (mode_ == kVocab) return VocabId(static_cast<int64_t>(std::min<json::number_unsigned_t>(v, 1LL << 40)));
+    if (mode_ == kVocab)
+      return VocabId(static_cast<int64_t>(std::min<json::number_unsigned_t>(v, 1LL << 40)));
     return Scalar() && dom_.number_unsigned(v);
   }
   bool number_float(json::number_float_t v, const json::string_t& s) {
@@ -127,9 +128,10 @@ class Reader {
     return true;
   }
   bool Shape() {
-    if (mode_ == kVocab) return Fail(absl::StrCat("model: vocab: piece '", pending_, "' has no valid id"));
-    return Fail(absl::StrCat("model: merges[", out_->merges.size(),
-                             "] must be \"a b\" or [\"a\", \"b\"]"));
+    if (mode_ == kVocab)
+      return Fail(absl::StrCat("model: vocab: piece '", pending_, "' has no valid id"));
+    return Fail(
+        absl::StrCat("model: merges[", out_->merges.size(), "] must be \"a b\" or [\"a\", \"b\"]"));
   }
   bool Fail(std::string message) {
     error_ = std::move(message);

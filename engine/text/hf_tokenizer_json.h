@@ -17,10 +17,10 @@ namespace streamgen::hf {
 
 struct TokenizerJson {
   nlohmann::json rest;  // the file, with model.vocab = {} and model.merges = []
-  std::vector<std::pair<std::string, int64_t>> vocab;         // model.vocab, in file order
-  std::vector<std::pair<std::string, std::string>> merges;    // model.merges, in rank order
-  bool has_vocab = false;   // model.vocab was an object
-  bool has_merges = false;  // model.merges was an array
+  std::vector<std::pair<std::string, int64_t>> vocab;       // model.vocab, in file order
+  std::vector<std::pair<std::string, std::string>> merges;  // model.merges, in rank order
+  bool has_vocab = false;                                   // model.vocab was an object
+  bool has_merges = false;                                  // model.merges was an array
 };
 
 // INVALID_ARGUMENT (without the path: the caller adds it) for malformed JSON
