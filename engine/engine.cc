@@ -141,6 +141,8 @@ class Engine::Impl {
   const ModelInfo& info() const { return info_; }
   // The prompt's ids as Submit makes them: BOS / EOS as the tokenizer config says.
   std::vector<int> PromptIds(const std::string& text) const {
+    // tokenizer.json: its post-processor says, as HF's encode(text, add_special_tokens=True).
+    if (tokenizer_->hf() != nullptr) return tokenizer_->Encode(text, {/*add_special_tokens=*/true});
     const ModelConfig& c = model_->config();
     std::vector<int> ids;
     if (c.add_bos) ids.push_back(c.bos_token_id);

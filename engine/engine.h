@@ -15,7 +15,9 @@
 namespace streamgen {
 
 struct EngineOptions {
-  std::string model_dir;              // Hugging Face layout (config.json, *.safetensors, tokenizer.model)
+  std::string model_dir;              // Hugging Face layout (config.json, *.safetensors, tokenizer.json or .model)
+  std::string tokenizer = "auto";     // "auto": tokenizer.json when present, else tokenizer.model;
+                                      // "hf": tokenizer.json; "sentencepiece": tokenizer.model
   std::string device = "cpu";         // "cpu", "cuda", "cuda:N"
   std::string dtype;                  // "float32" | "bfloat16" | "float16"; "": float32 on CPU, bfloat16 on CUDA
   std::string quantization;           // "none" (or "") | "int8": weight-only, CPU only (llama_model.h)

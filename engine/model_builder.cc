@@ -34,10 +34,12 @@ absl::StatusOr<ModelOptions> ChooseModelOptions(const EngineOptions& options) {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const EngineOptions& options,
                                                               const ModelConfig& config) {
-  SG_ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Load(options.model_dir + "/tokenizer.model"));
+  SG_ASSIGN_OR_RETURN(TokenizerKind kind, ParseTokenizerKind(options.tokenizer));
+  SG_ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizerFromDirectory(options.model_dir, kind));
   if (tokenizer->piece_count() > config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
-        options.model_dir, "/tokenizer.model: the tokenizer has ", tokenizer->piece_count(),
+        options.model_dir, tokenizer->hf() != nullptr ? "/tokenizer.json" : "/tokenizer.model",
+        ": the tokenizer has ", tokenizer->piece_count(),
         " pieces but the embedding (config.json vocab_size) has only ", config.vocab_size,
         " rows"));
   }

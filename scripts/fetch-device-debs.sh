@@ -27,6 +27,7 @@ ROOTS=(
   libprotobuf-dev protobuf-compiler libprotoc-dev
   libabsl-dev libsentencepiece-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev libssl-dev zlib1g-dev
+  libpcre2-dev libicu-dev
   pkgconf-bin
 )
 # The base system of any Linux machine with a C++ toolchain (the device's own

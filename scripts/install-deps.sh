@@ -31,6 +31,9 @@ BUILD_PACKAGES=(
   libcpp-httplib-dev
   # libcrypto: the API keys' SHA-256 digests and CRYPTO_memcmp (server/auth.cc).
   libssl-dev
+  # tokenizer.json: PCRE2 runs the pre-tokenizer regexes, ICU normalizes text
+  # (engine/text/hf_text.h).
+  libpcre2-dev libicu-dev
 )
 PACKAGES=(
   "${BUILD_PACKAGES[@]}"

@@ -27,6 +27,10 @@ ABSL_FLAG(std::string, model, STREAMGEN_DEMO_MODEL_DIR,
           "Model directory in Hugging Face layout (config.json, *.safetensors, "
           "tokenizer.model). Default: the demo model (models/demo-brown: a 5.9M-parameter "
           "Llama trained on the Brown corpus).");
+ABSL_FLAG(std::string, tokenizer, "auto",
+          "Which tokenizer of --model to load: auto (tokenizer.json when present, else "
+          "tokenizer.model, as transformers' AutoTokenizer chooses), hf (tokenizer.json) or "
+          "sentencepiece (tokenizer.model). docs/tokenizers.md says what is supported.");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address HOST:PORT (port 0: any free port).");
 ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda, cuda:N.");
 ABSL_FLAG(std::string, dtype, "",
@@ -145,6 +149,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   options.http.cors_allow_origin = absl::GetFlag(FLAGS_cors_allow_origin);
   EngineOptions& engine = options.engine;
   engine.model_dir = absl::GetFlag(FLAGS_model);
+  engine.tokenizer = absl::GetFlag(FLAGS_tokenizer);
   engine.device = absl::GetFlag(FLAGS_device);
   engine.dtype = absl::GetFlag(FLAGS_dtype);
   engine.quantization = absl::GetFlag(FLAGS_quantization);

@@ -31,6 +31,9 @@
 ABSL_FLAG(std::string, model, STREAMGEN_DEMO_MODEL_DIR,
           "Hugging Face model directory (config.json, *.safetensors, tokenizer.model); "
           "default: the demo model (models/demo-brown, trained on the Brown corpus)");
+ABSL_FLAG(std::string, tokenizer, "auto",
+          "which tokenizer of --model to load: auto (tokenizer.json when present, else "
+          "tokenizer.model), hf (tokenizer.json) or sentencepiece (tokenizer.model)");
 ABSL_FLAG(std::string, prompt, "", "prompt text (BOS added as the tokenizer config says)");
 ABSL_FLAG(std::string, prompt_token_ids, "",
           "comma-separated prompt token ids, used as given (instead of --prompt)");
@@ -108,6 +111,7 @@ int main(int argc, char** argv) {
 
   streamgen::EngineOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
+  options.tokenizer = absl::GetFlag(FLAGS_tokenizer);
   options.device = absl::GetFlag(FLAGS_device);
   options.dtype = absl::GetFlag(FLAGS_dtype);
   options.quantization = absl::GetFlag(FLAGS_quantization);

@@ -78,7 +78,7 @@ std::string Hasher128::HexDigest() {
 
 absl::StatusOr<std::string> ModelFingerprint(const std::string& dir, absl::string_view dtype) {
   std::vector<std::string> files;
-  for (const char* name : {"config.json", "generation_config.json", "tokenizer.model",
+  for (const char* name : {"config.json", "generation_config.json", "tokenizer.model", "tokenizer.json",
                            "tokenizer_config.json", "model.safetensors.index.json"}) {
     if (FileExists(absl::StrCat(dir, "/", name))) files.push_back(name);
   }

@@ -39,19 +39,78 @@ bool SecondByteFits(int lead, int second) {
 
 }  // namespace
 
-size_t IncompleteUtf8TailLength(const Tokenizer& tok, const std::vector<int>& ids) {
-  // Walk back over at most 3 continuation bytes to the byte that starts them.
-  size_t begin = ids.size();
-  while (begin > 0 && ids.size() - begin < 3 && IsContinuationByte(tok.ByteValue(ids[begin - 1]))) {
-    --begin;
+// Trailing ids to hold back: an unfinished character, or with a decoder that
+// decodes byte runs whole, the whole trailing run of byte pieces.
+static size_t HeldTailLength(const Tokenizer& tok, const std::vector<int>& ids) {
+  size_t held = IncompleteUtf8TailLength(tok, ids);
+  if (tok.DecodesByteRunsWhole()) {
+    size_t run = 0;
+    // Special tokens inside a run are skipped by Decode: the run goes on.
+    while (run < ids.size() && (tok.IsByte(ids[ids.size() - 1 - run]) ||
+                                tok.IsControl(ids[ids.size() - 1 - run]))) {
+      ++run;
+    }
+    held = std::max(held, run);
   }
+  return held;
+}
+
+// IncompleteUtf8TailLength of ids[0, len) for the character that ends the
+// bytes; *mid_piece tells whether the first held piece has bytes before that
+// character's lead byte (a byte-level piece that completes one character and
+// starts the next), so that the ids before it may end inside a character too.
+static size_t TailOnce(const Tokenizer& tok, const std::vector<int>& ids, size_t len,
+                       bool* mid_piece) {
+  *mid_piece = false;
+  // The raw bytes of the trailing pieces that stand for bytes (sentencepiece's
+  // <0xNN> pieces: one byte each; a byte-level tokenizer.json's pieces: one or
+  // more), at least 4 of them when there are: enough to hold the lead byte
+  // and continuations of any unfinished character.
+  std::string tail;
+  std::vector<size_t> starts;  // starts[k]: where ids[len - 1 - k]'s bytes begin in tail
+  std::string bytes;
+  size_t k = len;
+  // A tokenizer.json's Decode skips special tokens before its decoder runs,
+  // so bytes on either side of one belong together: count them as empty.
+  const bool skips_control = tok.hf() != nullptr;
+  while (k > 0 && tail.size() < 4) {
+    if (skips_control && tok.IsControl(ids[k - 1])) {
+      bytes.clear();
+    } else if (!tok.TokenBytes(ids[k - 1], &bytes)) {
+      break;
+    }
+    tail.insert(0, bytes);
+    for (size_t& s : starts) s += bytes.size();
+    starts.push_back(0);
+    --k;
+  }
+  // Walk back over at most 3 continuation bytes to the byte that starts them.
+  size_t begin = tail.size();
+  const auto byte_at = [&](size_t i) { return static_cast<int>(static_cast<unsigned char>(tail[i])); };
+  while (begin > 0 && tail.size() - begin < 3 && IsContinuationByte(byte_at(begin - 1))) --begin;
   if (begin == 0) return 0;
-  const int lead = tok.ByteValue(ids[begin - 1]);
-  const size_t have = ids.size() - begin + 1;  // lead + continuations
+  const size_t lead_at = begin - 1;
+  const int lead = byte_at(lead_at);
+  const size_t have = tail.size() - lead_at;  // lead + continuations
   const int need = SequenceLength(lead);
   if (need == 0 || have >= static_cast<size_t>(need)) return 0;
-  if (have >= 2 && !SecondByteFits(lead, tok.ByteValue(ids[begin]))) return 0;
-  return have;
+  if (have >= 2 && !SecondByteFits(lead, byte_at(begin))) return 0;
+  // The pieces from the one holding the lead byte to the end.
+  size_t count = 0;
+  while (count < starts.size() && starts[count] > lead_at) ++count;
+  *mid_piece = starts[count] < lead_at;
+  return count + 1;
+}
+
+size_t IncompleteUtf8TailLength(const Tokenizer& tok, const std::vector<int>& ids) {
+  size_t held = 0;
+  bool mid_piece = true;
+  while (mid_piece) {
+    const size_t n = TailOnce(tok, ids, ids.size() - held, &mid_piece);
+    if (n == 0) break;
+    held += n;
+  }
+  return held;
 }
 
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tok,
@@ -61,7 +120,7 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tok,
   for (int id : prompt_ids) {
     if (id >= 0 && id < tok_->piece_count()) ids_.push_back(id);
   }
-  read_ = ids_.size() - IncompleteUtf8TailLength(*tok_, ids_);
+  read_ = ids_.size() - HeldTailLength(*tok_, ids_);
   // The window must decode to non-empty text before read_ (or start at 0):
   // then sentencepiece's "drop the first piece's leading space" has already
   // happened inside the window, exactly as in the full decode.
@@ -82,7 +141,7 @@ std::string IncrementalDetokenizer::Append(int id) {
   if (flushed_ || id < 0 || id >= tok_->piece_count()) return "";
   ids_.push_back(id);
   // An unfinished character at the end is held; anything before it goes out.
-  const size_t end = ids_.size() - IncompleteUtf8TailLength(*tok_, ids_);
+  const size_t end = ids_.size() - HeldTailLength(*tok_, ids_);
   if (end <= read_) return "";
   return EmitTo(end);
 }

@@ -10,11 +10,13 @@
 
 namespace streamgen {
 
-// Number of trailing ids of `ids` that are byte pieces forming an incomplete
-// but still completable UTF-8 character (a lead byte followed by fewer
-// continuation bytes than it needs, with the ranges sentencepiece accepts:
-// no overlong forms, no surrogates, nothing above U+10FFFF). 0 when the ids do
-// not end inside a character. Thread-safe.
+// Number of trailing ids of `ids` whose bytes (Tokenizer::TokenBytes: byte
+// pieces, byte-level pieces) end in an incomplete but still completable UTF-8
+// character (a lead byte followed by fewer continuation bytes than it needs,
+// with the ranges sentencepiece accepts: no overlong forms, no surrogates,
+// nothing above U+10FFFF), counted from the piece that holds the lead byte
+// (and, when that piece starts inside an earlier character, from that one's).
+// 0 when the ids do not end inside a character. Thread-safe.
 size_t IncompleteUtf8TailLength(const Tokenizer& tok, const std::vector<int>& ids);
 
 // Streams the text of generated ids after a prompt.
@@ -26,6 +28,10 @@ size_t IncompleteUtf8TailLength(const Tokenizer& tok, const std::vector<int>& id
 // bytes F0 9F followed by generated 98 80 streams "😀"). Leading spaces come
 // out as they do in the full decode (a first generated "▁branch" after a
 // prompt streams " branch"), invalid bytes come out as sentencepiece's U+FFFD.
+// For a tokenizer.json, Decode is HF's decode(ids, skip_special_tokens=True),
+// and with a ByteFallback decoder a whole trailing run of <0xNN> pieces is
+// held until it ends (HF decodes such a run as a whole), in the prompt as in
+// the stream.
 //
 // Work per token is bounded by a small window of recent ids (vLLM-style
 // prefix / read offsets), not by the length of the sequence.
