@@ -40,7 +40,9 @@ case $JOB in
     SPM_FLAGS="-fsanitize=address,undefined -fno-sanitize=vptr -O1 -g -fno-omit-frame-pointer"
     # The code with logic of its own: the engine (model, kernels, sampler,
     # scheduler, KV cache, resume), the tokenizer, detokenizer and stop
-    # strings, the parsers (safetensors, config, chat templates, the OpenAI
+    # strings (sentencepiece and tokenizer.json, the latter over the whole
+    # reference comparison), the parsers (safetensors, config, chat templates
+    # and the Jinja interpreter, the OpenAI
     # JSON, request validation; every fuzz corpus replayed), the server in
     # process, and the HTTP face's own parser and transport driven by a real
     # client (http_curl_test) plus the fault tests (signals, bad model files,
@@ -54,14 +56,17 @@ case $JOB in
            fuzz_replay_safetensors_fuzz fuzz_replay_model_config_fuzz fuzz_replay_chat_template_fuzz
            fuzz_replay_detokenizer_fuzz fuzz_replay_validation_fuzz fuzz_replay_openai_request_fuzz
            fuzz_replay_openai_encoder_fuzz sentencepiece_shim_exports_test
-           http_curl_test fault_test_asan)
+           http_curl_test fault_test_asan
+           hf_tokenizer_test jinja_test chat_template_jinja_test fuzz_replay_jinja_fuzz
+           tokenizers_npm_ci tokenizers_reference_test)
     TARGETS=(safetensors_test model_config_test tokenizer_test stop_matcher_test sampler_test
              model_test engine_test scheduler_test kv_cache_manager_test batching_test
              cpu_kernels_test cpu_linear_test resume_test server_validation_test server_response_stream_test server_units_test
              server_chat_template_test server_integration_test server_metrics_test openai_api_test
              safetensors_fuzz_replay model_config_fuzz_replay chat_template_fuzz_replay
              detokenizer_fuzz_replay validation_fuzz_replay openai_request_fuzz_replay
-             openai_encoder_fuzz_replay streamgen-server streamgen-client streamgen-generate
+             openai_encoder_fuzz_replay hf_tokenizer_test jinja_test chat_template_jinja_test
+             jinja_fuzz_replay streamgen-tokenize streamgen-server streamgen-client streamgen-generate
              streamgen_python_proto)
     CTEST_SELECT=(-L "^($(IFS='|'; echo "${TESTS[*]}"))\$")
     ;;
