@@ -339,6 +339,33 @@ class HfModelCase:
                 self.assertEqual(body["prompt"], self.rendered[(name, add_generation_prompt)],
                                  what)
 
+    def test_chat_streamed_text_equals_hf_decode_of_the_generated_ids(self):
+        if not self.GENERATIONS:
+            self.skipTest("the generations are checked on %s's own tokenizer.json" % self.PACKAGE)
+        generations = []
+        for messages in CONVERSATIONS.values():
+            request = self.pb2.GenerateRequest(
+                messages=[self.pb2.ChatMessage(role=m["role"], content=m["content"])
+                          for m in messages],
+                max_new_tokens=MAX_NEW_TOKENS, temperature=0, seed=19)
+            text, ids = "", []
+            for message in self.stub.Generate(request, timeout=60):
+                text += message.text
+                ids += [token.id for token in message.tokens]
+            generations.append((text, ids))
+        decoded = self.reference([{"op": "decode", "ids": ids} for _, ids in generations])
+        for (name, messages), (text, ids), want in zip(CONVERSATIONS.items(), generations,
+                                                       decoded):
+            what = "%s, ids %s" % (name, ids)
+            self.assertEqual(text, want["text"], what + ": gRPC Generate's streamed text")
+            events = post_sse(self.server.url + "/v1/chat/completions",
+                              {"messages": messages, "max_tokens": MAX_NEW_TOKENS,
+                               "temperature": 0, "seed": 19, "stream": True})
+            streamed = "".join(e["choices"][0]["delta"].get("content") or ""
+                               for e in events if e.get("choices"))
+            self.assertEqual(streamed, want["text"],
+                             what + ": /v1/chat/completions' streamed text (the same request)")
+
     def test_chat_prompt_ids_equal_hf_encode_of_the_jinja2_rendering(self):
         for name, want in self.chat_ids.items():
             messages = [self.pb2.ChatMessage(role=m["role"], content=m["content"])
