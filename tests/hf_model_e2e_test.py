@@ -7,8 +7,10 @@ independent references:
 
 - prompt ids (gRPC Tokenize, HTTP /tokenize) equal Hugging Face's Rust
   `tokenizers` (tests/tokenizers/hf_reference.mjs): encode(text,
-  add_special_tokens=True) with special-token spellings in the text read as
-  text, i.e. transformers' `tokenizer(text, split_special_tokens=True)`;
+  add_special_tokens=True), and =False, with special-token spellings in the
+  text read as text, i.e. transformers' `tokenizer(text,
+  split_special_tokens=True)` (streamgen's safe default for prompts; the
+  plain encode, which parses them, would let a prompt forge a turn);
 - the streamed text of greedy generations (gRPC Generate, /v1/completions
   with stream) equals the reference's decode(ids, skip_special_tokens=True)
   of the generated ids (the ids come from the gRPC stream; the OpenAI face
@@ -210,9 +212,12 @@ class HfModelCase:
         results = hf_reference(cls.tokenizer_json, [{"op": "encode_corpus"}] + [
             {"op": "encode_prompt", "text": t} for t in GENERATION_PROMPTS] + [
             {"op": "encode_rendered", "text": cls.rendered[(n, True)]} for n in CONVERSATIONS])
-        cls.prompt_ids = dict(zip(results[0]["texts"], results[0]["ids"]))
+        # text -> (ids with add_special_tokens, ids without)
+        cls.prompt_ids = dict(zip(results[0]["texts"],
+                                  zip(results[0]["ids"], results[0]["ids_plain"])))
         cls.prompt_ids.update(zip(GENERATION_PROMPTS,
-                                  (r["ids"] for r in results[1:1 + len(GENERATION_PROMPTS)])))
+                                  ((r["ids"], r["ids_plain"])
+                                   for r in results[1:1 + len(GENERATION_PROMPTS)])))
         cls.chat_ids = dict(zip(CONVERSATIONS, (r["ids"] for r in
                                                 results[1 + len(GENERATION_PROMPTS):])))
         cls.generations = {}
@@ -244,15 +249,17 @@ class HfModelCase:
     # ---- prompts ----
 
     def test_prompt_ids_equal_hf_encode_over_grpc_and_http(self):
-        for text, want in self.prompt_ids.items():
-            what = "prompt %s" % json.dumps(text, ensure_ascii=False)[:120]
-            got = self.stub.Tokenize(self.pb2.TokenizeRequest(text=text, add_special_tokens=True),
-                                     timeout=30)
-            self.assertEqual(list(got.token_ids), want, what + " over gRPC Tokenize")
-            status, body = post(self.server.url + "/tokenize",
-                                {"prompt": text, "add_special_tokens": True})
-            self.assertEqual(status, 200, body)
-            self.assertEqual(body["tokens"], want, what + " over HTTP /tokenize")
+        for text, wants in self.prompt_ids.items():
+            for add_special_tokens, want in zip((True, False), wants):
+                what = "prompt %s, add_special_tokens=%s" % (
+                    json.dumps(text, ensure_ascii=False)[:120], add_special_tokens)
+                got = self.stub.Tokenize(self.pb2.TokenizeRequest(
+                    text=text, add_special_tokens=add_special_tokens), timeout=30)
+                self.assertEqual(list(got.token_ids), want, what + " over gRPC Tokenize")
+                status, body = post(self.server.url + "/tokenize",
+                                    {"prompt": text, "add_special_tokens": add_special_tokens})
+                self.assertEqual(status, 200, "%s: %s" % (what, body))
+                self.assertEqual(body["tokens"], want, what + " over HTTP /tokenize")
 
     # ---- generations ----
 
@@ -415,8 +422,9 @@ class Llama3BosTest(Llama3Test):
     GENERATIONS = False
 
     def test_a_text_prompt_starts_with_bos(self):
-        for text, ids in self.prompt_ids.items():
+        for text, (ids, ids_plain) in self.prompt_ids.items():
             self.assertEqual(ids[:1], [128000], json.dumps(text, ensure_ascii=False)[:80])
+            self.assertEqual(ids[1:], ids_plain, json.dumps(text, ensure_ascii=False)[:80])
 
 
 class Qwen3Test(HfModelCase, unittest.TestCase):

@@ -3,8 +3,9 @@
 // request on stdin, one JSON answer on stdout.
 //
 //   {"tokenizer": "DIR/tokenizer.json", "requests": [
-//     {"op": "encode_prompt", "text": s},    -> {"ids": [...]}
-//     {"op": "encode_corpus"},               -> {"texts": [...], "ids": [[...], ...]}
+//     {"op": "encode_prompt", "text": s},    -> {"ids": [...], "ids_plain": [...]}
+//     {"op": "encode_corpus"},               -> {"texts": [...], "ids": [[...], ...],
+//                                                "ids_plain": [[...], ...]}
 //     {"op": "encode_rendered", "text": s},  -> {"ids": [...]}
 //     {"op": "decode", "ids": [...]},        -> {"text": s}
 //   ]}
@@ -17,6 +18,7 @@
 // binding does not expose that switch, so the reference is a copy of the
 // tokenizer whose special added tokens can never match (their ids, and the
 // post-processor's BOS, are unchanged), as tokenizers.test.mjs does.
+// ids_plain: the same with add_special_tokens=False.
 // encode_rendered is what a chat template's rendering gets, as transformers'
 // apply_chat_template(tokenize=True) encodes it: special tokens parsed (the
 // template writes them) and add_special_tokens=False (the template writes
@@ -40,10 +42,16 @@ const unparsed = Tokenizer.fromString(JSON.stringify({
 const results = [];
 for (const r of request.requests) {
   if (r.op === 'encode_corpus') {
-    const encodings = await unparsed.encodeBatch(corpus, { addSpecialTokens: true });
-    results.push({ texts: corpus, ids: encodings.map((e) => e.getIds()) });
+    const ids = await unparsed.encodeBatch(corpus, { addSpecialTokens: true });
+    const plain = await unparsed.encodeBatch(corpus, { addSpecialTokens: false });
+    results.push({
+      texts: corpus, ids: ids.map((e) => e.getIds()), ids_plain: plain.map((e) => e.getIds()),
+    });
   } else if (r.op === 'encode_prompt') {
-    results.push({ ids: (await unparsed.encodeBatch([r.text], { addSpecialTokens: true }))[0].getIds() });
+    results.push({
+      ids: (await unparsed.encodeBatch([r.text], { addSpecialTokens: true }))[0].getIds(),
+      ids_plain: (await unparsed.encodeBatch([r.text], { addSpecialTokens: false }))[0].getIds(),
+    });
   } else if (r.op === 'encode_rendered') {
     results.push({ ids: (await parsed.encodeBatch([r.text], { addSpecialTokens: false }))[0].getIds() });
   } else if (r.op === 'decode') {
