@@ -29,12 +29,12 @@ RequestLimits Limits() {
 // Text: BOS (1) then one id per byte (mod 90, + 10). Chat: 7 then one id per message.
 PromptEncoder Encoder() {
   PromptEncoder encoder;
-  encoder.tokenize = [](const std::string& text) {
+  encoder.tokenize = [](const std::string& text, bool) {
     std::vector<int> ids = {1};
     for (unsigned char c : text) ids.push_back(10 + c % 90);
     return ids;
   };
-  encoder.render_chat = [](const std::vector<ChatMessage>& messages)
+  encoder.render_chat = [](const std::vector<ChatMessage>& messages, const ChatRenderOptions&)
       -> absl::StatusOr<std::vector<int>> {
     if (messages.back().role != "user") {
       return absl::InvalidArgumentError("messages[0].role: the last message must be from the user");
@@ -289,7 +289,7 @@ TEST(ValidationTest, ChatWithoutATemplateIsFailedPrecondition) {
 
 TEST(ValidationTest, PromptThatEncodesToNothing) {
   PromptEncoder encoder = Encoder();
-  encoder.tokenize = [](const std::string&) { return std::vector<int>(); };
+  encoder.tokenize = [](const std::string&, bool) { return std::vector<int>(); };
   absl::Status status = ToGenerationRequest(Prompt(" "), Limits(), encoder).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(status.message()), HasSubstr("prompt encodes to no tokens"));
