@@ -91,8 +91,9 @@ absl::Status CheckOptionsFor(const ChatTemplate& chat, const ChatRenderOptions& 
   if (chat.family() == ChatTemplateFamily::kJinja) return absl::OkStatus();
   std::string family = ChatTemplateFamilyName(chat.family());
   if (!options.tools_json.empty()) {
-    return InvalidField("tools_json", absl::StrCat("tools_json: the chat template in use (built-in ",
-                                                   family, ") takes no tools"));
+    return InvalidField("tools_json",
+                        absl::StrCat("tools_json: the chat template in use (built-in ", family,
+                                     ") takes no tools"));
   }
   if (!options.documents_json.empty()) {
     return InvalidField("documents_json",
@@ -102,7 +103,8 @@ absl::Status CheckOptionsFor(const ChatTemplate& chat, const ChatRenderOptions& 
   if (!options.add_generation_prompt) {
     return InvalidField("add_generation_prompt",
                         absl::StrCat("add_generation_prompt: false needs a Jinja chat template; "
-                                     "the built-in ", family, " always ends with the assistant's turn"));
+                                     "the built-in ",
+                                     family, " always ends with the assistant's turn"));
   }
   return absl::OkStatus();
 }
@@ -152,16 +154,14 @@ absl::Status Frontend::SetEngine(Engine* engine) {
     LogEvent(spdlog::level::info, "chat template",
              {{"template", ChatTemplateFamilyName(model->chat->family())},
               {"source", model->chat_source}});
-  } else if (options_.chat_template != "auto" && !absl::IsNotFound(chat.status())) {
+  } else if (options_.chat_template == "auto" || options_.chat_template == "none") {
+    // The model has no template we can render (or chat is off): chat is refused.
+    model->chat_error = std::string(chat.status().message());
+    LogEvent(spdlog::level::warn, "chat requests will be refused", {{"reason", model->chat_error}});
+  } else {
+    // What the flag names cannot be rendered: a startup error.
     return absl::FailedPreconditionError(
         absl::StrCat("--chat-template=", options_.chat_template, ": ", chat.status().message()));
-  } else {
-    model->chat_error = std::string(chat.status().message());
-    if (options_.chat_template != "auto" && options_.chat_template != "none") {
-      return absl::FailedPreconditionError(
-          absl::StrCat("--chat-template=", options_.chat_template, ": ", model->chat_error));
-    }
-    LogEvent(spdlog::level::warn, "chat requests will be refused", {{"reason", model->chat_error}});
   }
 
   model->encoder.tokenize = [engine](const std::string& text, bool parse_special) {
@@ -175,11 +175,8 @@ absl::Status Frontend::SetEngine(Engine* engine) {
     };
   } else {
     std::string error = model->chat_error;
-    model->encoder.render_chat =
-        [error](const std::vector<ChatMessage>&,
-                const ChatRenderOptions&) -> absl::StatusOr<std::vector<int>> {
-      return NoChat(error);
-    };
+    model->encoder.render_chat = [error](const std::vector<ChatMessage>&, const ChatRenderOptions&)
+        -> absl::StatusOr<std::vector<int>> { return NoChat(error); };
   }
   model_storage_ = std::move(model);
   model_.store(model_storage_.get());
@@ -208,15 +205,14 @@ absl::StatusOr<GenerationRequest> Frontend::PrepareGenerate(
 }
 
 absl::StatusOr<std::vector<ChatMessage>> Frontend::ChatOf(const Model& model,
-                                                        const v1::TokenizeRequest& request,
-                                                        ChatRenderOptions* options) const {
+                                                          const v1::TokenizeRequest& request,
+                                                          ChatRenderOptions* options) const {
   SG_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages,
                       ConvertMessages(request.messages(), model.limits));
-  SG_ASSIGN_OR_RETURN(*options, ConvertRenderOptions(
-                                    request.tools_json(), request.documents_json(),
-                                    request.parse_special_tokens(),
-                                    !request.has_add_generation_prompt() ||
-                                        request.add_generation_prompt()));
+  SG_ASSIGN_OR_RETURN(
+      *options, ConvertRenderOptions(
+                    request.tools_json(), request.documents_json(), request.parse_special_tokens(),
+                    !request.has_add_generation_prompt() || request.add_generation_prompt()));
   if (model.chat == nullptr) return NoChat(model.chat_error);
   SG_RETURN_IF_ERROR(CheckOptionsFor(*model.chat, *options));
   return messages;

@@ -75,22 +75,23 @@ absl::StatusOr<std::vector<ChatMessage>> ConvertMessages(
     static const char* const kRoles[] = {"system", "developer", "user", "assistant", "tool"};
     if (std::none_of(std::begin(kRoles), std::end(kRoles),
                      [&](const char* r) { return m.role() == r; })) {
-      return InvalidField("messages",
-                          absl::StrCat(where, ".role \"", m.role(),
-                                       "\" is not one of system, developer, user, assistant, tool"));
+      return InvalidField(
+          "messages", absl::StrCat(where, ".role \"", m.role(),
+                                   "\" is not one of system, developer, user, assistant, tool"));
     }
     ChatMessage message{m.role(), m.content()};
     if (m.content_parts_size() > 0) {
       if (!m.content().empty()) {
-        return InvalidField("messages", absl::StrCat(where, ": set one of content and "
-                                                            "content_parts, not both"));
+        return InvalidField("messages", absl::StrCat(where,
+                                                     ": set one of content and "
+                                                     "content_parts, not both"));
       }
       for (int j = 0; j < m.content_parts_size(); ++j) {
         const v1::ContentPart& part = m.content_parts(j);
         if (part.type() != "text") {
-          return InvalidField("messages", absl::StrCat(where, ".content_parts[", j, "].type \"",
-                                                       part.type(),
-                                                       "\" is not supported (only \"text\")"));
+          return InvalidField("messages",
+                              absl::StrCat(where, ".content_parts[", j, "].type \"", part.type(),
+                                           "\" is not supported (only \"text\")"));
         }
         message.content += part.text();
       }
@@ -130,14 +131,15 @@ absl::StatusOr<ChatRenderOptions> ConvertRenderOptions(const std::string& tools_
                                                        bool parse_special_tokens,
                                                        bool add_generation_prompt) {
   ChatRenderOptions options;
-  for (const auto& [field, text] : {std::pair<const char*, const std::string*>{"tools_json", &tools_json},
-                                    {"documents_json", &documents_json}}) {
+  for (const auto& [field, text] :
+       {std::pair<const char*, const std::string*>{"tools_json", &tools_json},
+        {"documents_json", &documents_json}}) {
     if (text->empty()) continue;
     nlohmann::ordered_json value = nlohmann::ordered_json::parse(*text, nullptr, false);
     if (value.is_discarded() || !value.is_array()) {
-      return InvalidField(field, absl::StrCat(field, " must be a JSON array (as text), got ",
-                                              value.is_discarded() ? "text that is not JSON"
-                                                                   : value.type_name()));
+      return InvalidField(
+          field, absl::StrCat(field, " must be a JSON array (as text), got ",
+                              value.is_discarded() ? "text that is not JSON" : value.type_name()));
     }
   }
   options.tools_json = tools_json;
@@ -168,7 +170,8 @@ absl::StatusOr<std::vector<int>> EncodePrompt(const v1::GenerateRequest& request
   std::vector<int> ids;
   if (field != "messages" && (!request.tools_json().empty() || !request.documents_json().empty())) {
     const char* which = request.tools_json().empty() ? "documents_json" : "tools_json";
-    return InvalidField(which, absl::StrCat(which, " applies to messages only (the chat template)"));
+    return InvalidField(which,
+                        absl::StrCat(which, " applies to messages only (the chat template)"));
   }
   if (field == "prompt") {
     ids = encoder.tokenize(request.prompt(), request.parse_special_tokens());

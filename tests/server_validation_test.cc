@@ -295,5 +295,48 @@ TEST(ValidationTest, PromptThatEncodesToNothing) {
   EXPECT_THAT(std::string(status.message()), HasSubstr("prompt encodes to no tokens"));
 }
 
+// The request's chat options reach the encoder; parse_special_tokens reaches
+// a text prompt's too; tools and documents apply to messages only.
+TEST(ValidationTest, ChatOptionsAndParseSpecialTokensReachTheEncoder) {
+  PromptEncoder encoder = Encoder();
+  ChatRenderOptions seen;
+  encoder.render_chat = [&seen](const std::vector<ChatMessage>&, const ChatRenderOptions& options)
+      -> absl::StatusOr<std::vector<int>> {
+    seen = options;
+    return std::vector<int>{7};
+  };
+  bool parse_special = false;
+  encoder.tokenize = [&parse_special](const std::string&, bool parse) {
+    parse_special = parse;
+    return std::vector<int>{1, 2};
+  };
+  v1::GenerateRequest chat;
+  auto* message = chat.add_messages();
+  message->set_role("tool");
+  message->set_content("5C");
+  message->set_tool_call_id("c1");
+  chat.set_tools_json(R"([{"type": "function"}])");
+  chat.set_documents_json("[]");
+  chat.set_parse_special_tokens(true);
+  ASSERT_TRUE(ToGenerationRequest(chat, Limits(), encoder).ok());
+  EXPECT_EQ(seen.tools_json, R"([{"type": "function"}])");
+  EXPECT_EQ(seen.documents_json, "[]");
+  EXPECT_TRUE(seen.parse_special_tokens);
+  EXPECT_TRUE(seen.add_generation_prompt);
+
+  v1::GenerateRequest prompt = Prompt("<s>");
+  prompt.set_parse_special_tokens(true);
+  ASSERT_TRUE(ToGenerationRequest(prompt, Limits(), encoder).ok());
+  EXPECT_TRUE(parse_special);
+  prompt.set_tools_json("[]");
+  absl::Status status = ToGenerationRequest(prompt, Limits(), encoder).status();
+  EXPECT_EQ(status.message(), "tools_json applies to messages only (the chat template)");
+  EXPECT_EQ(FieldOf(status), "tools_json");
+
+  absl::StatusOr<ChatRenderOptions> bad = ConvertRenderOptions("", "{\"a\": 1}", false, true);
+  EXPECT_EQ(bad.status().message(), "documents_json must be a JSON array (as text), got object");
+  EXPECT_EQ(FieldOf(bad.status()), "documents_json");
+}
+
 }  // namespace
 }  // namespace streamgen
