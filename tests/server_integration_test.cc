@@ -539,6 +539,70 @@ TEST(FrontendTest, AdmitsTheKeyFirstThenTheModel) {
   EXPECT_TRUE(frontend.WaitForIdle(absl::ZeroDuration()));
 }
 
+// A Frontend with a built-in family over the same engine: what only a Jinja
+// template takes (tools, documents, add_generation_prompt false) is refused
+// by name; ApplyTemplate renders the family's text.
+TEST_F(TinyModelServer, BuiltInFamilyRefusesWhatOnlyJinjaTakes) {
+  FrontendOptions options;
+  options.chat_template = "llama2";
+  Metrics metrics;
+  Frontend frontend(options, &metrics);
+  ASSERT_TRUE(frontend.SetEngine(server_->engine()).ok());
+  absl::StatusOr<Frontend::Admission> admission = frontend.Admit(std::nullopt);
+  ASSERT_TRUE(admission.ok());
+  v1::ModelInfo info;
+  frontend.GetModelInfo(*admission, &info);
+  EXPECT_EQ(info.chat_template(), "llama2");
+  EXPECT_EQ(info.chat_template_source(), "built-in");
+
+  v1::TokenizeRequest request;
+  auto* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("Hi");
+  absl::StatusOr<std::string> text = frontend.ApplyTemplate(*admission, request);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "<s>[INST] Hi [/INST]");
+
+  struct Case {
+    std::function<void(v1::TokenizeRequest*)> edit;
+    std::string field;
+    std::string message;
+  };
+  const Case cases[] = {
+      {[](v1::TokenizeRequest* r) { r->set_tools_json("[]"); }, "tools_json",
+       "tools_json: the chat template in use (built-in llama2) takes no tools"},
+      {[](v1::TokenizeRequest* r) { r->set_documents_json("[]"); }, "documents_json",
+       "documents_json: the chat template in use (built-in llama2) takes no documents"},
+      {[](v1::TokenizeRequest* r) { r->set_add_generation_prompt(false); }, "add_generation_prompt",
+       "add_generation_prompt: false needs a Jinja chat template; the built-in llama2 always "
+       "ends with the assistant's turn"},
+  };
+  for (const Case& c : cases) {
+    v1::TokenizeRequest edited = request;
+    c.edit(&edited);
+    v1::TokenizeResponse response;
+    absl::Status status = frontend.Tokenize(*admission, edited, &response);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.message;
+    EXPECT_EQ(status.message(), c.message);
+    EXPECT_EQ(FieldOf(status), c.field);
+    EXPECT_EQ(frontend.ApplyTemplate(*admission, edited).status().message(), c.message);
+  }
+  v1::GenerateRequest generate;
+  *generate.add_messages() = *message;
+  generate.set_tools_json("[]");
+  EXPECT_EQ(frontend.PrepareGenerate(*admission, generate).status().message(),
+            "tools_json: the chat template in use (built-in llama2) takes no tools");
+
+  v1::TokenizeRequest text_only;
+  text_only.set_text("Hi");
+  text_only.set_tools_json("[]");
+  v1::TokenizeResponse response;
+  EXPECT_EQ(frontend.Tokenize(*admission, text_only, &response).message(),
+            "tools_json and documents_json apply to messages only");
+  EXPECT_EQ(frontend.ApplyTemplate(*admission, text_only).status().message(),
+            "messages is required");
+}
+
 TEST_F(TinyModelServer, SixteenConcurrentStreamsAllComplete) {
   const std::vector<std::string> prompts = {"Once upon a time", "The quick brown fox",
                                             "In the beginning", "Hello world"};
