@@ -76,10 +76,18 @@ std::string RemoveGuardMarks(absl::string_view text) {
 // (longest first) that it holds.
 std::string GuardText(absl::string_view input, const std::vector<std::string>& spellings) {
   std::string text = RemoveGuardMarks(input);
+  bool starts[256] = {};  // the first bytes of the spellings: most positions start none
+  for (const std::string& spelling : spellings) {
+    if (!spelling.empty()) starts[static_cast<unsigned char>(spelling[0])] = true;
+  }
   std::string out;
   out.reserve(text.size());
   for (size_t pos = 0; pos < text.size();) {
     const std::string* hit = nullptr;
+    if (!starts[static_cast<unsigned char>(text[pos])]) {
+      out.push_back(text[pos++]);
+      continue;
+    }
     for (const std::string& spelling : spellings) {
       if (text.compare(pos, spelling.size(), spelling) == 0) {
         hit = &spelling;
