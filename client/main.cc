@@ -2,7 +2,7 @@
 // built on the generated C++ stub.
 //   streamgen-client [--server HOST:PORT] [--tls ...] [--api-key KEY]
 //                    [--deadline-ms N] generate PROMPT [sampling flags] [--json]
-//   streamgen-client tokenize TEXT [--add-special-tokens] [--json]
+//   streamgen-client tokenize TEXT [--add-special-tokens | --chat] [--parse-special-tokens] [--json]
 //   streamgen-client info [--json]
 //   streamgen-client health [--service NAME]   (grpc.health.v1: exit 0 SERVING, 1 otherwise;
 //                                               the container's HEALTHCHECK)
@@ -60,7 +60,8 @@ ABSL_FLAG(int64_t, deadline_ms, 0, "Deadline for the call in milliseconds (0: no
 ABSL_FLAG(bool, json, false, "Print each response message as protobuf JSON, one per line.");
 // generate
 ABSL_FLAG(std::string, request_id, "", "Request id (default: the server makes one).");
-ABSL_FLAG(bool, chat, false, "Send PROMPT as a user message, rendered with the chat template.");
+ABSL_FLAG(bool, chat, false,
+          "Send PROMPT (tokenize: TEXT) as a user message, rendered with the chat template.");
 ABSL_FLAG(std::string, system, "", "With --chat: a system message first.");
 ABSL_FLAG(std::vector<std::string>, prompt_token_ids, {},
           "Prompt as token ids, comma-separated (then no PROMPT).");
@@ -84,6 +85,9 @@ ABSL_FLAG(std::string, service, "",
           "health: the service to check (\"\": the whole server; or streamgen.v1.TextGeneration).");
 // tokenize
 ABSL_FLAG(bool, add_special_tokens, false, "tokenize: add BOS/EOS as a text prompt gets them.");
+ABSL_FLAG(bool, parse_special_tokens, false,
+          "generate, tokenize: special tokens written in the prompt or message (\"<|im_start|>\") "
+          "become control tokens instead of text (for trusted text only).");
 
 namespace streamgen {
 namespace {
@@ -245,6 +249,7 @@ v1::GenerateRequest BuildGenerateRequest(const std::string& prompt) {
   } else {
     request.set_prompt(prompt);
   }
+  request.set_parse_special_tokens(absl::GetFlag(FLAGS_parse_special_tokens));
   // Only what was given on the command line is sent: the server fills the
   // rest from the model's defaults (common/sampling_flags.h).
   const SamplingFlags& f = g_sampling;
@@ -364,8 +369,20 @@ int Generate(v1::TextGeneration::Stub& stub, const std::string& prompt) {
 
 int Tokenize(v1::TextGeneration::Stub& stub, const std::string& text) {
   v1::TokenizeRequest request;
-  request.set_text(text);
-  request.set_add_special_tokens(absl::GetFlag(FLAGS_add_special_tokens));
+  if (absl::GetFlag(FLAGS_chat)) {
+    if (!absl::GetFlag(FLAGS_system).empty()) {
+      v1::ChatMessage* system = request.add_messages();
+      system->set_role("system");
+      system->set_content(absl::GetFlag(FLAGS_system));
+    }
+    v1::ChatMessage* user = request.add_messages();
+    user->set_role("user");
+    user->set_content(text);
+  } else {
+    request.set_text(text);
+    request.set_add_special_tokens(absl::GetFlag(FLAGS_add_special_tokens));
+  }
+  request.set_parse_special_tokens(absl::GetFlag(FLAGS_parse_special_tokens));
   v1::TokenizeResponse response;
   grpc::ClientContext context;
   PrepareContext(&context);

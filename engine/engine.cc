@@ -140,13 +140,16 @@ class Engine::Impl {
 
   const ModelInfo& info() const { return info_; }
   // The prompt's ids as Submit makes them: BOS / EOS as the tokenizer config says.
-  std::vector<int> PromptIds(const std::string& text) const {
+  // parse_special: special tokens written in the text become their ids.
+  std::vector<int> PromptIds(const std::string& text, bool parse_special = false) const {
     // tokenizer.json: its post-processor says, as HF's encode(text, add_special_tokens=True).
-    if (tokenizer_->hf() != nullptr) return tokenizer_->Encode(text, {/*add_special_tokens=*/true});
+    if (tokenizer_->hf() != nullptr) {
+      return tokenizer_->Encode(text, {/*add_special_tokens=*/true, parse_special});
+    }
     const ModelConfig& c = model_->config();
     std::vector<int> ids;
     if (c.add_bos) ids.push_back(c.bos_token_id);
-    for (int id : tokenizer_->Encode(text)) ids.push_back(id);
+    for (int id : tokenizer_->Encode(text, {false, parse_special})) ids.push_back(id);
     if (c.add_eos && !c.eos_token_ids.empty()) ids.push_back(c.eos_token_ids[0]);
     return ids;
   }
@@ -656,6 +659,13 @@ std::vector<int> Engine::Tokenize(const std::string& text, bool add_special) con
   if (add_special) return impl_->PromptIds(text);
   return impl_->tokenizer().Encode(text);
 }
+std::vector<int> Engine::Tokenize(const std::string& text, bool add_special,
+                                  bool parse_special) const {
+  if (add_special) return impl_->PromptIds(text, parse_special);
+  return impl_->tokenizer().Encode(text, EncodeOptions{false, parse_special});
+}
+int Engine::PieceId(const std::string& piece) const { return impl_->tokenizer().PieceToId(piece); }
+bool Engine::IsSpecialToken(int id) const { return impl_->tokenizer().IsControl(id); }
 std::string Engine::Detokenize(const std::vector<int>& ids) const {
   return impl_->tokenizer().Decode(ids);
 }

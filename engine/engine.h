@@ -79,6 +79,7 @@ struct ModelInfo {
   int max_stop_strings = 0;
   int max_stop_string_bytes = 0;
   std::string chat_template;  // tokenizer_config.json's chat_template ("" when none)
+  std::string model_dir;      // EngineOptions.model_dir: where the chat template files are
   std::string fingerprint;    // ModelFingerprint(model_dir, dtype[+quantization]) (engine/model/fingerprint.h)
 };
 
@@ -128,6 +129,14 @@ class Engine {
   // Thread-safe. Tokenizes text; with add_special, BOS / EOS are added as the
   // tokenizer config says, exactly as Submit does for a text prompt.
   std::vector<int> Tokenize(const std::string& text, bool add_special) const;
+  // Thread-safe. As above; with parse_special, special tokens written in the
+  // text ("<|im_start|>") become their ids (EncodeOptions.parse_special).
+  std::vector<int> Tokenize(const std::string& text, bool add_special, bool parse_special) const;
+  // Thread-safe. The id of a piece, -1 when the vocabulary has none.
+  int PieceId(const std::string& piece) const;
+  // Thread-safe. Whether the id is a control token (tokenizer.json: a special
+  // added token; sentencepiece: a control piece such as <s>).
+  bool IsSpecialToken(int id) const;
   // Thread-safe. Ids -> text, as sentencepiece decodes them (the tokenizer's
   // Decode: "" when an id is outside the tokenizer's vocabulary).
   std::string Detokenize(const std::vector<int>& ids) const;

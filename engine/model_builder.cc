@@ -95,6 +95,7 @@ absl::StatusOr<BuiltModel> BuildModel(const EngineOptions& options,
   info.max_stop_strings = options.max_stop_strings;
   info.max_stop_string_bytes = options.max_stop_string_bytes;
   info.chat_template = c.chat_template;
+  info.model_dir = options.model_dir;
   // Quantized weights give other tokens: their fingerprint differs (the
   // unquantized one is unchanged from before quantization existed).
   SG_ASSIGN_OR_RETURN(info.fingerprint,

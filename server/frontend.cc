@@ -18,17 +18,102 @@ ChatVocabulary MakeChatVocabulary(Engine* engine) {
   const ModelInfo& info = engine->model_info();
   ChatVocabulary vocabulary;
   vocabulary.encode = [engine](const std::string& text) { return engine->Tokenize(text, false); };
-  vocabulary.piece_to_id = [engine, size = info.tokenizer_vocab_size](const std::string& piece) {
-    for (int id = 0; id < size; ++id) {
-      if (engine->TokenPiece(id) == piece) return id;
-    }
-    return -1;
+  vocabulary.encode_special = [engine](const std::string& text) {
+    return engine->Tokenize(text, false, /*parse_special=*/true);
   };
+  vocabulary.piece_to_id = [engine](const std::string& piece) { return engine->PieceId(piece); };
+  vocabulary.is_special = [engine](int id) { return engine->IsSpecialToken(id); };
   vocabulary.bos_id = info.bos_token_id;
   vocabulary.eos_id = info.eos_token_ids.empty() ? -1 : info.eos_token_ids[0];
   if (vocabulary.bos_id >= 0) vocabulary.bos_piece = engine->TokenPiece(vocabulary.bos_id);
   if (vocabulary.eos_id >= 0) vocabulary.eos_piece = engine->TokenPiece(vocabulary.eos_id);
   return vocabulary;
+}
+
+// The chat template --chat-template asks for, and where it comes from.
+// auto: the model's own Jinja template (chat_template.jinja or
+// tokenizer_config.json), else the built-in family its template shows
+// (NOT_FOUND with the reason when there is none); a family; a Jinja file,
+// rendered with the model's special tokens (tokenizer_config.json).
+absl::StatusOr<std::unique_ptr<ChatTemplate>> MakeChatTemplate(const std::string& flag,
+                                                               Engine* engine,
+                                                               std::string* source) {
+  const ModelInfo& info = engine->model_info();
+  std::string dir = info.model_dir.empty() ? "." : info.model_dir;
+  if (flag == "auto") {
+    absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> jinja = JinjaChatTemplate::FromModelDir(dir);
+    if (jinja.ok()) {
+      *source = (*jinja)->name();
+      return ChatTemplate::CreateJinja(std::move(*jinja), MakeChatVocabulary(engine));
+    }
+    if (!absl::IsNotFound(jinja.status())) {
+      // Present but not ours to render (it does not parse here): the family
+      // it shows, if any, else the reason.
+      LogEvent(spdlog::level::warn, "the model's chat template cannot be used",
+               {{"reason", std::string(jinja.status().message())}});
+    }
+    ChatTemplateFamily family = DetectChatTemplateFamily(info.chat_template);
+    if (family == ChatTemplateFamily::kNone) {
+      if (!jinja.ok() && !absl::IsNotFound(jinja.status())) return jinja.status();
+      return absl::NotFoundError(
+          info.chat_template.empty()
+              ? "the model has no chat template (no chat_template in tokenizer_config.json, no "
+                "chat_template.jinja)"
+              : "the model's chat_template is of no known family (llama2, mistral, chatml)");
+    }
+    *source = "built-in";
+    return ChatTemplate::Create(family, MakeChatVocabulary(engine));
+  }
+  SG_ASSIGN_OR_RETURN(ChatTemplateFamily family, ParseChatTemplateFlag(flag));
+  if (family == ChatTemplateFamily::kNone) return absl::NotFoundError("--chat-template=none");
+  if (family != ChatTemplateFamily::kJinja) {
+    *source = "built-in";
+    return ChatTemplate::Create(family, MakeChatVocabulary(engine));
+  }
+  std::vector<std::string> added;
+  SG_ASSIGN_OR_RETURN(auto tokens,
+                      JinjaChatTemplate::SpecialTokensOf(dir + "/tokenizer_config.json", &added));
+  SG_ASSIGN_OR_RETURN(std::unique_ptr<JinjaChatTemplate> jinja,
+                      JinjaChatTemplate::FromFile(flag, std::move(tokens), std::move(added)));
+  *source = flag;
+  return ChatTemplate::CreateJinja(std::move(jinja), MakeChatVocabulary(engine));
+}
+
+absl::Status NoChat(const std::string& error) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("messages: chat is not available for this model: ", error,
+                   "; send prompt or prompt_token_ids, or start the server with "
+                   "--chat-template=llama2|mistral|chatml|FILE"));
+}
+
+// What a built-in family cannot render: tools, documents, no generation prompt.
+absl::Status CheckOptionsFor(const ChatTemplate& chat, const ChatRenderOptions& options) {
+  if (chat.family() == ChatTemplateFamily::kJinja) return absl::OkStatus();
+  std::string family = ChatTemplateFamilyName(chat.family());
+  if (!options.tools_json.empty()) {
+    return InvalidField("tools_json",
+                        absl::StrCat("tools_json: the chat template in use (built-in ", family,
+                                     ") takes no tools"));
+  }
+  if (!options.documents_json.empty()) {
+    return InvalidField("documents_json",
+                        absl::StrCat("documents_json: the chat template in use (built-in ", family,
+                                     ") takes no documents"));
+  }
+  if (!options.add_generation_prompt) {
+    return InvalidField("add_generation_prompt",
+                        absl::StrCat("add_generation_prompt: false needs a Jinja chat template; "
+                                     "the built-in ",
+                                     family, " always ends with the assistant's turn"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int>> RenderChat(const ChatTemplate& chat,
+                                            const std::vector<ChatMessage>& messages,
+                                            const ChatRenderOptions& options) {
+  SG_RETURN_IF_ERROR(CheckOptionsFor(chat, options));
+  return chat.Render(messages, options);
 }
 
 }  // namespace
@@ -62,52 +147,36 @@ absl::Status Frontend::SetEngine(Engine* engine) {
   limits.max_messages = options_.max_messages;
   limits.model_fingerprint = info.fingerprint;
 
-  ChatTemplateFamily family = ChatTemplateFamily::kNone;
-  if (options_.chat_template == "auto") {
-    family = DetectChatTemplateFamily(info.chat_template);
-    if (family == ChatTemplateFamily::kNone) {
-      model->chat_error =
-          info.chat_template.empty()
-              ? "the model's tokenizer_config.json has no chat_template"
-              : "the model's chat_template is of no known family (llama2, mistral, chatml)";
-    }
-  } else {
-    SG_ASSIGN_OR_RETURN(family, ParseChatTemplateFlag(options_.chat_template));
-    if (family == ChatTemplateFamily::kNone) model->chat_error = "--chat-template=none";
-  }
-  if (family != ChatTemplateFamily::kNone) {
-    absl::StatusOr<std::unique_ptr<ChatTemplate>> chat =
-        ChatTemplate::FromFlag(options_.chat_template, family, MakeChatVocabulary(engine));
-    if (chat.ok()) {
-      model->chat = std::move(*chat);
-    } else if (options_.chat_template != "auto") {
-      return absl::FailedPreconditionError(
-          absl::StrCat("--chat-template=", options_.chat_template, ": ", chat.status().message()));
-    } else {
-      model->chat_error = std::string(chat.status().message());
-    }
-  }
-  if (model->chat == nullptr) {
+  absl::StatusOr<std::unique_ptr<ChatTemplate>> chat =
+      MakeChatTemplate(options_.chat_template, engine, &model->chat_source);
+  if (chat.ok()) {
+    model->chat = std::move(*chat);
+    LogEvent(spdlog::level::info, "chat template",
+             {{"template", ChatTemplateFamilyName(model->chat->family())},
+              {"source", model->chat_source}});
+  } else if (options_.chat_template == "auto" || options_.chat_template == "none") {
+    // The model has no template we can render (or chat is off): chat is refused.
+    model->chat_error = std::string(chat.status().message());
     LogEvent(spdlog::level::warn, "chat requests will be refused", {{"reason", model->chat_error}});
+  } else {
+    // What the flag names cannot be rendered: a startup error.
+    return absl::FailedPreconditionError(
+        absl::StrCat("--chat-template=", options_.chat_template, ": ", chat.status().message()));
   }
 
-  model->encoder.tokenize = [engine](const std::string& text) {
-    return engine->Tokenize(text, true);
+  model->encoder.tokenize = [engine](const std::string& text, bool parse_special) {
+    return engine->Tokenize(text, true, parse_special);
   };
   if (model->chat != nullptr) {
-    const ChatTemplate* chat = model->chat.get();
-    model->encoder.render_chat = [chat](const std::vector<ChatMessage>& messages) {
-      return chat->Render(messages);
+    const ChatTemplate* chat_template = model->chat.get();
+    model->encoder.render_chat = [chat_template](const std::vector<ChatMessage>& messages,
+                                                 const ChatRenderOptions& options) {
+      return RenderChat(*chat_template, messages, options);
     };
   } else {
     std::string error = model->chat_error;
-    model->encoder.render_chat =
-        [error](const std::vector<ChatMessage>&) -> absl::StatusOr<std::vector<int>> {
-      return absl::FailedPreconditionError(
-          absl::StrCat("messages: chat is not available for this model: ", error,
-                       "; send prompt or prompt_token_ids, or start the server with "
-                       "--chat-template=llama2|mistral|chatml"));
-    };
+    model->encoder.render_chat = [error](const std::vector<ChatMessage>&, const ChatRenderOptions&)
+        -> absl::StatusOr<std::vector<int>> { return NoChat(error); };
   }
   model_storage_ = std::move(model);
   model_.store(model_storage_.get());
@@ -135,6 +204,20 @@ absl::StatusOr<GenerationRequest> Frontend::PrepareGenerate(
   return ToGenerationRequest(request, model.limits, model.encoder);
 }
 
+absl::StatusOr<std::vector<ChatMessage>> Frontend::ChatOf(const Model& model,
+                                                          const v1::TokenizeRequest& request,
+                                                          ChatRenderOptions* options) const {
+  SG_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages,
+                      ConvertMessages(request.messages(), model.limits));
+  SG_ASSIGN_OR_RETURN(
+      *options, ConvertRenderOptions(
+                    request.tools_json(), request.documents_json(), request.parse_special_tokens(),
+                    !request.has_add_generation_prompt() || request.add_generation_prompt()));
+  if (model.chat == nullptr) return NoChat(model.chat_error);
+  SG_RETURN_IF_ERROR(CheckOptionsFor(*model.chat, *options));
+  return messages;
+}
+
 absl::Status Frontend::Tokenize(const Admission& admission, const v1::TokenizeRequest& request,
                                 v1::TokenizeResponse* response) const {
   const Model& model = *admission.model_;
@@ -143,17 +226,32 @@ absl::Status Frontend::Tokenize(const Admission& admission, const v1::TokenizeRe
     if (!request.text().empty()) {
       return absl::InvalidArgumentError("set one of text and messages, not both");
     }
-    SG_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages,
-                        ConvertMessages(request.messages(), model.limits));
-    SG_ASSIGN_OR_RETURN(ids, model.encoder.render_chat(messages));
+    ChatRenderOptions options;
+    SG_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ChatOf(model, request, &options));
+    SG_ASSIGN_OR_RETURN(ids, model.chat->Render(messages, options));
+    SG_ASSIGN_OR_RETURN(*response->mutable_rendered_prompt(),
+                        model.chat->RenderText(messages, options));
   } else {
-    ids = model.engine->Tokenize(request.text(), request.add_special_tokens());
+    if (!request.tools_json().empty() || !request.documents_json().empty()) {
+      return InvalidField("tools_json", "tools_json and documents_json apply to messages only");
+    }
+    ids = model.engine->Tokenize(request.text(), request.add_special_tokens(),
+                                 request.parse_special_tokens());
   }
   for (int id : ids) {
     response->add_token_ids(id);
     response->add_pieces(model.engine->TokenPiece(id));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Frontend::ApplyTemplate(const Admission& admission,
+                                                    const v1::TokenizeRequest& request) const {
+  const Model& model = *admission.model_;
+  if (request.messages_size() == 0) return InvalidField("messages", "messages is required");
+  ChatRenderOptions options;
+  SG_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ChatOf(model, request, &options));
+  return model.chat->RenderText(messages, options);
 }
 
 void Frontend::GetModelInfo(const Admission& admission, v1::ModelInfo* out) const {
@@ -170,6 +268,7 @@ void Frontend::GetModelInfo(const Admission& admission, v1::ModelInfo* out) cons
   out->set_bos_token_id(info.bos_token_id);
   for (int id : info.eos_token_ids) out->add_eos_token_ids(id);
   out->set_chat_template(model.chat ? ChatTemplateFamilyName(model.chat->family()) : "");
+  if (model.chat) out->set_chat_template_source(model.chat_source);
   out->set_fingerprint(info.fingerprint);
   v1::ServerLimits* limits = out->mutable_limits();
   limits->set_max_queue(info.max_queue);
@@ -198,6 +297,7 @@ std::string Frontend::LogPrompt(const v1::GenerateRequest& request) const {
   std::string out;
   for (const v1::ChatMessage& message : request.messages()) {
     absl::StrAppend(&out, out.empty() ? "" : "\n", message.role(), ": ", message.content());
+    for (const v1::ContentPart& part : message.content_parts()) absl::StrAppend(&out, part.text());
   }
   return out;
 }

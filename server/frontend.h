@@ -38,7 +38,9 @@ namespace streamgen {
 struct FrontendOptions {
   ApiKeys api_keys;                         // none: no key needed
   bool log_prompts = false;                 // put prompts in the per-request log line
-  std::string chat_template = "auto";       // auto | llama2 | mistral | chatml | none | a Jinja file
+  // auto (the model's own Jinja template, else the built-in family its
+  // template shows) | llama2 | mistral | chatml | none | a Jinja file
+  std::string chat_template = "auto";
   int max_prompt_tokens = 0;                // 0: the model's context length - 1
   int max_messages = 256;                   // entries of GenerateRequest.messages
   int max_receive_message_bytes = 4 << 20;  // the faces' request size limit (ModelInfo reports it)
@@ -89,6 +91,12 @@ class Frontend {
   // The text's (or the chat messages') token ids and pieces.
   absl::Status Tokenize(const Admission& admission, const v1::TokenizeRequest& request,
                         v1::TokenizeResponse* response) const;
+  // The chat template's rendered text for request.messages (with its tools,
+  // documents, add_generation_prompt): llama.cpp's /apply-template.
+  // INVALID_ARGUMENT with the template's message when it raises;
+  // FAILED_PRECONDITION when the model has no chat template.
+  absl::StatusOr<std::string> ApplyTemplate(const Admission& admission,
+                                            const v1::TokenizeRequest& request) const;
   // The model and the server's limits.
   void GetModelInfo(const Admission& admission, v1::ModelInfo* info) const;
 
@@ -121,9 +129,16 @@ class Frontend {
     Engine* engine = nullptr;
     RequestLimits limits;
     std::unique_ptr<ChatTemplate> chat;  // null: chat refused with chat_error
+    std::string chat_source;             // the Jinja template's file (and field), or "built-in"
     std::string chat_error;
     PromptEncoder encoder;
   };
+
+  // A Tokenize / ApplyTemplate request's messages and render options;
+  // FAILED_PRECONDITION when the model has no chat template.
+  absl::StatusOr<std::vector<ChatMessage>> ChatOf(const Model& model,
+                                                  const v1::TokenizeRequest& request,
+                                                  ChatRenderOptions* options) const;
 
   const FrontendOptions options_;
   Metrics* const metrics_;

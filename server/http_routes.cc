@@ -104,13 +104,28 @@ void HttpServer::Routes::Tokenize(const httplib::Request& req, httplib::Response
   v1::TokenizeResponse response;
   absl::Status status = request.status();
   if (status.ok()) status = frontend_->Tokenize(*admission, *request, &response);
-  if (!status.ok()) return SendError(res, ToHttpError(status));
+  if (!status.ok()) return SendError(res, ToHttpError(ForHttpFace(status, OpenAiRoute::kChat)));
   OJson out;
   out["count"] = response.token_ids_size();
   out["max_model_len"] = admission->model_info().context_length;
   out["tokens"] = std::vector<int>(response.token_ids().begin(), response.token_ids().end());
   out["token_strs"] = std::vector<std::string>(response.pieces().begin(), response.pieces().end());
+  if (request->messages_size() > 0) out["rendered_prompt"] = response.rendered_prompt();
   SendJson(res, 200, out);
+}
+
+void HttpServer::Routes::ApplyTemplate(const httplib::Request& req, httplib::Response& res) const {
+  std::optional<Frontend::Admission> admission = Admit(req, res);
+  Json body;
+  if (!admission || !ParseBody(req, res, &body)) return;
+  absl::StatusOr<v1::TokenizeRequest> request = ParseApplyTemplateRequest(body);
+  absl::StatusOr<std::string> prompt =
+      request.ok() ? frontend_->ApplyTemplate(*admission, *request)
+                   : absl::StatusOr<std::string>(request.status());
+  if (!prompt.ok()) {
+    return SendError(res, ToHttpError(ForHttpFace(prompt.status(), OpenAiRoute::kChat)));
+  }
+  SendJson(res, 200, {{"prompt", *prompt}});
 }
 
 void HttpServer::Routes::Detokenize(const httplib::Request& req, httplib::Response& res) const {

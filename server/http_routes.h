@@ -97,6 +97,8 @@ class HttpServer::Routes {
   // The served model as an element of /v1/models' data.
   http_face::OJson ModelObject(const Frontend::Admission& admission) const;
   void Tokenize(const httplib::Request& req, httplib::Response& res) const;
+  // llama.cpp's POST /apply-template: {"prompt": the chat template's text}.
+  void ApplyTemplate(const httplib::Request& req, httplib::Response& res) const;
   void Detokenize(const httplib::Request& req, httplib::Response& res) const;
   void Completions(OpenAiRoute route, const httplib::Request& req, httplib::Response& res);
   void QueryStream(const httplib::Request& req, httplib::Response& res);

@@ -33,7 +33,7 @@ namespace {
 constexpr Route kRoutes[] = {
     {"/", "GET"},           {"/health", "GET"},      {"/metrics", "GET"},
     {"/v1/models", "GET"},  {"/v1/models/{id}", "GET"},
-    {"/tokenize", "POST"},  {"/detokenize", "POST"},
+    {"/tokenize", "POST"},  {"/detokenize", "POST"},  {"/apply-template", "POST"},
     {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
     {"/query-stream/", "POST"},  {"/query-stream", "POST"}};
 
@@ -354,6 +354,9 @@ void HttpServer::Routes::Install(httplib::Server& server) {
              [this](const httplib::Request& req, httplib::Response& res) { Model(req, res); });
   server.Post("/tokenize",
               [this](const httplib::Request& req, httplib::Response& res) { Tokenize(req, res); });
+  server.Post("/apply-template", [this](const httplib::Request& req, httplib::Response& res) {
+    ApplyTemplate(req, res);
+  });
   server.Post("/detokenize",
               [this](const httplib::Request& req, httplib::Response& res) { Detokenize(req, res); });
   server.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {

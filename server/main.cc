@@ -81,9 +81,9 @@ ABSL_FLAG(int, max_stop_string_bytes, 256, "Bytes per stop string.");
 ABSL_FLAG(int, max_messages, 256, "Chat messages per request.");
 ABSL_FLAG(int, max_receive_message_bytes, 4 << 20, "Largest gRPC request message accepted.");
 ABSL_FLAG(std::string, chat_template, "auto",
-          "Chat template for `messages`: auto (recognised from tokenizer_config.json's "
-          "chat_template), llama2, mistral, chatml, none, or a Jinja template file "
-          "(docs/chat-templates.md).");
+          "Chat template for `messages`: auto (the model's own Jinja template from "
+          "tokenizer_config.json or chat_template.jinja), llama2, mistral, chatml, none, or a "
+          "Jinja template file (docs/chat-templates.md).");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
           "Prometheus metrics over HTTP at http://HOST:PORT/metrics (\"\": off).");
 ABSL_FLAG(bool, metrics_vllm_aliases, false,

@@ -148,7 +148,46 @@ absl::Status Prompt(const Json& prompt, v1::GenerateRequest* request) {
                                          TypeName(*one)));
 }
 
-// messages: [{"role": str, "content": str | null | [{"type": "text", "text": str}]}]
+// tool_calls: [{"id": str, "type": "function", "function": {"name": str,
+// "arguments": str (JSON) | object}}]
+absl::Status ToolCalls(const Json& calls, const std::string& where, v1::ChatMessage* turn) {
+  if (!calls.is_array()) {
+    return BadPath("messages", where, absl::StrCat("must be an array, got ", TypeName(calls)));
+  }
+  for (size_t j = 0; j < calls.size(); ++j) {
+    const Json& call = calls[j];
+    std::string at = absl::StrCat(where, "[", j, "]");
+    const Json* function = call.is_object() ? Field(call, "function") : nullptr;
+    if (function == nullptr || !function->is_object()) {
+      return BadPath("messages", at, "must be {\"id\", \"type\": \"function\", \"function\": "
+                                     "{\"name\", \"arguments\"}}");
+    }
+    v1::ToolCall* out = turn->add_tool_calls();
+    for (const char* field : {"id", "type"}) {
+      const Json* value = Field(call, field);
+      if (value == nullptr) continue;
+      if (!value->is_string()) {
+        return BadPath("messages", absl::StrCat(at, ".", field),
+                       absl::StrCat("must be a string, got ", TypeName(*value)));
+      }
+      (std::string(field) == "id" ? *out->mutable_id() : *out->mutable_type()) =
+          value->get<std::string>();
+    }
+    const Json* name = Field(*function, "name");
+    if (name == nullptr || !name->is_string()) {
+      return BadPath("messages", at + ".function.name", "must be a string");
+    }
+    out->mutable_function()->set_name(name->get<std::string>());
+    if (const Json* arguments = Field(*function, "arguments"); arguments != nullptr) {
+      out->mutable_function()->set_arguments(arguments->is_string() ? arguments->get<std::string>()
+                                                                    : arguments->dump());
+    }
+  }
+  return absl::OkStatus();
+}
+
+// messages: [{"role": str, "content": str | null | [{"type": "text", "text": str}],
+// "name": str, "tool_call_id": str, "tool_calls": [...]}]
 absl::Status Messages(const Json& value,
                       google::protobuf::RepeatedPtrField<v1::ChatMessage>* out) {
   if (!value.is_array()) return BadField("messages", absl::StrCat("must be an array, got ", TypeName(value)));
@@ -165,6 +204,19 @@ absl::Status Messages(const Json& value,
       return BadPath("messages", absl::StrCat(where, ".role"), "must be a string");
     }
     turn->set_role(role->get<std::string>());
+    for (const char* field : {"name", "tool_call_id"}) {
+      const Json* value = Field(message, field);
+      if (value == nullptr) continue;
+      if (!value->is_string()) {
+        return BadPath("messages", absl::StrCat(where, ".", field),
+                       absl::StrCat("must be a string, got ", TypeName(*value)));
+      }
+      (std::string(field) == "name" ? *turn->mutable_name() : *turn->mutable_tool_call_id()) =
+          value->get<std::string>();
+    }
+    if (const Json* calls = Field(message, "tool_calls"); calls != nullptr) {
+      SG_RETURN_IF_ERROR(ToolCalls(*calls, where + ".tool_calls", turn));
+    }
     auto content = message.find("content");
     if (content == message.end() || content->is_null()) continue;
     if (content->is_string()) {
@@ -190,6 +242,24 @@ absl::Status Messages(const Json& value,
   return absl::OkStatus();
 }
 
+// tools (OpenAI's, an array; tool_choice "auto"/"none" only: the template
+// decides how tools are offered) and documents (an array), as JSON text.
+absl::Status TemplateInputs(const Json& body, std::string* tools_json, std::string* documents_json) {
+  for (const char* field : {"tools", "documents"}) {
+    const Json* value = Field(body, field);
+    if (value == nullptr) continue;
+    if (!value->is_array()) {
+      return BadField(field, absl::StrCat("must be an array, got ", TypeName(*value)));
+    }
+    if (!value->empty()) *(std::string(field) == "tools" ? tools_json : documents_json) = value->dump();
+  }
+  if (const Json* choice = Field(body, "tool_choice");
+      choice != nullptr && !(choice->is_string() && (*choice == "auto" || *choice == "none"))) {
+    return BadField("tool_choice", "is not supported (only \"auto\" or \"none\")");
+  }
+  return absl::OkStatus();
+}
+
 // Fields that would change the output if silently ignored.
 absl::Status Unsupported(const Json& body) {
   if (const Json* echo = Field(body, "echo"); echo != nullptr && *echo == true) {
@@ -205,9 +275,6 @@ absl::Status Unsupported(const Json& body) {
   }
   if (const Json* bias = Field(body, "logit_bias"); bias != nullptr && !bias->empty()) {
     return BadField("logit_bias", "is not supported");
-  }
-  if (const Json* tools = Field(body, "tools"); tools != nullptr && !tools->empty()) {
-    return BadField("tools", "are not supported");
   }
   if (const Json* format = Field(body, "response_format"); format != nullptr) {
     auto type = format->is_object() ? format->find("type") : format->end();
@@ -316,8 +383,10 @@ struct FieldName {
   const char* face;  // nullptr: the route's max tokens field
 };
 constexpr FieldName kCompletionsNames[] = {
-    {"max_new_tokens", nullptr}, {"prompt_token_ids", "prompt"}, {"top_logprobs", "logprobs"}};
-constexpr FieldName kChatNames[] = {{"max_new_tokens", nullptr}};
+    {"max_new_tokens", nullptr}, {"prompt_token_ids", "prompt"}, {"top_logprobs", "logprobs"},
+    {"tools_json", "tools"}, {"documents_json", "documents"}};
+constexpr FieldName kChatNames[] = {
+    {"max_new_tokens", nullptr}, {"tools_json", "tools"}, {"documents_json", "documents"}};
 constexpr FieldName kQueryStreamNames[] = {
     {"prompt_token_ids", "query"}, {"prompt", "query"}, {"messages", "query"}};
 
@@ -368,7 +437,8 @@ std::string ProtoFieldAtFault(absl::string_view message) {
   static const char* const kFields[] = {
       "prompt_token_ids", "prompt", "messages", "max_new_tokens", "temperature", "top_p",
       "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
-      "top_logprobs", "stop_token_ids", "stop", "seed", "request_id"};
+      "top_logprobs", "stop_token_ids", "stop", "seed", "request_id", "tools_json",
+      "documents_json", "add_generation_prompt"};
   size_t best = absl::string_view::npos;
   std::string found;
   for (const char* field : kFields) {
@@ -513,10 +583,15 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiRoute route, const Json& 
     // Only when given: no OpenAI default of 16 here, the model's (or the
     // server's) default applies, as for chat.
     SG_RETURN_IF_ERROR(MaxTokens(body, "max_tokens", &request));
+    if (const Json* tools = Field(body, "tools"); tools != nullptr && !tools->empty()) {
+      return BadField("tools", "apply to chat completions only (the chat template)");
+    }
   } else if (route == OpenAiRoute::kChat) {
     const Json* messages = Field(body, "messages");
     if (messages == nullptr) return BadField("messages", "is required");
     SG_RETURN_IF_ERROR(Messages(*messages, request.mutable_messages()));
+    SG_RETURN_IF_ERROR(TemplateInputs(body, request.mutable_tools_json(),
+                                      request.mutable_documents_json()));
     SG_RETURN_IF_ERROR(MaxTokens(body, "max_completion_tokens", &request));
     if (Field(body, "max_completion_tokens") == nullptr) {
       SG_RETURN_IF_ERROR(MaxTokens(body, "max_tokens", &request));
@@ -530,6 +605,8 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiRoute route, const Json& 
   if (n.has_value() && *n != 1) {
     return BadField("n", absl::StrCat("must be 1 (one choice per request), got ", *n));
   }
+  SG_ASSIGN_OR_RETURN(std::optional<bool> parse_special, Bool(body, "parse_special_tokens"));
+  request.set_parse_special_tokens(parse_special.value_or(false));
   SG_RETURN_IF_ERROR(Sampling(body, &request));
   SG_RETURN_IF_ERROR(Stops(body, &request));
   SG_RETURN_IF_ERROR(Logprobs(route, body, &out));
@@ -596,6 +673,8 @@ absl::StatusOr<v1::TokenizeRequest> ParseTokenizeRequest(const Json& body) {
   if (prompt.has_value() == (messages != nullptr)) {
     return BadField("prompt", "or messages: exactly one must be set");
   }
+  SG_ASSIGN_OR_RETURN(std::optional<bool> parse_special, Bool(body, "parse_special_tokens"));
+  request.set_parse_special_tokens(parse_special.value_or(false));
   if (prompt.has_value()) {
     request.set_text(*prompt);
     SG_ASSIGN_OR_RETURN(std::optional<bool> special, Bool(body, "add_special_tokens"));
@@ -603,11 +682,26 @@ absl::StatusOr<v1::TokenizeRequest> ParseTokenizeRequest(const Json& body) {
     return request;
   }
   SG_RETURN_IF_ERROR(Messages(*messages, request.mutable_messages()));
+  SG_RETURN_IF_ERROR(TemplateInputs(body, request.mutable_tools_json(),
+                                    request.mutable_documents_json()));
   SG_ASSIGN_OR_RETURN(std::optional<bool> generation_prompt, Bool(body, "add_generation_prompt"));
-  if (!generation_prompt.value_or(true)) {
-    return BadField("add_generation_prompt", "false is not supported (the chat templates end "
-                                             "with the assistant's turn)");
+  if (generation_prompt.has_value()) request.set_add_generation_prompt(*generation_prompt);
+  return request;
+}
+
+absl::StatusOr<v1::TokenizeRequest> ParseApplyTemplateRequest(const Json& body) {
+  if (!body.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the body must be a JSON object, got ", TypeName(body)));
   }
+  const Json* messages = Field(body, "messages");
+  if (messages == nullptr) return BadField("messages", "is required");
+  v1::TokenizeRequest request;
+  SG_RETURN_IF_ERROR(Messages(*messages, request.mutable_messages()));
+  SG_RETURN_IF_ERROR(TemplateInputs(body, request.mutable_tools_json(),
+                                    request.mutable_documents_json()));
+  SG_ASSIGN_OR_RETURN(std::optional<bool> generation_prompt, Bool(body, "add_generation_prompt"));
+  request.set_add_generation_prompt(generation_prompt.value_or(true));
   return request;
 }
 

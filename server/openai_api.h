@@ -124,8 +124,12 @@ v1::GenerateRequest ToGenerateRequest(const QueryStreamRequest& query, bool chat
 std::optional<std::string> ReplaceLoneSurrogates(absl::string_view json);
 
 // vLLM's /tokenize body -> TokenizeRequest ({"prompt", "add_special_tokens"}
-// or {"messages", "add_generation_prompt"}).
+// or {"messages", "add_generation_prompt", "tools", "documents"}; either with
+// "parse_special_tokens").
 absl::StatusOr<v1::TokenizeRequest> ParseTokenizeRequest(const nlohmann::json& body);
+// llama.cpp's /apply-template body: {"messages", "add_generation_prompt"
+// (default true), "tools", "documents"} -> TokenizeRequest (messages).
+absl::StatusOr<v1::TokenizeRequest> ParseApplyTemplateRequest(const nlohmann::json& body);
 // vLLM's /detokenize body: {"tokens": [ids]}.
 absl::StatusOr<std::vector<int>> ParseDetokenizeRequest(const nlohmann::json& body);
 

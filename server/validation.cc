@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -68,12 +69,84 @@ absl::StatusOr<std::vector<ChatMessage>> ConvertMessages(
   std::vector<ChatMessage> out;
   out.reserve(messages.size());
   for (int i = 0; i < messages.size(); ++i) {
-    if (messages[i].role().empty()) {
-      return InvalidField("messages", absl::StrCat("messages[", i, "].role is empty"));
+    const v1::ChatMessage& m = messages[i];
+    std::string where = absl::StrCat("messages[", i, "]");
+    if (m.role().empty()) return InvalidField("messages", absl::StrCat(where, ".role is empty"));
+    static const char* const kRoles[] = {"system", "developer", "user", "assistant", "tool"};
+    if (std::none_of(std::begin(kRoles), std::end(kRoles),
+                     [&](const char* r) { return m.role() == r; })) {
+      return InvalidField(
+          "messages", absl::StrCat(where, ".role \"", m.role(),
+                                   "\" is not one of system, developer, user, assistant, tool"));
     }
-    out.push_back(ChatMessage{messages[i].role(), messages[i].content()});
+    ChatMessage message{m.role(), m.content()};
+    if (m.content_parts_size() > 0) {
+      if (!m.content().empty()) {
+        return InvalidField("messages", absl::StrCat(where,
+                                                     ": set one of content and "
+                                                     "content_parts, not both"));
+      }
+      for (int j = 0; j < m.content_parts_size(); ++j) {
+        const v1::ContentPart& part = m.content_parts(j);
+        if (part.type() != "text") {
+          return InvalidField("messages",
+                              absl::StrCat(where, ".content_parts[", j, "].type \"", part.type(),
+                                           "\" is not supported (only \"text\")"));
+        }
+        message.content += part.text();
+      }
+    }
+    message.name = m.name();
+    message.tool_call_id = m.tool_call_id();
+    if (m.tool_calls_size() > 0) {
+      nlohmann::ordered_json calls = nlohmann::ordered_json::array();
+      for (int j = 0; j < m.tool_calls_size(); ++j) {
+        const v1::ToolCall& call = m.tool_calls(j);
+        std::string type = call.type().empty() ? "function" : call.type();
+        if (type != "function") {
+          return InvalidField("messages", absl::StrCat(where, ".tool_calls[", j, "].type \"", type,
+                                                       "\" is not supported (only \"function\")"));
+        }
+        if (call.function().name().empty()) {
+          return InvalidField("messages",
+                              absl::StrCat(where, ".tool_calls[", j, "].function.name is empty"));
+        }
+        nlohmann::ordered_json entry = nlohmann::ordered_json::object();
+        if (!call.id().empty()) entry["id"] = call.id();
+        entry["type"] = type;
+        entry["function"] = {{"name", call.function().name()},
+                             {"arguments", call.function().arguments()}};
+        calls.push_back(std::move(entry));
+      }
+      message.tool_calls_json = calls.dump();
+      message.content_null = message.content.empty();
+    }
+    out.push_back(std::move(message));
   }
   return out;
+}
+
+absl::StatusOr<ChatRenderOptions> ConvertRenderOptions(const std::string& tools_json,
+                                                       const std::string& documents_json,
+                                                       bool parse_special_tokens,
+                                                       bool add_generation_prompt) {
+  ChatRenderOptions options;
+  for (const auto& [field, text] :
+       {std::pair<const char*, const std::string*>{"tools_json", &tools_json},
+        {"documents_json", &documents_json}}) {
+    if (text->empty()) continue;
+    nlohmann::ordered_json value = nlohmann::ordered_json::parse(*text, nullptr, false);
+    if (value.is_discarded() || !value.is_array()) {
+      return InvalidField(
+          field, absl::StrCat(field, " must be a JSON array (as text), got ",
+                              value.is_discarded() ? "text that is not JSON" : value.type_name()));
+    }
+  }
+  options.tools_json = tools_json;
+  options.documents_json = documents_json;
+  options.parse_special_tokens = parse_special_tokens;
+  options.add_generation_prompt = add_generation_prompt;
+  return options;
 }
 
 absl::StatusOr<std::vector<int>> EncodePrompt(const v1::GenerateRequest& request,
@@ -95,8 +168,13 @@ absl::StatusOr<std::vector<int>> EncodePrompt(const v1::GenerateRequest& request
   }
   const std::string& field = set[0];
   std::vector<int> ids;
+  if (field != "messages" && (!request.tools_json().empty() || !request.documents_json().empty())) {
+    const char* which = request.tools_json().empty() ? "documents_json" : "tools_json";
+    return InvalidField(which,
+                        absl::StrCat(which, " applies to messages only (the chat template)"));
+  }
   if (field == "prompt") {
-    ids = encoder.tokenize(request.prompt());
+    ids = encoder.tokenize(request.prompt(), request.parse_special_tokens());
   } else if (field == "prompt_token_ids") {
     ids = Ids(request.prompt_token_ids());
     SG_RETURN_IF_ERROR(ValidateIds(ids, "prompt_token_ids", limits.vocab_size));
@@ -111,7 +189,11 @@ absl::StatusOr<std::vector<int>> EncodePrompt(const v1::GenerateRequest& request
               "--chat-template"),
           "messages");
     }
-    SG_ASSIGN_OR_RETURN(ids, encoder.render_chat(messages));
+    SG_ASSIGN_OR_RETURN(ChatRenderOptions options,
+                        ConvertRenderOptions(request.tools_json(), request.documents_json(),
+                                             request.parse_special_tokens(),
+                                             /*add_generation_prompt=*/true));
+    SG_ASSIGN_OR_RETURN(ids, encoder.render_chat(messages, options));
   }
   if (ids.empty()) {
     return InvalidField(field, absl::StrCat(field, " encodes to no tokens"));

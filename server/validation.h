@@ -35,11 +35,14 @@ struct RequestLimits {
 
 // How prompts become token ids. Both are called on the caller's thread.
 struct PromptEncoder {
-  // A text prompt -> ids, BOS as the model's tokenizer config says.
-  std::function<std::vector<int>(const std::string&)> tokenize;
+  // A text prompt -> ids, BOS as the model's tokenizer config says;
+  // parse_special: special tokens written in the text become their ids.
+  std::function<std::vector<int>(const std::string& text, bool parse_special)> tokenize;
   // Chat messages -> ids. Empty: the model has no chat template
   // (FAILED_PRECONDITION for chat requests).
-  std::function<absl::StatusOr<std::vector<int>>(const std::vector<ChatMessage>&)> render_chat;
+  std::function<absl::StatusOr<std::vector<int>>(const std::vector<ChatMessage>&,
+                                                 const ChatRenderOptions&)>
+      render_chat;
 };
 
 // Checks the sampling fields (temperature, top_p, min_p, penalties,
@@ -66,7 +69,18 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
                                                       const RequestLimits& limits,
                                                       const PromptEncoder& encoder);
 
-// Messages of a chat request (or of a Tokenize request): count and roles' presence.
+// What a chat template is rendered with besides the messages: tools_json and
+// documents_json (each "" or a JSON array: INVALID_ARGUMENT naming the field
+// otherwise), parse_special_tokens, add_generation_prompt.
+absl::StatusOr<ChatRenderOptions> ConvertRenderOptions(const std::string& tools_json,
+                                                       const std::string& documents_json,
+                                                       bool parse_special_tokens,
+                                                       bool add_generation_prompt);
+
+// Messages of a chat request (or of a Tokenize request): count, roles (one of
+// system, developer, user, assistant, tool), content or content_parts (text
+// parts only), name, tool_call_id, tool_calls (their arguments as given).
+// INVALID_ARGUMENT naming messages[i] and the field.
 absl::StatusOr<std::vector<ChatMessage>> ConvertMessages(
     const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages,
     const RequestLimits& limits);

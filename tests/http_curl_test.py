@@ -963,6 +963,7 @@ class KeyedServerTest(HttpAssertions):
                 ("/v1/chat/completions", {"model": MODEL, "messages": CHAT, "max_tokens": 2}),
                 ("/tokenize", {"model": MODEL, "prompt": PROMPT}),
                 ("/detokenize", {"model": MODEL, "tokens": [1]}),
+                ("/apply-template", {"messages": CHAT}),
                 ("/query-stream/", {"query": "hello", "max_new_tokens": 2}))
         for path, body in rows:
             self.assert_error(self.request(path, body), 401)

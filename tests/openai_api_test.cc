@@ -183,6 +183,91 @@ TEST(OpenAiRequestTest, ChatMessagesTextPartsAndMaxCompletionTokens) {
   EXPECT_EQ(parsed->max_tokens_field, "max_completion_tokens");
 }
 
+// OpenAI's tool use: tools, tool_calls (arguments as a string or an object),
+// tool messages, names; parse_special_tokens; refusals by name.
+TEST(OpenAiRequestTest, ChatToolsToolCallsAndParseSpecialTokens) {
+  absl::StatusOr<OpenAiRequest> parsed = Chat(R"({
+    "messages": [{"role": "user", "content": "Weather?", "name": "ann"},
+                 {"role": "assistant", "content": null, "tool_calls": [
+                   {"id": "c1", "type": "function",
+                    "function": {"name": "get", "arguments": "{\"city\": \"Oslo\"}"}},
+                   {"id": "c2", "type": "function", "function": {"name": "get", "arguments": {"a": 1}}}]},
+                 {"role": "tool", "tool_call_id": "c1", "content": "5C"}],
+    "tools": [{"type": "function", "function": {"name": "get"}}], "tool_choice": "auto",
+    "parse_special_tokens": true})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const v1::GenerateRequest& r = parsed->request;
+  EXPECT_EQ(r.messages(0).name(), "ann");
+  ASSERT_EQ(r.messages(1).tool_calls_size(), 2);
+  EXPECT_EQ(r.messages(1).tool_calls(0).id(), "c1");
+  EXPECT_EQ(r.messages(1).tool_calls(0).function().arguments(), "{\"city\": \"Oslo\"}");
+  EXPECT_EQ(r.messages(1).tool_calls(1).function().arguments(), "{\"a\":1}");
+  EXPECT_EQ(r.messages(2).tool_call_id(), "c1");
+  EXPECT_EQ(r.tools_json(), R"([{"function":{"name":"get"},"type":"function"}])");
+  EXPECT_TRUE(r.parse_special_tokens());
+  EXPECT_FALSE(Chat(R"({"messages": [{"role": "user", "content": "x"}]})")->request.parse_special_tokens());
+
+  // The validator's mapping of the same: tool_calls as a JSON array for the template.
+  RequestLimits limits;
+  limits.max_messages = 8;
+  absl::StatusOr<std::vector<ChatMessage>> messages = ConvertMessages(r.messages(), limits);
+  ASSERT_TRUE(messages.ok()) << messages.status();
+  EXPECT_TRUE((*messages)[1].content_null);
+  EXPECT_EQ((*messages)[1].tool_calls_json,
+            R"([{"id":"c1","type":"function","function":{"name":"get","arguments":"{\"city\": \"Oslo\"}"}},)"
+            R"({"id":"c2","type":"function","function":{"name":"get","arguments":"{\"a\":1}"}}])");
+  EXPECT_EQ((*messages)[2].tool_call_id, "c1");
+
+  struct Case {
+    const char* body;
+    const char* param;
+    const char* message;
+  };
+  const Case cases[] = {
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": {}})", "tools", "tools must be an array, got an object"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", "tool_choice", "tool_choice is not supported (only \"auto\" or \"none\")"},
+      {R"({"messages": [{"role": "user", "content": "x", "name": 5}]})", "messages", "messages[0].name must be a string, got a number"},
+      {R"({"messages": [{"role": "assistant", "tool_calls": [{"id": "c"}]}]})", "messages", "messages[0].tool_calls[0] must be {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}"},
+      {R"({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": 1}}]}]})", "messages", "messages[0].tool_calls[0].function.name must be a string"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "parse_special_tokens": "yes"})", "parse_special_tokens", "parse_special_tokens must be a boolean, got a string"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.body);
+    HttpError error = ErrorOf(Chat(c.body), OpenAiRoute::kChat);
+    EXPECT_EQ(error.param, c.param);
+    EXPECT_EQ(error.message, c.message);
+  }
+  HttpError completions = ErrorOf(Completions(R"({"prompt": "x", "tools": [{}]})"));
+  EXPECT_EQ(completions.message, "tools apply to chat completions only (the chat template)");
+  // The validator's tools_json is the body's tools.
+  absl::Status bad_tools = InvalidField("tools_json", "tools_json must be a JSON array (as text), got object");
+  HttpError renamed = ToHttpError(ForHttpFace(bad_tools, OpenAiRoute::kChat), OpenAiRoute::kChat);
+  EXPECT_EQ(renamed.param, "tools");
+  EXPECT_EQ(renamed.message, "tools must be a JSON array (as text), got object");
+}
+
+TEST(ApplyTemplateTest, LlamaCppShapes) {
+  absl::StatusOr<v1::TokenizeRequest> request = ParseApplyTemplateRequest(Json::parse(
+      R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})"));
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_TRUE(request->add_generation_prompt());  // llama.cpp's default
+  EXPECT_EQ(request->tools_json(), R"([{"type":"function"}])");
+  request = ParseApplyTemplateRequest(Json::parse(
+      R"({"messages": [{"role": "user", "content": "x"}], "add_generation_prompt": false})"));
+  ASSERT_TRUE(request.ok());
+  EXPECT_TRUE(request->has_add_generation_prompt());
+  EXPECT_FALSE(request->add_generation_prompt());
+  EXPECT_EQ(ParseApplyTemplateRequest(Json::parse(R"({})")).status().message(), "messages is required");
+  EXPECT_EQ(ParseApplyTemplateRequest(Json::parse(R"([])")).status().message(),
+            "the body must be a JSON object, got an array");
+  absl::StatusOr<v1::TokenizeRequest> tokenize = ParseTokenizeRequest(Json::parse(
+      R"({"messages": [{"role": "user", "content": "x"}], "add_generation_prompt": false,
+          "parse_special_tokens": true})"));
+  ASSERT_TRUE(tokenize.ok()) << tokenize.status();
+  EXPECT_FALSE(tokenize->add_generation_prompt());
+  EXPECT_TRUE(tokenize->parse_special_tokens());
+}
+
 TEST(OpenAiRequestTest, WrongTypesNameTheField) {
   struct Case {
     const char* body;
@@ -258,8 +343,9 @@ TEST(OpenAiRequestTest, ValidatorMessagesComeBackWithTheOpenAiNames) {
   limits.context_length = 32;
   limits.max_new_tokens_limit = 20;
   PromptEncoder encoder;
-  encoder.tokenize = [](const std::string& text) { return std::vector<int>(text.size(), 5); };
-  encoder.render_chat = [](const std::vector<ChatMessage>& m) -> absl::StatusOr<std::vector<int>> {
+  encoder.tokenize = [](const std::string& text, bool) { return std::vector<int>(text.size(), 5); };
+  encoder.render_chat = [](const std::vector<ChatMessage>& m,
+                           const ChatRenderOptions&) -> absl::StatusOr<std::vector<int>> {
     return std::vector<int>(m.size(), 6);
   };
   struct Case {

@@ -2,7 +2,9 @@
 // against the golden fixture and against the engine itself, Tokenize and
 // GetModelInfo, every INVALID_ARGUMENT case over the wire, RESOURCE_EXHAUSTED,
 // UNAUTHENTICATED, and 16 concurrent streams; the front door alone.
+#include <algorithm>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include <grpcpp/impl/client_unary_call.h>
@@ -182,11 +184,13 @@ TEST_F(TinyModelServer, TopLogprobsAreStreamed) {
 }
 
 TEST_F(TinyModelServer, ChatMessagesUseTheModelsTemplate) {
-  // The tiny random model's tokenizer_config.json carries Llama-2's template.
+  // The tiny random model's tokenizer_config.json carries Llama-2's template,
+  // rendered as Jinja (--chat-template auto).
   v1::ModelInfo info;
   grpc::ClientContext info_context;
   ASSERT_TRUE(stub_->GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info).ok());
-  ASSERT_EQ(info.chat_template(), "llama2");
+  ASSERT_EQ(info.chat_template(), "jinja");
+  EXPECT_THAT(info.chat_template_source(), HasSubstr("tokenizer_config.json chat_template"));
 
   v1::TokenizeRequest tokenize;
   auto* message = tokenize.add_messages();
@@ -201,6 +205,7 @@ TEST_F(TinyModelServer, ChatMessagesUseTheModelsTemplate) {
     expected.push_back(id);
   }
   EXPECT_EQ(std::vector<int>(rendered.token_ids().begin(), rendered.token_ids().end()), expected);
+  EXPECT_EQ(rendered.rendered_prompt(), "<s>[INST] Hi there [/INST]");
 
   v1::GenerateRequest chat;
   *chat.add_messages() = *message;
@@ -216,8 +221,84 @@ TEST_F(TinyModelServer, ChatMessagesUseTheModelsTemplate) {
   v1::GenerateRequest bad = chat;
   bad.mutable_messages(0)->set_role("assistant");
   StreamResult refused = Generate(stub_.get(), bad);
+  // The template's raise_exception, as the request's INVALID_ARGUMENT.
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(refused.status.error_message(), HasSubstr("messages[0].role"));
+  EXPECT_EQ(refused.status.error_message(),
+            "Conversation roles must alternate user/assistant/user/assistant/...");
+}
+
+// A special token's spelling in a message is text unless the request sets
+// parse_special_tokens (the same for a text prompt); OpenAI's message fields
+// reach the template; bad ones are refused by name.
+TEST_F(TinyModelServer, SpecialTokensInMessagesAreTextUnlessParseSpecialTokens) {
+  const int bos = server_->engine()->model_info().bos_token_id;
+  auto tokenize = [&](v1::TokenizeRequest request) {
+    v1::TokenizeResponse response;
+    grpc::ClientContext context;
+    grpc::Status status = stub_->Tokenize(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return std::vector<int>(response.token_ids().begin(), response.token_ids().end());
+  };
+  v1::TokenizeRequest request;
+  auto* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("a <s> b");
+  std::vector<int> safe = tokenize(request);
+  EXPECT_EQ(std::count(safe.begin(), safe.end(), bos), 1);  // the template's own
+  request.set_parse_special_tokens(true);
+  std::vector<int> parsed = tokenize(request);
+  EXPECT_EQ(std::count(parsed.begin(), parsed.end(), bos), 2);
+  EXPECT_LT(parsed.size(), safe.size());
+
+  // (A text prompt's parse_special_tokens: tests/chat_template_model_test.py,
+  // a tokenizer.json model; sentencepiece never matches control tokens in text.)
+
+  // Content parts are joined; another part type, a bad role, tools that are
+  // not a JSON array are refused by name.
+  v1::TokenizeRequest parts;
+  auto* part_message = parts.add_messages();
+  part_message->set_role("user");
+  for (const char* piece : {"a <s>", " b"}) {
+    auto* part = part_message->add_content_parts();
+    part->set_type("text");
+    part->set_text(piece);
+  }
+  EXPECT_EQ(tokenize(parts), safe);
+  struct Case {
+    std::function<void(v1::GenerateRequest*)> edit;
+    std::string message;
+  };
+  const Case cases[] = {
+      {[](v1::GenerateRequest* r) { r->mutable_messages(0)->add_content_parts()->set_type("image_url"); },
+       "messages[0]: set one of content and content_parts, not both"},
+      {[](v1::GenerateRequest* r) {
+         r->mutable_messages(0)->clear_content();
+         r->mutable_messages(0)->add_content_parts()->set_type("image_url");
+       },
+       "messages[0].content_parts[0].type \"image_url\" is not supported (only \"text\")"},
+      {[](v1::GenerateRequest* r) { r->mutable_messages(0)->set_role("robot"); },
+       "messages[0].role \"robot\" is not one of system, developer, user, assistant, tool"},
+      {[](v1::GenerateRequest* r) { r->set_tools_json("{}"); },
+       "tools_json must be a JSON array (as text), got object"},
+      {[](v1::GenerateRequest* r) { r->set_documents_json("[nope"); },
+       "documents_json must be a JSON array (as text), got text that is not JSON"},
+      {[](v1::GenerateRequest* r) {
+         auto* call = r->mutable_messages(0)->add_tool_calls();
+         call->set_type("function");
+       },
+       "messages[0].tool_calls[0].function.name is empty"},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest generate;
+    auto* m = generate.add_messages();
+    m->set_role("user");
+    m->set_content("hi");
+    generate.set_max_new_tokens(1);
+    c.edit(&generate);
+    StreamResult result = Generate(stub_.get(), generate);
+    EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.message;
+    EXPECT_EQ(result.status.error_message(), c.message);
+  }
 }
 
 TEST_F(TinyModelServer, ModelInfoReportsTheModelAndTheLimits) {
@@ -456,6 +537,70 @@ TEST(FrontendTest, AdmitsTheKeyFirstThenTheModel) {
   EXPECT_TRUE(frontend.draining());
   EXPECT_EQ(frontend.active_streams(), 0);
   EXPECT_TRUE(frontend.WaitForIdle(absl::ZeroDuration()));
+}
+
+// A Frontend with a built-in family over the same engine: what only a Jinja
+// template takes (tools, documents, add_generation_prompt false) is refused
+// by name; ApplyTemplate renders the family's text.
+TEST_F(TinyModelServer, BuiltInFamilyRefusesWhatOnlyJinjaTakes) {
+  FrontendOptions options;
+  options.chat_template = "llama2";
+  Metrics metrics;
+  Frontend frontend(options, &metrics);
+  ASSERT_TRUE(frontend.SetEngine(server_->engine()).ok());
+  absl::StatusOr<Frontend::Admission> admission = frontend.Admit(std::nullopt);
+  ASSERT_TRUE(admission.ok());
+  v1::ModelInfo info;
+  frontend.GetModelInfo(*admission, &info);
+  EXPECT_EQ(info.chat_template(), "llama2");
+  EXPECT_EQ(info.chat_template_source(), "built-in");
+
+  v1::TokenizeRequest request;
+  auto* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("Hi");
+  absl::StatusOr<std::string> text = frontend.ApplyTemplate(*admission, request);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "<s>[INST] Hi [/INST]");
+
+  struct Case {
+    std::function<void(v1::TokenizeRequest*)> edit;
+    std::string field;
+    std::string message;
+  };
+  const Case cases[] = {
+      {[](v1::TokenizeRequest* r) { r->set_tools_json("[]"); }, "tools_json",
+       "tools_json: the chat template in use (built-in llama2) takes no tools"},
+      {[](v1::TokenizeRequest* r) { r->set_documents_json("[]"); }, "documents_json",
+       "documents_json: the chat template in use (built-in llama2) takes no documents"},
+      {[](v1::TokenizeRequest* r) { r->set_add_generation_prompt(false); }, "add_generation_prompt",
+       "add_generation_prompt: false needs a Jinja chat template; the built-in llama2 always "
+       "ends with the assistant's turn"},
+  };
+  for (const Case& c : cases) {
+    v1::TokenizeRequest edited = request;
+    c.edit(&edited);
+    v1::TokenizeResponse response;
+    absl::Status status = frontend.Tokenize(*admission, edited, &response);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.message;
+    EXPECT_EQ(status.message(), c.message);
+    EXPECT_EQ(FieldOf(status), c.field);
+    EXPECT_EQ(frontend.ApplyTemplate(*admission, edited).status().message(), c.message);
+  }
+  v1::GenerateRequest generate;
+  *generate.add_messages() = *message;
+  generate.set_tools_json("[]");
+  EXPECT_EQ(frontend.PrepareGenerate(*admission, generate).status().message(),
+            "tools_json: the chat template in use (built-in llama2) takes no tools");
+
+  v1::TokenizeRequest text_only;
+  text_only.set_text("Hi");
+  text_only.set_tools_json("[]");
+  v1::TokenizeResponse response;
+  EXPECT_EQ(frontend.Tokenize(*admission, text_only, &response).message(),
+            "tools_json and documents_json apply to messages only");
+  EXPECT_EQ(frontend.ApplyTemplate(*admission, text_only).status().message(),
+            "messages is required");
 }
 
 TEST_F(TinyModelServer, SixteenConcurrentStreamsAllComplete) {

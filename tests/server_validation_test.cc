@@ -29,12 +29,12 @@ RequestLimits Limits() {
 // Text: BOS (1) then one id per byte (mod 90, + 10). Chat: 7 then one id per message.
 PromptEncoder Encoder() {
   PromptEncoder encoder;
-  encoder.tokenize = [](const std::string& text) {
+  encoder.tokenize = [](const std::string& text, bool) {
     std::vector<int> ids = {1};
     for (unsigned char c : text) ids.push_back(10 + c % 90);
     return ids;
   };
-  encoder.render_chat = [](const std::vector<ChatMessage>& messages)
+  encoder.render_chat = [](const std::vector<ChatMessage>& messages, const ChatRenderOptions&)
       -> absl::StatusOr<std::vector<int>> {
     if (messages.back().role != "user") {
       return absl::InvalidArgumentError("messages[0].role: the last message must be from the user");
@@ -289,10 +289,53 @@ TEST(ValidationTest, ChatWithoutATemplateIsFailedPrecondition) {
 
 TEST(ValidationTest, PromptThatEncodesToNothing) {
   PromptEncoder encoder = Encoder();
-  encoder.tokenize = [](const std::string&) { return std::vector<int>(); };
+  encoder.tokenize = [](const std::string&, bool) { return std::vector<int>(); };
   absl::Status status = ToGenerationRequest(Prompt(" "), Limits(), encoder).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(status.message()), HasSubstr("prompt encodes to no tokens"));
+}
+
+// The request's chat options reach the encoder; parse_special_tokens reaches
+// a text prompt's too; tools and documents apply to messages only.
+TEST(ValidationTest, ChatOptionsAndParseSpecialTokensReachTheEncoder) {
+  PromptEncoder encoder = Encoder();
+  ChatRenderOptions seen;
+  encoder.render_chat = [&seen](const std::vector<ChatMessage>&, const ChatRenderOptions& options)
+      -> absl::StatusOr<std::vector<int>> {
+    seen = options;
+    return std::vector<int>{7};
+  };
+  bool parse_special = false;
+  encoder.tokenize = [&parse_special](const std::string&, bool parse) {
+    parse_special = parse;
+    return std::vector<int>{1, 2};
+  };
+  v1::GenerateRequest chat;
+  auto* message = chat.add_messages();
+  message->set_role("tool");
+  message->set_content("5C");
+  message->set_tool_call_id("c1");
+  chat.set_tools_json(R"([{"type": "function"}])");
+  chat.set_documents_json("[]");
+  chat.set_parse_special_tokens(true);
+  ASSERT_TRUE(ToGenerationRequest(chat, Limits(), encoder).ok());
+  EXPECT_EQ(seen.tools_json, R"([{"type": "function"}])");
+  EXPECT_EQ(seen.documents_json, "[]");
+  EXPECT_TRUE(seen.parse_special_tokens);
+  EXPECT_TRUE(seen.add_generation_prompt);
+
+  v1::GenerateRequest prompt = Prompt("<s>");
+  prompt.set_parse_special_tokens(true);
+  ASSERT_TRUE(ToGenerationRequest(prompt, Limits(), encoder).ok());
+  EXPECT_TRUE(parse_special);
+  prompt.set_tools_json("[]");
+  absl::Status status = ToGenerationRequest(prompt, Limits(), encoder).status();
+  EXPECT_EQ(status.message(), "tools_json applies to messages only (the chat template)");
+  EXPECT_EQ(FieldOf(status), "tools_json");
+
+  absl::StatusOr<ChatRenderOptions> bad = ConvertRenderOptions("", "{\"a\": 1}", false, true);
+  EXPECT_EQ(bad.status().message(), "documents_json must be a JSON array (as text), got object");
+  EXPECT_EQ(FieldOf(bad.status()), "documents_json");
 }
 
 }  // namespace

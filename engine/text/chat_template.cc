@@ -218,25 +218,28 @@ absl::StatusOr<std::vector<ChatSegment>> ChatTemplate::RenderSegments(
   return out.Take();
 }
 
-absl::StatusOr<std::vector<int>> ChatTemplate::Render(
-    const std::vector<ChatMessage>& messages) const {
-  absl::StatusOr<std::vector<ChatSegment>> segments = RenderSegments(messages);
+absl::StatusOr<std::vector<int>> ChatTemplate::Render(const std::vector<ChatMessage>& messages,
+                                                      const ChatRenderOptions& options) const {
+  absl::StatusOr<std::vector<ChatSegment>> segments = RenderSegments(messages, options);
   if (!segments.ok()) return segments.status();
+  const auto& encode = options.parse_special_tokens && vocabulary_.encode_special
+                           ? vocabulary_.encode_special
+                           : vocabulary_.encode;
   std::vector<int> ids;
   for (const ChatSegment& segment : *segments) {
     if (segment.special) {
       ids.push_back(segment.id);
     } else {
-      std::vector<int> text_ids = vocabulary_.encode(segment.text);
+      std::vector<int> text_ids = encode(segment.text);
       ids.insert(ids.end(), text_ids.begin(), text_ids.end());
     }
   }
   return ids;
 }
 
-absl::StatusOr<std::string> ChatTemplate::RenderText(
-    const std::vector<ChatMessage>& messages) const {
-  absl::StatusOr<std::vector<ChatSegment>> segments = RenderSegments(messages);
+absl::StatusOr<std::string> ChatTemplate::RenderText(const std::vector<ChatMessage>& messages,
+                                                     const ChatRenderOptions& options) const {
+  absl::StatusOr<std::vector<ChatSegment>> segments = RenderSegments(messages, options);
   if (!segments.ok()) return segments.status();
   std::string text;
   for (const ChatSegment& segment : *segments) text += segment.text;

@@ -48,6 +48,11 @@ struct ChatRenderOptions {
   bool add_generation_prompt = true;  // end with the header of the assistant's turn
   std::string tools_json;      // OpenAI tools, a JSON array: the template's `tools`; "" = none
   std::string documents_json;  // documents for RAG templates, a JSON array; "" = none
+  // false (the safe default): a special token's spelling ("<|im_start|>")
+  // inside the messages, tools or documents is text, only those the template
+  // itself writes are control tokens. true: they are control tokens wherever
+  // they are (a trusted caller's choice; docs/chat-templates.md).
+  bool parse_special_tokens = false;
 };
 
 // A model's own Jinja chat template with the special tokens its
@@ -139,6 +144,12 @@ struct ChatVocabulary {
   int eos_id = -1;  // -1: none
   std::string bos_piece = "<s>";   // how the Jinja template spells bos_token
   std::string eos_piece = "</s>";  // how the Jinja template spells eos_token
+  // Text -> ids with special tokens written in it matched to their ids
+  // (ChatRenderOptions.parse_special_tokens); unset: `encode`.
+  std::function<std::vector<int>(const std::string&)> encode_special;
+  // Whether a token id is special (a control token that user text must not
+  // forge); unset: every token the Jinja template splits out is.
+  std::function<bool(int)> is_special;
 };
 
 // One piece of a rendered conversation: text to encode, or a special token.
@@ -179,9 +190,16 @@ class ChatTemplate {
   absl::StatusOr<std::vector<ChatSegment>> RenderSegments(
       const std::vector<ChatMessage>& messages,
       const ChatRenderOptions& options = ChatRenderOptions()) const;
-  absl::StatusOr<std::vector<int>> Render(const std::vector<ChatMessage>& messages) const;
+  absl::StatusOr<std::vector<int>> Render(
+      const std::vector<ChatMessage>& messages,
+      const ChatRenderOptions& options = ChatRenderOptions()) const;
   // The rendered text with special tokens spelled out: what the Jinja template prints.
-  absl::StatusOr<std::string> RenderText(const std::vector<ChatMessage>& messages) const;
+  absl::StatusOr<std::string> RenderText(
+      const std::vector<ChatMessage>& messages,
+      const ChatRenderOptions& options = ChatRenderOptions()) const;
+
+  // The Jinja template (null for a built-in family).
+  const JinjaChatTemplate* jinja() const { return jinja_.get(); }
 
   ChatTemplateFamily family() const { return family_; }
 
@@ -196,6 +214,7 @@ class ChatTemplate {
   ChatVocabulary vocabulary_;
   std::unique_ptr<JinjaChatTemplate> jinja_;       // kJinja only
   std::vector<std::pair<std::string, int>> specials_;  // kJinja: token text -> id, longest first
+  std::vector<std::string> guarded_;  // kJinja: the specials_ that user text must not forge
   int im_start_id_ = -1;
   int im_end_id_ = -1;
 };

@@ -50,6 +50,88 @@ ordered_json ToolCallsForTemplate(ordered_json calls) {
   return calls;
 }
 
+// U+FDD0, a noncharacter: written after the first character of each special
+// token's spelling found in a request's text, so that the split after
+// rendering does not take it for the control token; removed from the text
+// pieces after the split (and from the request's text before marking).
+constexpr absl::string_view kGuardMark = "\xEF\xB7\x90";
+
+size_t Utf8Length(unsigned char lead) {
+  return lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 1;
+}
+
+std::string RemoveGuardMarks(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t pos = 0; pos < text.size();) {
+    size_t found = text.find(kGuardMark, pos);
+    if (found == absl::string_view::npos) found = text.size();
+    out.append(text.data() + pos, found - pos);
+    pos = found == text.size() ? found : found + kGuardMark.size();
+  }
+  return out;
+}
+
+// `text` with kGuardMark after the first character of each of `spellings`
+// (longest first) that it holds.
+std::string GuardText(absl::string_view input, const std::vector<std::string>& spellings) {
+  std::string text = RemoveGuardMarks(input);
+  bool starts[256] = {};  // the first bytes of the spellings: most positions start none
+  for (const std::string& spelling : spellings) {
+    if (!spelling.empty()) starts[static_cast<unsigned char>(spelling[0])] = true;
+  }
+  std::string out;
+  out.reserve(text.size());
+  for (size_t pos = 0; pos < text.size();) {
+    const std::string* hit = nullptr;
+    if (!starts[static_cast<unsigned char>(text[pos])]) {
+      out.push_back(text[pos++]);
+      continue;
+    }
+    for (const std::string& spelling : spellings) {
+      if (text.compare(pos, spelling.size(), spelling) == 0) {
+        hit = &spelling;
+        break;
+      }
+    }
+    if (hit == nullptr) {
+      out.push_back(text[pos++]);
+      continue;
+    }
+    size_t first = std::min(Utf8Length(static_cast<unsigned char>((*hit)[0])), hit->size());
+    out.append(*hit, 0, first);
+    out.append(kGuardMark.data(), kGuardMark.size());
+    out.append(*hit, first, std::string::npos);
+    pos += hit->size();
+  }
+  return out;
+}
+
+void GuardJsonValue(ordered_json* value, const std::vector<std::string>& spellings) {
+  if (value->is_string()) {
+    *value = GuardText(value->get<std::string>(), spellings);
+  } else if (value->is_array()) {
+    for (ordered_json& item : *value) GuardJsonValue(&item, spellings);
+  } else if (value->is_object()) {
+    ordered_json out = ordered_json::object();
+    for (auto& [key, item] : value->items()) {
+      GuardJsonValue(&item, spellings);
+      out[GuardText(key, spellings)] = std::move(item);
+    }
+    *value = std::move(out);
+  }
+}
+
+// A JSON text with its strings (keys included) guarded; left as it is when
+// it does not parse (Render names the field).
+std::string GuardJson(const std::string& json, const std::vector<std::string>& spellings) {
+  if (json.empty()) return json;
+  ordered_json value = ordered_json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded()) return json;
+  GuardJsonValue(&value, spellings);
+  return value.dump();
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ChatContentText(const ordered_json& content, absl::string_view field) {
@@ -288,6 +370,11 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::CreateJinja(
   }
   std::sort(chat->specials_.begin(), chat->specials_.end(),
             [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  for (const auto& [text, id] : chat->specials_) {
+    if (!v.is_special || v.is_special(id) || id == v.bos_id || id == v.eos_id) {
+      chat->guarded_.push_back(text);
+    }
+  }
   jinja->special_tokens_ = std::move(tokens);
   chat->jinja_ = std::move(jinja);
   return chat;
@@ -295,7 +382,24 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::CreateJinja(
 
 absl::StatusOr<std::vector<ChatSegment>> ChatTemplate::RenderJinjaSegments(
     const std::vector<ChatMessage>& messages, const ChatRenderOptions& options) const {
-  SG_ASSIGN_OR_RETURN(std::string text, jinja_->Render(messages, options));
+  std::string text;
+  bool guard = !options.parse_special_tokens && !guarded_.empty();
+  if (guard) {
+    // The request's own text cannot spell a control token (see kGuardMark).
+    std::vector<ChatMessage> marked = messages;
+    for (ChatMessage& m : marked) {
+      m.content = GuardText(m.content, guarded_);
+      m.name = GuardText(m.name, guarded_);
+      m.tool_call_id = GuardText(m.tool_call_id, guarded_);
+      m.tool_calls_json = GuardJson(m.tool_calls_json, guarded_);
+    }
+    ChatRenderOptions marked_options = options;
+    marked_options.tools_json = GuardJson(options.tools_json, guarded_);
+    marked_options.documents_json = GuardJson(options.documents_json, guarded_);
+    SG_ASSIGN_OR_RETURN(text, jinja_->Render(marked, marked_options));
+  } else {
+    SG_ASSIGN_OR_RETURN(text, jinja_->Render(messages, options));
+  }
   std::vector<ChatSegment> segments;
   size_t start = 0;
   for (size_t pos = 0; pos < text.size();) {
@@ -313,6 +417,11 @@ absl::StatusOr<std::vector<ChatSegment>> ChatTemplate::RenderJinjaSegments(
     if (!matched) ++pos;
   }
   if (start < text.size()) segments.push_back(ChatSegment{false, -1, text.substr(start)});
+  if (guard) {
+    for (ChatSegment& segment : segments) {
+      if (!segment.special) segment.text = RemoveGuardMarks(segment.text);
+    }
+  }
   return segments;
 }
 

@@ -50,7 +50,7 @@ inline RequestLimits FuzzLimits(int which) {
 class FuzzEncoder {
  public:
   explicit FuzzEncoder(ChatTemplateFamily family) {
-    encoder_.tokenize = [](const std::string& text) {
+    encoder_.tokenize = [](const std::string& text, bool) {
       std::vector<int> ids = {1};
       for (int id : EncodeBytes(text)) ids.push_back(id);
       return ids;
@@ -61,11 +61,12 @@ class FuzzEncoder {
       FUZZ_CHECK(chat.ok(), "ChatTemplate::Create: %s", chat.status().ToString().c_str());
       chat_ = std::move(*chat);
       const ChatTemplate* raw = chat_.get();
-      encoder_.render_chat = [raw](const std::vector<ChatMessage>& messages) {
-        return raw->Render(messages);
+      encoder_.render_chat = [raw](const std::vector<ChatMessage>& messages,
+                                   const ChatRenderOptions& options) {
+        return raw->Render(messages, options);
       };
     } else {
-      encoder_.render_chat = [](const std::vector<ChatMessage>&)
+      encoder_.render_chat = [](const std::vector<ChatMessage>&, const ChatRenderOptions&)
           -> absl::StatusOr<std::vector<int>> {
         return absl::FailedPreconditionError(
             "messages: chat is not available for this model: the model's tokenizer_config.json "

@@ -123,7 +123,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (!messages.ok()) continue;
         for (int family = 0; family < 4; ++family) {
           const fuzz::FuzzEncoder encoder(fuzz::FuzzFamily(family));
-          absl::StatusOr<std::vector<int>> ids = encoder.encoder().render_chat(*messages);
+          absl::StatusOr<std::vector<int>> ids = encoder.encoder().render_chat(*messages, ChatRenderOptions());
           if (!ids.ok()) CheckErrorBody(ids.status(), OpenAiRoute::kChat);
         }
       }
