@@ -195,7 +195,6 @@ class HfModelCase:
     EOS = None             # config.json eos_token_id
     SPECIAL_TOKENS = None  # the Jinja context transformers adds (its special tokens map)
     POST_PROCESSOR = None  # replaces tokenizer.json's post_processor when set
-    GENERATIONS = True     # False: the generation tests are left to another case
 
     @classmethod
     def setUpClass(cls):
@@ -269,8 +268,6 @@ class HfModelCase:
     def generate(self, prompt, stop=()):
         """A greedy gRPC Generate: (streamed text, generated ids, finish
         reason); kept for the next test when there is no stop string."""
-        if not self.GENERATIONS:
-            self.skipTest("the generations are checked on %s's own tokenizer.json" % self.PACKAGE)
         if not stop and prompt in self.generations:
             return self.generations[prompt]
         request = self.pb2.GenerateRequest(prompt=prompt, max_new_tokens=MAX_NEW_TOKENS,
@@ -350,8 +347,6 @@ class HfModelCase:
                                  what)
 
     def test_chat_streamed_text_equals_hf_decode_of_the_generated_ids(self):
-        if not self.GENERATIONS:
-            self.skipTest("the generations are checked on %s's own tokenizer.json" % self.PACKAGE)
         generations = []
         for messages in CONVERSATIONS.values():
             request = self.pb2.GenerateRequest(
@@ -422,7 +417,6 @@ class Llama3BosTest(Llama3Test):
                                                       "tokens": ["<|begin_of_text|>"]}}},
         ],
     }
-    GENERATIONS = False
 
     def test_a_text_prompt_starts_with_bos(self):
         for text, (ids, ids_plain) in self.prompt_ids.items():
