@@ -16,10 +16,8 @@ import subprocess
 import sys
 import tempfile
 import unittest
-import urllib.error
-import urllib.request
 
-from streamgen_server import StreamgenServer
+from streamgen_server import StreamgenServer, http_healthy as healthy, post_json as post, post_sse
 
 ARGS = None
 DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "demo-brown")
@@ -31,22 +29,8 @@ CONVERSATION = [
 ]
 
 
-def post(url, body):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
-def healthy(url):
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 class ChatTemplateFileTest(unittest.TestCase):

@@ -40,10 +40,8 @@ import subprocess
 import sys
 import tempfile
 import unittest
-import urllib.error
-import urllib.request
 
-from streamgen_server import StreamgenServer
+from streamgen_server import StreamgenServer, http_healthy as healthy, post_json as post, post_sse
 
 ARGS = None
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,42 +83,10 @@ CONVERSATIONS = {
 }
 
 
-def post(url, body):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        text = error.read()
-        try:
-            return error.code, json.loads(text)
-        except ValueError:
-            return error.code, {"raw": text.decode(errors="replace")}
 
 
-def post_sse(url, body):
-    """The data events of a streamed POST, parsed, up to [DONE]."""
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    events = []
-    with urllib.request.urlopen(request, timeout=60) as response:
-        for raw in response:
-            line = raw.decode("utf-8").rstrip("\r\n")
-            if not line.startswith("data: "):
-                continue
-            if line == "data: [DONE]":
-                return events
-            events.append(json.loads(line[len("data: "):]))
-    raise AssertionError("the stream ended without data: [DONE]")
 
 
-def healthy(url):
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def hf_reference(tokenizer_json, requests):

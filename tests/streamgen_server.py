@@ -9,6 +9,7 @@ stopped the way a user would (SIGTERM). Imported by tests/http_*_test.py.
     server.grpc_address   # 127.0.0.1:PORT
     server.stop()         # SIGTERM; the exit code
 """
+import json
 import os
 import re
 import signal
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 
 def read_text(path):
@@ -131,3 +134,47 @@ def flag_defaults(help_text):
     (common/cli_flags.cc FlagsHelp: "  --http-listen  (default: 0.0.0.0:8000)")."""
     return {m.group(1).replace("-", "_"): m.group(2).strip().strip('"')
             for m in re.finditer(r"^  --([\w-]+)  \(default: (.*)\)$", help_text, re.M)}
+
+
+# ---- small HTTP helpers for the tests that call the HTTP face ----
+
+def post_json(url, body, headers=None, timeout=60):
+    """POSTs `body` as JSON: (status, parsed body); a body that is not JSON
+    comes back as {"raw": text}."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, text = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, {"raw": text.decode(errors="replace")}
+
+
+def post_sse(url, body, timeout=60):
+    """The data events of a streamed POST, parsed, up to [DONE]."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    events = []
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        for raw in response:
+            line = raw.decode("utf-8").rstrip("\r\n")
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                return events
+            events.append(json.loads(line[len("data: "):]))
+    raise AssertionError("the stream ended without data: [DONE]")
+
+
+def http_healthy(url):
+    """True when GET URL/health answers 200 (a StreamgenServer `healthy`)."""
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
