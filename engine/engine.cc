@@ -308,9 +308,10 @@ absl::Status Engine::Impl::PrepareStreamState(Sequence* seq) const {
     const int id = r.resume_token_ids[i];
     if (r.sampling.temperature > 0.0f) seq->rng->NextUniform();
     if (seq->stop_matcher->Push(seq->detokenizer->Append(id)).stopped) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "resume_token_ids[", i, "]: a stop string completes at this token: the stream ended "
-          "there, nothing is left to resume"));
+      return InvalidField("resume_token_ids",
+                          absl::StrCat("resume_token_ids[", i,
+                                       "]: a stop string completes at this token: the stream "
+                                       "ended there, nothing is left to resume"));
     }
   }
   seq->output_ids = r.resume_token_ids;

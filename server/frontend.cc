@@ -80,10 +80,17 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> MakeChatTemplate(const std::string
 }
 
 absl::Status NoChat(const std::string& error) {
-  return absl::FailedPreconditionError(
-      absl::StrCat("messages: chat is not available for this model: ", error,
-                   "; send prompt or prompt_token_ids, or start the server with "
-                   "--chat-template=llama2|mistral|chatml|FILE"));
+  return WithField(
+      absl::FailedPreconditionError(
+          absl::StrCat("messages: chat is not available for this model: ", error,
+                       "; send prompt or prompt_token_ids, or start the server with "
+                       "--chat-template=llama2|mistral|chatml|FILE")),
+      "messages");
+}
+
+// A rendering's error is about `messages` unless it names another field.
+absl::Status AboutMessages(const absl::Status& status) {
+  return status.ok() || !FieldOf(status).empty() ? status : WithField(status, "messages");
 }
 
 // What a built-in family cannot render: tools, documents, no generation prompt.
@@ -224,13 +231,17 @@ absl::Status Frontend::Tokenize(const Admission& admission, const v1::TokenizeRe
   std::vector<int> ids;
   if (request.messages_size() > 0) {
     if (!request.text().empty()) {
-      return absl::InvalidArgumentError("set one of text and messages, not both");
+      return InvalidField("messages", "set one of text and messages, not both");
     }
     ChatRenderOptions options;
-    SG_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ChatOf(model, request, &options));
-    SG_ASSIGN_OR_RETURN(ids, model.chat->Render(messages, options));
-    SG_ASSIGN_OR_RETURN(*response->mutable_rendered_prompt(),
-                        model.chat->RenderText(messages, options));
+    absl::StatusOr<std::vector<ChatMessage>> messages = ChatOf(model, request, &options);
+    if (!messages.ok()) return AboutMessages(messages.status());
+    absl::StatusOr<std::vector<int>> rendered = model.chat->Render(*messages, options);
+    if (!rendered.ok()) return AboutMessages(rendered.status());
+    ids = *std::move(rendered);
+    absl::StatusOr<std::string> text = model.chat->RenderText(*messages, options);
+    if (!text.ok()) return AboutMessages(text.status());
+    *response->mutable_rendered_prompt() = *std::move(text);
   } else {
     if (!request.tools_json().empty() || !request.documents_json().empty()) {
       return InvalidField("tools_json", "tools_json and documents_json apply to messages only");
@@ -250,8 +261,11 @@ absl::StatusOr<std::string> Frontend::ApplyTemplate(const Admission& admission,
   const Model& model = *admission.model_;
   if (request.messages_size() == 0) return InvalidField("messages", "messages is required");
   ChatRenderOptions options;
-  SG_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ChatOf(model, request, &options));
-  return model.chat->RenderText(messages, options);
+  absl::StatusOr<std::vector<ChatMessage>> messages = ChatOf(model, request, &options);
+  if (!messages.ok()) return AboutMessages(messages.status());
+  absl::StatusOr<std::string> text = model.chat->RenderText(*messages, options);
+  if (!text.ok()) return AboutMessages(text.status());
+  return text;
 }
 
 void Frontend::GetModelInfo(const Admission& admission, v1::ModelInfo* out) const {

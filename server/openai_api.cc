@@ -429,35 +429,6 @@ bool IsWholeWord(absl::string_view message, size_t at, size_t length) {
          (end == message.size() || !IsWordChar(message[end]));
 }
 
-// The proto field the validator's message is about ("" when none): the first
-// it names, as a whole word; max_new_tokens whenever it is named (its only
-// messages with another field are "the prompt (N tokens) + max_new_tokens (M)
-// exceeds the model's context length", where max tokens is what to change).
-std::string ProtoFieldAtFault(absl::string_view message) {
-  static const char* const kFields[] = {
-      "prompt_token_ids", "prompt", "messages", "max_new_tokens", "temperature", "top_p",
-      "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
-      "top_logprobs", "stop_token_ids", "stop", "seed", "request_id", "tools_json",
-      "documents_json", "add_generation_prompt"};
-  size_t best = absl::string_view::npos;
-  std::string found;
-  for (const char* field : kFields) {
-    absl::string_view name(field);
-    for (size_t at = message.find(name); at != absl::string_view::npos;
-         at = message.find(name, at + 1)) {
-      if (IsWholeWord(message, at, name.size())) {
-        if (name == "max_new_tokens") return "max_new_tokens";
-        if (at < best) {
-          best = at;
-          found = field;
-        }
-        break;
-      }
-    }
-  }
-  return found;
-}
-
 bool IsRequestError(const absl::Status& status) {
   return status.code() == absl::StatusCode::kInvalidArgument ||
          status.code() == absl::StatusCode::kFailedPrecondition ||
@@ -475,10 +446,9 @@ std::string ErrorParam(const absl::Status& status, OpenAiRoute route,
       status.code() != absl::StatusCode::kFailedPrecondition) {
     return "";
   }
-  // The validator names the field in a payload (engine/request_validation.h);
-  // the message is read only for a status that carries none.
+  // Every request error names its field in a payload (engine/request_validation.h,
+  // WithField); one without a field has no param.
   std::string found = FieldOf(status);
-  if (found.empty()) found = ProtoFieldAtFault(status.message());
   if (found == "request_id") return "";  // the X-Request-Id header, not a body field
   return found.empty() ? "" : OpenAiName(found, route, max_tokens_field);
 }

@@ -31,9 +31,9 @@ enum class OpenAiRoute { kCompletions, kChat, kQueryStream };
 
 // A request error's OpenAI `param`: carried as a payload of the status.
 void SetErrorParam(absl::Status* status, absl::string_view param);
-// The param set with SetErrorParam, or, for the validator's messages (which
-// name the proto field), the route's name of the first field the message
-// names ("max_new_tokens" -> `max_tokens_field`); "" when none.
+// The param set with SetErrorParam, or the route's name of the proto field
+// the status carries as its payload (engine/request_validation.h FieldOf;
+// "max_new_tokens" -> `max_tokens_field`); "" when it carries neither.
 std::string ErrorParam(const absl::Status& status, OpenAiRoute route,
                        absl::string_view max_tokens_field = "max_tokens");
 

@@ -193,7 +193,13 @@ absl::StatusOr<std::vector<int>> EncodePrompt(const v1::GenerateRequest& request
                         ConvertRenderOptions(request.tools_json(), request.documents_json(),
                                              request.parse_special_tokens(),
                                              /*add_generation_prompt=*/true));
-    SG_ASSIGN_OR_RETURN(ids, encoder.render_chat(messages, options));
+    // The template's own errors (raise_exception, roles, parts) are about messages.
+    absl::StatusOr<std::vector<int>> rendered = encoder.render_chat(messages, options);
+    if (!rendered.ok()) {
+      return FieldOf(rendered.status()).empty() ? WithField(rendered.status(), "messages")
+                                                : rendered.status();
+    }
+    ids = *std::move(rendered);
   }
   if (ids.empty()) {
     return InvalidField(field, absl::StrCat(field, " encodes to no tokens"));

@@ -469,7 +469,11 @@ TEST(HttpErrorTest, StatusCodesAndBody) {
   EXPECT_EQ(unavailable.retry_after_s, 1);
   EXPECT_EQ(ToHttpError(absl::InternalError("boom")).status, 500);
   EXPECT_EQ(ToHttpError(absl::FailedPreconditionError("messages: no chat")).status, 400);
-  EXPECT_EQ(ToHttpError(absl::FailedPreconditionError("messages: no chat")).param, "messages");
+  // The field comes from the status's payload (WithField), never from the text:
+  EXPECT_EQ(ToHttpError(WithField(absl::FailedPreconditionError("messages: no chat"), "messages"))
+                .param,
+            "messages");
+  EXPECT_EQ(ToHttpError(absl::FailedPreconditionError("messages: no chat")).param, "");
   EXPECT_EQ(ErrorBody(MakeHttpError(404, "invalid_request_error", "gone", "model_not_found",
                                     "model"))
                 .dump(),
