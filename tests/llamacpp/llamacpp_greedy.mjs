@@ -30,7 +30,9 @@ const results = [];
 for (const prompt of prompts) {
   const context = await model.createContext({
     contextSize: prompt.length + count + 8, batchSize: prompt.length + count + 8,
-    sequences: 1, threads: 1, flashAttention: false});
+    sequences: 1, threads: 1, flashAttention: false,
+    // llama.cpp keeps its KV cache in F16 unless told: float32 end to end.
+    experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32"});
   const sequence = context.getSequence();
   const ids = [];
   let minGap = Infinity;
