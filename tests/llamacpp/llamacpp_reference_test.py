@@ -114,6 +114,13 @@ class LlamaCppReferenceTest(unittest.TestCase):
         self.assertNotEqual(done.returncode, 0)
         self.assertIn(f"--tokenizer: {missing} is not a file", done.stderr)
 
+    def test_make_fixture_names_a_missing_python_package(self):
+        # -S: no site-packages, so Debian's numpy is out of reach.
+        done = run([sys.executable, "-S", HERE / "make_fixture.py", "--help"])
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("make_fixture.py: needs Python's numpy (scripts/install-deps.sh "
+                      "installs python3-numpy and python3-sentencepiece)", done.stderr)
+
     def test_greedy_script_usage(self):
         done = run(["node", HERE / "llamacpp_greedy.mjs"], cwd=HERE)
         self.assertEqual(done.returncode, 2)

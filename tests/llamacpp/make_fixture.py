@@ -28,7 +28,12 @@ import shutil
 import struct
 import sys
 
-import numpy as np
+try:
+    import numpy as np
+    import sentencepiece  # noqa: F401  (the vocabulary, read as the converter reads it)
+except ImportError as error:
+    sys.exit(f"make_fixture.py: needs Python's {error.name} (scripts/install-deps.sh "
+             "installs python3-numpy and python3-sentencepiece)")
 
 # The model's shape: grouped-query attention (2 kv heads for 4 heads) so the
 # k permute's kv-head rule is exercised; untied output so output.weight exists.
