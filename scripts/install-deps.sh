@@ -52,6 +52,9 @@ PACKAGES=(
   # Fuzzing (scripts/fuzz.sh): g++ has no libFuzzer; clang-14 and its runtimes
   # (libFuzzer, ASan, UBSan are in libclang-rt-14-dev) build the fuzz targets.
   clang-14 libclang-rt-14-dev
+  # llama.cpp as the reference (tests/llamacpp/): its gguf-py needs numpy, and the
+  # fixture's vocabulary is read as its converter reads it, with sentencepiece.
+  python3-numpy python3-sentencepiece
 )
 # Node and npm from Debian where the machine has no Node of its own (the
 # development image ships Node 20 with npm; Debian 12's nodejs is 18.19).
