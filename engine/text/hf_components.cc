@@ -279,6 +279,8 @@ class SequencePreTokenizer : public PreTokenizer {
   }
 };
 
+// Split, and the pre-tokenizers that are a split by a fixed pattern (Digits,
+// Punctuation, Whitespace, WhitespaceSplit).
 class SplitPreTokenizer : public PreTokenizer {
  public:
   SplitPreTokenizer(std::unique_ptr<Pattern> pattern, Behavior behavior, bool invert)
@@ -370,21 +372,6 @@ class MetaspacePreTokenizer : public PreTokenizer {
   PrependScheme scheme_;
   bool split_;
   std::unique_ptr<Pattern> splitter_;
-};
-
-class ClassPreTokenizer : public PreTokenizer {
- public:
-  ClassPreTokenizer(std::unique_ptr<Pattern> pattern, Behavior behavior, bool invert)
-      : pattern_(std::move(pattern)), behavior_(behavior), invert_(invert) {}
-  void PreTokenize(std::vector<Piece>* pieces) const override {
-    SplitPieces(pieces,
-                [&](const Piece& p) { return SplitPiece(p, *pattern_, behavior_, invert_); });
-  }
-
- private:
-  std::unique_ptr<Pattern> pattern_;
-  Behavior behavior_;
-  bool invert_;
 };
 
 // ---- decoders ----
@@ -662,7 +649,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const json& j,
   if (type == "Digits") {
     SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type", "individual_digits"}));
     SG_ASSIGN_OR_RETURN(bool individual, GetBool(j, where, "individual_digits", false));
-    return std::make_unique<ClassPreTokenizer>(
+    return std::make_unique<SplitPreTokenizer>(
         Pattern::CharClass(IsNumeric), individual ? Behavior::kIsolated : Behavior::kContiguous,
         false);
   }
@@ -672,16 +659,16 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const json& j,
     if (j.contains("behavior")) {
       SG_ASSIGN_OR_RETURN(behavior, ParseBehavior(j, where));
     }
-    return std::make_unique<ClassPreTokenizer>(Pattern::CharClass(IsPunctuation), behavior, false);
+    return std::make_unique<SplitPreTokenizer>(Pattern::CharClass(IsPunctuation), behavior, false);
   }
   if (type == "Whitespace") {
     SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type"}));
     SG_ASSIGN_OR_RETURN(auto regex, Pattern::Regex(R"(\w+|[^\w\s]+)"));
-    return std::make_unique<ClassPreTokenizer>(std::move(regex), Behavior::kRemoved, true);
+    return std::make_unique<SplitPreTokenizer>(std::move(regex), Behavior::kRemoved, true);
   }
   if (type == "WhitespaceSplit") {
     SG_RETURN_IF_ERROR(CheckKeys(j, where, {"type"}));
-    return std::make_unique<ClassPreTokenizer>(Pattern::CharClass(IsWhitespace), Behavior::kRemoved,
+    return std::make_unique<SplitPreTokenizer>(Pattern::CharClass(IsWhitespace), Behavior::kRemoved,
                                                false);
   }
   return Bad(where, absl::StrCat("unsupported pre-tokenizer type '", type,
