@@ -232,20 +232,27 @@ std::vector<int> ParseIds(const std::vector<std::string>& values, const char* fl
   return ids;
 }
 
+// --chat: the optional --system message, then `text` as the user's turn
+// (GenerateRequest and TokenizeRequest both carry messages).
+template <typename Request>
+void AddChatMessages(const std::string& text, Request* request) {
+  if (!absl::GetFlag(FLAGS_system).empty()) {
+    v1::ChatMessage* system = request->add_messages();
+    system->set_role("system");
+    system->set_content(absl::GetFlag(FLAGS_system));
+  }
+  v1::ChatMessage* user = request->add_messages();
+  user->set_role("user");
+  user->set_content(text);
+}
+
 v1::GenerateRequest BuildGenerateRequest(const std::string& prompt) {
   v1::GenerateRequest request;
   std::vector<int> prompt_ids = ParseIds(absl::GetFlag(FLAGS_prompt_token_ids), "prompt-token-ids");
   if (!prompt_ids.empty()) {
     for (int id : prompt_ids) request.add_prompt_token_ids(id);
   } else if (absl::GetFlag(FLAGS_chat)) {
-    if (!absl::GetFlag(FLAGS_system).empty()) {
-      v1::ChatMessage* system = request.add_messages();
-      system->set_role("system");
-      system->set_content(absl::GetFlag(FLAGS_system));
-    }
-    v1::ChatMessage* user = request.add_messages();
-    user->set_role("user");
-    user->set_content(prompt);
+    AddChatMessages(prompt, &request);
   } else {
     request.set_prompt(prompt);
   }
@@ -370,14 +377,7 @@ int Generate(v1::TextGeneration::Stub& stub, const std::string& prompt) {
 int Tokenize(v1::TextGeneration::Stub& stub, const std::string& text) {
   v1::TokenizeRequest request;
   if (absl::GetFlag(FLAGS_chat)) {
-    if (!absl::GetFlag(FLAGS_system).empty()) {
-      v1::ChatMessage* system = request.add_messages();
-      system->set_role("system");
-      system->set_content(absl::GetFlag(FLAGS_system));
-    }
-    v1::ChatMessage* user = request.add_messages();
-    user->set_role("user");
-    user->set_content(text);
+    AddChatMessages(text, &request);
   } else {
     request.set_text(text);
     request.set_add_special_tokens(absl::GetFlag(FLAGS_add_special_tokens));
