@@ -15,6 +15,7 @@
 
 #include <map>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/text/jinja/template.h"
@@ -152,6 +153,23 @@ struct ChatVocabulary {
   std::function<bool(int)> is_special;
 };
 
+// A set of special-token spellings, found at a position of a text by a hash
+// lookup per distinct length (longest first), not by comparing every spelling:
+// Gemma 3's vocabulary has thousands. Immutable after Add; thread-safe.
+class SpecialSpellings {
+ public:
+  void Add(std::string text, int id);
+  bool empty() const { return ids_.empty(); }
+  // The longest spelling that starts at text[pos] (its length and id), or
+  // length 0 when none does.
+  std::pair<size_t, int> LongestAt(absl::string_view text, size_t pos) const;
+
+ private:
+  absl::flat_hash_map<std::string, int> ids_;
+  std::vector<size_t> lengths_;  // the distinct lengths, longest first
+  bool starts_[256] = {};        // the spellings' first bytes: most positions start none
+};
+
 // One piece of a rendered conversation: text to encode, or a special token.
 struct ChatSegment {
   bool special = false;
@@ -213,8 +231,8 @@ class ChatTemplate {
   ChatTemplateFamily family_;
   ChatVocabulary vocabulary_;
   std::unique_ptr<JinjaChatTemplate> jinja_;       // kJinja only
-  std::vector<std::pair<std::string, int>> specials_;  // kJinja: token text -> id, longest first
-  std::vector<std::string> guarded_;  // kJinja: the specials_ that user text must not forge
+  SpecialSpellings specials_;  // kJinja: token text -> id
+  SpecialSpellings guarded_;   // kJinja: the specials_ that user text must not forge
   int im_start_id_ = -1;
   int im_end_id_ = -1;
 };

@@ -74,40 +74,26 @@ std::string RemoveGuardMarks(absl::string_view text) {
 
 // `text` with kGuardMark after the first character of each of `spellings`
 // (longest first) that it holds.
-std::string GuardText(absl::string_view input, const std::vector<std::string>& spellings) {
+std::string GuardText(absl::string_view input, const SpecialSpellings& spellings) {
   std::string text = RemoveGuardMarks(input);
-  bool starts[256] = {};  // the first bytes of the spellings: most positions start none
-  for (const std::string& spelling : spellings) {
-    if (!spelling.empty()) starts[static_cast<unsigned char>(spelling[0])] = true;
-  }
   std::string out;
   out.reserve(text.size());
   for (size_t pos = 0; pos < text.size();) {
-    const std::string* hit = nullptr;
-    if (!starts[static_cast<unsigned char>(text[pos])]) {
+    const size_t length = spellings.LongestAt(text, pos).first;
+    if (length == 0) {
       out.push_back(text[pos++]);
       continue;
     }
-    for (const std::string& spelling : spellings) {
-      if (text.compare(pos, spelling.size(), spelling) == 0) {
-        hit = &spelling;
-        break;
-      }
-    }
-    if (hit == nullptr) {
-      out.push_back(text[pos++]);
-      continue;
-    }
-    size_t first = std::min(Utf8Length(static_cast<unsigned char>((*hit)[0])), hit->size());
-    out.append(*hit, 0, first);
+    size_t first = std::min(Utf8Length(static_cast<unsigned char>(text[pos])), length);
+    out.append(text, pos, first);
     out.append(kGuardMark.data(), kGuardMark.size());
-    out.append(*hit, first, std::string::npos);
-    pos += hit->size();
+    out.append(text, pos + first, length - first);
+    pos += length;
   }
   return out;
 }
 
-void GuardJsonValue(ordered_json* value, const std::vector<std::string>& spellings) {
+void GuardJsonValue(ordered_json* value, const SpecialSpellings& spellings) {
   if (value->is_string()) {
     *value = GuardText(value->get<std::string>(), spellings);
   } else if (value->is_array()) {
@@ -124,7 +110,7 @@ void GuardJsonValue(ordered_json* value, const std::vector<std::string>& spellin
 
 // A JSON text with its strings (keys included) guarded; left as it is when
 // it does not parse (Render names the field).
-std::string GuardJson(const std::string& json, const std::vector<std::string>& spellings) {
+std::string GuardJson(const std::string& json, const SpecialSpellings& spellings) {
   if (json.empty()) return json;
   ordered_json value = ordered_json::parse(json, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) return json;
@@ -366,18 +352,36 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::CreateJinja(
     int id = v.piece_to_id ? v.piece_to_id(text) : -1;
     if (text == v.bos_piece && v.bos_id >= 0) id = v.bos_id;
     if (text == v.eos_piece && v.eos_id >= 0) id = v.eos_id;
-    if (id >= 0) chat->specials_.emplace_back(text, id);
-  }
-  std::sort(chat->specials_.begin(), chat->specials_.end(),
-            [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
-  for (const auto& [text, id] : chat->specials_) {
+    if (id < 0) continue;
+    chat->specials_.Add(text, id);
     if (!v.is_special || v.is_special(id) || id == v.bos_id || id == v.eos_id) {
-      chat->guarded_.push_back(text);
+      chat->guarded_.Add(text, id);
     }
   }
   jinja->special_tokens_ = std::move(tokens);
   chat->jinja_ = std::move(jinja);
   return chat;
+}
+
+void SpecialSpellings::Add(std::string text, int id) {
+  if (text.empty()) return;
+  starts_[static_cast<unsigned char>(text[0])] = true;
+  if (std::find(lengths_.begin(), lengths_.end(), text.size()) == lengths_.end()) {
+    lengths_.insert(std::upper_bound(lengths_.begin(), lengths_.end(), text.size(),
+                                     std::greater<size_t>()),
+                    text.size());
+  }
+  ids_.emplace(std::move(text), id);
+}
+
+std::pair<size_t, int> SpecialSpellings::LongestAt(absl::string_view text, size_t pos) const {
+  if (pos >= text.size() || !starts_[static_cast<unsigned char>(text[pos])]) return {0, -1};
+  for (size_t length : lengths_) {
+    if (length > text.size() - pos) continue;
+    auto it = ids_.find(text.substr(pos, length));
+    if (it != ids_.end()) return {length, it->second};
+  }
+  return {0, -1};
 }
 
 absl::StatusOr<std::vector<ChatSegment>> ChatTemplate::RenderJinjaSegments(
@@ -403,18 +407,15 @@ absl::StatusOr<std::vector<ChatSegment>> ChatTemplate::RenderJinjaSegments(
   std::vector<ChatSegment> segments;
   size_t start = 0;
   for (size_t pos = 0; pos < text.size();) {
-    bool matched = false;
-    for (const auto& [piece, id] : specials_) {
-      if (text.compare(pos, piece.size(), piece) == 0) {
-        if (pos > start) segments.push_back(ChatSegment{false, -1, text.substr(start, pos - start)});
-        segments.push_back(ChatSegment{true, id, piece});
-        pos += piece.size();
-        start = pos;
-        matched = true;
-        break;
-      }
+    const auto [length, id] = specials_.LongestAt(text, pos);
+    if (length == 0) {
+      ++pos;
+      continue;
     }
-    if (!matched) ++pos;
+    if (pos > start) segments.push_back(ChatSegment{false, -1, text.substr(start, pos - start)});
+    segments.push_back(ChatSegment{true, id, text.substr(pos, length)});
+    pos += length;
+    start = pos;
   }
   if (start < text.size()) segments.push_back(ChatSegment{false, -1, text.substr(start)});
   if (guard) {
