@@ -86,7 +86,7 @@ TEST(ModelConfigTest, ParsesBaseConfigWithDefaults) {
   EXPECT_EQ(config->vocab_size, 100);
   EXPECT_EQ(config->max_position_embeddings, 64);
   EXPECT_DOUBLE_EQ(config->rms_norm_eps, 1e-6);
-  EXPECT_DOUBLE_EQ(config->rope_theta, 10000.0);
+  EXPECT_DOUBLE_EQ(config->rope.theta, 10000.0);
   EXPECT_FALSE(config->tie_word_embeddings);
   EXPECT_FALSE(config->sliding_window.has_value());
   EXPECT_EQ(config->bos_token_id, 1);
@@ -113,7 +113,7 @@ TEST(ModelConfigTest, OptionalFields) {
   EXPECT_EQ(config->q_size(), 64);
   EXPECT_EQ(config->kv_size(), 64);
   EXPECT_DOUBLE_EQ(config->rms_norm_eps, 1e-5);
-  EXPECT_DOUBLE_EQ(config->rope_theta, 500000.0);
+  EXPECT_DOUBLE_EQ(config->rope.theta, 500000.0);
   EXPECT_TRUE(config->tie_word_embeddings);
   EXPECT_EQ(config->torch_dtype, "bfloat16");
   EXPECT_THAT(config->eos_token_ids, ElementsAre(2, 7));

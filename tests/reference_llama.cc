@@ -140,7 +140,7 @@ absl::StatusOr<ReferenceLlama> ReferenceLlama::Load(const std::string& dir) {
   s.head_dim = config.head_dim;
   s.vocab = config.vocab_size;
   s.eps = config.rms_norm_eps;
-  s.theta = config.rope_theta;
+  s.theta = config.rope.theta;
   s.sliding_window = config.sliding_window.value_or(0);
   if (s.heads <= 0 || s.kv_heads <= 0 || s.heads % s.kv_heads != 0 || s.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(

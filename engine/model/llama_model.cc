@@ -131,7 +131,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
     const int64_t d = config.head_dim;
     auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
     torch::Tensor inv_freq =
-        1.0 / torch::pow(config.rope_theta, torch::arange(0, d, 2, f32) / static_cast<double>(d));
+        1.0 / torch::pow(config.rope.theta, torch::arange(0, d, 2, f32) / static_cast<double>(d));
     torch::Tensor t = torch::arange(config.max_position_embeddings, f32);
     torch::Tensor freqs = torch::outer(t, inv_freq);     // [P, D/2]
     torch::Tensor emb = torch::cat({freqs, freqs}, -1);  // [P, D]

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -15,7 +16,13 @@
 
 namespace streamgen {
 
-const char* const kSupportedArchitectures[2] = {"LlamaForCausalLM", "MistralForCausalLM"};
+const char* const kSupportedArchitectures[8] = {
+    "LlamaForCausalLM",    "MistralForCausalLM", "Qwen2ForCausalLM",  "Qwen3ForCausalLM",
+    "Qwen3MoeForCausalLM", "MixtralForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM"};
+
+double ModelConfig::AttentionScale() const {
+  return attention_scale > 0 ? attention_scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
+}
 
 namespace {
 
@@ -297,7 +304,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   SG_RETURN_IF_ERROR(RefuseUnsupported(obj, source));
   SG_RETURN_IF_ERROR(ReadSizes(obj, source, &config));
   SG_RETURN_IF_ERROR(ReadPositiveDouble(obj, source, "rms_norm_eps", &config.rms_norm_eps));
-  SG_RETURN_IF_ERROR(ReadPositiveDouble(obj, source, "rope_theta", &config.rope_theta));
+  SG_RETURN_IF_ERROR(ReadPositiveDouble(obj, source, "rope_theta", &config.rope.theta));
   SG_RETURN_IF_ERROR(ReadBool(obj, source, "tie_word_embeddings", &config.tie_word_embeddings));
   if (config.architecture == "MistralForCausalLM" && Present(obj, "sliding_window")) {
     int window = 0;

@@ -74,8 +74,8 @@ void CheckConfig(const ModelConfig& c, bool loaded) {
                                      &product) &&
                  product <= std::numeric_limits<int>::max(),
              "q_size %d * %d does not fit an int", c.num_attention_heads, c.head_dim);
-  FUZZ_CHECK(c.rms_norm_eps > 0 && c.rope_theta > 0, "eps %g, theta %g", c.rms_norm_eps,
-             c.rope_theta);
+  FUZZ_CHECK(c.rms_norm_eps > 0 && c.rope.theta > 0, "eps %g, theta %g", c.rms_norm_eps,
+             c.rope.theta);
   FUZZ_CHECK(!c.sliding_window.has_value() || *c.sliding_window > 0, "sliding_window");
   FUZZ_CHECK(c.bos_token_id >= 0 && c.bos_token_id <= (1 << 30), "bos %d", c.bos_token_id);
   if (loaded) FUZZ_CHECK(!c.eos_token_ids.empty(), "no EOS id");
