@@ -248,8 +248,9 @@ TEST(ModelConfigTest, OtherUnsupportedSettings) {
   c["hidden_act"] = "gelu";
   EXPECT_THAT(ConfigError(c), AllOf(HasSubstr("hidden_act"), HasSubstr("gelu")));
   c = BaseConfig();
-  c["attention_bias"] = true;
-  EXPECT_THAT(ConfigError(c), HasSubstr("attention_bias"));
+  c["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}};
+  EXPECT_THAT(ConfigError(c), AllOf(HasSubstr("\"quantization_config\""),
+                                    HasSubstr("quantization method 'awq'")));
 }
 
 TEST(ModelConfigTest, HeadsNotDivisible) {
