@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "engine/model/rope_config.h"
 #include "nlohmann/json.hpp"
 
 namespace streamgen {
@@ -158,12 +159,6 @@ absl::Status ReadArchitecture(const json& obj, const std::string& source, std::s
 
 // Fields that select behaviour this engine does not implement.
 absl::Status RefuseUnsupported(const json& obj, const std::string& source) {
-  if (Present(obj, "rope_scaling")) {
-    return FieldError(source, "rope_scaling",
-                      absl::StrCat("is not supported (got a ", JsonTypeName(obj.at("rope_scaling")),
-                                   ": ", obj.at("rope_scaling").dump(),
-                                   "); only plain RoPE (rope_scaling null or absent) is"));
-  }
   if (Present(obj, "hidden_act")) {
     const json& act = obj.at("hidden_act");
     if (!act.is_string() || act.get<std::string>() != "silu") {
@@ -303,8 +298,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   SG_RETURN_IF_ERROR(ReadArchitecture(obj, source, &config.architecture));
   SG_RETURN_IF_ERROR(RefuseUnsupported(obj, source));
   SG_RETURN_IF_ERROR(ReadSizes(obj, source, &config));
+  SG_RETURN_IF_ERROR(
+      ReadRopeConfig(obj, source, config.architecture == "Gemma3ForCausalLM", &config));
   SG_RETURN_IF_ERROR(ReadPositiveDouble(obj, source, "rms_norm_eps", &config.rms_norm_eps));
-  SG_RETURN_IF_ERROR(ReadPositiveDouble(obj, source, "rope_theta", &config.rope.theta));
   SG_RETURN_IF_ERROR(ReadBool(obj, source, "tie_word_embeddings", &config.tie_word_embeddings));
   if (config.architecture == "MistralForCausalLM" && Present(obj, "sliding_window")) {
     int window = 0;
