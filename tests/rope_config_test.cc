@@ -314,6 +314,8 @@ TEST(RopeConfigTest, WrongShapesAreNamed) {
   EXPECT_EQ(Error({{"rope_parameters", "linear"}}),
             "m/config.json: field \"rope_parameters\" must be an object or null, got a string: "
             "\"linear\"");
+  EXPECT_EQ(Error({{"rope_scaling", json::array({json::array({1})})}}),
+            "m/config.json: field \"rope_scaling\" must be an object or null, got an array: [[1]]");
   EXPECT_EQ(Error({{"rope_theta", -1}}),
             "m/config.json: field \"rope_theta\" must be a positive number, got -1");
   EXPECT_EQ(Error({{"rope_theta", "1e4"}}),

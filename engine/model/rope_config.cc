@@ -4,7 +4,6 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/status.h"
 
 namespace streamgen {
@@ -31,6 +30,12 @@ struct Dict {
     return name.empty() ? std::string(key) : absl::StrCat(name, ".", key);
   }
 };
+
+// "a number", "an array" (nlohmann's type names).
+std::string WithArticle(const json& v) {
+  const std::string name = v.type_name();
+  return absl::StrCat(std::string("aeiou").find(name[0]) != std::string::npos ? "an " : "a ", name);
+}
 
 absl::Status FieldError(const std::string& source, const std::string& field,
                         const std::string& what) {
@@ -92,7 +97,7 @@ absl::Status ReadFactorList(const Dict& d, const std::string& source, const char
   const json& v = d.At(key);
   if (!v.is_array()) {
     return FieldError(source, d.Field(key),
-                      absl::StrCat("must be a list of numbers, got a ", v.type_name()));
+                      absl::StrCat("must be a list of numbers, got ", WithArticle(v)));
   }
   if (static_cast<int>(v.size()) != rotary_dim / 2) {
     return FieldError(source, d.Field(key),
@@ -119,7 +124,7 @@ absl::StatusOr<Dict> ReadDict(const json& parent, const std::string& source, con
   if (it == parent.end() || it->is_null()) return d;
   if (!it->is_object()) {
     return FieldError(source, name,
-                      absl::StrCat("must be an object or null, got a ", it->type_name(), ": ",
+                      absl::StrCat("must be an object or null, got ", WithArticle(*it), ": ",
                                    it->dump()));
   }
   d.obj = &*it;
