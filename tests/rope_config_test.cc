@@ -30,9 +30,9 @@ ModelConfig Sizes(const std::string& architecture, int head_dim, int max_positio
   return c;
 }
 
-absl::StatusOr<ModelConfig> Read(const json& obj, ModelConfig c = Sizes("LlamaForCausalLM", 128, 131072)) {
-  absl::Status status =
-      ReadRopeConfig(obj, kSource, c.architecture == "Gemma3ForCausalLM", &c);
+absl::StatusOr<ModelConfig> Read(const json& obj,
+                                 ModelConfig c = Sizes("LlamaForCausalLM", 128, 131072)) {
+  absl::Status status = ReadRopeConfig(obj, kSource, c.architecture == "Gemma3ForCausalLM", &c);
   if (!status.ok()) return status;
   return c;
 }
@@ -96,8 +96,8 @@ TEST(RopeConfigTest, Llama3BothSpellings) {
                         {"rope_type", "llama3"}};
   json v5 = scaling;
   v5["rope_theta"] = 500000.0;
-  for (const json& obj : {json{{"rope_theta", 500000.0}, {"rope_scaling", scaling}},
-                          json{{"rope_parameters", v5}}}) {
+  for (const json& obj :
+       {json{{"rope_theta", 500000.0}, {"rope_scaling", scaling}}, json{{"rope_parameters", v5}}}) {
     auto c = Read(obj);
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_EQ(c->rope.type, RopeType::kLlama3);
@@ -111,9 +111,10 @@ TEST(RopeConfigTest, Llama3BothSpellings) {
 
 TEST(RopeConfigTest, Yarn) {
   // Qwen 2.5 / Qwen 3's model cards: only factor and the original context.
-  auto c = Read({{"rope_theta", 1e6},
-                 {"rope_scaling",
-                  {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}}}});
+  auto c =
+      Read({{"rope_theta", 1e6},
+            {"rope_scaling",
+             {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}}}});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->rope.type, RopeType::kYarn);
   EXPECT_DOUBLE_EQ(c->rope.factor, 4.0);
@@ -155,10 +156,11 @@ TEST(RopeConfigTest, Yarn) {
 // Phi-3.5-mini: the original context at the top level, rope_scaling with the
 // two factor lists and no factor (so factor = 131072 / 4096).
 TEST(RopeConfigTest, LongRopePhi3) {
-  json obj = {{"rope_theta", 10000.0},
-              {"original_max_position_embeddings", 4096},
-              {"rope_scaling",
-               {{"type", "longrope"}, {"short_factor", Ramp(48, 0.01)}, {"long_factor", Ramp(48, 0.5)}}}};
+  json obj = {
+      {"rope_theta", 10000.0},
+      {"original_max_position_embeddings", 4096},
+      {"rope_scaling",
+       {{"type", "longrope"}, {"short_factor", Ramp(48, 0.01)}, {"long_factor", Ramp(48, 0.5)}}}};
   const ModelConfig phi3 = Sizes("Phi3ForCausalLM", 96, 131072);
   auto c = Read(obj, phi3);
   ASSERT_TRUE(c.ok()) << c.status();
@@ -199,9 +201,8 @@ TEST(RopeConfigTest, LongRopePhi3) {
 // Phi-4-mini: partial_rotary_factor 0.75 of head_dim 128: 96 rotary dims, so
 // 48 factors. At the top level (v4) or inside rope_parameters (v5).
 TEST(RopeConfigTest, PartialRotaryFactor) {
-  const json lists = {{"type", "longrope"},
-                      {"short_factor", Ramp(48, 0.01)},
-                      {"long_factor", Ramp(48, 0.5)}};
+  const json lists = {
+      {"type", "longrope"}, {"short_factor", Ramp(48, 0.01)}, {"long_factor", Ramp(48, 0.5)}};
   const ModelConfig phi = Sizes("Phi3ForCausalLM", 128, 131072);
   auto c = Read({{"partial_rotary_factor", 0.75},
                  {"original_max_position_embeddings", 4096},
@@ -252,10 +253,11 @@ TEST(RopeConfigTest, Gemma3V4) {
 // Gemma 3 (v5): rope_parameters keyed by layer type.
 TEST(RopeConfigTest, Gemma3V5) {
   const ModelConfig gemma = Sizes("Gemma3ForCausalLM", 256, 131072);
-  auto c = Read({{"rope_parameters",
-                  {{"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1e6}}},
-                   {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}}}}},
-                gemma);
+  auto c =
+      Read({{"rope_parameters",
+             {{"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1e6}}},
+              {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}}}}},
+           gemma);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->rope.type, RopeType::kLinear);
   EXPECT_DOUBLE_EQ(c->rope.factor, 8.0);
@@ -272,9 +274,10 @@ TEST(RopeConfigTest, Gemma3V5) {
   EXPECT_DOUBLE_EQ(c->rope.theta, 2e6);
   EXPECT_DOUBLE_EQ(c->rope_local->theta, 2e4);
   // A v4 rope_scaling updates full_attention (Gemma3TextConfig, v5).
-  c = Read({{"rope_scaling", {{"rope_type", "linear"}, {"factor", 4.0}}},
-            {"rope_parameters", {{"full_attention", {{"rope_type", "default"}, {"rope_theta", 3e6}}}}}},
-           gemma);
+  c = Read(
+      {{"rope_scaling", {{"rope_type", "linear"}, {"factor", 4.0}}},
+       {"rope_parameters", {{"full_attention", {{"rope_type", "default"}, {"rope_theta", 3e6}}}}}},
+      gemma);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->rope.type, RopeType::kLinear);
   EXPECT_DOUBLE_EQ(c->rope.factor, 4.0);
@@ -284,15 +287,18 @@ TEST(RopeConfigTest, Gemma3V5) {
 // ---- What is refused, by message ----
 
 TEST(RopeConfigTest, UnsupportedTypesAreNamed) {
-  EXPECT_EQ(Error({{"rope_scaling", {{"rope_type", "dynamic"}, {"factor", 2.0}}}}),
-            "m/config.json: field \"rope_scaling\" has rope_type \"dynamic\", which is not supported "
-            "(supported: default, linear, llama3, yarn, longrope)");
-  EXPECT_EQ(Error({{"rope_scaling", {{"type", "dynamic"}, {"factor", 2.0}}}}),
-            "m/config.json: field \"rope_scaling\" has rope_type \"dynamic\", which is not supported "
-            "(supported: default, linear, llama3, yarn, longrope)");
-  EXPECT_EQ(Error({{"rope_parameters", {{"rope_type", "ntk"}, {"factor", 2.0}}}}),
-            "m/config.json: field \"rope_parameters\" has rope_type \"ntk\", which is not supported "
-            "(supported: default, linear, llama3, yarn, longrope)");
+  EXPECT_EQ(
+      Error({{"rope_scaling", {{"rope_type", "dynamic"}, {"factor", 2.0}}}}),
+      "m/config.json: field \"rope_scaling\" has rope_type \"dynamic\", which is not supported "
+      "(supported: default, linear, llama3, yarn, longrope)");
+  EXPECT_EQ(
+      Error({{"rope_scaling", {{"type", "dynamic"}, {"factor", 2.0}}}}),
+      "m/config.json: field \"rope_scaling\" has rope_type \"dynamic\", which is not supported "
+      "(supported: default, linear, llama3, yarn, longrope)");
+  EXPECT_EQ(
+      Error({{"rope_parameters", {{"rope_type", "ntk"}, {"factor", 2.0}}}}),
+      "m/config.json: field \"rope_parameters\" has rope_type \"ntk\", which is not supported "
+      "(supported: default, linear, llama3, yarn, longrope)");
   // "su" and "yarn" are longrope only for Phi-3: elsewhere "su" is longrope
   // too (no other family uses the name), and "yarn" is YaRN.
   auto c = Read({{"rope_scaling", {{"type", "yarn"}, {"factor", 2.0}}}});
@@ -333,39 +339,45 @@ TEST(RopeConfigTest, WrongShapesAreNamed) {
   EXPECT_EQ(Error({{"rope_parameters", {{"rope_type", "default"}}}}, gemma),
             "m/config.json: field \"rope_parameters\" must be keyed by layer type (full_attention, "
             "sliding_attention) for Gemma3ForCausalLM, got {\"rope_type\":\"default\"}");
-  EXPECT_EQ(Error({{"rope_parameters", {{"full_attention", json::object()}, {"chunked", json::object()}}}},
+  EXPECT_EQ(Error({{"rope_parameters",
+                    {{"full_attention", json::object()}, {"chunked", json::object()}}}},
                   gemma),
             "m/config.json: field \"rope_parameters.chunked\" is not a layer type (full_attention, "
             "sliding_attention)");
-  EXPECT_EQ(Error({{"rope_parameters", {{"full_attention", 1e6}}}}, gemma),
-            "m/config.json: field \"rope_parameters.full_attention\" must be an object or null, got "
-            "a number: 1000000.0");
+  EXPECT_EQ(
+      Error({{"rope_parameters", {{"full_attention", 1e6}}}}, gemma),
+      "m/config.json: field \"rope_parameters.full_attention\" must be an object or null, got "
+      "a number: 1000000.0");
   EXPECT_EQ(Error({{"rope_local_base_freq", -5}}, gemma),
             "m/config.json: field \"rope_local_base_freq\" must be a positive number, got -5");
 }
 
 TEST(RopeConfigTest, MissingOrBadFactorsAreNamed) {
-  EXPECT_EQ(Error({{"rope_scaling", {{"type", "linear"}}}}),
-            "m/config.json: field \"rope_scaling.factor\" is missing (rope_type \"linear\" needs it)");
+  EXPECT_EQ(
+      Error({{"rope_scaling", {{"type", "linear"}}}}),
+      "m/config.json: field \"rope_scaling.factor\" is missing (rope_type \"linear\" needs it)");
   for (const json& bad : {json(0), json(-2.0), json("2"), json(true)}) {
     EXPECT_EQ(Error({{"rope_scaling", {{"type", "linear"}, {"factor", bad}}}}),
               "m/config.json: field \"rope_scaling.factor\" must be a positive number, got " +
                   bad.dump());
   }
-  EXPECT_EQ(Error({{"rope_parameters", {{"rope_type", "yarn"}}}}),
-            "m/config.json: field \"rope_parameters.factor\" is missing (rope_type \"yarn\" needs it)");
+  EXPECT_EQ(
+      Error({{"rope_parameters", {{"rope_type", "yarn"}}}}),
+      "m/config.json: field \"rope_parameters.factor\" is missing (rope_type \"yarn\" needs it)");
   EXPECT_EQ(Error({{"rope_scaling", {{"type", "yarn"}, {"factor", 4}, {"beta_fast", -32}}}}),
             "m/config.json: field \"rope_scaling.beta_fast\" must be a positive number, got -32");
-  EXPECT_EQ(Error({{"rope_scaling", {{"type", "yarn"}, {"factor", 4}, {"attention_factor", 0}}}}),
-            "m/config.json: field \"rope_scaling.attention_factor\" must be a positive number, got 0");
+  EXPECT_EQ(
+      Error({{"rope_scaling", {{"type", "yarn"}, {"factor", 4}, {"attention_factor", 0}}}}),
+      "m/config.json: field \"rope_scaling.attention_factor\" must be a positive number, got 0");
   EXPECT_EQ(Error({{"rope_scaling", {{"type", "yarn"}, {"factor", 4}, {"mscale", "1"}}}}),
             "m/config.json: field \"rope_scaling.mscale\" must be a number, got \"1\"");
   EXPECT_EQ(Error({{"rope_scaling", {{"type", "yarn"}, {"factor", 4}, {"truncate", "no"}}}}),
             "m/config.json: field \"rope_scaling.truncate\" must be true or false, got \"no\"");
-  EXPECT_EQ(Error({{"rope_scaling",
-                    {{"type", "yarn"}, {"factor", 4}, {"original_max_position_embeddings", 4096.5}}}}),
-            "m/config.json: field \"rope_scaling.original_max_position_embeddings\" must be a "
-            "positive integer, got 4096.5");
+  EXPECT_EQ(
+      Error({{"rope_scaling",
+              {{"type", "yarn"}, {"factor", 4}, {"original_max_position_embeddings", 4096.5}}}}),
+      "m/config.json: field \"rope_scaling.original_max_position_embeddings\" must be a "
+      "positive integer, got 4096.5");
 }
 
 TEST(RopeConfigTest, Llama3RefusalsAreNamed) {
@@ -377,9 +389,9 @@ TEST(RopeConfigTest, Llama3RefusalsAreNamed) {
   for (const char* key : {"factor", "low_freq_factor", "high_freq_factor"}) {
     json s = full;
     s.erase(key);
-    EXPECT_EQ(Error({{"rope_scaling", s}}),
-              std::string("m/config.json: field \"rope_scaling.") + key +
-                  "\" is missing (rope_type \"llama3\" needs it)");
+    EXPECT_EQ(Error({{"rope_scaling", s}}), std::string("m/config.json: field \"rope_scaling.") +
+                                                key +
+                                                "\" is missing (rope_type \"llama3\" needs it)");
   }
   json s = full;
   s.erase("original_max_position_embeddings");
@@ -435,13 +447,15 @@ TEST(RopeConfigTest, PartialRotaryRefusalsAreNamed) {
   EXPECT_EQ(Error({{"partial_rotary_factor", 0.25}}, Sizes("Phi3ForCausalLM", 100, 4096)),
             "m/config.json: field \"partial_rotary_factor\" gives rotary_dim int(100 * 0.25) = 25; "
             "it must be even and at least 2");
-  EXPECT_EQ(Error({{"rope_parameters", {{"rope_type", "default"}, {"partial_rotary_factor", 0.001}}}}),
-            "m/config.json: field \"rope_parameters.partial_rotary_factor\" gives rotary_dim "
-            "int(128 * 0.001) = 0; it must be even and at least 2");
-  EXPECT_EQ(Error({{"partial_rotary_factor", 0.5},
-                   {"rope_parameters", {{"rope_type", "default"}, {"partial_rotary_factor", 0.75}}}}),
-            "m/config.json: field \"rope_parameters.partial_rotary_factor\" is 0.75 but the "
-            "top-level partial_rotary_factor is 0.5");
+  EXPECT_EQ(
+      Error({{"rope_parameters", {{"rope_type", "default"}, {"partial_rotary_factor", 0.001}}}}),
+      "m/config.json: field \"rope_parameters.partial_rotary_factor\" gives rotary_dim "
+      "int(128 * 0.001) = 0; it must be even and at least 2");
+  EXPECT_EQ(
+      Error({{"partial_rotary_factor", 0.5},
+             {"rope_parameters", {{"rope_type", "default"}, {"partial_rotary_factor", 0.75}}}}),
+      "m/config.json: field \"rope_parameters.partial_rotary_factor\" is 0.75 but the "
+      "top-level partial_rotary_factor is 0.5");
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 //
 // The reference script (python3 with Debian's python3-numpy 1.24):
 //
+// clang-format off
 //   import math
 //   import numpy as np
 //   f32 = np.float32
@@ -58,14 +59,16 @@
 //       return [[(float(np.cos(f32(p) * inv[i]) * f32(att)),
 //                 float(np.sin(f32(p) * inv[i]) * f32(att))) for i in idx] for p in ps]
 //
+// clang-format on
+//
 // and the calls that printed each case's numbers are above its test.
 #include "engine/model/rope.h"
+
+#include <torch/torch.h>
 
 #include <cmath>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "gtest/gtest.h"
 
@@ -196,7 +199,8 @@ TEST(RopeTest, Llama3) {
 //   3.102344408e-07; attention 1.138629436111989; correction range (23, 40)
 // table(that, 1.138629436111989, [7, 100000], [0, 40]):
 //   p 7:      (0.8584153056144714, 0.7480642795562744), (1.1386293172836304, 0.0003543402417562902)
-//   p 100000: (-1.1379016637802124, 0.0407046340405941), (-0.30007457733154297, -1.0983771085739136)
+//   p 100000: (-1.1379016637802124, 0.0407046340405941), (-0.30007457733154297,
+//   -1.0983771085739136)
 // yarn(1e4, 64, 16.0, 4096, beta_fast=16, beta_slow=2, truncate=False, mscale=1.0,
 //      mscale_all_dim=0.5) -> [0, 5, 10, 20, 31]:
 //   1.0, 2.371373922e-01, 5.623412877e-02, 2.408111177e-04, 8.334509403e-06;

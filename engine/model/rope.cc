@@ -7,10 +7,10 @@
 // differently from a division (llama3's 2 pi / inv_freq).
 #include "engine/model/rope.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <cmath>
-
-#include <torch/torch.h>
 
 namespace streamgen {
 
@@ -44,14 +44,15 @@ torch::Tensor Llama3InvFreq(const RopeConfig& r, int dim) {
   torch::Tensor wavelen = torch::reciprocal(inv_freq) * (2 * M_PI);
   torch::Tensor inv_freq_llama =
       torch::where(wavelen > low_freq_wavelen, inv_freq / r.factor, inv_freq);
-  // smooth_factor = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+  // smooth_factor = (old_context_len / wavelen - low_freq_factor)
+  //                 / (high_freq_factor - low_freq_factor)
   torch::Tensor smooth_factor = (torch::reciprocal(wavelen) * old_context_len - r.low_freq_factor) /
                                 (r.high_freq_factor - r.low_freq_factor);
   // (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
   torch::Tensor smoothed =
       (1.0 - smooth_factor) * inv_freq_llama / r.factor + smooth_factor * inv_freq_llama;
-  torch::Tensor is_medium_freq =
-      torch::logical_not(wavelen < high_freq_wavelen) * torch::logical_not(wavelen > low_freq_wavelen);
+  torch::Tensor is_medium_freq = torch::logical_not(wavelen < high_freq_wavelen) *
+                                 torch::logical_not(wavelen > low_freq_wavelen);
   return torch::where(is_medium_freq, smoothed, inv_freq_llama);
 }
 
@@ -91,8 +92,7 @@ torch::Tensor YarnInvFreq(const RopeConfig& r, int dim, double* attention_factor
   high = std::min(high, static_cast<double>(dim - 1));
   // linear_ramp_factor(low, high, dim // 2)
   if (low == high) high += 0.001;  // "Prevent singularity"
-  torch::Tensor ramp =
-      torch::clamp((torch::arange(dim / 2, kF32) - low) / (high - low), 0, 1);
+  torch::Tensor ramp = torch::clamp((torch::arange(dim / 2, kF32) - low) / (high - low), 0, 1);
   torch::Tensor pos_freqs = torch::pow(r.theta, Exponents(dim));
   torch::Tensor inv_freq_extrapolation = torch::reciprocal(pos_freqs);
   torch::Tensor inv_freq_interpolation = torch::reciprocal(pos_freqs * factor);
@@ -118,8 +118,8 @@ torch::Tensor LongRopeInvFreq(const RopeConfig& r, int dim, int64_t positions,
   TORCH_CHECK(static_cast<int>(ext.size()) == dim / 2, "longrope: ", ext.size(),
               " factors for rotary_dim ", dim);
   // torch.tensor(list of Python floats, dtype=float32): each rounded once.
-  torch::Tensor ext_factors = torch::tensor(ext, torch::TensorOptions().dtype(torch::kFloat64))
-                                  .to(torch::kFloat32);
+  torch::Tensor ext_factors =
+      torch::tensor(ext, torch::TensorOptions().dtype(torch::kFloat64)).to(torch::kFloat32);
   return torch::reciprocal(ext_factors * torch::pow(r.theta, Exponents(dim)));
 }
 
@@ -154,12 +154,12 @@ RopeTables MakeRopeTables(const RopeConfig& rope, int head_dim, int64_t position
   // The rotary embedding's forward: freqs = inv_freq @ position_ids in
   // float32, an outer product (one rounded product per element).
   torch::Tensor t = torch::arange(positions, torch::TensorOptions().dtype(torch::kInt64))
-                        .to(torch::kFloat32);                       // [P]
-  torch::Tensor freqs = torch::outer(t, inv_freq);                  // [P, rotary_dim / 2]
-  torch::Tensor emb = torch::cat({freqs, freqs}, -1);               // [P, rotary_dim]
+                        .to(torch::kFloat32);          // [P]
+  torch::Tensor freqs = torch::outer(t, inv_freq);     // [P, rotary_dim / 2]
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1);  // [P, rotary_dim]
   RopeTables tables;
-  tables.cos = emb.cos() * attention_factor;                        // [P, rotary_dim]
-  tables.sin = emb.sin() * attention_factor;                        // [P, rotary_dim]
+  tables.cos = emb.cos() * attention_factor;  // [P, rotary_dim]
+  tables.sin = emb.sin() * attention_factor;  // [P, rotary_dim]
   return tables;
 }
 

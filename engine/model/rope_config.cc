@@ -50,7 +50,8 @@ absl::Status ReadPositive(const Dict& d, const std::string& source, const char* 
   if (!d.Has(key)) return absl::OkStatus();
   const json& v = d.At(key);
   if (!v.is_number() || !(v.get<double>() > 0) || !std::isfinite(v.get<double>())) {
-    return FieldError(source, d.Field(key), absl::StrCat("must be a positive number, got ", v.dump()));
+    return FieldError(source, d.Field(key),
+                      absl::StrCat("must be a positive number, got ", v.dump()));
   }
   *out = v.get<double>();
   return absl::OkStatus();
@@ -82,7 +83,8 @@ absl::Status ReadPositiveInt(const Dict& d, const std::string& source, const cha
   if (!d.Has(key)) return absl::OkStatus();
   const json& v = d.At(key);
   if (!v.is_number_integer() || v.get<int64_t>() <= 0 || v.get<int64_t>() > (1ll << 30)) {
-    return FieldError(source, d.Field(key), absl::StrCat("must be a positive integer, got ", v.dump()));
+    return FieldError(source, d.Field(key),
+                      absl::StrCat("must be a positive integer, got ", v.dump()));
   }
   *out = static_cast<int>(v.get<int64_t>());
   return absl::OkStatus();
@@ -123,9 +125,9 @@ absl::StatusOr<Dict> ReadDict(const json& parent, const std::string& source, con
   auto it = parent.find(key);
   if (it == parent.end() || it->is_null()) return d;
   if (!it->is_object()) {
-    return FieldError(source, name,
-                      absl::StrCat("must be an object or null, got ", WithArticle(*it), ": ",
-                                   it->dump()));
+    return FieldError(
+        source, name,
+        absl::StrCat("must be an object or null, got ", WithArticle(*it), ": ", it->dump()));
   }
   d.obj = &*it;
   return d;
@@ -138,12 +140,12 @@ bool KeyedByLayerType(const json* obj) {
 // What one RoPE dict says, beyond the dict itself: the top-level keys that
 // transformers merges into it.
 struct TopLevel {
-  double theta = 10000.0;              // when the dict has no rope_theta
+  double theta = 10000.0;  // when the dict has no rope_theta
   std::optional<double> partial_rotary_factor;
   std::optional<int> original_max_position_embeddings;
   int head_dim = 0;
   int max_position_embeddings = 0;
-  bool phi3 = false;                   // Phi-3's legacy type names "su" and "yarn" mean longrope
+  bool phi3 = false;  // Phi-3's legacy type names "su" and "yarn" mean longrope
 };
 
 // Reads one RoPE dict (transformers' RopeParameters, after
@@ -180,9 +182,10 @@ absl::Status ReadRopeDict(const Dict& d, const std::string& source, const TopLev
     // "dynamic" (NTK scaling that changes with the sequence's length, which
     // a KV cache shared across steps cannot follow), and any type this
     // engine does not know.
-    return FieldError(source, d.name,
-                      absl::StrCat("has rope_type \"", type, "\", which is not supported (supported: ",
-                                   kSupportedTypes, ")"));
+    return FieldError(
+        source, d.name,
+        absl::StrCat("has rope_type \"", type,
+                     "\", which is not supported (supported: ", kSupportedTypes, ")"));
   }
 
   out->theta = top.theta;
@@ -198,7 +201,8 @@ absl::Status ReadRopeDict(const Dict& d, const std::string& source, const TopLev
                                    *top.partial_rotary_factor));
   }
   if (!in_dict && top.partial_rotary_factor) prf = *top.partial_rotary_factor;
-  const std::string prf_field = in_dict ? d.Field("partial_rotary_factor") : "partial_rotary_factor";
+  const std::string prf_field =
+      in_dict ? d.Field("partial_rotary_factor") : "partial_rotary_factor";
   if (prf > 1.0) {
     return FieldError(source, prf_field, absl::StrCat("must be in (0, 1], got ", prf));
   }
@@ -206,17 +210,17 @@ absl::Status ReadRopeDict(const Dict& d, const std::string& source, const TopLev
   const int rotary_dim = out->RotaryDim(top.head_dim);
   if (rotary_dim < 2 || rotary_dim % 2 != 0) {
     return FieldError(source, prf_field,
-                      absl::StrCat("gives rotary_dim int(", top.head_dim, " * ", prf, ") = ",
-                                   rotary_dim, "; it must be even and at least 2"));
+                      absl::StrCat("gives rotary_dim int(", top.head_dim, " * ", prf,
+                                   ") = ", rotary_dim, "; it must be even and at least 2"));
   }
 
   // The pre-training context: Phi-3 keeps it at the top level, which
   // transformers v5's standardize_rope_params prefers over the dict's;
   // otherwise the dict's (llama3, yarn), else max_position_embeddings.
   int original = 0;
-  const std::string original_field =
-      top.original_max_position_embeddings ? "original_max_position_embeddings"
-                                           : d.Field("original_max_position_embeddings");
+  const std::string original_field = top.original_max_position_embeddings
+                                         ? "original_max_position_embeddings"
+                                         : d.Field("original_max_position_embeddings");
   if (top.original_max_position_embeddings) {
     original = *top.original_max_position_embeddings;
   } else {
@@ -323,8 +327,8 @@ absl::Status ReadRopeConfig(const json& obj, const std::string& source, bool loc
     if (KeyedByLayerType(d.obj)) {
       return FieldError(source, d.name,
                         absl::StrCat("is keyed by layer type (full_attention, sliding_attention), "
-                                     "which only Gemma 3 uses; ", config->architecture,
-                                     " takes one RoPE dict"));
+                                     "which only Gemma 3 uses; ",
+                                     config->architecture, " takes one RoPE dict"));
     }
     config->rope_local.reset();
     return ReadRopeDict(d, source, top, &config->rope);
@@ -335,10 +339,11 @@ absl::Status ReadRopeConfig(const json& obj, const std::string& source, bool loc
   // v4: rope_theta + rope_scaling for the global layers, rope_local_base_freq
   // with plain RoPE for the sliding ones (Gemma3TextModel's rotary_emb_local).
   if (parameters.obj != nullptr && !KeyedByLayerType(parameters.obj)) {
-    return FieldError(source, "rope_parameters",
-                      absl::StrCat("must be keyed by layer type (full_attention, sliding_attention) "
-                                   "for ", config->architecture, ", got ",
-                                   parameters.obj->dump()));
+    return FieldError(
+        source, "rope_parameters",
+        absl::StrCat("must be keyed by layer type (full_attention, sliding_attention) "
+                     "for ",
+                     config->architecture, ", got ", parameters.obj->dump()));
   }
   Dict full{nullptr, "rope_parameters.full_attention"};
   Dict sliding{nullptr, "rope_parameters.sliding_attention"};
