@@ -192,6 +192,18 @@ TEST(RopeTest, Llama3) {
                  {63, 3.068925878e-07}},
                 "llama3");
   EXPECT_EQ(attention, 1.0);
+  // A second reference: llama.cpp's converter (conversion/llama.py,
+  // generate_extra_tensors) stores per-frequency divisors (rope_freqs), in
+  // double from the float32 default frequencies; ggml rotates by freq / f.
+  //   freqs = default(500000.0, 128)
+  //   for i: wavelen = 2 * math.pi / float(freqs[i])
+  //          f = 1 if wavelen < 2048 else 8 if wavelen > 8192 else
+  //              1 / ((1 - smooth) / 8 + smooth), smooth = (8192 / wavelen - 1) / 3
+  //          print(freqs[i] / float(np.float32(f)))
+  // -> [29, 31, 34]: 2.166570379e-03, 8.567514937e-04, 1.785078087e-04
+  //    (f = 1.207484007, 2.026313066, 5.257326603)
+  ExpectInvFreq(inv_freq, 64, {{29, 2.166570379e-03}, {31, 8.567514937e-04}, {34, 1.785078087e-04}},
+                "llama3 vs llama.cpp");
 }
 
 // Qwen 3 with YaRN: yarn(1e6, 128, 4.0, 32768) -> [0, 10, 20, 30, 40, 63]:
