@@ -293,30 +293,61 @@ TEST_P(RmsNormTest, MatchesFloat64) {
 
 // RotaryInPlace has one body (GCC's target_clones picks the CPU's clone;
 // SetKernelIsa does not choose it); it runs under both settings all the same.
+// Whole heads (rotary_dim = D, given or by default) and partial rotary
+// (rotary_dim < D, Phi-3's partial_rotary_factor: 96 of 128, 32 of 80).
 TEST_P(RotaryInPlaceTest, BitIdenticalToTheLibtorchOps) {
   if (RedundantBody(GetParam())) GTEST_SKIP() << kRedundant;
   const ScopedKernelIsa isa(GetParam());
   torch::manual_seed(21);
+  struct Shape {
+    int64_t d, rd, arg;  // head_dim, rotary_dim, the rotary_dim argument (0: default)
+  };
   for (torch::ScalarType dt : {torch::kFloat32, torch::kBFloat16}) {
-    for (int64_t d : {64, 128, 48}) {
+    for (const Shape& shape : {Shape{64, 64, 0}, Shape{128, 128, 128}, Shape{48, 48, 0},
+                               Shape{128, 96, 96}, Shape{80, 32, 32}}) {
+      const int64_t d = shape.d, rd = shape.rd;
       const int64_t heads = 5, extra = 3, t = 37, p = 300;
       torch::Tensor qkv = torch::randn({t, (heads + extra) * d}).to(dt);
-      torch::Tensor angles = torch::rand({p, d}) * 6;
+      torch::Tensor angles = torch::rand({p, rd}) * 6;
       torch::Tensor cos = angles.cos().to(dt), sin = angles.sin().to(dt);
       std::vector<int64_t> positions;
       for (int64_t i = 0; i < t; ++i) positions.push_back((i * 97) % p);
-      // The op-by-op path (LlamaModel::ApplyRope).
+      // The op-by-op path (LlamaModel::ApplyRope; transformers' Phi-3
+      // apply_rotary_pos_emb: cat(rotated q_rot, q_pass)).
       torch::Tensor pos = torch::tensor(positions);
       torch::Tensor c = cos.index_select(0, pos).unsqueeze(1), s = sin.index_select(0, pos).unsqueeze(1);
       torch::Tensor x = qkv.narrow(1, 0, heads * d).view({t, heads, d});
-      const int64_t half = d / 2;
-      torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-      torch::Tensor want = x * c + rotated * s;
+      torch::Tensor x_rot = x.narrow(-1, 0, rd), x_pass = x.narrow(-1, rd, d - rd);
+      const int64_t half = rd / 2;
+      torch::Tensor rotated =
+          torch::cat({-x_rot.narrow(-1, half, half), x_rot.narrow(-1, 0, half)}, -1);
+      torch::Tensor want = torch::cat({x_rot * c + rotated * s, x_pass}, -1);
       torch::Tensor untouched = qkv.narrow(1, heads * d, extra * d).clone();
-      RotaryInPlace(qkv, heads, d, cos, sin, positions);
+      RotaryInPlace(qkv, heads, d, cos, sin, positions, shape.arg);
       EXPECT_TRUE(torch::equal(qkv.narrow(1, 0, heads * d).view({t, heads, d}), want))
-          << "dtype " << dt << " D " << d;
+          << "dtype " << dt << " D " << d << " rotary_dim " << rd;
       EXPECT_TRUE(torch::equal(qkv.narrow(1, heads * d, extra * d), untouched));
+    }
+  }
+  {  // tables of another width than rotary_dim; rotary_dim beyond the head
+    torch::Tensor qkv = torch::randn({1, 128});
+    torch::Tensor table = torch::randn({4, 64});
+    try {
+      RotaryInPlace(qkv, 1, 128, table, table, {0}, 96);
+      ADD_FAILURE() << "no error";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace()).find("cos/sin [P, rotary_dim]"),
+                std::string::npos)
+          << e.what_without_backtrace();
+    }
+    torch::Tensor wide = torch::randn({4, 130});
+    try {
+      RotaryInPlace(qkv, 1, 128, wide, wide, {0}, 130);
+      ADD_FAILURE() << "no error";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace()).find("rotary_dim even in [2, head_dim]"),
+                std::string::npos)
+          << e.what_without_backtrace();
     }
   }
   torch::Tensor qkv = torch::randn({2, 64});

@@ -62,12 +62,17 @@ torch::Tensor SiluMul(const torch::Tensor& gu);
 // Rotary embedding in place (Hugging Face's rotate-half layout) on the first
 // `heads` heads of each row of qkv = [T, >= heads * D] (float32 or bfloat16,
 // rows contiguous): x * cos + rotate_half(x) * sin with cos/sin the rows
-// positions[t] of the [P, D] tables (qkv's dtype), rounded as libtorch's
-// three ops round (each product, then the sum, in x's dtype; no FMA), so the
-// result is bit-identical to the op-by-op path. One pass instead of 8
-// libtorch ops (narrow, neg, cat, two muls, add) per q and k per layer.
+// positions[t] of the [P, rotary_dim] tables (qkv's dtype), rounded as
+// libtorch's three ops round (each product, then the sum, in x's dtype; no
+// FMA), so the result is bit-identical to the op-by-op path. One pass instead
+// of 8 libtorch ops (narrow, neg, cat, two muls, add) per q and k per layer.
+// Partial rotary (Phi-3's partial_rotary_factor, rotary_dim < D): only each
+// head's first rotary_dim dims rotate (rotate-half over those), the rest pass
+// through unchanged, as transformers' `q_rot, q_pass` split does.
+// rotary_dim 0: the whole head (D). Even, <= D.
 void RotaryInPlace(torch::Tensor& qkv, int64_t heads, int64_t head_dim, const torch::Tensor& cos,
-                   const torch::Tensor& sin, const std::vector<int64_t>& positions);
+                   const torch::Tensor& sin, const std::vector<int64_t>& positions,
+                   int64_t rotary_dim = 0);
 
 // ---- Linear layers of the decode step (issue 12) ----
 //

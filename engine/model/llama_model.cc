@@ -437,7 +437,7 @@ torch::Tensor LlamaModel::AttentionInput(size_t l, const torch::Tensor& h,
   }
   const RopeTables& table = layer.local_rope ? rope_local_ : rope_;
   if (rot.positions != nullptr) {  // q and k rotated in place in qkv (cpu_kernels.h)
-    RotaryInPlace(qkv, heads + kv, d, table.cos, table.sin, *rot.positions);
+    RotaryInPlace(qkv, heads + kv, d, table.cos, table.sin, *rot.positions, table.cos.size(1));
     return qkv;
   }
   const int which = layer.local_rope ? 1 : 0;

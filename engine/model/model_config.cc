@@ -542,8 +542,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   SG_RETURN_IF_ERROR(RefuseUnsupported(obj, source));
   SG_RETURN_IF_ERROR(ReadSizes(obj, source, &config));
   SG_RETURN_IF_ERROR(ReadFamily(obj, source, &config));
+  SG_RETURN_IF_ERROR(
+      ReadRopeConfig(obj, source, config.architecture == "Gemma3ForCausalLM", &config));
   SG_RETURN_IF_ERROR(ReadPositiveDouble(obj, source, "rms_norm_eps", &config.rms_norm_eps));
-  SG_RETURN_IF_ERROR(ReadPositiveDouble(obj, source, "rope_theta", &config.rope.theta));
   // Gemma3TextConfig ties by default (and save_pretrained omits the key then);
   // the other families' classes default to untied.
   config.tie_word_embeddings = config.architecture == "Gemma3ForCausalLM";
