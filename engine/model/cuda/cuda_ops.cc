@@ -21,7 +21,7 @@ namespace streamgen {
 torch::Tensor PagedDecodeAttentionCuda(const torch::Tensor& q, const torch::Tensor& k_pool,
                                        const torch::Tensor& v_pool,
                                        const std::vector<DecodeSeq>& seqs, int64_t block_size,
-                                       float scale) {
+                                       float scale, float softcap) {
   TORCH_CHECK(q.is_cuda() && q.dim() == 3 && q.is_contiguous(),
               "PagedDecodeAttentionCuda: q must be a contiguous CUDA [B, H, D] tensor");
   TORCH_CHECK(k_pool.dim() == 3 && k_pool.is_contiguous() && v_pool.is_contiguous() &&
@@ -65,14 +65,14 @@ torch::Tensor PagedDecodeAttentionCuda(const torch::Tensor& q, const torch::Tens
                                         static_cast<int>(d), parts)},
       q.options().dtype(torch::kFloat32));
   return PagedDecodeAttentionCudaStatic(q, k_pool, v_pool, meta_d, stride, parts, workspace,
-                                        block_size, scale);
+                                        block_size, scale, softcap);
 }
 
 torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch::Tensor& k_pool,
                                              const torch::Tensor& v_pool, const torch::Tensor& meta,
                                              int64_t stride, int64_t partitions,
                                              const torch::Tensor& workspace, int64_t block_size,
-                                             float scale) {
+                                             float scale, float softcap) {
   TORCH_CHECK(q.is_cuda() && q.dim() == 3 && q.is_contiguous() && k_pool.is_contiguous() &&
                   v_pool.is_contiguous() && k_pool.scalar_type() == q.scalar_type() &&
                   v_pool.scalar_type() == q.scalar_type(),
@@ -106,6 +106,7 @@ torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch
   p.table_stride = static_cast<int>(stride);
   p.max_partitions = static_cast<int>(partitions);
   p.scale = scale;
+  p.softcap = softcap;
   switch (q.scalar_type()) {
     case torch::kFloat32: p.dtype = cuda::AttnDtype::kFloat32; break;
     case torch::kFloat16: p.dtype = cuda::AttnDtype::kFloat16; break;

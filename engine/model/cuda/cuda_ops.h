@@ -30,11 +30,13 @@ inline constexpr bool kCudaKernels = false;
 // [B, H, D], pools [slots, KV, D] of q's dtype (float32, float16 or
 // bfloat16), all contiguous on one CUDA device; returns [B, H * D] in q's
 // dtype. The block tables and ranges go to the device in one pinned,
-// asynchronous copy on the current stream; nothing synchronises.
+// asynchronous copy on the current stream; nothing synchronises. scale and
+// softcap as in PagedDecodeAttention (softcap > 0: scores = softcap *
+// tanh(scale q.k / softcap) before the softmax; 0: off).
 torch::Tensor PagedDecodeAttentionCuda(const torch::Tensor& q, const torch::Tensor& k_pool,
                                        const torch::Tensor& v_pool,
                                        const std::vector<DecodeSeq>& seqs, int64_t block_size,
-                                       float scale);
+                                       float scale, float softcap = 0.0f);
 
 // The same kernel over metadata already on the device, for a step captured
 // in a CUDA graph: `meta` is int32 [rows * (stride + 2)] (block tables
@@ -46,7 +48,7 @@ torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch
                                              const torch::Tensor& v_pool, const torch::Tensor& meta,
                                              int64_t stride, int64_t partitions,
                                              const torch::Tensor& workspace, int64_t block_size,
-                                             float scale);
+                                             float scale, float softcap = 0.0f);
 
 // The device's free and total memory (cudaMemGetInfo). In a build without
 // CUDA: FAILED_PRECONDITION.
