@@ -367,7 +367,8 @@ tests_step() {  # NAME CAP CTEST_SELECTION...
     skip_step "$name" "nothing built"
   else
     local per_test=$([ $DRY = 1 ] && echo 600 || echo 100)
-    OMP_NUM_THREADS=2 run_step "$name" "$cap" -- ctest --test-dir "$BIN" -j "$CTEST_JOBS" \
+    # STREAMGEN_PYTHON: the python with torch (and numpy) for cuda_family_test.
+    OMP_NUM_THREADS=2 STREAMGEN_PYTHON=${PY_TORCH:-${STREAMGEN_PYTHON:-}} run_step "$name" "$cap" -- ctest --test-dir "$BIN" -j "$CTEST_JOBS" \
       --timeout "$per_test" --no-tests=error --output-on-failure "$@"
   fi
 }

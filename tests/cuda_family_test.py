@@ -28,9 +28,11 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
+import types
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -44,6 +46,8 @@ PROMPTS = [
     [1] + [(37 * i + 11) % 4000 + 3 for i in range(27)],
 ]
 SKIP = 77
+# The demo tokenizer's pieces, BOS and EOS ids (models/demo-brown/tokenizer.model).
+DEMO_VOCAB = (4096, 1, 2)
 
 
 def generate(binary, model_dir, device, prompt):
@@ -68,10 +72,35 @@ def cuda_missing(binary):
              f"not for want of a GPU:\n{done.stderr}")
 
 
+def reexec_with_numpy():
+    """The GPU machine's /usr/bin/python3 may lack numpy where its PyTorch
+    python has it: run this script again under STREAMGEN_PYTHON or the PATH's
+    python3 when either has numpy (make_weights draws with numpy)."""
+    try:
+        import numpy  # noqa: F401
+        return
+    except ImportError:
+        pass
+    for p in (os.environ.get("STREAMGEN_PYTHON"), shutil.which("python3")):
+        if p and os.path.realpath(p) != os.path.realpath(sys.executable) and subprocess.run(
+                [p, "-c", "import numpy"], capture_output=True).returncode == 0:
+            print(f"cuda_family_test: {sys.executable} has no numpy; running under {p}", flush=True)
+            os.execv(p, [p, str(pathlib.Path(__file__).resolve())] + sys.argv[1:])
+    sys.exit(f"cuda_family_test: no python with numpy ({sys.executable}, $STREAMGEN_PYTHON, "
+             "python3): make_fixture.py draws the weights with it")
+
+
 def load_fixture_maker():
     """tests/llamacpp/make_fixture.py as a module, with its family API."""
     sys.path.insert(0, str(HERE / "llamacpp"))
-    import make_fixture  # exits with a message when numpy or sentencepiece is missing
+    try:
+        import sentencepiece  # noqa: F401
+    except ImportError:
+        # make_fixture.py imports it for its GGUF half only; the Hugging Face
+        # half (family_config, make_weights, write_hf) never calls it, and the
+        # vocabulary's numbers are DEMO_VOCAB's. The GPU machine may not have it.
+        sys.modules["sentencepiece"] = types.ModuleType("sentencepiece")
+    import make_fixture  # exits with a message when numpy is missing
     for name in ("FAMILIES", "family_config", "make_weights", "write_hf"):
         if not hasattr(make_fixture, name):
             sys.exit(f"cuda_family_test: tests/llamacpp/make_fixture.py has no {name}: "
@@ -79,11 +108,24 @@ def load_fixture_maker():
     return make_fixture
 
 
-def make_model(mf, family, out_dir):
-    from sentencepiece import SentencePieceProcessor
+def demo_vocab():
+    """(pieces, bos, eos) of the demo tokenizer: read with sentencepiece where
+    it is installed (and checked against DEMO_VOCAB), else DEMO_VOCAB."""
+    try:
+        from sentencepiece import SentencePieceProcessor
+    except ImportError:
+        return DEMO_VOCAB
     sp = SentencePieceProcessor()
     sp.LoadFromFile(str(TOKENIZER))
-    config = mf.family_config(family, sp.vocab_size(), sp.bos_id(), sp.eos_id())
+    got = (sp.vocab_size(), sp.bos_id(), sp.eos_id())
+    if got != DEMO_VOCAB:
+        sys.exit(f"cuda_family_test: {TOKENIZER} has (pieces, bos, eos) {got}, not {DEMO_VOCAB}: "
+                 "update DEMO_VOCAB")
+    return got
+
+
+def make_model(mf, family, out_dir):
+    config = mf.family_config(family, *demo_vocab())
     mf.write_hf(out_dir, config, mf.make_weights(config, 20), TOKENIZER)
     return config
 
@@ -100,6 +142,7 @@ def main():
     if reason is not None:
         print(f"cuda_family_test: skipped: no CUDA device ({reason})")
         return SKIP
+    reexec_with_numpy()
     mf = load_fixture_maker()
     families = args.family or list(mf.FAMILIES)
     unknown = [f for f in families if f not in mf.FAMILIES]
