@@ -226,7 +226,8 @@ TEST_P(PagedDecodeSoftcapTest, MatchesTheOpByOpFormula) {
   torch::Tensor q = torch::randn({batch, heads, d}).to(dtype);
   // Blocks in reverse order; rows of 1, 18 and 40 keys (the last windowed from 10).
   std::vector<int> table = {7, 6, 5};
-  std::vector<DecodeSeq> seqs = {{table.data(), 0, 0}, {table.data(), 0, 17}, {table.data(), 10, 40}};
+  std::vector<DecodeSeq> seqs = {
+      {table.data(), 0, 0}, {table.data(), 0, 17}, {table.data(), 10, 40}};
   const float scale = 1.0f;
   torch::Tensor out = PagedDecodeAttention(q, k_pool, v_pool, seqs, block, scale, cap);
   torch::Tensor uncapped = PagedDecodeAttention(q, k_pool, v_pool, seqs, block, scale);
@@ -277,9 +278,11 @@ TEST(PagedDecodeAttention, RejectsABadScaleOrSoftcap) {
   torch::Tensor q = torch::zeros({1, 4, 64});
   std::vector<int> table = {0};
   std::vector<DecodeSeq> seqs = {{table.data(), 0, 3}};
-  for (const auto& [scale, cap] : std::vector<std::pair<float, float>>{
-           {0.125f, -1.0f}, {0.125f, std::nanf("")}, {std::nanf(""), 0.0f},
-           {0.125f, std::numeric_limits<float>::infinity()}}) {
+  for (const auto& [scale, cap] :
+       std::vector<std::pair<float, float>>{{0.125f, -1.0f},
+                                            {0.125f, std::nanf("")},
+                                            {std::nanf(""), 0.0f},
+                                            {0.125f, std::numeric_limits<float>::infinity()}}) {
     try {
       PagedDecodeAttention(q, pool, pool, seqs, 16, scale, cap);
       FAIL() << "scale " << scale << ", softcap " << cap << " accepted";

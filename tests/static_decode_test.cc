@@ -7,17 +7,16 @@
 // The decoder runs on the CPU with a body that records what the forward pass
 // would be given, so this needs no model and no GPU. The forward pass itself
 // (static vs eager, bit for bit) is model_test's StaticDecode.
-#include "engine/model/cuda_graph_decode.h"
+#include <gtest/gtest.h>
+#include <torch/types.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include <gtest/gtest.h>
-#include <torch/types.h>
-
 #include "engine/kv/kv_pool.h"
 #include "engine/model/cuda/paged_attention.h"
+#include "engine/model/cuda_graph_decode.h"
 #include "engine/model/model_config.h"
 #include "engine/model/seq_chunk.h"
 
@@ -153,7 +152,7 @@ TEST(StaticDecodeWindows, OneWindowKeepsTheOneSetLayout) {
     ASSERT_EQ(s.rows, 1);
     ASSERT_EQ(static_cast<int64_t>(s.meta.size()), s.stride + 2);
     EXPECT_EQ(s.meta[s.stride], window > 0 ? 9 - window + 1 : 0);  // first
-    EXPECT_EQ(s.meta[s.stride + 1], 9);                              // last
+    EXPECT_EQ(s.meta[s.stride + 1], 9);                            // last
     EXPECT_EQ(s.seqs_of_layer[0][0].first, window > 0 ? 5 : 0);
     EXPECT_EQ(s.set_partitions, (std::vector<int64_t>{window > 0 ? 1 : 4}));
   }

@@ -66,8 +66,8 @@ DecodeGraph& StaticDecoder::GetGraph(int64_t rows, int64_t block_size) {
     auto it = std::find(g->set_window.begin(), g->set_window.end(), w);
     if (it == g->set_window.end()) {
       g->set_window.push_back(w);
-      g->set_partitions.push_back(
-          w > 0 ? cuda::PagedDecodePartitions(std::min(w, context)) : g->partitions);
+      g->set_partitions.push_back(w > 0 ? cuda::PagedDecodePartitions(std::min(w, context))
+                                        : g->partitions);
       it = g->set_window.end() - 1;
     }
     g->layer_set.push_back(static_cast<int>(it - g->set_window.begin()));

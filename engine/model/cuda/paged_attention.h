@@ -51,8 +51,8 @@ struct PagedDecodeParams {
   int batch = 0, heads = 0, kv_heads = 0, head_dim = 0;
   int block_size = 0, table_stride = 0;
   int max_partitions = 0;  // >= ceil((last - first + 1) / kPartitionTokens) for every row
-  float scale = 0.f;    // scores = scale * q.k
-  float softcap = 0.f;  // > 0: scores = softcap * tanh(scores / softcap) before the softmax
+  float scale = 0.f;       // scores = scale * q.k
+  float softcap = 0.f;     // > 0: scores = softcap * tanh(scores / softcap) before the softmax
   AttnDtype dtype = AttnDtype::kFloat32;
 };
 
