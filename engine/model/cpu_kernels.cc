@@ -81,6 +81,7 @@ struct Task {
   const DecodeSeq* seq;
   int64_t block_size, g, d, nh, row_stride;
   float scale;
+  float softcap;  // > 0: scores capped to softcap * tanh(score / softcap)
   float* qf;      // [nh * G, D] scratch: the queries in float32
   float* scores;  // [nh * G, L] scratch
   float* acc;     // [nh * G, D] scratch: the weighted sum, then the output
@@ -97,6 +98,15 @@ inline void PoolRows(const Task& t) {
     const int64_t base = static_cast<int64_t>(t.seq->table[blk]) * bs;
     for (int64_t p = lo; p < hi; ++p, ++i) t.rows[i] = (base + p % bs) * t.row_stride;
   }
+}
+
+// Attention-logit soft-capping (Gemma 2's attn_logit_softcapping), over
+// the n scaled scores of one query head: s = cap * tanh(s / cap), the three
+// ops of transformers' eager attention in its order (divide, tanh,
+// multiply). Scalar libm tanh: only soft-capped models pay for it, and the
+// scores are n floats against the n * D key reads of the dot products.
+inline void SoftcapScores(float* s, int64_t n, float cap) {
+  for (int64_t i = 0; i < n; ++i) s[i] = std::tanh(s[i] / cap) * cap;
 }
 
 // The portable body: inlined into each dtype's clones. kD > 0 fixes the head
@@ -124,9 +134,10 @@ inline __attribute__((always_inline)) void AttendOne(const Task& t) {
       }
     }
   }
-  // Softmax per query head.
+  // Softmax per query head (after the soft cap, as transformers orders them).
   for (int64_t h = 0; h < qh; ++h) {
     float* s = t.scores + h * len;
+    if (t.softcap > 0.0f) SoftcapScores(s, len, t.softcap);
     float m = s[0];
     for (int64_t i = 1; i < len; ++i) m = std::max(m, s[i]);
     float sum = 0.0f;
@@ -278,6 +289,7 @@ SG_AVX512 void AttendOneAvx512(const Task& t) {
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t h = 0; h < qh; ++h) {
     float* s = t.scores + h * len;
+    if (t.softcap > 0.0f) SoftcapScores(s, len, t.softcap);
     __m512 mx = neg_inf;
     for (int64_t i = 0; i < len; i += 16) {
       const __mmask16 m = TailMask(len, i);
@@ -572,8 +584,11 @@ void RotaryInPlace(torch::Tensor& qkv, int64_t heads, int64_t head_dim, const to
 
 torch::Tensor PagedDecodeAttention(const torch::Tensor& q, const torch::Tensor& k_pool,
                                    const torch::Tensor& v_pool, const std::vector<DecodeSeq>& seqs,
-                                   int64_t block_size, float scale) {
+                                   int64_t block_size, float scale, float softcap) {
   RECORD_FUNCTION("streamgen::paged_decode_attention", std::vector<c10::IValue>());
+  TORCH_CHECK(std::isfinite(scale) && std::isfinite(softcap) && softcap >= 0.0f,
+              "PagedDecodeAttention: scale must be finite and softcap finite and >= 0 (0: off), "
+              "got scale ", scale, ", softcap ", softcap);
   TORCH_CHECK(q.device().is_cpu() && q.dim() == 3 && q.is_contiguous(),
               "PagedDecodeAttention: q must be a contiguous CPU [B, H, D] tensor");
   TORCH_CHECK(k_pool.dim() == 3 && k_pool.is_contiguous() && v_pool.is_contiguous() &&
@@ -628,6 +643,7 @@ torch::Tensor PagedDecodeAttention(const torch::Tensor& q, const torch::Tensor& 
              h1 - h0,
              kv * d,
              scale,
+             softcap,
              qf.data(),
              scores.data(),
              acc.data(),

@@ -41,10 +41,13 @@ struct DecodeSeq {
 // [slots, KV, D] of the same dtype, contiguous (KvPool's layout); H a
 // multiple of KV. Returns
 // [B, H * D] in q's dtype: softmax(scale * q k^T) v per sequence and head, query
-// head h using key/value head h / (H / KV).
+// head h using key/value head h / (H / KV). softcap > 0 caps the scaled
+// scores before the softmax, s = softcap * tanh(s / softcap) (Gemma 2's
+// attn_logit_softcapping, in transformers' order); 0: off. scale must be
+// finite, softcap finite and >= 0 (c10::Error otherwise).
 torch::Tensor PagedDecodeAttention(const torch::Tensor& q, const torch::Tensor& k_pool,
                                    const torch::Tensor& v_pool, const std::vector<DecodeSeq>& seqs,
-                                   int64_t block_size, float scale);
+                                   int64_t block_size, float scale, float softcap = 0.0f);
 
 // x * rsqrt(mean(x^2) + eps) * w over the last dim of x = [M, N] (float32 or
 // bfloat16, contiguous; w [N] of the same dtype), with Hugging Face's
