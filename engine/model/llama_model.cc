@@ -580,11 +580,11 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
       if constexpr (kCudaKernels) {  // (only defined in a CUDA build)
         if (cuda_paged) {
           return PagedDecodeAttentionCuda(qp.contiguous(), pool->k[l], pool->v[l], paged_seqs[wi],
-                                          bs, scale /*, softcap*/);
+                                          bs, scale, softcap);
         }
       }
       return PagedDecodeAttention(qp.contiguous(), pool->k[l], pool->v[l], paged_seqs[wi], bs,
-                                  scale /*, softcap*/);
+                                  scale, softcap);
     };
     torch::Tensor attn;
     if (single_group) {
@@ -625,7 +625,6 @@ void LlamaModel::RunDecodeBody(DecodeGraph& g, KvPool* pool) {
   const Rotary rot = RotaryRows(positions);
   torch::Tensor h = Embed(ids);
   for (size_t l = 0; l < layers_.size(); ++l) {
-    const int wi = layers_[l]->window_index;
     torch::Tensor qkv = AttentionInput(l, h, rot);
     torch::Tensor q = qkv.narrow(1, 0, heads * d).view({r, heads, d});
     torch::Tensor k = qkv.narrow(1, heads * d, kv * d).view({r, kv, d});
@@ -636,13 +635,13 @@ void LlamaModel::RunDecodeBody(DecodeGraph& g, KvPool* pool) {
     if constexpr (kCudaKernels) {
       if (options_.device.is_cuda()) {
         attn = PagedDecodeAttentionCudaStatic(q.contiguous(), pool->k[l], pool->v[l],
-                                              g.dev_meta, g.stride, g.partitions, g.workspace,
-                                              pool->block_size, scale /*, softcap*/);
+                                              g.dev_meta, g.stride, g.Partitions(l), g.workspace,
+                                              pool->block_size, scale, softcap, g.WindowSet(l));
       }
     }
     if (!attn.defined()) {
-      attn = PagedDecodeAttention(q.contiguous(), pool->k[l], pool->v[l], g.seqs,
-                                  pool->block_size, scale /*, softcap*/);
+      attn = PagedDecodeAttention(q.contiguous(), pool->k[l], pool->v[l], g.Seqs(l),
+                                  pool->block_size, scale, softcap);
     }
     h = LayerOutput(l, h, attn);
   }

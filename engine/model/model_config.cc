@@ -332,7 +332,10 @@ absl::Status ReadFamily(const json& obj, const std::string& source, ModelConfig*
       config->attention_qkv_bias = config->attention_o_bias = bias;
       SG_RETURN_IF_ERROR(ReadBool(obj, source, "mlp_bias", &config->mlp_bias));
     } else {
-      SG_RETURN_IF_ERROR(ReadWindow(obj, source, &window));
+      // MistralConfig's sliding_window defaults to 4096 (null: full attention).
+      window = 4096;
+      SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "sliding_window", &window, false));
+      if (obj.contains("sliding_window") && obj.at("sliding_window").is_null()) window = 0;
       SG_RETURN_IF_ERROR(ReadLayerWindows(obj, source, window, [](int) { return true; }, config));
     }
   } else if (arch == "Qwen2ForCausalLM" || arch == "Qwen3ForCausalLM" ||
