@@ -37,7 +37,11 @@ for (const prompt of prompts) {
   const ids = [];
   const gaps = [];
   const steps = sequence.evaluateWithMetadata(prompt, {probabilities: true},
-    {temperature: 1, topK: 0, topP: 1, minP: 0, seed: 0});
+    // yieldEogToken: the generator would end when its own (random) sample is
+    // an end-of-generation token; the greedy id replaces that sample anyway,
+    // and an EOS argmax is fed back like any id (as --ignore-eos does, where
+    // llama.cpp's own ignore_eos would forbid EOS instead).
+    {temperature: 1, topK: 0, topP: 1, minP: 0, seed: 0, yieldEogToken: true});
   let step = await steps.next();
   while (!step.done) {
     const ranked = [...step.value.probabilities.entries()].sort((a, b) => b[1] - a[1]);

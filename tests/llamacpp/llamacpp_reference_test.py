@@ -33,24 +33,22 @@ SOURCE = HERE.parent.parent
 BUNDLE = HERE / "node_modules" / "node-llama-cpp" / "llama" / "gitRelease.bundle"
 TOKENIZER = SOURCE / "models" / "demo-brown" / "tokenizer.model"
 NEW_TOKENS = 40
-EOS = 2  # the tokenizer's </s>
 
 sys.path.insert(0, str(HERE))
 import make_fixture  # noqa: E402  (FAMILIES: the names and their seeds)
 
 # The smallest top-2 logit gap (in logits) a compared step may have. It must
-# dwarf the difference between llama.cpp's float32 logits and the exact ones:
-# measured against a float64 reading of transformers' math (hf_reference.py)
-# on every fixture, the largest change of any step's top-2 gap was 5e-5 for
-# the SiLU families, so 1e-2 leaves a factor of 200 for llama.cpp's error and
-# the engine's together.
+# dwarf the difference between llama.cpp's float32 logits and exact ones:
+# measured against a float64 reading of transformers' math (hf_reference.py,
+# teacher-forced on llama.cpp's ids) on every fixture, no step's top-2 gap
+# moved by more than 1e-4 for the SiLU families, so 1e-2 leaves a factor of
+# 100 for llama.cpp's error and the engine's together.
 GAP_FLOOR = 1e-2
-# Gemma 3: llama.cpp's CPU GELU reads a float16 table (the input rounded to
-# float16, the value stored in float16: ~1e-3 relative error per activation),
-# which moved the top-2 gaps of this fixture by up to GEMMA3_GELU_ERROR
-# (measured as above): the floor is ten times that.
-GEMMA3_GELU_ERROR = 2e-3
-FAMILY_GAP_FLOOR = {"gemma3": 10 * GEMMA3_GELU_ERROR}
+# Gemma 3: llama.cpp's CPU GELU reads a float16 table (input rounded to
+# float16, value stored in float16: ~1e-3 relative error per activation). It
+# moved this fixture's top-2 gaps by up to 1.6e-3 (3.6e-3 at most over 20
+# seeds of the same shape), measured as above: the floor is 15 (7) times that.
+FAMILY_GAP_FLOOR = {"gemma3": 2.5e-2}
 
 
 def gap_floor(family):
@@ -131,15 +129,12 @@ class LlamaCppReferenceTest(unittest.TestCase):
         # The fixture's own checks first: they hold whatever the engine does.
         for case in golden:
             n = len(case["prompt"])
-            self.assertEqual(len(case["ids"]), NEW_TOKENS, f"{family}: prompt of {n} tokens")
+            self.assertEqual(len(case["ids"]), NEW_TOKENS,
+                             f"{family}: prompt of {n} tokens: llama.cpp stopped early")
             self.assertGreater(case["min_gap"], floor,
                                f"{family}: prompt of {n} tokens: llama.cpp's top-2 logits "
                                f"nearly tie (gap {case['min_gap']:.4g}, floor {floor:g}): "
                                "change the family's seed in make_fixture.py")
-            # llama.cpp's ignore_eos forbids EOS where the engine's generates
-            # past it: a fixture whose greedy path holds EOS compares nothing.
-            self.assertNotIn(EOS, case["ids"], f"{family}: prompt of {n} tokens: EOS in "
-                             "llama.cpp's greedy ids: change the family's seed")
         generate = self.build / "tools" / "streamgen-generate"
         started = time.monotonic()
         for case in golden:

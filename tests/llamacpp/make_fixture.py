@@ -78,7 +78,7 @@ GEMMA3 = {"embed": 0.05, "final_norm": 16.0, "post_ffn_norm": 0.25, "qk_norm": 1
 # in FIXTURES.md.
 FAMILIES = {
     # Llama 2 shape: untied output, plain RoPE, float32 (the first fixture).
-    "llama": {"gguf_arch": "LLAMA", "config": dict(_COMMON, **{
+    "llama": {"seed": 20, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -88,7 +88,7 @@ FAMILIES = {
         "torch_dtype": "float32"})},
     # Llama 3.2 shape: llama3 RoPE whose original context (32) is inside the
     # prompts, explicit head_dim (24) != hidden / heads (16), tied embeddings.
-    "llama3": {"scales": TIED, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
+    "llama3": {"seed": 20, "scales": TIED, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 24,
@@ -99,7 +99,7 @@ FAMILIES = {
         "attention_bias": False, "mlp_bias": False, "pretraining_tp": 1,
         "tie_word_embeddings": True, "torch_dtype": "bfloat16"})},
     # Llama with linear RoPE scaling (positions divided by 4).
-    "llama-linear": {"gguf_arch": "LLAMA", "config": dict(_COMMON, **{
+    "llama-linear": {"seed": 21, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -109,7 +109,7 @@ FAMILIES = {
         "tie_word_embeddings": False, "torch_dtype": "bfloat16"})},
     # Qwen2.5 shape: q/k/v biases (not o), tied embeddings, sliding window
     # configured but off (use_sliding_window false), as its checkpoints ship.
-    "qwen2": {"scales": TIED, "gguf_arch": "QWEN2", "config": dict(_COMMON, **{
+    "qwen2": {"seed": 21, "scales": TIED, "gguf_arch": "QWEN2", "config": dict(_COMMON, **{
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -118,7 +118,7 @@ FAMILIES = {
         "sliding_window": 256, "max_window_layers": 2,
         "tie_word_embeddings": True, "torch_dtype": "bfloat16"})},
     # Qwen2 with YaRN (factor 4 over an original context of 32, inside the prompts).
-    "qwen2-yarn": {"gguf_arch": "QWEN2", "config": dict(_COMMON, **{
+    "qwen2-yarn": {"seed": 20, "gguf_arch": "QWEN2", "config": dict(_COMMON, **{
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -129,7 +129,7 @@ FAMILIES = {
         "use_sliding_window": False, "sliding_window": 128, "max_window_layers": 2,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16"})},
     # Qwen3 shape: per-head q_norm/k_norm before RoPE, head_dim (32) != hidden / heads (16).
-    "qwen3": {"scales": TIED, "gguf_arch": "QWEN3", "config": dict(_COMMON, **{
+    "qwen3": {"seed": 20, "scales": TIED, "gguf_arch": "QWEN3", "config": dict(_COMMON, **{
         "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
@@ -139,7 +139,7 @@ FAMILIES = {
         "tie_word_embeddings": True, "torch_dtype": "bfloat16"})},
     # Qwen3-30B-A3B shape: 8 experts, top 2, renormalized (norm_topk_prob);
     # every layer sparse (llama.cpp's qwen3moe has no dense layer: mlp_only_layers []).
-    "qwen3moe": {"gguf_arch": "QWEN3MOE", "config": dict(_COMMON, **{
+    "qwen3moe": {"seed": 32, "gguf_arch": "QWEN3MOE", "config": dict(_COMMON, **{
         "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
         "hidden_size": 64, "intermediate_size": 160, "moe_intermediate_size": 48,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -151,7 +151,7 @@ FAMILIES = {
         "use_sliding_window": False, "sliding_window": None, "max_window_layers": 2,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16"})},
     # Mixtral shape: 8 experts (w1/w3/w2), top 2; sliding_window null (llama.cpp drops it).
-    "mixtral": {"gguf_arch": "LLAMA", "config": dict(_COMMON, **{
+    "mixtral": {"seed": 23, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
         "architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
         "hidden_size": 64, "intermediate_size": 48, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -163,7 +163,7 @@ FAMILIES = {
     # Gemma 3 (1B shape): 6 layers, the sixth global (llama.cpp's fixed pattern),
     # sliding window 16 with its own RoPE base, four norms per layer, q/k norms,
     # GELU-tanh, embeddings * sqrt(hidden), final logit soft-capping.
-    "gemma3": {"scales": GEMMA3, "gguf_arch": "GEMMA3", "config": dict(_COMMON, **{
+    "gemma3": {"seed": 32, "scales": GEMMA3, "gguf_arch": "GEMMA3", "config": dict(_COMMON, **{
         "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 6,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
@@ -178,7 +178,7 @@ FAMILIES = {
     # Phi-3 (mini-128k shape): fused qkv_proj and gate_up_proj, longrope whose
     # original context (4096) holds every prompt (short factors, attention
     # factor from 131072 / 4096), partial rotary (half of head_dim), no window.
-    "phi3": {"gguf_arch": "PHI3", "config": dict(_COMMON, **{
+    "phi3": {"seed": 20, "gguf_arch": "PHI3", "config": dict(_COMMON, **{
         "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
