@@ -71,11 +71,15 @@ TIED = {"o": 4.0, "mlp": 3.0, "final_norm": 2.0}
 # attention is not uniform, the final norm spreading the logits.
 GEMMA3 = {"embed": 0.05, "final_norm": 16.0, "post_ffn_norm": 0.25, "qk_norm": 1.5}
 
-# The families. Each is transformers' config.json for that architecture (the
-# keys of its configuration_*.py that the family's real checkpoints carry),
-# plus "gguf_arch": the gguf.MODEL_ARCH that the bundle's converter class
-# writes. Values chosen to make llama.cpp and transformers agree are explained
-# in FIXTURES.md.
+# The families. "config" is transformers' config.json for that architecture
+# (the keys of its configuration_*.py that the family's real checkpoints
+# carry); "gguf_arch" the gguf.MODEL_ARCH that the bundle's converter class
+# writes; "seed" the weights' seed, chosen so that every step of llama.cpp's
+# greedy continuations has a top-2 logit gap over llamacpp_reference_test.py's
+# floor (and, for MoE, every token's k-th and (k+1)-th router logits differ by
+# more than 1e-3, measured with hf_reference.py); "scales" overrides SCALES.
+# Values chosen to make llama.cpp and transformers agree are explained in
+# FIXTURES.md.
 FAMILIES = {
     # Llama 2 shape: untied output, plain RoPE, float32 (the first fixture).
     "llama": {"seed": 20, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
@@ -349,8 +353,7 @@ def write_safetensors(path, tensors, dtype):
 def write_hf(hf_dir, config, weights, tokenizer_path):
     """config.json, tokenizer.model and model.safetensors; returns the weights' sha256."""
     hf_dir.mkdir(parents=True, exist_ok=True)
-    hf_config = {k: v for k, v in config.items()}
-    (hf_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    (hf_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     shutil.copyfile(tokenizer_path, hf_dir / "tokenizer.model")
     write_safetensors(hf_dir / "model.safetensors", weights, config["torch_dtype"])
     return hashlib.sha256((hf_dir / "model.safetensors").read_bytes()).hexdigest()
