@@ -102,7 +102,7 @@ FAMILIES = {
                          "original_max_position_embeddings": 32, "rope_type": "llama3"},
         "attention_bias": False, "mlp_bias": False, "pretraining_tp": 1,
         "tie_word_embeddings": True, "torch_dtype": "bfloat16"})},
-    # Llama with linear RoPE scaling (positions divided by 4).
+    # Llama with linear RoPE scaling (positions divided by 4), spelt rope_type.
     "llama-linear": {"seed": 21, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
@@ -121,7 +121,8 @@ FAMILIES = {
         "rope_theta": 1000000.0, "rope_scaling": None, "use_sliding_window": False,
         "sliding_window": 256, "max_window_layers": 2,
         "tie_word_embeddings": True, "torch_dtype": "bfloat16"})},
-    # Qwen2 with YaRN (factor 4 over an original context of 32, inside the prompts).
+    # Qwen2 with YaRN (factor 4 over an original context of 32, inside the
+    # prompts), spelt rope_scaling.type as Qwen2.5's model cards write it.
     "qwen2-yarn": {"seed": 20, "gguf_arch": "QWEN2", "config": dict(_COMMON, **{
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
@@ -129,7 +130,7 @@ FAMILIES = {
         "max_position_embeddings": 128, "hidden_act": "silu", "rms_norm_eps": 1e-06,
         "rope_theta": 10000.0,
         "rope_scaling": {"factor": 4.0, "original_max_position_embeddings": 32,
-                         "rope_type": "yarn", "type": "yarn"},
+                         "type": "yarn"},
         "use_sliding_window": False, "sliding_window": 128, "max_window_layers": 2,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16"})},
     # Qwen3 shape: per-head q_norm/k_norm before RoPE, head_dim (32) != hidden / heads (16).
