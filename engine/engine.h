@@ -21,6 +21,7 @@ struct EngineOptions {
   std::string device = "cpu";         // "cpu", "cuda", "cuda:N"
   std::string dtype;                  // "float32" | "bfloat16" | "float16"; "": float32 on CPU, bfloat16 on CUDA
   std::string quantization;           // "none" (or "") | "int8": weight-only, CPU only (llama_model.h)
+  int max_model_len = 0;              // the context served, <= max_position_embeddings; 0: that
   int threads = 0;                    // intra-op threads; 0: $OMP_NUM_THREADS, else the machine's cores
   int max_queue = 64;                 // waiting requests; beyond: RESOURCE_EXHAUSTED
   int max_batch = 16;                 // running sequences, decoded together in one batch

@@ -29,6 +29,7 @@ absl::StatusOr<ModelOptions> ChooseModelOptions(const EngineOptions& options) {
   SG_ASSIGN_OR_RETURN(Quantization quantization, ParseQuantization(options.quantization));
   ModelOptions model_options{device, dtype, quantization};
   model_options.cuda_graphs = options.cuda_graphs;
+  model_options.max_model_len = options.max_model_len;
   return model_options;
 }
 

@@ -36,6 +36,11 @@ ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda, cuda:N.");
 ABSL_FLAG(std::string, dtype, "",
           "Compute dtype: float32, bfloat16, float16 (CUDA only). Default: float32 on CPU, "
           "bfloat16 on CUDA.");
+ABSL_FLAG(int, max_model_len, 0,
+          "The context served, in tokens (prompt plus output): at most config.json's "
+          "max_position_embeddings (0: that). Sizes the KV cache and the rotary tables; for "
+          "Phi-3's longrope, a context within original_max_position_embeddings uses the short "
+          "factors (docs/models.md).");
 ABSL_FLAG(std::string, quantization, "none",
           "Weight-only quantization of the linear layers: none, or int8 (CPU only: symmetric "
           "per-output-channel int8 computed at load from the checkpoint; activations stay in "
@@ -153,6 +158,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   engine.device = absl::GetFlag(FLAGS_device);
   engine.dtype = absl::GetFlag(FLAGS_dtype);
   engine.quantization = absl::GetFlag(FLAGS_quantization);
+  engine.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   engine.threads = absl::GetFlag(FLAGS_threads);
   engine.max_queue = absl::GetFlag(FLAGS_max_queue);
   engine.max_batch = absl::GetFlag(FLAGS_max_batch);

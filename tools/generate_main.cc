@@ -40,6 +40,11 @@ ABSL_FLAG(std::string, prompt_token_ids, "",
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "", "float32, bfloat16 or float16; default float32 on CPU, "
                                   "bfloat16 on CUDA");
+ABSL_FLAG(int, max_model_len, 0,
+          "The context served, in tokens (prompt plus output): at most config.json's "
+          "max_position_embeddings (0: that). Sizes the KV cache and the rotary tables; for "
+          "Phi-3's longrope, a context within original_max_position_embeddings uses the short "
+          "factors (docs/models.md).");
 ABSL_FLAG(std::string, quantization, "none",
           "weight-only quantization: none or int8 (CPU only; activations stay in --dtype)");
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0: $OMP_NUM_THREADS if set, else the machine's cores");
@@ -115,6 +120,7 @@ int main(int argc, char** argv) {
   options.device = absl::GetFlag(FLAGS_device);
   options.dtype = absl::GetFlag(FLAGS_dtype);
   options.quantization = absl::GetFlag(FLAGS_quantization);
+  options.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   options.threads = absl::GetFlag(FLAGS_threads);
   if (options.model_dir.empty()) return Fail("--model is required");
   auto engine = streamgen::Engine::Create(options);

@@ -117,6 +117,12 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
         options.device.str(), " use --quantization none"));
   }
   SG_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  if (options.max_model_len < 0 || options.max_model_len > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_model_len ", options.max_model_len, " must be in [1, ", config.max_position_embeddings,
+        "] (config.json max_position_embeddings), or 0 for that"));
+  }
+  if (options.max_model_len > 0) config.max_position_embeddings = options.max_model_len;
   SG_ASSIGN_OR_RETURN(auto store, WeightStore::OpenDir(dir));
   SG_RETURN_IF_ERROR(ValidateWeights(config, *store));
 
@@ -201,7 +207,20 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       return RopeTables{t.cos.to(options.dtype).to(options.device).contiguous(),
                         t.sin.to(options.dtype).to(options.device).contiguous()};
     };
-    model->rope_ = tables(config.rope);
+    if (config.rope.type == RopeType::kLongRope) {
+      // Phi-3's longrope: transformers rotates with the short factors while the
+      // sequence is within original_max_position_embeddings and with the long
+      // ones past it (cached keys keep the rotation they were made with). Both
+      // tables, stacked: rows [P, 2P) are the long factors' (RopeRow).
+      RopeConfig short_rope = config.rope, long_rope = config.rope;
+      short_rope.long_factor = short_rope.short_factor;
+      long_rope.short_factor = long_rope.long_factor;
+      RopeTables s = tables(short_rope), l = tables(long_rope);
+      model->rope_ = {torch::cat({s.cos, l.cos}, 0), torch::cat({s.sin, l.sin}, 0)};
+      model->long_rope_from_ = config.rope.original_max_position_embeddings;
+    } else {
+      model->rope_ = tables(config.rope);
+    }
     if (config.rope_local) model->rope_local_ = tables(*config.rope_local);
     if (config.embedding_scale != 1.0) {
       // Gemma3TextScaledWordEmbedding: sqrt(hidden) rounded to the weights' dtype.
@@ -437,7 +456,8 @@ torch::Tensor LlamaModel::AttentionInput(size_t l, const torch::Tensor& h,
   }
   const RopeTables& table = layer.local_rope ? rope_local_ : rope_;
   if (rot.positions != nullptr) {  // q and k rotated in place in qkv (cpu_kernels.h)
-    RotaryInPlace(qkv, heads + kv, d, table.cos, table.sin, *rot.positions, table.cos.size(1));
+    RotaryInPlace(qkv, heads + kv, d, table.cos, table.sin,
+                  layer.local_rope ? *rot.positions : *rot.rope_positions, table.cos.size(1));
     return qkv;
   }
   const int which = layer.local_rope ? 1 : 0;
@@ -452,10 +472,11 @@ torch::Tensor LlamaModel::AttentionInput(size_t l, const torch::Tensor& h,
 
 // The op path's rotary rows for positions `pos` [T] (device int64): the
 // global table's, and the local table's when the model has one.
-LlamaModel::Rotary LlamaModel::RotaryRows(const torch::Tensor& pos) const {
+LlamaModel::Rotary LlamaModel::RotaryRows(const torch::Tensor& pos,
+                                          const torch::Tensor& rope_rows) const {
   Rotary rot;
-  rot.cos[0] = rope_.cos.index_select(0, pos).unsqueeze(1);  // [T, 1, RD]
-  rot.sin[0] = rope_.sin.index_select(0, pos).unsqueeze(1);
+  rot.cos[0] = rope_.cos.index_select(0, rope_rows).unsqueeze(1);  // [T, 1, RD]
+  rot.sin[0] = rope_.sin.index_select(0, rope_rows).unsqueeze(1);
   if (rope_local_.cos.defined()) {
     rot.cos[1] = rope_local_.cos.index_select(0, pos).unsqueeze(1);
     rot.sin[1] = rope_local_.sin.index_select(0, pos).unsqueeze(1);
@@ -496,7 +517,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   const size_t num_windows = windows_.size();
   // Host-side plan: token ids, positions, write slots, attention groups (per
   // distinct layer window: the same rows, other blocks and masks).
-  std::vector<int64_t> ids, positions, write_slots, last_rows;
+  std::vector<int64_t> ids, positions, rope_rows, write_slots, last_rows;
   std::vector<std::vector<AttentionBatch>> groups(num_windows);
   // Decodes attend together. The paged kernel (cpu_kernels.h on the CPU,
   // engine/model/cuda on CUDA) reads their keys and values in place; elsewhere
@@ -526,6 +547,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
       const int64_t p = c.start + i;
       ids.push_back(c.tokens[i]);
       positions.push_back(p);
+      rope_rows.push_back(RopeRow(p, c.start + n - 1));
       write_slots.push_back(SlotOf(*c.block_table, p, bs));
     }
     last_rows.push_back(row0 + n - 1);
@@ -557,8 +579,9 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   Rotary rot;
   if (cpu_kernels) {
     rot.positions = &positions;
+    rot.rope_positions = &rope_rows;
   } else {
-    rot = RotaryRows(to_dev(positions));
+    rot = RotaryRows(to_dev(positions), to_dev(rope_rows));
   }
   // A single group's rows are 0..T-1 in order; several are scattered back.
   // (Paged rows are in step order: when they are all the rows, q is used as is.)
@@ -622,7 +645,13 @@ void LlamaModel::RunDecodeBody(DecodeGraph& g, KvPool* pool) {
   torch::Tensor ids = g.dev.narrow(0, 0, r);
   torch::Tensor positions = g.dev.narrow(0, r, r);
   torch::Tensor slots = g.dev.narrow(0, 2 * r, r);
-  const Rotary rot = RotaryRows(positions);
+  // RopeRow on the device (a decode's chunk ends at its own position).
+  torch::Tensor rope_rows =
+      long_rope_from_ > 0
+          ? positions + positions.ge(long_rope_from_).to(torch::kLong) *
+                            static_cast<int64_t>(config_.max_position_embeddings)
+          : positions;
+  const Rotary rot = RotaryRows(positions, rope_rows);
   torch::Tensor h = Embed(ids);
   for (size_t l = 0; l < layers_.size(); ++l) {
     torch::Tensor qkv = AttentionInput(l, h, rot);

@@ -44,6 +44,11 @@ struct ModelOptions {
   // Test hook: the same static-buffer, bucket-padded decode path on the CPU,
   // without capture (tests/model_test.cc checks it against the eager path).
   bool static_decode_on_cpu = false;
+  // The context served, in positions (vLLM's --max-model-len): at most
+  // config.json's max_position_embeddings, which it replaces in the model's
+  // config (the KV cache, the rotary tables and Phi-3's longrope choice of
+  // factors follow it). 0: max_position_embeddings.
+  int max_model_len = 0;
 };
 
 // The largest decode batch a static-buffer step (a CUDA graph) covers.
@@ -96,6 +101,9 @@ class LlamaModel {
   LinearWeight lm_head_;       // [vocab, hidden] (the embedding when tied and not quantized)
   RopeTables rope_;            // [max_positions, RD] each, compute dtype (rotate-half layout)
   RopeTables rope_local_;      // Gemma 3's sliding layers' tables, or undefined
+  // longrope: rope_ holds the short factors' rows then the long ones'; a
+  // chunk whose last position is >= this uses the long rows. 0: one table.
+  int64_t long_rope_from_ = 0;
   // The distinct attention windows of the layers (0: full), each layer's
   // Layer::window_index into it: a step plans attention once per window.
   std::vector<int> windows_;
@@ -103,10 +111,18 @@ class LlamaModel {
   // How a step rotates q and k: the fused CPU kernel over host positions, or
   // the op path over table rows (index 0: global table, 1: local).
   struct Rotary {
-    const std::vector<int64_t>* positions = nullptr;
+    const std::vector<int64_t>* positions = nullptr;       // rows of rope_local_
+    const std::vector<int64_t>* rope_positions = nullptr;  // rows of rope_
     torch::Tensor cos[2], sin[2];  // [T, 1, RD]
   };
-  Rotary RotaryRows(const torch::Tensor& positions) const;
+  // positions [T] and their rows of rope_ (RopeRow) on the device.
+  Rotary RotaryRows(const torch::Tensor& positions, const torch::Tensor& rope_rows) const;
+  // The row of rope_ that rotates `position`, in a chunk whose last position is `last`.
+  int64_t RopeRow(int64_t position, int64_t last) const {
+    return long_rope_from_ > 0 && last >= long_rope_from_
+               ? position + config_.max_position_embeddings
+               : position;
+  }
 
   torch::Tensor Linear(const torch::Tensor& x, const LinearWeight& w,
                        const torch::Tensor& bias = {}) const;
