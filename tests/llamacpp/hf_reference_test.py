@@ -1,0 +1,289 @@
+#!/usr/bin/python3
+"""The checks llama.cpp cannot make: streamgen-generate against hf_reference.py.
+
+  hf_reference_test.py --build-dir BUILD [unittest args]
+
+llama.cpp is the golden where it shares transformers' semantics
+(llamacpp_reference_test.py). Where it does not (its converter drops Mistral's
+and Mixtral's sliding_window and turns Phi-3's off; it has no Qwen2/Qwen3
+use_sliding_window with max_window_layers; it assumes every sixth Gemma 3 layer
+global and scales attention by 1/sqrt(head_dim) whatever query_pre_attn_scalar
+says), the golden is hf_reference.py: a numpy float64 reading of transformers'
+modeling files. Each case takes make_fixture.py's fixture of a family, rewrites
+its config.json (VARIANTS), and checks that
+
+  * the rewrite matters: the reference's greedy ids differ from those of the
+    unchanged fixture on some prompt (else the case could not fail),
+  * every step's top-2 logit gap clears GAP_FLOOR (no tie decides it),
+  * streamgen-generate (float32, greedy, --ignore-eos) gives the same ids.
+
+Also the reference's own error messages. Needs tests/llamacpp/node_modules (the
+llamacpp_npm_install fixture: its source bundle holds gguf-py).
+"""
+
+import argparse
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import unittest
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+SOURCE = HERE.parent.parent
+BUNDLE = HERE / "node_modules" / "node-llama-cpp" / "llama" / "gitRelease.bundle"
+TOKENIZER = SOURCE / "models" / "demo-brown" / "tokenizer.model"
+REFERENCE = HERE / "hf_reference.py"
+SEED = 20
+NEW_TOKENS = 40
+# The smallest top-2 logit gap a compared step may have: far above float32's
+# rounding in these logits, so float32 and float64 pick the same argmax.
+GAP_FLOOR = 5e-3
+
+# name -> (make_fixture.py family, config.json changes, why llama.cpp cannot check it).
+# Windows are shorter than the shortest prompt + NEW_TOKENS, so they bite.
+VARIANTS = {
+    "mistral_window": (
+        "mistral", {"sliding_window": 12},
+        "llama.cpp's converter maps Mistral to its llama architecture and drops sliding_window"),
+    "mixtral_window": (
+        "mixtral", {"sliding_window": 12},
+        "llama.cpp's converter maps Mixtral to its llama architecture and drops sliding_window"),
+    "qwen2_window_layers": (
+        "qwen2", {"use_sliding_window": True, "sliding_window": 10, "max_window_layers": 1},
+        "llama.cpp's qwen2 has no sliding window (use_sliding_window, max_window_layers)"),
+    "qwen3_window_layers": (
+        "qwen3", {"use_sliding_window": True, "sliding_window": 10, "max_window_layers": 1},
+        "llama.cpp's qwen3 has no sliding window (use_sliding_window, max_window_layers)"),
+    "phi3_window": (
+        "phi3", {"sliding_window": 12},
+        "llama.cpp turns Phi-3's sliding window off"),
+    "gemma3_layer_types": (
+        "gemma3", {"sliding_window": 10, "sliding_window_pattern": None,
+                   "layer_types": "alternate:full_attention,sliding_attention"},
+        "llama.cpp assumes every sixth Gemma 3 layer global"),
+    "gemma3_query_pre_attn_scalar": (
+        "gemma3", {"query_pre_attn_scalar": "head_dim*3"},
+        "llama.cpp scales Gemma 3's attention by 1/sqrt(head_dim) (but for the 27B)"),
+}
+
+
+def run(args, **kwargs):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def prompts(vocab_size):
+    """Token-id prompts of different lengths, all starting with BOS (1)."""
+    rng = np.random.default_rng(5)
+    return [[1]] + [[1] + [int(i) for i in rng.integers(3, vocab_size, n)] for n in (4, 19, 60)]
+
+
+def llama_cpp_source(build):
+    """BUILD/llamacpp/llama.cpp, cloned from node-llama-cpp's bundle once (its gguf-py)."""
+    source = build / "llamacpp" / "llama.cpp"
+    if not (source / "gguf-py" / "gguf").is_dir():
+        if not BUNDLE.is_file():
+            raise unittest.SkipTest(f"{BUNDLE} is missing: run the llamacpp_npm_install test")
+        source.parent.mkdir(parents=True, exist_ok=True)
+        done = run(["git", "clone", "--quiet", BUNDLE, source])
+        if done.returncode != 0:
+            raise RuntimeError(f"git clone {BUNDLE}: {done.stderr}")
+    return source
+
+
+def make_family_fixture(build, family):
+    """make_fixture.py --family FAMILY into BUILD/llamacpp/hf-ref/FAMILY; the HF folder."""
+    out = build / "llamacpp" / "hf-ref" / family
+    done = run([sys.executable, HERE / "make_fixture.py", "--family", family,
+                "--gguf-py", llama_cpp_source(build) / "gguf-py", "--tokenizer", TOKENIZER,
+                "--out", out, "--seed", SEED])
+    if done.returncode != 0:
+        raise AssertionError(f"make_fixture.py --family {family} failed: {done.stderr}")
+    return out / "hf"
+
+
+def resolve(value, config):
+    """A VARIANTS value: 'head_dim*K' and 'alternate:A,B' are computed from the config."""
+    if isinstance(value, str) and value.startswith("head_dim*"):
+        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        return head_dim * int(value[len("head_dim*"):])
+    if isinstance(value, str) and value.startswith("alternate:"):
+        kinds = value[len("alternate:"):].split(",")
+        return [kinds[i % len(kinds)] for i in range(config["num_hidden_layers"])]
+    return value
+
+
+def write_variant(hf_dir, out, changes):
+    """A copy of hf_dir (weights and tokenizer linked) with config.json changed;
+    a None value deletes the key."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for item in hf_dir.iterdir():
+        if item.name != "config.json":
+            (out / item.name).symlink_to(item.resolve())
+    config = json.loads((hf_dir / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = resolve(value, config)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return config
+
+
+def reference(model_dir, cases, work):
+    """hf_reference.py's [{prompt, ids, min_gap}] for `cases`."""
+    prompts_file = work / "prompts.json"
+    prompts_file.write_text(json.dumps(cases))
+    done = run([sys.executable, REFERENCE, "--model", model_dir, "--prompts", prompts_file,
+                "--new-tokens", NEW_TOKENS])
+    if done.returncode != 0:
+        raise AssertionError(f"hf_reference.py --model {model_dir} failed: {done.stderr}")
+    return json.loads(done.stdout)
+
+
+def generate(build, model_dir, prompt, count):
+    """streamgen-generate's greedy float32 ids (EOS ignored)."""
+    done = run([build / "tools" / "streamgen-generate", "--model", model_dir,
+                "--prompt-token-ids", ",".join(map(str, prompt)), "--max-new-tokens", count,
+                "--temperature", "0", "--dtype", "float32", "--ignore-eos", "--json",
+                "--threads", "1"])
+    if done.returncode != 0:
+        raise AssertionError(f"streamgen-generate --model {model_dir}: {done.stderr}")
+    return json.loads(done.stdout)["token_ids"]
+
+
+class HfReferenceTest(unittest.TestCase):
+    build = None  # set by main()
+    fixtures = {}  # family -> HF folder, made once
+
+    def family(self, name):
+        if name not in self.fixtures:
+            self.fixtures[name] = make_family_fixture(self.build, name)
+        return self.fixtures[name]
+
+    def check_variant(self, name):
+        family, changes, why = VARIANTS[name]
+        base = self.family(family)
+        work = self.build / "llamacpp" / "hf-ref" / "variants" / name
+        config = write_variant(base, work / "hf", changes)
+        cases = prompts(config["vocab_size"])
+        golden = reference(work / "hf", cases, work)
+        unchanged = reference(base, cases, work)
+        self.assertNotEqual([c["ids"] for c in golden], [c["ids"] for c in unchanged],
+                            f"{name}: the config change {changes} does not change the "
+                            "reference's ids, so this case could not fail")
+        for case in golden:
+            with self.subTest(variant=name, prompt_tokens=len(case["prompt"])):
+                self.assertGreater(case["min_gap"], GAP_FLOOR,
+                                   "the reference's top-2 logits nearly tie: change the prompts")
+                self.assertEqual(generate(self.build, work / "hf", case["prompt"], NEW_TOKENS),
+                                 case["ids"], f"{name} ({why})")
+        print(f"{name}: {len(golden)} prompts x {NEW_TOKENS} ids, smallest top-2 gap "
+              f"{min(c['min_gap'] for c in golden):.4f}")
+
+    def test_mistral_window(self):
+        self.check_variant("mistral_window")
+
+    def test_mixtral_window(self):
+        self.check_variant("mixtral_window")
+
+    def test_qwen2_window_layers(self):
+        self.check_variant("qwen2_window_layers")
+
+    def test_qwen3_window_layers(self):
+        self.check_variant("qwen3_window_layers")
+
+    def test_phi3_window(self):
+        self.check_variant("phi3_window")
+
+    def test_gemma3_layer_types(self):
+        self.check_variant("gemma3_layer_types")
+
+    def test_gemma3_query_pre_attn_scalar(self):
+        self.check_variant("gemma3_query_pre_attn_scalar")
+
+
+class HfReferenceErrorsTest(unittest.TestCase):
+    """hf_reference.py names what is wrong with its input."""
+    build = None
+
+    def reference_fails(self, model, prompts_text, count=4):
+        work = self.build / "llamacpp" / "hf-ref" / "errors"
+        work.mkdir(parents=True, exist_ok=True)
+        prompts_file = work / "prompts.json"
+        prompts_file.write_text(prompts_text)
+        done = run([sys.executable, REFERENCE, "--model", model, "--prompts", prompts_file,
+                    "--new-tokens", count])
+        self.assertNotEqual(done.returncode, 0)
+        return done.stderr, prompts_file
+
+    def model_with(self, config, tensors=None):
+        """A folder with `config` and one F32 safetensors file of `tensors`."""
+        out = self.build / "llamacpp" / "hf-ref" / "errors" / "model"
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        (out / "config.json").write_text(json.dumps(config))
+        header, blob = {}, b""
+        for name, (dtype, shape, data) in (tensors or {}).items():
+            header[name] = {"dtype": dtype, "shape": shape,
+                            "data_offsets": [len(blob), len(blob) + len(data)]}
+            blob += data
+        text = json.dumps(header).encode()
+        (out / "model.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + blob)
+        return out
+
+    def test_missing_config(self):
+        missing = self.build / "llamacpp" / "hf-ref" / "no-such-model"
+        stderr, _ = self.reference_fails(missing, "[[1]]")
+        self.assertIn(f"hf_reference.py: {missing / 'config.json'}: no such file", stderr)
+
+    def test_unsupported_architecture(self):
+        model = self.model_with({"architectures": ["GPT2LMHeadModel"]})
+        stderr, _ = self.reference_fails(model, "[[1]]")
+        self.assertIn("architectures ['GPT2LMHeadModel'] is not one of LlamaForCausalLM, "
+                      "MistralForCausalLM", stderr)
+
+    def test_bad_prompts(self):
+        model = self.model_with({"architectures": ["LlamaForCausalLM"]})
+        stderr, path = self.reference_fails(model, '[[1, "a"]]')
+        self.assertIn(f"hf_reference.py: --prompts: {path} must hold a list of non-empty "
+                      "lists of token ids", stderr)
+
+    def test_bad_new_tokens(self):
+        stderr, _ = self.reference_fails(self.build, "[[1]]", count=0)
+        self.assertIn("hf_reference.py: --new-tokens must be at least 1, got 0", stderr)
+
+    def test_unsupported_dtype_and_missing_tensor(self):
+        config = {"architectures": ["LlamaForCausalLM"], "hidden_size": 4,
+                  "num_hidden_layers": 1, "num_attention_heads": 1,
+                  "max_position_embeddings": 16}
+        model = self.model_with(config, {"model.embed_tokens.weight": ("I8", [2, 4], b"\0" * 8)})
+        stderr, _ = self.reference_fails(model, "[[1]]")
+        self.assertIn("tensor 'model.embed_tokens.weight' has dtype I8; hf_reference.py reads "
+                      "F32, F16 and BF16", stderr)
+        model = self.model_with(dict(config, tie_word_embeddings=True), {
+            "model.embed_tokens.weight": ("F32", [2, 4], b"\0" * 32)})
+        stderr, _ = self.reference_fails(model, "[[1]]")
+        self.assertIn("hf_reference.py: the checkpoint has no tensor "
+                      "'model.layers.0.input_layernorm.weight'", stderr)
+        stderr, _ = self.reference_fails(model, "[[1, 2]]")
+        self.assertIn("hf_reference.py: --prompts: token id 2 is outside the vocabulary (0..1)",
+                      stderr)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build-dir", required=True, type=pathlib.Path)
+    args, rest = parser.parse_known_args()
+    HfReferenceTest.build = HfReferenceErrorsTest.build = args.build_dir.resolve()
+    unittest.main(argv=[sys.argv[0], "-v"] + rest)
+
+
+if __name__ == "__main__":
+    main()
