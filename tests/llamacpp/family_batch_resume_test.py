@@ -38,7 +38,8 @@ BATCH = 16
 CASES = {
     "dense_qwen3": ("qwen3", {}),
     "moe_qwen3moe": ("qwen3moe", {}),
-    "window_mistral": ("mistral", {"sliding_window": 12}),
+    "window_mistral": ("llama", {"architectures": ["MistralForCausalLM"],
+                                 "model_type": "mistral", "sliding_window": 12}),
 }
 
 

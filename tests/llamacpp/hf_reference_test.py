@@ -41,12 +41,15 @@ NEW_TOKENS = 40
 # The smallest top-2 logit gap a compared step may have: far above float32's
 # rounding in these logits, so float32 and float64 pick the same argmax.
 GAP_FLOOR = 5e-3
+# Of the candidate prompts, how many must clear GAP_FLOOR.
+MIN_PROMPTS = 4
 
 # name -> (make_fixture.py family, config.json changes, why llama.cpp cannot check it).
 # Windows are shorter than the shortest prompt + NEW_TOKENS, so they bite.
 VARIANTS = {
     "mistral_window": (
-        "mistral", {"sliding_window": 12},
+        "llama", {"architectures": ["MistralForCausalLM"], "model_type": "mistral",
+                  "sliding_window": 12},
         "llama.cpp's converter maps Mistral to its llama architecture and drops sliding_window"),
     "mixtral_window": (
         "mixtral", {"sliding_window": 12},
@@ -76,9 +79,10 @@ def run(args, **kwargs):
 
 
 def prompts(vocab_size):
-    """Token-id prompts of different lengths, all starting with BOS (1)."""
+    """Candidate token-id prompts of different lengths, all starting with BOS (1)."""
     rng = np.random.default_rng(5)
-    return [[1]] + [[1] + [int(i) for i in rng.integers(3, vocab_size, n)] for n in (4, 19, 60)]
+    return [[1] + [int(i) for i in rng.integers(3, vocab_size, n - 1)]
+            for n in (1, 5, 20, 61, 2, 9, 33, 47)]
 
 
 def llama_cpp_source(build):
@@ -177,14 +181,18 @@ class HfReferenceTest(unittest.TestCase):
         self.assertNotEqual([c["ids"] for c in golden], [c["ids"] for c in unchanged],
                             f"{name}: the config change {changes} does not change the "
                             "reference's ids, so this case could not fail")
-        for case in golden:
+        # Prompts whose greedy run has a near-tie somewhere are left out: there
+        # float32 and float64 may pick different ids by chance.
+        clear = [c for c in golden if c["min_gap"] > GAP_FLOOR]
+        self.assertGreaterEqual(len(clear), MIN_PROMPTS,
+                                f"{name}: only {len(clear)} of {len(golden)} prompts have every "
+                                f"top-2 gap above {GAP_FLOOR}: add candidate prompts")
+        for case in clear:
             with self.subTest(variant=name, prompt_tokens=len(case["prompt"])):
-                self.assertGreater(case["min_gap"], GAP_FLOOR,
-                                   "the reference's top-2 logits nearly tie: change the prompts")
                 self.assertEqual(generate(self.build, work / "hf", case["prompt"], NEW_TOKENS),
                                  case["ids"], f"{name} ({why})")
-        print(f"{name}: {len(golden)} prompts x {NEW_TOKENS} ids, smallest top-2 gap "
-              f"{min(c['min_gap'] for c in golden):.4f}")
+        print(f"{name}: {len(clear)} of {len(golden)} prompts ({NEW_TOKENS} ids each) equal, "
+              f"smallest top-2 gap {min(c['min_gap'] for c in clear):.4f}")
 
     def test_mistral_window(self):
         self.check_variant("mistral_window")
