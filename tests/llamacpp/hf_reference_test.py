@@ -8,7 +8,9 @@ llama.cpp is the golden where it shares transformers' semantics
 and Mixtral's sliding_window and turns Phi-3's off; it has no Qwen2/Qwen3
 use_sliding_window with max_window_layers; it assumes every sixth Gemma 3 layer
 global and scales attention by 1/sqrt(head_dim) whatever query_pre_attn_scalar
-says), the golden is hf_reference.py: a numpy float64 reading of transformers'
+says; its qwen3moe has experts in every layer and always renormalizes the top-k
+weights; it picks Phi-3's long or short factors once, from the context size),
+the golden is hf_reference.py: a numpy float64 reading of transformers'
 modeling files. Each case takes make_fixture.py's fixture of a family, rewrites
 its config.json (VARIANTS), and checks that
 
@@ -44,6 +46,10 @@ GAP_FLOOR = 5e-3
 # Of the candidate prompts, how many must clear GAP_FLOOR.
 MIN_PROMPTS = 4
 
+# A VARIANTS key (not written to config.json): rewrite the weights so that
+# layer 0 has a dense MLP instead of experts.
+DENSE_LAYER0 = "__dense_layer0"
+
 # name -> (make_fixture.py family, config.json changes, why llama.cpp cannot check it).
 # Windows are shorter than the shortest prompt + NEW_TOKENS, so they bite.
 VARIANTS = {
@@ -70,6 +76,24 @@ VARIANTS = {
     "gemma3_query_pre_attn_scalar": (
         "gemma3", {"query_pre_attn_scalar": "head_dim*3"},
         "llama.cpp scales Gemma 3's attention by 1/sqrt(head_dim) (but for the 27B)"),
+    "qwen3moe_no_norm_topk_prob": (
+        "qwen3moe", {"norm_topk_prob": False},
+        "llama.cpp's qwen3moe always renormalizes the top-k weights"),
+    # Layer 0 dense (its experts replaced by an MLP of intermediate_size: DENSE_LAYER0).
+    "qwen3moe_mlp_only_layers": (
+        "qwen3moe", {"mlp_only_layers": [0], DENSE_LAYER0: True},
+        "llama.cpp's qwen3moe has experts in every layer"),
+    "qwen3moe_decoder_sparse_step": (
+        "qwen3moe", {"decoder_sparse_step": 2, DENSE_LAYER0: True},
+        "llama.cpp's qwen3moe has experts in every layer"),
+    # transformers' Phi3RotaryEmbedding picks long factors per forward call
+    # (longrope_frequency_update: max(position_ids) + 1 > original): short for
+    # a short prompt's prefill, long once the sequence outgrows 24, and the
+    # cached keys keep the rotation they got. llama.cpp picks once, from the
+    # context size.
+    "phi3_longrope_switch": (
+        "phi3", {"original_max_position_embeddings": 24, "max_position_embeddings": 128},
+        "llama.cpp chooses long or short factors from the context size, not per step"),
 }
 
 
@@ -120,16 +144,53 @@ def resolve(value, config):
     return value
 
 
+def to_bfloat16_bytes(array):
+    """Round-to-nearest-even float32 -> bfloat16, as torch's .to(torch.bfloat16)."""
+    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2").tobytes()
+
+
+def dense_layer0(hf_dir, out, config):
+    """model.safetensors of hf_dir with layer 0's router and experts replaced
+    by a dense MLP of intermediate_size (fixed seed, the fixture's dtype)."""
+    sys.path.insert(0, str(HERE))
+    from hf_reference import read_safetensors
+    tensors = read_safetensors(hf_dir / "model.safetensors")
+    tensors = {k: v for k, v in tensors.items()
+               if not k.startswith(("model.layers.0.mlp.gate.", "model.layers.0.mlp.experts."))}
+    rng = np.random.default_rng(7)
+    h, ff = config["hidden_size"], config["intermediate_size"]
+    for name, rows, cols in (("gate_proj", ff, h), ("up_proj", ff, h), ("down_proj", h, ff)):
+        tensors[f"model.layers.0.mlp.{name}.weight"] = rng.standard_normal((rows, cols)) / np.sqrt(cols)
+    bf16 = config.get("torch_dtype") == "bfloat16"
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        data = (to_bfloat16_bytes(tensors[name]) if bf16
+                else np.ascontiguousarray(tensors[name], dtype="<f4").tobytes())
+        header[name] = {"dtype": "BF16" if bf16 else "F32", "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(out / "model.safetensors", "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+
+
 def write_variant(hf_dir, out, changes):
     """A copy of hf_dir (weights and tokenizer linked) with config.json changed;
     a None value deletes the key."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for item in hf_dir.iterdir():
-        if item.name != "config.json":
-            (out / item.name).symlink_to(item.resolve())
     config = json.loads((hf_dir / "config.json").read_text())
+    changes = dict(changes)
+    dense = changes.pop(DENSE_LAYER0, False)
+    for item in hf_dir.iterdir():
+        if item.name != "config.json" and not (dense and item.name == "model.safetensors"):
+            (out / item.name).symlink_to(item.resolve())
+    if dense:
+        dense_layer0(hf_dir, out, config)
     for key, value in changes.items():
         if value is None:
             config.pop(key, None)
@@ -214,6 +275,18 @@ class HfReferenceTest(unittest.TestCase):
 
     def test_gemma3_query_pre_attn_scalar(self):
         self.check_variant("gemma3_query_pre_attn_scalar")
+
+    def test_qwen3moe_no_norm_topk_prob(self):
+        self.check_variant("qwen3moe_no_norm_topk_prob")
+
+    def test_qwen3moe_mlp_only_layers(self):
+        self.check_variant("qwen3moe_mlp_only_layers")
+
+    def test_qwen3moe_decoder_sparse_step(self):
+        self.check_variant("qwen3moe_decoder_sparse_step")
+
+    def test_phi3_longrope_switch(self):
+        self.check_variant("phi3_longrope_switch")
 
 
 class HfReferenceErrorsTest(unittest.TestCase):
