@@ -505,8 +505,14 @@ def top2_gap(logits):
     return float(abs(b - a))
 
 
-def greedy(model, prompt, count):
-    """count greedy ids after prompt (EOS not special) and the smallest top-2 gap."""
+def log_softmax(logits):
+    shifted = logits - np.max(logits)
+    return shifted - math.log(np.sum(np.exp(shifted)))
+
+
+def greedy(model, prompt, count, logprobs=None):
+    """count greedy ids after prompt (EOS not special) and the smallest top-2
+    gap; `logprobs` (a list) gets each chosen id's log-softmax."""
     seq = Sequence(model)
     logits = seq.forward(np.asarray(prompt))[-1]
     ids, min_gap = [], math.inf
@@ -514,6 +520,8 @@ def greedy(model, prompt, count):
         best = int(np.argmax(logits))
         min_gap = min(min_gap, top2_gap(logits))
         ids.append(best)
+        if logprobs is not None:
+            logprobs.append(float(log_softmax(logits)[best]))
         if len(ids) == count:
             return ids, min_gap
         logits = seq.forward(np.asarray([best]))[-1]

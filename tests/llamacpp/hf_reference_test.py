@@ -289,6 +289,53 @@ class HfReferenceTest(unittest.TestCase):
         self.check_variant("phi3_longrope_switch")
 
 
+class SoftcapLogprobTest(unittest.TestCase):
+    """Gemma 3's final_logit_softcapping, tanh(logits / cap) * cap, keeps the
+    argmax, so greedy ids cannot see it: the engine's logprobs (the
+    log-softmax of its final logits, through streamgen-server) must equal the
+    reference's."""
+    build = None
+    CAP = 3.0  # well inside the logits' range: it moves every logprob
+    TOLERANCE = 1e-3  # float32 against float64, on log-probabilities of order 1
+
+    def test_gemma3_final_logit_softcapping_logprobs(self):
+        sys.path.insert(0, str(HERE))
+        sys.path.insert(0, str(SOURCE / "tests"))
+        sys.path.insert(0, str(self.build / "python"))
+        import grpc
+        import hf_reference
+        from streamgen.v1 import generate_pb2, generate_pb2_grpc
+        from streamgen_server import StreamgenServer, http_healthy
+
+        base = make_family_fixture(self.build, "gemma3")
+        work = self.build / "llamacpp" / "hf-ref" / "variants" / "gemma3_softcap"
+        config = write_variant(base, work / "hf", {"final_logit_softcapping": self.CAP})
+        capped, uncapped = hf_reference.Model(work / "hf"), hf_reference.Model(base)
+        uncapped.final_softcap = None
+        server = StreamgenServer(str(self.build), ["--model", str(work / "hf"), "--dtype",
+                                                   "float32", "--threads", "1"],
+                                 healthy=http_healthy)
+        self.addCleanup(server.stop)
+        channel = grpc.insecure_channel(server.grpc_address)
+        self.addCleanup(channel.close)
+        stub = generate_pb2_grpc.TextGenerationStub(channel)
+        for prompt in prompts(config["vocab_size"])[:4]:
+            with self.subTest(prompt_tokens=len(prompt)):
+                want, plain = [], []
+                ids, _ = hf_reference.greedy(capped, prompt, 16, logprobs=want)
+                hf_reference.greedy(uncapped, prompt, 16, logprobs=plain)
+                self.assertGreater(max(abs(a - b) for a, b in zip(want, plain)),
+                                   20 * self.TOLERANCE, "the cap does not move the logprobs")
+                request = generate_pb2.GenerateRequest(
+                    prompt_token_ids=prompt, max_new_tokens=16, temperature=0,
+                    ignore_eos=True, top_logprobs=1)
+                tokens = [t for m in stub.Generate(request, timeout=120) for t in m.tokens]
+                self.assertEqual([t.id for t in tokens], ids)
+                for step, (token, logprob) in enumerate(zip(tokens, want)):
+                    self.assertAlmostEqual(token.logprob, logprob, delta=self.TOLERANCE,
+                                           msg=f"step {step}")
+
+
 class HfReferenceErrorsTest(unittest.TestCase):
     """hf_reference.py names what is wrong with its input."""
     build = None
@@ -363,6 +410,7 @@ def main():
     parser.add_argument("--build-dir", required=True, type=pathlib.Path)
     args, rest = parser.parse_known_args()
     HfReferenceTest.build = HfReferenceErrorsTest.build = args.build_dir.resolve()
+    SoftcapLogprobTest.build = HfReferenceTest.build
     unittest.main(argv=[sys.argv[0], "-v"] + rest)
 
 
