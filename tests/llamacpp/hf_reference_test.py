@@ -289,6 +289,45 @@ class HfReferenceTest(unittest.TestCase):
         self.check_variant("phi3_longrope_switch")
 
 
+class ReferenceAgreesWithLlamaCppTest(unittest.TestCase):
+    """The reference itself, checked where llama.cpp can check it: on every
+    make_fixture.py family (as llama.cpp reads it: the fixtures are shaped so
+    that both agree), the same greedy ids as llama.cpp's, and top-2 gaps
+    within GAP_AGREEMENT: the logits agree, not only their argmax."""
+    build = None
+    # float32 against float64; Gemma 3's GELU goes through llama.cpp's float16 table.
+    GAP_AGREEMENT = {"gemma3": 5e-3}
+    GAP_AGREEMENT_DEFAULT = 2e-4
+
+    def test_every_family(self):
+        sys.path.insert(0, str(HERE))
+        import make_fixture
+        self.assertTrue(hasattr(make_fixture, "FAMILIES"), "make_fixture.py has no FAMILIES")
+        for family in make_fixture.FAMILIES:
+            with self.subTest(family=family):
+                hf = make_family_fixture(self.build, family)
+                work = hf.parent
+                cases = prompts(json.loads((hf / "config.json").read_text())["vocab_size"])
+                ours = reference(hf, cases, work)
+                done = run(["node", HERE / "llamacpp_greedy.mjs", work / "model.gguf",
+                            work / "prompts.json", NEW_TOKENS], cwd=HERE)
+                self.assertEqual(done.returncode, 0, done.stderr)
+                theirs = json.loads(done.stdout)
+                tolerance = self.GAP_AGREEMENT.get(family, self.GAP_AGREEMENT_DEFAULT)
+                compared = 0
+                for a, b in zip(ours, theirs):
+                    if min(a["min_gap"], b["min_gap"]) <= tolerance:
+                        continue  # a near-tie: either pick is right
+                    compared += 1
+                    self.assertEqual(a["ids"], b["ids"], f"{family}, prompt of "
+                                     f"{len(a['prompt'])} tokens")
+                    self.assertAlmostEqual(a["min_gap"], b["min_gap"], delta=tolerance)
+                self.assertGreaterEqual(compared, MIN_PROMPTS, f"{family}: only {compared} "
+                                        "prompts free of near-ties")
+                print(f"{family}: hf_reference.py == llama.cpp on {compared} of {len(cases)} "
+                      "prompts")
+
+
 class SoftcapLogprobTest(unittest.TestCase):
     """Gemma 3's final_logit_softcapping, tanh(logits / cap) * cap, keeps the
     argmax, so greedy ids cannot see it: the engine's logprobs (the
@@ -410,7 +449,7 @@ def main():
     parser.add_argument("--build-dir", required=True, type=pathlib.Path)
     args, rest = parser.parse_known_args()
     HfReferenceTest.build = HfReferenceErrorsTest.build = args.build_dir.resolve()
-    SoftcapLogprobTest.build = HfReferenceTest.build
+    SoftcapLogprobTest.build = ReferenceAgreesWithLlamaCppTest.build = HfReferenceTest.build
     unittest.main(argv=[sys.argv[0], "-v"] + rest)
 
 
