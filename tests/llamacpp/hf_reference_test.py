@@ -122,14 +122,21 @@ def llama_cpp_source(build):
     return source
 
 
+_MADE = {}
+
+
 def make_family_fixture(build, family):
-    """make_fixture.py --family FAMILY into BUILD/llamacpp/hf-ref/FAMILY; the HF folder."""
+    """make_fixture.py --family FAMILY into BUILD/llamacpp/hf-ref/FAMILY (once per
+    process); the HF folder."""
+    if family in _MADE:
+        return _MADE[family]
     out = build / "llamacpp" / "hf-ref" / family
     done = run([sys.executable, HERE / "make_fixture.py", "--family", family,
                 "--gguf-py", llama_cpp_source(build) / "gguf-py", "--tokenizer", TOKENIZER,
                 "--out", out, "--seed", SEED])
     if done.returncode != 0:
         raise AssertionError(f"make_fixture.py --family {family} failed: {done.stderr}")
+    _MADE[family] = out / "hf"
     return out / "hf"
 
 
@@ -224,16 +231,10 @@ def generate(build, model_dir, prompt, count):
 
 class HfReferenceTest(unittest.TestCase):
     build = None  # set by main()
-    fixtures = {}  # family -> HF folder, made once
-
-    def family(self, name):
-        if name not in self.fixtures:
-            self.fixtures[name] = make_family_fixture(self.build, name)
-        return self.fixtures[name]
 
     def check_variant(self, name):
         family, changes, why = VARIANTS[name]
-        base = self.family(family)
+        base = make_family_fixture(self.build, family)
         work = self.build / "llamacpp" / "hf-ref" / "variants" / name
         config = write_variant(base, work / "hf", changes)
         cases = prompts(config["vocab_size"])
