@@ -43,8 +43,10 @@ NEW_TOKENS = 40
 # The smallest top-2 logit gap a compared step may have: far above float32's
 # rounding in these logits, so float32 and float64 pick the same argmax.
 GAP_FLOOR = 5e-3
-# Of the candidate prompts, how many must clear GAP_FLOOR.
+# Of the candidate prompts, how many must clear GAP_FLOOR, and how many of
+# those are compared (one streamgen-generate run each, ~0.4 s of start-up).
 MIN_PROMPTS = 4
+MAX_PROMPTS = 5
 
 # A VARIANTS key (not written to config.json): rewrite the weights so that
 # layer 0 has a dense MLP instead of experts.
@@ -249,12 +251,13 @@ class HfReferenceTest(unittest.TestCase):
         self.assertGreaterEqual(len(clear), MIN_PROMPTS,
                                 f"{name}: only {len(clear)} of {len(golden)} prompts have every "
                                 f"top-2 gap above {GAP_FLOOR}: add candidate prompts")
-        for case in clear:
+        for case in clear[:MAX_PROMPTS]:
             with self.subTest(variant=name, prompt_tokens=len(case["prompt"])):
                 self.assertEqual(generate(self.build, work / "hf", case["prompt"], NEW_TOKENS),
                                  case["ids"], f"{name} ({why})")
-        print(f"{name}: {len(clear)} of {len(golden)} prompts ({NEW_TOKENS} ids each) equal, "
-              f"smallest top-2 gap {min(c['min_gap'] for c in clear):.4f}")
+        print(f"{name}: {min(len(clear), MAX_PROMPTS)} prompts of {len(golden)} "
+              f"({NEW_TOKENS} ids each) equal, smallest top-2 gap "
+              f"{min(c['min_gap'] for c in clear[:MAX_PROMPTS]):.4f}")
 
     def test_mistral_window(self):
         self.check_variant("mistral_window")
