@@ -118,15 +118,22 @@ def round_to_float32(value):
 
 # Defaults of the configuration_*.py classes that the fixtures may leave out.
 FAMILY_DEFAULTS = {
-    "LlamaForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0),
-    "MistralForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0),
-    "Qwen2ForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0),
-    "Qwen3ForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0),
+    "LlamaForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0,
+                             sliding_window=None),
+    "MistralForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0,
+                               sliding_window=4096),
+    "Qwen2ForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0,
+                             sliding_window=4096),
+    "Qwen3ForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0,
+                             sliding_window=4096),
     "Qwen3MoeForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=False,
-                                rope_theta=10000.0),
-    "MixtralForCausalLM": dict(rms_norm_eps=1e-5, tie_word_embeddings=False, rope_theta=1e6),
-    "Gemma3ForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=True, rope_theta=1e6),
-    "Phi3ForCausalLM": dict(rms_norm_eps=1e-5, tie_word_embeddings=False, rope_theta=10000.0),
+                                rope_theta=10000.0, sliding_window=4096),
+    "MixtralForCausalLM": dict(rms_norm_eps=1e-5, tie_word_embeddings=False, rope_theta=1e6,
+                               sliding_window=None),
+    "Gemma3ForCausalLM": dict(rms_norm_eps=1e-6, tie_word_embeddings=True, rope_theta=1e6,
+                              sliding_window=4096),
+    "Phi3ForCausalLM": dict(rms_norm_eps=1e-5, tie_word_embeddings=False, rope_theta=10000.0,
+                            sliding_window=None),
 }
 
 
@@ -276,8 +283,10 @@ class Model:
         self.scaling = scalar ** -0.5
         self.attn_softcap = c.get("attn_logit_softcapping") if self.gemma else None
         self.final_softcap = c.get("final_logit_softcapping") if self.gemma else None
+        # A key left out takes the configuration class's default; null is none.
+        self.window = c.get("sliding_window", defaults["sliding_window"])
         self.layer_types = self._layer_types()
-        self.windows = [c.get("sliding_window") if t == "sliding_attention" else None
+        self.windows = [self.window if t == "sliding_attention" else None
                         for t in self.layer_types]
         self.rope = {t: rope_params_for(c, t) for t in set(self.layer_types)}
         self.w = read_weights(model_dir)
@@ -293,8 +302,7 @@ class Model:
         self.embed_scale = round_to_float32(self.hidden ** 0.5) if self.gemma else 1.0
 
     def _layer_types(self):
-        c, n = self.c, self.layers
-        window = c.get("sliding_window")
+        c, n, window = self.c, self.layers, self.window
         if self.arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM"):
             # configuration_qwen2.py: sliding_window is None unless
             # use_sliding_window; then layers from max_window_layers on slide.
