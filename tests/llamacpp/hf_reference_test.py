@@ -293,6 +293,63 @@ class HfReferenceTest(unittest.TestCase):
         self.check_variant("phi3_longrope_switch")
 
 
+def v5_rope_spelling(config):
+    """config.json's RoPE keys as transformers v5 writes them: one
+    rope_parameters dict (rope_type, rope_theta, partial_rotary_factor and the
+    scaling keys), or one per layer type for Gemma 3, in place of rope_theta,
+    rope_scaling and rope_local_base_freq (Phi-3's original_max_position_embeddings
+    is kept at the top level as well, where its checkpoints have it)."""
+    config = dict(config)
+    scaling = dict(config.pop("rope_scaling", None) or {"rope_type": "default"})
+    if "type" in scaling:
+        scaling.setdefault("rope_type", scaling.pop("type"))
+    scaling["rope_theta"] = config.pop("rope_theta")
+    if "partial_rotary_factor" in config:
+        scaling["partial_rotary_factor"] = config.pop("partial_rotary_factor")
+    if "original_max_position_embeddings" in config:
+        scaling["original_max_position_embeddings"] = config["original_max_position_embeddings"]
+    if config["architectures"] == ["Gemma3ForCausalLM"]:
+        local = {"rope_type": "default", "rope_theta": config.pop("rope_local_base_freq")}
+        config["rope_parameters"] = {"full_attention": scaling, "sliding_attention": local}
+    else:
+        config["rope_parameters"] = scaling
+    return config
+
+
+class RopeSpellingTest(unittest.TestCase):
+    """transformers v5's rope_parameters spelling means what v4's rope_theta +
+    rope_scaling (+ rope_local_base_freq) meant: the reference gives the same
+    ids for both, and so must the engine. Each fixture's RoPE settings matter:
+    without them (default RoPE, theta 10000) the reference's ids change."""
+    build = None
+    FAMILIES = ("llama3", "qwen2-yarn", "phi3", "gemma3")
+
+    def test_v5_rope_parameters(self):
+        for family in self.FAMILIES:
+            with self.subTest(family=family):
+                base = make_family_fixture(self.build, family)
+                work = self.build / "llamacpp" / "hf-ref" / "variants" / f"{family}-v5-rope"
+                config = json.loads((base / "config.json").read_text())
+                v5 = v5_rope_spelling(config)
+                write_variant(base, work / "hf", {k: v5.get(k) for k in set(config) | set(v5)})
+                plain = {"rope_scaling": None, "rope_theta": 10000.0, "rope_parameters": None,
+                         "rope_local_base_freq": 10000.0, "partial_rotary_factor": None}
+                write_variant(base, work / "plain", plain)
+                cases = prompts(config["vocab_size"])
+                old, new = reference(base, cases, work), reference(work / "hf", cases, work)
+                self.assertEqual([c["ids"] for c in new], [c["ids"] for c in old])
+                self.assertNotEqual([c["ids"] for c in reference(work / "plain", cases, work)],
+                                    [c["ids"] for c in old],
+                                    f"{family}: its RoPE settings do not change the ids")
+                clear = [c for c in new if c["min_gap"] > GAP_FLOOR][:MAX_PROMPTS]
+                self.assertGreaterEqual(len(clear), MIN_PROMPTS)
+                for case in clear:
+                    self.assertEqual(generate(self.build, work / "hf", case["prompt"],
+                                              NEW_TOKENS), case["ids"],
+                                     f"{family} with rope_parameters, prompt of "
+                                     f"{len(case['prompt'])} tokens")
+
+
 class ReferenceAgreesWithLlamaCppTest(unittest.TestCase):
     """The reference itself, checked where llama.cpp can check it: on every
     make_fixture.py family (as llama.cpp reads it: the fixtures are shaped so
@@ -454,6 +511,7 @@ def main():
     args, rest = parser.parse_known_args()
     HfReferenceTest.build = HfReferenceErrorsTest.build = args.build_dir.resolve()
     SoftcapLogprobTest.build = ReferenceAgreesWithLlamaCppTest.build = HfReferenceTest.build
+    RopeSpellingTest.build = HfReferenceTest.build
     unittest.main(argv=[sys.argv[0], "-v"] + rest)
 
 
