@@ -126,8 +126,14 @@ class FamilyBatchResumeTest(unittest.TestCase):
                              f"{name}: prompt {i} ({len(prompts[i])} tokens) alone vs among "
                              f"{BATCH - 1} others")
 
-        probe = max(range(BATCH), key=lambda i: len(prompts[i]))
+        # The resumed run: the one with the most distinct ids (a run that
+        # repeats one id would resume correctly from any wrong state).
+        probe = max(range(BATCH), key=lambda i: (len(set(alone[i])), len(prompts[i])))
         full = alone[probe]
+        self.assertGreaterEqual(len(set(full)), NEW_TOKENS // 4,
+                                f"{name}: every greedy run repeats a few ids (at most "
+                                f"{len(set(full))} distinct of {NEW_TOKENS}): the fixture "
+                                "cannot show a wrong resume")
         for k in range(NEW_TOKENS):
             self.assertEqual(self.generate(stub, prompts[probe], resume=full[:k]), full[k:],
                              f"{name}: resumed after {k} of {NEW_TOKENS} ids")
