@@ -209,6 +209,18 @@ def write_variant(hf_dir, out, changes):
     return config
 
 
+def assert_diverse(test, name, cases):
+    """Greedy runs that repeat the prompt's last id (a tied-embedding model whose
+    residual stream is its input embedding does) depend on little else: at
+    least one compared run must hold a quarter of its ids distinct."""
+    most = max(len(set(c["ids"])) for c in cases)
+    test.assertGreaterEqual(most, NEW_TOKENS // 4,
+                            f"{name}: the fixture's greedy runs repeat a few ids (at most "
+                            f"{most} distinct of {NEW_TOKENS}), so they show little of the "
+                            "model: make_fixture.py should shape this family's weights so "
+                            "that its output is not its input")
+
+
 def reference(model_dir, cases, work):
     """hf_reference.py's [{prompt, ids, min_gap}] for `cases`."""
     prompts_file = work / "prompts.json"
@@ -251,6 +263,7 @@ class HfReferenceTest(unittest.TestCase):
         self.assertGreaterEqual(len(clear), MIN_PROMPTS,
                                 f"{name}: only {len(clear)} of {len(golden)} prompts have every "
                                 f"top-2 gap above {GAP_FLOOR}: add candidate prompts")
+        assert_diverse(self, name, clear[:MAX_PROMPTS])
         for case in clear[:MAX_PROMPTS]:
             with self.subTest(variant=name, prompt_tokens=len(case["prompt"])):
                 self.assertEqual(generate(self.build, work / "hf", case["prompt"], NEW_TOKENS),
@@ -343,6 +356,7 @@ class RopeSpellingTest(unittest.TestCase):
                                     f"{family}: its RoPE settings do not change the ids")
                 clear = [c for c in new if c["min_gap"] > GAP_FLOOR][:MAX_PROMPTS]
                 self.assertGreaterEqual(len(clear), MIN_PROMPTS)
+                assert_diverse(self, family, clear)
                 for case in clear:
                     self.assertEqual(generate(self.build, work / "hf", case["prompt"],
                                               NEW_TOKENS), case["ids"],
