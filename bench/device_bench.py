@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Helpers of scripts/device-check.sh (issue 13): one file, one subcommand each.
 
-  make-model      a random-weight Llama in Hugging Face layout, written with
-                  torch (on the GPU for the 7B shape): config.json, sharded
-                  safetensors with model.safetensors.index.json, tokenizer
+  make-model      a random-weight model in Hugging Face layout (LAYOUTS: Llama,
+                  Qwen3, Qwen3-MoE), written with torch (on the GPU for the
+                  large shapes; numpy on a CPU without torch): config.json,
+                  sharded safetensors with model.safetensors.index.json, tokenizer
   torch-info      torch's version, CUDA, GPU name and CMake prefix (JSON)
   copy-bandwidth  device-to-device copy bandwidth of a >= 4 GiB tensor (JSON)
   env             git commit, host, GPU (nvidia-smi), torch, tools (JSON)
@@ -13,7 +14,7 @@
   report          device-check.json and device-check.md from the step records
                   and the figures the steps wrote
 
-Only make-model, torch-info and copy-bandwidth import torch; record and report
+Only make-model (where it has it), torch-info and copy-bandwidth import torch; record and report
 need nothing but the standard library (the CPU dry run has no torch, perhaps).
 The safetensors files are written here byte by byte (the format is an 8-byte
 header length, a JSON header and the raw tensors), so the safetensors package
@@ -29,6 +30,12 @@ import sys
 import time
 
 # Llama-2-7B's shape (its config.json), and a tiny model of the same layout.
+# Issue 20's families: Qwen3-0.6B's shape (q/k norm, head_dim 128 over a
+# hidden size of 1024, tied embeddings, its 151,936-row vocabulary), and
+# Qwen3-30B-A3B's layer shape (128 experts, 8 routed per token, expert
+# width 768) with 2 of its 48 layers, so that the model is made and loaded
+# in seconds on the device (3.6 GB); each with a tiny twin for the dry run.
+# The demo tokenizer's 4,096 pieces use the first rows of the vocabulary.
 LAYOUTS = {
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
@@ -36,16 +43,52 @@ LAYOUTS = {
     "tiny": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
                  num_attention_heads=4, num_key_value_heads=4, vocab_size=32000,
                  max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0),
+    "qwen3": dict(family="qwen3", hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                  num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+                  max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                  tie_word_embeddings=True),
+    "tiny-qwen3": dict(family="qwen3", hidden_size=256, intermediate_size=688, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=128,
+                       vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-6,
+                       rope_theta=1000000.0, tie_word_embeddings=True),
+    "qwen3moe": dict(family="qwen3moe", hidden_size=2048, intermediate_size=6144,
+                     num_hidden_layers=2, num_attention_heads=32, num_key_value_heads=4,
+                     head_dim=128, vocab_size=151936, max_position_embeddings=40960,
+                     rms_norm_eps=1e-6, rope_theta=1000000.0, num_experts=128,
+                     num_experts_per_tok=8, moe_intermediate_size=768),
+    "tiny-qwen3moe": dict(family="qwen3moe", hidden_size=256, intermediate_size=688,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          head_dim=64, vocab_size=32000, max_position_embeddings=4096,
+                          rms_norm_eps=1e-6, rope_theta=1000000.0, num_experts=8,
+                          num_experts_per_tok=2, moe_intermediate_size=128),
 }
 
 
 def llama_config(shape):
-    c = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
+    """config.json of a layout: transformers' keys for its family."""
+    shape = dict(shape)
+    family = shape.pop("family", "llama")
+    if family == "llama":
+        c = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
+        c.update(shape)
+        c.update(head_dim=shape["hidden_size"] // shape["num_attention_heads"], hidden_act="silu",
+                 rope_scaling=None, attention_bias=False, mlp_bias=False, tie_word_embeddings=False,
+                 initializer_range=0.02, bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16",
+                 use_cache=True)
+        return c
+    # Qwen3 / Qwen3-MoE (configuration_qwen3.py, configuration_qwen3_moe.py).
+    moe = family == "qwen3moe"
+    c = {"architectures": ["Qwen3MoeForCausalLM" if moe else "Qwen3ForCausalLM"],
+         "model_type": "qwen3_moe" if moe else "qwen3"}
     c.update(shape)
-    c.update(head_dim=shape["hidden_size"] // shape["num_attention_heads"], hidden_act="silu",
-             rope_scaling=None, attention_bias=False, mlp_bias=False, tie_word_embeddings=False,
-             initializer_range=0.02, bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16",
-             use_cache=True)
+    c.update(hidden_act="silu", rope_scaling=None, attention_bias=False, attention_dropout=0.0,
+             use_sliding_window=False, sliding_window=None,
+             max_window_layers=shape["num_hidden_layers"], initializer_range=0.02,
+             bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16", use_cache=True)
+    c.setdefault("tie_word_embeddings", False)
+    if moe:
+        c.update(decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True,
+                 output_router_logits=False, router_aux_loss_coef=0.001)
     return c
 
 
@@ -54,16 +97,30 @@ def llama_tensors(c):
     h, i, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
     d = c["head_dim"]
     q, kv = c["num_attention_heads"] * d, c["num_key_value_heads"] * d
+    qk_norm = c["model_type"] in ("qwen3", "qwen3_moe")
+    experts = c.get("num_experts", 0)
     out = [("model.embed_tokens.weight", (v, h))]
     for l in range(c["num_hidden_layers"]):
         p = "model.layers.%d." % l
         out += [(p + "input_layernorm.weight", (h,)),
                 (p + "self_attn.q_proj.weight", (q, h)), (p + "self_attn.k_proj.weight", (kv, h)),
-                (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.o_proj.weight", (h, q)),
-                (p + "post_attention_layernorm.weight", (h,)),
-                (p + "mlp.gate_proj.weight", (i, h)), (p + "mlp.up_proj.weight", (i, h)),
-                (p + "mlp.down_proj.weight", (h, i))]
-    out += [("model.norm.weight", (h,)), ("lm_head.weight", (v, h))]
+                (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.o_proj.weight", (h, q))]
+        if qk_norm:
+            out += [(p + "self_attn.q_norm.weight", (d,)), (p + "self_attn.k_norm.weight", (d,))]
+        out += [(p + "post_attention_layernorm.weight", (h,))]
+        if experts:
+            m = c["moe_intermediate_size"]
+            out += [(p + "mlp.gate.weight", (experts, h))]
+            for e in range(experts):
+                x = p + "mlp.experts.%d." % e
+                out += [(x + "gate_proj.weight", (m, h)), (x + "up_proj.weight", (m, h)),
+                        (x + "down_proj.weight", (h, m))]
+        else:
+            out += [(p + "mlp.gate_proj.weight", (i, h)), (p + "mlp.up_proj.weight", (i, h)),
+                    (p + "mlp.down_proj.weight", (h, i))]
+    out += [("model.norm.weight", (h,))]
+    if not c.get("tie_word_embeddings"):
+        out += [("lm_head.weight", (v, h))]
     return out
 
 
@@ -110,21 +167,41 @@ def reusable(a, c, tensors):
         return False
 
 
+def numpy_bf16(rng, shape, std):
+    """Random normal * std as bfloat16 bytes, drawn with numpy (no torch):
+    float32 rounded to the nearest even bfloat16, as torch's .to() rounds."""
+    import numpy as np
+    x = rng.standard_normal(numel(shape), dtype=np.float32) * np.float32(std)
+    u = x.view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2").tobytes()
+
+
 def cmd_make_model(a):
-    import torch  # noqa: the only torch user besides the two below
+    try:
+        import torch  # noqa: the only torch user besides the two below
+    except ImportError:  # the dry run on a machine without python's torch: numpy draws
+        torch = None
+        if not a.device.startswith("cpu"):
+            sys.exit("make-model: no python torch, and --device %s is not the CPU" % a.device)
     t0 = time.time()
     shape = dict(LAYOUTS[a.layout])
     c = llama_config(shape)
     tensors = llama_tensors(c)
-    device = torch.device(a.device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(a.seed)
+    if torch is not None:
+        device = torch.device(a.device)
+        gen = torch.Generator(device=device)
+        gen.manual_seed(a.seed)
+    else:
+        import numpy as np
+        device = "cpu (numpy)"
+        rng = np.random.default_rng(a.seed)
     os.makedirs(a.out, exist_ok=True)
     # A model this run already made (a warm machine keeps build-device/).
     if reusable(a, c, tensors):
         print(json.dumps({"layout": a.layout, "config": c, "weight_bytes": sum(
             2 * numel(s) for _, s in tensors), "shards": a.shards, "tokenizer": a.tokenizer,
-            "generated_on": "reused: made earlier by this command", "torch": torch.__version__,
+            "generated_on": "reused: made earlier by this command",
+            "torch": torch.__version__ if torch else None,
             "seconds": round(time.time() - t0, 2)}))
         return
     for stale in os.listdir(a.out):
@@ -156,7 +233,13 @@ def cmd_make_model(a):
             f.write(hb)
             for name, s in group:
                 if name.endswith("norm.weight"):
+                    if torch is None:
+                        f.write(b"\x80\x3f" * numel(s))  # bfloat16 1.0
+                        continue
                     t = torch.ones(s, dtype=torch.bfloat16)
+                elif torch is None:
+                    f.write(numpy_bf16(rng, s, a.std))
+                    continue
                 else:
                     # std 0.02 (HF's initializer_range): activations stay finite
                     # through 32 layers; drawn on the device, copied once.
@@ -178,7 +261,8 @@ def cmd_make_model(a):
         json.dump(cfg, f, indent=1)
     print(json.dumps({"layout": a.layout, "config": c, "weight_bytes": total, "shards": len(shards),
                       "tokenizer": a.tokenizer, "generated_on": str(device),
-                      "torch": torch.__version__, "seconds": round(time.time() - t0, 2)}))
+                      "torch": torch.__version__ if torch else None,
+                      "seconds": round(time.time() - t0, 2)}))
 
 
 def cmd_torch_info(a):
@@ -398,6 +482,20 @@ def cmd_report(a):
     if e2048:
         fig("engine_ttft_ms_prompt2048", e2048["prefill_ms"], "ms", "engine_bench_2048",
             "admission to first token (TokenEvent.prefill_ms)")
+    # Issue 20's family models (device-check.sh's families step).
+    for s in steps:
+        if s["name"].startswith("engine_bench_qwen3"):
+            fam = s["name"][len("engine_bench_"):]
+            e = load(s["name"])
+            if not e:
+                continue
+            note = "streamgen-bench-engine on the %s-shaped model (model_%s), %d-token prompt" % (
+                fam, fam, e.get("prefill_tokens", 0))
+            fig("engine_decode_tokens_per_s_batch1_" + fam, e["decode_tokens_per_s"], "tokens/s",
+                s["name"], note)
+            fig("engine_ttft_ms_prompt128_" + fam, e["prefill_ms"], "ms", s["name"])
+            fig("engine_model_step_ms_batch%d_%s" % (e["batch"], fam), e["batch_step_ms"], "ms",
+                s["name"])
     for s in steps:
         if s["name"].startswith("grpc_") and s["status"] == "ok":
             r = last_json(os.path.join(fig_dir, s["name"] + ".out"))

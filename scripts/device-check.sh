@@ -3,7 +3,10 @@
 # streamgen from the Debian packages that scripts/fetch-device-debs.sh put in
 # build-device-debs/ against the machine's PyTorch libtorch, run the test
 # suite, make a Llama-2-7B-shaped model with random bfloat16 weights, and
-# measure streamgen (engine and gRPC) and the transformers baseline on it.
+# measure streamgen (engine and gRPC) and the transformers baseline on it;
+# then (issue 20) make a Qwen 3-shaped and a Qwen 3 MoE-shaped model
+# (bench/device_bench.py's LAYOUTS qwen3, qwen3moe) and load and measure each
+# with the engine bench.
 # Every step is timed and capped; a failed step is recorded (with the end of
 # its log) and the later steps that do not need it still run. Writes
 # OUT_DIR/device-check.json, OUT_DIR/device-check.md, OUT_DIR/logs/.
@@ -23,6 +26,10 @@
 #                    run the rest of the suite with what is left of the budget)
 #   --budget S       the whole run's time limit (device: 470 s; dry run: 3600 s)
 #   --work-dir DIR   prefix, build and model folders (build-device)
+#   --families LIST  the family models to make and measure after the Llama one
+#                    (default "qwen3 qwen3moe"; with --quick "": none; the
+#                    dry run makes their tiny twins with numpy where python
+#                    has no torch)
 # Environment: GIT_COMMIT (recorded where the tree has no .git, as on the
 # device), STREAMGEN_PYTHON (the python with torch; default: the first of
 # python3, /usr/bin/python3 that imports torch), DEVICE_DEBS (build-device-debs),
@@ -106,9 +113,10 @@ if [ "${1:-}" = "--internal" ]; then
   esac
 fi
 
-usage() { sed -n '2,31p' "$SELF" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,38p' "$SELF" | sed 's/^# \{0,1\}//'; exit 2; }
 OUT=""
 DRY=0 QUICK=0 SKIP_TESTS=0 TESTS_FIRST=0 BUILD_GIVEN="" BUDGET="" WORK=build-device
+FAMILIES=unset
 while [ $# -gt 0 ]; do
   case $1 in
     --dry-run) DRY=1 ;;
@@ -118,6 +126,7 @@ while [ $# -gt 0 ]; do
     --build-dir) BUILD_GIVEN=${2:?}; shift ;;
     --budget) BUDGET=${2:?}; shift ;;
     --work-dir) WORK=${2:?}; shift ;;
+    --families) FAMILIES=${2?}; shift ;;
     -h|--help) usage ;;
     -*) echo "device-check: unknown option $1" >&2; usage ;;
     *) [ -z "$OUT" ] && OUT=$1 || usage ;;
@@ -149,6 +158,7 @@ else
 fi
 DTYPE=bfloat16
 MODEL=$WORK/model-$LAYOUT
+[ "$FAMILIES" = unset ] && FAMILIES=$([ $QUICK = 1 ] || echo "qwen3 qwen3moe")
 if [ $QUICK = 1 ]; then
   NEW=16 RUNS=1 STREAMS="1 4" SKIP_TESTS=1
 elif [ $DRY = 1 ]; then
@@ -314,7 +324,8 @@ else
       [ $DRY = 1 ] && command -v flock >/dev/null && BUILD_CMD=(flock /tmp/streamgen-build.lock "${BUILD_CMD[@]}")
       # First what the measurements and the CUDA tests need, so that a slow
       # or broken build of the rest costs them nothing.
-      FIRST_TARGETS=(streamgen-bench-engine streamgen-server streamgen-client)
+      # streamgen-generate: cuda_family_test's CPU-vs-GPU runs.
+      FIRST_TARGETS=(streamgen-bench-engine streamgen-server streamgen-client streamgen-generate)
       for t in cuda_test sampler_test; do
         ninja -C "$BIN" -t targets all 2>/dev/null | grep -q "^$t:" && FIRST_TARGETS+=("$t")
       done
@@ -356,7 +367,8 @@ tests_step() {  # NAME CAP CTEST_SELECTION...
     skip_step "$name" "nothing built"
   else
     local per_test=$([ $DRY = 1 ] && echo 600 || echo 100)
-    OMP_NUM_THREADS=2 run_step "$name" "$cap" -- ctest --test-dir "$BIN" -j "$CTEST_JOBS" \
+    # STREAMGEN_PYTHON: the python with torch (and numpy) for cuda_family_test.
+    OMP_NUM_THREADS=2 STREAMGEN_PYTHON=${PY_TORCH:-${STREAMGEN_PYTHON:-}} run_step "$name" "$cap" -- ctest --test-dir "$BIN" -j "$CTEST_JOBS" \
       --timeout "$per_test" --no-tests=error --output-on-failure "$@"
   fi
 }
@@ -473,6 +485,37 @@ benches() {
   else
     skip_step engine_bench_2048 "$why"
   fi
+  families
+}
+
+# ---- 4b. issue 20's families: each model made like the Llama one (torch on
+# the device; numpy in a dry run without torch), then loaded and measured by
+# the engine bench: a short run, batch 1 and 4 ----
+families() {
+  local fam layout dir py="" reason=""
+  for p in "$PY_TORCH" python3 /usr/bin/python3; do
+    if [ -n "$p" ] && "$p" -c 'import numpy' 2>/dev/null; then py=$p; break; fi
+  done
+  [ -n "$py" ] || reason="no python with numpy or torch to draw the weights"
+  for fam in $FAMILIES; do
+    layout=$fam
+    [ $DRY = 1 ] && layout=tiny-$fam
+    dir=$WORK/model-$layout
+    if [ -n "$reason" ]; then
+      skip_step "model_$fam" "$reason"
+    elif run_step "model_$fam" 120 --stdout -- "$py" "$ROOT/bench/device_bench.py" make-model \
+         --out "$dir" --layout "$layout" --tokenizer "$TOKENIZER" --device "$DEVICE" --shards 2; then
+      if [ $BUILT = 1 ]; then
+        run_step "engine_bench_$fam" 90 --stdout -- "$ENGINE_BENCH" --model "$dir" --device "$DEVICE" \
+          --dtype "$DTYPE" --threads "$THREADS" --max-prefill-tokens "$MAX_PREFILL" \
+          --prompt-tokens 128 --new-tokens "$NEW" --runs 1 --batch 4
+      else
+        skip_step "engine_bench_$fam" "nothing built"
+      fi
+      continue
+    fi
+    skip_step "engine_bench_$fam" "model_$fam did not pass"
+  done
 }
 
 TESTS_CAP=$([ $DRY = 1 ] && echo 400 || echo 120)

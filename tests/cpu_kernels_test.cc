@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <utility>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -85,12 +87,22 @@ class PagedDecodeAttentionTest : public testing::TestWithParam<AttentionParam> {
 //    u_out (|o_j| + E).
 // The scores here span far less than 87, so the kernels' exp never flushes a
 // term to 0 (which would need an absolute allowance).
+//
+// With soft-capping (softcap > 0), s_i = c tanh(scale q.k_i / c): the map
+// x -> c tanh(x / c) has slope <= 1, so the dot product's error passes
+// through undiminished at most, and its own three roundings add at most
+// u32 |x| (the division, through the slope), 4 u32 c (libm's tanhf, <= 2
+// ulp of a value below 1, with room) and u32 c (the product) per score.
 torch::Tensor AttentionBound(const torch::Tensor& q, const torch::Tensor& keys,
-                             const torch::Tensor& values, double scale, torch::ScalarType dtype) {
+                             const torch::Tensor& values, double scale, torch::ScalarType dtype,
+                             double softcap = 0.0) {
   const double d = static_cast<double>(q.size(0)), len = static_cast<double>(keys.size(0));
-  const torch::Tensor s = keys.matmul(q) * scale;
+  const torch::Tensor raw = keys.matmul(q) * scale;
+  const torch::Tensor s = softcap > 0 ? torch::tanh(raw / softcap) * softcap : raw;
   const torch::Tensor a = keys.abs().matmul(q.abs()) * scale;
-  const double score_err = Gamma(d + 1, kU32) * a.max().item<double>();
+  const double cap_err =
+      softcap > 0 ? kU32 * raw.abs().max().item<double>() + 5 * kU32 * softcap : 0.0;
+  const double score_err = Gamma(d + 1, kU32) * a.max().item<double>() + cap_err;
   const double delta = score_err + kU32 * ((s.max() - s.min()).item<double>() + 2 * score_err);
   const double theta = std::exp(delta) * (1 + kExpError) - 1;
   const double phi =
@@ -188,6 +200,98 @@ TEST(PagedDecodeAttention, RejectsMismatchedShapes) {
     FAIL() << "dtype mismatch accepted";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("pools must be"), std::string::npos) << e.what();
+  }
+}
+
+// ---- PagedDecodeAttention with soft-capping ----
+
+// Soft-capped attention (Gemma 2's attn_logit_softcapping) against the
+// formula op by op in float64, as transformers' eager attention writes it:
+// scores = q k^T * scale; scores = tanh(scores / cap) * cap; softmax; @ v.
+// scale 1 and caps of 2 and 5 put most scores well inside tanh's bend (they
+// are ~N(0, D)), so an uncapped kernel misses the reference by far more than
+// the bound (checked too, so this test cannot pass with the cap ignored).
+using SoftcapParam = std::tuple<int64_t /*head_dim*/, torch::ScalarType, float /*cap*/, KernelIsa>;
+
+class PagedDecodeSoftcapTest : public testing::TestWithParam<SoftcapParam> {};
+
+TEST_P(PagedDecodeSoftcapTest, MatchesTheOpByOpFormula) {
+  const auto [d, dtype, cap, body] = GetParam();
+  if (RedundantBody(body)) GTEST_SKIP() << kRedundant;
+  const ScopedKernelIsa isa(body);
+  torch::manual_seed(3);
+  const int64_t heads = 4, kv_heads = 2, block = 16, batch = 3;
+  torch::Tensor k_pool = torch::randn({block * 8, kv_heads, d}).to(dtype);
+  torch::Tensor v_pool = torch::randn({block * 8, kv_heads, d}).to(dtype);
+  torch::Tensor q = torch::randn({batch, heads, d}).to(dtype);
+  // Blocks in reverse order; rows of 1, 18 and 40 keys (the last windowed from 10).
+  std::vector<int> table = {7, 6, 5};
+  std::vector<DecodeSeq> seqs = {
+      {table.data(), 0, 0}, {table.data(), 0, 17}, {table.data(), 10, 40}};
+  const float scale = 1.0f;
+  torch::Tensor out = PagedDecodeAttention(q, k_pool, v_pool, seqs, block, scale, cap);
+  torch::Tensor uncapped = PagedDecodeAttention(q, k_pool, v_pool, seqs, block, scale);
+  auto kd = k_pool.to(torch::kFloat64), vd = v_pool.to(torch::kFloat64);
+  auto qd = q.to(torch::kFloat64);
+  auto got = out.view({batch, heads, d});
+  auto got_uncapped = uncapped.to(torch::kFloat64).view({batch, heads, d});
+  double worst_uncapped_excess = 0;  // max over rows of max |uncapped - want| / bound
+  for (int64_t b = 0; b < batch; ++b) {
+    std::vector<int64_t> rows;
+    for (int64_t p = seqs[b].first; p <= seqs[b].last; ++p) {
+      rows.push_back(int64_t{table[p / block]} * block + p % block);
+    }
+    auto idx = torch::tensor(rows);
+    for (int64_t h = 0; h < heads; ++h) {
+      auto keys = kd.select(1, h / 2).index_select(0, idx);    // [L, D]
+      auto values = vd.select(1, h / 2).index_select(0, idx);  // [L, D]
+      auto scores = keys.matmul(qd[b][h]) * scale;
+      scores = scores / cap;
+      scores = torch::tanh(scores);
+      scores = scores * cap;
+      auto want = torch::softmax(scores, 0).matmul(values);
+      auto bound = AttentionBound(qd[b][h], keys, values, scale, dtype, cap);
+      ExpectWithinBound(got[b][h], want, bound,
+                        "sequence " + std::to_string(b) + " head " + std::to_string(h));
+      worst_uncapped_excess = std::max(
+          worst_uncapped_excess, ((got_uncapped[b][h] - want).abs() / bound).max().item<double>());
+    }
+  }
+  EXPECT_GT(worst_uncapped_excess, 100.0) << "the cap changes too little for this test to see it";
+}
+
+std::string SoftcapName(const testing::TestParamInfo<SoftcapParam>& info) {
+  const auto [d, dtype, cap, body] = info.param;
+  return "D" + std::to_string(d) + (dtype == torch::kBFloat16 ? "_bf16" : "_f32") + "_cap" +
+         std::to_string(static_cast<int>(cap)) + "_" + IsaName(body);
+}
+
+INSTANTIATE_TEST_SUITE_P(Caps, PagedDecodeSoftcapTest,
+                         testing::Combine(testing::Values<int64_t>(64, 48),
+                                          testing::Values(torch::kFloat32, torch::kBFloat16),
+                                          testing::Values(2.0f, 5.0f),
+                                          testing::Values(KernelIsa::kAuto, KernelIsa::kPortable)),
+                         SoftcapName);
+
+TEST(PagedDecodeAttention, RejectsABadScaleOrSoftcap) {
+  torch::Tensor pool = torch::zeros({32, 2, 64});  // [slots, KV, D]
+  torch::Tensor q = torch::zeros({1, 4, 64});
+  std::vector<int> table = {0};
+  std::vector<DecodeSeq> seqs = {{table.data(), 0, 3}};
+  for (const auto& [scale, cap] :
+       std::vector<std::pair<float, float>>{{0.125f, -1.0f},
+                                            {0.125f, std::nanf("")},
+                                            {std::nanf(""), 0.0f},
+                                            {0.125f, std::numeric_limits<float>::infinity()}}) {
+    try {
+      PagedDecodeAttention(q, pool, pool, seqs, 16, scale, cap);
+      FAIL() << "scale " << scale << ", softcap " << cap << " accepted";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(
+                    "PagedDecodeAttention: scale must be finite and softcap finite and >= 0"),
+                std::string::npos)
+          << e.what();
+    }
   }
 }
 
@@ -293,30 +397,61 @@ TEST_P(RmsNormTest, MatchesFloat64) {
 
 // RotaryInPlace has one body (GCC's target_clones picks the CPU's clone;
 // SetKernelIsa does not choose it); it runs under both settings all the same.
+// Whole heads (rotary_dim = D, given or by default) and partial rotary
+// (rotary_dim < D, Phi-3's partial_rotary_factor: 96 of 128, 32 of 80).
 TEST_P(RotaryInPlaceTest, BitIdenticalToTheLibtorchOps) {
   if (RedundantBody(GetParam())) GTEST_SKIP() << kRedundant;
   const ScopedKernelIsa isa(GetParam());
   torch::manual_seed(21);
+  struct Shape {
+    int64_t d, rd, arg;  // head_dim, rotary_dim, the rotary_dim argument (0: default)
+  };
   for (torch::ScalarType dt : {torch::kFloat32, torch::kBFloat16}) {
-    for (int64_t d : {64, 128, 48}) {
+    for (const Shape& shape : {Shape{64, 64, 0}, Shape{128, 128, 128}, Shape{48, 48, 0},
+                               Shape{128, 96, 96}, Shape{80, 32, 32}}) {
+      const int64_t d = shape.d, rd = shape.rd;
       const int64_t heads = 5, extra = 3, t = 37, p = 300;
       torch::Tensor qkv = torch::randn({t, (heads + extra) * d}).to(dt);
-      torch::Tensor angles = torch::rand({p, d}) * 6;
+      torch::Tensor angles = torch::rand({p, rd}) * 6;
       torch::Tensor cos = angles.cos().to(dt), sin = angles.sin().to(dt);
       std::vector<int64_t> positions;
       for (int64_t i = 0; i < t; ++i) positions.push_back((i * 97) % p);
-      // The op-by-op path (LlamaModel::ApplyRope).
+      // The op-by-op path (LlamaModel::ApplyRope; transformers' Phi-3
+      // apply_rotary_pos_emb: cat(rotated q_rot, q_pass)).
       torch::Tensor pos = torch::tensor(positions);
       torch::Tensor c = cos.index_select(0, pos).unsqueeze(1), s = sin.index_select(0, pos).unsqueeze(1);
       torch::Tensor x = qkv.narrow(1, 0, heads * d).view({t, heads, d});
-      const int64_t half = d / 2;
-      torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-      torch::Tensor want = x * c + rotated * s;
+      torch::Tensor x_rot = x.narrow(-1, 0, rd), x_pass = x.narrow(-1, rd, d - rd);
+      const int64_t half = rd / 2;
+      torch::Tensor rotated =
+          torch::cat({-x_rot.narrow(-1, half, half), x_rot.narrow(-1, 0, half)}, -1);
+      torch::Tensor want = torch::cat({x_rot * c + rotated * s, x_pass}, -1);
       torch::Tensor untouched = qkv.narrow(1, heads * d, extra * d).clone();
-      RotaryInPlace(qkv, heads, d, cos, sin, positions);
+      RotaryInPlace(qkv, heads, d, cos, sin, positions, shape.arg);
       EXPECT_TRUE(torch::equal(qkv.narrow(1, 0, heads * d).view({t, heads, d}), want))
-          << "dtype " << dt << " D " << d;
+          << "dtype " << dt << " D " << d << " rotary_dim " << rd;
       EXPECT_TRUE(torch::equal(qkv.narrow(1, heads * d, extra * d), untouched));
+    }
+  }
+  {  // tables of another width than rotary_dim; rotary_dim beyond the head
+    torch::Tensor qkv = torch::randn({1, 128});
+    torch::Tensor table = torch::randn({4, 64});
+    try {
+      RotaryInPlace(qkv, 1, 128, table, table, {0}, 96);
+      ADD_FAILURE() << "no error";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace()).find("cos/sin [P, rotary_dim]"),
+                std::string::npos)
+          << e.what_without_backtrace();
+    }
+    torch::Tensor wide = torch::randn({4, 130});
+    try {
+      RotaryInPlace(qkv, 1, 128, wide, wide, {0}, 130);
+      ADD_FAILURE() << "no error";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace()).find("rotary_dim even in [2, head_dim]"),
+                std::string::npos)
+          << e.what_without_backtrace();
     }
   }
   torch::Tensor qkv = torch::randn({2, 64});

@@ -8,7 +8,8 @@
 //   (float32, bfloat16) and a float64 reference (float16), over head sizes
 //   that are and are not multiples of 32, grouped-query and multi-query heads,
 //   sliding windows, contexts on both sides of a partition (256 positions),
-//   shuffled block tables, and padding rows.
+//   shuffled block tables, padding rows, soft-capped scores and scales other
+//   than 1/sqrt(head_dim).
 // - CudaModel: the shared tiny-llama golden fixture in float32 on the GPU
 //   (token for token), and the engine's CPU-vs-GPU agreement in bfloat16.
 #include <gmock/gmock.h>
@@ -50,6 +51,9 @@ struct AttnCase {
   int heads, kv, d, block_size;
   std::vector<int64_t> lengths;  // key positions per row: [first, last] with last = length - 1
   int window = 0;                // > 0: first = max(0, last - window + 1)
+  float softcap = 0.0f;          // > 0: scores soft-capped (Gemma 2's attn_logit_softcapping)
+  float scale = 0.0f;            // 0: 1 / sqrt(d); else this (Gemma's query_pre_attn_scalar^-0.5)
+  float Scale() const { return scale > 0 ? scale : 1.0f / std::sqrt(static_cast<float>(d)); }
 };
 
 // A pool with every row's blocks at shuffled places, its tables, and the rows.
@@ -86,7 +90,8 @@ PagedSetup MakeSetup(const AttnCase& c, uint64_t seed) {
   return s;
 }
 
-// float64 attention straight from the definition.
+// float64 attention straight from the definition (transformers' eager
+// attention: scores * scale, then tanh(scores / cap) * cap when capped).
 torch::Tensor ReferenceAttention(const PagedSetup& s, const AttnCase& c, float scale) {
   const int64_t b = s.q.size(0);
   torch::Tensor out = torch::zeros({b, c.heads * c.d}, torch::kFloat64);
@@ -101,7 +106,9 @@ torch::Tensor ReferenceAttention(const PagedSetup& s, const AttnCase& c, float s
       torch::Tensor k = s.k.index_select(0, idx).select(1, h / g).to(torch::kFloat64);  // [n, d]
       torch::Tensor v = s.v.index_select(0, idx).select(1, h / g).to(torch::kFloat64);
       torch::Tensor q = s.q[i][h].to(torch::kFloat64);
-      torch::Tensor p = torch::softmax(k.matmul(q) * scale, 0);
+      torch::Tensor scores = k.matmul(q) * scale;
+      if (c.softcap > 0) scores = torch::tanh(scores / c.softcap) * c.softcap;
+      torch::Tensor p = torch::softmax(scores, 0);
       out[i].narrow(0, h * c.d, c.d).copy_(p.matmul(v));
     }
   }
@@ -116,6 +123,11 @@ std::vector<AttnCase> AttnCases() {
       {8, 8, 80, 16, {100, 300}},                  // head_dim not a multiple of 32
       {8, 2, 64, 16, {50, 700, 9}, 32},            // sliding window of 32
       {4, 4, 256, 8, {1000}, 300},                 // largest head_dim, window across partitions
+      // Gemma-style: soft-capped scores (scale 1 puts them in tanh's bend),
+      // a scale that is not 1/sqrt(d), a capped and windowed row across partitions.
+      {8, 4, 64, 16, {1, 40, 300}, 0, 5.0f, 1.0f},
+      {8, 2, 128, 16, {9, 520}, 0, 0.0f, 0.0625f},
+      {4, 2, 256, 16, {700}, 400, 50.0f, 0.0625f},
   };
 }
 
@@ -125,9 +137,10 @@ std::vector<AttnCase> AttnCases() {
 TEST(CudaPagedAttention, TheReferenceAgreesWithTheCpuKernel) {
   uint64_t seed = 1;
   for (const AttnCase& c : AttnCases()) {
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+    const float scale = c.Scale();
     const PagedSetup s = MakeSetup(c, seed++);
-    torch::Tensor cpu = PagedDecodeAttention(s.q, s.k, s.v, s.seqs, c.block_size, scale);
+    torch::Tensor cpu =
+        PagedDecodeAttention(s.q, s.k, s.v, s.seqs, c.block_size, scale, c.softcap);
     EXPECT_LE((cpu.to(torch::kFloat64) - ReferenceAttention(s, c, scale)).abs().max().item<double>(),
               1e-5)
         << "heads " << c.heads << " kv " << c.kv << " d " << c.d;
@@ -142,15 +155,15 @@ TEST(CudaPagedAttention, MatchesTheCpuKernelAndTheReference) {
     const torch::Device gpu("cuda:0");
     uint64_t seed = 1;
     for (const AttnCase& c : AttnCases()) {
-      const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+      const float scale = c.Scale();
       const PagedSetup s = MakeSetup(c, seed++);
       const torch::Tensor ref = ReferenceAttention(s, c, scale);
       for (auto dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat16}) {
         SCOPED_TRACE(testing::Message() << "heads " << c.heads << " kv " << c.kv << " d " << c.d
-                                        << " dtype " << dtype);
+                                        << " softcap " << c.softcap << " dtype " << dtype);
         torch::Tensor q = s.q.to(dtype), k = s.k.to(dtype), v = s.v.to(dtype);
         torch::Tensor got = PagedDecodeAttentionCuda(q.to(gpu), k.to(gpu), v.to(gpu), s.seqs,
-                                                     c.block_size, scale)
+                                                     c.block_size, scale, c.softcap)
                                 .to(torch::kCPU, torch::kFloat64);
         ASSERT_EQ(got.sizes(), ref.sizes());
         ASSERT_FALSE(torch::isnan(got).any().item<bool>());
@@ -159,7 +172,8 @@ TEST(CudaPagedAttention, MatchesTheCpuKernelAndTheReference) {
         // dtype, and to float64 over float32 inputs otherwise.
         if (dtype != torch::kFloat16) {
           torch::Tensor cpu =
-              PagedDecodeAttention(q, k, v, s.seqs, c.block_size, scale).to(torch::kFloat64);
+              PagedDecodeAttention(q, k, v, s.seqs, c.block_size, scale, c.softcap)
+                  .to(torch::kFloat64);
           const double tol = dtype == torch::kFloat32 ? 1e-5 : 2e-2;
           EXPECT_LE((got - cpu).abs().max().item<double>(), tol);
         }

@@ -236,11 +236,22 @@ TEST(ModelConfigTest, UnsupportedArchitectureIsNamed) {
                                     HasSubstr("MistralForCausalLM")));
 }
 
-TEST(ModelConfigTest, RopeScalingRefused) {
+// The loader reads RoPE through ReadRopeConfig (tests/rope_config_test.cc
+// covers its keys and refusals).
+TEST(ModelConfigTest, RopeScalingReadOrRefused) {
   json c = BaseConfig();
   c["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  EXPECT_THAT(ConfigError(c), AllOf(HasSubstr("rope_scaling"), HasSubstr("object"),
-                                    HasSubstr("linear"), HasSubstr("not supported")));
+  auto config = LoadModelConfig(DirWithConfig(c));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->rope.type, RopeType::kLinear);
+  EXPECT_DOUBLE_EQ(config->rope.factor, 2.0);
+  c["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  const std::string dir = DirWithConfig(c);
+  auto refused = LoadModelConfig(dir);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message(),
+            dir + "/config.json: field \"rope_scaling\" has rope_type \"dynamic\", which is not "
+                  "supported (supported: default, linear, llama3, yarn, longrope)");
 }
 
 TEST(ModelConfigTest, OtherUnsupportedSettings) {
@@ -248,8 +259,9 @@ TEST(ModelConfigTest, OtherUnsupportedSettings) {
   c["hidden_act"] = "gelu";
   EXPECT_THAT(ConfigError(c), AllOf(HasSubstr("hidden_act"), HasSubstr("gelu")));
   c = BaseConfig();
-  c["attention_bias"] = true;
-  EXPECT_THAT(ConfigError(c), HasSubstr("attention_bias"));
+  c["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}};
+  EXPECT_THAT(ConfigError(c), AllOf(HasSubstr("\"quantization_config\""),
+                                    HasSubstr("quantization method 'awq'")));
 }
 
 TEST(ModelConfigTest, HeadsNotDivisible) {

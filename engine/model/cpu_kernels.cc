@@ -81,6 +81,7 @@ struct Task {
   const DecodeSeq* seq;
   int64_t block_size, g, d, nh, row_stride;
   float scale;
+  float softcap;  // > 0: scores capped to softcap * tanh(score / softcap)
   float* qf;      // [nh * G, D] scratch: the queries in float32
   float* scores;  // [nh * G, L] scratch
   float* acc;     // [nh * G, D] scratch: the weighted sum, then the output
@@ -97,6 +98,15 @@ inline void PoolRows(const Task& t) {
     const int64_t base = static_cast<int64_t>(t.seq->table[blk]) * bs;
     for (int64_t p = lo; p < hi; ++p, ++i) t.rows[i] = (base + p % bs) * t.row_stride;
   }
+}
+
+// Attention-logit soft-capping (Gemma 2's attn_logit_softcapping), over
+// the n scaled scores of one query head: s = cap * tanh(s / cap), the three
+// ops of transformers' eager attention in its order (divide, tanh,
+// multiply). Scalar libm tanh: only soft-capped models pay for it, and the
+// scores are n floats against the n * D key reads of the dot products.
+inline void SoftcapScores(float* s, int64_t n, float cap) {
+  for (int64_t i = 0; i < n; ++i) s[i] = std::tanh(s[i] / cap) * cap;
 }
 
 // The portable body: inlined into each dtype's clones. kD > 0 fixes the head
@@ -124,9 +134,10 @@ inline __attribute__((always_inline)) void AttendOne(const Task& t) {
       }
     }
   }
-  // Softmax per query head.
+  // Softmax per query head (after the soft cap, as transformers orders them).
   for (int64_t h = 0; h < qh; ++h) {
     float* s = t.scores + h * len;
+    if (t.softcap > 0.0f) SoftcapScores(s, len, t.softcap);
     float m = s[0];
     for (int64_t i = 1; i < len; ++i) m = std::max(m, s[i]);
     float sum = 0.0f;
@@ -278,6 +289,7 @@ SG_AVX512 void AttendOneAvx512(const Task& t) {
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t h = 0; h < qh; ++h) {
     float* s = t.scores + h * len;
+    if (t.softcap > 0.0f) SoftcapScores(s, len, t.softcap);
     __m512 mx = neg_inf;
     for (int64_t i = 0; i < len; i += 16) {
       const __mmask16 m = TailMask(len, i);
@@ -499,12 +511,13 @@ SG_TARGET_CLONES void SkinnyPortableI8(const float* x, int64_t m, const int8_t* 
   SkinnyPortable(x, m, w, k, n, begin, end, out);
 }
 
-// One row's heads of the rotary embedding (see RotaryInPlace). No FMA
+// One row's heads of the rotary embedding (see RotaryInPlace): the first `rd`
+// of each head's `d` dims rotate, the rest are left as they are. No FMA
 // contraction: libtorch rounds each product before the sum.
 template <typename T>
 __attribute__((optimize("fp-contract=off"))) SG_TARGET_CLONES void RotaryRow(
-    T* row, int64_t heads, int64_t d, const T* cos, const T* sin) {
-  const int64_t half = d / 2;
+    T* row, int64_t heads, int64_t d, int64_t rd, const T* cos, const T* sin) {
+  const int64_t half = rd / 2;
   auto round = [](float v) -> float {
     if constexpr (sizeof(T) == 2) {
       return ToFloat(c10::BFloat16(v).x);
@@ -535,30 +548,35 @@ __attribute__((optimize("fp-contract=off"))) SG_TARGET_CLONES void RotaryRow(
 }  // namespace
 
 void RotaryInPlace(torch::Tensor& qkv, int64_t heads, int64_t head_dim, const torch::Tensor& cos,
-                   const torch::Tensor& sin, const std::vector<int64_t>& positions) {
+                   const torch::Tensor& sin, const std::vector<int64_t>& positions,
+                   int64_t rotary_dim) {
   RECORD_FUNCTION("streamgen::rotary", std::vector<c10::IValue>());
+  if (rotary_dim == 0) rotary_dim = head_dim;
   const auto dt = qkv.scalar_type();
   TORCH_CHECK(qkv.device().is_cpu() && qkv.dim() == 2 && qkv.stride(1) == 1 &&
                   qkv.size(1) >= heads * head_dim && qkv.size(0) == static_cast<int64_t>(positions.size()),
               "RotaryInPlace: qkv [T, >= heads * D] with contiguous rows, one position per row");
   TORCH_CHECK((dt == torch::kFloat32 || dt == torch::kBFloat16) && cos.scalar_type() == dt &&
                   sin.scalar_type() == dt && cos.is_contiguous() && sin.is_contiguous() &&
-                  cos.dim() == 2 && cos.size(1) == head_dim && sin.sizes() == cos.sizes(),
-              "RotaryInPlace: float32 or bfloat16, cos/sin [P, D] of qkv's dtype");
-  TORCH_CHECK(head_dim % 2 == 0 && head_dim <= 1024, "RotaryInPlace: head_dim even, <= 1024");
+                  cos.dim() == 2 && cos.size(1) == rotary_dim && sin.sizes() == cos.sizes(),
+              "RotaryInPlace: float32 or bfloat16, cos/sin [P, rotary_dim] of qkv's dtype");
+  TORCH_CHECK(head_dim <= 1024 && rotary_dim % 2 == 0 && 2 <= rotary_dim && rotary_dim <= head_dim,
+              "RotaryInPlace: head_dim <= 1024, rotary_dim even in [2, head_dim], got head_dim ",
+              head_dim, ", rotary_dim ", rotary_dim);
   const int64_t t = qkv.size(0), stride = qkv.stride(0), p_max = cos.size(0);
   for (int64_t p : positions) TORCH_CHECK(0 <= p && p < p_max, "RotaryInPlace: position ", p);
   at::parallel_for(0, t, 32, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t p = positions[r];
       if (dt == torch::kFloat32) {
-        RotaryRow<float>(qkv.data_ptr<float>() + r * stride, heads, head_dim,
-                         cos.data_ptr<float>() + p * head_dim, sin.data_ptr<float>() + p * head_dim);
+        RotaryRow<float>(qkv.data_ptr<float>() + r * stride, heads, head_dim, rotary_dim,
+                         cos.data_ptr<float>() + p * rotary_dim,
+                         sin.data_ptr<float>() + p * rotary_dim);
       } else {
         auto* base = reinterpret_cast<uint16_t*>(qkv.data_ptr());
-        RotaryRow<uint16_t>(base + r * stride, heads, head_dim,
-                            reinterpret_cast<const uint16_t*>(cos.data_ptr()) + p * head_dim,
-                            reinterpret_cast<const uint16_t*>(sin.data_ptr()) + p * head_dim);
+        RotaryRow<uint16_t>(base + r * stride, heads, head_dim, rotary_dim,
+                            reinterpret_cast<const uint16_t*>(cos.data_ptr()) + p * rotary_dim,
+                            reinterpret_cast<const uint16_t*>(sin.data_ptr()) + p * rotary_dim);
       }
     }
   });
@@ -566,8 +584,11 @@ void RotaryInPlace(torch::Tensor& qkv, int64_t heads, int64_t head_dim, const to
 
 torch::Tensor PagedDecodeAttention(const torch::Tensor& q, const torch::Tensor& k_pool,
                                    const torch::Tensor& v_pool, const std::vector<DecodeSeq>& seqs,
-                                   int64_t block_size, float scale) {
+                                   int64_t block_size, float scale, float softcap) {
   RECORD_FUNCTION("streamgen::paged_decode_attention", std::vector<c10::IValue>());
+  TORCH_CHECK(std::isfinite(scale) && std::isfinite(softcap) && softcap >= 0.0f,
+              "PagedDecodeAttention: scale must be finite and softcap finite and >= 0 (0: off), "
+              "got scale ", scale, ", softcap ", softcap);
   TORCH_CHECK(q.device().is_cpu() && q.dim() == 3 && q.is_contiguous(),
               "PagedDecodeAttention: q must be a contiguous CPU [B, H, D] tensor");
   TORCH_CHECK(k_pool.dim() == 3 && k_pool.is_contiguous() && v_pool.is_contiguous() &&
@@ -622,6 +643,7 @@ torch::Tensor PagedDecodeAttention(const torch::Tensor& q, const torch::Tensor& 
              h1 - h0,
              kv * d,
              scale,
+             softcap,
              qf.data(),
              scores.data(),
              acc.data(),

@@ -41,10 +41,13 @@ struct DecodeSeq {
 // [slots, KV, D] of the same dtype, contiguous (KvPool's layout); H a
 // multiple of KV. Returns
 // [B, H * D] in q's dtype: softmax(scale * q k^T) v per sequence and head, query
-// head h using key/value head h / (H / KV).
+// head h using key/value head h / (H / KV). softcap > 0 caps the scaled
+// scores before the softmax, s = softcap * tanh(s / softcap) (Gemma 2's
+// attn_logit_softcapping, in transformers' order); 0: off. scale must be
+// finite, softcap finite and >= 0 (c10::Error otherwise).
 torch::Tensor PagedDecodeAttention(const torch::Tensor& q, const torch::Tensor& k_pool,
                                    const torch::Tensor& v_pool, const std::vector<DecodeSeq>& seqs,
-                                   int64_t block_size, float scale);
+                                   int64_t block_size, float scale, float softcap = 0.0f);
 
 // x * rsqrt(mean(x^2) + eps) * w over the last dim of x = [M, N] (float32 or
 // bfloat16, contiguous; w [N] of the same dtype), with Hugging Face's
@@ -62,12 +65,17 @@ torch::Tensor SiluMul(const torch::Tensor& gu);
 // Rotary embedding in place (Hugging Face's rotate-half layout) on the first
 // `heads` heads of each row of qkv = [T, >= heads * D] (float32 or bfloat16,
 // rows contiguous): x * cos + rotate_half(x) * sin with cos/sin the rows
-// positions[t] of the [P, D] tables (qkv's dtype), rounded as libtorch's
-// three ops round (each product, then the sum, in x's dtype; no FMA), so the
-// result is bit-identical to the op-by-op path. One pass instead of 8
-// libtorch ops (narrow, neg, cat, two muls, add) per q and k per layer.
+// positions[t] of the [P, rotary_dim] tables (qkv's dtype), rounded as
+// libtorch's three ops round (each product, then the sum, in x's dtype; no
+// FMA), so the result is bit-identical to the op-by-op path. One pass instead
+// of 8 libtorch ops (narrow, neg, cat, two muls, add) per q and k per layer.
+// Partial rotary (Phi-3's partial_rotary_factor, rotary_dim < D): only each
+// head's first rotary_dim dims rotate (rotate-half over those), the rest pass
+// through unchanged, as transformers' `q_rot, q_pass` split does.
+// rotary_dim 0: the whole head (D). Even, <= D.
 void RotaryInPlace(torch::Tensor& qkv, int64_t heads, int64_t head_dim, const torch::Tensor& cos,
-                   const torch::Tensor& sin, const std::vector<int64_t>& positions);
+                   const torch::Tensor& sin, const std::vector<int64_t>& positions,
+                   int64_t rotary_dim = 0);
 
 // ---- Linear layers of the decode step (issue 12) ----
 //

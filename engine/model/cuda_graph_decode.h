@@ -44,20 +44,51 @@ namespace streamgen {
 
 struct CudaGraphHandle;  // engine/model/cuda/cuda_ops.h
 
+// Per-layer attention windows (ModelConfig::layer_window: Gemma 3's sliding
+// and global layers, Qwen 2's max_window_layers, Mistral's one window): the
+// layers are grouped into window sets, one per distinct window, numbered in
+// the order the layers first use them (set 0 is layer 0's window). Rows of
+// different sets differ only in their first key position, so a bucket holds
+// the block tables and last positions once and one `first` row per set:
+//
+//   host_meta / dev_meta, int32: tables [R, stride] | first of set 0 [R] |
+//                                last [R] | first of set 1 [R] | ... set W-1
+//
+// The first R * (stride + 2) elements are exactly the one-window layout
+// (tables, first, last), so a one-window model costs what it did before.
+// The forward pass picks layer l's rows with WindowSet(l) (CUDA:
+// PagedDecodeAttentionCudaStatic's window_set), Partitions(l) and Seqs(l)
+// (the CPU kernel).
+//
 // One batch-size bucket's static buffers (and CUDA graph): what the decode
 // body reads (dev, dev_meta, seqs, workspace) and writes (logits).
 struct DecodeGraph {
   int64_t rows = 0;             // R
   int64_t block_size = 0;       // of the pool it was made for
   int64_t stride = 0;           // block-table entries per row: ceil(context / block_size)
-  int64_t partitions = 0;       // cuda::PagedDecodePartitions(context)
+  int64_t partitions = 0;       // cuda::PagedDecodePartitions(context): the workspace's bound
   torch::Tensor host;           // int64 [3R]: ids, positions, write slots (pinned on CUDA)
-  torch::Tensor host_meta;      // int32 [R * (stride + 2)]: tables, first, last (pinned on CUDA)
+  torch::Tensor host_meta;      // int32 [R * (stride + 1 + W)]: see above (pinned on CUDA)
   torch::Tensor dev, dev_meta;  // their device copies (the same tensors on the CPU)
   torch::Tensor workspace;      // the attention kernel's scratch (CUDA)
   torch::Tensor logits;         // [R, vocab] float32: the step's output
-  std::vector<DecodeSeq> seqs;  // the CPU path's attention rows (host pointers)
+  std::vector<DecodeSeq> seqs;  // the CPU path's attention rows of window set 0 (host pointers)
+  // Window sets 1 .. W-1's rows for the CPU path: set_seqs[w - 1] is set w's [R] rows.
+  std::vector<std::vector<DecodeSeq>> set_seqs;
   std::vector<int> scratch_table;
+  // Per window set: its window (0: full attention) and the partitions a
+  // row of it needs at most (fewer than `partitions` under a window).
+  std::vector<int64_t> set_window, set_partitions;
+  std::vector<int> layer_set;  // [layers]: each layer's window set
+
+  // Layer l's window set, the partition bound of its launch and its CPU
+  // rows. Thread-compatible (the loop thread's).
+  int WindowSet(int64_t layer) const { return layer_set[layer]; }
+  int64_t Partitions(int64_t layer) const { return set_partitions[layer_set[layer]]; }
+  const std::vector<DecodeSeq>& Seqs(int64_t layer) const {
+    const int w = layer_set[layer];
+    return w == 0 ? seqs : set_seqs[w - 1];
+  }
   std::shared_ptr<CudaGraphHandle> graph;
   // The pool the graph was captured with: a graph bakes in the pool's
   // addresses, so a step on another pool (a tool's private caches) captures

@@ -1,9 +1,17 @@
-// Llama / Mistral forward pass over the paged KV pool: the eager step, and
-// the static decode path's step over a bucket's buffers (the buckets, their
-// buffers and CUDA graphs are in cuda_graph_decode.cc).
+// The forward pass of every supported family (model_config.h's family
+// description) over the paged KV pool: the eager step, and the static decode
+// path's step over a bucket's buffers (the buckets, their buffers and CUDA
+// graphs are in cuda_graph_decode.cc). Both run each layer through the same
+// two halves, AttentionInput and LayerOutput; only the attention core between
+// them differs. A family is a few branches here, never a second decoder loop:
+// biases (Qwen 2), q/k norms (Qwen 3, Gemma 3), Gemma's (1 + w) norms, its
+// norms after attention and MLP, embedding scale and soft-capping, per-layer
+// windows and RoPE tables (Gemma 3's sliding and global layers), partial
+// rotary (Phi-3), and sparse MoE MLPs (Mixtral, Qwen 3 MoE; mlp.h).
 //
 // Notation: n = tokens in this call, H = attention heads, KV = key/value heads,
-// G = H / KV (queries per key/value head), D = head_dim, L = cached positions.
+// G = H / KV (queries per key/value head), D = head_dim, L = cached positions,
+// RD = rotary dims (D unless partial rotary).
 #include "engine/model/llama_model.h"
 
 #include <algorithm>
@@ -16,6 +24,8 @@
 #include "engine/model/cuda/cuda_ops.h"
 #include "engine/model/cuda_graph_decode.h"
 #include "engine/model/cuda/paged_attention.h"
+#include "engine/model/mlp.h"
+#include "engine/model/rope.h"
 
 #include <torch/version.h>
 #include "engine/model/device.h"
@@ -25,12 +35,23 @@
 namespace streamgen {
 
 struct LlamaModel::Layer {
-  torch::Tensor attn_norm;  // [hidden]
-  LinearWeight wqkv;        // [(H + 2 KV) * D, hidden]: q_proj, k_proj, v_proj stacked
-  LinearWeight wo;          // [hidden, H * D]
-  torch::Tensor mlp_norm;   // [hidden]
-  LinearWeight w_gate_up;   // [2 * intermediate, hidden]: gate_proj, up_proj stacked
-  LinearWeight w_down;      // [hidden, intermediate]
+  torch::Tensor attn_norm;       // [hidden] input_layernorm (Gemma: 1 + w in float32)
+  LinearWeight wqkv;             // [(H + 2 KV) * D, hidden]: q, k, v stacked (Phi-3: as stored)
+  torch::Tensor bqkv;            // [(H + 2 KV) * D] q, k, v biases, or undefined
+  torch::Tensor q_norm, k_norm;  // [D] per-head norms before RoPE, or undefined
+  LinearWeight wo;               // [hidden, H * D]
+  torch::Tensor bo;              // [hidden] or undefined
+  torch::Tensor post_attn_norm;  // [hidden] Gemma 3: on attention's output; else undefined
+  torch::Tensor mlp_norm;        // [hidden] before the MLP
+  torch::Tensor post_mlp_norm;   // [hidden] Gemma 3: on the MLP's output; else undefined
+  LinearWeight w_gate_up;        // dense: [2 * I, hidden]: gate_proj, up_proj stacked
+  torch::Tensor b_gate_up;       // [2 * I] or undefined
+  LinearWeight w_down;           // dense: [hidden, I]
+  torch::Tensor b_down;          // [hidden] or undefined
+  std::unique_ptr<MoeWeights> moe;  // sparse layers: the router and the experts (mlp.h)
+  int window = 0;                // attention window in positions (0: full)
+  int window_index = 0;          // its index in LlamaModel::windows_
+  bool local_rope = false;       // RoPE from rope_local_ (Gemma 3's sliding layers)
 };
 
 namespace {
@@ -103,40 +124,91 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   c10::InferenceMode guard;
   try {
     auto get = [&](const std::string& name) { return ToTorch(*store->Find(name), options); };
+    // Gemma's norms multiply by (1 + w) in float32 (Gemma3RMSNorm); kept so.
+    auto norm = [&](const std::string& name) {
+      torch::Tensor w = get(name);
+      if (config.norm_style == NormStyle::kWeight) return w;
+      return (w.to(torch::kFloat32) + 1.0).contiguous();
+    };
+    auto stacked = [&](std::vector<torch::Tensor> parts) {
+      return ToHugePages(torch::cat(parts, 0).contiguous());
+    };
     model->embed_ = get("model.embed_tokens.weight");
-    model->final_norm_ = get("model.norm.weight");
+    model->final_norm_ = norm("model.norm.weight");
     model->lm_head_ =
         MakeLinear(config.tie_word_embeddings ? model->embed_ : get("lm_head.weight"), options);
     for (int i = 0; i < config.num_hidden_layers; ++i) {
       const std::string p = absl::StrCat("model.layers.", i, ".");
+      const std::string a = p + "self_attn.";
       auto layer = std::make_unique<Layer>();
-      layer->attn_norm = get(p + "input_layernorm.weight");
-      layer->wqkv = MakeLinear(ToHugePages(torch::cat({get(p + "self_attn.q_proj.weight"),
-                                                       get(p + "self_attn.k_proj.weight"),
-                                                       get(p + "self_attn.v_proj.weight")},
-                                                      0)
-                                               .contiguous()),
-                               options);
-      layer->wo = MakeLinear(get(p + "self_attn.o_proj.weight"), options);
-      layer->mlp_norm = get(p + "post_attention_layernorm.weight");
-      layer->w_gate_up = MakeLinear(
-          ToHugePages(
-              torch::cat({get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, 0)
-                  .contiguous()),
+      layer->attn_norm = norm(p + "input_layernorm.weight");
+      layer->wqkv = MakeLinear(
+          config.fused_checkpoint
+              ? get(a + "qkv_proj.weight")
+              : stacked({get(a + "q_proj.weight"), get(a + "k_proj.weight"),
+                         get(a + "v_proj.weight")}),
           options);
-      layer->w_down = MakeLinear(get(p + "mlp.down_proj.weight"), options);
+      if (config.attention_qkv_bias) {
+        layer->bqkv = torch::cat({get(a + "q_proj.bias"), get(a + "k_proj.bias"),
+                                  get(a + "v_proj.bias")}, 0);
+      }
+      if (config.qk_norm) {
+        layer->q_norm = norm(a + "q_norm.weight");
+        layer->k_norm = norm(a + "k_norm.weight");
+      }
+      layer->wo = MakeLinear(get(a + "o_proj.weight"), options);
+      if (config.attention_o_bias) layer->bo = get(a + "o_proj.bias");
+      if (config.sandwich_norms) {  // Gemma 3: post_attention_layernorm is on attention's output
+        layer->post_attn_norm = norm(p + "post_attention_layernorm.weight");
+        layer->mlp_norm = norm(p + "pre_feedforward_layernorm.weight");
+        layer->post_mlp_norm = norm(p + "post_feedforward_layernorm.weight");
+      } else {
+        layer->mlp_norm = norm(p + "post_attention_layernorm.weight");
+      }
+      if (config.IsMoeLayer(i)) {
+        const MoeConfig& m = config.moe;
+        const std::string b = p + m.block + ".";
+        layer->moe = std::make_unique<MoeWeights>();
+        layer->moe->router = get(b + "gate.weight");  // never quantized: routing must not move
+        for (int e = 0; e < m.num_experts; ++e) {
+          const std::string x = absl::StrCat(b, "experts.", e, ".");
+          layer->moe->gate_up.push_back(MakeLinear(
+              stacked({get(x + m.gate + ".weight"), get(x + m.up + ".weight")}), options));
+          layer->moe->down.push_back(MakeLinear(get(x + m.down + ".weight"), options));
+        }
+      } else if (config.fused_checkpoint) {
+        layer->w_gate_up = MakeLinear(get(p + "mlp.gate_up_proj.weight"), options);
+        layer->w_down = MakeLinear(get(p + "mlp.down_proj.weight"), options);
+      } else {
+        layer->w_gate_up = MakeLinear(
+            stacked({get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}), options);
+        layer->w_down = MakeLinear(get(p + "mlp.down_proj.weight"), options);
+        if (config.mlp_bias) {
+          layer->b_gate_up = torch::cat({get(p + "mlp.gate_proj.bias"), get(p + "mlp.up_proj.bias")}, 0);
+          layer->b_down = get(p + "mlp.down_proj.bias");
+        }
+      }
+      layer->window = config.LayerWindow(i);
+      auto w = std::find(model->windows_.begin(), model->windows_.end(), layer->window);
+      if (w == model->windows_.end()) w = model->windows_.insert(w, layer->window);
+      layer->window_index = static_cast<int>(w - model->windows_.begin());
+      layer->local_rope = config.rope_local.has_value() && layer->window > 0;
       model->layers_.push_back(std::move(layer));
     }
-    // Rotary tables, computed in float32 as Hugging Face does, then cast.
-    const int64_t d = config.head_dim;
-    auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
-    torch::Tensor inv_freq =
-        1.0 / torch::pow(config.rope.theta, torch::arange(0, d, 2, f32) / static_cast<double>(d));
-    torch::Tensor t = torch::arange(config.max_position_embeddings, f32);
-    torch::Tensor freqs = torch::outer(t, inv_freq);     // [P, D/2]
-    torch::Tensor emb = torch::cat({freqs, freqs}, -1);  // [P, D]
-    model->cos_ = emb.cos().to(options.dtype).to(options.device);
-    model->sin_ = emb.sin().to(options.dtype).to(options.device);
+    // Rotary tables (rope.h: computed in float32 as transformers does), then cast.
+    auto tables = [&](const RopeConfig& rope) {
+      RopeTables t = MakeRopeTables(rope, config.head_dim, config.max_position_embeddings);
+      return RopeTables{t.cos.to(options.dtype).to(options.device).contiguous(),
+                        t.sin.to(options.dtype).to(options.device).contiguous()};
+    };
+    model->rope_ = tables(config.rope);
+    if (config.rope_local) model->rope_local_ = tables(*config.rope_local);
+    if (config.embedding_scale != 1.0) {
+      // Gemma3TextScaledWordEmbedding: sqrt(hidden) rounded to the weights' dtype.
+      model->embed_scale_ = torch::scalar_tensor(config.embedding_scale, torch::kFloat32)
+                                .to(options.dtype)
+                                .to(options.device);
+    }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("loading ", dir, ": ", e.what_without_backtrace()));
   }
@@ -162,40 +234,68 @@ int64_t LlamaModel::KvBlockBytes(int64_t block_size) const {
 }
 
 int64_t LlamaModel::DecodeWeightBytes() const {
+  auto bytes_of = [](const torch::Tensor& t) { return t.defined() ? t.nbytes() : int64_t{0}; };
   int64_t bytes = final_norm_.nbytes() + lm_head_.nbytes();
   for (const auto& l : layers_) {
-    bytes += l->attn_norm.nbytes() + l->wqkv.nbytes() + l->wo.nbytes() + l->mlp_norm.nbytes() +
-             l->w_gate_up.nbytes() + l->w_down.nbytes();
+    bytes += bytes_of(l->attn_norm) + l->wqkv.nbytes() + bytes_of(l->bqkv) +
+             bytes_of(l->q_norm) + bytes_of(l->k_norm) + l->wo.nbytes() + bytes_of(l->bo) +
+             bytes_of(l->post_attn_norm) + bytes_of(l->mlp_norm) + bytes_of(l->post_mlp_norm);
+    if (l->moe != nullptr) {
+      // A token reads the router and its top-k experts: the experts' mean size times k.
+      int64_t experts = 0;
+      for (size_t e = 0; e < l->moe->gate_up.size(); ++e) {
+        experts += l->moe->gate_up[e].nbytes() + l->moe->down[e].nbytes();
+      }
+      bytes += l->moe->router.nbytes() +
+               experts / static_cast<int64_t>(l->moe->gate_up.size()) * config_.moe.top_k;
+    } else {
+      bytes += l->w_gate_up.nbytes() + bytes_of(l->b_gate_up) + l->w_down.nbytes() +
+               bytes_of(l->b_down);
+    }
   }
   return bytes;
 }
 
-// x: [n, in], w: [out, in] -> [n, out]. On the CPU a few rows go through the
-// skinny kernel (cpu_kernels.h: it reads the weights at the bandwidth limit,
-// where libtorch's bfloat16 mv read ~9 GB/s of ~30) and more through GEMM.
-torch::Tensor LlamaModel::Linear(const torch::Tensor& x, const LinearWeight& w) const {
-  if (x.device().is_cpu()) return CpuLinear(x, w);
-  return torch::mm(x, w.w.t());  // w.t() is a transposed view: BLAS reads it in place
+// x: [n, in], w: [out, in] -> [n, out] (mlp.h: the skinny kernel for a few
+// rows on the CPU, GEMM above), plus the bias where there is one.
+torch::Tensor LlamaModel::Linear(const torch::Tensor& x, const LinearWeight& w,
+                                 const torch::Tensor& bias) const {
+  torch::Tensor y = ApplyLinear(x, w);
+  return bias.defined() ? y.add_(bias) : y;
 }
 
-// x: [n, hidden]; statistics in float32 as Hugging Face's LlamaRMSNorm does
-// (cpu_kernels.h: fused on CPUs with AVX-512, libtorch ops elsewhere).
-torch::Tensor LlamaModel::RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const {
-  return streamgen::RmsNorm(x, w, config_.rms_norm_eps);
+// RMSNorm over the last dim of x [n, dim] with weight w [dim]. Llama's
+// (LlamaRMSNorm: statistics in float32, the normalised value cast to x's dtype,
+// then times w in that dtype) goes through the fused kernel (cpu_kernels.h) on
+// the CPU; Gemma's (Gemma3RMSNorm: everything in float32 times the stored
+// (1 + w), one rounding at the end) is the same kernel in float32, libtorch ops
+// otherwise.
+torch::Tensor LlamaModel::Norm(const torch::Tensor& x, const torch::Tensor& w) const {
+  if (config_.norm_style == NormStyle::kWeight || x.scalar_type() == torch::kFloat32) {
+    return streamgen::RmsNorm(x.contiguous(), w, config_.rms_norm_eps);
+  }
+  torch::Tensor xf = x.to(torch::kFloat32);
+  torch::Tensor r = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.rms_norm_eps);
+  return (xf * r * w).to(x.scalar_type());
 }
 
-// x: [T, heads, D]; cos, sin: [T, 1, D] -> rotated x (rotate-half layout).
+// x: [T, heads, D]; cos, sin: [T, 1, RD] -> x with its first RD dims rotated
+// (rotate-half layout; Phi-3's partial rotary passes the rest through).
 torch::Tensor LlamaModel::ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
                                     const torch::Tensor& sin) const {
-  const int64_t half = config_.head_dim / 2;
-  torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-  return x * cos + rotated * sin;
+  const int64_t d = x.size(-1);
+  const int64_t rd = cos.size(-1);
+  const torch::Tensor r = rd == d ? x : x.narrow(-1, 0, rd);
+  const int64_t half = rd / 2;
+  torch::Tensor rotated = torch::cat({-r.narrow(-1, half, half), r.narrow(-1, 0, half)}, -1);
+  torch::Tensor out = r * cos + rotated * sin;
+  return rd == d ? out : torch::cat({out, x.narrow(-1, rd, d - rd)}, -1);
 }
 
 // A group of B sequences that attend together, each with n queries (B
 // decodes with n = 1, or one prefill chunk with B = 1). Keys are gathered from
 // the pool a whole block at a time; key slots beyond a sequence's position
-// (the rest of its last block, padding blocks) are masked.
+// (the rest of its last block, padding blocks) and before its window are masked.
 struct LlamaModel::AttentionBatch {
   int64_t b = 0, n = 0, len = 0;  // sequences, queries each, keys each (whole blocks, padded)
   torch::Tensor blocks;           // [B * len / block_size] int64: the blocks, sequence by sequence
@@ -203,13 +303,13 @@ struct LlamaModel::AttentionBatch {
   std::vector<int64_t> rows;      // rows of the step's tokens that these queries are
 };
 
-// Plans attention for sequences `seqs` (chunks' indices) that each have `n`
-// queries; rows0[i] is the first row of chunk seqs[i] in the step.
+// Plans attention under `window` (0: full) for sequences `seqs` (chunks'
+// indices) that each have `n` queries; rows0[i] is the first row of chunk
+// seqs[i] in the step.
 LlamaModel::AttentionBatch LlamaModel::PlanAttention(const std::vector<SeqChunk>& chunks,
                                                      const std::vector<size_t>& seqs,
                                                      const std::vector<int64_t>& rows0, int64_t n,
-                                                     int64_t block_size) const {
-  const int64_t window = config_.sliding_window.value_or(0);
+                                                     int64_t block_size, int64_t window) const {
   AttentionBatch a;
   a.b = static_cast<int64_t>(seqs.size());
   a.n = n;
@@ -250,7 +350,8 @@ LlamaModel::AttentionBatch LlamaModel::PlanAttention(const std::vector<SeqChunk>
   return a;
 }
 
-// q: [B * n, H, D] -> [B * n, H * D].
+// q: [B * n, H, D] -> [B * n, H * D]: softmax(scale * q k^T) v, with Gemma's
+// soft-capping of the scores where the config asks for it.
 torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a,
                                  const KvPool& pool, int layer) const {
   const int64_t heads = config_.num_attention_heads;
@@ -258,6 +359,8 @@ torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a
   const int64_t g = heads / kv;
   const int64_t d = config_.head_dim;
   const int64_t b = a.b, n = a.n, len = a.len, bs = pool.block_size;
+  const double scale = config_.AttentionScale();
+  const double softcap = config_.attn_logit_softcapping;
   // Pool [blocks * bs, KV, D] -> gathered blocks [B * len / bs, bs * KV * D] = [B, len, KV, D]
   // -> [KV * B, len, D] (one copy; prefill chunks only on the CPU, where decodes
   // use the paged kernel).
@@ -277,18 +380,22 @@ torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a
 #if TORCH_VERSION_MAJOR >= 2
   // On CUDA with libtorch 2.x: one fused kernel (the memory-efficient
   // backend, which takes a mask) instead of bmm, masked softmax and bmm.
-  // Every query sees at least its own key, so no row is fully masked.
+  // Every query sees at least its own key, so no row is fully masked. Its
+  // scale is 1/sqrt(D): another scale is folded into q. Soft-capping needs
+  // the scores, so it takes the bmm path below.
   // (Not compiled against libtorch 1.13; not yet run on a GPU here.)
-  if (q.is_cuda()) {
+  if (q.is_cuda() && softcap == 0) {
     torch::Tensor allowed = a.mask.logical_not()
                                 .expand({kv, b, g, n, len})
                                 .reshape({kv * b, g * n, len});
-    torch::Tensor out = at::scaled_dot_product_attention(qg, k, v, allowed);  // [KV*B, G*n, D]
+    const double fold = scale * std::sqrt(static_cast<double>(d));
+    torch::Tensor qs = std::abs(fold - 1.0) < 1e-12 ? qg : qg * fold;
+    torch::Tensor out = at::scaled_dot_product_attention(qs, k, v, allowed);  // [KV*B, G*n, D]
     return out.view({kv, b, g, n, d}).permute({1, 3, 0, 2, 4}).reshape({b * n, heads * d});
   }
 #endif
-  torch::Tensor scores = torch::bmm(qg, k.transpose(1, 2))
-                             .mul_(1.0 / std::sqrt(static_cast<double>(d)));  // [KV*B, G*n, len]
+  torch::Tensor scores = torch::bmm(qg, k.transpose(1, 2)).mul_(scale);  // [KV*B, G*n, len]
+  if (softcap > 0) scores = torch::tanh(scores / softcap) * softcap;
   scores = scores.view({kv, b, g, n, len})
                .masked_fill(a.mask, -std::numeric_limits<float>::infinity())
                .view({kv * b, g * n, len});
@@ -297,9 +404,82 @@ torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a
   return out.view({kv, b, g, n, d}).permute({1, 3, 0, 2, 4}).reshape({b * n, heads * d});
 }
 
-// h: [n, hidden] -> float32 logits [n, vocab].
+// h: [n, hidden] -> float32 logits [n, vocab] (Gemma's final soft-capping in
+// the compute dtype, as transformers applies it before the float cast).
 torch::Tensor LlamaModel::Logits(const torch::Tensor& h) const {
-  return Linear(RmsNorm(h, final_norm_), lm_head_).to(torch::kFloat32);
+  torch::Tensor logits = Linear(Norm(h, final_norm_), lm_head_);
+  const double cap = config_.final_logit_softcapping;
+  if (cap > 0) logits = torch::tanh(logits / cap) * cap;
+  return logits.to(torch::kFloat32);
+}
+
+// ids [T] -> embeddings [T, hidden] (Gemma: times sqrt(hidden) in the dtype).
+torch::Tensor LlamaModel::Embed(const torch::Tensor& ids) const {
+  torch::Tensor h = embed_.index_select(0, ids);
+  return embed_scale_.defined() ? h * embed_scale_ : h;
+}
+
+// The first half of layer l: h [T, hidden] -> qkv [T, (H + 2 KV) * D] with
+// biases added, q and k normed per head (Qwen 3, Gemma 3) and rotated.
+torch::Tensor LlamaModel::AttentionInput(size_t l, const torch::Tensor& h,
+                                         const Rotary& rot) const {
+  const Layer& layer = *layers_[l];
+  const int64_t heads = config_.num_attention_heads;
+  const int64_t kv = config_.num_key_value_heads;
+  const int64_t d = config_.head_dim;
+  const int64_t t = h.size(0);
+  torch::Tensor qkv = Linear(Norm(h, layer.attn_norm), layer.wqkv, layer.bqkv);
+  if (layer.q_norm.defined()) {
+    torch::Tensor q = Norm(qkv.narrow(1, 0, heads * d).reshape({t * heads, d}), layer.q_norm);
+    torch::Tensor k = Norm(qkv.narrow(1, heads * d, kv * d).reshape({t * kv, d}), layer.k_norm);
+    qkv.narrow(1, 0, heads * d).copy_(q.view({t, heads * d}));
+    qkv.narrow(1, heads * d, kv * d).copy_(k.view({t, kv * d}));
+  }
+  const RopeTables& table = layer.local_rope ? rope_local_ : rope_;
+  if (rot.positions != nullptr) {  // q and k rotated in place in qkv (cpu_kernels.h)
+    RotaryInPlace(qkv, heads + kv, d, table.cos, table.sin, *rot.positions, table.cos.size(1));
+    return qkv;
+  }
+  const int which = layer.local_rope ? 1 : 0;
+  torch::Tensor q = ApplyRope(qkv.narrow(1, 0, heads * d).view({t, heads, d}), rot.cos[which],
+                              rot.sin[which]);
+  torch::Tensor k = ApplyRope(qkv.narrow(1, heads * d, kv * d).view({t, kv, d}), rot.cos[which],
+                              rot.sin[which]);
+  return torch::cat({q.reshape({t, heads * d}), k.reshape({t, kv * d}),
+                     qkv.narrow(1, (heads + kv) * d, kv * d)},
+                    1);
+}
+
+// The op path's rotary rows for positions `pos` [T] (device int64): the
+// global table's, and the local table's when the model has one.
+LlamaModel::Rotary LlamaModel::RotaryRows(const torch::Tensor& pos) const {
+  Rotary rot;
+  rot.cos[0] = rope_.cos.index_select(0, pos).unsqueeze(1);  // [T, 1, RD]
+  rot.sin[0] = rope_.sin.index_select(0, pos).unsqueeze(1);
+  if (rope_local_.cos.defined()) {
+    rot.cos[1] = rope_local_.cos.index_select(0, pos).unsqueeze(1);
+    rot.sin[1] = rope_local_.sin.index_select(0, pos).unsqueeze(1);
+  }
+  return rot;
+}
+
+// The second half of layer l: h [T, hidden] and attention's output
+// attn [T, H * D] -> the layer's output [T, hidden].
+torch::Tensor LlamaModel::LayerOutput(size_t l, const torch::Tensor& h,
+                                      const torch::Tensor& attn) const {
+  const Layer& layer = *layers_[l];
+  torch::Tensor a = Linear(attn, layer.wo, layer.bo);
+  if (layer.post_attn_norm.defined()) a = Norm(a, layer.post_attn_norm);
+  torch::Tensor x = h + a;
+  torch::Tensor m = Norm(x, layer.mlp_norm);
+  if (layer.moe != nullptr) {
+    m = MoeMlp(m, *layer.moe, config_.moe, config_.activation);
+  } else {
+    torch::Tensor gu = Linear(m, layer.w_gate_up, layer.b_gate_up);  // [T, 2I]
+    m = Linear(GatedActivation(gu, config_.activation), layer.w_down, layer.b_down);
+  }
+  if (layer.post_mlp_norm.defined()) m = Norm(m, layer.post_mlp_norm);
+  return x + m;
 }
 
 torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool,
@@ -313,9 +493,11 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
   const int64_t kv = config_.num_key_value_heads;
   const int64_t d = config_.head_dim;
   const int64_t bs = pool->block_size;
-  // Host-side plan: token ids, positions, write slots, attention groups.
+  const size_t num_windows = windows_.size();
+  // Host-side plan: token ids, positions, write slots, attention groups (per
+  // distinct layer window: the same rows, other blocks and masks).
   std::vector<int64_t> ids, positions, write_slots, last_rows;
-  std::vector<AttentionBatch> groups;
+  std::vector<std::vector<AttentionBatch>> groups(num_windows);
   // Decodes attend together. The paged kernel (cpu_kernels.h on the CPU,
   // engine/model/cuda on CUDA) reads their keys and values in place; elsewhere
   // (a CPU float16 pool is refused at load; a CUDA libtorch without the
@@ -331,8 +513,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
       (options_.dtype == torch::kFloat32 || options_.dtype == torch::kBFloat16);
   const bool cuda_paged = kCudaKernels && options_.device.is_cuda() && d <= cuda::kMaxHeadDim;
   const bool paged = cpu_kernels || cuda_paged;
-  const int64_t window = config_.sliding_window.value_or(0);
-  std::vector<DecodeSeq> paged_seqs;   // one per paged decode
+  std::vector<std::vector<DecodeSeq>> paged_seqs(num_windows);  // one per paged decode
   std::vector<int64_t> paged_rows;     // its row in the step
   std::vector<size_t> decodes;         // gathered decodes (not paged)
   std::vector<int64_t> decode_rows;
@@ -349,82 +530,78 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
     }
     last_rows.push_back(row0 + n - 1);
     if (paged && n == 1) {
-      paged_seqs.push_back(DecodeRow(c, window));
+      for (size_t w = 0; w < num_windows; ++w) paged_seqs[w].push_back(DecodeRow(c, windows_[w]));
       paged_rows.push_back(row0);
     } else if (n == 1) {
       decodes.push_back(ci);
       decode_rows.push_back(row0);
     } else {
-      groups.push_back(PlanAttention(chunks, {ci}, {row0}, n, bs));
+      for (size_t w = 0; w < num_windows; ++w) {
+        groups[w].push_back(PlanAttention(chunks, {ci}, {row0}, n, bs, windows_[w]));
+      }
     }
   }
   if (!decodes.empty()) {
-    groups.push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs));
+    for (size_t w = 0; w < num_windows; ++w) {
+      groups[w].push_back(PlanAttention(chunks, decodes, decode_rows, 1, bs, windows_[w]));
+    }
   }
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const float scale = static_cast<float>(config_.AttentionScale());
+  const float softcap = static_cast<float>(config_.attn_logit_softcapping);
 
   const int64_t total = static_cast<int64_t>(ids.size());
   auto to_dev = [&](const std::vector<int64_t>& v) { return torch::tensor(v).to(options_.device); };
   torch::Tensor ids_t = to_dev(ids);
   torch::Tensor write_t = to_dev(write_slots);
   // Rotary: fused on the CPU (float32, bfloat16), libtorch ops elsewhere.
-  const bool fused_rope = cpu_kernels;
-  torch::Tensor cos, sin;
-  if (!fused_rope) {
-    torch::Tensor pos_t = to_dev(positions);
-    cos = cos_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
-    sin = sin_.index_select(0, pos_t).unsqueeze(1);  // [T, 1, D]
+  Rotary rot;
+  if (cpu_kernels) {
+    rot.positions = &positions;
+  } else {
+    rot = RotaryRows(to_dev(positions));
   }
   // A single group's rows are 0..T-1 in order; several are scattered back.
   // (Paged rows are in step order: when they are all the rows, q is used as is.)
-  const bool single_group = groups.size() + (paged_seqs.empty() ? 0 : 1) == 1;
+  const bool single_group = groups[0].size() + (paged_rows.empty() ? 0 : 1) == 1;
   std::vector<torch::Tensor> group_rows;
-  for (const auto& a : groups) group_rows.push_back(to_dev(a.rows));
-  torch::Tensor paged_rows_t = paged_seqs.empty() ? torch::Tensor() : to_dev(paged_rows);
+  for (const auto& a : groups[0]) group_rows.push_back(to_dev(a.rows));
+  torch::Tensor paged_rows_t = paged_rows.empty() ? torch::Tensor() : to_dev(paged_rows);
 
-  torch::Tensor h = embed_.index_select(0, ids_t);  // [T, hidden]
+  torch::Tensor h = Embed(ids_t);  // [T, hidden]
   for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& layer = *layers_[l];
-    torch::Tensor qkv = Linear(RmsNorm(h, layer.attn_norm), layer.wqkv);  // [T, (H + 2KV) D]
-    torch::Tensor q, k;
-    if (fused_rope) {  // q and k rotated in place in qkv (cpu_kernels.h)
-      RotaryInPlace(qkv, heads + kv, d, cos_, sin_, positions);
-      q = qkv.narrow(1, 0, heads * d).view({total, heads, d});
-      k = qkv.narrow(1, heads * d, kv * d).view({total, kv, d});
-    } else {
-      q = ApplyRope(qkv.narrow(1, 0, heads * d).view({total, heads, d}), cos, sin);
-      k = ApplyRope(qkv.narrow(1, heads * d, kv * d).view({total, kv, d}), cos, sin);
-    }
+    const int wi = layers_[l]->window_index;
+    torch::Tensor qkv = AttentionInput(l, h, rot);  // [T, (H + 2KV) D]
+    torch::Tensor q = qkv.narrow(1, 0, heads * d).view({total, heads, d});
+    torch::Tensor k = qkv.narrow(1, heads * d, kv * d).view({total, kv, d});
     torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({total, kv, d});
     pool->k[l].index_copy_(0, write_t, k);  // pool: [slots, KV, D]
     pool->v[l].index_copy_(0, write_t, v);
     auto attend_paged = [&](const torch::Tensor& qp) {
       if constexpr (kCudaKernels) {  // (only defined in a CUDA build)
         if (cuda_paged) {
-          return PagedDecodeAttentionCuda(qp.contiguous(), pool->k[l], pool->v[l], paged_seqs, bs,
-                                          scale);
+          return PagedDecodeAttentionCuda(qp.contiguous(), pool->k[l], pool->v[l], paged_seqs[wi],
+                                          bs, scale /*, softcap*/);
         }
       }
-      return PagedDecodeAttention(qp.contiguous(), pool->k[l], pool->v[l], paged_seqs, bs, scale);
+      return PagedDecodeAttention(qp.contiguous(), pool->k[l], pool->v[l], paged_seqs[wi], bs,
+                                  scale /*, softcap*/);
     };
     torch::Tensor attn;
     if (single_group) {
-      attn = paged_seqs.empty() ? Attend(q, groups[0], *pool, static_cast<int>(l))
+      attn = paged_rows.empty() ? Attend(q, groups[wi][0], *pool, static_cast<int>(l))
                                 : attend_paged(q);
     } else {
       attn = torch::empty({total, heads * d}, q.options());
-      for (size_t gi = 0; gi < groups.size(); ++gi) {
+      for (size_t gi = 0; gi < groups[wi].size(); ++gi) {
         attn.index_copy_(0, group_rows[gi],
-                         Attend(q.index_select(0, group_rows[gi]), groups[gi], *pool,
+                         Attend(q.index_select(0, group_rows[gi]), groups[wi][gi], *pool,
                                 static_cast<int>(l)));
       }
-      if (!paged_seqs.empty()) {
+      if (!paged_rows.empty()) {
         attn.index_copy_(0, paged_rows_t, attend_paged(q.index_select(0, paged_rows_t)));
       }
     }
-    h = h + Linear(attn, layer.wo);
-    torch::Tensor gu = Linear(RmsNorm(h, layer.mlp_norm), layer.w_gate_up);  // [T, 2I]
-    h = h + Linear(SiluMul(gu), layer.w_down);
+    h = LayerOutput(l, h, attn);
   }
   if (!all_logits && total != static_cast<int64_t>(last_rows.size())) {
     h = h.index_select(0, to_dev(last_rows));
@@ -433,43 +610,41 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
 }
 
 // The static decode path's step over bucket g's device buffers (see
-// cuda_graph_decode.h): the eager step's layers, with rotary over position
-// tensors and the attention metadata read from the device.
+// cuda_graph_decode.h): the eager step's layer halves, with rotary over
+// position tensors and the attention metadata read from the device.
 void LlamaModel::RunDecodeBody(DecodeGraph& g, KvPool* pool) {
   const int64_t heads = config_.num_attention_heads;
   const int64_t kv = config_.num_key_value_heads;
   const int64_t d = config_.head_dim;
   const int64_t r = g.rows;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const float scale = static_cast<float>(config_.AttentionScale());
+  const float softcap = static_cast<float>(config_.attn_logit_softcapping);
   torch::Tensor ids = g.dev.narrow(0, 0, r);
   torch::Tensor positions = g.dev.narrow(0, r, r);
   torch::Tensor slots = g.dev.narrow(0, 2 * r, r);
-  torch::Tensor cos = cos_.index_select(0, positions).unsqueeze(1);  // [R, 1, D]
-  torch::Tensor sin = sin_.index_select(0, positions).unsqueeze(1);
-  torch::Tensor h = embed_.index_select(0, ids);
+  const Rotary rot = RotaryRows(positions);
+  torch::Tensor h = Embed(ids);
   for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& layer = *layers_[l];
-    torch::Tensor qkv = Linear(RmsNorm(h, layer.attn_norm), layer.wqkv);
-    torch::Tensor q = ApplyRope(qkv.narrow(1, 0, heads * d).view({r, heads, d}), cos, sin);
-    torch::Tensor k = ApplyRope(qkv.narrow(1, heads * d, kv * d).view({r, kv, d}), cos, sin);
+    const int wi = layers_[l]->window_index;
+    torch::Tensor qkv = AttentionInput(l, h, rot);
+    torch::Tensor q = qkv.narrow(1, 0, heads * d).view({r, heads, d});
+    torch::Tensor k = qkv.narrow(1, heads * d, kv * d).view({r, kv, d});
     torch::Tensor v = qkv.narrow(1, (heads + kv) * d, kv * d).view({r, kv, d});
     pool->k[l].index_copy_(0, slots, k);
     pool->v[l].index_copy_(0, slots, v);
     torch::Tensor attn;
     if constexpr (kCudaKernels) {
       if (options_.device.is_cuda()) {
-        attn = PagedDecodeAttentionCudaStatic(q.contiguous(), pool->k[l], pool->v[l], g.dev_meta,
-                                              g.stride, g.partitions, g.workspace,
-                                              pool->block_size, scale);
+        attn = PagedDecodeAttentionCudaStatic(q.contiguous(), pool->k[l], pool->v[l],
+                                              g.dev_meta, g.stride, g.partitions, g.workspace,
+                                              pool->block_size, scale /*, softcap*/);
       }
     }
     if (!attn.defined()) {
       attn = PagedDecodeAttention(q.contiguous(), pool->k[l], pool->v[l], g.seqs,
-                                  pool->block_size, scale);
+                                  pool->block_size, scale /*, softcap*/);
     }
-    h = h + Linear(attn, layer.wo);
-    torch::Tensor gu = Linear(RmsNorm(h, layer.mlp_norm), layer.w_gate_up);
-    h = h + Linear(SiluMul(gu), layer.w_down);
+    h = LayerOutput(l, h, attn);
   }
   g.logits.copy_(Logits(h));
 }

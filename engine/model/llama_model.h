@@ -1,4 +1,5 @@
-// Llama / Mistral forward pass in libtorch (CPU or CUDA). Included only by
+// The causal LM forward pass of every supported family (model_config.h) in
+// libtorch (CPU or CUDA). Included only by
 // engine .cc files and tests: it pulls in torch.
 #pragma once
 
@@ -15,6 +16,7 @@
 #include "engine/kv/kv_pool.h"
 #include "engine/model/cpu_kernels.h"
 #include "engine/model/model_config.h"
+#include "engine/model/rope.h"
 #include "engine/model/seq_chunk.h"
 
 namespace streamgen {
@@ -88,20 +90,36 @@ class LlamaModel {
   ModelConfig config_;
   ModelOptions options_;
   std::vector<std::unique_ptr<Layer>> layers_;
-  torch::Tensor embed_;      // [vocab, hidden]
-  torch::Tensor final_norm_; // [hidden]
-  LinearWeight lm_head_;     // [vocab, hidden] (the embedding when tied and not quantized)
-  torch::Tensor cos_;        // [max_positions, head_dim] (HF rotate-half layout), compute dtype
-  torch::Tensor sin_;        // [max_positions, head_dim]
+  torch::Tensor embed_;        // [vocab, hidden]
+  torch::Tensor embed_scale_;  // scalar in the compute dtype (Gemma), or undefined
+  torch::Tensor final_norm_;   // [hidden] (Gemma: 1 + w in float32)
+  LinearWeight lm_head_;       // [vocab, hidden] (the embedding when tied and not quantized)
+  RopeTables rope_;            // [max_positions, RD] each, compute dtype (rotate-half layout)
+  RopeTables rope_local_;      // Gemma 3's sliding layers' tables, or undefined
+  // The distinct attention windows of the layers (0: full), each layer's
+  // Layer::window_index into it: a step plans attention once per window.
+  std::vector<int> windows_;
 
-  torch::Tensor Linear(const torch::Tensor& x, const LinearWeight& w) const;
-  torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
+  // How a step rotates q and k: the fused CPU kernel over host positions, or
+  // the op path over table rows (index 0: global table, 1: local).
+  struct Rotary {
+    const std::vector<int64_t>* positions = nullptr;
+    torch::Tensor cos[2], sin[2];  // [T, 1, RD]
+  };
+  Rotary RotaryRows(const torch::Tensor& positions) const;
+
+  torch::Tensor Linear(const torch::Tensor& x, const LinearWeight& w,
+                       const torch::Tensor& bias = {}) const;
+  torch::Tensor Norm(const torch::Tensor& x, const torch::Tensor& w) const;
   torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& cos,
                           const torch::Tensor& sin) const;
+  torch::Tensor Embed(const torch::Tensor& ids) const;
+  torch::Tensor AttentionInput(size_t layer, const torch::Tensor& h, const Rotary& rot) const;
+  torch::Tensor LayerOutput(size_t layer, const torch::Tensor& h, const torch::Tensor& attn) const;
   struct AttentionBatch;
   AttentionBatch PlanAttention(const std::vector<SeqChunk>& chunks, const std::vector<size_t>& seqs,
-                               const std::vector<int64_t>& rows0, int64_t n,
-                               int64_t block_size) const;
+                               const std::vector<int64_t>& rows0, int64_t n, int64_t block_size,
+                               int64_t window) const;
   torch::Tensor Attend(const torch::Tensor& q, const AttentionBatch& batch, const KvPool& pool,
                        int layer) const;
   torch::Tensor Logits(const torch::Tensor& h) const;

@@ -6,11 +6,14 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <functional>
 #include <set>
 #include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/model/rope_config.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -152,29 +155,28 @@ absl::Status ReadArchitecture(const json& obj, const std::string& source, std::s
     if (*out == supported) return absl::OkStatus();
   }
   return absl::InvalidArgumentError(
-      absl::StrCat(source, ": unsupported architecture '", *out,
-                   "' (supported: LlamaForCausalLM, MistralForCausalLM)"));
+      absl::StrCat(source, ": unsupported architecture '", *out, "' (supported: ",
+                   absl::StrJoin(kSupportedArchitectures, ", "), ")"));
 }
 
-// Fields that select behaviour this engine does not implement.
+// Keys that change the math and that no supported family implements.
 absl::Status RefuseUnsupported(const json& obj, const std::string& source) {
-  if (Present(obj, "rope_scaling")) {
-    return FieldError(source, "rope_scaling",
-                      absl::StrCat("is not supported (got a ", JsonTypeName(obj.at("rope_scaling")),
-                                   ": ", obj.at("rope_scaling").dump(),
-                                   "); only plain RoPE (rope_scaling null or absent) is"));
-  }
-  if (Present(obj, "hidden_act")) {
-    const json& act = obj.at("hidden_act");
-    if (!act.is_string() || act.get<std::string>() != "silu") {
-      return FieldError(source, "hidden_act",
-                        absl::StrCat("is ", act.dump(), "; only \"silu\" is supported"));
+  if (Present(obj, "quantization_config")) {
+    const json& q = obj.at("quantization_config");
+    std::string method = "unknown";
+    if (q.is_object() && q.contains("quant_method") && q.at("quant_method").is_string()) {
+      method = q.at("quant_method").get<std::string>();
     }
+    return FieldError(source, "quantization_config",
+                      absl::StrCat("names quantization method '", method,
+                                   "', which is not supported: serve the unquantized checkpoint "
+                                   "(streamgen quantizes it with --quantization int8)"));
   }
-  for (const char* field : {"attention_bias", "mlp_bias"}) {
-    if (Present(obj, field) && obj.at(field).is_boolean() && obj.at(field).get<bool>()) {
-      return FieldError(source, field, "is true; biases are not supported");
-    }
+  if (Present(obj, "use_bidirectional_attention") &&
+      obj.at("use_bidirectional_attention").is_boolean() &&
+      obj.at("use_bidirectional_attention").get<bool>()) {
+    return FieldError(source, "use_bidirectional_attention",
+                      "is true (an embedding model's attention); only causal models are supported");
   }
   return absl::OkStatus();
 }
@@ -191,8 +193,15 @@ absl::Status ReadSizes(const json& obj, const std::string& source, ModelConfig* 
   SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "vocab_size", &config->vocab_size));
   SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "max_position_embeddings",
                                      &config->max_position_embeddings));
-  if (Present(obj, "head_dim")) {
+  // Phi-3 derives head_dim from the sizes whatever config.json says; Qwen 3
+  // and Gemma 3 have class defaults of their own (128, 256) when it is absent.
+  const bool own_head_dim = config->architecture != "Phi3ForCausalLM";
+  if (own_head_dim && Present(obj, "head_dim")) {
     SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "head_dim", &config->head_dim));
+  } else if (config->architecture == "Qwen3ForCausalLM") {
+    config->head_dim = 128;
+  } else if (config->architecture == "Gemma3ForCausalLM") {
+    config->head_dim = 256;
   } else {
     if (config->hidden_size % config->num_attention_heads != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -217,6 +226,235 @@ absl::Status ReadSizes(const json& obj, const std::string& source, ModelConfig* 
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": num_attention_heads ", config->num_attention_heads,
                      " * head_dim ", config->head_dim, " = ", q_rows, " exceeds 2^30"));
+  }
+  return absl::OkStatus();
+}
+
+// A string-valued key; absent or null leaves *out as it is.
+absl::Status ReadString(const json& obj, const std::string& source, const char* field,
+                        std::string* out) {
+  if (!Present(obj, field)) return absl::OkStatus();
+  if (!obj.at(field).is_string()) {
+    return FieldError(source, field, absl::StrCat("must be a string, got ", obj.at(field).dump()));
+  }
+  *out = obj.at(field).get<std::string>();
+  return absl::OkStatus();
+}
+
+// A non-negative number key (0 allowed); absent or null leaves *out as it is.
+absl::Status ReadNonNegativeDouble(const json& obj, const std::string& source, const char* field,
+                                   double* out) {
+  if (!Present(obj, field)) return absl::OkStatus();
+  const json& value = obj.at(field);
+  if (!value.is_number() || value.get<double>() < 0) {
+    return FieldError(source, field,
+                      absl::StrCat("must be a non-negative number, got ", value.dump()));
+  }
+  *out = value.get<double>();
+  return absl::OkStatus();
+}
+
+// The MLP activation: transformers' ACT2FN names this engine computes exactly.
+absl::Status ReadActivation(const json& obj, const std::string& source, const char* field,
+                            ModelConfig* config) {
+  std::string act = config->activation == Activation::kSilu ? "silu" : "gelu_pytorch_tanh";
+  SG_RETURN_IF_ERROR(ReadString(obj, source, field, &act));
+  if (act == "silu" || act == "swish") {
+    config->activation = Activation::kSilu;
+  } else if (act == "gelu_pytorch_tanh") {
+    config->activation = Activation::kGeluTanh;
+  } else {
+    return FieldError(source, field,
+                      absl::StrCat("is \"", act,
+                                   "\"; supported: \"silu\" (\"swish\") and \"gelu_pytorch_tanh\""));
+  }
+  return absl::OkStatus();
+}
+
+// Per layer windows from config.json's "layer_types" ("full_attention" /
+// "sliding_attention", transformers >= 4.53) when given, else from the
+// family's rule: `sliding(i)` says whether layer i slides. `window` 0: none.
+absl::Status ReadLayerWindows(const json& obj, const std::string& source, int window,
+                              const std::function<bool(int)>& sliding, ModelConfig* config) {
+  const int layers = config->num_hidden_layers;
+  config->layer_window.assign(layers, 0);
+  if (Present(obj, "layer_types")) {
+    const json& types = obj.at("layer_types");
+    if (!types.is_array() || static_cast<int>(types.size()) != layers) {
+      return FieldError(source, "layer_types",
+                        absl::StrCat("must be a list of ", layers,
+                                     " strings (one per layer), got ", types.dump()));
+    }
+    for (int i = 0; i < layers; ++i) {
+      const json& t = types[i];
+      if (t == "full_attention") continue;
+      if (t == "sliding_attention") {
+        if (window <= 0) {
+          return FieldError(source, "layer_types",
+                            absl::StrCat("names a sliding_attention layer (", i,
+                                         ") but sliding_window is not set"));
+        }
+        config->layer_window[i] = window;
+        continue;
+      }
+      return FieldError(source, "layer_types",
+                        absl::StrCat("has ", t.dump(), " at layer ", i,
+                                     "; supported: \"full_attention\", \"sliding_attention\""));
+    }
+  } else if (window > 0) {
+    for (int i = 0; i < layers; ++i) config->layer_window[i] = sliding(i) ? window : 0;
+  }
+  int largest = 0;
+  for (int w : config->layer_window) largest = std::max(largest, w);
+  if (largest > 0) config->sliding_window = largest;
+  return absl::OkStatus();
+}
+
+// The optional "sliding_window" key: a positive int, or null / absent (0).
+absl::Status ReadWindow(const json& obj, const std::string& source, int* window) {
+  *window = 0;
+  return ReadPositiveInt(obj, source, "sliding_window", window, /*required=*/false);
+}
+
+// Reads what makes the family differ from Llama (model_config.h's family
+// description), as each transformers configuration_<family>.py and
+// modeling_<family>.py define it. Needs ReadSizes first.
+absl::Status ReadFamily(const json& obj, const std::string& source, ModelConfig* config) {
+  const std::string& arch = config->architecture;
+  const int layers = config->num_hidden_layers;
+  int window = 0;
+  if (arch == "LlamaForCausalLM" || arch == "MistralForCausalLM") {
+    SG_RETURN_IF_ERROR(ReadActivation(obj, source, "hidden_act", config));
+    if (arch == "LlamaForCausalLM") {
+      // LlamaAttention: attention_bias gives q, k, v and o biases; LlamaMLP: mlp_bias.
+      bool bias = false;
+      SG_RETURN_IF_ERROR(ReadBool(obj, source, "attention_bias", &bias));
+      config->attention_qkv_bias = config->attention_o_bias = bias;
+      SG_RETURN_IF_ERROR(ReadBool(obj, source, "mlp_bias", &config->mlp_bias));
+    } else {
+      SG_RETURN_IF_ERROR(ReadWindow(obj, source, &window));
+      SG_RETURN_IF_ERROR(ReadLayerWindows(obj, source, window, [](int) { return true; }, config));
+    }
+  } else if (arch == "Qwen2ForCausalLM" || arch == "Qwen3ForCausalLM" ||
+             arch == "Qwen3MoeForCausalLM") {
+    SG_RETURN_IF_ERROR(ReadActivation(obj, source, "hidden_act", config));
+    if (arch == "Qwen2ForCausalLM") {
+      config->attention_qkv_bias = true;  // Qwen2Attention: q/k/v bias=True, o_proj bias=False
+    } else {
+      bool bias = false;  // Qwen3Attention: attention_bias on q, k, v and o
+      SG_RETURN_IF_ERROR(ReadBool(obj, source, "attention_bias", &bias));
+      config->attention_qkv_bias = config->attention_o_bias = bias;
+      config->qk_norm = true;
+    }
+    // Sliding window only with use_sliding_window, on layers >= max_window_layers.
+    bool use_window = false;
+    SG_RETURN_IF_ERROR(ReadBool(obj, source, "use_sliding_window", &use_window));
+    if (use_window) {
+      window = 4096;  // the class default when the key is absent
+      SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "sliding_window", &window, false));
+      if (obj.contains("sliding_window") && obj.at("sliding_window").is_null()) window = 0;
+    }
+    int max_window_layers = 28;
+    if (Present(obj, "max_window_layers")) {
+      const json& v = obj.at("max_window_layers");
+      if (!v.is_number_integer() || v.get<int64_t>() < 0) {
+        return FieldError(source, "max_window_layers",
+                          absl::StrCat("must be a non-negative integer, got ", v.dump()));
+      }
+      max_window_layers = static_cast<int>(std::min<int64_t>(v.get<int64_t>(), 1 << 30));
+    }
+    SG_RETURN_IF_ERROR(ReadLayerWindows(
+        obj, source, window, [&](int i) { return i >= max_window_layers; }, config));
+    if (arch == "Qwen3MoeForCausalLM") {
+      MoeConfig& moe = config->moe;
+      moe.num_experts = 128, moe.top_k = 8, moe.expert_intermediate_size = 768;
+      moe.norm_topk_prob = false;
+      SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "num_experts", &moe.num_experts, false));
+      SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "num_experts_per_tok", &moe.top_k, false));
+      SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "moe_intermediate_size",
+                                         &moe.expert_intermediate_size, false));
+      SG_RETURN_IF_ERROR(ReadBool(obj, source, "norm_topk_prob", &moe.norm_topk_prob));
+      int step = 1;
+      SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "decoder_sparse_step", &step, false));
+      std::set<int> dense;
+      if (Present(obj, "mlp_only_layers")) {
+        const json& list = obj.at("mlp_only_layers");
+        if (!list.is_array()) {
+          return FieldError(source, "mlp_only_layers",
+                            absl::StrCat("must be a list of layer indices, got ", list.dump()));
+        }
+        for (const json& i : list) {
+          if (!i.is_number_integer() || i.get<int64_t>() < 0 || i.get<int64_t>() >= layers) {
+            return FieldError(source, "mlp_only_layers",
+                              absl::StrCat("must hold layer indices in [0, ", layers, "), got ",
+                                           list.dump()));
+          }
+          dense.insert(i.get<int>());
+        }
+      }
+      // Qwen3MoeDecoderLayer: sparse where not in mlp_only_layers and (i + 1) % step == 0.
+      config->moe_layers.assign(layers, false);
+      for (int i = 0; i < layers; ++i) {
+        config->moe_layers[i] = dense.count(i) == 0 && (i + 1) % step == 0;
+      }
+    }
+  } else if (arch == "MixtralForCausalLM") {
+    SG_RETURN_IF_ERROR(ReadActivation(obj, source, "hidden_act", config));
+    SG_RETURN_IF_ERROR(ReadWindow(obj, source, &window));
+    SG_RETURN_IF_ERROR(ReadLayerWindows(obj, source, window, [](int) { return true; }, config));
+    MoeConfig& moe = config->moe;
+    moe.num_experts = 8, moe.top_k = 2;
+    moe.expert_intermediate_size = config->intermediate_size;  // MixtralBlockSparseTop2MLP
+    moe.norm_topk_prob = true;  // MixtralSparseMoeBlock always renormalises the top-k
+    moe.block = "block_sparse_moe", moe.gate = "w1", moe.up = "w3", moe.down = "w2";
+    SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "num_local_experts", &moe.num_experts, false));
+    SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "num_experts_per_tok", &moe.top_k, false));
+    config->moe_layers.assign(layers, true);
+  } else if (arch == "Gemma3ForCausalLM") {
+    config->activation = Activation::kGeluTanh;
+    SG_RETURN_IF_ERROR(ReadActivation(obj, source, "hidden_activation", config));
+    bool bias = false;
+    SG_RETURN_IF_ERROR(ReadBool(obj, source, "attention_bias", &bias));
+    config->attention_qkv_bias = config->attention_o_bias = bias;
+    config->qk_norm = true;
+    config->sandwich_norms = true;
+    config->norm_style = NormStyle::kOnePlusWeight;
+    config->embedding_scale = std::sqrt(static_cast<double>(config->hidden_size));
+    double scalar = 256;  // query_pre_attn_scalar's class default
+    SG_RETURN_IF_ERROR(ReadPositiveDouble(obj, source, "query_pre_attn_scalar", &scalar));
+    config->attention_scale = 1.0 / std::sqrt(scalar);
+    SG_RETURN_IF_ERROR(ReadNonNegativeDouble(obj, source, "final_logit_softcapping",
+                                             &config->final_logit_softcapping));
+    SG_RETURN_IF_ERROR(ReadNonNegativeDouble(obj, source, "attn_logit_softcapping",
+                                             &config->attn_logit_softcapping));
+    window = 4096;
+    SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "sliding_window", &window, false));
+    if (obj.contains("sliding_window") && obj.at("sliding_window").is_null()) window = 0;
+    // Without layer_types: sliding unless (i + 1) % sliding_window_pattern == 0.
+    int pattern = 6;
+    SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "sliding_window_pattern", &pattern, false));
+    SG_RETURN_IF_ERROR(ReadLayerWindows(
+        obj, source, window, [pattern](int i) { return (i + 1) % pattern != 0; }, config));
+  } else if (arch == "Phi3ForCausalLM") {
+    SG_RETURN_IF_ERROR(ReadActivation(obj, source, "hidden_act", config));
+    config->fused_checkpoint = true;  // qkv_proj and gate_up_proj, no biases
+    SG_RETURN_IF_ERROR(ReadWindow(obj, source, &window));
+    SG_RETURN_IF_ERROR(ReadLayerWindows(obj, source, window, [](int) { return true; }, config));
+  }
+  // A window at least the context changes nothing: full attention.
+  for (int& w : config->layer_window) {
+    if (w >= config->max_position_embeddings) w = 0;
+  }
+  config->sliding_window.reset();
+  for (int w : config->layer_window) {
+    if (w > 0) config->sliding_window = std::max(config->sliding_window.value_or(0), w);
+  }
+  if (config->moe.num_experts > 0) {
+    if (config->moe.top_k > config->moe.num_experts) {
+      return FieldError(source, "num_experts_per_tok",
+                        absl::StrCat("is ", config->moe.top_k, ", more than the ",
+                                     config->moe.num_experts, " experts"));
+    }
   }
   return absl::OkStatus();
 }
@@ -303,23 +541,23 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   SG_RETURN_IF_ERROR(ReadArchitecture(obj, source, &config.architecture));
   SG_RETURN_IF_ERROR(RefuseUnsupported(obj, source));
   SG_RETURN_IF_ERROR(ReadSizes(obj, source, &config));
+  SG_RETURN_IF_ERROR(ReadFamily(obj, source, &config));
+  SG_RETURN_IF_ERROR(
+      ReadRopeConfig(obj, source, config.architecture == "Gemma3ForCausalLM", &config));
   SG_RETURN_IF_ERROR(ReadPositiveDouble(obj, source, "rms_norm_eps", &config.rms_norm_eps));
-  SG_RETURN_IF_ERROR(ReadPositiveDouble(obj, source, "rope_theta", &config.rope.theta));
+  // Gemma3TextConfig ties by default (and save_pretrained omits the key then);
+  // the other families' classes default to untied.
+  config.tie_word_embeddings = config.architecture == "Gemma3ForCausalLM";
   SG_RETURN_IF_ERROR(ReadBool(obj, source, "tie_word_embeddings", &config.tie_word_embeddings));
-  if (config.architecture == "MistralForCausalLM" && Present(obj, "sliding_window")) {
-    int window = 0;
-    SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "sliding_window", &window));
-    config.sliding_window = window;
-  }
   SG_ASSIGN_OR_RETURN(std::vector<int> bos, ReadIdList(obj, source, "bos_token_id"));
   if (bos.size() > 1) return FieldError(source, "bos_token_id", "must be a single integer");
   if (!bos.empty()) config.bos_token_id = bos[0];
   SG_ASSIGN_OR_RETURN(config.eos_token_ids, ReadIdList(obj, source, "eos_token_id"));
-  if (Present(obj, "torch_dtype")) {
-    if (!obj.at("torch_dtype").is_string()) {
-      return FieldError(source, "torch_dtype", "must be a string");
-    }
-    config.torch_dtype = obj.at("torch_dtype").get<std::string>();
+  // transformers v5 writes "dtype" where v4 wrote "torch_dtype".
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    if (!Present(obj, key)) continue;
+    if (!obj.at(key).is_string()) return FieldError(source, key, "must be a string");
+    config.torch_dtype = obj.at(key).get<std::string>();
   }
   return config;
 }
@@ -370,20 +608,59 @@ namespace {
 template <typename Visit>
 void ForEachExpectedTensor(const ModelConfig& c, Visit visit) {
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size, vocab = c.vocab_size;
+  const int64_t d = c.head_dim;
   if (!visit(ExpectedTensor{"model.embed_tokens.weight", {vocab, hidden}})) return;
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
-    const ExpectedTensor layer[] = {
-        {p + "self_attn.q_proj.weight", {c.q_size(), hidden}},
-        {p + "self_attn.k_proj.weight", {c.kv_size(), hidden}},
-        {p + "self_attn.v_proj.weight", {c.kv_size(), hidden}},
-        {p + "self_attn.o_proj.weight", {hidden, c.q_size()}},
-        {p + "mlp.gate_proj.weight", {inter, hidden}},
-        {p + "mlp.up_proj.weight", {inter, hidden}},
-        {p + "mlp.down_proj.weight", {hidden, inter}},
-        {p + "input_layernorm.weight", {hidden}},
-        {p + "post_attention_layernorm.weight", {hidden}},
-    };
+    std::vector<ExpectedTensor> layer;
+    if (c.fused_checkpoint) {  // Phi-3
+      layer.push_back({p + "self_attn.qkv_proj.weight", {c.q_size() + 2 * c.kv_size(), hidden}});
+    } else {
+      layer.push_back({p + "self_attn.q_proj.weight", {c.q_size(), hidden}});
+      layer.push_back({p + "self_attn.k_proj.weight", {c.kv_size(), hidden}});
+      layer.push_back({p + "self_attn.v_proj.weight", {c.kv_size(), hidden}});
+    }
+    if (c.attention_qkv_bias) {
+      layer.push_back({p + "self_attn.q_proj.bias", {c.q_size()}});
+      layer.push_back({p + "self_attn.k_proj.bias", {c.kv_size()}});
+      layer.push_back({p + "self_attn.v_proj.bias", {c.kv_size()}});
+    }
+    layer.push_back({p + "self_attn.o_proj.weight", {hidden, c.q_size()}});
+    if (c.attention_o_bias) layer.push_back({p + "self_attn.o_proj.bias", {hidden}});
+    if (c.qk_norm) {
+      layer.push_back({p + "self_attn.q_norm.weight", {d}});
+      layer.push_back({p + "self_attn.k_norm.weight", {d}});
+    }
+    if (c.IsMoeLayer(i)) {
+      const MoeConfig& m = c.moe;
+      const int64_t e_inter = m.expert_intermediate_size;
+      const std::string b = p + m.block + ".";
+      layer.push_back({b + "gate.weight", {m.num_experts, hidden}});
+      for (int e = 0; e < m.num_experts; ++e) {
+        const std::string x = absl::StrCat(b, "experts.", e, ".");
+        layer.push_back({x + m.gate + ".weight", {e_inter, hidden}});
+        layer.push_back({x + m.up + ".weight", {e_inter, hidden}});
+        layer.push_back({x + m.down + ".weight", {hidden, e_inter}});
+      }
+    } else if (c.fused_checkpoint) {
+      layer.push_back({p + "mlp.gate_up_proj.weight", {2 * inter, hidden}});
+      layer.push_back({p + "mlp.down_proj.weight", {hidden, inter}});
+    } else {
+      layer.push_back({p + "mlp.gate_proj.weight", {inter, hidden}});
+      layer.push_back({p + "mlp.up_proj.weight", {inter, hidden}});
+      layer.push_back({p + "mlp.down_proj.weight", {hidden, inter}});
+      if (c.mlp_bias) {
+        layer.push_back({p + "mlp.gate_proj.bias", {inter}});
+        layer.push_back({p + "mlp.up_proj.bias", {inter}});
+        layer.push_back({p + "mlp.down_proj.bias", {hidden}});
+      }
+    }
+    layer.push_back({p + "input_layernorm.weight", {hidden}});
+    layer.push_back({p + "post_attention_layernorm.weight", {hidden}});
+    if (c.sandwich_norms) {  // Gemma 3
+      layer.push_back({p + "pre_feedforward_layernorm.weight", {hidden}});
+      layer.push_back({p + "post_feedforward_layernorm.weight", {hidden}});
+    }
     for (const ExpectedTensor& e : layer) {
       if (!visit(e)) return;
     }

@@ -78,6 +78,12 @@ struct MoeConfig {
   int top_k = 0;                  // num_experts_per_tok
   int expert_intermediate_size = 0;  // each expert's gate/up rows
   bool norm_topk_prob = true;     // Mixtral always; Qwen 3 MoE per config
+  // Checkpoint names: model.layers.N.<block>.gate.weight (the router) and
+  // model.layers.N.<block>.experts.E.<gate|up|down>.weight.
+  std::string block = "mlp";      // Mixtral: "block_sparse_moe"
+  std::string gate = "gate_proj"; // Mixtral: "w1"
+  std::string up = "up_proj";     // Mixtral: "w3"
+  std::string down = "down_proj"; // Mixtral: "w2"
 };
 
 struct ModelConfig {

@@ -19,11 +19,19 @@ struct RopeTables {
   torch::Tensor sin;  // [positions, rotary_dim] float32
 };
 
-// The inverse frequencies [rotary_dim / 2] (float32) and, in *attention_factor,
-// the factor cos and sin are multiplied by (1 unless yarn / longrope).
-torch::Tensor RopeInverseFrequencies(const RopeConfig& rope, int head_dim, double* attention_factor);
+// The inverse frequencies [rotary_dim / 2] (float32, on the CPU) and, in
+// *attention_factor, the factor cos and sin are multiplied by (1 unless yarn /
+// longrope). `positions` is the context the engine serves (the tables'
+// length): longrope uses its long factors iff it exceeds
+// original_max_position_embeddings. transformers switches per forward call
+// on the sequence's length, but cached keys must not change rules
+// mid-sequence; llama.cpp decides the same way on its n_ctx. Thread-safe.
+torch::Tensor RopeInverseFrequencies(const RopeConfig& rope, int head_dim, int64_t positions,
+                                     double* attention_factor);
 
-// Tables for positions [0, positions). Thread-safe.
+// Tables for positions [0, positions), on the CPU: row p is
+// cos/sin(p * inv_freq) * attention_factor, the frequencies twice
+// (transformers' rotate-half layout). Thread-safe.
 RopeTables MakeRopeTables(const RopeConfig& rope, int head_dim, int64_t positions);
 
 }  // namespace streamgen

@@ -21,7 +21,7 @@ namespace streamgen {
 torch::Tensor PagedDecodeAttentionCuda(const torch::Tensor& q, const torch::Tensor& k_pool,
                                        const torch::Tensor& v_pool,
                                        const std::vector<DecodeSeq>& seqs, int64_t block_size,
-                                       float scale) {
+                                       float scale, float softcap) {
   TORCH_CHECK(q.is_cuda() && q.dim() == 3 && q.is_contiguous(),
               "PagedDecodeAttentionCuda: q must be a contiguous CUDA [B, H, D] tensor");
   TORCH_CHECK(k_pool.dim() == 3 && k_pool.is_contiguous() && v_pool.is_contiguous() &&
@@ -65,22 +65,25 @@ torch::Tensor PagedDecodeAttentionCuda(const torch::Tensor& q, const torch::Tens
                                         static_cast<int>(d), parts)},
       q.options().dtype(torch::kFloat32));
   return PagedDecodeAttentionCudaStatic(q, k_pool, v_pool, meta_d, stride, parts, workspace,
-                                        block_size, scale);
+                                        block_size, scale, softcap);
 }
 
 torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch::Tensor& k_pool,
                                              const torch::Tensor& v_pool, const torch::Tensor& meta,
                                              int64_t stride, int64_t partitions,
                                              const torch::Tensor& workspace, int64_t block_size,
-                                             float scale) {
+                                             float scale, float softcap, int64_t window_set) {
   TORCH_CHECK(q.is_cuda() && q.dim() == 3 && q.is_contiguous() && k_pool.is_contiguous() &&
                   v_pool.is_contiguous() && k_pool.scalar_type() == q.scalar_type() &&
                   v_pool.scalar_type() == q.scalar_type(),
               "PagedDecodeAttentionCudaStatic: contiguous CUDA q and pools of one dtype");
   const int64_t rows = q.size(0), heads = q.size(1), d = q.size(2);
-  TORCH_CHECK(meta.is_cuda() && meta.scalar_type() == torch::kInt32 &&
-                  meta.numel() == rows * (stride + 2),
-              "PagedDecodeAttentionCudaStatic: meta must be int32 [rows * (stride + 2)]");
+  TORCH_CHECK(meta.is_cuda() && meta.scalar_type() == torch::kInt32 && meta.is_contiguous() &&
+                  window_set >= 0 && meta.numel() >= rows * (stride + 2 + window_set) &&
+                  (rows == 0 || (meta.numel() - rows * stride) % rows == 0),
+              "PagedDecodeAttentionCudaStatic: meta must be int32 [rows * (stride + 1 + W)] "
+              "with window_set < W, got ", meta.numel(), " elements for ", rows, " rows, stride ",
+              stride, ", window_set ", window_set);
   TORCH_CHECK(workspace.is_cuda() && workspace.scalar_type() == torch::kFloat32 &&
                   workspace.numel() >=
                       cuda::PagedDecodeWorkspaceFloats(static_cast<int>(rows), static_cast<int>(heads),
@@ -95,8 +98,8 @@ torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch
   p.out = out.data_ptr();
   const int32_t* md = meta.data_ptr<int32_t>();
   p.block_tables = md;
-  p.first = md + rows * stride;
-  p.last = md + rows * stride + rows;
+  p.first = md + rows * (window_set == 0 ? stride : stride + 1 + window_set);
+  p.last = md + rows * (stride + 1);
   p.workspace = workspace.data_ptr<float>();
   p.batch = static_cast<int>(rows);
   p.heads = static_cast<int>(heads);
@@ -106,6 +109,7 @@ torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch
   p.table_stride = static_cast<int>(stride);
   p.max_partitions = static_cast<int>(partitions);
   p.scale = scale;
+  p.softcap = softcap;
   switch (q.scalar_type()) {
     case torch::kFloat32: p.dtype = cuda::AttnDtype::kFloat32; break;
     case torch::kFloat16: p.dtype = cuda::AttnDtype::kFloat16; break;

@@ -30,23 +30,30 @@ inline constexpr bool kCudaKernels = false;
 // [B, H, D], pools [slots, KV, D] of q's dtype (float32, float16 or
 // bfloat16), all contiguous on one CUDA device; returns [B, H * D] in q's
 // dtype. The block tables and ranges go to the device in one pinned,
-// asynchronous copy on the current stream; nothing synchronises.
+// asynchronous copy on the current stream; nothing synchronises. scale and
+// softcap as in PagedDecodeAttention (softcap > 0: scores = softcap *
+// tanh(scale q.k / softcap) before the softmax; 0: off).
 torch::Tensor PagedDecodeAttentionCuda(const torch::Tensor& q, const torch::Tensor& k_pool,
                                        const torch::Tensor& v_pool,
                                        const std::vector<DecodeSeq>& seqs, int64_t block_size,
-                                       float scale);
+                                       float scale, float softcap = 0.0f);
 
 // The same kernel over metadata already on the device, for a step captured
-// in a CUDA graph: `meta` is int32 [rows * (stride + 2)] (block tables
-// [rows, stride], then first [rows], then last [rows]; last = -1 marks a
-// padding row, whose output is zeros), `workspace` float32 of
+// in a CUDA graph: `meta` is int32 [rows * (stride + 1 + W)], W >= 1 window
+// sets (cuda_graph_decode.h's DecodeGraph): block tables [rows, stride],
+// then set 0's first [rows], then last [rows], then the first [rows] of sets
+// 1 .. W-1 (W = 1: tables, first, last). `window_set` picks the first
+// positions this layer attends from; last = -1 marks a padding row, whose
+// output is zeros. `partitions` bounds ceil((last - first + 1) / 256) over
+// the set's rows; `workspace` is float32 of at least
 // cuda::PagedDecodeWorkspaceFloats(rows, H, D, partitions) elements.
 // Allocates only the output; no host work depends on the step's lengths.
 torch::Tensor PagedDecodeAttentionCudaStatic(const torch::Tensor& q, const torch::Tensor& k_pool,
                                              const torch::Tensor& v_pool, const torch::Tensor& meta,
                                              int64_t stride, int64_t partitions,
                                              const torch::Tensor& workspace, int64_t block_size,
-                                             float scale);
+                                             float scale, float softcap = 0.0f,
+                                             int64_t window_set = 0);
 
 // The device's free and total memory (cudaMemGetInfo). In a build without
 // CUDA: FAILED_PRECONDITION.

@@ -100,7 +100,13 @@ __global__ void __launch_bounds__(kAttnThreads) PartitionKernel(PagedDecodeParam
     float s = 0.f;
     for (int j = lane; j < d; j += 32) s += q_s[j] * ToFloat(k[j]);
     s = WarpSum(s);
-    if (lane == 0) scores[i] = p.scale * s;
+    if (lane == 0) {
+      s *= p.scale;
+      // tanhf, not the approximate tanh.approx: the CPU kernel's libm tanh
+      // is the reference the float32 comparisons hold it to.
+      if (p.softcap > 0.f) s = tanhf(s / p.softcap) * p.softcap;
+      scores[i] = s;
+    }
   }
   __syncthreads();
 
@@ -188,6 +194,9 @@ const char* LaunchPagedDecodeAttention(const PagedDecodeParams& p, void* stream)
   }
   if (p.heads > 65535 || p.batch > 65535 || p.max_partitions > (1 << 30)) {
     return "paged decode attention: grid too large";
+  }
+  if (!std::isfinite(p.scale) || !std::isfinite(p.softcap) || p.softcap < 0.f) {
+    return "paged decode attention: scale must be finite and softcap finite and >= 0 (0: off)";
   }
   if (p.batch == 0) return "";
   if (!p.q || !p.k_pool || !p.v_pool || !p.out || !p.block_tables || !p.first || !p.last ||

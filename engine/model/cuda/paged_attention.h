@@ -51,7 +51,8 @@ struct PagedDecodeParams {
   int batch = 0, heads = 0, kv_heads = 0, head_dim = 0;
   int block_size = 0, table_stride = 0;
   int max_partitions = 0;  // >= ceil((last - first + 1) / kPartitionTokens) for every row
-  float scale = 0.f;
+  float scale = 0.f;       // scores = scale * q.k
+  float softcap = 0.f;     // > 0: scores = softcap * tanh(scores / softcap) before the softmax
   AttnDtype dtype = AttnDtype::kFloat32;
 };
 
@@ -66,6 +67,10 @@ inline int PagedDecodePartitions(int64_t context) {
   return static_cast<int>((context + kPartitionTokens - 1) / kPartitionTokens);
 }
 
+// Soft-capping (Gemma 2's attn_logit_softcapping) is applied to each scaled
+// score in the partition kernel, before the partition's max: the merge then
+// sees capped scores only, as the CPU kernel's single softmax does.
+//
 // Checks the parameters and launches both kernels on `stream` (a
 // cudaStream_t, passed as void* to keep CUDA's headers out of this one).
 // Returns "" on success, else what is wrong (a bad parameter, or the CUDA
