@@ -253,24 +253,28 @@ class HfReferenceTest(unittest.TestCase):
         config = write_variant(base, work / "hf", changes)
         cases = prompts(config["vocab_size"])
         golden = reference(work / "hf", cases, work)
-        unchanged = reference(base, cases, work)
-        self.assertNotEqual([c["ids"] for c in golden], [c["ids"] for c in unchanged],
-                            f"{name}: the config change {changes} does not change the "
-                            "reference's ids, so this case could not fail")
+        unchanged = {tuple(c["prompt"]): c["ids"] for c in reference(base, cases, work)}
         # Prompts whose greedy run has a near-tie somewhere are left out: there
         # float32 and float64 may pick different ids by chance.
         clear = [c for c in golden if c["min_gap"] > GAP_FLOOR]
         self.assertGreaterEqual(len(clear), MIN_PROMPTS,
                                 f"{name}: only {len(clear)} of {len(golden)} prompts have every "
                                 f"top-2 gap above {GAP_FLOOR}: add candidate prompts")
+        # The compared prompts must include some whose ids the change moves,
+        # else an engine that ignored it would pass.
+        clear = sorted(clear, key=lambda c: c["ids"] == unchanged[tuple(c["prompt"])])
+        moved = sum(c["ids"] != unchanged[tuple(c["prompt"])] for c in clear[:MAX_PROMPTS])
+        self.assertGreater(moved, 0, f"{name}: the config change {changes} does not change "
+                           "the reference's ids on any compared prompt, so this case could "
+                           "not fail")
         assert_diverse(self, name, clear[:MAX_PROMPTS])
         for case in clear[:MAX_PROMPTS]:
             with self.subTest(variant=name, prompt_tokens=len(case["prompt"])):
                 self.assertEqual(generate(self.build, work / "hf", case["prompt"], NEW_TOKENS),
                                  case["ids"], f"{name} ({why})")
         print(f"{name}: {min(len(clear), MAX_PROMPTS)} prompts of {len(golden)} "
-              f"({NEW_TOKENS} ids each) equal, smallest top-2 gap "
-              f"{min(c['min_gap'] for c in clear[:MAX_PROMPTS]):.4f}")
+              f"({NEW_TOKENS} ids each) equal, {moved} of them moved by the change, "
+              f"smallest top-2 gap {min(c['min_gap'] for c in clear[:MAX_PROMPTS]):.4f}")
 
     def test_mistral_window(self):
         self.check_variant("mistral_window")
@@ -351,11 +355,16 @@ class RopeSpellingTest(unittest.TestCase):
                 cases = prompts(config["vocab_size"])
                 old, new = reference(base, cases, work), reference(work / "hf", cases, work)
                 self.assertEqual([c["ids"] for c in new], [c["ids"] for c in old])
-                self.assertNotEqual([c["ids"] for c in reference(work / "plain", cases, work)],
-                                    [c["ids"] for c in old],
-                                    f"{family}: its RoPE settings do not change the ids")
-                clear = [c for c in new if c["min_gap"] > GAP_FLOOR][:MAX_PROMPTS]
+                plain_ids = {tuple(c["prompt"]): c["ids"]
+                             for c in reference(work / "plain", cases, work)}
+                # Compared: prompts clear of near-ties, those that plain RoPE
+                # would get wrong first (an engine ignoring rope_parameters fails).
+                clear = sorted([c for c in new if c["min_gap"] > GAP_FLOOR],
+                               key=lambda c: c["ids"] == plain_ids[tuple(c["prompt"])])
+                clear = clear[:MAX_PROMPTS]
                 self.assertGreaterEqual(len(clear), MIN_PROMPTS)
+                self.assertTrue(any(c["ids"] != plain_ids[tuple(c["prompt"])] for c in clear),
+                                f"{family}: its RoPE settings do not change the ids")
                 assert_diverse(self, family, clear)
                 for case in clear:
                     self.assertEqual(generate(self.build, work / "hf", case["prompt"],
