@@ -3,8 +3,8 @@
 //   node llamacpp_greedy.mjs MODEL.gguf PROMPTS.json N
 //
 // PROMPTS.json is a list of prompts (each a list of token ids). Prints one JSON
-// list: for each prompt {prompt, ids (N greedy ids), min_gap (the smallest
-// top-2 logit gap over the N steps, in logits)}.
+// list: for each prompt {prompt, ids (N greedy ids), gaps (each step's top-2
+// logit gap, in logits), min_gap (the smallest of them)}.
 //
 // Each step is evaluated with temperature 1 and no other sampling option, so the
 // probabilities llama.cpp reports are its softmax over the logits (top-k only
@@ -35,22 +35,26 @@ for (const prompt of prompts) {
     experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32"});
   const sequence = context.getSequence();
   const ids = [];
-  let minGap = Infinity;
+  const gaps = [];
   const steps = sequence.evaluateWithMetadata(prompt, {probabilities: true},
-    {temperature: 1, topK: 0, topP: 1, minP: 0, seed: 0});
+    // yieldEogToken: the generator would end when its own (random) sample is
+    // an end-of-generation token; the greedy id replaces that sample anyway,
+    // and an EOS argmax is fed back like any id (as --ignore-eos does, where
+    // llama.cpp's own ignore_eos would forbid EOS instead).
+    {temperature: 1, topK: 0, topP: 1, minP: 0, seed: 0, yieldEogToken: true});
   let step = await steps.next();
   while (!step.done) {
     const ranked = [...step.value.probabilities.entries()].sort((a, b) => b[1] - a[1]);
     const [best, p1] = ranked[0];
     const p2 = ranked.length > 1 ? ranked[1][1] : 0;
-    minGap = Math.min(minGap, Math.log(p1) - Math.log(p2));
+    gaps.push(Math.log(p1) - Math.log(p2));
     ids.push(best);
     if (ids.length === count) break;
     step = await steps.next(best);
   }
   await steps.return();
   await context.dispose();
-  results.push({prompt, ids, min_gap: minGap});
+  results.push({prompt, ids, gaps, min_gap: Math.min(...gaps)});
 }
 await model.dispose();
 await llama.dispose();

@@ -61,14 +61,28 @@ _COMMON = {
     "use_cache": True,
 }
 
-# The families. Each is transformers' config.json for that architecture (the
-# keys of its configuration_*.py that the family's real checkpoints carry),
-# plus "gguf_arch": the gguf.MODEL_ARCH that the bundle's converter class
-# writes. Values chosen to make llama.cpp and transformers agree are explained
-# in FIXTURES.md.
+# Tied embeddings: the layers' outputs outweigh the embedding in the residual
+# (else the model repeats its input token) and the final norm spreads the logits.
+TIED = {"o": 4.0, "mlp": 3.0, "final_norm": 2.0}
+
+# Gemma 3: the embedding (scaled by sqrt(hidden) on the way in) small beside
+# the layers' outputs, the MLP's share small (llama.cpp's float16 GELU table is
+# the largest error; see llamacpp_reference_test.py), q/k norms above 1 so
+# attention is not uniform, the final norm spreading the logits.
+GEMMA3 = {"embed": 0.05, "final_norm": 16.0, "post_ffn_norm": 0.25, "qk_norm": 1.5}
+
+# The families. "config" is transformers' config.json for that architecture
+# (the keys of its configuration_*.py that the family's real checkpoints
+# carry); "gguf_arch" the gguf.MODEL_ARCH that the bundle's converter class
+# writes; "seed" the weights' seed, chosen so that every step of llama.cpp's
+# greedy continuations has a top-2 logit gap over llamacpp_reference_test.py's
+# floor (and, for MoE, every token's k-th and (k+1)-th router logits differ by
+# more than 1e-3, measured with hf_reference.py); "scales" overrides SCALES.
+# Values chosen to make llama.cpp and transformers agree are explained in
+# FIXTURES.md.
 FAMILIES = {
     # Llama 2 shape: untied output, plain RoPE, float32 (the first fixture).
-    "llama": {"gguf_arch": "LLAMA", "config": dict(_COMMON, **{
+    "llama": {"seed": 20, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -78,7 +92,7 @@ FAMILIES = {
         "torch_dtype": "float32"})},
     # Llama 3.2 shape: llama3 RoPE whose original context (32) is inside the
     # prompts, explicit head_dim (24) != hidden / heads (16), tied embeddings.
-    "llama3": {"gguf_arch": "LLAMA", "config": dict(_COMMON, **{
+    "llama3": {"seed": 20, "scales": TIED, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 24,
@@ -89,7 +103,7 @@ FAMILIES = {
         "attention_bias": False, "mlp_bias": False, "pretraining_tp": 1,
         "tie_word_embeddings": True, "torch_dtype": "bfloat16"})},
     # Llama with linear RoPE scaling (positions divided by 4).
-    "llama-linear": {"gguf_arch": "LLAMA", "config": dict(_COMMON, **{
+    "llama-linear": {"seed": 21, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -99,7 +113,7 @@ FAMILIES = {
         "tie_word_embeddings": False, "torch_dtype": "bfloat16"})},
     # Qwen2.5 shape: q/k/v biases (not o), tied embeddings, sliding window
     # configured but off (use_sliding_window false), as its checkpoints ship.
-    "qwen2": {"gguf_arch": "QWEN2", "config": dict(_COMMON, **{
+    "qwen2": {"seed": 21, "scales": TIED, "gguf_arch": "QWEN2", "config": dict(_COMMON, **{
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -108,7 +122,7 @@ FAMILIES = {
         "sliding_window": 256, "max_window_layers": 2,
         "tie_word_embeddings": True, "torch_dtype": "bfloat16"})},
     # Qwen2 with YaRN (factor 4 over an original context of 32, inside the prompts).
-    "qwen2-yarn": {"gguf_arch": "QWEN2", "config": dict(_COMMON, **{
+    "qwen2-yarn": {"seed": 20, "gguf_arch": "QWEN2", "config": dict(_COMMON, **{
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -119,7 +133,7 @@ FAMILIES = {
         "use_sliding_window": False, "sliding_window": 128, "max_window_layers": 2,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16"})},
     # Qwen3 shape: per-head q_norm/k_norm before RoPE, head_dim (32) != hidden / heads (16).
-    "qwen3": {"gguf_arch": "QWEN3", "config": dict(_COMMON, **{
+    "qwen3": {"seed": 20, "scales": TIED, "gguf_arch": "QWEN3", "config": dict(_COMMON, **{
         "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
@@ -129,7 +143,7 @@ FAMILIES = {
         "tie_word_embeddings": True, "torch_dtype": "bfloat16"})},
     # Qwen3-30B-A3B shape: 8 experts, top 2, renormalized (norm_topk_prob);
     # every layer sparse (llama.cpp's qwen3moe has no dense layer: mlp_only_layers []).
-    "qwen3moe": {"gguf_arch": "QWEN3MOE", "config": dict(_COMMON, **{
+    "qwen3moe": {"seed": 32, "gguf_arch": "QWEN3MOE", "config": dict(_COMMON, **{
         "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
         "hidden_size": 64, "intermediate_size": 160, "moe_intermediate_size": 48,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -141,7 +155,7 @@ FAMILIES = {
         "use_sliding_window": False, "sliding_window": None, "max_window_layers": 2,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16"})},
     # Mixtral shape: 8 experts (w1/w3/w2), top 2; sliding_window null (llama.cpp drops it).
-    "mixtral": {"gguf_arch": "LLAMA", "config": dict(_COMMON, **{
+    "mixtral": {"seed": 23, "gguf_arch": "LLAMA", "config": dict(_COMMON, **{
         "architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
         "hidden_size": 64, "intermediate_size": 48, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -153,7 +167,7 @@ FAMILIES = {
     # Gemma 3 (1B shape): 6 layers, the sixth global (llama.cpp's fixed pattern),
     # sliding window 16 with its own RoPE base, four norms per layer, q/k norms,
     # GELU-tanh, embeddings * sqrt(hidden), final logit soft-capping.
-    "gemma3": {"gguf_arch": "GEMMA3", "config": dict(_COMMON, **{
+    "gemma3": {"seed": 32, "scales": GEMMA3, "gguf_arch": "GEMMA3", "config": dict(_COMMON, **{
         "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 6,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
@@ -168,7 +182,7 @@ FAMILIES = {
     # Phi-3 (mini-128k shape): fused qkv_proj and gate_up_proj, longrope whose
     # original context (4096) holds every prompt (short factors, attention
     # factor from 131072 / 4096), partial rotary (half of head_dim), no window.
-    "phi3": {"gguf_arch": "PHI3", "config": dict(_COMMON, **{
+    "phi3": {"seed": 20, "gguf_arch": "PHI3", "config": dict(_COMMON, **{
         "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
         "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -214,14 +228,26 @@ def round_to_dtype(array, dtype):
     return bits.astype(np.uint32).view(np.float32)
 
 
-def make_weights(config, seed):
+# Standard deviations of the random weights, in units of 1/sqrt(fan-in)
+# (embeddings: absolute), and the final norm's mean weight. q/k larger than 1
+# so attention is not uniform; the output projection larger still so logits
+# spread (greedy choices are not near-ties). A family's "scales" entry
+# overrides some: tied embeddings need the layers' outputs to outweigh the
+# embedding in the residual (else the model repeats its input token) and the
+# final norm to spread the logits instead of lm_head.
+SCALES = {"embed": 1.0, "qk": 2.0, "v": 1.0, "o": 1.0, "mlp": 1.0, "lm_head": 8.0,
+          "router": 4.0, "final_norm": 1.0, "post_ffn_norm": 1.0,
+          "qk_norm": 1.0}
+
+
+def make_weights(config, seed, scales=None):
     """HF-named float32 weights (already rounded to config's torch_dtype), per family layout.
 
-    Scaled so logits spread (greedy choices are not near-ties): q/k larger than
-    1/sqrt(fan-in) so attention is not uniform, the output projection larger
-    still. Gemma 3's norm weights are offsets (x * (1 + w)) and are multiples
-    of 1/128 so that 1 + w, which llama.cpp's converter stores, is exact.
+    Gemma 3's norm weights are offsets (x * (1 + w)); they are drawn so that
+    both w and 1 + w are exact in bfloat16, since llama.cpp's converter adds 1
+    to the bfloat16 tensor (Gemma3Model.norm_shift) before writing float32.
     """
+    sc = dict(SCALES, **(scales or {}))
     rng = np.random.default_rng(seed)
     kind = config["model_type"]
     h, v = config["hidden_size"], config["vocab_size"]
@@ -231,21 +257,29 @@ def make_weights(config, seed):
     def mat(rows, cols, scale=1.0):
         return rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)
 
-    def norm(n):
-        if gemma:  # offsets from 1, exact in bfloat16 and as 1 + w
-            return np.round(rng.standard_normal(n) * 12.0) / 128.0
-        return 1.0 + 0.1 * rng.standard_normal(n)
+    def norm(n, mean=1.0):
+        weight = mean * (1.0 + 0.1 * rng.standard_normal(n))
+        if not gemma:
+            return weight
+        # The stored offset w = (1 + w) - 1, with 1 + w rounded first (to
+        # multiples of 1/256, which w in (-1, 1) can hold in bfloat16 too).
+        weight = np.round(round_to_dtype(weight, "bfloat16") * 256.0) / 256.0
+        offset = round_to_dtype(weight, "float32") - np.float32(1.0)
+        if (round_to_dtype(offset, "bfloat16") != offset).any():
+            fail("a Gemma norm offset is not exact in bfloat16")
+        return offset
 
     def mlp(prefix, ff, gate, up, down):
-        w[prefix + gate] = mat(ff, h)
-        w[prefix + up] = mat(ff, h)
-        w[prefix + down] = mat(h, ff)
+        w[prefix + gate] = mat(ff, h, sc["mlp"])
+        w[prefix + up] = mat(ff, h, sc["mlp"])
+        w[prefix + down] = mat(h, ff, sc["mlp"])
 
-    w = {"model.embed_tokens.weight": rng.standard_normal((v, h)) * (0.25 if gemma else 1.0)}
+    w = {"model.embed_tokens.weight": rng.standard_normal((v, h)) * sc["embed"]}
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
         w[p + "input_layernorm.weight"] = norm(h)
-        q, k, vv = mat(n_head * hd, h, 2.0), mat(n_kv * hd, h, 2.0), mat(n_kv * hd, h)
+        q, k = mat(n_head * hd, h, sc["qk"]), mat(n_kv * hd, h, sc["qk"])
+        vv = mat(n_kv * hd, h, sc["v"])
         if kind == "phi3":  # one fused projection, rows q | k | v
             w[p + "self_attn.qkv_proj.weight"] = np.concatenate([q, k, vv])
         else:
@@ -255,35 +289,36 @@ def make_weights(config, seed):
         if kind == "qwen2":  # Qwen2Attention: bias on q, k, v, never on o
             for name, rows in (("q", n_head * hd), ("k", n_kv * hd), ("v", n_kv * hd)):
                 w[p + f"self_attn.{name}_proj.bias"] = 0.5 * rng.standard_normal(rows)
-        w[p + "self_attn.o_proj.weight"] = mat(h, n_head * hd)
+        w[p + "self_attn.o_proj.weight"] = mat(h, n_head * hd, sc["o"])
         if kind in ("qwen3", "qwen3_moe", "gemma3_text"):  # per-head RMSNorm of q and k
-            w[p + "self_attn.q_norm.weight"] = norm(hd)
-            w[p + "self_attn.k_norm.weight"] = norm(hd)
+            w[p + "self_attn.q_norm.weight"] = norm(hd, sc["qk_norm"])
+            w[p + "self_attn.k_norm.weight"] = norm(hd, sc["qk_norm"])
         w[p + "post_attention_layernorm.weight"] = norm(h)
         if gemma:  # the sandwich: post_attention_layernorm is on the attention's output
             w[p + "pre_feedforward_layernorm.weight"] = norm(h)
-            w[p + "post_feedforward_layernorm.weight"] = norm(h)
+            w[p + "post_feedforward_layernorm.weight"] = norm(h, sc["post_ffn_norm"])
         if kind == "phi3":  # one fused projection, rows gate | up
             ff = config["intermediate_size"]
-            w[p + "mlp.gate_up_proj.weight"] = np.concatenate([mat(ff, h), mat(ff, h)])
-            w[p + "mlp.down_proj.weight"] = mat(h, ff)
+            w[p + "mlp.gate_up_proj.weight"] = np.concatenate([mat(ff, h, sc["mlp"]),
+                                                                mat(ff, h, sc["mlp"])])
+            w[p + "mlp.down_proj.weight"] = mat(h, ff, sc["mlp"])
         elif kind == "mixtral":
             n_exp = config["num_local_experts"]
-            w[p + "block_sparse_moe.gate.weight"] = mat(n_exp, h, 4.0)
+            w[p + "block_sparse_moe.gate.weight"] = mat(n_exp, h, sc["router"])
             for e in range(n_exp):
                 mlp(p + f"block_sparse_moe.experts.{e}.", config["intermediate_size"],
                     "w1.weight", "w3.weight", "w2.weight")
         elif kind == "qwen3_moe" and is_sparse_layer(config, i):
-            w[p + "mlp.gate.weight"] = mat(config["num_experts"], h, 4.0)
+            w[p + "mlp.gate.weight"] = mat(config["num_experts"], h, sc["router"])
             for e in range(config["num_experts"]):
                 mlp(p + f"mlp.experts.{e}.", config["moe_intermediate_size"],
                     "gate_proj.weight", "up_proj.weight", "down_proj.weight")
         else:
             mlp(p + "mlp.", config["intermediate_size"],
                 "gate_proj.weight", "up_proj.weight", "down_proj.weight")
-    w["model.norm.weight"] = norm(h)
+    w["model.norm.weight"] = norm(h, sc["final_norm"])
     if not config["tie_word_embeddings"]:
-        w["lm_head.weight"] = mat(v, h, 4.0)
+        w["lm_head.weight"] = mat(v, h, sc["lm_head"])
     return {name: round_to_dtype(data, config["torch_dtype"]) for name, data in w.items()}
 
 
@@ -318,8 +353,7 @@ def write_safetensors(path, tensors, dtype):
 def write_hf(hf_dir, config, weights, tokenizer_path):
     """config.json, tokenizer.model and model.safetensors; returns the weights' sha256."""
     hf_dir.mkdir(parents=True, exist_ok=True)
-    hf_config = {k: v for k, v in config.items()}
-    (hf_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    (hf_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     shutil.copyfile(tokenizer_path, hf_dir / "tokenizer.model")
     write_safetensors(hf_dir / "model.safetensors", weights, config["torch_dtype"])
     return hashlib.sha256((hf_dir / "model.safetensors").read_bytes()).hexdigest()
@@ -598,7 +632,9 @@ def main():
     parser.add_argument("--tokenizer", required=True, type=pathlib.Path,
                         help="a sentencepiece tokenizer.model")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output folder")
-    parser.add_argument("--seed", type=int, default=20, help="the weights' random seed")
+    parser.add_argument("--seed", type=int,
+                        help="the weights' random seed (default: the family's, chosen so that "
+                             "llama.cpp's top-2 logit gaps clear the test's floor)")
     args = parser.parse_args()
     if args.family not in FAMILIES:
         fail(f"--family: unknown family '{args.family}' (known: {', '.join(FAMILIES)})")
@@ -613,12 +649,14 @@ def main():
     sp = SentencePieceProcessor()
     sp.LoadFromFile(str(args.tokenizer))
     config = family_config(args.family, sp.vocab_size(), sp.bos_id(), sp.eos_id())
-    weights = make_weights(config, args.seed)
+    family = FAMILIES[args.family]
+    seed = family.get("seed", 20) if args.seed is None else args.seed
+    weights = make_weights(config, seed, family.get("scales"))
     hf_dir = args.out / "hf"
     digest = write_hf(hf_dir, config, weights, args.tokenizer)
     (args.out / "weights.sha256").write_text(digest + "  hf/model.safetensors\n")
     write_gguf(gguf, args.out / "model.gguf", hf_dir, args.family, config, weights, args.tokenizer)
-    print(json.dumps({"family": args.family, "hf": str(hf_dir), "gguf": str(args.out / "model.gguf"),
+    print(json.dumps({"family": args.family, "seed": seed, "hf": str(hf_dir), "gguf": str(args.out / "model.gguf"),
                       "vocab_size": config["vocab_size"], "sha256": digest}))
 
 
