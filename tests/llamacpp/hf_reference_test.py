@@ -464,7 +464,8 @@ class SoftcapLogprobTest(unittest.TestCase):
 
 
 class HfReferenceErrorsTest(unittest.TestCase):
-    """hf_reference.py names what is wrong with its input."""
+    """hf_reference.py reads F32, F16 and BF16 exactly, and names what is wrong
+    with its input."""
     build = None
 
     def reference_fails(self, model, prompts_text, count=4):
@@ -492,6 +493,24 @@ class HfReferenceErrorsTest(unittest.TestCase):
         text = json.dumps(header).encode()
         (out / "model.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + blob)
         return out
+
+    def test_reads_f32_f16_bf16(self):
+        sys.path.insert(0, str(HERE))
+        from hf_reference import read_safetensors
+        values = np.array([1.5, -2.25, 0.1, 3e-3], dtype=np.float32)
+        bf16_bits = to_bfloat16_bytes(values)
+        model = self.model_with({}, {
+            "f32": ("F32", [2, 2], values.astype("<f4").tobytes()),
+            "f16": ("F16", [4], values.astype("<f2").tobytes()),
+            "bf16": ("BF16", [4], bf16_bits)})
+        tensors = read_safetensors(model / "model.safetensors")
+        self.assertEqual(tensors["f32"].tolist(), values.astype(np.float64).reshape(2, 2).tolist())
+        self.assertEqual(tensors["f16"].tolist(), values.astype(np.float16).astype(np.float64).tolist())
+        # bfloat16: the upper 16 bits of the float32, rounded to nearest even.
+        expected = (np.frombuffer(bf16_bits, "<u2").astype(np.uint32) << 16).view(np.float32)
+        self.assertEqual(tensors["bf16"].tolist(), expected.astype(np.float64).tolist())
+        self.assertEqual(tensors["bf16"][:2].tolist(), [1.5, -2.25])
+        self.assertNotEqual(tensors["bf16"][2], float(values[2]))  # 0.1 is not a bfloat16
 
     def test_missing_config(self):
         missing = self.build / "llamacpp" / "hf-ref" / "no-such-model"
