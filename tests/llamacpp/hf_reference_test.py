@@ -11,16 +11,25 @@ global and scales attention by 1/sqrt(head_dim) whatever query_pre_attn_scalar
 says; its qwen3moe has experts in every layer and always renormalizes the top-k
 weights; it picks Phi-3's long or short factors once, from the context size),
 the golden is hf_reference.py: a numpy float64 reading of transformers'
-modeling files. Each case takes make_fixture.py's fixture of a family, rewrites
-its config.json (VARIANTS), and checks that
+modeling files.
 
-  * the rewrite matters: the reference's greedy ids differ from those of the
-    unchanged fixture on some prompt (else the case could not fail),
-  * every step's top-2 logit gap clears GAP_FLOOR (no tie decides it),
-  * streamgen-generate (float32, greedy, --ignore-eos) gives the same ids.
+  ReferenceAgreesWithLlamaCppTest  the reference itself against llama.cpp on
+      every make_fixture.py family (ids, and top-2 gaps: the logits agree).
+  HfReferenceTest  each case takes a family's fixture, rewrites its
+      config.json (VARIANTS; a dense Qwen3-MoE layer also rewrites weights),
+      and checks that the rewrite moves the reference's ids on a compared
+      prompt (else the case could not fail), that every compared step's top-2
+      gap clears GAP_FLOOR (no tie decides it), that the runs are not one id
+      repeated, and that streamgen-generate (float32, greedy, --ignore-eos)
+      gives the reference's ids.
+  RopeSpellingTest  transformers v5's rope_parameters means what v4's keys
+      meant, in the reference and in the engine.
+  SoftcapLogprobTest  Gemma 3's final soft-capping, which keeps the argmax, on
+      streamgen-server's logprobs.
+  HfReferenceErrorsTest  the reference's safetensors reader and error messages.
 
-Also the reference's own error messages. Needs tests/llamacpp/node_modules (the
-llamacpp_npm_install fixture: its source bundle holds gguf-py).
+Needs tests/llamacpp/node_modules (the llamacpp_npm_install fixture: llama.cpp,
+and its source bundle's gguf-py for make_fixture.py).
 """
 
 import argparse
