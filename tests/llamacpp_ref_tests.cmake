@@ -2,11 +2,14 @@
 # (transformers' math in numpy float64), included by tests/CMakeLists.txt after
 # llamacpp_tests.cmake (its llamacpp_npm_install fixture brings the llama.cpp
 # source bundle whose gguf-py make_fixture.py writes with):
-#   hf_reference_test            per family, config.json variants llama.cpp cannot
-#                                express (sliding windows its converter drops, Gemma 3's
-#                                layer_types and query_pre_attn_scalar): streamgen-generate's
-#                                greedy float32 ids against the reference's; and the
-#                                reference's own error messages
+#   hf_reference_test            the reference against llama.cpp on every fixture family;
+#                                then config.json variants llama.cpp cannot express
+#                                (sliding windows its converter drops, Gemma 3's layer_types
+#                                and query_pre_attn_scalar, dense Qwen3-MoE layers,
+#                                norm_topk_prob false, Phi-3's per-step longrope switch,
+#                                v5 rope_parameters): streamgen-generate's greedy float32
+#                                ids against the reference's; Gemma 3's soft-capping on
+#                                the server's logprobs; the reference's reader and errors
 #   family_batch_resume_test     through streamgen-server, for a dense, a MoE and a
 #                                sliding-window family: alone == among 15 concurrent
 #                                requests, and resume_token_ids exact at every position
