@@ -237,7 +237,7 @@ def round_to_dtype(array, dtype):
 # embedding in the residual (else the model repeats its input token) and the
 # final norm to spread the logits instead of lm_head.
 SCALES = {"embed": 1.0, "qk": 2.0, "v": 1.0, "o": 1.0, "mlp": 1.0, "lm_head": 8.0,
-          "router": 4.0, "final_norm": 1.0, "post_attn_norm": 1.0, "post_ffn_norm": 1.0,
+          "router": 4.0, "final_norm": 1.0, "post_ffn_norm": 1.0,
           "qk_norm": 1.0}
 
 
@@ -294,9 +294,7 @@ def make_weights(config, seed, scales=None):
         if kind in ("qwen3", "qwen3_moe", "gemma3_text"):  # per-head RMSNorm of q and k
             w[p + "self_attn.q_norm.weight"] = norm(hd, sc["qk_norm"])
             w[p + "self_attn.k_norm.weight"] = norm(hd, sc["qk_norm"])
-        # Gemma 3's post_attention_layernorm scales the attention's output;
-        # the others' (the norm before the MLP) stays near 1.
-        w[p + "post_attention_layernorm.weight"] = norm(h, sc["post_attn_norm"] if gemma else 1.0)
+        w[p + "post_attention_layernorm.weight"] = norm(h)
         if gemma:  # the sandwich: post_attention_layernorm is on the attention's output
             w[p + "pre_feedforward_layernorm.weight"] = norm(h)
             w[p + "post_feedforward_layernorm.weight"] = norm(h, sc["post_ffn_norm"])
