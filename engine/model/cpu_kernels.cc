@@ -69,6 +69,50 @@ inline float ExpNonPositive(float x) {
   return x < -87.0f ? 0.0f : y * scale;
 }
 
+// GELU with the tanh approximation (torch's gelu(approximate="tanh"), Hugging
+// Face's gelu_pytorch_tanh): 0.5 g (1 + tanh(c (g + 0.044715 g^3))), c =
+// sqrt(2 / pi). Computed as g * sigmoid(2c (g + 0.044715 g^3)), the same
+// function (1 + tanh(y) = 2 sigmoid(2y)) without tanh's cancellation near -1:
+// sigmoid(z) = 1 / (1 + e) for z >= 0, e / (1 + e) below, e = exp(-|z|).
+constexpr float kGeluTwoC = 1.5957691216057308f;  // 2 sqrt(2 / pi)
+constexpr float kGeluCubic = 0.044715f;
+
+// float32 -> bfloat16 bits, rounded to nearest even (as c10::BFloat16 and
+// ToBf16 below; NaN not special-cased, as ToBf16).
+inline uint16_t RoundBf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// out[j] = gelu_tanh(gate[j]) * up[j] over one row, in float32. bfloat16
+// rounds as transformers' `act_fn(gate) * up` does on bfloat16 tensors: the
+// activation's output stored in bfloat16, then the product rounded again.
+template <typename T>
+inline __attribute__((always_inline)) void GeluTanhMulRow(const T* gate, const T* up, T* out,
+                                                          int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const float g = ToFloat(gate[j]);
+    const float z = kGeluTwoC * (g + kGeluCubic * (g * g * g));
+    const float e = ExpNonPositive(-std::fabs(z));
+    const float inv = 1.0f / (1.0f + e);
+    const float act = g * (z < 0.0f ? e * inv : inv);
+    if constexpr (sizeof(T) == 2) {
+      out[j] = RoundBf16(ToFloat(RoundBf16(act)) * ToFloat(up[j]));
+    } else {
+      out[j] = act * ToFloat(up[j]);
+    }
+  }
+}
+SG_TARGET_CLONES void GeluTanhMulRowF32(const float* gate, const float* up, float* out, int64_t n) {
+  GeluTanhMulRow(gate, up, out, n);
+}
+SG_TARGET_CLONES void GeluTanhMulRowBf16(const uint16_t* gate, const uint16_t* up, uint16_t* out,
+                                         int64_t n) {
+  GeluTanhMulRow(gate, up, out, n);
+}
+
 // One task: sequence `seq`, KV heads [h0, h0 + nh) and their query heads
 // (nh * G of them, contiguous in q). Each key position's row of the pool holds
 // all KV heads ([KV, D], row_stride = KV * D elements); the task reads the
@@ -329,6 +373,26 @@ SG_AVX512 void SiluMulRowAvx512(const T* gate, const T* up, T* out, int64_t n) {
     const __mmask16 neg = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
     const __m512 sig = _mm512_mask_mul_ps(inv, neg, e, inv);
     Store16(out + j, _mm512_mul_ps(_mm512_mul_ps(g, sig), u), m);
+  }
+}
+
+// out[j] = gelu_tanh(gate[j]) * up[j], 16 lanes at a time (see GeluTanhMulRow
+// for the formula and the roundings).
+template <typename T>
+SG_AVX512 void GeluTanhMulRowAvx512(const T* gate, const T* up, T* out, int64_t n) {
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = TailMask(n, j);
+    const __m512 g = Load16(gate + j, m);
+    const __m512 u = Load16(up + j, m);
+    const __m512 g3 = _mm512_mul_ps(_mm512_mul_ps(g, g), g);
+    const __m512 z = _mm512_mul_ps(_mm512_set1_ps(kGeluTwoC),
+                                   _mm512_fmadd_ps(_mm512_set1_ps(kGeluCubic), g3, g));
+    const __m512 e = Exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(z)));
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    const __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512 act = _mm512_mul_ps(g, _mm512_mask_mul_ps(inv, neg, e, inv));
+    if constexpr (sizeof(T) == 2) act = FromBf16(ToBf16(act));  // act(gate) stored in bfloat16
+    Store16(out + j, _mm512_mul_ps(act, u), m);
   }
 }
 
@@ -701,6 +765,47 @@ torch::Tensor SiluMul(const torch::Tensor& gu) {
   }
 #endif
   return torch::silu(gu.narrow(1, 0, inter)) * gu.narrow(1, inter, inter);
+}
+
+torch::Tensor GeluTanhMul(const torch::Tensor& gu) {
+  RECORD_FUNCTION("streamgen::gelu_tanh_mul", std::vector<c10::IValue>());
+  TORCH_CHECK(gu.dim() == 2 && gu.size(1) % 2 == 0,
+              "GeluTanhMul: gu must be [M, 2I] (gate | up), got ", gu.sizes());
+  const int64_t inter = gu.size(1) / 2;
+  const auto dtype = gu.scalar_type();
+  if (!gu.device().is_cpu() || !gu.is_contiguous() ||
+      (dtype != torch::kFloat32 && dtype != torch::kBFloat16)) {
+    return torch::gelu(gu.narrow(1, 0, inter), "tanh") * gu.narrow(1, inter, inter);
+  }
+  torch::Tensor out = torch::empty({gu.size(0), inter}, gu.options());
+  const bool avx512 = HasAvx512();
+  (void)avx512;
+  at::parallel_for(0, gu.size(0), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      if (dtype == torch::kFloat32) {
+        const float* g = gu.data_ptr<float>() + r * 2 * inter;
+        float* o = out.data_ptr<float>() + r * inter;
+#ifdef SG_HAVE_AVX512_KERNEL
+        if (avx512) {
+          GeluTanhMulRowAvx512<float>(g, g + inter, o, inter);
+          continue;
+        }
+#endif
+        GeluTanhMulRowF32(g, g + inter, o, inter);
+      } else {
+        const auto* g = reinterpret_cast<const uint16_t*>(gu.data_ptr()) + r * 2 * inter;
+        auto* o = reinterpret_cast<uint16_t*>(out.data_ptr()) + r * inter;
+#ifdef SG_HAVE_AVX512_KERNEL
+        if (avx512) {
+          GeluTanhMulRowAvx512<uint16_t>(g, g + inter, o, inter);
+          continue;
+        }
+#endif
+        GeluTanhMulRowBf16(g, g + inter, o, inter);
+      }
+    }
+  });
+  return out;
 }
 
 void SetKernelIsa(KernelIsa isa) {
