@@ -212,6 +212,8 @@ TEST_P(MoeMlpTest, MatchesFloat64Reference) {
   torch::manual_seed(17);
   const Layer layer = MakeLayer(c.moe, c.hidden, s);
   const double tol = Tolerance(c.moe, c.hidden, dt);
+  for (KernelIsa isa : {KernelIsa::kAuto, KernelIsa::kPortable}) {
+  const ScopedKernelIsa scoped_isa(isa);
   for (int64_t t : {1, 3, 16}) {
     SCOPED_TRACE("T " + std::to_string(t));
     const torch::Tensor x = Grid({t, c.hidden}, 16, 1.0 / 8).to(dt);
@@ -249,6 +251,74 @@ TEST_P(MoeMlpTest, MatchesFloat64Reference) {
     const double rms = ref.out.pow(2).mean().sqrt().item<double>();
     EXPECT_LT(rms_err, (dt == torch::kBFloat16 ? 0.015 : 2e-6) * rms)
         << c.name << " " << StorageName(s);
+  }
+  }
+}
+
+// transformers' forward transcribed op by op (Qwen3MoeSparseMoeBlock.forward,
+// v4.5x; Mixtral's is the same with norm_topk_prob true), with this
+// project's linear and activation as its experts' layers: the result must
+// be bit-identical in bfloat16 (float32: see below), which pins the routing
+// weights' dtype, the products' and the sums' roundings and their order. Row counts stay within the skinny
+// kernel's batch-invariant range (T = 8), so the experts' rows give the
+// same values whichever way they are gathered.
+torch::Tensor TransformersForward(const torch::Tensor& hidden_states, const MoeWeights& w,
+                                  const MoeConfig& moe, Activation act) {
+  const torch::Tensor router_logits = ApplyLinear(hidden_states, LinearWeight{w.router, {}});
+  torch::Tensor routing_weights = torch::softmax(router_logits, 1, torch::kFloat);
+  auto topk = torch::topk(routing_weights, moe.top_k, -1);
+  routing_weights = std::get<0>(topk);
+  const torch::Tensor selected_experts = std::get<1>(topk);
+  if (moe.norm_topk_prob) routing_weights /= routing_weights.sum(-1, true);
+  routing_weights = routing_weights.to(hidden_states.scalar_type());
+  torch::Tensor final_hidden_states = torch::zeros_like(hidden_states);
+  const torch::Tensor expert_mask =
+      torch::one_hot(selected_experts, moe.num_experts).permute({2, 1, 0});
+  for (int64_t e = 0; e < moe.num_experts; ++e) {
+    const std::vector<torch::Tensor> where = torch::where(expert_mask[e]);
+    const torch::Tensor& idx = where[0];
+    const torch::Tensor& top_x = where[1];
+    if (top_x.numel() == 0) continue;
+    const torch::Tensor current_state = hidden_states.index_select(0, top_x);
+    const torch::Tensor expert_out = ApplyLinear(
+        GatedActivation(ApplyLinear(current_state, w.gate_up[e]), act), w.down[e]);
+    const torch::Tensor current_hidden_states =
+        expert_out * routing_weights.index({top_x, idx}).unsqueeze(1);
+    final_hidden_states.index_add_(0, top_x, current_hidden_states.to(hidden_states.scalar_type()));
+  }
+  return final_hidden_states;
+}
+
+TEST(MoeMlp, BitIdenticalToTransformersForwardOpByOp) {
+  for (const Case& c : kCases) {
+    for (Storage s : {Storage::kFloat32, Storage::kBFloat16, Storage::kInt8BFloat16}) {
+      SCOPED_TRACE(std::string(c.name) + " " + StorageName(s));
+      torch::manual_seed(29);
+      const auto dt = ComputeDtype(s);
+      const Layer layer = MakeLayer(c.moe, c.hidden, s);
+      // Off the grid: no equal probabilities, where torch.topk's order is unspecified.
+      MoeWeights w = layer.w;
+      w.router = (torch::randn({c.moe.num_experts, c.hidden}) * 0.2).to(dt);
+      const torch::Tensor x = torch::randn({8, c.hidden}).to(dt);
+      const torch::Tensor probs =
+          torch::softmax(ApplyLinear(x, LinearWeight{w.router, {}}), 1, torch::kFloat);
+      const torch::Tensor sorted = std::get<0>(probs.sort(1, true));
+      ASSERT_TRUE(sorted.select(1, c.moe.top_k - 1).gt(sorted.select(1, c.moe.top_k)).all().item<bool>())
+          << "a tie at the top-k boundary: choose another seed";
+      const torch::Tensor want = TransformersForward(x, w, c.moe, c.act);
+      const torch::Tensor got = MoeMlp(x, w, c.moe, c.act);
+      if (dt == torch::kBFloat16) {
+        EXPECT_TRUE(torch::equal(got, want))
+            << "max difference " << (got - want).abs().max().item<float>();
+      } else {
+        // float32 routing weights may differ in their last bits (libtorch's
+        // vectorised exp and its product by 1 / sum, against libm's exp and a
+        // division here); bfloat16 rounds them alike. Allowed: 8 u32 of the
+        // token's largest output.
+        const torch::Tensor scale = want.abs().amax(1, true).to(torch::kFloat64);
+        ExpectWithinBound(got, want.to(torch::kFloat64), (scale * 8 * kU32).expand_as(want), "f32");
+      }
+    }
   }
 }
 
