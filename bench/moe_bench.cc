@@ -5,8 +5,10 @@
 // weights (random, in huge pages like the model's) are sized to exceed the
 // caches. Prints per weight kind and batch: ms per step, tokens/s, and the
 // bytes of weights the step reads; at batch 1 the fraction of the
-// read-bandwidth probe (StreamRead over 1 GiB) that those bytes take: a token
-// reads the router and its top_k experts, nothing else.
+// read-bandwidth probe (StreamRead over 1 GiB, measured before each run) that
+// those bytes take: a token reads the router and its top_k experts, nothing
+// else. "GB/s" is from the best run; "of probe" the median over runs of a
+// run's rate over its own probe's.
 //
 //   streamgen-bench-moe [--hidden 768] [--experts 8] [--top-k 2]
 //       [--expert-intermediate 1024] [--layers 32] [--batches 1,16]
@@ -49,18 +51,28 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 }
 
 // The read-bandwidth probe (as streamgen-bench-engine's): StreamRead over a
-// huge-page buffer of `bytes`, filled first; the mean bytes/s over passes.
-double ProbeBytesPerSecond(int64_t bytes, int runs) {
-  torch::Tensor buf = streamgen::ZerosHugePages({bytes}, torch::TensorOptions().dtype(torch::kUInt8));
-  buf.random_(0, 256);
-  uint64_t sink = streamgen::StreamRead(buf.data_ptr(), bytes);  // warm-up
-  const int passes = runs * 10;
-  auto t0 = Clock::now();
-  for (int r = 0; r < passes; ++r) sink += streamgen::StreamRead(buf.data_ptr(), bytes);
-  const double s = Seconds(t0, Clock::now()) / passes;
-  if (sink == 42) std::printf(" ");  // keeps the reads
-  return bytes / s;
-}
+// huge-page buffer, filled once (every page faulted in and backed); Measure
+// returns the mean bytes/s over `passes` reads of all of it.
+class Probe {
+ public:
+  explicit Probe(int64_t bytes)
+      : buf_(streamgen::ZerosHugePages({bytes}, torch::TensorOptions().dtype(torch::kUInt8))) {
+    buf_.random_(0, 256);
+    sink_ = streamgen::StreamRead(buf_.data_ptr(), bytes);  // warm-up
+  }
+  double Measure(int passes) {
+    const int64_t bytes = buf_.numel();
+    auto t0 = Clock::now();
+    for (int r = 0; r < passes; ++r) sink_ += streamgen::StreamRead(buf_.data_ptr(), bytes);
+    const double s = Seconds(t0, Clock::now()) / passes;
+    if (sink_ == 42) std::printf(" ");  // keeps the reads
+    return bytes / s;
+  }
+
+ private:
+  torch::Tensor buf_;
+  uint64_t sink_ = 0;
+};
 
 streamgen::LinearWeight MakeWeight(int64_t n, int64_t k, const std::string& kind) {
   torch::Tensor w = torch::randn({n, k}) / std::sqrt(static_cast<double>(k));  // [n, k]
@@ -94,7 +106,9 @@ int main(int argc, char** argv) {
   moe.norm_topk_prob = true;
   const int64_t hidden = absl::GetFlag(FLAGS_hidden), layers = absl::GetFlag(FLAGS_layers);
   const int steps = absl::GetFlag(FLAGS_steps), runs = absl::GetFlag(FLAGS_runs);
-  const double probe = ProbeBytesPerSecond(int64_t{1} << 30, runs);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines as they come (runs take minutes)
+  Probe probe_buf(int64_t{1} << 30);
+  const double probe = probe_buf.Measure(std::max(3, runs * 10));
   std::printf("MoE MLP: hidden %lld, %d experts, top-%d, expert intermediate %d, %lld layers, "
               "%d threads, kernels %s\n",
               static_cast<long long>(hidden), moe.num_experts, moe.top_k,
@@ -134,8 +148,13 @@ int main(int argc, char** argv) {
         }
       }
       const double bytes_per_step = static_cast<double>(bytes) / steps;
+      // Each timed run right after a probe of its own (this project's
+      // machines are shared: the bandwidth a run gets varies from minute to
+      // minute); the fraction is the median over runs of run / its probe.
       double best = 1e30;
+      std::vector<double> fractions;
       for (int run = 0; run <= runs; ++run) {  // run 0: warm-up
+        const double run_probe = probe_buf.Measure(3);
         const auto t0 = Clock::now();
         for (int s = 0; s < steps; ++s) {
           torch::Tensor x = inputs[s];
@@ -147,14 +166,19 @@ int main(int argc, char** argv) {
           }
         }
         const double per_step = Seconds(t0, Clock::now()) / steps;
-        if (run > 0) best = std::min(best, per_step);
+        if (run > 0) {
+          best = std::min(best, per_step);
+          fractions.push_back(bytes_per_step / per_step / run_probe);
+        }
       }
+      std::sort(fractions.begin(), fractions.end());
+      const double fraction = fractions[fractions.size() / 2];
       const double gbs = bytes_per_step / best;
       const double experts_per_layer =
           (bytes_per_step / layers - router_bytes) / static_cast<double>(expert_bytes);
       std::printf("%-9s %5d %9.3f %10.1f %12.1f %12.2f %8.1f %9.2f\n", kind.c_str(), batch,
                   best * 1e3, batch / best, bytes_per_step / 1e6, experts_per_layer, gbs / 1e9,
-                  gbs / probe);
+                  fraction);
     }
     std::printf("%-9s all weights %.1f MB (%.1f MB per expert, router %.3f MB per layer)\n",
                 kind.c_str(), total / 1e6, expert_bytes / 1e6, router_bytes / 1e6);

@@ -97,6 +97,7 @@ double Act(double g, Activation act) {
 
 // Value rounded to the compute dtype (transformers' router Linear outputs it).
 double RoundTo(double v, torch::ScalarType dt) {
+  if (dt == torch::kFloat64) return v;
   const float f = static_cast<float>(v);
   return dt == torch::kBFloat16 ? static_cast<float>(c10::BFloat16(f)) : f;
 }
@@ -342,6 +343,29 @@ TEST(MoeMlp, TokenAloneEqualsTokenInBatchFloat32) {
       const torch::Tensor alone = MoeMlp(x.narrow(0, tok, 1), layer.w, c.moe, c.act);
       EXPECT_TRUE(torch::equal(alone[0], batch[tok])) << StorageName(s) << " token " << tok;
     }
+  }
+}
+
+// The path MoeMlp takes off the CPU kernels (CUDA; here float64 on the CPU):
+// libtorch's softmax and topk for the routing, index_add_ for the sums.
+// float64 throughout, so it matches the reference to ~1e-12 of the error
+// scale (the reference's own rounding).
+TEST(MoeMlp, LibtorchPathFloat64) {
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(c.name);
+    torch::manual_seed(31);
+    Layer layer = MakeLayer(c.moe, c.hidden, Storage::kFloat32);
+    MoeWeights w;
+    w.router = layer.router;
+    for (int64_t e = 0; e < c.moe.num_experts; ++e) {
+      w.gate_up.push_back(LinearWeight{torch::cat({layer.gate[e], layer.up[e]}), {}});
+      w.down.push_back(LinearWeight{layer.down[e], {}});
+    }
+    const torch::Tensor x = Grid({16, c.hidden}, 16, 1.0 / 8);  // float64
+    const torch::Tensor got = MoeMlp(x, w, c.moe, c.act);
+    ASSERT_EQ(got.scalar_type(), torch::kFloat64);
+    const Reference ref = RunReference(x, layer, c.moe, c.act, torch::kFloat64);
+    ExpectWithinBound(got, ref.out, ref.magnitude * 1e-12, c.name);
   }
 }
 
