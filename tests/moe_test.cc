@@ -348,8 +348,10 @@ TEST(MoeMlp, TokenAloneEqualsTokenInBatchFloat32) {
 
 // The path MoeMlp takes off the CPU kernels (CUDA; here float64 on the CPU):
 // libtorch's softmax and topk for the routing, index_add_ for the sums.
-// float64 throughout, so it matches the reference to ~1e-12 of the error
-// scale (the reference's own rounding).
+// float64 throughout except the routing weights, which transformers
+// computes in float32 (softmax(..., dtype=torch.float), top-k, the sum and
+// division: < 16 u32 relative, exp included), so within 16 u32 of the error
+// scale.
 TEST(MoeMlp, LibtorchPathFloat64) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(c.name);
@@ -365,7 +367,7 @@ TEST(MoeMlp, LibtorchPathFloat64) {
     const torch::Tensor got = MoeMlp(x, w, c.moe, c.act);
     ASSERT_EQ(got.scalar_type(), torch::kFloat64);
     const Reference ref = RunReference(x, layer, c.moe, c.act, torch::kFloat64);
-    ExpectWithinBound(got, ref.out, ref.magnitude * 1e-12, c.name);
+    ExpectWithinBound(got, ref.out, ref.magnitude * (16 * kU32), c.name);
   }
 }
 
