@@ -8,7 +8,9 @@
 // read-bandwidth probe (StreamRead over 1 GiB, measured before each run) that
 // those bytes take: a token reads the router and its top_k experts, nothing
 // else. "GB/s" is from the best run; "of probe" the median over runs of a
-// run's rate over its own probe's.
+// run's rate over its own probe's. A last line per weight kind: a dense MLP
+// stack of the same active bytes (intermediate top_k x the expert's) at batch
+// 1, the cost a token of the MoE stack should approach.
 //
 //   streamgen-bench-moe [--hidden 768] [--experts 8] [--top-k 2]
 //       [--expert-intermediate 1024] [--layers 32] [--batches 1,16]
@@ -17,6 +19,7 @@
 #include <chrono>
 #include <cstdio>
 #include <set>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -179,6 +182,43 @@ int main(int argc, char** argv) {
       std::printf("%-9s %5d %9.3f %10.1f %12.1f %12.2f %8.1f %9.2f\n", kind.c_str(), batch,
                   best * 1e3, batch / best, bytes_per_step / 1e6, experts_per_layer, gbs / 1e9,
                   fraction);
+    }
+    // The dense MLP of the same active bytes (intermediate top_k x the
+    // expert's): what a token of the MoE stack should cost at batch 1.
+    {
+      const int64_t inter = static_cast<int64_t>(moe.top_k) * moe.expert_intermediate_size;
+      std::vector<std::pair<streamgen::LinearWeight, streamgen::LinearWeight>> dense;
+      for (int64_t l = 0; l < layers; ++l) {
+        dense.emplace_back(MakeWeight(2 * inter, hidden, kind), MakeWeight(hidden, inter, kind));
+      }
+      const double bytes_per_step =
+          static_cast<double>(layers) * (dense[0].first.nbytes() + dense[0].second.nbytes());
+      torch::Tensor inputs = torch::randn({steps, 1, hidden}).to(act_dtype);
+      double best = 1e30;
+      std::vector<double> fractions;
+      for (int run = 0; run <= runs; ++run) {
+        const double run_probe = probe_buf.Measure(3);
+        const auto t0 = Clock::now();
+        for (int s = 0; s < steps; ++s) {
+          for (const auto& [gate_up, down] : dense) {
+            torch::Tensor y = streamgen::ApplyLinear(
+                streamgen::GatedActivation(streamgen::ApplyLinear(inputs[s], gate_up),
+                                           streamgen::Activation::kSilu),
+                down);
+            if (y.numel() == 0) std::printf(" ");
+          }
+        }
+        const double per_step = Seconds(t0, Clock::now()) / steps;
+        if (run > 0) {
+          best = std::min(best, per_step);
+          fractions.push_back(bytes_per_step / per_step / run_probe);
+        }
+      }
+      std::sort(fractions.begin(), fractions.end());
+      std::printf("%-9s %5d %9.3f %10.1f %12.1f %12s %8.1f %9.2f  (dense MLP, intermediate %lld)\n",
+                  kind.c_str(), 1, best * 1e3, 1 / best, bytes_per_step / 1e6, "-",
+                  bytes_per_step / best / 1e9, fractions[fractions.size() / 2],
+                  static_cast<long long>(inter));
     }
     std::printf("%-9s all weights %.1f MB (%.1f MB per expert, router %.3f MB per layer)\n",
                 kind.c_str(), total / 1e6, expert_bytes / 1e6, router_bytes / 1e6);
