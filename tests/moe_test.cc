@@ -19,8 +19,10 @@
 #include <cmath>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <gtest/gtest.h>
 #include <torch/types.h>
@@ -369,6 +371,42 @@ TEST(MoeMlp, LibtorchPathFloat64) {
     const Reference ref = RunReference(x, layer, c.moe, c.act, torch::kFloat64);
     ExpectWithinBound(got, ref.out, ref.magnitude * (16 * kU32), c.name);
   }
+}
+
+// CpuLinearGroup (the experts' linears in one parallel region) gives each
+// pair exactly CpuLinear's result: row counts within the skinny range (one
+// region for all), and one above it (its own GEMM call), for every weight
+// kind and both kernel bodies.
+TEST(CpuLinearGroup, BitIdenticalToCpuLinearPerPair) {
+  torch::manual_seed(37);
+  const int threads = at::get_num_threads();
+  at::set_num_threads(3);  // the columns split over threads mid-pair
+
+  for (KernelIsa isa : {KernelIsa::kAuto, KernelIsa::kPortable}) {
+    const ScopedKernelIsa scoped_isa(isa);
+    for (Storage s : {Storage::kFloat32, Storage::kBFloat16, Storage::kInt8Float32,
+                      Storage::kInt8BFloat16}) {
+      const auto dt = ComputeDtype(s);
+      std::vector<LinearWeight> ws;
+      std::vector<torch::Tensor> xs;
+      const std::vector<std::pair<int64_t, int64_t>> shapes = {{40, 72}, {24, 72}, {100, 72}, {7, 72}};
+      const std::vector<int64_t> rows = {1, 3, 40, 8};
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        torch::Tensor w = torch::randn({shapes[i].first, shapes[i].second}).to(dt);
+        ws.push_back(Int8(s) ? QuantizeInt8(w) : LinearWeight{w, {}});
+        xs.push_back(torch::randn({rows[i], shapes[i].second}).to(dt));
+      }
+      std::vector<const LinearWeight*> ptrs;
+      for (const LinearWeight& w : ws) ptrs.push_back(&w);
+      const std::vector<torch::Tensor> got = CpuLinearGroup(xs, ptrs);
+      ASSERT_EQ(got.size(), xs.size());
+      for (size_t i = 0; i < xs.size(); ++i) {
+        EXPECT_TRUE(torch::equal(got[i], CpuLinear(xs[i], ws[i])))
+            << StorageName(s) << " pair " << i << " rows " << rows[i];
+      }
+    }
+  }
+  at::set_num_threads(threads);
 }
 
 // RouteTokens: ties go to the lower expert index; weights are the softmax

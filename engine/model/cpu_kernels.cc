@@ -829,8 +829,23 @@ torch::Tensor DequantizeInt8(const LinearWeight& w) {
   return w.w.to(torch::kFloat32) * w.scale.unsqueeze(1);
 }
 
-torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
-  RECORD_FUNCTION("streamgen::skinny_linear", std::vector<c10::IValue>());
+namespace {
+
+// One SkinnyLinear call's operands, checked, with x as float32 (the
+// accumulation type) and the output allocated.
+struct SkinnyJob {
+  const float* xp = nullptr;
+  std::vector<float> xbuf;  // x converted (bfloat16 x, when no buffer is given)
+  int64_t m = 0, k = 0, n = 0;
+  const void* wp = nullptr;
+  torch::ScalarType wt = torch::kFloat32;
+  torch::Tensor result;  // [m, n]
+  SkinnyOut op{};
+};
+
+// `buf`: where to convert a bfloat16 x (nullptr: the job's own xbuf).
+void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& job,
+                   std::vector<float>* buf) {
   const torch::Tensor& w = lw.w;
   const auto xt = x.scalar_type();
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu() && x.dim() == 2 && w.dim() == 2 &&
@@ -842,51 +857,96 @@ torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
                               lw.scale.numel() == w.size(0) && lw.scale.is_contiguous()
                         : w.scalar_type() == xt,
               "SkinnyLinear: w in x's dtype, or int8 with a float32 scale per row");
-  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-  // x as float32 (the accumulation type), converted once for every thread
-  // into this thread's buffer (no libtorch op: a few microseconds each, four
-  // linears per layer).
-  const float* xp = nullptr;
+  job.m = x.size(0);
+  job.k = x.size(1);
+  job.n = w.size(0);
+  // x as float32, converted once for every thread (no libtorch op: a few
+  // microseconds each, four linears per layer).
   if (xt == torch::kFloat32) {
-    xp = x.data_ptr<float>();
+    job.xp = x.data_ptr<float>();
   } else {
-    thread_local std::vector<float> xbuf;
-    xbuf.resize(static_cast<size_t>(m * k));
-    const auto* xb = reinterpret_cast<const uint16_t*>(x.data_ptr());
-    for (int64_t i = 0; i < m * k; ++i) xbuf[i] = ToFloat(xb[i]);
-    xp = xbuf.data();
+    std::vector<float>& xb = buf != nullptr ? *buf : job.xbuf;
+    xb.resize(static_cast<size_t>(job.m * job.k));
+    const auto* bits = reinterpret_cast<const uint16_t*>(x.data_ptr());
+    for (int64_t i = 0; i < job.m * job.k; ++i) xb[i] = ToFloat(bits[i]);
+    job.xp = xb.data();
   }
-  torch::Tensor result = torch::empty({m, n}, x.options());
-  const SkinnyOut op{result.data_ptr(), xt == torch::kBFloat16,
+  job.result = torch::empty({job.m, job.n}, x.options());
+  job.op = SkinnyOut{job.result.data_ptr(), xt == torch::kBFloat16,
                      lw.int8() ? lw.scale.data_ptr<float>() : nullptr};
-  const void* wp = w.data_ptr();
-  const auto wt = w.scalar_type();
-  const bool avx512 = HasAvx512();
-  // Columns per thread at least (below that one thread does them all).
-  constexpr int64_t grain = 16;
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+  job.wp = w.data_ptr();
+  job.wt = w.scalar_type();
+}
+
+// Output columns [begin, end) of one job.
+void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
 #ifdef SG_HAVE_AVX512_KERNEL
-    if (avx512) {
-      if (wt == torch::kFloat32) {
-        SkinnyAvx512(xp, m, static_cast<const float*>(wp), k, n, begin, end, op);
-      } else if (wt == torch::kBFloat16) {
-        SkinnyAvx512(xp, m, static_cast<const uint16_t*>(wp), k, n, begin, end, op);
-      } else {
-        SkinnyAvx512(xp, m, static_cast<const int8_t*>(wp), k, n, begin, end, op);
-      }
-      return;
-    }
-#endif
-    (void)avx512;
-    if (wt == torch::kFloat32) {
-      SkinnyPortableF32(xp, m, static_cast<const float*>(wp), k, n, begin, end, op);
-    } else if (wt == torch::kBFloat16) {
-      SkinnyPortableBf16(xp, m, static_cast<const uint16_t*>(wp), k, n, begin, end, op);
+  if (HasAvx512()) {
+    if (j.wt == torch::kFloat32) {
+      SkinnyAvx512(j.xp, j.m, static_cast<const float*>(j.wp), j.k, j.n, begin, end, j.op);
+    } else if (j.wt == torch::kBFloat16) {
+      SkinnyAvx512(j.xp, j.m, static_cast<const uint16_t*>(j.wp), j.k, j.n, begin, end, j.op);
     } else {
-      SkinnyPortableI8(xp, m, static_cast<const int8_t*>(wp), k, n, begin, end, op);
+      SkinnyAvx512(j.xp, j.m, static_cast<const int8_t*>(j.wp), j.k, j.n, begin, end, j.op);
+    }
+    return;
+  }
+#endif
+  if (j.wt == torch::kFloat32) {
+    SkinnyPortableF32(j.xp, j.m, static_cast<const float*>(j.wp), j.k, j.n, begin, end, j.op);
+  } else if (j.wt == torch::kBFloat16) {
+    SkinnyPortableBf16(j.xp, j.m, static_cast<const uint16_t*>(j.wp), j.k, j.n, begin, end, j.op);
+  } else {
+    SkinnyPortableI8(j.xp, j.m, static_cast<const int8_t*>(j.wp), j.k, j.n, begin, end, j.op);
+  }
+}
+
+// Columns per thread at least (below that one thread does them all).
+constexpr int64_t kSkinnyGrain = 16;
+
+}  // namespace
+
+torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
+  RECORD_FUNCTION("streamgen::skinny_linear", std::vector<c10::IValue>());
+  thread_local std::vector<float> xbuf;
+  SkinnyJob job;
+  PrepareSkinny(x, lw, job, &xbuf);
+  at::parallel_for(0, job.n, kSkinnyGrain,
+                   [&](int64_t begin, int64_t end) { RunSkinnyColumns(job, begin, end); });
+  return job.result;
+}
+
+std::vector<torch::Tensor> CpuLinearGroup(const std::vector<torch::Tensor>& xs,
+                                          const std::vector<const LinearWeight*>& ws) {
+  RECORD_FUNCTION("streamgen::cpu_linear_group", std::vector<c10::IValue>());
+  TORCH_CHECK(xs.size() == ws.size(), "CpuLinearGroup: one weight per input");
+  std::vector<torch::Tensor> out(xs.size());
+  std::vector<SkinnyJob> jobs;
+  std::vector<size_t> job_of;  // the pair of each job
+  jobs.reserve(xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const auto xt = xs[i].scalar_type();
+    if (!g_libtorch_linear.load(std::memory_order_relaxed) &&
+        (xt == torch::kFloat32 || xt == torch::kBFloat16) &&
+        xs[i].size(0) <= SkinnyMaxRows(*ws[i], xt)) {
+      jobs.emplace_back();
+      PrepareSkinny(xs[i].contiguous(), *ws[i], jobs.back(), nullptr);
+      job_of.push_back(i);
+    } else {
+      out[i] = CpuLinear(xs[i], *ws[i]);  // GEMM-sized: its own call
+    }
+  }
+  // All jobs' output columns, end to end, split over the threads at once.
+  std::vector<int64_t> first(jobs.size() + 1, 0);
+  for (size_t j = 0; j < jobs.size(); ++j) first[j + 1] = first[j] + jobs[j].n;
+  at::parallel_for(0, first.back(), kSkinnyGrain, [&](int64_t begin, int64_t end) {
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      const int64_t lo = std::max(begin, first[j]), hi = std::min(end, first[j + 1]);
+      if (lo < hi) RunSkinnyColumns(jobs[j], lo - first[j], hi - first[j]);
     }
   });
-  return result;
+  for (size_t j = 0; j < jobs.size(); ++j) out[job_of[j]] = jobs[j].result;
+  return out;
 }
 
 int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype) {

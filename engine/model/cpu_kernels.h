@@ -112,6 +112,12 @@ torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& w);
 // compute dtype; int8 weights dequantized to x's dtype a tile of rows at a
 // time, each tile through mm). Batch-invariant only up to SkinnyMaxRows.
 torch::Tensor CpuLinear(const torch::Tensor& x, const LinearWeight& w);
+// CpuLinear for several pairs: out[i] = CpuLinear(xs[i], *ws[i]), bit for
+// bit. The pairs within the skinny kernel's range share one parallel region
+// (their output columns end to end, split over the threads), instead of one
+// region each: the experts of a MoE layer. The others run as CpuLinear does.
+std::vector<torch::Tensor> CpuLinearGroup(const std::vector<torch::Tensor>& xs,
+                                          const std::vector<const LinearWeight*>& ws);
 // For benchmarks: kLibtorch makes CpuLinear run what the model ran before the
 // skinny kernels (torch::mv for one row, torch::mm above; int8 through
 // Int8TiledGemm), so both can be measured in one run.

@@ -199,20 +199,45 @@ torch::Tensor MoeMlp(const torch::Tensor& x, const MoeWeights& w, const MoeConfi
                         (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16);
   torch::Tensor xc = x.contiguous();
   torch::Tensor out = torch::zeros_like(xc);  // [T, hidden]
-  for (int64_t ex = 0; ex < e; ++ex) {  // ascending index: the order of transformers' sums
-    const std::vector<int64_t>& r = rows[ex];
-    if (r.empty()) continue;  // an expert nobody chose is not read
-    const bool all = static_cast<int64_t>(r.size()) == t;  // rows 0..T-1 in order (T = 1 always)
-    torch::Tensor idx;
-    if (!all || !host_sum) idx = torch::tensor(r, torch::kInt64).to(x.device());
-    torch::Tensor y = ExpertForward(all ? xc : xc.index_select(0, idx), w.gate_up[ex], w.down[ex],
-                                    act);  // [rows, hidden]
-    if (host_sum) {
-      AddWeightedRows(out, y.contiguous(), r, weights[ex]);
-    } else {
+  if (!host_sum) {
+    for (int64_t ex = 0; ex < e; ++ex) {  // ascending index: the order of transformers' sums
+      if (rows[ex].empty()) continue;  // an expert nobody chose is not read
+      torch::Tensor idx = torch::tensor(rows[ex], torch::kInt64).to(x.device());
+      torch::Tensor y = ExpertForward(xc.index_select(0, idx), w.gate_up[ex], w.down[ex], act);
       torch::Tensor wt = torch::tensor(weights[ex]).to(x.device()).to(x.scalar_type()).unsqueeze(1);
       out.index_add_(0, idx, y * wt);
     }
+    return out;
+  }
+  // CPU: the chosen experts' rows (an expert nobody chose is not read), all
+  // experts' gate_up in one parallel region, one activation over all their
+  // rows, all downs in one region (CpuLinearGroup: the same bits as one
+  // CpuLinear per expert), then the weighted sums in ascending expert order.
+  std::vector<int64_t> active;
+  std::vector<torch::Tensor> xs;
+  std::vector<const LinearWeight*> gate_up, down;
+  for (int64_t ex = 0; ex < e; ++ex) {
+    const std::vector<int64_t>& r = rows[ex];
+    if (r.empty()) continue;
+    active.push_back(ex);
+    // All T rows in order (always at T = 1): x itself, no gather.
+    xs.push_back(static_cast<int64_t>(r.size()) == t
+                     ? xc
+                     : xc.index_select(0, torch::tensor(r, torch::kInt64)));  // [n_e, hidden]
+    gate_up.push_back(&w.gate_up[ex]);
+    down.push_back(&w.down[ex]);
+  }
+  const std::vector<torch::Tensor> gu = CpuLinearGroup(xs, gate_up);  // each [n_e, 2I]
+  const torch::Tensor a = GatedActivation(gu.size() == 1 ? gu[0] : torch::cat(gu), act);  // [sum n_e, I]
+  std::vector<torch::Tensor> a_rows;
+  int64_t offset = 0;
+  for (const torch::Tensor& g : gu) {
+    a_rows.push_back(a.narrow(0, offset, g.size(0)));
+    offset += g.size(0);
+  }
+  const std::vector<torch::Tensor> ys = CpuLinearGroup(a_rows, down);  // each [n_e, hidden]
+  for (size_t i = 0; i < active.size(); ++i) {
+    AddWeightedRows(out, ys[i].contiguous(), rows[active[i]], weights[active[i]]);
   }
   return out;
 }
