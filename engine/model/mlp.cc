@@ -228,12 +228,18 @@ torch::Tensor MoeMlp(const torch::Tensor& x, const MoeWeights& w, const MoeConfi
     down.push_back(&w.down[ex]);
   }
   const std::vector<torch::Tensor> gu = CpuLinearGroup(xs, gate_up);  // each [n_e, 2I]
-  const torch::Tensor a = GatedActivation(gu.size() == 1 ? gu[0] : torch::cat(gu), act);  // [sum n_e, I]
-  std::vector<torch::Tensor> a_rows;
-  int64_t offset = 0;
-  for (const torch::Tensor& g : gu) {
-    a_rows.push_back(a.narrow(0, offset, g.size(0)));
-    offset += g.size(0);
+  std::vector<torch::Tensor> a_rows;  // each [n_e, I]
+  if (t == 1) {
+    // One row per expert: each activation runs on the calling thread (a
+    // region over two rows would cost more than their ~2 µs of work).
+    for (const torch::Tensor& g : gu) a_rows.push_back(GatedActivation(g, act));
+  } else {
+    const torch::Tensor a = GatedActivation(torch::cat(gu), act);  // [sum n_e, I]
+    int64_t offset = 0;
+    for (const torch::Tensor& g : gu) {
+      a_rows.push_back(a.narrow(0, offset, g.size(0)));
+      offset += g.size(0);
+    }
   }
   const std::vector<torch::Tensor> ys = CpuLinearGroup(a_rows, down);  // each [n_e, hidden]
   for (size_t i = 0; i < active.size(); ++i) {

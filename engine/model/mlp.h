@@ -13,7 +13,9 @@
 //     out.index_add_(0, rows, y)            (adds in x's dtype, in that order)
 // On the CPU the routing is a hand loop over E floats per token (no libtorch
 // op per token), a token reads only its top_k experts' weights, and the rows
-// of a batch are grouped by expert: one linear per expert that has rows.
+// of a batch are grouped by expert (one gather per expert that has rows; the
+// others are not read); the experts' gate_up linears share one parallel
+// region, and so do their downs (CpuLinearGroup).
 //
 // Included only by engine .cc files, tests and benchmarks: it pulls in torch.
 #pragma once
