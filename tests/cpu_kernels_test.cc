@@ -1,5 +1,5 @@
 // The CPU kernels of engine/model/cpu_kernels.h other than the linear layers
-// (tests/cpu_linear_test.cc): PagedDecodeAttention, SiluMul and RmsNorm
+// (tests/cpu_linear_test.cc): PagedDecodeAttention, SiluMul, GeluTanhMul and RmsNorm
 // against results computed here in float64 from the same (already rounded)
 // inputs, each within a bound derived from the kernel's arithmetic (below);
 // RotaryInPlace bit for bit against libtorch's ops. Attention covers
@@ -299,6 +299,7 @@ TEST(PagedDecodeAttention, RejectsABadScaleOrSoftcap) {
 
 class KernelBodyTest : public testing::TestWithParam<KernelIsa> {};
 using SiluMulTest = KernelBodyTest;
+using GeluTanhMulTest = KernelBodyTest;
 using RmsNormTest = KernelBodyTest;
 using RotaryInPlaceTest = KernelBodyTest;
 
@@ -346,6 +347,94 @@ TEST_P(SiluMulTest, MatchesFloat64) {
       ExpectWithinBound(got, want, bound,
                         std::string(c10::toString(dtype)) + " inter " + std::to_string(inter));
     }
+  }
+}
+
+// GeluTanhMul against gelu_tanh(gate) * up in float64, gelu_tanh(g) = 0.5 g
+// (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) as transformers' GELUTanh and
+// libtorch's gelu(approximate="tanh") define it. Both bodies compute z = 2c (g
+// + 0.044715 g^3) (seven roundings at most, constants included; the two terms
+// have g's sign, so no cancellation: gamma_7 relative), e = exp(-|z|) (off by
+// kExpError, and by a factor e^(|z| gamma_7) from z's error), sigmoid(z) = 1 /
+// (1 + e) or e / (1 + e) (three roundings; e's relative error passes on at
+// most whole, and only a fraction min(1, e) of it for z >= 0), g * sigmoid
+// (one), then float32: * up (one); bfloat16: the activation stored (u_bf16)
+// and the product stored (u_bf16). e below float32's range is 0 (y below |g
+// u| 2^-125): the one absolute allowance, as for SiluMul.
+TEST_P(GeluTanhMulTest, MatchesFloat64) {
+  if (RedundantBody(GetParam())) GTEST_SKIP() << kRedundant;
+  const ScopedKernelIsa isa(GetParam());
+  torch::manual_seed(4);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    for (int64_t inter : {16, 37, 2048}) {
+      torch::Tensor gu = (torch::randn({5, 2 * inter}) * 4).to(dtype);
+      gu[0][0] = 60.0f;   // z ~ 1.6e4: gelu = g
+      gu[0][1] = -60.0f;  // gelu = -0
+      gu[0][2] = 0.0f;
+      torch::Tensor got = GeluTanhMul(gu);
+      ASSERT_EQ(got.sizes(), (std::vector<int64_t>{5, inter}));
+      ASSERT_EQ(got.scalar_type(), dtype);
+      torch::Tensor g = gu.narrow(1, 0, inter).to(torch::kFloat64);
+      torch::Tensor u = gu.narrow(1, inter, inter).to(torch::kFloat64);
+      const double c = std::sqrt(2.0 / M_PI);
+      torch::Tensor inner = c * (g + 0.044715 * g.pow(3));
+      // 0.5 g (1 + tanh(inner)) = g / (1 + exp(-2 inner)): the same value,
+      // without the cancellation of 1 + tanh near -1 that leaves float64
+      // with 0 for g below ~-6 (the kernel's tiny values there are right).
+      torch::Tensor want = g / (1 + torch::exp(-2 * inner)) * u;
+      torch::Tensor z_abs = (2 * inner).abs();
+      torch::Tensor e_rel = torch::expm1(z_abs * Gamma(7, kU32)) + kExpError;
+      e_rel = torch::where(inner >= 0, e_rel * torch::exp(-z_abs).clamp_max(1.0), e_rel);
+      torch::Tensor act_rel = e_rel + Gamma(4, kU32) + e_rel * Gamma(4, kU32);
+      const double out_rel = dtype == torch::kBFloat16 ? Gamma(2, kUBf16) : Gamma(1, kU32);
+      torch::Tensor rel = act_rel + out_rel + act_rel * out_rel;
+      torch::Tensor bound = want.abs() * rel + (g * u).abs() * 0x1p-125;
+      ExpectWithinBound(got, want, bound,
+                        std::string(c10::toString(dtype)) + " inter " + std::to_string(inter));
+      if (dtype == torch::kBFloat16) {
+        // transformers' roundings on bfloat16 tensors: act(gate) stored in
+        // bfloat16, then the product stored. PyTorch 2.x computes gelu of a
+        // bfloat16 tensor in float32 and stores once: that is the float32 op
+        // below, rounded. The kernel's float32 activation and libtorch's
+        // differ by ~1e-6 relative, so their bfloat16 roundings differ only
+        // where a rounding boundary (2^-8 |v| apart) falls between them (a
+        // fraction ~2^8 1e-6 in expectation); rounding only once (the product
+        // of the float32 activation) differs on a large part of the elements.
+        torch::Tensor act = torch::gelu(g.to(torch::kFloat32), "tanh");
+        torch::Tensor twice = (act.to(dtype).to(torch::kFloat32) * u.to(torch::kFloat32)).to(dtype);
+        torch::Tensor once = (act * u.to(torch::kFloat32)).to(dtype);
+        // Only where g >= -3: below, libtorch's float32 1 + tanh cancels
+        // (1e-5 relative at g = -3, everything at g < -6).
+        torch::Tensor where = g >= -3;
+        const double n = where.sum().item<double>();
+        const double same = (got.eq(twice) & where).sum().item<double>() / n;
+        const double same_once = (got.eq(once) & where).sum().item<double>() / n;
+        EXPECT_GT(same, 0.99) << "inter " << inter;
+        if (inter >= 2048) {
+          EXPECT_LT(same_once, 0.95) << "the data do not tell the roundings apart";
+        }
+      }
+    }
+  }
+}
+
+// The libtorch path (non-contiguous input) is the same function, and bad
+// shapes are refused with a message.
+TEST(GeluTanhMul, OpPathAndShapes) {
+  torch::manual_seed(6);
+  torch::Tensor wide = torch::randn({4, 2 * 40});
+  torch::Tensor gu = wide.narrow(1, 0, 64);  // rows not contiguous: libtorch's gelu and mul
+  ASSERT_FALSE(gu.is_contiguous());
+  torch::Tensor got = GeluTanhMul(gu);
+  torch::Tensor kernel = GeluTanhMul(gu.contiguous());
+  EXPECT_TRUE(torch::allclose(got, kernel, 1e-5, 1e-6));
+  try {
+    GeluTanhMul(torch::zeros({2, 3}));
+    ADD_FAILURE() << "odd width accepted";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("GeluTanhMul: gu must be [M, 2I]"),
+              std::string::npos)
+        << e.what_without_backtrace();
   }
 }
 
@@ -466,6 +555,8 @@ TEST_P(RotaryInPlaceTest, BitIdenticalToTheLibtorchOps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Bodies, SiluMulTest,
+                         testing::Values(KernelIsa::kAuto, KernelIsa::kPortable), BodyName);
+INSTANTIATE_TEST_SUITE_P(Bodies, GeluTanhMulTest,
                          testing::Values(KernelIsa::kAuto, KernelIsa::kPortable), BodyName);
 INSTANTIATE_TEST_SUITE_P(Bodies, RmsNormTest,
                          testing::Values(KernelIsa::kAuto, KernelIsa::kPortable), BodyName);

@@ -69,6 +69,50 @@ inline float ExpNonPositive(float x) {
   return x < -87.0f ? 0.0f : y * scale;
 }
 
+// GELU with the tanh approximation (torch's gelu(approximate="tanh"), Hugging
+// Face's gelu_pytorch_tanh): 0.5 g (1 + tanh(c (g + 0.044715 g^3))), c =
+// sqrt(2 / pi). Computed as g * sigmoid(2c (g + 0.044715 g^3)), the same
+// function (1 + tanh(y) = 2 sigmoid(2y)) without tanh's cancellation near -1:
+// sigmoid(z) = 1 / (1 + e) for z >= 0, e / (1 + e) below, e = exp(-|z|).
+constexpr float kGeluTwoC = 1.5957691216057308f;  // 2 sqrt(2 / pi)
+constexpr float kGeluCubic = 0.044715f;
+
+// float32 -> bfloat16 bits, rounded to nearest even (as c10::BFloat16 and
+// ToBf16 below; NaN not special-cased, as ToBf16).
+inline uint16_t RoundBf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// out[j] = gelu_tanh(gate[j]) * up[j] over one row, in float32. bfloat16
+// rounds as transformers' `act_fn(gate) * up` does on bfloat16 tensors: the
+// activation's output stored in bfloat16, then the product rounded again.
+template <typename T>
+inline __attribute__((always_inline)) void GeluTanhMulRow(const T* gate, const T* up, T* out,
+                                                          int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const float g = ToFloat(gate[j]);
+    const float z = kGeluTwoC * (g + kGeluCubic * (g * g * g));
+    const float e = ExpNonPositive(-std::fabs(z));
+    const float inv = 1.0f / (1.0f + e);
+    const float act = g * (z < 0.0f ? e * inv : inv);
+    if constexpr (sizeof(T) == 2) {
+      out[j] = RoundBf16(ToFloat(RoundBf16(act)) * ToFloat(up[j]));
+    } else {
+      out[j] = act * ToFloat(up[j]);
+    }
+  }
+}
+SG_TARGET_CLONES void GeluTanhMulRowF32(const float* gate, const float* up, float* out, int64_t n) {
+  GeluTanhMulRow(gate, up, out, n);
+}
+SG_TARGET_CLONES void GeluTanhMulRowBf16(const uint16_t* gate, const uint16_t* up, uint16_t* out,
+                                         int64_t n) {
+  GeluTanhMulRow(gate, up, out, n);
+}
+
 // One task: sequence `seq`, KV heads [h0, h0 + nh) and their query heads
 // (nh * G of them, contiguous in q). Each key position's row of the pool holds
 // all KV heads ([KV, D], row_stride = KV * D elements); the task reads the
@@ -341,6 +385,26 @@ SG_AVX512 void SiluMulRowAvx512(const T* gate, const T* up, T* out, int64_t n) {
     const __mmask16 neg = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
     const __m512 sig = _mm512_mask_mul_ps(inv, neg, e, inv);
     Store16(out + j, _mm512_mul_ps(_mm512_mul_ps(g, sig), u), m);
+  }
+}
+
+// out[j] = gelu_tanh(gate[j]) * up[j], 16 lanes at a time (see GeluTanhMulRow
+// for the formula and the roundings).
+template <typename T>
+SG_AVX512 void GeluTanhMulRowAvx512(const T* gate, const T* up, T* out, int64_t n) {
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = TailMask(n, j);
+    const __m512 g = Load16(gate + j, m);
+    const __m512 u = Load16(up + j, m);
+    const __m512 g3 = _mm512_mul_ps(_mm512_mul_ps(g, g), g);
+    const __m512 z = _mm512_mul_ps(_mm512_set1_ps(kGeluTwoC),
+                                   _mm512_fmadd_ps(_mm512_set1_ps(kGeluCubic), g3, g));
+    const __m512 e = Exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(z)));
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    const __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512 act = _mm512_mul_ps(g, _mm512_mask_mul_ps(inv, neg, e, inv));
+    if constexpr (sizeof(T) == 2) act = FromBf16(ToBf16(act));  // act(gate) stored in bfloat16
+    Store16(out + j, _mm512_mul_ps(act, u), m);
   }
 }
 
@@ -725,6 +789,47 @@ torch::Tensor SiluMul(const torch::Tensor& gu) {
   return torch::silu(gu.narrow(1, 0, inter)) * gu.narrow(1, inter, inter);
 }
 
+torch::Tensor GeluTanhMul(const torch::Tensor& gu) {
+  RECORD_FUNCTION("streamgen::gelu_tanh_mul", std::vector<c10::IValue>());
+  TORCH_CHECK(gu.dim() == 2 && gu.size(1) % 2 == 0,
+              "GeluTanhMul: gu must be [M, 2I] (gate | up), got ", gu.sizes());
+  const int64_t inter = gu.size(1) / 2;
+  const auto dtype = gu.scalar_type();
+  if (!gu.device().is_cpu() || !gu.is_contiguous() ||
+      (dtype != torch::kFloat32 && dtype != torch::kBFloat16)) {
+    return torch::gelu(gu.narrow(1, 0, inter), "tanh") * gu.narrow(1, inter, inter);
+  }
+  torch::Tensor out = torch::empty({gu.size(0), inter}, gu.options());
+  const bool avx512 = HasAvx512();
+  (void)avx512;
+  at::parallel_for(0, gu.size(0), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      if (dtype == torch::kFloat32) {
+        const float* g = gu.data_ptr<float>() + r * 2 * inter;
+        float* o = out.data_ptr<float>() + r * inter;
+#ifdef SG_HAVE_AVX512_KERNEL
+        if (avx512) {
+          GeluTanhMulRowAvx512<float>(g, g + inter, o, inter);
+          continue;
+        }
+#endif
+        GeluTanhMulRowF32(g, g + inter, o, inter);
+      } else {
+        const auto* g = reinterpret_cast<const uint16_t*>(gu.data_ptr()) + r * 2 * inter;
+        auto* o = reinterpret_cast<uint16_t*>(out.data_ptr()) + r * inter;
+#ifdef SG_HAVE_AVX512_KERNEL
+        if (avx512) {
+          GeluTanhMulRowAvx512<uint16_t>(g, g + inter, o, inter);
+          continue;
+        }
+#endif
+        GeluTanhMulRowBf16(g, g + inter, o, inter);
+      }
+    }
+  });
+  return out;
+}
+
 void SetKernelIsa(KernelIsa isa) {
   g_force_portable.store(isa == KernelIsa::kPortable, std::memory_order_relaxed);
 }
@@ -746,8 +851,23 @@ torch::Tensor DequantizeInt8(const LinearWeight& w) {
   return w.w.to(torch::kFloat32) * w.scale.unsqueeze(1);
 }
 
-torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
-  RECORD_FUNCTION("streamgen::skinny_linear", std::vector<c10::IValue>());
+namespace {
+
+// One SkinnyLinear call's operands, checked, with x as float32 (the
+// accumulation type) and the output allocated.
+struct SkinnyJob {
+  const float* xp = nullptr;
+  std::vector<float> xbuf;  // x converted (bfloat16 x, when no buffer is given)
+  int64_t m = 0, k = 0, n = 0;
+  const void* wp = nullptr;
+  torch::ScalarType wt = torch::kFloat32;
+  torch::Tensor result;  // [m, n]
+  SkinnyOut op{};
+};
+
+// `buf`: where to convert a bfloat16 x (nullptr: the job's own xbuf).
+void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& job,
+                   std::vector<float>* buf) {
   const torch::Tensor& w = lw.w;
   const auto xt = x.scalar_type();
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu() && x.dim() == 2 && w.dim() == 2 &&
@@ -759,51 +879,96 @@ torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
                               lw.scale.numel() == w.size(0) && lw.scale.is_contiguous()
                         : w.scalar_type() == xt,
               "SkinnyLinear: w in x's dtype, or int8 with a float32 scale per row");
-  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-  // x as float32 (the accumulation type), converted once for every thread
-  // into this thread's buffer (no libtorch op: a few microseconds each, four
-  // linears per layer).
-  const float* xp = nullptr;
+  job.m = x.size(0);
+  job.k = x.size(1);
+  job.n = w.size(0);
+  // x as float32, converted once for every thread (no libtorch op: a few
+  // microseconds each, four linears per layer).
   if (xt == torch::kFloat32) {
-    xp = x.data_ptr<float>();
+    job.xp = x.data_ptr<float>();
   } else {
-    thread_local std::vector<float> xbuf;
-    xbuf.resize(static_cast<size_t>(m * k));
-    const auto* xb = reinterpret_cast<const uint16_t*>(x.data_ptr());
-    for (int64_t i = 0; i < m * k; ++i) xbuf[i] = ToFloat(xb[i]);
-    xp = xbuf.data();
+    std::vector<float>& xb = buf != nullptr ? *buf : job.xbuf;
+    xb.resize(static_cast<size_t>(job.m * job.k));
+    const auto* bits = reinterpret_cast<const uint16_t*>(x.data_ptr());
+    for (int64_t i = 0; i < job.m * job.k; ++i) xb[i] = ToFloat(bits[i]);
+    job.xp = xb.data();
   }
-  torch::Tensor result = torch::empty({m, n}, x.options());
-  const SkinnyOut op{result.data_ptr(), xt == torch::kBFloat16,
+  job.result = torch::empty({job.m, job.n}, x.options());
+  job.op = SkinnyOut{job.result.data_ptr(), xt == torch::kBFloat16,
                      lw.int8() ? lw.scale.data_ptr<float>() : nullptr};
-  const void* wp = w.data_ptr();
-  const auto wt = w.scalar_type();
-  const bool avx512 = HasAvx512();
-  // Columns per thread at least (below that one thread does them all).
-  constexpr int64_t grain = 16;
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+  job.wp = w.data_ptr();
+  job.wt = w.scalar_type();
+}
+
+// Output columns [begin, end) of one job.
+void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
 #ifdef SG_HAVE_AVX512_KERNEL
-    if (avx512) {
-      if (wt == torch::kFloat32) {
-        SkinnyAvx512(xp, m, static_cast<const float*>(wp), k, n, begin, end, op);
-      } else if (wt == torch::kBFloat16) {
-        SkinnyAvx512(xp, m, static_cast<const uint16_t*>(wp), k, n, begin, end, op);
-      } else {
-        SkinnyAvx512(xp, m, static_cast<const int8_t*>(wp), k, n, begin, end, op);
-      }
-      return;
-    }
-#endif
-    (void)avx512;
-    if (wt == torch::kFloat32) {
-      SkinnyPortableF32(xp, m, static_cast<const float*>(wp), k, n, begin, end, op);
-    } else if (wt == torch::kBFloat16) {
-      SkinnyPortableBf16(xp, m, static_cast<const uint16_t*>(wp), k, n, begin, end, op);
+  if (HasAvx512()) {
+    if (j.wt == torch::kFloat32) {
+      SkinnyAvx512(j.xp, j.m, static_cast<const float*>(j.wp), j.k, j.n, begin, end, j.op);
+    } else if (j.wt == torch::kBFloat16) {
+      SkinnyAvx512(j.xp, j.m, static_cast<const uint16_t*>(j.wp), j.k, j.n, begin, end, j.op);
     } else {
-      SkinnyPortableI8(xp, m, static_cast<const int8_t*>(wp), k, n, begin, end, op);
+      SkinnyAvx512(j.xp, j.m, static_cast<const int8_t*>(j.wp), j.k, j.n, begin, end, j.op);
+    }
+    return;
+  }
+#endif
+  if (j.wt == torch::kFloat32) {
+    SkinnyPortableF32(j.xp, j.m, static_cast<const float*>(j.wp), j.k, j.n, begin, end, j.op);
+  } else if (j.wt == torch::kBFloat16) {
+    SkinnyPortableBf16(j.xp, j.m, static_cast<const uint16_t*>(j.wp), j.k, j.n, begin, end, j.op);
+  } else {
+    SkinnyPortableI8(j.xp, j.m, static_cast<const int8_t*>(j.wp), j.k, j.n, begin, end, j.op);
+  }
+}
+
+// Columns per thread at least (below that one thread does them all).
+constexpr int64_t kSkinnyGrain = 16;
+
+}  // namespace
+
+torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
+  RECORD_FUNCTION("streamgen::skinny_linear", std::vector<c10::IValue>());
+  thread_local std::vector<float> xbuf;
+  SkinnyJob job;
+  PrepareSkinny(x, lw, job, &xbuf);
+  at::parallel_for(0, job.n, kSkinnyGrain,
+                   [&](int64_t begin, int64_t end) { RunSkinnyColumns(job, begin, end); });
+  return job.result;
+}
+
+std::vector<torch::Tensor> CpuLinearGroup(const std::vector<torch::Tensor>& xs,
+                                          const std::vector<const LinearWeight*>& ws) {
+  RECORD_FUNCTION("streamgen::cpu_linear_group", std::vector<c10::IValue>());
+  TORCH_CHECK(xs.size() == ws.size(), "CpuLinearGroup: one weight per input");
+  std::vector<torch::Tensor> out(xs.size());
+  std::vector<SkinnyJob> jobs;
+  std::vector<size_t> job_of;  // the pair of each job
+  jobs.reserve(xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const auto xt = xs[i].scalar_type();
+    if (!g_libtorch_linear.load(std::memory_order_relaxed) &&
+        (xt == torch::kFloat32 || xt == torch::kBFloat16) &&
+        xs[i].size(0) <= SkinnyMaxRows(*ws[i], xt)) {
+      jobs.emplace_back();
+      PrepareSkinny(xs[i].contiguous(), *ws[i], jobs.back(), nullptr);
+      job_of.push_back(i);
+    } else {
+      out[i] = CpuLinear(xs[i], *ws[i]);  // GEMM-sized: its own call
+    }
+  }
+  // All jobs' output columns, end to end, split over the threads at once.
+  std::vector<int64_t> first(jobs.size() + 1, 0);
+  for (size_t j = 0; j < jobs.size(); ++j) first[j + 1] = first[j] + jobs[j].n;
+  at::parallel_for(0, first.back(), kSkinnyGrain, [&](int64_t begin, int64_t end) {
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      const int64_t lo = std::max(begin, first[j]), hi = std::min(end, first[j + 1]);
+      if (lo < hi) RunSkinnyColumns(jobs[j], lo - first[j], hi - first[j]);
     }
   });
-  return result;
+  for (size_t j = 0; j < jobs.size(); ++j) out[job_of[j]] = jobs[j].result;
+  return out;
 }
 
 int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype) {

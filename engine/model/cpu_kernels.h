@@ -3,7 +3,7 @@
 //
 // - PagedDecodeAttention: one query per sequence, keys and values read in
 //   place from the KV pool through each sequence's block table.
-// - SiluMul and RmsNorm: the MLP activation and the norms, one pass each.
+// - SiluMul, GeluTanhMul and RmsNorm: the MLP activations and the norms, one pass each.
 //
 // Why a paged attention kernel:
 // The generic path (LlamaModel::Attend) gathers every sequence's blocks into a
@@ -62,6 +62,15 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps
 // a temporary; together ~4% of a mixed prefill + decode step here).
 torch::Tensor SiluMul(const torch::Tensor& gu);
 
+// gelu_tanh(gate) * up for gu = [M, 2I] (gate | up stacked) -> [M, I] in
+// gu's dtype: Gemma 3's MLP (transformers' gelu_pytorch_tanh, libtorch's
+// gelu(approximate="tanh")), one pass, in float32. Unlike SiluMul's AVX-512
+// body, bfloat16 rounds twice as transformers does on bfloat16 tensors: the
+// activation stored in bfloat16, then the product. CPU float32 / bfloat16
+// contiguous input: the kernel (AVX-512 body, or the portable one);
+// anything else: libtorch's gelu and mul.
+torch::Tensor GeluTanhMul(const torch::Tensor& gu);
+
 // Rotary embedding in place (Hugging Face's rotate-half layout) on the first
 // `heads` heads of each row of qkv = [T, >= heads * D] (float32 or bfloat16,
 // rows contiguous): x * cos + rotate_half(x) * sin with cos/sin the rows
@@ -111,6 +120,12 @@ torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& w);
 // compute dtype; int8 weights dequantized to x's dtype a tile of rows at a
 // time, each tile through mm). Batch-invariant only up to SkinnyMaxRows.
 torch::Tensor CpuLinear(const torch::Tensor& x, const LinearWeight& w);
+// CpuLinear for several pairs: out[i] = CpuLinear(xs[i], *ws[i]), bit for
+// bit. The pairs within the skinny kernel's range share one parallel region
+// (their output columns end to end, split over the threads), instead of one
+// region each: the experts of a MoE layer. The others run as CpuLinear does.
+std::vector<torch::Tensor> CpuLinearGroup(const std::vector<torch::Tensor>& xs,
+                                          const std::vector<const LinearWeight*>& ws);
 // For benchmarks: kLibtorch makes CpuLinear run what the model ran before the
 // skinny kernels (torch::mv for one row, torch::mm above; int8 through
 // Int8TiledGemm), so both can be measured in one run.
