@@ -8,9 +8,9 @@
 // read-bandwidth probe (StreamRead over 1 GiB, measured before each run) that
 // those bytes take: a token reads the router and its top_k experts, nothing
 // else. "GB/s" is from the best run; "of probe" the median over runs of a
-// run's rate over its own probe's. A last line per weight kind: a dense MLP
-// stack of the same active bytes (intermediate top_k x the expert's) at batch
-// 1, the cost a token of the MoE stack should approach.
+// run's rate over its own probe's. After batch 1: a dense MLP stack of the
+// same active bytes (intermediate top_k x the expert's), its runs alternating
+// with the MoE runs: the cost a token of the MoE stack should approach.
 //
 //   streamgen-bench-moe [--hidden 768] [--experts 8] [--top-k 2]
 //       [--expert-intermediate 1024] [--layers 32] [--batches 1,16]
@@ -137,6 +137,16 @@ int main(int argc, char** argv) {
     }
     const int64_t expert_bytes = stack[0].gate_up[0].nbytes() + stack[0].down[0].nbytes();
     const int64_t router_bytes = stack[0].router.nbytes();
+    // The dense MLP stack of the same active bytes (intermediate top_k x the
+    // expert's): what a token of the MoE stack should cost at batch 1.
+    const int64_t dense_inter = static_cast<int64_t>(moe.top_k) * moe.expert_intermediate_size;
+    std::vector<std::pair<streamgen::LinearWeight, streamgen::LinearWeight>> dense;
+    for (int64_t l = 0; l < layers; ++l) {
+      dense.emplace_back(MakeWeight(2 * dense_inter, hidden, kind),
+                         MakeWeight(hidden, dense_inter, kind));
+    }
+    const double dense_bytes =
+        static_cast<double>(layers) * (dense[0].first.nbytes() + dense[0].second.nbytes());
     for (int batch : ParseInts(absl::GetFlag(FLAGS_batches))) {
       // A fresh input per step (inputs: [steps, batch, hidden]), and the
       // experts each step's tokens choose per layer (the bytes it reads).
@@ -151,53 +161,20 @@ int main(int argc, char** argv) {
         }
       }
       const double bytes_per_step = static_cast<double>(bytes) / steps;
-      // Each timed run right after a probe of its own (this project's
-      // machines are shared: the bandwidth a run gets varies from minute to
-      // minute); the fraction is the median over runs of run / its probe.
-      double best = 1e30;
-      std::vector<double> fractions;
-      for (int run = 0; run <= runs; ++run) {  // run 0: warm-up
-        const double run_probe = probe_buf.Measure(3);
+      // One pass of every step; returns seconds per step. Each layer gets the
+      // step's input (not the previous layer's output): the routing stays
+      // that of random inputs.
+      auto moe_run = [&] {
         const auto t0 = Clock::now();
         for (int s = 0; s < steps; ++s) {
-          torch::Tensor x = inputs[s];
           for (const streamgen::MoeWeights& w : stack) {
-            // Each layer gets the step's input (not the previous layer's
-            // output): the routing stays that of random inputs.
-            torch::Tensor y = streamgen::MoeMlp(x, w, moe, streamgen::Activation::kSilu);
+            torch::Tensor y = streamgen::MoeMlp(inputs[s], w, moe, streamgen::Activation::kSilu);
             if (y.numel() == 0) std::printf(" ");
           }
         }
-        const double per_step = Seconds(t0, Clock::now()) / steps;
-        if (run > 0) {
-          best = std::min(best, per_step);
-          fractions.push_back(bytes_per_step / per_step / run_probe);
-        }
-      }
-      std::sort(fractions.begin(), fractions.end());
-      const double fraction = fractions[fractions.size() / 2];
-      const double gbs = bytes_per_step / best;
-      const double experts_per_layer =
-          (bytes_per_step / layers - router_bytes) / static_cast<double>(expert_bytes);
-      std::printf("%-9s %5d %9.3f %10.1f %12.1f %12.2f %8.1f %9.2f\n", kind.c_str(), batch,
-                  best * 1e3, batch / best, bytes_per_step / 1e6, experts_per_layer, gbs / 1e9,
-                  fraction);
-    }
-    // The dense MLP of the same active bytes (intermediate top_k x the
-    // expert's): what a token of the MoE stack should cost at batch 1.
-    {
-      const int64_t inter = static_cast<int64_t>(moe.top_k) * moe.expert_intermediate_size;
-      std::vector<std::pair<streamgen::LinearWeight, streamgen::LinearWeight>> dense;
-      for (int64_t l = 0; l < layers; ++l) {
-        dense.emplace_back(MakeWeight(2 * inter, hidden, kind), MakeWeight(hidden, inter, kind));
-      }
-      const double bytes_per_step =
-          static_cast<double>(layers) * (dense[0].first.nbytes() + dense[0].second.nbytes());
-      torch::Tensor inputs = torch::randn({steps, 1, hidden}).to(act_dtype);
-      double best = 1e30;
-      std::vector<double> fractions;
-      for (int run = 0; run <= runs; ++run) {
-        const double run_probe = probe_buf.Measure(3);
+        return Seconds(t0, Clock::now()) / steps;
+      };
+      auto dense_run = [&] {
         const auto t0 = Clock::now();
         for (int s = 0; s < steps; ++s) {
           for (const auto& [gate_up, down] : dense) {
@@ -208,17 +185,44 @@ int main(int argc, char** argv) {
             if (y.numel() == 0) std::printf(" ");
           }
         }
-        const double per_step = Seconds(t0, Clock::now()) / steps;
+        return Seconds(t0, Clock::now()) / steps;
+      };
+      // Each timed run right after a probe of its own (this project's
+      // machines are shared: the bandwidth a run gets varies from minute to
+      // minute); at batch 1 MoE and dense runs alternate. The fraction is the
+      // median over runs of a run's rate over its probe's.
+      double best = 1e30, dense_best = 1e30;
+      std::vector<double> fractions, dense_fractions;
+      for (int run = 0; run <= runs; ++run) {  // run 0: warm-up
+        double run_probe = probe_buf.Measure(3);
+        const double per_step = moe_run();
         if (run > 0) {
           best = std::min(best, per_step);
           fractions.push_back(bytes_per_step / per_step / run_probe);
         }
+        if (batch != 1) continue;
+        run_probe = probe_buf.Measure(3);
+        const double dense_step = dense_run();
+        if (run > 0) {
+          dense_best = std::min(dense_best, dense_step);
+          dense_fractions.push_back(dense_bytes / dense_step / run_probe);
+        }
       }
-      std::sort(fractions.begin(), fractions.end());
-      std::printf("%-9s %5d %9.3f %10.1f %12.1f %12s %8.1f %9.2f  (dense MLP, intermediate %lld)\n",
-                  kind.c_str(), 1, best * 1e3, 1 / best, bytes_per_step / 1e6, "-",
-                  bytes_per_step / best / 1e9, fractions[fractions.size() / 2],
-                  static_cast<long long>(inter));
+      auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      const double experts_per_layer =
+          (bytes_per_step / layers - router_bytes) / static_cast<double>(expert_bytes);
+      std::printf("%-9s %5d %9.3f %10.1f %12.1f %12.2f %8.1f %9.2f\n", kind.c_str(), batch,
+                  best * 1e3, batch / best, bytes_per_step / 1e6, experts_per_layer,
+                  bytes_per_step / best / 1e9, median(fractions));
+      if (batch == 1) {
+        std::printf("%-9s %5d %9.3f %10.1f %12.1f %12s %8.1f %9.2f  (dense MLP, intermediate %lld)\n",
+                    kind.c_str(), 1, dense_best * 1e3, 1 / dense_best, dense_bytes / 1e6, "-",
+                    dense_bytes / dense_best / 1e9, median(dense_fractions),
+                    static_cast<long long>(dense_inter));
+      }
     }
     std::printf("%-9s all weights %.1f MB (%.1f MB per expert, router %.3f MB per layer)\n",
                 kind.c_str(), total / 1e6, expert_bytes / 1e6, router_bytes / 1e6);
