@@ -15,8 +15,11 @@ bool StaticDecodeEnabled(const ModelConfig& config, const ModelOptions& options)
     return options.static_decode_on_cpu &&
            (options.dtype == torch::kFloat32 || options.dtype == torch::kBFloat16);
   }
+  // MoE layers plan their expert groups on the host (mlp.h: one copy of the
+  // routing to the host per layer), which a CUDA graph cannot capture: MoE
+  // models decode eagerly on CUDA.
   return kCudaKernels && options.device.is_cuda() && options.cuda_graphs &&
-         config.head_dim <= cuda::kMaxHeadDim;
+         config.head_dim <= cuda::kMaxHeadDim && config.moe.num_experts == 0;
 }
 
 StaticDecoder::StaticDecoder(const ModelConfig& config, torch::Device device, Body body)

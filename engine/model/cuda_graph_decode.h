@@ -98,7 +98,7 @@ struct DecodeGraph {
 
 // Whether a model of `config` loaded with `options` uses the static decode
 // path: on CUDA in a build with the CUDA kernels, with cuda_graphs and
-// head_dim <= cuda::kMaxHeadDim; on the CPU only with the test hook
+// head_dim <= cuda::kMaxHeadDim and no MoE layers; on the CPU only with the test hook
 // static_decode_on_cpu, in float32 or bfloat16. Thread-safe.
 bool StaticDecodeEnabled(const ModelConfig& config, const ModelOptions& options);
 
