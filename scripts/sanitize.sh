@@ -58,7 +58,8 @@ case $JOB in
            fuzz_replay_openai_encoder_fuzz sentencepiece_shim_exports_test
            http_curl_test fault_test_asan
            hf_tokenizer_test jinja_test chat_template_jinja_test fuzz_replay_jinja_fuzz
-           tokenizers_npm_ci tokenizers_reference_test)
+           tokenizers_npm_ci tokenizers_reference_test
+           model_families_test rope_config_test rope_test moe_test static_decode_test)
     TARGETS=(safetensors_test model_config_test tokenizer_test stop_matcher_test sampler_test
              model_test engine_test scheduler_test kv_cache_manager_test batching_test
              cpu_kernels_test cpu_linear_test resume_test server_validation_test server_response_stream_test server_units_test
@@ -66,7 +67,8 @@ case $JOB in
              safetensors_fuzz_replay model_config_fuzz_replay chat_template_fuzz_replay
              detokenizer_fuzz_replay validation_fuzz_replay openai_request_fuzz_replay
              openai_encoder_fuzz_replay hf_tokenizer_test jinja_test chat_template_jinja_test
-             jinja_fuzz_replay streamgen-tokenize streamgen-server streamgen-client streamgen-generate
+             jinja_fuzz_replay model_families_test rope_config_test rope_test moe_test static_decode_test
+             streamgen-tokenize streamgen-server streamgen-client streamgen-generate
              streamgen_python_proto)
     CTEST_SELECT=(-L "^($(IFS='|'; echo "${TESTS[*]}"))\$")
     ;;

@@ -59,9 +59,21 @@ const WeightStore& EmptyWeights() {
 
 // `loaded`: from LoadModelConfig, which defaults the EOS ids to {2}.
 void CheckConfig(const ModelConfig& c, bool loaded) {
-  FUZZ_CHECK(c.architecture == kSupportedArchitectures[0] ||
-                 c.architecture == kSupportedArchitectures[1],
-             "architecture '%s'", c.architecture.c_str());
+  bool supported = false;
+  for (const char* a : kSupportedArchitectures) supported = supported || c.architecture == a;
+  FUZZ_CHECK(supported, "architecture '%s'", c.architecture.c_str());
+  // The family description is consistent with the sizes.
+  FUZZ_CHECK(c.layer_window.empty() ||
+                 static_cast<int>(c.layer_window.size()) == c.num_hidden_layers,
+             "layer_window of %zu for %d layers", c.layer_window.size(), c.num_hidden_layers);
+  FUZZ_CHECK(c.moe_layers.empty() ||
+                 static_cast<int>(c.moe_layers.size()) == c.num_hidden_layers,
+             "moe_layers of %zu for %d layers", c.moe_layers.size(), c.num_hidden_layers);
+  FUZZ_CHECK(c.moe.num_experts == 0 || (c.moe.top_k >= 1 && c.moe.top_k <= c.moe.num_experts),
+             "top_k %d of %d experts", c.moe.top_k, c.moe.num_experts);
+  const int rotary = c.rope.RotaryDim(c.head_dim);
+  FUZZ_CHECK(rotary >= 2 && rotary % 2 == 0 && rotary <= c.head_dim, "rotary dims %d of %d",
+             rotary, c.head_dim);
   FUZZ_CHECK(c.hidden_size > 0 && c.intermediate_size > 0 && c.num_hidden_layers > 0 &&
                  c.num_attention_heads > 0 && c.num_key_value_heads > 0 && c.head_dim > 0 &&
                  c.vocab_size > 0 && c.max_position_embeddings > 0,
