@@ -331,7 +331,10 @@ TEST_P(SiluMulTest, MatchesFloat64) {
   torch::manual_seed(3);
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
     const double u_out = UnitRoundoff(dtype);
-    const double rel = avx512 ? Then(Then(kExpError, Gamma(5, kU32)), Gamma(1, u_out))
+    // AVX-512, bfloat16: silu's output is rounded to bfloat16 before the
+    // product, as transformers rounds (one more rounding in the output dtype).
+    const double rel = avx512 ? Then(Then(kExpError, Gamma(5, kU32)),
+                                     Gamma(dtype == torch::kBFloat16 ? 2 : 1, u_out))
                               : Then(kExpError, Gamma(4, u_out));
     for (int64_t inter : {16, 37, 2048}) {
       torch::Tensor gu = (torch::randn({5, 2 * inter}) * 8).to(dtype);
@@ -346,6 +349,18 @@ TEST_P(SiluMulTest, MatchesFloat64) {
       torch::Tensor bound = want.abs() * rel + (g * u).abs() * 0x1p-125;
       ExpectWithinBound(got, want, bound,
                         std::string(c10::toString(dtype)) + " inter " + std::to_string(inter));
+      if (dtype == torch::kBFloat16 && inter >= 2048) {
+        // transformers' roundings on bfloat16 tensors: silu(gate) stored in
+        // bfloat16, then the product (as GeluTanhMulTest explains); rounding
+        // once instead agrees on a much smaller share of the elements.
+        torch::Tensor act = torch::silu(g.to(torch::kFloat32));
+        torch::Tensor twice = (act.to(dtype).to(torch::kFloat32) * u.to(torch::kFloat32)).to(dtype);
+        torch::Tensor once = (act * u.to(torch::kFloat32)).to(dtype);
+        const double n = static_cast<double>(got.numel());
+        EXPECT_GT(got.eq(twice).sum().item<double>() / n, 0.99);
+        EXPECT_LT(got.eq(once).sum().item<double>() / n, 0.95)
+            << "the data do not tell the roundings apart";
+      }
     }
   }
 }

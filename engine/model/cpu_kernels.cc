@@ -384,7 +384,12 @@ SG_AVX512 void SiluMulRowAvx512(const T* gate, const T* up, T* out, int64_t n) {
     const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
     const __mmask16 neg = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
     const __m512 sig = _mm512_mask_mul_ps(inv, neg, e, inv);
-    Store16(out + j, _mm512_mul_ps(_mm512_mul_ps(g, sig), u), m);
+    __m512 act = _mm512_mul_ps(g, sig);
+    // bfloat16: silu's output rounded to bfloat16 before the product, as
+    // transformers' act_fn(gate_proj(x)) * up_proj(x) rounds (two bfloat16
+    // results), and as the portable body (libtorch's ops) does.
+    if constexpr (sizeof(T) == 2) act = FromBf16(ToBf16(act));
+    Store16(out + j, _mm512_mul_ps(act, u), m);
   }
 }
 
