@@ -349,10 +349,12 @@ TEST_P(SiluMulTest, MatchesFloat64) {
       torch::Tensor bound = want.abs() * rel + (g * u).abs() * 0x1p-125;
       ExpectWithinBound(got, want, bound,
                         std::string(c10::toString(dtype)) + " inter " + std::to_string(inter));
-      if (dtype == torch::kBFloat16 && inter >= 2048) {
-        // transformers' roundings on bfloat16 tensors: silu(gate) stored in
-        // bfloat16, then the product (as GeluTanhMulTest explains); rounding
-        // once instead agrees on a much smaller share of the elements.
+      if (avx512 && dtype == torch::kBFloat16 && inter >= 2048) {
+        // transformers' roundings on bfloat16 tensors (PyTorch 2.x): silu(gate)
+        // stored in bfloat16, then the product (as GeluTanhMulTest explains);
+        // rounding once instead agrees on a much smaller share of the
+        // elements. (The portable body is libtorch 1.13's own bfloat16 silu,
+        // which rounds its steps: see the bound above.)
         torch::Tensor act = torch::silu(g.to(torch::kFloat32));
         torch::Tensor twice = (act.to(dtype).to(torch::kFloat32) * u.to(torch::kFloat32)).to(dtype);
         torch::Tensor once = (act * u.to(torch::kFloat32)).to(dtype);
