@@ -19,7 +19,8 @@
 #
 # Environment: BUILD_DIR (build), TOKENIZER, FAMILIES ("llama qwen2 qwen3
 # gemma3 phi3 qwen3moe"), THREADS (2), ROUNDS (2), NEW_TOKENS (64), RUNS (2),
-# BATCH (16), OUT (the JSON lines; default $BUILD_DIR/family-bench.jsonl).
+# BATCH (16), OUT (the JSON lines; default $BUILD_DIR/family-bench.jsonl),
+# TABLE_ONLY (1: no runs, the table of an earlier run's OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -36,6 +37,7 @@ if [ ! -f "$TOKENIZER" ]; then
   echo "family_bench: $TOKENIZER is absent; set TOKENIZER to a 32000-piece sentencepiece model" >&2
   exit 1
 fi
+[ "${TABLE_ONLY:-0}" = 1 ] && FAMILIES= ROUNDS=0
 for family in $FAMILIES; do
   dir=$BUILD_DIR/models/family-bench/$family
   [ -f "$dir/model.safetensors" ] && continue
@@ -44,7 +46,7 @@ for family in $FAMILIES; do
 done
 lscpu | grep -E "Model name|^CPU\(s\)" || true
 echo "ISA: $(grep -o -w 'avx2\|avx512f\|avx512_bf16\|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-: > "$OUT"
+[ "$ROUNDS" -gt 0 ] && : > "$OUT"
 for round in $(seq 1 "$ROUNDS"); do
   for quant in none int8; do
     for family in $FAMILIES; do
@@ -70,18 +72,21 @@ first = next(iter(runs.values()))[0]
 print("threads %d, %d rounds" % (first["threads"], max(len(rs) for rs in runs.values())))
 print("| family | weights (bfloat16 activations) | decode MB/token | decode tok/s (batch 1) "
       "| fraction of probe | model-only step: fraction | batch-%d step ms (tok/s) "
-      "| fraction / llama's |" % first["batch"])
-print("|---|---|---|---|---|---|---|---|")
+      "| fraction / llama's | GB/s / llama's |" % first["batch"])
+print("|---|---|---|---|---|---|---|---|---|")
 for (family, quant), rs in sorted(runs.items(), key=lambda kv: kv[0][1] != "none"):
+    # Against Llama's in the same dtype: the fractions (each run's decode
+    # over its own probe) and the achieved GB/s (the probe left out: it
+    # drifts with the machine's load from one process to the next).
     llama = runs.get(("llama", quant))
-    rel = ("%.2f" % (mean(rs, "fraction_of_probe") / mean(llama, "fraction_of_probe"))
-           if llama else "–")
+    rel = lambda key: "%.2f" % (mean(rs, key) / mean(llama, key)) if llama else "–"
     b = mean(rs, "batch_step_ms")
-    print("| %s | %s | %.0f | %.1f (%s) | %.2f | %.2f | %.1f (%.0f) | %s |" % (
+    print("| %s | %s | %.0f | %.1f (%s) | %.2f | %.2f | %.1f (%.0f) | %s | %s |" % (
         family, "int8" if quant == "int8" else "bfloat16", rs[0]["decode_weight_bytes"] / 1e6,
         mean(rs, "decode_tokens_per_s"),
         " / ".join("%.1f" % r["decode_tokens_per_s"] for r in rs), mean(rs, "fraction_of_probe"),
-        mean(rs, "step_fraction_of_probe"), b, rs[0]["batch"] * 1000.0 / b, rel))
+        mean(rs, "step_fraction_of_probe"), b, rs[0]["batch"] * 1000.0 / b,
+        rel("fraction_of_probe"), rel("achieved_gbs")))
 print("probe GB/s: %.1f-%.1f" % (min(r["probe_gbs"] for rs in runs.values() for r in rs),
                                  max(r["probe_gbs"] for rs in runs.values() for r in rs)))
 EOF
