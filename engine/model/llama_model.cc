@@ -287,15 +287,16 @@ torch::Tensor LlamaModel::Linear(const torch::Tensor& x, const LinearWeight& w,
 // (LlamaRMSNorm: statistics in float32, the normalised value cast to x's dtype,
 // then times w in that dtype) goes through the fused kernel (cpu_kernels.h) on
 // the CPU; Gemma's (Gemma3RMSNorm: everything in float32 times the stored
-// (1 + w), one rounding at the end) is the same kernel in float32, libtorch ops
-// otherwise.
+// (1 + w), one rounding at the end) is the same kernel on x in float32, then
+// one rounding to x's dtype (3 ops instead of 8 libtorch ops per norm: Gemma 3
+// runs 6 norms a layer, and in bfloat16 the 8-op form cost ~20% of its decode
+// step; bench/README.md, "Model families").
 torch::Tensor LlamaModel::Norm(const torch::Tensor& x, const torch::Tensor& w) const {
   if (config_.norm_style == NormStyle::kWeight || x.scalar_type() == torch::kFloat32) {
     return streamgen::RmsNorm(x.contiguous(), w, config_.rms_norm_eps);
   }
-  torch::Tensor xf = x.to(torch::kFloat32);
-  torch::Tensor r = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.rms_norm_eps);
-  return (xf * r * w).to(x.scalar_type());
+  return streamgen::RmsNorm(x.to(torch::kFloat32).contiguous(), w, config_.rms_norm_eps)
+      .to(x.scalar_type());
 }
 
 // x: [T, heads, D]; cos, sin: [T, 1, RD] -> x with its first RD dims rotated
