@@ -310,9 +310,15 @@ absl::Status ReadLayerWindows(const json& obj, const std::string& source, int wi
   return absl::OkStatus();
 }
 
-// The optional "sliding_window" key: a positive int, or null / absent (0).
-absl::Status ReadWindow(const json& obj, const std::string& source, int* window) {
-  *window = 0;
+// The "sliding_window" key: a positive int; null: no window (0); absent: the
+// configuration class's default `absent` (4096 for Mistral, Qwen 2/3, Gemma 3;
+// none for Mixtral and Phi-3).
+absl::Status ReadWindow(const json& obj, const std::string& source, int absent, int* window) {
+  if (obj.contains("sliding_window") && obj.at("sliding_window").is_null()) {
+    *window = 0;
+    return absl::OkStatus();
+  }
+  *window = absent;
   return ReadPositiveInt(obj, source, "sliding_window", window, /*required=*/false);
 }
 
@@ -332,10 +338,7 @@ absl::Status ReadFamily(const json& obj, const std::string& source, ModelConfig*
       config->attention_qkv_bias = config->attention_o_bias = bias;
       SG_RETURN_IF_ERROR(ReadBool(obj, source, "mlp_bias", &config->mlp_bias));
     } else {
-      // MistralConfig's sliding_window defaults to 4096 (null: full attention).
-      window = 4096;
-      SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "sliding_window", &window, false));
-      if (obj.contains("sliding_window") && obj.at("sliding_window").is_null()) window = 0;
+      SG_RETURN_IF_ERROR(ReadWindow(obj, source, /*absent=*/4096, &window));
       SG_RETURN_IF_ERROR(ReadLayerWindows(obj, source, window, [](int) { return true; }, config));
     }
   } else if (arch == "Qwen2ForCausalLM" || arch == "Qwen3ForCausalLM" ||
@@ -353,9 +356,7 @@ absl::Status ReadFamily(const json& obj, const std::string& source, ModelConfig*
     bool use_window = false;
     SG_RETURN_IF_ERROR(ReadBool(obj, source, "use_sliding_window", &use_window));
     if (use_window) {
-      window = 4096;  // the class default when the key is absent
-      SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "sliding_window", &window, false));
-      if (obj.contains("sliding_window") && obj.at("sliding_window").is_null()) window = 0;
+      SG_RETURN_IF_ERROR(ReadWindow(obj, source, /*absent=*/4096, &window));
     }
     int max_window_layers = 28;
     if (Present(obj, "max_window_layers")) {
@@ -403,7 +404,7 @@ absl::Status ReadFamily(const json& obj, const std::string& source, ModelConfig*
     }
   } else if (arch == "MixtralForCausalLM") {
     SG_RETURN_IF_ERROR(ReadActivation(obj, source, "hidden_act", config));
-    SG_RETURN_IF_ERROR(ReadWindow(obj, source, &window));
+    SG_RETURN_IF_ERROR(ReadWindow(obj, source, /*absent=*/0, &window));
     SG_RETURN_IF_ERROR(ReadLayerWindows(obj, source, window, [](int) { return true; }, config));
     MoeConfig& moe = config->moe;
     moe.num_experts = 8, moe.top_k = 2;
@@ -430,9 +431,7 @@ absl::Status ReadFamily(const json& obj, const std::string& source, ModelConfig*
                                              &config->final_logit_softcapping));
     SG_RETURN_IF_ERROR(ReadNonNegativeDouble(obj, source, "attn_logit_softcapping",
                                              &config->attn_logit_softcapping));
-    window = 4096;
-    SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "sliding_window", &window, false));
-    if (obj.contains("sliding_window") && obj.at("sliding_window").is_null()) window = 0;
+    SG_RETURN_IF_ERROR(ReadWindow(obj, source, /*absent=*/4096, &window));
     // Without layer_types: sliding unless (i + 1) % sliding_window_pattern == 0.
     int pattern = 6;
     SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "sliding_window_pattern", &pattern, false));
@@ -441,7 +440,7 @@ absl::Status ReadFamily(const json& obj, const std::string& source, ModelConfig*
   } else if (arch == "Phi3ForCausalLM") {
     SG_RETURN_IF_ERROR(ReadActivation(obj, source, "hidden_act", config));
     config->fused_checkpoint = true;  // qkv_proj and gate_up_proj, no biases
-    SG_RETURN_IF_ERROR(ReadWindow(obj, source, &window));
+    SG_RETURN_IF_ERROR(ReadWindow(obj, source, /*absent=*/0, &window));
     SG_RETURN_IF_ERROR(ReadLayerWindows(obj, source, window, [](int) { return true; }, config));
   }
   // A window at least the context changes nothing: full attention.
