@@ -46,7 +46,7 @@ ABSL_FLAG(std::string, linear, "kernels",
 ABSL_FLAG(bool, linear_sweep, false,
           "instead of the figures above: time the linear layers' kernels (skinny kernel "
           "against the GEMM path) over row counts, for every weight dtype, at the model's shapes");
-ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the machine's cores)");
+ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the CPUs this process may use: affinity and cgroup quota)");
 ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
 ABSL_FLAG(int, kv_cache_blocks, 0, "engine KV pool blocks (0: the engine's default)");

@@ -44,7 +44,7 @@ ABSL_FLAG(std::string, kinds, "bfloat16,int8",
           "weight kinds: float32, bfloat16, int8 (int8 weights, bfloat16 activations)");
 ABSL_FLAG(int, steps, 64, "steps per timed run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
-ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the machine's cores)");
+ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the CPUs this process may use: affinity and cgroup quota)");
 
 namespace {
 

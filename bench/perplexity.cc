@@ -38,7 +38,7 @@ ABSL_FLAG(std::string, valid, "", "validation JSONL file: one {\"text\": ...} ob
 ABSL_FLAG(int, seq, 256, "tokens a window predicts (each window is seq + 1 tokens)");
 ABSL_FLAG(std::string, dtype, "float32", "compute dtype: float32 or bfloat16");
 ABSL_FLAG(std::string, quantization, "none", "weight quantization: none or int8");
-ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the machine's cores)");
+ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the CPUs this process may use: affinity and cgroup quota)");
 ABSL_FLAG(int, max_windows, 0, "evaluate only the first N windows (0: all)");
 
 namespace {

@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
+#include <optional>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -27,6 +29,7 @@
 #include "engine/model/llama_model.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
+#include "engine/thread_governor.h"
 #include "common/status.h"
 #include "engine/text/stop_matcher.h"
 #include "engine/text/tokenizer.h"
@@ -54,6 +57,13 @@ const char* FinishReasonName(FinishReason reason) {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// CPU time of the whole process (every thread), in milliseconds.
+double ProcessCpuMs() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return -1;
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
 
 double MsBetween(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
@@ -562,8 +572,16 @@ void Engine::Impl::Loop() {
   c10::InferenceMode guard;
   // OpenMP's thread count is per calling thread: set it on the thread that runs
   // the model (without this, Debian's libtorch runs this thread's ops on one core).
-  ConfigureThreads(options_.threads);
+  const int threads = ConfigureThreads(options_.threads);
+  std::optional<ThreadGovernor> governor;
+  if (options_.adaptive_threads && info_.device == "cpu" && threads > 1) {
+    ThreadGovernorOptions g;
+    g.max_threads = threads;
+    governor.emplace(g);
+  }
   while (TakeWork()) {
+    const Clock::time_point wall_start = Clock::now();
+    const double cpu_start = ProcessCpuMs();
     try {
       RunStep(scheduler_.Schedule());
     } catch (const c10::Error& e) {
@@ -571,10 +589,17 @@ void Engine::Impl::Loop() {
     } catch (const std::exception& e) {
       FailAll(e.what());
     }
+    if (governor) {
+      const int before = governor->threads();
+      const int now = governor->OnStep(MsBetween(wall_start, Clock::now()), ProcessCpuMs() - cpu_start);
+      if (now != before) at::set_num_threads(now);
+    }
     Retire();
     PublishStats();
     std::lock_guard<std::mutex> lock(mu_);
     stats_.steps++;
+    stats_.cpu_threads = governor ? governor->threads() : (info_.device == "cpu" ? threads : 0);
+    stats_.cpu_thread_changes = governor ? governor->changes() : 0;
   }
   PublishStats();
 }

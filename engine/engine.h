@@ -22,7 +22,11 @@ struct EngineOptions {
   std::string dtype;                  // "float32" | "bfloat16" | "float16"; "": float32 on CPU, bfloat16 on CUDA
   std::string quantization;           // "none" (or "") | "int8": weight-only, CPU only (llama_model.h)
   int max_model_len = 0;              // the context served, <= max_position_embeddings; 0: that
-  int threads = 0;                    // intra-op threads; 0: $OMP_NUM_THREADS, else the machine's cores
+  int threads = 0;                    // intra-op threads; 0: $OMP_NUM_THREADS, else the CPUs this
+                                      // process may use (affinity and cgroup quota, common/cpu_quota.h)
+  // CPU: run fewer threads while other processes take our cores, and go back
+  // up when they leave (engine/thread_governor.h); `threads` is the maximum.
+  bool adaptive_threads = true;
   int max_queue = 64;                 // waiting requests; beyond: RESOURCE_EXHAUSTED
   int max_batch = 16;                 // running sequences, decoded together in one batch
   int max_prefill_tokens = 128;       // prompt tokens prefilled per loop iteration (chunked prefill)
@@ -64,6 +68,7 @@ struct ModelInfo {
   std::string dtype;         // compute dtype
   std::string quantization;  // "none" | "int8"
   std::string device;
+  int threads = 0;           // intra-op CPU threads (EngineOptions.threads, resolved)
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
   int max_queue = 0;
@@ -101,6 +106,8 @@ struct EngineStats {
   int64_t prefix_cache_hits = 0;     // of them, found in the prefix cache
   int64_t resumed = 0;               // requests submitted with resume_token_ids
   int64_t resumed_tokens = 0;        // their resume_token_ids
+  int64_t cpu_threads = 0;           // gauge: intra-op threads now (CPU; adaptive_threads)
+  int64_t cpu_thread_changes = 0;    // times adaptive_threads changed the count
 };
 
 // Whether this CPU has native bfloat16 dot products (x86 AVX512-BF16), without

@@ -52,7 +52,7 @@ absl::StatusOr<BuiltModel> BuildModel(const EngineOptions& options,
   const torch::Device device = model_options.device;
   const torch::ScalarType dtype = model_options.dtype;
   const Quantization quantization = model_options.quantization;
-  ConfigureThreads(options.threads);
+  const int threads = ConfigureThreads(options.threads);
   if (options.gpu_memory_fraction != 0 &&
       !(options.gpu_memory_fraction > 0 && options.gpu_memory_fraction <= 1)) {
     return absl::InvalidArgumentError(
@@ -68,6 +68,7 @@ absl::StatusOr<BuiltModel> BuildModel(const EngineOptions& options,
   const ModelConfig& c = built.model->config();
   SG_ASSIGN_OR_RETURN(built.tokenizer, LoadModelTokenizer(options, c));
   ModelInfo& info = built.info;
+  info.threads = threads;
   std::string dir = options.model_dir;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   info.name = dir.substr(dir.find_last_of('/') + 1);

@@ -46,7 +46,8 @@ ABSL_FLAG(std::string, quantization, "none",
           "per-output-channel int8 computed at load from the checkpoint; activations stay in "
           "--dtype; about a quarter of float32's weight bytes per token).");
 ABSL_FLAG(int, threads, 0,
-          "CPU threads for the model's math (0: $OMP_NUM_THREADS if set, else the machine's cores).");
+          "CPU threads for the model's math (0: $OMP_NUM_THREADS if set, else the CPUs this "
+          "process may use: its affinity mask and cgroup CPU quota).");
 ABSL_FLAG(int, max_queue, 64, "Requests waiting for a batch slot; beyond it RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int, max_batch, 16, "Running sequences, decoded together in one batch.");
 ABSL_FLAG(int, max_prefill_tokens, 128,
@@ -104,6 +105,10 @@ ABSL_FLAG(std::string, http_listen, "0.0.0.0:8000",
 ABSL_FLAG(std::string, served_model_name, "",
           "The model's name on the HTTP face (/v1/models, the requests' `model`). Default: the "
           "model directory's name.");
+ABSL_FLAG(bool, adaptive_threads, true,
+          "CPU: run the model on fewer threads while other processes take this machine's "
+          "cores, and go back up to --threads when they leave (a thread waiting at a barrier "
+          "for a descheduled sibling wastes its core). false: always --threads.");
 ABSL_FLAG(int, http_threads, 0,
           "HTTP worker threads, one per connection being served (0: max-batch + max-queue + 16, "
           "so that every stream the engine can hold is carried).");
@@ -160,6 +165,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   engine.quantization = absl::GetFlag(FLAGS_quantization);
   engine.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   engine.threads = absl::GetFlag(FLAGS_threads);
+  engine.adaptive_threads = absl::GetFlag(FLAGS_adaptive_threads);
   engine.max_queue = absl::GetFlag(FLAGS_max_queue);
   engine.max_batch = absl::GetFlag(FLAGS_max_batch);
   engine.max_prefill_tokens = absl::GetFlag(FLAGS_max_prefill_tokens);

@@ -221,6 +221,13 @@ void Metrics::RenderVllmNamed(const EngineStats* engine, std::string* out) const
     Header(out, "streamgen:prefix_cache_hits_total", "counter",
            "Of those prompt tokens, the ones found in the prefix cache (not recomputed).");
     Sample(out, "streamgen:prefix_cache_hits_total", engine->prefix_cache_hits);
+    Header(out, "streamgen:cpu_threads", "gauge",
+           "Intra-op CPU threads the model runs on now (fewer than --threads while other "
+           "processes take the cores, with --adaptive-threads); 0 on a GPU.");
+    Sample(out, "streamgen:cpu_threads", engine->cpu_threads);
+    Header(out, "streamgen:cpu_thread_changes_total", "counter",
+           "Times --adaptive-threads changed the thread count.");
+    Sample(out, "streamgen:cpu_thread_changes_total", engine->cpu_thread_changes);
   }
   Header(out, "streamgen:prompt_tokens_total", "counter",
          "Prompt tokens of finished requests that were admitted to the model.");

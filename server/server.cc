@@ -1,5 +1,7 @@
 #include "server/server.h"
 
+#include "common/cpu_quota.h"
+
 #include <fstream>
 #include <sstream>
 
@@ -156,7 +158,8 @@ absl::Status StreamgenServer::LoadModel() {
   LogEvent(spdlog::level::info, "serving",
            {{"model", info.name}, {"architecture", info.architecture},
             {"context_length", info.context_length}, {"dtype", info.dtype},
-            {"quantization", info.quantization}, {"device", info.device}, {"chat_template", frontend_->chat_family()},
+            {"quantization", info.quantization}, {"device", info.device}, {"threads", info.threads},
+            {"default_threads", DescribeDefaultThreads()}, {"chat_template", frontend_->chat_family()},
             {"load_s", absl::ToDoubleSeconds(absl::Now() - start)}});
   return absl::OkStatus();
 }

@@ -47,7 +47,7 @@ ABSL_FLAG(int, max_model_len, 0,
           "factors (docs/models.md).");
 ABSL_FLAG(std::string, quantization, "none",
           "weight-only quantization: none or int8 (CPU only; activations stay in --dtype)");
-ABSL_FLAG(int, threads, 0, "intra-op threads; 0: $OMP_NUM_THREADS if set, else the machine's cores");
+ABSL_FLAG(int, threads, 0, "intra-op threads; 0: $OMP_NUM_THREADS if set, else the CPUs this process may use: affinity and cgroup quota");
 ABSL_FLAG(bool, json, false, "print one JSON object when done instead of streaming text");
 
 namespace {

@@ -1,5 +1,7 @@
 #include "engine/model/device.h"
 
+#include "common/cpu_quota.h"
+
 #include <cstdint>
 #include <cstdlib>
 #include <thread>
@@ -82,8 +84,7 @@ int ConfigureThreads(int threads) {
     const char* env = std::getenv("OMP_NUM_THREADS");
     if (env == nullptr || !absl::SimpleAtoi(env, &threads)) threads = 0;
   }
-  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
-  if (threads <= 0) threads = 1;
+  if (threads <= 0) threads = DefaultThreadCount();
   at::set_num_threads(threads);
   return threads;
 }

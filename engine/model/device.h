@@ -22,8 +22,9 @@ absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& name, const torc
 std::string DtypeName(torch::ScalarType dtype);
 
 // Sets libtorch's intra-op threads: `threads`; when 0, $OMP_NUM_THREADS if it
-// is a positive number, else the machine's cores (Debian's libtorch starts with
-// 1 thread here). Returns the number set.
+// is a positive number, else DefaultThreadCount() (common/cpu_quota.h: the
+// CPUs of the process's affinity mask and cgroup quota; Debian's libtorch
+// starts with 1 thread here). Returns the number set.
 int ConfigureThreads(int threads);
 
 // A copy of CPU tensor `t` in memory the kernel may back with 2 MiB
