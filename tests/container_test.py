@@ -145,7 +145,7 @@ class ContainerTest(unittest.TestCase):
                 if own not in (image, image.replace("sha256:", "")):
                     podman("rmi", image, check=False)
 
-    def start(self, *args, ports=()):
+    def start(self, *args, ports=(), extra=()):
         """A detached container of the image with `args` appended to the
         server's command line; removed in tearDownClass whatever happens."""
         name = "streamgen-container-test-%d-%d" % (os.getpid(), len(self.containers))
@@ -154,7 +154,7 @@ class ContainerTest(unittest.TestCase):
         for host_port, container_port in ports:
             publish += ["-p", "127.0.0.1:%d:%d" % (host_port, container_port)]
         podman("run", "-d", "--name", name, "--label", LABEL,
-               "--label", "streamgen.test.pid=%d" % os.getpid(), *LIMITS, *publish,
+               "--label", "streamgen.test.pid=%d" % os.getpid(), *LIMITS, *extra, *publish,
                self.image, *args)
         return name
 
@@ -201,6 +201,26 @@ class ContainerTest(unittest.TestCase):
                         check=False)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertIn("--max-queue must be > 0", result.stdout + result.stderr)
+
+    def test_threads_follow_the_cpu_quota(self):
+        # A container limited to 1.5 CPUs (and one limited to CPU 0) runs the
+        # model on 1 thread, not on the host's core count.
+        for limit in (["--cpus=1.5"], ["--cpuset-cpus=0"]):
+            name = self.start(*self.model_flags(), "--http-listen=", "--metrics-listen=",
+                              extra=limit)
+            deadline = time.time() + 120
+            while True:
+                logs = podman("logs", name, check=False)
+                text = logs.stdout + logs.stderr
+                if " serving " in text:
+                    break
+                if time.time() > deadline:
+                    self.fail("%s: never serving:\n%s" % (limit, text))
+                time.sleep(0.5)
+            self.assertRegex(text, r" threads=1 ", text)
+            if limit[0].startswith("--cpus="):
+                self.assertIn("cgroup quota 1.50 CPUs", text)
+            podman("rm", "-f", "-t", "0", name, check=False)
 
     def test_serves_streams_and_drains_on_sigterm(self):
         grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
