@@ -80,16 +80,16 @@ class Parser {
       if ((static_cast<uint8_t>(s_[i]) & 0xC0) != 0x80) ++*column;
     }
   }
-  absl::Status ErrorAt(int line, int column, std::string_view what) {
+  absl::Status ErrorAt(int line, int column, const std::string& what) {
     return absl::InvalidArgumentError(
         absl::StrCat("grammar: line ", line, ", column ", column, ": ", what));
   }
-  absl::Status Error(size_t at, std::string_view what) {
+  absl::Status Error(size_t at, const std::string& what) {
     int line, column;
     LineColumn(at, &line, &column);
     return ErrorAt(line, column, what);
   }
-  void Fail(size_t at, std::string_view what) {
+  void Fail(size_t at, const std::string& what) {
     if (ok()) status_ = Error(at, what);
   }
   std::string Describe() const {
