@@ -31,6 +31,7 @@
 ABSL_FLAG(std::string, tokenizers, "", "comma-separated tokenizer.json / tokenizer.model paths");
 ABSL_FLAG(int, docs, 50, "JSON documents replayed per tokenizer");
 ABSL_FLAG(int, seed, 1, "seed of the documents");
+ABSL_FLAG(double, slow_us, 0, "print each mask slower than this (with the text before it)");
 ABSL_FLAG(std::string, grammar, "", "a grammar file (GBNF dialect) instead of the JSON grammar");
 
 namespace streamgen {
@@ -134,6 +135,11 @@ int Run(const std::string& path) {
       m->FillNextTokenBitmask(mask.data());
       const double us = Micros(Clock::now() - s);
       all.push_back(us);
+      if (absl::GetFlag(FLAGS_slow_us) > 0 && us > absl::GetFlag(FLAGS_slow_us)) {
+        std::string before;
+        for (size_t k = 0; k < i; ++k) before += vocab->bytes[ids[k]];
+        std::printf("  slow mask %.0f us after '%s'\n", us, before.c_str());
+      }
       if (d == 0) cold.push_back(us);
       if (i == ids.size()) break;
       if (!m->AcceptToken(ids[i])) {

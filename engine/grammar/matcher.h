@@ -40,6 +40,45 @@ void Normalize(std::vector<Stack>* stacks);
 bool AcceptsBytes(const CompiledGrammar& g, const std::vector<Stack>& stacks,
                   std::string_view bytes);
 
+// A set of stacks in one flat buffer, for the hot loops (trie walks, token
+// checks): no allocation once its buffers have grown. Adding a stack that is
+// already there does nothing.
+class StackSet {
+ public:
+  StackSet() : begin_{0} {}
+  void clear() {
+    data_.clear();
+    begin_.resize(1);
+  }
+  size_t size() const { return begin_.size() - 1; }
+  bool empty() const { return size() == 0; }
+  const uint32_t* stack(size_t i) const { return data_.data() + begin_[i]; }
+  uint32_t length(size_t i) const { return begin_[i + 1] - begin_[i]; }
+  void Add(const uint32_t* s, uint32_t n);
+  void Assign(const std::vector<Stack>& stacks);
+  std::vector<Stack> ToVector() const;
+  // Removes the empty stacks; true when there were any.
+  bool RemoveEmpty();
+
+ private:
+  std::vector<uint32_t> data_;
+  std::vector<uint32_t> begin_;
+};
+
+// AdvanceStacks on StackSets; `scratch` is reused between calls.
+void AdvanceStackSet(const CompiledGrammar& g, const StackSet& in, uint8_t byte, StackSet* out,
+                     Stack* scratch);
+
+// AcceptsBytes for one stack, with reusable buffers.
+class BytesChecker {
+ public:
+  bool Accepts(const CompiledGrammar& g, const Stack& stack, std::string_view bytes);
+
+ private:
+  StackSet a_, b_;
+  Stack scratch_;
+};
+
 // A byte-level matcher with history. Not thread-safe.
 class GrammarMatcher {
  public:

@@ -16,15 +16,6 @@ constexpr uint32_t kWholeStackMark = 0xFFFFFFFFu;
 inline void SetBit(uint32_t* mask, int id) { mask[id >> 5] |= 1u << (id & 31); }
 inline bool TestBit(const uint32_t* mask, int id) { return (mask[id >> 5] >> (id & 31)) & 1u; }
 
-// Moves the empty stacks out of *stacks; true when there were any.
-bool RemoveEmpty(std::vector<Stack>* stacks) {
-  const auto it = std::remove_if(stacks->begin(), stacks->end(),
-                                 [](const Stack& s) { return s.empty(); });
-  const bool any = it != stacks->end();
-  stacks->erase(it, stacks->end());
-  return any;
-}
-
 class GrammarTokenMatcher : public TokenMatcher {
  public:
   explicit GrammarTokenMatcher(std::shared_ptr<const GrammarConstraint> c)
@@ -161,9 +152,9 @@ void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_to
     const uint32_t* acc = e->accepted.data();
     for (int w = 0; w < words; ++w) mask[w] |= acc[w];
     if (e->uncertain.empty()) continue;
-    const std::vector<Stack> one = {s};
+    BytesChecker checker;
     for (int32_t id : e->uncertain) {
-      if (!TestBit(mask, id) && AcceptsBytes(*grammar_, one, vocab_->bytes[id])) SetBit(mask, id);
+      if (!TestBit(mask, id) && checker.Accepts(*grammar_, s, vocab_->bytes[id])) SetBit(mask, id);
     }
   }
   auto copy = std::make_shared<const std::vector<uint32_t>>(mask, mask + words);
@@ -205,9 +196,10 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::Comput
   auto entry = std::make_shared<ContextEntry>();
   entry->accepted.assign(mask_words(), 0);
   const TokenTrie& t = *trie_;
-  std::vector<std::vector<Stack>> level(t.max_depth + 1);
+  std::vector<StackSet> level(t.max_depth + 1);
   std::vector<uint8_t> popped_before(t.max_depth + 1, 0);
-  level[0] = {top};
+  Stack scratch;
+  level[0].Add(top.data(), static_cast<uint32_t>(top.size()));
   const auto add_ids = [&](int begin_node, int end_node, bool accepted) {
     for (uint32_t k = t.first_id[begin_node]; k < t.first_id[end_node]; ++k) {
       if (accepted) {
@@ -219,9 +211,9 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::Comput
   };
   for (int i = 0; i < t.size();) {
     const int d = t.depth[i];
-    std::vector<Stack>& cur = level[d];
-    AdvanceStacks(*grammar_, level[d - 1], t.byte[i], &cur);
-    const bool popped_here = RemoveEmpty(&cur);
+    StackSet& cur = level[d];
+    AdvanceStackSet(*grammar_, level[d - 1], t.byte[i], &cur, &scratch);
+    const bool popped_here = cur.RemoveEmpty();
     const bool before = popped_before[d - 1] != 0;
     const bool live = !cur.empty();
     if (live || popped_here) {
@@ -247,17 +239,18 @@ void GrammarConstraint::WalkFull(const std::vector<Stack>& stacks, bool strip_fi
                                  uint32_t* mask) const {
   std::memset(mask, 0, sizeof(uint32_t) * mask_words());
   const TokenTrie& t = *trie_;
-  std::vector<std::vector<Stack>> level(t.max_depth + 1);
-  level[0] = stacks;
+  std::vector<StackSet> level(t.max_depth + 1);
+  level[0].Assign(stacks);
+  Stack scratch;
   for (int i = 0; i < t.size();) {
     const int d = t.depth[i];
-    std::vector<Stack>& cur = level[d];
+    StackSet& cur = level[d];
     if (strip_first_space && d == 1 && t.byte[i] == ' ') {
       // The tokenizer drops this space: the token's text starts after it,
       // and the token " " alone adds nothing (never allowed).
-      cur = stacks;
+      cur = level[0];
     } else {
-      AdvanceStacks(*grammar_, level[d - 1], t.byte[i], &cur);
+      AdvanceStackSet(*grammar_, level[d - 1], t.byte[i], &cur, &scratch);
       if (cur.empty()) {
         i = t.end[i];
         continue;
