@@ -108,6 +108,34 @@ bool StackSet::RemoveEmpty() {
   return any;
 }
 
+std::string StackSet::Key() const {
+  std::string key;
+  key.append(reinterpret_cast<const char*>(begin_.data()), begin_.size() * sizeof(uint32_t));
+  key.append(reinterpret_cast<const char*>(data_.data()), data_.size() * sizeof(uint32_t));
+  return key;
+}
+
+int SetAutomaton::Intern(const StackSet& s) {
+  auto [it, inserted] = ids_.try_emplace(s.Key(), static_cast<int>(sets_.size()));
+  if (inserted) {
+    sets_.push_back(s);
+    trans_.emplace_back(256, -1);
+  }
+  return it->second;
+}
+
+SetAutomaton::Step SetAutomaton::Advance(int id, uint8_t byte) {
+  int32_t t = trans_[id][byte];
+  if (t < 0) {
+    AdvanceStackSet(g_, sets_[id], byte, &out_, &scratch_);
+    const bool popped = remove_empty_ && out_.RemoveEmpty();
+    const int next = out_.empty() ? -1 : Intern(out_);
+    t = ((next + 1) << 1) | (popped ? 1 : 0);
+    trans_[id][byte] = t;  // Intern may have grown trans_: index again
+  }
+  return Step{(t >> 1) - 1, (t & 1) != 0};
+}
+
 namespace {
 
 // ExpandStack into a StackSet, on `st` in place (restored on return).
