@@ -50,8 +50,10 @@ void AdvanceStacks(const CompiledGrammar& g, const std::vector<Stack>& in, uint8
     Stack next = s;
     ++next.back();
     ExpandStack(g, std::move(next), out);
+    if (out->size() > 2 * kMaxStacks) Normalize(out);
   }
   Normalize(out);
+  if (out->size() > kMaxStacks) out->resize(kMaxStacks);
 }
 
 bool AcceptsBytes(const CompiledGrammar& g, const std::vector<Stack>& stacks,
@@ -66,6 +68,7 @@ bool AcceptsBytes(const CompiledGrammar& g, const std::vector<Stack>& stacks,
 }
 
 void StackSet::Add(const uint32_t* s, uint32_t n) {
+  if (size() >= kMaxStacks) return;
   // Sets are small (a few stacks): a linear check for duplicates.
   for (size_t i = 0; i < size(); ++i) {
     if (length(i) == n && std::equal(s, s + n, stack(i))) return;

@@ -23,6 +23,13 @@ namespace grammar {
 
 using Stack = std::vector<uint32_t>;
 
+// The most stacks a state holds. A very ambiguous grammar can need
+// exponentially many (x ::= "a" x "b" | "a" x "c" | "" after n "a"s: 2^n);
+// past this bound further stacks are dropped, so such a grammar may refuse
+// some valid continuations (never allow an invalid one), and time and memory
+// per byte stay bounded.
+inline constexpr size_t kMaxStacks = 1024;
+
 // Expands `stack` (its top may be a rule reference or a rule's end) into
 // stacks whose tops are byte ranges, or the empty stack (grammar complete),
 // appended to *out.

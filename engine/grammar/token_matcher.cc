@@ -48,14 +48,18 @@ class GrammarTokenMatcher : public TokenMatcher {
     std::string_view bytes = vocab.bytes[id];
     if (FirstTokenStrips() && !bytes.empty() && bytes[0] == ' ') bytes.remove_prefix(1);
     if (bytes.empty()) return false;
-    std::vector<Stack> cur = stacks_, next;
+    // StackSets, as the mask's walks use (the same stacks kept when a
+    // state reaches kMaxStacks).
+    StackSet cur, next;
+    Stack scratch;
+    cur.Assign(stacks_);
     for (char b : bytes) {
-      AdvanceStacks(c_->grammar(), cur, static_cast<uint8_t>(b), &next);
+      AdvanceStackSet(c_->grammar(), cur, static_cast<uint8_t>(b), &next, &scratch);
       if (next.empty()) return false;
-      cur.swap(next);
+      std::swap(cur, next);
     }
     history_.push_back({std::move(stacks_), terminated_});
-    stacks_ = std::move(cur);
+    stacks_ = cur.ToVector();
     return true;
   }
 
