@@ -163,12 +163,12 @@ int Run(const std::string& path) {
       "%s: vocab %d, vocabulary %.0f ms, compile %.1f ms (first, with the trie: %.0f ms); "
       "mask us: first doc p50 %.1f p99 %.1f max %.0f (%zu tokens); all p50 %.1f p99 %.1f max %.0f "
       "(%zu tokens, %d docs); second half p50 %.1f p99 %.1f max %.0f; context entries %lld, state entries %lld, state hits %lld misses "
-      "%lld%s\n",
+      "%lld, context entries computed in %.0f ms%s\n",
       path.c_str(), vocab->size(), vocab_ms, compile_ms, first_compile_ms, pc.p50, pc.p99, pc.max,
       cold.size(), pa.p50, pa.p99, pa.max, all.size(), absl::GetFlag(FLAGS_docs), pw.p50, pw.p99,
       pw.max,
       static_cast<long long>(st.context_entries), static_cast<long long>(st.state_entries),
-      static_cast<long long>(st.state_hits), static_cast<long long>(st.state_misses),
+      static_cast<long long>(st.state_hits), static_cast<long long>(st.state_misses), st.context_compute_us / 1000,
       rejected ? " REJECTED TOKENS" : "");
   (void)first;
   return rejected ? 1 : 0;

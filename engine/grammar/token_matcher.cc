@@ -1,6 +1,7 @@
 #include "engine/grammar/token_matcher.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string_view>
 #include <utility>
@@ -12,6 +13,7 @@ namespace {
 // Bound on the whole-state cache of one compiled constraint.
 constexpr size_t kMaxStateCacheBytes = 64 << 20;
 constexpr uint32_t kWholeStackMark = 0xFFFFFFFFu;
+constexpr uint32_t kFirstTokenMark = 0xFFFFFFFEu;
 
 inline void SetBit(uint32_t* mask, int id) { mask[id >> 5] |= 1u << (id & 31); }
 inline bool TestBit(const uint32_t* mask, int id) { return (mask[id >> 5] >> (id & 31)) & 1u; }
@@ -129,12 +131,10 @@ GrammarConstraint::Stats GrammarConstraint::stats() const {
 void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_token,
                                  uint32_t* mask) const {
   const int words = mask_words();
-  if (first_token) {
-    // Once per request, and the only place the stripped bytes matter.
-    WalkFull(stacks, /*strip_first_space=*/true, mask);
-    return;
-  }
+  // The key of the state; the first token of a space-stripping tokenizer
+  // has masks of its own (marked by a leading kFirstTokenMark).
   std::vector<uint32_t> key;
+  if (first_token) key.push_back(kFirstTokenMark);
   for (const Stack& s : stacks) {
     key.push_back(static_cast<uint32_t>(s.size()));
     key.insert(key.end(), s.begin(), s.end());
@@ -149,6 +149,12 @@ void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_to
     }
     ++stats_.state_misses;
   }
+  if (first_token) {
+    // The only place the stripped bytes matter: one uncached walk.
+    WalkFull(stacks, /*strip_first_space=*/true, mask);
+    StoreStateMask(std::move(key), mask);
+    return;
+  }
   std::memset(mask, 0, sizeof(uint32_t) * words);
   for (const Stack& s : stacks) {
     if (s.empty()) continue;
@@ -161,6 +167,11 @@ void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_to
       if (!TestBit(mask, id) && checker.Accepts(*grammar_, s, vocab_->bytes[id])) SetBit(mask, id);
     }
   }
+  StoreStateMask(std::move(key), mask);
+}
+
+void GrammarConstraint::StoreStateMask(std::vector<uint32_t> key, const uint32_t* mask) const {
+  const int words = mask_words();
   auto copy = std::make_shared<const std::vector<uint32_t>>(mask, mask + words);
   absl::MutexLock lock(&mu_);
   const size_t bytes = sizeof(uint32_t) * (words + key.size()) + 64;
@@ -183,8 +194,11 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::GetCon
   }
   // Computed outside the lock: another thread may compute the same entry;
   // the first one stored wins.
+  const auto start = std::chrono::steady_clock::now();
   std::shared_ptr<const ContextEntry> entry = ComputeContextEntry(top, whole);
+  const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
   absl::MutexLock lock(&mu_);
+  stats_.context_compute_us += us;
   return context_cache_.emplace(std::move(key), std::move(entry)).first->second;
 }
 
