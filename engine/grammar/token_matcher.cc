@@ -162,12 +162,41 @@ void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_to
     const uint32_t* acc = e->accepted.data();
     for (int w = 0; w < words; ++w) mask[w] |= acc[w];
     if (e->uncertain.empty()) continue;
-    BytesChecker checker;
-    for (int32_t id : e->uncertain) {
-      if (!TestBit(mask, id) && checker.Accepts(*grammar_, s, vocab_->bytes[id])) SetBit(mask, id);
-    }
+    CheckUncertain(s, e->uncertain, mask);
   }
   StoreStateMask(std::move(key), mask);
+}
+
+// The uncertain tokens come in trie order (sorted by bytes): the stack sets
+// along the previous token's bytes are kept, so a token advances only from
+// where it differs from the one before, and tokens under a rejected prefix
+// are refused at once.
+void GrammarConstraint::CheckUncertain(const Stack& stack, const std::vector<int32_t>& ids,
+                                       uint32_t* mask) const {
+  std::vector<StackSet> level(1);
+  level[0].Add(stack.data(), static_cast<uint32_t>(stack.size()));
+  Stack scratch;
+  std::string_view prev;
+  size_t valid = 0;  // level[0..valid] are the sets after prev's first bytes
+  for (int32_t id : ids) {
+    const std::string_view b = vocab_->bytes[id];
+    size_t d = 0;
+    while (d < valid && d < b.size() && d < prev.size() && b[d] == prev[d]) ++d;
+    prev = b;
+    if (TestBit(mask, id)) {
+      valid = std::min(valid, d);
+      continue;
+    }
+    if (level.size() < b.size() + 1) level.resize(b.size() + 1);
+    bool ok = !level[d].empty();
+    while (ok && d < b.size()) {
+      AdvanceStackSet(*grammar_, level[d], static_cast<uint8_t>(b[d]), &level[d + 1], &scratch);
+      ++d;
+      ok = !level[d].empty();
+    }
+    valid = d;  // an empty level[d] refuses every token that shares the prefix
+    if (ok) SetBit(mask, id);
+  }
 }
 
 void GrammarConstraint::StoreStateMask(std::vector<uint32_t> key, const uint32_t* mask) const {

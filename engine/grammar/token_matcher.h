@@ -67,6 +67,7 @@ class GrammarConstraint : public CompiledConstraint,
   };
   std::shared_ptr<const ContextEntry> GetContextEntry(const Stack& stack) const;
   std::shared_ptr<const ContextEntry> ComputeContextEntry(const Stack& top, bool whole) const;
+  void CheckUncertain(const Stack& stack, const std::vector<int32_t>& ids, uint32_t* mask) const;
   void StoreStateMask(std::vector<uint32_t> key, const uint32_t* mask) const;
   // A walk of the whole trie with full stacks (no cache): the first token of
   // a space-stripping tokenizer.
