@@ -134,6 +134,76 @@ TEST(GrammarTest, AcceptsExactlyItsLanguage) {
   for (const AcceptCase& c : kCases) CheckAcceptance(c);
 }
 
+// Cases of llama.cpp's own grammar tests (tests/test-grammar-integration.cpp
+// of the llama.cpp source, Sept 2026): the grammars and their passing and
+// failing strings as llama.cpp's GBNF engine decides them, with the source's
+// layout (indented rules, leading newlines).
+TEST(GrammarTest, LlamaCppIntegrationCases) {
+  const AcceptCase kCases[] = {
+      {R"g(
+            root ::= expression
+            expression ::= term ws (("+"|"-") ws term)*
+            term ::= factor ws (("*"|"/") ws factor)*
+            factor ::= number | variable | "(" expression ")" | function-call
+            number ::= [0-9]+
+            variable ::= [a-zA-Z_][a-zA-Z0-9_]*
+            function-call ::= variable ws "(" (expression ("," ws expression)*)? ")"
+            ws ::= [ \t\n\r]?)g",
+       {"42", "1*2*3*4*5", "x", "x+10", "x1+y2", "(a+b)*(c-d)", "func()", "func(x,y+2)",
+        "a*(b+c)-d/e", "f(g(x),h(y,z))", "x + 10", "x1 + y2", "(a + b) * (c - d)",
+        "func(x, y + 2)", "a * (b + c) - d / e", "f(g(x), h(y, z))", "123+456",
+        "123*456*789-123/456+789*123"},
+       {"+", "/ 3x", "x + + y", "a * / b", "func(,)", "func(x y)", "(a + b", "x + y)",
+        "a + b * (c - d", "42 +", "x +", "x + 10 +", "(a + b) * (c - d", "func(",
+        "func(x, y + 2", "a * (b + c) - d /", "f(g(x), h(y, z)"}},
+      {R"g(
+            root ::= ... "abc" ...
+            )g",
+       {"abcabcabc", "aaaabcccc", "🔵🟠✅abc❌🟠🔵"},
+       {"aaabcccc", "aaaaabcccc", "aaaabccc", "aaaabccccc", "🔵🟠✅❌abc❌✅🟠🔵", "🔵🟠abc🟠🔵"}},
+      {R"g(root ::= "a"*)g", {"", "a", "aaaaa"}, {"b", "ab", "aab", "ba"}},
+      {R"g(root ::= "a"+)g", {"a", "aaaaa"}, {"", "b", "ab", "aab", "ba"}},
+      {R"g(root ::= "a"?)g", {"", "a"}, {"b", "ab", "aa", "ba"}},
+      {R"g(
+            root ::= cons+ vowel* cons? (vowel cons)*
+            vowel ::= [aeiouy]
+            cons ::= [bcdfghjklmnpqrstvwxyz]
+            )g",
+       {"yes", "no", "noyes", "crwth", "four", "bryyyy"}, {"yess", "yesno", "forty", "catyyy"}},
+      {"root ::= [ab]{4}", {"aaaa", "bbbb", "abab"}, {"a", "b", "aaaaa"}},
+      {"root ::= [ab]{4,}", {"aaaa", "aaaaab", "bbbb", "ababab"}, {"", "aba"}},
+      {"root ::= [ab]{0,4}", {"", "a", "aa", "aaa", "aaab"}, {"aaaaa"}},
+      {R"g(
+            root ::= ("0x" [A-F0-9]{2} " "?){3,5}
+        )g",
+       {"0xFF 0x12 0xAB", "0xFF 0x12 0xAB 0x00 0x00"},
+       {"", "0xFF", "0xFF 0x12", "0xFF 0x12 0xAB 0x00 0x00 0x00"}},
+      {R"g(
+            root ::= ( [x]* )*
+        )g",
+       {"", "x", "xx"}, {"y", "yy"}},
+  };
+  for (const AcceptCase& c : kCases) CheckAcceptance(c);
+  // What llama.cpp refuses: left recursion, direct or through other rules
+  // and nullable rules, and a reference to a rule that does not exist.
+  EXPECT_THAT(GrammarError(R"g(root ::= "a" | root "a")g"), HasSubstr("left recursion"));
+  EXPECT_THAT(GrammarError("\n        root ::= asdf\n        asdf ::= \"a\" | asdf \"a\"\n        "),
+              HasSubstr("left recursion"));
+  EXPECT_THAT(GrammarError("\n        root ::= asdf\n        asdf ::= \"a\" | foo \"b\"\n"
+                           "        foo ::= \"c\" | asdf \"d\" | \"e\""),
+              HasSubstr("left recursion"));
+  EXPECT_THAT(GrammarError("\n        root ::= asdf\n        asdf ::= \"a\" | foo \"b\"\n"
+                           "        foo ::= \"c\" | empty asdf \"d\" | \"e\"\n"
+                           "        empty ::= \"blah\" | "),
+              HasSubstr("left recursion"));
+  EXPECT_EQ(GrammarError("root ::= expr\n        expr ::= term (\"+\" term)*\n        term ::= numero\n"
+                         "        number ::= [0-9]+"),
+            "grammar: line 3, column 18: undefined rule 'numero'");
+  EXPECT_EQ(GrammarError("\n        rot ::= expr\n        expr ::= term (\"+\" term)*\n        term ::= number\n"
+                         "        number ::= [0-9]+"),
+            "grammar: no rule named 'root' (the start rule)");
+}
+
 TEST(GrammarTest, ToTextRoundTrips) {
   const std::string text = "root ::= (\"a\" | [^\\]\\-x-z\\n]) b{1,3} .*\nb ::= \"\\\"\"+";
   std::shared_ptr<const CompiledGrammar> original = MustCompile(text);
