@@ -11,6 +11,7 @@
 // figures.
 //
 //   streamgen-bench-grammar --tokenizers a/tokenizer.json,b/tokenizer.json [--docs 50]
+//       [--grammar FILE --docs_file FILE]   (a grammar, e.g. a JSON Schema's, and documents it accepts)
 #include <time.h>
 
 #include <algorithm>
@@ -35,6 +36,8 @@ ABSL_FLAG(std::string, tokenizers, "", "comma-separated tokenizer.json / tokeniz
 ABSL_FLAG(int, docs, 50, "JSON documents replayed per tokenizer");
 ABSL_FLAG(int, seed, 1, "seed of the documents");
 ABSL_FLAG(double, slow_us, 0, "print each mask slower than this (with the text before it)");
+ABSL_FLAG(std::string, docs_file, "",
+          "documents to replay, one per line (they must match the grammar), instead of random JSON");
 ABSL_FLAG(std::string, grammar, "", "a grammar file (GBNF dialect) instead of the JSON grammar");
 
 namespace streamgen {
@@ -143,8 +146,15 @@ int Run(const std::string& path) {
   std::vector<uint32_t> mask((vocab->size() + 31) / 32);
   std::vector<double> all, cold, warm, cpu;
   int rejected = 0;
+  std::vector<std::string> given;
+  if (!absl::GetFlag(FLAGS_docs_file).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_docs_file));
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) given.push_back(line);
+    }
+  }
   for (int d = 0; d < absl::GetFlag(FLAGS_docs); ++d) {
-    const std::string doc = RandomObject(rng, 0);
+    const std::string doc = given.empty() ? RandomObject(rng, 0) : given[d % given.size()];
     const std::vector<int> ids = (*tok)->Encode(doc);
     std::unique_ptr<TokenMatcher> m = (*compiled)->NewMatcher();
     for (size_t i = 0; i <= ids.size(); ++i) {
