@@ -10,8 +10,10 @@ namespace streamgen {
 namespace grammar {
 namespace {
 
-// Bound on the whole-state cache of one compiled constraint.
-constexpr size_t kMaxStateCacheBytes = 64 << 20;
+// Bound on the whole-state cache of one compiled constraint (up to 64 are
+// kept by CompileConstraint's cache): about 1000 masks at a 128k vocabulary.
+// Past it, new states are computed from the context entries each time.
+constexpr size_t kMaxStateCacheBytes = 16 << 20;
 constexpr uint32_t kWholeStackMark = 0xFFFFFFFFu;
 constexpr uint32_t kFirstTokenMark = 0xFFFFFFFEu;
 
