@@ -112,9 +112,14 @@ int Run(const std::string& path) {
     return 1;
   }
   auto t0 = Clock::now();
-  std::shared_ptr<const TokenVocabulary> vocab =
-      BuildTokenVocabulary(**tok, {(*tok)->eos_id()}, (*tok)->piece_count());
+  auto built = BuildTokenVocabulary(**tok, {(*tok)->eos_id()}, (*tok)->piece_count());
   const double vocab_ms = Micros(Clock::now() - t0) / 1000;
+  // The documents are encoded on their own (a sentencepiece-style tokenizer
+  // gives "▁{" first): the output starts at the first token, whose leading
+  // space decoding drops.
+  auto editable = std::make_shared<TokenVocabulary>(*built);
+  editable->strips_first_space = DecodeDropsFirstSpace(**tok);
+  std::shared_ptr<const TokenVocabulary> vocab = editable;
 
   ConstraintSpec spec;
   spec.kind = ConstraintSpec::Kind::kJsonObject;

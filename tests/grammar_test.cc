@@ -608,13 +608,23 @@ TEST(TokenMaskTest, FirstTokenLeadingSpaceStripped) {
   std::vector<bool> bits = MaskBits(*m, v->size());
   EXPECT_TRUE(bits[45]);   // " {" adds "{" as the first token
   EXPECT_TRUE(bits[0]);    // "{"
-  EXPECT_FALSE(bits[5]);   // " " adds nothing
+  EXPECT_TRUE(bits[5]);    // " " adds nothing (sentencepiece's "▁" before "{")
   EXPECT_FALSE(bits[7]);   // "  " adds " ", which JSON may not start with
   ExpectMaskMatchesBruteForce(*m, *v, "first token");
   ASSERT_TRUE(m->AcceptToken(45));
   bits = MaskBits(*m, v->size());
   EXPECT_TRUE(bits[5]);    // then " " is a space again
   ExpectMaskMatchesBruteForce(*m, *v, "after ' {'");
+  // A first " " adds nothing; then " {" is a space and a brace, which JSON
+  // may not start with, and "{" is allowed.
+  m = c->NewMatcher();
+  ASSERT_TRUE(m->AcceptToken(5));
+  bits = MaskBits(*m, v->size());
+  EXPECT_FALSE(bits[45]);
+  EXPECT_TRUE(bits[0]);
+  ExpectMaskMatchesBruteForce(*m, *v, "after a first ' '");
+  m->Rollback(1);
+  EXPECT_TRUE(MaskBits(*m, v->size())[45]);
 }
 
 TEST(TokenMaskTest, CompiledConstraintsAreCachedPerVocabulary) {
@@ -677,12 +687,13 @@ std::unique_ptr<Tokenizer> LoadOrSkip(const std::string& package) {
 }
 
 // The bytes of `ids` as the vocabulary says, the first token's leading space
-// dropped where the tokenizer drops it.
-std::string VocabularyText(const TokenVocabulary& v, const std::vector<int>& ids) {
+// dropped when `drop_first_space` (decoding from the start).
+std::string VocabularyText(const TokenVocabulary& v, const std::vector<int>& ids,
+                           bool drop_first_space) {
   std::string out;
   for (size_t i = 0; i < ids.size(); ++i) {
     std::string b = v.bytes[ids[i]];
-    if (i == 0 && v.strips_first_space && !b.empty() && b[0] == ' ') b.erase(0, 1);
+    if (i == 0 && drop_first_space && !b.empty() && b[0] == ' ') b.erase(0, 1);
     out += b;
   }
   return out;
@@ -701,19 +712,26 @@ void CheckVocabularyAgainstDecode(const Tokenizer& tok, const TokenVocabulary& v
     const std::vector<int> ids = tok.Encode(text);
     ASSERT_FALSE(ids.empty());
     for (int id : ids) EXPECT_FALSE(v.special[id]) << id << " in '" << text << "'";
-    EXPECT_EQ(VocabularyText(v, ids), tok.Decode(ids)) << text;
+    EXPECT_EQ(VocabularyText(v, ids, DecodeDropsFirstSpace(tok)), tok.Decode(ids)) << text;
   }
 }
 
-TEST(VocabularyTest, SentencepieceTinyModel) {
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tok =
-      Tokenizer::Load(std::string(STREAMGEN_TINY_MODEL_DIR) + "/tokenizer.model");
+class SentencepieceVocabularyTest : public ::testing::TestWithParam<std::string> {};
+
+// The tiny random model's and the demo model's tokenizer.model.
+INSTANTIATE_TEST_SUITE_P(Models, SentencepieceVocabularyTest,
+                         ::testing::Values(std::string(STREAMGEN_TINY_MODEL_DIR),
+                                           std::string(STREAMGEN_DEMO_MODEL_DIR)));
+
+TEST_P(SentencepieceVocabularyTest, BytesAsTheTokenizerDecodes) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(GetParam() + "/tokenizer.model");
   ASSERT_TRUE(tok.ok()) << tok.status();
   const int pieces = (*tok)->piece_count();
   std::shared_ptr<const TokenVocabulary> v =
       BuildTokenVocabulary(**tok, {(*tok)->eos_id()}, pieces + 7);  // padded embedding rows
   ASSERT_EQ(v->size(), pieces + 7);
-  EXPECT_TRUE(v->strips_first_space);
+  EXPECT_FALSE(v->strips_first_space);  // the text after a prompt keeps it
+  EXPECT_TRUE(DecodeDropsFirstSpace(**tok));
   for (int id = pieces; id < v->size(); ++id) EXPECT_TRUE(v->special[id]) << id;
   for (int id = 0; id < pieces; ++id) {
     if ((*tok)->IsControl(id)) {
@@ -740,14 +758,53 @@ TEST(VocabularyTest, TokenizerJsonFiles) {
         BuildTokenVocabulary(*tok, {tok->eos_id()}, tok->piece_count());
     // Llama 2's tokenizer.json drops the first space (a Strip decoder);
     // the byte-level ones and Gemma 3's keep it.
-    EXPECT_EQ(v->strips_first_space, std::string(package) == "tokenizer-llama2");
+    EXPECT_FALSE(v->strips_first_space);
+    EXPECT_EQ(DecodeDropsFirstSpace(*tok), std::string(package) == "tokenizer-llama2");
     CheckVocabularyAgainstDecode(*tok, *v);
   }
   if (loaded == 0) GTEST_SKIP() << "no tokenizer.json under tests/tokenizers/node_modules (npm ci there)";
 }
 
 // On a real vocabulary: the tokens of a JSON document are allowed one after
-// another, and at each step the mask equals brute force.
+// another, and along the way the mask equals brute force.
+// The document is the whole output (nothing before it), so the first
+// token's leading space is dropped where decoding drops it.
+void CheckJsonDocument(const Tokenizer& tok) {
+  auto built = BuildTokenVocabulary(tok, {tok.eos_id()}, tok.piece_count());
+  auto v = std::make_shared<TokenVocabulary>(*built);
+  v->strips_first_space = DecodeDropsFirstSpace(tok);
+  auto c = MustCompileConstraint(ConstraintSpec::Kind::kJsonObject, "", v);
+  ASSERT_NE(c, nullptr);
+  const std::string doc = "{\"name\": \"Zoë 😀\", \"n\": [1, -2.5e3, true, null], \"o\": {}}";
+  const std::vector<int> ids = tok.Encode(doc);
+  ASSERT_EQ(VocabularyText(*v, ids, v->strips_first_space), doc);
+  std::unique_ptr<TokenMatcher> m = c->NewMatcher();
+  std::string text;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    // Brute force over the whole vocabulary at a few steps (it is slow).
+    if (i % 4 == 0) ExpectMaskMatchesBruteForce(*m, *v, "after '" + text + "'");
+    const std::vector<bool> bits = MaskBits(*m, v->size());
+    ASSERT_TRUE(bits[ids[i]]) << "token " << ids[i] << " '" << v->bytes[ids[i]] << "' after '"
+                              << text << "'";
+    ASSERT_TRUE(m->AcceptToken(ids[i]));
+    text += v->bytes[ids[i]];
+  }
+  EXPECT_TRUE(m->CanTerminate());
+  EXPECT_TRUE(MaskBits(*m, v->size())[tok.eos_id()]);
+  // Rolled back to the start, the same mask as a fresh matcher.
+  m->Rollback(static_cast<int>(ids.size()));
+  std::unique_ptr<TokenMatcher> fresh = c->NewMatcher();
+  EXPECT_EQ(MaskBits(*m, v->size()), MaskBits(*fresh, v->size()));
+}
+
+TEST(TokenMaskTest, DemoModelVocabularyMatchesBruteForce) {
+  // sentencepiece: the first token's leading space is dropped ("▁{" is "{").
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok =
+      Tokenizer::Load(std::string(STREAMGEN_DEMO_MODEL_DIR) + "/tokenizer.model");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  CheckJsonDocument(**tok);
+}
+
 TEST(TokenMaskTest, RealVocabularyMatchesBruteForce) {
   int loaded = 0;
   for (const char* package : {"tokenizer-llama2", "tokenizer-llama3"}) {
@@ -755,29 +812,7 @@ TEST(TokenMaskTest, RealVocabularyMatchesBruteForce) {
     if (tok == nullptr) continue;
     ++loaded;
     SCOPED_TRACE(package);
-    std::shared_ptr<const TokenVocabulary> v =
-        BuildTokenVocabulary(*tok, {tok->eos_id()}, tok->piece_count());
-    auto c = MustCompileConstraint(ConstraintSpec::Kind::kJsonObject, "", v);
-    ASSERT_NE(c, nullptr);
-    const std::string doc = "{\"name\": \"Zoë 😀\", \"n\": [1, -2.5e3, true, null], \"o\": {}}";
-    const std::vector<int> ids = tok->Encode(doc);
-    std::unique_ptr<TokenMatcher> m = c->NewMatcher();
-    std::string text;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      // Brute force over the whole vocabulary at a few steps (it is slow).
-      if (i % 4 == 0) ExpectMaskMatchesBruteForce(*m, *v, "after '" + text + "'");
-      const std::vector<bool> bits = MaskBits(*m, v->size());
-      ASSERT_TRUE(bits[ids[i]]) << "token " << ids[i] << " '" << v->bytes[ids[i]] << "' after '"
-                                << text << "'";
-      ASSERT_TRUE(m->AcceptToken(ids[i]));
-      text += v->bytes[ids[i]];
-    }
-    EXPECT_TRUE(m->CanTerminate());
-    EXPECT_TRUE(MaskBits(*m, v->size())[tok->eos_id()]);
-    // Rolled back to the start, the same mask as a fresh matcher.
-    m->Rollback(static_cast<int>(ids.size()));
-    std::unique_ptr<TokenMatcher> fresh = c->NewMatcher();
-    EXPECT_EQ(MaskBits(*m, v->size()), MaskBits(*fresh, v->size()));
+    CheckJsonDocument(*tok);
   }
   if (loaded == 0) GTEST_SKIP() << "no tokenizer.json under tests/tokenizers/node_modules (npm ci there)";
 }

@@ -50,8 +50,17 @@ class GrammarTokenMatcher : public TokenMatcher {
     }
     if (id < static_cast<int>(vocab.special.size()) && vocab.special[id]) return false;
     std::string_view bytes = vocab.bytes[id];
-    if (FirstTokenStrips() && !bytes.empty() && bytes[0] == ' ') bytes.remove_prefix(1);
     if (bytes.empty()) return false;
+    if (FirstTokenStrips() && bytes[0] == ' ') {
+      bytes.remove_prefix(1);
+      if (bytes.empty()) {
+        // A lone "▁" first: it adds nothing (the state stays), and the next
+        // token is no longer the first. sentencepiece encodes "{" after its
+        // dummy prefix as "▁" "{" when it has no "▁{" piece.
+        history_.push_back({stacks_, terminated_});
+        return true;
+      }
+    }
     // StackSets, as the mask's walks use (the same stacks kept when a
     // state reaches kMaxStacks).
     StackSet cur, next;
@@ -303,8 +312,9 @@ void GrammarConstraint::WalkFull(const std::vector<Stack>& stacks, bool strip_fi
     const int d = t.depth[i];
     if (strip_first_space && d == 1 && t.byte[i] == ' ') {
       // The tokenizer drops this space: the token's text starts after it,
-      // and the token " " alone adds nothing (never allowed).
+      // and the token " " alone adds nothing (allowed: the state stays).
       level[1] = level[0];
+      for (uint32_t k = t.first_id[i]; k < t.first_id[i + 1]; ++k) SetBit(mask, t.ids[k]);
     } else {
       const SetAutomaton::Step step = automaton.Advance(level[d - 1], t.byte[i]);
       if (step.next < 0) {

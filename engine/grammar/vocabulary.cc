@@ -30,17 +30,19 @@ std::shared_ptr<const TokenVocabulary> BuildTokenVocabulary(const Tokenizer& tok
   for (int id : eos_ids) {
     if (id >= 0 && id < vocab_size) vocab->special[id] = true;
   }
-  // Whether the first token's leading space is dropped (sentencepiece's dummy
-  // prefix; a tokenizer.json with a Strip decoder): decode one token that
-  // starts with a space, on its own.
-  for (int id = 0; id < vocab_size; ++id) {
-    const std::string& b = vocab->bytes[id];
-    if (vocab->special[id] || b.size() < 2 || b[0] != ' ' || b[1] == ' ') continue;
-    if (static_cast<unsigned char>(b[1]) >= 0x80) continue;  // keep to whole ASCII text
-    vocab->strips_first_space = tok.Decode({id}) == b.substr(1);
-    break;
-  }
   return vocab;
+}
+
+bool DecodeDropsFirstSpace(const Tokenizer& tok) {
+  for (int id = 0; id < tok.piece_count(); ++id) {
+    if (tok.IsControl(id) || tok.IsUnknown(id)) continue;
+    std::string b;
+    if (!tok.TokenBytes(id, &b)) b = absl::StrReplaceAll(tok.IdToPiece(id), {{"\xE2\x96\x81", " "}});
+    if (b.size() < 2 || b[0] != ' ' || b[1] == ' ') continue;
+    if (static_cast<unsigned char>(b[1]) >= 0x80) continue;  // keep to whole ASCII text
+    return tok.Decode({id}) == b.substr(1);
+  }
+  return false;
 }
 
 }  // namespace streamgen
