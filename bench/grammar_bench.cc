@@ -11,7 +11,8 @@
 // figures.
 //
 //   streamgen-bench-grammar --tokenizers a/tokenizer.json,b/tokenizer.json [--docs 50]
-//       [--grammar FILE --docs_file FILE]   (a grammar, e.g. a JSON Schema's, and documents it accepts)
+//       [--grammar FILE --docs_file FILE]   (a grammar, e.g. a JSON Schema's, and documents it
+//       accepts)
 #include <time.h>
 
 #include <algorithm>
@@ -36,8 +37,9 @@ ABSL_FLAG(std::string, tokenizers, "", "comma-separated tokenizer.json / tokeniz
 ABSL_FLAG(int, docs, 50, "JSON documents replayed per tokenizer");
 ABSL_FLAG(int, seed, 1, "seed of the documents");
 ABSL_FLAG(double, slow_us, 0, "print each mask slower than this (with the text before it)");
-ABSL_FLAG(std::string, docs_file, "",
-          "documents to replay, one per line (they must match the grammar), instead of random JSON");
+ABSL_FLAG(
+    std::string, docs_file, "",
+    "documents to replay, one per line (they must match the grammar), instead of random JSON");
 ABSL_FLAG(std::string, grammar, "", "a grammar file (GBNF dialect) instead of the JSON grammar");
 
 namespace streamgen {
@@ -56,8 +58,8 @@ double ThreadCpuMicros() {
 }
 
 std::string RandomString(std::mt19937& rng) {
-  static const std::vector<std::string> parts = {"a", "name", "Zoë", "中文", "😀", " ", "x1",
-                                                 "\\n", "\\\"", "value", "é", "Straße", "-"};
+  static const std::vector<std::string> parts = {
+      "a", "name", "Zoë", "中文", "😀", " ", "x1", "\\n", "\\\"", "value", "é", "Straße", "-"};
   std::string s;
   const int n = 1 + rng() % 4;
   for (int i = 0; i < n; ++i) s += parts[rng() % parts.size()];
@@ -78,18 +80,23 @@ std::string RandomObject(std::mt19937& rng, int depth) {
 
 std::string RandomValue(std::mt19937& rng, int depth) {
   switch (rng() % (depth > 2 ? 4 : 6)) {
-    case 0: return RandomString(rng);
-    case 1: return std::to_string(static_cast<int>(rng() % 100000) - 500);
-    case 2: return std::to_string(rng() % 1000) + "." + std::to_string(rng() % 100) + "e" +
-                   std::to_string(rng() % 10);
-    case 3: return (rng() % 3 == 0) ? "true" : (rng() % 2 ? "false" : "null");
+    case 0:
+      return RandomString(rng);
+    case 1:
+      return std::to_string(static_cast<int>(rng() % 100000) - 500);
+    case 2:
+      return std::to_string(rng() % 1000) + "." + std::to_string(rng() % 100) + "e" +
+             std::to_string(rng() % 10);
+    case 3:
+      return (rng() % 3 == 0) ? "true" : (rng() % 2 ? "false" : "null");
     case 4: {
       std::string s = "[";
       const int n = rng() % 4;
       for (int i = 0; i < n; ++i) s += (i ? ", " : "") + RandomValue(rng, depth + 1);
       return s + "]";
     }
-    default: return RandomObject(rng, depth);
+    default:
+      return RandomObject(rng, depth);
   }
 }
 
@@ -106,7 +113,7 @@ Percentiles Summarize(std::vector<double> v) {
 int Run(const std::string& path) {
   absl::StatusOr<std::unique_ptr<Tokenizer>> tok =
       path.size() > 5 && path.substr(path.size() - 5) == ".json" ? Tokenizer::LoadHf(path)
-                                                                  : Tokenizer::Load(path);
+                                                                 : Tokenizer::Load(path);
   if (!tok.ok()) {
     std::fprintf(stderr, "%s\n", std::string(tok.status().message()).c_str());
     return 1;
@@ -183,19 +190,21 @@ int Run(const std::string& path) {
       }
     }
   }
-  const Percentiles pc = Summarize(cold), pa = Summarize(all), pw = Summarize(warm), pu = Summarize(cpu);
+  const Percentiles pc = Summarize(cold), pa = Summarize(all), pw = Summarize(warm),
+                    pu = Summarize(cpu);
   const auto* gc = dynamic_cast<const grammar::GrammarConstraint*>(compiled->get());
   const grammar::GrammarConstraint::Stats st = gc->stats();
   std::printf(
       "%s: vocab %d, vocabulary %.0f ms, compile %.1f ms (first, with the trie: %.0f ms); "
       "mask us: first doc p50 %.1f p99 %.1f max %.0f (%zu tokens); all p50 %.1f p99 %.1f max %.0f "
-      "(%zu tokens, %d docs); all, thread CPU time p50 %.1f p99 %.1f max %.0f; second half p50 %.1f p99 %.1f max %.0f; context entries %lld, state entries %lld, state hits %lld misses "
+      "(%zu tokens, %d docs); all, thread CPU time p50 %.1f p99 %.1f max %.0f; second half p50 "
+      "%.1f p99 %.1f max %.0f; context entries %lld, state entries %lld, state hits %lld misses "
       "%lld, context entries computed in %.0f ms%s\n",
       path.c_str(), vocab->size(), vocab_ms, compile_ms, first_compile_ms, pc.p50, pc.p99, pc.max,
-      cold.size(), pa.p50, pa.p99, pa.max, all.size(), absl::GetFlag(FLAGS_docs), pu.p50, pu.p99, pu.max, pw.p50, pw.p99,
-      pw.max,
-      static_cast<long long>(st.context_entries), static_cast<long long>(st.state_entries),
-      static_cast<long long>(st.state_hits), static_cast<long long>(st.state_misses), st.context_compute_us / 1000,
+      cold.size(), pa.p50, pa.p99, pa.max, all.size(), absl::GetFlag(FLAGS_docs), pu.p50, pu.p99,
+      pu.max, pw.p50, pw.p99, pw.max, static_cast<long long>(st.context_entries),
+      static_cast<long long>(st.state_entries), static_cast<long long>(st.state_hits),
+      static_cast<long long>(st.state_misses), st.context_compute_us / 1000,
       rejected ? " REJECTED TOKENS" : "");
   (void)first;
   return rejected ? 1 : 0;

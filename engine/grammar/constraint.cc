@@ -15,12 +15,18 @@ namespace streamgen {
 
 const char* ConstraintKindName(ConstraintSpec::Kind kind) {
   switch (kind) {
-    case ConstraintSpec::Kind::kNone: return "none";
-    case ConstraintSpec::Kind::kJsonObject: return "json_object";
-    case ConstraintSpec::Kind::kJsonSchema: return "json_schema";
-    case ConstraintSpec::Kind::kRegex: return "regex";
-    case ConstraintSpec::Kind::kGrammar: return "grammar";
-    case ConstraintSpec::Kind::kChoice: return "choice";
+    case ConstraintSpec::Kind::kNone:
+      return "none";
+    case ConstraintSpec::Kind::kJsonObject:
+      return "json_object";
+    case ConstraintSpec::Kind::kJsonSchema:
+      return "json_schema";
+    case ConstraintSpec::Kind::kRegex:
+      return "regex";
+    case ConstraintSpec::Kind::kGrammar:
+      return "grammar";
+    case ConstraintSpec::Kind::kChoice:
+      return "choice";
   }
   return "unknown";
 }
@@ -49,14 +55,15 @@ class CompiledCache {
   static constexpr size_t kCapacity = 64;
 
   static std::string Key(const ConstraintSpec& spec, const TokenVocabulary* vocab) {
-    std::string key = absl::StrCat(reinterpret_cast<uintptr_t>(vocab), ":",
-                                   static_cast<int>(spec.kind), ":", spec.text.size(), ":", spec.text);
+    std::string key =
+        absl::StrCat(reinterpret_cast<uintptr_t>(vocab), ":", static_cast<int>(spec.kind), ":",
+                     spec.text.size(), ":", spec.text);
     for (const std::string& c : spec.choices) absl::StrAppend(&key, ":", c.size(), ":", c);
     return key;
   }
 
-  std::shared_ptr<const CompiledConstraint> Find(const std::string& key,
-                                                 const std::shared_ptr<const TokenVocabulary>& vocab) {
+  std::shared_ptr<const CompiledConstraint> Find(
+      const std::string& key, const std::shared_ptr<const TokenVocabulary>& vocab) {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
       if (it->key == key && it->vocab.lock() == vocab) {
@@ -94,7 +101,8 @@ absl::StatusOr<std::shared_ptr<const CompiledConstraint>> CompileUncached(
     const ConstraintSpec& spec, std::shared_ptr<const TokenVocabulary> vocab) {
   if (vocab == nullptr) return absl::InvalidArgumentError("constraint: no vocabulary");
   if (vocab->special.size() != vocab->bytes.size()) {
-    return absl::InvalidArgumentError("constraint: vocabulary bytes and special flags differ in size");
+    return absl::InvalidArgumentError(
+        "constraint: vocabulary bytes and special flags differ in size");
   }
   absl::StatusOr<grammar::Grammar> g;
   switch (spec.kind) {

@@ -89,12 +89,18 @@ namespace {
 // A code point inside "..." or [...], escaped where the dialect needs it.
 std::string EscapeCodePoint(uint32_t cp, bool in_class) {
   switch (cp) {
-    case '\n': return "\\n";
-    case '\t': return "\\t";
-    case '\r': return "\\r";
-    case '\\': return "\\\\";
-    case '"': return "\\\"";
-    default: break;
+    case '\n':
+      return "\\n";
+    case '\t':
+      return "\\t";
+    case '\r':
+      return "\\r";
+    case '\\':
+      return "\\\\";
+    case '"':
+      return "\\\"";
+    default:
+      break;
   }
   if (in_class && (cp == ']' || cp == '-' || cp == '^' || cp == '[')) {
     return absl::StrCat("\\", std::string(1, static_cast<char>(cp)));

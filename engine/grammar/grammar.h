@@ -64,17 +64,17 @@ struct Grammar {
 };
 
 // Builders for the IR.
-Expr Empty();                                  // the empty string
-Expr Literal(std::string_view utf8);           // the exact string (a sequence of classes)
-Expr CodePoint(uint32_t cp);                   // one code point
+Expr Empty();                         // the empty string
+Expr Literal(std::string_view utf8);  // the exact string (a sequence of classes)
+Expr CodePoint(uint32_t cp);          // one code point
 Expr CharClass(std::vector<CodePointRange> ranges, bool negated = false);
-Expr AnyChar();                                // any code point (".")
+Expr AnyChar();  // any code point (".")
 Expr Seq(std::vector<Expr> items);
 Expr Alt(std::vector<Expr> items);
 Expr Repeat(Expr item, int min_count, int max_count);  // max_count -1: unbounded
-Expr Optional(Expr item);                      // Repeat(item, 0, 1)
-Expr Star(Expr item);                          // Repeat(item, 0, -1)
-Expr Plus(Expr item);                          // Repeat(item, 1, -1)
+Expr Optional(Expr item);                              // Repeat(item, 0, 1)
+Expr Star(Expr item);                                  // Repeat(item, 0, -1)
+Expr Plus(Expr item);                                  // Repeat(item, 1, -1)
 Expr Ref(int rule);
 
 // Adds a rule (body empty, to be set) or returns the existing one by name.

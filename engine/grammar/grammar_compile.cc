@@ -133,8 +133,8 @@ class Lowering {
         return;
       case Expr::Kind::kRuleRef:
         if (e.rule < 0 || e.rule >= static_cast<int>(g_.rules.size())) {
-          status_ = ErrorFor(info_[current_rule_], absl::StrCat("reference to rule ", e.rule,
-                                                                 ", which does not exist"));
+          status_ = ErrorFor(info_[current_rule_],
+                             absl::StrCat("reference to rule ", e.rule, ", which does not exist"));
           return;
         }
         out->push_back(RefElement(e.rule));
@@ -157,9 +157,8 @@ class Lowering {
     // Normalize: sorted, merged, complemented when negated.
     std::vector<CodePointRange> r = e.ranges;
     for (CodePointRange& x : r) x.hi = std::min(x.hi, kMaxCodePoint);
-    std::sort(r.begin(), r.end(), [](const CodePointRange& a, const CodePointRange& b) {
-      return a.lo < b.lo;
-    });
+    std::sort(r.begin(), r.end(),
+              [](const CodePointRange& a, const CodePointRange& b) { return a.lo < b.lo; });
     std::vector<CodePointRange> merged;
     for (const CodePointRange& x : r) {
       if (x.lo > x.hi) continue;
@@ -250,7 +249,8 @@ class Lowering {
         rules_[opt].push_back({});
         prev = opt;
         if (++elements_ > kMaxElements) {
-          status_ = absl::InvalidArgumentError("grammar: too large (over 4M elements once expanded)");
+          status_ =
+              absl::InvalidArgumentError("grammar: too large (over 4M elements once expanded)");
         }
       }
       out->push_back(RefElement(prev));

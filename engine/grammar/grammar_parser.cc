@@ -60,9 +60,7 @@ class Parser {
 
  private:
   bool ok() const { return status_.ok(); }
-  char Peek(size_t ahead = 0) const {
-    return pos_ + ahead < s_.size() ? s_[pos_ + ahead] : '\0';
-  }
+  char Peek(size_t ahead = 0) const { return pos_ + ahead < s_.size() ? s_[pos_ + ahead] : '\0'; }
   bool AtEnd() const { return pos_ >= s_.size(); }
 
   void LineColumn(size_t at, int* line, int* column) const {
@@ -190,7 +188,8 @@ class Parser {
         ++pos_;
         Expr lit = Seq({});
         while (ok() && !AtEnd() && Peek() != '"') {
-          if (Peek() == '\n' || Peek() == '\r') return Fail(item_start, "unterminated string"), Expr();
+          if (Peek() == '\n' || Peek() == '\r')
+            return Fail(item_start, "unterminated string"), Expr();
           lit.children.push_back(CodePoint(ParseChar()));
         }
         if (!ok()) break;
@@ -232,7 +231,8 @@ class Parser {
         items.push_back(std::move(ref));
       } else if (c == '*' || c == '+' || c == '?' || c == '{') {
         if (items.empty()) {
-          return Fail(pos_, absl::StrCat("'", std::string(1, c), "' with nothing before it to repeat")),
+          return Fail(pos_,
+                      absl::StrCat("'", std::string(1, c), "' with nothing before it to repeat")),
                  Expr();
         }
         ParsePostfix(&items.back());
@@ -324,15 +324,28 @@ class Parser {
     if (AtEnd()) return Fail(start, "'\\' at the end of the input"), 0;
     ++pos_;
     switch (e) {
-      case 'n': return '\n';
-      case 't': return '\t';
-      case 'r': return '\r';
-      case '\\': case '"': case '[': case ']': case '-': case '^': case '/':
+      case 'n':
+        return '\n';
+      case 't':
+        return '\t';
+      case 'r':
+        return '\r';
+      case '\\':
+      case '"':
+      case '[':
+      case ']':
+      case '-':
+      case '^':
+      case '/':
         return static_cast<uint8_t>(e);
-      case 'x': return ParseHex(start, 2);
-      case 'u': return ParseHex(start, 4);
-      case 'U': return ParseHex(start, 8);
-      default: break;
+      case 'x':
+        return ParseHex(start, 2);
+      case 'u':
+        return ParseHex(start, 4);
+      case 'U':
+        return ParseHex(start, 8);
+      default:
+        break;
     }
     --pos_;
     Fail(start, absl::StrCat("bad escape '\\", Describe().substr(1)));
@@ -386,7 +399,8 @@ class Parser {
       e.ranges.push_back({lo, hi});
     }
     if (!ok()) return Expr();
-    if (AtEnd() || Peek() != ']') return Fail(start, "unterminated character class ('[' without ']')"), Expr();
+    if (AtEnd() || Peek() != ']')
+      return Fail(start, "unterminated character class ('[' without ']')"), Expr();
     ++pos_;
     if (e.ranges.empty()) return Fail(start, "empty character class"), Expr();
     return e;

@@ -19,7 +19,9 @@ constexpr int kMaxRepeat = 10000;
 constexpr int kMaxDepth = 200;
 
 std::vector<CodePointRange> DigitRanges() { return {{'0', '9'}}; }
-std::vector<CodePointRange> WordRanges() { return {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}}; }
+std::vector<CodePointRange> WordRanges() {
+  return {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}};
+}
 std::vector<CodePointRange> SpaceRanges() { return {{'\t', '\r'}, {' ', ' '}}; }
 
 // The complement of sorted, disjoint ranges in [0, U+10FFFF].
@@ -45,7 +47,8 @@ class RegexParser {
   }
 
   absl::StatusOr<Grammar> Parse() {
-    if (!IsValidUtf8(p_)) return absl::InvalidArgumentError("regex: the pattern is not valid UTF-8");
+    if (!IsValidUtf8(p_))
+      return absl::InvalidArgumentError("regex: the pattern is not valid UTF-8");
     size_t end = cps_.size();
     if (!cps_.empty() && cps_[0] == '^') pos_ = 1;
     // A trailing unescaped '$' anchors the end (count the backslashes before it).
@@ -176,7 +179,9 @@ class RegexParser {
       case '$':
         Fail(start, "anchor '$' is only supported at the end of the pattern");
         return Expr();
-      case '*': case '+': case '?':
+      case '*':
+      case '+':
+      case '?':
         Fail(start, "quantifier with nothing to repeat");
         return Expr();
       case '\\':
@@ -228,32 +233,53 @@ class RegexParser {
     const uint32_t c = Peek();
     ++pos_;
     switch (c) {
-      case 'd': return CharClass(DigitRanges());
-      case 'D': return CharClass(Complement(DigitRanges()));
-      case 'w': return CharClass(WordRanges());
-      case 'W': return CharClass(Complement(WordRanges()));
-      case 's': return CharClass(SpaceRanges());
-      case 'S': return CharClass(Complement(SpaceRanges()));
-      case 'n': return CodePoint('\n');
-      case 't': return CodePoint('\t');
-      case 'r': return CodePoint('\r');
-      case 'f': return CodePoint('\f');
-      case 'v': return CodePoint('\v');
-      case 'e': return CodePoint(0x1B);
-      case 'a': return CodePoint(0x07);
-      case 'x': return CodePoint(ParseHexEscape(start));
-      case 'u': return CodePoint(ParseFixedHex(start, 4));
+      case 'd':
+        return CharClass(DigitRanges());
+      case 'D':
+        return CharClass(Complement(DigitRanges()));
+      case 'w':
+        return CharClass(WordRanges());
+      case 'W':
+        return CharClass(Complement(WordRanges()));
+      case 's':
+        return CharClass(SpaceRanges());
+      case 'S':
+        return CharClass(Complement(SpaceRanges()));
+      case 'n':
+        return CodePoint('\n');
+      case 't':
+        return CodePoint('\t');
+      case 'r':
+        return CodePoint('\r');
+      case 'f':
+        return CodePoint('\f');
+      case 'v':
+        return CodePoint('\v');
+      case 'e':
+        return CodePoint(0x1B);
+      case 'a':
+        return CodePoint(0x07);
+      case 'x':
+        return CodePoint(ParseHexEscape(start));
+      case 'u':
+        return CodePoint(ParseFixedHex(start, 4));
       case 'b':
         if (in_class) return CodePoint('\b');
         return Fail(start, "word boundary \\b is not supported"), Expr();
-      case 'B': return Fail(start, "\\B is not supported"), Expr();
-      case 'A': case 'z': case 'Z': case 'G':
+      case 'B':
+        return Fail(start, "\\B is not supported"), Expr();
+      case 'A':
+      case 'z':
+      case 'Z':
+      case 'G':
         return Fail(start, absl::StrCat("anchor \\", std::string(1, static_cast<char>(c)),
                                         " is not supported (use ^ and $ at the ends)")),
                Expr();
-      case 'p': case 'P':
+      case 'p':
+      case 'P':
         return Fail(start, "Unicode properties \\p{...} are not supported"), Expr();
-      case 'k': case 'g':
+      case 'k':
+      case 'g':
         return Fail(start, "backreferences are not supported"), Expr();
       default:
         break;
@@ -261,8 +287,8 @@ class RegexParser {
     if (c >= '1' && c <= '9') return Fail(start, "backreferences are not supported"), Expr();
     if (c == '0') return CodePoint(0);
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
-      return Fail(start, absl::StrCat("unknown escape '\\", std::string(1, static_cast<char>(c)),
-                                      "'")),
+      return Fail(start,
+                  absl::StrCat("unknown escape '\\", std::string(1, static_cast<char>(c)), "'")),
              Expr();
     }
     return CodePoint(c);  // an escaped punctuation or other character stands for itself

@@ -236,7 +236,8 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::GetCon
   // the first one stored wins.
   const auto start = std::chrono::steady_clock::now();
   std::shared_ptr<const ContextEntry> entry = ComputeContextEntry(top, whole);
-  const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  const double us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
   absl::MutexLock lock(&mu_);
   stats_.context_compute_us += us;
   return context_cache_.emplace(std::move(key), std::move(entry)).first->second;

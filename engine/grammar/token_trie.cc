@@ -18,9 +18,8 @@ std::shared_ptr<const TokenTrie> TokenTrie::Build(const TokenVocabulary& vocab) 
     }
     order.push_back(id);
   }
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-    return vocab.bytes[a] < vocab.bytes[b];
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return vocab.bytes[a] < vocab.bytes[b]; });
   auto trie = std::make_shared<TokenTrie>();
   std::vector<uint32_t> open;  // the nodes on the current path, by depth - 1
   std::string_view prev;
@@ -60,7 +59,8 @@ std::shared_ptr<const TokenTrie> TokenTrie::ForVocabulary(
     std::shared_ptr<const TokenTrie> trie;
   };
   static std::mutex mu;
-  static std::map<const TokenVocabulary*, Entry>* cache = new std::map<const TokenVocabulary*, Entry>();
+  static std::map<const TokenVocabulary*, Entry>* cache =
+      new std::map<const TokenVocabulary*, Entry>();
   {
     std::lock_guard<std::mutex> lock(mu);
     for (auto it = cache->begin(); it != cache->end();) {

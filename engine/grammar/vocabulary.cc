@@ -37,7 +37,8 @@ bool DecodeDropsFirstSpace(const Tokenizer& tok) {
   for (int id = 0; id < tok.piece_count(); ++id) {
     if (tok.IsControl(id) || tok.IsUnknown(id)) continue;
     std::string b;
-    if (!tok.TokenBytes(id, &b)) b = absl::StrReplaceAll(tok.IdToPiece(id), {{"\xE2\x96\x81", " "}});
+    if (!tok.TokenBytes(id, &b))
+      b = absl::StrReplaceAll(tok.IdToPiece(id), {{"\xE2\x96\x81", " "}});
     if (b.size() < 2 || b[0] != ' ' || b[1] == ' ') continue;
     if (static_cast<unsigned char>(b[1]) >= 0x80) continue;  // keep to whole ASCII text
     return tok.Decode({id}) == b.substr(1);

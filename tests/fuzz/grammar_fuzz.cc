@@ -47,14 +47,17 @@ std::shared_ptr<const TokenVocabulary> Vocabulary() {
   return vocab;
 }
 
-int CountLines(const std::string& s) { return 1 + static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+int CountLines(const std::string& s) {
+  return 1 + static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
 
 void CheckError(const absl::Status& s, bool regex, const std::string& text) {
   FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument, "error code %d: %s",
              static_cast<int>(s.code()), std::string(s.message()).c_str());
   const std::string m(s.message());
   if (regex) {
-    if (m == "regex: the pattern is not valid UTF-8" || absl::StartsWith(m, "regex: too large")) return;
+    if (m == "regex: the pattern is not valid UTF-8" || absl::StartsWith(m, "regex: too large"))
+      return;
     int column = 0;
     std::vector<absl::string_view> parts = absl::StrSplit(m, absl::MaxSplits(':', 2));
     FUZZ_CHECK(parts.size() == 3 && absl::ConsumePrefix(&parts[1], " column ") &&
@@ -64,8 +67,8 @@ void CheckError(const absl::Status& s, bool regex, const std::string& text) {
                "regex error column %d outside the pattern: %s", column, m.c_str());
     return;
   }
-  if (m == "grammar: no rule named 'root' (the start rule)" || absl::StartsWith(m, "grammar: too large") ||
-      absl::StartsWith(m, "grammar: rule '")) {
+  if (m == "grammar: no rule named 'root' (the start rule)" ||
+      absl::StartsWith(m, "grammar: too large") || absl::StartsWith(m, "grammar: rule '")) {
     return;
   }
   int line = 0, column = 0;
@@ -122,21 +125,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ConstraintSpec spec;
   spec.kind = regex ? ConstraintSpec::Kind::kRegex : ConstraintSpec::Kind::kGrammar;
   spec.text = text;
-  absl::StatusOr<std::shared_ptr<const CompiledConstraint>> c = CompileConstraint(spec, Vocabulary());
+  absl::StatusOr<std::shared_ptr<const CompiledConstraint>> c =
+      CompileConstraint(spec, Vocabulary());
   if (!c.ok()) {
     CheckError(c.status(), regex, text);
     return 0;
   }
   // The printed grammar compiles too and agrees on a few strings.
   absl::StatusOr<grammar::Grammar> again = grammar::ParseGrammar(grammar::ToText(*g));
-  FUZZ_CHECK(again.ok(), "ToText does not parse: %s", std::string(again.status().message()).c_str());
+  FUZZ_CHECK(again.ok(), "ToText does not parse: %s",
+             std::string(again.status().message()).c_str());
   auto a = grammar::CompileGrammar(*g);
   auto b = grammar::CompileGrammar(*again);
   FUZZ_CHECK(a.ok() && b.ok(), "a grammar or its ToText does not compile");
   for (size_t cut = 0; cut <= text.size() && cut < 64; cut += 7) {
     const std::string s = text.substr(cut, 16);
-    FUZZ_CHECK(grammar::GrammarMatcher::FullMatch(*a, s) == grammar::GrammarMatcher::FullMatch(*b, s),
-               "ToText changes the language");
+    FUZZ_CHECK(
+        grammar::GrammarMatcher::FullMatch(*a, s) == grammar::GrammarMatcher::FullMatch(*b, s),
+        "ToText changes the language");
   }
   uint32_t seed = 0;
   for (uint8_t ch : text) seed = seed * 31 + ch;
