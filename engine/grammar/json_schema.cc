@@ -189,7 +189,7 @@ class Compiler {
       if (name == "json-string") body = "\"\\\"\" " + Base("json-char") + "* \"\\\"\"";
       if (name == "json-integer") body = R"("-"? ("0" | [1-9] [0-9]*))";
       if (name == "json-number") {
-        body = R"("-"? ("0" | [1-9] [0-9]*) ("." [0-9]+)? ([eE] [-+]? [0-9]+)?)";
+        body = R"("-"? ("0" | [1-9] [0-9]*) ("." [0-9]+)? ([eE] [-+]? [0-9]{1,2})?)";
       }
       if (name == "json-boolean") body = R"("true" | "false")";
       if (name == "json-null") body = R"("null")";
@@ -627,7 +627,7 @@ class Compiler {
       if (v && *v != 0) return Unsupported(k, ptr, "a number bound other than 0; integer bounds are supported");
     }
     bool neg = !min && !xmin, zero = !xmin && !xmax, pos = !max && !xmax;
-    const std::string exp = R"(([eE] [-+]? [0-9]+)?)";
+    const std::string exp = R"(([eE] [-+]? [0-9]{1,2})?)";  // (no underflow to 0 in a double)
     const std::string positive = R"(([1-9] [0-9]* ("." [0-9]+)? | "0." [0-9]* [1-9] [0-9]*))";
     std::vector<std::string> alts;
     if (neg) alts.push_back("\"-\" " + positive + " " + exp);
@@ -831,8 +831,8 @@ absl::StatusOr<std::string> JsonSchemaToGrammar(const nlohmann::ordered_json& sc
   return Compiler(schema, options).Run();
 }
 
-absl::StatusOr<std::string> JsonSchemaToGrammar(std::string_view schema_text,
-                                                const JsonSchemaOptions& options) {
+absl::StatusOr<std::string> JsonSchemaTextToGrammar(std::string_view schema_text,
+                                                    const JsonSchemaOptions& options) {
   nlohmann::ordered_json schema = nlohmann::ordered_json::parse(schema_text, nullptr, /*allow_exceptions=*/false);
   if (schema.is_discarded()) {
     // Parse again with exceptions for the position in the message.

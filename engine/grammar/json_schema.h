@@ -51,8 +51,8 @@ absl::StatusOr<std::string> JsonSchemaToGrammar(const nlohmann::ordered_json& sc
 
 // The same from JSON text (ConstraintSpec::text); malformed JSON is
 // INVALID_ARGUMENT "json_schema: not valid JSON: ...".
-absl::StatusOr<std::string> JsonSchemaToGrammar(std::string_view schema_text,
-                                                const JsonSchemaOptions& options = {});
+absl::StatusOr<std::string> JsonSchemaTextToGrammar(std::string_view schema_text,
+                                                    const JsonSchemaOptions& options = {});
 
 // The canonical serialization of a JSON value inside a grammar (enum, const):
 // compact, object keys sorted, a float with an integral value below 2^53

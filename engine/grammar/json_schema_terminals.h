@@ -17,9 +17,12 @@ namespace streamgen::json_schema_internal {
 // and control characters escaped.
 std::string GbnfLiteral(std::string_view bytes);
 
-// One JSON string character (a code point or an escape), as GBNF.
+// One JSON string character (a code point or an escape), as GBNF. \u escapes
+// of UTF-16 surrogates are left out: a pair would count as two characters
+// here but one for minLength, and a lone one is no character at all (astral
+// characters come as UTF-8).
 inline constexpr char kJsonCharExpr[] =
-    R"([^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}))";
+    R"([^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" ([0-9a-cA-CeEfF] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2})))";
 
 // A GBNF expression for the decimal integers in [lo, hi] (no leading zeros,
 // no "-0"); an absent bound is unbounded. INVALID_ARGUMENT when lo > hi.

@@ -152,8 +152,9 @@ bool LlamaGbnf::RandomWalk(std::mt19937* rng, double stop, int max_chars, std::s
     if (pos->type == kCharAny) {
       negated = true;
     } else {
-      for (const Element* e = pos; e->type == kChar || e->type == kCharNot || e->type == kCharAlt ||
-                                   e->type == kCharRngUpper; ++e) {
+      // The first element, then its alternatives and range ends (a kChar after
+      // it is the next character of a sequence).
+      for (const Element* e = pos; e == pos || e->type == kCharAlt || e->type == kCharRngUpper; ++e) {
         if (e->type == kCharRngUpper) {
           ranges.back().second = e->value;
         } else {
@@ -176,7 +177,7 @@ bool LlamaGbnf::RandomWalk(std::mt19937* rng, double stop, int max_chars, std::s
       for (uint32_t c : kExtra) {
         if (allowed(c)) options.push_back(c);
       }
-      if (options.empty()) continue;
+      if (options.empty()) break;
       cp = options[std::uniform_int_distribution<size_t>(0, options.size() - 1)(*rng)];
     } else {
       const auto& [lo, hi] = ranges[std::uniform_int_distribution<size_t>(0, ranges.size() - 1)(*rng)];
