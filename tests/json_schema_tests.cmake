@@ -14,16 +14,7 @@
 #                               output validated by ajv
 # json_schema_npm_ci installs tests/json_schema_suite's pinned packages.
 
-# Until the grammar engine's library (engine/grammar/CMakeLists.txt) exists,
-# the compiler is its own small library here.
-if(NOT TARGET streamgen_json_schema)
-  add_library(streamgen_json_schema STATIC
-    ${CMAKE_SOURCE_DIR}/engine/grammar/json_schema.cc
-    ${CMAKE_SOURCE_DIR}/engine/grammar/json_schema_terminals.cc)
-  target_include_directories(streamgen_json_schema PUBLIC ${CMAKE_SOURCE_DIR})
-  target_link_libraries(streamgen_json_schema PUBLIC streamgen_status absl::status absl::statusor
-    absl::strings absl::str_format nlohmann_json::nlohmann_json)
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/json_schema_library.cmake)
 
 streamgen_test(json_schema_test json_schema_test.cc)
 target_link_libraries(json_schema_test PRIVATE streamgen_json_schema GTest::gmock)

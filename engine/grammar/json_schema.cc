@@ -453,6 +453,10 @@ class Compiler {
 
   // A schema local to `ptr`: $ref followed (when it has no siblings), allOf merged.
   absl::StatusOr<Json> Flatten(const Json& s, const std::string& ptr, int depth) {
+    // Merging copies schemas: bounded, as allOf over $refs to allOf can branch.
+    if (++flattened_ > 64 * options_.max_rules) {
+      return Error(absl::StrCat("'allOf' merges too many schemas at ", At(ptr)));
+    }
     if (depth > options_.max_depth) {
       return Error(absl::StrCat("schema nested deeper than ", options_.max_depth, " at ", At(ptr)));
     }
@@ -649,6 +653,7 @@ class Compiler {
                                   "json-object", "json-array"};
   std::set<std::string> base_added_;
   std::map<std::string, std::string> ref_rules_;  // $ref -> rule name
+  int64_t flattened_ = 0;                         // Flatten calls so far
 };
 
 absl::StatusOr<std::string> Compiler::Object(const Json& s, const std::string& ptr, int depth) {
