@@ -2,7 +2,8 @@
 // independent validator, pinned in package.json): json_schema_random_walk
 // compiles each schema with engine/grammar/json_schema.cc and walks llama.cpp's
 // matcher over the grammar at random (many seeds); every finished walk must
-// parse as JSON and validate against its schema. The API helper samples the
+// parse as JSON, validate against its schema, and be accepted by this
+// project's matcher too. The API helper samples the
 // same corpus from models end to end.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -48,7 +49,8 @@ for (const file of corpus) {
       assert.ok(finished.length >= 0.9 * SEEDS, `only ${finished.length} of ${SEEDS} walks finished`);
       const distinct = new Set(finished.map((l) => l.text));
       assert.ok(distinct.size >= 0.5 * finished.length, `only ${distinct.size} distinct outputs`);
-      for (const { seed, text } of finished) {
+      for (const { seed, text, ours } of finished) {
+        assert.ok(ours, `seed ${seed}: llama.cpp's matcher made it, engine/grammar's rejects it: ${text}`);
         let value;
         assert.doesNotThrow(() => { value = JSON.parse(text); }, `seed ${seed}: not JSON: ${text}`);
         if (whitespace === '0') assert.ok(!/[\n\t]/.test(text.replace(/"(?:[^"\\]|\\.)*"/g, '')), `seed ${seed}: whitespace in compact output: ${text}`);

@@ -1,6 +1,8 @@
 // Random strings of the grammars compiled from JSON Schema files, for
 // corpus.test.mjs to validate with ajv: per schema file and seed, a random
-// walk of llama.cpp's matcher over the compiled grammar (llama_gbnf.h).
+// walk of llama.cpp's matcher over the compiled grammar (llama_gbnf.h). Each
+// finished walk is also matched by this project's matcher (engine/grammar):
+// "ours" in the output says whether it accepts the walk.
 //
 //   json_schema_random_walk --libllama PATH --seeds N [--max-whitespace W] FILE...
 // Prints one JSON line per walk: {"file", "seed", "finished", "text"}; a
@@ -11,7 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/grammar/grammar.h"
 #include "engine/grammar/json_schema.h"
+#include "engine/grammar/matcher.h"
 #include "tests/json_schema_suite/llama_gbnf.h"
 
 int main(int argc, char** argv) {
@@ -51,11 +55,22 @@ int main(int argc, char** argv) {
                 << "\n";
       continue;
     }
+    absl::StatusOr<streamgen::grammar::Grammar> parsed = streamgen::grammar::ParseGrammar(*grammar);
+    absl::StatusOr<std::shared_ptr<const streamgen::grammar::CompiledGrammar>> ours =
+        parsed.ok() ? streamgen::grammar::CompileGrammar(*parsed) : parsed.status();
+    if (!ours.ok()) {
+      std::cout << Json{{"file", file}, {"error", "engine/grammar refuses the grammar: " + ours.status().ToString()},
+                        {"grammar", *grammar}}.dump()
+                << "\n";
+      continue;
+    }
     for (int seed = 0; seed < seeds; ++seed) {
       std::mt19937 rng(seed);
       std::string out;
       bool finished = matcher->RandomWalk(&rng, /*stop=*/0.5, /*max_chars=*/20000, &out);
-      Json line = {{"file", file}, {"seed", seed}, {"finished", finished}, {"text", out}};
+      streamgen::grammar::GrammarMatcher m(*ours);
+      bool ours_accepts = m.Accept(out) && m.CanTerminate();
+      Json line = {{"file", file}, {"seed", seed}, {"finished", finished}, {"ours", ours_accepts}, {"text", out}};
       std::cout << line.dump(-1, ' ', false, Json::error_handler_t::replace) << "\n";
     }
   }

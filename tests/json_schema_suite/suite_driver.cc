@@ -2,8 +2,10 @@
 // schema of the suite's files, either the compiler refuses it naming an
 // unsupported keyword (counted), or every test instance, serialized the way
 // the grammar writes JSON (below), is accepted by the compiled grammar exactly
-// when the suite says it is valid. The matcher is llama.cpp's (llama_gbnf.h),
-// independent of this project's grammar engine.
+// when the suite says it is valid. Two matchers read the grammar text:
+// llama.cpp's (llama_gbnf.h), independent of this project, and this project's
+// (engine/grammar: ParseGrammar, CompileGrammar, GrammarMatcher); both must
+// give the suite's answer.
 //
 // The serialization: compact JSON; object keys in the order the schema
 // declares them (`properties` in order, then `required`, then the others
@@ -25,7 +27,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/grammar/grammar.h"
 #include "engine/grammar/json_schema.h"
+#include "engine/grammar/matcher.h"
 #include "tests/json_schema_suite/llama_gbnf.h"
 
 namespace {
@@ -121,6 +125,12 @@ void Serialize(const Json& v, const std::vector<const Json*>& schemas, const Jso
   }
 }
 
+// This project's matcher over all of `text`.
+bool OursAccepts(const std::shared_ptr<const streamgen::grammar::CompiledGrammar>& g, const std::string& text) {
+  streamgen::grammar::GrammarMatcher m(g);
+  return m.Accept(text) && m.CanTerminate();
+}
+
 std::string Arg(int argc, char** argv, const std::string& name, const std::string& fallback = "") {
   for (int i = 1; i + 1 < argc; ++i) {
     if (argv[i] == name) return argv[i + 1];
@@ -201,6 +211,15 @@ int main(int argc, char** argv) {
         ++failures;
         continue;
       }
+      absl::StatusOr<streamgen::grammar::Grammar> parsed = streamgen::grammar::ParseGrammar(*grammar);
+      absl::StatusOr<std::shared_ptr<const streamgen::grammar::CompiledGrammar>> ours =
+          parsed.ok() ? streamgen::grammar::CompileGrammar(*parsed) : parsed.status();
+      if (!ours.ok()) {
+        std::cout << "FAIL " << file << " / " << gname << ": engine/grammar refuses the grammar: "
+                  << ours.status() << "\n" << *grammar << "\n";
+        ++failures;
+        continue;
+      }
       for (const Json& test : group.at("tests")) {
         ++instances;
         std::string text;
@@ -208,6 +227,12 @@ int main(int argc, char** argv) {
         bool valid = test.at("valid").get<bool>();
         bool accepted = matcher->Accepts(text);
         std::string id = file + " / " + gname + " / " + test.at("description").get<std::string>();
+        if (OursAccepts(*ours, text) != accepted) {
+          ++failures;
+          std::cout << "FAIL " << id << ": " << text << ": llama.cpp " << (accepted ? "accepts" : "rejects")
+                    << " it, engine/grammar does not\n";
+          continue;
+        }
         if (accepted == valid) {
           ++agreeing;
           continue;
