@@ -2,14 +2,20 @@
 // malformed schemas, the limits, and the shapes of compiled grammars. Whether
 // grammars match the right JSON is json_schema_suite_test's and
 // json_schema_corpus_test's job (llama.cpp's matcher, the JSON Schema Test
-// Suite, ajv); integer ranges are checked here against arithmetic with
-// std::regex as the matcher.
+// Suite, ajv) at scale; here, integer ranges against arithmetic with
+// std::regex as the matcher, and hand-made cases through the grammar engine's
+// parser and matcher (engine/grammar), CompileConstraint included.
 #include "engine/grammar/json_schema.h"
 
+#include <filesystem>
+#include <fstream>
 #include <regex>
 #include <string>
 
+#include "engine/grammar/constraint.h"
+#include "engine/grammar/grammar.h"
 #include "engine/grammar/json_schema_terminals.h"
+#include "engine/grammar/matcher.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -213,6 +219,149 @@ TEST(JsonSchemaTest, IntegerBoundsOfDraft4And2020AreBothRead) {
   EXPECT_EQ(GrammarOf(R"({"type":"integer","minimum":3,"exclusiveMinimum":true})"),
             GrammarOf(R"({"type":"integer","exclusiveMinimum":3})"));
   EXPECT_EQ(GrammarOf(R"({"type":"integer","minimum":3.5})"), GrammarOf(R"({"type":"integer","minimum":4})"));
+}
+
+}  // namespace
+}  // namespace streamgen
+
+namespace streamgen {
+namespace {
+
+// The grammar engine's matcher over the grammar of `schema`.
+bool Accepts(const std::string& schema, const std::string& text, const JsonSchemaOptions& options = {}) {
+  absl::StatusOr<std::string> text_grammar = JsonSchemaTextToGrammar(schema, options);
+  EXPECT_TRUE(text_grammar.ok()) << text_grammar.status();
+  absl::StatusOr<grammar::Grammar> g = grammar::ParseGrammar(*text_grammar);
+  EXPECT_TRUE(g.ok()) << g.status() << "\n" << *text_grammar;
+  absl::StatusOr<std::shared_ptr<const grammar::CompiledGrammar>> cg = grammar::CompileGrammar(*g);
+  EXPECT_TRUE(cg.ok()) << cg.status();
+  grammar::GrammarMatcher m(*cg);
+  return m.Accept(text) && m.CanTerminate();
+}
+
+TEST(JsonSchemaGrammarTest, CorpusGrammarsParseWithTheGrammarEngine) {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("tests/json_schema_suite/corpus")) {
+    std::ifstream in(entry.path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    absl::StatusOr<std::string> g = JsonSchemaTextToGrammar(text);
+    ASSERT_TRUE(g.ok()) << entry.path() << ": " << g.status();
+    absl::StatusOr<grammar::Grammar> parsed = grammar::ParseGrammar(*g);
+    ASSERT_TRUE(parsed.ok()) << entry.path() << ": " << parsed.status() << "\n" << *g;
+    EXPECT_TRUE(grammar::CompileGrammar(*parsed).ok()) << entry.path();
+    ++n;
+  }
+  EXPECT_GE(n, 6);
+}
+
+TEST(JsonSchemaGrammarTest, OrderOptionalityAndAdditionalProperties) {
+  const std::string s = R"({"type":"object","properties":{"b":{"type":"integer"},"a":{"type":"string"}},)"
+                        R"("required":["a"],"additionalProperties":false})";
+  EXPECT_TRUE(Accepts(s, R"({"b":1,"a":"x"})"));
+  EXPECT_TRUE(Accepts(s, R"({"a":"x"})"));
+  EXPECT_FALSE(Accepts(s, R"({"a":"x","b":1})"));  // the schema's order only
+  EXPECT_FALSE(Accepts(s, R"({"b":1})"));          // a is required
+  EXPECT_FALSE(Accepts(s, R"({"a":"x","c":1})"));  // no additional properties
+  const std::string open = R"({"type":"object","properties":{"a":{"type":"string"}},)"
+                           R"("additionalProperties":{"type":"boolean"}})";
+  EXPECT_TRUE(Accepts(open, R"({"a":"x","ab":true,"":false})"));
+  EXPECT_FALSE(Accepts(open, R"({"a":"x","a":true})"));  // a declared name is not "additional"
+  EXPECT_FALSE(Accepts(open, R"({"z":1})"));
+  JsonSchemaOptions strict;
+  strict.allow_additional_properties_by_default = false;
+  EXPECT_TRUE(Accepts(R"({"type":"object"})", R"({"x":1})"));
+  EXPECT_FALSE(Accepts(R"({"type":"object"})", R"({"x":1})", strict));
+  EXPECT_TRUE(Accepts(R"({"type":"object"})", R"({})", strict));
+}
+
+TEST(JsonSchemaGrammarTest, WhitespaceBound) {
+  JsonSchemaOptions two;
+  two.max_whitespace = 2;
+  EXPECT_TRUE(Accepts(R"({"type":"array"})", "[ 1,\n2 ]", two));
+  EXPECT_TRUE(Accepts(R"({"type":"array"})", "[1,  2]", two));
+  EXPECT_FALSE(Accepts(R"({"type":"array"})", "[1,   2]", two));
+  EXPECT_FALSE(Accepts(R"({"type":"array"})", " [1]", two));  // none before or after the value
+  JsonSchemaOptions compact;
+  compact.max_whitespace = 0;
+  EXPECT_TRUE(Accepts(R"({"type":"array"})", "[1,2]", compact));
+  EXPECT_FALSE(Accepts(R"({"type":"array"})", "[1, 2]", compact));
+}
+
+TEST(JsonSchemaGrammarTest, PatternsFormatsAndLengths) {
+  const std::string sku = R"({"type":"string","pattern":"^[A-Z]{3}-\\d{2,4}$"})";
+  EXPECT_TRUE(Accepts(sku, R"("ABC-12")"));
+  EXPECT_TRUE(Accepts(sku, R"("ABC-1234")"));
+  EXPECT_FALSE(Accepts(sku, R"("ABC-12345")"));
+  EXPECT_FALSE(Accepts(sku, R"("abc-12")"));
+  // Unanchored: a search.
+  EXPECT_TRUE(Accepts(R"({"type":"string","pattern":"b+"})", R"("abbc")"));
+  EXPECT_FALSE(Accepts(R"({"type":"string","pattern":"b+"})", R"("ac")"));
+  // A quote in the pattern is an escaped quote in the JSON text.
+  EXPECT_TRUE(Accepts(R"({"type":"string","pattern":"^say \"hi\"$"})", R"("say \"hi\"")"));
+  EXPECT_TRUE(Accepts(R"({"type":"string","format":"date"})", R"("2024-02-28")"));
+  EXPECT_FALSE(Accepts(R"({"type":"string","format":"date"})", R"("2024-02-30")"));
+  EXPECT_TRUE(Accepts(R"({"type":"string","format":"date-time"})", R"("2024-12-07T17:20:00Z")"));
+  EXPECT_TRUE(Accepts(R"({"type":"string","format":"time"})", R"("17:20:00.5+01:00")"));
+  EXPECT_TRUE(Accepts(R"({"type":"string","format":"uuid"})", R"("123e4567-e89b-12d3-a456-426614174000")"));
+  EXPECT_FALSE(Accepts(R"({"type":"string","format":"uuid"})", R"("123e4567e89b12d3a456426614174000")"));
+  EXPECT_TRUE(Accepts(R"({"type":"string","format":"email"})", R"("a.b+c@example.co.uk")"));
+  EXPECT_FALSE(Accepts(R"({"type":"string","format":"email"})", R"("a@b")"));
+  EXPECT_TRUE(Accepts(R"({"type":"string","format":"ipv4"})", R"("192.168.0.255")"));
+  EXPECT_FALSE(Accepts(R"({"type":"string","format":"ipv4"})", R"("192.168.0.256")"));
+  // Lengths count characters: an escape or a multi-byte character is one.
+  const std::string two_three = R"({"type":"string","minLength":2,"maxLength":3})";
+  EXPECT_TRUE(Accepts(two_three, R"("é\n")"));
+  EXPECT_TRUE(Accepts(two_three, R"("abc")"));
+  EXPECT_FALSE(Accepts(two_three, R"("a")"));
+  EXPECT_FALSE(Accepts(two_three, R"("abcd")"));
+}
+
+TEST(JsonSchemaGrammarTest, ArraysTuplesEnumsAndRefs) {
+  const std::string tuple = R"({"type":"array","prefixItems":[{"type":"integer"},{"type":"string"}],)"
+                            R"("items":false,"minItems":1})";
+  EXPECT_TRUE(Accepts(tuple, "[1]"));
+  EXPECT_TRUE(Accepts(tuple, R"([1,"a"])"));
+  EXPECT_FALSE(Accepts(tuple, "[]"));
+  EXPECT_FALSE(Accepts(tuple, R"([1,"a",2])"));
+  const std::string bounded = R"({"type":"array","items":{"type":"boolean"},"minItems":2,"maxItems":3})";
+  EXPECT_FALSE(Accepts(bounded, "[true]"));
+  EXPECT_TRUE(Accepts(bounded, "[true,false,true]"));
+  EXPECT_FALSE(Accepts(bounded, "[true,false,true,true]"));
+  const std::string e = R"({"enum":["a",1,null,[1,{"k":2}]]})";
+  EXPECT_TRUE(Accepts(e, R"([1,{"k":2}])"));
+  EXPECT_TRUE(Accepts(e, "null"));
+  EXPECT_FALSE(Accepts(e, R"("b")"));
+  const std::string tree = R"({"$ref":"#/$defs/t","$defs":{"t":{"type":"object","properties":{)"
+                           R"("kids":{"type":"array","items":{"$ref":"#/$defs/t"}}},"additionalProperties":false}}})";
+  EXPECT_TRUE(Accepts(tree, R"({"kids":[{},{"kids":[{"kids":[]}]}]})"));
+  EXPECT_FALSE(Accepts(tree, R"({"kids":[{"x":1}]})"));
+  const std::string ranged = R"({"type":"integer","minimum":-5,"exclusiveMaximum":100})";
+  EXPECT_TRUE(Accepts(ranged, "-5"));
+  EXPECT_TRUE(Accepts(ranged, "99"));
+  EXPECT_FALSE(Accepts(ranged, "100"));
+  EXPECT_FALSE(Accepts(ranged, "-6"));
+  const std::string positive = R"({"type":"number","exclusiveMinimum":0})";
+  EXPECT_TRUE(Accepts(positive, "0.5"));
+  EXPECT_TRUE(Accepts(positive, "3e2"));
+  EXPECT_FALSE(Accepts(positive, "0"));
+  EXPECT_FALSE(Accepts(positive, "0.0"));
+  EXPECT_FALSE(Accepts(positive, "-1"));
+}
+
+TEST(JsonSchemaGrammarTest, CompileConstraintTakesSchemasAndPassesTheirErrors) {
+  auto vocab = std::make_shared<TokenVocabulary>();
+  for (const char* piece : {"{", "}", "\"", "a", ":", "1", " "}) {
+    vocab->bytes.push_back(piece);
+    vocab->special.push_back(false);
+  }
+  ConstraintSpec spec;
+  spec.kind = ConstraintSpec::Kind::kJsonSchema;
+  spec.text = R"({"type":"object","properties":{"a":{"type":"integer"}}})";
+  EXPECT_TRUE(CompileConstraint(spec, vocab).ok());
+  spec.text = R"({"type":"object","patternProperties":{}})";
+  absl::StatusOr<std::shared_ptr<const CompiledConstraint>> bad = CompileConstraint(spec, vocab);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "json_schema: unsupported keyword 'patternProperties' at /");
 }
 
 }  // namespace
