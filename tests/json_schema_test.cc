@@ -56,8 +56,7 @@ TEST(JsonSchemaTest, UnsupportedKeywordsAreRefusedByNameAndPlace) {
             "json_schema: unsupported keyword '$ref' at / (only local JSON pointers like #/$defs/name, not "
             "'http://example.com/a.json')");
   EXPECT_EQ(ErrorOf(R"({"type":"number","minimum":1.5})"),
-            "json_schema: unsupported keyword 'minimum' at / (a number bound other than 0; integer bounds are "
-            "supported)");
+            "json_schema: unsupported keyword 'minimum' at / (a number bound that is not an integer (up to 1e18))");
   EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"a","maxLength":3})"),
             "json_schema: unsupported keyword 'maxLength' at / (beside 'pattern')");
   EXPECT_EQ(ErrorOf(R"({"enum":[1,2],"minimum":2})"),
@@ -182,7 +181,10 @@ std::regex AsRegex(const std::string& gbnf) {
     char c = gbnf[i];
     if (c == ' ') continue;
     if (c == '"') {
-      for (++i; gbnf[i] != '"'; ++i) re += gbnf[i] == '-' ? std::string("\\-") : std::string(1, gbnf[i]);
+      for (++i; gbnf[i] != '"'; ++i) {
+        if (std::string_view(".-+*?()[]{}|^$").find(gbnf[i]) != std::string_view::npos) re += '\\';
+        re += gbnf[i];
+      }
       continue;
     }
     re += c;
@@ -212,6 +214,40 @@ TEST(JsonSchemaTest, IntegerRangesMatchExactlyTheirIntegers) {
     EXPECT_FALSE(std::regex_match("-0", re)) << *expr;
   }
   EXPECT_FALSE(json_schema_internal::IntegerRangeExpr(3, 2).ok());
+}
+
+TEST(JsonSchemaTest, DecimalRangesMatchExactlyTheirNumbers) {
+  using json_schema_internal::NumberBound;
+  struct Case {
+    std::optional<NumberBound> lo, hi;
+  };
+  const Case cases[] = {
+      {NumberBound{-3, true}, NumberBound{7, false}}, {NumberBound{2, false}, std::nullopt},
+      {std::nullopt, NumberBound{-2, true}},          {NumberBound{0, false}, NumberBound{1, true}},
+      {NumberBound{-12, false}, NumberBound{-4, false}}, {NumberBound{5, true}, NumberBound{5, true}},
+      {std::nullopt, NumberBound{10, false}},         {NumberBound{-1, true}, NumberBound{0, false}}};
+  // Values in quarters, written in several ways.
+  for (const Case& c : cases) {
+    absl::StatusOr<std::string> expr = json_schema_internal::DecimalRangeExpr(c.lo, c.hi);
+    ASSERT_TRUE(expr.ok()) << expr.status();
+    std::regex re = AsRegex(*expr);
+    for (int q = -60; q <= 60; ++q) {
+      bool in = (!c.lo || (c.lo->inclusive ? q >= 4 * c.lo->value : q > 4 * c.lo->value)) &&
+                (!c.hi || (c.hi->inclusive ? q <= 4 * c.hi->value : q < 4 * c.hi->value));
+      const int whole = std::abs(q) / 4;
+      const char* fractions[] = {"", ".25", ".5", ".75"};
+      std::vector<std::string> texts;
+      std::string sign = q < 0 ? "-" : "";
+      texts.push_back(sign + std::to_string(whole) + fractions[std::abs(q) % 4]);
+      if (std::abs(q) % 4 == 0) texts.push_back(sign + std::to_string(whole) + ".00");
+      if (std::abs(q) % 4 == 2) texts.push_back(sign + std::to_string(whole) + ".500");
+      for (const std::string& t : texts) {
+        if (t == "-0" || t == "-0.00") continue;  // -0 is 0; either answer is right
+        EXPECT_EQ(std::regex_match(t, re), in) << t << ": " << *expr;
+      }
+    }
+  }
+  EXPECT_FALSE(json_schema_internal::DecimalRangeExpr(NumberBound{3, false}, NumberBound{3, true}).ok());
 }
 
 TEST(JsonSchemaTest, IntegerBoundsOfDraft4And2020AreBothRead) {
@@ -346,6 +382,12 @@ TEST(JsonSchemaGrammarTest, ArraysTuplesEnumsAndRefs) {
   EXPECT_FALSE(Accepts(positive, "0"));
   EXPECT_FALSE(Accepts(positive, "0.0"));
   EXPECT_FALSE(Accepts(positive, "-1"));
+  const std::string price = R"({"type":"number","minimum":1,"exclusiveMaximum":100})";
+  EXPECT_TRUE(Accepts(price, "1"));
+  EXPECT_TRUE(Accepts(price, "99.99"));
+  EXPECT_FALSE(Accepts(price, "100.0"));
+  EXPECT_FALSE(Accepts(price, "0.999"));
+  EXPECT_FALSE(Accepts(price, "1e1"));  // no exponent beside bounds other than 0
 }
 
 TEST(JsonSchemaGrammarTest, CompileConstraintTakesSchemasAndPassesTheirErrors) {

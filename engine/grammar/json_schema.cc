@@ -624,11 +624,28 @@ class Compiler {
       SG_ASSIGN_OR_RETURN(std::string expr, json_schema_internal::IntegerRangeExpr(ilo, ihi));
       return AddRule(Hint(ptr) + "-int", expr);
     }
-    // Numbers: only bounds at 0 (sign constraints) are exact in a grammar.
+    // Numbers: integer-valued bounds. Bounds at 0 only fix the sign, and keep
+    // exponents; other bounds are compared digit by digit, without exponents.
     const std::pair<const char*, std::optional<double>> bounds[] = {
         {"minimum", min}, {"maximum", max}, {"exclusiveMinimum", xmin}, {"exclusiveMaximum", xmax}};
+    bool all_zero = true;
     for (const auto& [k, v] : bounds) {
-      if (v && *v != 0) return Unsupported(k, ptr, "a number bound other than 0; integer bounds are supported");
+      if (!v) continue;
+      if (std::floor(*v) != *v || std::fabs(*v) > 1e18) {
+        return Unsupported(k, ptr, "a number bound that is not an integer (up to 1e18)");
+      }
+      all_zero = all_zero && *v == 0;
+    }
+    if (!all_zero) {
+      // The tighter of the inclusive and the exclusive bound on each side.
+      std::optional<json_schema_internal::NumberBound> lo, hi;
+      if (min) lo = json_schema_internal::NumberBound{static_cast<int64_t>(*min), true};
+      if (xmin && (!lo || *xmin >= lo->value)) lo = json_schema_internal::NumberBound{static_cast<int64_t>(*xmin), false};
+      if (max) hi = json_schema_internal::NumberBound{static_cast<int64_t>(*max), true};
+      if (xmax && (!hi || *xmax <= hi->value)) hi = json_schema_internal::NumberBound{static_cast<int64_t>(*xmax), false};
+      absl::StatusOr<std::string> expr = json_schema_internal::DecimalRangeExpr(lo, hi);
+      if (!expr.ok()) return Nothing(ptr, "no number between the bounds");
+      return AddRule(Hint(ptr) + "-number", *expr);
     }
     bool neg = !min && !xmin, zero = !xmin && !xmax, pos = !max && !xmax;
     const std::string exp = R"(([eE] [-+]? [0-9]{1,2})?)";  // (no underflow to 0 in a double)

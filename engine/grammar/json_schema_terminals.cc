@@ -462,6 +462,65 @@ absl::StatusOr<std::string> IntegerRangeExpr(std::optional<int64_t> lo, std::opt
   return absl::StrCat("(\"-\" ", NonNegative(1, neg_hi), " | ", NonNegative(0, pos_hi), ")");
 }
 
+namespace {
+
+// Unsigned decimals (no exponent) with a value in [lo, hi] (each end
+// inclusive or not; hi absent: unbounded); "" when there are none.
+std::string Magnitude(uint64_t lo, bool lo_inclusive, std::optional<uint64_t> hi, bool hi_inclusive) {
+  const std::string any_fraction = R"(("." [0-9]+)?)";
+  const std::string zero_fraction = R"(("." "0"+)?)";
+  const std::string nonzero_fraction = R"("." [0-9]* [1-9] [0-9]*)";
+  const std::string lo_text = absl::StrCat("\"", lo, "\"");
+  if (hi && *hi < lo) return "";
+  if (hi && *hi == lo) return lo_inclusive && hi_inclusive ? lo_text + " " + zero_fraction : "";
+  std::vector<std::string> alts;
+  // The integer part is lo: any fraction, or a non-zero one when lo is excluded.
+  alts.push_back(absl::StrCat(lo_text, " ", lo_inclusive ? any_fraction : nonzero_fraction));
+  // Integer parts strictly between: any fraction.
+  if (!hi || lo + 1 <= *hi - 1) {
+    std::optional<int64_t> upper;
+    if (hi) upper = static_cast<int64_t>(*hi - 1);
+    alts.push_back(absl::StrCat(*IntegerRangeExpr(static_cast<int64_t>(lo + 1), upper), " ", any_fraction));
+  }
+  // The integer part is hi: hi itself, when allowed.
+  if (hi && hi_inclusive) alts.push_back(absl::StrCat("\"", *hi, "\" ", zero_fraction));
+  return absl::StrCat("(", absl::StrJoin(alts, " | "), ")");
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> DecimalRangeExpr(std::optional<NumberBound> lo, std::optional<NumberBound> hi) {
+  std::vector<std::string> alts;
+  // Negative values -m: m in (max(0, -hi), -lo].
+  if (!lo || lo->value < 0) {
+    uint64_t m_lo = 0;
+    bool m_lo_inclusive = false;  // m > 0: zero belongs to the other side
+    if (hi && hi->value < 0) {
+      m_lo = static_cast<uint64_t>(-hi->value);
+      m_lo_inclusive = hi->inclusive;
+    }
+    std::optional<uint64_t> m_hi;
+    if (lo) m_hi = static_cast<uint64_t>(-lo->value);
+    std::string m = Magnitude(m_lo, m_lo_inclusive, m_hi, lo ? lo->inclusive : true);
+    if (!m.empty()) alts.push_back("\"-\" " + m);
+  }
+  // Values >= 0.
+  if (!hi || hi->value >= 0) {
+    uint64_t p_lo = 0;
+    bool p_lo_inclusive = true;
+    if (lo && lo->value >= 0) {
+      p_lo = static_cast<uint64_t>(lo->value);
+      p_lo_inclusive = lo->inclusive;
+    }
+    std::optional<uint64_t> p_hi;
+    if (hi) p_hi = static_cast<uint64_t>(hi->value);
+    std::string p = Magnitude(p_lo, p_lo_inclusive, p_hi, hi ? hi->inclusive : true);
+    if (!p.empty()) alts.push_back(p);
+  }
+  if (alts.empty()) return absl::NotFoundError("no number between the bounds");
+  return alts.size() == 1 ? alts[0] : absl::StrCat("(", absl::StrJoin(alts, " | "), ")");
+}
+
 absl::StatusOr<std::string> FormatContentExpr(std::string_view format) {
   static const std::string kDate =
       R"([0-9]{4} "-" (("0" [13578] | "1" [02]) "-" ("0" [1-9] | [12] [0-9] | "3" [01]))"

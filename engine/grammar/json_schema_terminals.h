@@ -29,6 +29,18 @@ inline constexpr char kJsonCharExpr[] =
 absl::StatusOr<std::string> IntegerRangeExpr(std::optional<int64_t> lo,
                                              std::optional<int64_t> hi);
 
+// A bound of a number: its value and whether the value itself is allowed.
+struct NumberBound {
+  int64_t value;
+  bool inclusive;
+};
+
+// A GBNF expression for the JSON numbers written without an exponent whose
+// value lies between integer bounds (absent: unbounded). NOT_FOUND when no
+// number does.
+absl::StatusOr<std::string> DecimalRangeExpr(std::optional<NumberBound> lo,
+                                             std::optional<NumberBound> hi);
+
 // The content (between the quotes) of a JSON string in `format`: date, time,
 // date-time, uuid, email, ipv4. NOT_FOUND for any other format.
 absl::StatusOr<std::string> FormatContentExpr(std::string_view format);
