@@ -96,6 +96,10 @@ TEST(JsonSchemaTest, MalformedSchemasAreRefusedWithMessages) {
   EXPECT_EQ(ErrorOf(R"({"type":"object","properties":[]})"), "json_schema: 'properties' at / must be an object");
   EXPECT_EQ(ErrorOf(R"({"$ref":"#/$defs/missing"})"), "json_schema: '$ref' '#/$defs/missing' at / points to nothing");
   EXPECT_EQ(ErrorOf(R"({"anyOf":[]})"), "json_schema: 'anyOf' at / must be a non-empty array");
+  // Left recursion: no grammar engine can run it.
+  EXPECT_EQ(ErrorOf(R"({"$ref":"#"})"), "json_schema: '$ref' '#' at / refers back to itself before any object or array");
+  EXPECT_EQ(ErrorOf(R"({"$defs":{"a":{"anyOf":[{"type":"null"},{"$ref":"#/$defs/a"}]}},"$ref":"#/$defs/a"})"),
+            "json_schema: '$ref' '#/$defs/a' at /$defs/a/anyOf/1 refers back to itself before any object or array");
   EXPECT_EQ(ErrorOf(R"({"enum":"a"})"), "json_schema: 'enum' at / must be an array");
   EXPECT_EQ(ErrorOf(R"({"type":"integer","exclusiveMinimum":true})"),
             "json_schema: 'exclusiveMinimum' true at / without 'minimum'");

@@ -322,13 +322,22 @@ class Compiler {
     }
     if (!s["$ref"].is_string()) return Error(absl::StrCat("'$ref' at ", At(ptr), " must be a string"));
     const std::string ref = s["$ref"].get<std::string>();
+    if (std::count(unguarded_refs_.begin(), unguarded_refs_.end(), ref)) {
+      // Back to a $ref still being compiled with no '{' or '[' in between: a
+      // left-recursive rule, which no matcher can run.
+      return Error(absl::StrCat("'$ref' '", ref, "' at ", At(ptr),
+                                " refers back to itself before any object or array"));
+    }
     auto known = ref_rules_.find(ref);
     if (known != ref_rules_.end()) return known->second;
     SG_ASSIGN_OR_RETURN(const Json* target, Resolve(ref, ptr));
     // Named before its body is compiled, so that recursion refers to it.
     std::string name = NewName("ref-" + Hint(ref.substr(1)));
     ref_rules_[ref] = name;
-    SG_ASSIGN_OR_RETURN(std::string body, Schema(*target, ref.substr(1), depth + 1));
+    unguarded_refs_.push_back(ref);
+    absl::StatusOr<std::string> compiled = Schema(*target, ref.substr(1), depth + 1);
+    unguarded_refs_.pop_back();
+    SG_ASSIGN_OR_RETURN(std::string body, std::move(compiled));
     SG_RETURN_IF_ERROR(CheckRuleCount());
     rules_.push_back({name, body});
     return name;
@@ -671,9 +680,23 @@ class Compiler {
   std::set<std::string> base_added_;
   std::map<std::string, std::string> ref_rules_;  // $ref -> rule name
   int64_t flattened_ = 0;                         // Flatten calls so far
+  // The $refs being compiled since the last '{' or '[' (see Ref).
+  std::vector<std::string> unguarded_refs_;
+
+  // Clears unguarded_refs_ while an object or array compiles its parts.
+  class Guard {
+   public:
+    explicit Guard(std::vector<std::string>* refs) : refs_(refs), saved_(std::move(*refs)) { refs_->clear(); }
+    ~Guard() { *refs_ = std::move(saved_); }
+
+   private:
+    std::vector<std::string>* refs_;
+    std::vector<std::string> saved_;
+  };
 };
 
 absl::StatusOr<std::string> Compiler::Object(const Json& s, const std::string& ptr, int depth) {
+  Guard guard(&unguarded_refs_);  // everything below follows a '{'
   struct Item {
     std::string expr;
     bool required;
@@ -776,6 +799,7 @@ absl::StatusOr<std::string> Compiler::Object(const Json& s, const std::string& p
 }
 
 absl::StatusOr<std::string> Compiler::Array(const Json& s, const std::string& ptr, int depth) {
+  Guard guard(&unguarded_refs_);  // everything below follows a '['
   if (s.contains("uniqueItems") && !(s["uniqueItems"].is_boolean() && !s["uniqueItems"].get<bool>())) {
     return Unsupported("uniqueItems", ptr, "a grammar cannot compare items");
   }

@@ -4,7 +4,8 @@
 //
 // Properties: never a crash, a hang or unbounded memory (depth, rule and size
 // limits); the result is either a grammar that starts with "root ::= ", ends
-// with a newline and is no longer than the size limit, or INVALID_ARGUMENT
+// with a newline, is no longer than the size limit and that the grammar
+// engine parses and compiles (engine/grammar: no left recursion), or INVALID_ARGUMENT
 // with a message that starts "json_schema: "; compiling is deterministic
 // (twice, the same).
 #include <cstddef>
@@ -13,6 +14,7 @@
 #include <string_view>
 
 #include "absl/strings/match.h"
+#include "engine/grammar/grammar.h"
 #include "engine/grammar/json_schema.h"
 #include "tests/fuzz/fuzz_util.h"
 
@@ -35,6 +37,10 @@ void Check(std::string_view text, const JsonSchemaOptions& options) {
   FUZZ_CHECK(absl::StartsWith(*first, "root ::= "), "%s", first->c_str());
   FUZZ_CHECK(first->back() == '\n', "no final newline");
   FUZZ_CHECK(first->size() <= options.max_grammar_bytes, "%zu bytes", first->size());
+  absl::StatusOr<grammar::Grammar> parsed = grammar::ParseGrammar(*first);
+  FUZZ_CHECK(parsed.ok(), "%s\n%s", parsed.status().ToString().c_str(), first->c_str());
+  absl::StatusOr<std::shared_ptr<const grammar::CompiledGrammar>> compiled = grammar::CompileGrammar(*parsed);
+  FUZZ_CHECK(compiled.ok(), "%s\n%s", compiled.status().ToString().c_str(), first->c_str());
 }
 
 }  // namespace
