@@ -77,6 +77,10 @@ TEST(JsonSchemaTest, PatternsOutsideTheSubsetAreRefusedWithThePlace) {
             "json_schema: 'pattern' at /: pattern: '\\b' (word boundary) is not supported at offset 2");
   EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"a{2,1}"})"),
             "json_schema: 'pattern' at /: pattern: {m,n} with n < m at offset 5");
+  EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"^(a|[b-d]{0,3})+$"})"),
+            "json_schema: 'pattern' at /: pattern: an unbounded repetition of something that can be empty at "
+            "offset 15");
+  EXPECT_TRUE(JsonSchemaTextToGrammar(R"({"type":"string","pattern":"^(a|[b-d]{1,3})+(x?y)*$"})").ok());
   EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"(ab"})"),
             "json_schema: 'pattern' at /: pattern: missing ')' at offset 3");
   EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"a^b"})"),
