@@ -9,6 +9,9 @@
 #                               llama.cpp's GBNF matcher (the prebuilt libllama
 #                               of npm @node-llama-cpp/linux-x64) as the
 #                               independent matcher of the grammar text
+#   json_schema_extra_test      the same over tests/json_schema_suite/extra/*.json
+#                               (draft 2020-12 features), labels checked by ajv
+#                               in json_schema_extra_labels_test
 #   json_schema_corpus_test     random walks of the grammars of
 #                               tests/json_schema_suite/corpus/*.json, each
 #                               output validated by ajv
@@ -40,10 +43,23 @@ add_test(NAME json_schema_suite_test
     # Floors: the counts of docs/structured-outputs.md; raise them, never lower.
     --min-supported 54 --min-agreeing 171
   WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+# The same over this project's additions in the suite's format (extra/*.json:
+# prefixItems, const, $defs, numeric exclusive bounds, formats, patterns...),
+# whose labels json_schema_extra_labels_test checks against ajv.
+add_test(NAME json_schema_extra_test
+  COMMAND json_schema_suite_driver
+    --suite ${CMAKE_SOURCE_DIR}/tests/json_schema_suite/extra
+    --libllama ${STREAMGEN_JSON_SCHEMA_NODE_MODULES}/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.5.0.so
+    --min-supported 12 --min-agreeing 63
+  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+add_test(NAME json_schema_extra_labels_test
+  COMMAND ${STREAMGEN_NODE} --test ${CMAKE_SOURCE_DIR}/tests/json_schema_suite/extra_labels.test.mjs
+  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/json_schema_suite)
 add_test(NAME json_schema_corpus_test
   COMMAND ${STREAMGEN_NODE} --test ${CMAKE_SOURCE_DIR}/tests/json_schema_suite/corpus.test.mjs
   WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/json_schema_suite)
-set_tests_properties(json_schema_suite_test json_schema_corpus_test PROPERTIES
+set_tests_properties(json_schema_suite_test json_schema_extra_test json_schema_extra_labels_test
+  json_schema_corpus_test PROPERTIES
   FIXTURES_REQUIRED json_schema_node
   ENVIRONMENT STREAMGEN_BUILD_DIR=${CMAKE_BINARY_DIR}
   TIMEOUT 600)
