@@ -6,11 +6,27 @@
 namespace streamgen {
 namespace grammar {
 
-void ExpandStack(const CompiledGrammar& g, Stack stack, std::vector<Stack>* out) {
+namespace {
+
+// Whether `stack` (a reference to a guarded rule on top) was met before in
+// this expansion; records it if not. Expanding the same stack again adds
+// nothing (the expansion is a function of the stack), and on a cycle of tail
+// references it would never end.
+bool SeenBefore(const Stack& stack, std::vector<Stack>* seen) {
+  for (const Stack& s : *seen) {
+    if (s == stack) return true;
+  }
+  seen->push_back(stack);
+  return false;
+}
+
+void ExpandVector(const CompiledGrammar& g, Stack stack, std::vector<Stack>* out,
+                  std::vector<Stack>* seen) {
   while (!stack.empty()) {
     const uint32_t p = stack.back();
     const Element& el = g.elements[p];
     if (el.type == Element::kBytes) break;
+    if (el.type == Element::kRuleRef && g.guarded[el.rule] && SeenBefore(stack, seen)) return;
     stack.pop_back();
     if (el.type == Element::kEnd) continue;  // the rule is done: return
     // A reference: return to p + 1 (unless that is the end of the rule: a
@@ -20,11 +36,18 @@ void ExpandStack(const CompiledGrammar& g, Stack stack, std::vector<Stack>* out)
     for (size_t i = 0; i + 1 < alts.size(); ++i) {
       Stack branch = stack;
       branch.push_back(alts[i]);
-      ExpandStack(g, std::move(branch), out);
+      ExpandVector(g, std::move(branch), out, seen);
     }
     stack.push_back(alts.back());
   }
   out->push_back(std::move(stack));
+}
+
+}  // namespace
+
+void ExpandStack(const CompiledGrammar& g, Stack stack, std::vector<Stack>* out) {
+  std::vector<Stack> seen;
+  ExpandVector(g, std::move(stack), out, &seen);
 }
 
 void Normalize(std::vector<Stack>* stacks) {
@@ -50,8 +73,10 @@ void AdvanceStacks(const CompiledGrammar& g, const std::vector<Stack>& in, uint8
     Stack next = s;
     ++next.back();
     ExpandStack(g, std::move(next), out);
+    if (out->size() > 2 * kMaxStacks) Normalize(out);
   }
   Normalize(out);
+  if (out->size() > kMaxStacks) out->resize(kMaxStacks);
 }
 
 bool AcceptsBytes(const CompiledGrammar& g, const std::vector<Stack>& stacks,
@@ -66,6 +91,7 @@ bool AcceptsBytes(const CompiledGrammar& g, const std::vector<Stack>& stacks,
 }
 
 void StackSet::Add(const uint32_t* s, uint32_t n) {
+  if (size() >= kMaxStacks) return;
   // Sets are small (a few stacks): a linear check for duplicates.
   for (size_t i = 0; i < size(); ++i) {
     if (length(i) == n && std::equal(s, s + n, stack(i))) return;
@@ -108,10 +134,38 @@ bool StackSet::RemoveEmpty() {
   return any;
 }
 
+std::string StackSet::Key() const {
+  std::string key;
+  key.append(reinterpret_cast<const char*>(begin_.data()), begin_.size() * sizeof(uint32_t));
+  key.append(reinterpret_cast<const char*>(data_.data()), data_.size() * sizeof(uint32_t));
+  return key;
+}
+
+int SetAutomaton::Intern(const StackSet& s) {
+  auto [it, inserted] = ids_.try_emplace(s.Key(), static_cast<int>(sets_.size()));
+  if (inserted) {
+    sets_.push_back(s);
+    trans_.emplace_back(256, -1);
+  }
+  return it->second;
+}
+
+SetAutomaton::Step SetAutomaton::Advance(int id, uint8_t byte) {
+  int32_t t = trans_[id][byte];
+  if (t < 0) {
+    AdvanceStackSet(g_, sets_[id], byte, &out_, &scratch_);
+    const bool popped = remove_empty_ && out_.RemoveEmpty();
+    const int next = out_.empty() ? -1 : Intern(out_);
+    t = ((next + 1) << 1) | (popped ? 1 : 0);
+    trans_[id][byte] = t;  // Intern may have grown trans_: index again
+  }
+  return Step{(t >> 1) - 1, (t & 1) != 0};
+}
+
 namespace {
 
 // ExpandStack into a StackSet, on `st` in place (restored on return).
-void ExpandInto(const CompiledGrammar& g, Stack& st, StackSet* out) {
+void ExpandInto(const CompiledGrammar& g, Stack& st, StackSet* out, std::vector<Stack>* seen) {
   if (st.empty()) {
     out->Add(st.data(), 0);
     return;
@@ -122,15 +176,16 @@ void ExpandInto(const CompiledGrammar& g, Stack& st, StackSet* out) {
     out->Add(st.data(), static_cast<uint32_t>(st.size()));
     return;
   }
+  if (el.type == Element::kRuleRef && g.guarded[el.rule] && SeenBefore(st, seen)) return;
   st.pop_back();
   if (el.type == Element::kEnd) {
-    ExpandInto(g, st, out);
+    ExpandInto(g, st, out, seen);
   } else {
     const bool ret = g.elements[p + 1].type != Element::kEnd;
     if (ret) st.push_back(p + 1);
     for (uint32_t alt : g.alternatives[el.rule]) {
       st.push_back(alt);
-      ExpandInto(g, st, out);
+      ExpandInto(g, st, out, seen);
       st.pop_back();
     }
     if (ret) st.pop_back();
@@ -159,7 +214,8 @@ void AdvanceStackSet(const CompiledGrammar& g, const StackSet& in, uint8_t byte,
     }
     scratch->assign(s, s + n);
     scratch->back() = top + 1;
-    ExpandInto(g, *scratch, out);
+    std::vector<Stack> seen;  // allocates only for guarded rules
+    ExpandInto(g, *scratch, out, &seen);
   }
 }
 

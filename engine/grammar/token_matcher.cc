@@ -1,6 +1,7 @@
 #include "engine/grammar/token_matcher.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string_view>
 #include <utility>
@@ -12,6 +13,7 @@ namespace {
 // Bound on the whole-state cache of one compiled constraint.
 constexpr size_t kMaxStateCacheBytes = 64 << 20;
 constexpr uint32_t kWholeStackMark = 0xFFFFFFFFu;
+constexpr uint32_t kFirstTokenMark = 0xFFFFFFFEu;
 
 inline void SetBit(uint32_t* mask, int id) { mask[id >> 5] |= 1u << (id & 31); }
 inline bool TestBit(const uint32_t* mask, int id) { return (mask[id >> 5] >> (id & 31)) & 1u; }
@@ -48,14 +50,18 @@ class GrammarTokenMatcher : public TokenMatcher {
     std::string_view bytes = vocab.bytes[id];
     if (FirstTokenStrips() && !bytes.empty() && bytes[0] == ' ') bytes.remove_prefix(1);
     if (bytes.empty()) return false;
-    std::vector<Stack> cur = stacks_, next;
+    // StackSets, as the mask's walks use (the same stacks kept when a
+    // state reaches kMaxStacks).
+    StackSet cur, next;
+    Stack scratch;
+    cur.Assign(stacks_);
     for (char b : bytes) {
-      AdvanceStacks(c_->grammar(), cur, static_cast<uint8_t>(b), &next);
+      AdvanceStackSet(c_->grammar(), cur, static_cast<uint8_t>(b), &next, &scratch);
       if (next.empty()) return false;
-      cur.swap(next);
+      std::swap(cur, next);
     }
     history_.push_back({std::move(stacks_), terminated_});
-    stacks_ = std::move(cur);
+    stacks_ = cur.ToVector();
     return true;
   }
 
@@ -125,12 +131,10 @@ GrammarConstraint::Stats GrammarConstraint::stats() const {
 void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_token,
                                  uint32_t* mask) const {
   const int words = mask_words();
-  if (first_token) {
-    // Once per request, and the only place the stripped bytes matter.
-    WalkFull(stacks, /*strip_first_space=*/true, mask);
-    return;
-  }
+  // The key of the state; the first token of a space-stripping tokenizer
+  // has masks of its own (marked by a leading kFirstTokenMark).
   std::vector<uint32_t> key;
+  if (first_token) key.push_back(kFirstTokenMark);
   for (const Stack& s : stacks) {
     key.push_back(static_cast<uint32_t>(s.size()));
     key.insert(key.end(), s.begin(), s.end());
@@ -145,6 +149,12 @@ void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_to
     }
     ++stats_.state_misses;
   }
+  if (first_token) {
+    // The only place the stripped bytes matter: one uncached walk.
+    WalkFull(stacks, /*strip_first_space=*/true, mask);
+    StoreStateMask(std::move(key), mask);
+    return;
+  }
   std::memset(mask, 0, sizeof(uint32_t) * words);
   for (const Stack& s : stacks) {
     if (s.empty()) continue;
@@ -152,11 +162,45 @@ void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_to
     const uint32_t* acc = e->accepted.data();
     for (int w = 0; w < words; ++w) mask[w] |= acc[w];
     if (e->uncertain.empty()) continue;
-    BytesChecker checker;
-    for (int32_t id : e->uncertain) {
-      if (!TestBit(mask, id) && checker.Accepts(*grammar_, s, vocab_->bytes[id])) SetBit(mask, id);
-    }
+    CheckUncertain(s, e->uncertain, mask);
   }
+  StoreStateMask(std::move(key), mask);
+}
+
+// The uncertain tokens come in trie order (sorted by bytes): the stack sets
+// along the previous token's bytes are kept, so a token advances only from
+// where it differs from the one before, and tokens under a rejected prefix
+// are refused at once.
+void GrammarConstraint::CheckUncertain(const Stack& stack, const std::vector<int32_t>& ids,
+                                       uint32_t* mask) const {
+  std::vector<StackSet> level(1);
+  level[0].Add(stack.data(), static_cast<uint32_t>(stack.size()));
+  Stack scratch;
+  std::string_view prev;
+  size_t valid = 0;  // level[0..valid] are the sets after prev's first bytes
+  for (int32_t id : ids) {
+    const std::string_view b = vocab_->bytes[id];
+    size_t d = 0;
+    while (d < valid && d < b.size() && d < prev.size() && b[d] == prev[d]) ++d;
+    prev = b;
+    if (TestBit(mask, id)) {
+      valid = std::min(valid, d);
+      continue;
+    }
+    if (level.size() < b.size() + 1) level.resize(b.size() + 1);
+    bool ok = !level[d].empty();
+    while (ok && d < b.size()) {
+      AdvanceStackSet(*grammar_, level[d], static_cast<uint8_t>(b[d]), &level[d + 1], &scratch);
+      ++d;
+      ok = !level[d].empty();
+    }
+    valid = d;  // an empty level[d] refuses every token that shares the prefix
+    if (ok) SetBit(mask, id);
+  }
+}
+
+void GrammarConstraint::StoreStateMask(std::vector<uint32_t> key, const uint32_t* mask) const {
+  const int words = mask_words();
   auto copy = std::make_shared<const std::vector<uint32_t>>(mask, mask + words);
   absl::MutexLock lock(&mu_);
   const size_t bytes = sizeof(uint32_t) * (words + key.size()) + 64;
@@ -179,8 +223,11 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::GetCon
   }
   // Computed outside the lock: another thread may compute the same entry;
   // the first one stored wins.
+  const auto start = std::chrono::steady_clock::now();
   std::shared_ptr<const ContextEntry> entry = ComputeContextEntry(top, whole);
+  const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
   absl::MutexLock lock(&mu_);
+  stats_.context_compute_us += us;
   return context_cache_.emplace(std::move(key), std::move(entry)).first->second;
 }
 
@@ -196,10 +243,14 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::Comput
   auto entry = std::make_shared<ContextEntry>();
   entry->accepted.assign(mask_words(), 0);
   const TokenTrie& t = *trie_;
-  std::vector<StackSet> level(t.max_depth + 1);
+  SetAutomaton automaton(*grammar_, /*remove_empty=*/true);
+  std::vector<int> level(t.max_depth + 1);
   std::vector<uint8_t> popped_before(t.max_depth + 1, 0);
-  Stack scratch;
-  level[0].Add(top.data(), static_cast<uint32_t>(top.size()));
+  {
+    StackSet start;
+    start.Add(top.data(), static_cast<uint32_t>(top.size()));
+    level[0] = automaton.Intern(start);
+  }
   const auto add_ids = [&](int begin_node, int end_node, bool accepted) {
     for (uint32_t k = t.first_id[begin_node]; k < t.first_id[end_node]; ++k) {
       if (accepted) {
@@ -211,11 +262,10 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::Comput
   };
   for (int i = 0; i < t.size();) {
     const int d = t.depth[i];
-    StackSet& cur = level[d];
-    AdvanceStackSet(*grammar_, level[d - 1], t.byte[i], &cur, &scratch);
-    const bool popped_here = cur.RemoveEmpty();
+    const SetAutomaton::Step step = automaton.Advance(level[d - 1], t.byte[i]);
+    const bool popped_here = step.popped;
     const bool before = popped_before[d - 1] != 0;
-    const bool live = !cur.empty();
+    const bool live = step.next >= 0;
     if (live || popped_here) {
       add_ids(i, i + 1, /*accepted=*/true);
     } else if (before) {
@@ -229,6 +279,7 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::Comput
       i = t.end[i];
       continue;
     }
+    level[d] = step.next;
     popped_before[d] = pending ? 1 : 0;
     ++i;
   }
@@ -239,22 +290,26 @@ void GrammarConstraint::WalkFull(const std::vector<Stack>& stacks, bool strip_fi
                                  uint32_t* mask) const {
   std::memset(mask, 0, sizeof(uint32_t) * mask_words());
   const TokenTrie& t = *trie_;
-  std::vector<StackSet> level(t.max_depth + 1);
-  level[0].Assign(stacks);
-  Stack scratch;
+  SetAutomaton automaton(*grammar_, /*remove_empty=*/false);
+  std::vector<int> level(t.max_depth + 1);
+  {
+    StackSet start;
+    start.Assign(stacks);
+    level[0] = automaton.Intern(start);
+  }
   for (int i = 0; i < t.size();) {
     const int d = t.depth[i];
-    StackSet& cur = level[d];
     if (strip_first_space && d == 1 && t.byte[i] == ' ') {
       // The tokenizer drops this space: the token's text starts after it,
       // and the token " " alone adds nothing (never allowed).
-      cur = level[0];
+      level[1] = level[0];
     } else {
-      AdvanceStackSet(*grammar_, level[d - 1], t.byte[i], &cur, &scratch);
-      if (cur.empty()) {
+      const SetAutomaton::Step step = automaton.Advance(level[d - 1], t.byte[i]);
+      if (step.next < 0) {
         i = t.end[i];
         continue;
       }
+      level[d] = step.next;
       for (uint32_t k = t.first_id[i]; k < t.first_id[i + 1]; ++k) SetBit(mask, t.ids[k]);
     }
     ++i;
