@@ -220,22 +220,18 @@ class PatternTranslator {
 
   absl::StatusOr<std::string> Alternation() {
     std::vector<std::string> alts;
-    bool nullable = false;
     while (true) {
       SG_ASSIGN_OR_RETURN(std::string body, Concat(/*top=*/false, nullptr));
-      nullable = nullable || nullable_;
       alts.push_back(body);
       if (!Peek('|')) break;
       ++pos_;
     }
-    nullable_ = nullable;
     return absl::StrCat("(", absl::StrJoin(alts, " | "), ")");
   }
 
   // A sequence up to '|', ')' or the end. At the top level a final '$' sets *end.
   absl::StatusOr<std::string> Concat(bool top, bool* end) {
     std::vector<std::string> items;
-    bool nullable = true;
     while (pos_ < p_.size() && !Peek('|') && !Peek(')')) {
       if (Peek('$')) {
         ++pos_;
@@ -248,10 +244,8 @@ class PatternTranslator {
       if (Peek('^')) return Error("'^' inside the pattern (only at the start of an alternative)");
       SG_ASSIGN_OR_RETURN(std::string atom, Atom());
       SG_ASSIGN_OR_RETURN(std::string quantified, Quantifier(atom));
-      nullable = nullable && nullable_;
       items.push_back(quantified);
     }
-    nullable_ = nullable;
     if (top && Peek(')')) return Error("unbalanced ')'");
     if (items.empty()) return std::string("\"\"");
     return absl::StrJoin(items, " ");
@@ -272,24 +266,17 @@ class PatternTranslator {
   absl::StatusOr<std::string> Quantifier(const std::string& atom) {
     if (pos_ >= p_.size()) return atom;
     std::string q;
-    const size_t start = pos_;
     char c = p_[pos_];
-    int min = 0;
-    bool unbounded = false;
     if (c == '*' || c == '+' || c == '?') {
       ++pos_;
       q = std::string(1, c);
-      min = c == '+' ? 1 : 0;
-      unbounded = c != '?';
     } else if (c == '{') {
       ++pos_;
       SG_ASSIGN_OR_RETURN(int m, Number());
-      min = m;
       q = absl::StrCat("{", m);
       if (Peek(',')) {
         ++pos_;
         q += ",";
-        unbounded = Peek('}');
         if (!Peek('}')) {
           SG_ASSIGN_OR_RETURN(int n, Number());
           if (n < m) return Error("{m,n} with n < m");
@@ -306,13 +293,6 @@ class PatternTranslator {
     if (pos_ < p_.size() && (p_[pos_] == '*' || p_[pos_] == '+' || p_[pos_] == '{')) {
       return Error("a quantifier after a quantifier");
     }
-    if (unbounded && nullable_) {
-      // (a?)* is (a)*, but the grammar engine refuses to repeat without
-      // bound something that matches the empty string.
-      pos_ = start;
-      return Error("an unbounded repetition of something that can be empty");
-    }
-    nullable_ = nullable_ || min == 0;
     return absl::StrCat("(", atom, ")", q);
   }
 
@@ -337,7 +317,6 @@ class PatternTranslator {
       ++pos_;
       return inner;
     }
-    nullable_ = false;  // every atom but a group matches one character
     if (c == '[') return Class();
     if (c == '.') {
       ++pos_;
@@ -442,7 +421,6 @@ class PatternTranslator {
   std::string_view p_;
   int max_rep_;
   size_t pos_ = 0;
-  bool nullable_ = false;  // the last translated part can match the empty string
 };
 
 }  // namespace
