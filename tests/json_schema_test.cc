@@ -39,11 +39,15 @@ std::string GrammarOf(const std::string& schema_text, const JsonSchemaOptions& o
 }
 
 TEST(JsonSchemaTest, UnsupportedKeywordsAreRefusedByNameAndPlace) {
-  EXPECT_EQ(ErrorOf(R"({"type":"object","properties":{"a":{"type":"object","patternProperties":{"x":{}}}}})"),
-            "json_schema: unsupported keyword 'patternProperties' at /properties/a");
+  EXPECT_EQ(
+      ErrorOf(
+          R"({"type":"object","properties":{"a":{"type":"object","patternProperties":{"x":{}}}}})"),
+      "json_schema: unsupported keyword 'patternProperties' at /properties/a");
   EXPECT_EQ(ErrorOf(R"({"not":{"type":"string"}})"), "json_schema: unsupported keyword 'not' at /");
-  EXPECT_EQ(ErrorOf(R"({"type":"number","multipleOf":3})"), "json_schema: unsupported keyword 'multipleOf' at /");
-  EXPECT_EQ(ErrorOf(R"({"items":{"x-vendor":1}})"), "json_schema: unsupported keyword 'x-vendor' at /items");
+  EXPECT_EQ(ErrorOf(R"({"type":"number","multipleOf":3})"),
+            "json_schema: unsupported keyword 'multipleOf' at /");
+  EXPECT_EQ(ErrorOf(R"({"items":{"x-vendor":1}})"),
+            "json_schema: unsupported keyword 'x-vendor' at /items");
   EXPECT_EQ(ErrorOf(R"({"type":"array","uniqueItems":true})"),
             "json_schema: unsupported keyword 'uniqueItems' at / (a grammar cannot compare items)");
   EXPECT_EQ(ErrorOf(R"({"type":"object","properties":{"a/b":{"if":{}}}})"),
@@ -51,21 +55,28 @@ TEST(JsonSchemaTest, UnsupportedKeywordsAreRefusedByNameAndPlace) {
   EXPECT_EQ(ErrorOf(R"({"$defs":{"a":{"$id":"x"}},"$ref":"#/$defs/a"})"),
             "json_schema: unsupported keyword '$id' at /$defs/a");
   EXPECT_EQ(ErrorOf(R"({"type":"string","format":"uri"})"),
-            "json_schema: unsupported format 'uri' at / (supported: date, time, date-time, uuid, email, ipv4)");
+            "json_schema: unsupported format 'uri' at / (supported: date, time, date-time, uuid, "
+            "email, ipv4)");
   EXPECT_EQ(ErrorOf(R"({"$ref":"http://example.com/a.json"})"),
-            "json_schema: unsupported keyword '$ref' at / (only local JSON pointers like #/$defs/name, not "
+            "json_schema: unsupported keyword '$ref' at / (only local JSON pointers like "
+            "#/$defs/name, not "
             "'http://example.com/a.json')");
   EXPECT_EQ(ErrorOf(R"({"type":"number","minimum":1.5})"),
-            "json_schema: unsupported keyword 'minimum' at / (a number bound that is not an integer (up to 1e18))");
+            "json_schema: unsupported keyword 'minimum' at / (a number bound that is not an "
+            "integer (up to 1e18))");
   EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"a","maxLength":3})"),
             "json_schema: unsupported keyword 'maxLength' at / (beside 'pattern')");
   EXPECT_EQ(ErrorOf(R"({"enum":[1,2],"minimum":2})"),
             "json_schema: unsupported keyword 'minimum' at / (beside 'enum')");
   EXPECT_EQ(ErrorOf(R"({"allOf":[{"maxLength":3,"pattern":"a"},{"pattern":"b"}]})"),
-            "json_schema: unsupported keyword 'allOf' at /allOf/1 (cannot merge two different 'pattern')");
-  EXPECT_EQ(ErrorOf(R"({"allOf":[{"properties":{"a":{}},"additionalProperties":false},{"properties":{"b":{}}}]})"),
-            "json_schema: unsupported keyword 'allOf' at /allOf/1 ('additionalProperties' beside properties "
-            "declared elsewhere)");
+            "json_schema: unsupported keyword 'allOf' at /allOf/1 (cannot merge two different "
+            "'pattern')");
+  EXPECT_EQ(
+      ErrorOf(
+          R"({"allOf":[{"properties":{"a":{}},"additionalProperties":false},{"properties":{"b":{}}}]})"),
+      "json_schema: unsupported keyword 'allOf' at /allOf/1 ('additionalProperties' beside "
+      "properties "
+      "declared elsewhere)");
 }
 
 TEST(JsonSchemaTest, PatternsOutsideTheSubsetAreRefusedWithThePlace) {
@@ -73,14 +84,16 @@ TEST(JsonSchemaTest, PatternsOutsideTheSubsetAreRefusedWithThePlace) {
             "json_schema: 'pattern' at /: pattern: look-around '(?' is not supported at offset 2");
   EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"(a)\\1"})"),
             "json_schema: 'pattern' at /: pattern: the escape '\\1' is not supported at offset 4");
-  EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"\\bword"})"),
-            "json_schema: 'pattern' at /: pattern: '\\b' (word boundary) is not supported at offset 2");
+  EXPECT_EQ(
+      ErrorOf(R"({"type":"string","pattern":"\\bword"})"),
+      "json_schema: 'pattern' at /: pattern: '\\b' (word boundary) is not supported at offset 2");
   EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"a{2,1}"})"),
             "json_schema: 'pattern' at /: pattern: {m,n} with n < m at offset 5");
   EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"(ab"})"),
             "json_schema: 'pattern' at /: pattern: missing ')' at offset 3");
   EXPECT_EQ(ErrorOf(R"({"type":"string","pattern":"a^b"})"),
-            "json_schema: 'pattern' at /: pattern: '^' inside the pattern (only at the start of an alternative) "
+            "json_schema: 'pattern' at /: pattern: '^' inside the pattern (only at the start of an "
+            "alternative) "
             "at offset 1");
 }
 
@@ -88,18 +101,26 @@ TEST(JsonSchemaTest, MalformedSchemasAreRefusedWithMessages) {
   EXPECT_THAT(ErrorOf(R"({"type":)"), HasSubstr("json_schema: not valid JSON: "));
   EXPECT_EQ(ErrorOf(R"(3)"), "json_schema: a schema must be an object or a boolean at /");
   EXPECT_EQ(ErrorOf(R"({"type":"text"})"),
-            "json_schema: 'type' at / must be one of null, boolean, object, array, string, number, integer (or "
+            "json_schema: 'type' at / must be one of null, boolean, object, array, string, number, "
+            "integer (or "
             "an array of them)");
   EXPECT_EQ(ErrorOf(R"({"type":"string","minLength":-1})"),
             "json_schema: 'minLength' at / must be a non-negative integer");
-  EXPECT_EQ(ErrorOf(R"({"type":"object","required":"a"})"), "json_schema: 'required' at / must be an array");
-  EXPECT_EQ(ErrorOf(R"({"type":"object","properties":[]})"), "json_schema: 'properties' at / must be an object");
-  EXPECT_EQ(ErrorOf(R"({"$ref":"#/$defs/missing"})"), "json_schema: '$ref' '#/$defs/missing' at / points to nothing");
+  EXPECT_EQ(ErrorOf(R"({"type":"object","required":"a"})"),
+            "json_schema: 'required' at / must be an array");
+  EXPECT_EQ(ErrorOf(R"({"type":"object","properties":[]})"),
+            "json_schema: 'properties' at / must be an object");
+  EXPECT_EQ(ErrorOf(R"({"$ref":"#/$defs/missing"})"),
+            "json_schema: '$ref' '#/$defs/missing' at / points to nothing");
   EXPECT_EQ(ErrorOf(R"({"anyOf":[]})"), "json_schema: 'anyOf' at / must be a non-empty array");
   // Left recursion: no grammar engine can run it.
-  EXPECT_EQ(ErrorOf(R"({"$ref":"#"})"), "json_schema: '$ref' '#' at / refers back to itself before any object or array");
-  EXPECT_EQ(ErrorOf(R"({"$defs":{"a":{"anyOf":[{"type":"null"},{"$ref":"#/$defs/a"}]}},"$ref":"#/$defs/a"})"),
-            "json_schema: '$ref' '#/$defs/a' at /$defs/a/anyOf/1 refers back to itself before any object or array");
+  EXPECT_EQ(ErrorOf(R"({"$ref":"#"})"),
+            "json_schema: '$ref' '#' at / refers back to itself before any object or array");
+  EXPECT_EQ(
+      ErrorOf(
+          R"({"$defs":{"a":{"anyOf":[{"type":"null"},{"$ref":"#/$defs/a"}]}},"$ref":"#/$defs/a"})"),
+      "json_schema: '$ref' '#/$defs/a' at /$defs/a/anyOf/1 refers back to itself before any object "
+      "or array");
   EXPECT_EQ(ErrorOf(R"({"enum":"a"})"), "json_schema: 'enum' at / must be an array");
   EXPECT_EQ(ErrorOf(R"({"type":"integer","exclusiveMinimum":true})"),
             "json_schema: 'exclusiveMinimum' true at / without 'minimum'");
@@ -115,29 +136,36 @@ TEST(JsonSchemaTest, SchemasThatAcceptNothingAreRefused) {
             "json_schema: the schema at / accepts nothing (fewer items can stand than minItems)");
   EXPECT_EQ(ErrorOf(R"({"type":"object","properties":{"a":false},"required":["a"]})"),
             "json_schema: the schema at / accepts nothing (required property 'a' is false)");
-  EXPECT_EQ(ErrorOf(R"({"type":"string","enum":[1,2]})"),
-            "json_schema: the schema at / accepts nothing (no value of 'enum' / 'const' is allowed)");
+  EXPECT_EQ(
+      ErrorOf(R"({"type":"string","enum":[1,2]})"),
+      "json_schema: the schema at / accepts nothing (no value of 'enum' / 'const' is allowed)");
 }
 
 TEST(JsonSchemaTest, LimitsAgainstAbuse) {
   std::string deep = "{}";
   for (int i = 0; i < 100; ++i) deep = R"({"type":"array","items":)" + deep + "}";
-  EXPECT_THAT(ErrorOf(deep), HasSubstr("json_schema: schema nested deeper than 64 at /items/items/"));
+  EXPECT_THAT(ErrorOf(deep),
+              HasSubstr("json_schema: schema nested deeper than 64 at /items/items/"));
   JsonSchemaOptions few_rules;
   few_rules.max_rules = 5;
-  EXPECT_EQ(ErrorOf(R"({"type":"object","properties":{"a":{"type":"string","maxLength":1},"b":{"enum":[1]},)"
-                    R"("c":{"enum":[2]},"d":{"enum":[3]},"e":{"enum":[4]}}})",
-                    few_rules),
-            "json_schema: the grammar would have more than 5 rules");
+  EXPECT_EQ(
+      ErrorOf(
+          R"({"type":"object","properties":{"a":{"type":"string","maxLength":1},"b":{"enum":[1]},)"
+          R"("c":{"enum":[2]},"d":{"enum":[3]},"e":{"enum":[4]}}})",
+          few_rules),
+      "json_schema: the grammar would have more than 5 rules");
   EXPECT_EQ(ErrorOf(R"({"type":"string","maxLength":100000})"),
             "json_schema: 'maxLength' at / is 100000, above the limit 10000");
   JsonSchemaOptions small;
   small.max_grammar_bytes = 100;
-  EXPECT_THAT(ErrorOf(R"({"enum":["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]})",
-                      small),
-              HasSubstr("above the limit 100"));
+  EXPECT_THAT(
+      ErrorOf(
+          R"({"enum":["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]})",
+          small),
+      HasSubstr("above the limit 100"));
   // A recursive $ref is one rule, not an endless expansion.
-  std::string g = GrammarOf(R"({"$ref":"#/$defs/n","$defs":{"n":{"type":"array","items":{"$ref":"#/$defs/n"}}}})");
+  std::string g = GrammarOf(
+      R"({"$ref":"#/$defs/n","$defs":{"n":{"type":"array","items":{"$ref":"#/$defs/n"}}}})");
   EXPECT_THAT(g, HasSubstr("ref-n ::= "));
 }
 
@@ -152,8 +180,9 @@ TEST(JsonSchemaTest, AnnotationsAreIgnoredByDesign) {
 
 TEST(JsonSchemaTest, PropertiesComeInSchemaOrder) {
   // "zeta" sorts after "alpha", but the schema declares it first.
-  std::string g = GrammarOf(R"({"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"string"}},)"
-                            R"("required":["alpha","zeta"],"additionalProperties":false})");
+  std::string g = GrammarOf(
+      R"({"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"string"}},)"
+      R"("required":["alpha","zeta"],"additionalProperties":false})");
   size_t zeta = g.find(R"("\"zeta\"")"), alpha = g.find(R"("\"alpha\"")");
   ASSERT_NE(zeta, std::string::npos) << g;
   ASSERT_NE(alpha, std::string::npos) << g;
@@ -200,9 +229,10 @@ TEST(JsonSchemaTest, IntegerRangesMatchExactlyTheirIntegers) {
   struct Case {
     std::optional<int64_t> lo, hi;
   };
-  const Case cases[] = {{-37, 512}, {5, std::nullopt}, {std::nullopt, -3}, {0, 0},     {1000, 1999},
-                        {-999, -100}, {7, 7},      {std::nullopt, 42}, {-5, std::nullopt}, {0, 1009},
-                        {10, 99},     {19, 21},    {-1, 1},     {123, 4567}};
+  const Case cases[] = {
+      {-37, 512}, {5, std::nullopt},  {std::nullopt, -3}, {0, 0},    {1000, 1999}, {-999, -100},
+      {7, 7},     {std::nullopt, 42}, {-5, std::nullopt}, {0, 1009}, {10, 99},     {19, 21},
+      {-1, 1},    {123, 4567}};
   for (const Case& c : cases) {
     absl::StatusOr<std::string> expr = json_schema_internal::IntegerRangeExpr(c.lo, c.hi);
     ASSERT_TRUE(expr.ok()) << expr.status();
@@ -225,11 +255,14 @@ TEST(JsonSchemaTest, DecimalRangesMatchExactlyTheirNumbers) {
   struct Case {
     std::optional<NumberBound> lo, hi;
   };
-  const Case cases[] = {
-      {NumberBound{-3, true}, NumberBound{7, false}}, {NumberBound{2, false}, std::nullopt},
-      {std::nullopt, NumberBound{-2, true}},          {NumberBound{0, false}, NumberBound{1, true}},
-      {NumberBound{-12, false}, NumberBound{-4, false}}, {NumberBound{5, true}, NumberBound{5, true}},
-      {std::nullopt, NumberBound{10, false}},         {NumberBound{-1, true}, NumberBound{0, false}}};
+  const Case cases[] = {{NumberBound{-3, true}, NumberBound{7, false}},
+                        {NumberBound{2, false}, std::nullopt},
+                        {std::nullopt, NumberBound{-2, true}},
+                        {NumberBound{0, false}, NumberBound{1, true}},
+                        {NumberBound{-12, false}, NumberBound{-4, false}},
+                        {NumberBound{5, true}, NumberBound{5, true}},
+                        {std::nullopt, NumberBound{10, false}},
+                        {NumberBound{-1, true}, NumberBound{0, false}}};
   // Values in quarters, written in several ways.
   for (const Case& c : cases) {
     absl::StatusOr<std::string> expr = json_schema_internal::DecimalRangeExpr(c.lo, c.hi);
@@ -251,14 +284,16 @@ TEST(JsonSchemaTest, DecimalRangesMatchExactlyTheirNumbers) {
       }
     }
   }
-  EXPECT_FALSE(json_schema_internal::DecimalRangeExpr(NumberBound{3, false}, NumberBound{3, true}).ok());
+  EXPECT_FALSE(
+      json_schema_internal::DecimalRangeExpr(NumberBound{3, false}, NumberBound{3, true}).ok());
 }
 
 TEST(JsonSchemaTest, IntegerBoundsOfDraft4And2020AreBothRead) {
   // Draft 4: exclusiveMinimum is a flag on minimum; 2020-12: a number.
   EXPECT_EQ(GrammarOf(R"({"type":"integer","minimum":3,"exclusiveMinimum":true})"),
             GrammarOf(R"({"type":"integer","exclusiveMinimum":3})"));
-  EXPECT_EQ(GrammarOf(R"({"type":"integer","minimum":3.5})"), GrammarOf(R"({"type":"integer","minimum":4})"));
+  EXPECT_EQ(GrammarOf(R"({"type":"integer","minimum":3.5})"),
+            GrammarOf(R"({"type":"integer","minimum":4})"));
 }
 
 }  // namespace
@@ -268,7 +303,8 @@ namespace streamgen {
 namespace {
 
 // The grammar engine's matcher over the grammar of `schema`.
-bool Accepts(const std::string& schema, const std::string& text, const JsonSchemaOptions& options = {}) {
+bool Accepts(const std::string& schema, const std::string& text,
+             const JsonSchemaOptions& options = {}) {
   absl::StatusOr<std::string> text_grammar = JsonSchemaTextToGrammar(schema, options);
   EXPECT_TRUE(text_grammar.ok()) << text_grammar.status();
   absl::StatusOr<grammar::Grammar> g = grammar::ParseGrammar(*text_grammar);
@@ -295,8 +331,9 @@ TEST(JsonSchemaGrammarTest, CorpusGrammarsParseWithTheGrammarEngine) {
 }
 
 TEST(JsonSchemaGrammarTest, OrderOptionalityAndAdditionalProperties) {
-  const std::string s = R"({"type":"object","properties":{"b":{"type":"integer"},"a":{"type":"string"}},)"
-                        R"("required":["a"],"additionalProperties":false})";
+  const std::string s =
+      R"({"type":"object","properties":{"b":{"type":"integer"},"a":{"type":"string"}},)"
+      R"("required":["a"],"additionalProperties":false})";
   EXPECT_TRUE(Accepts(s, R"({"b":1,"a":"x"})"));
   EXPECT_TRUE(Accepts(s, R"({"a":"x"})"));
   EXPECT_FALSE(Accepts(s, R"({"a":"x","b":1})"));  // the schema's order only
@@ -346,8 +383,10 @@ TEST(JsonSchemaGrammarTest, PatternsFormatsAndLengths) {
   EXPECT_FALSE(Accepts(R"({"type":"string","format":"date"})", R"("2024-02-30")"));
   EXPECT_TRUE(Accepts(R"({"type":"string","format":"date-time"})", R"("2024-12-07T17:20:00Z")"));
   EXPECT_TRUE(Accepts(R"({"type":"string","format":"time"})", R"("17:20:00.5+01:00")"));
-  EXPECT_TRUE(Accepts(R"({"type":"string","format":"uuid"})", R"("123e4567-e89b-12d3-a456-426614174000")"));
-  EXPECT_FALSE(Accepts(R"({"type":"string","format":"uuid"})", R"("123e4567e89b12d3a456426614174000")"));
+  EXPECT_TRUE(
+      Accepts(R"({"type":"string","format":"uuid"})", R"("123e4567-e89b-12d3-a456-426614174000")"));
+  EXPECT_FALSE(
+      Accepts(R"({"type":"string","format":"uuid"})", R"("123e4567e89b12d3a456426614174000")"));
   EXPECT_TRUE(Accepts(R"({"type":"string","format":"email"})", R"("a.b+c@example.co.uk")"));
   EXPECT_FALSE(Accepts(R"({"type":"string","format":"email"})", R"("a@b")"));
   EXPECT_TRUE(Accepts(R"({"type":"string","format":"ipv4"})", R"("192.168.0.255")"));
@@ -361,13 +400,15 @@ TEST(JsonSchemaGrammarTest, PatternsFormatsAndLengths) {
 }
 
 TEST(JsonSchemaGrammarTest, ArraysTuplesEnumsAndRefs) {
-  const std::string tuple = R"({"type":"array","prefixItems":[{"type":"integer"},{"type":"string"}],)"
-                            R"("items":false,"minItems":1})";
+  const std::string tuple =
+      R"({"type":"array","prefixItems":[{"type":"integer"},{"type":"string"}],)"
+      R"("items":false,"minItems":1})";
   EXPECT_TRUE(Accepts(tuple, "[1]"));
   EXPECT_TRUE(Accepts(tuple, R"([1,"a"])"));
   EXPECT_FALSE(Accepts(tuple, "[]"));
   EXPECT_FALSE(Accepts(tuple, R"([1,"a",2])"));
-  const std::string bounded = R"({"type":"array","items":{"type":"boolean"},"minItems":2,"maxItems":3})";
+  const std::string bounded =
+      R"({"type":"array","items":{"type":"boolean"},"minItems":2,"maxItems":3})";
   EXPECT_FALSE(Accepts(bounded, "[true]"));
   EXPECT_TRUE(Accepts(bounded, "[true,false,true]"));
   EXPECT_FALSE(Accepts(bounded, "[true,false,true,true]"));
@@ -375,8 +416,9 @@ TEST(JsonSchemaGrammarTest, ArraysTuplesEnumsAndRefs) {
   EXPECT_TRUE(Accepts(e, R"([1,{"k":2}])"));
   EXPECT_TRUE(Accepts(e, "null"));
   EXPECT_FALSE(Accepts(e, R"("b")"));
-  const std::string tree = R"({"$ref":"#/$defs/t","$defs":{"t":{"type":"object","properties":{)"
-                           R"("kids":{"type":"array","items":{"$ref":"#/$defs/t"}}},"additionalProperties":false}}})";
+  const std::string tree =
+      R"({"$ref":"#/$defs/t","$defs":{"t":{"type":"object","properties":{)"
+      R"("kids":{"type":"array","items":{"$ref":"#/$defs/t"}}},"additionalProperties":false}}})";
   EXPECT_TRUE(Accepts(tree, R"({"kids":[{},{"kids":[{"kids":[]}]}]})"));
   EXPECT_FALSE(Accepts(tree, R"({"kids":[{"x":1}]})"));
   const std::string ranged = R"({"type":"integer","minimum":-5,"exclusiveMaximum":100})";

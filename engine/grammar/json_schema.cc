@@ -25,27 +25,45 @@ using json_schema_internal::GbnfLiteral;
 // Keywords that say nothing about which instances are valid: skipped by design.
 const std::set<std::string>& Annotations() {
   static const auto* kSet = new std::set<std::string>{
-      "title",    "description", "$comment", "examples",  "default",
-      "$schema",  "deprecated",  "readOnly", "writeOnly", "contentEncoding",
-      "contentMediaType"};
+      "title",      "description", "$comment",  "examples",        "default",         "$schema",
+      "deprecated", "readOnly",    "writeOnly", "contentEncoding", "contentMediaType"};
   return *kSet;
 }
 
 // Every keyword the compiler reads (beside the annotations).
 const std::set<std::string>& Supported() {
-  static const auto* kSet = new std::set<std::string>{
-      "type",      "enum",          "const",      "anyOf",       "oneOf",
-      "allOf",     "$ref",          "$defs",      "definitions", "properties",
-      "required",  "additionalProperties",        "items",       "prefixItems",
-      "additionalItems",            "minItems",   "maxItems",    "uniqueItems",
-      "minLength", "maxLength",     "pattern",    "format",      "minimum",
-      "maximum",   "exclusiveMinimum",            "exclusiveMaximum"};
+  static const auto* kSet = new std::set<std::string>{"type",
+                                                      "enum",
+                                                      "const",
+                                                      "anyOf",
+                                                      "oneOf",
+                                                      "allOf",
+                                                      "$ref",
+                                                      "$defs",
+                                                      "definitions",
+                                                      "properties",
+                                                      "required",
+                                                      "additionalProperties",
+                                                      "items",
+                                                      "prefixItems",
+                                                      "additionalItems",
+                                                      "minItems",
+                                                      "maxItems",
+                                                      "uniqueItems",
+                                                      "minLength",
+                                                      "maxLength",
+                                                      "pattern",
+                                                      "format",
+                                                      "minimum",
+                                                      "maximum",
+                                                      "exclusiveMinimum",
+                                                      "exclusiveMaximum"};
   return *kSet;
 }
 
 const std::vector<std::string>& AllTypes() {
-  static const auto* kTypes = new std::vector<std::string>{
-      "null", "boolean", "object", "array", "string", "number", "integer"};
+  static const auto* kTypes = new std::vector<std::string>{"null",   "boolean", "object", "array",
+                                                           "string", "number",  "integer"};
   return *kTypes;
 }
 
@@ -117,7 +135,8 @@ void AppendCanonical(const Json& v, std::string* out) {
       AppendCanonical(v[i], out);
     }
     *out += ']';
-  } else if (v.is_number_float() && IsIntegral(v) && std::fabs(v.get<double>()) < 9007199254740992.0) {
+  } else if (v.is_number_float() && IsIntegral(v) &&
+             std::fabs(v.get<double>()) < 9007199254740992.0) {
     *out += std::to_string(static_cast<int64_t>(v.get<double>()));
   } else {
     *out += v.dump();
@@ -204,8 +223,8 @@ class Compiler {
                             "\":\"", W(), Base("json-value"), ")*)?", W(), "\"}\"");
       }
       if (name == "json-array") {
-        body = absl::StrCat("\"[\"", W(), "(", Base("json-value"), "(", Sep(),
-                            Base("json-value"), ")*)?", W(), "\"]\"");
+        body = absl::StrCat("\"[\"", W(), "(", Base("json-value"), "(", Sep(), Base("json-value"),
+                            ")*)?", W(), "\"]\"");
       }
       rules_.push_back({name, body});
     }
@@ -226,7 +245,8 @@ class Compiler {
       if (s.get<bool>()) return Base("json-value");
       return Nothing(ptr, "false");
     }
-    if (!s.is_object()) return Error(absl::StrCat("a schema must be an object or a boolean at ", At(ptr)));
+    if (!s.is_object())
+      return Error(absl::StrCat("a schema must be an object or a boolean at ", At(ptr)));
     for (auto it = s.begin(); it != s.end(); ++it) {
       const std::string& k = it.key();
       if (Annotations().count(k) || Supported().count(k)) continue;
@@ -280,7 +300,8 @@ class Compiler {
     const Json& t = s["type"];
     std::vector<std::string> out;
     auto add = [&](const Json& v) -> absl::Status {
-      if (!v.is_string() || !std::count(AllTypes().begin(), AllTypes().end(), v.get<std::string>())) {
+      if (!v.is_string() ||
+          !std::count(AllTypes().begin(), AllTypes().end(), v.get<std::string>())) {
         return Error(absl::StrCat("'type' at ", At(ptr), " must be one of null, boolean, object, ",
                                   "array, string, number, integer (or an array of them)"));
       }
@@ -296,7 +317,8 @@ class Compiler {
     return out;
   }
 
-  absl::StatusOr<std::optional<int64_t>> Count(const Json& s, const char* key, const std::string& ptr) {
+  absl::StatusOr<std::optional<int64_t>> Count(const Json& s, const char* key,
+                                               const std::string& ptr) {
     if (!s.contains(key)) return std::optional<int64_t>();
     const Json& v = s[key];
     if (!IsIntegral(v) || v.get<double>() < 0) {
@@ -320,7 +342,8 @@ class Compiler {
         return Unsupported(k, ptr, "beside '$ref'");
       }
     }
-    if (!s["$ref"].is_string()) return Error(absl::StrCat("'$ref' at ", At(ptr), " must be a string"));
+    if (!s["$ref"].is_string())
+      return Error(absl::StrCat("'$ref' at ", At(ptr), " must be a string"));
     const std::string ref = s["$ref"].get<std::string>();
     if (std::count(unguarded_refs_.begin(), unguarded_refs_.end(), ref)) {
       // Back to a $ref still being compiled with no '{' or '[' in between: a
@@ -345,18 +368,21 @@ class Compiler {
 
   absl::StatusOr<const Json*> Resolve(const std::string& ref, const std::string& ptr) {
     if (ref.empty() || ref[0] != '#' || (ref.size() > 1 && ref[1] != '/')) {
-      return Unsupported("$ref", ptr, "only local JSON pointers like #/$defs/name, not '" + ref + "'");
+      return Unsupported("$ref", ptr,
+                         "only local JSON pointers like #/$defs/name, not '" + ref + "'");
     }
     const Json* node = &root_;
     size_t pos = 1;
     while (pos < ref.size()) {
       size_t next = ref.find('/', pos + 1);
-      std::string raw = ref.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
+      std::string raw =
+          ref.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
       std::string token;
       for (size_t i = 0; i < raw.size(); ++i) {
         if (raw[i] == '~' && i + 1 < raw.size() && (raw[i + 1] == '0' || raw[i + 1] == '1')) {
           token += raw[++i] == '0' ? '~' : '/';
-        } else if (raw[i] == '%' && i + 2 < raw.size() && std::isxdigit(raw[i + 1]) && std::isxdigit(raw[i + 2])) {
+        } else if (raw[i] == '%' && i + 2 < raw.size() && std::isxdigit(raw[i + 1]) &&
+                   std::isxdigit(raw[i + 2])) {
           token += static_cast<char>(std::stoi(raw.substr(i + 1, 2), nullptr, 16));
           i += 2;
         } else {
@@ -366,7 +392,8 @@ class Compiler {
       if (node->is_object() && node->contains(token)) {
         node = &(*node)[token];
       } else if (node->is_array() && !token.empty() &&
-                 token.find_first_not_of("0123456789") == std::string::npos && std::stoul(token) < node->size()) {
+                 token.find_first_not_of("0123456789") == std::string::npos &&
+                 std::stoul(token) < node->size()) {
         node = &(*node)[std::stoul(token)];
       } else {
         return Error(absl::StrCat("'$ref' '", ref, "' at ", At(ptr), " points to nothing"));
@@ -376,12 +403,14 @@ class Compiler {
     return node;
   }
 
-  absl::StatusOr<std::string> AnyOf(const Json& s, const char* key, const std::string& ptr, int depth) {
+  absl::StatusOr<std::string> AnyOf(const Json& s, const char* key, const std::string& ptr,
+                                    int depth) {
     const Json& branches = s[key];
     if (!branches.is_array() || branches.empty()) {
       return Error(absl::StrCat("'", key, "' at ", At(ptr), " must be a non-empty array"));
     }
-    if (s.contains("anyOf") && s.contains("oneOf")) return Unsupported("oneOf", ptr, "beside 'anyOf'");
+    if (s.contains("anyOf") && s.contains("oneOf"))
+      return Unsupported("oneOf", ptr, "beside 'anyOf'");
     // Sibling constraints apply to every branch: merged into each.
     Json siblings = Json::object();
     for (auto it = s.begin(); it != s.end(); ++it) {
@@ -402,7 +431,8 @@ class Compiler {
       if (!expr.ok()) return expr.status();
       alts.push_back(*expr);
     }
-    if (alts.empty()) return Nothing(ptr, absl::StrCat("no branch of '", key, "' accepts anything"));
+    if (alts.empty())
+      return Nothing(ptr, absl::StrCat("no branch of '", key, "' accepts anything"));
     if (alts.size() == 1) return alts[0];
     return AddRule(Hint(ptr), absl::StrJoin(alts, " | "));
   }
@@ -418,7 +448,8 @@ class Compiler {
     std::vector<Json> values;
     if (s.contains("const")) values.push_back(s["const"]);
     if (s.contains("enum")) {
-      if (!s["enum"].is_array()) return Error(absl::StrCat("'enum' at ", At(ptr), " must be an array"));
+      if (!s["enum"].is_array())
+        return Error(absl::StrCat("'enum' at ", At(ptr), " must be an array"));
       if (s.contains("const")) {
         // Both: the const, if the enum has it.
         std::string c = CanonicalJson(s["const"]);
@@ -455,7 +486,8 @@ class Compiler {
     Json merged = s;
     merged.erase("allOf");
     for (size_t i = 0; i < all.size(); ++i) {
-      SG_ASSIGN_OR_RETURN(merged, Merge(merged, all[i], absl::StrCat(ptr, "/allOf/", i), depth + 1));
+      SG_ASSIGN_OR_RETURN(merged,
+                          Merge(merged, all[i], absl::StrCat(ptr, "/allOf/", i), depth + 1));
     }
     return merged;
   }
@@ -470,14 +502,16 @@ class Compiler {
       return Error(absl::StrCat("schema nested deeper than ", options_.max_depth, " at ", At(ptr)));
     }
     if (s.is_boolean()) return s.get<bool>() ? Json::object() : s;
-    if (!s.is_object()) return Error(absl::StrCat("a schema must be an object or a boolean at ", At(ptr)));
+    if (!s.is_object())
+      return Error(absl::StrCat("a schema must be an object or a boolean at ", At(ptr)));
     if (s.contains("$ref")) {
       for (auto it = s.begin(); it != s.end(); ++it) {
         if (it.key() != "$ref" && !Annotations().count(it.key())) {
           return Unsupported(it.key(), ptr, "beside '$ref'");
         }
       }
-      if (!s["$ref"].is_string()) return Error(absl::StrCat("'$ref' at ", At(ptr), " must be a string"));
+      if (!s["$ref"].is_string())
+        return Error(absl::StrCat("'$ref' at ", At(ptr), " must be a string"));
       SG_ASSIGN_OR_RETURN(const Json* target, Resolve(s["$ref"].get<std::string>(), ptr));
       return Flatten(*target, ptr, depth + 1);
     }
@@ -485,7 +519,8 @@ class Compiler {
     return s;
   }
 
-  absl::StatusOr<Json> Merge(const Json& a_in, const Json& b_in, const std::string& ptr, int depth) {
+  absl::StatusOr<Json> Merge(const Json& a_in, const Json& b_in, const std::string& ptr,
+                             int depth) {
     SG_ASSIGN_OR_RETURN(Json a, Flatten(a_in, ptr, depth));
     SG_ASSIGN_OR_RETURN(Json b, Flatten(b_in, ptr, depth));
     if (a.is_boolean() || b.is_boolean()) return Nothing(ptr, "false in 'allOf'");
@@ -505,8 +540,9 @@ class Compiler {
           if (!mine.contains(p.key())) {
             mine[p.key()] = p.value();
           } else if (mine[p.key()] != p.value()) {
-            SG_ASSIGN_OR_RETURN(mine[p.key()], Merge(mine[p.key()], p.value(),
-                                                     ptr + "/properties/" + EscapePointer(p.key()), depth + 1));
+            SG_ASSIGN_OR_RETURN(mine[p.key()],
+                                Merge(mine[p.key()], p.value(),
+                                      ptr + "/properties/" + EscapePointer(p.key()), depth + 1));
           }
         }
       } else if (k == "required" && mine.is_array() && v.is_array()) {
@@ -525,9 +561,11 @@ class Compiler {
         }
         if (both.empty()) return Nothing(ptr, "the types of 'allOf' do not meet");
         mine = both;
-      } else if ((k == "minLength" || k == "minItems" || k == "minimum") && mine.is_number() && v.is_number()) {
+      } else if ((k == "minLength" || k == "minItems" || k == "minimum") && mine.is_number() &&
+                 v.is_number()) {
         mine = std::max(mine.get<double>(), v.get<double>());
-      } else if ((k == "maxLength" || k == "maxItems" || k == "maximum") && mine.is_number() && v.is_number()) {
+      } else if ((k == "maxLength" || k == "maxItems" || k == "maximum") && mine.is_number() &&
+                 v.is_number()) {
         mine = std::min(mine.get<double>(), v.get<double>());
       } else {
         return Unsupported("allOf", ptr, "cannot merge two different '" + k + "'");
@@ -537,11 +575,13 @@ class Compiler {
     // other side declares: only mergeable when nothing new is declared.
     for (const Json* side : {&a, &b}) {
       const Json& other = side == &a ? b : a;
-      if (!side->contains("additionalProperties") || (*side)["additionalProperties"] == Json(true)) continue;
+      if (!side->contains("additionalProperties") || (*side)["additionalProperties"] == Json(true))
+        continue;
       if (!other.contains("properties")) continue;
       for (auto p = other["properties"].begin(); p != other["properties"].end(); ++p) {
         if (!side->contains("properties") || !(*side)["properties"].contains(p.key())) {
-          return Unsupported("allOf", ptr, "'additionalProperties' beside properties declared elsewhere");
+          return Unsupported("allOf", ptr,
+                             "'additionalProperties' beside properties declared elsewhere");
         }
       }
     }
@@ -555,7 +595,8 @@ class Compiler {
     SG_ASSIGN_OR_RETURN(std::optional<int64_t> max_len, Count(s, "maxLength", ptr));
     std::string content;
     if (s.contains("format")) {
-      if (!s["format"].is_string()) return Error(absl::StrCat("'format' at ", At(ptr), " must be a string"));
+      if (!s["format"].is_string())
+        return Error(absl::StrCat("'format' at ", At(ptr), " must be a string"));
       std::string format = s["format"].get<std::string>();
       for (const char* k : {"pattern", "minLength", "maxLength"}) {
         if (s.contains(k)) return Unsupported(k, ptr, "beside 'format'");
@@ -567,12 +608,13 @@ class Compiler {
       }
       content = *expr;
     } else if (s.contains("pattern")) {
-      if (!s["pattern"].is_string()) return Error(absl::StrCat("'pattern' at ", At(ptr), " must be a string"));
+      if (!s["pattern"].is_string())
+        return Error(absl::StrCat("'pattern' at ", At(ptr), " must be a string"));
       for (const char* k : {"minLength", "maxLength"}) {
         if (s.contains(k)) return Unsupported(k, ptr, "beside 'pattern'");
       }
-      absl::StatusOr<std::string> expr =
-          json_schema_internal::PatternContentExpr(s["pattern"].get<std::string>(), options_.max_repetition);
+      absl::StatusOr<std::string> expr = json_schema_internal::PatternContentExpr(
+          s["pattern"].get<std::string>(), options_.max_repetition);
       if (!expr.ok()) {
         return Error(absl::StrCat("'pattern' at ", At(ptr), ": ", expr.status().message()));
       }
@@ -580,16 +622,19 @@ class Compiler {
     } else if (min_len || max_len) {
       int64_t lo = min_len.value_or(0);
       if (max_len && *max_len < lo) return Nothing(ptr, "maxLength < minLength");
-      content = absl::StrCat(Base("json-char"), "{", lo, ",", max_len ? std::to_string(*max_len) : "", "}");
+      content = absl::StrCat(Base("json-char"), "{", lo, ",",
+                             max_len ? std::to_string(*max_len) : "", "}");
     } else {
       return Base("json-string");
     }
     return AddRule(Hint(ptr) + "-string", absl::StrCat("\"\\\"\" ", content, " \"\\\"\""));
   }
 
-  absl::StatusOr<std::optional<double>> Bound(const Json& s, const char* key, const std::string& ptr) {
+  absl::StatusOr<std::optional<double>> Bound(const Json& s, const char* key,
+                                              const std::string& ptr) {
     if (!s.contains(key) || s[key].is_boolean()) return std::optional<double>();
-    if (!s[key].is_number()) return Error(absl::StrCat("'", key, "' at ", At(ptr), " must be a number"));
+    if (!s[key].is_number())
+      return Error(absl::StrCat("'", key, "' at ", At(ptr), " must be a number"));
     return std::optional<double>(s[key].get<double>());
   }
 
@@ -603,11 +648,15 @@ class Compiler {
       if (s.contains(k) && s[k].is_boolean() && s[k].get<bool>()) {
         bool lower = std::string(k) == "exclusiveMinimum";
         if (lower) {
-          if (!min) return Error(absl::StrCat("'exclusiveMinimum' true at ", At(ptr), " without 'minimum'"));
+          if (!min)
+            return Error(
+                absl::StrCat("'exclusiveMinimum' true at ", At(ptr), " without 'minimum'"));
           xmin = min;
           min.reset();
         } else {
-          if (!max) return Error(absl::StrCat("'exclusiveMaximum' true at ", At(ptr), " without 'maximum'"));
+          if (!max)
+            return Error(
+                absl::StrCat("'exclusiveMaximum' true at ", At(ptr), " without 'maximum'"));
           xmax = max;
           max.reset();
         }
@@ -623,7 +672,8 @@ class Compiler {
       constexpr double kLimit = 1e18;
       for (const auto& bound : {lo, hi}) {
         if (bound && std::fabs(*bound) > kLimit) {
-          return Unsupported(lo == bound ? "minimum" : "maximum", ptr, "an integer bound beyond 1e18");
+          return Unsupported(lo == bound ? "minimum" : "maximum", ptr,
+                             "an integer bound beyond 1e18");
         }
       }
       if (lo && hi && *lo > *hi) return Nothing(ptr, "no integer between the bounds");
@@ -649,9 +699,11 @@ class Compiler {
       // The tighter of the inclusive and the exclusive bound on each side.
       std::optional<json_schema_internal::NumberBound> lo, hi;
       if (min) lo = json_schema_internal::NumberBound{static_cast<int64_t>(*min), true};
-      if (xmin && (!lo || *xmin >= lo->value)) lo = json_schema_internal::NumberBound{static_cast<int64_t>(*xmin), false};
+      if (xmin && (!lo || *xmin >= lo->value))
+        lo = json_schema_internal::NumberBound{static_cast<int64_t>(*xmin), false};
       if (max) hi = json_schema_internal::NumberBound{static_cast<int64_t>(*max), true};
-      if (xmax && (!hi || *xmax <= hi->value)) hi = json_schema_internal::NumberBound{static_cast<int64_t>(*xmax), false};
+      if (xmax && (!hi || *xmax <= hi->value))
+        hi = json_schema_internal::NumberBound{static_cast<int64_t>(*xmax), false};
       absl::StatusOr<std::string> expr = json_schema_internal::DecimalRangeExpr(lo, hi);
       if (!expr.ok()) return Nothing(ptr, "no number between the bounds");
       return AddRule(Hint(ptr) + "-number", *expr);
@@ -674,9 +726,9 @@ class Compiler {
   const JsonSchemaOptions& options_;
   std::vector<std::pair<std::string, std::string>> rules_;  // name, body (root apart)
   std::map<std::string, std::string> by_body_;
-  std::set<std::string> names_ = {"root", "ws", "json-char", "json-string", "json-integer",
-                                  "json-number", "json-boolean", "json-null", "json-value",
-                                  "json-object", "json-array"};
+  std::set<std::string> names_ = {"root",         "ws",          "json-char",    "json-string",
+                                  "json-integer", "json-number", "json-boolean", "json-null",
+                                  "json-value",   "json-object", "json-array"};
   std::set<std::string> base_added_;
   std::map<std::string, std::string> ref_rules_;  // $ref -> rule name
   int64_t flattened_ = 0;                         // Flatten calls so far
@@ -686,7 +738,9 @@ class Compiler {
   // Clears unguarded_refs_ while an object or array compiles its parts.
   class Guard {
    public:
-    explicit Guard(std::vector<std::string>* refs) : refs_(refs), saved_(std::move(*refs)) { refs_->clear(); }
+    explicit Guard(std::vector<std::string>* refs) : refs_(refs), saved_(std::move(*refs)) {
+      refs_->clear();
+    }
     ~Guard() { *refs_ = std::move(saved_); }
 
    private:
@@ -702,19 +756,23 @@ absl::StatusOr<std::string> Compiler::Object(const Json& s, const std::string& p
     bool required;
   };
   Json props = s.value("properties", Json::object());
-  if (!props.is_object()) return Error(absl::StrCat("'properties' at ", At(ptr), " must be an object"));
+  if (!props.is_object())
+    return Error(absl::StrCat("'properties' at ", At(ptr), " must be an object"));
   std::vector<std::string> required;
   if (s.contains("required")) {
-    if (!s["required"].is_array()) return Error(absl::StrCat("'required' at ", At(ptr), " must be an array"));
+    if (!s["required"].is_array())
+      return Error(absl::StrCat("'required' at ", At(ptr), " must be an array"));
     for (const Json& r : s["required"]) {
-      if (!r.is_string()) return Error(absl::StrCat("'required' at ", At(ptr), " must hold strings"));
+      if (!r.is_string())
+        return Error(absl::StrCat("'required' at ", At(ptr), " must hold strings"));
       if (std::find(required.begin(), required.end(), r.get<std::string>()) == required.end()) {
         required.push_back(r.get<std::string>());
       }
     }
   }
-  Json additional = s.contains("additionalProperties") ? s["additionalProperties"]
-                                                       : Json(options_.allow_additional_properties_by_default);
+  Json additional = s.contains("additionalProperties")
+                        ? s["additionalProperties"]
+                        : Json(options_.allow_additional_properties_by_default);
   const bool additional_allowed = !(additional.is_boolean() && !additional.get<bool>());
 
   std::vector<Item> items;
@@ -738,7 +796,8 @@ absl::StatusOr<std::string> Compiler::Object(const Json& s, const std::string& p
   for (const std::string& name : required) {
     if (props.contains(name)) continue;
     if (!additional_allowed) {
-      return Nothing(ptr, "required property '" + name + "' is not allowed by additionalProperties");
+      return Nothing(ptr,
+                     "required property '" + name + "' is not allowed by additionalProperties");
     }
     std::string value;
     if (additional.is_boolean()) {
@@ -756,10 +815,11 @@ absl::StatusOr<std::string> Compiler::Object(const Json& s, const std::string& p
     if (!additional.is_boolean()) {
       SG_ASSIGN_OR_RETURN(value, Schema(additional, ptr + "/additionalProperties", depth + 1));
     }
-    SG_ASSIGN_OR_RETURN(std::string key,
-                        AddRule(Hint(ptr) + "-other-key",
-                                absl::StrCat("\"\\\"\" ", json_schema_internal::KeyNotInExpr(declared),
-                                             " \"\\\"\"")));
+    SG_ASSIGN_OR_RETURN(
+        std::string key,
+        AddRule(
+            Hint(ptr) + "-other-key",
+            absl::StrCat("\"\\\"\" ", json_schema_internal::KeyNotInExpr(declared), " \"\\\"\"")));
     extra = absl::StrCat(key, W(), "\":\"", W(), value);
   }
 
@@ -780,7 +840,8 @@ absl::StatusOr<std::string> Compiler::Object(const Json& s, const std::string& p
   }
   std::string body;
   if (first_required < n) {
-    for (size_t j = 0; j < first_required; ++j) absl::StrAppend(&body, "(", items[j].expr, Sep(), ")? ");
+    for (size_t j = 0; j < first_required; ++j)
+      absl::StrAppend(&body, "(", items[j].expr, Sep(), ")? ");
     absl::StrAppend(&body, items[first_required].expr, " ", tail[first_required + 1]);
   } else {
     // All optional: the first present item starts the body, the rest follow
@@ -800,7 +861,8 @@ absl::StatusOr<std::string> Compiler::Object(const Json& s, const std::string& p
 
 absl::StatusOr<std::string> Compiler::Array(const Json& s, const std::string& ptr, int depth) {
   Guard guard(&unguarded_refs_);  // everything below follows a '['
-  if (s.contains("uniqueItems") && !(s["uniqueItems"].is_boolean() && !s["uniqueItems"].get<bool>())) {
+  if (s.contains("uniqueItems") &&
+      !(s["uniqueItems"].is_boolean() && !s["uniqueItems"].get<bool>())) {
     return Unsupported("uniqueItems", ptr, "a grammar cannot compare items");
   }
   SG_ASSIGN_OR_RETURN(std::optional<int64_t> min_items, Count(s, "minItems", ptr));
@@ -811,8 +873,10 @@ absl::StatusOr<std::string> Compiler::Array(const Json& s, const std::string& pt
   std::string prefix_key;
   Json rest = true;
   if (s.contains("prefixItems")) {
-    if (s.contains("additionalItems")) return Unsupported("additionalItems", ptr, "beside 'prefixItems'");
-    if (!s["prefixItems"].is_array()) return Error(absl::StrCat("'prefixItems' at ", At(ptr), " must be an array"));
+    if (s.contains("additionalItems"))
+      return Unsupported("additionalItems", ptr, "beside 'prefixItems'");
+    if (!s["prefixItems"].is_array())
+      return Error(absl::StrCat("'prefixItems' at ", At(ptr), " must be an array"));
     prefix.assign(s["prefixItems"].begin(), s["prefixItems"].end());
     prefix_key = "prefixItems";
     if (s.contains("items")) rest = s["items"];
@@ -832,7 +896,8 @@ absl::StatusOr<std::string> Compiler::Array(const Json& s, const std::string& pt
       rest = false;
       break;
     }
-    SG_ASSIGN_OR_RETURN(std::string e, Schema(prefix[i], absl::StrCat(ptr, "/", prefix_key, "/", i), depth + 1));
+    SG_ASSIGN_OR_RETURN(std::string e,
+                        Schema(prefix[i], absl::StrCat(ptr, "/", prefix_key, "/", i), depth + 1));
     prefix_exprs.push_back(e);
   }
   std::string rest_expr;
@@ -851,7 +916,8 @@ absl::StatusOr<std::string> Compiler::Array(const Json& s, const std::string& pt
     if (most >= 0 && i >= most) return "";
     if (i >= k) {
       int64_t at_least = std::max<int64_t>(0, min - i);
-      std::string q = most < 0 ? absl::StrCat("{", at_least, ",}") : absl::StrCat("{", at_least, ",", most - i, "}");
+      std::string q = most < 0 ? absl::StrCat("{", at_least, ",}")
+                               : absl::StrCat("{", at_least, ",", most - i, "}");
       if (q == "{0,}") q = "*";
       return absl::StrCat("(", Sep(), rest_expr, ")", q);
     }
@@ -879,7 +945,8 @@ absl::StatusOr<std::string> JsonSchemaToGrammar(const nlohmann::ordered_json& sc
 
 absl::StatusOr<std::string> JsonSchemaTextToGrammar(std::string_view schema_text,
                                                     const JsonSchemaOptions& options) {
-  nlohmann::ordered_json schema = nlohmann::ordered_json::parse(schema_text, nullptr, /*allow_exceptions=*/false);
+  nlohmann::ordered_json schema =
+      nlohmann::ordered_json::parse(schema_text, nullptr, /*allow_exceptions=*/false);
   if (schema.is_discarded()) {
     // Parse again with exceptions for the position in the message.
     try {

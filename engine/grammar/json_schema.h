@@ -38,9 +38,9 @@ struct JsonSchemaOptions {
   bool allow_additional_properties_by_default = true;
   // Abuse limits. A schema beyond them is refused with a message naming the
   // limit and where it was hit.
-  int max_depth = 64;             // nesting of subschemas (and of $ref chains)
-  int max_rules = 20000;          // rules of the grammar
-  int max_repetition = 10000;     // minLength, maxLength, minItems, maxItems bounds
+  int max_depth = 64;                  // nesting of subschemas (and of $ref chains)
+  int max_rules = 20000;               // rules of the grammar
+  int max_repetition = 10000;          // minLength, maxLength, minItems, maxItems bounds
   size_t max_grammar_bytes = 4 << 20;  // length of the grammar text
 };
 

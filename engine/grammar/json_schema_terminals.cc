@@ -13,9 +13,7 @@
 namespace streamgen::json_schema_internal {
 namespace {
 
-absl::Status Invalid(const std::string& message) {
-  return absl::InvalidArgumentError(message);
-}
+absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
 
 // ---- integers --------------------------------------------------------------
 
@@ -30,7 +28,8 @@ std::string SameLength(const std::string& lo, const std::string& hi) {
   const size_t n = lo.size() - 1;
   if (n == 0) return DigitClass(lo[0], hi[0]);
   std::string lo_rest = lo.substr(1), hi_rest = hi.substr(1);
-  if (lo[0] == hi[0]) return absl::StrCat(DigitClass(lo[0], lo[0]), " ", SameLength(lo_rest, hi_rest));
+  if (lo[0] == hi[0])
+    return absl::StrCat(DigitClass(lo[0], lo[0]), " ", SameLength(lo_rest, hi_rest));
   const std::string zeros(n, '0'), nines(n, '9');
   const std::string any = absl::StrCat("[0-9]{", n, "}");
   if (lo_rest == zeros && hi_rest == nines) return absl::StrCat(DigitClass(lo[0], hi[0]), " ", any);
@@ -133,14 +132,22 @@ std::string ClassChar(uint32_t c) {
 // and control characters, else the character (as a GBNF literal).
 std::string JsonTextLiteral(uint32_t c) {
   switch (c) {
-    case '"': return R"("\\\"")";
-    case '\\': return R"("\\\\")";
-    case '\n': return R"("\\n")";
-    case '\t': return R"("\\t")";
-    case '\r': return R"("\\r")";
-    case '\b': return R"("\\b")";
-    case '\f': return R"("\\f")";
-    default: break;
+    case '"':
+      return R"("\\\"")";
+    case '\\':
+      return R"("\\\\")";
+    case '\n':
+      return R"("\\n")";
+    case '\t':
+      return R"("\\t")";
+    case '\r':
+      return R"("\\r")";
+    case '\b':
+      return R"("\\b")";
+    case '\f':
+      return R"("\\f")";
+    default:
+      break;
   }
   if (c < 0x20) return absl::StrFormat(R"("\\u%04x")", c);
   return absl::StrCat("[", ClassChar(c), "]");
@@ -185,9 +192,9 @@ uint32_t NextCodePoint(std::string_view s, size_t* i) {
 
 const Ranges kDigit = {{'0', '9'}};
 const Ranges kWord = {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}};
-const Ranges kSpace = {{'\t', '\r'}, {' ', ' '}, {0xA0, 0xA0}, {0x1680, 0x1680}, {0x2000, 0x200A},
-                       {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
-                       {0xFEFF, 0xFEFF}};
+const Ranges kSpace = {{'\t', '\r'},     {' ', ' '},       {0xA0, 0xA0},     {0x1680, 0x1680},
+                       {0x2000, 0x200A}, {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F},
+                       {0x3000, 0x3000}, {0xFEFF, 0xFEFF}};
 const Ranges kDot = Complement({{'\n', '\n'}, {'\r', '\r'}, {0x2028, 0x2029}});
 
 // A recursive-descent translator of one ECMAScript pattern to GBNF.
@@ -201,7 +208,10 @@ class PatternTranslator {
     const std::string any = absl::StrCat("(", kJsonCharExpr, ")*");
     while (true) {
       bool start = false, end = false;
-      if (Peek('^')) { ++pos_; start = true; }
+      if (Peek('^')) {
+        ++pos_;
+        start = true;
+      }
       SG_ASSIGN_OR_RETURN(std::string body, Concat(/*top=*/true, &end));
       alts.push_back(absl::StrCat(start ? "" : any + " ", "(", body, ")", end ? "" : " " + any));
       if (pos_ >= p_.size()) break;
@@ -259,7 +269,8 @@ class PatternTranslator {
       ++pos_;
     }
     if (pos_ == start) return Error("a number expected in {m,n}");
-    if (value > max_rep_) return Error(absl::StrCat("repetition count ", value, " above the limit ", max_rep_));
+    if (value > max_rep_)
+      return Error(absl::StrCat("repetition count ", value, " above the limit ", max_rep_));
     return static_cast<int>(value);
   }
 
@@ -339,18 +350,30 @@ class PatternTranslator {
     if (pos_ >= p_.size()) return Error("a trailing '\\'");
     char c = p_[pos_++];
     switch (c) {
-      case 'd': return kDigit;
-      case 'D': return Complement(kDigit);
-      case 'w': return kWord;
-      case 'W': return Complement(kWord);
-      case 's': return kSpace;
-      case 'S': return Complement(kSpace);
-      case 'n': return Ranges{{'\n', '\n'}};
-      case 't': return Ranges{{'\t', '\t'}};
-      case 'r': return Ranges{{'\r', '\r'}};
-      case 'f': return Ranges{{'\f', '\f'}};
-      case 'v': return Ranges{{'\v', '\v'}};
-      case '0': return Ranges{{0, 0}};
+      case 'd':
+        return kDigit;
+      case 'D':
+        return Complement(kDigit);
+      case 'w':
+        return kWord;
+      case 'W':
+        return Complement(kWord);
+      case 's':
+        return kSpace;
+      case 'S':
+        return Complement(kSpace);
+      case 'n':
+        return Ranges{{'\n', '\n'}};
+      case 't':
+        return Ranges{{'\t', '\t'}};
+      case 'r':
+        return Ranges{{'\r', '\r'}};
+      case 'f':
+        return Ranges{{'\f', '\f'}};
+      case 'v':
+        return Ranges{{'\v', '\v'}};
+      case '0':
+        return Ranges{{0, 0}};
       case 'x':
       case 'u': {
         size_t digits = c == 'x' ? 2 : 4;
@@ -358,8 +381,10 @@ class PatternTranslator {
         uint32_t cp = 0;
         for (size_t k = 0; k < digits; ++k) {
           char h = p_[pos_++];
-          int v = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+          int v = h >= '0' && h <= '9'   ? h - '0'
+                  : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                  : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                         : -1;
           if (v < 0) return Error("a bad hex digit");
           cp = cp * 16 + v;
         }
@@ -368,7 +393,8 @@ class PatternTranslator {
       case 'b':
         if (in_class) return Ranges{{'\b', '\b'}};
         return Error("'\\b' (word boundary) is not supported");
-      default: break;
+      default:
+        break;
     }
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '1' && c <= '9')) {
       --pos_;
@@ -405,7 +431,8 @@ class PatternTranslator {
           uint32_t cp = NextCodePoint(p_, &pos_);
           hi = {{cp, cp}};
         }
-        if (hi.size() != 1 || hi[0].first != hi[0].second) return Error("a class escape as a range end");
+        if (hi.size() != 1 || hi[0].first != hi[0].second)
+          return Error("a class escape as a range end");
         if (hi[0].first < item[0].first) return Error("a range out of order in a class");
         item = {{item[0].first, hi[0].first}};
       }
@@ -466,7 +493,8 @@ namespace {
 
 // Unsigned decimals (no exponent) with a value in [lo, hi] (each end
 // inclusive or not; hi absent: unbounded); "" when there are none.
-std::string Magnitude(uint64_t lo, bool lo_inclusive, std::optional<uint64_t> hi, bool hi_inclusive) {
+std::string Magnitude(uint64_t lo, bool lo_inclusive, std::optional<uint64_t> hi,
+                      bool hi_inclusive) {
   const std::string any_fraction = R"(("." [0-9]+)?)";
   const std::string zero_fraction = R"(("." "0"+)?)";
   const std::string nonzero_fraction = R"("." [0-9]* [1-9] [0-9]*)";
@@ -480,7 +508,8 @@ std::string Magnitude(uint64_t lo, bool lo_inclusive, std::optional<uint64_t> hi
   if (!hi || lo + 1 <= *hi - 1) {
     std::optional<int64_t> upper;
     if (hi) upper = static_cast<int64_t>(*hi - 1);
-    alts.push_back(absl::StrCat(*IntegerRangeExpr(static_cast<int64_t>(lo + 1), upper), " ", any_fraction));
+    alts.push_back(
+        absl::StrCat(*IntegerRangeExpr(static_cast<int64_t>(lo + 1), upper), " ", any_fraction));
   }
   // The integer part is hi: hi itself, when allowed.
   if (hi && hi_inclusive) alts.push_back(absl::StrCat("\"", *hi, "\" ", zero_fraction));
@@ -489,7 +518,8 @@ std::string Magnitude(uint64_t lo, bool lo_inclusive, std::optional<uint64_t> hi
 
 }  // namespace
 
-absl::StatusOr<std::string> DecimalRangeExpr(std::optional<NumberBound> lo, std::optional<NumberBound> hi) {
+absl::StatusOr<std::string> DecimalRangeExpr(std::optional<NumberBound> lo,
+                                             std::optional<NumberBound> hi) {
   std::vector<std::string> alts;
   // Negative values -m: m in (max(0, -hi), -lo].
   if (!lo || lo->value < 0) {
@@ -527,9 +557,9 @@ absl::StatusOr<std::string> FormatContentExpr(std::string_view format) {
       R"( | ("0" [469] | "11") "-" ("0" [1-9] | [12] [0-9] | "30"))"
       R"( | "02-" ("0" [1-9] | "1" [0-9] | "2" [0-8])))";
   static const std::string kHour = R"(([01] [0-9] | "2" [0-3]))";
-  static const std::string kTime = absl::StrCat(
-      kHour, R"( ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{1,9})? ("Z" | [+-] )", kHour,
-      R"( ":" [0-5] [0-9]))");
+  static const std::string kTime =
+      absl::StrCat(kHour, R"( ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{1,9})? ("Z" | [+-] )",
+                   kHour, R"( ":" [0-5] [0-9]))");
   if (format == "date") return "(" + kDate + ")";
   if (format == "time") return "(" + kTime + ")";
   if (format == "date-time") return absl::StrCat("(", kDate, ") \"T\" (", kTime, ")");

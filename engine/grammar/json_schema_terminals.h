@@ -26,8 +26,7 @@ inline constexpr char kJsonCharExpr[] =
 
 // A GBNF expression for the decimal integers in [lo, hi] (no leading zeros,
 // no "-0"); an absent bound is unbounded. INVALID_ARGUMENT when lo > hi.
-absl::StatusOr<std::string> IntegerRangeExpr(std::optional<int64_t> lo,
-                                             std::optional<int64_t> hi);
+absl::StatusOr<std::string> IntegerRangeExpr(std::optional<int64_t> lo, std::optional<int64_t> hi);
 
 // A bound of a number: its value and whether the value itself is allowed.
 struct NumberBound {

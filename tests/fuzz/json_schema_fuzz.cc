@@ -39,7 +39,8 @@ void Check(std::string_view text, const JsonSchemaOptions& options) {
   FUZZ_CHECK(first->size() <= options.max_grammar_bytes, "%zu bytes", first->size());
   absl::StatusOr<grammar::Grammar> parsed = grammar::ParseGrammar(*first);
   FUZZ_CHECK(parsed.ok(), "%s\n%s", parsed.status().ToString().c_str(), first->c_str());
-  absl::StatusOr<std::shared_ptr<const grammar::CompiledGrammar>> compiled = grammar::CompileGrammar(*parsed);
+  absl::StatusOr<std::shared_ptr<const grammar::CompiledGrammar>> compiled =
+      grammar::CompileGrammar(*parsed);
   FUZZ_CHECK(compiled.ok(), "%s\n%s", compiled.status().ToString().c_str(), first->c_str());
 }
 

@@ -10,8 +10,14 @@ namespace {
 // The layout of llama.cpp's src/llama-grammar.h (the elements and stacks are
 // plain structs and vectors there).
 enum GreType : int {
-  kEnd = 0, kAlt = 1, kRuleRef = 2, kChar = 3, kCharNot = 4, kCharRngUpper = 5,
-  kCharAlt = 6, kCharAny = 7,
+  kEnd = 0,
+  kAlt = 1,
+  kRuleRef = 2,
+  kChar = 3,
+  kCharNot = 4,
+  kCharRngUpper = 5,
+  kCharAlt = 6,
+  kCharAny = 7,
 };
 struct Element {
   GreType type;
@@ -55,7 +61,8 @@ std::vector<uint32_t> DecodeUtf8(const std::string& s) {
 
 struct LlamaGbnf::Api {
   void* handle = nullptr;
-  void* (*init)(const void*, const char*, const char*, bool, const char**, size_t, const int*, size_t);
+  void* (*init)(const void*, const char*, const char*, bool, const char**, size_t, const int*,
+                size_t);
   void (*free_grammar)(void*);
   void* (*clone)(const void*);
   Stacks& (*stacks)(void*);
@@ -74,7 +81,8 @@ std::unique_ptr<LlamaGbnf> LlamaGbnf::Load(const std::string& path, std::string*
     const char* name;
     void** slot;
   } syms[] = {
-      {"_Z23llama_grammar_init_implPK11llama_vocabPKcS3_bPS3_mPKim", reinterpret_cast<void**>(&api->init)},
+      {"_Z23llama_grammar_init_implPK11llama_vocabPKcS3_bPS3_mPKim",
+       reinterpret_cast<void**>(&api->init)},
       {"_Z23llama_grammar_free_implP13llama_grammar", reinterpret_cast<void**>(&api->free_grammar)},
       {"_Z24llama_grammar_clone_implRK13llama_grammar", reinterpret_cast<void**>(&api->clone)},
       {"_Z24llama_grammar_get_stacksP13llama_grammar", reinterpret_cast<void**>(&api->stacks)},
@@ -154,7 +162,8 @@ bool LlamaGbnf::RandomWalk(std::mt19937* rng, double stop, int max_chars, std::s
     } else {
       // The first element, then its alternatives and range ends (a kChar after
       // it is the next character of a sequence).
-      for (const Element* e = pos; e == pos || e->type == kCharAlt || e->type == kCharRngUpper; ++e) {
+      for (const Element* e = pos; e == pos || e->type == kCharAlt || e->type == kCharRngUpper;
+           ++e) {
         if (e->type == kCharRngUpper) {
           ranges.back().second = e->value;
         } else {
@@ -180,10 +189,12 @@ bool LlamaGbnf::RandomWalk(std::mt19937* rng, double stop, int max_chars, std::s
       if (options.empty()) break;
       cp = options[std::uniform_int_distribution<size_t>(0, options.size() - 1)(*rng)];
     } else {
-      const auto& [lo, hi] = ranges[std::uniform_int_distribution<size_t>(0, ranges.size() - 1)(*rng)];
+      const auto& [lo, hi] =
+          ranges[std::uniform_int_distribution<size_t>(0, ranges.size() - 1)(*rng)];
       uint32_t top = hi;
       // Mostly the plain part of a wide range (readable output), rarely all of it.
-      if (top > 0x7E && lo < 0x7E && std::uniform_int_distribution<int>(0, 9)(*rng) != 0) top = 0x7E;
+      if (top > 0x7E && lo < 0x7E && std::uniform_int_distribution<int>(0, 9)(*rng) != 0)
+        top = 0x7E;
       cp = std::uniform_int_distribution<uint32_t>(lo, top)(*rng);
       if (cp >= 0xD800 && cp <= 0xDFFF) cp = lo;
     }

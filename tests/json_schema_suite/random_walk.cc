@@ -47,11 +47,15 @@ int main(int argc, char** argv) {
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     absl::StatusOr<std::string> grammar = streamgen::JsonSchemaTextToGrammar(text, options);
     if (!grammar.ok()) {
-      std::cout << Json{{"file", file}, {"error", std::string(grammar.status().message())}}.dump() << "\n";
+      std::cout << Json{{"file", file}, {"error", std::string(grammar.status().message())}}.dump()
+                << "\n";
       continue;
     }
     if (!matcher->Parse(*grammar)) {
-      std::cout << Json{{"file", file}, {"error", "llama.cpp refuses the grammar"}, {"grammar", *grammar}}.dump()
+      std::cout << Json{{"file", file},
+                        {"error", "llama.cpp refuses the grammar"},
+                        {"grammar", *grammar}}
+                       .dump()
                 << "\n";
       continue;
     }
@@ -59,8 +63,11 @@ int main(int argc, char** argv) {
     absl::StatusOr<std::shared_ptr<const streamgen::grammar::CompiledGrammar>> ours =
         parsed.ok() ? streamgen::grammar::CompileGrammar(*parsed) : parsed.status();
     if (!ours.ok()) {
-      std::cout << Json{{"file", file}, {"error", "engine/grammar refuses the grammar: " + ours.status().ToString()},
-                        {"grammar", *grammar}}.dump()
+      std::cout << Json{{"file", file},
+                        {"error",
+                         "engine/grammar refuses the grammar: " + ours.status().ToString()},
+                        {"grammar", *grammar}}
+                       .dump()
                 << "\n";
       continue;
     }
@@ -70,7 +77,11 @@ int main(int argc, char** argv) {
       bool finished = matcher->RandomWalk(&rng, /*stop=*/0.5, /*max_chars=*/20000, &out);
       streamgen::grammar::GrammarMatcher m(*ours);
       bool ours_accepts = m.Accept(out) && m.CanTerminate();
-      Json line = {{"file", file}, {"seed", seed}, {"finished", finished}, {"ours", ours_accepts}, {"text", out}};
+      Json line = {{"file", file},
+                   {"seed", seed},
+                   {"finished", finished},
+                   {"ours", ours_accepts},
+                   {"text", out}};
       std::cout << line.dump(-1, ' ', false, Json::error_handler_t::replace) << "\n";
     }
   }

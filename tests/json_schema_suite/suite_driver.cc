@@ -57,7 +57,8 @@ void Collect(const Json& s, const Json& root, std::vector<const Json*>* out, int
   }
 }
 
-void Serialize(const Json& v, const std::vector<const Json*>& schemas, const Json& root, std::string* out) {
+void Serialize(const Json& v, const std::vector<const Json*>& schemas, const Json& root,
+               std::string* out) {
   std::vector<const Json*> all;
   for (const Json* s : schemas) Collect(*s, root, &all, 0);
   if (v.is_object()) {
@@ -67,7 +68,8 @@ void Serialize(const Json& v, const std::vector<const Json*>& schemas, const Jso
     };
     for (const Json* s : all) {
       if (s->contains("properties") && (*s)["properties"].is_object()) {
-        for (auto it = (*s)["properties"].begin(); it != (*s)["properties"].end(); ++it) add(it.key());
+        for (auto it = (*s)["properties"].begin(); it != (*s)["properties"].end(); ++it)
+          add(it.key());
       }
     }
     for (const Json* s : all) {
@@ -126,7 +128,8 @@ void Serialize(const Json& v, const std::vector<const Json*>& schemas, const Jso
 }
 
 // This project's matcher over all of `text`.
-bool OursAccepts(const std::shared_ptr<const streamgen::grammar::CompiledGrammar>& g, const std::string& text) {
+bool OursAccepts(const std::shared_ptr<const streamgen::grammar::CompiledGrammar>& g,
+                 const std::string& text) {
   streamgen::grammar::GrammarMatcher m(g);
   return m.Accept(text) && m.CanTerminate();
 }
@@ -155,7 +158,8 @@ int main(int argc, char** argv) {
   std::string error;
   auto matcher = streamgen::testing::LlamaGbnf::Load(libllama, &error);
   if (!matcher) {
-    std::cerr << "cannot load llama.cpp's matcher: " << error << " (run npm ci in tests/json_schema_suite)\n";
+    std::cerr << "cannot load llama.cpp's matcher: " << error
+              << " (run npm ci in tests/json_schema_suite)\n";
     return 1;
   }
   // Known limits: "file / group / test" -> reason.
@@ -192,12 +196,15 @@ int main(int argc, char** argv) {
         std::string msg(grammar.status().message());
         size_t q = msg.find("unsupported keyword '");
         size_t f = msg.find("unsupported format '");
-        std::string why = q != std::string::npos   ? msg.substr(q + 21, msg.find('\'', q + 21) - q - 21)
-                          : f != std::string::npos ? "format " + msg.substr(f + 20, msg.find('\'', f + 20) - f - 20)
-                                                   : "";
+        std::string why = q != std::string::npos
+                              ? msg.substr(q + 21, msg.find('\'', q + 21) - q - 21)
+                          : f != std::string::npos
+                              ? "format " + msg.substr(f + 20, msg.find('\'', f + 20) - f - 20)
+                              : "";
         if (why.empty()) {
           // A refusal must name what it refuses.
-          std::cout << "FAIL " << file << " / " << gname << ": refused without naming a keyword: " << msg << "\n";
+          std::cout << "FAIL " << file << " / " << gname
+                    << ": refused without naming a keyword: " << msg << "\n";
           ++failures;
         } else {
           ++refused_by[why];
@@ -207,16 +214,19 @@ int main(int argc, char** argv) {
       }
       ++supported;
       if (!matcher->Parse(*grammar)) {
-        std::cout << "FAIL " << file << " / " << gname << ": llama.cpp refuses the grammar:\n" << *grammar << "\n";
+        std::cout << "FAIL " << file << " / " << gname << ": llama.cpp refuses the grammar:\n"
+                  << *grammar << "\n";
         ++failures;
         continue;
       }
-      absl::StatusOr<streamgen::grammar::Grammar> parsed = streamgen::grammar::ParseGrammar(*grammar);
+      absl::StatusOr<streamgen::grammar::Grammar> parsed =
+          streamgen::grammar::ParseGrammar(*grammar);
       absl::StatusOr<std::shared_ptr<const streamgen::grammar::CompiledGrammar>> ours =
           parsed.ok() ? streamgen::grammar::CompileGrammar(*parsed) : parsed.status();
       if (!ours.ok()) {
-        std::cout << "FAIL " << file << " / " << gname << ": engine/grammar refuses the grammar: "
-                  << ours.status() << "\n" << *grammar << "\n";
+        std::cout << "FAIL " << file << " / " << gname
+                  << ": engine/grammar refuses the grammar: " << ours.status() << "\n"
+                  << *grammar << "\n";
         ++failures;
         continue;
       }
@@ -229,8 +239,8 @@ int main(int argc, char** argv) {
         std::string id = file + " / " + gname + " / " + test.at("description").get<std::string>();
         if (OursAccepts(*ours, text) != accepted) {
           ++failures;
-          std::cout << "FAIL " << id << ": " << text << ": llama.cpp " << (accepted ? "accepts" : "rejects")
-                    << " it, engine/grammar does not\n";
+          std::cout << "FAIL " << id << ": " << text << ": llama.cpp "
+                    << (accepted ? "accepts" : "rejects") << " it, engine/grammar does not\n";
           continue;
         }
         if (accepted == valid) {
@@ -257,15 +267,16 @@ int main(int argc, char** argv) {
       ++failures;
     }
   }
-  std::cout << "schemas " << schemas << ", supported " << supported << ", refused " << schemas - supported
-            << "; instances of supported schemas " << instances << ", agreeing " << agreeing
-            << ", known limits " << known_hits << ", disagreeing " << failures << "\n";
+  std::cout << "schemas " << schemas << ", supported " << supported << ", refused "
+            << schemas - supported << "; instances of supported schemas " << instances
+            << ", agreeing " << agreeing << ", known limits " << known_hits << ", disagreeing "
+            << failures << "\n";
   std::cout << "refused by keyword:";
   for (const auto& [k, n] : refused_by) std::cout << " " << k << " " << n << ";";
   std::cout << "\n";
   if (supported < min_supported || agreeing < min_agreeing) {
-    std::cout << "FAIL below the floor: supported " << supported << " < " << min_supported << " or agreeing "
-              << agreeing << " < " << min_agreeing << "\n";
+    std::cout << "FAIL below the floor: supported " << supported << " < " << min_supported
+              << " or agreeing " << agreeing << " < " << min_agreeing << "\n";
     return 1;
   }
   return failures == 0 ? 0 : 1;
