@@ -48,10 +48,6 @@ struct GenerationRequest {
   // match ends the sequence with kStop. Stop strings and stop ids still end
   // the output, even inside the grammar. Refused with ignore_eos.
   ConstraintSpec constraint;
-  // Choices generated for this prompt, 1..kMaxChoices: the prompt is
-  // prefilled once and each choice i decodes on its own with seed + i (see
-  // TokenEvent::index). Each choice ends with its own last event.
-  int n = 1;
   // Resuming a stream: the ids already delivered for this same request (same
   // prompt, parameters and seed). The engine prefills prompt + these, advances
   // the sampler's random numbers by one draw per id (temperature > 0), counts
@@ -110,10 +106,7 @@ struct TokenEvent {
   std::vector<TokenInfo> tokens; // tokens generated since the previous event
   FinishReason finish_reason = FinishReason::kNone;
   bool first = false;            // the request's first event (it may also be the last)
-  uint64_t seed = 0;             // every event: the seed used (the engine's when the request had none);
-                                 // choice i of n samples with seed + i, but this is the request's seed
-  int index = 0;                 // the choice (0..n-1) this event belongs to; `first` and the
-                                 // last event are per choice
+  uint64_t seed = 0;             // every event: the seed used (the engine's when the request had none)
   // Set on the last event only:
   absl::Status status;           // non-OK with kError
   int prompt_tokens = 0;

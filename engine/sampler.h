@@ -72,7 +72,7 @@ struct SampleInput {
   int top_logprobs = 0;        // alternatives to report, 0..kMaxTopLogprobs
   // nullptr: every id allowed. Otherwise a constraint's bitmask
   // (TokenMatcher::FillNextTokenBitmask): id i is allowed when bit i % 32 of
-  // allowed[i / 32] is set; (vocab + 31) / 32 words. At least one id below
+  // allowed[i / 32] is set; at least (valid_vocab + 31) / 32 words. At least one id below
   // valid_vocab must be allowed.
   const uint32_t* allowed = nullptr;
 };
