@@ -47,6 +47,8 @@ streamgen_fuzz_target(detokenizer_fuzz streamgen_core)
 streamgen_fuzz_target(validation_fuzz streamgen_server_core)
 streamgen_fuzz_target(openai_request_fuzz streamgen_openai_api streamgen_server_core)
 streamgen_fuzz_target(openai_encoder_fuzz streamgen_openai_api)
+# The grammar engine (engine/grammar/): GBNF grammars and regexes, then masks.
+streamgen_fuzz_target(grammar_fuzz streamgen_grammar)
 
 if(NOT STREAMGEN_FUZZ)
   # The replay driver itself: a missing or an empty corpus fails, with its message.
