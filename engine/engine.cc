@@ -63,6 +63,11 @@ double MsBetween(Clock::time_point a, Clock::time_point b) {
 // A request inside the engine. Owned by the loop thread once submitted.
 struct Sequence {
   uint64_t id = 0;
+  uint64_t group = 0;  // the id Submit returned: Cancel(group) reaches every choice
+  int index = 0;       // the choice (GenerationRequest::n)
+  // n > 1, on choice 0 until its prompt is prefilled: the other choices,
+  // forked off it then (ForkChoices).
+  std::vector<std::unique_ptr<Sequence>> forks;
   GenerationRequest request;
   TokenSink sink;
   std::vector<int> prompt_ids;
@@ -172,6 +177,17 @@ class Engine::Impl {
   // Advances seq's matcher over a sampled, non-ending token. false: the
   // token was not allowed (a bug: the sampler only sees allowed tokens).
   bool AcceptConstrained(Sequence* seq, int id);
+  // n > 1: the other choices of a request, made in Submit from choice 0
+  // (seed + i), waiting in seq->forks.
+  absl::Status PrepareChoices(Sequence* seq);
+  // n > 1, right after `seq`'s prompt was prefilled: its forks join the
+  // running sequences sharing its KV blocks (Scheduler::Fork, the partial
+  // block copied) and are returned, to sample from seq's logits row; a fork
+  // that cannot share (max_batch reached, no free block) is queued to
+  // prefill on its own instead.
+  std::vector<Sequence*> ForkChoices(Sequence* seq);
+  // Copies one KV block's slots, every layer (a fork's partial last block).
+  void CopyKvBlock(int from, int to);
   absl::Status Validate(const GenerationRequest& r, const std::vector<int>& ids,
                         int* max_new_tokens) const;
   // Builds seq's sampler state, detokenizer and stop matcher and replays
@@ -255,6 +271,12 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
   SG_RETURN_IF_ERROR(ValidateSampling(s, r.top_logprobs));
   SG_RETURN_IF_ERROR(ValidateLogitBias(s.logit_bias, valid_vocab_));
   SG_RETURN_IF_ERROR(ValidateConstraintShape(r.constraint));
+  SG_RETURN_IF_ERROR(ValidateChoiceCount(r.n));
+  if (r.n > 1 && !r.resume_token_ids.empty()) {
+    return bad_field("resume_token_ids",
+                     "resume_token_ids: not with n > 1: resume each choice i as its own request "
+                     "(n 1, seed + i)");
+  }
   if (r.constraint.kind != ConstraintSpec::Kind::kNone && r.ignore_eos) {
     // The grammar decides where EOS may come; generating past it would leave
     // the grammar with nothing to allow.
@@ -392,6 +414,62 @@ std::future<void> Engine::Impl::StartMasks(const std::vector<Sequence*>& seqs) c
   return std::async(std::launch::async, [states = std::move(states)] { FillMasks(states); });
 }
 
+absl::Status Engine::Impl::PrepareChoices(Sequence* seq) {
+  const GenerationRequest& r = seq->request;
+  for (int i = 1; i < r.n; ++i) {
+    auto fork = std::make_unique<Sequence>();
+    fork->request = r;
+    fork->sink = seq->sink;
+    fork->index = i;
+    fork->seed = seq->seed + static_cast<uint64_t>(i);
+    fork->prompt_ids = seq->prompt_ids;
+    fork->max_new_tokens = seq->max_new_tokens;
+    fork->submitted = seq->submitted;
+    SG_RETURN_IF_ERROR(PrepareConstraint(fork.get()));  // a cache hit
+    SG_RETURN_IF_ERROR(PrepareStreamState(fork.get()));
+    seq->forks.push_back(std::move(fork));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<Sequence*> Engine::Impl::ForkChoices(Sequence* seq) {
+  std::vector<Sequence*> forked;
+  std::vector<SequenceConstraint*> masks;
+  for (auto& fork : seq->forks) {
+    Sequence* raw = fork.get();
+    raw->admitted = seq->admitted;
+    absl::StatusOr<std::pair<int, int>> copy =
+        scheduler_.Fork(seq->id, raw->id, raw->max_new_tokens);
+    if (copy.ok()) {
+      if (copy->first >= 0) CopyKvBlock(copy->first, copy->second);
+      forked.push_back(raw);
+      if (raw->constraint != nullptr) masks.push_back(raw->constraint.get());
+    } else {
+      // No room to share now: it prefills the prompt on its own, like a
+      // request of its own at the queue's end.
+      absl::Status added = scheduler_.Add(
+          raw->id, static_cast<int>(raw->tokens.size()), raw->max_new_tokens,
+          options_.prefix_caching ? raw->tokens : std::vector<int>());
+      if (!added.ok()) raw->cancel = true;  // finished as cancelled by TakeWork
+    }
+    sequences_.emplace(raw->id, std::move(fork));
+  }
+  seq->forks.clear();
+  FillMasks(masks);  // their first tokens: the same position as seq's
+  if (!forked.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.forked_choices += static_cast<int64_t>(forked.size());
+  }
+  return forked;
+}
+
+void Engine::Impl::CopyKvBlock(int from, int to) {
+  const int64_t bs = pool_.block_size;
+  for (std::vector<torch::Tensor>* layers : {&pool_.k, &pool_.v}) {
+    for (torch::Tensor& t : *layers) t.narrow(0, to * bs, bs).copy_(t.narrow(0, from * bs, bs));
+  }
+}
+
 bool Engine::Impl::AcceptConstrained(Sequence* seq, int id) {
   return seq->constraint == nullptr || seq->constraint->matcher->AcceptToken(id);
 }
@@ -399,7 +477,8 @@ bool Engine::Impl::AcceptConstrained(Sequence* seq, int id) {
 void Engine::Impl::StampEvent(Sequence* seq, TokenEvent* event) {
   event->first = !seq->sent_first;
   seq->sent_first = true;
-  event->seed = seq->seed;
+  event->seed = seq->seed - seq->index;  // the request's: choice i samples with seed + i
+  event->index = seq->index;
 }
 
 absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSink sink) {
@@ -427,6 +506,7 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
   seq->sink = std::move(sink);
   SG_RETURN_IF_ERROR(PrepareConstraint(seq.get()));
   SG_RETURN_IF_ERROR(PrepareStreamState(seq.get()));
+  SG_RETURN_IF_ERROR(PrepareChoices(seq.get()));
 
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return absl::UnavailableError("the engine is shutting down");
@@ -435,6 +515,11 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
                                                      " requests waiting); retry later"));
   }
   seq->id = next_id_++;
+  seq->group = seq->id;
+  for (auto& fork : seq->forks) {
+    fork->id = next_id_++;
+    fork->group = seq->id;
+  }
   const uint64_t id = seq->id;
   if (seq->resumed > 0) {
     stats_.resumed++;
@@ -449,6 +534,10 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
 
 void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
                           std::vector<TokenInfo> tokens, absl::Status status) {
+  // Choices not forked yet end with choice 0 (cancelled or failed before its
+  // first token).
+  for (auto& fork : seq->forks) Finish(fork.get(), reason, "", {}, status);
+  seq->forks.clear();
   TokenEvent event;
   event.text = std::move(text);
   event.tokens = std::move(tokens);
@@ -474,8 +563,10 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
   scheduler_.Remove(seq->id);  // frees its KV blocks now
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.finished++;
-    if (reason == FinishReason::kCancelled) stats_.cancelled++;
+    if (seq->index == 0) {  // requests, not choices: as submitted counts them
+      stats_.finished++;
+      if (reason == FinishReason::kCancelled) stats_.cancelled++;
+    }
     CountGenerated(seq);
   }
   seq->sink(std::move(event));
@@ -529,6 +620,7 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
 }
 
 void Engine::Impl::RunStep(const SchedulerStep& step) {
+  int64_t prefilled = 0;
   std::vector<SeqChunk> chunks;
   std::vector<Sequence*> chunk_seqs;
   std::vector<int64_t> sample_rows;  // chunks whose logits are sampled
@@ -540,6 +632,7 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
                                                seq->tokens.begin() + p.start + p.length),
                               p.start, &scheduler_.BlockTable(p.id)});
     chunk_seqs.push_back(seq);
+    prefilled += p.length;
   }
   for (uint64_t id : step.decodes) {
     Sequence* seq = sequences_.at(id).get();
@@ -561,14 +654,27 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
     throw;
   }
   if (masks.valid()) masks.get();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.prefill_tokens += prefilled;
+  }
   if (sample_rows.empty()) return;
-  if (sample_rows.size() != chunks.size()) {
+  // n > 1: choices forked off a prompt prefilled just now sample from its row.
+  std::vector<Sequence*> row_seqs;
+  for (int64_t r : sample_rows) row_seqs.push_back(chunk_seqs[r]);
+  const size_t own_rows = row_seqs.size();
+  for (size_t k = 0; k < own_rows; ++k) {
+    for (Sequence* fork : ForkChoices(row_seqs[k])) {
+      sample_rows.push_back(sample_rows[k]);
+      row_seqs.push_back(fork);
+    }
+  }
+  if (sample_rows.size() != chunks.size() || sample_rows.size() != own_rows) {
     logits = logits.index_select(0, torch::tensor(sample_rows).to(logits.device()));
   }
   std::vector<SampleInput> rows;
   std::vector<Sequence*> seqs;
-  for (int64_t r : sample_rows) {
-    Sequence* s = chunk_seqs[r];
+  for (Sequence* s : row_seqs) {
     rows.push_back(SampleInput{&s->request.sampling, &s->prompt_ids, &s->output_ids, s->rng.get(),
                                s->request.top_logprobs,
                                s->constraint ? s->constraint->mask.data() : nullptr});
@@ -623,7 +729,7 @@ bool Engine::Impl::TakeWork() {
     if (paused_ && step_budget_ > 0 && !stopping_) step_budget_--;
     stopping = stopping_;
     for (auto& s : incoming_) {
-      if (stopping || cancel_.count(s->id)) {
+      if (stopping || cancel_.count(s->group)) {
         cancelled_incoming.push_back(std::move(s));
         continue;
       }
@@ -642,7 +748,7 @@ bool Engine::Impl::TakeWork() {
     }
     incoming_.clear();
     for (auto& [id, s] : sequences_) {
-      if (stopping || cancel_.count(id)) s->cancel = true;
+      if (stopping || cancel_.count(s->group)) s->cancel = true;
     }
     cancel_.clear();
     scheduler_waiting_ = scheduler_.num_waiting_fresh();

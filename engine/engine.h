@@ -103,6 +103,8 @@ struct EngineStats {
   int64_t prefix_cache_hits = 0;     // of them, found in the prefix cache
   int64_t resumed = 0;               // requests submitted with resume_token_ids
   int64_t resumed_tokens = 0;        // their resume_token_ids
+  int64_t prefill_tokens = 0;        // positions computed by prefill chunks (recomputes included)
+  int64_t forked_choices = 0;        // n > 1 choices forked off a prefilled prompt (no prefill of their own)
   int64_t constraint_compiles = 0;   // constraints compiled (ConstraintCache misses that compiled)
   int64_t constraint_cache_hits = 0; // requests whose constraint was compiled already
 };
@@ -119,7 +121,9 @@ class Engine {
   ~Engine();  // Shutdown()
 
   // Thread-safe. Validates and queues `request`; `sink` then receives its
-  // events on the loop thread. Returns the engine's id for Cancel().
+  // events on the loop thread (n > 1: every choice's, see
+  // GenerationRequest::n). Returns the engine's id for Cancel() (which
+  // cancels every choice).
   // INVALID_ARGUMENT (bad request, names the field), RESOURCE_EXHAUSTED (queue
   // full), UNAVAILABLE (shutting down).
   absl::StatusOr<uint64_t> Submit(GenerationRequest request, TokenSink sink);

@@ -6,6 +6,7 @@
 // through the engine.
 #include <algorithm>
 #include <atomic>
+#include <future>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -385,6 +386,144 @@ TEST_F(RealConstraintTest, BadGrammarsAreRefusedWithTheirPosition) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("grammar: line 1"));
   EXPECT_EQ(FieldOf(bad.status()), "constraint");
+}
+
+// ---- n choices ----
+
+// Every event of a request, by choice.
+struct Choices {
+  std::mutex mu;
+  std::map<int, std::vector<int>> ids;
+  std::map<int, std::string> text;
+  std::map<int, TokenEvent> last;
+  std::map<int, int> firsts;
+  int n = 0;
+  std::promise<void> done;
+  TokenSink Sink() {
+    return [this](TokenEvent&& e) {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const TokenInfo& t : e.tokens) ids[e.index].push_back(t.id);
+      text[e.index] += e.text;
+      if (e.first) firsts[e.index]++;
+      if (e.finish_reason != FinishReason::kNone) {
+        last[e.index] = e;
+        if (static_cast<int>(last.size()) == n) done.set_value();
+      }
+    };
+  }
+  void Wait() {
+    done.get_future().wait();
+    std::lock_guard<std::mutex> lock(mu);
+  }
+};
+
+class ChoicesTest : public ConstrainedEngineTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NE(engine_, nullptr);
+    engine_->SetConstraintCompilerForTesting(CompileConstraint);
+  }
+  GenerationRequest Sampled(uint64_t seed, int n) {
+    GenerationRequest r;
+    r.prompt = "The river runs";
+    r.max_new_tokens = 12;
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = seed;
+    r.n = n;
+    return r;
+  }
+  void RunChoices(const GenerationRequest& r, Choices* c) {
+    c->n = r.n;
+    absl::StatusOr<uint64_t> id = engine_->Submit(r, c->Sink());
+    ASSERT_TRUE(id.ok()) << id.status();
+    c->Wait();
+  }
+};
+
+TEST_F(ChoicesTest, EachChoiceIsTheRequestWithSeedPlusIAndThePromptIsPrefilledOnce) {
+  for (bool aligned : {false, true}) {
+    SCOPED_TRACE(aligned ? "prompt of exactly one KV block" : "prompt ending inside a block");
+    GenerationRequest r = Sampled(7, 4);
+    if (aligned) {  // all blocks shared, nothing copied
+      r.prompt.clear();
+      r.prompt_token_ids = engine_->Tokenize(
+          "The river runs past the mill and under the old stone bridge to the sea", true);
+      ASSERT_GE(r.prompt_token_ids.size(), 16u);
+      r.prompt_token_ids.resize(engine_->model_info().kv_block_size);
+    }
+    const int prompt = static_cast<int>(aligned ? r.prompt_token_ids.size()
+                                                : engine_->Tokenize(r.prompt, true).size());
+    const EngineStats before = engine_->stats();
+    Choices c;
+    RunChoices(r, &c);
+    const EngineStats after = engine_->stats();
+    EXPECT_EQ(after.prefill_tokens - before.prefill_tokens, prompt);
+    EXPECT_EQ(after.forked_choices - before.forked_choices, 3);
+    EXPECT_EQ(after.prompt_tokens - before.prompt_tokens, prompt);
+    ASSERT_EQ(c.last.size(), 4u);
+    std::set<std::vector<int>> distinct;
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(c.firsts[i], 1);
+      EXPECT_EQ(c.last[i].index, i);
+      EXPECT_EQ(c.last[i].seed, 7u);
+      EXPECT_EQ(c.last[i].prompt_tokens, prompt);
+      EXPECT_EQ(c.last[i].completion_tokens, static_cast<int>(c.ids[i].size()));
+      // Choice i is what the same request with n 1 and seed 7 + i gives.
+      GenerationRequest alone = r;
+      alone.n = 1;
+      alone.sampling.seed = 7 + i;
+      Result one = Run(alone);
+      EXPECT_EQ(c.ids[i], one.ids) << "choice " << i;
+      EXPECT_EQ(c.text[i], one.text) << "choice " << i;
+      distinct.insert(c.ids[i]);
+    }
+    EXPECT_GT(distinct.size(), 1u);
+    // Reproducible: the same request, the same n texts.
+    Choices again;
+    RunChoices(r, &again);
+    EXPECT_EQ(again.ids, c.ids);
+  }
+}
+
+TEST_F(ChoicesTest, CancelEndsEveryChoiceAndConstraintsHoldForEach) {
+  GenerationRequest r = Sampled(3, 3);
+  r.max_new_tokens = 400;
+  r.ignore_eos = true;
+  Choices c;
+  c.n = 3;
+  absl::StatusOr<uint64_t> id = engine_->Submit(r, c.Sink());
+  ASSERT_TRUE(id.ok()) << id.status();
+  engine_->Cancel(*id);
+  c.Wait();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(c.last[i].finish_reason, FinishReason::kCancelled) << i;
+
+  GenerationRequest constrained = Sampled(5, 3);
+  constrained.max_new_tokens = 96;
+  constrained.constraint = {ConstraintSpec::Kind::kRegex, "[a-z]{2,6}( [a-z]{2,6}){0,2}\\.", {}};
+  Choices cc;
+  RunChoices(constrained, &cc);
+  const std::regex judge("[a-z]{2,6}( [a-z]{2,6}){0,2}\\.");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(std::regex_match(cc.text[i], judge)) << i << ": \"" << cc.text[i] << "\"";
+    EXPECT_EQ(cc.last[i].finish_reason, FinishReason::kStop);
+  }
+}
+
+TEST_F(ChoicesTest, NOutOfRangeAndResumeWithNAreRefusedByName) {
+  GenerationRequest r = Sampled(1, 9);
+  absl::StatusOr<uint64_t> bad = engine_->Submit(r, [](TokenEvent&&) {});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "n must be in [1, 8], got 9");
+  EXPECT_EQ(FieldOf(bad.status()), "n");
+  r.n = 0;
+  bad = engine_->Submit(r, [](TokenEvent&&) {});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "n must be in [1, 8], got 0");
+  r.n = 2;
+  r.resume_token_ids = {engine_->Tokenize("x", false).at(0)};
+  bad = engine_->Submit(r, [](TokenEvent&&) {});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("resume_token_ids: not with n > 1"));
 }
 
 // ---- logit_bias through the engine ----
