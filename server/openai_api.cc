@@ -564,8 +564,11 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiRoute route, const Json& 
     return absl::InvalidArgumentError("ParseOpenAiRequest: not an OpenAI route");
   }
   SG_ASSIGN_OR_RETURN(std::optional<int64_t> n, Integer(body, "n"));
-  if (n.has_value() && *n != 1) {
-    return BadField("n", absl::StrCat("must be 1 (one choice per request), got ", *n));
+  if (n.has_value()) {
+    // The range is the validator's (n must be in [1, 8]); negative would wrap.
+    // (The proto's 0 means 1, so 0 is refused here.)
+    if (*n < 1) return BadField("n", absl::StrCat("must be in [1, ", kMaxChoices, "], got ", *n));
+    request.set_n(ClampToUint32(*n));
   }
   SG_ASSIGN_OR_RETURN(std::optional<bool> parse_special, Bool(body, "parse_special_tokens"));
   request.set_parse_special_tokens(parse_special.value_or(false));

@@ -292,6 +292,8 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
   SG_RETURN_IF_ERROR(ConvertSampling(request, limits, &out));
   SG_RETURN_IF_ERROR(ConvertStops(request, limits, &out));
   SG_RETURN_IF_ERROR(ConvertConstraint(request, &out));
+  out.n = request.n() == 0 ? 1 : static_cast<int>(std::min<uint32_t>(request.n(), 1u << 30));
+  SG_RETURN_IF_ERROR(ValidateChoiceCount(out.n));
   SG_ASSIGN_OR_RETURN(out.prompt_token_ids, EncodePrompt(request, limits, encoder));
   SG_ASSIGN_OR_RETURN(out.max_new_tokens,
                       ResolveMaxNewTokens(request.max_new_tokens(),

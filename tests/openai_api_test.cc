@@ -2,6 +2,7 @@
 // (types, OpenAI's rules, defaults), the validator's messages with OpenAI's
 // `param`, the error bodies, and the SSE / JSON encoders.
 #include "server/openai_api.h"
+#include "server/openai_choices.h"
 #include "server/openai_encoder.h"
 
 #include <string>
@@ -105,6 +106,9 @@ TEST(OpenAiRequestTest, ValidatorRefusalsOfLogitBiasAndConstraintsNameTheField) 
   EXPECT_EQ(error.message, "choice: the list of choices is empty");
   error = refusal(R"({"prompt": "x", "guided_regex": ""})");
   EXPECT_EQ(error.message, "regex: the text is empty");
+  error = refusal(R"({"prompt": "x", "n": 9})");
+  EXPECT_EQ(error.param, "n");
+  EXPECT_EQ(error.message, "n must be in [1, 8], got 9");
 }
 
 // Issue 18: a sampling field or max_tokens the body leaves out (or sends as
@@ -363,7 +367,8 @@ TEST(OpenAiRequestTest, WrongTypesNameTheField) {
       {R"({"prompt": [1, "2"]})", "prompt", "prompt must be an array of token ids; [1] is a string"},
       {R"({"prompt": [1, 99999999999]})", "prompt", "prompt must be an array of token ids; [1] is out of range"},
       {R"({"max_tokens": 4})", "prompt", "prompt is required"},
-      {R"({"prompt": "x", "n": 2})", "n", "n must be 1 (one choice per request), got 2"},
+      {R"({"prompt": "x", "n": 0})", "n", "n must be in [1, 8], got 0"},
+      {R"({"prompt": "x", "n": -3})", "n", "n must be in [1, 8], got -3"},
       {R"({"prompt": "x", "max_tokens": 0})", "max_tokens", "max_tokens must be at least 1, got 0"},
       {R"({"prompt": "x", "top_p": 0})", "top_p", "top_p must be in (0, 1], got 0"},
       {R"({"prompt": "x", "repetition_penalty": 0})", "repetition_penalty", "repetition_penalty must be in (0, 10], got 0"},
@@ -705,6 +710,70 @@ TEST(OpenAiEncoderTest, ChatStreamAsOpenAiClientsParseIt) {
   EXPECT_EQ(events[4]["choices"], Json::array());
   EXPECT_EQ(events[4]["usage"],
             Json::parse(R"({"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6})"));
+}
+
+// n > 1: the choices interleaved with their index, one usage (the prompt once,
+// completions summed), one [DONE]; a body with n choices.
+TEST(OpenAiEncoderTest, ChoicesAreInterleavedWithTheirIndexAndCountedOnce) {
+  absl::StatusOr<OpenAiRequest> request = Chat(R"({"messages": [{"role": "user", "content": "x"}],
+      "n": 2, "stream": true, "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->request.n(), 2u);
+  auto indexed = [](v1::GenerateResponse m, int index) {
+    m.set_index(index);
+    return m;
+  };
+  OpenAiChoicesEncoder encoder(2, *request, "chatcmpl-1", 1, "tiny", Piece);
+  // One statement each: the operands of + are evaluated in no fixed order.
+  std::string sse = encoder.StreamStart();
+  sse += encoder.StreamMessage(indexed(Message(" Hi", {1}), 1), false, absl::OkStatus());
+  sse += encoder.StreamMessage(indexed(Message("!", {2}), 0), false, absl::OkStatus());
+  sse += encoder.StreamMessage(indexed(Last(v1::FINISH_REASON_LENGTH), 1), false, absl::OkStatus());
+  sse += encoder.StreamMessage(indexed(Last(v1::FINISH_REASON_EOS), 0), true, absl::OkStatus());
+  bool done = false;
+  std::vector<Json> events = Events(sse, &done);
+  EXPECT_TRUE(done);
+  ASSERT_EQ(events.size(), 7u);
+  EXPECT_EQ(events[0]["choices"][0]["index"], 0);  // a role chunk per choice
+  EXPECT_EQ(events[1]["choices"][0]["index"], 1);
+  EXPECT_EQ(events[2]["choices"][0]["index"], 1);
+  EXPECT_EQ(events[2]["choices"][0]["delta"]["content"], " Hi");
+  EXPECT_EQ(events[3]["choices"][0]["index"], 0);
+  EXPECT_EQ(events[3]["choices"][0]["delta"]["content"], "!");
+  EXPECT_EQ(events[4]["choices"][0]["index"], 1);
+  EXPECT_EQ(events[4]["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(events[5]["choices"][0]["index"], 0);
+  EXPECT_EQ(events[5]["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(events[6]["usage"],
+            Json::parse(R"({"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8})"));
+
+  OpenAiChoicesEncoder body(2, *request, "chatcmpl-2", 1, "tiny", Piece);
+  body.Accumulate(indexed(Message("b", {2}), 1));
+  body.Accumulate(indexed(Message("a", {2}), 0));
+  body.Accumulate(indexed(Last(v1::FINISH_REASON_EOS), 0));
+  body.Accumulate(indexed(Last(v1::FINISH_REASON_LENGTH), 1));
+  Json json = Json::parse(body.Body().dump());
+  ASSERT_EQ(json["choices"].size(), 2u);
+  EXPECT_EQ(json["choices"][0]["index"], 0);
+  EXPECT_EQ(json["choices"][0]["message"]["content"], "a");
+  EXPECT_EQ(json["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(json["choices"][1]["index"], 1);
+  EXPECT_EQ(json["choices"][1]["message"]["content"], "b");
+  EXPECT_EQ(json["choices"][1]["finish_reason"], "length");
+  EXPECT_EQ(json["usage"]["prompt_tokens"], 4);
+  EXPECT_EQ(json["usage"]["completion_tokens"], 4);
+}
+
+TEST(OpenAiEncoderTest, OneChoiceIsWhatOneEncoderWrites) {
+  absl::StatusOr<OpenAiRequest> request = Completions(R"({"prompt": "x", "stream": true,
+      "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(request.ok());
+  OpenAiEncoder one(*request, "cmpl-1", 1, "tiny", Piece);
+  OpenAiChoicesEncoder wrapped(1, *request, "cmpl-1", 1, "tiny", Piece);
+  for (bool last : {false, true}) {
+    v1::GenerateResponse m = last ? Last(v1::FINISH_REASON_STOP) : Message(" Hi", {1});
+    EXPECT_EQ(wrapped.StreamMessage(m, last, absl::OkStatus()), one.StreamMessage(m, last, absl::OkStatus()));
+  }
 }
 
 TEST(OpenAiEncoderTest, CompletionsStreamWithoutUsageEndsWithLength) {
