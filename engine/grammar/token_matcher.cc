@@ -1,6 +1,7 @@
 #include "engine/grammar/token_matcher.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string_view>
 #include <utility>
@@ -12,6 +13,7 @@ namespace {
 // Bound on the whole-state cache of one compiled constraint.
 constexpr size_t kMaxStateCacheBytes = 64 << 20;
 constexpr uint32_t kWholeStackMark = 0xFFFFFFFFu;
+constexpr uint32_t kFirstTokenMark = 0xFFFFFFFEu;
 
 inline void SetBit(uint32_t* mask, int id) { mask[id >> 5] |= 1u << (id & 31); }
 inline bool TestBit(const uint32_t* mask, int id) { return (mask[id >> 5] >> (id & 31)) & 1u; }
@@ -129,12 +131,10 @@ GrammarConstraint::Stats GrammarConstraint::stats() const {
 void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_token,
                                  uint32_t* mask) const {
   const int words = mask_words();
-  if (first_token) {
-    // Once per request, and the only place the stripped bytes matter.
-    WalkFull(stacks, /*strip_first_space=*/true, mask);
-    return;
-  }
+  // The key of the state; the first token of a space-stripping tokenizer
+  // has masks of its own (marked by a leading kFirstTokenMark).
   std::vector<uint32_t> key;
+  if (first_token) key.push_back(kFirstTokenMark);
   for (const Stack& s : stacks) {
     key.push_back(static_cast<uint32_t>(s.size()));
     key.insert(key.end(), s.begin(), s.end());
@@ -149,6 +149,12 @@ void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_to
     }
     ++stats_.state_misses;
   }
+  if (first_token) {
+    // The only place the stripped bytes matter: one uncached walk.
+    WalkFull(stacks, /*strip_first_space=*/true, mask);
+    StoreStateMask(std::move(key), mask);
+    return;
+  }
   std::memset(mask, 0, sizeof(uint32_t) * words);
   for (const Stack& s : stacks) {
     if (s.empty()) continue;
@@ -156,11 +162,45 @@ void GrammarConstraint::FillMask(const std::vector<Stack>& stacks, bool first_to
     const uint32_t* acc = e->accepted.data();
     for (int w = 0; w < words; ++w) mask[w] |= acc[w];
     if (e->uncertain.empty()) continue;
-    BytesChecker checker;
-    for (int32_t id : e->uncertain) {
-      if (!TestBit(mask, id) && checker.Accepts(*grammar_, s, vocab_->bytes[id])) SetBit(mask, id);
-    }
+    CheckUncertain(s, e->uncertain, mask);
   }
+  StoreStateMask(std::move(key), mask);
+}
+
+// The uncertain tokens come in trie order (sorted by bytes): the stack sets
+// along the previous token's bytes are kept, so a token advances only from
+// where it differs from the one before, and tokens under a rejected prefix
+// are refused at once.
+void GrammarConstraint::CheckUncertain(const Stack& stack, const std::vector<int32_t>& ids,
+                                       uint32_t* mask) const {
+  std::vector<StackSet> level(1);
+  level[0].Add(stack.data(), static_cast<uint32_t>(stack.size()));
+  Stack scratch;
+  std::string_view prev;
+  size_t valid = 0;  // level[0..valid] are the sets after prev's first bytes
+  for (int32_t id : ids) {
+    const std::string_view b = vocab_->bytes[id];
+    size_t d = 0;
+    while (d < valid && d < b.size() && d < prev.size() && b[d] == prev[d]) ++d;
+    prev = b;
+    if (TestBit(mask, id)) {
+      valid = std::min(valid, d);
+      continue;
+    }
+    if (level.size() < b.size() + 1) level.resize(b.size() + 1);
+    bool ok = !level[d].empty();
+    while (ok && d < b.size()) {
+      AdvanceStackSet(*grammar_, level[d], static_cast<uint8_t>(b[d]), &level[d + 1], &scratch);
+      ++d;
+      ok = !level[d].empty();
+    }
+    valid = d;  // an empty level[d] refuses every token that shares the prefix
+    if (ok) SetBit(mask, id);
+  }
+}
+
+void GrammarConstraint::StoreStateMask(std::vector<uint32_t> key, const uint32_t* mask) const {
+  const int words = mask_words();
   auto copy = std::make_shared<const std::vector<uint32_t>>(mask, mask + words);
   absl::MutexLock lock(&mu_);
   const size_t bytes = sizeof(uint32_t) * (words + key.size()) + 64;
@@ -183,8 +223,11 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::GetCon
   }
   // Computed outside the lock: another thread may compute the same entry;
   // the first one stored wins.
+  const auto start = std::chrono::steady_clock::now();
   std::shared_ptr<const ContextEntry> entry = ComputeContextEntry(top, whole);
+  const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
   absl::MutexLock lock(&mu_);
+  stats_.context_compute_us += us;
   return context_cache_.emplace(std::move(key), std::move(entry)).first->second;
 }
 

@@ -50,10 +50,9 @@ class GrammarConstraint : public CompiledConstraint,
   // first_token: the tokenizer strips the leading space of this token.
   void FillMask(const std::vector<Stack>& stacks, bool first_token, uint32_t* mask) const;
 
-  // Computes the context-independent entries of every stack reachable in
-  // the first `steps` bytes... (not needed): exposed for the bench, which
-  // reports cache statistics.
+  // Cache statistics, for the bench.
   struct Stats {
+    double context_compute_us = 0;  // time spent computing context entries
     int64_t context_entries = 0;
     int64_t state_entries = 0;
     int64_t state_hits = 0;
@@ -68,6 +67,8 @@ class GrammarConstraint : public CompiledConstraint,
   };
   std::shared_ptr<const ContextEntry> GetContextEntry(const Stack& stack) const;
   std::shared_ptr<const ContextEntry> ComputeContextEntry(const Stack& top, bool whole) const;
+  void CheckUncertain(const Stack& stack, const std::vector<int32_t>& ids, uint32_t* mask) const;
+  void StoreStateMask(std::vector<uint32_t> key, const uint32_t* mask) const;
   // A walk of the whole trie with full stacks (no cache): the first token of
   // a space-stripping tokenizer.
   void WalkFull(const std::vector<Stack>& stacks, bool strip_first_space, uint32_t* mask) const;
