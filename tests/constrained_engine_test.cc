@@ -19,6 +19,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
 #include "engine/request_validation.h"
@@ -374,6 +375,60 @@ TEST_F(RealConstraintTest, GrammarOutputsParse) {
     const std::string text = Sample(spec, seed);
     EXPECT_TRUE(std::regex_match(text, judge)) << "seed " << seed << ": \"" << text << "\"";
   }
+}
+
+TEST_F(RealConstraintTest, JsonSchemaAndJsonObjectOutputsParseAndValidate) {
+  const std::string schema = R"({"type": "object",
+      "properties": {"name": {"type": "string", "maxLength": 8},
+                     "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                     "pet": {"enum": ["cat", "dog"]}},
+      "required": ["name", "age"], "additionalProperties": false})";
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    const std::string text =
+        Sample({ConstraintSpec::Kind::kJsonSchema, schema, {}}, seed, /*max_new_tokens=*/160);
+    // nlohmann::json parses; the schema's rules are checked one by one.
+    nlohmann::json value = nlohmann::json::parse(text, nullptr, false);
+    ASSERT_FALSE(value.is_discarded()) << "seed " << seed << ": " << text;
+    ASSERT_TRUE(value.is_object()) << text;
+    ASSERT_TRUE(value.contains("name") && value["name"].is_string()) << text;
+    // maxLength counts characters (code points), not bytes.
+    const std::string name = value["name"].get<std::string>();
+    EXPECT_LE(std::count_if(name.begin(), name.end(), [](char c) { return (c & 0xC0) != 0x80; }), 8)
+        << text;
+    ASSERT_TRUE(value.contains("age") && value["age"].is_number_integer()) << text;
+    EXPECT_GE(value["age"].get<int64_t>(), 0) << text;
+    EXPECT_LE(value["age"].get<int64_t>(), 120) << text;
+    for (const auto& [key, v] : value.items()) {
+      EXPECT_TRUE(key == "name" || key == "age" || key == "pet") << text;
+      if (key == "pet") EXPECT_TRUE(v == "cat" || v == "dog") << text;
+    }
+  }
+  // Any object: the random model's strings may run past max_new_tokens (a
+  // prefix of an object then); a finished one parses.
+  for (uint64_t seed = 1; seed <= 3; ++seed) {
+    GenerationRequest r;
+    r.prompt = "The river runs";
+    r.max_new_tokens = 64;
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = seed;
+    r.constraint.kind = ConstraintSpec::Kind::kJsonObject;
+    Result got = Run(r);
+    ASSERT_FALSE(got.text.empty());
+    EXPECT_EQ(got.text.find_first_not_of(" \t\n"), got.text.find('{')) << got.text;
+    if (got.last.finish_reason == FinishReason::kLength) continue;
+    nlohmann::json value = nlohmann::json::parse(got.text, nullptr, false);
+    EXPECT_TRUE(!value.is_discarded() && value.is_object()) << "seed " << seed << ": " << got.text;
+  }
+  // An unsupported keyword is refused by name.
+  GenerationRequest r;
+  r.prompt = "x";
+  r.max_new_tokens = 4;
+  r.constraint = {ConstraintSpec::Kind::kJsonSchema,
+                  R"({"type": "object", "patternProperties": {"^a": {}}})", {}};
+  absl::StatusOr<uint64_t> bad = engine_->Submit(r, [](TokenEvent&&) {});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("patternProperties"));
 }
 
 TEST_F(RealConstraintTest, BadGrammarsAreRefusedWithTheirPosition) {
