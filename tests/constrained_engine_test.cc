@@ -581,6 +581,38 @@ TEST_F(ChoicesTest, NOutOfRangeAndResumeWithNAreRefusedByName) {
   EXPECT_THAT(bad.status().message(), HasSubstr("resume_token_ids: not with n > 1"));
 }
 
+TEST(ChoicesFallbackTest, ChoicesThatCannotShareAtMaxBatchPrefillOnTheirOwn) {
+  EngineOptions options;
+  options.max_batch = 2;  // choice 0 and one fork share; the other two wait and prefill
+  std::unique_ptr<Engine> engine = MakeEngine(STREAMGEN_TINY_MODEL_DIR, options);
+  ASSERT_NE(engine, nullptr);
+  GenerationRequest r;
+  r.prompt = "The river runs";
+  r.max_new_tokens = 8;
+  r.sampling.temperature = 1.0f;
+  r.sampling.seed = 11;
+  r.n = 4;
+  const int prompt = static_cast<int>(engine->Tokenize(r.prompt, true).size());
+  const EngineStats before = engine->stats();
+  Choices c;
+  c.n = 4;
+  ASSERT_TRUE(engine->Submit(r, c.Sink()).ok());
+  c.Wait();
+  const EngineStats after = engine->stats();
+  EXPECT_EQ(after.forked_choices - before.forked_choices, 1);
+  EXPECT_EQ(after.prefill_tokens - before.prefill_tokens, 3 * prompt);
+  for (int i = 0; i < 4; ++i) {
+    GenerationRequest alone = r;
+    alone.n = 1;
+    alone.sampling.seed = 11 + i;
+    Collector one;
+    ASSERT_TRUE(engine->Submit(alone, one.Sink()).ok());
+    one.Wait();
+    EXPECT_EQ(c.ids[i], one.ids) << "choice " << i;
+    EXPECT_EQ(c.last[i].index, i);
+  }
+}
+
 // ---- logit_bias through the engine ----
 
 TEST_F(ConstrainedEngineTest, LogitBiasForcesOrBansATokenAndIsValidatedByName) {
