@@ -23,6 +23,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/constraint_state.h"
 #include "engine/kv/kv_pool.h"
 #include "engine/text/detokenizer.h"
 #include "engine/model/device.h"
@@ -72,6 +73,11 @@ double MsBetween(Clock::time_point a, Clock::time_point b) {
 // A request inside the engine. Owned by the loop thread once submitted.
 struct Sequence {
   uint64_t id = 0;
+  uint64_t group = 0;  // the id Submit returned: Cancel(group) reaches every choice
+  int index = 0;       // the choice (GenerationRequest::n)
+  // n > 1, on choice 0 until its prompt is prefilled: the other choices,
+  // forked off it then (ForkChoices).
+  std::vector<std::unique_ptr<Sequence>> forks;
   GenerationRequest request;
   TokenSink sink;
   std::vector<int> prompt_ids;
@@ -84,6 +90,7 @@ struct Sequence {
   std::unique_ptr<SequenceRng> rng;
   std::unique_ptr<IncrementalDetokenizer> detokenizer;
   std::unique_ptr<StopMatcher> stop_matcher;
+  std::unique_ptr<SequenceConstraint> constraint;  // null: free text
   bool cancel = false;    // Cancel() or shutdown reached it
   bool finished = false;  // its last event was sent
   bool sent_first = false;  // its first event was sent
@@ -98,11 +105,13 @@ struct Sequence {
 class Engine::Impl {
  public:
   Impl(EngineOptions options, std::unique_ptr<LlamaModel> model,
-       std::unique_ptr<Tokenizer> tokenizer, ModelInfo info, SchedulerOptions scheduling)
+       std::unique_ptr<Tokenizer> tokenizer, ModelInfo info, SchedulerOptions scheduling,
+       std::shared_ptr<const TokenVocabulary> vocabulary)
       : options_(std::move(options)),
         model_(std::move(model)),
         tokenizer_(std::move(tokenizer)),
         info_(std::move(info)),
+        constraints_(kConstraintCacheSize, std::move(vocabulary), CompileConstraint),
         paused_(options_.start_paused),
         scheduler_(scheduling),
         pool_(model_->NewKvPool(scheduling.num_blocks, scheduling.block_size)) {
@@ -164,8 +173,31 @@ class Engine::Impl {
     return ids;
   }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
+  ConstraintCache& constraints() const { return constraints_; }
 
  private:
+  // Compiled constraints kept for reuse (ConstraintCache).
+  static constexpr size_t kConstraintCacheSize = 64;
+  // Compiles r's constraint (through the cache) into seq's state. On the
+  // caller's thread.
+  absl::Status PrepareConstraint(Sequence* seq);
+  // The rows of this step that are constrained: their masks are filled on
+  // another thread while the model runs (FillMasks); Wait() before sampling.
+  std::future<void> StartMasks(const std::vector<Sequence*>& seqs) const;
+  // Advances seq's matcher over a sampled, non-ending token. false: the
+  // token was not allowed (a bug: the sampler only sees allowed tokens).
+  bool AcceptConstrained(Sequence* seq, int id);
+  // n > 1: the other choices of a request, made in Submit from choice 0
+  // (seed + i), waiting in seq->forks.
+  absl::Status PrepareChoices(Sequence* seq);
+  // n > 1, right after `seq`'s prompt was prefilled: its forks join the
+  // running sequences sharing its KV blocks (Scheduler::Fork, the partial
+  // block copied) and are returned, to sample from seq's logits row; a fork
+  // that cannot share (max_batch reached, no free block) is queued to
+  // prefill on its own instead.
+  std::vector<Sequence*> ForkChoices(Sequence* seq);
+  // Copies one KV block's slots, every layer (a fork's partial last block).
+  void CopyKvBlock(int from, int to);
   absl::Status Validate(const GenerationRequest& r, const std::vector<int>& ids,
                         int* max_new_tokens) const;
   // Builds seq's sampler state, detokenizer and stop matcher and replays
@@ -207,6 +239,7 @@ class Engine::Impl {
   std::unique_ptr<Tokenizer> tokenizer_;
   const ModelInfo info_;
   int valid_vocab_ = 0;
+  mutable ConstraintCache constraints_;  // thread-safe
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -246,6 +279,21 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
   // The one set of rules (engine/request_validation.h), as every face applies them.
   SG_RETURN_IF_ERROR(ValidateIds(r.prompt_token_ids, "prompt_token_ids", valid_vocab_));
   SG_RETURN_IF_ERROR(ValidateSampling(s, r.top_logprobs));
+  SG_RETURN_IF_ERROR(ValidateLogitBias(s.logit_bias, valid_vocab_));
+  SG_RETURN_IF_ERROR(ValidateConstraintShape(r.constraint));
+  SG_RETURN_IF_ERROR(ValidateChoiceCount(r.n));
+  if (r.n > 1 && !r.resume_token_ids.empty()) {
+    return bad_field("resume_token_ids",
+                     "resume_token_ids: not with n > 1: resume each choice i as its own request "
+                     "(n 1, seed + i)");
+  }
+  if (r.constraint.kind != ConstraintSpec::Kind::kNone && r.ignore_eos) {
+    // The grammar decides where EOS may come; generating past it would leave
+    // the grammar with nothing to allow.
+    return bad_field("ignore_eos", "ignore_eos cannot be combined with a constraint (",
+                     ConstraintKindName(r.constraint.kind),
+                     "): the output ends where the constraint's match is complete");
+  }
   SG_RETURN_IF_ERROR(
       ValidateStops(r.stop, r.stop_token_ids,
                     StopLimits{model_->config().vocab_size, options_.max_stop_strings,
@@ -317,6 +365,22 @@ absl::Status Engine::Impl::PrepareStreamState(Sequence* seq) const {
   for (size_t i = 0; i < r.resume_token_ids.size(); ++i) {
     const int id = r.resume_token_ids[i];
     if (r.sampling.temperature > 0.0f) seq->rng->NextUniform();
+    if (seq->constraint != nullptr) {
+      TokenMatcher& matcher = *seq->constraint->matcher;
+      if (matcher.IsTerminated() || !matcher.AcceptToken(id)) {
+        return InvalidField(
+            "resume_token_ids",
+            absl::StrCat("resume_token_ids[", i, "]: ", id, " is not allowed by the constraint (",
+                         ConstraintKindName(r.constraint.kind), ") here: these ids are not what "
+                         "this request generated"));
+      }
+      if (matcher.IsTerminated()) {
+        return InvalidField("resume_token_ids",
+                            absl::StrCat("resume_token_ids[", i, "]: the constraint's match is "
+                                         "complete at this token: the stream ended there, "
+                                         "nothing is left to resume"));
+      }
+    }
     if (seq->stop_matcher->Push(seq->detokenizer->Append(id)).stopped) {
       return InvalidField("resume_token_ids",
                           absl::StrCat("resume_token_ids[", i,
@@ -331,10 +395,100 @@ absl::Status Engine::Impl::PrepareStreamState(Sequence* seq) const {
   return absl::OkStatus();
 }
 
+absl::Status Engine::Impl::PrepareConstraint(Sequence* seq) {
+  const ConstraintSpec& spec = seq->request.constraint;
+  if (spec.kind == ConstraintSpec::Kind::kNone) return absl::OkStatus();
+  absl::StatusOr<std::shared_ptr<const CompiledConstraint>> compiled = constraints_.Get(spec);
+  if (!compiled.ok()) {
+    // The compiler's messages start with the kind and name the position or
+    // keyword; the field is the constraint whatever it says.
+    return FieldOf(compiled.status()).empty() ? WithField(compiled.status(), "constraint")
+                                              : compiled.status();
+  }
+  // The mask has a bit per id of the vocabulary the constraint was compiled
+  // for (valid_vocab_ ids: the sampler reads as many).
+  seq->constraint =
+      std::make_unique<SequenceConstraint>(*std::move(compiled), constraints_.vocabulary()->size());
+  return absl::OkStatus();
+}
+
+std::future<void> Engine::Impl::StartMasks(const std::vector<Sequence*>& seqs) const {
+  std::vector<SequenceConstraint*> states;
+  for (Sequence* seq : seqs) {
+    if (seq->constraint != nullptr) states.push_back(seq->constraint.get());
+  }
+  if (states.empty()) return {};
+  // The masks for this step's tokens, on another thread while the forward
+  // pass runs: the matchers already hold the previous step's tokens, and the
+  // loop touches neither them nor the masks until it waits for this.
+  return std::async(std::launch::async, [states = std::move(states)] { FillMasks(states); });
+}
+
+absl::Status Engine::Impl::PrepareChoices(Sequence* seq) {
+  const GenerationRequest& r = seq->request;
+  for (int i = 1; i < r.n; ++i) {
+    auto fork = std::make_unique<Sequence>();
+    fork->request = r;
+    fork->sink = seq->sink;
+    fork->index = i;
+    fork->seed = seq->seed + static_cast<uint64_t>(i);
+    fork->prompt_ids = seq->prompt_ids;
+    fork->max_new_tokens = seq->max_new_tokens;
+    fork->submitted = seq->submitted;
+    SG_RETURN_IF_ERROR(PrepareConstraint(fork.get()));  // a cache hit
+    SG_RETURN_IF_ERROR(PrepareStreamState(fork.get()));
+    seq->forks.push_back(std::move(fork));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<Sequence*> Engine::Impl::ForkChoices(Sequence* seq) {
+  std::vector<Sequence*> forked;
+  std::vector<SequenceConstraint*> masks;
+  for (auto& fork : seq->forks) {
+    Sequence* raw = fork.get();
+    raw->admitted = seq->admitted;
+    absl::StatusOr<std::pair<int, int>> copy =
+        scheduler_.Fork(seq->id, raw->id, raw->max_new_tokens);
+    if (copy.ok()) {
+      if (copy->first >= 0) CopyKvBlock(copy->first, copy->second);
+      forked.push_back(raw);
+      if (raw->constraint != nullptr) masks.push_back(raw->constraint.get());
+    } else {
+      // No room to share now: it prefills the prompt on its own, like a
+      // request of its own at the queue's end.
+      absl::Status added = scheduler_.Add(
+          raw->id, static_cast<int>(raw->tokens.size()), raw->max_new_tokens,
+          options_.prefix_caching ? raw->tokens : std::vector<int>());
+      if (!added.ok()) raw->cancel = true;  // finished as cancelled by TakeWork
+    }
+    sequences_.emplace(raw->id, std::move(fork));
+  }
+  seq->forks.clear();
+  FillMasks(masks);  // their first tokens: the same position as seq's
+  if (!forked.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.forked_choices += static_cast<int64_t>(forked.size());
+  }
+  return forked;
+}
+
+void Engine::Impl::CopyKvBlock(int from, int to) {
+  const int64_t bs = pool_.block_size;
+  for (std::vector<torch::Tensor>* layers : {&pool_.k, &pool_.v}) {
+    for (torch::Tensor& t : *layers) t.narrow(0, to * bs, bs).copy_(t.narrow(0, from * bs, bs));
+  }
+}
+
+bool Engine::Impl::AcceptConstrained(Sequence* seq, int id) {
+  return seq->constraint == nullptr || seq->constraint->matcher->AcceptToken(id);
+}
+
 void Engine::Impl::StampEvent(Sequence* seq, TokenEvent* event) {
   event->first = !seq->sent_first;
   seq->sent_first = true;
-  event->seed = seq->seed;
+  event->seed = seq->seed - seq->index;  // the request's: choice i samples with seed + i
+  event->index = seq->index;
 }
 
 absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSink sink) {
@@ -360,7 +514,9 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
   }
   seq->request = std::move(request);
   seq->sink = std::move(sink);
+  SG_RETURN_IF_ERROR(PrepareConstraint(seq.get()));
   SG_RETURN_IF_ERROR(PrepareStreamState(seq.get()));
+  SG_RETURN_IF_ERROR(PrepareChoices(seq.get()));
 
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return absl::UnavailableError("the engine is shutting down");
@@ -369,6 +525,11 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
                                                      " requests waiting); retry later"));
   }
   seq->id = next_id_++;
+  seq->group = seq->id;
+  for (auto& fork : seq->forks) {
+    fork->id = next_id_++;
+    fork->group = seq->id;
+  }
   const uint64_t id = seq->id;
   if (seq->resumed > 0) {
     stats_.resumed++;
@@ -383,6 +544,10 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
 
 void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
                           std::vector<TokenInfo> tokens, absl::Status status) {
+  // Choices not forked yet end with choice 0 (cancelled or failed before its
+  // first token).
+  for (auto& fork : seq->forks) Finish(fork.get(), reason, "", {}, status);
+  seq->forks.clear();
   TokenEvent event;
   event.text = std::move(text);
   event.tokens = std::move(tokens);
@@ -408,8 +573,10 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
   scheduler_.Remove(seq->id);  // frees its KV blocks now
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.finished++;
-    if (reason == FinishReason::kCancelled) stats_.cancelled++;
+    if (seq->index == 0) {  // requests, not choices: as submitted counts them
+      stats_.finished++;
+      if (reason == FinishReason::kCancelled) stats_.cancelled++;
+    }
     CountGenerated(seq);
   }
   seq->sink(std::move(event));
@@ -439,8 +606,18 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
     // The token's own text never reaches the output; what was held back does.
     return FinishFlushed(seq, ends, "", tokens);
   }
+  if (!AcceptConstrained(seq, token.id)) {
+    return Finish(seq, FinishReason::kError, "", tokens,
+                  absl::InternalError(absl::StrCat("token ", token.id,
+                                                   " was sampled but the constraint does not allow it")));
+  }
   StopMatcher::Result out = seq->stop_matcher->Push(seq->detokenizer->Append(token.id));
   if (out.stopped) return Finish(seq, FinishReason::kStop, out.text, tokens);
+  // A complete match that nothing may follow ends like a stop (OpenAI's
+  // finish_reason "stop"), its last token's text included.
+  if (seq->constraint != nullptr && seq->constraint->matcher->IsTerminated()) {
+    return FinishFlushed(seq, FinishReason::kStop, std::move(out.text), tokens);
+  }
   const bool at_length =
       static_cast<int>(seq->output_ids.size()) >= seq->max_new_tokens ||
       static_cast<int>(seq->tokens.size()) >= model_->config().max_position_embeddings;
@@ -453,6 +630,7 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
 }
 
 void Engine::Impl::RunStep(const SchedulerStep& step) {
+  int64_t prefilled = 0;
   std::vector<SeqChunk> chunks;
   std::vector<Sequence*> chunk_seqs;
   std::vector<int64_t> sample_rows;  // chunks whose logits are sampled
@@ -464,6 +642,7 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
                                                seq->tokens.begin() + p.start + p.length),
                               p.start, &scheduler_.BlockTable(p.id)});
     chunk_seqs.push_back(seq);
+    prefilled += p.length;
   }
   for (uint64_t id : step.decodes) {
     Sequence* seq = sequences_.at(id).get();
@@ -474,17 +653,41 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
     chunk_seqs.push_back(seq);
   }
   if (chunks.empty()) return;
-  torch::Tensor logits = model_->Step(chunks, &pool_);  // [chunks, vocab]
+  std::vector<Sequence*> sampled;
+  for (int64_t r : sample_rows) sampled.push_back(chunk_seqs[r]);
+  std::future<void> masks = StartMasks(sampled);
+  torch::Tensor logits;  // [chunks, vocab]
+  try {
+    logits = model_->Step(chunks, &pool_);
+  } catch (...) {
+    if (masks.valid()) masks.wait();  // the matchers outlive no thread that uses them
+    throw;
+  }
+  if (masks.valid()) masks.get();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.prefill_tokens += prefilled;
+  }
   if (sample_rows.empty()) return;
-  if (sample_rows.size() != chunks.size()) {
+  // n > 1: choices forked off a prompt prefilled just now sample from its row.
+  std::vector<Sequence*> row_seqs;
+  for (int64_t r : sample_rows) row_seqs.push_back(chunk_seqs[r]);
+  const size_t own_rows = row_seqs.size();
+  for (size_t k = 0; k < own_rows; ++k) {
+    for (Sequence* fork : ForkChoices(row_seqs[k])) {
+      sample_rows.push_back(sample_rows[k]);
+      row_seqs.push_back(fork);
+    }
+  }
+  if (sample_rows.size() != chunks.size() || sample_rows.size() != own_rows) {
     logits = logits.index_select(0, torch::tensor(sample_rows).to(logits.device()));
   }
   std::vector<SampleInput> rows;
   std::vector<Sequence*> seqs;
-  for (int64_t r : sample_rows) {
-    Sequence* s = chunk_seqs[r];
+  for (Sequence* s : row_seqs) {
     rows.push_back(SampleInput{&s->request.sampling, &s->prompt_ids, &s->output_ids, s->rng.get(),
-                               s->request.top_logprobs});
+                               s->request.top_logprobs,
+                               s->constraint ? s->constraint->mask.data() : nullptr});
     seqs.push_back(s);
   }
   std::vector<TokenInfo> picked = SampleBatch(logits, rows, valid_vocab_);
@@ -536,7 +739,7 @@ bool Engine::Impl::TakeWork() {
     if (paused_ && step_budget_ > 0 && !stopping_) step_budget_--;
     stopping = stopping_;
     for (auto& s : incoming_) {
-      if (stopping || cancel_.count(s->id)) {
+      if (stopping || cancel_.count(s->group)) {
         cancelled_incoming.push_back(std::move(s));
         continue;
       }
@@ -555,7 +758,7 @@ bool Engine::Impl::TakeWork() {
     }
     incoming_.clear();
     for (auto& [id, s] : sequences_) {
-      if (stopping || cancel_.count(id)) s->cancel = true;
+      if (stopping || cancel_.count(s->group)) s->cancel = true;
     }
     cancel_.clear();
     scheduler_waiting_ = scheduler_.num_waiting_fresh();
@@ -618,7 +821,7 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   try {
     return std::make_unique<Engine::Impl>(options, std::move(built.model),
                                           std::move(built.tokenizer), std::move(built.info),
-                                          built.scheduling);
+                                          built.scheduling, std::move(built.vocabulary));
   } catch (const c10::Error& e) {  // e.g. out of memory for the KV pool
     return absl::ResourceExhaustedError(
         absl::StrCat("allocating the KV cache (", blocks, " blocks): ", e.what_without_backtrace()));
@@ -700,7 +903,18 @@ std::string Engine::TokenPiece(int id) const {
   return impl_->tokenizer().IdToPiece(id);
 }
 const ModelInfo& Engine::model_info() const { return impl_->info(); }
-EngineStats Engine::stats() const { return impl_->stats(); }
+EngineStats Engine::stats() const {
+  EngineStats stats = impl_->stats();
+  stats.constraint_compiles = impl_->constraints().compiles();
+  stats.constraint_cache_hits = impl_->constraints().hits();
+  return stats;
+}
+const std::shared_ptr<const TokenVocabulary>& Engine::token_vocabulary() const {
+  return impl_->constraints().vocabulary();
+}
+void Engine::SetConstraintCompilerForTesting(ConstraintCompiler compiler) {
+  impl_->constraints().SetCompiler(std::move(compiler));
+}
 void Engine::Pause() { impl_->Pause(); }
 void Engine::Resume() { impl_->Resume(); }
 void Engine::Step(int iterations) { impl_->Step(iterations); }

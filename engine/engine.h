@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/constraint_state.h"
+#include "engine/grammar/constraint.h"
 #include "engine/model/model_config.h"
 #include "engine/request.h"
 
@@ -108,6 +110,10 @@ struct EngineStats {
   int64_t resumed_tokens = 0;        // their resume_token_ids
   int64_t cpu_threads = 0;           // gauge: intra-op threads now (CPU; adaptive_threads)
   int64_t cpu_thread_changes = 0;    // times adaptive_threads changed the count
+  int64_t prefill_tokens = 0;        // positions computed by prefill chunks (recomputes included)
+  int64_t forked_choices = 0;        // n > 1 choices forked off a prefilled prompt (no prefill of their own)
+  int64_t constraint_compiles = 0;   // constraints compiled (ConstraintCache misses that compiled)
+  int64_t constraint_cache_hits = 0; // requests whose constraint was compiled already
 };
 
 // Whether this CPU has native bfloat16 dot products (x86 AVX512-BF16), without
@@ -122,7 +128,9 @@ class Engine {
   ~Engine();  // Shutdown()
 
   // Thread-safe. Validates and queues `request`; `sink` then receives its
-  // events on the loop thread. Returns the engine's id for Cancel().
+  // events on the loop thread (n > 1: every choice's, see
+  // GenerationRequest::n). Returns the engine's id for Cancel() (which
+  // cancels every choice).
   // INVALID_ARGUMENT (bad request, names the field), RESOURCE_EXHAUSTED (queue
   // full), UNAVAILABLE (shutting down).
   absl::StatusOr<uint64_t> Submit(GenerationRequest request, TokenSink sink);
@@ -153,6 +161,14 @@ class Engine {
 
   const ModelInfo& model_info() const;  // thread-safe (immutable)
   EngineStats stats() const;            // thread-safe
+
+  // The vocabulary constraints are compiled for (built once at load).
+  // Thread-safe (immutable).
+  const std::shared_ptr<const TokenVocabulary>& token_vocabulary() const;
+  // Test hook: requests' constraints are compiled by `compiler` from now on
+  // instead of the grammar engine's CompileConstraint (the cache is
+  // emptied). Thread-safe.
+  void SetConstraintCompilerForTesting(ConstraintCompiler compiler);
 
   // Test hooks: hold the loop before its next iteration / let it run / run n
   // iterations while held. Thread-safe.

@@ -3,11 +3,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "engine/grammar/vocabulary.h"
 #include "engine/kv/kv_pool.h"
 #include "engine/model/cuda/cuda_ops.h"
 #include "engine/model/device.h"
@@ -135,6 +137,17 @@ absl::StatusOr<BuiltModel> BuildModel(const EngineOptions& options,
   info.kv_cache_blocks = scheduling.num_blocks;
   info.kv_cache_tokens = blocks * options.kv_block_size;
   info.prefix_caching = options.prefix_caching;
+  {
+    auto vocabulary = std::make_shared<TokenVocabulary>(*BuildTokenVocabulary(
+        *built.tokenizer, c.eos_token_ids, std::min(built.tokenizer->piece_count(), c.vocab_size)));
+    // The engine's output is the continuation of the prompt: its detokenizer
+    // decodes with the prompt as context (IncrementalDetokenizer), so a first
+    // token "▁{" adds " {", its space kept; sentencepiece's dummy-prefix strip
+    // applies to the start of a whole text, never here. (Found by
+    // RealConstraintTest: with the strip, regex outputs began with a space.)
+    vocabulary->strips_first_space = false;
+    built.vocabulary = std::move(vocabulary);
+  }
   return built;
 }
 

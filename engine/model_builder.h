@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
+#include "engine/grammar/constraint.h"
 #include "engine/model/llama_model.h"
 #include "engine/model/model_config.h"
 #include "engine/scheduler.h"
@@ -34,7 +35,12 @@ struct BuiltModel {
   ModelInfo info;                        // every field set
   SchedulerOptions scheduling;           // the options' limits; num_blocks: the KV pool's
                                          // size, validated (Scheduler::Validate)
+  // The vocabulary as constraints see it (engine/grammar/vocabulary.h),
+  // built once, over the ids the sampler may choose (the tokenizer's pieces
+  // within the embedding).
+  std::shared_ptr<const TokenVocabulary> vocabulary;
 };
+
 
 // Sets the calling thread's intra-op threads (ConfigureThreads: call it on
 // the thread that will run the model), checks gpu_memory_fraction, loads the

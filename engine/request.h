@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/grammar/constraint.h"
 
 namespace streamgen {
 
@@ -22,6 +23,11 @@ struct SamplingParams {
   float presence_penalty = 0.0f;    // 0: off; OpenAI-style, over output tokens
   float frequency_penalty = 0.0f;   // 0: off; OpenAI-style, over output tokens
   std::optional<uint64_t> seed;     // empty: the engine picks one (< 2^53) and reports it
+  // Added to a token's logit after the penalties and before temperature /
+  // greedy (vLLM's order); each bias in [-100, 100], ids in the vocabulary,
+  // at most kMaxLogitBias entries (request_validation.h). -100 bans a token in
+  // practice, +100 all but forces it. Logprobs do not see it.
+  std::vector<std::pair<int, float>> logit_bias;
 };
 
 // One generation. Exactly one of `prompt` / `prompt_token_ids` is set.
@@ -35,6 +41,22 @@ struct GenerationRequest {
   std::vector<int> stop_token_ids;     // like EOS, but always honoured
   bool ignore_eos = false;             // keep going past EOS ids
   int top_logprobs = 0;                // alternatives reported per token, 0..20
+  // What the output must match (engine/grammar/constraint.h): kind kNone is
+  // free text. Compiled in Submit (INVALID_ARGUMENT naming "constraint" and
+  // the position or schema keyword); per step the sampler only sees the
+  // tokens the grammar allows, EOS only where it can end, and a completed
+  // match ends the sequence with kStop. Stop strings and stop ids still end
+  // the output, even inside the grammar. Refused with ignore_eos.
+  ConstraintSpec constraint;
+  // Choices generated for this prompt, 1..kMaxChoices. The prompt is
+  // prefilled once: the other choices fork off choice 0 right after its
+  // prefill, sharing its KV blocks (the partial last block copied), and
+  // sample their first token from the same logits. Choice i samples with
+  // seed + i (the request's seed, or the engine's pick), so a request with a
+  // seed gives the same n texts again. Each choice's events carry its index;
+  // each choice ends with its own last event (n last events in all). Not with
+  // resume_token_ids (resume each choice as its own n = 1 request with seed + i).
+  int n = 1;
   // Resuming a stream: the ids already delivered for this same request (same
   // prompt, parameters and seed). The engine prefills prompt + these, advances
   // the sampler's random numbers by one draw per id (temperature > 0), counts
@@ -93,11 +115,13 @@ struct TokenEvent {
   std::vector<TokenInfo> tokens; // tokens generated since the previous event
   FinishReason finish_reason = FinishReason::kNone;
   bool first = false;            // the request's first event (it may also be the last)
-  uint64_t seed = 0;             // every event: the seed used (the engine's when the request had none)
+  uint64_t seed = 0;             // every event: the request's seed (the engine's pick when it had
+                                 // none); choice i samples with seed + i
+  int index = 0;                 // the choice (0..n-1); `first` and the last event are per choice
   // Set on the last event only:
   absl::Status status;           // non-OK with kError
-  int prompt_tokens = 0;
-  int completion_tokens = 0;     // every generated token, EOS / stop tokens included
+  int prompt_tokens = 0;         // the prompt (the same for every choice: count it once)
+  int completion_tokens = 0;     // this choice's: every generated token, EOS / stop tokens included
                                  // (and a resumed stream's resume_token_ids)
   double queue_ms = 0;           // submit -> admitted
   double ttft_ms = 0;            // submit -> first token

@@ -78,6 +78,36 @@ absl::Status Scheduler::Add(uint64_t id, int prompt_tokens, int max_new_tokens,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::pair<int, int>> Scheduler::Fork(uint64_t parent, uint64_t child,
+                                                    int max_new_tokens) {
+  if (sequences_.count(child) != 0) {
+    return absl::AlreadyExistsError(absl::StrFormat("sequence %d already exists", child));
+  }
+  auto it = sequences_.find(parent);
+  if (it == sequences_.end() || it->second.state != State::kDecoding ||
+      it->second.cached != it->second.known) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("sequence %d has not just finished its prefill", parent));
+  }
+  const Sequence& from = it->second;
+  if (static_cast<int>(running_.size()) >= options_.max_batch) {
+    return absl::ResourceExhaustedError("max_batch sequences are running");
+  }
+  if (from.cached % options_.block_size != 0 && UnreservedFreeBlocks() == 0) {
+    return absl::ResourceExhaustedError("no free KV block to copy the last prompt block into");
+  }
+  Sequence seq;
+  seq.prompt_tokens = from.prompt_tokens;
+  seq.max_new_tokens = max_new_tokens;
+  seq.known = from.known;
+  seq.cached = from.cached;
+  seq.state = State::kDecoding;
+  const std::pair<int, int> copy = kv_.Fork(parent, child, from.cached);
+  sequences_.emplace(child, seq);
+  running_.push_back(child);
+  return copy;
+}
+
 void Scheduler::Remove(uint64_t id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;

@@ -62,6 +62,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/kv/kv_cache_manager.h"
 
 namespace streamgen {
@@ -117,6 +118,19 @@ class Scheduler {
   // share and publish prompt blocks; without them it does neither.
   absl::Status Add(uint64_t id, int prompt_tokens, int max_new_tokens,
                    std::vector<int> prompt_ids = {});
+
+  // n > 1 choices: `child` (a new id) continues from where `parent` is now,
+  // its prompt computed once: right after the parent's last prefill chunk
+  // was planned (state kDecoding, no token appended yet), the child gets
+  // the parent's known and cached tokens, shares its full KV blocks and gets
+  // a private copy of the partial last one (KvCacheManager::Fork), and is
+  // running (kDecoding) at the back of the running list. Returns the blocks
+  // whose slots the caller must copy ({parent's, child's}, or {-1, -1}).
+  // RESOURCE_EXHAUSTED when max_batch sequences run already or the block to
+  // copy into is not free (the caller then Add()s the child to prefill on
+  // its own); FAILED_PRECONDITION when the parent is not in that state;
+  // ALREADY_EXISTS for a known child id.
+  absl::StatusOr<std::pair<int, int>> Fork(uint64_t parent, uint64_t child, int max_new_tokens);
 
   // Finish / cancel / deadline: forgets `id` and frees its blocks at once,
   // whatever its state. Unknown id: no-op.

@@ -76,6 +76,11 @@ void GenerationCall::Submit(Engine* engine, GenerationRequest request) {
     resumed_tokens_ = static_cast<int>(request.resume_token_ids.size());
   }
   stream_.SetModelFingerprint(engine->model_info().fingerprint);
+  stream_.SetChoices(request.n);
+  choices_left_ = request.n;
+  if (request.constraint.kind != ConstraintSpec::Kind::kNone) {
+    stream_.SetConstraint(ConstraintKindName(request.constraint.kind));
+  }
   std::shared_ptr<GenerationCall> self = shared_from_this();
   absl::StatusOr<uint64_t> id = engine->Submit(
       std::move(request), [self](TokenEvent&& event) { self->OnEngineEvent(std::move(event)); });
@@ -102,7 +107,9 @@ void GenerationCall::Abort(const absl::Status& status) {
 }
 
 void GenerationCall::OnEngineEvent(TokenEvent&& event) {
-  bool last = event.finish_reason != FinishReason::kNone;
+  // n > 1: the request ends with its last choice's last event. (The engine's
+  // events come on its one loop thread: choices_left_ needs no lock.)
+  bool last = event.finish_reason != FinishReason::kNone && --choices_left_ == 0;
   absl::Time now = absl::Now();
   if (!event.tokens.empty()) {
     env_.metrics->RecordTokens(static_cast<int>(event.tokens.size()), !got_token_,

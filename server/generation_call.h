@@ -108,6 +108,7 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
   // Touched only by the engine's sink (one loop thread): for inter-token latency.
   bool got_token_ = false;
   absl::Time last_token_at_;
+  int choices_left_ = 1;  // engine thread (set in Submit before the engine has the request)
 
   absl::Mutex mu_;
   Engine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/http_transport.h"
+#include "server/openai_choices.h"
 #include "server/openai_encoder.h"
 
 namespace streamgen {
@@ -191,8 +192,8 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
   if (call == nullptr) return;
   Engine* engine = admission->engine();
   const char* prefix = route == OpenAiRoute::kChat ? "chatcmpl-" : "cmpl-";
-  auto encoder = std::make_shared<OpenAiEncoder>(
-      *request, absl::StrCat(prefix, call->request_id()), static_cast<int64_t>(std::time(nullptr)),
+  auto encoder = std::make_shared<OpenAiChoicesEncoder>(
+      std::max<int>(1, request->request.n()), *request, absl::StrCat(prefix, call->request_id()), static_cast<int64_t>(std::time(nullptr)),
       ServedModelName(), [engine](int id) { return engine->TokenPiece(id); });
   encoder->set_system_fingerprint(engine->model_info().fingerprint);
   // A token whose piece has more than spaces but which decodes to nothing on

@@ -1,6 +1,7 @@
 #include "server/openai_api.h"
 
 #include "engine/request_validation.h"
+#include "server/openai_structured.h"
 
 #include <cmath>
 #include <limits>
@@ -272,15 +273,6 @@ absl::Status Unsupported(const Json& body) {
   if (const Json* suffix = Field(body, "suffix");
       suffix != nullptr && !(suffix->is_string() && suffix->get<std::string>().empty())) {
     return BadField("suffix", "is not supported");
-  }
-  if (const Json* bias = Field(body, "logit_bias"); bias != nullptr && !bias->empty()) {
-    return BadField("logit_bias", "is not supported");
-  }
-  if (const Json* format = Field(body, "response_format"); format != nullptr) {
-    auto type = format->is_object() ? format->find("type") : format->end();
-    if (type == format->end() || *type != "text") {
-      return BadField("response_format", "is not supported (only {\"type\": \"text\"})");
-    }
   }
   return absl::OkStatus();
 }
@@ -572,12 +564,17 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiRoute route, const Json& 
     return absl::InvalidArgumentError("ParseOpenAiRequest: not an OpenAI route");
   }
   SG_ASSIGN_OR_RETURN(std::optional<int64_t> n, Integer(body, "n"));
-  if (n.has_value() && *n != 1) {
-    return BadField("n", absl::StrCat("must be 1 (one choice per request), got ", *n));
+  if (n.has_value()) {
+    // The range is the validator's (n must be in [1, 8]); negative would wrap.
+    // (The proto's 0 means 1, so 0 is refused here.)
+    if (*n < 1) return BadField("n", absl::StrCat("must be in [1, ", kMaxChoices, "], got ", *n));
+    request.set_n(ClampToUint32(*n));
   }
   SG_ASSIGN_OR_RETURN(std::optional<bool> parse_special, Bool(body, "parse_special_tokens"));
   request.set_parse_special_tokens(parse_special.value_or(false));
   SG_RETURN_IF_ERROR(Sampling(body, &request));
+  SG_RETURN_IF_ERROR(ParseLogitBias(body, &request));
+  SG_RETURN_IF_ERROR(ParseConstraint(body, &request));
   SG_RETURN_IF_ERROR(Stops(body, &request));
   SG_RETURN_IF_ERROR(Logprobs(route, body, &out));
   SG_ASSIGN_OR_RETURN(std::optional<bool> stream, Bool(body, "stream"));

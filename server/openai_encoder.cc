@@ -88,7 +88,7 @@ OJson OpenAiEncoder::Chunk() const {
 std::string OpenAiEncoder::ChoiceEvent(OJson chat_delta, std::string text, OJson logprobs,
                                        OJson finish_reason) const {
   OJson chunk = Chunk();
-  OJson choice = {{"index", 0}};
+  OJson choice = {{"index", index_}};
   if (request_.route == OpenAiRoute::kChat) {
     choice["delta"] = std::move(chat_delta);
   } else {
@@ -107,10 +107,12 @@ void OpenAiEncoder::TakeUsage(const v1::GenerateResponse& last) {
   finish_reason_ = OpenAiFinishReason(last.finish_reason());
 }
 
-OJson OpenAiEncoder::Usage() const {
-  return {{"prompt_tokens", prompt_tokens_},
-          {"completion_tokens", completion_tokens_},
-          {"total_tokens", prompt_tokens_ + completion_tokens_}};
+OJson OpenAiEncoder::Usage() const { return UsageOf(prompt_tokens_, completion_tokens_); }
+
+OJson OpenAiEncoder::UsageOf(int64_t prompt_tokens, int64_t completion_tokens) {
+  return {{"prompt_tokens", prompt_tokens},
+          {"completion_tokens", completion_tokens},
+          {"total_tokens", prompt_tokens + completion_tokens}};
 }
 
 namespace {
@@ -244,24 +246,33 @@ std::string OpenAiEncoder::StreamStart() {
 
 std::string OpenAiEncoder::StreamMessage(const v1::GenerateResponse& message, bool last,
                                          const absl::Status& status) {
+  std::string out = StreamChoice(message, last, /*finish=*/status.ok());
+  if (!last) return out;
+  if (!status.ok()) return absl::StrCat(out, StreamError(status));
+  return absl::StrCat(out, StreamEnd(prompt_tokens_, completion_tokens_));
+}
+
+std::string OpenAiEncoder::StreamChoice(const v1::GenerateResponse& message, bool done,
+                                        bool finish) {
   std::string out;
   std::vector<PendingToken> listed;
-  if (request_.logprobs) listed = ListedTokens(message, last);
+  if (request_.logprobs) listed = ListedTokens(message, done);
   if (!message.text().empty() || !listed.empty()) {
     out = ChoiceEvent({{"content", message.text()}}, message.text(),
                       request_.logprobs ? Logprobs(listed) : OJson(), nullptr);
   }
-  if (!last) return out;
-  if (!status.ok()) {
-    absl::StrAppend(&out, StreamError(status));
-    return out;
-  }
+  if (!done || !finish) return out;
   TakeUsage(message);
   absl::StrAppend(&out, ChoiceEvent(OJson::object(), "", nullptr, finish_reason_));
+  return out;
+}
+
+std::string OpenAiEncoder::StreamEnd(int64_t prompt_tokens, int64_t completion_tokens) {
+  std::string out;
   if (request_.include_usage) {
     OJson usage = Chunk();
     usage["choices"] = OJson::array();
-    usage["usage"] = Usage();
+    usage["usage"] = UsageOf(prompt_tokens, completion_tokens);
     absl::StrAppend(&out, Event(usage));
   }
   absl::StrAppend(&out, "data: [DONE]\n\n");
@@ -292,7 +303,7 @@ void OpenAiEncoder::Accumulate(const v1::GenerateResponse& message) {
 OJson OpenAiEncoder::Body() const {
   bool chat = request_.route == OpenAiRoute::kChat;
   OJson body = Envelope(chat ? "chat.completion" : "text_completion");
-  OJson choice = {{"index", 0}};
+  OJson choice = {{"index", index_}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text_}};
   } else {

@@ -34,6 +34,10 @@ class OpenAiEncoder {
   // EOS, <|im_end|>, ...): it then covers no bytes of the text (logprobs'
   // rule below). Unset: every token covers its piece's text.
   void set_hidden_token(std::function<bool(int)> hidden) { hidden_ = std::move(hidden); }
+  // The choice this encoder writes (`index` of its choices; n > 1). Default 0.
+  void set_index(int index) { index_ = index; }
+  // {"prompt_tokens", "completion_tokens", "total_tokens"}.
+  static nlohmann::ordered_json UsageOf(int64_t prompt_tokens, int64_t completion_tokens);
 
   // ---- streaming: server-sent events ----
   // What goes out before the first token (chat: the role chunk).
@@ -45,6 +49,13 @@ class OpenAiEncoder {
                             const absl::Status& status);
   // An error event and [DONE] (the stream ends without a final message).
   std::string StreamError(const absl::Status& status);
+
+  // The pieces of StreamMessage, for several choices (OpenAiChoicesEncoder):
+  // a choice's text chunk and, when `done` (its last message) and `finish`,
+  // its finish chunk; then, once for the stream, the usage chunk
+  // (include_usage, with these counts) and [DONE].
+  std::string StreamChoice(const v1::GenerateResponse& message, bool done, bool finish);
+  std::string StreamEnd(int64_t prompt_tokens, int64_t completion_tokens);
 
   // ---- not streaming: one JSON body ----
   void Accumulate(const v1::GenerateResponse& message);
@@ -99,6 +110,7 @@ class OpenAiEncoder {
   int64_t prompt_tokens_ = 0;
   int64_t completion_tokens_ = 0;
   std::function<bool(int)> hidden_;
+  int index_ = 0;
   std::deque<PendingToken> pending_;  // tokens not listed yet
   int64_t token_bytes_ = 0;           // bytes covered by the tokens so far
   std::string utf8_tail_;             // their unfinished last character

@@ -1,5 +1,8 @@
 #include "server/response_stream.h"
 
+#include <algorithm>
+#include <iterator>
+
 namespace streamgen {
 
 v1::FinishReason ToProtoFinishReason(FinishReason reason) {
@@ -41,24 +44,46 @@ void AppendEvent(const TokenEvent& event, v1::GenerateResponse* message) {
 
 StreamAction ResponseStream::OnEvent(TokenEvent&& event) {
   absl::MutexLock lock(&mu_);
-  bool last = event.finish_reason != FinishReason::kNone;
+  const bool choice_done = event.finish_reason != FinishReason::kNone;
+  const bool last = choice_done && ++finished_choices_ == choices_;
+  if (choice_done) {
+    // The prompt once, the choices' completions summed; timings are choice 0's.
+    outcome_.prompt_tokens = event.prompt_tokens;
+    outcome_.completion_tokens += event.completion_tokens;
+    if (event.index == 0) {
+      outcome_.ttft_ms = event.ttft_ms;
+      outcome_.decode_tokens_per_s = event.decode_tokens_per_s;
+      outcome_.queue_ms = event.queue_ms;
+    }
+    outcome_.seed = event.seed;
+  }
   if (last) {
     final_event_seen_ = true;
-    outcome_.prompt_tokens = event.prompt_tokens;
-    outcome_.completion_tokens = event.completion_tokens;
-    outcome_.ttft_ms = event.ttft_ms;
-    outcome_.decode_tokens_per_s = event.decode_tokens_per_s;
-    outcome_.queue_ms = event.queue_ms;
-    outcome_.seed = event.seed;
     if (!client_gone_) outcome_.finish_reason = event.finish_reason;
   }
   if (client_gone_ || call_finished_) return {};
-  AppendEvent(event, &pending_);
-  if (event.first && !model_fingerprint_.empty()) pending_.set_model_fingerprint(model_fingerprint_);
-  has_pending_ = true;
+  auto message = std::find_if(pending_.begin(), pending_.end(), [&](const v1::GenerateResponse& m) {
+    return static_cast<int>(m.index()) == event.index;
+  });
+  if (message == pending_.end()) {
+    pending_.emplace_back();
+    pending_.back().set_index(static_cast<uint32_t>(event.index));
+    message = std::prev(pending_.end());
+  }
+  AppendEvent(event, &*message);
+  if (event.first && !model_fingerprint_.empty()) message->set_model_fingerprint(model_fingerprint_);
+  if (event.first && !constraint_.empty()) message->set_constraint(constraint_);
+  // A choice that failed or was cancelled makes the call's status.
+  if (choice_done && outcome_.status.ok()) outcome_.status = FinalStatusLocked(event);
   if (last) {
+    // The call's last message goes out after every other choice's.
+    if (std::next(message) != pending_.end()) {
+      v1::GenerateResponse final_message;
+      final_message.Swap(&*message);
+      pending_.erase(message);
+      pending_.push_back(std::move(final_message));
+    }
     pending_is_last_ = true;
-    outcome_.status = FinalStatusLocked(event);
   }
   if (write_in_flight_) return {};
   return TakeWriteLocked();
@@ -66,13 +91,13 @@ StreamAction ResponseStream::OnEvent(TokenEvent&& event) {
 
 StreamAction ResponseStream::TakeWriteLocked() {
   in_flight_.Clear();
-  in_flight_.Swap(&pending_);
+  in_flight_.Swap(&pending_.front());
+  pending_.pop_front();
   in_flight_.set_request_id(request_id_);
-  has_pending_ = false;
   write_in_flight_ = true;
   StreamAction action;
   action.message = &in_flight_;
-  if (pending_is_last_) {
+  if (pending_is_last_ && pending_.empty()) {
     call_finished_ = true;
     outcome_.finished = true;
     action.kind = StreamAction::kWriteAndFinish;
@@ -111,7 +136,7 @@ StreamAction ResponseStream::OnWriteDone(bool ok) {
     if (outcome_.status.ok()) outcome_.status = absl::CancelledError("the client went away");
     return {StreamAction::kFinish, nullptr, outcome_.status};
   }
-  if (has_pending_) return TakeWriteLocked();
+  if (!pending_.empty()) return TakeWriteLocked();
   return {};
 }
 
@@ -135,6 +160,16 @@ StreamAction ResponseStream::Reject(absl::Status status) {
   outcome_.finished = true;
   outcome_.status = status;
   return {StreamAction::kFinish, nullptr, std::move(status)};
+}
+
+void ResponseStream::SetChoices(int n) {
+  absl::MutexLock lock(&mu_);
+  choices_ = n < 1 ? 1 : n;
+}
+
+void ResponseStream::SetConstraint(std::string kind) {
+  absl::MutexLock lock(&mu_);
+  constraint_ = std::move(kind);
 }
 
 void ResponseStream::SetModelFingerprint(std::string fingerprint) {

@@ -1,14 +1,18 @@
 // The write side of one Generate stream, without gRPC: engine events come in on
 // the engine's loop thread, at most one write is in flight, and events that
-// arrive while a write is in flight are merged into the next message (text
-// appended, tokens appended, final fields taken from the last event), so a
-// slow reader costs one pending message, never an unbounded queue.
+// arrive while a write is in flight are merged into the next message of their
+// choice (text appended, tokens appended, final fields taken from the last
+// event), so a slow reader costs one pending message per choice (n), never an
+// unbounded queue. Choices' messages go out in the order their first pending
+// event came; the message that carries the last choice's last event goes out
+// last and ends the call.
 //
 // The reactor (generate_reactor.cc) feeds it and carries out the returned
 // Action. Thread-safe: every method may be called from any thread.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 
@@ -73,6 +77,13 @@ class ResponseStream {
   // Reported on the first message (GenerateResponse.model_fingerprint). Set
   // before the engine's first event.
   void SetModelFingerprint(std::string fingerprint);
+  // Reported on the first message (GenerateResponse.constraint): the kind of
+  // constraint the engine accepted ("" for none). Set before the engine's
+  // first event.
+  void SetConstraint(std::string kind);
+  // The request's n: the call ends after n last events. Set before the
+  // engine's first event (default 1).
+  void SetChoices(int n);
 
   // The call is refused before anything was sent: kFinish with `status`.
   StreamAction Reject(absl::Status status);
@@ -95,9 +106,11 @@ class ResponseStream {
   const std::string request_id_;
   mutable absl::Mutex mu_;
   std::string model_fingerprint_ ABSL_GUARDED_BY(mu_);
-  v1::GenerateResponse pending_ ABSL_GUARDED_BY(mu_);
-  bool has_pending_ ABSL_GUARDED_BY(mu_) = false;
-  bool pending_is_last_ ABSL_GUARDED_BY(mu_) = false;
+  std::string constraint_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::GenerateResponse> pending_ ABSL_GUARDED_BY(mu_);  // at most one per choice
+  bool pending_is_last_ ABSL_GUARDED_BY(mu_) = false;  // pending_.back() ends the call
+  int choices_ ABSL_GUARDED_BY(mu_) = 1;
+  int finished_choices_ ABSL_GUARDED_BY(mu_) = 0;
   v1::GenerateResponse in_flight_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool final_event_seen_ ABSL_GUARDED_BY(mu_) = false;

@@ -2,6 +2,7 @@
 // (types, OpenAI's rules, defaults), the validator's messages with OpenAI's
 // `param`, the error bodies, and the SSE / JSON encoders.
 #include "server/openai_api.h"
+#include "server/openai_choices.h"
 #include "server/openai_encoder.h"
 
 #include <string>
@@ -30,6 +31,84 @@ HttpError ErrorOf(const absl::StatusOr<OpenAiRequest>& parsed,
                   OpenAiRoute route = OpenAiRoute::kCompletions) {
   EXPECT_FALSE(parsed.ok());
   return ToHttpError(parsed.status(), route);
+}
+
+// Issue 22: response_format, vLLM's structured_outputs / guided_*, logit_bias.
+TEST(OpenAiRequestTest, ConstraintsAndLogitBiasReachTheProto) {
+  absl::StatusOr<OpenAiRequest> parsed = Chat(R"({"messages": [{"role": "user", "content": "x"}],
+      "response_format": {"type": "json_schema", "json_schema": {"name": "person", "strict": true,
+          "schema": {"type": "object", "properties": {"age": {"type": "integer"}}}}},
+      "logit_bias": {"5": 100, "17": -2.5}})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const v1::GenerateRequest& r = parsed->request;
+  ASSERT_EQ(r.constraint_case(), v1::GenerateRequest::kJsonSchema);
+  EXPECT_EQ(Json::parse(r.json_schema()),
+            Json::parse(R"({"type": "object", "properties": {"age": {"type": "integer"}}})"));
+  ASSERT_EQ(r.logit_bias().size(), 2u);
+  EXPECT_EQ(r.logit_bias().at(5), 100.0f);
+  EXPECT_EQ(r.logit_bias().at(17), -2.5f);
+
+  struct Case {
+    const char* fields;
+    v1::GenerateRequest::ConstraintCase kind;
+  };
+  for (const Case& c : {
+           Case{R"("response_format": {"type": "text"})", v1::GenerateRequest::CONSTRAINT_NOT_SET},
+           Case{R"("response_format": {"type": "json_object"})", v1::GenerateRequest::kJsonObject},
+           Case{R"("response_format": {"type": "json_schema", "json_schema": {"name": "n"}})",
+                v1::GenerateRequest::kJsonObject},
+           Case{R"("structured_outputs": {"json": {"type": "string"}})", v1::GenerateRequest::kJsonSchema},
+           Case{R"("structured_outputs": {"json": "{\"type\": \"string\"}"})", v1::GenerateRequest::kJsonSchema},
+           Case{R"("structured_outputs": {"regex": "[0-9]+", "grammar": null})", v1::GenerateRequest::kRegex},
+           Case{R"("structured_outputs": {"choice": ["yes", "no"]})", v1::GenerateRequest::kChoice},
+           Case{R"("structured_outputs": {"grammar": "root ::= \"a\""})", v1::GenerateRequest::kGrammar},
+           Case{R"("structured_outputs": {"json_object": true})", v1::GenerateRequest::kJsonObject},
+           Case{R"("guided_json": {"type": "object"})", v1::GenerateRequest::kJsonSchema},
+           Case{R"("guided_regex": "a+")", v1::GenerateRequest::kRegex},
+           Case{R"("guided_choice": ["a"])", v1::GenerateRequest::kChoice},
+           Case{R"("guided_grammar": "root ::= \"a\"")", v1::GenerateRequest::kGrammar},
+       }) {
+    const std::string body = std::string(R"({"prompt": "x", )") + c.fields + "}";
+    SCOPED_TRACE(body);
+    absl::StatusOr<OpenAiRequest> got = Completions(body.c_str());
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->request.constraint_case(), c.kind);
+  }
+  parsed = Completions(R"({"prompt": "x", "structured_outputs": {"choice": ["yes", "no"]}})");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_THAT(parsed->request.choice().choices(), ElementsAre("yes", "no"));
+  parsed = Completions(R"({"prompt": "x", "guided_regex": "[0-9]+"})");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->request.regex(), "[0-9]+");
+}
+
+// The validator's refusals of logit_bias and constraint shapes, as the face answers them.
+TEST(OpenAiRequestTest, ValidatorRefusalsOfLogitBiasAndConstraintsNameTheField) {
+  RequestLimits limits;
+  limits.vocab_size = 100;
+  limits.context_length = 64;
+  PromptEncoder encoder;
+  encoder.tokenize = [](const std::string&, bool) { return std::vector<int>{1, 2}; };
+  auto refusal = [&](const char* body) {
+    absl::StatusOr<OpenAiRequest> parsed = Completions(body);
+    EXPECT_TRUE(parsed.ok()) << parsed.status();
+    absl::Status status = ToGenerationRequest(parsed->request, limits, encoder).status();
+    return ToHttpError(ForHttpFace(status, OpenAiRoute::kCompletions));
+  };
+  HttpError error = refusal(R"({"prompt": "x", "logit_bias": {"100": 1}})");
+  EXPECT_EQ(error.status, 400);
+  EXPECT_EQ(error.param, "logit_bias");
+  EXPECT_EQ(error.message, "logit_bias[100]: the token id is outside the vocabulary [0, 100)");
+  error = refusal(R"({"prompt": "x", "logit_bias": {"3": -101}})");
+  EXPECT_EQ(error.message, "logit_bias[3]: the bias must be in [-100, 100], got -101");
+  error = refusal(R"({"prompt": "x", "structured_outputs": {"choice": []}})");
+  EXPECT_EQ(error.status, 400);
+  EXPECT_EQ(error.message, "choice: the list of choices is empty");
+  error = refusal(R"({"prompt": "x", "guided_regex": ""})");
+  EXPECT_EQ(error.message, "regex: the text is empty");
+  error = refusal(R"({"prompt": "x", "n": 9})");
+  EXPECT_EQ(error.param, "n");
+  EXPECT_EQ(error.message, "n must be in [1, 8], got 9");
 }
 
 // Issue 18: a sampling field or max_tokens the body leaves out (or sends as
@@ -288,7 +367,8 @@ TEST(OpenAiRequestTest, WrongTypesNameTheField) {
       {R"({"prompt": [1, "2"]})", "prompt", "prompt must be an array of token ids; [1] is a string"},
       {R"({"prompt": [1, 99999999999]})", "prompt", "prompt must be an array of token ids; [1] is out of range"},
       {R"({"max_tokens": 4})", "prompt", "prompt is required"},
-      {R"({"prompt": "x", "n": 2})", "n", "n must be 1 (one choice per request), got 2"},
+      {R"({"prompt": "x", "n": 0})", "n", "n must be in [1, 8], got 0"},
+      {R"({"prompt": "x", "n": -3})", "n", "n must be in [1, 8], got -3"},
       {R"({"prompt": "x", "max_tokens": 0})", "max_tokens", "max_tokens must be at least 1, got 0"},
       {R"({"prompt": "x", "top_p": 0})", "top_p", "top_p must be in (0, 1], got 0"},
       {R"({"prompt": "x", "repetition_penalty": 0})", "repetition_penalty", "repetition_penalty must be in (0, 10], got 0"},
@@ -297,7 +377,23 @@ TEST(OpenAiRequestTest, WrongTypesNameTheField) {
       {R"({"prompt": "x", "logprobs": -1})", "logprobs", "logprobs must be >= 0, got -1"},
       {R"({"prompt": "x", "echo": true})", "echo", "echo is not supported"},
       {R"({"prompt": "x", "best_of": 3})", "best_of", "best_of is not supported (only 1)"},
-      {R"({"prompt": "x", "logit_bias": {"5": 100}})", "logit_bias", "logit_bias is not supported"},
+      {R"({"prompt": "x", "logit_bias": {"abc": 1}})", "logit_bias", "logit_bias[\"abc\"]: the key must be a token id (an integer, as a string)"},
+      {R"({"prompt": "x", "logit_bias": {"5": "high"}})", "logit_bias", "logit_bias[\"5\"]: the bias must be a number, got a string"},
+      {R"({"prompt": "x", "logit_bias": [1]})", "logit_bias", "logit_bias must be an object of token id -> bias, got an array"},
+      {R"({"prompt": "x", "response_format": {"type": "xml"}})", "response_format", "response_format.type must be one of \"text\", \"json_object\", \"json_schema\", got \"xml\""},
+      {R"({"prompt": "x", "response_format": "json"})", "response_format", "response_format must be an object, got a string"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema"}})", "response_format", "response_format.json_schema is required with type \"json_schema\""},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}})", "response_format", "response_format.json_schema.name is required"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}})", "response_format", "response_format.json_schema.name must be a string of a-z, A-Z, 0-9, _ and - of at most 64 characters"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": 3}}})", "response_format", "response_format.json_schema.schema must be a JSON Schema object, got a number"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a", "strict": "yes"}}})", "response_format", "response_format.json_schema.strict must be a boolean, got a string"},
+      {R"({"prompt": "x", "response_format": {"type": "json_object"}, "structured_outputs": {"regex": "a+"}})", "structured_outputs", "response_format and structured_outputs.regex each constrain the output: set one constraint, not both"},
+      {R"({"prompt": "x", "structured_outputs": {"regex": "a", "choice": ["b"]}})", "structured_outputs", "structured_outputs.choice and structured_outputs.regex each constrain the output: set one constraint, not both"},
+      {R"({"prompt": "x", "structured_outputs": {"structural_tag": "t"}})", "structured_outputs", "structured_outputs.structural_tag is not supported (json, regex, choice, grammar, json_object are)"},
+      {R"({"prompt": "x", "structured_outputs": {"choice": ["a", 2]}})", "structured_outputs", "structured_outputs.choice[1] must be a string, got a number"},
+      {R"({"prompt": "x", "structured_outputs": {"json": "{not json"}})", "structured_outputs", "structured_outputs.json must be a JSON Schema (an object, or its JSON text)"},
+      {R"({"prompt": "x", "guided_choice": 5})", "guided_choice", "guided_choice must be an array of strings, got a number"},
+      {R"({"prompt": "x", "guided_regex": "a", "guided_grammar": "root ::= \"a\""})", "guided_grammar", "guided_regex and guided_grammar each constrain the output: set one constraint, not both"},
       {R"({"prompt": "x", "stream_options": true})", "stream_options", "stream_options must be an object, got a boolean"},
       // Found with tests/fuzz/openai_request_fuzz.cc: positive as doubles, 0 ("off") as the proto's floats.
       {R"({"prompt": "x", "top_p": 1e-50})", "top_p", "top_p must be in (0, 1], got 1e-50"},
@@ -614,6 +710,70 @@ TEST(OpenAiEncoderTest, ChatStreamAsOpenAiClientsParseIt) {
   EXPECT_EQ(events[4]["choices"], Json::array());
   EXPECT_EQ(events[4]["usage"],
             Json::parse(R"({"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6})"));
+}
+
+// n > 1: the choices interleaved with their index, one usage (the prompt once,
+// completions summed), one [DONE]; a body with n choices.
+TEST(OpenAiEncoderTest, ChoicesAreInterleavedWithTheirIndexAndCountedOnce) {
+  absl::StatusOr<OpenAiRequest> request = Chat(R"({"messages": [{"role": "user", "content": "x"}],
+      "n": 2, "stream": true, "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->request.n(), 2u);
+  auto indexed = [](v1::GenerateResponse m, int index) {
+    m.set_index(index);
+    return m;
+  };
+  OpenAiChoicesEncoder encoder(2, *request, "chatcmpl-1", 1, "tiny", Piece);
+  // One statement each: the operands of + are evaluated in no fixed order.
+  std::string sse = encoder.StreamStart();
+  sse += encoder.StreamMessage(indexed(Message(" Hi", {1}), 1), false, absl::OkStatus());
+  sse += encoder.StreamMessage(indexed(Message("!", {2}), 0), false, absl::OkStatus());
+  sse += encoder.StreamMessage(indexed(Last(v1::FINISH_REASON_LENGTH), 1), false, absl::OkStatus());
+  sse += encoder.StreamMessage(indexed(Last(v1::FINISH_REASON_EOS), 0), true, absl::OkStatus());
+  bool done = false;
+  std::vector<Json> events = Events(sse, &done);
+  EXPECT_TRUE(done);
+  ASSERT_EQ(events.size(), 7u);
+  EXPECT_EQ(events[0]["choices"][0]["index"], 0);  // a role chunk per choice
+  EXPECT_EQ(events[1]["choices"][0]["index"], 1);
+  EXPECT_EQ(events[2]["choices"][0]["index"], 1);
+  EXPECT_EQ(events[2]["choices"][0]["delta"]["content"], " Hi");
+  EXPECT_EQ(events[3]["choices"][0]["index"], 0);
+  EXPECT_EQ(events[3]["choices"][0]["delta"]["content"], "!");
+  EXPECT_EQ(events[4]["choices"][0]["index"], 1);
+  EXPECT_EQ(events[4]["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(events[5]["choices"][0]["index"], 0);
+  EXPECT_EQ(events[5]["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(events[6]["usage"],
+            Json::parse(R"({"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8})"));
+
+  OpenAiChoicesEncoder body(2, *request, "chatcmpl-2", 1, "tiny", Piece);
+  body.Accumulate(indexed(Message("b", {2}), 1));
+  body.Accumulate(indexed(Message("a", {2}), 0));
+  body.Accumulate(indexed(Last(v1::FINISH_REASON_EOS), 0));
+  body.Accumulate(indexed(Last(v1::FINISH_REASON_LENGTH), 1));
+  Json json = Json::parse(body.Body().dump());
+  ASSERT_EQ(json["choices"].size(), 2u);
+  EXPECT_EQ(json["choices"][0]["index"], 0);
+  EXPECT_EQ(json["choices"][0]["message"]["content"], "a");
+  EXPECT_EQ(json["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(json["choices"][1]["index"], 1);
+  EXPECT_EQ(json["choices"][1]["message"]["content"], "b");
+  EXPECT_EQ(json["choices"][1]["finish_reason"], "length");
+  EXPECT_EQ(json["usage"]["prompt_tokens"], 4);
+  EXPECT_EQ(json["usage"]["completion_tokens"], 4);
+}
+
+TEST(OpenAiEncoderTest, OneChoiceIsWhatOneEncoderWrites) {
+  absl::StatusOr<OpenAiRequest> request = Completions(R"({"prompt": "x", "stream": true,
+      "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(request.ok());
+  OpenAiEncoder one(*request, "cmpl-1", 1, "tiny", Piece);
+  OpenAiChoicesEncoder wrapped(1, *request, "cmpl-1", 1, "tiny", Piece);
+  for (bool last : {false, true}) {
+    v1::GenerateResponse m = last ? Last(v1::FINISH_REASON_STOP) : Message(" Hi", {1});
+    EXPECT_EQ(wrapped.StreamMessage(m, last, absl::OkStatus()), one.StreamMessage(m, last, absl::OkStatus()));
+  }
 }
 
 TEST(OpenAiEncoderTest, CompletionsStreamWithoutUsageEndsWithLength) {

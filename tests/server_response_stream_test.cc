@@ -69,6 +69,45 @@ TEST(ResponseStreamTest, EventsDuringAWriteAreMergedIntoTheNextMessage) {
   EXPECT_EQ(again.message->text(), "e");
 }
 
+// n > 1: events merge per choice; the last choice's last event goes out last.
+TEST(ResponseStreamTest, ChoicesMergeApartAndTheCallEndsAfterTheLastChoice) {
+  ResponseStream stream("r");
+  stream.SetChoices(2);
+  stream.SetConstraint("regex");
+  auto of = [](TokenEvent e, int index, bool first = false) {
+    e.index = index;
+    e.first = first;
+    return e;
+  };
+  StreamAction a = stream.OnEvent(of(Token("a", 1), 0, true));
+  ASSERT_EQ(a.kind, StreamAction::kWrite);
+  EXPECT_EQ(a.message->index(), 0u);
+  EXPECT_EQ(a.message->constraint(), "regex");
+  EXPECT_EQ(stream.OnEvent(of(Token("x", 5), 1, true)).kind, StreamAction::kNone);
+  EXPECT_EQ(stream.OnEvent(of(Token("b", 2), 0)).kind, StreamAction::kNone);
+  EXPECT_EQ(stream.OnEvent(of(Token("y", 6), 1)).kind, StreamAction::kNone);
+  // Choice 1 ends first; choice 0's last event then ends the call.
+  EXPECT_EQ(stream.OnEvent(of(Final(FinishReason::kLength, "z", 7), 1)).kind, StreamAction::kNone);
+  EXPECT_EQ(stream.OnEvent(of(Final(FinishReason::kEos, "c", 3), 0)).kind, StreamAction::kNone);
+  EXPECT_TRUE(stream.outcome().finish_reason == FinishReason::kEos);
+  StreamAction next = stream.OnWriteDone(true);  // choice 1's merged message
+  ASSERT_EQ(next.kind, StreamAction::kWrite);
+  EXPECT_EQ(next.message->index(), 1u);
+  EXPECT_EQ(next.message->text(), "xyz");
+  EXPECT_THAT(Ids(*next.message), ElementsAre(5, 6, 7));
+  EXPECT_EQ(next.message->constraint(), "regex");
+  EXPECT_EQ(next.message->finish_reason(), v1::FINISH_REASON_LENGTH);
+  StreamAction last = stream.OnWriteDone(true);
+  ASSERT_EQ(last.kind, StreamAction::kWriteAndFinish);
+  EXPECT_EQ(last.message->index(), 0u);
+  EXPECT_EQ(last.message->text(), "bc");
+  EXPECT_EQ(last.message->finish_reason(), v1::FINISH_REASON_EOS);
+  EXPECT_TRUE(last.status.ok());
+  // The prompt once, the completions summed.
+  EXPECT_EQ(stream.outcome().prompt_tokens, 5);
+  EXPECT_EQ(stream.outcome().completion_tokens, 14);
+}
+
 TEST(ResponseStreamTest, ASlowReaderCostsOneMessageNotAQueue) {
   ResponseStream stream("r");
   ASSERT_EQ(stream.OnEvent(Token("x", 0)).kind, StreamAction::kWrite);

@@ -140,6 +140,24 @@ void KvCacheManager::Publish(uint64_t id, int cached_tokens) {
   }
 }
 
+std::pair<int, int> KvCacheManager::Fork(uint64_t parent, uint64_t child, int64_t tokens) {
+  assert(sequences_.count(child) == 0 && "KvCacheManager::Fork: child already added");
+  const std::vector<int>& from = sequences_.at(parent).blocks;
+  SequenceBlocks seq;
+  const int full = static_cast<int>(tokens / block_size_);
+  for (int b = 0; b < full; ++b) {
+    allocator_.Retain(from[b]);  // held by the parent: never evictable here
+    seq.blocks.push_back(from[b]);
+  }
+  std::pair<int, int> copy = {-1, -1};
+  if (tokens % block_size_ != 0) {
+    copy = {from[full], AllocateBlock()};
+    seq.blocks.push_back(copy.second);
+  }
+  sequences_.emplace(child, std::move(seq));
+  return copy;
+}
+
 int KvCacheManager::KeyedPromptBlocks(uint64_t id) const {
   auto it = sequences_.find(id);
   return it == sequences_.end() ? 0 : static_cast<int>(it->second.block_keys.size());

@@ -73,6 +73,17 @@ class KvCacheManager {
   // published first stays private.
   void Publish(uint64_t id, int cached_tokens);
 
+  // n > 1 choices: starts `child`'s table (not added yet) as a copy of the
+  // first BlocksFor(tokens) blocks of `parent`: the full blocks shared (one
+  // more reference each), the last partial block (tokens not a multiple of
+  // the block size) replaced by a fresh block that the caller fills with a
+  // copy of the parent's (copy-on-write done at once: the child's next
+  // position lands in it). Returns {parent's block, child's block} to copy,
+  // or {-1, -1} when every block is shared. The child neither shares nor
+  // publishes prefix-cache blocks of its own. The caller has checked that a
+  // block is free when one is needed.
+  std::pair<int, int> Fork(uint64_t parent, uint64_t child, int64_t tokens);
+
   // Full prompt blocks of `id` that prefix caching keys; 0: it neither
   // shares nor publishes (caching off, no prompt ids, or a prompt shorter
   // than a block).

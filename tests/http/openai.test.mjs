@@ -222,7 +222,7 @@ test('a validator error is an APIError with status, message and param', async ()
       assert.equal(err.type, 'invalid_request_error');
     });
   }
-  await assertApiError(client.completions.create({ model: MODEL, prompt: PROMPT, n: 2 }), (err) => {
+  await assertApiError(client.completions.create({ model: MODEL, prompt: PROMPT, n: 9 }), (err) => {
     assert.equal(err.status, 400);
     assert.equal(err.param, 'n');
   });
@@ -297,4 +297,96 @@ test('an AbortController signal mid-stream cancels the engine request', async ()
   // and the server still serves
   const completion = await slowClient.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: 2 });
   assert.ok(completion.usage.completion_tokens >= 1 && completion.usage.completion_tokens <= 2);
+});
+
+// ---- issue 22: structured outputs, n, logit_bias through the client ----
+
+const PERSON = {
+  type: 'object',
+  properties: {
+    name: { type: 'string', maxLength: 8 },
+    age: { type: 'integer', minimum: 0, maximum: 120 },
+    pet: { enum: ['cat', 'dog'] },
+  },
+  required: ['name', 'age'],
+  additionalProperties: false,
+};
+
+// The schema's rules, checked by hand (maxLength in characters).
+function assertPerson(text) {
+  const value = JSON.parse(text);
+  assert.equal(typeof value, 'object', text);
+  assert.ok(value !== null && !Array.isArray(value), text);
+  assert.equal(typeof value.name, 'string', text);
+  assert.ok([...value.name].length <= 8, text);
+  assert.ok(Number.isInteger(value.age) && value.age >= 0 && value.age <= 120, text);
+  for (const key of Object.keys(value)) assert.ok(['name', 'age', 'pet'].includes(key), text);
+  if ('pet' in value) assert.ok(['cat', 'dog'].includes(value.pet), text);
+}
+
+test('response_format json_schema: the content parses and keeps the schema, streamed and not', async () => {
+  for (const seed of [1, 2, 3]) {
+    const request = {
+      model: MODEL, messages: MESSAGES, temperature: 1, seed, max_tokens: 160,
+      response_format: { type: 'json_schema', json_schema: { name: 'person', schema: PERSON, strict: true } },
+    };
+    const completion = await client.chat.completions.create(request);
+    const content = completion.choices[0].message.content;
+    assert.notEqual(completion.choices[0].finish_reason, 'length', content);
+    assertPerson(content);
+    const streamed = await collectChat(await client.chat.completions.create({ ...request, stream: true }));
+    assert.equal(streamed.text, content);
+  }
+  // A schema keyword the compiler does not support is a 400 naming it.
+  await assert.rejects(
+    client.chat.completions.create({
+      model: MODEL, messages: MESSAGES, max_tokens: 4,
+      response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', patternProperties: { '^a': {} } } } },
+    }),
+    (error) => error instanceof OpenAI.APIError && error.status === 400 && /patternProperties/.test(error.message));
+});
+
+test('n = 3: three choices, each the request with seed + i, the prompt counted once', async () => {
+  const request = { model: MODEL, prompt: PROMPT, temperature: 1, seed: 99, max_tokens: 6, ignore_eos: true };
+  const three = await client.completions.create({ ...request, n: 3 });
+  assert.equal(three.choices.length, 3);
+  const single = await client.completions.create(request);
+  assert.equal(three.usage.prompt_tokens, single.usage.prompt_tokens);
+  assert.equal(three.usage.completion_tokens, 18);
+  for (let i = 0; i < 3; ++i) {
+    assert.equal(three.choices[i].index, i);
+    const alone = await client.completions.create({ ...request, seed: 99 + i });
+    assert.equal(three.choices[i].text, alone.choices[0].text, `choice ${i}`);
+  }
+  // Streamed: the chunks of the three choices interleave, each with its index.
+  const texts = ['', '', ''];
+  const finished = new Set();
+  for await (const chunk of await client.completions.create({ ...request, n: 3, stream: true })) {
+    for (const choice of chunk.choices) {
+      texts[choice.index] += choice.text;
+      if (choice.finish_reason) finished.add(choice.index);
+    }
+  }
+  assert.deepEqual([...finished].sort(), [0, 1, 2]);
+  assert.deepEqual(texts, three.choices.map((c) => c.text));
+  await assert.rejects(client.completions.create({ ...request, n: 9 }),
+    (error) => error.status === 400 && error.param === 'n' && error.message.includes('n must be in [1, 8], got 9'));
+});
+
+test('logit_bias: +100 forces a token, out of the vocabulary is a 400 naming it', async () => {
+  const tokenize = await fetch(server.httpUrl + '/tokenize', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ prompt: 'dragon' }),
+  }).then((r) => r.json());
+  const id = tokenize.tokens[tokenize.tokens.length - 1];
+  const forced = await client.completions.create({
+    model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: 3, ignore_eos: true, logit_bias: { [id]: 100 },
+  });
+  const expected = await fetch(server.httpUrl + '/detokenize', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ tokens: [id, id, id] }),
+  }).then((r) => r.json());
+  assert.equal(forced.choices[0].text.trim(), expected.prompt.trim());
+  await assert.rejects(
+    client.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: 2, logit_bias: { 99999999: 5 } }),
+    (error) => error.status === 400 && error.param === 'logit_bias' &&
+      error.message.includes('logit_bias[99999999]: the token id is outside the vocabulary'));
 });
