@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/http_transport.h"
 #include "server/openai_encoder.h"
+#include "server/tool_calls.h"
 
 namespace streamgen {
 
@@ -29,6 +30,9 @@ struct StreamEncoding {
   std::function<std::string()> start;
   std::function<std::string(const v1::GenerateResponse&, bool last, const absl::Status&)> message;
   std::function<std::string(const absl::Status&)> finish;
+  // Whether the face ended the output itself (a stop string the tool parser
+  // found in content): the generation is then ended as if the client left.
+  std::function<bool()> finished = [] { return false; };
 };
 
 // Answers with a chunked stream of `content_type` that `call` feeds on this
@@ -47,7 +51,7 @@ void StreamCall(httplib::Response& res, const char* content_type, std::shared_pt
         call->Run(
             socket,
             [&](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
-              return send(encoding.message(message, last, status));
+              return send(encoding.message(message, last, status)) && !encoding.finished();
             },
             [&](const absl::Status& status) { send(encoding.finish(status)); });
         sink.done();
@@ -150,7 +154,8 @@ void HttpServer::Routes::Detokenize(const httplib::Request& req, httplib::Respon
 
 std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(
     const Frontend::Admission& admission, const httplib::Request& req, httplib::Response& res,
-    v1::GenerateRequest request, OpenAiRoute route, absl::string_view max_tokens_field) {
+    v1::GenerateRequest request, OpenAiRoute route, absl::string_view max_tokens_field,
+    int64_t* prompt_tokens) {
   std::string request_id = res.get_header_value("X-Request-Id");  // the client's, or generated
   request.set_request_id(request_id);
   std::shared_ptr<HttpCall> call = HttpCall::Create(
@@ -158,6 +163,7 @@ std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(
                                          frontend_->LogPrompt(request)});
   absl::StatusOr<GenerationRequest> converted = frontend_->PrepareGenerate(admission, request);
   if (converted.ok()) {
+    if (prompt_tokens != nullptr) *prompt_tokens = static_cast<int64_t>(converted->prompt_token_ids.size());
     call->Submit(admission.engine(), std::move(*converted));
   } else {
     call->Reject(converted.status());
@@ -185,9 +191,20 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
                                                      ServedModelName(), "`"),
                                         "model_not_found", "model"));
   }
+  if (route == OpenAiRoute::kChat) {
+    // Tools: parse the output in the template's format, or constrain it
+    // (server/tool_calls.h). No JSON-Schema-to-grammar converter is linked
+    // yet: tool_choice required / a function is refused until it is.
+    absl::Status tools =
+        PrepareToolCalls(frontend_->tool_call_format(*admission), SchemaToGrammar(), &*parsed);
+    if (!tools.ok()) return SendError(res, ToHttpError(tools, route));
+    // TODO(lead): once GenerateRequest carries a constraint (branch api), set
+    // it to parsed->tool_grammar (kGrammar) when that is not empty.
+  }
   auto request = std::make_shared<OpenAiRequest>(std::move(*parsed));
-  std::shared_ptr<HttpCall> call =
-      StartGeneration(*admission, req, res, request->request, route, request->max_tokens_field);
+  int64_t prompt_tokens = 0;
+  std::shared_ptr<HttpCall> call = StartGeneration(*admission, req, res, request->request, route,
+                                                   request->max_tokens_field, &prompt_tokens);
   if (call == nullptr) return;
   Engine* engine = admission->engine();
   const char* prefix = route == OpenAiRoute::kChat ? "chatcmpl-" : "cmpl-";
@@ -195,6 +212,7 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
       *request, absl::StrCat(prefix, call->request_id()), static_cast<int64_t>(std::time(nullptr)),
       ServedModelName(), [engine](int id) { return engine->TokenPiece(id); });
   encoder->set_system_fingerprint(engine->model_info().fingerprint);
+  encoder->set_prompt_tokens(prompt_tokens);
   // A token whose piece has more than spaces but which decodes to nothing on
   // its own is a control token (BOS, EOS, <|im_end|>): no text of the output.
   // ("▁" alone decodes to "" too: sentencepiece drops a first piece's space.)
@@ -211,10 +229,10 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
         [&](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
           encoder->Accumulate(message);
           if (last) final_status = status;
-          return true;
+          return !encoder->finished();  // false: the face ended the output (cancels it)
         },
         [&](const absl::Status& status) { final_status = status; });
-    if (!final_status.ok()) {
+    if (!final_status.ok() && !encoder->finished()) {
       return SendError(res, ToHttpError(ForHttpFace(final_status, route, request->max_tokens_field),
                                         route));
     }
@@ -227,7 +245,8 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
               [encoder](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
                 return encoder->StreamMessage(message, last, status);
               },
-              [encoder](const absl::Status& status) { return encoder->StreamError(status); }});
+              [encoder](const absl::Status& status) { return encoder->StreamError(status); },
+              [encoder] { return encoder->finished(); }});
 }
 
 void HttpServer::Routes::QueryStream(const httplib::Request& req, httplib::Response& res) {

@@ -59,6 +59,9 @@ OpenAiEncoder::OpenAiEncoder(const OpenAiRequest& request, std::string id, int64
       created_(created),
       model_(std::move(model)),
       piece_(std::move(piece)) {
+  if (request_.route == OpenAiRoute::kChat && request_.tool_format != ToolCallFormat::kNone) {
+    tool_parser_ = std::make_unique<ToolCallParser>(ToolParserOptions(request_));
+  }
   if (request_.route == OpenAiRoute::kChat) {
     logprobs_ = {{"content", OJson::array()}};
   } else {
@@ -102,9 +105,30 @@ std::string OpenAiEncoder::ChoiceEvent(OJson chat_delta, std::string text, OJson
 }
 
 void OpenAiEncoder::TakeUsage(const v1::GenerateResponse& last) {
-  prompt_tokens_ = last.usage().prompt_tokens();
-  completion_tokens_ = last.usage().completion_tokens();
-  finish_reason_ = OpenAiFinishReason(last.finish_reason());
+  if (last.has_usage()) {
+    prompt_tokens_ = last.usage().prompt_tokens();
+    completion_tokens_ = last.usage().completion_tokens();
+  } else {
+    // The face ended the output at a stop string in content (finished_): the
+    // engine's generation is cancelled and its last message never comes.
+    completion_tokens_ = tokens_seen_;
+  }
+  finish_reason_ = finished_ ? "stop" : OpenAiFinishReason(last.finish_reason());
+  if (finish_reason_ == "stop" && !tool_calls_.empty()) finish_reason_ = "tool_calls";
+}
+
+std::vector<ToolCallEvent> OpenAiEncoder::ToolEvents(const v1::GenerateResponse& message,
+                                                     bool last) {
+  tokens_seen_ += message.tokens_size();
+  std::vector<ToolCallEvent> events = tool_parser_->Feed(message.text());
+  if (last || tool_parser_->stopped()) {
+    std::vector<ToolCallEvent> end = tool_parser_->Finish();
+    events.insert(events.end(), std::make_move_iterator(end.begin()),
+                  std::make_move_iterator(end.end()));
+  }
+  if (tool_parser_->stopped()) finished_ = true;
+  AccumulateToolEvents(events, /*content=*/nullptr, &tool_calls_);
+  return events;
 }
 
 OJson OpenAiEncoder::Usage() const {
@@ -244,10 +268,24 @@ std::string OpenAiEncoder::StreamStart() {
 
 std::string OpenAiEncoder::StreamMessage(const v1::GenerateResponse& message, bool last,
                                          const absl::Status& status) {
+  if (finished_) return "";
   std::string out;
   std::vector<PendingToken> listed;
   if (request_.logprobs) listed = ListedTokens(message, last);
-  if (!message.text().empty() || !listed.empty()) {
+  if (tool_parser_ != nullptr) {
+    std::vector<OJson> deltas = ToolCallDeltas(ToolEvents(message, last && status.ok()));
+    // The logprobs ride on the message's first chunk.
+    if (deltas.empty() && !listed.empty()) deltas.push_back({{"content", ""}});
+    for (size_t i = 0; i < deltas.size(); ++i) {
+      OJson logprobs = request_.logprobs && i == 0 ? Logprobs(listed) : OJson();
+      absl::StrAppend(&out, ChoiceEvent(std::move(deltas[i]), "", std::move(logprobs), nullptr));
+    }
+    if (finished_ && !last) {
+      TakeUsage(message);
+      absl::StrAppend(&out, StreamEnd());
+      return out;
+    }
+  } else if (!message.text().empty() || !listed.empty()) {
     out = ChoiceEvent({{"content", message.text()}}, message.text(),
                       request_.logprobs ? Logprobs(listed) : OJson(), nullptr);
   }
@@ -257,7 +295,12 @@ std::string OpenAiEncoder::StreamMessage(const v1::GenerateResponse& message, bo
     return out;
   }
   TakeUsage(message);
-  absl::StrAppend(&out, ChoiceEvent(OJson::object(), "", nullptr, finish_reason_));
+  absl::StrAppend(&out, StreamEnd());
+  return out;
+}
+
+std::string OpenAiEncoder::StreamEnd() {
+  std::string out = ChoiceEvent(OJson::object(), "", nullptr, finish_reason_);
   if (request_.include_usage) {
     OJson usage = Chunk();
     usage["choices"] = OJson::array();
@@ -269,14 +312,22 @@ std::string OpenAiEncoder::StreamMessage(const v1::GenerateResponse& message, bo
 }
 
 std::string OpenAiEncoder::StreamError(const absl::Status& status) {
+  if (finished_) return "";  // the face ended the output: the cancellation is its own
   HttpError error =
       ToHttpError(ForHttpFace(status, request_.route, request_.max_tokens_field), request_.route);
   return absl::StrCat(Event(ErrorBody(error)), "data: [DONE]\n\n");
 }
 
 void OpenAiEncoder::Accumulate(const v1::GenerateResponse& message) {
-  text_.append(message.text());
+  if (finished_) return;
   const bool last = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+  if (tool_parser_ != nullptr) {
+    for (const ToolCallEvent& event : ToolEvents(message, last)) {
+      if (event.kind == ToolCallEvent::Kind::kContent) text_.append(event.text);
+    }
+  } else {
+    text_.append(message.text());
+  }
   if (request_.logprobs) {
     std::vector<PendingToken> listed = ListedTokens(message, last);
     if (!listed.empty()) {
@@ -286,7 +337,7 @@ void OpenAiEncoder::Accumulate(const v1::GenerateResponse& message) {
       }
     }
   }
-  if (last) TakeUsage(message);
+  if (last || finished_) TakeUsage(message);
 }
 
 OJson OpenAiEncoder::Body() const {
@@ -295,6 +346,17 @@ OJson OpenAiEncoder::Body() const {
   OJson choice = {{"index", 0}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text_}};
+    if (!tool_calls_.empty()) {
+      // OpenAI: content is null when the message is only calls.
+      if (text_.empty()) choice["message"]["content"] = nullptr;
+      OJson calls = OJson::array();
+      for (const ParsedToolCall& call : tool_calls_) {
+        calls.push_back({{"id", call.id},
+                         {"type", "function"},
+                         {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+      }
+      choice["message"]["tool_calls"] = std::move(calls);
+    }
   } else {
     choice["text"] = text_;
   }
