@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/constraint_state.h"
 #include "engine/kv/kv_pool.h"
 #include "engine/text/detokenizer.h"
 #include "engine/model/device.h"
@@ -74,6 +75,7 @@ struct Sequence {
   std::unique_ptr<SequenceRng> rng;
   std::unique_ptr<IncrementalDetokenizer> detokenizer;
   std::unique_ptr<StopMatcher> stop_matcher;
+  std::unique_ptr<SequenceConstraint> constraint;  // null: free text
   bool cancel = false;    // Cancel() or shutdown reached it
   bool finished = false;  // its last event was sent
   bool sent_first = false;  // its first event was sent
@@ -88,11 +90,13 @@ struct Sequence {
 class Engine::Impl {
  public:
   Impl(EngineOptions options, std::unique_ptr<LlamaModel> model,
-       std::unique_ptr<Tokenizer> tokenizer, ModelInfo info, SchedulerOptions scheduling)
+       std::unique_ptr<Tokenizer> tokenizer, ModelInfo info, SchedulerOptions scheduling,
+       std::shared_ptr<const TokenVocabulary> vocabulary)
       : options_(std::move(options)),
         model_(std::move(model)),
         tokenizer_(std::move(tokenizer)),
         info_(std::move(info)),
+        constraints_(kConstraintCacheSize, std::move(vocabulary), CompileConstraint),
         paused_(options_.start_paused),
         scheduler_(scheduling),
         pool_(model_->NewKvPool(scheduling.num_blocks, scheduling.block_size)) {
@@ -154,8 +158,20 @@ class Engine::Impl {
     return ids;
   }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
+  ConstraintCache& constraints() const { return constraints_; }
 
  private:
+  // Compiled constraints kept for reuse (ConstraintCache).
+  static constexpr size_t kConstraintCacheSize = 64;
+  // Compiles r's constraint (through the cache) into seq's state. On the
+  // caller's thread.
+  absl::Status PrepareConstraint(Sequence* seq);
+  // The rows of this step that are constrained: their masks are filled on
+  // another thread while the model runs (FillMasks); Wait() before sampling.
+  std::future<void> StartMasks(const std::vector<Sequence*>& seqs) const;
+  // Advances seq's matcher over a sampled, non-ending token. false: the
+  // token was not allowed (a bug: the sampler only sees allowed tokens).
+  bool AcceptConstrained(Sequence* seq, int id);
   absl::Status Validate(const GenerationRequest& r, const std::vector<int>& ids,
                         int* max_new_tokens) const;
   // Builds seq's sampler state, detokenizer and stop matcher and replays
@@ -197,6 +213,7 @@ class Engine::Impl {
   std::unique_ptr<Tokenizer> tokenizer_;
   const ModelInfo info_;
   int valid_vocab_ = 0;
+  mutable ConstraintCache constraints_;  // thread-safe
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -236,6 +253,15 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
   // The one set of rules (engine/request_validation.h), as every face applies them.
   SG_RETURN_IF_ERROR(ValidateIds(r.prompt_token_ids, "prompt_token_ids", valid_vocab_));
   SG_RETURN_IF_ERROR(ValidateSampling(s, r.top_logprobs));
+  SG_RETURN_IF_ERROR(ValidateLogitBias(s.logit_bias, valid_vocab_));
+  SG_RETURN_IF_ERROR(ValidateConstraintShape(r.constraint));
+  if (r.constraint.kind != ConstraintSpec::Kind::kNone && r.ignore_eos) {
+    // The grammar decides where EOS may come; generating past it would leave
+    // the grammar with nothing to allow.
+    return bad_field("ignore_eos", "ignore_eos cannot be combined with a constraint (",
+                     ConstraintKindName(r.constraint.kind),
+                     "): the output ends where the constraint's match is complete");
+  }
   SG_RETURN_IF_ERROR(
       ValidateStops(r.stop, r.stop_token_ids,
                     StopLimits{model_->config().vocab_size, options_.max_stop_strings,
@@ -307,6 +333,22 @@ absl::Status Engine::Impl::PrepareStreamState(Sequence* seq) const {
   for (size_t i = 0; i < r.resume_token_ids.size(); ++i) {
     const int id = r.resume_token_ids[i];
     if (r.sampling.temperature > 0.0f) seq->rng->NextUniform();
+    if (seq->constraint != nullptr) {
+      TokenMatcher& matcher = *seq->constraint->matcher;
+      if (matcher.IsTerminated() || !matcher.AcceptToken(id)) {
+        return InvalidField(
+            "resume_token_ids",
+            absl::StrCat("resume_token_ids[", i, "]: ", id, " is not allowed by the constraint (",
+                         ConstraintKindName(r.constraint.kind), ") here: these ids are not what "
+                         "this request generated"));
+      }
+      if (matcher.IsTerminated()) {
+        return InvalidField("resume_token_ids",
+                            absl::StrCat("resume_token_ids[", i, "]: the constraint's match is "
+                                         "complete at this token: the stream ended there, "
+                                         "nothing is left to resume"));
+      }
+    }
     if (seq->stop_matcher->Push(seq->detokenizer->Append(id)).stopped) {
       return InvalidField("resume_token_ids",
                           absl::StrCat("resume_token_ids[", i,
@@ -319,6 +361,36 @@ absl::Status Engine::Impl::PrepareStreamState(Sequence* seq) const {
   seq->tokens = seq->prompt_ids;
   seq->tokens.insert(seq->tokens.end(), seq->output_ids.begin(), seq->output_ids.end());
   return absl::OkStatus();
+}
+
+absl::Status Engine::Impl::PrepareConstraint(Sequence* seq) {
+  const ConstraintSpec& spec = seq->request.constraint;
+  if (spec.kind == ConstraintSpec::Kind::kNone) return absl::OkStatus();
+  absl::StatusOr<std::shared_ptr<const CompiledConstraint>> compiled = constraints_.Get(spec);
+  if (!compiled.ok()) {
+    // The compiler's messages start with the kind and name the position or
+    // keyword; the field is the constraint whatever it says.
+    return FieldOf(compiled.status()).empty() ? WithField(compiled.status(), "constraint")
+                                              : compiled.status();
+  }
+  seq->constraint = std::make_unique<SequenceConstraint>(*std::move(compiled), valid_vocab_);
+  return absl::OkStatus();
+}
+
+std::future<void> Engine::Impl::StartMasks(const std::vector<Sequence*>& seqs) const {
+  std::vector<SequenceConstraint*> states;
+  for (Sequence* seq : seqs) {
+    if (seq->constraint != nullptr) states.push_back(seq->constraint.get());
+  }
+  if (states.empty()) return {};
+  // The masks for this step's tokens, on another thread while the forward
+  // pass runs: the matchers already hold the previous step's tokens, and the
+  // loop touches neither them nor the masks until it waits for this.
+  return std::async(std::launch::async, [states = std::move(states)] { FillMasks(states); });
+}
+
+bool Engine::Impl::AcceptConstrained(Sequence* seq, int id) {
+  return seq->constraint == nullptr || seq->constraint->matcher->AcceptToken(id);
 }
 
 void Engine::Impl::StampEvent(Sequence* seq, TokenEvent* event) {
@@ -350,6 +422,7 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(GenerationRequest request, TokenSi
   }
   seq->request = std::move(request);
   seq->sink = std::move(sink);
+  SG_RETURN_IF_ERROR(PrepareConstraint(seq.get()));
   SG_RETURN_IF_ERROR(PrepareStreamState(seq.get()));
 
   std::lock_guard<std::mutex> lock(mu_);
@@ -429,8 +502,18 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
     // The token's own text never reaches the output; what was held back does.
     return FinishFlushed(seq, ends, "", tokens);
   }
+  if (!AcceptConstrained(seq, token.id)) {
+    return Finish(seq, FinishReason::kError, "", tokens,
+                  absl::InternalError(absl::StrCat("token ", token.id,
+                                                   " was sampled but the constraint does not allow it")));
+  }
   StopMatcher::Result out = seq->stop_matcher->Push(seq->detokenizer->Append(token.id));
   if (out.stopped) return Finish(seq, FinishReason::kStop, out.text, tokens);
+  // A complete match that nothing may follow ends like a stop (OpenAI's
+  // finish_reason "stop"), its last token's text included.
+  if (seq->constraint != nullptr && seq->constraint->matcher->IsTerminated()) {
+    return FinishFlushed(seq, FinishReason::kStop, std::move(out.text), tokens);
+  }
   const bool at_length =
       static_cast<int>(seq->output_ids.size()) >= seq->max_new_tokens ||
       static_cast<int>(seq->tokens.size()) >= model_->config().max_position_embeddings;
@@ -464,7 +547,17 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
     chunk_seqs.push_back(seq);
   }
   if (chunks.empty()) return;
-  torch::Tensor logits = model_->Step(chunks, &pool_);  // [chunks, vocab]
+  std::vector<Sequence*> sampled;
+  for (int64_t r : sample_rows) sampled.push_back(chunk_seqs[r]);
+  std::future<void> masks = StartMasks(sampled);
+  torch::Tensor logits;  // [chunks, vocab]
+  try {
+    logits = model_->Step(chunks, &pool_);
+  } catch (...) {
+    if (masks.valid()) masks.wait();  // the matchers outlive no thread that uses them
+    throw;
+  }
+  if (masks.valid()) masks.get();
   if (sample_rows.empty()) return;
   if (sample_rows.size() != chunks.size()) {
     logits = logits.index_select(0, torch::tensor(sample_rows).to(logits.device()));
@@ -474,7 +567,8 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
   for (int64_t r : sample_rows) {
     Sequence* s = chunk_seqs[r];
     rows.push_back(SampleInput{&s->request.sampling, &s->prompt_ids, &s->output_ids, s->rng.get(),
-                               s->request.top_logprobs});
+                               s->request.top_logprobs,
+                               s->constraint ? s->constraint->mask.data() : nullptr});
     seqs.push_back(s);
   }
   std::vector<TokenInfo> picked = SampleBatch(logits, rows, valid_vocab_);
@@ -593,7 +687,7 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
   try {
     return std::make_unique<Engine::Impl>(options, std::move(built.model),
                                           std::move(built.tokenizer), std::move(built.info),
-                                          built.scheduling);
+                                          built.scheduling, std::move(built.vocabulary));
   } catch (const c10::Error& e) {  // e.g. out of memory for the KV pool
     return absl::ResourceExhaustedError(
         absl::StrCat("allocating the KV cache (", blocks, " blocks): ", e.what_without_backtrace()));
@@ -675,7 +769,18 @@ std::string Engine::TokenPiece(int id) const {
   return impl_->tokenizer().IdToPiece(id);
 }
 const ModelInfo& Engine::model_info() const { return impl_->info(); }
-EngineStats Engine::stats() const { return impl_->stats(); }
+EngineStats Engine::stats() const {
+  EngineStats stats = impl_->stats();
+  stats.constraint_compiles = impl_->constraints().compiles();
+  stats.constraint_cache_hits = impl_->constraints().hits();
+  return stats;
+}
+const std::shared_ptr<const TokenVocabulary>& Engine::token_vocabulary() const {
+  return impl_->constraints().vocabulary();
+}
+void Engine::SetConstraintCompilerForTesting(ConstraintCompiler compiler) {
+  impl_->constraints().SetCompiler(std::move(compiler));
+}
 void Engine::Pause() { impl_->Pause(); }
 void Engine::Resume() { impl_->Resume(); }
 void Engine::Step(int iterations) { impl_->Step(iterations); }

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/constraint_state.h"
+#include "engine/grammar/constraint.h"
 #include "engine/model/model_config.h"
 #include "engine/request.h"
 
@@ -101,6 +103,8 @@ struct EngineStats {
   int64_t prefix_cache_hits = 0;     // of them, found in the prefix cache
   int64_t resumed = 0;               // requests submitted with resume_token_ids
   int64_t resumed_tokens = 0;        // their resume_token_ids
+  int64_t constraint_compiles = 0;   // constraints compiled (ConstraintCache misses that compiled)
+  int64_t constraint_cache_hits = 0; // requests whose constraint was compiled already
 };
 
 // Whether this CPU has native bfloat16 dot products (x86 AVX512-BF16), without
@@ -146,6 +150,14 @@ class Engine {
 
   const ModelInfo& model_info() const;  // thread-safe (immutable)
   EngineStats stats() const;            // thread-safe
+
+  // The vocabulary constraints are compiled for (built once at load).
+  // Thread-safe (immutable).
+  const std::shared_ptr<const TokenVocabulary>& token_vocabulary() const;
+  // Test hook: requests' constraints are compiled by `compiler` from now on
+  // instead of the grammar engine's CompileConstraint (the cache is
+  // emptied). Thread-safe.
+  void SetConstraintCompilerForTesting(ConstraintCompiler compiler);
 
   // Test hooks: hold the loop before its next iteration / let it run / run n
   // iterations while held. Thread-safe.

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
+#include "engine/grammar/constraint.h"
 #include "engine/model/llama_model.h"
 #include "engine/model/model_config.h"
 #include "engine/scheduler.h"
@@ -34,7 +35,19 @@ struct BuiltModel {
   ModelInfo info;                        // every field set
   SchedulerOptions scheduling;           // the options' limits; num_blocks: the KV pool's
                                          // size, validated (Scheduler::Validate)
+  // The vocabulary as constraints see it (BuildTokenVocabulary), built once.
+  std::shared_ptr<const TokenVocabulary> vocabulary;
 };
+
+// The first `size` ids of `tokenizer` as a grammar sees them (see
+// TokenVocabulary): byte pieces and byte-level pieces as their bytes, other
+// pieces with sentencepiece's U+2581 as a space; control and unknown pieces
+// special; `eos_ids` as given. strips_first_space is measured, not assumed:
+// true when decoding a piece that starts with a space alone drops the space
+// (sentencepiece's dummy prefix, tokenizer.json's Metaspace decoder).
+// Thread-safe.
+TokenVocabulary BuildTokenVocabulary(const Tokenizer& tokenizer, int size,
+                                     const std::vector<int>& eos_ids);
 
 // Sets the calling thread's intra-op threads (ConfigureThreads: call it on
 // the thread that will run the model), checks gpu_memory_fraction, loads the

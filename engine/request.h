@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/grammar/constraint.h"
 
 namespace streamgen {
 
@@ -22,6 +23,11 @@ struct SamplingParams {
   float presence_penalty = 0.0f;    // 0: off; OpenAI-style, over output tokens
   float frequency_penalty = 0.0f;   // 0: off; OpenAI-style, over output tokens
   std::optional<uint64_t> seed;     // empty: the engine picks one (< 2^53) and reports it
+  // Added to a token's logit after the penalties and before temperature /
+  // greedy (vLLM's order); each bias in [-100, 100], ids in the vocabulary,
+  // at most kMaxLogitBias entries (request_validation.h). -100 bans a token in
+  // practice, +100 all but forces it. Logprobs do not see it.
+  std::vector<std::pair<int, float>> logit_bias;
 };
 
 // One generation. Exactly one of `prompt` / `prompt_token_ids` is set.
@@ -35,6 +41,13 @@ struct GenerationRequest {
   std::vector<int> stop_token_ids;     // like EOS, but always honoured
   bool ignore_eos = false;             // keep going past EOS ids
   int top_logprobs = 0;                // alternatives reported per token, 0..20
+  // What the output must match (engine/grammar/constraint.h): kind kNone is
+  // free text. Compiled in Submit (INVALID_ARGUMENT naming "constraint" and
+  // the position or schema keyword); per step the sampler only sees the
+  // tokens the grammar allows, EOS only where it can end, and a completed
+  // match ends the sequence with kStop. Stop strings and stop ids still end
+  // the output, even inside the grammar. Refused with ignore_eos.
+  ConstraintSpec constraint;
   // Resuming a stream: the ids already delivered for this same request (same
   // prompt, parameters and seed). The engine prefills prompt + these, advances
   // the sampler's random numbers by one draw per id (temperature > 0), counts

@@ -1,5 +1,7 @@
 #include "engine/request_validation.h"
 
+#include <algorithm>
+
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -66,6 +68,83 @@ absl::Status ValidateStops(const std::vector<std::string>& stop,
     }
   }
   return ValidateIds(stop_token_ids, "stop_token_ids", limits.vocab_size);
+}
+
+absl::Status ValidateLogitBias(const std::vector<std::pair<int, float>>& bias, int vocab_size) {
+  if (static_cast<int64_t>(bias.size()) > kMaxLogitBias) {
+    return InvalidField("logit_bias", absl::StrCat("logit_bias has ", bias.size(),
+                                                   " entries; at most ", kMaxLogitBias,
+                                                   " are allowed"));
+  }
+  std::vector<int> seen;
+  for (const auto& [id, value] : bias) {
+    if (id < 0 || id >= vocab_size) {
+      return InvalidField("logit_bias",
+                          absl::StrCat("logit_bias[", id, "]: the token id is outside the vocabulary [0, ",
+                                       vocab_size, ")"));
+    }
+    if (!(value >= -kMaxAbsLogitBias && value <= kMaxAbsLogitBias)) {
+      return InvalidField("logit_bias", absl::StrCat("logit_bias[", id, "]: the bias must be in [-",
+                                                     kMaxAbsLogitBias, ", ", kMaxAbsLogitBias,
+                                                     "], got ", value));
+    }
+    seen.push_back(id);
+  }
+  // Twice the same id cannot come from a JSON object or a proto map, only from
+  // a direct caller: which value wins would be an accident of order.
+  std::sort(seen.begin(), seen.end());
+  auto twice = std::adjacent_find(seen.begin(), seen.end());
+  if (twice != seen.end()) {
+    return InvalidField("logit_bias",
+                        absl::StrCat("logit_bias[", *twice, "]: the token id is given twice"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateChoiceCount(int n) {
+  if (n < 1 || n > kMaxChoices) return OutOfRange("n", absl::StrCat("[1, ", kMaxChoices, "]"), n);
+  return absl::OkStatus();
+}
+
+absl::Status ValidateConstraintShape(const ConstraintSpec& c) {
+  const std::string kind = ConstraintKindName(c.kind);
+  auto bad = [&](auto&&... parts) {
+    return InvalidField("constraint", absl::StrCat(kind, ": ", parts...));
+  };
+  switch (c.kind) {
+    case ConstraintSpec::Kind::kNone:
+    case ConstraintSpec::Kind::kJsonObject:
+      if (!c.text.empty() || !c.choices.empty()) return bad("takes no text and no choices");
+      return absl::OkStatus();
+    case ConstraintSpec::Kind::kJsonSchema:
+    case ConstraintSpec::Kind::kRegex:
+    case ConstraintSpec::Kind::kGrammar:
+      if (c.text.empty()) return bad("the text is empty");
+      if (c.text.size() > static_cast<size_t>(kMaxConstraintBytes)) {
+        return bad("the text is ", c.text.size(), " bytes; at most ", kMaxConstraintBytes,
+                   " are allowed");
+      }
+      if (!c.choices.empty()) return bad("takes no choices");
+      return absl::OkStatus();
+    case ConstraintSpec::Kind::kChoice: {
+      if (c.choices.empty()) return bad("the list of choices is empty");
+      if (c.choices.size() > static_cast<size_t>(kMaxConstraintChoices)) {
+        return bad(c.choices.size(), " choices; at most ", kMaxConstraintChoices, " are allowed");
+      }
+      size_t bytes = 0;
+      for (size_t i = 0; i < c.choices.size(); ++i) {
+        if (c.choices[i].empty()) return bad("choice[", i, "] is empty");
+        bytes += c.choices[i].size();
+      }
+      if (bytes > static_cast<size_t>(kMaxConstraintBytes)) {
+        return bad("the choices are ", bytes, " bytes in all; at most ", kMaxConstraintBytes,
+                   " are allowed");
+      }
+      if (!c.text.empty()) return bad("takes no text");
+      return absl::OkStatus();
+    }
+  }
+  return InvalidField("constraint", "constraint: unknown kind");
 }
 
 absl::Status ValidateIds(const std::vector<int>& ids, absl::string_view field, int vocab_size) {

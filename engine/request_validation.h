@@ -20,6 +20,11 @@ namespace streamgen {
 
 inline constexpr int kMaxTopLogprobs = 20;      // alternatives per token
 inline constexpr int kMaxRequestIdBytes = 128;  // request_id
+inline constexpr int kMaxLogitBias = 300;       // logit_bias entries (OpenAI's limit)
+inline constexpr float kMaxAbsLogitBias = 100;  // each bias in [-100, 100]
+inline constexpr int kMaxChoices = 8;           // n
+inline constexpr int kMaxConstraintBytes = 1 << 16;  // a constraint's text, or its choices together
+inline constexpr int kMaxConstraintChoices = 256;    // entries of a choice constraint
 
 // The field a refusal is about, as a status payload.
 inline constexpr char kFieldPayloadUrl[] = "type.streamgen.dev/field";
@@ -48,6 +53,23 @@ struct StopLimits {
 };
 absl::Status ValidateStops(const std::vector<std::string>& stop,
                            const std::vector<int>& stop_token_ids, const StopLimits& limits);
+
+// logit_bias: at most kMaxLogitBias entries, each id in [0, vocab_size) and
+// each bias in [-kMaxAbsLogitBias, kMaxAbsLogitBias], no id twice:
+// "logit_bias[9000]: the token id is outside the vocabulary [0, 4096)",
+// "logit_bias[5]: the bias must be in [-100, 100], got 150". Names field
+// "logit_bias".
+absl::Status ValidateLogitBias(const std::vector<std::pair<int, float>>& bias, int vocab_size);
+
+// n in [1, kMaxChoices]: "n must be in [1, 8], got 9".
+absl::Status ValidateChoiceCount(int n);
+
+// The constraint's shape, before it is compiled (the compiler checks the
+// text itself): kinds with text need non-empty text of at most
+// kMaxConstraintBytes; choice needs 1..kMaxConstraintChoices non-empty
+// strings; json_object needs neither. Names field "constraint"; the message
+// starts with the kind ("regex: the expression is empty").
+absl::Status ValidateConstraintShape(const ConstraintSpec& constraint);
 
 // Every id in [0, vocab_size): "prompt_token_ids[3] = 9000 is outside the
 // vocabulary [0, 4096)", naming `field`.

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -33,9 +34,13 @@ bool HasRepetitionPenalty(const SamplingParams& p) { return p.repetition_penalty
 bool HasCountPenalty(const SamplingParams& p) {
   return p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
 }
-bool HasPenalties(const SamplingParams& p) { return HasRepetitionPenalty(p) || HasCountPenalty(p); }
+// Everything step 2 does (penalties and logit_bias).
+bool HasPenalties(const SamplingParams& p) {
+  return HasRepetitionPenalty(p) || HasCountPenalty(p) || !p.logit_bias.empty();
+}
 
-// Greedy, no penalties, no alternatives: handled by the batched argmax.
+// Greedy, no penalties or bias, no alternatives: handled by the batched
+// argmax (a constrained row is too: its mask is applied to the batch first).
 bool IsFastGreedy(const SampleInput& row) {
   return row.params->temperature == 0.0f && !HasPenalties(*row.params) && row.top_logprobs == 0;
 }
@@ -99,6 +104,22 @@ void ApplyCountPenalties(torch::Tensor* logits, const SamplingParams& p,
   logits->index_copy_(0, index, logits->index_select(0, index) - amount);
 }
 
+// In place on `logits` [n]: logit_bias added (ids >= n ignored).
+void ApplyLogitBias(torch::Tensor* logits, const SamplingParams& p) {
+  std::vector<int64_t> ids;
+  std::vector<float> amounts;
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (id >= 0 && id < logits->size(0)) {
+      ids.push_back(id);
+      amounts.push_back(bias);
+    }
+  }
+  if (ids.empty()) return;
+  torch::Tensor index = ToDevice(torch::tensor(ids, torch::kLong), logits->device());
+  torch::Tensor amount = ToDevice(torch::tensor(amounts, torch::kFloat), logits->device());
+  logits->index_add_(0, index, amount);
+}
+
 std::string ShapeString(const torch::Tensor& t) {
   return absl::StrCat("[", absl::StrJoin(t.sizes(), ", "), "]");
 }
@@ -133,6 +154,10 @@ absl::Status CheckRow(const SampleInput& row, const std::string& name, int64_t v
   if (HasPenalties(p)) {
     SG_RETURN_IF_ERROR(CheckIds(OrEmpty(row.output_ids), name + ".output_ids", vocab));
   }
+  if (!p.logit_bias.empty()) {
+    absl::Status bias = ValidateLogitBias(p.logit_bias, static_cast<int>(vocab));
+    if (!bias.ok()) return absl::InvalidArgumentError(absl::StrCat(name, ": ", bias.message()));
+  }
   return absl::OkStatus();
 }
 
@@ -154,6 +179,19 @@ absl::Status CheckLogits(const torch::Tensor& logits, int64_t dims, int valid_vo
                                                    "] (logits' vocab), got ", valid_vocab));
   }
   return absl::OkStatus();
+}
+
+// A constraint's mask must leave some id below valid_vocab: all -inf would
+// make every probability NaN. Read on the host, where the mask is.
+absl::Status CheckAllowed(const uint32_t* allowed, int valid_vocab, const std::string& name) {
+  const int full = valid_vocab / 32;
+  for (int w = 0; w < full; ++w) {
+    if (allowed[w] != 0) return absl::OkStatus();
+  }
+  const int rest = valid_vocab % 32;
+  if (rest > 0 && (allowed[full] & ((uint32_t{1} << rest) - 1)) != 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(name, ": the constraint's mask allows no token below valid_vocab ", valid_vocab));
 }
 
 // Step 6 by one stable sort of all of `probs` (ties: the lower id first).
@@ -262,7 +300,20 @@ torch::Tensor ApplyPenalties(const torch::Tensor& logits, const SamplingParams& 
   torch::Tensor out = logits.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true);
   if (HasRepetitionPenalty(p)) ApplyRepetitionPenalty(&out, p, prompt_ids, output_ids);
   if (HasCountPenalty(p)) ApplyCountPenalties(&out, p, output_ids);
+  ApplyLogitBias(&out, p);
   return out;
+}
+
+torch::Tensor AllowedMask(const uint32_t* allowed, int64_t n, const torch::Device& device) {
+  const int64_t words = (n + 31) / 32;
+  // The words go up as they are (4 bytes each, not n bools) and are unpacked
+  // on the device: bit b of word w is id 32 * w + b. An arithmetic shift of a
+  // negative int32 keeps the low bits right, and only the low bit is read.
+  torch::Tensor packed = ToDevice(
+      torch::from_blob(const_cast<uint32_t*>(allowed), {words}, torch::kInt).clone(), device);
+  torch::Tensor shifts = torch::arange(32, torch::TensorOptions().dtype(torch::kInt).device(device));
+  torch::Tensor bits = packed.unsqueeze(1).bitwise_right_shift(shifts).bitwise_and(1);  // [words, 32]
+  return bits.reshape({-1}).narrow(0, 0, n).to(torch::kBool);
 }
 
 torch::Tensor TopPMask(const torch::Tensor& probs, double top_p, bool by_sort) {
@@ -307,8 +358,17 @@ std::vector<TokenInfo> SampleBatch(const torch::Tensor& logits,
   }
   if (rows.empty()) return {};
 
-  // Step 1: ids >= valid_vocab are cut off (a view, no copy for float32).
-  const torch::Tensor x = logits.narrow(1, 0, valid_vocab).to(torch::kFloat);
+  // Step 1: ids >= valid_vocab are cut off (a view, no copy for float32), and
+  // each constrained row's disallowed ids get -inf (on a copy: the caller's
+  // logits stay as they were).
+  torch::Tensor x = logits.narrow(1, 0, valid_vocab).to(torch::kFloat);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (rows[r].allowed == nullptr) continue;
+    if (x.data_ptr() == logits.data_ptr()) x = x.clone();
+    ThrowIfError(CheckAllowed(rows[r].allowed, valid_vocab, absl::StrCat("SampleBatch: rows[", r, "]")));
+    x[r].masked_fill_(AllowedMask(rows[r].allowed, valid_vocab, x.device()).logical_not(),
+                      -std::numeric_limits<float>::infinity());
+  }
   std::vector<torch::Tensor> parts;  // float64, flattened, in the order unpacked below
   if (!fast.empty()) parts.push_back(SampleGreedyRows(x, fast).reshape({-1}));
   for (size_t r = 0; r < rows.size(); ++r) {

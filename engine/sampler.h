@@ -4,9 +4,11 @@
 //
 // Per row, in vLLM's order:
 //   1. ids >= valid_vocab (padded embedding rows) are cut off (a narrowed
-//      view, like a -inf mask): never chosen, never in logprobs
+//      view, like a -inf mask): never chosen, never in logprobs; and with a
+//      constraint (SampleInput::allowed) every id it does not allow gets -inf
 //   2. penalties: repetition (HF-style, over prompt + output ids), then
-//      frequency and presence (OpenAI-style, over output ids)
+//      frequency and presence (OpenAI-style, over output ids), then
+//      logit_bias added (SamplingParams::logit_bias)
 //   3. temperature == 0: greedy argmax (ties: the lowest id, as torch::argmax)
 //   4. logits / temperature
 //   5. top-k (exactly k kept; which of several ids tied at the k-th value stay
@@ -24,8 +26,12 @@
 // the libtorch ops inside; the engine catches c10::Error at its edge.
 //
 // Logprobs (TokenInfo::logprob and ::top_logprobs) are log_softmax of the raw
-// logits after step 1 only: before penalties, temperature and filters. They
-// describe the model, not the sampling settings (OpenAI's and vLLM's default).
+// logits after step 1 only: before penalties, logit_bias, temperature and
+// filters. They describe the model, not the sampling settings (OpenAI's and
+// vLLM's default). With a constraint they are of the masked distribution
+// (the model's probabilities renormalised over the allowed tokens; a
+// disallowed id is never among top_logprobs), as vLLM's are: it applies the
+// grammar's bitmask to the logits before its sampler reads them.
 #pragma once
 
 #include <torch/types.h>
@@ -64,6 +70,11 @@ struct SampleInput {
   const std::vector<int>* output_ids = nullptr;  // nullptr: empty; ids generated so far
   SequenceRng* rng = nullptr;  // required when params->temperature > 0; one draw per call
   int top_logprobs = 0;        // alternatives to report, 0..kMaxTopLogprobs
+  // nullptr: every id allowed. Otherwise a constraint's bitmask
+  // (TokenMatcher::FillNextTokenBitmask): id i is allowed when bit i % 32 of
+  // allowed[i / 32] is set; at least (valid_vocab + 31) / 32 words. At least one id below
+  // valid_vocab must be allowed.
+  const uint32_t* allowed = nullptr;
 };
 
 // Chooses one token per row of `logits` ([batch, vocab], any floating dtype,
@@ -90,7 +101,7 @@ int SampleOne(const torch::Tensor& logits, const SampleInput& row, int valid_voc
 // ---- The stages, exposed for tests and benchmarks (SampleBatch uses them). ----
 
 // Step 2: `logits` [n] float32 (n <= vocab: ids outside [0, n) are ignored) with the
-// penalties applied, as a new tensor. Thread-safe.
+// penalties and params.logit_bias applied, as a new tensor. Thread-safe.
 torch::Tensor ApplyPenalties(const torch::Tensor& logits, const SamplingParams& params,
                              const std::vector<int>& prompt_ids,
                              const std::vector<int>& output_ids);
@@ -102,6 +113,10 @@ torch::Tensor ApplyPenalties(const torch::Tensor& logits, const SamplingParams& 
 torch::Tensor ComputeProbs(const torch::Tensor& logits, const SamplingParams& params,
                            const std::vector<int>& prompt_ids, const std::vector<int>& output_ids,
                            int valid_vocab);
+
+// Step 1's constraint mask: `allowed` (SampleInput::allowed) unpacked to [n]
+// bool on `device`, true for the allowed ids in [0, n). Thread-safe.
+torch::Tensor AllowedMask(const uint32_t* allowed, int64_t n, const torch::Device& device);
 
 // Step 6: true for the ids kept by top-p in `probs` ([n], >= 0, summing to
 // about 1): the smallest set of most likely ids (ties: lower ids first) whose

@@ -76,6 +76,9 @@ void GenerationCall::Submit(Engine* engine, GenerationRequest request) {
     resumed_tokens_ = static_cast<int>(request.resume_token_ids.size());
   }
   stream_.SetModelFingerprint(engine->model_info().fingerprint);
+  if (request.constraint.kind != ConstraintSpec::Kind::kNone) {
+    stream_.SetConstraint(ConstraintKindName(request.constraint.kind));
+  }
   std::shared_ptr<GenerationCall> self = shared_from_this();
   absl::StatusOr<uint64_t> id = engine->Submit(
       std::move(request), [self](TokenEvent&& event) { self->OnEngineEvent(std::move(event)); });

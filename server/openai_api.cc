@@ -1,6 +1,7 @@
 #include "server/openai_api.h"
 
 #include "engine/request_validation.h"
+#include "server/openai_structured.h"
 
 #include <algorithm>
 #include <cmath>
@@ -373,15 +374,6 @@ absl::Status Unsupported(const Json& body) {
       suffix != nullptr && !(suffix->is_string() && suffix->get<std::string>().empty())) {
     return BadField("suffix", "is not supported");
   }
-  if (const Json* bias = Field(body, "logit_bias"); bias != nullptr && !bias->empty()) {
-    return BadField("logit_bias", "is not supported");
-  }
-  if (const Json* format = Field(body, "response_format"); format != nullptr) {
-    auto type = format->is_object() ? format->find("type") : format->end();
-    if (type == format->end() || *type != "text") {
-      return BadField("response_format", "is not supported (only {\"type\": \"text\"})");
-    }
-  }
   return absl::OkStatus();
 }
 
@@ -679,6 +671,8 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiRoute route, const Json& 
   SG_ASSIGN_OR_RETURN(std::optional<bool> parse_special, Bool(body, "parse_special_tokens"));
   request.set_parse_special_tokens(parse_special.value_or(false));
   SG_RETURN_IF_ERROR(Sampling(body, &request));
+  SG_RETURN_IF_ERROR(ParseLogitBias(body, &request));
+  SG_RETURN_IF_ERROR(ParseConstraint(body, &request));
   SG_RETURN_IF_ERROR(Stops(body, &request));
   SG_RETURN_IF_ERROR(Logprobs(route, body, &out));
   SG_ASSIGN_OR_RETURN(std::optional<bool> stream, Bool(body, "stream"));

@@ -55,6 +55,7 @@ StreamAction ResponseStream::OnEvent(TokenEvent&& event) {
   if (client_gone_ || call_finished_) return {};
   AppendEvent(event, &pending_);
   if (event.first && !model_fingerprint_.empty()) pending_.set_model_fingerprint(model_fingerprint_);
+  if (event.first && !constraint_.empty()) pending_.set_constraint(constraint_);
   has_pending_ = true;
   if (last) {
     pending_is_last_ = true;
@@ -135,6 +136,11 @@ StreamAction ResponseStream::Reject(absl::Status status) {
   outcome_.finished = true;
   outcome_.status = status;
   return {StreamAction::kFinish, nullptr, std::move(status)};
+}
+
+void ResponseStream::SetConstraint(std::string kind) {
+  absl::MutexLock lock(&mu_);
+  constraint_ = std::move(kind);
 }
 
 void ResponseStream::SetModelFingerprint(std::string fingerprint) {

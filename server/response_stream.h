@@ -73,6 +73,10 @@ class ResponseStream {
   // Reported on the first message (GenerateResponse.model_fingerprint). Set
   // before the engine's first event.
   void SetModelFingerprint(std::string fingerprint);
+  // Reported on the first message (GenerateResponse.constraint): the kind of
+  // constraint the engine accepted ("" for none). Set before the engine's
+  // first event.
+  void SetConstraint(std::string kind);
 
   // The call is refused before anything was sent: kFinish with `status`.
   StreamAction Reject(absl::Status status);
@@ -95,6 +99,7 @@ class ResponseStream {
   const std::string request_id_;
   mutable absl::Mutex mu_;
   std::string model_fingerprint_ ABSL_GUARDED_BY(mu_);
+  std::string constraint_ ABSL_GUARDED_BY(mu_);
   v1::GenerateResponse pending_ ABSL_GUARDED_BY(mu_);
   bool has_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool pending_is_last_ ABSL_GUARDED_BY(mu_) = false;

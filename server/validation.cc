@@ -45,7 +45,40 @@ absl::Status ConvertSampling(const v1::GenerateRequest& request, const RequestLi
   out->unset.top_p = !request.has_top_p();
   out->unset.min_p = !request.has_min_p();
   out->unset.repetition_penalty = !request.has_repetition_penalty();
-  return ValidateSampling(s, out->top_logprobs);
+  SG_RETURN_IF_ERROR(ValidateSampling(s, out->top_logprobs));
+  // In id order: a map's order is unspecified, and the sampler's result must
+  // not depend on it.
+  s.logit_bias.assign(request.logit_bias().begin(), request.logit_bias().end());
+  std::sort(s.logit_bias.begin(), s.logit_bias.end());
+  return ValidateLogitBias(s.logit_bias, limits.vocab_size);
+}
+
+absl::Status ConvertConstraint(const v1::GenerateRequest& request, GenerationRequest* out) {
+  ConstraintSpec& c = out->constraint;
+  switch (request.constraint_case()) {
+    case v1::GenerateRequest::CONSTRAINT_NOT_SET:
+      return absl::OkStatus();
+    case v1::GenerateRequest::kJsonSchema:
+      c.kind = ConstraintSpec::Kind::kJsonSchema;
+      c.text = request.json_schema();
+      break;
+    case v1::GenerateRequest::kJsonObject:
+      if (request.json_object()) c.kind = ConstraintSpec::Kind::kJsonObject;
+      break;
+    case v1::GenerateRequest::kRegex:
+      c.kind = ConstraintSpec::Kind::kRegex;
+      c.text = request.regex();
+      break;
+    case v1::GenerateRequest::kGrammar:
+      c.kind = ConstraintSpec::Kind::kGrammar;
+      c.text = request.grammar();
+      break;
+    case v1::GenerateRequest::kChoice:
+      c.kind = ConstraintSpec::Kind::kChoice;
+      c.choices.assign(request.choice().choices().begin(), request.choice().choices().end());
+      break;
+  }
+  return ValidateConstraintShape(c);
 }
 
 absl::Status ConvertStops(const v1::GenerateRequest& request, const RequestLimits& limits,
@@ -258,6 +291,7 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
   out.resume_token_ids.assign(request.resume_token_ids().begin(), request.resume_token_ids().end());
   SG_RETURN_IF_ERROR(ConvertSampling(request, limits, &out));
   SG_RETURN_IF_ERROR(ConvertStops(request, limits, &out));
+  SG_RETURN_IF_ERROR(ConvertConstraint(request, &out));
   SG_ASSIGN_OR_RETURN(out.prompt_token_ids, EncodePrompt(request, limits, encoder));
   SG_ASSIGN_OR_RETURN(out.max_new_tokens,
                       ResolveMaxNewTokens(request.max_new_tokens(),

@@ -46,9 +46,15 @@ struct PromptEncoder {
 };
 
 // Checks the sampling fields (temperature, top_p, min_p, penalties,
-// top_logprobs) and fills `out` with the neutral defaults for zero values.
+// top_logprobs, logit_bias) and fills `out` with the neutral defaults for
+// zero values.
 absl::Status ConvertSampling(const v1::GenerateRequest& request, const RequestLimits& limits,
                              GenerationRequest* out);
+
+// The `constraint` oneof -> out->constraint, its shape checked
+// (ValidateConstraintShape; the engine compiles it). json_object false is no
+// constraint.
+absl::Status ConvertConstraint(const v1::GenerateRequest& request, GenerationRequest* out);
 
 // Checks stop and stop_token_ids.
 absl::Status ConvertStops(const v1::GenerateRequest& request, const RequestLimits& limits,

@@ -32,6 +32,81 @@ HttpError ErrorOf(const absl::StatusOr<OpenAiRequest>& parsed,
   return ToHttpError(parsed.status(), route);
 }
 
+// Issue 22: response_format, vLLM's structured_outputs / guided_*, logit_bias.
+TEST(OpenAiRequestTest, ConstraintsAndLogitBiasReachTheProto) {
+  absl::StatusOr<OpenAiRequest> parsed = Chat(R"({"messages": [{"role": "user", "content": "x"}],
+      "response_format": {"type": "json_schema", "json_schema": {"name": "person", "strict": true,
+          "schema": {"type": "object", "properties": {"age": {"type": "integer"}}}}},
+      "logit_bias": {"5": 100, "17": -2.5}})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const v1::GenerateRequest& r = parsed->request;
+  ASSERT_EQ(r.constraint_case(), v1::GenerateRequest::kJsonSchema);
+  EXPECT_EQ(Json::parse(r.json_schema()),
+            Json::parse(R"({"type": "object", "properties": {"age": {"type": "integer"}}})"));
+  ASSERT_EQ(r.logit_bias().size(), 2u);
+  EXPECT_EQ(r.logit_bias().at(5), 100.0f);
+  EXPECT_EQ(r.logit_bias().at(17), -2.5f);
+
+  struct Case {
+    const char* fields;
+    v1::GenerateRequest::ConstraintCase kind;
+  };
+  for (const Case& c : {
+           Case{R"("response_format": {"type": "text"})", v1::GenerateRequest::CONSTRAINT_NOT_SET},
+           Case{R"("response_format": {"type": "json_object"})", v1::GenerateRequest::kJsonObject},
+           Case{R"("response_format": {"type": "json_schema", "json_schema": {"name": "n"}})",
+                v1::GenerateRequest::kJsonObject},
+           Case{R"("structured_outputs": {"json": {"type": "string"}})", v1::GenerateRequest::kJsonSchema},
+           Case{R"("structured_outputs": {"json": "{\"type\": \"string\"}"})", v1::GenerateRequest::kJsonSchema},
+           Case{R"("structured_outputs": {"regex": "[0-9]+", "grammar": null})", v1::GenerateRequest::kRegex},
+           Case{R"("structured_outputs": {"choice": ["yes", "no"]})", v1::GenerateRequest::kChoice},
+           Case{R"("structured_outputs": {"grammar": "root ::= \"a\""})", v1::GenerateRequest::kGrammar},
+           Case{R"("structured_outputs": {"json_object": true})", v1::GenerateRequest::kJsonObject},
+           Case{R"("guided_json": {"type": "object"})", v1::GenerateRequest::kJsonSchema},
+           Case{R"("guided_regex": "a+")", v1::GenerateRequest::kRegex},
+           Case{R"("guided_choice": ["a"])", v1::GenerateRequest::kChoice},
+           Case{R"("guided_grammar": "root ::= \"a\"")", v1::GenerateRequest::kGrammar},
+       }) {
+    const std::string body = std::string(R"({"prompt": "x", )") + c.fields + "}";
+    SCOPED_TRACE(body);
+    absl::StatusOr<OpenAiRequest> got = Completions(body.c_str());
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->request.constraint_case(), c.kind);
+  }
+  parsed = Completions(R"({"prompt": "x", "structured_outputs": {"choice": ["yes", "no"]}})");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_THAT(parsed->request.choice().choices(), ElementsAre("yes", "no"));
+  parsed = Completions(R"({"prompt": "x", "guided_regex": "[0-9]+"})");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->request.regex(), "[0-9]+");
+}
+
+// The validator's refusals of logit_bias and constraint shapes, as the face answers them.
+TEST(OpenAiRequestTest, ValidatorRefusalsOfLogitBiasAndConstraintsNameTheField) {
+  RequestLimits limits;
+  limits.vocab_size = 100;
+  limits.context_length = 64;
+  PromptEncoder encoder;
+  encoder.tokenize = [](const std::string&, bool) { return std::vector<int>{1, 2}; };
+  auto refusal = [&](const char* body) {
+    absl::StatusOr<OpenAiRequest> parsed = Completions(body);
+    EXPECT_TRUE(parsed.ok()) << parsed.status();
+    absl::Status status = ToGenerationRequest(parsed->request, limits, encoder).status();
+    return ToHttpError(ForHttpFace(status, OpenAiRoute::kCompletions));
+  };
+  HttpError error = refusal(R"({"prompt": "x", "logit_bias": {"100": 1}})");
+  EXPECT_EQ(error.status, 400);
+  EXPECT_EQ(error.param, "logit_bias");
+  EXPECT_EQ(error.message, "logit_bias[100]: the token id is outside the vocabulary [0, 100)");
+  error = refusal(R"({"prompt": "x", "logit_bias": {"3": -101}})");
+  EXPECT_EQ(error.message, "logit_bias[3]: the bias must be in [-100, 100], got -101");
+  error = refusal(R"({"prompt": "x", "structured_outputs": {"choice": []}})");
+  EXPECT_EQ(error.status, 400);
+  EXPECT_EQ(error.message, "choice: the list of choices is empty");
+  error = refusal(R"({"prompt": "x", "guided_regex": ""})");
+  EXPECT_EQ(error.message, "regex: the text is empty");
+}
+
 // Issue 18: a sampling field or max_tokens the body leaves out (or sends as
 // null) stays unset in the proto, so that the model's generation_config.json
 // defaults (and the server's default max tokens) apply downstream.
@@ -297,7 +372,23 @@ TEST(OpenAiRequestTest, WrongTypesNameTheField) {
       {R"({"prompt": "x", "logprobs": -1})", "logprobs", "logprobs must be >= 0, got -1"},
       {R"({"prompt": "x", "echo": true})", "echo", "echo is not supported"},
       {R"({"prompt": "x", "best_of": 3})", "best_of", "best_of is not supported (only 1)"},
-      {R"({"prompt": "x", "logit_bias": {"5": 100}})", "logit_bias", "logit_bias is not supported"},
+      {R"({"prompt": "x", "logit_bias": {"abc": 1}})", "logit_bias", "logit_bias[\"abc\"]: the key must be a token id (an integer, as a string)"},
+      {R"({"prompt": "x", "logit_bias": {"5": "high"}})", "logit_bias", "logit_bias[\"5\"]: the bias must be a number, got a string"},
+      {R"({"prompt": "x", "logit_bias": [1]})", "logit_bias", "logit_bias must be an object of token id -> bias, got an array"},
+      {R"({"prompt": "x", "response_format": {"type": "xml"}})", "response_format", "response_format.type must be one of \"text\", \"json_object\", \"json_schema\", got \"xml\""},
+      {R"({"prompt": "x", "response_format": "json"})", "response_format", "response_format must be an object, got a string"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema"}})", "response_format", "response_format.json_schema is required with type \"json_schema\""},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}})", "response_format", "response_format.json_schema.name is required"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}})", "response_format", "response_format.json_schema.name must be a string of a-z, A-Z, 0-9, _ and - of at most 64 characters"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": 3}}})", "response_format", "response_format.json_schema.schema must be a JSON Schema object, got a number"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a", "strict": "yes"}}})", "response_format", "response_format.json_schema.strict must be a boolean, got a string"},
+      {R"({"prompt": "x", "response_format": {"type": "json_object"}, "structured_outputs": {"regex": "a+"}})", "structured_outputs", "response_format and structured_outputs.regex each constrain the output: set one constraint, not both"},
+      {R"({"prompt": "x", "structured_outputs": {"regex": "a", "choice": ["b"]}})", "structured_outputs", "structured_outputs.choice and structured_outputs.regex each constrain the output: set one constraint, not both"},
+      {R"({"prompt": "x", "structured_outputs": {"structural_tag": "t"}})", "structured_outputs", "structured_outputs.structural_tag is not supported (json, regex, choice, grammar, json_object are)"},
+      {R"({"prompt": "x", "structured_outputs": {"choice": ["a", 2]}})", "structured_outputs", "structured_outputs.choice[1] must be a string, got a number"},
+      {R"({"prompt": "x", "structured_outputs": {"json": "{not json"}})", "structured_outputs", "structured_outputs.json must be a JSON Schema (an object, or its JSON text)"},
+      {R"({"prompt": "x", "guided_choice": 5})", "guided_choice", "guided_choice must be an array of strings, got a number"},
+      {R"({"prompt": "x", "guided_regex": "a", "guided_grammar": "root ::= \"a\""})", "guided_grammar", "guided_regex and guided_grammar each constrain the output: set one constraint, not both"},
       {R"({"prompt": "x", "stream_options": true})", "stream_options", "stream_options must be an object, got a boolean"},
       // Found with tests/fuzz/openai_request_fuzz.cc: positive as doubles, 0 ("off") as the proto's floats.
       {R"({"prompt": "x", "top_p": 1e-50})", "top_p", "top_p must be in (0, 1], got 1e-50"},

@@ -147,6 +147,124 @@ TEST(SamplerTest, MixedBatchKeepsRowOrder) {
   EXPECT_EQ(got[2].top_logprobs[0].id, 2);
 }
 
+// ---- logit_bias (after the penalties, before temperature / greedy) ----
+
+TEST(SamplerTest, LogitBiasIsAddedAfterPenaltiesAndLogprobsDoNotSeeIt) {
+  // Id 0: logit 2, seen in the prompt, repetition penalty 2 -> 1; bias 0.8 ->
+  // 1.8, above id 1's 1.6. Bias first would give (2 + 0.8) / 2 = 1.4 < 1.6.
+  SamplingParams p;
+  p.repetition_penalty = 2.0f;
+  p.logit_bias = {{0, 0.8f}};
+  std::vector<int> prompt = {0};
+  SampleInput row{&p, &prompt, nullptr, nullptr, 0};
+  TokenInfo got = SampleInfo(Row({2.0f, 1.6f}), row, 2);
+  EXPECT_EQ(got.id, 0);
+  // The logprob is the model's: log_softmax of the raw logits.
+  EXPECT_NEAR(got.logprob, 2.0 - std::log(std::exp(2.0) + std::exp(1.6)), 1e-6);
+  p.logit_bias = {{0, 0.5f}};  // 1.5 < 1.6
+  EXPECT_EQ(SampleInfo(Row({2.0f, 1.6f}), row, 2).id, 1);
+}
+
+TEST(SamplerTest, LogitBiasShiftsTheSampledDistributionBeforeTemperature) {
+  // Equal logits, bias ln 3 on id 1: softmax [1, 3] / 4 at T = 1; at T = 2
+  // the biased logits are halved: [1, sqrt 3] / (1 + sqrt 3).
+  SamplingParams p = Sampled(1.0f);
+  p.logit_bias = {{1, static_cast<float>(std::log(3.0))}};
+  ExpectProbs(Probs({0.0f, 0.0f}, p), {0.25, 0.75});
+  p.temperature = 2.0f;
+  ExpectProbs(Probs({0.0f, 0.0f}, p), {1 / (1 + std::sqrt(3.0)), std::sqrt(3.0) / (1 + std::sqrt(3.0))});
+  // -100 bans in practice, in a sampled batch row and a greedy one.
+  SamplingParams ban = Sampled(1.0f);
+  ban.logit_bias = {{2, -100.0f}};
+  SamplingParams greedy_ban;
+  greedy_ban.logit_bias = {{2, -100.0f}};
+  SequenceRng rng(5);
+  torch::Tensor logits = Row({0.0f, 0.0f, 5.0f}).repeat({2, 1});
+  for (int i = 0; i < 100; ++i) {
+    std::vector<TokenInfo> got = SampleBatch(
+        logits, {{&ban, nullptr, nullptr, &rng, 0}, {&greedy_ban, nullptr, nullptr, nullptr, 0}}, 3);
+    ASSERT_NE(got[0].id, 2);
+    ASSERT_EQ(got[1].id, 0);
+  }
+}
+
+TEST(SamplerTest, LogitBiasOutsideTheVocabularyIsRefusedByName) {
+  SamplingParams p;
+  p.logit_bias = {{7, 1.0f}};
+  SampleInput row{&p, nullptr, nullptr, nullptr, 0};
+  EXPECT_TRUE(ThrowsWith([&] { SampleOne(Row({0.0f, 1.0f}), row, 2); },
+                         "rows[0]: logit_bias[7]: the token id is outside the vocabulary [0, 2)"));
+  p.logit_bias = {{1, 101.0f}};
+  EXPECT_TRUE(ThrowsWith([&] { SampleOne(Row({0.0f, 1.0f}), row, 2); },
+                         "logit_bias[1]: the bias must be in [-100, 100], got 101"));
+}
+
+// ---- a constraint's mask (before everything, logprobs included) ----
+
+// A bitmask for `vocab` ids allowing `ids`.
+std::vector<uint32_t> Bitmask(int vocab, std::vector<int> ids) {
+  std::vector<uint32_t> mask((vocab + 31) / 32, 0);
+  for (int id : ids) mask[id / 32] |= uint32_t{1} << (id % 32);
+  return mask;
+}
+
+TEST(SamplerTest, AllowedMaskUnpacksBitsAcrossWords) {
+  std::vector<uint32_t> mask = Bitmask(70, {0, 31, 32, 63, 69});
+  std::vector<float> got = ToVector(AllowedMask(mask.data(), 70, torch::kCPU));
+  ASSERT_EQ(got.size(), 70u);
+  for (int i = 0; i < 70; ++i) {
+    const bool want = i == 0 || i == 31 || i == 32 || i == 63 || i == 69;
+    EXPECT_EQ(got[i] != 0, want) << "id " << i;
+  }
+}
+
+TEST(SamplerTest, MaskedRowsChooseOnlyAllowedIdsAndReportTheMaskedLogprobs) {
+  // 40 ids (two words); the best ids 0 and 39 are not allowed; 33 and 35 are.
+  std::vector<float> values(40, 0.0f);
+  values[0] = 9.0f;
+  values[39] = 8.0f;
+  values[33] = 1.0f;
+  values[35] = 2.0f;
+  std::vector<uint32_t> mask = Bitmask(40, {33, 35});
+  SamplingParams greedy;
+  SamplingParams hot = Sampled(3.0f);
+  SequenceRng rng(11);
+  torch::Tensor logits = Row(values).repeat({3, 1});
+  const torch::Tensor before = logits.clone();
+  for (int i = 0; i < 50; ++i) {
+    std::vector<TokenInfo> got =
+        SampleBatch(logits,
+                    {{&greedy, nullptr, nullptr, nullptr, 0, mask.data()},   // batched argmax
+                     {&greedy, nullptr, nullptr, nullptr, 2, mask.data()},   // with alternatives
+                     {&hot, nullptr, nullptr, &rng, 0, mask.data()}},
+                    40);
+    ASSERT_EQ(got[0].id, 35);
+    ASSERT_EQ(got[1].id, 35);
+    ASSERT_TRUE(got[2].id == 33 || got[2].id == 35) << got[2].id;
+    // Renormalised over the allowed ids: 2 - log(e^1 + e^2).
+    const double lp35 = 2.0 - std::log(std::exp(1.0) + std::exp(2.0));
+    EXPECT_NEAR(got[0].logprob, lp35, 1e-5);
+    ASSERT_EQ(got[1].top_logprobs.size(), 2u);
+    EXPECT_EQ(got[1].top_logprobs[0].id, 35);
+    EXPECT_EQ(got[1].top_logprobs[1].id, 33);
+  }
+  EXPECT_TRUE(torch::equal(logits, before)) << "the caller's logits were written";
+  // An unmasked row in the same batch still sees every id.
+  std::vector<TokenInfo> mixed = SampleBatch(
+      logits.narrow(0, 0, 2),
+      {{&greedy, nullptr, nullptr, nullptr, 0}, {&greedy, nullptr, nullptr, nullptr, 0, mask.data()}}, 40);
+  EXPECT_EQ(mixed[0].id, 0);
+  EXPECT_EQ(mixed[1].id, 35);
+}
+
+TEST(SamplerTest, AMaskThatAllowsNothingIsRefused) {
+  std::vector<uint32_t> mask = Bitmask(40, {38});  // allowed, but beyond valid_vocab 36
+  SamplingParams greedy;
+  SampleInput row{&greedy, nullptr, nullptr, nullptr, 0, mask.data()};
+  EXPECT_TRUE(ThrowsWith([&] { SampleOne(torch::zeros({40}), row, 36); },
+                         "rows[0]: the constraint's mask allows no token below valid_vocab 36"));
+}
+
 TEST(SamplerTest, AcceptsBfloat16Logits) {
   SamplingParams greedy;
   SampleInput row{&greedy, nullptr, nullptr, nullptr, 0};

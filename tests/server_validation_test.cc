@@ -250,6 +250,70 @@ TEST(ValidationTest, StopTokenIdsOutsideTheVocabulary) {
   ExpectInvalid(request, "stop_token_ids[1] = 1000 is outside the vocabulary");
 }
 
+TEST(ValidationTest, LogitBiasIsCarriedInIdOrderAndCheckedByName) {
+  v1::GenerateRequest request = Prompt("x");
+  (*request.mutable_logit_bias())[42] = -100.0f;
+  (*request.mutable_logit_bias())[3] = 2.5f;
+  absl::StatusOr<GenerationRequest> out = ToGenerationRequest(request, Limits(), Encoder());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->sampling.logit_bias,
+            (std::vector<std::pair<int, float>>{{3, 2.5f}, {42, -100.0f}}));
+  (*request.mutable_logit_bias())[100] = 1.0f;
+  ExpectInvalid(request, "logit_bias[100]: the token id is outside the vocabulary [0, 100)");
+  EXPECT_EQ(FieldOf(Convert(request)), "logit_bias");
+  request.mutable_logit_bias()->erase(100);
+  (*request.mutable_logit_bias())[-1] = 1.0f;
+  ExpectInvalid(request, "logit_bias[-1]: the token id is outside the vocabulary [0, 100)");
+  request.mutable_logit_bias()->erase(-1);
+  (*request.mutable_logit_bias())[5] = 100.5f;
+  ExpectInvalid(request, "logit_bias[5]: the bias must be in [-100, 100], got 100.5");
+  request.mutable_logit_bias()->clear();
+  for (int i = 0; i < 301; ++i) (*request.mutable_logit_bias())[i % 100 + 100 * (i / 100)] = 1;
+  ExpectInvalid(request, "logit_bias has 301 entries; at most 300 are allowed",
+                [] { RequestLimits l = Limits(); l.vocab_size = 1000; return l; }());
+}
+
+TEST(ValidationTest, EachConstraintKindIsCarried) {
+  v1::GenerateRequest request = Prompt("x");
+  auto convert = [&]() {
+    absl::StatusOr<GenerationRequest> out = ToGenerationRequest(request, Limits(), Encoder());
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? out->constraint : ConstraintSpec();
+  };
+  EXPECT_EQ(convert().kind, ConstraintSpec::Kind::kNone);
+  request.set_json_schema("{\"type\": \"object\"}");
+  EXPECT_EQ(convert().kind, ConstraintSpec::Kind::kJsonSchema);
+  EXPECT_EQ(convert().text, "{\"type\": \"object\"}");
+  request.set_regex("[a-z]+");  // a oneof: the last one set wins on the wire
+  EXPECT_EQ(convert().kind, ConstraintSpec::Kind::kRegex);
+  EXPECT_EQ(convert().text, "[a-z]+");
+  request.set_grammar("root ::= \"a\"");
+  EXPECT_EQ(convert().kind, ConstraintSpec::Kind::kGrammar);
+  request.set_json_object(true);
+  EXPECT_EQ(convert().kind, ConstraintSpec::Kind::kJsonObject);
+  EXPECT_TRUE(convert().text.empty());
+  request.set_json_object(false);
+  EXPECT_EQ(convert().kind, ConstraintSpec::Kind::kNone);
+  request.mutable_choice()->add_choices("yes");
+  request.mutable_choice()->add_choices("no");
+  EXPECT_EQ(convert().kind, ConstraintSpec::Kind::kChoice);
+  EXPECT_EQ(convert().choices, (std::vector<std::string>{"yes", "no"}));
+}
+
+TEST(ValidationTest, ConstraintShapesAreCheckedByName) {
+  v1::GenerateRequest request = Prompt("x");
+  request.set_regex("");
+  ExpectInvalid(request, "regex: the text is empty");
+  EXPECT_EQ(FieldOf(Convert(request)), "constraint");
+  request.set_json_schema(std::string(70000, ' '));
+  ExpectInvalid(request, "json_schema: the text is 70000 bytes; at most 65536 are allowed");
+  request.mutable_choice();
+  ExpectInvalid(request, "choice: the list of choices is empty");
+  request.mutable_choice()->add_choices("a");
+  request.mutable_choice()->add_choices("");
+  ExpectInvalid(request, "choice: choice[1] is empty");
+}
+
 TEST(ValidationTest, TopLogprobs) {
   v1::GenerateRequest request = Prompt("x");
   request.set_top_logprobs(21);

@@ -1,0 +1,77 @@
+// The engine's side of constrained decoding (the grammar engine itself is
+// engine/grammar/): compiled constraints cached across requests, and the
+// matcher and token mask each constrained sequence carries. No torch.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/grammar/constraint.h"
+
+namespace streamgen {
+
+// How a spec becomes a compiled constraint: CompileConstraint, or a test's own.
+using ConstraintCompiler = std::function<absl::StatusOr<std::shared_ptr<const CompiledConstraint>>(
+    const ConstraintSpec&, std::shared_ptr<const TokenVocabulary>)>;
+
+// The compiled constraints of recent requests, least recently used evicted
+// first: services send the same schema again and again, and compiling one
+// can take milliseconds. Keyed by (kind, text, choices). Failures are not
+// cached. Thread-safe (Submit runs on the callers' threads); compiling runs
+// outside the lock, so two threads may compile the same spec once each.
+class ConstraintCache {
+ public:
+  ConstraintCache(size_t capacity, std::shared_ptr<const TokenVocabulary> vocab,
+                  ConstraintCompiler compiler);
+
+  absl::StatusOr<std::shared_ptr<const CompiledConstraint>> Get(const ConstraintSpec& spec);
+
+  // The test hook behind Engine::SetConstraintCompilerForTesting: compiles
+  // with `compiler` from now on and forgets what was cached.
+  void SetCompiler(ConstraintCompiler compiler);
+
+  const std::shared_ptr<const TokenVocabulary>& vocabulary() const { return vocab_; }
+  int64_t hits() const;
+  int64_t compiles() const;
+
+ private:
+  using Entry = std::pair<std::string, std::shared_ptr<const CompiledConstraint>>;
+  const size_t capacity_;
+  const std::shared_ptr<const TokenVocabulary> vocab_;
+  mutable std::mutex mu_;
+  ConstraintCompiler compiler_;  // guarded by mu_
+  std::list<Entry> entries_;     // guarded by mu_; front: most recently used
+  std::unordered_map<std::string, std::list<Entry>::iterator> by_key_;  // guarded by mu_
+  int64_t hits_ = 0;      // guarded by mu_
+  int64_t compiles_ = 0;  // guarded by mu_
+};
+
+// The key ConstraintCache uses: kind, text and choices, each length-prefixed
+// (so that no two specs share one).
+std::string ConstraintKey(const ConstraintSpec& spec);
+
+// A constrained sequence's state. Owned by its sequence on the loop thread;
+// its mask may be filled on another thread while the loop runs the model
+// (FillMasks), never while the loop reads or advances it.
+struct SequenceConstraint {
+  SequenceConstraint(std::shared_ptr<const CompiledConstraint> compiled, int vocab_size)
+      : compiled(std::move(compiled)),
+        matcher(this->compiled->NewMatcher()),
+        mask((vocab_size + 31) / 32, 0) {}
+  std::shared_ptr<const CompiledConstraint> compiled;
+  std::unique_ptr<TokenMatcher> matcher;
+  std::vector<uint32_t> mask;  // the allowed next tokens (SampleInput::allowed)
+};
+
+// Fills each state's mask for its next token (TokenMatcher::FillNextTokenBitmask).
+void FillMasks(const std::vector<SequenceConstraint*>& states);
+
+}  // namespace streamgen
