@@ -47,6 +47,9 @@ streamgen_fuzz_target(detokenizer_fuzz streamgen_core)
 streamgen_fuzz_target(validation_fuzz streamgen_server_core)
 streamgen_fuzz_target(openai_request_fuzz streamgen_openai_api streamgen_server_core)
 streamgen_fuzz_target(openai_encoder_fuzz streamgen_openai_api)
+# JSON Schema -> grammar (engine/grammar/json_schema.cc): a schema per input.
+include(${CMAKE_CURRENT_LIST_DIR}/json_schema_library.cmake)
+streamgen_fuzz_target(json_schema_fuzz streamgen_json_schema)
 
 if(NOT STREAMGEN_FUZZ)
   # The replay driver itself: a missing or an empty corpus fails, with its message.

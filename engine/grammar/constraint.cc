@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/grammar/json_schema.h"
 #include "engine/grammar/grammar.h"
 #include "engine/grammar/token_matcher.h"
 
@@ -112,9 +113,12 @@ absl::StatusOr<std::shared_ptr<const CompiledConstraint>> CompileUncached(
     case ConstraintSpec::Kind::kChoice:
       g = grammar::ChoiceGrammar(spec.choices);
       break;
-    case ConstraintSpec::Kind::kJsonSchema:
-      // engine/grammar/json_schema (issue 22) compiles schemas to a grammar.
-      return absl::UnimplementedError("json_schema: not compiled by this build yet");
+    case ConstraintSpec::Kind::kJsonSchema: {
+      absl::StatusOr<std::string> text = JsonSchemaTextToGrammar(spec.text);
+      if (!text.ok()) return text.status();
+      g = grammar::ParseGrammar(*text);
+      break;
+    }
   }
   if (!g.ok()) return g.status();
   absl::StatusOr<std::shared_ptr<const grammar::CompiledGrammar>> cg = grammar::CompileGrammar(*g);

@@ -521,6 +521,29 @@ def openai_encoder():
         write(t, name, data)
 
 
+# ---- JSON Schema -> grammar: the schema's JSON text ----
+def json_schema():
+    t = "json_schema_fuzz"
+    clear_seeds(t)
+    corpus = os.path.join(ROOT, "tests", "json_schema_suite", "corpus")
+    for name in sorted(os.listdir(corpus)):
+        with open(os.path.join(corpus, name), "rb") as f:
+            write(t, "corpus-" + name, f.read())
+    write(t, "empty", "{}")
+    write(t, "false", "false")
+    write(t, "not-json", '{"type": ')
+    write(t, "pattern", json.dumps({"type": "string", "pattern": "^(a|[b-d]{2,3})+\\d*(?:x|\\u00e9)$"}))
+    write(t, "pattern-lookahead", json.dumps({"type": "string", "pattern": "a(?!b)"}))
+    write(t, "int-range", json.dumps({"type": "integer", "minimum": -1234, "exclusiveMaximum": 98765}))
+    write(t, "recursive-allof", json.dumps({"$defs": {"a": {"allOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/a"}]}},
+                                            "$ref": "#/$defs/a"}))
+    write(t, "deep", '{"items":' * 200 + "{}" + "}" * 200)
+    write(t, "keys", json.dumps({"type": "object", "properties": {"a": {}, "ab": {}, "\u00e9\"\\": {}},
+                                 "additionalProperties": {"type": "boolean"}}))
+    write(t, "tuple", json.dumps({"type": "array", "prefixItems": [{"const": 1}, {"enum": [[1, {"b": 2.0}]]}],
+                                  "items": {"format": "date-time"}, "minItems": 1, "maxItems": 5}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
@@ -532,6 +555,7 @@ def main():
     validation(args.build_dir)
     openai_request()
     openai_encoder()
+    json_schema()
     for target in sorted(os.listdir(CORPUS)):
         print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} files")
 
