@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/http_transport.h"
 #include "server/openai_encoder.h"
+#include "engine/grammar/json_schema.h"
 #include "server/tool_calls.h"
 
 namespace streamgen {
@@ -192,14 +193,22 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
                                         "model_not_found", "model"));
   }
   if (route == OpenAiRoute::kChat) {
-    // Tools: parse the output in the template's format, or constrain it
-    // (server/tool_calls.h). No JSON-Schema-to-grammar converter is linked
-    // yet: tool_choice required / a function is refused until it is.
-    absl::Status tools =
-        PrepareToolCalls(frontend_->tool_call_format(*admission), SchemaToGrammar(), &*parsed);
+    // Tools: parse the output in the template's format, or constrain it to
+    // calls (server/tool_calls.h).
+    absl::Status tools = PrepareToolCalls(
+        frontend_->tool_call_format(*admission),
+        [](const OJson& schema) { return JsonSchemaToGrammar(schema); }, &*parsed);
     if (!tools.ok()) return SendError(res, ToHttpError(tools, route));
-    // TODO(lead): once GenerateRequest carries a constraint (branch api), set
-    // it to parsed->tool_grammar (kGrammar) when that is not empty.
+    if (!parsed->tool_grammar.empty()) {
+      if (parsed->request.constraint_case() != v1::GenerateRequest::CONSTRAINT_NOT_SET) {
+        absl::Status both = absl::InvalidArgumentError(
+            "tool_choice \"required\" or a named function constrains the output to calls: it "
+            "cannot be combined with response_format or structured_outputs");
+        SetErrorParam(&both, "tool_choice");
+        return SendError(res, ToHttpError(both, route));
+      }
+      parsed->request.set_grammar(parsed->tool_grammar);
+    }
   }
   auto request = std::make_shared<OpenAiRequest>(std::move(*parsed));
   int64_t prompt_tokens = 0;
