@@ -373,7 +373,10 @@ absl::Status Engine::Impl::PrepareConstraint(Sequence* seq) {
     return FieldOf(compiled.status()).empty() ? WithField(compiled.status(), "constraint")
                                               : compiled.status();
   }
-  seq->constraint = std::make_unique<SequenceConstraint>(*std::move(compiled), valid_vocab_);
+  // The mask has a bit per id of the vocabulary the constraint was compiled
+  // for (valid_vocab_ ids: the sampler reads as many).
+  seq->constraint =
+      std::make_unique<SequenceConstraint>(*std::move(compiled), constraints_.vocabulary()->size());
   return absl::OkStatus();
 }
 

@@ -35,19 +35,12 @@ struct BuiltModel {
   ModelInfo info;                        // every field set
   SchedulerOptions scheduling;           // the options' limits; num_blocks: the KV pool's
                                          // size, validated (Scheduler::Validate)
-  // The vocabulary as constraints see it (BuildTokenVocabulary), built once.
+  // The vocabulary as constraints see it (engine/grammar/vocabulary.h),
+  // built once, over the ids the sampler may choose (the tokenizer's pieces
+  // within the embedding).
   std::shared_ptr<const TokenVocabulary> vocabulary;
 };
 
-// The first `size` ids of `tokenizer` as a grammar sees them (see
-// TokenVocabulary): byte pieces and byte-level pieces as their bytes, other
-// pieces with sentencepiece's U+2581 as a space; control and unknown pieces
-// special; `eos_ids` as given. strips_first_space is measured, not assumed:
-// true when decoding a piece that starts with a space alone drops the space
-// (sentencepiece's dummy prefix, tokenizer.json's Metaspace decoder).
-// Thread-safe.
-TokenVocabulary BuildTokenVocabulary(const Tokenizer& tokenizer, int size,
-                                     const std::vector<int>& eos_ids);
 
 // Sets the calling thread's intra-op threads (ConfigureThreads: call it on
 // the thread that will run the model), checks gpu_memory_fraction, loads the

@@ -50,6 +50,8 @@ streamgen_fuzz_target(openai_encoder_fuzz streamgen_openai_api)
 # JSON Schema -> grammar (engine/grammar/json_schema.cc): a schema per input.
 include(${CMAKE_CURRENT_LIST_DIR}/json_schema_library.cmake)
 streamgen_fuzz_target(json_schema_fuzz streamgen_json_schema)
+# The grammar engine (engine/grammar/): GBNF grammars and regexes, then masks.
+streamgen_fuzz_target(grammar_fuzz streamgen_grammar)
 
 if(NOT STREAMGEN_FUZZ)
   # The replay driver itself: a missing or an empty corpus fails, with its message.

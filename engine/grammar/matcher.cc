@@ -50,8 +50,10 @@ void AdvanceStacks(const CompiledGrammar& g, const std::vector<Stack>& in, uint8
     Stack next = s;
     ++next.back();
     ExpandStack(g, std::move(next), out);
+    if (out->size() > 2 * kMaxStacks) Normalize(out);
   }
   Normalize(out);
+  if (out->size() > kMaxStacks) out->resize(kMaxStacks);
 }
 
 bool AcceptsBytes(const CompiledGrammar& g, const std::vector<Stack>& stacks,
@@ -66,6 +68,7 @@ bool AcceptsBytes(const CompiledGrammar& g, const std::vector<Stack>& stacks,
 }
 
 void StackSet::Add(const uint32_t* s, uint32_t n) {
+  if (size() >= kMaxStacks) return;
   // Sets are small (a few stacks): a linear check for duplicates.
   for (size_t i = 0; i < size(); ++i) {
     if (length(i) == n && std::equal(s, s + n, stack(i))) return;
@@ -106,6 +109,34 @@ bool StackSet::RemoveEmpty() {
     begin_.swap(begin);
   }
   return any;
+}
+
+std::string StackSet::Key() const {
+  std::string key;
+  key.append(reinterpret_cast<const char*>(begin_.data()), begin_.size() * sizeof(uint32_t));
+  key.append(reinterpret_cast<const char*>(data_.data()), data_.size() * sizeof(uint32_t));
+  return key;
+}
+
+int SetAutomaton::Intern(const StackSet& s) {
+  auto [it, inserted] = ids_.try_emplace(s.Key(), static_cast<int>(sets_.size()));
+  if (inserted) {
+    sets_.push_back(s);
+    trans_.emplace_back(256, -1);
+  }
+  return it->second;
+}
+
+SetAutomaton::Step SetAutomaton::Advance(int id, uint8_t byte) {
+  int32_t t = trans_[id][byte];
+  if (t < 0) {
+    AdvanceStackSet(g_, sets_[id], byte, &out_, &scratch_);
+    const bool popped = remove_empty_ && out_.RemoveEmpty();
+    const int next = out_.empty() ? -1 : Intern(out_);
+    t = ((next + 1) << 1) | (popped ? 1 : 0);
+    trans_[id][byte] = t;  // Intern may have grown trans_: index again
+  }
+  return Step{(t >> 1) - 1, (t & 1) != 0};
 }
 
 namespace {

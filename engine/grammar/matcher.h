@@ -10,8 +10,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
+
+#include "absl/container/flat_hash_map.h"
 
 #include "engine/grammar/grammar.h"
 
@@ -19,6 +22,13 @@ namespace streamgen {
 namespace grammar {
 
 using Stack = std::vector<uint32_t>;
+
+// The most stacks a state holds. A very ambiguous grammar can need
+// exponentially many (x ::= "a" x "b" | "a" x "c" | "" after n "a"s: 2^n);
+// past this bound further stacks are dropped, so such a grammar may refuse
+// some valid continuations (never allow an invalid one), and time and memory
+// per byte stay bounded.
+inline constexpr size_t kMaxStacks = 1024;
 
 // Expands `stack` (its top may be a rule reference or a rule's end) into
 // stacks whose tops are byte ranges, or the empty stack (grammar complete),
@@ -59,6 +69,8 @@ class StackSet {
   std::vector<Stack> ToVector() const;
   // Removes the empty stacks; true when there were any.
   bool RemoveEmpty();
+  // The set's content as bytes (a hash key; order-sensitive).
+  std::string Key() const;
 
  private:
   std::vector<uint32_t> data_;
@@ -76,6 +88,33 @@ class BytesChecker {
 
  private:
   StackSet a_, b_;
+  Stack scratch_;
+};
+
+// The distinct stack sets met in one trie walk, numbered, with their
+// transitions memoized: within a walk the same set recurs at many nodes
+// (inside a JSON string every ASCII character leads to the same set), so
+// each (set, byte) is advanced once and the walk is mostly table lookups.
+class SetAutomaton {
+ public:
+  // remove_empty: complete stacks are dropped from each result and reported
+  // as `popped` (the context-independent walk); otherwise kept.
+  SetAutomaton(const CompiledGrammar& g, bool remove_empty) : g_(g), remove_empty_(remove_empty) {}
+  int Intern(const StackSet& s);
+  struct Step {
+    int next;     // -1: no stack left
+    bool popped;  // a stack completed on this byte (remove_empty only)
+  };
+  Step Advance(int id, uint8_t byte);
+  const StackSet& set(int id) const { return sets_[id]; }
+
+ private:
+  const CompiledGrammar& g_;
+  bool remove_empty_;
+  absl::flat_hash_map<std::string, int> ids_;
+  std::vector<StackSet> sets_;
+  std::vector<std::vector<int32_t>> trans_;  // per set, per byte: ((next + 1) << 1 | popped), or -1
+  StackSet out_;
   Stack scratch_;
 };
 

@@ -347,7 +347,10 @@ class RegexParser {
     if (!status_.ok()) return Expr();
     if (AtEnd()) return Fail(start, "unterminated character class ('[' without ']')"), Expr();
     ++pos_;
-    return CharClass(std::move(ranges), negated);
+    Expr e = CharClass(std::move(ranges), negated);
+    e.line = 1;  // for the compiler's "matches no character"
+    e.column = static_cast<int>(start) + 1;
+    return e;
   }
 
   std::string_view p_;

@@ -48,14 +48,18 @@ class GrammarTokenMatcher : public TokenMatcher {
     std::string_view bytes = vocab.bytes[id];
     if (FirstTokenStrips() && !bytes.empty() && bytes[0] == ' ') bytes.remove_prefix(1);
     if (bytes.empty()) return false;
-    std::vector<Stack> cur = stacks_, next;
+    // StackSets, as the mask's walks use (the same stacks kept when a
+    // state reaches kMaxStacks).
+    StackSet cur, next;
+    Stack scratch;
+    cur.Assign(stacks_);
     for (char b : bytes) {
-      AdvanceStacks(c_->grammar(), cur, static_cast<uint8_t>(b), &next);
+      AdvanceStackSet(c_->grammar(), cur, static_cast<uint8_t>(b), &next, &scratch);
       if (next.empty()) return false;
-      cur.swap(next);
+      std::swap(cur, next);
     }
     history_.push_back({std::move(stacks_), terminated_});
-    stacks_ = std::move(cur);
+    stacks_ = cur.ToVector();
     return true;
   }
 
@@ -196,10 +200,14 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::Comput
   auto entry = std::make_shared<ContextEntry>();
   entry->accepted.assign(mask_words(), 0);
   const TokenTrie& t = *trie_;
-  std::vector<StackSet> level(t.max_depth + 1);
+  SetAutomaton automaton(*grammar_, /*remove_empty=*/true);
+  std::vector<int> level(t.max_depth + 1);
   std::vector<uint8_t> popped_before(t.max_depth + 1, 0);
-  Stack scratch;
-  level[0].Add(top.data(), static_cast<uint32_t>(top.size()));
+  {
+    StackSet start;
+    start.Add(top.data(), static_cast<uint32_t>(top.size()));
+    level[0] = automaton.Intern(start);
+  }
   const auto add_ids = [&](int begin_node, int end_node, bool accepted) {
     for (uint32_t k = t.first_id[begin_node]; k < t.first_id[end_node]; ++k) {
       if (accepted) {
@@ -211,11 +219,10 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::Comput
   };
   for (int i = 0; i < t.size();) {
     const int d = t.depth[i];
-    StackSet& cur = level[d];
-    AdvanceStackSet(*grammar_, level[d - 1], t.byte[i], &cur, &scratch);
-    const bool popped_here = cur.RemoveEmpty();
+    const SetAutomaton::Step step = automaton.Advance(level[d - 1], t.byte[i]);
+    const bool popped_here = step.popped;
     const bool before = popped_before[d - 1] != 0;
-    const bool live = !cur.empty();
+    const bool live = step.next >= 0;
     if (live || popped_here) {
       add_ids(i, i + 1, /*accepted=*/true);
     } else if (before) {
@@ -229,6 +236,7 @@ std::shared_ptr<const GrammarConstraint::ContextEntry> GrammarConstraint::Comput
       i = t.end[i];
       continue;
     }
+    level[d] = step.next;
     popped_before[d] = pending ? 1 : 0;
     ++i;
   }
@@ -239,22 +247,26 @@ void GrammarConstraint::WalkFull(const std::vector<Stack>& stacks, bool strip_fi
                                  uint32_t* mask) const {
   std::memset(mask, 0, sizeof(uint32_t) * mask_words());
   const TokenTrie& t = *trie_;
-  std::vector<StackSet> level(t.max_depth + 1);
-  level[0].Assign(stacks);
-  Stack scratch;
+  SetAutomaton automaton(*grammar_, /*remove_empty=*/false);
+  std::vector<int> level(t.max_depth + 1);
+  {
+    StackSet start;
+    start.Assign(stacks);
+    level[0] = automaton.Intern(start);
+  }
   for (int i = 0; i < t.size();) {
     const int d = t.depth[i];
-    StackSet& cur = level[d];
     if (strip_first_space && d == 1 && t.byte[i] == ' ') {
       // The tokenizer drops this space: the token's text starts after it,
       // and the token " " alone adds nothing (never allowed).
-      cur = level[0];
+      level[1] = level[0];
     } else {
-      AdvanceStackSet(*grammar_, level[d - 1], t.byte[i], &cur, &scratch);
-      if (cur.empty()) {
+      const SetAutomaton::Step step = automaton.Advance(level[d - 1], t.byte[i]);
+      if (step.next < 0) {
         i = t.end[i];
         continue;
       }
+      level[d] = step.next;
       for (uint32_t k = t.first_id[i]; k < t.first_id[i + 1]; ++k) SetBit(mask, t.ids[k]);
     }
     ++i;

@@ -12,6 +12,7 @@ Each seed's layout is the one its target's header comment documents.
 import argparse
 import json
 import os
+import re
 import struct
 import sys
 
@@ -543,6 +544,35 @@ def json_schema():
     write(t, "tuple", json.dumps({"type": "array", "prefixItems": [{"const": 1}, {"enum": [[1, {"b": 2.0}]]}],
                                   "items": {"format": "date-time"}, "minItems": 1, "maxItems": 5}))
 
+def grammar():
+    """grammar_fuzz: a mode byte (even: GBNF grammar, odd: regex), then the text."""
+    t = "grammar_fuzz"
+    clear_seeds(t)
+    grammars = {
+        # The built-in JSON grammar, as engine/grammar/grammar.cc holds it.
+        "json": re.search(r'kObjectRoot\[\] = R"\((.*?)\)";', open(os.path.join(
+            ROOT, "engine", "grammar", "grammar.cc")).read(), re.S).group(1),
+        "list": '# a list\nroot ::= item ("," item)*\nitem ::=\n  "a" |\n  "b" ( "c"\n  | "d" )\n',
+        "repeat": 'root ::= [a-c]{2,4} "x"? [^"\\\\] . ("\\u00e9" | "\\U0001F600")+\n',
+        "nested": 'root ::= x\nx ::= "[" (x | "a")? "]" | "{" x "}"\n',
+        "bad-undefined": "root ::= foo\n",
+        "bad-paren": 'root ::= ("a"\n',
+        "bad-left": 'root ::= x\nx ::= x "a"\n',
+        "bad-class": "root ::= [\n",
+    }
+    for name, text in grammars.items():
+        write(t, "gbnf-" + name, b"\x00" + text.encode())
+    regexes = {
+        "date": "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+        "email": "\\w+@\\w+\\.(com|org)",
+        "alt": "^(a|ab)(c|bcd)(d*)$",
+        "class": "[^\\d\\s]+[é-ë]?\\x{1F600}",
+        "bad-backref": "(a)\\1",
+        "bad-look": "a(?=b)",
+    }
+    for name, text in regexes.items():
+        write(t, "regex-" + name, b"\x01" + text.encode())
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -556,6 +586,7 @@ def main():
     openai_request()
     openai_encoder()
     json_schema()
+    grammar()
     for target in sorted(os.listdir(CORPUS)):
         print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} files")
 
