@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/grammar/grammar.h"
+#include "engine/grammar/json_schema.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/openai_api.h"
@@ -136,6 +138,26 @@ TEST(OpenAiToolsTest, PrepareToolCallsPerChoice) {
   EXPECT_EQ(r->tool_grammar, "root ::= call-root\ncall-root ::= \"{}\"\n");
   EXPECT_EQ(seen["properties"]["name"]["const"], "get_weather");
   EXPECT_EQ(seen["properties"]["parameters"]["required"], OJson::array({"city"}));
+}
+
+// With the real converter, every format's grammar (one call or several, any
+// tool or one) parses in the grammar engine's dialect.
+TEST(OpenAiToolsTest, RealGrammarsParse) {
+  SchemaToGrammar real = [](const OJson& schema) { return JsonSchemaToGrammar(schema); };
+  for (ToolCallFormat format :
+       {ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral}) {
+    for (const char* choice : {R"("required")", R"({"type": "function", "function": {"name": "now"}})"}) {
+      for (const char* parallel : {"true", "false"}) {
+        absl::StatusOr<OpenAiRequest> r = Chat(std::string(kTools) + ", \"tool_choice\": " + choice +
+                                               ", \"parallel_tool_calls\": " + parallel);
+        ASSERT_TRUE(r.ok());
+        ASSERT_TRUE(PrepareToolCalls(format, real, &*r).ok());
+        absl::StatusOr<grammar::Grammar> grammar = grammar::ParseGrammar(r->tool_grammar);
+        EXPECT_TRUE(grammar.ok()) << ToolCallFormatName(format) << " " << choice << " "
+                                  << grammar.status() << "\n" << r->tool_grammar;
+      }
+    }
+  }
 }
 
 TEST(OpenAiToolsTest, PrepareToolCallsRefusals) {

@@ -73,7 +73,7 @@ if(TARGET streamgen_openai_api)
     GTest::gmock)
   # Issue 22: tools, tool_choice, delta.tool_calls.
   streamgen_test(openai_tools_test openai_tools_test.cc)
-  target_link_libraries(openai_tools_test PRIVATE streamgen_openai_api GTest::gmock)
+  target_link_libraries(openai_tools_test PRIVATE streamgen_openai_api streamgen_grammar GTest::gmock)
 endif()
 
 # docs/flags.md is the programs' own --help (scripts/flag-docs.sh): it cannot drift.

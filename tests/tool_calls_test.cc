@@ -310,6 +310,9 @@ TEST(ToolCallGrammarTest, PrefixGrammarRules) {
                                "call-"),
             "call-root ::= \"root\" call-ws call-obj # root ws\n"
             "call-obj ::= [a-z\\]ws]+ \"\\\"ws\" call-obj?\ncall-ws ::= [ \\t]*\n");
+  // Rules named by numbers (JsonSchemaToGrammar's anyOf branches) and counts.
+  EXPECT_EQ(PrefixGrammarRules("root ::= 0 | 1\n0 ::= [0-9]{0,16}\n1 ::= \"1\"{1}\n", "call-"),
+            "call-root ::= call-0 | call-1\ncall-0 ::= [0-9]{0,16}\ncall-1 ::= \"1\"{1}\n");
 }
 
 TEST(ToolCallGrammarTest, ObjectSchema) {

@@ -16,7 +16,7 @@ bool IsNameChar(char c) {
          c == '-';
 }
 
-// The end of the quoted literal or class starting at g[i] (its opening `open`).
+// The end of the literal, class or repetition count that opens at g[i].
 size_t SkipQuoted(absl::string_view g, size_t i, char close) {
   for (++i; i < g.size(); ++i) {
     if (g[i] == '\\') {
@@ -34,8 +34,8 @@ std::string PrefixGrammarRules(absl::string_view g, absl::string_view prefix) {
   // The names it defines: NAME followed by "::=".
   std::set<std::string, std::less<>> defined;
   for (size_t i = 0; i < g.size();) {
-    if (g[i] == '"' || g[i] == '[') {
-      i = SkipQuoted(g, i, g[i] == '"' ? '"' : ']');
+    if (g[i] == '"' || g[i] == '[' || g[i] == '{') {
+      i = SkipQuoted(g, i, g[i] == '"' ? '"' : g[i] == '[' ? ']' : '}');
     } else if (g[i] == '#') {
       while (i < g.size() && g[i] != '\n') ++i;
     } else if (IsNameChar(g[i])) {
@@ -51,8 +51,9 @@ std::string PrefixGrammarRules(absl::string_view g, absl::string_view prefix) {
   std::string out;
   for (size_t i = 0; i < g.size();) {
     size_t start = i;
-    if (g[i] == '"' || g[i] == '[') {
-      i = SkipQuoted(g, i, g[i] == '"' ? '"' : ']');
+    // Literals, classes and repetition counts ({0,16}: rules may be named "0").
+    if (g[i] == '"' || g[i] == '[' || g[i] == '{') {
+      i = SkipQuoted(g, i, g[i] == '"' ? '"' : g[i] == '[' ? ']' : '}');
     } else if (g[i] == '#') {
       while (i < g.size() && g[i] != '\n') ++i;
     } else if (IsNameChar(g[i])) {

@@ -179,7 +179,7 @@ absl::StatusOr<std::string> ToolCallGrammar(
 
 // `grammar` with every rule it defines ("name ::= ...") renamed to
 // `prefix` + name, in definitions and references; string literals, character
-// classes and comments are left alone.
+// classes, repetition counts ({0,16}) and comments are left alone.
 std::string PrefixGrammarRules(absl::string_view grammar, absl::string_view prefix);
 
 }  // namespace streamgen
