@@ -50,7 +50,9 @@ const TOOLS = Object.entries(PARAMETERS).map(([name, parameters]) => ({
   function: { name, description: `the ${name.slice(4)}`, parameters },
 }));
 const MESSAGES = [{ role: 'user', content: 'What is the weather in Oslo, and the time?' }];
-const SEEDS = [1, 2, 3];
+// Seeds whose outputs make one call and several (parallel) with both templates.
+const SEEDS = [3, 4];
+const MAX_TOKENS = 300;
 const ajv = new Ajv({ strict: true });
 const validators = Object.fromEntries(
   Object.entries(PARAMETERS).map(([name, schema]) => [name, ajv.compile(schema)]));
@@ -145,31 +147,37 @@ async function streamedCalls(stream) {
 for (const template of ['qwen', 'llama']) {
   test(`${template}: tool_choice required, streamed and not, same seed, same calls`, async () => {
     const { client } = servers[template];
+    let most = 0;
     for (const seed of SEEDS) {
       const body = { model: MODEL, messages: MESSAGES, tools: TOOLS, tool_choice: 'required',
-        seed, temperature: 1, max_tokens: 400 };
+        seed, temperature: 1, max_tokens: MAX_TOKENS };
       const completion = await client.chat.completions.create(body);
       const { message, finish_reason: finish } = completion.choices[0];
-      assert.equal(finish, 'tool_calls', JSON.stringify(message));
       assert.equal(message.content, null);
-      assertValidCalls(message.tool_calls);
+      // A random model may chain calls (parallel_tool_calls defaults to true)
+      // until max_tokens: then the last call is cut, the others stand.
+      assert.ok(finish === 'tool_calls' || finish === 'length', finish);
+      const complete = finish === 'tool_calls' ? message.tool_calls : message.tool_calls.slice(0, -1);
+      if (finish === 'length') assert.ok(message.tool_calls.length >= 2, 'a call completed');
+      assertValidCalls(complete);
+      most = Math.max(most, complete.length);
 
       const streamed = await streamedCalls(await client.chat.completions.create(
         { ...body, stream: true }));
-      assert.equal(streamed.finish, 'tool_calls');
+      assert.equal(streamed.finish, finish);
       assert.equal(streamed.content, '');
-      assertValidCalls(streamed.calls);
       assert.deepEqual(streamed.calls.map((c) => [c.function.name, c.function.arguments]),
         message.tool_calls.map((c) => [c.function.name, c.function.arguments]),
         'the streamed fragments concatenate to the non-streamed arguments');
     }
+    assert.ok(most >= 2, 'parallel calls: some seed made two or more');
   });
 
   test(`${template}: a named function, one call when parallel_tool_calls is false`, async () => {
     const { client } = servers[template];
     for (const seed of SEEDS) {
       const body = { model: MODEL, messages: MESSAGES, tools: TOOLS, seed, temperature: 1,
-        max_tokens: 400, tool_choice: { type: 'function', function: { name: 'get_time' } },
+        max_tokens: MAX_TOKENS, tool_choice: { type: 'function', function: { name: 'get_time' } },
         parallel_tool_calls: false };
       const completion = await client.chat.completions.create(body);
       const calls = completion.choices[0].message.tool_calls;
@@ -188,7 +196,7 @@ for (const template of ['qwen', 'llama']) {
     const tools = Object.fromEntries(Object.entries(PARAMETERS).map(([name, schema]) =>
       [name, tool({ description: `the ${name.slice(4)}`, inputSchema: jsonSchema(schema) })]));
     const options = { model: provider(MODEL), messages: MESSAGES, tools, toolChoice: 'required',
-      seed: 5, temperature: 1, maxOutputTokens: 400, maxRetries: 0 };
+      seed: 5, temperature: 1, maxOutputTokens: MAX_TOKENS, maxRetries: 0 };
     const generated = await generateText(options);
     assert.equal(generated.finishReason, 'tool-calls');
     assert.ok(generated.toolCalls.length >= 1);
