@@ -218,6 +218,33 @@ for (const template of ['qwen', 'llama']) {
   });
 }
 
+// auto: the stop strings move from the engine to the parser (content only);
+// for an output without calls the content must be what the engine's own stop
+// handling gives with tool_choice none (the same prompt: the template still
+// gets the tools), streamed or not. The face's stop also ends the generation.
+test('qwen: tool_choice auto applies stop strings to content as the engine does', async () => {
+  const { client } = servers.qwen;
+  let contents = '';
+  for (const seed of [1, 2]) {
+    const body = { model: MODEL, messages: MESSAGES, tools: TOOLS, seed, temperature: 1,
+      max_tokens: 200, stop: ['e', 'a'] };
+    const engine = await client.chat.completions.create({ ...body, tool_choice: 'none' });
+    const face = await client.chat.completions.create({ ...body, tool_choice: 'auto' });
+    assert.equal(engine.choices[0].finish_reason, 'stop', 'the tiny model writes an "e" or "a"');
+    assert.equal(face.choices[0].message.tool_calls, undefined);
+    assert.equal(face.choices[0].finish_reason, 'stop');
+    // Whitespace at the end of content is held back until more content comes.
+    assert.equal(face.choices[0].message.content, engine.choices[0].message.content.trimEnd());
+    const streamed = await streamedCalls(await client.chat.completions.create(
+      { ...body, tool_choice: 'auto', stream: true }));
+    assert.equal(streamed.finish, 'stop');
+    assert.equal(streamed.content, face.choices[0].message.content);
+    assert.deepEqual(streamed.calls, []);
+    contents += streamed.content;
+  }
+  assert.ok(contents.trim().length > 0, 'some content came before the stop strings');
+});
+
 test('bad tools and tool_choice come back as OpenAI errors naming the field', async () => {
   const { client } = servers.qwen;
   const cases = [
