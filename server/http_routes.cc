@@ -156,7 +156,7 @@ void HttpServer::Routes::Detokenize(const httplib::Request& req, httplib::Respon
 std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(
     const Frontend::Admission& admission, const httplib::Request& req, httplib::Response& res,
     v1::GenerateRequest request, OpenAiRoute route, absl::string_view max_tokens_field,
-    int64_t* prompt_tokens) {
+    int64_t* prompt_tokens, bool engine_stops) {
   std::string request_id = res.get_header_value("X-Request-Id");  // the client's, or generated
   request.set_request_id(request_id);
   std::shared_ptr<HttpCall> call = HttpCall::Create(
@@ -165,6 +165,8 @@ std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(
   absl::StatusOr<GenerationRequest> converted = frontend_->PrepareGenerate(admission, request);
   if (converted.ok()) {
     if (prompt_tokens != nullptr) *prompt_tokens = static_cast<int64_t>(converted->prompt_token_ids.size());
+    // Tools: the stop strings, validated, are the face's (server/tool_calls.h).
+    if (!engine_stops) converted->stop.clear();
     call->Submit(admission.engine(), std::move(*converted));
   } else {
     call->Reject(converted.status());
@@ -212,8 +214,9 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
   }
   auto request = std::make_shared<OpenAiRequest>(std::move(*parsed));
   int64_t prompt_tokens = 0;
-  std::shared_ptr<HttpCall> call = StartGeneration(*admission, req, res, request->request, route,
-                                                   request->max_tokens_field, &prompt_tokens);
+  std::shared_ptr<HttpCall> call =
+      StartGeneration(*admission, req, res, request->request, route, request->max_tokens_field,
+                      &prompt_tokens, request->engine_stops);
   if (call == nullptr) return;
   Engine* engine = admission->engine();
   const char* prefix = route == OpenAiRoute::kChat ? "chatcmpl-" : "cmpl-";

@@ -92,10 +92,13 @@ struct OpenAiRequest {
   bool parallel_tool_calls = true;
   // Set by PrepareToolCalls for the model that serves the request: the format
   // the output is parsed in (kNone: the output is content, not parsed), the
-  // stop strings then applied to content only (taken out of request.stop),
-  // and for tool_choice required / a function the grammar the output must match.
+  // stop strings then applied to content only, whether the engine applies
+  // request.stop (false: the face takes them out of the engine's request once
+  // the validator has checked them), and for tool_choice required / a
+  // function the grammar the output must match.
   ToolCallFormat tool_format = ToolCallFormat::kNone;
   std::vector<std::string> content_stop;
+  bool engine_stops = true;
   std::string tool_grammar;
 };
 

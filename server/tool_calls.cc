@@ -12,6 +12,7 @@ absl::Status PrepareToolCalls(ToolCallFormat format, const SchemaToGrammar& sche
                               OpenAiRequest* request) {
   request->tool_format = ToolCallFormat::kNone;
   request->content_stop.clear();
+  request->engine_stops = true;
   request->tool_grammar.clear();
   if (request->tools.empty() || request->tool_choice == ToolChoice::kNone) return absl::OkStatus();
   const bool constrained = request->tool_choice == ToolChoice::kRequired ||
@@ -33,10 +34,11 @@ absl::Status PrepareToolCalls(ToolCallFormat format, const SchemaToGrammar& sche
         "JSON, Hermes/Qwen <tool_call>, Mistral [TOOL_CALLS]); this model's has none");
   }
   request->tool_format = format;
-  google::protobuf::RepeatedPtrField<std::string>* stop = request->request.mutable_stop();
+  // The engine must not see the stop strings (they could cut a call), but the
+  // validator still checks them: the face drops them after validation.
+  request->engine_stops = false;
   if (!constrained) {
-    request->content_stop.assign(stop->begin(), stop->end());
-    stop->Clear();
+    request->content_stop.assign(request->request.stop().begin(), request->request.stop().end());
     return absl::OkStatus();
   }
   if (!schema_to_grammar) return refuse("needs constrained decoding, which this build lacks");
@@ -56,7 +58,6 @@ absl::Status PrepareToolCalls(ToolCallFormat format, const SchemaToGrammar& sche
     return status;
   }
   request->tool_grammar = std::move(*grammar);
-  stop->Clear();
   return absl::OkStatus();
 }
 

@@ -25,11 +25,12 @@ using SchemaToGrammar =
 // - no tools, or tool_choice "none": the output is content (the tools still
 //   reach the template, as OpenAI's model still sees them).
 // - "auto": the output is parsed in `format` (kNone: content); the request's
-//   stop strings move from the engine to the parser, which applies them to
-//   content only, so that no stop string cuts a call.
+//   stop strings move from the engine to the parser (content_stop;
+//   engine_stops false), which applies them to content only, so that no stop
+//   string cuts a call.
 // - "required" / a function: the output is constrained to the format's
 //   calls of any tool / that tool (tool_grammar), one call unless
-//   parallel_tool_calls; the stop strings are dropped (the grammar ends the
+//   parallel_tool_calls; the stop strings are dropped (engine_stops false: the grammar ends the
 //   output; a call never ends at a stop string). FAILED_PRECONDITION naming
 //   tool_choice when the template has no format streamgen knows, or when
 //   `schema_to_grammar` is unset (no constrained decoding in this build);

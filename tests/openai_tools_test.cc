@@ -106,13 +106,14 @@ TEST(OpenAiToolsTest, PrepareToolCallsPerChoice) {
   ASSERT_TRUE(PrepareToolCalls(ToolCallFormat::kHermes, FakeConverter, &*r).ok());
   EXPECT_EQ(r->tool_format, ToolCallFormat::kHermes);
   EXPECT_THAT(r->content_stop, ::testing::ElementsAre("END"));
-  EXPECT_EQ(r->request.stop_size(), 0);
+  EXPECT_FALSE(r->engine_stops);
+  EXPECT_EQ(r->request.stop_size(), 1);  // for the validator
   EXPECT_EQ(r->tool_grammar, "");
   // auto with a template of no known format: content, the engine's stops kept.
   r = Chat(std::string(kTools) + R"(, "stop": ["END"])");
   ASSERT_TRUE(PrepareToolCalls(ToolCallFormat::kNone, FakeConverter, &*r).ok());
   EXPECT_EQ(r->tool_format, ToolCallFormat::kNone);
-  EXPECT_EQ(r->request.stop_size(), 1);
+  EXPECT_TRUE(r->engine_stops);
   // none: not parsed; the tools still reach the template.
   r = Chat(std::string(kTools) + R"(, "tool_choice": "none")");
   ASSERT_TRUE(PrepareToolCalls(ToolCallFormat::kHermes, FakeConverter, &*r).ok());
@@ -130,7 +131,8 @@ TEST(OpenAiToolsTest, PrepareToolCallsPerChoice) {
             "root ::= tool-call (\"\\n\" tool-call)*\n"
             "tool-call ::= \"<tool_call>\\n\" call-root \"\\n</tool_call>\"\ncall-root ::= \"{}\"\n");
   EXPECT_EQ(seen["anyOf"].size(), 2u);
-  EXPECT_EQ(r->request.stop_size(), 0);
+  EXPECT_FALSE(r->engine_stops);
+  EXPECT_TRUE(r->content_stop.empty());
   r = Chat(std::string(kTools) +
            R"(, "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
               "parallel_tool_calls": false)");
