@@ -109,8 +109,9 @@ TEST(DetectToolCallFormatTest, ByTheTemplatesText) {
   EXPECT_EQ(DetectToolCallFormat("{{- '<|start_header_id|>assistant' }} {{- '\"parameters\": ' }}"),
             ToolCallFormat::kLlama3Json);
   EXPECT_EQ(DetectToolCallFormat("{{- \"[TOOL_CALLS][\" }}"), ToolCallFormat::kMistral);
+  EXPECT_EQ(DetectToolCallFormat("{{- \"[TOOL_CALLS] [\" }}"), ToolCallFormat::kMistral);
   // Mistral Small 3.2's [TOOL_CALLS]name[ARGS] form, a template without tools.
-  EXPECT_EQ(DetectToolCallFormat("{{- '[TOOL_CALLS]' + tool_call.function.name }}"),
+  EXPECT_EQ(DetectToolCallFormat("{{- '[TOOL_CALLS]' + tool_call.function.name + '[ARGS]' }}"),
             ToolCallFormat::kNone);
   EXPECT_EQ(DetectToolCallFormat("<|im_start|>{{ message.role }}"), ToolCallFormat::kNone);
   EXPECT_EQ(DetectToolCallFormat(""), ToolCallFormat::kNone);
@@ -129,6 +130,7 @@ TEST(DetectToolCallFormatTest, RealTemplates) {
                {"meta-llama-Llama-3.2-3B-Instruct.jinja", ToolCallFormat::kLlama3Json},
                {"meta-llama-Llama-3.3-70B-Instruct.jinja", ToolCallFormat::kLlama3Json},
                {"mistralai-Mistral-Nemo-Instruct-2407.jinja", ToolCallFormat::kMistral},
+               {"Mistral-Small-3.2-24B-Instruct-2506.jinja", ToolCallFormat::kNone},
                {"google-gemma-2-2b-it.jinja", ToolCallFormat::kNone}};
   int read = 0;
   for (const Case& c : cases) {
@@ -235,6 +237,11 @@ TEST(ToolCallParserTest, Mistral) {
   p = ParseEverySplit(Opts(ToolCallFormat::kMistral),
                       "[{\"name\": \"f\", \"arguments\": {\"n\": -1.5e3}}]");
   EXPECT_THAT(p.calls, ::testing::ElementsAre(Call{"id0", "f", "{\"n\": -1.5e3}"}));
+  // v0.3's "[TOOL_CALLS] [", after content.
+  p = ParseEverySplit(Opts(ToolCallFormat::kMistral),
+                      "Sure. [TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {}}]");
+  EXPECT_EQ(p.content, "Sure.");
+  EXPECT_THAT(p.calls, ::testing::ElementsAre(Call{"id0", "f", "{}"}));
   p = ParseEverySplit(Opts(ToolCallFormat::kMistral), "[1] is a citation");
   EXPECT_EQ(p.content, "[1] is a citation");
   EXPECT_TRUE(p.calls.empty());

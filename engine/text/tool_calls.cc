@@ -139,7 +139,11 @@ const char* ToolCallFormatName(ToolCallFormat format) {
 
 ToolCallFormat DetectToolCallFormat(absl::string_view t) {
   if (absl::StrContains(t, kHermesOpen)) return ToolCallFormat::kHermes;
-  if (absl::StrContains(t, "[TOOL_CALLS][")) return ToolCallFormat::kMistral;
+  // Nemo writes "[TOOL_CALLS][", v0.3 "[TOOL_CALLS] ["; Small 3.2's
+  // "[TOOL_CALLS]name[ARGS]{...}" is another format.
+  if (absl::StrContains(t, kMistralOpen) && !absl::StrContains(t, "[ARGS]")) {
+    return ToolCallFormat::kMistral;
+  }
   if (absl::StrContains(t, "<|start_header_id|>") &&
       (absl::StrContains(t, kPythonTag) || absl::StrContains(t, "\"parameters\""))) {
     return ToolCallFormat::kLlama3Json;

@@ -31,9 +31,9 @@ const char* ToolCallFormatName(ToolCallFormat format);
 
 // The format a Jinja chat template writes an assistant's tool calls in, by its
 // text (never the model's name): "<tool_call>" -> kHermes (checked first: the
-// Hermes 3 Llama template also says "parameters"); "[TOOL_CALLS][" -> kMistral
-// (Mistral Small 3.2's "[TOOL_CALLS]name[ARGS]{...}" form is not supported:
-// kNone); "<|start_header_id|>" with "<|python_tag|>" or "\"parameters\"" ->
+// Hermes 3 Llama template also says "parameters"); "[TOOL_CALLS]" -> kMistral
+// (unless "[ARGS]" shows Mistral Small 3.2's "[TOOL_CALLS]name[ARGS]{...}"
+// form, which is not supported: kNone); "<|start_header_id|>" with "<|python_tag|>" or "\"parameters\"" ->
 // kLlama3Json. Anything else -> kNone.
 ToolCallFormat DetectToolCallFormat(absl::string_view chat_template);
 
