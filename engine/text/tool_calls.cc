@@ -209,7 +209,6 @@ void ToolCallParser::Process(bool final) {
         if (m == Match::kYes) {
           opening_.append(buffer_, 0, pos);
           buffer_.erase(0, pos);
-          in_array_ = true;
           state_ = State::kHeader;
         } else if (m == Match::kNo || final) {
           FallBack(State::kContent);
@@ -415,7 +414,6 @@ bool ToolCallParser::ProcessAfterCall(bool final) {
       if (m == Match::kNo) {
         m = Literal(buffer_, &pos, "]");
         next = State::kContent;
-        in_array_ = false;
       }
       break;
     case ToolCallFormat::kNone:
@@ -479,7 +477,6 @@ bool ToolCallParser::ProcessHeldBlock(bool final) {
   } else {
     buffer_.erase(0, end + kHermesClose.size());
   }
-  in_array_ = false;
   state_ = options_.format == ToolCallFormat::kLlama3Json ? State::kContentOnly : State::kContent;
   return true;
 }
@@ -555,7 +552,6 @@ void ToolCallParser::FallBack(State to) {
     text += buffer_;
     buffer_.clear();
   }
-  in_array_ = false;
   state_ = to;
   Content(text);
 }

@@ -137,7 +137,6 @@ class ToolCallParser {
   std::string buffer_;       // text not consumed yet
   std::string opening_;      // the current call's opening as written (for FallBack)
   std::string held_ws_;      // content whitespace not released yet
-  bool in_array_ = false;    // Mistral: inside [ ... ]
   bool drop_ = false;        // the current call is beyond max_calls
   int calls_ = 0;            // calls started (not dropped)
   int parsed_calls_ = 0;     // calls seen, dropped ones included
