@@ -327,6 +327,12 @@ std::string Frontend::chat_family() const {
   return ChatTemplateFamilyName(model->chat->family());
 }
 
+ToolCallFormat Frontend::tool_call_format(const Admission& admission) const {
+  const ChatTemplate* chat = admission.model_->chat.get();
+  if (chat == nullptr || chat->jinja() == nullptr) return ToolCallFormat::kNone;
+  return chat->jinja()->tool_call_format();
+}
+
 void Frontend::BeginDrain() { draining_ = true; }
 
 bool Frontend::WaitForIdle(absl::Duration timeout) const { return registry_.WaitForEmpty(timeout); }

@@ -113,6 +113,9 @@ class Frontend {
   std::string model_name() const;
   // The chat family in use ("" when chat requests are refused).
   std::string chat_family() const;
+  // The format the model's chat template writes tool calls in (kNone for a
+  // built-in family or a template that shows none).
+  ToolCallFormat tool_call_format(const Admission& admission) const;
 
   // ---- the drain ----
   // New generations get UNAVAILABLE from now on (PrepareGenerate).

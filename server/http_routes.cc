@@ -12,6 +12,8 @@
 #include "server/http_transport.h"
 #include "server/openai_choices.h"
 #include "server/openai_encoder.h"
+#include "engine/grammar/json_schema.h"
+#include "server/tool_calls.h"
 
 namespace streamgen {
 
@@ -30,6 +32,9 @@ struct StreamEncoding {
   std::function<std::string()> start;
   std::function<std::string(const v1::GenerateResponse&, bool last, const absl::Status&)> message;
   std::function<std::string(const absl::Status&)> finish;
+  // Whether the face ended the output itself (a stop string the tool parser
+  // found in content): the generation is then ended as if the client left.
+  std::function<bool()> finished = [] { return false; };
 };
 
 // Answers with a chunked stream of `content_type` that `call` feeds on this
@@ -48,7 +53,7 @@ void StreamCall(httplib::Response& res, const char* content_type, std::shared_pt
         call->Run(
             socket,
             [&](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
-              return send(encoding.message(message, last, status));
+              return send(encoding.message(message, last, status)) && !encoding.finished();
             },
             [&](const absl::Status& status) { send(encoding.finish(status)); });
         sink.done();
@@ -151,7 +156,8 @@ void HttpServer::Routes::Detokenize(const httplib::Request& req, httplib::Respon
 
 std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(
     const Frontend::Admission& admission, const httplib::Request& req, httplib::Response& res,
-    v1::GenerateRequest request, OpenAiRoute route, absl::string_view max_tokens_field) {
+    v1::GenerateRequest request, OpenAiRoute route, absl::string_view max_tokens_field,
+    int64_t* prompt_tokens, bool engine_stops) {
   std::string request_id = res.get_header_value("X-Request-Id");  // the client's, or generated
   request.set_request_id(request_id);
   std::shared_ptr<HttpCall> call = HttpCall::Create(
@@ -159,6 +165,9 @@ std::shared_ptr<HttpCall> HttpServer::Routes::StartGeneration(
                                          frontend_->LogPrompt(request)});
   absl::StatusOr<GenerationRequest> converted = frontend_->PrepareGenerate(admission, request);
   if (converted.ok()) {
+    if (prompt_tokens != nullptr) *prompt_tokens = static_cast<int64_t>(converted->prompt_token_ids.size());
+    // Tools: the stop strings, validated, are the face's (server/tool_calls.h).
+    if (!engine_stops) converted->stop.clear();
     call->Submit(admission.engine(), std::move(*converted));
   } else {
     call->Reject(converted.status());
@@ -186,9 +195,29 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
                                                      ServedModelName(), "`"),
                                         "model_not_found", "model"));
   }
+  if (route == OpenAiRoute::kChat) {
+    // Tools: parse the output in the template's format, or constrain it to
+    // calls (server/tool_calls.h).
+    absl::Status tools = PrepareToolCalls(
+        frontend_->tool_call_format(*admission),
+        [](const OJson& schema) { return JsonSchemaToGrammar(schema); }, &*parsed);
+    if (!tools.ok()) return SendError(res, ToHttpError(tools, route));
+    if (!parsed->tool_grammar.empty()) {
+      if (parsed->request.constraint_case() != v1::GenerateRequest::CONSTRAINT_NOT_SET) {
+        absl::Status both = absl::InvalidArgumentError(
+            "tool_choice \"required\" or a named function constrains the output to calls: it "
+            "cannot be combined with response_format or structured_outputs");
+        SetErrorParam(&both, "tool_choice");
+        return SendError(res, ToHttpError(both, route));
+      }
+      parsed->request.set_grammar(parsed->tool_grammar);
+    }
+  }
   auto request = std::make_shared<OpenAiRequest>(std::move(*parsed));
+  int64_t prompt_tokens = 0;
   std::shared_ptr<HttpCall> call =
-      StartGeneration(*admission, req, res, request->request, route, request->max_tokens_field);
+      StartGeneration(*admission, req, res, request->request, route, request->max_tokens_field,
+                      &prompt_tokens, request->engine_stops);
   if (call == nullptr) return;
   Engine* engine = admission->engine();
   const char* prefix = route == OpenAiRoute::kChat ? "chatcmpl-" : "cmpl-";
@@ -196,6 +225,7 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
       std::max<int>(1, request->request.n()), *request, absl::StrCat(prefix, call->request_id()), static_cast<int64_t>(std::time(nullptr)),
       ServedModelName(), [engine](int id) { return engine->TokenPiece(id); });
   encoder->set_system_fingerprint(engine->model_info().fingerprint);
+  encoder->set_prompt_tokens(prompt_tokens);
   // A token whose piece has more than spaces but which decodes to nothing on
   // its own is a control token (BOS, EOS, <|im_end|>): no text of the output.
   // ("▁" alone decodes to "" too: sentencepiece drops a first piece's space.)
@@ -212,10 +242,10 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
         [&](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
           encoder->Accumulate(message);
           if (last) final_status = status;
-          return true;
+          return !encoder->finished();  // false: the face ended the output (cancels it)
         },
         [&](const absl::Status& status) { final_status = status; });
-    if (!final_status.ok()) {
+    if (!final_status.ok() && !encoder->finished()) {
       return SendError(res, ToHttpError(ForHttpFace(final_status, route, request->max_tokens_field),
                                         route));
     }
@@ -228,7 +258,8 @@ void HttpServer::Routes::Completions(OpenAiRoute route, const httplib::Request& 
               [encoder](const v1::GenerateResponse& message, bool last, const absl::Status& status) {
                 return encoder->StreamMessage(message, last, status);
               },
-              [encoder](const absl::Status& status) { return encoder->StreamError(status); }});
+              [encoder](const absl::Status& status) { return encoder->StreamError(status); },
+              [encoder] { return encoder->finished(); }});
 }
 
 void HttpServer::Routes::QueryStream(const httplib::Request& req, httplib::Response& res) {

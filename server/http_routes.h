@@ -109,7 +109,9 @@ class HttpServer::Routes {
   std::shared_ptr<HttpCall> StartGeneration(const Frontend::Admission& admission,
                                             const httplib::Request& req, httplib::Response& res,
                                             v1::GenerateRequest request, OpenAiRoute route,
-                                            absl::string_view max_tokens_field);
+                                            absl::string_view max_tokens_field,
+                                            int64_t* prompt_tokens = nullptr,
+                                            bool engine_stops = true);
 
   // Answers a CORS preflight (OPTIONS with Origin and
   // Access-Control-Request-Method) to a known route; false for any other request.

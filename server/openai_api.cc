@@ -3,6 +3,7 @@
 #include "engine/request_validation.h"
 #include "server/openai_structured.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -243,8 +244,8 @@ absl::Status Messages(const Json& value,
   return absl::OkStatus();
 }
 
-// tools (OpenAI's, an array; tool_choice "auto"/"none" only: the template
-// decides how tools are offered) and documents (an array), as JSON text.
+// tools (OpenAI's, an array: chat's ToolInputs checks each) and documents
+// (an array), as JSON text for the template.
 absl::Status TemplateInputs(const Json& body, std::string* tools_json, std::string* documents_json) {
   for (const char* field : {"tools", "documents"}) {
     const Json* value = Field(body, field);
@@ -254,10 +255,109 @@ absl::Status TemplateInputs(const Json& body, std::string* tools_json, std::stri
     }
     if (!value->empty()) *(std::string(field) == "tools" ? tools_json : documents_json) = value->dump();
   }
-  if (const Json* choice = Field(body, "tool_choice");
-      choice != nullptr && !(choice->is_string() && (*choice == "auto" || *choice == "none"))) {
-    return BadField("tool_choice", "is not supported (only \"auto\" or \"none\")");
+  return absl::OkStatus();
+}
+
+// OpenAI's function names: 1 to 64 letters, digits, underscores or dashes.
+bool IsFunctionName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '-')) {
+      return false;
+    }
   }
+  return true;
+}
+
+// Chat's tools ([{"type": "function", "function": {"name", "description",
+// "parameters"}}]), tool_choice and parallel_tool_calls. tools' JSON type was
+// checked by TemplateInputs.
+absl::Status ToolInputs(const Json& body, OpenAiRequest* out) {
+  if (const Json* tools = Field(body, "tools"); tools != nullptr) {
+    for (size_t i = 0; i < tools->size(); ++i) {
+      const Json& tool = (*tools)[i];
+      const std::string at = absl::StrCat("tools[", i, "]");
+      if (!tool.is_object()) {
+        return BadPath("tools", at, absl::StrCat("must be an object, got ", TypeName(tool)));
+      }
+      const Json* type = Field(tool, "type");
+      if (type == nullptr || *type != "function") {
+        return BadPath("tools", at + ".type",
+                       absl::StrCat("must be \"function\", got ",
+                                    type == nullptr ? "nothing" : type->dump()));
+      }
+      const Json* function = Field(tool, "function");
+      if (function == nullptr || !function->is_object()) {
+        return BadPath("tools", at + ".function",
+                       absl::StrCat("must be an object, got ",
+                                    function == nullptr ? "nothing" : TypeName(*function)));
+      }
+      const Json* name = Field(*function, "name");
+      if (name == nullptr || !name->is_string() || !IsFunctionName(name->get<std::string>())) {
+        return BadPath("tools", at + ".function.name",
+                       absl::StrCat("must be 1 to 64 letters, digits, underscores or dashes, got ",
+                                    name == nullptr ? "nothing" : name->dump()));
+      }
+      for (size_t j = 0; j < out->tools.size(); ++j) {
+        if (out->tools[j].name == name->get<std::string>()) {
+          return BadPath("tools", at + ".function.name",
+                         absl::StrCat("\"", out->tools[j].name, "\" is also the name of tools[", j,
+                                      "]"));
+        }
+      }
+      ToolSpec spec;
+      spec.name = name->get<std::string>();
+      if (const Json* parameters = Field(*function, "parameters"); parameters != nullptr) {
+        if (!parameters->is_object()) {
+          return BadPath("tools", at + ".function.parameters",
+                         absl::StrCat("must be an object (a JSON Schema), got ",
+                                      TypeName(*parameters)));
+        }
+        spec.parameters = nlohmann::ordered_json::parse(parameters->dump());
+      }
+      out->tools.push_back(std::move(spec));
+    }
+  }
+  if (const Json* choice = Field(body, "tool_choice"); choice != nullptr) {
+    constexpr char kShapes[] =
+        "must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+        "\"function\": {\"name\": ...}}, got ";
+    if (choice->is_string()) {
+      const std::string& value = choice->get_ref<const std::string&>();
+      if (value == "none") {
+        out->tool_choice = ToolChoice::kNone;
+      } else if (value == "auto") {
+        out->tool_choice = ToolChoice::kAuto;
+      } else if (value == "required") {
+        out->tool_choice = ToolChoice::kRequired;
+      } else {
+        return BadField("tool_choice", absl::StrCat(kShapes, choice->dump()));
+      }
+    } else {
+      const Json* type = choice->is_object() ? Field(*choice, "type") : nullptr;
+      const Json* function = choice->is_object() ? Field(*choice, "function") : nullptr;
+      const Json* name = function != nullptr && function->is_object() ? Field(*function, "name")
+                                                                      : nullptr;
+      if (type == nullptr || *type != "function" || name == nullptr || !name->is_string()) {
+        return BadField("tool_choice", absl::StrCat(kShapes, choice->dump()));
+      }
+      out->tool_choice = ToolChoice::kFunction;
+      out->tool_choice_function = name->get<std::string>();
+    }
+    if (out->tool_choice == ToolChoice::kRequired && out->tools.empty()) {
+      return BadField("tool_choice", "\"required\" needs tools");
+    }
+    if (out->tool_choice == ToolChoice::kFunction &&
+        std::none_of(out->tools.begin(), out->tools.end(), [&](const ToolSpec& tool) {
+          return tool.name == out->tool_choice_function;
+        })) {
+      return BadField("tool_choice", absl::StrCat("names the function \"", out->tool_choice_function,
+                                                   "\", which is not in tools"));
+    }
+  }
+  SG_ASSIGN_OR_RETURN(std::optional<bool> parallel, Bool(body, "parallel_tool_calls"));
+  out->parallel_tool_calls = parallel.value_or(true);
   return absl::OkStatus();
 }
 
@@ -554,6 +654,7 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiRoute route, const Json& 
     SG_RETURN_IF_ERROR(Messages(*messages, request.mutable_messages()));
     SG_RETURN_IF_ERROR(TemplateInputs(body, request.mutable_tools_json(),
                                       request.mutable_documents_json()));
+    SG_RETURN_IF_ERROR(ToolInputs(body, &out));
     SG_RETURN_IF_ERROR(MaxTokens(body, "max_completion_tokens", &request));
     if (Field(body, "max_completion_tokens") == nullptr) {
       SG_RETURN_IF_ERROR(MaxTokens(body, "max_tokens", &request));

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/text/tool_calls.h"
 #include "nlohmann/json.hpp"
 #include "streamgen/v1/generate.pb.h"
 
@@ -68,6 +69,10 @@ HttpError MakeHttpError(int status, std::string type, std::string message, std::
 // {"error": {"message", "type", "param", "code"}}
 nlohmann::ordered_json ErrorBody(const HttpError& error);
 
+// OpenAI's tool_choice: "auto" (the default), "none", "required", or
+// {"type": "function", "function": {"name": ...}} (kFunction).
+enum class ToolChoice { kAuto, kNone, kRequired, kFunction };
+
 // A parsed /v1/completions or /v1/chat/completions body.
 struct OpenAiRequest {
   OpenAiRoute route = OpenAiRoute::kCompletions;
@@ -79,6 +84,22 @@ struct OpenAiRequest {
   // The body's name for request.max_new_tokens: "max_tokens", or chat's
   // "max_completion_tokens" when that was sent (what messages and params say).
   std::string max_tokens_field = "max_tokens";
+
+  // ---- chat's tools (server/tool_calls.h); they reach the template as request.tools_json ----
+  std::vector<ToolSpec> tools;
+  ToolChoice tool_choice = ToolChoice::kAuto;
+  std::string tool_choice_function;  // kFunction: the function's name (one of tools)
+  bool parallel_tool_calls = true;
+  // Set by PrepareToolCalls for the model that serves the request: the format
+  // the output is parsed in (kNone: the output is content, not parsed), the
+  // stop strings then applied to content only, whether the engine applies
+  // request.stop (false: the face takes them out of the engine's request once
+  // the validator has checked them), and for tool_choice required / a
+  // function the grammar the output must match.
+  ToolCallFormat tool_format = ToolCallFormat::kNone;
+  std::vector<std::string> content_stop;
+  bool engine_stops = true;
+  std::string tool_grammar;
 };
 
 // Checks the JSON types and OpenAI's rules; the limits are the validator's.

@@ -59,6 +59,9 @@ OpenAiEncoder::OpenAiEncoder(const OpenAiRequest& request, std::string id, int64
       created_(created),
       model_(std::move(model)),
       piece_(std::move(piece)) {
+  if (request_.route == OpenAiRoute::kChat && request_.tool_format != ToolCallFormat::kNone) {
+    tool_parser_ = std::make_unique<ToolCallParser>(ToolParserOptions(request_));
+  }
   if (request_.route == OpenAiRoute::kChat) {
     logprobs_ = {{"content", OJson::array()}};
   } else {
@@ -102,9 +105,30 @@ std::string OpenAiEncoder::ChoiceEvent(OJson chat_delta, std::string text, OJson
 }
 
 void OpenAiEncoder::TakeUsage(const v1::GenerateResponse& last) {
-  prompt_tokens_ = last.usage().prompt_tokens();
-  completion_tokens_ = last.usage().completion_tokens();
-  finish_reason_ = OpenAiFinishReason(last.finish_reason());
+  if (last.has_usage()) {
+    prompt_tokens_ = last.usage().prompt_tokens();
+    completion_tokens_ = last.usage().completion_tokens();
+  } else {
+    // The face ended the output at a stop string in content (finished_): the
+    // engine's generation is cancelled and its last message never comes.
+    completion_tokens_ = tokens_seen_;
+  }
+  finish_reason_ = finished_ ? "stop" : OpenAiFinishReason(last.finish_reason());
+  if (finish_reason_ == "stop" && !tool_calls_.empty()) finish_reason_ = "tool_calls";
+}
+
+std::vector<ToolCallEvent> OpenAiEncoder::ToolEvents(const v1::GenerateResponse& message,
+                                                     bool last) {
+  tokens_seen_ += message.tokens_size();
+  std::vector<ToolCallEvent> events = tool_parser_->Feed(message.text());
+  if (last || tool_parser_->stopped()) {
+    std::vector<ToolCallEvent> end = tool_parser_->Finish();
+    events.insert(events.end(), std::make_move_iterator(end.begin()),
+                  std::make_move_iterator(end.end()));
+  }
+  if (tool_parser_->stopped()) finished_ = true;
+  AccumulateToolEvents(events, /*content=*/nullptr, &tool_calls_);
+  return events;
 }
 
 OJson OpenAiEncoder::Usage() const { return UsageOf(prompt_tokens_, completion_tokens_); }
@@ -246,7 +270,9 @@ std::string OpenAiEncoder::StreamStart() {
 
 std::string OpenAiEncoder::StreamMessage(const v1::GenerateResponse& message, bool last,
                                          const absl::Status& status) {
+  if (finished_) return "";  // the face ended the output at a stop string in content
   std::string out = StreamChoice(message, last, /*finish=*/status.ok());
+  if (finished_ && !last) return absl::StrCat(out, StreamEnd(prompt_tokens_, completion_tokens_));
   if (!last) return out;
   if (!status.ok()) return absl::StrCat(out, StreamError(status));
   return absl::StrCat(out, StreamEnd(prompt_tokens_, completion_tokens_));
@@ -257,7 +283,21 @@ std::string OpenAiEncoder::StreamChoice(const v1::GenerateResponse& message, boo
   std::string out;
   std::vector<PendingToken> listed;
   if (request_.logprobs) listed = ListedTokens(message, done);
-  if (!message.text().empty() || !listed.empty()) {
+  if (tool_parser_ != nullptr) {
+    std::vector<OJson> deltas = ToolCallDeltas(ToolEvents(message, done && finish));
+    // The logprobs ride on the message's first chunk.
+    if (deltas.empty() && !listed.empty()) deltas.push_back({{"content", ""}});
+    for (size_t i = 0; i < deltas.size(); ++i) {
+      OJson logprobs = request_.logprobs && i == 0 ? Logprobs(listed) : OJson();
+      absl::StrAppend(&out, ChoiceEvent(std::move(deltas[i]), "", std::move(logprobs), nullptr));
+    }
+    if (finished_ && !done) {
+      // A stop string in content ended the output here: the finish now.
+      TakeUsage(message);
+      absl::StrAppend(&out, ChoiceEvent(OJson::object(), "", nullptr, finish_reason_));
+      return out;
+    }
+  } else if (!message.text().empty() || !listed.empty()) {
     out = ChoiceEvent({{"content", message.text()}}, message.text(),
                       request_.logprobs ? Logprobs(listed) : OJson(), nullptr);
   }
@@ -280,14 +320,22 @@ std::string OpenAiEncoder::StreamEnd(int64_t prompt_tokens, int64_t completion_t
 }
 
 std::string OpenAiEncoder::StreamError(const absl::Status& status) {
+  if (finished_) return "";  // the face ended the output: the cancellation is its own
   HttpError error =
       ToHttpError(ForHttpFace(status, request_.route, request_.max_tokens_field), request_.route);
   return absl::StrCat(Event(ErrorBody(error)), "data: [DONE]\n\n");
 }
 
 void OpenAiEncoder::Accumulate(const v1::GenerateResponse& message) {
-  text_.append(message.text());
+  if (finished_) return;
   const bool last = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+  if (tool_parser_ != nullptr) {
+    for (const ToolCallEvent& event : ToolEvents(message, last)) {
+      if (event.kind == ToolCallEvent::Kind::kContent) text_.append(event.text);
+    }
+  } else {
+    text_.append(message.text());
+  }
   if (request_.logprobs) {
     std::vector<PendingToken> listed = ListedTokens(message, last);
     if (!listed.empty()) {
@@ -297,7 +345,7 @@ void OpenAiEncoder::Accumulate(const v1::GenerateResponse& message) {
       }
     }
   }
-  if (last) TakeUsage(message);
+  if (last || finished_) TakeUsage(message);
 }
 
 OJson OpenAiEncoder::Body() const {
@@ -306,6 +354,17 @@ OJson OpenAiEncoder::Body() const {
   OJson choice = {{"index", index_}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text_}};
+    if (!tool_calls_.empty()) {
+      // OpenAI: content is null when the message is only calls.
+      if (text_.empty()) choice["message"]["content"] = nullptr;
+      OJson calls = OJson::array();
+      for (const ParsedToolCall& call : tool_calls_) {
+        calls.push_back({{"id", call.id},
+                         {"type", "function"},
+                         {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+      }
+      choice["message"]["tool_calls"] = std::move(calls);
+    }
   } else {
     choice["text"] = text_;
   }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 #include "server/openai_api.h"
+#include "server/tool_calls.h"
 #include "streamgen/v1/generate.pb.h"
 
 namespace streamgen {
@@ -38,6 +40,19 @@ class OpenAiEncoder {
   void set_index(int index) { index_ = index; }
   // {"prompt_tokens", "completion_tokens", "total_tokens"}.
   static nlohmann::ordered_json UsageOf(int64_t prompt_tokens, int64_t completion_tokens);
+
+  // The prompt's token count, for the usage of an output the face ended
+  // itself (finished()); the engine's last message reports it otherwise.
+  void set_prompt_tokens(int64_t count) { prompt_tokens_ = count; }
+
+  // Tools (request.tool_format set): the output is parsed into content and
+  // calls (engine/text/tool_calls.h), streamed as OpenAI's delta.tool_calls,
+  // listed as message.tool_calls (content null when there is none), and
+  // finish_reason is "tool_calls" when the output made calls and ended by
+  // EOS or a stop. A stop string in content (request.content_stop) ends the
+  // output here: finished() turns true, the finish (and usage, counting the
+  // tokens seen) is encoded at once, and the caller ends the generation.
+  bool finished() const { return finished_; }
 
   // ---- streaming: server-sent events ----
   // What goes out before the first token (chat: the role chunk).
@@ -98,6 +113,8 @@ class OpenAiEncoder {
   nlohmann::ordered_json Logprobs(const std::vector<PendingToken>& tokens) const;
   nlohmann::ordered_json Usage() const;
   static std::string Event(const nlohmann::ordered_json& json);
+  // The tool parser's events for `message` (and the end's, with `last`).
+  std::vector<ToolCallEvent> ToolEvents(const v1::GenerateResponse& message, bool last);
 
   const OpenAiRequest& request_;
   std::string system_fingerprint_;
@@ -116,6 +133,12 @@ class OpenAiEncoder {
   std::string utf8_tail_;             // their unfinished last character
   int64_t text_bytes_ = 0;            // bytes of text returned so far
   std::string finish_reason_;
+  // Tools: the parser (null: the output is not parsed), the calls so far,
+  // the tokens seen, and whether the face ended the output.
+  std::unique_ptr<ToolCallParser> tool_parser_;
+  std::vector<ParsedToolCall> tool_calls_;
+  int64_t tokens_seen_ = 0;
+  bool finished_ = false;
   // Non-streaming accumulation.
   std::string text_;
   nlohmann::ordered_json logprobs_;

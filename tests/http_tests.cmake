@@ -6,6 +6,7 @@
 #   http_query_stream_test  the seed's python3-requests client on /query-stream/
 #   http_openai_test        the official openai npm package (node:test)
 #   http_playground_test    the playground page in Debian's chromium (playwright-core)
+#   http_tools_test         tool calls: the openai package and the Vercel AI SDK
 #   http_lifecycle_test     HTTPS / mTLS, disconnect while queued, a stalled reader,
 #                           the drain timeout's final event, the log line
 #   http_readme_test        docs/http-api.md's examples (its Examples section) as written
@@ -32,6 +33,16 @@ if(TARGET streamgen_server)
       WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
     set_tests_properties(http_${name}_test PROPERTIES TIMEOUT 600)
   endforeach()
+  # Issue 22: tool calls with the openai package and the Vercel AI SDK, with Qwen
+  # 2.5's template (npm) and Llama 3.1's (the llama.cpp bundle: llamacpp_node).
+  add_test(NAME http_tools_test
+    COMMAND ${STREAMGEN_NODE} --test ${CMAKE_SOURCE_DIR}/tests/http/tools.test.mjs
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/http)
+  set_tests_properties(http_tools_test PROPERTIES
+    ENVIRONMENT STREAMGEN_BUILD_DIR=${CMAKE_BINARY_DIR}
+    FIXTURES_REQUIRED "http_node;llamacpp_node"
+    TIMEOUT 600)
+
   # The docs' js example imports the pinned openai package.
   set_tests_properties(http_readme_test PROPERTIES FIXTURES_REQUIRED http_node)
 endif()

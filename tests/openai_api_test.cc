@@ -304,7 +304,7 @@ TEST(OpenAiRequestTest, ChatToolsToolCallsAndParseSpecialTokens) {
   };
   const Case cases[] = {
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": {}})", "tools", "tools must be an array, got an object"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", "tool_choice", "tool_choice is not supported (only \"auto\" or \"none\")"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", "tool_choice", "tool_choice \"required\" needs tools"},
       {R"({"messages": [{"role": "user", "content": "x", "name": 5}]})", "messages", "messages[0].name must be a string, got a number"},
       {R"({"messages": [{"role": "assistant", "tool_calls": [{"id": "c"}]}]})", "messages", "messages[0].tool_calls[0] must be {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}"},
       {R"({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": 1}}]}]})", "messages", "messages[0].tool_calls[0].function.name must be a string"},

@@ -71,6 +71,9 @@ if(TARGET streamgen_openai_api)
   streamgen_test(openai_api_test openai_api_test.cc)
   target_link_libraries(openai_api_test PRIVATE streamgen_openai_api streamgen_server_core
     GTest::gmock)
+  # Issue 22: tools, tool_choice, delta.tool_calls.
+  streamgen_test(openai_tools_test openai_tools_test.cc)
+  target_link_libraries(openai_tools_test PRIVATE streamgen_openai_api streamgen_grammar GTest::gmock)
 endif()
 
 # docs/flags.md is the programs' own --help (scripts/flag-docs.sh): it cannot drift.

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/text/jinja/template.h"
+#include "engine/text/tool_calls.h"
 #include "nlohmann/json.hpp"
 
 namespace streamgen {
@@ -102,6 +103,9 @@ class JinjaChatTemplate {
   const std::map<std::string, std::string>& special_tokens() const { return special_tokens_; }
   const std::vector<std::string>& added_tokens() const { return added_tokens_; }
   const std::string& name() const { return template_->name(); }
+  // The format the template writes an assistant's tool calls in, by its text
+  // (DetectToolCallFormat, engine/text/tool_calls.h).
+  ToolCallFormat tool_call_format() const { return tool_call_format_; }
 
  private:
   friend class ChatTemplate;  // CreateJinja completes bos_token/eos_token from the vocabulary
@@ -114,6 +118,7 @@ class JinjaChatTemplate {
   std::map<std::string, std::string> special_tokens_;
   std::vector<std::string> added_tokens_;
   std::vector<std::string> literal_tokens_;
+  ToolCallFormat tool_call_format_ = ToolCallFormat::kNone;
 };
 
 enum class ChatTemplateFamily {

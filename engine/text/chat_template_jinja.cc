@@ -195,6 +195,7 @@ absl::StatusOr<std::unique_ptr<JinjaChatTemplate>> JinjaChatTemplate::Create(
                       jinja::Template::Parse(source, name));
   std::unique_ptr<JinjaChatTemplate> chat(new JinjaChatTemplate(
       std::move(parsed), std::move(special_tokens), std::move(added_tokens)));
+  chat->tool_call_format_ = DetectToolCallFormat(source);
   // "<...>" runs without spaces inside the template's strings and text.
   SG_ASSIGN_OR_RETURN(std::vector<jinja::Token> tokens, jinja::Tokenize(source, name));
   for (const jinja::Token& token : tokens) {

@@ -587,8 +587,6 @@ def main():
     openai_request()
     openai_encoder()
     grammar()
-
-
     json_schema()
     for target in sorted(os.listdir(CORPUS)):
         print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} files")
