@@ -24,6 +24,10 @@ void OpenAiChoicesEncoder::set_hidden_token(const std::function<bool(int)>& hidd
   for (auto& choice : choices_) choice->set_hidden_token(hidden);
 }
 
+void OpenAiChoicesEncoder::set_prompt_tokens(int64_t count) {
+  for (auto& choice : choices_) choice->set_prompt_tokens(count);
+}
+
 OpenAiEncoder& OpenAiChoicesEncoder::Choice(const v1::GenerateResponse& message) {
   // The engine's indices are below n; a bad one cannot come from it.
   return *choices_[std::min<size_t>(message.index(), choices_.size() - 1)];

@@ -25,6 +25,11 @@ class OpenAiChoicesEncoder {
                        std::string model, std::function<std::string(int)> piece);
   void set_system_fingerprint(const std::string& fingerprint);
   void set_hidden_token(const std::function<bool(int)>& hidden);
+  // OpenAiEncoder's, for every choice.
+  void set_prompt_tokens(int64_t count);
+  // OpenAiEncoder::finished of the one choice (tools, which take n == 1 only:
+  // the face ended the output at a stop string in content).
+  bool finished() const { return choices_.size() == 1 && choices_[0]->finished(); }
 
   // As OpenAiEncoder's; `message.index()` picks the choice, and `last` is the
   // stream's last message (the last choice's last).

@@ -33,6 +33,14 @@ absl::Status PrepareToolCalls(ToolCallFormat format, const SchemaToGrammar& sche
         "needs a chat template that writes tool calls in a format streamgen knows (Llama 3.1 "
         "JSON, Hermes/Qwen <tool_call>, Mistral [TOOL_CALLS]); this model's has none");
   }
+  if (request->request.n() > 1) {
+    // One tool-call parser per stream: n choices would need one each.
+    absl::Status status = absl::InvalidArgumentError(absl::StrCat(
+        "n must be 1 when the output is parsed for tool calls (tools with tool_choice other "
+        "than \"none\"), got ", request->request.n()));
+    SetErrorParam(&status, "n");
+    return status;
+  }
   request->tool_format = format;
   // The engine must not see the stop strings (they could cut a call), but the
   // validator still checks them: the face drops them after validation.

@@ -183,6 +183,15 @@ TEST(OpenAiToolsTest, PrepareToolCallsRefusals) {
   EXPECT_EQ(error.param, "tools");
   EXPECT_EQ(error.message, "tools: a parameter schema cannot constrain the output: json_schema: "
                            "unsupported keyword 'not' at /anyOf/0");
+  // n > 1 with a parsed output: one parser per stream.
+  absl::StatusOr<OpenAiRequest> many = Chat(std::string(kTools) + R"(, "n": 2)");
+  ASSERT_TRUE(many.ok()) << many.status();
+  error = ToHttpError(PrepareToolCalls(ToolCallFormat::kHermes, FakeConverter, &*many),
+                      OpenAiRoute::kChat);
+  EXPECT_EQ(error.status, 400);
+  EXPECT_EQ(error.param, "n");
+  EXPECT_EQ(error.message, "n must be 1 when the output is parsed for tool calls (tools with "
+                           "tool_choice other than \"none\"), got 2");
 }
 
 // ---- the encoder ----
