@@ -69,8 +69,7 @@ KernelIsa g_startup = KernelIsa::kPortable;
 std::string g_startup_note;
 
 // The features `isa` needs that the CPU lacks, "" when none.
-std::string Missing(KernelIsa isa) {
-  const CpuFeatures& f = DetectedCpuFeatures();
+std::string Missing(KernelIsa isa, const CpuFeatures& f) {
   std::string missing;
   auto need = [&](bool has, const char* name) {
     if (!has) absl::StrAppend(&missing, missing.empty() ? "" : " ", name);
@@ -85,37 +84,19 @@ std::string Missing(KernelIsa isa) {
     need(f.avx512dq, "avx512dq");
     need(f.fma, "fma");
   }
-#if !defined(__x86_64__)
-  if (isa == KernelIsa::kAvx2 || isa == KernelIsa::kAvx512) missing = "an x86-64 CPU";
-#endif
   return missing;
 }
 
+KernelIsa BestFor(const CpuFeatures& f) {
+  if (Missing(KernelIsa::kAvx512, f).empty()) return KernelIsa::kAvx512;
+  if (Missing(KernelIsa::kAvx2, f).empty()) return KernelIsa::kAvx2;
+  return KernelIsa::kPortable;
+}
+
 void ChooseAtStartup() {
-  g_startup = BestKernelIsa();
-  const char* env = std::getenv(kKernelIsaEnv);
-  if (env != nullptr && *env != '\0') {
-    absl::StatusOr<KernelIsa> want = ParseKernelIsa(env);
-    if (!want.ok()) {
-      g_startup_note = absl::StrCat(kKernelIsaEnv, ": ", want.status().message(), "; using ",
-                                    KernelIsaName(g_startup));
-    } else if (*want != KernelIsa::kAuto) {
-      const std::string missing = Missing(*want);
-      if (missing.empty()) {
-        g_startup = *want;
-      } else {
-        // Clamped, never run: the best the CPU has below the request.
-        const KernelIsa fallback = *want == KernelIsa::kAvx512 && CpuCanRun(KernelIsa::kAvx2)
-                                       ? KernelIsa::kAvx2
-                                       : KernelIsa::kPortable;
-        g_startup = fallback;
-        g_startup_note = absl::StrCat(kKernelIsaEnv, "=", env, ": this CPU lacks ", missing,
-                                      "; using ", KernelIsaName(fallback));
-      }
-    }
-    // Said on stderr too: a test or benchmark binary has no start-up log.
-    if (!g_startup_note.empty()) std::fprintf(stderr, "streamgen: %s\n", g_startup_note.c_str());
-  }
+  g_startup = StartupKernelIsa(std::getenv(kKernelIsaEnv), DetectedCpuFeatures(), &g_startup_note);
+  // Said on stderr too: a test or benchmark binary has no start-up log.
+  if (!g_startup_note.empty()) std::fprintf(stderr, "streamgen: %s\n", g_startup_note.c_str());
   int unset = -1;
   g_active.compare_exchange_strong(unset, static_cast<int>(g_startup));
 }
@@ -169,12 +150,38 @@ absl::StatusOr<KernelIsa> ParseKernelIsa(std::string_view name) {
       "unknown kernel ISA \"", absl::string_view(name.data(), name.size()), "\": expected one of portable, avx2, avx512, auto"));
 }
 
-bool CpuCanRun(KernelIsa isa) { return Missing(isa).empty(); }
+bool CpuCanRun(KernelIsa isa) { return Missing(isa, DetectedCpuFeatures()).empty(); }
 
-KernelIsa BestKernelIsa() {
-  if (CpuCanRun(KernelIsa::kAvx512)) return KernelIsa::kAvx512;
-  if (CpuCanRun(KernelIsa::kAvx2)) return KernelIsa::kAvx2;
-  return KernelIsa::kPortable;
+KernelIsa BestKernelIsa() { return BestFor(DetectedCpuFeatures()); }
+
+absl::Status CheckKernelIsa(KernelIsa isa, const CpuFeatures& features) {
+  const std::string missing = Missing(isa, features);
+  if (missing.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat("kernel ISA ", KernelIsaName(isa),
+                                                    " refused: this CPU lacks ", missing,
+                                                    " (it has: ", features.Summary(), ")"));
+}
+
+KernelIsa StartupKernelIsa(const char* env, const CpuFeatures& features, std::string* note) {
+  note->clear();
+  const KernelIsa best = BestFor(features);
+  if (env == nullptr || *env == '\0') return best;
+  absl::StatusOr<KernelIsa> want = ParseKernelIsa(env);
+  if (!want.ok()) {
+    *note = absl::StrCat(kKernelIsaEnv, ": ", want.status().message(), "; using ",
+                         KernelIsaName(best));
+    return best;
+  }
+  if (*want == KernelIsa::kAuto) return best;
+  const std::string missing = Missing(*want, features);
+  if (missing.empty()) return *want;
+  // Clamped, never run: the best the CPU has below the request.
+  const KernelIsa fallback = *want == KernelIsa::kAvx512 && Missing(KernelIsa::kAvx2, features).empty()
+                                 ? KernelIsa::kAvx2
+                                 : KernelIsa::kPortable;
+  *note = absl::StrCat(kKernelIsaEnv, "=", env, ": this CPU lacks ", missing, "; using ",
+                       KernelIsaName(fallback));
+  return fallback;
 }
 
 absl::Status SetKernelIsa(KernelIsa isa) {
@@ -183,12 +190,8 @@ absl::Status SetKernelIsa(KernelIsa isa) {
     g_active.store(static_cast<int>(g_startup), std::memory_order_relaxed);
     return absl::OkStatus();
   }
-  const std::string missing = Missing(isa);
-  if (!missing.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("kernel ISA ", KernelIsaName(isa), " refused: this CPU lacks ", missing,
-                     " (it has: ", DetectedCpuFeatures().Summary(), ")"));
-  }
+  absl::Status ok = CheckKernelIsa(isa, DetectedCpuFeatures());
+  if (!ok.ok()) return ok;
   g_active.store(static_cast<int>(isa), std::memory_order_relaxed);
   return absl::OkStatus();
 }

@@ -88,6 +88,17 @@ inline constexpr const char* kKernelIsaEnv = "STREAMGEN_KERNEL_ISA";
 // lacks and what was used instead). Reads the variable if not yet done.
 std::string KernelIsaStartupNote();
 
+// The pure decisions behind SetKernelIsa and the environment variable, on
+// given features (tests use a made-up CPU: every ISA's refusal is tested on
+// any machine).
+// OK when a CPU with `features` can run `isa`, else FailedPrecondition:
+// "kernel ISA avx512 refused: this CPU lacks avx512f avx512bw ... (it has: ...)".
+absl::Status CheckKernelIsa(KernelIsa isa, const CpuFeatures& features);
+// The start-up ISA for the environment variable's value `env` (nullptr or
+// "": unset): the best the CPU has, or `env`'s ISA when the CPU can run it,
+// else the best below it. *note gets "" or the sentence to log.
+KernelIsa StartupKernelIsa(const char* env, const CpuFeatures& features, std::string* note);
+
 // One line for the start-up log and the metrics: "avx2 (cpu: avx2 fma f16c)".
 std::string KernelIsaDescription();
 
