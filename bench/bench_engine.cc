@@ -26,6 +26,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
 #include "engine/model/cpu_kernels.h"
 #include "engine/model/device.h"
 #include "engine/engine.h"
@@ -51,6 +52,13 @@ ABSL_FLAG(bool, isa_sweep, false,
           "instead of the figures above: time every linear layer of the model (CpuLinear, "
           "as the forward pass runs them) under each kernel ISA this CPU has (portable, avx2, "
           "avx512) and libtorch's path, at 1, 4, 16 and 128 rows, every weight dtype");
+ABSL_FLAG(bool, as_avx2, false,
+          "--isa-sweep as on an AVX2-only CPU: libtorch's oneDNN off (its bfloat16 mm then "
+          "takes the fallback it takes on a CPU without AVX-512, as libtorch 1.13 does there), "
+          "only the portable and avx2 bodies; run with OPENBLAS_CORETYPE=Haswell");
+ABSL_FLAG(std::string, isa_rows, "1,4,16,128", "--isa-sweep's row counts");
+ABSL_FLAG(std::string, isa_kinds, "float32,bfloat16,int8+f32,int8+bf16",
+          "--isa-sweep's weight kinds (float32, bfloat16, int8+f32, int8+bf16)");
 ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the machine's cores)");
 ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
@@ -187,6 +195,15 @@ int IsaSweep(const streamgen::ModelConfig& c, int runs) {
                    streamgen::KernelIsa::kAvx512}) {
     if (streamgen::CpuCanRun(isa)) bodies.push_back(isa);
   }
+  if (absl::GetFlag(FLAGS_as_avx2)) {
+    // ONEDNN_MAX_CPU_ISA=AVX2 does not emulate this with libtorch 1.13: it
+    // still sends bfloat16 mm to oneDNN (its check is cpuinfo's AVX-512),
+    // which then throws "could not create a primitive descriptor iterator".
+    at::globalContext().setUserEnabledMkldnn(false);
+    if (bodies.back() == streamgen::KernelIsa::kAvx512) bodies.pop_back();
+    (void)streamgen::SetKernelIsa(streamgen::KernelIsa::kAvx2);
+  }
+  const streamgen::KernelIsa start_isa = streamgen::ActiveIsa();
   std::printf("kernels: %s; ms per pass over all %zu linears (best of %d)\n",
               streamgen::KernelIsaDescription().c_str(), shapes.size(), runs);
   std::printf("%-10s %5s", "weights", "rows");
@@ -196,8 +213,8 @@ int IsaSweep(const streamgen::ModelConfig& c, int runs) {
     std::printf(" %9s/p", streamgen::KernelIsaName(bodies[i]));
   }
   std::printf(" %12s  routes (per body)\n", "libtorch/best");
-  for (const char* kind : {"float32", "bfloat16", "int8+f32", "int8+bf16"}) {
-    const std::string k = kind;
+  for (const std::string& k : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_isa_kinds), ','))) {
+    const char* kind = k.c_str();
     const auto xt = (k == "bfloat16" || k == "int8+bf16") ? torch::kBFloat16 : torch::kFloat32;
     std::vector<streamgen::LinearWeight> ws;
     for (const auto& [n, kk] : shapes) {
@@ -207,7 +224,8 @@ int IsaSweep(const streamgen::ModelConfig& c, int runs) {
                        : streamgen::QuantizeInt8(w32));
       ws.back().w = streamgen::ToHugePages(ws.back().w);
     }
-    for (int64_t m : {1, 4, 16, 128}) {
+    for (const std::string& rows : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_isa_rows), ','))) {
+      const int64_t m = std::stoll(rows);
       std::vector<torch::Tensor> xs;
       for (const auto& [n, kk] : shapes) xs.push_back(torch::randn({m, kk}).to(xt));
       auto pass = [&] {
@@ -221,7 +239,7 @@ int IsaSweep(const streamgen::ModelConfig& c, int runs) {
       for (int r = 0; r <= runs; ++r) {  // r == 0: warm-up
         for (size_t b = 0; b <= bodies.size(); ++b) {
           const bool libtorch = b == bodies.size();
-          (void)streamgen::SetKernelIsa(libtorch ? streamgen::KernelIsa::kAuto : bodies[b]);
+          (void)streamgen::SetKernelIsa(libtorch ? start_isa : bodies[b]);
           streamgen::SetCpuLinearPath(libtorch ? streamgen::CpuLinearPath::kLibtorch
                                                : streamgen::CpuLinearPath::kKernels);
           const double s = pass();
@@ -232,7 +250,7 @@ int IsaSweep(const streamgen::ModelConfig& c, int runs) {
           }
         }
       }
-      (void)streamgen::SetKernelIsa(streamgen::KernelIsa::kAuto);
+      (void)streamgen::SetKernelIsa(start_isa);
       streamgen::SetCpuLinearPath(streamgen::CpuLinearPath::kKernels);
       std::printf("%-10s %5lld", kind, static_cast<long long>(m));
       for (double b : best) std::printf(" %10.2f", b * 1e3);
