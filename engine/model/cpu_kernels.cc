@@ -424,12 +424,18 @@ int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype) {
   }
   // Every other ISA (AVX-512 without BF16, AVX2, portable): bfloat16 goes
   // through float32 GEMM on converted tiles above the crossover
-  // (CpuLinearRoute::kFloat32Tiles), which costs more than libtorch's native
-  // bfloat16 GEMM, so the skinny kernel (half the bytes of float32) stays
-  // ahead longer. Measured with the AVX2 bodies forced on an AVX-512 machine,
-  // OpenBLAS and oneDNN held to AVX2 (bench/README.md, "Kernels per ISA").
-  if (w.int8()) return 32;
-  return bf16_w ? 32 : 24;
+  // (CpuLinearRoute::kFloat32Tiles), which costs a float32 GEMM plus the
+  // conversion, more than the native bfloat16 GEMM: the skinny kernel (half
+  // float32's bytes) stays ahead longer. Measured with the AVX2 bodies forced
+  // and libtorch as on an AVX2 CPU (bench/README.md, "Kernels per ISA"): at
+  // 16 rows the skinny kernel and the float32 GEMM (its float32 crossover
+  // fell between 4 and 16 there, within that machine's noise) were within
+  // 20% of each other. float32 and int8 keep the AVX-512 table's values:
+  // the sweep on a busy machine could not tell them apart from it, and the
+  // engine's batch invariance up to 24 float32 rows (mlp.h, the batching
+  // tests) stays the same on every ISA.
+  if (w.int8()) return bf16_x ? 24 : 32;
+  return bf16_w ? 16 : 24;
 }
 
 void SetCpuLinearPath(CpuLinearPath path) {
@@ -499,11 +505,20 @@ torch::Tensor TiledGemm(const torch::Tensor& x, int64_t n, int64_t k, torch::Sca
 
 torch::Tensor Float32TiledGemm(const torch::Tensor& x, const LinearWeight& w) {
   RECORD_FUNCTION("streamgen::float32_tiled_gemm", std::vector<c10::IValue>());
-  TORCH_CHECK(!w.int8() && x.dim() == 2 && x.size(1) == w.w.size(1),
-              "Float32TiledGemm: x [M, K] and a float w [N, K]");
-  return TiledGemm(x, w.w.size(0), w.w.size(1), torch::kFloat32,
+  TORCH_CHECK(!w.int8() && x.dim() == 2 && x.size(1) == w.w.size(1) && w.w.is_contiguous(),
+              "Float32TiledGemm: x [M, K] and a contiguous float w [N, K]");
+  const int64_t k = w.w.size(1);
+  return TiledGemm(x, w.w.size(0), k, torch::kFloat32,
                    [&](torch::Tensor& wt, int64_t n0, int64_t rows) {
-                     wt.copy_(w.w.narrow(0, n0, rows));
+                     if (w.w.scalar_type() != torch::kBFloat16) {
+                       wt.copy_(w.w.narrow(0, n0, rows));
+                       return;
+                     }
+                     const auto* in = reinterpret_cast<const uint16_t*>(w.w.data_ptr()) + n0 * k;
+                     float* out = wt.data_ptr<float>();
+                     at::parallel_for(0, rows, 16, [&](int64_t b, int64_t e) {
+                       kn::WidenBf16(in + b * k, out + b * k, (e - b) * k);
+                     });
                    });
 }
 
@@ -530,18 +545,31 @@ torch::Tensor Int8TiledGemm(const torch::Tensor& x, const LinearWeight& w) {
   // for bfloat16 x without native bfloat16 dot products), each tile through
   // mm (the tile is written and read back from cache).
   RECORD_FUNCTION("streamgen::int8_tiled_gemm", std::vector<c10::IValue>());
-  TORCH_CHECK(w.int8() && x.dim() == 2 && x.size(1) == w.w.size(1), "Int8TiledGemm: shapes");
+  TORCH_CHECK(w.int8() && x.dim() == 2 && x.size(1) == w.w.size(1) && w.w.is_contiguous() &&
+                  w.scale.is_contiguous(),
+              "Int8TiledGemm: x [M, K] and a contiguous int8 w [N, K] with its scales");
   const auto xt = x.scalar_type();
   const torch::ScalarType dt =
       xt == torch::kBFloat16 && !ActiveIsaHasNativeBf16() ? torch::kFloat32 : xt;
-  return TiledGemm(x, w.w.size(0), w.w.size(1), dt,
-                   [&](torch::Tensor& wt, int64_t n0, int64_t rows) {
-                     // Rounded to x's dtype as the native path rounds, then
-                     // widened (exact) where the GEMM runs in float32.
-                     torch::Tensor deq = w.w.narrow(0, n0, rows).to(torch::kFloat32) *
-                                         w.scale.narrow(0, n0, rows).unsqueeze(1);
-                     wt.copy_(dt == xt ? deq : deq.to(xt));
-                   });
+  const int64_t k = w.w.size(1);
+  const auto* q = w.w.data_ptr<int8_t>();
+  const float* scale = w.scale.data_ptr<float>();
+  return TiledGemm(x, w.w.size(0), k, dt, [&](torch::Tensor& wt, int64_t n0, int64_t rows) {
+    // Rounded to x's dtype as the native path rounds (q * scale in float32,
+    // then to bfloat16), widened back (exactly) where the GEMM runs in float32.
+    at::parallel_for(0, rows, 16, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const int8_t* qr = q + (n0 + r) * k;
+        if (dt == torch::kFloat32) {
+          kn::DequantizeInt8F32(qr, scale[n0 + r], wt.data_ptr<float>() + r * k, k,
+                                xt == torch::kBFloat16);
+        } else {
+          kn::DequantizeInt8Bf16(qr, scale[n0 + r],
+                                 reinterpret_cast<uint16_t*>(wt.data_ptr()) + r * k, k);
+        }
+      }
+    });
+  });
 }
 
 uint64_t StreamRead(const void* data, int64_t bytes) {

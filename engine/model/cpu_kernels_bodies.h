@@ -152,6 +152,15 @@ void RotaryRowF32(float* row, int64_t heads, int64_t d, int64_t rd, const float*
 void RotaryRowBf16(uint16_t* row, int64_t heads, int64_t d, int64_t rd, const uint16_t* cos,
                    const uint16_t* sin);
 uint64_t StreamReadPortable(const char* p, int64_t bytes);
+// The tiled GEMMs' weight conversions, n values at a time: bfloat16 -> float32
+// (exact); int8 * scale -> float32 (one rounding), or -> bfloat16 (one
+// rounding, as c10::BFloat16), or rounded to bfloat16 and widened back to
+// float32. Auto-vectorised loops (GCC target_clones): libtorch 1.13's int8 ->
+// float32 conversion and broadcast multiply took ~1.4 s per pass over a 134M
+// model's weights on a busy 2-core machine, more than the GEMM.
+void WidenBf16(const uint16_t* in, float* out, int64_t n);
+void DequantizeInt8F32(const int8_t* q, float scale, float* out, int64_t n, bool round_bf16);
+void DequantizeInt8Bf16(const int8_t* q, float scale, uint16_t* out, int64_t n);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define SG_HAVE_X86_BODIES 1

@@ -192,6 +192,27 @@ __attribute__((optimize("fp-contract=off"))) SG_TARGET_CLONES void RotaryRowBf16
   RotaryRow(row, heads, d, rd, cos, sin);
 }
 
+SG_TARGET_CLONES void WidenBf16(const uint16_t* in, float* out, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = ToFloat(in[i]);
+}
+
+SG_TARGET_CLONES void DequantizeInt8F32(const int8_t* q, float scale, float* out, int64_t n,
+                                        bool round_bf16) {
+  if (round_bf16) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = ToFloat(RoundBf16(static_cast<float>(q[i]) * scale));
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(q[i]) * scale;
+  }
+}
+
+SG_TARGET_CLONES void DequantizeInt8Bf16(const int8_t* q, float scale, uint16_t* out, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = RoundBf16(static_cast<float>(q[i]) * scale);
+}
+
 uint64_t StreamReadPortable(const char* p, int64_t bytes) {
   uint64_t s = 0;
   const int64_t words = bytes / 8;
