@@ -4,10 +4,14 @@
 # benchmark model's linear layers at 1, 4, 16 and 128 rows, float32, bfloat16
 # and int8 (streamgen-bench-engine --isa-sweep), twice:
 #  - "native": libtorch's own libraries as this CPU runs them;
-#  - "as AVX2": oneDNN held to AVX2 (ONEDNN_MAX_CPU_ISA, older name
-#    DNNL_MAX_CPU_ISA) and OpenBLAS to its Haswell kernels (OPENBLAS_CORETYPE),
-#    so that libtorch's GEMMs behave as on an AVX2-only machine (AMD Zen 3):
-#    its bfloat16 GEMM then has no native bfloat16 dot products.
+#  - "as AVX2" (--as-avx2): OpenBLAS held to its Haswell kernels
+#    (OPENBLAS_CORETYPE) and libtorch's oneDNN off, so that libtorch's GEMMs
+#    behave as on an AVX2-only machine (AMD Zen 3): libtorch 1.13 sends
+#    bfloat16 mm to oneDNN only where cpuinfo reports AVX-512, else to its
+#    slow fallback, which --as-avx2 then runs. (ONEDNN_MAX_CPU_ISA=AVX2, older
+#    name DNNL_MAX_CPU_ISA, does not emulate this with libtorch 1.13: libtorch
+#    still calls oneDNN for bfloat16, which then throws "could not create a
+#    primitive descriptor iterator".)
 # Then the crossover sweep (--linear-sweep) with the AVX2 bodies forced, "as
 # AVX2" (the per-ISA table in cpu_kernels.cc's SkinnyMaxRows).
 #
@@ -15,20 +19,22 @@
 #   SWEEP=0 bench/isa_bench.sh    # without the crossover sweep
 #
 # Environment: BUILD_DIR (build), MODEL_DIR, TOKENIZER (as engine_bench.sh),
-# THREADS (2), RUNS (3), SWEEP (1).
+# THREADS (1: on a busy machine 2 OpenMP threads wait at barriers for a
+# descheduled sibling, and the figures say more about the neighbours than the
+# kernels), RUNS (3), SWEEP (1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 MODEL_DIR=${MODEL_DIR:-$BUILD_DIR/models/bench-134m}
 bench/make_bench_model.sh "$BUILD_DIR" "$MODEL_DIR" "${TOKENIZER:-}" >&2
 BIN="$BUILD_DIR/bench/streamgen-bench-engine"
-ARGS=(--model "$MODEL_DIR" --threads "${THREADS:-2}" --runs "${RUNS:-3}")
-AS_AVX2=(env ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell)
+ARGS=(--model "$MODEL_DIR" --threads "${THREADS:-1}" --runs "${RUNS:-3}")
+AS_AVX2=(env OPENBLAS_CORETYPE=Haswell)
 echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
 echo "== native libraries"
 "$BIN" "${ARGS[@]}" --isa-sweep
 echo "== libraries as on AVX2 (${AS_AVX2[*]:1})"
-"${AS_AVX2[@]}" "$BIN" "${ARGS[@]}" --isa-sweep
+"${AS_AVX2[@]}" "$BIN" "${ARGS[@]}" --isa-sweep --as-avx2
 if [[ "${SWEEP:-1}" == 1 ]]; then
   echo "== crossover sweep, AVX2 bodies, libraries as on AVX2"
   "${AS_AVX2[@]}" STREAMGEN_KERNEL_ISA=avx2 "$BIN" "${ARGS[@]}" --linear-sweep --runs 2

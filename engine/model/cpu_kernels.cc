@@ -410,32 +410,26 @@ std::vector<torch::Tensor> CpuLinearGroup(const std::vector<torch::Tensor>& xs,
 
 int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype) {
   // Where the GEMM path starts to win, summed over the 134M model's linears
-  // (`streamgen-bench-engine --linear-sweep`, bench/README.md "Linear
-  // kernels"), one table per ISA because both sides change with it.
-  const bool bf16_x = x_dtype == torch::kBFloat16;
-  const bool bf16_w = !w.int8() && w.w.scalar_type() == torch::kBFloat16;
-  if (ActiveIsaHasNativeBf16()) {
-    // AVX-512 with AVX512-BF16: float32 against OpenBLAS between 24 and 32
-    // rows; bfloat16 against libtorch's bfloat16 GEMM (oneDNN) between 8 and
-    // 12; int8 against the dequantizing tiled GEMM between 32 and 64 (float32
-    // activations) and 24 and 32 (bfloat16).
-    if (w.int8()) return bf16_x ? 24 : 32;
-    return bf16_w ? 8 : 24;
-  }
-  // Every other ISA (AVX-512 without BF16, AVX2, portable): bfloat16 goes
-  // through float32 GEMM on converted tiles above the crossover
-  // (CpuLinearRoute::kFloat32Tiles), which costs a float32 GEMM plus the
-  // conversion, more than the native bfloat16 GEMM: the skinny kernel (half
-  // float32's bytes) stays ahead longer. Measured with the AVX2 bodies forced
-  // and libtorch as on an AVX2 CPU (bench/README.md, "Kernels per ISA"): at
-  // 16 rows the skinny kernel and the float32 GEMM (its float32 crossover
-  // fell between 4 and 16 there, within that machine's noise) were within
-  // 20% of each other. float32 and int8 keep the AVX-512 table's values:
-  // the sweep on a busy machine could not tell them apart from it, and the
-  // engine's batch invariance up to 24 float32 rows (mlp.h, the batching
-  // tests) stays the same on every ISA.
-  if (w.int8()) return bf16_x ? 24 : 32;
-  return bf16_w ? 16 : 24;
+  // (`streamgen-bench-engine --linear-sweep` and `--isa-sweep`, bench/README.md
+  // "Linear kernels" and "Kernels per ISA"), a table per ISA because the GEMM
+  // side changes with it.
+  //  - float32 against OpenBLAS: between 24 and 32 rows with AVX-512; at or
+  //    below 16 with OpenBLAS's Haswell kernels (AVX2), by ~20%, within that
+  //    busy machine's noise. Kept at 24 on every ISA: the engine's batch
+  //    invariance up to 24 float32 rows (mlp.h, the batching tests) then
+  //    holds on every CPU.
+  //  - int8 against Int8TiledGemm: at or below 16 rows on every ISA since
+  //    the tiles are dequantized by our own vector loop (32 and 24 before,
+  //    with libtorch's conversion).
+  //  - bfloat16 with native bfloat16 dot products (AVX512-BF16) against
+  //    libtorch's bfloat16 GEMM (oneDNN): between 8 and 12. Without them the
+  //    GEMM side is Float32TiledGemm (a float32 GEMM plus the conversion,
+  //    ~1.4x float32's at 128 rows), and the skinny kernel, reading half of
+  //    float32's bytes, stays ahead up to ~32 rows.
+  (void)x_dtype;
+  if (w.int8()) return 16;
+  if (w.w.scalar_type() != torch::kBFloat16) return 24;
+  return ActiveIsaHasNativeBf16() ? 8 : 32;
 }
 
 void SetCpuLinearPath(CpuLinearPath path) {
