@@ -68,11 +68,11 @@ torch::Tensor SiluMul(const torch::Tensor& gu);
 
 // gelu_tanh(gate) * up for gu = [M, 2I] (gate | up stacked) -> [M, I] in
 // gu's dtype: Gemma 3's MLP (transformers' gelu_pytorch_tanh, libtorch's
-// gelu(approximate="tanh")), one pass, in float32. Unlike SiluMul's AVX-512
-// body, bfloat16 rounds twice as transformers does on bfloat16 tensors: the
+// gelu(approximate="tanh")), one pass, in float32. bfloat16 rounds twice as
+// transformers does on bfloat16 tensors (as SiluMul's vector bodies do): the
 // activation stored in bfloat16, then the product. CPU float32 / bfloat16
-// contiguous input: the kernel (AVX-512 body, or the portable one);
-// anything else: libtorch's gelu and mul.
+// contiguous input: the kernel (the active ISA's body: AVX-512, AVX2 or
+// portable); anything else: libtorch's gelu and mul.
 torch::Tensor GeluTanhMul(const torch::Tensor& gu);
 
 // Rotary embedding in place (Hugging Face's rotate-half layout) on the first
