@@ -8,6 +8,7 @@
 //       [--quantization none|int8] [--threads 2] [--new-tokens 64] [--runs 3]
 //       [--device cpu|cuda:N] [--max-prefill-tokens N]
 //   streamgen-bench-engine --model DIR --linear-sweep   # the kernels' crossover
+//   streamgen-bench-engine --model DIR --isa-sweep      # every ISA body side by side
 //
 // Prints one line per figure and a final JSON line (for scripts). On a CUDA
 // device the model-only steps are timed up to a host copy of their last
@@ -25,6 +26,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
 #include "engine/model/cpu_kernels.h"
 #include "engine/model/device.h"
 #include "engine/engine.h"
@@ -46,6 +48,17 @@ ABSL_FLAG(std::string, linear, "kernels",
 ABSL_FLAG(bool, linear_sweep, false,
           "instead of the figures above: time the linear layers' kernels (skinny kernel "
           "against the GEMM path) over row counts, for every weight dtype, at the model's shapes");
+ABSL_FLAG(bool, isa_sweep, false,
+          "instead of the figures above: time every linear layer of the model (CpuLinear, "
+          "as the forward pass runs them) under each kernel ISA this CPU has (portable, avx2, "
+          "avx512) and libtorch's path, at 1, 4, 16 and 128 rows, every weight dtype");
+ABSL_FLAG(bool, as_avx2, false,
+          "--isa-sweep as on an AVX2-only CPU: libtorch's oneDNN off (its bfloat16 mm then "
+          "takes the fallback it takes on a CPU without AVX-512, as libtorch 1.13 does there), "
+          "only the portable and avx2 bodies; run with OPENBLAS_CORETYPE=Haswell");
+ABSL_FLAG(std::string, isa_rows, "1,4,16,128", "--isa-sweep's row counts");
+ABSL_FLAG(std::string, isa_kinds, "float32,bfloat16,int8+f32,int8+bf16",
+          "--isa-sweep's weight kinds (float32, bfloat16, int8+f32, int8+bf16)");
 ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the CPUs this process may use: affinity and cgroup quota)");
 ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
@@ -104,7 +117,7 @@ int LinearSweep(const streamgen::ModelConfig& c, int runs) {
   const int64_t kTotal = int64_t{1} << 30;
   const double probe = ProbeBytesPerSecond(kTotal, runs);
   std::printf("read-bandwidth probe (1 GiB)  %.1f GB/s, kernels: %s\n", probe / 1e9,
-              streamgen::ActiveKernelIsa());
+              streamgen::KernelIsaDescription().c_str());
   std::printf("%-8s %-10s %5s %10s %10s %8s %12s %9s\n", "layer", "weights", "rows", "skinny ms",
               "gemm ms", "gemm/sk", "skinny GB/s", "of probe");
   const std::vector<int64_t> row_counts = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64};
@@ -138,9 +151,13 @@ int LinearSweep(const streamgen::ModelConfig& c, int runs) {
           return best;
         };
         const double sk = time([&](const streamgen::LinearWeight& w) { streamgen::SkinnyLinear(x, w); });
+        // The GEMM path CpuLinear takes past the crossover under this ISA.
+        const auto route = streamgen::CpuLinearRouteFor(int64_t{1} << 40, ws[0], xt);
         const double gm = time([&](const streamgen::LinearWeight& w) {
           if (w.int8()) {
             streamgen::Int8TiledGemm(x, w);
+          } else if (route == streamgen::CpuLinearRoute::kFloat32Tiles) {
+            streamgen::Float32TiledGemm(x, w);
           } else {
             torch::mm(x, w.w.t());
           }
@@ -150,6 +167,97 @@ int LinearSweep(const streamgen::ModelConfig& c, int runs) {
                     static_cast<long long>(m), sk * 1e3, gm * 1e3, gm / sk, gbs, gbs * 1e9 / probe);
         std::fflush(stdout);
       }
+    }
+  }
+  return 0;
+}
+
+// --isa-sweep: all of the model's linear layers (every layer's qkv, o,
+// gate_up and down, and lm_head: one forward pass's weights, read from DRAM
+// as in a real step) through CpuLinear, under each kernel ISA the CPU has and
+// under libtorch's path (CpuLinearPath::kLibtorch: torch::mv / torch::mm in
+// the activations' dtype, the path before the kernels), at 1, 4, 16 and 128
+// rows. One run, interleaved body by body per repetition (the machine's
+// speed drifts), the best of `runs`; ratios against the portable body.
+int IsaSweep(const streamgen::ModelConfig& c, int runs) {
+  c10::InferenceMode guard;
+  const int64_t h = c.hidden_size;
+  std::vector<std::pair<int64_t, int64_t>> shapes;  // (N, K) of every linear of a pass
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    shapes.push_back({c.q_size() + 2 * c.kv_size(), h});
+    shapes.push_back({h, c.q_size()});
+    shapes.push_back({2 * c.intermediate_size, h});
+    shapes.push_back({h, c.intermediate_size});
+  }
+  shapes.push_back({c.vocab_size, h});
+  std::vector<streamgen::KernelIsa> bodies;
+  for (auto isa : {streamgen::KernelIsa::kPortable, streamgen::KernelIsa::kAvx2,
+                   streamgen::KernelIsa::kAvx512}) {
+    if (streamgen::CpuCanRun(isa)) bodies.push_back(isa);
+  }
+  if (absl::GetFlag(FLAGS_as_avx2)) {
+    // ONEDNN_MAX_CPU_ISA=AVX2 does not emulate this with libtorch 1.13: it
+    // still sends bfloat16 mm to oneDNN (its check is cpuinfo's AVX-512),
+    // which then throws "could not create a primitive descriptor iterator".
+    at::globalContext().setUserEnabledMkldnn(false);
+    if (bodies.back() == streamgen::KernelIsa::kAvx512) bodies.pop_back();
+    (void)streamgen::SetKernelIsa(streamgen::KernelIsa::kAvx2);
+  }
+  const streamgen::KernelIsa start_isa = streamgen::ActiveIsa();
+  std::printf("kernels: %s; ms per pass over all %zu linears (best of %d)\n",
+              streamgen::KernelIsaDescription().c_str(), shapes.size(), runs);
+  std::printf("%-10s %5s", "weights", "rows");
+  for (auto isa : bodies) std::printf(" %10s", streamgen::KernelIsaName(isa));
+  std::printf(" %10s", "libtorch");
+  for (size_t i = 1; i < bodies.size(); ++i) {
+    std::printf(" %9s/p", streamgen::KernelIsaName(bodies[i]));
+  }
+  std::printf(" %12s  routes (per body)\n", "libtorch/best");
+  for (const std::string& k : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_isa_kinds), ','))) {
+    const char* kind = k.c_str();
+    const auto xt = (k == "bfloat16" || k == "int8+bf16") ? torch::kBFloat16 : torch::kFloat32;
+    std::vector<streamgen::LinearWeight> ws;
+    for (const auto& [n, kk] : shapes) {
+      torch::Tensor w32 = torch::randn({n, kk});
+      ws.push_back(k == "float32" || k == "bfloat16"
+                       ? streamgen::LinearWeight{w32.to(xt).contiguous(), {}}
+                       : streamgen::QuantizeInt8(w32));
+      ws.back().w = streamgen::ToHugePages(ws.back().w);
+    }
+    for (const std::string& rows : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_isa_rows), ','))) {
+      const int64_t m = std::stoll(rows);
+      std::vector<torch::Tensor> xs;
+      for (const auto& [n, kk] : shapes) xs.push_back(torch::randn({m, kk}).to(xt));
+      auto pass = [&] {
+        const auto t0 = Clock::now();
+        for (size_t i = 0; i < ws.size(); ++i) streamgen::CpuLinear(xs[i], ws[i]);
+        return Seconds(t0, Clock::now());
+      };
+      // Columns: the bodies, then libtorch's path; best over runs, interleaved.
+      std::vector<double> best(bodies.size() + 1, 1e30);
+      std::string routes;
+      for (int r = 0; r <= runs; ++r) {  // r == 0: warm-up
+        for (size_t b = 0; b <= bodies.size(); ++b) {
+          const bool libtorch = b == bodies.size();
+          (void)streamgen::SetKernelIsa(libtorch ? start_isa : bodies[b]);
+          streamgen::SetCpuLinearPath(libtorch ? streamgen::CpuLinearPath::kLibtorch
+                                               : streamgen::CpuLinearPath::kKernels);
+          const double s = pass();
+          if (r > 0) best[b] = std::min(best[b], s);
+          if (r == 0 && !libtorch) {
+            routes += std::string(routes.empty() ? "" : ",") +
+                      streamgen::CpuLinearRouteName(streamgen::CpuLinearRouteFor(m, ws[0], xt));
+          }
+        }
+      }
+      (void)streamgen::SetKernelIsa(start_isa);
+      streamgen::SetCpuLinearPath(streamgen::CpuLinearPath::kKernels);
+      std::printf("%-10s %5lld", kind, static_cast<long long>(m));
+      for (double b : best) std::printf(" %10.2f", b * 1e3);
+      for (size_t i = 1; i < bodies.size(); ++i) std::printf(" %11.2f", best[0] / best[i]);
+      const double fastest = *std::min_element(best.begin(), best.end() - 1);
+      std::printf(" %12.2f  %s\n", best.back() / fastest, routes.c_str());
+      std::fflush(stdout);
     }
   }
   return 0;
@@ -171,6 +279,7 @@ int main(int argc, char** argv) {
   }
 
   if (absl::GetFlag(FLAGS_linear_sweep)) return LinearSweep(*config, runs);
+  if (absl::GetFlag(FLAGS_isa_sweep)) return IsaSweep(*config, runs);
   const std::string linear = absl::GetFlag(FLAGS_linear);
   if (linear != "kernels" && linear != "libtorch") {
     std::fprintf(stderr, "--linear=%s: want kernels or libtorch\n", linear.c_str());

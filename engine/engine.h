@@ -89,6 +89,9 @@ struct ModelInfo {
   std::string chat_template;  // tokenizer_config.json's chat_template ("" when none)
   std::string model_dir;      // EngineOptions.model_dir: where the chat template files are
   std::string fingerprint;    // ModelFingerprint(model_dir, dtype[+quantization]) (engine/model/fingerprint.h)
+  // The CPU kernels' instruction set: "avx512", "avx2" or "portable"
+  // (engine/model/cpu_isa.h; STREAMGEN_KERNEL_ISA forces it). "" on CUDA.
+  std::string cpu_isa;
 };
 
 // Counters for tests and metrics (monotonic except the gauges).
@@ -117,8 +120,8 @@ struct EngineStats {
 };
 
 // Whether this CPU has native bfloat16 dot products (x86 AVX512-BF16), without
-// which libtorch's bfloat16 GEMMs are a slow fallback: the engine warns when
-// asked for bfloat16 on such a CPU. Thread-safe.
+// which libtorch's bfloat16 GEMMs are a slow fallback (the CPU kernels then
+// multiply bfloat16 in float32 above the skinny kernel's rows). Thread-safe.
 bool CpuHasNativeBfloat16();
 
 class Engine {

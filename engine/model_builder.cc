@@ -11,19 +11,14 @@
 #include "common/status.h"
 #include "engine/grammar/vocabulary.h"
 #include "engine/kv/kv_pool.h"
+#include "engine/model/cpu_isa.h"
 #include "engine/model/cuda/cuda_ops.h"
 #include "engine/model/device.h"
 #include "engine/model/fingerprint.h"
 
 namespace streamgen {
 
-bool CpuHasNativeBfloat16() {
-#if defined(__x86_64__) || defined(__i386__)
-  return __builtin_cpu_supports("avx512bf16");
-#else
-  return false;
-#endif
-}
+bool CpuHasNativeBfloat16() { return DetectedCpuFeatures().avx512_bf16; }
 
 absl::StatusOr<ModelOptions> ChooseModelOptions(const EngineOptions& options) {
   SG_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
@@ -81,12 +76,15 @@ absl::StatusOr<BuiltModel> BuildModel(const EngineOptions& options,
   info.dtype = DtypeName(dtype);
   info.quantization = QuantizationName(quantization);
   info.device = device.str();
-  if (info.device == "cpu" && info.dtype == "bfloat16" && !CpuHasNativeBfloat16()) {
-    spdlog::warn(
-        "dtype bfloat16 on a CPU without native bfloat16 dot products (no AVX512-BF16: AVX2 "
-        "or plain AVX-512): libtorch's bfloat16 matrix products fall back to slow code there, "
-        "many times slower than float32; use --dtype float32 on this CPU (docs/serving.md, "
-        "Dtypes and quantization)");
+  if (device.is_cpu()) {
+    info.cpu_isa = ActiveKernelIsa();
+    const std::string note = KernelIsaStartupNote();
+    if (!note.empty()) spdlog::warn("{}", note);
+    spdlog::info("CPU kernels: {}{}", KernelIsaDescription(),
+                 info.dtype == "bfloat16" && !ActiveIsaHasNativeBf16()
+                     ? "; no native bfloat16 dot products: bfloat16 matrix products above the "
+                       "skinny kernel's rows run in float32 (docs/serving.md)"
+                     : "");
   }
   info.bos_token_id = c.bos_token_id;
   info.eos_token_ids = c.eos_token_ids;

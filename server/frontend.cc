@@ -284,6 +284,7 @@ void Frontend::GetModelInfo(const Admission& admission, v1::ModelInfo* out) cons
   out->set_chat_template(model.chat ? ChatTemplateFamilyName(model.chat->family()) : "");
   if (model.chat) out->set_chat_template_source(model.chat_source);
   out->set_fingerprint(info.fingerprint);
+  out->set_cpu_isa(info.cpu_isa);
   v1::ServerLimits* limits = out->mutable_limits();
   limits->set_max_queue(info.max_queue);
   limits->set_max_batch(info.max_batch);

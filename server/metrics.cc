@@ -169,6 +169,11 @@ void Metrics::SetModelLoaded(bool loaded) {
   model_loaded_ = loaded;
 }
 
+void Metrics::SetCpuKernelIsa(std::string isa) {
+  absl::MutexLock lock(&mu_);
+  cpu_kernel_isa_ = std::move(isa);
+}
+
 void Metrics::SetDraining(bool draining) {
   absl::MutexLock lock(&mu_);
   draining_ = draining;
@@ -291,6 +296,11 @@ std::string Metrics::Render(const EngineStats* engine) const {
   Sample(&out, "streamgen_cancel_requests_total", engine_cancels_);
   Header(&out, "streamgen_model_loaded", "gauge", "1 once the model is loaded.");
   Sample(&out, "streamgen_model_loaded", model_loaded_ ? 1 : 0);
+  if (!cpu_kernel_isa_.empty()) {
+    Header(&out, "streamgen_cpu_kernel_isa_info", "gauge",
+           "The CPU kernels' instruction set (avx512, avx2, portable), as a label.");
+    absl::StrAppend(&out, "streamgen_cpu_kernel_isa_info{isa=\"", cpu_kernel_isa_, "\"} 1\n");
+  }
   Header(&out, "streamgen_draining", "gauge", "1 while the server drains before exiting.");
   Sample(&out, "streamgen_draining", draining_ ? 1 : 0);
   if (engine == nullptr) return out;

@@ -71,6 +71,9 @@ class Metrics {
   void StreamStarted();
   void StreamEnded();
   void SetModelLoaded(bool loaded);
+  // The CPU kernels' ISA ("avx2", ...): streamgen_cpu_kernel_isa_info{isa} 1.
+  // "" (CUDA, or not loaded yet): not rendered.
+  void SetCpuKernelIsa(std::string isa);
   void SetDraining(bool draining);
 
   // Also renders vllm:num_requests_waiting, vllm:num_requests_running and
@@ -100,6 +103,7 @@ class Metrics {
   int64_t active_streams_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t engine_cancels_ ABSL_GUARDED_BY(mu_) = 0;
   bool model_loaded_ ABSL_GUARDED_BY(mu_) = false;
+  std::string cpu_kernel_isa_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
 
   // vLLM-named.

@@ -155,11 +155,13 @@ absl::Status StreamgenServer::LoadModel() {
   metrics_.SetModelLoaded(true);
   SetServing(true);
   const ModelInfo& info = engine_->model_info();
+  metrics_.SetCpuKernelIsa(info.cpu_isa);
   LogEvent(spdlog::level::info, "serving",
            {{"model", info.name}, {"architecture", info.architecture},
             {"context_length", info.context_length}, {"dtype", info.dtype},
-            {"quantization", info.quantization}, {"device", info.device}, {"threads", info.threads},
-            {"default_threads", DescribeDefaultThreads()}, {"chat_template", frontend_->chat_family()},
+            {"quantization", info.quantization}, {"device", info.device}, {"cpu_isa", info.cpu_isa},
+            {"threads", info.threads}, {"default_threads", DescribeDefaultThreads()},
+            {"chat_template", frontend_->chat_family()},
             {"load_s", absl::ToDoubleSeconds(absl::Now() - start)}});
   return absl::OkStatus();
 }

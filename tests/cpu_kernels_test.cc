@@ -5,8 +5,10 @@
 // RotaryInPlace bit for bit against libtorch's ops. Attention covers
 // scattered block tables, ragged lengths, sliding windows, GQA/MQA, head dims
 // that take the AVX-512 path (64, 128) and the generic one (48), float32 and
-// bfloat16 pools. Every test runs once per body this CPU has: the AVX-512
-// one (KernelIsa::kAuto, where the CPU has AVX-512) and the portable one.
+// bfloat16 pools. Every test runs once per body this CPU has (portable, AVX2,
+// AVX-512: kernel_test_util.h's kAllBodies); the vector bodies are also
+// compared with each other (bit for bit where their arithmetic per element is
+// the same).
 #include "engine/model/cpu_kernels.h"
 #include "tests/kernel_test_util.h"
 
@@ -30,13 +32,7 @@ namespace {
 
 // ---- Which bodies run ----
 
-std::string IsaName(KernelIsa isa) { return isa == KernelIsa::kAuto ? "auto" : "portable"; }
-
-// Every test is instantiated for both kAuto and kPortable; without AVX-512
-// kAuto is the portable body, so that copy is skipped rather than run twice.
-bool RedundantBody(KernelIsa isa) { return isa == KernelIsa::kAuto && !CpuHasAvx512Body(); }
-constexpr const char* kRedundant =
-    "no AVX-512 on this CPU: kAuto is the portable body, which the _portable instance tests";
+std::string IsaName(KernelIsa isa) { return KernelIsaName(isa); }
 
 // ---- Error bounds (tests/kernel_test_util.h: the method and the helpers) ----
 
@@ -115,7 +111,7 @@ torch::Tensor AttentionBound(const torch::Tensor& q, const torch::Tensor& keys,
 
 TEST_P(PagedDecodeAttentionTest, MatchesGatheredReference) {
   const Case c = std::get<0>(GetParam());
-  if (RedundantBody(std::get<1>(GetParam()))) GTEST_SKIP() << kRedundant;
+  if (!CpuCanRun(std::get<1>(GetParam()))) GTEST_SKIP() << LacksBody(std::get<1>(GetParam()));
   const ScopedKernelIsa isa(std::get<1>(GetParam()));
   torch::manual_seed(7);
   std::mt19937 rng(11);
@@ -179,7 +175,7 @@ INSTANTIATE_TEST_SUITE_P(
                         Case{6, 3, 48, torch::kBFloat16, 0}, Case{8, 2, 64, torch::kFloat32, 20},
                         Case{4, 4, 48, torch::kFloat32, 7}, Case{12, 12, 64, torch::kBFloat16, 0},
                         Case{32, 8, 128, torch::kFloat32, 0}),
-        testing::Values(KernelIsa::kAuto, KernelIsa::kPortable)),
+        testing::ValuesIn(kAllBodies)),
     Name);
 
 TEST(PagedDecodeAttention, RejectsMismatchedShapes) {
@@ -217,7 +213,7 @@ class PagedDecodeSoftcapTest : public testing::TestWithParam<SoftcapParam> {};
 
 TEST_P(PagedDecodeSoftcapTest, MatchesTheOpByOpFormula) {
   const auto [d, dtype, cap, body] = GetParam();
-  if (RedundantBody(body)) GTEST_SKIP() << kRedundant;
+  if (!CpuCanRun(body)) GTEST_SKIP() << LacksBody(body);
   const ScopedKernelIsa isa(body);
   torch::manual_seed(3);
   const int64_t heads = 4, kv_heads = 2, block = 16, batch = 3;
@@ -270,7 +266,7 @@ INSTANTIATE_TEST_SUITE_P(Caps, PagedDecodeSoftcapTest,
                          testing::Combine(testing::Values<int64_t>(64, 48),
                                           testing::Values(torch::kFloat32, torch::kBFloat16),
                                           testing::Values(2.0f, 5.0f),
-                                          testing::Values(KernelIsa::kAuto, KernelIsa::kPortable)),
+                                          testing::ValuesIn(kAllBodies)),
                          SoftcapName);
 
 TEST(PagedDecodeAttention, RejectsABadScaleOrSoftcap) {
@@ -310,7 +306,7 @@ std::string BodyName(const testing::TestParamInfo<KernelIsa>& info) {
 // SiluMul against silu(gate) * up in float64, on rows whose length is not a
 // multiple of 16 (the masked tail), over a wide range of inputs (exp's clamp
 // included). Relative error of y = gate * sigmoid(gate) * up:
-//  - AVX-512 body: float32 throughout, exp (kExpError; its argument -|gate|
+//  - AVX-512 and AVX2 bodies: float32 throughout, exp (kExpError; its argument -|gate|
 //    is exact, and sigmoid passes on at most exp's relative error), then 1 +
 //    e, the reciprocal, e * it (gate < 0), gate * sigmoid and * up: five
 //    float32 roundings; one store in the output dtype;
@@ -325,9 +321,10 @@ std::string BodyName(const testing::TestParamInfo<KernelIsa>& info) {
 // below |gate * up| 2^-125 in magnitude: the one absolute allowance, which
 // only the +-120 inputs need.
 TEST_P(SiluMulTest, MatchesFloat64) {
-  if (RedundantBody(GetParam())) GTEST_SKIP() << kRedundant;
+  if (!CpuCanRun(GetParam())) GTEST_SKIP() << LacksBody(GetParam());
   const ScopedKernelIsa isa(GetParam());
-  const bool avx512 = std::string(ActiveKernelIsa()) == "avx512";
+  // The AVX2 and AVX-512 bodies share the arithmetic (vector_body).
+  const bool avx512 = std::string(ActiveKernelIsa()) != "portable";
   torch::manual_seed(3);
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
     const double u_out = UnitRoundoff(dtype);
@@ -379,7 +376,7 @@ TEST_P(SiluMulTest, MatchesFloat64) {
 // and the product stored (u_bf16). e below float32's range is 0 (y below |g
 // u| 2^-125): the one absolute allowance, as for SiluMul.
 TEST_P(GeluTanhMulTest, MatchesFloat64) {
-  if (RedundantBody(GetParam())) GTEST_SKIP() << kRedundant;
+  if (!CpuCanRun(GetParam())) GTEST_SKIP() << LacksBody(GetParam());
   const ScopedKernelIsa isa(GetParam());
   torch::manual_seed(4);
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
@@ -465,7 +462,7 @@ TEST(GeluTanhMul, OpPathAndShapes) {
 // float32: exact) and times w (u_out): gamma_2(u_out) more. y = 0 only where
 // x = 0, and the kernel's y is 0 there too: no absolute allowance.
 TEST_P(RmsNormTest, MatchesFloat64) {
-  if (RedundantBody(GetParam())) GTEST_SKIP() << kRedundant;
+  if (!CpuCanRun(GetParam())) GTEST_SKIP() << LacksBody(GetParam());
   const ScopedKernelIsa isa(GetParam());
   torch::manual_seed(5);
   const double eps = 1e-6;
@@ -502,11 +499,11 @@ TEST_P(RmsNormTest, MatchesFloat64) {
 }
 
 // RotaryInPlace has one body (GCC's target_clones picks the CPU's clone;
-// SetKernelIsa does not choose it); it runs under both settings all the same.
+// SetKernelIsa does not choose it); it runs under every setting all the same.
 // Whole heads (rotary_dim = D, given or by default) and partial rotary
 // (rotary_dim < D, Phi-3's partial_rotary_factor: 96 of 128, 32 of 80).
 TEST_P(RotaryInPlaceTest, BitIdenticalToTheLibtorchOps) {
-  if (RedundantBody(GetParam())) GTEST_SKIP() << kRedundant;
+  if (!CpuCanRun(GetParam())) GTEST_SKIP() << LacksBody(GetParam());
   const ScopedKernelIsa isa(GetParam());
   torch::manual_seed(21);
   struct Shape {
@@ -571,14 +568,70 @@ TEST_P(RotaryInPlaceTest, BitIdenticalToTheLibtorchOps) {
   }
 }
 
+// The AVX2 and AVX-512 bodies of SiluMul and GeluTanhMul do the same
+// float32 operations per element in the same order (the same exp polynomial
+// with FMA, the same sigmoid, the same bfloat16 roundings), so they must agree
+// bit for bit, tails included (AVX2 pads them to 8 lanes, AVX-512 masks).
+TEST(VectorBodies, SiluMulAndGeluTanhMulAgreeBitForBit) {
+  if (!CpuCanRun(KernelIsa::kAvx512)) GTEST_SKIP() << LacksBody(KernelIsa::kAvx512);
+  torch::manual_seed(17);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    for (int64_t inter : {1, 7, 16, 37, 2053}) {
+      const torch::Tensor gu = (torch::randn({3, 2 * inter}) * 6).to(dtype);
+      torch::Tensor silu[2], gelu[2];
+      int i = 0;
+      for (KernelIsa body : {KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+        const ScopedKernelIsa isa(body);
+        silu[i] = SiluMul(gu);
+        gelu[i] = GeluTanhMul(gu);
+        ++i;
+      }
+      const std::string what = std::string(c10::toString(dtype)) + " inter " + std::to_string(inter);
+      EXPECT_TRUE(torch::equal(silu[0], silu[1])) << "SiluMul " << what;
+      EXPECT_TRUE(torch::equal(gelu[0], gelu[1])) << "GeluTanhMul " << what;
+    }
+  }
+}
+
+// The attention bodies split the dot products over 8 or 16 lanes: not bit
+// for bit, but each within its bound of the exact result (the tests above);
+// here also within a small distance of each other, on a head dim that every
+// vector body takes (64) and one only AVX2 takes (the multiple of 8, 40).
+TEST(VectorBodies, AttentionBodiesAgree) {
+  torch::manual_seed(19);
+  for (int64_t d : {64, 40}) {
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      torch::Tensor k_pool = torch::randn({16 * 8, 2, d}).to(dtype);
+      torch::Tensor v_pool = torch::randn({16 * 8, 2, d}).to(dtype);
+      torch::Tensor q = torch::randn({2, 4, d}).to(dtype);
+      std::vector<int> table = {3, 1, 7, 0};
+      std::vector<DecodeSeq> seqs = {{table.data(), 0, 37}, {table.data(), 5, 60}};
+      std::vector<torch::Tensor> outs;
+      for (KernelIsa body : kAllBodies) {
+        if (!CpuCanRun(body)) continue;
+        const ScopedKernelIsa isa(body);
+        outs.push_back(PagedDecodeAttention(q, k_pool, v_pool, seqs, 16, 0.125f).to(torch::kFloat32));
+      }
+      // Outputs are convex combinations of values ~N(0, 1): |o| < 5; float32
+      // sums of <= 64 terms differ by far less than 1e-4; bfloat16 outputs by
+      // at most one rounding of each (2^-8 relative).
+      const double tol = dtype == torch::kBFloat16 ? 5 * 2 * kUBf16 : 1e-4;
+      for (size_t i = 1; i < outs.size(); ++i) {
+        EXPECT_LE((outs[i] - outs[0]).abs().max().item<double>(), tol)
+            << "body " << i << " vs the portable one, D " << d << " " << c10::toString(dtype);
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Bodies, SiluMulTest,
-                         testing::Values(KernelIsa::kAuto, KernelIsa::kPortable), BodyName);
+                         testing::ValuesIn(kAllBodies), BodyName);
 INSTANTIATE_TEST_SUITE_P(Bodies, GeluTanhMulTest,
-                         testing::Values(KernelIsa::kAuto, KernelIsa::kPortable), BodyName);
+                         testing::ValuesIn(kAllBodies), BodyName);
 INSTANTIATE_TEST_SUITE_P(Bodies, RmsNormTest,
-                         testing::Values(KernelIsa::kAuto, KernelIsa::kPortable), BodyName);
+                         testing::ValuesIn(kAllBodies), BodyName);
 INSTANTIATE_TEST_SUITE_P(Bodies, RotaryInPlaceTest,
-                         testing::Values(KernelIsa::kAuto, KernelIsa::kPortable), BodyName);
+                         testing::ValuesIn(kAllBodies), BodyName);
 
 }  // namespace
 }  // namespace streamgen

@@ -3,17 +3,22 @@
 // a bound derived from the arithmetic (ExpectClose), over shapes with tails (N
 // and K not multiples of 8, 16 or 32), odd row counts, every weight dtype
 // (float32, bfloat16, int8 under float32 and bfloat16 activations), every
-// body this CPU has (AVX-512 where it has it, and the portable one); batch
-// invariance (a row alone and among others, any thread count); the int8 round
-// trip and its error bound.
+// body this CPU has (portable, AVX2, AVX-512), the bodies against each other;
+// batch invariance (a row alone and among others, any thread count); the int8
+// round trip and its error bound; the ISA switch (refusals, the start-up
+// choice) and CpuLinear's route per ISA (no libtorch bfloat16 GEMM without
+// native bfloat16 dot products).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <gtest/gtest.h>
 #include <torch/types.h>
 #include <torch/utils.h>
@@ -55,8 +60,8 @@ torch::ScalarType ActivationDtype(WeightKind k) {
 
 std::string Name(const testing::TestParamInfo<Case>& info) {
   static const char* kinds[] = {"f32", "bf16", "int8_f32x", "int8_bf16x"};
-  return std::string(kinds[static_cast<int>(info.param.kind)]) +
-         (info.param.isa == KernelIsa::kAuto ? "_auto" : "_portable");
+  return std::string(kinds[static_cast<int>(info.param.kind)]) + "_" +
+         KernelIsaName(info.param.isa);
 }
 
 // A weight of the case's kind made from a float32 [N, K] matrix.
@@ -77,15 +82,11 @@ torch::Tensor ExactWeight(const LinearWeight& w) {
   return w.w.to(torch::kFloat64);
 }
 
-// Each case runs under its body (kAuto: AVX-512 where the CPU has it); without
-// AVX-512 the kAuto cases would repeat the kPortable ones, and are skipped.
+// Each case runs under its body; a body the CPU lacks is skipped.
 class SkinnyLinearTest : public testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
-    if (GetParam().isa == KernelIsa::kAuto && !CpuHasAvx512Body()) {
-      GTEST_SKIP() << "no AVX-512 on this CPU: kAuto is the portable body, which the "
-                      "_portable cases test";
-    }
+    if (!CpuCanRun(GetParam().isa)) GTEST_SKIP() << LacksBody(GetParam().isa);
     isa_ = std::make_unique<ScopedKernelIsa>(GetParam().isa);
   }
   void TearDown() override { isa_.reset(); }
@@ -175,23 +176,75 @@ TEST_P(SkinnyLinearTest, CpuLinearAboveTheCrossoverMatchesToo) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Kinds, SkinnyLinearTest,
-    testing::Values(Case{WeightKind::kF32, KernelIsa::kAuto}, Case{WeightKind::kBF16, KernelIsa::kAuto},
-                    Case{WeightKind::kInt8F32, KernelIsa::kAuto},
-                    Case{WeightKind::kInt8BF16, KernelIsa::kAuto},
-                    Case{WeightKind::kF32, KernelIsa::kPortable},
-                    Case{WeightKind::kBF16, KernelIsa::kPortable},
-                    Case{WeightKind::kInt8F32, KernelIsa::kPortable},
-                    Case{WeightKind::kInt8BF16, KernelIsa::kPortable}),
-    Name);
+std::vector<Case> AllCases() {
+  std::vector<Case> cases;
+  for (KernelIsa isa : kAllBodies) {
+    for (WeightKind kind :
+         {WeightKind::kF32, WeightKind::kBF16, WeightKind::kInt8F32, WeightKind::kInt8BF16}) {
+      cases.push_back({kind, isa});
+    }
+  }
+  return cases;
+}
 
-TEST(SkinnyLinear, BothBodiesAreCovered) {
-  // The _auto cases above are skipped on a CPU without AVX-512; say so
-  // instead of passing silently.
-  if (!CpuHasAvx512Body()) GTEST_SKIP() << "this CPU has no AVX-512: only the portable body ran";
-  const ScopedKernelIsa isa(KernelIsa::kPortable);
-  EXPECT_STREQ(ActiveKernelIsa(), "portable");
+INSTANTIATE_TEST_SUITE_P(Kinds, SkinnyLinearTest, testing::ValuesIn(AllCases()), Name);
+
+// Every body this CPU has, on the same inputs, for every row count from 1 to
+// a few past the largest crossover (so both of CpuLinear's routes), with K
+// and N tails of every vector width: each output within its bound of the
+// exact product (as above), so any two bodies within the sum of their
+// bounds of each other; and the bodies whose summation order is the same
+// (none today: 1, 8 and 16 lanes) would be bit for bit. Also checks that
+// the vector bodies differ from the portable one somewhere (they are really
+// different code, not the same body under three names).
+TEST(SkinnyLinear, BodiesAgreeForEveryRowCount) {
+  std::vector<KernelIsa> bodies;
+  for (KernelIsa isa : kAllBodies) {
+    if (CpuCanRun(isa)) bodies.push_back(isa);
+  }
+  torch::manual_seed(23);
+  const int64_t n = 77, k = 203;  // tails of 8, 16, 32 and 64
+  for (WeightKind kind :
+       {WeightKind::kF32, WeightKind::kBF16, WeightKind::kInt8F32, WeightKind::kInt8BF16}) {
+    const torch::ScalarType xt = ActivationDtype(kind);
+    const LinearWeight w = MakeWeight(torch::randn({n, k}), kind);
+    int64_t max_cross = 0;
+    for (KernelIsa isa : bodies) {
+      const ScopedKernelIsa scoped(isa);
+      max_cross = std::max(max_cross, SkinnyMaxRows(w, xt));
+    }
+    const torch::Tensor x = torch::randn({max_cross + 3, k}).to(xt);
+    bool any_difference = false;
+    for (int64_t m = 1; m <= max_cross + 3; ++m) {
+      const torch::Tensor xm = x.narrow(0, 0, m);
+      std::vector<torch::Tensor> outs;
+      for (KernelIsa isa : bodies) {
+        const ScopedKernelIsa scoped(isa);
+        outs.push_back(SkinnyLinear(xm, w));
+        ExpectClose(outs.back(), xm.to(torch::kFloat64), ExactWeight(w), w.int8(), xt,
+                    std::string("SkinnyLinear ") + KernelIsaName(isa) + " M " + std::to_string(m));
+        const torch::Tensor routed = CpuLinear(xm, w);
+        if (CpuLinearRouteFor(m, w, xt) == CpuLinearRoute::kSkinny) {
+          EXPECT_TRUE(torch::equal(routed, outs.back())) << "CpuLinear is SkinnyLinear, M " << m;
+        }
+      }
+      for (size_t i = 1; i < outs.size(); ++i) any_difference |= !torch::equal(outs[i], outs[0]);
+      if (HasFailure()) return;
+    }
+    if (bodies.size() > 1 && xt == torch::kFloat32) {
+      EXPECT_TRUE(any_difference) << "every body gave the same bits: are they one body?";
+    }
+  }
+}
+
+TEST(SkinnyLinear, EveryBodyIsCovered) {
+  // The cases above skip the bodies this CPU lacks; say which instead of
+  // passing silently.
+  std::string missing;
+  for (KernelIsa isa : kAllBodies) {
+    if (!CpuCanRun(isa)) missing += std::string(" ") + KernelIsaName(isa);
+  }
+  if (!missing.empty()) GTEST_SKIP() << "not run on this CPU:" << missing;
 }
 
 TEST(SkinnyLinear, RejectsWhatItCannotRun) {
@@ -253,14 +306,199 @@ TEST(QuantizeInt8, RoundTripWithinHalfAStepPerRow) {
   }
 }
 
+// ---- The ISA switch (engine/model/cpu_isa.h) ----
+
+// Made-up CPUs, so that every refusal is tested on any machine.
+CpuFeatures Zen3() {  // AVX2 + FMA + F16C, no AVX-512
+  CpuFeatures f;
+  f.avx = f.avx2 = f.fma = f.f16c = true;
+  return f;
+}
+CpuFeatures Baseline() { return {}; }  // x86-64 v1 (or aarch64)
+CpuFeatures Zen4() {
+  CpuFeatures f = Zen3();
+  f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = f.avx512_bf16 = true;
+  return f;
+}
+
+TEST(KernelIsa, RefusesAnIsaTheCpuLacksNamingWhatIsMissing) {
+  const absl::Status on_zen3 = CheckKernelIsa(KernelIsa::kAvx512, Zen3());
+  EXPECT_EQ(on_zen3.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(on_zen3.message(),
+            "kernel ISA avx512 refused: this CPU lacks avx512f avx512bw avx512vl avx512dq "
+            "(it has: avx2 fma f16c)");
+  EXPECT_EQ(CheckKernelIsa(KernelIsa::kAvx2, Baseline()).message(),
+            "kernel ISA avx2 refused: this CPU lacks avx2 fma (it has: none)");
+  EXPECT_EQ(CheckKernelIsa(KernelIsa::kAvx512, Baseline()).message(),
+            "kernel ISA avx512 refused: this CPU lacks avx512f avx512bw avx512vl avx512dq fma "
+            "(it has: none)");
+  for (KernelIsa isa : {KernelIsa::kAuto, KernelIsa::kPortable}) {
+    EXPECT_TRUE(CheckKernelIsa(isa, Baseline()).ok()) << KernelIsaName(isa);
+  }
+  EXPECT_TRUE(CheckKernelIsa(KernelIsa::kAvx2, Zen3()).ok());
+  EXPECT_TRUE(CheckKernelIsa(KernelIsa::kAvx512, Zen4()).ok());
+  EXPECT_TRUE(CheckKernelIsa(KernelIsa::kAvx2, Zen4()).ok());
+}
+
+TEST(KernelIsa, SetKernelIsaRefusesWhatThisCpuLacksAndKeepsTheChoice) {
+  const ScopedKernelIsa portable(KernelIsa::kPortable);
+  for (KernelIsa isa : {KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+    const absl::Status st = SetKernelIsa(isa);
+    if (CpuCanRun(isa)) {
+      EXPECT_TRUE(st.ok()) << st;
+      EXPECT_STREQ(ActiveKernelIsa(), KernelIsaName(isa));
+      ASSERT_TRUE(SetKernelIsa(KernelIsa::kPortable).ok());
+    } else {
+      EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_NE(std::string(st.message()).find(std::string("kernel ISA ") + KernelIsaName(isa) +
+                                               " refused: this CPU lacks"),
+                std::string::npos)
+          << st;
+      EXPECT_STREQ(ActiveKernelIsa(), "portable") << "a refused ISA changed the choice";
+    }
+  }
+  ASSERT_TRUE(SetKernelIsa(KernelIsa::kAuto).ok());
+  EXPECT_NE(std::string(ActiveKernelIsa()), "auto");
+}
+
+TEST(KernelIsa, TheEnvironmentVariableIsClampedToTheCpu) {
+  std::string note;
+  EXPECT_EQ(StartupKernelIsa(nullptr, Zen3(), &note), KernelIsa::kAvx2);
+  EXPECT_EQ(note, "");
+  EXPECT_EQ(StartupKernelIsa("", Zen4(), &note), KernelIsa::kAvx512);
+  EXPECT_EQ(StartupKernelIsa("portable", Zen4(), &note), KernelIsa::kPortable);
+  EXPECT_EQ(note, "");
+  EXPECT_EQ(StartupKernelIsa("avx2", Zen4(), &note), KernelIsa::kAvx2);
+  EXPECT_EQ(StartupKernelIsa("auto", Zen3(), &note), KernelIsa::kAvx2);
+  EXPECT_EQ(StartupKernelIsa("avx512", Zen3(), &note), KernelIsa::kAvx2);
+  EXPECT_EQ(note,
+            "STREAMGEN_KERNEL_ISA=avx512: this CPU lacks avx512f avx512bw avx512vl avx512dq; "
+            "using avx2");
+  EXPECT_EQ(StartupKernelIsa("avx512", Baseline(), &note), KernelIsa::kPortable);
+  EXPECT_EQ(StartupKernelIsa("avx2", Baseline(), &note), KernelIsa::kPortable);
+  EXPECT_EQ(note, "STREAMGEN_KERNEL_ISA=avx2: this CPU lacks avx2 fma; using portable");
+  EXPECT_EQ(StartupKernelIsa("sse9", Zen3(), &note), KernelIsa::kAvx2);
+  EXPECT_EQ(note,
+            "STREAMGEN_KERNEL_ISA: unknown kernel ISA \"sse9\": expected one of portable, avx2, "
+            "avx512, auto; using avx2");
+}
+
+// Run by ctest a second time with STREAMGEN_KERNEL_ISA=portable in the
+// environment (tests/CMakeLists.txt: cpu_linear_test_env_portable): the
+// whole process then starts on the portable body. Without the variable
+// there is nothing to check.
+TEST(KernelIsaEnv, TheProcessStartsOnTheForcedIsa) {
+  const char* env = std::getenv(kKernelIsaEnv);
+  if (env == nullptr) GTEST_SKIP() << kKernelIsaEnv << " is not set";
+  std::string note;
+  const KernelIsa want = StartupKernelIsa(env, DetectedCpuFeatures(), &note);
+  EXPECT_EQ(KernelIsaStartupNote(), note);
+  EXPECT_STREQ(ActiveKernelIsa(), KernelIsaName(want));
+  ASSERT_TRUE(SetKernelIsa(KernelIsa::kAuto).ok());
+  EXPECT_STREQ(ActiveKernelIsa(), KernelIsaName(want)) << "kAuto is the start-up choice";
+}
+
+TEST(KernelIsa, DetectionIsConsistent) {
+  const CpuFeatures& f = DetectedCpuFeatures();
+  // AVX-512 implies AVX2 on every CPU made; the OS check implies the same
+  // order (ZMM state includes YMM state).
+  if (f.avx512f) EXPECT_TRUE(f.avx2 && f.fma);
+  if (f.avx512_bf16) EXPECT_TRUE(f.avx512f);
+  EXPECT_EQ(BestKernelIsa() == KernelIsa::kAvx512, CpuCanRun(KernelIsa::kAvx512));
+  EXPECT_NE(KernelIsaDescription().find(f.Summary()), std::string::npos);
+  std::printf("this CPU: %s\n", KernelIsaDescription().c_str());
+}
+
+// ---- CpuLinear's route per ISA ----
+
+// Counts the aten::mm calls on this thread by their first input's dtype,
+// through libtorch's RecordFunction observer (what the profiler sees).
+class MmDtypeCounter {
+ public:
+  MmDtypeCounter() {
+    handle_ = at::addThreadLocalCallback(
+        at::RecordFunctionCallback(&MmDtypeCounter::Start).needsInputs(true));
+  }
+  ~MmDtypeCounter() { at::removeCallback(handle_); }
+  static int& Count(torch::ScalarType t) {
+    thread_local int counts[static_cast<int>(torch::ScalarType::NumOptions)] = {};
+    return counts[static_cast<int>(t)];
+  }
+
+ private:
+  static std::unique_ptr<at::ObserverContext> Start(const at::RecordFunction& fn) {
+    const std::string name = fn.name();
+    if (name != "aten::mm" && name != "aten::addmm" && name != "aten::matmul") return nullptr;
+    const auto inputs = fn.inputs();
+    if (!inputs.empty() && inputs[0].isTensor()) ++Count(inputs[0].toTensor().scalar_type());
+    return nullptr;
+  }
+  at::CallbackHandle handle_;
+};
+
+TEST(CpuLinearRoute, NoBfloat16GemmWithoutNativeBfloat16) {
+  if (!CpuCanRun(KernelIsa::kAvx2)) GTEST_SKIP() << LacksBody(KernelIsa::kAvx2);
+  torch::manual_seed(29);
+  const int64_t n = 96, k = 80, m = 64;  // m above every crossover
+  const LinearWeight bf16 = MakeWeight(torch::randn({n, k}), WeightKind::kBF16);
+  const LinearWeight int8 = MakeWeight(torch::randn({n, k}), WeightKind::kInt8BF16);
+  const torch::Tensor x = torch::randn({m, k}).to(torch::kBFloat16);
+  for (KernelIsa body : {KernelIsa::kPortable, KernelIsa::kAvx2}) {
+    const ScopedKernelIsa isa(body);
+    ASSERT_FALSE(ActiveIsaHasNativeBf16());
+    ASSERT_GT(m, SkinnyMaxRows(bf16, torch::kBFloat16));
+    EXPECT_EQ(CpuLinearRouteFor(m, bf16, torch::kBFloat16), CpuLinearRoute::kFloat32Tiles);
+    EXPECT_EQ(CpuLinearRouteFor(m, int8, torch::kBFloat16), CpuLinearRoute::kInt8Float32Tiles);
+    EXPECT_EQ(CpuLinearRouteFor(1, bf16, torch::kBFloat16), CpuLinearRoute::kSkinny);
+    MmDtypeCounter counter;
+    const int bf16_before = MmDtypeCounter::Count(torch::kBFloat16);
+    const int f32_before = MmDtypeCounter::Count(torch::kFloat32);
+    const torch::Tensor y = CpuLinear(x, bf16);
+    const torch::Tensor yq = CpuLinear(x, int8);
+    EXPECT_EQ(MmDtypeCounter::Count(torch::kBFloat16), bf16_before) << "a bfloat16 GEMM ran";
+    // The positive control: the observer sees the float32 GEMMs that did run.
+    EXPECT_GT(MmDtypeCounter::Count(torch::kFloat32), f32_before) << "the observer saw no mm";
+    EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(yq.scalar_type(), torch::kBFloat16);
+    ExpectClose(y, x.to(torch::kFloat64), ExactWeight(bf16), false, torch::kBFloat16, "bf16 tiles");
+    ExpectClose(yq, x.to(torch::kFloat64),
+                DequantizeInt8(int8).to(torch::kBFloat16).to(torch::kFloat64), false,
+                torch::kBFloat16, "int8 float32 tiles");
+  }
+  // float32 is unaffected: libtorch's float32 GEMM on every ISA.
+  const ScopedKernelIsa isa(KernelIsa::kAvx2);
+  const LinearWeight f32 = MakeWeight(torch::randn({n, k}), WeightKind::kF32);
+  EXPECT_EQ(CpuLinearRouteFor(m, f32, torch::kFloat32), CpuLinearRoute::kTorchMm);
+  EXPECT_EQ(CpuLinearRouteFor(m, int8, torch::kFloat32), CpuLinearRoute::kInt8Tiles);
+}
+
+TEST(CpuLinearRoute, NativeBfloat16UsesLibtorchsGemm) {
+  if (!CpuCanRun(KernelIsa::kAvx512) || !DetectedCpuFeatures().avx512_bf16) {
+    GTEST_SKIP() << "no AVX512-BF16 on this CPU (" << DetectedCpuFeatures().Summary() << ")";
+  }
+  const ScopedKernelIsa isa(KernelIsa::kAvx512);
+  ASSERT_TRUE(ActiveIsaHasNativeBf16());
+  const LinearWeight bf16{torch::randn({64, 64}).to(torch::kBFloat16), {}};
+  const int64_t m = SkinnyMaxRows(bf16, torch::kBFloat16) + 1;
+  EXPECT_EQ(CpuLinearRouteFor(m, bf16, torch::kBFloat16), CpuLinearRoute::kTorchMm);
+  MmDtypeCounter counter;
+  const int before = MmDtypeCounter::Count(torch::kBFloat16);
+  CpuLinear(torch::randn({m, 64}).to(torch::kBFloat16), bf16);
+  EXPECT_EQ(MmDtypeCounter::Count(torch::kBFloat16), before + 1);
+}
+
 TEST(StreamRead, ReadsEveryByte) {
-  std::vector<char> buf(3 * 4096 * 7 + 123, 1);
-  const uint64_t a = StreamRead(buf.data(), static_cast<int64_t>(buf.size()));
-  EXPECT_EQ(StreamRead(buf.data(), static_cast<int64_t>(buf.size())), a);
-  for (size_t at : {size_t{0}, buf.size() / 2, buf.size() - 1}) {
-    buf[at] ^= 0x40;
-    EXPECT_NE(StreamRead(buf.data(), static_cast<int64_t>(buf.size())), a) << "byte " << at;
-    buf[at] ^= 0x40;
+  for (KernelIsa body : kAllBodies) {
+    if (!CpuCanRun(body)) continue;
+    const ScopedKernelIsa isa(body);
+    std::vector<char> buf(3 * 4096 * 7 + 123, 1);
+    const uint64_t a = StreamRead(buf.data(), static_cast<int64_t>(buf.size()));
+    EXPECT_EQ(StreamRead(buf.data(), static_cast<int64_t>(buf.size())), a);
+    for (size_t at : {size_t{0}, buf.size() / 2, buf.size() - 1}) {
+      buf[at] ^= 0x40;
+      EXPECT_NE(StreamRead(buf.data(), static_cast<int64_t>(buf.size())), a) << "byte " << at;
+      buf[at] ^= 0x40;
+    }
   }
 }
 

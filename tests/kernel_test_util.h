@@ -15,27 +15,38 @@ namespace streamgen {
 
 // ---- Which bodies run ----
 
+// Every body a test runs, where the CPU has it (the others are skipped, with
+// the reason: ISAs change from one machine to the next).
+inline constexpr KernelIsa kAllBodies[] = {KernelIsa::kPortable, KernelIsa::kAvx2,
+                                           KernelIsa::kAvx512};
+
 // Forces a kernel body for its lifetime, names it in every failure message
 // raised meanwhile, and puts back the automatic choice at the end (also when
-// an assertion returns early).
+// an assertion returns early). A body the CPU lacks is a test failure: check
+// CpuCanRun first and skip.
 class ScopedKernelIsa {
  public:
   explicit ScopedKernelIsa(KernelIsa isa)
-      : set_((SetKernelIsa(isa), true)),
-        trace_(__FILE__, __LINE__, std::string("kernel body: ") + ActiveKernelIsa()) {}
-  ~ScopedKernelIsa() { SetKernelIsa(KernelIsa::kAuto); }
+      : set_(SetKernelIsa(isa)),
+        trace_(__FILE__, __LINE__, std::string("kernel body: ") + ActiveKernelIsa()) {
+    EXPECT_TRUE(set_.ok()) << set_.message();
+  }
+  ~ScopedKernelIsa() { (void)SetKernelIsa(KernelIsa::kAuto); }
   ScopedKernelIsa(const ScopedKernelIsa&) = delete;
   ScopedKernelIsa& operator=(const ScopedKernelIsa&) = delete;
 
  private:
-  bool set_;
+  absl::Status set_;
   testing::ScopedTrace trace_;
 };
 
-inline bool CpuHasAvx512Body() {
-  SetKernelIsa(KernelIsa::kAuto);
-  return std::string(ActiveKernelIsa()) == "avx512";
+// The skip message for a body the CPU lacks.
+inline std::string LacksBody(KernelIsa isa) {
+  return std::string("this CPU cannot run the ") + KernelIsaName(isa) + " body (" +
+         DetectedCpuFeatures().Summary() + ")";
 }
+
+inline bool CpuHasAvx512Body() { return CpuCanRun(KernelIsa::kAvx512); }
 
 // ---- Error bounds ----
 //

@@ -312,6 +312,11 @@ TEST_F(TinyModelServer, ModelInfoReportsTheModelAndTheLimits) {
   EXPECT_EQ(static_cast<int>(info.context_length()), engine.context_length);
   EXPECT_EQ(info.dtype(), "float32");
   EXPECT_EQ(info.device(), "cpu");
+  // The CPU kernels' ISA (engine/model/cpu_isa.h), as the engine detected it.
+  EXPECT_EQ(info.cpu_isa(), engine.cpu_isa);
+  EXPECT_TRUE(info.cpu_isa() == "avx512" || info.cpu_isa() == "avx2" ||
+              info.cpu_isa() == "portable")
+      << info.cpu_isa();
   EXPECT_EQ(info.limits().max_new_tokens_limit(), 4096u);
   EXPECT_EQ(info.limits().default_max_new_tokens(), 256u);
   EXPECT_EQ(static_cast<int>(info.limits().max_prompt_tokens()), engine.context_length - 1);

@@ -253,7 +253,15 @@ TEST(MetricsHttpTest, ScrapesWhileTheModelLoads) {
   ASSERT_FALSE(values.empty());
   EXPECT_EQ(values.front(), 0);
   for (size_t i = 1; i < values.size(); ++i) EXPECT_GE(values[i], values[i - 1]) << i;
-  EXPECT_EQ(Value(Scrape(server->metrics_port()), "streamgen_model_loaded"), 1);
+  const std::string loaded_text = Scrape(server->metrics_port());
+  EXPECT_EQ(Value(loaded_text, "streamgen_model_loaded"), 1);
+  // The CPU kernels' ISA, as an info label (the tiny model runs on the CPU).
+  int isa_labels = 0;
+  for (const char* isa : {"avx512", "avx2", "portable"}) {
+    const std::string series = std::string("streamgen_cpu_kernel_isa_info{isa=\"") + isa + "\"}";
+    if (Value(loaded_text, series) == 1) ++isa_labels;
+  }
+  EXPECT_EQ(isa_labels, 1) << loaded_text;
 }
 
 // Two requests run to their length and a third is cancelled while queued; the

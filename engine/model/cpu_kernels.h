@@ -1,5 +1,7 @@
-// Vectorised CPU kernels of the forward pass, each with a portable fallback
-// (AVX-512 bodies picked at run time; the project builds for baseline x86-64):
+// Vectorised CPU kernels of the forward pass. Each has a body per ISA
+// (portable, AVX2 + FMA, AVX-512), picked at run time by ActiveIsa()
+// (engine/model/cpu_isa.h: detection, forcing, STREAMGEN_KERNEL_ISA); the
+// project builds for baseline x86-64:
 //
 // - PagedDecodeAttention: one query per sequence, keys and values read in
 //   place from the KV pool through each sequence's block table.
@@ -24,6 +26,8 @@
 // Not torch/torch.h: see engine/model/llama_model.h.
 #include <torch/types.h>
 #include <torch/utils.h>
+
+#include "engine/model/cpu_isa.h"
 
 namespace streamgen {
 
@@ -64,11 +68,11 @@ torch::Tensor SiluMul(const torch::Tensor& gu);
 
 // gelu_tanh(gate) * up for gu = [M, 2I] (gate | up stacked) -> [M, I] in
 // gu's dtype: Gemma 3's MLP (transformers' gelu_pytorch_tanh, libtorch's
-// gelu(approximate="tanh")), one pass, in float32. Unlike SiluMul's AVX-512
-// body, bfloat16 rounds twice as transformers does on bfloat16 tensors: the
+// gelu(approximate="tanh")), one pass, in float32. bfloat16 rounds twice as
+// transformers does on bfloat16 tensors (as SiluMul's vector bodies do): the
 // activation stored in bfloat16, then the product. CPU float32 / bfloat16
-// contiguous input: the kernel (AVX-512 body, or the portable one);
-// anything else: libtorch's gelu and mul.
+// contiguous input: the kernel (the active ISA's body: AVX-512, AVX2 or
+// portable); anything else: libtorch's gelu and mul.
 torch::Tensor GeluTanhMul(const torch::Tensor& gu);
 
 // Rotary embedding in place (Hugging Face's rotate-half layout) on the first
@@ -115,10 +119,9 @@ torch::Tensor DequantizeInt8(const LinearWeight& w);
 // Threads split the output columns (one parallel region per call).
 torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& w);
 
-// The linear layer as LlamaModel runs it on the CPU: SkinnyLinear up to
-// SkinnyMaxRows(w, x's dtype) rows of x, above that the GEMM path (libtorch's mm for the
-// compute dtype; int8 weights dequantized to x's dtype a tile of rows at a
-// time, each tile through mm). Batch-invariant only up to SkinnyMaxRows.
+// The linear layer as LlamaModel runs it on the CPU, by CpuLinearRouteFor:
+// SkinnyLinear up to SkinnyMaxRows(w, x's dtype) rows of x, above that a GEMM
+// path. Batch-invariant only up to SkinnyMaxRows.
 torch::Tensor CpuLinear(const torch::Tensor& x, const LinearWeight& w);
 // CpuLinear for several pairs: out[i] = CpuLinear(xs[i], *ws[i]), bit for
 // bit. The pairs within the skinny kernel's range share one parallel region
@@ -127,25 +130,49 @@ torch::Tensor CpuLinear(const torch::Tensor& x, const LinearWeight& w);
 std::vector<torch::Tensor> CpuLinearGroup(const std::vector<torch::Tensor>& xs,
                                           const std::vector<const LinearWeight*>& ws);
 // For benchmarks: kLibtorch makes CpuLinear run what the model ran before the
-// skinny kernels (torch::mv for one row, torch::mm above; int8 through
-// Int8TiledGemm), so both can be measured in one run.
+// skinny kernels (torch::mv for one row, torch::mm above, whatever the ISA;
+// int8 through Int8TiledGemm), so both can be measured in one run.
 enum class CpuLinearPath { kKernels, kLibtorch };
 void SetCpuLinearPath(CpuLinearPath path);
 
-// The int8 GEMM path: w dequantized to x's dtype a tile of rows at a time,
-// each tile through libtorch's mm (CpuLinear above the crossover).
+// The ways CpuLinear computes a product.
+enum class CpuLinearRoute {
+  kSkinny,        // SkinnyLinear (up to SkinnyMaxRows rows)
+  kTorchMm,       // libtorch's mm in x's dtype (float32: OpenBLAS; bfloat16: oneDNN)
+  kFloat32Tiles,  // Float32TiledGemm: bfloat16 x and w through float32 GEMM
+  kInt8Tiles,     // Int8TiledGemm dequantizing to x's dtype
+  kInt8Float32Tiles,  // Int8TiledGemm dequantizing to float32 (bfloat16 x)
+};
+// The route CpuLinear takes for `rows` rows of x_dtype against w under the
+// active ISA and CpuLinearPath. Without native bfloat16 dot products
+// (ActiveIsaHasNativeBf16() false: AVX2, portable, AVX-512 without
+// AVX512-BF16) a bfloat16 product above the crossover never reaches
+// libtorch's bfloat16 GEMM, a slow fallback there (16 s for a 128-token
+// prompt on an AVX2 machine), but runs in float32 (kFloat32Tiles,
+// kInt8Float32Tiles); the kLibtorch path is the exception (kept as it was,
+// for comparisons).
+CpuLinearRoute CpuLinearRouteFor(int64_t rows, const LinearWeight& w, torch::ScalarType x_dtype);
+// "skinny", "torch_mm", "float32_tiles", "int8_tiles", "int8_float32_tiles".
+const char* CpuLinearRouteName(CpuLinearRoute route);
+
+// The int8 GEMM path: w dequantized a tile of rows at a time (to x's dtype,
+// or to float32 for bfloat16 x without native bfloat16 dot products: the
+// dequantized value is rounded to bfloat16 first, as the native path rounds
+// it), each tile through libtorch's mm. Result in x's dtype.
 torch::Tensor Int8TiledGemm(const torch::Tensor& x, const LinearWeight& w);
-// The crossover: rows of x above which CpuLinear leaves the skinny kernel
-// (measured per weight dtype: bench/README.md, "Linear kernels").
+// x w^T for a float32 or bfloat16 w: x and w's tiles of rows converted to
+// float32 (exact for bfloat16), each tile through libtorch's float32 mm
+// (OpenBLAS), the result rounded once to x's dtype. Measured faster than
+// libtorch's bfloat16 GEMM on CPUs without AVX512-BF16 (bench/README.md).
+torch::Tensor Float32TiledGemm(const torch::Tensor& x, const LinearWeight& w);
+// The crossover: rows of x above which CpuLinear leaves the skinny kernel,
+// per ISA and weight dtype (a measured table per ISA: bench/README.md,
+// "Linear kernels" and "Kernels per ISA").
 int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype);
 
-// Which bodies the kernels above (all of this header's kernels) use: the
-// hand-written AVX-512 ones where the CPU has AVX-512 (kAuto), or the
-// portable ones everywhere (kPortable; tests and benchmarks compare both).
-enum class KernelIsa { kAuto, kPortable };
-void SetKernelIsa(KernelIsa isa);
-// "avx512" or "portable": what the kernels run now.
-const char* ActiveKernelIsa();
+// Which bodies the kernels use: KernelIsa, SetKernelIsa (refuses an ISA the
+// CPU lacks), ActiveIsa and ActiveKernelIsa ("portable", "avx2", "avx512")
+// are in engine/model/cpu_isa.h.
 
 // A plain multi-threaded streaming read of `bytes` bytes at `data` (one
 // parallel region, each thread a contiguous part); returns a checksum so the

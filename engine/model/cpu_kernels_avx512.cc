@@ -1,0 +1,345 @@
+// The AVX-512 bodies of the CPU kernels (cpu_kernels_bodies.h), 16 lanes,
+// compiled for baseline x86-64 with per-function target attributes and run
+// only where ActiveIsa() is kAvx512 (cpu_isa.h). Hand-written because GCC
+// reduces `omp simd` dot products with a serial chain of scalar adds and
+// leaves exp() scalar: the attention body is ~4x faster than the portable
+// one at D = 64.
+#include "engine/model/cpu_kernels_bodies.h"
+
+#if defined(SG_HAVE_X86_BODIES)
+#include <immintrin.h>
+
+#include <limits>
+
+namespace streamgen::kernels {
+namespace {
+
+#define SG_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+
+// bfloat16 <-> float32, 16 lanes; rounding to nearest even as c10::BFloat16.
+SG_AVX512 inline __m256i ToBf16(__m512 x) {
+  const __m512i bits = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  return _mm512_cvtepi32_epi16(
+      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16));
+}
+SG_AVX512 inline __m512 FromBf16(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// The first min(16, n - j) lanes of 16: the tail of a row of n elements.
+inline __mmask16 TailMask(int64_t n, int64_t j) {
+  return n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
+}
+
+// 16 float32 or bfloat16 values as float32; masked-off lanes read nothing and are 0.
+SG_AVX512 inline __m512 Load16(const float* p, __mmask16 m = 0xffff) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+SG_AVX512 inline __m512 Load16(const uint16_t* p, __mmask16 m = 0xffff) {
+  return FromBf16(_mm256_maskz_loadu_epi16(m, p));
+}
+SG_AVX512 inline void Store16(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+SG_AVX512 inline void Store16(uint16_t* p, __m512 v, __mmask16 m) {
+  _mm256_mask_storeu_epi16(p, m, ToBf16(v));
+}
+
+// ExpNonPositive, 16 lanes at a time.
+SG_AVX512 inline __m512 Exp16(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.0f);
+  const __m512 c = _mm512_max_ps(x, lo);
+  const __m512 fx = _mm512_roundscale_ps(
+      _mm512_fmadd_ps(c, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
+      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), c);
+  r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
+  const __m512 z = _mm512_mul_ps(r, r);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, z, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i n = _mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127));
+  const __m512 e = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(n, 23)));
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), e);
+}
+
+// Rows ahead that the AVX-512 loops prefetch. The hardware prefetcher of this
+// project's (virtualised) machines barely helps with these scattered blocks:
+// without software prefetch the kernel read ~6 GB/s from DRAM.
+constexpr int64_t kPrefetchRows = 8;
+
+SG_AVX512 inline void Prefetch(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(c + off, _MM_HINT_T0);
+}
+
+template <typename T>
+SG_AVX512 inline void AttendOneAvx512(const AttnTask& t) {
+  const T* kp = static_cast<const T*>(t.k);
+  const T* vp = static_cast<const T*>(t.v);
+  const int64_t g = t.g, d = t.d, nv = d / 16, qh = t.nh * g;
+  const int64_t len = t.last - t.first + 1;
+  const int64_t row_bytes = t.nh * d * static_cast<int64_t>(sizeof(T));
+  for (int64_t c = 0; c < qh * nv; ++c) {
+    _mm512_storeu_ps(t.qf + 16 * c, Load16(static_cast<const T*>(t.q) + 16 * c));
+  }
+  PoolRows(t);
+  const int64_t* rows = t.rows;
+  for (int64_t i = 0; i < len; ++i) {
+    if (i + kPrefetchRows < len) Prefetch(kp + rows[i + kPrefetchRows], row_bytes);
+    for (int64_t kh = 0; kh < t.nh; ++kh) {
+      const T* k = kp + rows[i] + kh * d;
+      for (int64_t h = kh * g; h < (kh + 1) * g; ++h) {
+        const float* qv = t.qf + h * d;
+        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qv), Load16(k));
+        for (int64_t c = 1; c < nv; ++c) {
+          acc = _mm512_fmadd_ps(_mm512_loadu_ps(qv + 16 * c), Load16(k + 16 * c), acc);
+        }
+        t.scores[h * len + i] = _mm512_reduce_add_ps(acc) * t.scale;
+      }
+    }
+  }
+  for (int64_t i = 0; i < std::min(len, kPrefetchRows); ++i) Prefetch(vp + rows[i], row_bytes);
+  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t h = 0; h < qh; ++h) {
+    float* s = t.scores + h * len;
+    if (t.softcap > 0.0f) SoftcapScores(s, len, t.softcap);
+    __m512 mx = neg_inf;
+    for (int64_t i = 0; i < len; i += 16) {
+      const __mmask16 m = TailMask(len, i);
+      mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(neg_inf, m, s + i));
+    }
+    const __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < len; i += 16) {
+      const __mmask16 m = TailMask(len, i);
+      const __m512 e = _mm512_maskz_mov_ps(m, Exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + i), vmax)));
+      _mm512_mask_storeu_ps(s + i, m, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (int64_t i = 0; i < len; i += 16) {
+      const __mmask16 m = TailMask(len, i);
+      _mm512_mask_storeu_ps(s + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), inv));
+    }
+  }
+  for (int64_t c = 0; c < qh * nv; ++c) _mm512_storeu_ps(t.acc + 16 * c, _mm512_setzero_ps());
+  for (int64_t i = 0; i < len; ++i) {
+    if (i + kPrefetchRows < len) Prefetch(vp + rows[i + kPrefetchRows], row_bytes);
+    for (int64_t kh = 0; kh < t.nh; ++kh) {
+      const T* v = vp + rows[i] + kh * d;
+      for (int64_t c = 0; c < nv; ++c) {
+        const __m512 vv = Load16(v + 16 * c);
+        for (int64_t h = kh * g; h < (kh + 1) * g; ++h) {
+          float* a = t.acc + h * d + 16 * c;
+          _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_set1_ps(t.scores[h * len + i]), vv,
+                                              _mm512_loadu_ps(a)));
+        }
+      }
+    }
+  }
+}
+
+// out[j] = silu(gate[j]) * up[j], 16 lanes at a time (n a multiple of 16 or
+// the tail masked). sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below,
+// with e = exp(-|x|) <= 1, so Exp16's x <= 0 range suffices.
+template <typename T>
+SG_AVX512 inline void SiluMulRowAvx512(const T* gate, const T* up, T* out, int64_t n) {
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = TailMask(n, j);
+    const __m512 g = Load16(gate + j, m);
+    const __m512 u = Load16(up + j, m);
+    const __m512 abs = _mm512_abs_ps(g);
+    const __m512 e = Exp16(_mm512_sub_ps(_mm512_setzero_ps(), abs));
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    const __mmask16 neg = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512 sig = _mm512_mask_mul_ps(inv, neg, e, inv);
+    __m512 act = _mm512_mul_ps(g, sig);
+    // bfloat16: silu's output rounded to bfloat16 before the product, as
+    // transformers' act_fn(gate_proj(x)) * up_proj(x) rounds (two bfloat16
+    // results), and as the portable body (libtorch's ops) does.
+    if constexpr (sizeof(T) == 2) act = FromBf16(ToBf16(act));
+    Store16(out + j, _mm512_mul_ps(act, u), m);
+  }
+}
+
+// out[j] = gelu_tanh(gate[j]) * up[j], 16 lanes at a time (see GeluTanhMulRow
+// for the formula and the roundings).
+template <typename T>
+SG_AVX512 inline void GeluTanhMulRowAvx512(const T* gate, const T* up, T* out, int64_t n) {
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = TailMask(n, j);
+    const __m512 g = Load16(gate + j, m);
+    const __m512 u = Load16(up + j, m);
+    const __m512 g3 = _mm512_mul_ps(_mm512_mul_ps(g, g), g);
+    const __m512 z = _mm512_mul_ps(_mm512_set1_ps(kGeluTwoC),
+                                   _mm512_fmadd_ps(_mm512_set1_ps(kGeluCubic), g3, g));
+    const __m512 e = Exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(z)));
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    const __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512 act = _mm512_mul_ps(g, _mm512_mask_mul_ps(inv, neg, e, inv));
+    if constexpr (sizeof(T) == 2) act = FromBf16(ToBf16(act));  // act(gate) stored in bfloat16
+    Store16(out + j, _mm512_mul_ps(act, u), m);
+  }
+}
+
+template <typename T>
+SG_AVX512 inline void RmsNormRowAvx512(const T* x, const T* w, T* out, int64_t n, float eps) {
+  __m512 sq = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __m512 v = Load16(x + j, TailMask(n, j));
+    sq = _mm512_fmadd_ps(v, v, sq);
+  }
+  const float r = 1.0f / std::sqrt(_mm512_reduce_add_ps(sq) / static_cast<float>(n) + eps);
+  const __m512 vr = _mm512_set1_ps(r);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = TailMask(n, j);
+    __m512 normed = _mm512_mul_ps(Load16(x + j, m), vr);
+    // bfloat16: normed.to(bfloat16), then weight * it in bfloat16 (a float
+    // product, rounded by Store16).
+    if constexpr (sizeof(T) == 2) normed = FromBf16(ToBf16(normed));
+    Store16(out + j, _mm512_mul_ps(Load16(w + j, m), normed), m);
+  }
+}
+
+// ---- SkinnyLinear, AVX-512 ----
+// 16 weights of row `p` as float32: float32, bfloat16 or int8 storage.
+SG_AVX512 inline __m512 Load16(const int8_t* p, __mmask16 m) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+}
+
+// How far ahead in a weight row SkinnyRow prefetches: measured best on this
+// project's machines (1 KiB for bfloat16, 2 KiB for float32 and int8; the
+// hardware prefetcher alone left bfloat16 and int8 at ~0.8 of the probe; 4
+// KiB for float32 was slower, at 0.91 of torch::mv's batch-1 decode against
+// 0.96 with 2 KiB and 0.91 with 1 KiB).
+template <typename W>
+constexpr int64_t PrefetchBytes() {
+  return sizeof(W) == 2 ? 1024 : 2048;
+}
+
+// 16 weights as float32, unmasked (the load folds into the conversion).
+SG_AVX512 inline __m512 LoadFull16(const float* p) { return _mm512_loadu_ps(p); }
+SG_AVX512 inline __m512 LoadFull16(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+SG_AVX512 inline __m512 LoadFull16(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+// One weight row n against MG rows of x at a time (all M rows, MG by MG):
+// each (m, n) has four accumulators, block b of 16 columns going to
+// accumulator b % 4, summed as (a0 + a1) + (a2 + a3) then reduced: the same
+// order whatever M (batch invariance). The row is one sequential stream.
+template <typename W, int MG>
+SG_AVX512 inline void SkinnyRow(const float* x, int64_t m_rows, const W* w, int64_t k, int64_t c,
+                                const SkinnyOut& out, int64_t n) {
+  const W* wr = w + c * k;
+  for (int64_t m0 = 0; m0 < m_rows; m0 += MG) {
+    const int64_t mg = std::min<int64_t>(MG, m_rows - m0);
+    __m512 acc[MG][4];
+    for (int g = 0; g < MG; ++g)
+      for (int u = 0; u < 4; ++u) acc[g][u] = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 64 <= k; j += 64) {
+      // Software prefetch kPrefetchBytes ahead in the row (the first group of
+      // rows only; later groups read the row from L1/L2): one prefetch per
+      // 64-byte line of this block.
+      if (m0 == 0) {
+        const char* ahead = reinterpret_cast<const char*>(wr + j) + PrefetchBytes<W>();
+        for (size_t line = 0; line < sizeof(W); ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
+      }
+      __m512 wv[4];
+      for (int u = 0; u < 4; ++u) wv[u] = LoadFull16(wr + j + 16 * u);
+      for (int g = 0; g < MG; ++g) {
+        if (g >= mg) break;
+        const float* xr = x + (m0 + g) * k + j;
+        for (int u = 0; u < 4; ++u) {
+          acc[g][u] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 16 * u), wv[u], acc[g][u]);
+        }
+      }
+    }
+    for (int u = 0; j < k; j += 16, ++u) {  // the last < 64 columns, masked
+      const __mmask16 mask = TailMask(k, j);
+      const __m512 wv = Load16(wr + j, mask);
+      for (int g = 0; g < MG; ++g) {
+        if (g >= mg) break;
+        acc[g][u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x + (m0 + g) * k + j), wv, acc[g][u]);
+      }
+    }
+    for (int g = 0; g < mg; ++g) {
+      const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[g][0], acc[g][1]),
+                                       _mm512_add_ps(acc[g][2], acc[g][3]));
+      out.Put((m0 + g) * n + c, c, _mm512_reduce_add_ps(sum));
+    }
+  }
+}
+
+// Output columns [begin, end) of x [M, K] (float32) times w [N, K]^T, into
+// out [M, N] (float32, unscaled): one weight row after another, each a
+// sequential stream. Chosen by measurement (bench/README.md, "CPU linear
+// kernels"): tiles of 8 interleaved rows with one accumulator each read
+// bfloat16 and int8 weights at 17-21 GB/s of a 30 GB/s probe, this at
+// 0.95-1.0 of it. For float32 such tiles measured ~3% faster at one row
+// (within the noise) and 17% slower at 16; four rows at a time in this
+// order was no faster; one layout for every row count keeps the batch
+// invariance.
+template <typename W>
+SG_AVX512 inline void SkinnyAvx512(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
+                            int64_t begin, int64_t end, const SkinnyOut& out) {
+  for (int64_t c = begin; c < end; ++c) SkinnyRow<W, 4>(x, m, w, k, c, out, n);
+}
+
+}  // namespace
+
+SG_AVX512 uint64_t StreamReadAvx512(const char* p, int64_t bytes) {
+  __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  int64_t i = 0;
+  for (; i + 256 <= bytes; i += 256) {
+    acc0 = _mm512_xor_si512(acc0, _mm512_loadu_si512(p + i));
+    acc1 = _mm512_xor_si512(acc1, _mm512_loadu_si512(p + i + 64));
+    acc2 = _mm512_xor_si512(acc2, _mm512_loadu_si512(p + i + 128));
+    acc3 = _mm512_xor_si512(acc3, _mm512_loadu_si512(p + i + 192));
+  }
+  const __m512i acc = _mm512_xor_si512(_mm512_xor_si512(acc0, acc1), _mm512_xor_si512(acc2, acc3));
+  uint64_t sum = static_cast<uint64_t>(_mm512_reduce_add_epi64(acc));
+  for (; i < bytes; ++i) sum += static_cast<unsigned char>(p[i]);
+  return sum;
+}
+
+SG_AVX512 void AttendAvx512F32(const AttnTask& t) { AttendOneAvx512<float>(t); }
+SG_AVX512 void AttendAvx512Bf16(const AttnTask& t) { AttendOneAvx512<uint16_t>(t); }
+SG_AVX512 SG_SKINNY_DECL(SkinnyAvx512F32, float) { SkinnyAvx512(x, m, w, k, n, begin, end, out); }
+SG_AVX512 SG_SKINNY_DECL(SkinnyAvx512Bf16, uint16_t) {
+  SkinnyAvx512(x, m, w, k, n, begin, end, out);
+}
+SG_AVX512 SG_SKINNY_DECL(SkinnyAvx512I8, int8_t) { SkinnyAvx512(x, m, w, k, n, begin, end, out); }
+SG_AVX512 void SiluMulRowAvx512F32(const float* gate, const float* up, float* out, int64_t n) {
+  SiluMulRowAvx512(gate, up, out, n);
+}
+SG_AVX512 void SiluMulRowAvx512Bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out,
+                                    int64_t n) {
+  SiluMulRowAvx512(gate, up, out, n);
+}
+SG_AVX512 void GeluTanhMulRowAvx512F32(const float* gate, const float* up, float* out, int64_t n) {
+  GeluTanhMulRowAvx512(gate, up, out, n);
+}
+SG_AVX512 void GeluTanhMulRowAvx512Bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out,
+                                        int64_t n) {
+  GeluTanhMulRowAvx512(gate, up, out, n);
+}
+SG_AVX512 void RmsNormRowAvx512F32(const float* x, const float* w, float* out, int64_t n,
+                                   float eps) {
+  RmsNormRowAvx512(x, w, out, n, eps);
+}
+SG_AVX512 void RmsNormRowAvx512Bf16(const uint16_t* x, const uint16_t* w, uint16_t* out,
+                                    int64_t n, float eps) {
+  RmsNormRowAvx512(x, w, out, n, eps);
+}
+
+}  // namespace streamgen::kernels
+#endif  // SG_HAVE_X86_BODIES
