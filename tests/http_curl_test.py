@@ -795,11 +795,19 @@ class HttpCurlTest(HttpAssertions):
         error = self.assert_error(self.post("/detokenize", {"model": MODEL, "tokens": "1,2"}),
                                   400, param="tokens")
 
-    def test_n_other_than_one_is_refused(self):
-        error = self.assert_error(self.completion(n=2), 400, param="n")
-        self.assertIn("n", error["message"])
-        self.assert_error(self.chat(n=2), 400, param="n")
-        self.assertEqual(self.completion(n=1, max_tokens=2).status, 200)
+    def test_n_outside_one_to_eight_is_refused(self):
+        for n in (0, 9):
+            error = self.assert_error(self.completion(n=n, max_tokens=2), 400, param="n")
+            self.assertIn("[1, 8]", error["message"])
+            self.assertIn(str(n), error["message"])
+            self.assert_error(self.chat(n=n, max_tokens=2), 400, param="n")
+        # n in range: that many choices, indexed, the prompt counted once.
+        response = self.completion(n=3, max_tokens=2)
+        self.assertEqual(response.status, 200)
+        body = response.json()
+        self.assertEqual([c["index"] for c in body["choices"]], [0, 1, 2])
+        single = self.completion(n=1, max_tokens=2).json()
+        self.assertEqual(body["usage"]["prompt_tokens"], single["usage"]["prompt_tokens"])
 
     def test_validator_message_and_param(self):
         for response in (self.completion(temperature=500), self.chat(temperature=500)):
