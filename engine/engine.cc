@@ -27,6 +27,7 @@
 #include "engine/model/llama_model.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
+#include "engine/speculative.h"
 #include "common/status.h"
 #include "engine/text/stop_matcher.h"
 #include "engine/text/tokenizer.h"
@@ -81,6 +82,10 @@ struct Sequence {
   Clock::time_point admitted;  // first prefill chunk
   Clock::time_point first_token;
   double prefill_ms = 0;
+  // Speculative decoding: the drafts proposed for the next step, and how
+  // many to propose (adapted to this sequence's acceptance).
+  std::vector<int> drafts;
+  std::unique_ptr<DraftLength> draft_length;
 };
 
 }  // namespace
@@ -97,6 +102,7 @@ class Engine::Impl {
         scheduler_(scheduling),
         pool_(model_->NewKvPool(scheduling.num_blocks, scheduling.block_size)) {
     valid_vocab_ = std::min(tokenizer_->piece_count(), model_->config().vocab_size);
+    speculate_ = options_.speculative == "prompt-lookup";
     stats_.kv_blocks_total = scheduling.num_blocks;
   }
   ~Impl() { Shutdown(); }
@@ -178,6 +184,13 @@ class Engine::Impl {
   bool TakeWork();
   // Runs one scheduled iteration: prefill chunks and decodes in one model step.
   void RunStep(const SchedulerStep& step);
+  // Speculation, before Schedule(): drafts for the sequences that decode next
+  // (none while more than speculative_max_batch decode), told to the scheduler.
+  void ProposeDrafts();
+  // Speculation, after the step: verifies the drafts of `seq` against its
+  // chunk's logits rows [k + 1, vocab] (the first `granted` drafts were
+  // planned), emits the accepted tokens and the next one, rolls back the rest.
+  void VerifySequence(Sequence* seq, const torch::Tensor& rows, int granted);
   // Takes a sampled token: emits its text and decides whether `seq` is done.
   void HandleToken(Sequence* seq, const TokenInfo& token);
   void Finish(Sequence* seq, FinishReason reason, std::string text, std::vector<TokenInfo> tokens,
@@ -197,6 +210,7 @@ class Engine::Impl {
   std::unique_ptr<Tokenizer> tokenizer_;
   const ModelInfo info_;
   int valid_vocab_ = 0;
+  bool speculate_ = false;  // options_.speculative is "prompt-lookup"
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -299,6 +313,7 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
 absl::Status Engine::Impl::PrepareStreamState(Sequence* seq) const {
   const GenerationRequest& r = seq->request;
   seq->rng = std::make_unique<SequenceRng>(seq->seed);
+  seq->draft_length = std::make_unique<DraftLength>(options_.num_speculative_tokens);
   seq->detokenizer = std::make_unique<IncrementalDetokenizer>(tokenizer_.get(), seq->prompt_ids);
   seq->stop_matcher = std::make_unique<StopMatcher>(r.stop);
   // The state an uninterrupted stream had after these tokens: one uniform per
@@ -445,40 +460,105 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
 void Engine::Impl::RunStep(const SchedulerStep& step) {
   std::vector<SeqChunk> chunks;
   std::vector<Sequence*> chunk_seqs;
-  std::vector<int64_t> sample_rows;  // chunks whose logits are sampled
+  std::vector<int64_t> sample_rows;  // logits rows sampled (plain decodes, last prefill chunks)
+  std::vector<Sequence*> seqs;       // their sequences
+  std::vector<std::pair<size_t, int64_t>> verify;  // speculative decodes: (chunk, first row)
+  int64_t logit_rows = 0;  // rows of Step's logits so far (all_logits chunks have several)
   for (const ScheduledPrefill& p : step.prefills) {
     Sequence* seq = sequences_.at(p.id).get();
     if (seq->admitted == Clock::time_point()) seq->admitted = Clock::now();
-    if (p.last_chunk) sample_rows.push_back(static_cast<int64_t>(chunks.size()));
+    if (p.last_chunk) {
+      sample_rows.push_back(logit_rows);
+      seqs.push_back(seq);
+    }
     chunks.push_back(SeqChunk{std::vector<int>(seq->tokens.begin() + p.start,
                                                seq->tokens.begin() + p.start + p.length),
                               p.start, &scheduler_.BlockTable(p.id)});
     chunk_seqs.push_back(seq);
+    logit_rows++;
   }
-  for (uint64_t id : step.decodes) {
+  for (size_t i = 0; i < step.decodes.size(); ++i) {
+    const uint64_t id = step.decodes[i];
     Sequence* seq = sequences_.at(id).get();
-    sample_rows.push_back(static_cast<int64_t>(chunks.size()));
-    chunks.push_back(SeqChunk{{seq->tokens.back()},
-                              static_cast<int64_t>(seq->tokens.size()) - 1,
-                              &scheduler_.BlockTable(id)});
+    SeqChunk chunk{{seq->tokens.back()}, static_cast<int64_t>(seq->tokens.size()) - 1,
+                   &scheduler_.BlockTable(id)};
+    const int granted = step.decode_drafts.empty() ? 0 : step.decode_drafts[i];
+    if (granted > 0) {  // [newest token, d1 .. dg], logits for every row
+      chunk.tokens.insert(chunk.tokens.end(), seq->drafts.begin(), seq->drafts.begin() + granted);
+      chunk.all_logits = true;
+      verify.emplace_back(chunks.size(), logit_rows);
+      logit_rows += granted + 1;
+    } else {
+      sample_rows.push_back(logit_rows++);
+      seqs.push_back(seq);
+    }
+    chunks.push_back(std::move(chunk));
     chunk_seqs.push_back(seq);
   }
   if (chunks.empty()) return;
-  torch::Tensor logits = model_->Step(chunks, &pool_);  // [chunks, vocab]
-  if (sample_rows.empty()) return;
-  if (sample_rows.size() != chunks.size()) {
-    logits = logits.index_select(0, torch::tensor(sample_rows).to(logits.device()));
+  torch::Tensor logits = model_->Step(chunks, &pool_);  // [logit_rows, vocab]
+  if (!sample_rows.empty()) {
+    torch::Tensor sampled = logits;
+    if (static_cast<int64_t>(sample_rows.size()) != logits.size(0)) {
+      sampled = logits.index_select(0, torch::tensor(sample_rows).to(logits.device()));
+    }
+    std::vector<SampleInput> rows;
+    for (Sequence* s : seqs) {
+      rows.push_back(SampleInput{&s->request.sampling, &s->prompt_ids, &s->output_ids,
+                                 s->rng.get(), s->request.top_logprobs});
+    }
+    std::vector<TokenInfo> picked = SampleBatch(sampled, rows, valid_vocab_);
+    for (size_t i = 0; i < seqs.size(); ++i) HandleToken(seqs[i], picked[i]);
   }
-  std::vector<SampleInput> rows;
-  std::vector<Sequence*> seqs;
-  for (int64_t r : sample_rows) {
-    Sequence* s = chunk_seqs[r];
-    rows.push_back(SampleInput{&s->request.sampling, &s->prompt_ids, &s->output_ids, s->rng.get(),
-                               s->request.top_logprobs});
-    seqs.push_back(s);
+  for (const auto& [ci, row0] : verify) {
+    const int granted = static_cast<int>(chunks[ci].tokens.size()) - 1;
+    VerifySequence(chunk_seqs[ci], logits.narrow(0, row0, granted + 1), granted);
   }
-  std::vector<TokenInfo> picked = SampleBatch(logits, rows, valid_vocab_);
-  for (size_t i = 0; i < seqs.size(); ++i) HandleToken(seqs[i], picked[i]);
+}
+
+// ---- Speculative decoding (engine/speculative.h) ----
+
+void Engine::Impl::ProposeDrafts() {
+  if (!speculate_) return;
+  std::vector<Sequence*> decoding;
+  for (auto& [id, s] : sequences_) {
+    s->drafts.clear();
+    if (s->finished || scheduler_.StateOf(id) != Scheduler::State::kDecoding) continue;
+    if (scheduler_.CachedTokens(id) != scheduler_.KnownTokens(id) - 1) continue;
+    decoding.push_back(s.get());
+  }
+  // Batched steps are compute-bound: extra rows would cost more than they save.
+  if (static_cast<int>(decoding.size()) > options_.speculative_max_batch) return;
+  const int context = model_->config().max_position_embeddings;
+  for (Sequence* s : decoding) {
+    // The verify chunk's positions end at tokens.size() - 1 + k, inside the
+    // context; the scheduler keeps 1 + k within max_new_tokens.
+    const int k = std::min(s->draft_length->k(), context - static_cast<int>(s->tokens.size()));
+    s->drafts = ProposePromptLookup(s->tokens, k);
+    if (!s->drafts.empty()) scheduler_.ProposeDraftTokens(s->id, static_cast<int>(s->drafts.size()));
+  }
+}
+
+void Engine::Impl::VerifySequence(Sequence* seq, const torch::Tensor& rows, int granted) {
+  seq->drafts.resize(granted);
+  const SampleInput input{&seq->request.sampling, &seq->prompt_ids, &seq->output_ids,
+                          seq->rng.get(), seq->request.top_logprobs};
+  VerifyResult verified = VerifyDrafts(rows, seq->drafts, input, valid_vocab_);
+  seq->draft_length->Update(granted, verified.accepted);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.draft_tokens += granted;
+    stats_.accepted_draft_tokens += verified.accepted;
+  }
+  // One event per token, as without speculation: an EOS, a stop string or
+  // max_new_tokens among them finishes the stream there, and the rest are
+  // dropped (Finish frees the sequence's blocks, rejected ones included).
+  for (const TokenInfo& token : verified.tokens) {
+    HandleToken(seq, token);
+    if (seq->finished) return;
+  }
+  scheduler_.RollBack(seq->id);
+  seq->drafts.clear();
 }
 
 void Engine::Impl::FailAll(const std::string& what) {
@@ -565,6 +645,7 @@ void Engine::Impl::Loop() {
   ConfigureThreads(options_.threads);
   while (TakeWork()) {
     try {
+      ProposeDrafts();
       RunStep(scheduler_.Schedule());
     } catch (const c10::Error& e) {
       FailAll(e.what_without_backtrace());
@@ -615,6 +696,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   }
   if (options.kv_cache_blocks < 0) {
     return absl::InvalidArgumentError("kv_cache_blocks: must not be negative");
+  }
+  if (options.speculative != "none" && options.speculative != "prompt-lookup") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "speculative: must be \"none\" or \"prompt-lookup\", got \"", options.speculative, "\""));
+  }
+  if (options.num_speculative_tokens < 0 || options.num_speculative_tokens > kMaxDraftTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("num_speculative_tokens: must be in [0, ",
+                                                   kMaxDraftTokens, "], got ",
+                                                   options.num_speculative_tokens));
   }
   // The loop thread owns the device from the start: it loads the model, then
   // runs the loop. Measured reason: once a second thread has run OpenMP
