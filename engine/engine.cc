@@ -93,16 +93,18 @@ struct Sequence {
 class Engine::Impl {
  public:
   Impl(EngineOptions options, std::unique_ptr<LlamaModel> model,
-       std::unique_ptr<Tokenizer> tokenizer, ModelInfo info, SchedulerOptions scheduling)
+       std::unique_ptr<Tokenizer> tokenizer, ModelInfo info, SchedulerOptions scheduling,
+       std::unique_ptr<DraftModel> draft = nullptr)
       : options_(std::move(options)),
         model_(std::move(model)),
         tokenizer_(std::move(tokenizer)),
         info_(std::move(info)),
         paused_(options_.start_paused),
         scheduler_(scheduling),
-        pool_(model_->NewKvPool(scheduling.num_blocks, scheduling.block_size)) {
+        pool_(model_->NewKvPool(scheduling.num_blocks, scheduling.block_size)),
+        draft_(std::move(draft)) {
     valid_vocab_ = std::min(tokenizer_->piece_count(), model_->config().vocab_size);
-    speculate_ = options_.speculative == "prompt-lookup";
+    speculate_ = options_.speculative == "prompt-lookup" || draft_ != nullptr;
     stats_.kv_blocks_total = scheduling.num_blocks;
   }
   ~Impl() { Shutdown(); }
@@ -210,7 +212,7 @@ class Engine::Impl {
   std::unique_ptr<Tokenizer> tokenizer_;
   const ModelInfo info_;
   int valid_vocab_ = 0;
-  bool speculate_ = false;  // options_.speculative is "prompt-lookup"
+  bool speculate_ = false;  // options_.speculative is "prompt-lookup" or "draft"
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -227,6 +229,7 @@ class Engine::Impl {
   // Loop thread only:
   Scheduler scheduler_;
   KvPool pool_;
+  std::unique_ptr<DraftModel> draft_;  // speculative "draft" only
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   std::mutex join_mu_;
   std::thread loop_;
@@ -411,6 +414,7 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
   // sequence and its freed KV blocks (a TSan-slowed engine thread once lost
   // that race in LifecycleTest.MetricsOverHttp).
   scheduler_.Remove(seq->id);  // frees its KV blocks now
+  if (draft_ != nullptr) draft_->Remove(seq->id);
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.finished++;
@@ -530,11 +534,22 @@ void Engine::Impl::ProposeDrafts() {
   // Batched steps are compute-bound: extra rows would cost more than they save.
   if (static_cast<int>(decoding.size()) > options_.speculative_max_batch) return;
   const int context = model_->config().max_position_embeddings;
+  std::vector<DraftModel::Request> requests;
   for (Sequence* s : decoding) {
     // The verify chunk's positions end at tokens.size() - 1 + k, inside the
-    // context; the scheduler keeps 1 + k within max_new_tokens.
-    const int k = std::min(s->draft_length->k(), context - static_cast<int>(s->tokens.size()));
-    s->drafts = ProposePromptLookup(s->tokens, k);
+    // context; 1 + k within max_new_tokens (the scheduler keeps that too, but
+    // a draft model's tokens cost a step each).
+    const int left = s->max_new_tokens - static_cast<int>(s->output_ids.size()) - 1;
+    const int k = std::min({s->draft_length->k(), context - static_cast<int>(s->tokens.size()), left});
+    if (k < 1) continue;
+    if (draft_ != nullptr) {
+      requests.push_back(DraftModel::Request{s->id, &s->tokens, k, &s->drafts});
+    } else {
+      s->drafts = ProposePromptLookup(s->tokens, k);
+    }
+  }
+  if (!requests.empty()) draft_->Propose(requests, valid_vocab_);
+  for (Sequence* s : decoding) {
     if (!s->drafts.empty()) scheduler_.ProposeDraftTokens(s->id, static_cast<int>(s->drafts.size()));
   }
 }
@@ -671,10 +686,19 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
                                                                const ModelOptions& model_options) {
   SG_ASSIGN_OR_RETURN(BuiltModel built, BuildModel(options, model_options));
   const int64_t blocks = built.scheduling.num_blocks;
+  std::unique_ptr<DraftModel> draft;
+  if (!options.draft_model.empty()) {
+    // As many blocks as the target's pool: a sequence's draft cache never
+    // holds more than its target cache plus the drafts of one step.
+    SG_ASSIGN_OR_RETURN(draft, DraftModel::Load(options.draft_model, model_options,
+                                                *built.tokenizer, built.model->config(),
+                                                built.scheduling.num_blocks + options.max_batch,
+                                                built.scheduling.block_size));
+  }
   try {
     return std::make_unique<Engine::Impl>(options, std::move(built.model),
                                           std::move(built.tokenizer), std::move(built.info),
-                                          built.scheduling);
+                                          built.scheduling, std::move(draft));
   } catch (const c10::Error& e) {  // e.g. out of memory for the KV pool
     return absl::ResourceExhaustedError(
         absl::StrCat("allocating the KV cache (", blocks, " blocks): ", e.what_without_backtrace()));
@@ -697,9 +721,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (options.kv_cache_blocks < 0) {
     return absl::InvalidArgumentError("kv_cache_blocks: must not be negative");
   }
-  if (options.speculative != "none" && options.speculative != "prompt-lookup") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "speculative: must be \"none\" or \"prompt-lookup\", got \"", options.speculative, "\""));
+  if (options.speculative != "none" && options.speculative != "prompt-lookup" &&
+      options.speculative != "draft") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("speculative: must be \"none\", \"prompt-lookup\" or \"draft\", got \"",
+                     options.speculative, "\""));
+  }
+  if ((options.speculative == "draft") != !options.draft_model.empty()) {
+    return absl::InvalidArgumentError(
+        "draft_model: a draft model directory goes with speculative \"draft\", and only with it");
   }
   if (options.num_speculative_tokens < 0 || options.num_speculative_tokens > kMaxDraftTokens) {
     return absl::InvalidArgumentError(absl::StrCat("num_speculative_tokens: must be in [0, ",

@@ -48,11 +48,13 @@ struct EngineOptions {
   int max_stop_strings = 16;          // per request
   int max_stop_string_bytes = 256;    // per stop string
   bool start_paused = false;          // test hook: the loop waits for Resume()/Step()
-  // Speculative decoding (engine/speculative.h; docs/serving.md): "none", or
+  // Speculative decoding (engine/speculative.h; docs/serving.md): "none",
   // "prompt-lookup" (drafts are the tokens that followed the latest earlier
-  // match of the last 1-3 tokens in prompt + output). Output is unchanged:
-  // greedy token for token, sampled by the same draws.
+  // match of the last 1-3 tokens in prompt + output) or "draft" (a smaller
+  // model with the same tokenizer, draft_model, drafts greedily). Output is
+  // unchanged: greedy token for token, sampled by the same draws.
   std::string speculative = "none";
+  std::string draft_model;            // with speculative "draft": its directory (HF layout)
   int num_speculative_tokens = 0;     // drafts per step; 0: adaptive, in [1, 8] per sequence
   // Speculation steps aside while more sequences than this decode in one
   // step: a batched step is compute-bound, and extra rows cost more than

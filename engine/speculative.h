@@ -2,9 +2,11 @@
 // one forward pass of the target model (a chunk of k + 1 rows per sequence:
 // its newest token, then the k drafts; see SeqChunk::all_logits).
 //
-// Drafting here is prompt lookup (no second model): the last n tokens of
-// prompt + output (n from kMaxNgram down to 1) are searched for earlier in the
-// same tokens, and the tokens that followed the latest match are proposed.
+// Drafting is prompt lookup (no second model: the last n tokens of prompt +
+// output, n from kMaxNgram down to 1, are searched for earlier in the same
+// tokens, and the tokens that followed the latest match are proposed), or a
+// draft model (DraftModel: a smaller LM with the target's tokenizer, run
+// greedily, so that its proposal too is a point mass).
 //
 // Verification (VerifyDrafts) samples row i of the verify chunk exactly as a
 // plain decode step would sample that position (the same SampleInput, output
@@ -24,12 +26,20 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <torch/types.h>
 
+#include "absl/status/statusor.h"
+#include "engine/kv/kv_cache_manager.h"
+#include "engine/kv/kv_pool.h"
+#include "engine/model/llama_model.h"
 #include "engine/request.h"
 #include "engine/sampler.h"
+#include "engine/text/tokenizer.h"
 
 namespace streamgen {
 
@@ -81,5 +91,53 @@ struct VerifyResult {
 // (the row's SequenceRng).
 VerifyResult VerifyDrafts(const torch::Tensor& logits, const std::vector<int>& drafts,
                           const SampleInput& row, int valid_vocab);
+
+// A draft model: a second, smaller causal LM with the target's tokenizer,
+// its own KV pool and block tables, run by the engine's loop thread. It
+// drafts greedily (argmax over the target's valid ids): q is then a point
+// mass, and VerifyDrafts' scheme is exact for sampled rows too, with one draw
+// per emitted token (a sampled draft would need q's probabilities and extra
+// draws, breaking the resume contract). Not thread-safe.
+class DraftModel {
+ public:
+  // Loads the draft in `dir` with the target's model options and checks its
+  // tokenizer against the target's: INVALID_ARGUMENT naming the difference
+  // (piece count, a piece, BOS / EOS ids). The pool holds `num_blocks`
+  // blocks of `block_size` positions.
+  static absl::StatusOr<std::unique_ptr<DraftModel>> Load(const std::string& dir,
+                                                          const ModelOptions& model_options,
+                                                          const Tokenizer& target_tokenizer,
+                                                          const ModelConfig& target_config,
+                                                          int num_blocks, int block_size);
+
+  // One sequence to draft for: `k` tokens after `tokens` (prompt + output),
+  // written to *drafts (fewer, or none, when the draft's pool or context is
+  // full).
+  struct Request {
+    uint64_t id = 0;
+    const std::vector<int>* tokens = nullptr;
+    int k = 0;
+    std::vector<int>* drafts = nullptr;
+  };
+  // Drafts for every request, batched: a catch-up chunk per sequence (the
+  // tokens its cache lacks, the newest included), then k - 1 one-token steps.
+  // The cache keeps what it computed; the next call drops the positions whose
+  // tokens differ from the sequence's (rejected drafts). c10::Error as Step.
+  void Propose(const std::vector<Request>& requests, int valid_vocab);
+  // Forgets a finished sequence and frees its blocks. Unknown id: no-op.
+  void Remove(uint64_t id);
+
+  const ModelConfig& config() const { return model_->config(); }
+  int num_free_blocks() const { return blocks_.num_free_blocks(); }
+
+ private:
+  DraftModel(std::unique_ptr<LlamaModel> model, int num_blocks, int block_size);
+
+  std::unique_ptr<LlamaModel> model_;
+  KvPool pool_;
+  KvCacheManager blocks_;
+  // Per sequence: the tokens whose keys and values are in the pool, in order.
+  std::unordered_map<uint64_t, std::vector<int>> fed_;
+};
 
 }  // namespace streamgen

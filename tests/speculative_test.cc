@@ -363,7 +363,7 @@ TEST(SpeculativeEngineTest, RefusesUnknownModesWithAClearMessage) {
   auto engine = Engine::Create(options);
   ASSERT_FALSE(engine.ok());
   EXPECT_THAT(engine.status().message(),
-              HasSubstr("speculative: must be \"none\" or \"prompt-lookup\", got \"medusa\""));
+              HasSubstr("speculative: must be \"none\", \"prompt-lookup\" or \"draft\", got \"medusa\""));
   options.speculative = "prompt-lookup";
   options.num_speculative_tokens = 9;
   engine = Engine::Create(options);
@@ -557,6 +557,92 @@ TEST(SpeculativeEngineTest, SeededSampledStreamsAreTheSame) {
   }
   EXPECT_GE(same, 11);
   EXPECT_GT(spec->stats().accepted_draft_tokens, 30);
+}
+
+// ---- A draft model ----
+
+// The demo model as its own draft: the same tokenizer, and its greedy drafts
+// are the target's own greedy choices, so nearly every draft is accepted and
+// the output must be the plain one, greedy and seeded, alone and batched.
+std::unique_ptr<Engine> DraftEngine(int k = 0) {
+  EngineOptions options;
+  options.max_prefill_tokens = 32;
+  options.speculative = "draft";
+  options.draft_model = STREAMGEN_DEMO_MODEL_DIR;
+  options.num_speculative_tokens = k;
+  options.speculative_max_batch = 16;
+  return MakeEngine(STREAMGEN_DEMO_MODEL_DIR, options);
+}
+
+TEST(DraftModelTest, OutputIsThePlainOutput) {
+  auto plain = DemoEngine(false);
+  auto spec = DraftEngine();
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(spec, nullptr);
+  std::vector<GenerationRequest> requests;
+  for (const char* text : {"The committee said that the new plan", "In the morning the men",
+                           "She had never seen the city so"}) {
+    GenerationRequest r;
+    r.prompt_token_ids = plain->Tokenize(text, true);
+    r.max_new_tokens = 30;
+    r.ignore_eos = true;
+    r.top_logprobs = 2;
+    requests.push_back(r);
+    r.sampling.temperature = 0.8f;
+    r.sampling.seed = 5;
+    requests.push_back(r);
+  }
+  std::vector<Outcome> want;
+  for (const auto& r : requests) want.push_back(Generate(plain.get(), r));
+  // The greedy requests (even indices) first: nearly all their drafts pass.
+  for (size_t i = 0; i < requests.size(); i += 2) {
+    EXPECT_EQ(Generate(spec.get(), requests[i]).ids, want[i].ids) << "request " << i;
+  }
+  const EngineStats greedy = spec->stats();
+  EXPECT_GT(greedy.draft_tokens, 30);
+  EXPECT_GT(greedy.accepted_draft_tokens, greedy.draft_tokens * 9 / 10);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const Outcome got = Generate(spec.get(), requests[i]);
+    EXPECT_EQ(got.ids, want[i].ids) << "request " << i;
+    ASSERT_EQ(got.logprobs.size(), want[i].logprobs.size());
+    for (size_t j = 0; j < got.logprobs.size(); ++j) {
+      EXPECT_NEAR(got.logprobs[j], want[i].logprobs[j], 1e-4) << i << ", token " << j;
+    }
+  }
+  const EngineStats alone = spec->stats();
+  // All at once.
+  std::vector<std::unique_ptr<Collector>> collectors;
+  for (const auto& r : requests) {
+    collectors.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(spec->Submit(r, collectors.back()->Sink()).ok());
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    collectors[i]->Wait();
+    EXPECT_EQ(collectors[i]->ids, want[i].ids) << "batched request " << i;
+  }
+  EXPECT_GT(spec->stats().accepted_draft_tokens, alone.accepted_draft_tokens);
+  WaitUntilIdle(spec.get());
+  EXPECT_EQ(spec->stats().kv_blocks_used, 0);
+}
+
+TEST(DraftModelTest, RefusesADraftWithAnotherTokenizer) {
+  EngineOptions options;
+  options.model_dir = STREAMGEN_DEMO_MODEL_DIR;
+  options.speculative = "draft";
+  options.draft_model = STREAMGEN_TINY_MODEL_DIR;
+  auto engine = Engine::Create(options);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_THAT(engine.status().message(), HasSubstr("draft model " STREAMGEN_TINY_MODEL_DIR ": "));
+  EXPECT_THAT(engine.status().message(),
+              HasSubstr("a draft must share the target's tokenizer"));
+  options.draft_model = "";
+  engine = Engine::Create(options);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_THAT(engine.status().message(),
+              HasSubstr("draft_model: a draft model directory goes with speculative \"draft\""));
+  options.speculative = "prompt-lookup";
+  options.draft_model = STREAMGEN_DEMO_MODEL_DIR;
+  EXPECT_FALSE(Engine::Create(options).ok());
 }
 
 TEST(SpeculativeEngineTest, StepsAsideWhenTheBatchIsLarge) {
