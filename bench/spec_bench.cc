@@ -5,6 +5,7 @@
 //
 //   streamgen-bench-spec [--model DIR] [--threads 0] [--new-tokens 128]
 //       [--rounds 3] [--streams 1,4,16] [--speculative-max-batch 16]
+//       [--draft-model DIR]   # also --speculative draft
 //
 // Workloads (text prompts, the demo model's tokenizer):
 //   copy:  text the model is asked to repeat; the demo model (3M parameters)
@@ -36,6 +37,9 @@ ABSL_FLAG(std::string, streams, "1,16", "comma-separated concurrent request coun
 ABSL_FLAG(int, speculative_max_batch, 4,
           "EngineOptions::speculative_max_batch of the prompt-lookup engine");
 ABSL_FLAG(int, num_speculative_tokens, 0, "0: adaptive");
+ABSL_FLAG(std::string, draft_model, "",
+          "also measure --speculative draft with this draft model (e.g. "
+          "build/models/demo-brown-draft, tools/demo_model/train_draft.sh)");
 
 namespace {
 
@@ -75,6 +79,7 @@ Figure Measure(const std::string& speculative, const std::vector<std::string>& p
   options.threads = absl::GetFlag(FLAGS_threads);
   options.max_batch = std::max(16, streams);
   options.speculative = speculative;
+  if (speculative == "draft") options.draft_model = absl::GetFlag(FLAGS_draft_model);
   options.speculative_max_batch = absl::GetFlag(FLAGS_speculative_max_batch);
   options.num_speculative_tokens = absl::GetFlag(FLAGS_num_speculative_tokens);
   auto engine = streamgen::Engine::Create(options);
@@ -143,31 +148,33 @@ int main(int argc, char** argv) {
   std::string json = "{";
   for (const auto& [name, prompts] : Workloads()) {
     for (int streams : stream_counts) {
-      double plain = 0, spec = 0;
-      Figure last;
-      for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
-        plain += Measure("none", prompts, streams).tokens_per_s;
-        last = Measure("prompt-lookup", prompts, streams);
-        spec += last.tokens_per_s;
-      }
+      std::vector<std::string> modes = {"none", "prompt-lookup"};
+      if (!absl::GetFlag(FLAGS_draft_model).empty()) modes.push_back("draft");
+      std::vector<double> mean(modes.size(), 0);
+      std::vector<Figure> last(modes.size());
       const int rounds = absl::GetFlag(FLAGS_rounds);
-      plain /= rounds;
-      spec /= rounds;
-      const double acceptance = last.drafts > 0 ? double(last.accepted) / last.drafts : 0;
-      std::printf(
-          "%-5s streams %2d: none %7.1f tok/s, prompt-lookup %7.1f tok/s (x%.2f); "
-          "drafts accepted %lld/%lld (%.0f%%), %lld steps\n",
-          name.c_str(), streams, plain, spec, spec / plain, static_cast<long long>(last.accepted),
-          static_cast<long long>(last.drafts), 100 * acceptance,
-          static_cast<long long>(last.steps));
-      std::fflush(stdout);
+      for (int round = 0; round < rounds; ++round) {
+        for (size_t m = 0; m < modes.size(); ++m) {
+          last[m] = Measure(modes[m], prompts, streams);
+          mean[m] += last[m].tokens_per_s / rounds;
+        }
+      }
+      std::printf("%-5s streams %2d: none %7.1f tok/s", name.c_str(), streams, mean[0]);
       if (json.size() > 1) json += ",";
-      char entry[256];
-      std::snprintf(entry, sizeof entry,
-                    "\"%s_%d\":{\"none\":%.1f,\"prompt_lookup\":%.1f,\"ratio\":%.3f,"
-                    "\"acceptance\":%.3f}",
-                    name.c_str(), streams, plain, spec, spec / plain, acceptance);
-      json += entry;
+      json += "\"" + name + "_" + std::to_string(streams) + "\":{\"none\":" + std::to_string(mean[0]);
+      for (size_t m = 1; m < modes.size(); ++m) {
+        const Figure& f = last[m];
+        const double acceptance = f.drafts > 0 ? double(f.accepted) / f.drafts : 0;
+        std::printf("; %s %7.1f tok/s (x%.2f), accepted %lld/%lld (%.0f%%), %lld steps",
+                    modes[m].c_str(), mean[m], mean[m] / mean[0],
+                    static_cast<long long>(f.accepted), static_cast<long long>(f.drafts),
+                    100 * acceptance, static_cast<long long>(f.steps));
+        json += ",\"" + modes[m] + "\":" + std::to_string(mean[m]) + ",\"" + modes[m] +
+                "_acceptance\":" + std::to_string(acceptance);
+      }
+      json += "}";
+      std::printf("\n");
+      std::fflush(stdout);
     }
   }
   std::printf("%s}\n", json.c_str());
