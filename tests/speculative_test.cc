@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/engine.h"
+#include "engine/model_builder.h"
 #include "engine/scheduler.h"
 #include "engine/speculative.h"
 #include "tests/engine_test_util.h"
@@ -623,6 +624,47 @@ TEST(DraftModelTest, OutputIsThePlainOutput) {
   EXPECT_GT(spec->stats().accepted_draft_tokens, alone.accepted_draft_tokens);
   WaitUntilIdle(spec.get());
   EXPECT_EQ(spec->stats().kv_blocks_used, 0);
+}
+
+// The draft's own cache: drafts proposed after a rejection (its cache then
+// holds positions whose tokens the sequence does not have) equal those of a
+// fresh draft model fed the sequence from scratch.
+TEST(DraftModelTest, RejectedPositionsAreDroppedFromItsCache) {
+  EngineOptions options;
+  options.model_dir = STREAMGEN_DEMO_MODEL_DIR;
+  ModelOptions model_options;  // float32 on the CPU
+  auto target = LlamaModel::Load(STREAMGEN_DEMO_MODEL_DIR, model_options);
+  ASSERT_TRUE(target.ok()) << target.status();
+  auto tokenizer = LoadModelTokenizer(options, (*target)->config());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto load = [&] {
+    auto d = DraftModel::Load(STREAMGEN_DEMO_MODEL_DIR, model_options, **tokenizer,
+                              (*target)->config(), 64, 4);
+    EXPECT_TRUE(d.ok()) << d.status();
+    return d.ok() ? std::move(*d) : nullptr;
+  };
+  auto warm = load();
+  ASSERT_NE(warm, nullptr);
+  const int vocab = (*tokenizer)->piece_count();
+  std::vector<int> tokens = (*tokenizer)->Encode("In the morning the men went out");
+  tokens.insert(tokens.begin(), 1);
+  std::vector<int> drafts;
+  warm->Propose({DraftModel::Request{7, &tokens, 5, &drafts}}, vocab);
+  ASSERT_EQ(drafts.size(), 5u);
+  // The target took 2 drafts, then chose another token than the third.
+  tokens.insert(tokens.end(), drafts.begin(), drafts.begin() + 2);
+  tokens.push_back(drafts[2] == 100 ? 101 : 100);
+  std::vector<int> again;
+  warm->Propose({DraftModel::Request{7, &tokens, 4, &again}}, vocab);
+  auto fresh = load();
+  ASSERT_NE(fresh, nullptr);
+  std::vector<int> want;
+  fresh->Propose({DraftModel::Request{7, &tokens, 4, &want}}, vocab);
+  EXPECT_EQ(again, want);
+  ASSERT_EQ(want.size(), 4u);
+  // Removing the sequence gives every block back.
+  warm->Remove(7);
+  EXPECT_EQ(warm->num_free_blocks(), 64);
 }
 
 TEST(DraftModelTest, RefusesADraftWithAnotherTokenizer) {
