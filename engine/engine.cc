@@ -31,6 +31,7 @@
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/thread_governor.h"
+#include "engine/speculative.h"
 #include "common/status.h"
 #include "engine/text/stop_matcher.h"
 #include "engine/text/tokenizer.h"
@@ -98,6 +99,10 @@ struct Sequence {
   Clock::time_point admitted;  // first prefill chunk
   Clock::time_point first_token;
   double prefill_ms = 0;
+  // Speculative decoding: the drafts proposed for the next step, and how
+  // many to propose (adapted to this sequence's acceptance).
+  std::vector<int> drafts;
+  std::unique_ptr<DraftLength> draft_length;
 };
 
 }  // namespace
@@ -106,7 +111,8 @@ class Engine::Impl {
  public:
   Impl(EngineOptions options, std::unique_ptr<LlamaModel> model,
        std::unique_ptr<Tokenizer> tokenizer, ModelInfo info, SchedulerOptions scheduling,
-       std::shared_ptr<const TokenVocabulary> vocabulary)
+       std::shared_ptr<const TokenVocabulary> vocabulary,
+       std::unique_ptr<DraftModel> draft = nullptr)
       : options_(std::move(options)),
         model_(std::move(model)),
         tokenizer_(std::move(tokenizer)),
@@ -114,8 +120,10 @@ class Engine::Impl {
         constraints_(kConstraintCacheSize, std::move(vocabulary), CompileConstraint),
         paused_(options_.start_paused),
         scheduler_(scheduling),
-        pool_(model_->NewKvPool(scheduling.num_blocks, scheduling.block_size)) {
+        pool_(model_->NewKvPool(scheduling.num_blocks, scheduling.block_size)),
+        draft_(std::move(draft)) {
     valid_vocab_ = std::min(tokenizer_->piece_count(), model_->config().vocab_size);
+    speculate_ = options_.speculative == "prompt-lookup" || draft_ != nullptr;
     stats_.kv_blocks_total = scheduling.num_blocks;
   }
   ~Impl() { Shutdown(); }
@@ -220,6 +228,13 @@ class Engine::Impl {
   bool TakeWork();
   // Runs one scheduled iteration: prefill chunks and decodes in one model step.
   void RunStep(const SchedulerStep& step);
+  // Speculation, before Schedule(): drafts for the sequences that decode next
+  // (none while more than speculative_max_batch decode), told to the scheduler.
+  void ProposeDrafts();
+  // Speculation, after the step: verifies the drafts of `seq` against its
+  // chunk's logits rows [k + 1, vocab] (the first `granted` drafts were
+  // planned), emits the accepted tokens and the next one, rolls back the rest.
+  void VerifySequence(Sequence* seq, const torch::Tensor& rows, int granted);
   // Takes a sampled token: emits its text and decides whether `seq` is done.
   void HandleToken(Sequence* seq, const TokenInfo& token);
   void Finish(Sequence* seq, FinishReason reason, std::string text, std::vector<TokenInfo> tokens,
@@ -240,6 +255,7 @@ class Engine::Impl {
   const ModelInfo info_;
   int valid_vocab_ = 0;
   mutable ConstraintCache constraints_;  // thread-safe
+  bool speculate_ = false;  // options_.speculative is "prompt-lookup" or "draft"
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -256,6 +272,7 @@ class Engine::Impl {
   // Loop thread only:
   Scheduler scheduler_;
   KvPool pool_;
+  std::unique_ptr<DraftModel> draft_;  // speculative "draft" only
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   std::mutex join_mu_;
   std::thread loop_;
@@ -357,6 +374,7 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& r, const std::vecto
 absl::Status Engine::Impl::PrepareStreamState(Sequence* seq) const {
   const GenerationRequest& r = seq->request;
   seq->rng = std::make_unique<SequenceRng>(seq->seed);
+  seq->draft_length = std::make_unique<DraftLength>(options_.num_speculative_tokens);
   seq->detokenizer = std::make_unique<IncrementalDetokenizer>(tokenizer_.get(), seq->prompt_ids);
   seq->stop_matcher = std::make_unique<StopMatcher>(r.stop);
   // The state an uninterrupted stream had after these tokens: one uniform per
@@ -571,6 +589,7 @@ void Engine::Impl::Finish(Sequence* seq, FinishReason reason, std::string text,
   // sequence and its freed KV blocks (a TSan-slowed engine thread once lost
   // that race in LifecycleTest.MetricsOverHttp).
   scheduler_.Remove(seq->id);  // frees its KV blocks now
+  if (draft_ != nullptr) draft_->Remove(seq->id);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (seq->index == 0) {  // requests, not choices: as submitted counts them
@@ -633,30 +652,45 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
   int64_t prefilled = 0;
   std::vector<SeqChunk> chunks;
   std::vector<Sequence*> chunk_seqs;
-  std::vector<int64_t> sample_rows;  // chunks whose logits are sampled
+  std::vector<int64_t> sample_rows;  // logits rows sampled (plain decodes, last prefill chunks)
+  std::vector<Sequence*> seqs;       // their sequences
+  std::vector<std::pair<size_t, int64_t>> verify;  // speculative decodes: (chunk, first row)
+  int64_t logit_rows = 0;  // rows of Step's logits so far (all_logits chunks have several)
   for (const ScheduledPrefill& p : step.prefills) {
     Sequence* seq = sequences_.at(p.id).get();
     if (seq->admitted == Clock::time_point()) seq->admitted = Clock::now();
-    if (p.last_chunk) sample_rows.push_back(static_cast<int64_t>(chunks.size()));
+    if (p.last_chunk) {
+      sample_rows.push_back(logit_rows);
+      seqs.push_back(seq);
+    }
     chunks.push_back(SeqChunk{std::vector<int>(seq->tokens.begin() + p.start,
                                                seq->tokens.begin() + p.start + p.length),
                               p.start, &scheduler_.BlockTable(p.id)});
     chunk_seqs.push_back(seq);
     prefilled += p.length;
+    logit_rows++;
   }
-  for (uint64_t id : step.decodes) {
+  for (size_t i = 0; i < step.decodes.size(); ++i) {
+    const uint64_t id = step.decodes[i];
     Sequence* seq = sequences_.at(id).get();
-    sample_rows.push_back(static_cast<int64_t>(chunks.size()));
-    chunks.push_back(SeqChunk{{seq->tokens.back()},
-                              static_cast<int64_t>(seq->tokens.size()) - 1,
-                              &scheduler_.BlockTable(id)});
+    SeqChunk chunk{{seq->tokens.back()}, static_cast<int64_t>(seq->tokens.size()) - 1,
+                   &scheduler_.BlockTable(id)};
+    const int granted = step.decode_drafts.empty() ? 0 : step.decode_drafts[i];
+    if (granted > 0) {  // [newest token, d1 .. dg], logits for every row
+      chunk.tokens.insert(chunk.tokens.end(), seq->drafts.begin(), seq->drafts.begin() + granted);
+      chunk.all_logits = true;
+      verify.emplace_back(chunks.size(), logit_rows);
+      logit_rows += granted + 1;
+    } else {
+      sample_rows.push_back(logit_rows++);
+      seqs.push_back(seq);
+    }
+    chunks.push_back(std::move(chunk));
     chunk_seqs.push_back(seq);
   }
   if (chunks.empty()) return;
-  std::vector<Sequence*> sampled;
-  for (int64_t r : sample_rows) sampled.push_back(chunk_seqs[r]);
-  std::future<void> masks = StartMasks(sampled);
-  torch::Tensor logits;  // [chunks, vocab]
+  std::future<void> masks = StartMasks(seqs);  // the constrained among the sampled rows
+  torch::Tensor logits;  // [logit_rows, vocab]
   try {
     logits = model_->Step(chunks, &pool_);
   } catch (...) {
@@ -668,30 +702,93 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.prefill_tokens += prefilled;
   }
-  if (sample_rows.empty()) return;
-  // n > 1: choices forked off a prompt prefilled just now sample from its row.
-  std::vector<Sequence*> row_seqs;
-  for (int64_t r : sample_rows) row_seqs.push_back(chunk_seqs[r]);
-  const size_t own_rows = row_seqs.size();
-  for (size_t k = 0; k < own_rows; ++k) {
-    for (Sequence* fork : ForkChoices(row_seqs[k])) {
-      sample_rows.push_back(sample_rows[k]);
-      row_seqs.push_back(fork);
+  if (!sample_rows.empty()) {
+    // n > 1: choices forked off a prompt prefilled just now sample from its row.
+    const size_t own_rows = seqs.size();
+    for (size_t k = 0; k < own_rows; ++k) {
+      for (Sequence* fork : ForkChoices(seqs[k])) {
+        sample_rows.push_back(sample_rows[k]);
+        seqs.push_back(fork);
+      }
+    }
+    bool identity = static_cast<int64_t>(sample_rows.size()) == logits.size(0);
+    for (size_t r = 0; identity && r < sample_rows.size(); ++r) {
+      identity = sample_rows[r] == static_cast<int64_t>(r);
+    }
+    torch::Tensor sampled = logits;
+    if (!identity) sampled = logits.index_select(0, torch::tensor(sample_rows).to(logits.device()));
+    std::vector<SampleInput> rows;
+    for (Sequence* s : seqs) {
+      rows.push_back(SampleInput{&s->request.sampling, &s->prompt_ids, &s->output_ids,
+                                 s->rng.get(), s->request.top_logprobs,
+                                 s->constraint ? s->constraint->mask.data() : nullptr});
+    }
+    std::vector<TokenInfo> picked = SampleBatch(sampled, rows, valid_vocab_);
+    for (size_t i = 0; i < seqs.size(); ++i) HandleToken(seqs[i], picked[i]);
+  }
+  for (const auto& [ci, row0] : verify) {
+    const int granted = static_cast<int>(chunks[ci].tokens.size()) - 1;
+    VerifySequence(chunk_seqs[ci], logits.narrow(0, row0, granted + 1), granted);
+  }
+}
+
+// ---- Speculative decoding (engine/speculative.h) ----
+
+void Engine::Impl::ProposeDrafts() {
+  if (!speculate_) return;
+  std::vector<Sequence*> decoding;
+  for (auto& [id, s] : sequences_) {
+    s->drafts.clear();
+    if (s->finished || scheduler_.StateOf(id) != Scheduler::State::kDecoding) continue;
+    // A constrained sequence decodes one token a step: its matcher and mask
+    // would have to follow every accepted draft.
+    if (s->constraint != nullptr) continue;
+    if (scheduler_.CachedTokens(id) != scheduler_.KnownTokens(id) - 1) continue;
+    decoding.push_back(s.get());
+  }
+  // Batched steps are compute-bound: extra rows would cost more than they save.
+  if (static_cast<int>(decoding.size()) > options_.speculative_max_batch) return;
+  const int context = model_->config().max_position_embeddings;
+  std::vector<DraftModel::Request> requests;
+  for (Sequence* s : decoding) {
+    // The verify chunk's positions end at tokens.size() - 1 + k, inside the
+    // context; 1 + k within max_new_tokens (the scheduler keeps that too, but
+    // a draft model's tokens cost a step each).
+    const int left = s->max_new_tokens - static_cast<int>(s->output_ids.size()) - 1;
+    const int k = std::min({s->draft_length->k(), context - static_cast<int>(s->tokens.size()), left});
+    if (k < 1) continue;
+    if (draft_ != nullptr) {
+      requests.push_back(DraftModel::Request{s->id, &s->tokens, k, &s->drafts});
+    } else {
+      s->drafts = ProposePromptLookup(s->tokens, k);
     }
   }
-  if (sample_rows.size() != chunks.size() || sample_rows.size() != own_rows) {
-    logits = logits.index_select(0, torch::tensor(sample_rows).to(logits.device()));
+  if (!requests.empty()) draft_->Propose(requests, valid_vocab_);
+  for (Sequence* s : decoding) {
+    if (!s->drafts.empty()) scheduler_.ProposeDraftTokens(s->id, static_cast<int>(s->drafts.size()));
   }
-  std::vector<SampleInput> rows;
-  std::vector<Sequence*> seqs;
-  for (Sequence* s : row_seqs) {
-    rows.push_back(SampleInput{&s->request.sampling, &s->prompt_ids, &s->output_ids, s->rng.get(),
-                               s->request.top_logprobs,
-                               s->constraint ? s->constraint->mask.data() : nullptr});
-    seqs.push_back(s);
+}
+
+void Engine::Impl::VerifySequence(Sequence* seq, const torch::Tensor& rows, int granted) {
+  seq->drafts.resize(granted);
+  const SampleInput input{&seq->request.sampling, &seq->prompt_ids, &seq->output_ids,
+                          seq->rng.get(), seq->request.top_logprobs};
+  VerifyResult verified = VerifyDrafts(rows, seq->drafts, input, valid_vocab_);
+  seq->draft_length->Update(granted, verified.accepted);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.draft_tokens += granted;
+    stats_.accepted_draft_tokens += verified.accepted;
   }
-  std::vector<TokenInfo> picked = SampleBatch(logits, rows, valid_vocab_);
-  for (size_t i = 0; i < seqs.size(); ++i) HandleToken(seqs[i], picked[i]);
+  // One event per token, as without speculation: an EOS, a stop string or
+  // max_new_tokens among them finishes the stream there, and the rest are
+  // dropped (Finish frees the sequence's blocks, rejected ones included).
+  for (const TokenInfo& token : verified.tokens) {
+    HandleToken(seq, token);
+    if (seq->finished) return;
+  }
+  scheduler_.RollBack(seq->id);
+  seq->drafts.clear();
 }
 
 void Engine::Impl::FailAll(const std::string& what) {
@@ -786,6 +883,7 @@ void Engine::Impl::Loop() {
     const Clock::time_point wall_start = Clock::now();
     const double cpu_start = ProcessCpuMs();
     try {
+      ProposeDrafts();
       RunStep(scheduler_.Schedule());
     } catch (const c10::Error& e) {
       FailAll(e.what_without_backtrace());
@@ -818,10 +916,20 @@ static absl::StatusOr<std::unique_ptr<Engine::Impl>> BuildImpl(const EngineOptio
                                                                const ModelOptions& model_options) {
   SG_ASSIGN_OR_RETURN(BuiltModel built, BuildModel(options, model_options));
   const int64_t blocks = built.scheduling.num_blocks;
+  std::unique_ptr<DraftModel> draft;
+  if (!options.draft_model.empty()) {
+    // As many blocks as the target's pool: a sequence's draft cache never
+    // holds more than its target cache plus the drafts of one step.
+    SG_ASSIGN_OR_RETURN(draft, DraftModel::Load(options.draft_model, model_options,
+                                                *built.tokenizer, built.model->config(),
+                                                built.scheduling.num_blocks + options.max_batch,
+                                                built.scheduling.block_size));
+  }
   try {
     return std::make_unique<Engine::Impl>(options, std::move(built.model),
                                           std::move(built.tokenizer), std::move(built.info),
-                                          built.scheduling, std::move(built.vocabulary));
+                                          built.scheduling, std::move(built.vocabulary),
+                                          std::move(draft));
   } catch (const c10::Error& e) {  // e.g. out of memory for the KV pool
     return absl::ResourceExhaustedError(
         absl::StrCat("allocating the KV cache (", blocks, " blocks): ", e.what_without_backtrace()));
@@ -843,6 +951,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   }
   if (options.kv_cache_blocks < 0) {
     return absl::InvalidArgumentError("kv_cache_blocks: must not be negative");
+  }
+  if (options.speculative != "none" && options.speculative != "prompt-lookup" &&
+      options.speculative != "draft") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("speculative: must be \"none\", \"prompt-lookup\" or \"draft\", got \"",
+                     options.speculative, "\""));
+  }
+  if ((options.speculative == "draft") != !options.draft_model.empty()) {
+    return absl::InvalidArgumentError(
+        "draft_model: a draft model directory goes with speculative \"draft\", and only with it");
+  }
+  if (options.num_speculative_tokens < 0 || options.num_speculative_tokens > kMaxDraftTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("num_speculative_tokens: must be in [0, ",
+                                                   kMaxDraftTokens, "], got ",
+                                                   options.num_speculative_tokens));
   }
   // The loop thread owns the device from the start: it loads the model, then
   // runs the loop. Measured reason: once a second thread has run OpenMP

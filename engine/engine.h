@@ -54,6 +54,18 @@ struct EngineOptions {
   int max_stop_strings = 16;          // per request
   int max_stop_string_bytes = 256;    // per stop string
   bool start_paused = false;          // test hook: the loop waits for Resume()/Step()
+  // Speculative decoding (engine/speculative.h; docs/serving.md): "none",
+  // "prompt-lookup" (drafts are the tokens that followed the latest earlier
+  // match of the last 1-3 tokens in prompt + output) or "draft" (a smaller
+  // model with the same tokenizer, draft_model, drafts greedily). Output is
+  // unchanged: greedy token for token, sampled by the same draws.
+  std::string speculative = "none";
+  std::string draft_model;            // with speculative "draft": its directory (HF layout)
+  int num_speculative_tokens = 0;     // drafts per step; 0: adaptive, in [1, 8] per sequence
+  // Speculation steps aside while more sequences than this decode in one
+  // step: a batched step is compute-bound, and extra rows cost more than
+  // they save (bench/README.md, "Speculative decoding").
+  int speculative_max_batch = 4;
 };
 
 // Memory left out of the KV pool with gpu_memory_fraction, for the step's
@@ -117,6 +129,8 @@ struct EngineStats {
   int64_t forked_choices = 0;        // n > 1 choices forked off a prefilled prompt (no prefill of their own)
   int64_t constraint_compiles = 0;   // constraints compiled (ConstraintCache misses that compiled)
   int64_t constraint_cache_hits = 0; // requests whose constraint was compiled already
+  int64_t draft_tokens = 0;          // speculative drafts verified
+  int64_t accepted_draft_tokens = 0; // of them, accepted
 };
 
 // Whether this CPU has native bfloat16 dot products (x86 AVX512-BF16), without

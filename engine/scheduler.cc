@@ -126,6 +126,7 @@ SchedulerStep Scheduler::Schedule() {
   SchedulerStep step;
   PlanDecodes(step);
   PlanPrefills(step);
+  for (auto& [id, seq] : sequences_) seq.drafts = 0;
   return step;
 }
 
@@ -157,6 +158,36 @@ void Scheduler::PlanDecodes(SchedulerStep& step) {
     ++seq.cached;
     step.decodes.push_back(id);
   }
+  // Drafts take only the blocks left after every plain decode (a draft must
+  // never make a decode preempt), oldest first.
+  for (uint64_t id : step.decodes) step.decode_drafts.push_back(PlanDrafts(id, sequences_.at(id)));
+}
+
+int Scheduler::PlanDrafts(uint64_t id, Sequence& seq) {
+  // 1 + g new tokens at most: never past max_new_tokens.
+  const int left = seq.prompt_tokens + seq.max_new_tokens - seq.known;
+  int g = std::min(seq.drafts, left - 1);
+  const int have = static_cast<int>(kv_.BlockTable(id).size());
+  const int spare = UnreservedFreeBlocks();
+  while (g > 0 && kv_.BlocksFor(seq.cached + g) - have > spare) --g;
+  if (g <= 0) return 0;
+  kv_.AllocateSlots(id, seq.cached + g);
+  seq.cached += g;
+  return g;
+}
+
+void Scheduler::ProposeDraftTokens(uint64_t id, int k) {
+  auto it = sequences_.find(id);
+  if (it != sequences_.end()) it->second.drafts = std::max(k, 0);
+}
+
+void Scheduler::RollBack(uint64_t id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return;
+  Sequence& seq = it->second;
+  if (seq.state != State::kDecoding || seq.cached <= seq.known - 1) return;
+  seq.cached = seq.known - 1;
+  kv_.TruncateSlots(id, seq.cached);
 }
 
 void Scheduler::PlanPrefills(SchedulerStep& step) {
@@ -233,7 +264,9 @@ void Scheduler::OnTokenAppended(uint64_t id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;
   Sequence& seq = it->second;
-  const bool expects_token = seq.state == State::kDecoding && seq.cached == seq.known;
+  // cached == known after a plain decode; up to known + g after a speculative
+  // one whose drafts are being accepted (RollBack follows).
+  const bool expects_token = seq.state == State::kDecoding && seq.cached >= seq.known;
   assert(expects_token && "OnTokenAppended for a sequence that has no token to receive");
   if (expects_token) ++seq.known;
 }

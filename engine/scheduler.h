@@ -46,6 +46,17 @@
 // A sequence whose generated tokens reached max_new_tokens is not decoded
 // again: the engine is expected to Remove() it.
 //
+// Speculative decoding (engine/speculative.h): before Schedule() the engine
+// may ProposeDraftTokens(id, k) for a decoding sequence. Its decode then
+// covers 1 + g positions [known - 1, known - 1 + g] in one chunk (the newest
+// token and g drafts), where g <= k is what fits: never past max_new_tokens
+// (1 + g new tokens at most) and only into free blocks not reserved by
+// prefills (speculation never preempts; its first position follows rule 1 as
+// any decode). SchedulerStep::decode_drafts says g. The engine then appends
+// the tokens it accepted (OnTokenAppended, 1 to g + 1 of them) and calls
+// RollBack(id): the positions of rejected drafts stop counting as cached
+// (cached = known - 1) and the blocks beyond are freed.
+//
 // Prefix caching (options.prefix_caching, and Add() given the prompt's ids):
 // admitted sequences share the published full prompt blocks that match their
 // prompt from the start, and publish their own; cached blocks that no sequence
@@ -91,6 +102,9 @@ struct SchedulerStep {
   // Sequences that decode one token this iteration: the input is their last
   // known token, at position known - 1 (== CachedTokens(id) - 1 after Schedule).
   std::vector<uint64_t> decodes;
+  // Parallel to `decodes`: draft tokens planned after the input token (0: a
+  // plain decode; g > 0: positions known - 1 .. known - 1 + g, see above).
+  std::vector<int> decode_drafts;
 };
 
 // Not thread-safe: owned by the engine's loop thread.
@@ -142,7 +156,17 @@ class Scheduler {
   // The engine appended a sampled token to `id` (after its last_chunk prefill
   // or a decode): known grows by one. Ignored for an unknown id or a sequence
   // that has no token to receive (debug builds assert on the latter).
+  // With speculation, up to 1 + g tokens follow one decode (see above).
   void OnTokenAppended(uint64_t id);
+
+  // Speculation (see above): the next Schedule() may plan up to k (>= 0)
+  // draft positions after the decode of `id`. Reset by every Schedule().
+  // Unknown id: no-op.
+  void ProposeDraftTokens(uint64_t id, int k);
+  // After a speculative decode and the appends of its accepted tokens: the
+  // positions past known - 1 are dropped from the cache and their blocks
+  // freed. No-op for an unknown id or one with nothing to roll back.
+  void RollBack(uint64_t id);
 
   // Block ids holding positions [0, CachedTokens(id)) of `id`, in order; empty
   // for an unknown id. Valid until the next Schedule() or Remove().
@@ -173,12 +197,16 @@ class Scheduler {
     int max_new_tokens = 0;
     int known = 0;
     int cached = 0;
+    int drafts = 0;  // ProposeDraftTokens for the next Schedule()
     State state = State::kWaiting;
   };
 
   // Free blocks minus those reserved by running prefills.
   int UnreservedFreeBlocks() const;
   void PlanDecodes(SchedulerStep& step);
+  // The draft positions of a planned decode of `id` (see ProposeDraftTokens):
+  // allocates them and returns how many.
+  int PlanDrafts(uint64_t id, Sequence& seq);
   void PlanPrefills(SchedulerStep& step);
   // Plans the next chunk of `id` within `budget`; returns its length.
   int PlanChunk(uint64_t id, Sequence& seq, int budget, SchedulerStep& step);

@@ -56,6 +56,20 @@ ABSL_FLAG(int, max_prefill_tokens, 128,
           "(time to first token, inter-token) under load; larger: fewer, bigger prefill steps "
           "(more efficient on GPUs, where 512 or more is usual). See bench/README.md.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV-cache block.");
+ABSL_FLAG(std::string, speculative, "none",
+          "Speculative decoding: none; prompt-lookup (drafts are the tokens that followed the "
+          "latest earlier match of the last 1-3 tokens of prompt + output); or draft (a smaller "
+          "model with the same tokenizer, --draft-model, drafts greedily). Drafts are verified in "
+          "one step; the output is unchanged (docs/serving.md).");
+ABSL_FLAG(std::string, draft_model, "",
+          "With --speculative draft: the draft model's directory (Hugging Face layout, the "
+          "target's tokenizer).");
+ABSL_FLAG(int, num_speculative_tokens, 0,
+          "Draft tokens verified per step and sequence, 1-8; 0: adaptive per sequence (grows "
+          "while drafts are accepted, shrinks on rejections).");
+ABSL_FLAG(int, speculative_max_batch, 4,
+          "Speculation steps aside while more sequences than this decode together (a batched "
+          "step is compute-bound; bench/README.md).");
 ABSL_FLAG(bool, enable_prefix_caching, false,
           "Share the KV blocks of identical prompt prefixes (whole blocks) between requests, "
           "e.g. a common system prompt: their prefill is skipped.");
@@ -178,6 +192,10 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   engine.kv_cache_bytes = *kv_bytes;
   engine.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   engine.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  engine.speculative = absl::GetFlag(FLAGS_speculative);
+  engine.draft_model = absl::GetFlag(FLAGS_draft_model);
+  engine.num_speculative_tokens = absl::GetFlag(FLAGS_num_speculative_tokens);
+  engine.speculative_max_batch = absl::GetFlag(FLAGS_speculative_max_batch);
   if (engine.gpu_memory_fraction != 0 &&
       !(engine.gpu_memory_fraction > 0 && engine.gpu_memory_fraction <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat(

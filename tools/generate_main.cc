@@ -49,6 +49,20 @@ ABSL_FLAG(std::string, quantization, "none",
           "weight-only quantization: none or int8 (CPU only; activations stay in --dtype)");
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0: $OMP_NUM_THREADS if set, else the CPUs this process may use: affinity and cgroup quota");
 ABSL_FLAG(bool, json, false, "print one JSON object when done instead of streaming text");
+ABSL_FLAG(std::string, speculative, "none",
+          "Speculative decoding: none; prompt-lookup (drafts are the tokens that followed the "
+          "latest earlier match of the last 1-3 tokens of prompt + output); or draft (a smaller "
+          "model with the same tokenizer, --draft-model, drafts greedily). Drafts are verified in "
+          "one step; the output is unchanged (docs/serving.md).");
+ABSL_FLAG(std::string, draft_model, "",
+          "With --speculative draft: the draft model's directory (Hugging Face layout, the "
+          "target's tokenizer).");
+ABSL_FLAG(int, num_speculative_tokens, 0,
+          "Draft tokens verified per step and sequence, 1-8; 0: adaptive per sequence (grows "
+          "while drafts are accepted, shrinks on rejections).");
+ABSL_FLAG(int, speculative_max_batch, 4,
+          "Speculation steps aside while more sequences than this decode together (a batched "
+          "step is compute-bound; bench/README.md).");
 
 namespace {
 
@@ -122,6 +136,10 @@ int main(int argc, char** argv) {
   options.quantization = absl::GetFlag(FLAGS_quantization);
   options.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.speculative = absl::GetFlag(FLAGS_speculative);
+  options.draft_model = absl::GetFlag(FLAGS_draft_model);
+  options.num_speculative_tokens = absl::GetFlag(FLAGS_num_speculative_tokens);
+  options.speculative_max_batch = absl::GetFlag(FLAGS_speculative_max_batch);
   if (options.model_dir.empty()) return Fail("--model is required");
   auto engine = streamgen::Engine::Create(options);
   if (!engine.ok()) return Fail(std::string(engine.status().message()));

@@ -66,6 +66,23 @@ void KvCacheManager::AllocateSlots(uint64_t id, int64_t tokens) {
   while (static_cast<int>(blocks.size()) < BlocksFor(tokens)) blocks.push_back(AllocateBlock());
 }
 
+void KvCacheManager::TruncateSlots(uint64_t id, int64_t tokens) {
+  auto seq = sequences_.find(id);
+  if (seq == sequences_.end()) return;
+  std::vector<int>& blocks = seq->second.blocks;
+  while (static_cast<int>(blocks.size()) > BlocksFor(tokens)) {
+    const int block = blocks.back();
+    blocks.pop_back();
+    allocator_.Free(block);
+    auto it = cache_.find(block);
+    if (it != cache_.end() && allocator_.RefCount(block) == 1) {  // only the cache holds it
+      it->second.released = ++tick_;
+      evictable_.insert({it->second.released, block});
+    }
+  }
+  seq->second.published = std::min(seq->second.published, static_cast<int>(blocks.size()));
+}
+
 int KvCacheManager::AllocateBlock() {
   if (allocator_.num_free() == 0 && !evictable_.empty()) {
     const int victim = evictable_.begin()->second;

@@ -60,6 +60,10 @@ class KvCacheManager {
   // block, or evicting the least recently released cached block when none is
   // free. The caller has checked num_free_blocks() (debug builds assert).
   void AllocateSlots(uint64_t id, int64_t tokens);
+  // Shrinks the table of `id` to the blocks that positions [0, tokens) take,
+  // freeing the rest (speculative decoding's rejected positions). A freed
+  // block that the prefix cache holds becomes evictable, as in FreeBlocks.
+  void TruncateSlots(uint64_t id, int64_t tokens);
 
   // The published blocks that match the prompt of `id` from its start (at
   // most (prompt_tokens - 1) / block_size of them). Empty when `id` has no

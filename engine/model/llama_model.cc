@@ -551,7 +551,7 @@ torch::Tensor LlamaModel::Step(const std::vector<SeqChunk>& chunks, KvPool* pool
       rope_rows.push_back(RopeRow(p, c.start + n - 1));
       write_slots.push_back(SlotOf(*c.block_table, p, bs));
     }
-    last_rows.push_back(row0 + n - 1);
+    for (int64_t i = c.all_logits ? 0 : n - 1; i < n; ++i) last_rows.push_back(row0 + i);
     if (paged && n == 1) {
       for (size_t w = 0; w < num_windows; ++w) paged_seqs[w].push_back(DecodeRow(c, windows_[w]));
       paged_rows.push_back(row0);

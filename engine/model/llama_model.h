@@ -79,8 +79,11 @@ class LlamaModel {
   // One forward pass over every chunk (prefill chunks and decodes together):
   // the linear layers run on all tokens at once, attention per sequence
   // (decodes batched). Writes the chunks' keys/values into `pool`. Returns
-  // float32 logits on the model's device: [chunks, vocab] for the last token of
-  // each chunk, or [total tokens, vocab] when all_logits.
+  // float32 logits on the model's device: one row for the last token of each
+  // chunk, or one per token for a chunk with SeqChunk::all_logits, in chunk
+  // order ([chunks + extra rows, vocab]); [total tokens, vocab] when all_logits.
+  // Chunks with SeqChunk::all_logits always take the eager path (the static
+  // decode path and its CUDA graphs take one-token chunks only).
   // Not thread-safe (the engine's loop thread owns the model).
   torch::Tensor Step(const std::vector<SeqChunk>& chunks, KvPool* pool, bool all_logits = false);
 

@@ -21,6 +21,9 @@ struct SeqChunk {
   std::vector<int> tokens;                        // n >= 1 tokens (n == 1: a decode step)
   int64_t start = 0;                              // position of tokens[0]
   const std::vector<int>* block_table = nullptr;  // covers positions [0, start + n)
+  // Logits for every token of the chunk, not only the last: a speculative
+  // verify chunk (engine/speculative.h), whose row i checks draft i + 1.
+  bool all_logits = false;
 };
 
 // The pool slot of position p under a block table. Thread-safe.
