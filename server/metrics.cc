@@ -233,6 +233,12 @@ void Metrics::RenderVllmNamed(const EngineStats* engine, std::string* out) const
     Header(out, "streamgen:cpu_thread_changes_total", "counter",
            "Times --adaptive-threads changed the thread count.");
     Sample(out, "streamgen:cpu_thread_changes_total", engine->cpu_thread_changes);
+    Header(out, "streamgen:spec_decode_num_draft_tokens_total", "counter",
+           "Speculative draft tokens verified (--speculative).");
+    Sample(out, "streamgen:spec_decode_num_draft_tokens_total", engine->draft_tokens);
+    Header(out, "streamgen:spec_decode_num_accepted_tokens_total", "counter",
+           "Of those draft tokens, the ones the model accepted.");
+    Sample(out, "streamgen:spec_decode_num_accepted_tokens_total", engine->accepted_draft_tokens);
   }
   Header(out, "streamgen:prompt_tokens_total", "counter",
          "Prompt tokens of finished requests that were admitted to the model.");

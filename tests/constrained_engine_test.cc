@@ -647,5 +647,50 @@ TEST_F(ConstrainedEngineTest, LogitBiasForcesOrBansATokenAndIsValidatedByName) {
   EXPECT_EQ(bad.status().message(), "logit_bias[1]: the bias must be in [-100, 100], got -100.5");
 }
 
+// Speculative decoding beside constrained rows: a constrained request decodes
+// without drafts (its matcher follows one token a step) while an
+// unconstrained greedy one beside it speculates; both come out as without
+// speculation.
+TEST(ConstrainedSpeculativeTest, ConstrainedRowsDecodeWithoutDraftsBesideSpeculatingOnes) {
+  EngineOptions plain_options;
+  EngineOptions spec_options;
+  spec_options.speculative = "prompt-lookup";
+  std::unique_ptr<Engine> plain = MakeEngine(STREAMGEN_TINY_MODEL_DIR, plain_options);
+  std::unique_ptr<Engine> spec = MakeEngine(STREAMGEN_TINY_MODEL_DIR, spec_options);
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(spec, nullptr);
+  GenerationRequest constrained;
+  // A repetitive prompt and output: prompt lookup would find drafts for it.
+  constrained.prompt = "ab ab ab ab ab ab ab ab";
+  constrained.max_new_tokens = 64;
+  constrained.sampling.temperature = 1.0f;
+  constrained.sampling.seed = 7;
+  constrained.constraint = {ConstraintSpec::Kind::kRegex, " ?(ab ){4,12}ab\\.", {}};
+  GenerationRequest greedy;
+  greedy.prompt = "the the the the the the the the";
+  greedy.max_new_tokens = 48;
+  greedy.ignore_eos = true;
+  auto run_both = [&](Engine* engine, std::string* constrained_text, std::vector<int>* greedy_ids) {
+    Collector a, b;
+    ASSERT_TRUE(engine->Submit(constrained, a.Sink()).ok());
+    ASSERT_TRUE(engine->Submit(greedy, b.Sink()).ok());
+    TokenEvent last_a = a.Wait();
+    TokenEvent last_b = b.Wait();
+    EXPECT_TRUE(last_a.status.ok()) << last_a.status;
+    EXPECT_EQ(last_a.finish_reason, FinishReason::kStop) << a.text;
+    *constrained_text = a.text;
+    *greedy_ids = b.ids;
+  };
+  std::string text_plain, text_spec;
+  std::vector<int> ids_plain, ids_spec;
+  run_both(plain.get(), &text_plain, &ids_plain);
+  run_both(spec.get(), &text_spec, &ids_spec);
+  EXPECT_TRUE(std::regex_match(text_spec, std::regex(" ?(ab ){4,12}ab\\.")))
+      << text_spec;
+  EXPECT_EQ(text_spec, text_plain);
+  EXPECT_EQ(ids_spec, ids_plain);
+  EXPECT_GT(spec->stats().draft_tokens, 0) << "the greedy request never speculated";
+}
+
 }  // namespace
 }  // namespace streamgen
