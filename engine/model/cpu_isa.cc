@@ -1,6 +1,9 @@
 // CPU feature detection and the kernels' ISA switch (see cpu_isa.h).
 #include "engine/model/cpu_isa.h"
 
+#include <cstring>
+#include <string_view>
+
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -41,12 +44,21 @@ CpuFeatures Detect() {
   f.fma = cpu_fma && f.avx;
   f.f16c = cpu_f16c && f.avx;
   unsigned max_leaf = __get_cpuid_max(0, nullptr);
+  unsigned vendor[3] = {0, 0, 0};
+  unsigned family_leaf = a;
+  if (__get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1])) {
+    const bool amd = std::memcmp(vendor, "AuthenticAMD", 12) == 0;
+    const unsigned base = (family_leaf >> 8) & 0xf;
+    const unsigned family = base == 0xf ? base + ((family_leaf >> 20) & 0xff) : base;
+    f.amd_zen4 = amd && family == 0x19;  // set with AVX-512 below (Zen 3 has none)
+  }
   if (max_leaf >= 7 && __get_cpuid_count(7, 0, &a, &b, &c, &d)) {
     f.avx2 = ((b >> 5) & 1) && f.avx;
     f.avx512f = ((b >> 16) & 1) && os_zmm;
     f.avx512dq = ((b >> 17) & 1) && f.avx512f;
     f.avx512bw = ((b >> 30) & 1) && f.avx512f;
     f.avx512vl = ((b >> 31) & 1) && f.avx512f;
+    f.amd_zen4 = f.amd_zen4 && f.avx512f;
     const bool amx_tile = ((d >> 24) & 1) && os_amx;
     f.amx_bf16 = amx_tile && ((d >> 22) & 1);
     f.amx_int8 = amx_tile && ((d >> 25) & 1);
@@ -63,6 +75,8 @@ CpuFeatures Detect() { return {}; }  // aarch64 and others: the portable bodies 
 
 // The forced ISA: -1 until the start-up choice is made.
 std::atomic<int> g_active{-1};
+// Whether g_active is the start-up's kAuto choice (KernelIsaIsAuto).
+std::atomic<bool> g_auto{true};
 // The start-up choice (what kAuto means) and the environment's note.
 std::once_flag g_startup_once;
 KernelIsa g_startup = KernelIsa::kPortable;
@@ -94,7 +108,9 @@ KernelIsa BestFor(const CpuFeatures& f) {
 }
 
 void ChooseAtStartup() {
-  g_startup = StartupKernelIsa(std::getenv(kKernelIsaEnv), DetectedCpuFeatures(), &g_startup_note);
+  const char* env = std::getenv(kKernelIsaEnv);
+  g_startup = StartupKernelIsa(env, DetectedCpuFeatures(), &g_startup_note);
+  if (env != nullptr && *env != '\0' && std::string_view(env) != "auto") g_auto.store(false);
   // Said on stderr too: a test or benchmark binary has no start-up log.
   if (!g_startup_note.empty()) std::fprintf(stderr, "streamgen: %s\n", g_startup_note.c_str());
   int unset = -1;
@@ -188,11 +204,15 @@ absl::Status SetKernelIsa(KernelIsa isa) {
   EnsureStartup();
   if (isa == KernelIsa::kAuto) {
     g_active.store(static_cast<int>(g_startup), std::memory_order_relaxed);
+    g_auto.store(std::getenv(kKernelIsaEnv) == nullptr ||
+                 std::string_view(std::getenv(kKernelIsaEnv)) == "auto" ||
+                 *std::getenv(kKernelIsaEnv) == '\0');
     return absl::OkStatus();
   }
   absl::Status ok = CheckKernelIsa(isa, DetectedCpuFeatures());
   if (!ok.ok()) return ok;
   g_active.store(static_cast<int>(isa), std::memory_order_relaxed);
+  g_auto.store(false);
   return absl::OkStatus();
 }
 
@@ -206,6 +226,11 @@ KernelIsa ActiveIsa() {
 }
 
 const char* ActiveKernelIsa() { return KernelIsaName(ActiveIsa()); }
+
+bool KernelIsaIsAuto() {
+  EnsureStartup();
+  return g_auto.load();
+}
 
 bool ActiveIsaHasNativeBf16() {
   return ActiveIsa() == KernelIsa::kAvx512 && DetectedCpuFeatures().avx512_bf16;

@@ -41,6 +41,10 @@ struct CpuFeatures {
   bool avx512_bf16 = false;  // vdpbf16ps: native bfloat16 dot products
   bool amx_bf16 = false;     // AMX-TILE + AMX-BF16 and the OS's tile state
   bool amx_int8 = false;
+  // AMD family 19h with AVX-512 (Zen 4): its 512-bit instructions run as two
+  // halves on 256-bit units. The skinny (matrix-vector) kernel's AVX-512
+  // body measured slower there than its AVX2 body (SkinnyKernelIsa).
+  bool amd_zen4 = false;
 
   // "avx2 fma f16c avx512f avx512bw avx512vl avx512dq avx512_bf16": the
   // features present, in this order ("none" without any).
@@ -73,6 +77,10 @@ KernelIsa BestKernelIsa();
 absl::Status SetKernelIsa(KernelIsa isa);
 // The body the kernels run now: never kAuto. Cheap (an atomic load).
 KernelIsa ActiveIsa();
+// Whether the active ISA is the start-up's own choice (no SetKernelIsa of a
+// specific ISA, no STREAMGEN_KERNEL_ISA other than auto): tuning choices
+// such as SkinnyKernelIsa (cpu_kernels.h) apply only then.
+bool KernelIsaIsAuto();
 // KernelIsaName(ActiveIsa()).
 const char* ActiveKernelIsa();
 

@@ -325,7 +325,7 @@ void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& jo
     job.xp = xb.data();
   }
   job.result = torch::empty({job.m, job.n}, x.options());
-  job.isa = ActiveIsa();
+  job.isa = SkinnyKernelIsa();
   job.op = kn::SkinnyOut{job.result.data_ptr(), xt == torch::kBFloat16,
                      lw.int8() ? lw.scale.data_ptr<float>() : nullptr};
   job.wp = w.data_ptr();
@@ -364,6 +364,14 @@ void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
 constexpr int64_t kSkinnyGrain = 16;
 
 }  // namespace
+
+KernelIsa SkinnyKernelIsa() {
+  const KernelIsa isa = ActiveIsa();
+  if (isa == KernelIsa::kAvx512 && KernelIsaIsAuto() && DetectedCpuFeatures().amd_zen4) {
+    return KernelIsa::kAvx2;
+  }
+  return isa;
+}
 
 torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& lw) {
   RECORD_FUNCTION("streamgen::skinny_linear", std::vector<c10::IValue>());

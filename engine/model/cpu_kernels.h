@@ -118,6 +118,14 @@ torch::Tensor DequantizeInt8(const LinearWeight& w);
 // of x). Weight dtypes: x's own, or int8 (LinearWeight::scale).
 // Threads split the output columns (one parallel region per call).
 torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& w);
+// The body SkinnyLinear (and CpuLinearGroup's skinny pairs) run: the active
+// ISA's, except on AMD Zen 4 left to choose (KernelIsaIsAuto), where the
+// AVX2 body is used: Zen 4 runs AVX-512 as two 256-bit halves, and there the
+// AVX-512 body measured 1.2-1.7x slower than the AVX2 one at batch 1 for
+// every weight dtype (bench/README.md, "Kernels per ISA"). A fixed rule, not
+// a start-up calibration: every replica on the same CPU computes the same
+// bits (a resumed stream may move to another replica).
+KernelIsa SkinnyKernelIsa();
 
 // The linear layer as LlamaModel runs it on the CPU, by CpuLinearRouteFor:
 // SkinnyLinear up to SkinnyMaxRows(w, x's dtype) rows of x, above that a GEMM
