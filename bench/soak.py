@@ -241,7 +241,7 @@ MALFORMED_HTTP = [
      "max_tokens must be an integer, got a string"),
     ("/v1/completions", b'{"prompt": "Hi"}', "text/plain", 415,
      "Content-Type must be application/json, got text/plain"),
-    ("/v1/completions", b'{"prompt": "Hi", "n": 2}', "application/json", 400, "n must be 1"),
+    ("/v1/completions", b'{"prompt": "Hi", "n": 9}', "application/json", 400, "[1, 8]"),
     ("/v1/completions", b'{"prompt": "Hi", "temperature": 500}', "application/json", 400,
      "temperature must be in [0, 100], got 500"),
     ("/v1/chat/completions", b'{"messages": "hi"}', "application/json", 400,

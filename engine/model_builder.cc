@@ -80,7 +80,10 @@ absl::StatusOr<BuiltModel> BuildModel(const EngineOptions& options,
     info.cpu_isa = ActiveKernelIsa();
     const std::string note = KernelIsaStartupNote();
     if (!note.empty()) spdlog::warn("{}", note);
-    spdlog::info("CPU kernels: {}{}", KernelIsaDescription(),
+    // debug, not info: spdlog's default logger writes to stdout, where the
+    // tools print their results (streamgen-generate --json); the server logs
+    // cpu_isa in its "serving" event.
+    spdlog::debug("CPU kernels: {}{}", KernelIsaDescription(),
                  info.dtype == "bfloat16" && !ActiveIsaHasNativeBf16()
                      ? "; no native bfloat16 dot products: bfloat16 matrix products above the "
                        "skinny kernel's rows run in float32 (docs/serving.md)"
