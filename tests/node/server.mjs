@@ -36,8 +36,10 @@ export async function makeSlowModel() {
   await promisify(execFile)(path.join(buildDir(), 'tools', 'streamgen-make-tiny-model'), [
     '--out', modelDir,
     '--tokenizer', path.join(tinyModel(), 'tokenizer.model'),
-    '--hidden-size', '512', '--intermediate-size', '1376', '--layers', '8',
-    '--heads', '8', '--kv-heads', '8',
+    // ~85M parameters: 480 tokens take several seconds even with the fastest
+    // CPU kernels (the deadline test needs more than 3 s of output).
+    '--hidden-size', '768', '--intermediate-size', '2048', '--layers', '12',
+    '--heads', '12', '--kv-heads', '12',
   ], { timeout: 60000 });
   return modelDir;
 }
