@@ -71,6 +71,13 @@ case $JOB in
              streamgen-tokenize streamgen-server streamgen-client streamgen-generate
              streamgen_python_proto)
     CTEST_SELECT=(-L "^($(IFS='|'; echo "${TESTS[*]}"))\$")
+    # Left to the main job: the tests that register a libtorch RecordFunction
+    # observer (CpuLinearRoute.*, and the cpu_linear_test_env_* runs of the
+    # same binary). With an observer active, libtorch 1.13's inline
+    # record_function.h reads a bool of Debian's uninstrumented libtorch that
+    # UBSan reports as "load of value 94, which is not a valid value for type
+    # 'bool'" (ATen/record_function.h:325): the library's, not ours.
+    CTEST_SELECT+=(-E "^(CpuLinearRoute\\.|cpu_linear_test_env_)")
     ;;
   tsan)
     SANITIZE=thread
