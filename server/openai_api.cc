@@ -14,6 +14,32 @@
 #include "common/status.h"
 
 namespace streamgen {
+
+namespace openai_json {
+
+absl::Status BadPath(absl::string_view param, absl::string_view path, absl::string_view message) {
+  absl::Status status = absl::InvalidArgumentError(absl::StrCat(path, " ", message));
+  SetErrorParam(&status, param);
+  return status;
+}
+
+const char* TypeName(const nlohmann::json& value) {
+  if (value.is_string()) return "a string";
+  if (value.is_boolean()) return "a boolean";
+  if (value.is_number()) return "a number";
+  if (value.is_array()) return "an array";
+  if (value.is_object()) return "an object";
+  return "null";
+}
+
+const nlohmann::json* Field(const nlohmann::json& body, const char* name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+}  // namespace openai_json
+
 namespace {
 
 using Json = nlohmann::json;
@@ -27,29 +53,9 @@ absl::Status BadField(absl::string_view field, absl::string_view message) {
   return status;
 }
 
-// An error inside a field: `path` ("messages[2].content") is what the message names.
-absl::Status BadPath(absl::string_view param, absl::string_view path, absl::string_view message) {
-  absl::Status status = absl::InvalidArgumentError(absl::StrCat(path, " ", message));
-  SetErrorParam(&status, param);
-  return status;
-}
-
-const char* TypeName(const Json& value) {
-  if (value.is_string()) return "a string";
-  if (value.is_boolean()) return "a boolean";
-  if (value.is_number()) return "a number";
-  if (value.is_array()) return "an array";
-  if (value.is_object()) return "an object";
-  return "null";
-}
-
-// The field's value, or nullptr when it is absent or null (OpenAI's clients
-// send null for unset fields).
-const Json* Field(const Json& body, const char* name) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return nullptr;
-  return &*it;
-}
+using openai_json::BadPath;
+using openai_json::Field;
+using openai_json::TypeName;
 
 absl::StatusOr<std::optional<double>> Number(const Json& body, const char* name) {
   const Json* value = Field(body, name);

@@ -32,6 +32,19 @@ enum class OpenAiRoute { kCompletions, kChat, kQueryStream };
 
 // A request error's OpenAI `param`: carried as a payload of the status.
 void SetErrorParam(absl::Status* status, absl::string_view param);
+
+// JSON helpers of the OpenAI request parsers (openai_api.cc,
+// openai_structured.cc), one copy for both. Thread-safe.
+namespace openai_json {
+// "a string", "a boolean", "a number", "an array", "an object" or "null", for messages.
+const char* TypeName(const nlohmann::json& value);
+// The field's value, or nullptr when it is absent or null (OpenAI's clients
+// send null for unset fields).
+const nlohmann::json* Field(const nlohmann::json& body, const char* name);
+// INVALID_ARGUMENT "<path> <message>" with OpenAI's param `param`: an error
+// inside a field (`path` "messages[2].content" is what the message names).
+absl::Status BadPath(absl::string_view param, absl::string_view path, absl::string_view message);
+}  // namespace openai_json
 // The param set with SetErrorParam, or the route's name of the proto field
 // the status carries as its payload (engine/request_validation.h FieldOf;
 // "max_new_tokens" -> `max_tokens_field`); "" when it carries neither.

@@ -14,27 +14,9 @@ namespace {
 
 using Json = nlohmann::json;
 
-// INVALID_ARGUMENT "<path> <message>" with OpenAI's param `param`.
-absl::Status Bad(absl::string_view param, absl::string_view path, absl::string_view message) {
-  absl::Status status = absl::InvalidArgumentError(absl::StrCat(path, " ", message));
-  SetErrorParam(&status, param);
-  return status;
-}
-
-const char* TypeName(const Json& value) {
-  if (value.is_string()) return "a string";
-  if (value.is_boolean()) return "a boolean";
-  if (value.is_number()) return "a number";
-  if (value.is_array()) return "an array";
-  if (value.is_object()) return "an object";
-  return "null";
-}
-
-const Json* Field(const Json& body, const char* name) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return nullptr;
-  return &*it;
-}
+using openai_json::Field;
+using openai_json::TypeName;
+constexpr auto& Bad = openai_json::BadPath;  // INVALID_ARGUMENT "<path> <message>", param `param`
 
 // One constraint found in the body: where (for messages) and what.
 struct Found {
