@@ -384,9 +384,20 @@ TEST(ValidateWeightsTest, MissingTensor) {
 // Found by tests/fuzz/model_config_fuzz.cc: 2^30 layers made ValidateWeights
 // build a list of 9.6e9 expected names before looking at the weights. It now
 // stops at the first missing tensor.
+TEST(ModelConfigTest, LayerCountBounded) {
+  json c = BaseConfig();
+  c["num_hidden_layers"] = 1025;
+  EXPECT_THAT(ConfigError(c),
+              HasSubstr("field \"num_hidden_layers\" must be at most 1024, got 1025"));
+  // A Mistral's per-layer window table is sized from it before any weight is read.
+  c["architectures"] = {"MistralForCausalLM"};
+  c["num_hidden_layers"] = 1 << 30;
+  EXPECT_THAT(ConfigError(c), HasSubstr("must be at most 1024, got 1073741824"));
+}
+
 TEST(ValidateWeightsTest, HugeLayerCountFailsFast) {
   json c = BaseConfig();
-  c["num_hidden_layers"] = 1 << 30;
+  c["num_hidden_layers"] = 1024;
   auto config = ParseModelConfig(c.dump(), "test config");
   ASSERT_TRUE(config.ok()) << config.status();
   const std::vector<ExpectedTensor> small = ExpectedTensors(SmallConfig(false));

@@ -29,6 +29,8 @@ double ModelConfig::AttentionScale() const {
 
 namespace {
 
+constexpr int64_t kMaxLayers = 1024;
+
 using nlohmann::json;
 
 bool FileExists(const std::string& path) {
@@ -86,7 +88,7 @@ bool Present(const json& obj, const char* field) {
 
 // A positive int field; absent or null is an error only when `required`.
 absl::Status ReadPositiveInt(const json& obj, const std::string& source, const char* field,
-                             int* out, bool required = true) {
+                             int* out, bool required = true, int64_t most = 1ll << 30) {
   if (!Present(obj, field)) {
     if (!required) return absl::OkStatus();
     return FieldError(source, field, "is missing");
@@ -98,6 +100,9 @@ absl::Status ReadPositiveInt(const json& obj, const std::string& source, const c
   const int64_t v = value.get<int64_t>();
   if (v <= 0 || v > (1ll << 30)) {
     return FieldError(source, field, absl::StrCat("must be a positive integer, got ", v));
+  }
+  if (v > most) {
+    return FieldError(source, field, absl::StrCat("must be at most ", most, ", got ", v));
   }
   *out = static_cast<int>(v);
   return absl::OkStatus();
@@ -184,7 +189,10 @@ absl::Status RefuseUnsupported(const json& obj, const std::string& source) {
 absl::Status ReadSizes(const json& obj, const std::string& source, ModelConfig* config) {
   SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "hidden_size", &config->hidden_size));
   SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "intermediate_size", &config->intermediate_size));
-  SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "num_hidden_layers", &config->num_hidden_layers));
+  // Per-layer tables are sized from num_hidden_layers before any weight is
+  // read; the deepest public checkpoints have under 200 layers.
+  SG_RETURN_IF_ERROR(ReadPositiveInt(obj, source, "num_hidden_layers", &config->num_hidden_layers,
+                                     /*required=*/true, kMaxLayers));
   SG_RETURN_IF_ERROR(
       ReadPositiveInt(obj, source, "num_attention_heads", &config->num_attention_heads));
   config->num_key_value_heads = config->num_attention_heads;
