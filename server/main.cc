@@ -16,6 +16,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/cli_flags.h"
+#include "common/speculative_flags.h"
 #include "server/logging.h"
 #include "server/server.h"
 
@@ -31,7 +32,8 @@ ABSL_FLAG(std::string, tokenizer, "auto",
           "Which tokenizer of --model to load: auto (tokenizer.json when present, else "
           "tokenizer.model, as transformers' AutoTokenizer chooses), hf (tokenizer.json) or "
           "sentencepiece (tokenizer.model). docs/tokenizers.md says what is supported.");
-ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address HOST:PORT (port 0: any free port).");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "gRPC listen address HOST:PORT (port 0: any free port).");
 ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu, cuda, cuda:N.");
 ABSL_FLAG(std::string, dtype, "",
           "Compute dtype: float32, bfloat16, float16 (CUDA only). Default: float32 on CPU, "
@@ -56,20 +58,6 @@ ABSL_FLAG(int, max_prefill_tokens, 128,
           "(time to first token, inter-token) under load; larger: fewer, bigger prefill steps "
           "(more efficient on GPUs, where 512 or more is usual). See bench/README.md.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV-cache block.");
-ABSL_FLAG(std::string, speculative, "none",
-          "Speculative decoding: none; prompt-lookup (drafts are the tokens that followed the "
-          "latest earlier match of the last 1-3 tokens of prompt + output); or draft (a smaller "
-          "model with the same tokenizer, --draft-model, drafts greedily). Drafts are verified in "
-          "one step; the output is unchanged (docs/serving.md).");
-ABSL_FLAG(std::string, draft_model, "",
-          "With --speculative draft: the draft model's directory (Hugging Face layout, the "
-          "target's tokenizer).");
-ABSL_FLAG(int, num_speculative_tokens, 0,
-          "Draft tokens verified per step and sequence, 1-8; 0: adaptive per sequence (grows "
-          "while drafts are accepted, shrinks on rejections).");
-ABSL_FLAG(int, speculative_max_batch, 4,
-          "Speculation steps aside while more sequences than this decode together (a batched "
-          "step is compute-bound; bench/README.md).");
 ABSL_FLAG(bool, enable_prefix_caching, false,
           "Share the KV blocks of identical prompt prefixes (whole blocks) between requests, "
           "e.g. a common system prompt: their prefill is skipped.");
@@ -133,7 +121,8 @@ ABSL_FLAG(std::string, cors_allow_origin, "",
           "from a browser (https://app.example.com,http://localhost:5173), or * for any "
           "(\"\": off, no CORS headers). Allowed origins get Access-Control-Allow-Origin on "
           "every response and an answer to preflights (before the API key).");
-ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls-key), on the "
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve TLS (with --tls-key), on the "
           "gRPC and the HTTP port.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -192,15 +181,16 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   engine.kv_cache_bytes = *kv_bytes;
   engine.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   engine.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
-  engine.speculative = absl::GetFlag(FLAGS_speculative);
-  engine.draft_model = absl::GetFlag(FLAGS_draft_model);
-  engine.num_speculative_tokens = absl::GetFlag(FLAGS_num_speculative_tokens);
-  engine.speculative_max_batch = absl::GetFlag(FLAGS_speculative_max_batch);
+  const SpeculativeFlags speculative = ReadSpeculativeFlags();
+  engine.speculative = speculative.speculative;
+  engine.draft_model = speculative.draft_model;
+  engine.num_speculative_tokens = speculative.num_speculative_tokens;
+  engine.speculative_max_batch = speculative.speculative_max_batch;
   if (engine.gpu_memory_fraction != 0 &&
       !(engine.gpu_memory_fraction > 0 && engine.gpu_memory_fraction <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--gpu-memory-fraction must be in (0, 1] (0: --kv-cache-memory), got ",
-        engine.gpu_memory_fraction));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu-memory-fraction must be in (0, 1] (0: --kv-cache-memory), got ",
+                     engine.gpu_memory_fraction));
   }
   if (engine.kv_cache_blocks < 0) {
     return absl::InvalidArgumentError("--kv-cache-blocks must be >= 0 (0: derived)");
@@ -211,29 +201,29 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   engine.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
   const std::string generation_config = absl::GetFlag(FLAGS_generation_config);
   if (generation_config != "auto" && generation_config != "none") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--generation-config must be auto or none, got '", generation_config, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--generation-config must be auto or none, got '", generation_config, "'"));
   }
   engine.use_generation_config = generation_config == "auto";
   engine.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit);
   engine.max_stop_strings = absl::GetFlag(FLAGS_max_stop_strings);
   engine.max_stop_string_bytes = absl::GetFlag(FLAGS_max_stop_string_bytes);
-  for (auto [name, value] : {std::pair<const char*, int>{"max-queue", engine.max_queue},
-                             {"max-batch", engine.max_batch},
-                             {"max-prefill-tokens", engine.max_prefill_tokens},
-                             {"kv-block-size", engine.kv_block_size},
-                             {"default-max-new-tokens", engine.default_max_new_tokens},
-                             {"max-new-tokens-limit", engine.max_new_tokens_limit},
-                             {"max-messages", absl::GetFlag(FLAGS_max_messages)},
-                             {"max-receive-message-bytes",
-                              absl::GetFlag(FLAGS_max_receive_message_bytes)}}) {
+  for (auto [name, value] :
+       {std::pair<const char*, int>{"max-queue", engine.max_queue},
+        {"max-batch", engine.max_batch},
+        {"max-prefill-tokens", engine.max_prefill_tokens},
+        {"kv-block-size", engine.kv_block_size},
+        {"default-max-new-tokens", engine.default_max_new_tokens},
+        {"max-new-tokens-limit", engine.max_new_tokens_limit},
+        {"max-messages", absl::GetFlag(FLAGS_max_messages)},
+        {"max-receive-message-bytes", absl::GetFlag(FLAGS_max_receive_message_bytes)}}) {
     if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("--", name, " must be > 0"));
   }
   if (engine.model_dir.empty()) return absl::InvalidArgumentError("--model is empty");
   int http_threads = absl::GetFlag(FLAGS_http_threads);
-  if (http_threads < 0) return absl::InvalidArgumentError("--http-threads must be >= 0 (0: derived)");
-  options.http.threads =
-      http_threads > 0 ? http_threads : engine.max_batch + engine.max_queue + 16;
+  if (http_threads < 0)
+    return absl::InvalidArgumentError("--http-threads must be >= 0 (0: derived)");
+  options.http.threads = http_threads > 0 ? http_threads : engine.max_batch + engine.max_queue + 16;
   options.http.max_pending_connections = options.http.threads;
   FrontendOptions& frontend = options.frontend;
   if (!absl::GetFlag(FLAGS_api_key_file).empty()) {
@@ -246,7 +236,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   if (frontend.chat_template != "auto") {
     absl::StatusOr<ChatTemplateFamily> family = ParseChatTemplateFlag(frontend.chat_template);
     if (!family.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("--chat-template: ", family.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--chat-template: ", family.status().message()));
     }
   }
   frontend.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
@@ -342,7 +333,9 @@ int main(int argc, char** argv) {
       "  streamgen-server [--model DIR] [--listen HOST:PORT] [flags]\n"
       "Flags may be written --max-queue=8, --max-queue 8 or --max_queue=8. Durations: 30s, 5m, 1h.";
   absl::SetProgramUsageMessage(kUsage);
-  if (streamgen::PrintHelpIfAsked(argc, argv, kUsage, {"server/main.cc"})) return 0;
+  if (streamgen::PrintHelpIfAsked(argc, argv, kUsage,
+                                  {"server/main.cc", "common/speculative_flags.cc"}))
+    return 0;
   streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
   std::vector<char*> positional = absl::ParseCommandLine(args.argc(), args.argv());
   if (positional.size() > 1) {

@@ -10,19 +10,19 @@
 #include <cstdio>
 #include <future>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "engine/engine.h"
 #include "common/cli_flags.h"
 #include "common/sampling_flags.h"
+#include "common/speculative_flags.h"
+#include "engine/engine.h"
 
 #ifndef STREAMGEN_DEMO_MODEL_DIR
 #define STREAMGEN_DEMO_MODEL_DIR ""
@@ -38,8 +38,9 @@ ABSL_FLAG(std::string, prompt, "", "prompt text (BOS added as the tokenizer conf
 ABSL_FLAG(std::string, prompt_token_ids, "",
           "comma-separated prompt token ids, used as given (instead of --prompt)");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
-ABSL_FLAG(std::string, dtype, "", "float32, bfloat16 or float16; default float32 on CPU, "
-                                  "bfloat16 on CUDA");
+ABSL_FLAG(std::string, dtype, "",
+          "float32, bfloat16 or float16; default float32 on CPU, "
+          "bfloat16 on CUDA");
 ABSL_FLAG(int, max_model_len, 0,
           "The context served, in tokens (prompt plus output): at most config.json's "
           "max_position_embeddings (0: that). Sizes the KV cache and the rotary tables; for "
@@ -47,22 +48,10 @@ ABSL_FLAG(int, max_model_len, 0,
           "factors (docs/models.md).");
 ABSL_FLAG(std::string, quantization, "none",
           "weight-only quantization: none or int8 (CPU only; activations stay in --dtype)");
-ABSL_FLAG(int, threads, 0, "intra-op threads; 0: $OMP_NUM_THREADS if set, else the CPUs this process may use: affinity and cgroup quota");
+ABSL_FLAG(int, threads, 0,
+          "intra-op threads; 0: $OMP_NUM_THREADS if set, else the CPUs this process may use: "
+          "affinity and cgroup quota");
 ABSL_FLAG(bool, json, false, "print one JSON object when done instead of streaming text");
-ABSL_FLAG(std::string, speculative, "none",
-          "Speculative decoding: none; prompt-lookup (drafts are the tokens that followed the "
-          "latest earlier match of the last 1-3 tokens of prompt + output); or draft (a smaller "
-          "model with the same tokenizer, --draft-model, drafts greedily). Drafts are verified in "
-          "one step; the output is unchanged (docs/serving.md).");
-ABSL_FLAG(std::string, draft_model, "",
-          "With --speculative draft: the draft model's directory (Hugging Face layout, the "
-          "target's tokenizer).");
-ABSL_FLAG(int, num_speculative_tokens, 0,
-          "Draft tokens verified per step and sequence, 1-8; 0: adaptive per sequence (grows "
-          "while drafts are accepted, shrinks on rejections).");
-ABSL_FLAG(int, speculative_max_batch, 4,
-          "Speculation steps aside while more sequences than this decode together (a batched "
-          "step is compute-bound; bench/README.md).");
 
 namespace {
 
@@ -78,8 +67,9 @@ int main(int argc, char** argv) {
       "streamgen-generate [--model DIR] --prompt TEXT [options]: generate text with the engine\n"
       "(no server). Sampling flags not given take the model's generation_config.json defaults.";
   absl::SetProgramUsageMessage(kUsage);
-  if (streamgen::PrintHelpIfAsked(argc, argv, kUsage,
-                                  {"tools/generate_main.cc", "common/sampling_flags.cc"})) {
+  if (streamgen::PrintHelpIfAsked(
+          argc, argv, kUsage,
+          {"tools/generate_main.cc", "common/sampling_flags.cc", "common/speculative_flags.cc"})) {
     return 0;
   }
   streamgen::ArgvHolder args(streamgen::NormalizeFlagNames(argc, argv));
@@ -136,10 +126,11 @@ int main(int argc, char** argv) {
   options.quantization = absl::GetFlag(FLAGS_quantization);
   options.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   options.threads = absl::GetFlag(FLAGS_threads);
-  options.speculative = absl::GetFlag(FLAGS_speculative);
-  options.draft_model = absl::GetFlag(FLAGS_draft_model);
-  options.num_speculative_tokens = absl::GetFlag(FLAGS_num_speculative_tokens);
-  options.speculative_max_batch = absl::GetFlag(FLAGS_speculative_max_batch);
+  const streamgen::SpeculativeFlags speculative = streamgen::ReadSpeculativeFlags();
+  options.speculative = speculative.speculative;
+  options.draft_model = speculative.draft_model;
+  options.num_speculative_tokens = speculative.num_speculative_tokens;
+  options.speculative_max_batch = speculative.speculative_max_batch;
   if (options.model_dir.empty()) return Fail("--model is required");
   auto engine = streamgen::Engine::Create(options);
   if (!engine.ok()) return Fail(std::string(engine.status().message()));
