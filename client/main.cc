@@ -65,6 +65,16 @@ ABSL_FLAG(bool, chat, false,
 ABSL_FLAG(std::string, system, "", "With --chat: a system message first.");
 ABSL_FLAG(std::vector<std::string>, prompt_token_ids, {},
           "Prompt as token ids, comma-separated (then no PROMPT).");
+ABSL_FLAG(std::string, json_schema, "",
+          "generate: constrain the text to a JSON Schema, given as JSON text or @FILE "
+          "(docs/structured-outputs.md). At most one of --json-schema, --json-object, --regex, "
+          "--grammar, --choice.");
+ABSL_FLAG(bool, json_object, false, "generate: constrain the text to one JSON object.");
+ABSL_FLAG(std::string, regex, "", "generate: the whole text matches this regular expression.");
+ABSL_FLAG(std::string, grammar, "",
+          "generate: constrain the text to a grammar (GBNF dialect), given as text or @FILE.");
+ABSL_FLAG(std::vector<std::string>, choice, {},
+          "generate: the text is exactly one of these strings, comma-separated.");
 ABSL_FLAG(int, resume_retries, 3,
           "generate: when the call is cut short (UNAVAILABLE, or a gateway's RST_STREAM), retry "
           "it (before its first message) or resume it (resume_token_ids, after) up to this many "
@@ -246,6 +256,44 @@ void AddChatMessages(const std::string& text, Request* request) {
   user->set_content(text);
 }
 
+// A flag's text, or with a leading '@' the named file's.
+std::string TextOrFile(const std::string& value) {
+  return absl::StartsWith(value, "@") ? ReadFile(value.substr(1)) : value;
+}
+
+// --json-schema, --json-object, --regex, --grammar, --choice: the request's
+// constraint oneof, where a second field would silently replace the first.
+void SetConstraint(v1::GenerateRequest* request) {
+  std::vector<std::string> given;
+  if (!absl::GetFlag(FLAGS_json_schema).empty()) {
+    given.push_back("--json-schema");
+    request->set_json_schema(TextOrFile(absl::GetFlag(FLAGS_json_schema)));
+  }
+  if (absl::GetFlag(FLAGS_json_object)) {
+    given.push_back("--json-object");
+    request->set_json_object(true);
+  }
+  if (!absl::GetFlag(FLAGS_regex).empty()) {
+    given.push_back("--regex");
+    request->set_regex(absl::GetFlag(FLAGS_regex));
+  }
+  if (!absl::GetFlag(FLAGS_grammar).empty()) {
+    given.push_back("--grammar");
+    request->set_grammar(TextOrFile(absl::GetFlag(FLAGS_grammar)));
+  }
+  if (!absl::GetFlag(FLAGS_choice).empty()) {
+    given.push_back("--choice");
+    for (const std::string& c : absl::GetFlag(FLAGS_choice)) {
+      request->mutable_choice()->add_choices(c);
+    }
+  }
+  if (given.size() > 1) {
+    std::cerr << "streamgen-client: " << absl::StrJoin(given, " and ")
+              << " each constrain the output: give one\n";
+    std::exit(2);
+  }
+}
+
 v1::GenerateRequest BuildGenerateRequest(const std::string& prompt) {
   v1::GenerateRequest request;
   std::vector<int> prompt_ids = ParseIds(absl::GetFlag(FLAGS_prompt_token_ids), "prompt-token-ids");
@@ -274,6 +322,7 @@ v1::GenerateRequest BuildGenerateRequest(const std::string& prompt) {
   request.set_ignore_eos(f.ignore_eos);
   request.set_top_logprobs(f.top_logprobs);
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  SetConstraint(&request);
   return request;
 }
 

@@ -12,8 +12,10 @@ listed here with that reason, never silently dropped.
     /usr/bin/python3 tests/docs_client_examples_test.py --build-dir BUILD_DIR
 """
 import argparse
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import unittest
@@ -22,7 +24,7 @@ from streamgen_server import StreamgenServer
 
 ARGS = None
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FILES = ["README.md", "docs/grpc-api.md", "docs/serving.md"]
+FILES = ["README.md", "docs/grpc-api.md", "docs/serving.md", "docs/structured-outputs.md"]
 ELSEWHERE = ("--tls", "--api-key", ":8443")  # the gateway and security tests run these
 
 
@@ -55,6 +57,26 @@ class DocsClientExamplesTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.server.stop()
 
+    def check_constrained(self, line, out):
+        """A constrained example's text matches its constraint (the flag's own
+        value, read back from the command line)."""
+        text = out.rstrip("\n")
+        args = shlex.split(line)
+        value = lambda flag: args[args.index(flag) + 1]
+        if "--choice" in args:
+            self.assertIn(text, value("--choice").split(","), line)
+        if "--regex" in args:
+            self.assertRegex(text, "^(?:%s)$" % value("--regex"), line)
+        if "--json-schema" in args:
+            schema = json.loads(value("--json-schema"))
+            document = json.loads(text)  # the whole text is one JSON value
+            self.assertIsInstance(document, dict, line)
+            self.assertEqual(set(document), set(schema["required"]), line)
+            for name, spec in schema["properties"].items():
+                self.assertIsInstance(document[name], int, line)
+                self.assertGreaterEqual(document[name], spec["minimum"], line)
+                self.assertLessEqual(document[name], spec["maximum"], line)
+
     def test_every_client_line_runs_as_written(self):
         lines = client_lines()
         self.assertGreaterEqual(len(lines), 10, "found too few client examples: %r" % lines)
@@ -72,6 +94,7 @@ class DocsClientExamplesTest(unittest.TestCase):
                                      timeout=300)
                 self.assertEqual(run.returncode, 0, "%s\n%s%s" % (line, run.stdout, run.stderr))
                 self.assertTrue(run.stdout.strip(), "%s printed nothing" % line)
+                self.check_constrained(line, run.stdout)
                 ran += 1
         self.assertGreaterEqual(ran, 10)
 

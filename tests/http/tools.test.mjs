@@ -265,3 +265,34 @@ test('bad tools and tool_choice come back as OpenAI errors naming the field', as
       });
   }
 });
+
+// docs/structured-outputs.md's curl examples, run as written against the
+// Qwen server (only localhost:8000 is pointed at it): each answer's text
+// holds to the example's own constraint.
+test('docs/structured-outputs.md: every curl example runs as written', async () => {
+  const doc = fs.readFileSync(path.join(HERE, '..', '..', 'docs', 'structured-outputs.md'),
+    'utf8');
+  const blocks = [...doc.matchAll(/```sh\n(.*?)```/gs)].map((m) => m[1])
+    .filter((block) => block.startsWith('curl '));
+  assert.ok(blocks.length >= 3, `found ${blocks.length} curl examples`);
+  const host = new URL(servers.qwen.baseURL).host;
+  for (const block of blocks) {
+    const out = execFileSync('bash', ['-euo', 'pipefail', '-c',
+      block.replaceAll('localhost:8000', host)], { encoding: 'utf8', timeout: 120000 });
+    const answer = JSON.parse(out);
+    const body = JSON.parse(block.slice(block.indexOf("'{") + 1, block.lastIndexOf("}'") + 1));
+    const message = answer.choices[0].message;
+    assert.notEqual(answer.choices[0].finish_reason, 'length', out);
+    if (body.structured_outputs?.choice) {
+      assert.ok(body.structured_outputs.choice.includes(message.content), out);
+    } else if (body.response_format?.json_schema) {
+      const validate = ajv.compile(body.response_format.json_schema.schema);
+      assert.ok(validate(JSON.parse(message.content)), `${out}: ${ajv.errorsText(validate.errors)}`);
+    } else if (body.tool_choice?.function) {
+      assert.equal(answer.choices[0].finish_reason, 'tool_calls', out);
+      assertValidCalls(message.tool_calls, [body.tool_choice.function.name]);
+    } else {
+      assert.fail(`an example this test does not know how to check: ${block}`);
+    }
+  }
+});
