@@ -25,6 +25,8 @@
 #include <set>
 #include <sstream>
 
+#include <google/protobuf/util/json_util.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "engine/grammar/json_schema.h"
@@ -589,6 +591,31 @@ TEST_P(ToolsServer, RefusalsAreInvalidArgumentWithTheMessage) {
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(result.status.error_message(), HasSubstr("n must be 1 when the output is parsed"));
   EXPECT_TRUE(result.messages.empty());
+}
+
+// docs/structured-outputs.md's grpcurl example: its body, as grpcurl would
+// send it (protobuf's JSON mapping), makes one valid call of get_time.
+TEST_P(ToolsServer, DocsGrpcurlExample) {
+  const std::string docs = ReadFile("docs/structured-outputs.md");
+  size_t section = docs.find("### Tools on the gRPC face");
+  ASSERT_NE(section, std::string::npos);
+  const std::string command = "grpcurl -plaintext -d '";
+  size_t start = docs.find(command, section);
+  ASSERT_NE(start, std::string::npos);
+  start += command.size();
+  size_t end = docs.find('\'', start);
+  ASSERT_NE(end, std::string::npos);
+  v1::GenerateRequest request;
+  google::protobuf::util::Status parsed =
+      google::protobuf::util::JsonStringToMessage(docs.substr(start, end - start), &request);
+  ASSERT_TRUE(parsed.ok()) << parsed.ToString();
+  test::StreamResult result = Generate(request);
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  Rebuilt rebuilt = Rebuild(result.messages);
+  ASSERT_EQ(rebuilt.calls.size(), 1u);
+  EXPECT_EQ(rebuilt.calls[0].name(), "get_time");
+  ExpectValidArguments("get_time", rebuilt.calls[0].arguments());
+  EXPECT_EQ(rebuilt.last.finish_reason(), v1::FINISH_REASON_TOOL_CALLS);
 }
 
 INSTANTIATE_TEST_SUITE_P(Templates, ToolsServer, ::testing::Values("qwen", "llama"),
