@@ -316,6 +316,15 @@ absl::StatusOr<ToolCallPlan> PrepareGenerateToolCalls(ToolCallFormat format,
   inputs.n = static_cast<int>(request->n());
   inputs.stop.assign(request->stop().begin(), request->stop().end());
   SG_ASSIGN_OR_RETURN(ToolCallPlan plan, PlanToolCalls(format, schema_to_grammar, inputs));
+  if (plan.format != ToolCallFormat::kNone && request->resume_token_ids_size() > 0) {
+    // The parser would start in the middle of the output, and the calls the
+    // client already has would get new ids.
+    return InvalidField(
+        "resume_token_ids",
+        absl::StrCat("resume_token_ids cannot be combined with tool_choice ", inputs.choice_text,
+                     " (parsed tool calls): resume with tool_choice unset or \"none\", whose "
+                     "text holds the calls"));
+  }
   if (!plan.grammar.empty()) {
     if (HasConstraint(*request)) {
       return InvalidField(

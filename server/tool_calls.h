@@ -115,7 +115,8 @@ void AccumulateToolEvents(const std::vector<ToolCallEvent>& events, std::string*
 // INVALID_ARGUMENT naming the field: parallel_tool_calls without
 // tool_choice, tool_choice without tools in tools_json, tools_json not a
 // JSON array of function tools, tool_choice naming no function of tools_json,
-// a required / named tool_choice with a constraint; PlanToolCalls' errors.
+// a required / named tool_choice with a constraint, a parsed output with
+// resume_token_ids; PlanToolCalls' errors.
 absl::StatusOr<ToolCallPlan> PrepareGenerateToolCalls(ToolCallFormat format,
                                                       const SchemaToGrammar& schema_to_grammar,
                                                       v1::GenerateRequest* request);

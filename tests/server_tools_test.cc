@@ -148,6 +148,10 @@ TEST(GenerateToolCallsTest, RefusalsNameTheField) {
       {"n > 1", [](v1::GenerateRequest* r) { r->set_n(2); }, absl::StatusCode::kInvalidArgument,
        "n must be 1 when the output is parsed for tool calls (tools with tool_choice other than "
        "\"none\"), got 2"},
+      {"resumed", [](v1::GenerateRequest* r) { r->add_resume_token_ids(5); },
+       absl::StatusCode::kInvalidArgument,
+       "resume_token_ids cannot be combined with tool_choice \"required\" (parsed tool calls): "
+       "resume with tool_choice unset or \"none\", whose text holds the calls"},
       {"with a constraint", [](v1::GenerateRequest* r) { r->set_regex("a+"); },
        absl::StatusCode::kInvalidArgument,
        "tool_choice \"required\" constrains the output to calls: it cannot be combined with a "
