@@ -542,6 +542,16 @@ TEST_P(ToolsServer, AutoParsesNoneAndUnsetLeaveText) {
   EXPECT_EQ(rebuilt.calls[0].arguments(), "{\"zone\": \"UTC\"}");
   EXPECT_EQ(rebuilt.last.finish_reason(), v1::FINISH_REASON_TOOL_CALLS);
 
+  // The tools reach the template whatever tool_choice is.
+  const uint32_t with_tools = result.last().usage().prompt_tokens();
+  v1::GenerateRequest without = request;
+  without.clear_tools_json();
+  without.clear_tool_choice();
+  without.clear_stop();
+  test::StreamResult plain = Generate(without);
+  ASSERT_TRUE(plain.status.ok()) << plain.status.error_message();
+  EXPECT_GT(with_tools, plain.last().usage().prompt_tokens());
+
   for (const char* choice : {"none", ""}) {
     SCOPED_TRACE(choice);
     request.set_tool_choice(choice);
@@ -551,6 +561,7 @@ TEST_P(ToolsServer, AutoParsesNoneAndUnsetLeaveText) {
     EXPECT_EQ(result.text, call);
     EXPECT_EQ(Rebuild(result.messages).calls.size(), 0u);
     EXPECT_EQ(result.last().finish_reason(), v1::FINISH_REASON_STOP);
+    EXPECT_EQ(result.last().usage().prompt_tokens(), with_tools);
   }
 
   // Text: a stop string in content ends the output there, the call ends OK.
