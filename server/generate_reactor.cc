@@ -27,20 +27,39 @@ GenerateReactor::GenerateReactor(const ReactorEnv& env, grpc::CallbackServerCont
                                    std::move(log_prompt)}),
       deadline_(context->deadline()) {}
 
+void GenerateReactor::ParseToolCalls(ToolCallParser::Options options) {
+  absl::MutexLock lock(&tools_mu_);
+  tools_ = std::make_unique<GenerateToolCallRewriter>(std::move(options));
+}
+
 void GenerateReactor::Apply(const StreamAction& action) {
+  const v1::GenerateResponse* message = action.message;
+  bool stopped = false;
+  if (message != nullptr) {
+    absl::MutexLock lock(&tools_mu_);
+    if (tools_ != nullptr) {
+      // The stream's message stays the stream's: the rewritten copy goes out.
+      rewritten_ = *message;
+      stopped = tools_->Rewrite(&rewritten_);
+      message = &rewritten_;
+    }
+  }
   switch (action.kind) {
     case StreamAction::kNone:
       break;
     case StreamAction::kWrite:
-      StartWrite(action.message);
+      StartWrite(message);
       break;
     case StreamAction::kWriteAndFinish:
-      StartWriteAndFinish(action.message, grpc::WriteOptions(), ToGrpcStatus(action.status));
+      StartWriteAndFinish(message, grpc::WriteOptions(), ToGrpcStatus(action.status));
       break;
     case StreamAction::kFinish:
       Finish(ToGrpcStatus(action.status));
       break;
   }
+  // A stop string in content ended the output: the engine's generation ends
+  // now, its last event goes out (rewritten: STOP) and the call ends OK.
+  if (stopped) Abort(absl::OkStatus());
 }
 
 void GenerateReactor::OnWriteDone(bool ok) { WriteDone(ok); }

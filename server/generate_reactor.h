@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "server/generation_call.h"
+#include "server/tool_calls.h"
 #include "streamgen/v1/generate.pb.h"
 
 namespace streamgen {
@@ -33,6 +34,11 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse>,
                                                  grpc::CallbackServerContext* context,
                                                  std::string request_id, std::string log_prompt);
 
+  // The output is parsed for tool calls (GenerateRequest.tool_choice): each
+  // message is rewritten before it is written (GenerateToolCallRewriter), and
+  // a stop string in content ends the generation. Call before Submit.
+  void ParseToolCalls(ToolCallParser::Options options);
+
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
   void OnDone() override;
@@ -44,6 +50,11 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   void Apply(const StreamAction& action) override;
 
   const std::chrono::system_clock::time_point deadline_;
+  // Tool calls: the rewriter and the message in flight it wrote (one write in
+  // flight at a time: valid until that write is done). Null: not parsed.
+  absl::Mutex tools_mu_;
+  std::unique_ptr<GenerateToolCallRewriter> tools_ ABSL_GUARDED_BY(tools_mu_);
+  v1::GenerateResponse rewritten_ ABSL_GUARDED_BY(tools_mu_);
   absl::Mutex mu_;
   std::shared_ptr<GenerateReactor> self_ ABSL_GUARDED_BY(mu_);  // held until OnDone
 };

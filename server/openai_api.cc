@@ -2,6 +2,7 @@
 
 #include "engine/request_validation.h"
 #include "server/openai_structured.h"
+#include "server/tool_calls.h"
 
 #include <algorithm>
 #include <cmath>
@@ -264,66 +265,12 @@ absl::Status TemplateInputs(const Json& body, std::string* tools_json, std::stri
   return absl::OkStatus();
 }
 
-// OpenAI's function names: 1 to 64 letters, digits, underscores or dashes.
-bool IsFunctionName(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char c : name) {
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-          c == '-')) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // Chat's tools ([{"type": "function", "function": {"name", "description",
 // "parameters"}}]), tool_choice and parallel_tool_calls. tools' JSON type was
 // checked by TemplateInputs.
 absl::Status ToolInputs(const Json& body, OpenAiRequest* out) {
   if (const Json* tools = Field(body, "tools"); tools != nullptr) {
-    for (size_t i = 0; i < tools->size(); ++i) {
-      const Json& tool = (*tools)[i];
-      const std::string at = absl::StrCat("tools[", i, "]");
-      if (!tool.is_object()) {
-        return BadPath("tools", at, absl::StrCat("must be an object, got ", TypeName(tool)));
-      }
-      const Json* type = Field(tool, "type");
-      if (type == nullptr || *type != "function") {
-        return BadPath("tools", at + ".type",
-                       absl::StrCat("must be \"function\", got ",
-                                    type == nullptr ? "nothing" : type->dump()));
-      }
-      const Json* function = Field(tool, "function");
-      if (function == nullptr || !function->is_object()) {
-        return BadPath("tools", at + ".function",
-                       absl::StrCat("must be an object, got ",
-                                    function == nullptr ? "nothing" : TypeName(*function)));
-      }
-      const Json* name = Field(*function, "name");
-      if (name == nullptr || !name->is_string() || !IsFunctionName(name->get<std::string>())) {
-        return BadPath("tools", at + ".function.name",
-                       absl::StrCat("must be 1 to 64 letters, digits, underscores or dashes, got ",
-                                    name == nullptr ? "nothing" : name->dump()));
-      }
-      for (size_t j = 0; j < out->tools.size(); ++j) {
-        if (out->tools[j].name == name->get<std::string>()) {
-          return BadPath("tools", at + ".function.name",
-                         absl::StrCat("\"", out->tools[j].name, "\" is also the name of tools[", j,
-                                      "]"));
-        }
-      }
-      ToolSpec spec;
-      spec.name = name->get<std::string>();
-      if (const Json* parameters = Field(*function, "parameters"); parameters != nullptr) {
-        if (!parameters->is_object()) {
-          return BadPath("tools", at + ".function.parameters",
-                         absl::StrCat("must be an object (a JSON Schema), got ",
-                                      TypeName(*parameters)));
-        }
-        spec.parameters = nlohmann::ordered_json::parse(parameters->dump());
-      }
-      out->tools.push_back(std::move(spec));
-    }
+    SG_ASSIGN_OR_RETURN(out->tools, ParseToolSpecs(*tools, "tools"));
   }
   if (const Json* choice = Field(body, "tool_choice"); choice != nullptr) {
     constexpr char kShapes[] =

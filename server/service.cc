@@ -5,11 +5,15 @@
 #include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/impl/codegen/server_callback_handlers.h>
 
+#include <optional>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "engine/grammar/json_schema.h"
 #include "server/generate_reactor.h"
 #include "server/logging.h"
+#include "server/tool_calls.h"
 
 namespace streamgen {
 namespace {
@@ -150,14 +154,32 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* TextGenerationService::Generate(
   std::shared_ptr<GenerateReactor> reactor = GenerateReactor::Create(
       frontend_->reactor_env(), context, request_id, frontend_->LogPrompt(*request));
   absl::StatusOr<Frontend::Admission> admission = frontend_->Admit(AuthorizationHeader(context));
+  // Tool calls (server/tool_calls.h, as the HTTP face serves them): parsed in
+  // the chat template's format, or constrained to calls by a grammar, which
+  // goes into a copy of the request.
+  absl::StatusOr<ToolCallPlan> tools = ToolCallPlan();
+  std::optional<v1::GenerateRequest> with_tools;
+  if (admission.ok() && (!request->tool_choice().empty() || request->has_parallel_tool_calls())) {
+    with_tools = *request;
+    tools = PrepareGenerateToolCalls(
+        frontend_->tool_call_format(*admission),
+        [](const nlohmann::ordered_json& schema) { return JsonSchemaToGrammar(schema); },
+        &*with_tools);
+  }
   absl::StatusOr<GenerationRequest> converted =
-      admission.ok() ? frontend_->PrepareGenerate(*admission, *request)
-                     : absl::StatusOr<GenerationRequest>(admission.status());
+      !admission.ok() ? absl::StatusOr<GenerationRequest>(admission.status())
+      : !tools.ok()   ? absl::StatusOr<GenerationRequest>(tools.status())
+                      : frontend_->PrepareGenerate(*admission, with_tools ? *with_tools : *request);
   if (!converted.ok()) {
     reactor->Reject(converted.status());
     return reactor.get();
   }
   converted->request_id = request_id;
+  if (tools->format != ToolCallFormat::kNone) {
+    // The stop strings, validated, are the parser's (content only).
+    if (!tools->engine_stops) converted->stop.clear();
+    reactor->ParseToolCalls(ToolParserOptions(*tools));
+  }
   reactor->Submit(admission->engine(), std::move(*converted));
   return reactor.get();
 }

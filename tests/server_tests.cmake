@@ -76,6 +76,14 @@ if(TARGET streamgen_openai_api)
   target_link_libraries(openai_tools_test PRIVATE streamgen_openai_api streamgen_grammar GTest::gmock)
 endif()
 
+# Issue 22: tool calls on the gRPC face (tool_choice, GenerateResponse.tool_calls).
+if(TARGET streamgen_server)
+  streamgen_test(server_tools_test server_tools_test.cc)
+  target_link_libraries(server_tools_test PRIVATE streamgen_server streamgen_tiny_model
+    GTest::gmock)
+  add_dependencies(server_tools_test tiny_model)
+endif()
+
 # docs/flags.md is the programs' own --help (scripts/flag-docs.sh): it cannot drift.
 if(TARGET streamgen-server AND TARGET streamgen-client AND TARGET streamgen-generate)
   add_test(NAME flag_docs_test
