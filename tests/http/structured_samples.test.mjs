@@ -1,6 +1,6 @@
 // Structured outputs sampled from real models, judged by independent checkers
-// (issue 22, section 3). A streamgen-server runs the demo model
-// (models/demo-brown) and another a tiny random model written here by
+// (issue 22, section 3). One streamgen-server runs the demo model
+// (models/demo-brown), another a tiny random model written here by
 // streamgen-make-tiny-model; both are sampled at temperature 1 with many
 // seeds (n = 8 choices per request, choice i has seed + i):
 //   - every schema of tests/json_schema_suite/corpus/ through
@@ -10,14 +10,12 @@
 //   - regular expressions (structured_outputs.regex) judged by JavaScript's
 //     RegExp with the `u` flag, anchored at both ends;
 //   - choices (structured_outputs.choice): each output is one of them.
-// Outputs must be complete (finish_reason "stop"). A random model writes
-// strings until it happens to pick a closing quote, so schemas with
-// open-ended parts (a string with no maxLength, an array with no maxItems, an
-// object open to additional properties, any value) are sampled on the tiny
-// model only, where most outputs still close; there the ones cut by
-// max_tokens are counted, not judged. The checkers are shown to be able to
-// fail: ajv must reject every sample with one leaf changed to another JSON
-// type, and each regex must refuse a near miss.
+// Outputs must be complete (finish_reason "stop"). A random model writes a
+// string until it happens to pick a closing quote, so schemas with open-ended
+// parts (openEndedParts below) are sampled on the tiny model only, where most
+// outputs still close; there the ones cut by max_tokens are counted, not
+// judged. The checkers are shown to be able to fail: ajv must refuse every
+// sample with a leaf replaced by an object, and each regex a near miss.
 //
 //   cd tests/http && npm ci && STREAMGEN_BUILD_DIR=../../build node --test structured_samples.test.mjs
 import { describe, test, before, after } from 'node:test';
@@ -107,11 +105,13 @@ async function sample(model, requests, route, body) {
 // ---- which schemas a random model can finish ----
 
 // JSON pointers of the parts of `schema` that a model may make as long as it
-// likes: strings without maxLength / enum / const / a bounded format or
-// pattern, arrays without maxItems, objects open to additional properties,
-// and values of any type. (Numbers are left out: every digit competes with
-// the many tokens that end a number. Recursion through $ref is followed once:
-// each level sits inside an array or an optional property.)
+// likes: strings without maxLength / enum / const / a bounded format / an
+// anchored pattern without * + {m,} (a pattern is a search), arrays without
+// maxItems, objects open to additional properties, and values of any type.
+// (Numbers are left out: their fraction digits are unbounded, but every digit
+// competes with the many tokens that end a number, and the models here end
+// them. Recursion through $ref is followed once: each level sits inside an
+// array or an optional property.)
 function openEndedParts(schema) {
   const found = [];
   const seen = new Set();
@@ -138,7 +138,7 @@ function openEndedParts(schema) {
     }
     const types = s.type === undefined ? ['string', 'array', 'object'] : [s.type].flat();
     if (types.includes('string') && s.maxLength === undefined && !boundedFormats.has(s.format) &&
-        !(s.pattern && !/[*+]|\{\d+,\}/.test(s.pattern))) {
+        !(s.pattern && /^\^.*\$$/.test(s.pattern) && !/[*+]|\{\d+,\}/.test(s.pattern))) {
       found.push(`${at}: string`);
     }
     if (types.includes('array')) {
@@ -160,9 +160,10 @@ test('openEndedParts finds what a random model may never close', () => {
     additionalProperties: false }), []);
   assert.deepEqual(openEndedParts({ type: 'object', properties: { a: { type: 'string' }, b: {},
     c: { type: 'array', items: { type: 'string', format: 'email' }, maxItems: 2 },
-    d: { type: 'string', pattern: '^[a-z]+$' } } }),
+    d: { type: 'string', pattern: '^[a-z]+$' }, e: { type: 'string', pattern: '[a-z]{2}' },
+    f: { type: 'string', pattern: '^[a-z]{2}$' } } }),
   [': additional properties', '/properties/a: string', '/properties/b (any value)',
-    '/properties/c/items: string', '/properties/d: string']);
+    '/properties/c/items: string', '/properties/d: string', '/properties/e: string']);
 });
 
 // ---- the independent validator ----
@@ -335,4 +336,17 @@ describe('samples', { concurrency: true }, () => {
       regexTests(model);
     });
   }
+  // docs/structured-outputs.md: "Properties come in the order of
+  // `properties`" (as OpenAI's structured outputs do). Through the HTTP face
+  // they come sorted: server/openai_structured.cc re-serializes the schema
+  // from an nlohmann::json, whose objects are sorted maps. Not ours to fix
+  // here; drop `todo` once the face keeps the order (nlohmann::ordered_json).
+  test('keys come in the order of properties', { todo: 'the HTTP face sorts schema keys' }, async () => {
+    const schema = { type: 'object', additionalProperties: false, required: ['zeta', 'alpha'],
+      properties: { zeta: { type: 'integer', minimum: 0, maximum: 9 }, alpha: { type: 'boolean' } } };
+    const outputs = await sample(MODELS.tiny, 1, '/v1/completions', {
+      prompt: 'x', max_tokens: 200, response_format: { type: 'json_schema', json_schema: { name: 'order', schema } },
+    });
+    for (const { seed, text } of outputs) assert.deepEqual(Object.keys(JSON.parse(text)), ['zeta', 'alpha'], `seed ${seed}`);
+  });
 });
