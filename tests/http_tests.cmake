@@ -10,13 +10,16 @@
 #   http_lifecycle_test     HTTPS / mTLS, disconnect while queued, a stalled reader,
 #                           the drain timeout's final event, the log line
 #   http_readme_test        docs/http-api.md's examples (its Examples section) as written
+#   http_structured_samples_test  json_schema / regex / choice outputs of the demo model
+#                           and a tiny random model at temperature 1, many seeds, judged
+#                           by ajv (+ ajv-formats) and JavaScript's RegExp
 # The Node tests need tests/http/node_modules: http_npm_ci installs the pinned
 # packages (package-lock.json) first. The tools come from scripts/install-deps.sh;
 # a missing one fails its test (these tests never skip).
 if(TARGET streamgen_server)
   streamgen_npm_ci(http_npm_ci http_node ${CMAKE_SOURCE_DIR}/tests/http)
 
-  foreach(name openai playground)
+  foreach(name openai playground structured_samples)
     add_test(NAME http_${name}_test
       COMMAND ${STREAMGEN_NODE} --test ${CMAKE_SOURCE_DIR}/tests/http/${name}.test.mjs
       WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/http)
