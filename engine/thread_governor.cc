@@ -16,6 +16,7 @@ void ThreadGovernor::StartWindow() {
 }
 
 int ThreadGovernor::OnStep(double wall_ms, double cpu_ms) {
+  last_decision_ = Decision::kNone;
   if (options_.max_threads == options_.min_threads) return threads_;
   if (threads_ < options_.max_threads && !probing_) since_probe_ms_ += wall_ms;
   if (wall_ms >= options_.min_step_ms && cpu_ms >= 0) {
@@ -24,6 +25,7 @@ int ThreadGovernor::OnStep(double wall_ms, double cpu_ms) {
   }
   if (window_wall_ms_ >= options_.window_ms) {
     const double efficiency = window_cpu_ms_ / (window_wall_ms_ * threads_);
+    last_efficiency_ = efficiency;
     StartWindow();
     if (probing_) {
       probing_ = false;
@@ -31,6 +33,9 @@ int ThreadGovernor::OnStep(double wall_ms, double cpu_ms) {
       if (efficiency < options_.keep_above) {
         --threads_;  // still contended: back to what ran well
         ++changes_;
+        last_decision_ = Decision::kProbeFailed;
+      } else {
+        last_decision_ = Decision::kProbeKept;
       }
       return threads_;
     }
@@ -38,6 +43,7 @@ int ThreadGovernor::OnStep(double wall_ms, double cpu_ms) {
       --threads_;
       ++changes_;
       since_probe_ms_ = 0;
+      last_decision_ = Decision::kDrop;
       return threads_;
     }
   }
@@ -45,6 +51,7 @@ int ThreadGovernor::OnStep(double wall_ms, double cpu_ms) {
     probing_ = true;
     ++threads_;
     ++changes_;
+    last_decision_ = Decision::kProbe;
     StartWindow();
   }
   return threads_;

@@ -47,6 +47,13 @@ class ThreadGovernor {
   int threads() const { return threads_; }
   int64_t changes() const { return changes_; }  // thread count changes so far
 
+  // What the last OnStep decided (for the log: a drop and a kept probe are
+  // worth a line; probes that fail every few seconds under contention are not).
+  enum class Decision { kNone, kDrop, kProbe, kProbeFailed, kProbeKept };
+  Decision last_decision() const { return last_decision_; }
+  // The efficiency of the last judged window (1 before any).
+  double last_efficiency() const { return last_efficiency_; }
+
  private:
   void StartWindow();
 
@@ -57,6 +64,8 @@ class ThreadGovernor {
   double window_cpu_ms_ = 0;
   double since_probe_ms_ = 0;  // wall time at a reduced count since the last probe
   int64_t changes_ = 0;
+  Decision last_decision_ = Decision::kNone;
+  double last_efficiency_ = 1;
 };
 
 }  // namespace streamgen

@@ -60,6 +60,46 @@ TEST(ThreadGovernor, ReturnsToAllThreadsWhenTheNeighbourLeaves) {
   EXPECT_EQ(RunSteps(g, 2000, 4.0), 4);
 }
 
+TEST(ThreadGovernor, ReportsEachDecisionWithItsWindowsEfficiency) {
+  using Decision = ThreadGovernor::Decision;
+  ThreadGovernor g(Options(2));
+  EXPECT_EQ(g.last_decision(), Decision::kNone);
+  EXPECT_DOUBLE_EQ(g.last_efficiency(), 1.0);
+  // 19 steps of a 200 ms window at 1.5 CPUs of 2: not judged yet.
+  for (int i = 0; i < 19; ++i) EXPECT_EQ(g.OnStep(10.0, 15.0), 2);
+  EXPECT_EQ(g.last_decision(), Decision::kNone);
+  EXPECT_EQ(g.OnStep(10.0, 15.0), 1);  // the 20th ends the window: 0.75 < 0.8
+  EXPECT_EQ(g.last_decision(), Decision::kDrop);
+  EXPECT_DOUBLE_EQ(g.last_efficiency(), 0.75);
+  g.OnStep(10.0, 10.0);
+  EXPECT_EQ(g.last_decision(), Decision::kNone);  // one step's report, not sticky
+  // 3 s at one thread, then the probe's window: 1.8 of 2 CPUs (0.9) keeps it.
+  int steps = 1;
+  while (g.last_decision() != Decision::kProbe && steps++ < 400) g.OnStep(10.0, 10.0);
+  ASSERT_EQ(g.last_decision(), Decision::kProbe);
+  EXPECT_EQ(g.threads(), 2);
+  while (g.last_decision() != Decision::kProbeKept && steps++ < 400) g.OnStep(10.0, 18.0);
+  EXPECT_EQ(g.last_decision(), Decision::kProbeKept);
+  EXPECT_DOUBLE_EQ(g.last_efficiency(), 0.9);
+  EXPECT_EQ(g.threads(), 2);
+}
+
+TEST(ThreadGovernor, AFailedProbeSaysSo) {
+  using Decision = ThreadGovernor::Decision;
+  ThreadGovernor g(Options(2));
+  RunSteps(g, 20, 4.0 / 3.0);
+  ASSERT_EQ(g.last_decision(), Decision::kDrop);
+  Decision seen = Decision::kNone;
+  for (int i = 0; i < 400 && seen != Decision::kProbeFailed; ++i) {
+    g.OnStep(10.0, 10.0 * (g.threads() == 1 ? 1.0 : 4.0 / 3.0));
+    if (g.last_decision() != Decision::kNone) seen = g.last_decision();
+    if (seen == Decision::kProbe) seen = Decision::kNone;  // the probe's start
+  }
+  EXPECT_EQ(seen, Decision::kProbeFailed);
+  EXPECT_EQ(g.threads(), 1);
+  EXPECT_NEAR(g.last_efficiency(), 2.0 / 3.0, 1e-9);
+}
+
 TEST(ThreadGovernor, ShortStepsAreNotJudged) {
   ThreadGovernor g(Options(2));
   for (int i = 0; i < 10000; ++i) g.OnStep(0.5, 0.5);  // efficiency 0.5, but 0.5 ms steps
