@@ -7,6 +7,7 @@ namespace streamgen {
 ThreadGovernor::ThreadGovernor(const ThreadGovernorOptions& options) : options_(options) {
   options_.max_threads = std::max(1, options_.max_threads);
   options_.min_threads = std::clamp(options_.min_threads, 1, options_.max_threads);
+  options_.drop_after = std::max(1, options_.drop_after);
   threads_ = options_.max_threads;
 }
 
@@ -29,6 +30,7 @@ int ThreadGovernor::OnStep(double wall_ms, double cpu_ms) {
     StartWindow();
     if (probing_) {
       probing_ = false;
+      low_windows_ = 0;
       since_probe_ms_ = 0;
       if (efficiency < options_.keep_above) {
         --threads_;  // still contended: back to what ran well
@@ -39,7 +41,9 @@ int ThreadGovernor::OnStep(double wall_ms, double cpu_ms) {
       }
       return threads_;
     }
-    if (efficiency < options_.shrink_below && threads_ > options_.min_threads) {
+    low_windows_ = efficiency < options_.shrink_below ? low_windows_ + 1 : 0;
+    if (low_windows_ >= options_.drop_after && threads_ > options_.min_threads) {
+      low_windows_ = 0;
       --threads_;
       ++changes_;
       since_probe_ms_ = 0;
