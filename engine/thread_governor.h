@@ -34,7 +34,7 @@ struct ThreadGovernorOptions {
                                    // row: one thread fewer
   int drop_after = 2;              // >= 1. Why not 1: a drop costs half the speed until the
                                    // next probe (probe_every_ms); one low window is often a
-                                   // blip (another process starting, a page-fault storm)
+                                   // blip (another process starting, a compiler forking)
   double keep_above = 0.85;        // a probe's efficiency at or above this: keep the thread
   double probe_every_ms = 3000;    // wall time at a reduced count before probing one more
 };
