@@ -138,10 +138,15 @@ start_servers() {  # $1: dtype
   done
   note "servers not ready"; return 1
 }
-client_bench() {  # $1 url, $2 concurrency, $3 requests
+# Every client run draws prompts of its own (--prompt-seed; both servers get
+# the same ones in a pair): with the same prompts run after run, llama-server's
+# prompt cache skipped the whole prefill (c1 TTFT 18 ms against 200), so the
+# figures measured its cache, not the serving.
+SEED=$((RANDOM * 32768 + RANDOM))
+client_bench() {  # $1 url, $2 concurrency, $3 requests, $4 prompt seed
   "$BUILD_DIR/client/streamgen-client" --server "127.0.0.1:$(cat "$OUT_DIR/port")" --json bench \
     --http "$1" --concurrency "$2" --requests "$3" --warmup "$2" --prompt-tokens "$PROMPT_TOKENS" \
-    --max-new-tokens "$OUTPUT_TOKENS"
+    --max-new-tokens "$OUTPUT_TOKENS" --prompt-seed "$4"
 }
 server_part() {
   local d c n round engine url
@@ -151,10 +156,11 @@ server_part() {
     for round in $(seq 1 "$ROUNDS"); do
       for c in $CONCURRENCIES; do
         n=$((2 * c > 8 ? 2 * c : 8))
+        SEED=$((SEED + 1))
         for engine in streamgen llama.cpp; do
           url="http://127.0.0.1:$(cat "$OUT_DIR/http-port")"
           [ "$engine" = llama.cpp ] && url="http://127.0.0.1:$LL_PORT"
-          client_bench "$url" "$c" "$n" | $PY -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"tokens_per_s": d["output_tokens_per_s"], "failed": d.get("failed", 0)}))' \
+          client_bench "$url" "$c" "$n" "$SEED" | $PY -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"tokens_per_s": d["output_tokens_per_s"], "failed": d.get("failed", 0)}))' \
             | record "{\"part\": \"server\", \"engine\": \"$engine\", \"dtype\": \"$d\", \"c\": $c, \"round\": $round}" \
             || note "$engine $d c$c: the client failed"
         done
@@ -163,11 +169,12 @@ server_part() {
     if [[ " $PARTS " == *" busy "* ]]; then
       for round in $(seq 1 "$ROUNDS"); do
         for busy in 0 1; do
+          SEED=$((SEED + 1))
           if [ "$busy" = 1 ]; then (while :; do :; done) & BUSY_PID=$!; sleep 1; fi
           for engine in streamgen llama.cpp; do
             url="http://127.0.0.1:$(cat "$OUT_DIR/http-port")"
             [ "$engine" = llama.cpp ] && url="http://127.0.0.1:$LL_PORT"
-            client_bench "$url" 1 4 | $PY -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"e2e_s": d["e2e_ms"]["p50"]/1000}))' \
+            client_bench "$url" 1 4 "$SEED" | $PY -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"e2e_s": d["e2e_ms"]["p50"]/1000}))' \
               | record "{\"part\": \"busy\", \"engine\": \"$engine\", \"dtype\": \"$d\", \"busy\": $busy, \"round\": $round}" \
               || note "$engine busy=$busy: the client failed"
           done

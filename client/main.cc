@@ -87,6 +87,10 @@ ABSL_FLAG(int, prompt_tokens, 128, "bench: prompt length in tokens (BOS + ids dr
 ABSL_FLAG(int, shared_prefix_tokens, 0,
           "bench: the first this many prompt ids are the same in every call (a common system "
           "prompt, for --enable-prefix-caching); 0: every prompt differs from its start.");
+ABSL_FLAG(uint64_t, prompt_seed, 0,
+          "bench: draws the prompts (call i gets the same prompt for the same seed). Give each "
+          "run its own seed when a server may remember earlier prompts (llama-server's prompt "
+          "cache, --enable-prefix-caching), unless the cache is what is measured.");
 ABSL_FLAG(std::string, http, "",
           "bench: send the calls to the HTTP face at this URL (http://HOST:PORT: POST "
           "/v1/completions, server-sent events) instead of gRPC; GetModelInfo still uses --server.");
@@ -494,6 +498,7 @@ int Bench(v1::TextGeneration::Stub& stub) {
   options.warmup = absl::GetFlag(FLAGS_warmup);
   options.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
   options.shared_prefix_tokens = absl::GetFlag(FLAGS_shared_prefix_tokens);
+  options.prompt_seed = absl::GetFlag(FLAGS_prompt_seed);
   options.max_new_tokens = g_sampling.max_new_tokens.value_or(0);
   options.temperature = g_sampling.temperature.value_or(0);
   options.deadline_ms = absl::GetFlag(FLAGS_deadline_ms);

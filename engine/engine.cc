@@ -894,6 +894,17 @@ void Engine::Impl::Loop() {
       const int before = governor->threads();
       const int now = governor->OnStep(MsBetween(wall_start, Clock::now()), ProcessCpuMs() - cpu_start);
       if (now != before) at::set_num_threads(now);
+      // A drop halves a 2-thread server's speed until a probe wins the thread
+      // back: worth a line, with the figure that decided it.
+      // (A failed probe, every few seconds under contention, is not.)
+      using Decision = ThreadGovernor::Decision;
+      if (governor->last_decision() == Decision::kDrop) {
+        spdlog::info("adaptive threads: {} -> {} (CPU time / (wall x threads) {:.2f} over the last "
+                     "window of steps)", before, now, governor->last_efficiency());
+      } else if (governor->last_decision() == Decision::kProbeKept) {
+        spdlog::info("adaptive threads: back to {} (a probe ran at {:.2f})", now,
+                     governor->last_efficiency());
+      }
     }
     Retire();
     PublishStats();

@@ -29,15 +29,30 @@ TEST(ThreadGovernor, SoloKeepsEveryThread) {
   EXPECT_EQ(g.changes(), 0);
 }
 
-TEST(ThreadGovernor, AStolenCoreDropsAThreadWithinAWindow) {
+TEST(ThreadGovernor, AStolenCoreDropsAThreadWithinTwoWindows) {
   ThreadGovernor g(Options(2));
   // Two threads and a busy process on two cores: the process gets ~4/3 CPUs.
-  EXPECT_EQ(RunSteps(g, 20, 4.0 / 3.0), 1);  // one 200 ms window
+  EXPECT_EQ(RunSteps(g, 20, 4.0 / 3.0), 2);  // one 200 ms window: not yet
+  EXPECT_EQ(RunSteps(g, 20, 4.0 / 3.0), 1);  // the second in a row
+}
+
+TEST(ThreadGovernor, OneLowWindowAtATimeKeepsEveryThread) {
+  ThreadGovernor g(Options(2));
+  // Blips (another process starting, a burst of page faults): a low window
+  // between good ones, again and again. A drop would cost half the speed for
+  // the 3 s until the next probe.
+  for (int i = 0; i < 20; ++i) {
+    RunSteps(g, 20, 1.0);
+    RunSteps(g, 20, 2.0);
+  }
+  EXPECT_EQ(g.threads(), 2);
+  EXPECT_EQ(g.changes(), 0);
+  EXPECT_DOUBLE_EQ(g.last_efficiency(), 1.0);
 }
 
 TEST(ThreadGovernor, ProbesBackUpAndStaysDownWhileContended) {
   ThreadGovernor g(Options(2));
-  RunSteps(g, 20, 4.0 / 3.0);
+  RunSteps(g, 40, 4.0 / 3.0);
   ASSERT_EQ(g.threads(), 1);
   // At one thread the busy process and ours each get a core: efficiency 1.
   // Every 3 s the governor tries 2 threads, sees ~0.67, and goes back.
@@ -54,10 +69,55 @@ TEST(ThreadGovernor, ProbesBackUpAndStaysDownWhileContended) {
 
 TEST(ThreadGovernor, ReturnsToAllThreadsWhenTheNeighbourLeaves) {
   ThreadGovernor g(Options(4));
-  EXPECT_EQ(RunSteps(g, 20, 2.5), 3);  // 2.5 of 4 CPUs: 0.625 < 0.8
+  EXPECT_EQ(RunSteps(g, 40, 2.5), 3);  // 2.5 of 4 CPUs: 0.625 < 0.8, two windows
   EXPECT_EQ(RunSteps(g, 400, 2.5), 3);  // 2.5 of 3: 0.83, stays; probes of 4 fail
   // Neighbour gone: probes succeed one by one.
   EXPECT_EQ(RunSteps(g, 2000, 4.0), 4);
+}
+
+TEST(ThreadGovernor, ReportsEachDecisionWithItsWindowsEfficiency) {
+  using Decision = ThreadGovernor::Decision;
+  ThreadGovernor g(Options(2));
+  EXPECT_EQ(g.last_decision(), Decision::kNone);
+  EXPECT_DOUBLE_EQ(g.last_efficiency(), 1.0);
+  // 19 steps of a 200 ms window at 1.5 CPUs of 2: not judged yet.
+  for (int i = 0; i < 19; ++i) EXPECT_EQ(g.OnStep(10.0, 15.0), 2);
+  EXPECT_EQ(g.last_decision(), Decision::kNone);
+  EXPECT_DOUBLE_EQ(g.last_efficiency(), 1.0);
+  EXPECT_EQ(g.OnStep(10.0, 15.0), 2);  // the 20th ends the window: 0.75 < 0.8, once
+  EXPECT_EQ(g.last_decision(), Decision::kNone);
+  EXPECT_DOUBLE_EQ(g.last_efficiency(), 0.75);
+  for (int i = 0; i < 19; ++i) EXPECT_EQ(g.OnStep(10.0, 14.0), 2);
+  EXPECT_EQ(g.OnStep(10.0, 14.0), 1);  // twice in a row
+  EXPECT_EQ(g.last_decision(), Decision::kDrop);
+  EXPECT_DOUBLE_EQ(g.last_efficiency(), 0.7);
+  g.OnStep(10.0, 10.0);
+  EXPECT_EQ(g.last_decision(), Decision::kNone);  // one step's report, not sticky
+  // 3 s at one thread, then the probe's window: 1.8 of 2 CPUs (0.9) keeps it.
+  int steps = 1;
+  while (g.last_decision() != Decision::kProbe && steps++ < 400) g.OnStep(10.0, 10.0);
+  ASSERT_EQ(g.last_decision(), Decision::kProbe);
+  EXPECT_EQ(g.threads(), 2);
+  while (g.last_decision() != Decision::kProbeKept && steps++ < 400) g.OnStep(10.0, 18.0);
+  EXPECT_EQ(g.last_decision(), Decision::kProbeKept);
+  EXPECT_DOUBLE_EQ(g.last_efficiency(), 0.9);
+  EXPECT_EQ(g.threads(), 2);
+}
+
+TEST(ThreadGovernor, AFailedProbeSaysSo) {
+  using Decision = ThreadGovernor::Decision;
+  ThreadGovernor g(Options(2));
+  RunSteps(g, 40, 4.0 / 3.0);
+  ASSERT_EQ(g.last_decision(), Decision::kDrop);
+  Decision seen = Decision::kNone;
+  for (int i = 0; i < 400 && seen != Decision::kProbeFailed; ++i) {
+    g.OnStep(10.0, 10.0 * (g.threads() == 1 ? 1.0 : 4.0 / 3.0));
+    if (g.last_decision() != Decision::kNone) seen = g.last_decision();
+    if (seen == Decision::kProbe) seen = Decision::kNone;  // the probe's start
+  }
+  EXPECT_EQ(seen, Decision::kProbeFailed);
+  EXPECT_EQ(g.threads(), 1);
+  EXPECT_NEAR(g.last_efficiency(), 2.0 / 3.0, 1e-9);
 }
 
 TEST(ThreadGovernor, ShortStepsAreNotJudged) {

@@ -14,6 +14,9 @@
 #include <string>
 #include <vector>
 
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -67,6 +70,10 @@ int main(int argc, char** argv) {
       "streamgen-generate [--model DIR] --prompt TEXT [options]: generate text with the engine\n"
       "(no server). Sampling flags not given take the model's generation_config.json defaults.";
   absl::SetProgramUsageMessage(kUsage);
+  // The engine logs through spdlog's default logger (stdout unless told), and
+  // stdout is where --json prints: its lines (an --adaptive-threads drop under
+  // load) go to stderr.
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("stderr"));
   if (streamgen::PrintHelpIfAsked(
           argc, argv, kUsage,
           {"tools/generate_main.cc", "common/sampling_flags.cc", "common/speculative_flags.cc"})) {
