@@ -26,7 +26,7 @@
 namespace streamgen {
 namespace http_face {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;
 using OJson = nlohmann::ordered_json;
 
 // A route the face knows, with its method (the rest: 404; a known route with

@@ -24,7 +24,7 @@ absl::Status BadPath(absl::string_view param, absl::string_view path, absl::stri
   return status;
 }
 
-const char* TypeName(const nlohmann::json& value) {
+const char* TypeName(const nlohmann::ordered_json& value) {
   if (value.is_string()) return "a string";
   if (value.is_boolean()) return "a boolean";
   if (value.is_number()) return "a number";
@@ -33,7 +33,7 @@ const char* TypeName(const nlohmann::json& value) {
   return "null";
 }
 
-const nlohmann::json* Field(const nlohmann::json& body, const char* name) {
+const nlohmann::ordered_json* Field(const nlohmann::ordered_json& body, const char* name) {
   auto it = body.find(name);
   if (it == body.end() || it->is_null()) return nullptr;
   return &*it;
@@ -43,7 +43,7 @@ const nlohmann::json* Field(const nlohmann::json& body, const char* name) {
 
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;
 using OJson = nlohmann::ordered_json;
 
 constexpr char kParamPayload[] = "type.streamgen.dev/openai.param";

@@ -37,10 +37,10 @@ void SetErrorParam(absl::Status* status, absl::string_view param);
 // openai_structured.cc), one copy for both. Thread-safe.
 namespace openai_json {
 // "a string", "a boolean", "a number", "an array", "an object" or "null", for messages.
-const char* TypeName(const nlohmann::json& value);
+const char* TypeName(const nlohmann::ordered_json& value);
 // The field's value, or nullptr when it is absent or null (OpenAI's clients
 // send null for unset fields).
-const nlohmann::json* Field(const nlohmann::json& body, const char* name);
+const nlohmann::ordered_json* Field(const nlohmann::ordered_json& body, const char* name);
 // INVALID_ARGUMENT "<path> <message>" with OpenAI's param `param`: an error
 // inside a field (`path` "messages[2].content" is what the message names).
 absl::Status BadPath(absl::string_view param, absl::string_view path, absl::string_view message);
@@ -126,7 +126,7 @@ struct OpenAiRequest {
 // form, which LangChain sends) an array of one string or of one token-id
 // array; two or more prompts are refused by name, as is an empty prompt
 // (kEmptyPromptMessage).
-absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiRoute route, const nlohmann::json& body);
+absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiRoute route, const nlohmann::ordered_json& body);
 
 // What every face answers for an empty prompt (after the field's name).
 inline constexpr char kEmptyPromptMessage[] =
@@ -139,7 +139,7 @@ struct QueryStreamRequest {
   std::string query;            // never empty (refused by name)
   uint32_t max_new_tokens = 0;  // 0: absent (the server's default)
 };
-absl::StatusOr<QueryStreamRequest> ParseQueryStreamRequest(const nlohmann::json& body);
+absl::StatusOr<QueryStreamRequest> ParseQueryStreamRequest(const nlohmann::ordered_json& body);
 // As a GenerateRequest: a user message when `chat` (the model has a chat
 // template), else a prompt; sampled like transformers' do_sample=True
 // defaults (temperature 1.0, top_k 50, top_p 1.0) with `seed`;
@@ -152,7 +152,7 @@ v1::GenerateRequest ToGenerateRequest(const QueryStreamRequest& query, bool chat
 // backslash respected; a valid pair is kept. nullopt when there is none (the
 // text parses as it is). JavaScript's JSON.stringify sends a lone surrogate
 // (a string cut between the halves of an emoji) as such an escape, as Python's
-// json.dumps does for a str holding one; nlohmann::json refuses it ("invalid
+// json.dumps does for a str holding one; nlohmann::ordered_json refuses it ("invalid
 // string: surrogate U+DC00..U+DFFF must follow U+D800..U+DBFF"). The face
 // takes it as U+FFFD instead, as WHATWG's TextEncoder encodes it.
 std::optional<std::string> ReplaceLoneSurrogates(absl::string_view json);
@@ -160,11 +160,11 @@ std::optional<std::string> ReplaceLoneSurrogates(absl::string_view json);
 // vLLM's /tokenize body -> TokenizeRequest ({"prompt", "add_special_tokens"}
 // or {"messages", "add_generation_prompt", "tools", "documents"}; either with
 // "parse_special_tokens").
-absl::StatusOr<v1::TokenizeRequest> ParseTokenizeRequest(const nlohmann::json& body);
+absl::StatusOr<v1::TokenizeRequest> ParseTokenizeRequest(const nlohmann::ordered_json& body);
 // llama.cpp's /apply-template body: {"messages", "add_generation_prompt"
 // (default true), "tools", "documents"} -> TokenizeRequest (messages).
-absl::StatusOr<v1::TokenizeRequest> ParseApplyTemplateRequest(const nlohmann::json& body);
+absl::StatusOr<v1::TokenizeRequest> ParseApplyTemplateRequest(const nlohmann::ordered_json& body);
 // vLLM's /detokenize body: {"tokens": [ids]}.
-absl::StatusOr<std::vector<int>> ParseDetokenizeRequest(const nlohmann::json& body);
+absl::StatusOr<std::vector<int>> ParseDetokenizeRequest(const nlohmann::ordered_json& body);
 
 }  // namespace streamgen

@@ -12,7 +12,7 @@
 namespace streamgen {
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;
 
 using openai_json::Field;
 using openai_json::TypeName;

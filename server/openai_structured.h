@@ -14,7 +14,7 @@ namespace streamgen {
 // logit_bias: an object whose keys are token ids written as integers in
 // strings ("50256") and whose values are numbers (OpenAI's shape).
 // INVALID_ARGUMENT with param logit_bias naming the key.
-absl::Status ParseLogitBias(const nlohmann::json& body, v1::GenerateRequest* request);
+absl::Status ParseLogitBias(const nlohmann::ordered_json& body, v1::GenerateRequest* request);
 
 // At most one constraint from:
 //   response_format {"type": "text"} (none), {"type": "json_object"},
@@ -28,6 +28,6 @@ absl::Status ParseLogitBias(const nlohmann::json& body, v1::GenerateRequest* req
 //     top-level names)
 // Two of them: INVALID_ARGUMENT naming both ("response_format and
 // structured_outputs.regex: set one constraint, not both").
-absl::Status ParseConstraint(const nlohmann::json& body, v1::GenerateRequest* request);
+absl::Status ParseConstraint(const nlohmann::ordered_json& body, v1::GenerateRequest* request);
 
 }  // namespace streamgen

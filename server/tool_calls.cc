@@ -13,7 +13,7 @@ using OJson = nlohmann::ordered_json;
 
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;
 using openai_json::BadPath;
 using openai_json::Field;
 using openai_json::TypeName;

@@ -28,7 +28,7 @@ using SchemaToGrammar =
 // that is not an object, a type other than "function", a name that is not 1
 // to 64 letters, digits, underscores or dashes or that repeats an earlier
 // one, parameters that are not an object.
-absl::StatusOr<std::vector<ToolSpec>> ParseToolSpecs(const nlohmann::json& tools,
+absl::StatusOr<std::vector<ToolSpec>> ParseToolSpecs(const nlohmann::ordered_json& tools,
                                                      absl::string_view field);
 
 // What a request asks of its tools, whatever its wire.

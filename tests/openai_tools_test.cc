@@ -366,5 +366,22 @@ TEST(OpenAiToolsTest, StopStringsEndContentNotCalls) {
   EXPECT_EQ(content, "ok");  // whitespace at the end of an output with calls is dropped
 }
 
+// The body's key order reaches the chat template (tools_json) and the
+// schema compiler (properties come in the order of `properties`), as a
+// Python dict keeps it for transformers and vLLM.
+TEST(OpenAiToolsTest, TheBodysKeyOrderReachesTheTemplateAndTheSchema) {
+  absl::StatusOr<OpenAiRequest> r = ParseOpenAiRequest(OpenAiRoute::kChat, OJson::parse(R"({
+    "messages": [{"role": "user", "content": "x"}],
+    "tools": [{"type": "function", "function": {"name": "get", "parameters":
+      {"type": "object", "properties": {"zeta": {}, "alpha": {}}}}}],
+    "response_format": {"type": "json_schema", "json_schema": {"name": "o",
+      "schema": {"properties": {"zeta": {}, "alpha": {}}, "type": "object"}}}})"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->request.tools_json(),
+            R"([{"type":"function","function":{"name":"get","parameters":)"
+            R"({"type":"object","properties":{"zeta":{},"alpha":{}}}}}])");
+  EXPECT_EQ(r->request.json_schema(), R"({"properties":{"zeta":{},"alpha":{}},"type":"object"})");
+}
+
 }  // namespace
 }  // namespace streamgen

@@ -338,11 +338,9 @@ describe('samples', { concurrency: true }, () => {
     });
   }
   // docs/structured-outputs.md: "Properties come in the order of
-  // `properties`" (as OpenAI's structured outputs do). Through the HTTP face
-  // they come sorted: server/openai_structured.cc re-serializes the schema
-  // from an nlohmann::json, whose objects are sorted maps. Not ours to fix
-  // here; drop `todo` once the face keeps the order (nlohmann::ordered_json).
-  test('keys come in the order of properties', { todo: 'the HTTP face sorts schema keys' }, async () => {
+  // `properties`" (as OpenAI's structured outputs do): the HTTP face keeps a
+  // request body's key order (nlohmann::ordered_json), schemas included.
+  test('keys come in the order of properties', async () => {
     const schema = { type: 'object', additionalProperties: false, required: ['zeta', 'alpha'],
       properties: { zeta: { type: 'integer', minimum: 0, maximum: 9 }, alpha: { type: 'boolean' } } };
     const outputs = await sample(MODELS.tiny, 1, '/v1/completions', {
