@@ -283,6 +283,32 @@ torch::Tensor DequantizeInt8(const LinearWeight& w) {
 
 namespace {
 
+std::atomic<int> g_skinny_schedule{static_cast<int>(SkinnySchedule::kAuto)};
+
+// Rows of x from which the vector bodies run their tiled schedule (bit for
+// bit the row-by-row one's outputs, so this is a speed choice only). Measured
+// with `streamgen-bench-engine --tiled-sweep` (bench/README.md, "Kernels per
+// ISA"): TODO fill in.
+int64_t TiledMinRowsFor(KernelIsa isa) {
+  switch (static_cast<SkinnySchedule>(g_skinny_schedule.load(std::memory_order_relaxed))) {
+    case SkinnySchedule::kRows:
+      return std::numeric_limits<int64_t>::max();
+    case SkinnySchedule::kTiles:
+      return 1;
+    case SkinnySchedule::kAuto:
+      break;
+  }
+  switch (isa) {
+    case KernelIsa::kAvx512:
+      return 4;
+    case KernelIsa::kAvx2:
+      return 4;
+    case KernelIsa::kPortable:
+      break;
+  }
+  return std::numeric_limits<int64_t>::max();  // no tiled body
+}
+
 // One SkinnyLinear call's operands, checked, with x as float32 (the
 // accumulation type) and the output allocated.
 struct SkinnyJob {
@@ -332,7 +358,8 @@ void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& jo
   job.wt = w.scalar_type();
 }
 
-// Output columns [begin, end) of one job.
+// Output columns [begin, end) of one job: the row-by-row schedule, or from
+// TiledMinRows() rows the tiled one (the same bits: cpu_kernels_bodies.h).
 void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
   using F32 = decltype(&kn::SkinnyPortableF32);
   using Bf16 = decltype(&kn::SkinnyPortableBf16);
@@ -341,14 +368,15 @@ void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
   Bf16 bf16 = kn::SkinnyPortableBf16;
   I8 i8 = kn::SkinnyPortableI8;
 #if defined(SG_HAVE_X86_BODIES)
+  const bool tiled = j.m >= TiledMinRowsFor(j.isa);
   if (j.isa == KernelIsa::kAvx512) {
-    f32 = kn::SkinnyAvx512F32;
-    bf16 = kn::SkinnyAvx512Bf16;
-    i8 = kn::SkinnyAvx512I8;
+    f32 = tiled ? kn::TiledAvx512F32 : kn::SkinnyAvx512F32;
+    bf16 = tiled ? kn::TiledAvx512Bf16 : kn::SkinnyAvx512Bf16;
+    i8 = tiled ? kn::TiledAvx512I8 : kn::SkinnyAvx512I8;
   } else if (j.isa == KernelIsa::kAvx2) {
-    f32 = kn::SkinnyAvx2F32;
-    bf16 = kn::SkinnyAvx2Bf16;
-    i8 = kn::SkinnyAvx2I8;
+    f32 = tiled ? kn::TiledAvx2F32 : kn::SkinnyAvx2F32;
+    bf16 = tiled ? kn::TiledAvx2Bf16 : kn::SkinnyAvx2Bf16;
+    i8 = tiled ? kn::TiledAvx2I8 : kn::SkinnyAvx2I8;
   }
 #endif
   if (j.wt == torch::kFloat32) {
@@ -364,6 +392,12 @@ void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
 constexpr int64_t kSkinnyGrain = 16;
 
 }  // namespace
+
+void SetSkinnySchedule(SkinnySchedule schedule) {
+  g_skinny_schedule.store(static_cast<int>(schedule), std::memory_order_relaxed);
+}
+
+int64_t TiledMinRows() { return TiledMinRowsFor(SkinnyKernelIsa()); }
 
 KernelIsa SkinnyKernelIsa() {
   const KernelIsa isa = ActiveIsa();
