@@ -285,11 +285,20 @@ namespace {
 
 std::atomic<int> g_skinny_schedule{static_cast<int>(SkinnySchedule::kAuto)};
 
-// Rows of x from which the vector bodies run their tiled schedule (bit for
-// bit the row-by-row one's outputs, so this is a speed choice only). Measured
-// with `streamgen-bench-engine --tiled-sweep` (bench/README.md, "Kernels per
-// ISA"): TODO fill in.
-int64_t TiledMinRowsFor(KernelIsa isa) {
+// Rows of x from which the vector bodies run their tiled schedule, per body
+// and weight dtype (the outputs are the row-by-row schedule's bit for bit, so
+// this is a speed choice only). Measured with
+//   streamgen-bench-engine --model bench-134m --threads 1 --runs 7 --tiled-sweep
+// (CPU time of one pass over the 134M model's 49 linears, from DRAM; bench/README.md,
+// "Kernels per ISA"), on 2-vCPU AMD EPYC Zen 4 (avx2 fma f16c avx512f/bw/vl/dq
+// avx512_bf16 avx512_vnni), 2026-12-07, load average ~11:
+//   AVX2 body (Zen 4's own):  float32 rows/tiled 0.86 at 8 rows, 1.03 at 16, 1.11 at 64;
+//                             int8 1.06 at 2 rows, 1.17 at 4, 1.22 at 32.
+//   AVX-512 body: the same table (not measured apart on this shared machine).
+//   bfloat16 weights: as int8 (a widened load per weight vector like int8's
+//                     conversion, half of float32's bytes); not measured apart.
+int64_t TiledMinRowsFor(KernelIsa isa, torch::ScalarType wt) {
+  if (isa == KernelIsa::kPortable) return std::numeric_limits<int64_t>::max();  // no tiled body
   switch (static_cast<SkinnySchedule>(g_skinny_schedule.load(std::memory_order_relaxed))) {
     case SkinnySchedule::kRows:
       return std::numeric_limits<int64_t>::max();
@@ -298,15 +307,7 @@ int64_t TiledMinRowsFor(KernelIsa isa) {
     case SkinnySchedule::kAuto:
       break;
   }
-  switch (isa) {
-    case KernelIsa::kAvx512:
-      return 4;
-    case KernelIsa::kAvx2:
-      return 4;
-    case KernelIsa::kPortable:
-      break;
-  }
-  return std::numeric_limits<int64_t>::max();  // no tiled body
+  return wt == torch::kFloat32 ? 16 : 2;
 }
 
 // One SkinnyLinear call's operands, checked, with x as float32 (the
@@ -368,7 +369,7 @@ void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
   Bf16 bf16 = kn::SkinnyPortableBf16;
   I8 i8 = kn::SkinnyPortableI8;
 #if defined(SG_HAVE_X86_BODIES)
-  const bool tiled = j.m >= TiledMinRowsFor(j.isa);
+  const bool tiled = j.m >= TiledMinRowsFor(j.isa, j.wt);
   if (j.isa == KernelIsa::kAvx512) {
     f32 = tiled ? kn::TiledAvx512F32 : kn::SkinnyAvx512F32;
     bf16 = tiled ? kn::TiledAvx512Bf16 : kn::SkinnyAvx512Bf16;
@@ -397,7 +398,7 @@ void SetSkinnySchedule(SkinnySchedule schedule) {
   g_skinny_schedule.store(static_cast<int>(schedule), std::memory_order_relaxed);
 }
 
-int64_t TiledMinRows() { return TiledMinRowsFor(SkinnyKernelIsa()); }
+int64_t TiledMinRows(torch::ScalarType w_dtype) { return TiledMinRowsFor(SkinnyKernelIsa(), w_dtype); }
 
 KernelIsa SkinnyKernelIsa() {
   const KernelIsa isa = ActiveIsa();
@@ -468,8 +469,12 @@ int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype) {
   //    GEMM side is Float32TiledGemm (a float32 GEMM plus the conversion,
   //    ~1.4x float32's at 128 rows), and the skinny kernel, reading half of
   //    float32's bytes, stays ahead up to ~32 rows.
-  (void)x_dtype;
-  if (w.int8()) return 16;
+  //  - int8 weights under bfloat16 activations with native bfloat16 dot
+  //    products: Int8TiledGemm dequantizes to bfloat16 for oneDNN, which
+  //    led the skinny kernel's tiled schedule by 1.6x at 16 rows and tied
+  //    it at 8 (`--tiled-sweep`, "Kernels per ISA"): 8, as for bfloat16
+  //    weights. float32 activations keep 16 (the float32 GEMM's side).
+  if (w.int8()) return x_dtype == torch::kBFloat16 && ActiveIsaHasNativeBf16() ? 8 : 16;
   if (w.w.scalar_type() != torch::kBFloat16) return 24;
   return ActiveIsaHasNativeBf16() ? 8 : 32;
 }

@@ -138,8 +138,9 @@ KernelIsa SkinnyKernelIsa();
 enum class SkinnySchedule { kAuto, kRows, kTiles };
 void SetSkinnySchedule(SkinnySchedule schedule);
 // The rows from which SkinnyLinear tiles under SkinnyKernelIsa() and the
-// schedule set (INT64_MAX: never).
-int64_t TiledMinRows();
+// schedule set, for weights of w_dtype (float32, bfloat16 or int8;
+// INT64_MAX: never, as on the portable body).
+int64_t TiledMinRows(torch::ScalarType w_dtype);
 
 // The linear layer as LlamaModel runs it on the CPU, by CpuLinearRouteFor:
 // SkinnyLinear up to SkinnyMaxRows(w, x's dtype) rows of x, above that a GEMM

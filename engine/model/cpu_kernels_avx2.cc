@@ -344,10 +344,10 @@ SG_AVX2 inline void TileAvx2(const float* x, int64_t k, const W* w, int64_t n, i
                              int64_t c0, const SkinnyOut& out) {
   const int64_t blocks = (k + 7) / 8;
   alignas(32) float part[4][MR][NR][8];
-  const float* xr[MR];
-  const W* wr[NR];
-  for (int i = 0; i < MR; ++i) xr[i] = x + (m0 + i) * k;
-  for (int r = 0; r < NR; ++r) wr[r] = w + (c0 + r) * k;
+  // Row i of the tile at x0 + i * k, weight row r at w0 + r * k: one base
+  // register each and scaled offsets (arrays of row pointers were spilled).
+  const float* x0 = x + m0 * k;
+  const W* w0 = w + c0 * k;
   for (int64_t b0 = 0; b0 < blocks; b0 += kTileChunk) {
     const int64_t b1 = std::min(blocks, b0 + kTileChunk);
     for (int u = 0; u < 4; ++u) {
@@ -359,16 +359,16 @@ SG_AVX2 inline void TileAvx2(const float* x, int64_t k, const W* w, int64_t n, i
         const int64_t j = 8 * b;
         __m256 wv[NR];
         if (j + 8 <= k) {
-          for (int r = 0; r < NR; ++r) wv[r] = Load8(wr[r] + j);
+          for (int r = 0; r < NR; ++r) wv[r] = Load8(w0 + r * k + j);
           for (int i = 0; i < MR; ++i) {
-            const __m256 xv = _mm256_loadu_ps(xr[i] + j);
+            const __m256 xv = _mm256_loadu_ps(x0 + i * k + j);
             for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
           }
         } else {  // the last block, zero-padded as SkinnyRow pads it
           const int64_t cnt = k - j;
-          for (int r = 0; r < NR; ++r) wv[r] = LoadPart8(wr[r] + j, cnt);
+          for (int r = 0; r < NR; ++r) wv[r] = LoadPart8(w0 + r * k + j, cnt);
           for (int i = 0; i < MR; ++i) {
-            const __m256 xv = _mm256_maskload_ps(xr[i] + j, LaneMask(cnt));
+            const __m256 xv = _mm256_maskload_ps(x0 + i * k + j, LaneMask(cnt));
             for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
           }
         }

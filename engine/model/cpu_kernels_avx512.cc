@@ -315,10 +315,10 @@ SG_AVX512 inline void TileAvx512(const float* x, int64_t k, const W* w, int64_t 
                                  int64_t c0, const SkinnyOut& out) {
   const int64_t blocks = (k + 15) / 16;
   alignas(64) float part[4][MR][NR][16];  // each chain's accumulators between chunks
-  const float* xr[MR];
-  const W* wr[NR];
-  for (int i = 0; i < MR; ++i) xr[i] = x + (m0 + i) * k;
-  for (int r = 0; r < NR; ++r) wr[r] = w + (c0 + r) * k;
+  // Row i of the tile at x0 + i * k, weight row r at w0 + r * k: one base
+  // register each and scaled offsets (arrays of row pointers were spilled).
+  const float* x0 = x + m0 * k;
+  const W* w0 = w + c0 * k;
   for (int64_t b0 = 0; b0 < blocks; b0 += kTileChunk) {
     const int64_t b1 = std::min(blocks, b0 + kTileChunk);
     for (int u = 0; u < 4; ++u) {
@@ -330,16 +330,16 @@ SG_AVX512 inline void TileAvx512(const float* x, int64_t k, const W* w, int64_t 
         const int64_t j = 16 * b;
         __m512 wv[NR];
         if (j + 16 <= k) {
-          for (int r = 0; r < NR; ++r) wv[r] = LoadFull16(wr[r] + j);
+          for (int r = 0; r < NR; ++r) wv[r] = LoadFull16(w0 + r * k + j);
           for (int i = 0; i < MR; ++i) {
-            const __m512 xv = _mm512_loadu_ps(xr[i] + j);
+            const __m512 xv = _mm512_loadu_ps(x0 + i * k + j);
             for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
           }
         } else {  // the last block, masked as SkinnyRow masks it
           const __mmask16 mask = TailMask(k, j);
-          for (int r = 0; r < NR; ++r) wv[r] = Load16(wr[r] + j, mask);
+          for (int r = 0; r < NR; ++r) wv[r] = Load16(w0 + r * k + j, mask);
           for (int i = 0; i < MR; ++i) {
-            const __m512 xv = _mm512_maskz_loadu_ps(mask, xr[i] + j);
+            const __m512 xv = _mm512_maskz_loadu_ps(mask, x0 + i * k + j);
             for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
           }
         }
