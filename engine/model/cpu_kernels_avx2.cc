@@ -331,12 +331,15 @@ SG_AVX2 inline void Skinny(const float* x, int64_t m, const W* w, int64_t k, int
 // four chains of FMAs (block b of 8 columns into chain b % 4, a last partial
 // block zero-padded), summed as (a0 + a1) + (a2 + a3), then Sum8. Only the
 // schedule differs: a tile of MR rows of x by NR weight rows runs one chain
-// at a time for its MR x NR outputs (12 accumulators, 3 weight vectors and
-// one of x: the 16 YMM registers), MR + NR loads per MR * NR FMAs, and x is
-// read once per NR weight rows instead of once per weight row. K is walked
+// at a time for its MR x NR outputs (9 accumulators, 3 weight vectors and
+// one of x in the 16 YMM registers), MR + NR loads per MR * NR FMAs, and x
+// is read once per NR weight rows instead of once per weight row. 4 x 3
+// (12 accumulators) left GCC one register short: it kept an accumulator on
+// the stack, a store-to-load round trip in every iteration's FMA chain,
+// and the tile ran at ~1 FMA per cycle. K is walked
 // in chunks (x's and w's chunk stay in L1 for the four chains); a chain's
 // accumulators wait in `part` between chunks (exact).
-constexpr int kTileM = 4, kTileN = 3;
+constexpr int kTileM = 3, kTileN = 3;
 constexpr int64_t kTileChunk = 64;  // blocks of 8 columns per chunk (a multiple of 4)
 
 template <typename W, int MR, int NR>
@@ -395,7 +398,6 @@ SG_AVX2 inline void TileColumnsAvx2(const float* x, int64_t m, const W* w, int64
   switch (m - m0) {
     case 1: TileAvx2<W, 1, NR>(x, k, w, n, m0, c0, out); break;
     case 2: TileAvx2<W, 2, NR>(x, k, w, n, m0, c0, out); break;
-    case 3: TileAvx2<W, 3, NR>(x, k, w, n, m0, c0, out); break;
     default: break;
   }
 }
