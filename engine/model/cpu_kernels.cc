@@ -288,15 +288,19 @@ std::atomic<int> g_skinny_schedule{static_cast<int>(SkinnySchedule::kAuto)};
 // Rows of x from which the vector bodies run their tiled schedule, per body
 // and weight dtype (the outputs are the row-by-row schedule's bit for bit, so
 // this is a speed choice only). Measured with
-//   streamgen-bench-engine --model bench-134m --threads 1 --runs 7 --tiled-sweep
-// (CPU time of one pass over the 134M model's 49 linears, from DRAM; bench/README.md,
-// "Kernels per ISA"), on 2-vCPU AMD EPYC Zen 4 (avx2 fma f16c avx512f/bw/vl/dq
-// avx512_bf16 avx512_vnni), 2026-12-07, load average ~11:
-//   AVX2 body (Zen 4's own):  float32 rows/tiled 0.86 at 8 rows, 1.03 at 16, 1.11 at 64;
-//                             int8 1.06 at 2 rows, 1.17 at 4, 1.22 at 32.
-//   AVX-512 body: the same table (not measured apart on this shared machine).
-//   bfloat16 weights: as int8 (a widened load per weight vector like int8's
-//                     conversion, half of float32's bytes); not measured apart.
+//   [STREAMGEN_KERNEL_ISA=avx512] streamgen-bench-engine --model build/models/bench-134m \
+//       --threads 1 --runs 7 --tiled-sweep
+// (CPU time of one pass over the 134M model's 49 linears, weights from DRAM;
+// bench/README.md, "Kernels per ISA"), on 2 vCPUs of an AMD EPYC Zen 4 (avx2
+// fma f16c avx512f/bw/vl/dq avx512_bf16 avx512_vnni), 2026-12-07, load
+// average 4-11; row-by-row time over tiled time:
+//   rows                  1     2     4     8    16    32    64
+//   AVX2 float32       0.73  0.60  0.62  1.03  1.25  1.38  1.44
+//   AVX2 bfloat16      0.79  0.87  1.03  1.28  1.42  1.50  1.48
+//   AVX2 int8          0.88  1.09  1.28  1.44  1.28  1.55  1.53
+//   AVX-512 float32    1.32  1.06  0.70  0.96  1.33  1.49  1.60
+//   AVX-512 int8       1.09  1.23  1.42  1.46  1.67  1.73  1.76
+// (AVX-512 bfloat16 not measured apart: AVX2's row.)
 int64_t TiledMinRowsFor(KernelIsa isa, torch::ScalarType wt) {
   if (isa == KernelIsa::kPortable) return std::numeric_limits<int64_t>::max();  // no tiled body
   switch (static_cast<SkinnySchedule>(g_skinny_schedule.load(std::memory_order_relaxed))) {
@@ -307,7 +311,9 @@ int64_t TiledMinRowsFor(KernelIsa isa, torch::ScalarType wt) {
     case SkinnySchedule::kAuto:
       break;
   }
-  return wt == torch::kFloat32 ? 16 : 2;
+  if (wt == torch::kInt8) return 2;
+  if (wt == torch::kBFloat16) return 4;
+  return isa == KernelIsa::kAvx512 ? 16 : 8;
 }
 
 // One SkinnyLinear call's operands, checked, with x as float32 (the
@@ -460,7 +466,9 @@ int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype) {
   //    below 16 with OpenBLAS's Haswell kernels (AVX2), by ~20%, within that
   //    busy machine's noise. Kept at 24 on every ISA: the engine's batch
   //    invariance up to 24 float32 rows (mlp.h, the batching tests) then
-  //    holds on every CPU.
+  //    holds on every CPU. With the tiled schedule (`--tiled-sweep`, Zen 4,
+  //    native OpenBLAS): GEMM time over ours 1.13 / 1.06 / 1.00 at 16 / 24 /
+  //    32 rows on the AVX2 body, 1.10 / - / 0.96 on the AVX-512 one.
   //  - int8 against Int8TiledGemm: at or below 16 rows on every ISA since
   //    the tiles are dequantized by our own vector loop (32 and 24 before,
   //    with libtorch's conversion).
