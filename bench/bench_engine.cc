@@ -286,7 +286,7 @@ int TiledSweep(const streamgen::ModelConfig& c, int runs) {
     shapes.push_back({h, c.intermediate_size});
   }
   shapes.push_back({c.vocab_size, h});
-  std::printf("kernels: %s (skinny body: %s); ms per pass over all %zu linears (best of %d)\n",
+  std::printf("kernels: %s (skinny body: %s); CPU ms per pass over all %zu linears (best of %d)\n",
               streamgen::KernelIsaDescription().c_str(),
               streamgen::KernelIsaName(streamgen::SkinnyKernelIsa()), shapes.size(), runs);
   std::printf("(CPU ms of the process: run with --threads 1 on a shared machine)\n");
