@@ -9,6 +9,7 @@
 //       [--device cpu|cuda:N] [--max-prefill-tokens N]
 //   streamgen-bench-engine --model DIR --linear-sweep   # the kernels' crossover
 //   streamgen-bench-engine --model DIR --isa-sweep      # every ISA body side by side
+//   streamgen-bench-engine --model DIR --tiled-sweep    # the batched range's crossovers
 //
 // Prints one line per figure and a final JSON line (for scripts). On a CUDA
 // device the model-only steps are timed up to a host copy of their last
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <future>
 #include <string>
 #include <vector>
@@ -59,6 +61,12 @@ ABSL_FLAG(bool, as_avx2, false,
 ABSL_FLAG(std::string, isa_rows, "1,4,16,128", "--isa-sweep's row counts");
 ABSL_FLAG(std::string, isa_kinds, "float32,bfloat16,int8+f32,int8+bf16",
           "--isa-sweep's weight kinds (float32, bfloat16, int8+f32, int8+bf16)");
+ABSL_FLAG(bool, tiled_sweep, false,
+          "instead of the figures above: every linear layer of the model (one pass, from DRAM) "
+          "through SkinnyLinear's row-by-row schedule, its tiled schedule and the GEMM path "
+          "(CpuLinear past the crossover), interleaved, under the active kernel ISA "
+          "(STREAMGEN_KERNEL_ISA to force one), at --tiled_rows rows, --isa_kinds weights");
+ABSL_FLAG(std::string, tiled_rows, "1,2,3,4,5,6,8,12,16,24,32,48,64", "--tiled-sweep's row counts");
 ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the CPUs this process may use: affinity and cgroup quota)");
 ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
@@ -263,6 +271,86 @@ int IsaSweep(const streamgen::ModelConfig& c, int runs) {
   return 0;
 }
 
+// --tiled-sweep: the crossovers of SkinnyLinear's schedules (TiledMinRows)
+// and of the skinny kernel against the GEMM path (SkinnyMaxRows), from one
+// pass over all of the model's linears per figure (ms, best of `runs`, the
+// three interleaved per repetition: the machine's speed drifts).
+int TiledSweep(const streamgen::ModelConfig& c, int runs) {
+  c10::InferenceMode guard;
+  const int64_t h = c.hidden_size;
+  std::vector<std::pair<int64_t, int64_t>> shapes;  // (N, K) of every linear of a pass
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    shapes.push_back({c.q_size() + 2 * c.kv_size(), h});
+    shapes.push_back({h, c.q_size()});
+    shapes.push_back({2 * c.intermediate_size, h});
+    shapes.push_back({h, c.intermediate_size});
+  }
+  shapes.push_back({c.vocab_size, h});
+  std::printf("kernels: %s (skinny body: %s); CPU ms per pass over all %zu linears (best of %d)\n",
+              streamgen::KernelIsaDescription().c_str(),
+              streamgen::KernelIsaName(streamgen::SkinnyKernelIsa()), shapes.size(), runs);
+  std::printf("(CPU ms of the process: run with --threads 1 on a shared machine)\n");
+  std::printf("%-10s %5s %10s %10s %10s %9s %9s  %s\n", "weights", "rows", "row-by-row", "tiled",
+              "gemm", "rows/tile", "gemm/tile", "gemm route");
+  for (const std::string& k : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_isa_kinds), ','))) {
+    const auto xt = (k == "bfloat16" || k == "int8+bf16") ? torch::kBFloat16 : torch::kFloat32;
+    std::vector<streamgen::LinearWeight> ws;
+    for (const auto& [n, kk] : shapes) {
+      torch::Tensor w32 = torch::randn({n, kk});
+      ws.push_back(k == "float32" || k == "bfloat16"
+                       ? streamgen::LinearWeight{w32.to(xt).contiguous(), {}}
+                       : streamgen::QuantizeInt8(w32));
+      ws.back().w = streamgen::ToHugePages(ws.back().w);
+    }
+    const auto route = streamgen::CpuLinearRouteFor(int64_t{1} << 40, ws[0], xt);
+    for (const std::string& rows : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_tiled_rows), ','))) {
+      const int64_t m = std::stoll(rows);
+      std::vector<torch::Tensor> xs;
+      for (const auto& [n, kk] : shapes) xs.push_back(torch::randn({m, kk}).to(xt));
+      // CPU time of the process, not wall time: this project's 2-core machines
+      // are shared (a pass descheduled half-way measures the neighbours).
+      // With --threads 1 it is the pass's own time; with more it includes
+      // the OpenMP threads' waits.
+      auto cpu_now = [] {
+        timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return ts.tv_sec + 1e-9 * ts.tv_nsec;
+      };
+      auto pass = [&](int which) {
+        const double t0 = cpu_now();
+        for (size_t i = 0; i < ws.size(); ++i) {
+          const streamgen::LinearWeight& w = ws[i];
+          if (which < 2) {
+            streamgen::SkinnyLinear(xs[i], w);
+          } else if (w.int8()) {
+            streamgen::Int8TiledGemm(xs[i], w);
+          } else if (route == streamgen::CpuLinearRoute::kFloat32Tiles) {
+            streamgen::Float32TiledGemm(xs[i], w);
+          } else {
+            torch::mm(xs[i], w.w.t());
+          }
+        }
+        return cpu_now() - t0;
+      };
+      std::vector<double> best(3, 1e30);
+      for (int r = 0; r <= runs; ++r) {  // r == 0: warm-up
+        for (int which = 0; which < 3; ++which) {
+          streamgen::SetSkinnySchedule(which == 1 ? streamgen::SkinnySchedule::kTiles
+                                                  : streamgen::SkinnySchedule::kRows);
+          const double s = pass(which);
+          if (r > 0) best[which] = std::min(best[which], s);
+        }
+      }
+      streamgen::SetSkinnySchedule(streamgen::SkinnySchedule::kAuto);
+      std::printf("%-10s %5lld %10.2f %10.2f %10.2f %9.2f %9.2f  %s\n", k.c_str(),
+                  static_cast<long long>(m), best[0] * 1e3, best[1] * 1e3, best[2] * 1e3,
+                  best[0] / best[1], best[2] / best[1], streamgen::CpuLinearRouteName(route));
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -280,6 +368,7 @@ int main(int argc, char** argv) {
 
   if (absl::GetFlag(FLAGS_linear_sweep)) return LinearSweep(*config, runs);
   if (absl::GetFlag(FLAGS_isa_sweep)) return IsaSweep(*config, runs);
+  if (absl::GetFlag(FLAGS_tiled_sweep)) return TiledSweep(*config, runs);
   const std::string linear = absl::GetFlag(FLAGS_linear);
   if (linear != "kernels" && linear != "libtorch") {
     std::fprintf(stderr, "--linear=%s: want kernels or libtorch\n", linear.c_str());

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <cstdio>
@@ -235,6 +236,74 @@ TEST(SkinnyLinear, BodiesAgreeForEveryRowCount) {
       EXPECT_TRUE(any_difference) << "every body gave the same bits: are they one body?";
     }
   }
+}
+
+// SkinnyLinear's tiled schedule (the batched range) against its row-by-row
+// one: the same bits for every output (the tiled bodies run each dot
+// product's four FMA chains in the row-by-row order), so the batch
+// invariance holds across TiledMinRows; and within the float64 bound. Every
+// vector body this CPU has (under the forced-ISA variants of this test: the
+// one forced), every weight kind, rows 1..64 (every tail of the 6- and
+// 4-row tiles), N with tails of the 4- and 3-row weight tiles and K with
+// tails of 8 and 16 lanes and of the chunks (K 1100: three chunks of 512
+// columns). The row-by-row schedule is itself checked against the float64
+// reference above, so an equal tiled one is right too, but it is checked
+// here as well.
+TEST(SkinnyLinear, TiledScheduleMatchesRowByRowBitForBit) {
+  struct Shape {
+    int64_t n, k;
+    std::vector<int64_t> rows;
+  };
+  std::vector<int64_t> all_rows;
+  for (int64_t m = 1; m <= 64; ++m) all_rows.push_back(m);
+  const std::vector<Shape> shapes = {{1, 1, {1, 2, 6, 7}},
+                                     {5, 17, all_rows},
+                                     {7, 203, all_rows},
+                                     {13, 64, {4, 6, 12, 13, 25}},
+                                     {10, 1100, {1, 5, 6, 11, 64}},
+                                     {131, 257, {3, 16, 29}}};
+  int bodies = 0;
+  for (KernelIsa isa : kAllBodies) {
+    if (!CpuCanRun(isa) || isa == KernelIsa::kPortable) continue;
+    const ScopedKernelIsa scoped(isa);
+    if (ActiveIsa() == KernelIsa::kPortable) continue;
+    ++bodies;
+    torch::manual_seed(41);
+    for (WeightKind kind :
+         {WeightKind::kF32, WeightKind::kBF16, WeightKind::kInt8F32, WeightKind::kInt8BF16}) {
+      const torch::ScalarType xt = ActivationDtype(kind);
+      for (const Shape& s : shapes) {
+        const LinearWeight w = MakeWeight(torch::randn({s.n, s.k}), kind);
+        const torch::Tensor x = torch::randn({64, s.k}).to(xt);
+        for (int64_t m : s.rows) {
+          const std::string what = std::string(KernelIsaName(isa)) + " kind " +
+                                   std::to_string(static_cast<int>(kind)) + " M " +
+                                   std::to_string(m) + " N " + std::to_string(s.n) + " K " +
+                                   std::to_string(s.k);
+          const torch::Tensor xm = x.narrow(0, 0, m);
+          SetSkinnySchedule(SkinnySchedule::kRows);
+          const torch::Tensor rows = SkinnyLinear(xm, w);
+          SetSkinnySchedule(SkinnySchedule::kTiles);
+          ASSERT_EQ(TiledMinRows(w.w.scalar_type()), 1) << what;
+          const torch::Tensor tiles = SkinnyLinear(xm, w);
+          SetSkinnySchedule(SkinnySchedule::kAuto);
+          EXPECT_TRUE(torch::equal(rows, tiles))
+              << what << ": max |diff| "
+              << (rows.to(torch::kFloat64) - tiles.to(torch::kFloat64)).abs().max().item<double>();
+          ExpectClose(tiles, xm.to(torch::kFloat64), ExactWeight(w), w.int8(), xt, what);
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+  // The portable body has one schedule.
+  {
+    const ScopedKernelIsa scoped(KernelIsa::kPortable);
+    SetSkinnySchedule(SkinnySchedule::kTiles);
+    EXPECT_EQ(TiledMinRows(torch::kFloat32), std::numeric_limits<int64_t>::max());
+    SetSkinnySchedule(SkinnySchedule::kAuto);
+  }
+  if (bodies == 0) GTEST_SKIP() << "no vector body on this CPU (or the portable one forced)";
 }
 
 TEST(SkinnyLinear, EveryBodyIsCovered) {
@@ -485,6 +554,14 @@ TEST(CpuLinearRoute, NativeBfloat16UsesLibtorchsGemm) {
   const int before = MmDtypeCounter::Count(torch::kBFloat16);
   CpuLinear(torch::randn({m, 64}).to(torch::kBFloat16), bf16);
   EXPECT_EQ(MmDtypeCounter::Count(torch::kBFloat16), before + 1);
+  // int8 weights under bfloat16 activations leave the skinny kernel from 9
+  // rows (oneDNN on tiles dequantized to bfloat16: 1.6x the skinny kernel's
+  // tiled schedule at 16 rows); under float32 activations from 17.
+  const LinearWeight int8 = QuantizeInt8(torch::randn({64, 64}));
+  EXPECT_EQ(SkinnyMaxRows(int8, torch::kBFloat16), 8);
+  EXPECT_EQ(CpuLinearRouteFor(8, int8, torch::kBFloat16), CpuLinearRoute::kSkinny);
+  EXPECT_EQ(CpuLinearRouteFor(9, int8, torch::kBFloat16), CpuLinearRoute::kInt8Tiles);
+  EXPECT_EQ(SkinnyMaxRows(int8, torch::kFloat32), 16);
 }
 
 TEST(StreamRead, ReadsEveryByte) {

@@ -283,6 +283,39 @@ torch::Tensor DequantizeInt8(const LinearWeight& w) {
 
 namespace {
 
+std::atomic<int> g_skinny_schedule{static_cast<int>(SkinnySchedule::kAuto)};
+
+// Rows of x from which the vector bodies run their tiled schedule, per body
+// and weight dtype (the outputs are the row-by-row schedule's bit for bit, so
+// this is a speed choice only). Measured with
+//   [STREAMGEN_KERNEL_ISA=avx512] streamgen-bench-engine --model build/models/bench-134m \
+//       --threads 1 --runs 7 --tiled-sweep
+// (CPU time of one pass over the 134M model's 49 linears, weights from DRAM;
+// bench/README.md, "Kernels per ISA"), on 2 vCPUs of an AMD EPYC Zen 4 (avx2
+// fma f16c avx512f/bw/vl/dq avx512_bf16 avx512_vnni), 2026-12-07, load
+// average 4-11; row-by-row time over tiled time:
+//   rows                  1     2     4     8    16    32    64
+//   AVX2 float32       0.73  0.60  0.62  1.03  1.25  1.38  1.44
+//   AVX2 bfloat16      0.79  0.87  1.03  1.28  1.42  1.50  1.48
+//   AVX2 int8          0.88  1.09  1.28  1.44  1.28  1.55  1.53
+//   AVX-512 float32    1.32  1.06  0.70  0.96  1.33  1.49  1.60
+//   AVX-512 int8       1.09  1.23  1.42  1.46  1.67  1.73  1.76
+// (AVX-512 bfloat16 not measured apart: AVX2's row.)
+int64_t TiledMinRowsFor(KernelIsa isa, torch::ScalarType wt) {
+  if (isa == KernelIsa::kPortable) return std::numeric_limits<int64_t>::max();  // no tiled body
+  switch (static_cast<SkinnySchedule>(g_skinny_schedule.load(std::memory_order_relaxed))) {
+    case SkinnySchedule::kRows:
+      return std::numeric_limits<int64_t>::max();
+    case SkinnySchedule::kTiles:
+      return 1;
+    case SkinnySchedule::kAuto:
+      break;
+  }
+  if (wt == torch::kInt8) return 2;
+  if (wt == torch::kBFloat16) return 4;
+  return isa == KernelIsa::kAvx512 ? 16 : 8;
+}
+
 // One SkinnyLinear call's operands, checked, with x as float32 (the
 // accumulation type) and the output allocated.
 struct SkinnyJob {
@@ -332,7 +365,8 @@ void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& jo
   job.wt = w.scalar_type();
 }
 
-// Output columns [begin, end) of one job.
+// Output columns [begin, end) of one job: the row-by-row schedule, or from
+// TiledMinRows() rows the tiled one (the same bits: cpu_kernels_bodies.h).
 void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
   using F32 = decltype(&kn::SkinnyPortableF32);
   using Bf16 = decltype(&kn::SkinnyPortableBf16);
@@ -341,14 +375,15 @@ void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
   Bf16 bf16 = kn::SkinnyPortableBf16;
   I8 i8 = kn::SkinnyPortableI8;
 #if defined(SG_HAVE_X86_BODIES)
+  const bool tiled = j.m >= TiledMinRowsFor(j.isa, j.wt);
   if (j.isa == KernelIsa::kAvx512) {
-    f32 = kn::SkinnyAvx512F32;
-    bf16 = kn::SkinnyAvx512Bf16;
-    i8 = kn::SkinnyAvx512I8;
+    f32 = tiled ? kn::TiledAvx512F32 : kn::SkinnyAvx512F32;
+    bf16 = tiled ? kn::TiledAvx512Bf16 : kn::SkinnyAvx512Bf16;
+    i8 = tiled ? kn::TiledAvx512I8 : kn::SkinnyAvx512I8;
   } else if (j.isa == KernelIsa::kAvx2) {
-    f32 = kn::SkinnyAvx2F32;
-    bf16 = kn::SkinnyAvx2Bf16;
-    i8 = kn::SkinnyAvx2I8;
+    f32 = tiled ? kn::TiledAvx2F32 : kn::SkinnyAvx2F32;
+    bf16 = tiled ? kn::TiledAvx2Bf16 : kn::SkinnyAvx2Bf16;
+    i8 = tiled ? kn::TiledAvx2I8 : kn::SkinnyAvx2I8;
   }
 #endif
   if (j.wt == torch::kFloat32) {
@@ -364,6 +399,12 @@ void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
 constexpr int64_t kSkinnyGrain = 16;
 
 }  // namespace
+
+void SetSkinnySchedule(SkinnySchedule schedule) {
+  g_skinny_schedule.store(static_cast<int>(schedule), std::memory_order_relaxed);
+}
+
+int64_t TiledMinRows(torch::ScalarType w_dtype) { return TiledMinRowsFor(SkinnyKernelIsa(), w_dtype); }
 
 KernelIsa SkinnyKernelIsa() {
   const KernelIsa isa = ActiveIsa();
@@ -425,7 +466,9 @@ int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype) {
   //    below 16 with OpenBLAS's Haswell kernels (AVX2), by ~20%, within that
   //    busy machine's noise. Kept at 24 on every ISA: the engine's batch
   //    invariance up to 24 float32 rows (mlp.h, the batching tests) then
-  //    holds on every CPU.
+  //    holds on every CPU. With the tiled schedule (`--tiled-sweep`, Zen 4,
+  //    native OpenBLAS): GEMM time over ours 1.13 / 1.06 / 1.00 at 16 / 24 /
+  //    32 rows on the AVX2 body, 1.10 / - / 0.96 on the AVX-512 one.
   //  - int8 against Int8TiledGemm: at or below 16 rows on every ISA since
   //    the tiles are dequantized by our own vector loop (32 and 24 before,
   //    with libtorch's conversion).
@@ -434,8 +477,12 @@ int64_t SkinnyMaxRows(const LinearWeight& w, torch::ScalarType x_dtype) {
   //    GEMM side is Float32TiledGemm (a float32 GEMM plus the conversion,
   //    ~1.4x float32's at 128 rows), and the skinny kernel, reading half of
   //    float32's bytes, stays ahead up to ~32 rows.
-  (void)x_dtype;
-  if (w.int8()) return 16;
+  //  - int8 weights under bfloat16 activations with native bfloat16 dot
+  //    products: Int8TiledGemm dequantizes to bfloat16 for oneDNN, which
+  //    led the skinny kernel's tiled schedule by 1.6x at 16 rows and tied
+  //    it at 8 (`--tiled-sweep`, "Kernels per ISA"): 8, as for bfloat16
+  //    weights. float32 activations keep 16 (the float32 GEMM's side).
+  if (w.int8()) return x_dtype == torch::kBFloat16 && ActiveIsaHasNativeBf16() ? 8 : 16;
   if (w.w.scalar_type() != torch::kBFloat16) return 24;
   return ActiveIsaHasNativeBf16() ? 8 : 32;
 }

@@ -127,6 +127,21 @@ torch::Tensor SkinnyLinear(const torch::Tensor& x, const LinearWeight& w);
 // bits (a resumed stream may move to another replica).
 KernelIsa SkinnyKernelIsa();
 
+// SkinnyLinear's two schedules of the same sums: row by row (each weight row
+// against every row of x, the weight streamed once) and, from TiledMinRows()
+// rows of x, tiled (a register-blocked tile of rows of x by weight rows: the
+// batched range, where the row-by-row schedule is bound by re-reading x).
+// Every output is bit-identical either way (the tiled bodies run each dot
+// product's four FMA chains in the same order), so the batch invariance
+// holds across the switch. The portable body has one schedule. kAuto: the
+// measured table; kRows / kTiles force one (benchmarks and tests).
+enum class SkinnySchedule { kAuto, kRows, kTiles };
+void SetSkinnySchedule(SkinnySchedule schedule);
+// The rows from which SkinnyLinear tiles under SkinnyKernelIsa() and the
+// schedule set, for weights of w_dtype (float32, bfloat16 or int8;
+// INT64_MAX: never, as on the portable body).
+int64_t TiledMinRows(torch::ScalarType w_dtype);
+
 // The linear layer as LlamaModel runs it on the CPU, by CpuLinearRouteFor:
 // SkinnyLinear up to SkinnyMaxRows(w, x's dtype) rows of x, above that a GEMM
 // path. Batch-invariant only up to SkinnyMaxRows.

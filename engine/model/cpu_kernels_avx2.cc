@@ -325,6 +325,105 @@ SG_AVX2 inline void Skinny(const float* x, int64_t m, const W* w, int64_t k, int
   for (int64_t c = begin; c < end; ++c) SkinnyRow<W, 2>(x, m, w, k, c, out, n);
 }
 
+// ---- The tiled body of SkinnyLinear (the batched range) ----
+//
+// Bit-identical to SkinnyRow<W, 2> above: every output (m, c) is the same
+// four chains of FMAs (block b of 8 columns into chain b % 4, a last partial
+// block zero-padded), summed as (a0 + a1) + (a2 + a3), then Sum8. Only the
+// schedule differs: a tile of MR rows of x by NR weight rows runs one chain
+// at a time for its MR x NR outputs (9 accumulators, 3 weight vectors and
+// one of x in the 16 YMM registers), MR + NR loads per MR * NR FMAs, and x
+// is read once per NR weight rows instead of once per weight row. 4 x 3
+// (12 accumulators) left GCC one register short: it kept an accumulator on
+// the stack, a store-to-load round trip in every iteration's FMA chain,
+// and the tile ran at ~1 FMA per cycle. K is walked
+// in chunks (x's and w's chunk stay in L1 for the four chains); a chain's
+// accumulators wait in `part` between chunks (exact).
+constexpr int kTileM = 3, kTileN = 3;
+constexpr int64_t kTileChunk = 64;  // blocks of 8 columns per chunk (a multiple of 4)
+
+template <typename W, int MR, int NR>
+SG_AVX2 inline void TileAvx2(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
+                             int64_t c0, const SkinnyOut& out) {
+  const int64_t blocks = (k + 7) / 8;
+  alignas(32) float part[4][MR][NR][8];
+  // Row i of the tile at x0 + i * k, weight row r at w0 + r * k: one base
+  // register each and scaled offsets (arrays of row pointers were spilled).
+  const float* x0 = x + m0 * k;
+  const W* w0 = w + c0 * k;
+  for (int64_t b0 = 0; b0 < blocks; b0 += kTileChunk) {
+    const int64_t b1 = std::min(blocks, b0 + kTileChunk);
+    for (int u = 0; u < 4; ++u) {
+      __m256 acc[MR][NR];
+      for (int i = 0; i < MR; ++i)
+        for (int r = 0; r < NR; ++r)
+          acc[i][r] = b0 == 0 ? _mm256_setzero_ps() : _mm256_load_ps(part[u][i][r]);
+      for (int64_t b = b0 + u; b < b1; b += 4) {
+        const int64_t j = 8 * b;
+        __m256 wv[NR];
+        if (j + 8 <= k) {
+          for (int r = 0; r < NR; ++r) wv[r] = Load8(w0 + r * k + j);
+          for (int i = 0; i < MR; ++i) {
+            const __m256 xv = _mm256_loadu_ps(x0 + i * k + j);
+            for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+          }
+        } else {  // the last block, zero-padded as SkinnyRow pads it
+          const int64_t cnt = k - j;
+          for (int r = 0; r < NR; ++r) wv[r] = LoadPart8(w0 + r * k + j, cnt);
+          for (int i = 0; i < MR; ++i) {
+            const __m256 xv = _mm256_maskload_ps(x0 + i * k + j, LaneMask(cnt));
+            for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+          }
+        }
+      }
+      for (int i = 0; i < MR; ++i)
+        for (int r = 0; r < NR; ++r) _mm256_store_ps(part[u][i][r], acc[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) {
+      const __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(part[0][i][r]), _mm256_load_ps(part[1][i][r])),
+                                       _mm256_add_ps(_mm256_load_ps(part[2][i][r]), _mm256_load_ps(part[3][i][r])));
+      out.Put((m0 + i) * n + c0 + r, c0 + r, Sum8(sum));
+    }
+  }
+}
+
+// All rows of x against weight rows [c0, c0 + NR), kTileM rows at a time.
+template <typename W, int NR>
+SG_AVX2 inline void TileColumnsAvx2(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
+                                    int64_t c0, const SkinnyOut& out) {
+  int64_t m0 = 0;
+  for (; m0 + kTileM <= m; m0 += kTileM) TileAvx2<W, kTileM, NR>(x, k, w, n, m0, c0, out);
+  switch (m - m0) {
+    case 1: TileAvx2<W, 1, NR>(x, k, w, n, m0, c0, out); break;
+    case 2: TileAvx2<W, 2, NR>(x, k, w, n, m0, c0, out); break;
+    default: break;
+  }
+}
+
+// Output columns [begin, end), kTileN weight rows at a time, the next tile's
+// rows (contiguous in w) prefetched into L2 meanwhile (see TiledAvx512).
+template <typename W>
+SG_AVX2 inline void Tiled(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
+                          int64_t begin, int64_t end, const SkinnyOut& out) {
+  int64_t c = begin;
+  for (; c + kTileN <= end; c += kTileN) {
+    const int64_t next = std::min<int64_t>(kTileN, end - c - kTileN);
+    if (next > 0) {
+      const char* p = reinterpret_cast<const char*>(w + (c + kTileN) * k);
+      const int64_t bytes = next * k * static_cast<int64_t>(sizeof(W));
+      for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T1);
+    }
+    TileColumnsAvx2<W, kTileN>(x, m, w, k, n, c, out);
+  }
+  switch (end - c) {
+    case 1: TileColumnsAvx2<W, 1>(x, m, w, k, n, c, out); break;
+    case 2: TileColumnsAvx2<W, 2>(x, m, w, k, n, c, out); break;
+    default: break;
+  }
+}
+
 }  // namespace
 
 SG_AVX2 void AttendAvx2F32(const AttnTask& t) { AttendOne<float>(t); }
@@ -332,6 +431,9 @@ SG_AVX2 void AttendAvx2Bf16(const AttnTask& t) { AttendOne<uint16_t>(t); }
 SG_AVX2 SG_SKINNY_DECL(SkinnyAvx2F32, float) { Skinny(x, m, w, k, n, begin, end, out); }
 SG_AVX2 SG_SKINNY_DECL(SkinnyAvx2Bf16, uint16_t) { Skinny(x, m, w, k, n, begin, end, out); }
 SG_AVX2 SG_SKINNY_DECL(SkinnyAvx2I8, int8_t) { Skinny(x, m, w, k, n, begin, end, out); }
+SG_AVX2 SG_SKINNY_DECL(TiledAvx2F32, float) { Tiled(x, m, w, k, n, begin, end, out); }
+SG_AVX2 SG_SKINNY_DECL(TiledAvx2Bf16, uint16_t) { Tiled(x, m, w, k, n, begin, end, out); }
+SG_AVX2 SG_SKINNY_DECL(TiledAvx2I8, int8_t) { Tiled(x, m, w, k, n, begin, end, out); }
 
 SG_AVX2 void SiluMulRowAvx2F32(const float* gate, const float* up, float* out, int64_t n) {
   GatedRow<float, SiluMul8<float>>(gate, up, out, n);

@@ -294,6 +294,111 @@ SG_AVX512 inline void SkinnyAvx512(const float* x, int64_t m, const W* w, int64_
   for (int64_t c = begin; c < end; ++c) SkinnyRow<W, 4>(x, m, w, k, c, out, n);
 }
 
+// ---- The tiled body of SkinnyLinear (the batched range) ----
+//
+// Bit-identical to SkinnyRow<W, 4> above: every output (m, c) is the same
+// four chains of FMAs (block b of 16 columns into chain b % 4, the last
+// block masked), summed as (a0 + a1) + (a2 + a3) and reduced by
+// _mm512_reduce_add_ps. Only the schedule differs: a tile of MR rows of x by
+// NR weight rows runs one chain u at a time for all MR x NR outputs (one
+// register each: 24 accumulators, 4 weight vectors, 1 of x), so each block
+// of 16 columns costs MR + NR loads for MR * NR FMAs, where SkinnyRow pays
+// 1 + 1 / MG loads per FMA and re-reads all of x from L2 for every weight
+// row. K is walked in chunks of kTileChunk blocks (x's and w's chunk stay in
+// L1 for the four chains); a chain's accumulators wait in `part` between
+// chunks (a store and a load: exact).
+constexpr int kTileM = 6, kTileN = 4;
+constexpr int64_t kTileChunk = 32;  // blocks of 16 columns per chunk (a multiple of 4)
+
+template <typename W, int MR, int NR>
+SG_AVX512 inline void TileAvx512(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
+                                 int64_t c0, const SkinnyOut& out) {
+  const int64_t blocks = (k + 15) / 16;
+  alignas(64) float part[4][MR][NR][16];  // each chain's accumulators between chunks
+  // Row i of the tile at x0 + i * k, weight row r at w0 + r * k: one base
+  // register each and scaled offsets (arrays of row pointers were spilled).
+  const float* x0 = x + m0 * k;
+  const W* w0 = w + c0 * k;
+  for (int64_t b0 = 0; b0 < blocks; b0 += kTileChunk) {
+    const int64_t b1 = std::min(blocks, b0 + kTileChunk);
+    for (int u = 0; u < 4; ++u) {
+      __m512 acc[MR][NR];
+      for (int i = 0; i < MR; ++i)
+        for (int r = 0; r < NR; ++r)
+          acc[i][r] = b0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(part[u][i][r]);
+      for (int64_t b = b0 + u; b < b1; b += 4) {
+        const int64_t j = 16 * b;
+        __m512 wv[NR];
+        if (j + 16 <= k) {
+          for (int r = 0; r < NR; ++r) wv[r] = LoadFull16(w0 + r * k + j);
+          for (int i = 0; i < MR; ++i) {
+            const __m512 xv = _mm512_loadu_ps(x0 + i * k + j);
+            for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
+          }
+        } else {  // the last block, masked as SkinnyRow masks it
+          const __mmask16 mask = TailMask(k, j);
+          for (int r = 0; r < NR; ++r) wv[r] = Load16(w0 + r * k + j, mask);
+          for (int i = 0; i < MR; ++i) {
+            const __m512 xv = _mm512_maskz_loadu_ps(mask, x0 + i * k + j);
+            for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
+          }
+        }
+      }
+      for (int i = 0; i < MR; ++i)
+        for (int r = 0; r < NR; ++r) _mm512_store_ps(part[u][i][r], acc[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) {
+      const __m512 sum = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(part[0][i][r]), _mm512_load_ps(part[1][i][r])),
+                                       _mm512_add_ps(_mm512_load_ps(part[2][i][r]), _mm512_load_ps(part[3][i][r])));
+      out.Put((m0 + i) * n + c0 + r, c0 + r, _mm512_reduce_add_ps(sum));
+    }
+  }
+}
+
+// All rows of x against weight rows [c0, c0 + NR): tiles of kTileM rows, the
+// weight rows read from L1/L2 after the first tile.
+template <typename W, int NR>
+SG_AVX512 inline void TileColumnsAvx512(const float* x, int64_t m, const W* w, int64_t k,
+                                        int64_t n, int64_t c0, const SkinnyOut& out) {
+  int64_t m0 = 0;
+  for (; m0 + kTileM <= m; m0 += kTileM) TileAvx512<W, kTileM, NR>(x, k, w, n, m0, c0, out);
+  switch (m - m0) {
+    case 1: TileAvx512<W, 1, NR>(x, k, w, n, m0, c0, out); break;
+    case 2: TileAvx512<W, 2, NR>(x, k, w, n, m0, c0, out); break;
+    case 3: TileAvx512<W, 3, NR>(x, k, w, n, m0, c0, out); break;
+    case 4: TileAvx512<W, 4, NR>(x, k, w, n, m0, c0, out); break;
+    case 5: TileAvx512<W, 5, NR>(x, k, w, n, m0, c0, out); break;
+    default: break;
+  }
+}
+
+// Output columns [begin, end), kTileN weight rows at a time. The next tile's
+// weight rows (contiguous in w) are prefetched into L2 while this one runs:
+// its rows are read a chain at a time, every fourth 64-byte line, which the
+// hardware prefetcher alone follows poorly.
+template <typename W>
+SG_AVX512 inline void TiledAvx512(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
+                                  int64_t begin, int64_t end, const SkinnyOut& out) {
+  int64_t c = begin;
+  for (; c + kTileN <= end; c += kTileN) {
+    const int64_t next = std::min<int64_t>(kTileN, end - c - kTileN);
+    if (next > 0) {
+      const char* p = reinterpret_cast<const char*>(w + (c + kTileN) * k);
+      const int64_t bytes = next * k * static_cast<int64_t>(sizeof(W));
+      for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T1);
+    }
+    TileColumnsAvx512<W, kTileN>(x, m, w, k, n, c, out);
+  }
+  switch (end - c) {
+    case 1: TileColumnsAvx512<W, 1>(x, m, w, k, n, c, out); break;
+    case 2: TileColumnsAvx512<W, 2>(x, m, w, k, n, c, out); break;
+    case 3: TileColumnsAvx512<W, 3>(x, m, w, k, n, c, out); break;
+    default: break;
+  }
+}
+
 }  // namespace
 
 SG_AVX512 uint64_t StreamReadAvx512(const char* p, int64_t bytes) {
@@ -318,6 +423,9 @@ SG_AVX512 SG_SKINNY_DECL(SkinnyAvx512Bf16, uint16_t) {
   SkinnyAvx512(x, m, w, k, n, begin, end, out);
 }
 SG_AVX512 SG_SKINNY_DECL(SkinnyAvx512I8, int8_t) { SkinnyAvx512(x, m, w, k, n, begin, end, out); }
+SG_AVX512 SG_SKINNY_DECL(TiledAvx512F32, float) { TiledAvx512(x, m, w, k, n, begin, end, out); }
+SG_AVX512 SG_SKINNY_DECL(TiledAvx512Bf16, uint16_t) { TiledAvx512(x, m, w, k, n, begin, end, out); }
+SG_AVX512 SG_SKINNY_DECL(TiledAvx512I8, int8_t) { TiledAvx512(x, m, w, k, n, begin, end, out); }
 SG_AVX512 void SiluMulRowAvx512F32(const float* gate, const float* up, float* out, int64_t n) {
   SiluMulRowAvx512(gate, up, out, n);
 }

@@ -170,6 +170,11 @@ void AttendAvx2Bf16(const AttnTask& t);
 SG_SKINNY_DECL(SkinnyAvx2F32, float);
 SG_SKINNY_DECL(SkinnyAvx2Bf16, uint16_t);
 SG_SKINNY_DECL(SkinnyAvx2I8, int8_t);
+// The tiled bodies: the same outputs as Skinny*, bit for bit, scheduled as a
+// register-blocked tile of rows x weight rows (the batched range).
+SG_SKINNY_DECL(TiledAvx2F32, float);
+SG_SKINNY_DECL(TiledAvx2Bf16, uint16_t);
+SG_SKINNY_DECL(TiledAvx2I8, int8_t);
 void SiluMulRowAvx2F32(const float* gate, const float* up, float* out, int64_t n);
 void SiluMulRowAvx2Bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n);
 void GeluTanhMulRowAvx2F32(const float* gate, const float* up, float* out, int64_t n);
@@ -184,6 +189,9 @@ void AttendAvx512Bf16(const AttnTask& t);
 SG_SKINNY_DECL(SkinnyAvx512F32, float);
 SG_SKINNY_DECL(SkinnyAvx512Bf16, uint16_t);
 SG_SKINNY_DECL(SkinnyAvx512I8, int8_t);
+SG_SKINNY_DECL(TiledAvx512F32, float);
+SG_SKINNY_DECL(TiledAvx512Bf16, uint16_t);
+SG_SKINNY_DECL(TiledAvx512I8, int8_t);
 void SiluMulRowAvx512F32(const float* gate, const float* up, float* out, int64_t n);
 void SiluMulRowAvx512Bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n);
 void GeluTanhMulRowAvx512F32(const float* gate, const float* up, float* out, int64_t n);
