@@ -71,7 +71,16 @@ struct SequenceConstraint {
   std::vector<uint32_t> mask;  // the allowed next tokens (SampleInput::allowed)
 };
 
+// What one FillMasks call cost: the engine adds these up (EngineStats) so
+// that a benchmark can tell how much of the mask work the forward pass hides.
+struct MaskTiming {
+  int64_t masks = 0;    // masks filled
+  int64_t wall_ns = 0;  // the call, start to end
+  int64_t cpu_ns = 0;   // the calling thread's CPU time over the call (0 where unknown)
+};
+
 // Fills each state's mask for its next token (TokenMatcher::FillNextTokenBitmask).
-void FillMasks(const std::vector<SequenceConstraint*>& states);
+// Thread-safe for distinct states.
+MaskTiming FillMasks(const std::vector<SequenceConstraint*>& states);
 
 }  // namespace streamgen

@@ -191,7 +191,9 @@ class Engine::Impl {
   absl::Status PrepareConstraint(Sequence* seq);
   // The rows of this step that are constrained: their masks are filled on
   // another thread while the model runs (FillMasks); Wait() before sampling.
-  std::future<void> StartMasks(const std::vector<Sequence*>& seqs) const;
+  std::future<MaskTiming> StartMasks(const std::vector<Sequence*>& seqs) const;
+  // Adds a FillMasks call (and the loop's wait for it) to stats_.
+  void CountMasks(const MaskTiming& timing, int64_t wait_ns);
   // Advances seq's matcher over a sampled, non-ending token. false: the
   // token was not allowed (a bug: the sampler only sees allowed tokens).
   bool AcceptConstrained(Sequence* seq, int id);
@@ -430,7 +432,7 @@ absl::Status Engine::Impl::PrepareConstraint(Sequence* seq) {
   return absl::OkStatus();
 }
 
-std::future<void> Engine::Impl::StartMasks(const std::vector<Sequence*>& seqs) const {
+std::future<MaskTiming> Engine::Impl::StartMasks(const std::vector<Sequence*>& seqs) const {
   std::vector<SequenceConstraint*> states;
   for (Sequence* seq : seqs) {
     if (seq->constraint != nullptr) states.push_back(seq->constraint.get());
@@ -439,7 +441,16 @@ std::future<void> Engine::Impl::StartMasks(const std::vector<Sequence*>& seqs) c
   // The masks for this step's tokens, on another thread while the forward
   // pass runs: the matchers already hold the previous step's tokens, and the
   // loop touches neither them nor the masks until it waits for this.
-  return std::async(std::launch::async, [states = std::move(states)] { FillMasks(states); });
+  return std::async(std::launch::async, [states = std::move(states)] { return FillMasks(states); });
+}
+
+void Engine::Impl::CountMasks(const MaskTiming& timing, int64_t wait_ns) {
+  if (timing.masks == 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.constraint_masks += timing.masks;
+  stats_.constraint_mask_wall_ns += timing.wall_ns;
+  stats_.constraint_mask_cpu_ns += timing.cpu_ns;
+  stats_.constraint_mask_wait_ns += wait_ns;
 }
 
 absl::Status Engine::Impl::PrepareChoices(Sequence* seq) {
@@ -483,7 +494,10 @@ std::vector<Sequence*> Engine::Impl::ForkChoices(Sequence* seq) {
     sequences_.emplace(raw->id, std::move(fork));
   }
   seq->forks.clear();
-  FillMasks(masks);  // their first tokens: the same position as seq's
+  // Their first tokens (the same position as seq's), on this thread: all of
+  // it is waited for.
+  const MaskTiming fork_masks = FillMasks(masks);
+  CountMasks(fork_masks, fork_masks.wall_ns);
   if (!forked.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.forked_choices += static_cast<int64_t>(forked.size());
@@ -689,7 +703,7 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
     chunk_seqs.push_back(seq);
   }
   if (chunks.empty()) return;
-  std::future<void> masks = StartMasks(seqs);  // the constrained among the sampled rows
+  std::future<MaskTiming> masks = StartMasks(seqs);  // the constrained among the sampled rows
   torch::Tensor logits;  // [logit_rows, vocab]
   try {
     logits = model_->Step(chunks, &pool_);
@@ -697,7 +711,11 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
     if (masks.valid()) masks.wait();  // the matchers outlive no thread that uses them
     throw;
   }
-  if (masks.valid()) masks.get();
+  if (masks.valid()) {
+    const auto wait0 = Clock::now();
+    const MaskTiming timing = masks.get();
+    CountMasks(timing, std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - wait0).count());
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.prefill_tokens += prefilled;
