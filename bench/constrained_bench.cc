@@ -26,6 +26,8 @@
 // Prints a line per run, a summary per batch size (min / median / max of
 // each mode's tokens/s and of the per-round ratio constrained / free) and a
 // final JSON line.
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -36,6 +38,8 @@
 #include <string>
 #include <vector>
 
+#include <torch/torch.h>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
@@ -44,6 +48,7 @@
 #include "absl/strings/str_split.h"
 #include "common/cli_flags.h"
 #include "engine/engine.h"
+#include "engine/sampler.h"
 #include "tools/bench_prompt.h"
 
 ABSL_FLAG(std::string, model, "", "model directory");
@@ -62,6 +67,7 @@ ABSL_FLAG(bool, adaptive_threads, true, "the engine's adaptive_threads (EngineOp
 ABSL_FLAG(int, prompt_tokens, 16, "synthetic prompt length (distinct ids per row)");
 ABSL_FLAG(std::string, only, "",
           "\"free\" or \"constrained\": run that mode alone (for a profiler; no ratios)");
+ABSL_FLAG(int, sampler_iters, 200, "iterations of the sampler figure (0: skip it)");
 ABSL_FLAG(bool, show_output, false, "print the first row's text of each constrained run");
 
 namespace {
@@ -162,6 +168,45 @@ absl::StatusOr<RunResult> RunBatch(streamgen::Engine& engine, int batch, int rou
   result.finish = absl::StrJoin(reasons, ", ");
   result.first_text = rows[0].text;
   return result;
+}
+
+// The calling thread's CPU time in seconds (robust to a loaded machine, where
+// wall times include waiting for a core).
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// The sampler alone, on one intra-op thread: SampleBatch (greedy) over
+// [batch, vocab] random logits, every row free against every row masked by a
+// mask allowing every tenth id. The thread's CPU microseconds per call, the
+// best of five passes of `iters` calls.
+std::pair<double, double> SamplerMicros(int batch, int vocab, int iters) {
+  c10::InferenceMode guard;
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  torch::Tensor logits = torch::randn({batch, vocab});  // [batch, vocab]
+  std::vector<uint32_t> mask((vocab + 31) / 32, 0);
+  for (int i = 0; i < vocab; i += 10) mask[i / 32] |= uint32_t{1} << (i % 32);
+  streamgen::SamplingParams params;  // greedy
+  std::vector<streamgen::SampleInput> free_rows(batch), masked_rows(batch);
+  for (int b = 0; b < batch; ++b) {
+    free_rows[b].params = masked_rows[b].params = &params;
+    masked_rows[b].allowed = mask.data();
+  }
+  auto time = [&](const std::vector<streamgen::SampleInput>& rows) {
+    double best = 1e30;
+    for (int pass = 0; pass < 5; ++pass) {
+      const double t0 = ThreadCpuSeconds();
+      for (int i = 0; i < iters; ++i) streamgen::SampleBatch(logits, rows, vocab);
+      best = std::min(best, (ThreadCpuSeconds() - t0) / iters);
+    }
+    return best * 1e6;
+  };
+  std::pair<double, double> us = {time(free_rows), time(masked_rows)};
+  at::set_num_threads(threads);
+  return us;
 }
 
 struct Summary {
@@ -297,6 +342,12 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("\nsummary (min / median / max over %d rounds; mask figures per step)\n", rounds);
+  std::vector<std::pair<double, double>> sampler(batches.size());
+  if (const int iters = absl::GetFlag(FLAGS_sampler_iters); iters > 0) {
+    for (size_t bi = 0; bi < batches.size(); ++bi) {
+      sampler[bi] = SamplerMicros(batches[bi], e.model_info().vocab_size, iters);
+    }
+  }
   std::string json = "{\"batches\":[";
   for (size_t bi = 0; bi < batches.size(); ++bi) {
     const Summary f = Summarize(per[bi].free), c = Summarize(per[bi].constrained),
@@ -305,13 +356,14 @@ int main(int argc, char** argv) {
                   h = Summarize(per[bi].hidden);
     std::printf("batch %2d: free %.1f / %.1f / %.1f tok/s, constrained %.1f / %.1f / %.1f tok/s, "
                 "ratio %.3f / %.3f / %.3f; mask %.1f us (cpu %.1f), waited %.1f us, hidden %.3f "
-                "(medians)\n",
+                "(medians); SampleBatch %.1f us free, %.1f us masked (CPU, 1 thread)\n",
                 batches[bi], f.min, f.median, f.max, c.min, c.median, c.max, r.min, r.median, r.max,
-                m.median, mc.median, w.median, h.median);
+                m.median, mc.median, w.median, h.median, sampler[bi].first, sampler[bi].second);
     absl::StrAppend(&json, bi ? "," : "", "{\"batch\":", batches[bi], ",\"free\":[", f.min, ",", f.median,
                     ",", f.max, "],\"constrained\":[", c.min, ",", c.median, ",", c.max, "],\"ratio\":[",
                     r.min, ",", r.median, ",", r.max, "],\"mask_us\":", m.median, ",\"mask_cpu_us\":",
-                    mc.median, ",\"wait_us\":", w.median, ",\"hidden\":", h.median, "}");
+                    mc.median, ",\"wait_us\":", w.median, ",\"hidden\":", h.median,
+                    ",\"sampler_us\":[", sampler[bi].first, ",", sampler[bi].second, "]}");
   }
   std::printf("%s]}\n", json.c_str());
   e.Shutdown();
