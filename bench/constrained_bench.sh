@@ -119,8 +119,11 @@ c, rnd, array_of, n_out, per_stream = int(c), int(rnd), int(array_of), int(n_out
 schema = json.load(open(schema_path))
 if array_of > 0:
     schema = {"type": "array", "minItems": array_of, "items": schema}
+# The model's name as each server serves it.
+with urllib.request.urlopen(url + "/v1/models", timeout=60) as r:
+    model = json.load(r)["data"][0]["id"]
 def body(i):
-    b = {"model": "bench", "prompt": f"Request {rnd}-{i}: a JSON list of people.",
+    b = {"model": model, "prompt": f"Request {rnd}-{i}: a JSON list of people.",
          "max_tokens": n_out, "temperature": 0, "stream": False}
     if mode == "free":
         b["ignore_eos"] = True
