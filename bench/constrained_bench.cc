@@ -16,6 +16,12 @@
 // the tokens generated after every row has its first token, over the time
 // from then to the last row's end (prefill left out of both).
 //
+// On a loaded machine the wall-clock figures move with the load: the
+// per-CPU-second figure (every generated token over the process's CPU time
+// in the run, all threads) is the cost that the load does not change much;
+// with --threads 1 no OpenMP worker spins at a barrier, and it is nearly
+// exact.
+//
 // Mask overlap, from EngineStats over the constrained runs: the masks' own
 // wall and CPU time per step (filled on another thread while the forward
 // pass runs) against the time the loop still waited for them after the
@@ -77,12 +83,22 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+// The process's CPU time in seconds, every thread (OpenMP workers spinning at
+// a barrier count too: both modes alike).
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 struct RunResult {
   double tokens_per_s = 0;      // decode window (see the file comment)
   int64_t tokens = 0;           // every generated token, all rows
   int64_t window_tokens = 0;    // of them, generated after every row had its first
   double window_s = 0;
   int64_t steps = 0;            // engine steps over the run
+  double cpu_s = 0;             // the process's CPU time over the run (every thread)
+  double tokens_per_cpu_s = 0;  // tokens / cpu_s: the cost, robust to a loaded machine
   std::string finish;           // finish reasons of the rows, e.g. "16 length"
   std::string first_text;       // row 0's text
   streamgen::EngineStats before, after;
@@ -107,6 +123,7 @@ absl::StatusOr<RunResult> RunBatch(streamgen::Engine& engine, int batch, int rou
   int done = 0;
   RunResult result;
   result.before = engine.stats();
+  const double cpu0 = ProcessCpuSeconds();
   const Clock::time_point start = Clock::now();
   for (int b = 0; b < batch; ++b) {
     streamgen::GenerationRequest req;
@@ -141,6 +158,7 @@ absl::StatusOr<RunResult> RunBatch(streamgen::Engine& engine, int batch, int rou
     cv.wait(lock, [&] { return done == batch; });
   }
   result.after = engine.stats();
+  result.cpu_s = ProcessCpuSeconds() - cpu0;
   // The window: from the last row's first token to the last row's end.
   Clock::time_point all_first = start, end = start;
   std::vector<int> by_reason(6, 0);
@@ -158,6 +176,7 @@ absl::StatusOr<RunResult> RunBatch(streamgen::Engine& engine, int batch, int rou
   result.window_s = Seconds(all_first, end);
   result.tokens_per_s = result.window_s > 0 ? result.window_tokens / result.window_s : 0;
   result.steps = result.after.steps - result.before.steps;
+  result.tokens_per_cpu_s = result.cpu_s > 0 ? result.tokens / result.cpu_s : 0;
   std::vector<std::string> reasons;
   for (int r = 1; r < 6; ++r) {
     if (by_reason[r] > 0) {
@@ -291,16 +310,17 @@ int main(int argc, char** argv) {
               absl::GetFlag(FLAGS_array_of) > 0
                   ? absl::StrCat(" (an array of >= ", absl::GetFlag(FLAGS_array_of), ")").c_str()
                   : "");
-  std::printf("%5s %5s %-11s %10s %8s %8s %10s %10s %9s %8s  %s\n", "round", "batch", "mode", "tok/s",
-              "tokens", "steps", "mask us", "mask cpu", "wait us", "hidden", "finish");
+  std::printf("%5s %5s %-11s %10s %10s %8s %8s %10s %10s %9s %8s  %s\n", "round", "batch", "mode",
+              "tok/s", "tok/cpu-s", "tokens", "steps", "mask us", "mask cpu", "wait us", "hidden", "finish");
   struct PerBatch {
-    std::vector<double> free, constrained, ratio, mask_us, mask_cpu_us, wait_us, hidden;
+    std::vector<double> free, constrained, ratio, free_cpu, constrained_cpu, cpu_ratio, mask_us,
+        mask_cpu_us, wait_us, hidden;
   };
   std::vector<PerBatch> per(batches.size());
   const int rounds = absl::GetFlag(FLAGS_rounds);
   for (int round = 0; round < rounds; ++round) {
     for (size_t bi = 0; bi < batches.size(); ++bi) {
-      double tps[2] = {0, 0};
+      double tps[2] = {0, 0}, per_cpu[2] = {0, 0};
       for (int k = 0; k < 2; ++k) {
         // Alternate which mode goes first: the machine's speed drifts.
         const bool constrained = (k + round) % 2 == 1;
@@ -313,7 +333,7 @@ int main(int argc, char** argv) {
           return 1;
         }
         tps[constrained] = r->tokens_per_s;
-        std::string mask_cols = "-";
+        per_cpu[constrained] = r->tokens_per_cpu_s;
         if (constrained) {
           const double steps = std::max<int64_t>(1, r->steps);
           const double wall = (r->after.constraint_mask_wall_ns - r->before.constraint_mask_wall_ns) / 1e3;
@@ -324,14 +344,16 @@ int main(int argc, char** argv) {
           per[bi].mask_cpu_us.push_back(cpu / steps);
           per[bi].wait_us.push_back(wait / steps);
           per[bi].hidden.push_back(hidden);
-          std::printf("%5d %5d %-11s %10.1f %8lld %8lld %10.1f %10.1f %9.1f %8.3f  %s\n", round, batches[bi],
-                      "constrained", r->tokens_per_s, static_cast<long long>(r->tokens),
+          std::printf("%5d %5d %-11s %10.1f %10.1f %8lld %8lld %10.1f %10.1f %9.1f %8.3f  %s\n", round,
+                      batches[bi], "constrained", r->tokens_per_s, r->tokens_per_cpu_s,
+                      static_cast<long long>(r->tokens),
                       static_cast<long long>(r->steps), wall / steps, cpu / steps, wait / steps, hidden,
                       r->finish.c_str());
           if (absl::GetFlag(FLAGS_show_output)) std::printf("      row 0: %s\n", r->first_text.c_str());
         } else {
-          std::printf("%5d %5d %-11s %10.1f %8lld %8lld %10s %10s %9s %8s  %s\n", round, batches[bi], "free",
-                      r->tokens_per_s, static_cast<long long>(r->tokens), static_cast<long long>(r->steps),
+          std::printf("%5d %5d %-11s %10.1f %10.1f %8lld %8lld %10s %10s %9s %8s  %s\n", round, batches[bi],
+                      "free", r->tokens_per_s, r->tokens_per_cpu_s, static_cast<long long>(r->tokens),
+                      static_cast<long long>(r->steps),
                       "-", "-", "-", "-", r->finish.c_str());
         }
         std::fflush(stdout);
@@ -339,6 +361,9 @@ int main(int argc, char** argv) {
       per[bi].free.push_back(tps[0]);
       per[bi].constrained.push_back(tps[1]);
       per[bi].ratio.push_back(tps[0] > 0 ? tps[1] / tps[0] : 0);
+      per[bi].free_cpu.push_back(per_cpu[0]);
+      per[bi].constrained_cpu.push_back(per_cpu[1]);
+      per[bi].cpu_ratio.push_back(per_cpu[0] > 0 ? per_cpu[1] / per_cpu[0] : 0);
     }
   }
   std::printf("\nsummary (min / median / max over %d rounds; mask figures per step)\n", rounds);
@@ -353,15 +378,18 @@ int main(int argc, char** argv) {
     const Summary f = Summarize(per[bi].free), c = Summarize(per[bi].constrained),
                   r = Summarize(per[bi].ratio), m = Summarize(per[bi].mask_us),
                   mc = Summarize(per[bi].mask_cpu_us), w = Summarize(per[bi].wait_us),
-                  h = Summarize(per[bi].hidden);
+                  h = Summarize(per[bi].hidden), fc = Summarize(per[bi].free_cpu),
+                  cc = Summarize(per[bi].constrained_cpu), rc = Summarize(per[bi].cpu_ratio);
     std::printf("batch %2d: free %.1f / %.1f / %.1f tok/s, constrained %.1f / %.1f / %.1f tok/s, "
-                "ratio %.3f / %.3f / %.3f; mask %.1f us (cpu %.1f), waited %.1f us, hidden %.3f "
+                "ratio %.3f / %.3f / %.3f;\n          per CPU-second: free %.1f / %.1f / %.1f, "
+                "constrained %.1f / %.1f / %.1f tok, ratio %.3f / %.3f / %.3f;\n          mask %.1f us (cpu %.1f), waited %.1f us, hidden %.3f "
                 "(medians); SampleBatch %.1f us free, %.1f us masked (CPU, 1 thread)\n",
                 batches[bi], f.min, f.median, f.max, c.min, c.median, c.max, r.min, r.median, r.max,
-                m.median, mc.median, w.median, h.median, sampler[bi].first, sampler[bi].second);
+                fc.min, fc.median, fc.max, cc.min, cc.median, cc.max, rc.min, rc.median, rc.max, m.median, mc.median, w.median, h.median, sampler[bi].first, sampler[bi].second);
     absl::StrAppend(&json, bi ? "," : "", "{\"batch\":", batches[bi], ",\"free\":[", f.min, ",", f.median,
                     ",", f.max, "],\"constrained\":[", c.min, ",", c.median, ",", c.max, "],\"ratio\":[",
-                    r.min, ",", r.median, ",", r.max, "],\"mask_us\":", m.median, ",\"mask_cpu_us\":",
+                    r.min, ",", r.median, ",", r.max, "],\"cpu_ratio\":[", rc.min, ",", rc.median, ",", rc.max,
+                    "],\"mask_us\":", m.median, ",\"mask_cpu_us\":",
                     mc.median, ",\"wait_us\":", w.median, ",\"hidden\":", h.median,
                     ",\"sampler_us\":[", sampler[bi].first, ",", sampler[bi].second, "]}");
   }
