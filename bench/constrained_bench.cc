@@ -25,7 +25,8 @@
 // Mask overlap, from EngineStats over the constrained runs: the masks' own
 // wall and CPU time per step (filled on another thread while the forward
 // pass runs) against the time the loop still waited for them after the
-// forward pass; hidden = 1 - wait / mask wall time. On a machine with as many
+// forward pass (its own fills of masks the worker had not started, and its
+// wait for the rest); hidden = 1 - loop / mask wall time. On a machine with as many
 // intra-op threads as cores the mask thread also takes CPU from the forward
 // pass: the throughput ratio counts that, the overlap figure does not.
 //
@@ -311,10 +312,10 @@ int main(int argc, char** argv) {
                   ? absl::StrCat(" (an array of >= ", absl::GetFlag(FLAGS_array_of), ")").c_str()
                   : "");
   std::printf("%5s %5s %-11s %10s %10s %8s %8s %10s %10s %9s %8s  %s\n", "round", "batch", "mode",
-              "tok/s", "tok/cpu-s", "tokens", "steps", "mask us", "mask cpu", "wait us", "hidden", "finish");
+              "tok/s", "tok/cpu-s", "tokens", "steps", "mask us", "mask cpu", "loop us", "hidden", "finish");
   struct PerBatch {
     std::vector<double> free, constrained, ratio, free_cpu, constrained_cpu, cpu_ratio, mask_us,
-        mask_cpu_us, wait_us, hidden;
+        mask_cpu_us, wait_us, hidden, on_loop;
   };
   std::vector<PerBatch> per(batches.size());
   const int rounds = absl::GetFlag(FLAGS_rounds);
@@ -340,6 +341,9 @@ int main(int argc, char** argv) {
           const double cpu = (r->after.constraint_mask_cpu_ns - r->before.constraint_mask_cpu_ns) / 1e3;
           const double wait = (r->after.constraint_mask_wait_ns - r->before.constraint_mask_wait_ns) / 1e3;
           const double hidden = wall > 0 ? 1 - std::min(1.0, wait / wall) : 1;
+          const int64_t masks = r->after.constraint_masks - r->before.constraint_masks;
+          const int64_t on_loop = r->after.constraint_masks_on_loop - r->before.constraint_masks_on_loop;
+          per[bi].on_loop.push_back(masks > 0 ? static_cast<double>(on_loop) / masks : 0);
           per[bi].mask_us.push_back(wall / steps);
           per[bi].mask_cpu_us.push_back(cpu / steps);
           per[bi].wait_us.push_back(wait / steps);
@@ -379,18 +383,19 @@ int main(int argc, char** argv) {
                   r = Summarize(per[bi].ratio), m = Summarize(per[bi].mask_us),
                   mc = Summarize(per[bi].mask_cpu_us), w = Summarize(per[bi].wait_us),
                   h = Summarize(per[bi].hidden), fc = Summarize(per[bi].free_cpu),
-                  cc = Summarize(per[bi].constrained_cpu), rc = Summarize(per[bi].cpu_ratio);
+                  cc = Summarize(per[bi].constrained_cpu), rc = Summarize(per[bi].cpu_ratio),
+                  ol = Summarize(per[bi].on_loop);
     std::printf("batch %2d: free %.1f / %.1f / %.1f tok/s, constrained %.1f / %.1f / %.1f tok/s, "
                 "ratio %.3f / %.3f / %.3f;\n          per CPU-second: free %.1f / %.1f / %.1f, "
-                "constrained %.1f / %.1f / %.1f tok, ratio %.3f / %.3f / %.3f;\n          mask %.1f us (cpu %.1f), waited %.1f us, hidden %.3f "
+                "constrained %.1f / %.1f / %.1f tok, ratio %.3f / %.3f / %.3f;\n          mask %.1f us (cpu %.1f), loop %.1f us, hidden %.3f, filled by the loop %.3f "
                 "(medians); SampleBatch %.1f us free, %.1f us masked (CPU, 1 thread)\n",
                 batches[bi], f.min, f.median, f.max, c.min, c.median, c.max, r.min, r.median, r.max,
-                fc.min, fc.median, fc.max, cc.min, cc.median, cc.max, rc.min, rc.median, rc.max, m.median, mc.median, w.median, h.median, sampler[bi].first, sampler[bi].second);
+                fc.min, fc.median, fc.max, cc.min, cc.median, cc.max, rc.min, rc.median, rc.max, m.median, mc.median, w.median, h.median, ol.median, sampler[bi].first, sampler[bi].second);
     absl::StrAppend(&json, bi ? "," : "", "{\"batch\":", batches[bi], ",\"free\":[", f.min, ",", f.median,
                     ",", f.max, "],\"constrained\":[", c.min, ",", c.median, ",", c.max, "],\"ratio\":[",
                     r.min, ",", r.median, ",", r.max, "],\"cpu_ratio\":[", rc.min, ",", rc.median, ",", rc.max,
                     "],\"mask_us\":", m.median, ",\"mask_cpu_us\":",
-                    mc.median, ",\"wait_us\":", w.median, ",\"hidden\":", h.median,
+                    mc.median, ",\"wait_us\":", w.median, ",\"hidden\":", h.median, ",\"on_loop\":", ol.median,
                     ",\"sampler_us\":[", sampler[bi].first, ",", sampler[bi].second, "]}");
   }
   std::printf("%s]}\n", json.c_str());

@@ -190,8 +190,9 @@ class Engine::Impl {
   // caller's thread.
   absl::Status PrepareConstraint(Sequence* seq);
   // The rows of this step that are constrained: their masks are filled on
-  // another thread while the model runs (FillMasks); Wait() before sampling.
-  std::future<MaskTiming> StartMasks(const std::vector<Sequence*>& seqs) const;
+  // mask_worker_ while the model runs; Finish() before sampling (the loop
+  // fills what the worker has not started). nullptr: none constrained.
+  std::shared_ptr<MaskJob> StartMasks(const std::vector<Sequence*>& seqs);
   // Adds a FillMasks call (and the loop's wait for it) to stats_.
   void CountMasks(const MaskTiming& timing, int64_t wait_ns);
   // Advances seq's matcher over a sampled, non-ending token. false: the
@@ -257,6 +258,7 @@ class Engine::Impl {
   const ModelInfo info_;
   int valid_vocab_ = 0;
   mutable ConstraintCache constraints_;  // thread-safe
+  MaskWorker mask_worker_;               // thread-safe; fills constrained rows' masks during steps
   bool speculate_ = false;  // options_.speculative is "prompt-lookup" or "draft"
 
   mutable std::mutex mu_;
@@ -432,22 +434,22 @@ absl::Status Engine::Impl::PrepareConstraint(Sequence* seq) {
   return absl::OkStatus();
 }
 
-std::future<MaskTiming> Engine::Impl::StartMasks(const std::vector<Sequence*>& seqs) const {
+std::shared_ptr<MaskJob> Engine::Impl::StartMasks(const std::vector<Sequence*>& seqs) {
   std::vector<SequenceConstraint*> states;
   for (Sequence* seq : seqs) {
     if (seq->constraint != nullptr) states.push_back(seq->constraint.get());
   }
-  if (states.empty()) return {};
-  // The masks for this step's tokens, on another thread while the forward
-  // pass runs: the matchers already hold the previous step's tokens, and the
-  // loop touches neither them nor the masks until it waits for this.
-  return std::async(std::launch::async, [states = std::move(states)] { return FillMasks(states); });
+  // The masks for this step's tokens, on the worker while the forward pass
+  // runs: the matchers already hold the previous step's tokens, and the loop
+  // touches neither them nor the masks until it finishes the job.
+  return mask_worker_.Start(std::move(states));
 }
 
 void Engine::Impl::CountMasks(const MaskTiming& timing, int64_t wait_ns) {
   if (timing.masks == 0) return;
   std::lock_guard<std::mutex> lock(mu_);
   stats_.constraint_masks += timing.masks;
+  stats_.constraint_masks_on_loop += timing.on_loop;
   stats_.constraint_mask_wall_ns += timing.wall_ns;
   stats_.constraint_mask_cpu_ns += timing.cpu_ns;
   stats_.constraint_mask_wait_ns += wait_ns;
@@ -496,7 +498,8 @@ std::vector<Sequence*> Engine::Impl::ForkChoices(Sequence* seq) {
   seq->forks.clear();
   // Their first tokens (the same position as seq's), on this thread: all of
   // it is waited for.
-  const MaskTiming fork_masks = FillMasks(masks);
+  MaskTiming fork_masks = FillMasks(masks);
+  fork_masks.on_loop = fork_masks.masks;
   CountMasks(fork_masks, fork_masks.wall_ns);
   if (!forked.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -703,17 +706,18 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
     chunk_seqs.push_back(seq);
   }
   if (chunks.empty()) return;
-  std::future<MaskTiming> masks = StartMasks(seqs);  // the constrained among the sampled rows
+  std::shared_ptr<MaskJob> masks = StartMasks(seqs);  // the constrained among the sampled rows
   torch::Tensor logits;  // [logit_rows, vocab]
   try {
     logits = model_->Step(chunks, &pool_);
   } catch (...) {
-    if (masks.valid()) masks.wait();  // the matchers outlive no thread that uses them
+    if (masks != nullptr) masks->Finish();  // the matchers outlive no thread that uses them
     throw;
   }
-  if (masks.valid()) {
+  if (masks != nullptr) {
+    // What the forward pass did not hide: the loop's own fills and its wait.
     const auto wait0 = Clock::now();
-    const MaskTiming timing = masks.get();
+    const MaskTiming timing = masks->Finish();
     CountMasks(timing, std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - wait0).count());
   }
   {
