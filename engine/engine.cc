@@ -23,6 +23,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu_quota.h"
 #include "engine/constraint_state.h"
 #include "engine/kv/kv_pool.h"
 #include "engine/text/detokenizer.h"
@@ -193,7 +194,7 @@ class Engine::Impl {
   // mask_worker_ while the model runs; Finish() before sampling (the loop
   // fills what the worker has not started). nullptr: none constrained.
   std::shared_ptr<MaskJob> StartMasks(const std::vector<Sequence*>& seqs);
-  // Adds a FillMasks call (and the loop's wait for it) to stats_.
+  // Adds a step's masks (and the loop's time on them after the forward pass) to stats_.
   void CountMasks(const MaskTiming& timing, int64_t wait_ns);
   // Advances seq's matcher over a sampled, non-ending token. false: the
   // token was not allowed (a bug: the sampler only sees allowed tokens).
@@ -259,6 +260,7 @@ class Engine::Impl {
   int valid_vocab_ = 0;
   mutable ConstraintCache constraints_;  // thread-safe
   MaskWorker mask_worker_;               // thread-safe; fills constrained rows' masks during steps
+  const int usable_cpus_ = DefaultThreadCount();  // affinity and cgroup quota (common/cpu_quota.h)
   bool speculate_ = false;  // options_.speculative is "prompt-lookup" or "draft"
 
   mutable std::mutex mu_;
@@ -439,9 +441,19 @@ std::shared_ptr<MaskJob> Engine::Impl::StartMasks(const std::vector<Sequence*>& 
   for (Sequence* seq : seqs) {
     if (seq->constraint != nullptr) states.push_back(seq->constraint.get());
   }
-  // The masks for this step's tokens, on the worker while the forward pass
-  // runs: the matchers already hold the previous step's tokens, and the loop
-  // touches neither them nor the masks until it finishes the job.
+  if (states.empty()) return nullptr;
+  // On a CPU whose every core runs the model's OpenMP threads, a helper can
+  // only run by taking a core from one of them, and its siblings then spin
+  // at the next barrier until it is back: at batch 1 (60 parallel regions a
+  // step) that cost more than the 20-40 us of masks it hid (bench/README.md,
+  // "Constrained decoding"). There the loop fills the masks itself, after
+  // the forward pass (MaskJob::Finish).
+  if (info_.device == "cpu" && at::get_num_threads() >= usable_cpus_) {
+    return std::make_shared<MaskJob>(std::move(states));
+  }
+  // Otherwise on the worker while the forward pass runs: the matchers already
+  // hold the previous step's tokens, and the loop touches neither them nor
+  // the masks until it finishes the job.
   return mask_worker_.Start(std::move(states));
 }
 
