@@ -1,5 +1,9 @@
 #include "engine/constraint_state.h"
 
+#include <time.h>
+
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 
 namespace streamgen {
@@ -64,8 +68,107 @@ int64_t ConstraintCache::compiles() const {
   return compiles_;
 }
 
-void FillMasks(const std::vector<SequenceConstraint*>& states) {
+namespace {
+
+// The calling thread's CPU time: the wall time of a mask on a loaded machine
+// includes the time the thread waited for a core.
+int64_t ThreadCpuNanos() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace
+
+MaskTiming FillMasks(const std::vector<SequenceConstraint*>& states) {
+  MaskTiming timing;
+  if (states.empty()) return timing;
+  const auto wall0 = std::chrono::steady_clock::now();
+  const int64_t cpu0 = ThreadCpuNanos();
   for (SequenceConstraint* state : states) state->matcher->FillNextTokenBitmask(state->mask.data());
+  timing.cpu_ns = ThreadCpuNanos() - cpu0;
+  timing.wall_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::steady_clock::now() - wall0)
+                       .count();
+  timing.masks = static_cast<int64_t>(states.size());
+  return timing;
+}
+
+}  // namespace streamgen
+
+namespace streamgen {
+
+void MaskJob::Fill(size_t i) {
+  const auto wall0 = std::chrono::steady_clock::now();
+  const int64_t cpu0 = ThreadCpuNanos();
+  states_[i]->matcher->FillNextTokenBitmask(states_[i]->mask.data());
+  cpu_ns_ += ThreadCpuNanos() - cpu0;
+  wall_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - wall0)
+                  .count();
+}
+
+void MaskJob::Work() {
+  for (size_t i = next_.fetch_add(1); i < states_.size(); i = next_.fetch_add(1)) {
+    Fill(i);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (++done_ == states_.size()) cv_.notify_all();
+  }
+}
+
+MaskTiming MaskJob::Finish() {
+  MaskTiming timing;
+  // What no helper has claimed yet, on this thread; after this loop every
+  // later claim is past the end, so no helper touches a state again.
+  for (size_t i = next_.fetch_add(1); i < states_.size(); i = next_.fetch_add(1)) {
+    Fill(i);
+    timing.on_loop++;
+    std::lock_guard<std::mutex> lock(mu_);
+    ++done_;
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_ == states_.size(); });
+  }
+  timing.masks = static_cast<int64_t>(states_.size());
+  timing.wall_ns = wall_ns_.load();
+  timing.cpu_ns = cpu_ns_.load();
+  return timing;
+}
+
+MaskWorker::MaskWorker() : thread_([this] { Run(); }) {}
+
+MaskWorker::~MaskWorker() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+std::shared_ptr<MaskJob> MaskWorker::Start(std::vector<SequenceConstraint*> states) {
+  if (states.empty()) return nullptr;
+  auto job = std::make_shared<MaskJob>(std::move(states));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(job);
+  }
+  cv_.notify_one();
+  return job;
+}
+
+void MaskWorker::Run() {
+  for (;;) {
+    std::shared_ptr<MaskJob> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    job->Work();  // a job its owner has finished already: returns at once
+  }
 }
 
 }  // namespace streamgen

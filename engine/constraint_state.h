@@ -3,12 +3,16 @@
 // matcher and token mask each constrained sequence carries. No torch.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -71,7 +75,70 @@ struct SequenceConstraint {
   std::vector<uint32_t> mask;  // the allowed next tokens (SampleInput::allowed)
 };
 
+// What one FillMasks call cost: the engine adds these up (EngineStats) so
+// that a benchmark can tell how much of the mask work the forward pass hides.
+struct MaskTiming {
+  int64_t masks = 0;    // masks filled
+  int64_t wall_ns = 0;  // the call, start to end
+  int64_t cpu_ns = 0;   // the calling thread's CPU time over the call (0 where unknown)
+  int64_t on_loop = 0;  // MaskJob::Finish: masks the owner filled itself (no helper got to them)
+};
+
 // Fills each state's mask for its next token (TokenMatcher::FillNextTokenBitmask).
-void FillMasks(const std::vector<SequenceConstraint*>& states);
+// Thread-safe for distinct states.
+MaskTiming FillMasks(const std::vector<SequenceConstraint*>& states);
+
+// One step's masks, filled by whichever thread gets to each first: a helper
+// (MaskWorker) while the forward pass runs, and the loop itself after it.
+// Why both: on a loaded machine (or with as many OpenMP threads as cores) a
+// helper thread can wait for a core for whole scheduler slices; the loop
+// then fills what the helper has not started instead of waiting (measured:
+// 10 ms waits for 25 us of masks; bench/README.md, "Constrained decoding").
+class MaskJob {
+ public:
+  explicit MaskJob(std::vector<SequenceConstraint*> states) : states_(std::move(states)) {}
+  // Claims and fills masks until none is left. Thread-safe; a call after
+  // Finish() returns at once and touches no state.
+  void Work();
+  // The owner, once: fills every mask no one has claimed, waits for the ones
+  // claimed by others, and returns what they all cost (wall_ns and cpu_ns:
+  // the fills' own time, whoever ran them).
+  MaskTiming Finish();
+
+ private:
+  // Fills states_[i], adding its cost to the totals.
+  void Fill(size_t i);
+
+  const std::vector<SequenceConstraint*> states_;
+  std::atomic<size_t> next_{0};  // the next state to claim
+  std::atomic<int64_t> wall_ns_{0}, cpu_ns_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  size_t done_ = 0;  // guarded by mu_
+};
+
+// A thread that runs MaskJobs (one at a time, in order), kept for the
+// engine's life: starting a thread per step costs about as much as a batch-1
+// step's masks. Thread-safe.
+class MaskWorker {
+ public:
+  MaskWorker();
+  ~MaskWorker();  // stops and joins; jobs not yet run are left to their owners' Finish()
+  MaskWorker(const MaskWorker&) = delete;
+  MaskWorker& operator=(const MaskWorker&) = delete;
+
+  // Queues a job for `states` and returns it: call Finish() on it before
+  // reading or advancing any of the states. Empty states: nullptr.
+  std::shared_ptr<MaskJob> Start(std::vector<SequenceConstraint*> states);
+
+ private:
+  void Run();
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<MaskJob>> queue_;  // guarded by mu_
+  bool stop_ = false;                           // guarded by mu_
+  std::thread thread_;                          // last: starts after the fields above
+};
 
 }  // namespace streamgen

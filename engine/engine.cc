@@ -23,6 +23,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu_quota.h"
 #include "engine/constraint_state.h"
 #include "engine/kv/kv_pool.h"
 #include "engine/text/detokenizer.h"
@@ -190,8 +191,11 @@ class Engine::Impl {
   // caller's thread.
   absl::Status PrepareConstraint(Sequence* seq);
   // The rows of this step that are constrained: their masks are filled on
-  // another thread while the model runs (FillMasks); Wait() before sampling.
-  std::future<void> StartMasks(const std::vector<Sequence*>& seqs) const;
+  // mask_worker_ while the model runs; Finish() before sampling (the loop
+  // fills what the worker has not started). nullptr: none constrained.
+  std::shared_ptr<MaskJob> StartMasks(const std::vector<Sequence*>& seqs);
+  // Adds a step's masks (and the loop's time on them after the forward pass) to stats_.
+  void CountMasks(const MaskTiming& timing, int64_t wait_ns);
   // Advances seq's matcher over a sampled, non-ending token. false: the
   // token was not allowed (a bug: the sampler only sees allowed tokens).
   bool AcceptConstrained(Sequence* seq, int id);
@@ -255,6 +259,8 @@ class Engine::Impl {
   const ModelInfo info_;
   int valid_vocab_ = 0;
   mutable ConstraintCache constraints_;  // thread-safe
+  MaskWorker mask_worker_;               // thread-safe; fills constrained rows' masks during steps
+  const int usable_cpus_ = DefaultThreadCount();  // affinity and cgroup quota (common/cpu_quota.h)
   bool speculate_ = false;  // options_.speculative is "prompt-lookup" or "draft"
 
   mutable std::mutex mu_;
@@ -430,16 +436,35 @@ absl::Status Engine::Impl::PrepareConstraint(Sequence* seq) {
   return absl::OkStatus();
 }
 
-std::future<void> Engine::Impl::StartMasks(const std::vector<Sequence*>& seqs) const {
+std::shared_ptr<MaskJob> Engine::Impl::StartMasks(const std::vector<Sequence*>& seqs) {
   std::vector<SequenceConstraint*> states;
   for (Sequence* seq : seqs) {
     if (seq->constraint != nullptr) states.push_back(seq->constraint.get());
   }
-  if (states.empty()) return {};
-  // The masks for this step's tokens, on another thread while the forward
-  // pass runs: the matchers already hold the previous step's tokens, and the
-  // loop touches neither them nor the masks until it waits for this.
-  return std::async(std::launch::async, [states = std::move(states)] { FillMasks(states); });
+  if (states.empty()) return nullptr;
+  // On a CPU whose every core runs the model's OpenMP threads, a helper can
+  // only run by taking a core from one of them, and its siblings then spin
+  // at the next barrier until it is back: at batch 1 (60 parallel regions a
+  // step) that cost more than the 20-40 us of masks it hid (bench/README.md,
+  // "Constrained decoding"). There the loop fills the masks itself, after
+  // the forward pass (MaskJob::Finish).
+  if (info_.device == "cpu" && at::get_num_threads() >= usable_cpus_) {
+    return std::make_shared<MaskJob>(std::move(states));
+  }
+  // Otherwise on the worker while the forward pass runs: the matchers already
+  // hold the previous step's tokens, and the loop touches neither them nor
+  // the masks until it finishes the job.
+  return mask_worker_.Start(std::move(states));
+}
+
+void Engine::Impl::CountMasks(const MaskTiming& timing, int64_t wait_ns) {
+  if (timing.masks == 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.constraint_masks += timing.masks;
+  stats_.constraint_masks_on_loop += timing.on_loop;
+  stats_.constraint_mask_wall_ns += timing.wall_ns;
+  stats_.constraint_mask_cpu_ns += timing.cpu_ns;
+  stats_.constraint_mask_wait_ns += wait_ns;
 }
 
 absl::Status Engine::Impl::PrepareChoices(Sequence* seq) {
@@ -483,7 +508,11 @@ std::vector<Sequence*> Engine::Impl::ForkChoices(Sequence* seq) {
     sequences_.emplace(raw->id, std::move(fork));
   }
   seq->forks.clear();
-  FillMasks(masks);  // their first tokens: the same position as seq's
+  // Their first tokens (the same position as seq's), on this thread: all of
+  // it is waited for.
+  MaskTiming fork_masks = FillMasks(masks);
+  fork_masks.on_loop = fork_masks.masks;
+  CountMasks(fork_masks, fork_masks.wall_ns);
   if (!forked.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.forked_choices += static_cast<int64_t>(forked.size());
@@ -689,15 +718,20 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
     chunk_seqs.push_back(seq);
   }
   if (chunks.empty()) return;
-  std::future<void> masks = StartMasks(seqs);  // the constrained among the sampled rows
+  std::shared_ptr<MaskJob> masks = StartMasks(seqs);  // the constrained among the sampled rows
   torch::Tensor logits;  // [logit_rows, vocab]
   try {
     logits = model_->Step(chunks, &pool_);
   } catch (...) {
-    if (masks.valid()) masks.wait();  // the matchers outlive no thread that uses them
+    if (masks != nullptr) masks->Finish();  // the matchers outlive no thread that uses them
     throw;
   }
-  if (masks.valid()) masks.get();
+  if (masks != nullptr) {
+    // What the forward pass did not hide: the loop's own fills and its wait.
+    const auto wait0 = Clock::now();
+    const MaskTiming timing = masks->Finish();
+    CountMasks(timing, std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - wait0).count());
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.prefill_tokens += prefilled;

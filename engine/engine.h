@@ -129,6 +129,14 @@ struct EngineStats {
   int64_t forked_choices = 0;        // n > 1 choices forked off a prefilled prompt (no prefill of their own)
   int64_t constraint_compiles = 0;   // constraints compiled (ConstraintCache misses that compiled)
   int64_t constraint_cache_hits = 0; // requests whose constraint was compiled already
+  // Constrained rows' masks (engine/constraint_state.h), filled on a worker
+  // thread while the forward pass runs: what they cost, and the loop's time
+  // on them after the forward pass (the part the forward pass did not hide).
+  int64_t constraint_masks = 0;          // masks filled
+  int64_t constraint_masks_on_loop = 0;  // of them, filled by the loop (the worker had not got to them)
+  int64_t constraint_mask_wall_ns = 0;   // the fills' wall time, whoever ran them
+  int64_t constraint_mask_cpu_ns = 0;    // the fills' CPU time
+  int64_t constraint_mask_wait_ns = 0;   // the loop after the forward pass: its own fills and its wait
   int64_t draft_tokens = 0;          // speculative drafts verified
   int64_t accepted_draft_tokens = 0; // of them, accepted
 };

@@ -257,6 +257,35 @@ TEST(SamplerTest, MaskedRowsChooseOnlyAllowedIdsAndReportTheMaskedLogprobs) {
   EXPECT_EQ(mixed[1].id, 35);
 }
 
+TEST(SamplerTest, MasksApplyToTheirOwnRowsAcrossFullAndPartialWords) {
+  // 72 ids, 70 valid (the last word partial); rows of the same batch carry
+  // different masks, the middle one none. The logits rise with the id, so
+  // greedy picks the highest allowed id below valid_vocab.
+  torch::Tensor logits = torch::arange(72, torch::kFloat).repeat({3, 1});  // [3, 72]
+  // Row 0: word 0 all allowed, word 1 id 40 only, ids 69 and 71 in word 2.
+  std::vector<uint32_t> first = Bitmask(72, {40, 69, 71});
+  first[0] = ~uint32_t{0};
+  // Row 2: every id but 69 (words 0 and 1 all set: skipped whole).
+  std::vector<uint32_t> last(3, ~uint32_t{0});
+  last[2] &= ~(uint32_t{1} << (69 % 32));
+  SamplingParams greedy;
+  for (torch::ScalarType dtype : {torch::kFloat, torch::kBFloat16}) {
+    std::vector<TokenInfo> got = SampleBatch(logits.to(dtype),
+                                             {{&greedy, nullptr, nullptr, nullptr, 0, first.data()},
+                                              {&greedy, nullptr, nullptr, nullptr, 0},
+                                              {&greedy, nullptr, nullptr, nullptr, 0, last.data()}},
+                                             70);
+    EXPECT_EQ(got[0].id, 69) << dtype;  // 71 is allowed but not valid
+    EXPECT_EQ(got[1].id, 69) << dtype;
+    EXPECT_EQ(got[2].id, 68) << dtype;
+  }
+  // Only ids 0..31 and 40 in row 0 once 69 goes: 40 is the best.
+  first[2] = 0;
+  std::vector<TokenInfo> got =
+      SampleBatch(logits.narrow(0, 0, 1), {{&greedy, nullptr, nullptr, nullptr, 0, first.data()}}, 70);
+  EXPECT_EQ(got[0].id, 40);
+}
+
 TEST(SamplerTest, AMaskThatAllowsNothingIsRefused) {
   std::vector<uint32_t> mask = Bitmask(40, {38});  // allowed, but beyond valid_vocab 36
   SamplingParams greedy;
