@@ -84,14 +84,14 @@ case $JOB in
     BUILD_DIR=${BUILD_DIR:-build-tsan}
     SPM_FLAGS="-fsanitize=thread -O1 -g -fno-omit-frame-pointer"
     # The scheduler, the engine's threads (loop thread, Submit/Cancel from
-    # others, batching, resume), the server in process (reactors, the stream
+    # others, batching, resume, the constraint masks' worker), the server in process (reactors, the stream
     # registry, metrics, start-up and shutdown) and as a subprocess driven over
     # HTTP (connections, drain). The CLI, Python and curl clients add no
     # threads of the server's that these do not run.
-    TESTS=(scheduler_test engine_test batching_test resume_test
+    TESTS=(scheduler_test engine_test batching_test resume_test constraint_state_test
            server_units_test server_response_stream_test server_integration_test
            server_lifecycle_test server_metrics_test http_lifecycle_test)
-    TARGETS=(scheduler_test engine_test batching_test resume_test
+    TARGETS=(scheduler_test engine_test batching_test resume_test constraint_state_test
              server_units_test server_response_stream_test server_integration_test
              server_lifecycle_test server_metrics_test
              streamgen-server streamgen-client streamgen_python_proto)
