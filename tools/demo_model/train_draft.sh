@@ -20,6 +20,10 @@
 # INIT_LAYERS=0,1 (with --distill-from): the draft is the target's embedding,
 # head and those layers (the target's widths; LAYERS and HIDDEN are then
 # ignored), fine-tuned by distillation at a lower learning rate (LR, 5e-4).
+# SELF_TEXT=N (with --distill-from): also generate N greedy continuations of
+# corpus prefixes with the target (train.py --self-text) and make half of each
+# batch those: generated text is what a draft sees when serving, and the
+# target's own loops are what it must learn to predict there.
 #
 # Environment: LAYERS (2), HIDDEN (128: heads of 64, MLP 2.75x), TARGET (models/demo-brown), MINUTES (10: the training time
 # budget), SEED (1234), THREADS (1: on a machine shared with other jobs, two
@@ -45,6 +49,10 @@ if [ -n "$INIT_LAYERS" ]; then
   extra+=(--init-layers "$INIT_LAYERS" --lr "${LR:-5e-4}" --min-lr 5e-5 --warmup 20)
 elif [ -n "$LR" ]; then
   extra+=(--lr "$LR")
+fi
+if [ -n "${SELF_TEXT:-}" ]; then
+  [ -n "$DISTILL_FROM" ] || { echo "train_draft.sh: SELF_TEXT needs --distill-from" >&2; exit 1; }
+  extra+=(--self-text "$SELF_TEXT")
 fi
 TARGET=${TARGET:-models/demo-brown}
 MINUTES=${MINUTES:-10}
