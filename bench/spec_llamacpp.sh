@@ -13,12 +13,14 @@
 # /work/llamacpp-native/build/bin), GGUF_PY (llama.cpp's gguf-py; default
 # LLAMA_BIN/../../src/gguf-py), TARGET (models/demo-brown), DRAFT
 # (build/models/demo-brown-draft: tools/demo_model/train_draft.sh makes it),
-# THREADS ("1 2"), ROUNDS (3), NEW_TOKENS (128), DRAFT_MAX (llama.cpp's
+# THREADS ("1 2"), MODES ("none draft"; also "ngram": --spec-type ngram-simple,
+# llama.cpp's prompt lookup, and "ngram+draft": both, the n-gram lookup first
+# and the draft where it finds nothing, as llama.cpp orders them), ROUNDS (3), NEW_TOKENS (128), DRAFT_MAX (llama.cpp's
 # --spec-draft-n-max; empty: its default, 3), PORT (18571), OUT_DIR
 # (build/spec-llamacpp).
 #
-# Per threads setting, round after round, a server without the draft then one
-# with it (a fresh server each, so neither inherits the other's caches); each
+# Per threads setting, round after round, a server per mode in turn (a fresh
+# server each, so neither inherits the other's caches); each
 # serves every prompt of both workloads once (cache_prompt off). Figures:
 # tokens/s = generated tokens / the requests' wall time as the client sees it
 # (prefill included, as streamgen-bench-spec counts), and llama.cpp's own
@@ -32,6 +34,7 @@ GGUF_PY=${GGUF_PY:-$LLAMA_BIN/../../src/gguf-py}
 TARGET=${TARGET:-models/demo-brown}
 DRAFT=${DRAFT:-build/models/demo-brown-draft}
 THREADS=${THREADS:-1 2}
+MODES=${MODES:-none draft}
 ROUNDS=${ROUNDS:-3}
 NEW_TOKENS=${NEW_TOKENS:-128}
 DRAFT_MAX=${DRAFT_MAX:-}
@@ -117,18 +120,22 @@ PY
 }
 
 : > "$OUT_DIR/results.jsonl"
-draft_flags=(-md "$draft_gguf" --spec-type draft-simple -td 1)
-[ -n "$DRAFT_MAX" ] && draft_flags+=(--spec-draft-n-max "$DRAFT_MAX")
 for threads in $THREADS; do
-  draft_flags_t=("${draft_flags[@]}")
-  draft_flags_t[5]=$threads  # -td: the draft runs with as many threads as the target
+  # The draft runs with as many threads as the target.
+  draft_flags=(-md "$draft_gguf" -td "$threads" -tbd "$threads")
+  [ -n "$DRAFT_MAX" ] && draft_flags+=(--spec-draft-n-max "$DRAFT_MAX")
   for round in $(seq "$ROUNDS"); do
-    start_server "$threads"
-    run_prompts "$threads" none "$round"
-    stop_server
-    start_server "$threads" "${draft_flags_t[@]}"
-    run_prompts "$threads" draft "$round"
-    stop_server
+    for mode in $MODES; do
+      case $mode in
+        none) start_server "$threads" ;;
+        draft) start_server "$threads" "${draft_flags[@]}" --spec-type draft-simple ;;
+        ngram) start_server "$threads" --spec-type ngram-simple ;;
+        ngram+draft) start_server "$threads" "${draft_flags[@]}" --spec-type ngram-simple,draft-simple ;;
+        *) echo "spec_llamacpp.sh: unknown mode '$mode' in MODES (none, draft, ngram, ngram+draft)" >&2; exit 1 ;;
+      esac
+      run_prompts "$threads" "$mode" "$round"
+      stop_server
+    done
   done
 done
 
@@ -150,7 +157,7 @@ for (threads, workload, mode), rs in sorted(groups.items()):
     ratio = tok_s / (sum(r["tokens"] for r in base) / sum(r["wall_s"] for r in base))
     drafted = sum(r["draft_n"] for r in rs)
     accepted = sum(r["draft_accepted"] for r in rs)
-    line = (f"llama.cpp threads {threads} {workload:5s} {mode:5s}: {tok_s:7.1f} tok/s (x{ratio:.2f}), "
+    line = (f"llama.cpp threads {threads} {workload:5s} {mode:11s}: {tok_s:7.1f} tok/s (x{ratio:.2f}), "
             f"decode only {decode:7.1f} tok/s")
     if drafted:
         line += f", drafts accepted {accepted}/{drafted} ({100 * accepted / drafted:.0f}%)"
