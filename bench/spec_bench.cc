@@ -5,7 +5,8 @@
 //
 //   streamgen-bench-spec [--model DIR] [--threads 0] [--new-tokens 128]
 //       [--rounds 3] [--streams 1,4,16] [--speculative-max-batch 16]
-//       [--draft-model DIR]   # also --speculative draft
+//       [--draft-model DIR[,DIR...]]   # also --speculative draft, per draft
+//       [--workloads copy,prose]
 //
 // Workloads (text prompts, the demo model's tokenizer):
 //   copy:  text the model is asked to repeat; the demo model (3M parameters)
@@ -13,6 +14,7 @@
 //          output, which prompt lookup drafts as well;
 //   prose: the start of a sentence, nothing to copy.
 // Prints one line per figure and a final JSON line.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <future>
@@ -39,7 +41,9 @@ ABSL_FLAG(int, speculative_max_batch, 4,
 ABSL_FLAG(int, num_speculative_tokens, 0, "0: adaptive");
 ABSL_FLAG(std::string, draft_model, "",
           "also measure --speculative draft with this draft model (e.g. "
-          "build/models/demo-brown-draft, tools/demo_model/train_draft.sh)");
+          "build/models/demo-brown-draft, tools/demo_model/train_draft.sh); a comma-separated "
+          "list measures each, interleaved in the same rounds");
+ABSL_FLAG(std::string, workloads, "copy,prose", "comma-separated workloads to measure");
 
 namespace {
 
@@ -71,15 +75,15 @@ struct Figure {
 
 // One fresh engine, `streams` requests at once (the workload's prompts in
 // turn), all generating new_tokens greedy tokens.
-Figure Measure(const std::string& speculative, const std::vector<std::string>& prompts,
-               int streams) {
+Figure Measure(const std::string& speculative, const std::string& draft_model,
+               const std::vector<std::string>& prompts, int streams) {
   streamgen::EngineOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
   options.dtype = "float32";
   options.threads = absl::GetFlag(FLAGS_threads);
   options.max_batch = std::max(16, streams);
   options.speculative = speculative;
-  if (speculative == "draft") options.draft_model = absl::GetFlag(FLAGS_draft_model);
+  options.draft_model = draft_model;
   options.speculative_max_batch = absl::GetFlag(FLAGS_speculative_max_batch);
   options.num_speculative_tokens = absl::GetFlag(FLAGS_num_speculative_tokens);
   auto engine = streamgen::Engine::Create(options);
@@ -145,17 +149,33 @@ int main(int argc, char** argv) {
     }
     stream_counts.push_back(n);
   }
+  // Modes: a label, the --speculative value and its draft model.
+  struct Mode {
+    std::string label, speculative, draft;
+  };
+  std::vector<Mode> modes = {{"none", "none", ""}, {"prompt-lookup", "prompt-lookup", ""}};
+  const std::vector<std::string> drafts =
+      absl::StrSplit(absl::GetFlag(FLAGS_draft_model), ',', absl::SkipEmpty());
+  for (const std::string& d : drafts) {
+    modes.push_back({drafts.size() == 1 ? "draft" : "draft:" + d, "draft", d});
+  }
+  const std::vector<std::string> workloads = absl::StrSplit(absl::GetFlag(FLAGS_workloads), ',');
+  for (const std::string& w : workloads) {
+    if (Workloads().count(w) == 0) {
+      std::fprintf(stderr, "--workloads: unknown workload '%s' (copy, prose)\n", w.c_str());
+      return 1;
+    }
+  }
   std::string json = "{";
   for (const auto& [name, prompts] : Workloads()) {
+    if (std::find(workloads.begin(), workloads.end(), name) == workloads.end()) continue;
     for (int streams : stream_counts) {
-      std::vector<std::string> modes = {"none", "prompt-lookup"};
-      if (!absl::GetFlag(FLAGS_draft_model).empty()) modes.push_back("draft");
       std::vector<double> mean(modes.size(), 0);
       std::vector<Figure> last(modes.size());
       const int rounds = absl::GetFlag(FLAGS_rounds);
       for (int round = 0; round < rounds; ++round) {
         for (size_t m = 0; m < modes.size(); ++m) {
-          last[m] = Measure(modes[m], prompts, streams);
+          last[m] = Measure(modes[m].speculative, modes[m].draft, prompts, streams);
           mean[m] += last[m].tokens_per_s / rounds;
         }
       }
@@ -166,10 +186,10 @@ int main(int argc, char** argv) {
         const Figure& f = last[m];
         const double acceptance = f.drafts > 0 ? double(f.accepted) / f.drafts : 0;
         std::printf("; %s %7.1f tok/s (x%.2f), accepted %lld/%lld (%.0f%%), %lld steps",
-                    modes[m].c_str(), mean[m], mean[m] / mean[0],
+                    modes[m].label.c_str(), mean[m], mean[m] / mean[0],
                     static_cast<long long>(f.accepted), static_cast<long long>(f.drafts),
                     100 * acceptance, static_cast<long long>(f.steps));
-        json += ",\"" + modes[m] + "\":" + std::to_string(mean[m]) + ",\"" + modes[m] +
+        json += ",\"" + modes[m].label + "\":" + std::to_string(mean[m]) + ",\"" + modes[m].label +
                 "_acceptance\":" + std::to_string(acceptance);
       }
       json += "}";

@@ -17,6 +17,24 @@ directory written by streamgen-make-tiny-model with the tokenizer trained on
 the corpus (config.json, tokenizer.model, tokenizer_config.json,
 generation_config.json): its config gives the architecture; this script
 replaces the random weights with trained ones.
+
+--distill-from DIR (a draft model for speculative decoding,
+tools/demo_model/train_draft.sh): DIR is a trained model with the same
+tokenizer (the demo model); its logits on each training window are computed
+on the fly (this file's Llama, no gradient) and the loss is the
+distillation loss KL(teacher || student) on every position, mixed with the
+corpus' next-token loss by --distill-alpha (1: KL only). A draft is
+accepted where its greedy token equals the teacher's, so it should imitate
+the teacher's distribution, not the corpus': the corpus' next token is the
+teacher's own argmax only part of the time.
+
+--init-layers 0,1 (with --distill-from): the student starts as the
+teacher with only those layers (its embedding, final norm and head, and the
+listed layers in order; the template must have the teacher's widths and as
+many layers as listed), then is distilled. A layer-skipping draft starts
+far closer to the teacher than random weights (on the demo model, layers
+0,1 alone agree with the full model's argmax on 41% of validation
+positions before any training), which matters when training time is short.
 """
 import argparse
 import json
@@ -111,6 +129,51 @@ class Llama(torch.nn.Module):
             x = x + (F.silu(h @ layer.gate.t()) * (h @ layer.up.t())) @ layer.down.t()
         x = self.rms_norm(x, self.norm)
         return x @ (self.embed if self.tied else self.lm_head).t()
+
+    @torch.no_grad()
+    def generate_greedy(self, prompts, new_tokens):
+        """Greedy continuations of a batch of equal-length prompts ([batch, t]
+        ids), with a key/value cache (what forward computes, one position at
+        a time; for making training text, not for reference outputs).
+        Returns [batch, t + new_tokens]."""
+        b = prompts.shape[0]
+        hd = self.head_dim
+        groups = self.heads // self.kv_heads
+        cache = [None] * len(self.layers)  # per layer: keys, values [b, KV, pos, hd]
+        ids, chunk, pos = prompts, prompts, 0
+        for _ in range(new_tokens):
+            t = chunk.shape[1]
+            x = F.embedding(chunk, self.embed)  # [b, t, d]
+            freqs = torch.outer(torch.arange(pos, pos + t, dtype=torch.float32), self.inv_freq)
+            emb = torch.cat((freqs, freqs), dim=-1)  # [t, hd]
+            cos, sin = emb.cos(), emb.sin()
+            # Row i sees cached positions and chunk positions <= i.
+            mask = torch.cat((torch.zeros(t, pos), torch.full((t, t), float("-inf")).triu(1)), dim=1)
+            for n, layer in enumerate(self.layers):
+                h = self.rms_norm(x, layer.input_norm)
+                q = (h @ layer.q.t()).view(b, t, self.heads, hd).transpose(1, 2)     # [b, H, t, hd]
+                k = (h @ layer.k.t()).view(b, t, self.kv_heads, hd).transpose(1, 2)  # [b, KV, t, hd]
+                v = (h @ layer.v.t()).view(b, t, self.kv_heads, hd).transpose(1, 2)
+                q = q * cos + self.rotate_half(q) * sin
+                k = k * cos + self.rotate_half(k) * sin
+                if cache[n] is not None:
+                    k = torch.cat((cache[n][0], k), dim=2)
+                    v = torch.cat((cache[n][1], v), dim=2)
+                cache[n] = (k, v)
+                if groups > 1:
+                    k = k.repeat_interleave(groups, dim=1)
+                    v = v.repeat_interleave(groups, dim=1)
+                scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd) + mask  # [b, H, t, pos + t]
+                attn = torch.softmax(scores, dim=-1) @ v                    # [b, H, t, hd]
+                x = x + attn.transpose(1, 2).reshape(b, t, self.heads * hd) @ layer.o.t()
+                h = self.rms_norm(x, layer.post_norm)
+                x = x + (F.silu(h @ layer.gate.t()) * (h @ layer.up.t())) @ layer.down.t()
+            x = self.rms_norm(x[:, -1:], self.norm)
+            logits = x @ (self.embed if self.tied else self.lm_head).t()  # [b, 1, vocab]
+            pos += t
+            chunk = logits.argmax(-1)  # [b, 1]
+            ids = torch.cat((ids, chunk), dim=1)
+        return ids
 
     def hf_tensors(self):
         """The weights under Hugging Face's names."""
@@ -227,6 +290,78 @@ def read_safetensors(path):
     return out
 
 
+def load_teacher(directory, student_config):
+    """The model to distill from, in float32 (its BF16 weights upcast), frozen."""
+    with open(os.path.join(directory, "config.json")) as f:
+        config = json.load(f)
+    if config["vocab_size"] != student_config["vocab_size"]:
+        raise SystemExit(f"--distill-from {directory}: vocab_size {config['vocab_size']} differs "
+                         f"from the template's {student_config['vocab_size']} (a draft shares the tokenizer)")
+    teacher = Llama(config)
+    weights = read_safetensors(os.path.join(directory, "model.safetensors"))
+    with torch.no_grad():
+        for name, p in teacher.hf_tensors().items():
+            p.copy_(weights[name])
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def teacher_text(teacher, train_stream, valid_docs, args, generator_seed):
+    """Windows of [seq + 1] tokens: the teacher's greedy continuation of
+    corpus prefixes (16 tokens, from random training positions; the first 16
+    windows continue validation prefixes, held out for measuring)."""
+    g = torch.Generator().manual_seed(generator_seed + 1)
+    prefix = 16
+    valid_stream = [t for d in valid_docs for t in d]
+    starts = torch.randint(0, len(valid_stream) - prefix, (16,), generator=g).tolist()
+    prompts = [valid_stream[s:s + prefix] for s in starts]
+    starts = torch.randint(0, len(train_stream) - prefix, (args.self_text,), generator=g).tolist()
+    prompts += [train_stream[s:s + prefix] for s in starts]
+    out, began = [], time.time()
+    for i in range(0, len(prompts), 64):
+        ids = teacher.generate_greedy(torch.tensor(prompts[i:i + 64]), args.seq + 1 - prefix)
+        out += ids.tolist()
+        print(f"teacher text: {len(out)}/{len(prompts)} windows ({time.time() - began:.0f} s)", flush=True)
+    return out
+
+
+@torch.no_grad()
+def init_from_teacher(student, teacher, layers):
+    """Copies the teacher's embedding, final norm, head and `layers` (in that
+    order) into the student, whose shapes must match."""
+    if len(layers) != len(student.layers) or any(not 0 <= n < len(teacher.layers) for n in layers):
+        raise SystemExit(f"--init-layers {layers}: the student has {len(student.layers)} layers, "
+                         f"the teacher {len(teacher.layers)}")
+    names = student.hf_tensors()
+    source = teacher.hf_tensors()
+    for name, p in names.items():
+        if name.startswith("model.layers."):
+            n = int(name.split(".")[2])
+            src = source[name.replace(f"model.layers.{n}.", f"model.layers.{layers[n]}.", 1)]
+        else:
+            src = source[name]
+        if p.shape != src.shape:
+            raise SystemExit(f"--init-layers: {name} is {list(p.shape)} in the student, "
+                             f"{list(src.shape)} in the teacher (the template needs the teacher's widths)")
+        p.copy_(src)
+
+
+@torch.no_grad()
+def greedy_agreement(model, teacher, valid_windows, batch):
+    """How often the model's argmax equals the teacher's on the validation
+    windows: the acceptance rate of greedy speculative decoding on corpus text."""
+    model.eval()
+    same, count = 0, 0
+    for i in range(0, len(valid_windows), batch):
+        chunk = torch.tensor(valid_windows[i:i + batch])[:, :-1]
+        same += int((model(chunk).argmax(-1) == teacher(chunk).argmax(-1)).sum())
+        count += chunk.numel()
+    model.train()
+    return same / count
+
+
 @torch.no_grad()
 def sample(model, sp, bos, eos, prompt, new_tokens, temperature, top_p, generator):
     ids = [bos] + sp.encode(prompt)
@@ -271,6 +406,15 @@ def main():
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--greedy-tokens", type=int, default=32)
+    parser.add_argument("--distill-from", default="",
+                        help="a trained model (same tokenizer) to imitate: KL(teacher || student) loss")
+    parser.add_argument("--distill-alpha", type=float, default=1.0,
+                        help="weight of the KL loss against the corpus next-token loss (1: KL only)")
+    parser.add_argument("--self-text", type=int, default=0,
+                        help="with --distill-from: how many of the teacher's own greedy continuations "
+                             "(of corpus prefixes, --seq tokens each) to train on besides the corpus")
+    parser.add_argument("--init-layers", default="",
+                        help="with --distill-from: start from the teacher's layers I,J,... (comma-separated)")
     parser.add_argument("--greedy-only", action="store_true",
                         help="only rewrite --out's greedy.json from its model.safetensors")
     args = parser.parse_args()
@@ -298,6 +442,19 @@ def main():
     train_stream = [t for d in train_docs for t in d]
     valid_windows = windows([t for d in valid_docs for t in d], args.seq)
     model = Llama(config)
+    teacher = load_teacher(args.distill_from, config) if args.distill_from else None
+    self_windows, self_valid = [], []
+    if args.self_text:
+        if teacher is None:
+            raise SystemExit("--self-text needs --distill-from (the model whose text to generate)")
+        self_windows = teacher_text(teacher, train_stream, valid_docs, args, generator_seed=args.seed)
+        self_valid, self_windows = self_windows[:16], self_windows[16:]
+    if args.init_layers:
+        if teacher is None:
+            raise SystemExit("--init-layers needs --distill-from (the model whose layers to copy)")
+        init_from_teacher(model, teacher, [int(n) for n in args.init_layers.split(",")])
+        print(f"initialised from {args.distill_from}'s layers {args.init_layers}: argmax agreement "
+              f"{greedy_agreement(model, teacher, valid_windows[:16], args.batch):.3f}", flush=True)
     params = sum(p.numel() for p in model.parameters())
     print(f"model: {params / 1e6:.2f}M parameters; train {len(train_stream)} tokens "
           f"({len(train_docs)} documents), valid {len(valid_windows) * args.seq} tokens; "
@@ -337,8 +494,21 @@ def main():
             group["lr"] = lr
         starts = torch.randint(0, len(train_stream) - args.seq - 1, (args.batch,), generator=generator)
         batch = torch.tensor([train_stream[s:s + args.seq + 1] for s in starts.tolist()])
-        logits = model(batch[:, :-1])
+        if self_windows:
+            # Half of each batch: the teacher's own text (what a draft sees
+            # when the target generates, loops and all).
+            picks = torch.randint(0, len(self_windows), (args.batch // 2,), generator=generator)
+            batch[: args.batch // 2] = torch.tensor([self_windows[p] for p in picks.tolist()])
+        logits = model(batch[:, :-1])  # [batch, seq, vocab]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logp = F.log_softmax(teacher(batch[:, :-1]).float(), -1)  # [batch, seq, vocab]
+            student_logp = F.log_softmax(logits.float(), -1)
+            kl = F.kl_div(student_logp.reshape(-1, student_logp.shape[-1]),
+                          teacher_logp.reshape(-1, teacher_logp.shape[-1]),
+                          log_target=True, reduction="batchmean")
+            loss = args.distill_alpha * kl + (1 - args.distill_alpha) * loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -352,6 +522,11 @@ def main():
         if step % args.eval_every == 0 or (steps and step == steps):
             valid = evaluate(model, valid_windows, args.batch)
             record = {"step": step, "lr": lr, "train_loss": last_train, "valid_loss": valid,
+                      "teacher_argmax_agreement_self_text": (greedy_agreement(model, teacher, self_valid,
+                                                                              args.batch)
+                                                             if self_valid else None),
+                      "teacher_argmax_agreement": (greedy_agreement(model, teacher, valid_windows[:16],
+                                                                    args.batch) if teacher else None),
                       "valid_ppl": math.exp(valid), "tokens": tokens_seen,
                       "seconds": round(time.time() - start, 1)}
             print(json.dumps(record), flush=True)
@@ -365,6 +540,11 @@ def main():
         for p in model.parameters():
             p.copy_(p.to(torch.bfloat16).float())
     valid = evaluate(model, valid_windows, args.batch)
+    agreement = greedy_agreement(model, teacher, valid_windows, args.batch) if teacher else None
+    self_agreement = greedy_agreement(model, teacher, self_valid, args.batch) if self_valid else None
+    if agreement is not None:
+        print(f"argmax agreement with {args.distill_from} on valid: {agreement:.3f}, "
+              f"on its own held-out text: {self_agreement}", flush=True)
     for name in ("tokenizer.model", "tokenizer_config.json", "generation_config.json"):
         shutil.copy(os.path.join(args.template, name), os.path.join(args.out, name))
     # How the demo model reads best: sampled (greedy decoding of a model this
@@ -391,6 +571,9 @@ def main():
                "seq": args.seq, "batch": args.batch, "lr": args.lr, "warmup": args.warmup,
                "seed": args.seed, "threads": args.threads, "train_tokens": len(train_stream),
                "valid_tokens": len(valid_windows) * args.seq, "samples": samples,
+               "distill_from": args.distill_from or None, "distill_alpha": args.distill_alpha,
+               "teacher_argmax_agreement_valid": agreement,
+               "teacher_argmax_agreement_self_text": self_agreement, "self_text": args.self_text,
                "greedy": [{k: g[k] for k in ("prompt", "text")} for g in greedy_outputs]}
     with open(os.path.join(args.out, "train_summary.json"), "w") as f:
         json.dump(summary, f, indent=1, ensure_ascii=False)
