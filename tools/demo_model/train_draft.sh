@@ -25,8 +25,13 @@
 # batch those: generated text is what a draft sees when serving, and the
 # target's own loops are what it must learn to predict there.
 #
-# Environment: LAYERS (2), HIDDEN (128: heads of 64, MLP 2.75x), TARGET (models/demo-brown), MINUTES (10: the training time
-# budget), SEED (1234), THREADS (1: on a machine shared with other jobs, two
+# The best measured draft for the demo model (bench/README.md, "With a draft
+# model"): 1 layer, distilled with its own text, 10 minutes:
+#   MINUTES=10 INIT_LAYERS=0 SELF_TEXT=192 \
+#     tools/demo_model/train_draft.sh --distill-from models/demo-brown build/models/demo-brown-draft-1l
+#
+# Environment: LAYERS (2), HIDDEN (128: heads of 64, MLP 2.75x), TARGET
+# (models/demo-brown), MINUTES (10: the training time budget), SEED (1234), THREADS (1: on a machine shared with other jobs, two
 # OpenMP threads measured 27 s a step against under 1 s for one), WORK (a
 # temporary folder). Needs npm, Debian's
 # python3-torch and python3-sentencepiece (as train.sh).
