@@ -180,6 +180,21 @@ int LinearSweep(const streamgen::ModelConfig& c, int runs) {
   return 0;
 }
 
+// (N, K) of every linear of one forward pass: each layer's qkv, o, gate_up
+// and down, then lm_head.
+std::vector<std::pair<int64_t, int64_t>> LinearShapes(const streamgen::ModelConfig& c) {
+  const int64_t h = c.hidden_size;
+  std::vector<std::pair<int64_t, int64_t>> shapes;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    shapes.push_back({c.q_size() + 2 * c.kv_size(), h});
+    shapes.push_back({h, c.q_size()});
+    shapes.push_back({2 * c.intermediate_size, h});
+    shapes.push_back({h, c.intermediate_size});
+  }
+  shapes.push_back({c.vocab_size, h});
+  return shapes;
+}
+
 // --isa-sweep: all of the model's linear layers (every layer's qkv, o,
 // gate_up and down, and lm_head: one forward pass's weights, read from DRAM
 // as in a real step) through CpuLinear, under each kernel ISA the CPU has and
@@ -189,15 +204,7 @@ int LinearSweep(const streamgen::ModelConfig& c, int runs) {
 // speed drifts), the best of `runs`; ratios against the portable body.
 int IsaSweep(const streamgen::ModelConfig& c, int runs) {
   c10::InferenceMode guard;
-  const int64_t h = c.hidden_size;
-  std::vector<std::pair<int64_t, int64_t>> shapes;  // (N, K) of every linear of a pass
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    shapes.push_back({c.q_size() + 2 * c.kv_size(), h});
-    shapes.push_back({h, c.q_size()});
-    shapes.push_back({2 * c.intermediate_size, h});
-    shapes.push_back({h, c.intermediate_size});
-  }
-  shapes.push_back({c.vocab_size, h});
+  const std::vector<std::pair<int64_t, int64_t>> shapes = LinearShapes(c);
   std::vector<streamgen::KernelIsa> bodies;
   for (auto isa : {streamgen::KernelIsa::kPortable, streamgen::KernelIsa::kAvx2,
                    streamgen::KernelIsa::kAvx512}) {
@@ -277,15 +284,7 @@ int IsaSweep(const streamgen::ModelConfig& c, int runs) {
 // three interleaved per repetition: the machine's speed drifts).
 int TiledSweep(const streamgen::ModelConfig& c, int runs) {
   c10::InferenceMode guard;
-  const int64_t h = c.hidden_size;
-  std::vector<std::pair<int64_t, int64_t>> shapes;  // (N, K) of every linear of a pass
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    shapes.push_back({c.q_size() + 2 * c.kv_size(), h});
-    shapes.push_back({h, c.q_size()});
-    shapes.push_back({2 * c.intermediate_size, h});
-    shapes.push_back({h, c.intermediate_size});
-  }
-  shapes.push_back({c.vocab_size, h});
+  const std::vector<std::pair<int64_t, int64_t>> shapes = LinearShapes(c);
   std::printf("kernels: %s (skinny body: %s); CPU ms per pass over all %zu linears (best of %d)\n",
               streamgen::KernelIsaDescription().c_str(),
               streamgen::KernelIsaName(streamgen::SkinnyKernelIsa()), shapes.size(), runs);
