@@ -27,6 +27,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/cli_flags.h"
 #include "engine/engine.h"
@@ -44,6 +45,12 @@ ABSL_FLAG(std::string, draft_model, "",
           "build/models/demo-brown-draft, tools/demo_model/train_draft.sh); a comma-separated "
           "list measures each, interleaved in the same rounds");
 ABSL_FLAG(std::string, workloads, "copy,prose", "comma-separated workloads to measure");
+ABSL_FLAG(std::string, draft_p_min, "",
+          "with --draft-model: EngineOptions::draft_p_min, a comma-separated list measures each "
+          "(per draft model, interleaved in the same rounds); empty: the engine's default");
+ABSL_FLAG(bool, positions, false,
+          "also print, per draft mode, drafts and acceptance by draft position and the share "
+          "of the wall time spent drafting");
 
 namespace {
 
@@ -68,22 +75,33 @@ const std::map<std::string, std::vector<std::string>>& Workloads() {
 
 struct Figure {
   double tokens_per_s = 0;
+  double seconds = 0;
   int64_t drafts = 0;
   int64_t accepted = 0;
   int64_t steps = 0;
+  int64_t verify_steps = 0;
+  int64_t draft_ns = 0;
+  std::vector<int64_t> drafted_at, reached_at, accepted_at;  // by draft position
+};
+
+// A measured configuration: a label, the --speculative value, its draft
+// model and draft_p_min (negative: the engine's default).
+struct Mode {
+  std::string label, speculative, draft;
+  float p_min = -1;
 };
 
 // One fresh engine, `streams` requests at once (the workload's prompts in
 // turn), all generating new_tokens greedy tokens.
-Figure Measure(const std::string& speculative, const std::string& draft_model,
-               const std::vector<std::string>& prompts, int streams) {
+Figure Measure(const Mode& mode, const std::vector<std::string>& prompts, int streams) {
   streamgen::EngineOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
   options.dtype = "float32";
   options.threads = absl::GetFlag(FLAGS_threads);
   options.max_batch = std::max(16, streams);
-  options.speculative = speculative;
-  options.draft_model = draft_model;
+  options.speculative = mode.speculative;
+  options.draft_model = mode.draft;
+  if (mode.p_min >= 0) options.draft_p_min = mode.p_min;
   options.speculative_max_batch = absl::GetFlag(FLAGS_speculative_max_batch);
   options.num_speculative_tokens = absl::GetFlag(FLAGS_num_speculative_tokens);
   auto engine = streamgen::Engine::Create(options);
@@ -126,6 +144,14 @@ Figure Measure(const std::string& speculative, const std::string& draft_model,
   f.drafts = after.draft_tokens - before.draft_tokens;
   f.accepted = after.accepted_draft_tokens - before.accepted_draft_tokens;
   f.steps = after.steps - before.steps;
+  f.seconds = s;
+  f.verify_steps = after.verify_steps - before.verify_steps;
+  f.draft_ns = after.draft_ns - before.draft_ns;
+  for (int i = 0; i < streamgen::EngineStats::kDraftPositions; ++i) {
+    f.drafted_at.push_back(after.drafted_at[i] - before.drafted_at[i]);
+    f.reached_at.push_back(after.reached_at[i] - before.reached_at[i]);
+    f.accepted_at.push_back(after.accepted_at[i] - before.accepted_at[i]);
+  }
   return f;
 }
 
@@ -149,15 +175,27 @@ int main(int argc, char** argv) {
     }
     stream_counts.push_back(n);
   }
-  // Modes: a label, the --speculative value and its draft model.
-  struct Mode {
-    std::string label, speculative, draft;
-  };
   std::vector<Mode> modes = {{"none", "none", ""}, {"prompt-lookup", "prompt-lookup", ""}};
   const std::vector<std::string> drafts =
       absl::StrSplit(absl::GetFlag(FLAGS_draft_model), ',', absl::SkipEmpty());
+  std::vector<float> p_mins;
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_draft_p_min), ',', absl::SkipEmpty())) {
+    float p = 0;
+    if (!absl::SimpleAtof(part, &p) || !(p >= 0 && p <= 1)) {
+      std::fprintf(stderr, "--draft-p-min: '%s' is not a probability in [0, 1]\n",
+                   std::string(part).c_str());
+      return 1;
+    }
+    p_mins.push_back(p);
+  }
+  if (p_mins.empty()) p_mins.push_back(-1);  // the engine's default
   for (const std::string& d : drafts) {
-    modes.push_back({drafts.size() == 1 ? "draft" : "draft:" + d, "draft", d});
+    for (float p : p_mins) {
+      std::string label = drafts.size() == 1 ? "draft" : "draft:" + d;
+      if (p >= 0 && p_mins.size() > 1) label += "@p" + absl::StrFormat("%.2f", p);
+      modes.push_back({label, "draft", d, p});
+    }
   }
   const std::vector<std::string> workloads = absl::StrSplit(absl::GetFlag(FLAGS_workloads), ',');
   for (const std::string& w : workloads) {
@@ -166,34 +204,74 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  const int rounds = absl::GetFlag(FLAGS_rounds);
   std::string json = "{";
   for (const auto& [name, prompts] : Workloads()) {
     if (std::find(workloads.begin(), workloads.end(), name) == workloads.end()) continue;
     for (int streams : stream_counts) {
       std::vector<double> mean(modes.size(), 0);
-      std::vector<Figure> last(modes.size());
-      const int rounds = absl::GetFlag(FLAGS_rounds);
+      std::vector<std::vector<double>> ratios(modes.size());  // per round, against that round's none
+      std::vector<Figure> sum(modes.size());                 // counts over all rounds
       for (int round = 0; round < rounds; ++round) {
+        double none = 0;
         for (size_t m = 0; m < modes.size(); ++m) {
-          last[m] = Measure(modes[m].speculative, modes[m].draft, prompts, streams);
-          mean[m] += last[m].tokens_per_s / rounds;
+          const Figure f = Measure(modes[m], prompts, streams);
+          if (m == 0) none = f.tokens_per_s;
+          mean[m] += f.tokens_per_s / rounds;
+          ratios[m].push_back(f.tokens_per_s / none);
+          Figure& t = sum[m];
+          t.seconds += f.seconds;
+          t.drafts += f.drafts;
+          t.accepted += f.accepted;
+          t.steps += f.steps;
+          t.verify_steps += f.verify_steps;
+          t.draft_ns += f.draft_ns;
+          t.drafted_at.resize(f.drafted_at.size());
+          t.reached_at.resize(f.drafted_at.size());
+          t.accepted_at.resize(f.drafted_at.size());
+          for (size_t i = 0; i < f.drafted_at.size(); ++i) {
+            t.drafted_at[i] += f.drafted_at[i];
+            t.reached_at[i] += f.reached_at[i];
+            t.accepted_at[i] += f.accepted_at[i];
+          }
         }
       }
       std::printf("%-5s streams %2d: none %7.1f tok/s", name.c_str(), streams, mean[0]);
       if (json.size() > 1) json += ",";
       json += "\"" + name + "_" + std::to_string(streams) + "\":{\"none\":" + std::to_string(mean[0]);
       for (size_t m = 1; m < modes.size(); ++m) {
-        const Figure& f = last[m];
+        const Figure& f = sum[m];
         const double acceptance = f.drafts > 0 ? double(f.accepted) / f.drafts : 0;
-        std::printf("; %s %7.1f tok/s (x%.2f), accepted %lld/%lld (%.0f%%), %lld steps",
-                    modes[m].label.c_str(), mean[m], mean[m] / mean[0],
-                    static_cast<long long>(f.accepted), static_cast<long long>(f.drafts),
-                    100 * acceptance, static_cast<long long>(f.steps));
-        json += ",\"" + modes[m].label + "\":" + std::to_string(mean[m]) + ",\"" + modes[m].label +
-                "_acceptance\":" + std::to_string(acceptance);
+        std::vector<double> r = ratios[m];
+        std::sort(r.begin(), r.end());
+        std::printf("; %s %7.1f tok/s (x%.2f, per round min/median/max %.2f/%.2f/%.2f), "
+                    "accepted %lld/%lld (%.0f%%), %.1f steps/round",
+                    modes[m].label.c_str(), mean[m], mean[m] / mean[0], r.front(),
+                    r[r.size() / 2], r.back(), static_cast<long long>(f.accepted),
+                    static_cast<long long>(f.drafts), 100 * acceptance,
+                    static_cast<double>(f.steps) / rounds);
+        json += ",\"" + modes[m].label + "\":" + std::to_string(mean[m]) + ",\"" +
+                modes[m].label + "_acceptance\":" + std::to_string(acceptance);
       }
       json += "}";
       std::printf("\n");
+      if (absl::GetFlag(FLAGS_positions)) {
+        for (size_t m = 1; m < modes.size(); ++m) {
+          const Figure& f = sum[m];
+          if (f.verify_steps == 0) continue;
+          std::printf("  %s: %lld verify steps, %.2f drafts/step, %.2f accepted/step, drafting "
+                      "%.0f%% of the wall time; by position (drafted, compared, accepted/compared):",
+                      modes[m].label.c_str(), static_cast<long long>(f.verify_steps),
+                      double(f.drafts) / f.verify_steps, double(f.accepted) / f.verify_steps,
+                      100 * f.draft_ns * 1e-9 / f.seconds);
+          for (size_t i = 0; i < f.drafted_at.size() && f.drafted_at[i] > 0; ++i) {
+            std::printf(" %zu:(%lld, %lld, %.0f%%)", i + 1, static_cast<long long>(f.drafted_at[i]),
+                        static_cast<long long>(f.reached_at[i]),
+                        f.reached_at[i] > 0 ? 100.0 * f.accepted_at[i] / f.reached_at[i] : 0.0);
+          }
+          std::printf("\n");
+        }
+      }
       std::fflush(stdout);
     }
   }
