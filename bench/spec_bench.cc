@@ -16,10 +16,12 @@
 // Prints one line per figure and a final JSON line.
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -91,8 +93,8 @@ struct Mode {
   float p_min = -1;
 };
 
-// One fresh engine, `streams` requests at once (the workload's prompts in
-// turn), all generating new_tokens greedy tokens.
+// One fresh engine, `streams` requests at a time (the workload's prompts in
+// turn, each at least once), all generating new_tokens greedy tokens.
 Figure Measure(const Mode& mode, const std::vector<std::string>& prompts, int streams) {
   streamgen::EngineOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
@@ -121,22 +123,38 @@ Figure Measure(const Mode& mode, const std::vector<std::string>& prompts, int st
     done.get_future().wait();
   }
   const streamgen::EngineStats before = (*engine)->stats();
-  std::vector<std::promise<void>> done(streams);
+  // Every prompt of the workload runs at least once (at 1 stream too: one
+  // prompt's output can accept far more or fewer drafts than another's), with
+  // at most `streams` in flight: a finished request's place goes to the next.
+  const int total = std::max(streams, static_cast<int>(prompts.size()));
+  std::mutex mu;
+  std::condition_variable finished_cv;
+  int finished = 0;
   const auto start = Clock::now();
-  for (int i = 0; i < streams; ++i) {
+  for (int i = 0; i < total; ++i) {
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      finished_cv.wait(lock, [&] { return i - finished < streams; });
+    }
     streamgen::GenerationRequest r;
     r.prompt = prompts[i % prompts.size()];
     r.max_new_tokens = absl::GetFlag(FLAGS_new_tokens);
     r.ignore_eos = true;
-    auto id = (*engine)->Submit(r, [&done, i](streamgen::TokenEvent&& e) {
-      if (e.finish_reason != streamgen::FinishReason::kNone) done[i].set_value();
+    auto id = (*engine)->Submit(r, [&](streamgen::TokenEvent&& e) {
+      if (e.finish_reason == streamgen::FinishReason::kNone) return;
+      std::lock_guard<std::mutex> lock(mu);
+      ++finished;
+      finished_cv.notify_all();
     });
     if (!id.ok()) {
       std::fprintf(stderr, "%s\n", std::string(id.status().message()).c_str());
       std::exit(1);
     }
   }
-  for (auto& d : done) d.get_future().wait();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    finished_cv.wait(lock, [&] { return finished == total; });
+  }
   const double s = std::chrono::duration<double>(Clock::now() - start).count();
   const streamgen::EngineStats after = (*engine)->stats();
   Figure f;

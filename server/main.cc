@@ -186,6 +186,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   engine.draft_model = speculative.draft_model;
   engine.num_speculative_tokens = speculative.num_speculative_tokens;
   engine.speculative_max_batch = speculative.speculative_max_batch;
+  engine.draft_p_min = static_cast<float>(speculative.draft_p_min);
   if (engine.gpu_memory_fraction != 0 &&
       !(engine.gpu_memory_fraction > 0 && engine.gpu_memory_fraction <= 1)) {
     return absl::InvalidArgumentError(
