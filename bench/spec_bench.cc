@@ -274,14 +274,19 @@ int main(int argc, char** argv) {
       json += "}";
       std::printf("\n");
       if (absl::GetFlag(FLAGS_positions)) {
+        // Where the time goes: a step without drafting (none), and a
+        // speculative run's step outside its drafting (verify steps, mostly).
+        std::printf("  none: %.2f ms/step\n", 1e3 * sum[0].seconds / sum[0].steps);
         for (size_t m = 1; m < modes.size(); ++m) {
           const Figure& f = sum[m];
           if (f.verify_steps == 0) continue;
           std::printf("  %s: %lld verify steps, %.2f drafts/step, %.2f accepted/step, drafting "
-                      "%.0f%% of the wall time; by position (drafted, compared, accepted/compared):",
+                      "%.0f%% of the wall time, %.2f ms/step outside it; by position (drafted, "
+                      "compared, accepted/compared):",
                       modes[m].label.c_str(), static_cast<long long>(f.verify_steps),
                       double(f.drafts) / f.verify_steps, double(f.accepted) / f.verify_steps,
-                      100 * f.draft_ns * 1e-9 / f.seconds);
+                      100 * f.draft_ns * 1e-9 / f.seconds,
+                      1e3 * (f.seconds - f.draft_ns * 1e-9) / f.steps);
           for (size_t i = 0; i < f.drafted_at.size() && f.drafted_at[i] > 0; ++i) {
             std::printf(" %zu:(%lld, %lld, %.0f%%)", i + 1, static_cast<long long>(f.drafted_at[i]),
                         static_cast<long long>(f.reached_at[i]),
