@@ -1,6 +1,7 @@
 #include "engine/speculative.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -156,10 +157,16 @@ void DraftModel::Propose(const std::vector<Request>& requests, int valid_vocab, 
   // Greedy steps: step j gives draft j + 1 of every sequence that wants it.
   while (!active.empty()) {
     torch::Tensor logits = model_->Step(chunks, &pool_).narrow(1, 0, vocab);  // [active, vocab]
-    // The argmax and its probability under the draft (softmax over the valid
-    // ids, in float32): one host copy of [active, 2] (ids below 2^24 are
-    // exact in float32).
-    auto [top, ids] = logits.to(torch::kFloat32).softmax(1).max(1);
+    // The argmax and, with a confidence stop, its probability under the draft
+    // (softmax over the valid ids, in float32; 1 without a stop: no softmax):
+    // one host copy of [active, 2] (ids below 2^24 are exact in float32).
+    torch::Tensor ids, top;
+    if (p_min > 0) {
+      std::tie(top, ids) = logits.to(torch::kFloat32).softmax(1).max(1);
+    } else {
+      ids = logits.argmax(1);
+      top = torch::ones({ids.size(0)}, logits.options().dtype(torch::kFloat32));
+    }
     const torch::Tensor picked = torch::stack({ids.to(torch::kFloat32), top}, 1).to(torch::kCPU);
     const auto picked_a = picked.accessor<float, 2>();
     std::vector<const Request*> next;
