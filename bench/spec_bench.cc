@@ -1,11 +1,15 @@
 // Speculative decoding's benchmark (engine only, no server): generated
-// tokens/s with --speculative none against prompt-lookup, per workload and
-// stream count, in interleaved rounds (a fresh engine per measurement, so
-// neither inherits the other's threads or caches), greedy.
+// tokens/s with --speculative none against prompt-lookup (and draft models),
+// per workload and stream count, in interleaved rounds (a fresh engine per
+// measurement, so neither inherits the other's threads or caches), greedy.
+// A measurement runs every prompt of the workload at least once, at most
+// `streams` at a time.
 //
 //   streamgen-bench-spec [--model DIR] [--threads 0] [--new-tokens 128]
 //       [--rounds 3] [--streams 1,4,16] [--speculative-max-batch 16]
 //       [--draft-model DIR[,DIR...]]   # also --speculative draft, per draft
+//       [--draft-p-min 0,0.05,...]     # per draft, each confidence stop
+//       [--positions]                  # acceptance by draft position, time split
 //       [--workloads copy,prose]
 //
 // Workloads (text prompts, the demo model's tokenizer):
@@ -37,7 +41,7 @@
 ABSL_FLAG(std::string, model, "models/demo-brown", "model directory");
 ABSL_FLAG(int, threads, 0, "intra-op threads; 0: the engine's default");
 ABSL_FLAG(int, new_tokens, 128, "tokens generated per request (ignore_eos)");
-ABSL_FLAG(int, rounds, 3, "interleaved rounds (none, prompt-lookup) per figure");
+ABSL_FLAG(int, rounds, 3, "interleaved rounds (every mode once each) per figure");
 ABSL_FLAG(std::string, streams, "1,16", "comma-separated concurrent request counts");
 ABSL_FLAG(int, speculative_max_batch, 4,
           "EngineOptions::speculative_max_batch of the prompt-lookup engine");
