@@ -52,7 +52,20 @@ def start_server(binary, model, flags, tmp, name):
         if server.poll() is not None or time.time() > deadline:
             raise SystemExit(f"{name}: the server did not start (log: {log.name})")
         time.sleep(0.05)
-    return server, int(open(port_file).read().strip())
+    port = int(open(port_file).read().strip())
+    while True:  # /health answers 503 while the model loads
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/health")
+            ready = conn.getresponse().status == 200
+            conn.close()
+        except OSError:
+            ready = False
+        if ready:
+            return server, port
+        if server.poll() is not None or time.time() > deadline:
+            raise SystemExit(f"{name}: the server did not become ready (log: {log.name})")
+        time.sleep(0.1)
 
 
 def metric(port, name):
@@ -64,10 +77,18 @@ def metric(port, name):
                if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
+def model_id(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/v1/models")
+    served = json.loads(conn.getresponse().read())["data"][0]["id"]
+    conn.close()
+    return served
+
+
 def chat(port, messages, max_tokens):
     """One streamed chat completion: (seconds to the first content delta,
     the answer's text, prompt tokens)."""
-    body = json.dumps({"model": "m", "messages": messages, "max_tokens": max_tokens,
+    body = json.dumps({"model": model_id(port), "messages": messages, "max_tokens": max_tokens,
                        "temperature": 0, "stream": True,
                        "stream_options": {"include_usage": True}})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
