@@ -647,7 +647,7 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
   }
   seq->output_ids.push_back(token.id);
   seq->tokens.push_back(token.id);
-  scheduler_.OnTokenAppended(seq->id);
+  scheduler_.OnTokenAppended(seq->id, token.id);
   std::vector<TokenInfo> tokens{token};
   const FinishReason ends = EndingToken(seq->request, token.id);
   if (ends != FinishReason::kNone) {
@@ -678,6 +678,9 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
 }
 
 void Engine::Impl::RunStep(const SchedulerStep& step) {
+  // Prefix caching's partial blocks, before anything of this step writes the
+  // pool (a copy's source may be a block this step's planning reused).
+  for (const KvCacheManager::BlockCopy& copy : step.kv_copies) CopyKvBlock(copy.from, copy.to);
   int64_t prefilled = 0;
   std::vector<SeqChunk> chunks;
   std::vector<Sequence*> chunk_seqs;

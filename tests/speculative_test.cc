@@ -229,15 +229,15 @@ TEST(SchedulerSpeculationTest, PlansDraftPositionsAndRollsThemBack) {
   ASSERT_TRUE(s.Add(1, 5, 10).ok());
   SchedulerStep prefill = s.Schedule();
   ASSERT_EQ(prefill.prefills.size(), 1u);
-  s.OnTokenAppended(1);  // known 6, cached 5
+  s.OnTokenAppended(1, 7);  // known 6, cached 5
   s.ProposeDraftTokens(1, 4);
   SchedulerStep step = s.Schedule();
   ASSERT_THAT(step.decodes, ElementsAre(1u));
   ASSERT_THAT(step.decode_drafts, ElementsAre(4));
   EXPECT_EQ(s.CachedTokens(1), 10);             // positions 5 .. 9
   EXPECT_EQ(s.num_used_blocks(), 3);            // ceil(10 / 4)
-  s.OnTokenAppended(1);                         // 1 draft accepted + the next token
-  s.OnTokenAppended(1);
+  s.OnTokenAppended(1, 7);                         // 1 draft accepted + the next token
+  s.OnTokenAppended(1, 7);
   s.RollBack(1);
   EXPECT_EQ(s.KnownTokens(1), 8);
   EXPECT_EQ(s.CachedTokens(1), 7);
@@ -253,7 +253,7 @@ TEST(SchedulerSpeculationTest, NeverPlansPastMaxNewTokens) {
   Scheduler s(SmallPool());
   ASSERT_TRUE(s.Add(1, 5, 3).ok());
   s.Schedule();
-  s.OnTokenAppended(1);  // 1 of 3 generated: 2 more at most = 1 decode + 1 draft
+  s.OnTokenAppended(1, 7);  // 1 of 3 generated: 2 more at most = 1 decode + 1 draft
   s.ProposeDraftTokens(1, 8);
   SchedulerStep step = s.Schedule();
   EXPECT_THAT(step.decode_drafts, ElementsAre(1));
@@ -267,8 +267,8 @@ TEST(SchedulerSpeculationTest, DraftsTakeOnlyBlocksNoDecodeNeeds) {
   ASSERT_TRUE(s.Add(1, 7, 10).ok());
   ASSERT_TRUE(s.Add(2, 8, 10).ok());
   ASSERT_EQ(s.Schedule().prefills.size(), 2u);  // 2 blocks each, 2 free
-  s.OnTokenAppended(1);                          // known 8, cached 7
-  s.OnTokenAppended(2);                          // known 9, cached 8: its decode needs a block
+  s.OnTokenAppended(1, 7);                          // known 8, cached 7
+  s.OnTokenAppended(2, 7);                          // known 9, cached 8: its decode needs a block
   s.ProposeDraftTokens(1, 8);
   SchedulerStep step = s.Schedule();
   EXPECT_THAT(step.preempted, IsEmpty());
@@ -276,9 +276,9 @@ TEST(SchedulerSpeculationTest, DraftsTakeOnlyBlocksNoDecodeNeeds) {
   // The older sequence's drafts get the one block left: positions 8 .. 11.
   EXPECT_THAT(step.decode_drafts, ElementsAre(4, 0));
   EXPECT_EQ(s.num_free_blocks(), 0);
-  s.OnTokenAppended(1);
+  s.OnTokenAppended(1, 7);
   s.RollBack(1);
-  s.OnTokenAppended(2);
+  s.OnTokenAppended(2, 7);
   EXPECT_EQ(s.CachedTokens(1), 8);
   EXPECT_EQ(s.num_free_blocks(), 1);
 }
