@@ -283,12 +283,13 @@ int main(int argc, char** argv) {
         std::printf("  none: %.2f ms/step\n", 1e3 * sum[0].seconds / sum[0].steps);
         for (size_t m = 1; m < modes.size(); ++m) {
           const Figure& f = sum[m];
-          if (f.verify_steps == 0) continue;
+          if (f.verify_steps == 0 && f.draft_ns == 0) continue;
+          const double steps = std::max<int64_t>(f.verify_steps, 1);
           std::printf("  %s: %lld verify steps, %.2f drafts/step, %.2f accepted/step, drafting "
                       "%.0f%% of the wall time, %.2f ms/step outside it; by position (drafted, "
                       "compared, accepted/compared):",
                       modes[m].label.c_str(), static_cast<long long>(f.verify_steps),
-                      double(f.drafts) / f.verify_steps, double(f.accepted) / f.verify_steps,
+                      f.drafts / steps, f.accepted / steps,
                       100 * f.draft_ns * 1e-9 / f.seconds,
                       1e3 * (f.seconds - f.draft_ns * 1e-9) / f.steps);
           for (size_t i = 0; i < f.drafted_at.size() && f.drafted_at[i] > 0; ++i) {
