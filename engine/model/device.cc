@@ -106,8 +106,8 @@ std::string HoldCpuLibraries() {
       blas = f();
     }
 #endif
-    const char* as = isa == KernelIsa::kAvx2 ? "AVX2-only" : "baseline x86-64";
-    std::string n = absl::StrCat("as on an ", as, " CPU (", kKernelIsaEnv, "=", KernelIsaName(isa),
+    const char* as = isa == KernelIsa::kAvx2 ? "an AVX2-only CPU" : "a CPU without AVX2";
+    std::string n = absl::StrCat("as on ", as, " (", kKernelIsaEnv, "=", KernelIsaName(isa),
                                  "): libtorch's oneDNN off, ATEN_CPU_CAPABILITY=", set,
                                  ", OpenBLAS core ", blas);
     // OpenBLAS chose at load: only the environment holds it (the caller's part).
