@@ -121,9 +121,8 @@ engine_round() {
   for d in $DTYPES; do
     # shellcheck disable=SC2046
     "$BUILD_DIR/bench/streamgen-bench-engine" --model "$MODEL_DIR" $(sg_flags "$d") --threads "$THREADS" \
-      --new-tokens "$OUTPUT_TOKENS" --runs 3 --batch 16 --prompt_tokens "$PROMPT_TOKENS" \
-      2>> "$OUT_DIR/streamgen-bench-engine-$d.log" \
-      | tail -1 | $PY -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"decode": d["decode_tokens_per_s"], "prefill": 1000*d["prefill_tokens"]/d["prefill_ms"], "batch16": 1000*16/d["batch_step_ms"]}))' \
+      --new-tokens "$OUTPUT_TOKENS" --runs 3 --batch 16 --prompt_tokens "$PROMPT_TOKENS" 2>&1 \
+      | tee -a "$OUT_DIR/streamgen-bench-engine-$d.log" | tail -1 | $PY -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"decode": d["decode_tokens_per_s"], "prefill": 1000*d["prefill_tokens"]/d["prefill_ms"], "batch16": 1000*16/d["batch_step_ms"]}))' \
       | record "{\"part\": \"engine\", \"engine\": \"streamgen\", \"dtype\": \"$d\", \"round\": $round}"
     "$LBIN/llama-bench" -m "$(gguf_of "$d")" -t "$THREADS" -p "$PROMPT_TOKENS" -n "$OUTPUT_TOKENS" -r 3 -o json 2>/dev/null \
       | $PY -c 'import json,sys; r=json.load(sys.stdin); g={("prefill" if x["n_gen"]==0 else "decode"): x["avg_ts"] for x in r}; print(json.dumps(g))' \
