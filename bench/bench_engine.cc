@@ -68,6 +68,9 @@ ABSL_FLAG(bool, tiled_sweep, false,
           "(STREAMGEN_KERNEL_ISA to force one), at --tiled_rows rows, --isa_kinds weights");
 ABSL_FLAG(std::string, tiled_rows, "1,2,3,4,5,6,8,12,16,24,32,48,64", "--tiled-sweep's row counts");
 ABSL_FLAG(int, threads, 0, "intra-op threads (0: $OMP_NUM_THREADS if set, else the CPUs this process may use: affinity and cgroup quota)");
+ABSL_FLAG(bool, adaptive_threads, false,
+          "the engine's adaptive_threads (the server's --adaptive-threads, on there): off, a "
+          "benchmark keeps --threads even when a neighbour takes a core");
 ABSL_FLAG(int, new_tokens, 64, "tokens to decode per run");
 ABSL_FLAG(int, runs, 3, "timed runs (the best is reported)");
 ABSL_FLAG(int, kv_cache_blocks, 0, "engine KV pool blocks (0: the engine's default)");
@@ -389,6 +392,7 @@ int main(int argc, char** argv) {
   if (const int n = absl::GetFlag(FLAGS_max_prefill_tokens); n > 0) options.max_prefill_tokens = n;
   options.quantization = absl::GetFlag(FLAGS_quantization);
   options.threads = threads;
+  options.adaptive_threads = absl::GetFlag(FLAGS_adaptive_threads);
   options.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
   auto engine = streamgen::Engine::Create(options);
   if (!engine.ok()) {
