@@ -327,6 +327,9 @@ struct SkinnyJob {
   torch::Tensor result;  // [m, n]
   kn::SkinnyOut op{};
   KernelIsa isa = KernelIsa::kPortable;  // the body, fixed for the whole call
+  // The AVX2 body's tiled schedule on AVX-512 registers (Tiled8Avx512*):
+  // the skinny body is AVX2 on a CPU running AVX-512 (Zen 4, SkinnyKernelIsa).
+  bool wide_tiles = false;
 };
 
 // `buf`: where to convert a bfloat16 x (nullptr: the job's own xbuf).
@@ -367,6 +370,7 @@ void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& jo
   }
   job.result = torch::empty({job.m, job.n}, x.options());
   job.isa = SkinnyKernelIsa();
+  job.wide_tiles = job.isa == KernelIsa::kAvx2 && ActiveIsa() == KernelIsa::kAvx512;
   job.op = kn::SkinnyOut{job.result.data_ptr(), xt == torch::kBFloat16,
                      lw.int8() ? lw.scale.data_ptr<float>() : nullptr};
   job.wp = w.data_ptr();
@@ -388,6 +392,10 @@ void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
     f32 = tiled ? kn::TiledAvx512F32 : kn::SkinnyAvx512F32;
     bf16 = tiled ? kn::TiledAvx512Bf16 : kn::SkinnyAvx512Bf16;
     i8 = tiled ? kn::TiledAvx512I8 : kn::SkinnyAvx512I8;
+  } else if (j.isa == KernelIsa::kAvx2 && tiled && j.wide_tiles) {
+    f32 = kn::Tiled8Avx512F32;
+    bf16 = kn::Tiled8Avx512Bf16;
+    i8 = kn::Tiled8Avx512I8;
   } else if (j.isa == KernelIsa::kAvx2) {
     f32 = tiled ? kn::TiledAvx2F32 : kn::SkinnyAvx2F32;
     bf16 = tiled ? kn::TiledAvx2Bf16 : kn::SkinnyAvx2Bf16;

@@ -192,6 +192,12 @@ SG_SKINNY_DECL(SkinnyAvx512I8, int8_t);
 SG_SKINNY_DECL(TiledAvx512F32, float);
 SG_SKINNY_DECL(TiledAvx512Bf16, uint16_t);
 SG_SKINNY_DECL(TiledAvx512I8, int8_t);
+// The AVX2 tiled bodies' outputs, bit for bit, computed on AVX-512
+// registers (two hold an output's four 8-lane chains): the tiled schedule of
+// the AVX2 skinny body on a CPU that runs AVX-512 (AMD Zen 4).
+SG_SKINNY_DECL(Tiled8Avx512F32, float);
+SG_SKINNY_DECL(Tiled8Avx512Bf16, uint16_t);
+SG_SKINNY_DECL(Tiled8Avx512I8, int8_t);
 void SiluMulRowAvx512F32(const float* gate, const float* up, float* out, int64_t n);
 void SiluMulRowAvx512Bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n);
 void GeluTanhMulRowAvx512F32(const float* gate, const float* up, float* out, int64_t n);
