@@ -288,7 +288,7 @@ std::atomic<int> g_skinny_schedule{static_cast<int>(SkinnySchedule::kAuto)};
 // Rows of x from which the vector bodies run their tiled schedule, per body
 // and weight dtype (the outputs are the row-by-row schedule's bit for bit, so
 // this is a speed choice only). Measured with
-//   [STREAMGEN_KERNEL_ISA=avx512] streamgen-bench-engine --model build/models/bench-134m \
+//   [STREAMGEN_KERNEL_ISA=avx512] streamgen-bench-engine --model build/models/bench-134m
 //       --threads 1 --runs 7 --tiled-sweep
 // (CPU time of one pass over the 134M model's 49 linears, weights from DRAM;
 // bench/README.md, "Kernels per ISA"), on 2 vCPUs of an AMD EPYC Zen 4 (avx2
@@ -354,16 +354,22 @@ void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& jo
   if (xt == torch::kFloat32) {
     job.xp = x.data_ptr<float>();
   } else {
-    // On a 64-byte boundary, as libtorch aligns a float32 x: the bodies read
-    // x with unaligned 32- or 64-byte loads, and from a vector's 16-byte
-    // aligned start half of them crossed a cache line (two loads each). The
-    // row-by-row schedule issues one x load per FMA: bfloat16 x ran 1.4x
-    // slower than float32 x at 4 rows against the same int8 weights.
+    // 32 bytes past a 64-byte boundary. The bodies read x with unaligned
+    // 32-byte (AVX2) or 64-byte loads; from a vector's 16-byte aligned start
+    // the 32-byte loads could cross a cache line (two loads each), and the
+    // row-by-row schedule issues one x load per FMA: int8 weights at 4 rows
+    // took 20.7 ms a pass under bfloat16 x against 15.2 under float32 x.
+    // Measured, 1 thread, ms a pass at 1 / 4 rows (row-by-row; 4 rows tiled
+    // in brackets), by x's offset from a 64-byte boundary:
+    //   offset            0                    16 or 48             32
+    //   bfloat16   10.3-11.0 / 19.1 (17.1)  8.8-9.3 / 21.1 (20.6)  9.4-9.7 / 17.4 (17.4)
+    //   int8       6.2-6.5 / 15.5 (12.5)    6.5-6.6 / 20.0 (16.8)  6.2-6.3 / 15.3 (12.9)
+    // (offset 0 slows bfloat16 weights at one row, for a reason not found).
     std::vector<float>& xb = buf != nullptr ? *buf : job.xbuf;
-    constexpr size_t kAlignFloats = 64 / sizeof(float);
-    xb.resize(static_cast<size_t>(job.m * job.k) + kAlignFloats);
-    const uintptr_t addr = reinterpret_cast<uintptr_t>(xb.data());
-    float* xa = xb.data() + ((64 - addr % 64) % 64) / sizeof(float);
+    constexpr size_t kPadFloats = 96 / sizeof(float);
+    xb.resize(static_cast<size_t>(job.m * job.k) + kPadFloats);
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(xb.data());  // 4-byte aligned at least
+    float* xa = xb.data() + ((96 - addr % 64) % 64) / sizeof(float);
     const auto* bits = reinterpret_cast<const uint16_t*>(x.data_ptr());
     for (int64_t i = 0; i < job.m * job.k; ++i) xa[i] = kn::ToFloat(bits[i]);
     job.xp = xa;
