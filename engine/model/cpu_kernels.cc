@@ -367,7 +367,7 @@ void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& jo
   if (xt == torch::kFloat32) {
     job.xp = x.data_ptr<float>();
   } else {
-    // 32 bytes past a 64-byte boundary. The bodies read x with unaligned
+    // For the AVX2 body 32 bytes past a 64-byte boundary. The bodies read x with unaligned
     // 32-byte (AVX2) or 64-byte loads; from a vector's 16-byte aligned start
     // the 32-byte loads could cross a cache line (two loads each), and the
     // row-by-row schedule issues one x load per FMA: int8 weights at 4 rows
@@ -382,10 +382,17 @@ void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& jo
     // allocation put x before (glibc: 16 past a page for large blocks).
     std::vector<float>& xb = buf != nullptr ? *buf : job.xbuf;
     constexpr size_t kPadFloats = 128 / sizeof(float);
-    xb.resize(static_cast<size_t>(job.m * job.k) + kPadFloats);
-    const uintptr_t addr = reinterpret_cast<uintptr_t>(xb.data());  // 4-byte aligned at least
-    const uintptr_t offset = lw.w.scalar_type() == torch::kBFloat16 && job.m <= 2 ? 16 : 32;
-    float* xa = xb.data() + ((64 + offset - addr % 64) % 64) / sizeof(float);
+    xb.resize(static_cast<size_t>(job.m * job.k));
+    // The AVX-512 body (Intel's, or forced) keeps x where the vector puts
+    // it, as before: on Zen 4 its figures moved by up to 1.5x with the
+    // offset, run to run, without a pattern these loaded runs could show.
+    float* xa = xb.data();
+    if (SkinnyKernelIsa() != KernelIsa::kAvx512) {
+      xb.resize(static_cast<size_t>(job.m * job.k) + kPadFloats);
+      const uintptr_t addr = reinterpret_cast<uintptr_t>(xb.data());  // 4-byte aligned at least
+      const uintptr_t offset = lw.w.scalar_type() == torch::kBFloat16 && job.m <= 2 ? 16 : 32;
+      xa = xb.data() + ((64 + offset - addr % 64) % 64) / sizeof(float);
+    }
     const auto* bits = reinterpret_cast<const uint16_t*>(x.data_ptr());
     for (int64_t i = 0; i < job.m * job.k; ++i) xa[i] = kn::ToFloat(bits[i]);
     job.xp = xa;
