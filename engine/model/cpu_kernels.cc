@@ -367,11 +367,12 @@ void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& jo
   if (xt == torch::kFloat32) {
     job.xp = x.data_ptr<float>();
   } else {
-    // For the AVX2 body 32 bytes past a 64-byte boundary. The bodies read x with unaligned
-    // 32-byte (AVX2) or 64-byte loads; from a vector's 16-byte aligned start
-    // the 32-byte loads could cross a cache line (two loads each), and the
-    // row-by-row schedule issues one x load per FMA: int8 weights at 4 rows
-    // took 20.7 ms a pass under bfloat16 x against 15.2 under float32 x.
+    // For the AVX2 body, 32 bytes past a 64-byte boundary. The bodies read
+    // x with unaligned 32-byte (AVX2) or 64-byte loads; from a vector's
+    // 16-byte aligned start the 32-byte loads could cross a cache line (two
+    // loads each), and the row-by-row schedule issues one x load per FMA:
+    // int8 weights at 4 rows took 20.7 ms a pass under bfloat16 x against
+    // 15.2 under float32 x.
     // Measured, 1 thread, ms a pass at 1 / 4 rows (row-by-row; 4 rows tiled
     // in brackets), by x's offset from a 64-byte boundary:
     //   offset            0                    16 or 48             32
@@ -381,13 +382,15 @@ void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& jo
     // bfloat16 weights at 1-2 rows keep offset 16, where the vector's
     // allocation put x before (glibc: 16 past a page for large blocks).
     std::vector<float>& xb = buf != nullptr ? *buf : job.xbuf;
-    constexpr size_t kPadFloats = 128 / sizeof(float);
-    xb.resize(static_cast<size_t>(job.m * job.k));
     // The AVX-512 body (Intel's, or forced) keeps x where the vector puts
     // it, as before: on Zen 4 its figures moved by up to 1.5x with the
     // offset, run to run, without a pattern these loaded runs could show.
-    float* xa = xb.data();
-    if (SkinnyKernelIsa() != KernelIsa::kAvx512) {
+    float* xa = nullptr;
+    if (SkinnyKernelIsa() == KernelIsa::kAvx512) {
+      xb.resize(static_cast<size_t>(job.m * job.k));
+      xa = xb.data();
+    } else {
+      constexpr size_t kPadFloats = 64 / sizeof(float);
       xb.resize(static_cast<size_t>(job.m * job.k) + kPadFloats);
       const uintptr_t addr = reinterpret_cast<uintptr_t>(xb.data());  // 4-byte aligned at least
       const uintptr_t offset = lw.w.scalar_type() == torch::kBFloat16 && job.m <= 2 ? 16 : 32;
