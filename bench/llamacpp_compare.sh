@@ -17,12 +17,22 @@
 #
 #   bench/llamacpp_compare.sh                    # the full run
 #   PARTS=engine ROUNDS=1 bench/llamacpp_compare.sh
+#   ISA=avx2 bench/llamacpp_compare.sh           # as on an AVX2-only CPU
+#
+# ISA=avx2 runs the whole comparison as on an AVX2-only CPU, on a CPU with
+# more (an emulation of the instruction set only: the cores, caches and
+# memory stay this machine's): llama.cpp built a second time in
+# LLAMA_DIR/build-avx2 for AVX2 + FMA + F16C (GGML_NATIVE=OFF, every AVX-512,
+# AVX-VNNI and AMX option off), and streamgen with STREAMGEN_KERNEL_ISA=avx2
+# (its AVX2 kernels and routes, libtorch's oneDNN off: engine/model/device.h,
+# HoldCpuLibraries), ATEN_CPU_CAPABILITY=avx2 and OPENBLAS_CORETYPE=Haswell.
 #
 # Environment: BUILD_DIR (build), LLAMA_DIR (BUILD_DIR/llamacpp-native: its
 # clone and build), MODEL_DIR (BUILD_DIR/models/bench-134m), TOKENIZER (as
 # make_bench_model.sh), THREADS (2), ROUNDS (3), PARTS ("engine server busy"),
 # DTYPES ("float32 bfloat16 int8"), SERVER_DTYPES ("float32 bfloat16"),
-# CONCURRENCIES ("1 4 16"), PROMPT_TOKENS (128), OUTPUT_TOKENS (64), OUT_DIR.
+# CONCURRENCIES ("1 4 16"), PROMPT_TOKENS (128), OUTPUT_TOKENS (64), OUT_DIR,
+# ISA (native or avx2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -38,6 +48,7 @@ CONCURRENCIES=${CONCURRENCIES:-"1 4 16"}
 PROMPT_TOKENS=${PROMPT_TOKENS:-128}
 OUTPUT_TOKENS=${OUTPUT_TOKENS:-64}
 OUT_DIR=${OUT_DIR:-$BUILD_DIR/llamacpp-compare/$(date +%Y%m%d-%H%M%S)}
+ISA=${ISA:-native}
 PY=/usr/bin/python3
 BUNDLE=tests/llamacpp/node_modules/node-llama-cpp/llama/gitRelease.bundle
 mkdir -p "$OUT_DIR"
@@ -53,15 +64,31 @@ fi
 if [ ! -d "$LLAMA_DIR/src" ]; then
   git clone --quiet "$BUNDLE" "$LLAMA_DIR/src"
 fi
-LBIN="$LLAMA_DIR/build/bin"
+case $ISA in
+  native) LBUILD="$LLAMA_DIR/build" LFLAGS=(-DGGML_NATIVE=ON) ;;
+  avx2)
+    LBUILD="$LLAMA_DIR/build-avx2"
+    LFLAGS=(-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_BACKEND_DL=OFF)
+    for o in SSE42 AVX AVX2 FMA F16C BMI2; do LFLAGS+=("-DGGML_$o=ON"); done
+    for o in AVX_VNNI AVX512 AVX512_VBMI AVX512_VNNI AVX512_BF16 AMX_TILE AMX_INT8 AMX_BF16; do
+      LFLAGS+=("-DGGML_$o=OFF")
+    done
+    # For streamgen's processes (llama.cpp reads none of these).
+    export STREAMGEN_KERNEL_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell ;;
+  *) note "ISA=$ISA: expected native or avx2"; exit 2 ;;
+esac
+LBIN="$LBUILD/bin"
 if [ ! -x "$LBIN/llama-server" ] || [ ! -x "$LBIN/llama-bench" ] || [ ! -x "$LBIN/llama-batched-bench" ]; then
-  note "building llama.cpp (GGML_NATIVE=ON) in $LLAMA_DIR/build"
-  cmake -S "$LLAMA_DIR/src" -B "$LLAMA_DIR/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+  note "building llama.cpp (${LFLAGS[*]}) in $LBUILD"
+  cmake -S "$LLAMA_DIR/src" -B "$LBUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release "${LFLAGS[@]}" \
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=ON > "$OUT_DIR/llamacpp-cmake.log"
-  cmake --build "$LLAMA_DIR/build" -j"$(nproc)" --target llama-server llama-bench \
+  cmake --build "$LBUILD" -j"$(nproc)" --target llama-server llama-bench \
     llama-batched-bench > "$OUT_DIR/llamacpp-build.log"
 fi
+# llama.cpp's own account of the ISA it was compiled for (its system_info,
+# printed before it fails to load a model that is not there).
+LLAMA_SYSINFO=$(timeout 20 "$LBIN/llama-server" -lv 5 --port 0 -m /nonexistent 2>&1 | grep -o 'CPU : .*' | head -1 || true)
 LLAMA_COMMIT=$(git -C "$LLAMA_DIR/src" log -1 --format=%h)
 
 # ---- the model, both ways ----
@@ -83,9 +110,10 @@ gguf_of() {  # streamgen dtype -> GGUF
 sg_flags() {  # streamgen dtype -> flags (int8: bfloat16 activations, as the README advises)
   case $1 in int8) echo "--dtype bfloat16 --quantization int8" ;; *) echo "--dtype $1" ;; esac
 }
-ISA=$(grep -o -w 'avx2\|fma\|f16c\|avx512f\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')
-note "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) [$ISA], $(nproc) CPUs; llama.cpp $LLAMA_COMMIT; results in $OUT_DIR"
-echo "{\"cpu_isa\": \"$ISA\", \"llama_cpp\": \"$LLAMA_COMMIT\", \"threads\": $THREADS}" > "$OUT_DIR/meta.json"
+CPU_FLAGS=$(grep -o -w 'avx2\|fma\|f16c\|avx512f\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')
+note "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) [$CPU_FLAGS], $(nproc) CPUs; ISA=$ISA; llama.cpp $LLAMA_COMMIT [$LLAMA_SYSINFO]; results in $OUT_DIR"
+$PY -c 'import json,sys; print(json.dumps(dict(zip(["cpu_isa", "llama_cpp", "threads", "isa", "llama_sysinfo"], sys.argv[1:]))))' \
+  "$CPU_FLAGS" "$LLAMA_COMMIT" "$THREADS" "$ISA" "$LLAMA_SYSINFO" > "$OUT_DIR/meta.json"
 
 # ---- engine ----
 engine_round() {
@@ -93,8 +121,8 @@ engine_round() {
   for d in $DTYPES; do
     # shellcheck disable=SC2046
     "$BUILD_DIR/bench/streamgen-bench-engine" --model "$MODEL_DIR" $(sg_flags "$d") --threads "$THREADS" \
-      --new-tokens "$OUTPUT_TOKENS" --runs 3 --batch 16 --prompt_tokens "$PROMPT_TOKENS" 2>/dev/null \
-      | tail -1 | $PY -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"decode": d["decode_tokens_per_s"], "prefill": 1000*d["prefill_tokens"]/d["prefill_ms"], "batch16": 1000*16/d["batch_step_ms"]}))' \
+      --new-tokens "$OUTPUT_TOKENS" --runs 3 --batch 16 --prompt_tokens "$PROMPT_TOKENS" 2>&1 \
+      | tee -a "$OUT_DIR/streamgen-bench-engine-$d.log" | tail -1 | $PY -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"decode": d["decode_tokens_per_s"], "prefill": 1000*d["prefill_tokens"]/d["prefill_ms"], "batch16": 1000*16/d["batch_step_ms"]}))' \
       | record "{\"part\": \"engine\", \"engine\": \"streamgen\", \"dtype\": \"$d\", \"round\": $round}"
     "$LBIN/llama-bench" -m "$(gguf_of "$d")" -t "$THREADS" -p "$PROMPT_TOKENS" -n "$OUTPUT_TOKENS" -r 3 -o json 2>/dev/null \
       | $PY -c 'import json,sys; r=json.load(sys.stdin); g={("prefill" if x["n_gen"]==0 else "decode"): x["avg_ts"] for x in r}; print(json.dumps(g))' \
@@ -196,6 +224,11 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 meta = json.load(open(sys.argv[2]))
 print(f"CPU ISA: {meta['cpu_isa']}; llama.cpp {meta['llama_cpp']}; threads {meta['threads']}")
+if meta.get("isa") == "avx2":
+    print("As on an AVX2-only CPU (emulated: llama.cpp built for AVX2+FMA+F16C, streamgen with "
+          "STREAMGEN_KERNEL_ISA=avx2, ATEN_CPU_CAPABILITY=avx2, OPENBLAS_CORETYPE=Haswell; "
+          "the cores, caches and memory are this CPU's)")
+    print(f"llama.cpp system_info: {meta.get('llama_sysinfo', '')}")
 def med(sel, key):
     vals = [r[key] for r in rows if sel(r) and key in r]
     return statistics.median(vals) if vals else None

@@ -16,7 +16,9 @@
 # THREADS ("1 2"), MODES ("none draft"; also "ngram": --spec-type ngram-simple,
 # llama.cpp's prompt lookup, and "ngram+draft": both, the n-gram lookup first
 # and the draft where it finds nothing, as llama.cpp orders them), ROUNDS (3), NEW_TOKENS (128), DRAFT_MAX (llama.cpp's
-# --spec-draft-n-max; empty: its default, 3), PORT (18571), OUT_DIR
+# --spec-draft-n-max; empty: its default, 3), DRAFT_P_MIN (--spec-draft-p-min:
+# it stops drafting where the draft's top probability, renormalised over its
+# top 10, is below this; empty: its default, 0), PORT (18571), OUT_DIR
 # (build/spec-llamacpp).
 #
 # Per threads setting, round after round, a server per mode in turn (a fresh
@@ -38,6 +40,7 @@ MODES=${MODES:-none draft}
 ROUNDS=${ROUNDS:-3}
 NEW_TOKENS=${NEW_TOKENS:-128}
 DRAFT_MAX=${DRAFT_MAX:-}
+DRAFT_P_MIN=${DRAFT_P_MIN:-}
 PORT=${PORT:-18571}
 OUT_DIR=${OUT_DIR:-build/spec-llamacpp}
 
@@ -124,6 +127,7 @@ for threads in $THREADS; do
   # The draft runs with as many threads as the target.
   draft_flags=(-md "$draft_gguf" -td "$threads" -tbd "$threads")
   [ -n "$DRAFT_MAX" ] && draft_flags+=(--spec-draft-n-max "$DRAFT_MAX")
+  [ -n "$DRAFT_P_MIN" ] && draft_flags+=(--spec-draft-p-min "$DRAFT_P_MIN")
   for round in $(seq "$ROUNDS"); do
     for mode in $MODES; do
       case $mode in

@@ -12,6 +12,7 @@ struct SpeculativeFlags {
   std::string draft_model;     // --draft-model DIR
   int num_speculative_tokens;  // --num-speculative-tokens (0: adaptive)
   int speculative_max_batch;   // --speculative-max-batch
+  double draft_p_min;          // --draft-p-min
 };
 
 // The flags' values after absl::ParseCommandLine; the engine validates them.

@@ -647,7 +647,7 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
   }
   seq->output_ids.push_back(token.id);
   seq->tokens.push_back(token.id);
-  scheduler_.OnTokenAppended(seq->id);
+  scheduler_.OnTokenAppended(seq->id, token.id);
   std::vector<TokenInfo> tokens{token};
   const FinishReason ends = EndingToken(seq->request, token.id);
   if (ends != FinishReason::kNone) {
@@ -678,6 +678,9 @@ void Engine::Impl::HandleToken(Sequence* seq, const TokenInfo& token) {
 }
 
 void Engine::Impl::RunStep(const SchedulerStep& step) {
+  // Prefix caching's partial blocks, before anything of this step writes the
+  // pool (a copy's source may be a block this step's planning reused).
+  for (const KvCacheManager::BlockCopy& copy : step.kv_copies) CopyKvBlock(copy.from, copy.to);
   int64_t prefilled = 0;
   std::vector<SeqChunk> chunks;
   std::vector<Sequence*> chunk_seqs;
@@ -768,6 +771,9 @@ void Engine::Impl::RunStep(const SchedulerStep& step) {
 
 // ---- Speculative decoding (engine/speculative.h) ----
 
+static_assert(EngineStats::kDraftPositions == kMaxDraftTokens,
+              "EngineStats counts every draft position");
+
 void Engine::Impl::ProposeDrafts() {
   if (!speculate_) return;
   std::vector<Sequence*> decoding;
@@ -797,7 +803,12 @@ void Engine::Impl::ProposeDrafts() {
       s->drafts = ProposePromptLookup(s->tokens, k);
     }
   }
-  if (!requests.empty()) draft_->Propose(requests, valid_vocab_);
+  if (!requests.empty()) {
+    const auto start = Clock::now();
+    draft_->Propose(requests, valid_vocab_, options_.draft_p_min);
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.draft_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+  }
   for (Sequence* s : decoding) {
     if (!s->drafts.empty()) scheduler_.ProposeDraftTokens(s->id, static_cast<int>(s->drafts.size()));
   }
@@ -813,6 +824,12 @@ void Engine::Impl::VerifySequence(Sequence* seq, const torch::Tensor& rows, int 
     std::lock_guard<std::mutex> lock(mu_);
     stats_.draft_tokens += granted;
     stats_.accepted_draft_tokens += verified.accepted;
+    stats_.verify_steps++;
+    for (int i = 0; i < std::min(granted, EngineStats::kDraftPositions); ++i) {
+      stats_.drafted_at[i]++;
+      if (i <= verified.accepted) stats_.reached_at[i]++;
+      if (i < verified.accepted) stats_.accepted_at[i]++;
+    }
   }
   // One event per token, as without speculation: an EOS, a stop string or
   // max_new_tokens among them finishes the stream there, and the rest are
@@ -1006,6 +1023,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if ((options.speculative == "draft") != !options.draft_model.empty()) {
     return absl::InvalidArgumentError(
         "draft_model: a draft model directory goes with speculative \"draft\", and only with it");
+  }
+  if (!(options.draft_p_min >= 0.0f && options.draft_p_min <= 1.0f)) {  // NaN too
+    return absl::InvalidArgumentError(
+        absl::StrCat("draft_p_min: must be in [0, 1], got ", options.draft_p_min));
   }
   if (options.num_speculative_tokens < 0 || options.num_speculative_tokens > kMaxDraftTokens) {
     return absl::InvalidArgumentError(absl::StrCat("num_speculative_tokens: must be in [0, ",

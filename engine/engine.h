@@ -3,6 +3,7 @@
 // no gRPC in this header: the server and the CLI include it.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -62,6 +63,9 @@ struct EngineOptions {
   std::string speculative = "none";
   std::string draft_model;            // with speculative "draft": its directory (HF layout)
   int num_speculative_tokens = 0;     // drafts per step; 0: adaptive, in [1, 8] per sequence
+  // With a draft model: a sequence stops drafting where the draft's top
+  // probability falls below this (in [0, 1]; 0: never), within the k above.
+  float draft_p_min = 0.0f;
   // Speculation steps aside while more sequences than this decode in one
   // step: a batched step is compute-bound, and extra rows cost more than
   // they save (bench/README.md, "Speculative decoding").
@@ -139,6 +143,17 @@ struct EngineStats {
   int64_t constraint_mask_wait_ns = 0;   // the loop after the forward pass: its own fills and its wait
   int64_t draft_tokens = 0;          // speculative drafts verified
   int64_t accepted_draft_tokens = 0; // of them, accepted
+  int64_t verify_steps = 0;          // verify chunks (one sequence's 1 + drafts rows each)
+  int64_t draft_ns = 0;              // the loop's wall time proposing drafts (a draft model's steps)
+  // By draft position i (0: the first draft of a step; kDraftPositions at
+  // most, engine/speculative.h's kMaxDraftTokens): steps that drafted a token
+  // at position i; of them, those whose drafts before i were all accepted (so
+  // i was compared); and those that accepted it. reached / drafted shows
+  // what long drafts waste, accepted / reached the draft's agreement there.
+  static constexpr int kDraftPositions = 8;
+  std::array<int64_t, kDraftPositions> drafted_at{};
+  std::array<int64_t, kDraftPositions> reached_at{};
+  std::array<int64_t, kDraftPositions> accepted_at{};
 };
 
 // Whether this CPU has native bfloat16 dot products (x86 AVX512-BF16), without

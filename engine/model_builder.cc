@@ -80,6 +80,9 @@ absl::StatusOr<BuiltModel> BuildModel(const EngineOptions& options,
     info.cpu_isa = ActiveKernelIsa();
     const std::string note = KernelIsaStartupNote();
     if (!note.empty()) spdlog::warn("{}", note);
+    // A process held below its CPU (a testing aid) says so in its log too:
+    // its figures are not this CPU's.
+    if (KernelIsaHeldBelowCpu()) spdlog::warn("CPU kernels: {}", KernelIsaDescription());
     // debug, not info: spdlog's default logger writes to stdout, where the
     // tools print their results (streamgen-generate --json); the server logs
     // cpu_isa in its "serving" event.

@@ -124,6 +124,7 @@ void Scheduler::Remove(uint64_t id) {
 
 SchedulerStep Scheduler::Schedule() {
   SchedulerStep step;
+  kv_.BeginStep();
   PlanDecodes(step);
   PlanPrefills(step);
   for (auto& [id, seq] : sequences_) seq.drafts = 0;
@@ -212,13 +213,23 @@ void Scheduler::PlanPrefills(SchedulerStep& step) {
     // less the cached prompt blocks it shares; reviving an evictable one
     // takes it out of the free count.
     const int64_t tokens = std::min(seq.known + 1, seq.prompt_tokens + seq.max_new_tokens);
-    const KvCacheManager::PrefixMatch shared = kv_.MatchPrefix(id);
-    if (UnreservedFreeBlocks() - shared.evictable <
-        kv_.BlocksFor(tokens) - static_cast<int>(shared.blocks.size())) {
-      break;
+    KvCacheManager::PrefixMatch shared = kv_.MatchPrefix(id);
+    auto fits = [&] {
+      return UnreservedFreeBlocks() - shared.evictable >=
+             kv_.BlocksFor(tokens) - static_cast<int>(shared.blocks.size());
+    };
+    if (!fits() && shared.partial_block >= 0) {
+      // Keeping the partial copy's source from eviction costs a free block
+      // when only the cache holds it: without the copy it may fit.
+      shared.evictable -= kv_.IsEvictable(shared.partial_block) ? 1 : 0;
+      shared.partial_block = -1;
+      shared.partial_tokens = 0;
     }
-    seq.cached = kv_.SharePrefix(id, shared);
-    if (seq.state == State::kWaiting && kv_.KeyedPromptBlocks(id) > 0) {
+    if (!fits()) break;
+    KvCacheManager::BlockCopy copy;
+    seq.cached = kv_.SharePrefix(id, shared, &copy);
+    if (copy.from >= 0) step.kv_copies.push_back(copy);
+    if (seq.state == State::kWaiting && kv_.Keyed(id)) {
       prefix_queries_ += seq.prompt_tokens;
       prefix_hits_ += seq.cached;
     }
@@ -260,7 +271,7 @@ void Scheduler::Preempt(uint64_t id, SchedulerStep& step) {
   ++num_preemptions_;
 }
 
-void Scheduler::OnTokenAppended(uint64_t id) {
+void Scheduler::OnTokenAppended(uint64_t id, int token) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;
   Sequence& seq = it->second;
@@ -268,7 +279,13 @@ void Scheduler::OnTokenAppended(uint64_t id) {
   // one whose drafts are being accepted (RollBack follows).
   const bool expects_token = seq.state == State::kDecoding && seq.cached >= seq.known;
   assert(expects_token && "OnTokenAppended for a sequence that has no token to receive");
-  if (expects_token) ++seq.known;
+  if (!expects_token) return;
+  ++seq.known;
+  kv_.AppendToken(id, token);
+  // Positions [0, known - 1) hold accepted tokens whose K/V the step just
+  // run computed (the newest token's are computed by the next step; a
+  // rejected draft's position is never below known - 1).
+  kv_.Publish(id, std::min(seq.cached, seq.known - 1));
 }
 
 const std::vector<int>& Scheduler::BlockTable(uint64_t id) const { return kv_.BlockTable(id); }

@@ -58,12 +58,14 @@
 // (cached = known - 1) and the blocks beyond are freed.
 //
 // Prefix caching (options.prefix_caching, and Add() given the prompt's ids):
-// admitted sequences share the published full prompt blocks that match their
-// prompt from the start, and publish their own; cached blocks that no sequence
-// uses count as free and are evicted least recently released first. The rules
-// are the KV cache manager's (engine/kv/kv_cache_manager.h, whose blocks this
-// policy uses). Hits and queries are counted in prompt tokens, for fresh
-// admissions only.
+// admitted sequences share the published full blocks that match their prompt
+// from the start, get a copy of the block after them that agrees longest with
+// their next tokens (SchedulerStep::kv_copies), and publish their own full
+// blocks, prompt and generated; cached blocks that no sequence uses count as
+// free and are evicted least recently released first. The rules are the KV
+// cache manager's (engine/kv/kv_cache_manager.h, whose blocks this policy
+// uses). Hits and queries are counted in prompt tokens, for fresh admissions
+// only.
 #pragma once
 
 #include <cstdint>
@@ -95,6 +97,10 @@ struct ScheduledPrefill {
 };
 
 struct SchedulerStep {
+  // Prefix caching: blocks the engine copies, in order, before the step's
+  // forward pass: slots of `from` into `to` (a sequence admitted with a
+  // partial match computes the rest of `to`).
+  std::vector<KvCacheManager::BlockCopy> kv_copies;
   // Preempted this iteration: their blocks were freed; they wait at the queue
   // front and are recomputed over all their known tokens when readmitted.
   std::vector<uint64_t> preempted;
@@ -153,11 +159,13 @@ class Scheduler {
   // Plans one iteration (see the policy above).
   SchedulerStep Schedule();
 
-  // The engine appended a sampled token to `id` (after its last_chunk prefill
-  // or a decode): known grows by one. Ignored for an unknown id or a sequence
-  // that has no token to receive (debug builds assert on the latter).
-  // With speculation, up to 1 + g tokens follow one decode (see above).
-  void OnTokenAppended(uint64_t id);
+  // The engine appended sampled token `token` to `id` (after its last_chunk
+  // prefill or a decode): known grows by one, and with prefix caching the
+  // blocks its computed tokens fill are published. Ignored for an unknown id
+  // or a sequence that has no token to receive (debug builds assert on the
+  // latter). With speculation, up to 1 + g tokens follow one decode (see
+  // above).
+  void OnTokenAppended(uint64_t id, int token);
 
   // Speculation (see above): the next Schedule() may plan up to k (>= 0)
   // draft positions after the decode of `id`. Reset by every Schedule().

@@ -1,6 +1,7 @@
 #include "engine/speculative.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -117,7 +118,7 @@ void DraftModel::Remove(uint64_t id) {
   if (fed_.erase(id) > 0) blocks_.RemoveSequence(id);
 }
 
-void DraftModel::Propose(const std::vector<Request>& requests, int valid_vocab) {
+void DraftModel::Propose(const std::vector<Request>& requests, int valid_vocab, float p_min) {
   const int context = model_->config().max_position_embeddings;
   const int vocab = std::min(valid_vocab, model_->config().vocab_size);
   // The sequences that draft, and each one's next input chunk.
@@ -155,14 +156,28 @@ void DraftModel::Propose(const std::vector<Request>& requests, int valid_vocab) 
   }
   // Greedy steps: step j gives draft j + 1 of every sequence that wants it.
   while (!active.empty()) {
-    torch::Tensor logits = model_->Step(chunks, &pool_);  // [active, vocab]
-    torch::Tensor ids = logits.narrow(1, 0, vocab).argmax(1).to(torch::kCPU);
+    torch::Tensor logits = model_->Step(chunks, &pool_).narrow(1, 0, vocab);  // [active, vocab]
+    // The argmax and, with a confidence stop, its probability under the draft
+    // (softmax over the valid ids, in float32; 1 without a stop: no softmax):
+    // one host copy of [active, 2] (ids below 2^24 are exact in float32).
+    torch::Tensor ids, top;
+    if (p_min > 0) {
+      std::tie(top, ids) = logits.to(torch::kFloat32).softmax(1).max(1);
+    } else {
+      ids = logits.argmax(1);
+      top = torch::ones({ids.size(0)}, logits.options().dtype(torch::kFloat32));
+    }
+    const torch::Tensor picked = torch::stack({ids.to(torch::kFloat32), top}, 1).to(torch::kCPU);
+    const auto picked_a = picked.accessor<float, 2>();
     std::vector<const Request*> next;
     std::vector<SeqChunk> next_chunks;
     std::vector<int> next_wants;
     for (size_t i = 0; i < active.size(); ++i) {
       const Request& r = *active[i];
-      const int id = static_cast<int>(ids[static_cast<int64_t>(i)].item<int64_t>());
+      const int id = static_cast<int>(picked_a[i][0]);
+      // Confidence stop: a draft the draft model itself doubts is rarely the
+      // target's token, and each one costs a draft step and a verify row.
+      if (picked_a[i][1] < p_min) continue;
       r.drafts->push_back(id);
       if (static_cast<int>(r.drafts->size()) == wants[i]) continue;
       std::vector<int>& fed = fed_.at(r.id);

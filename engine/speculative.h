@@ -120,10 +120,16 @@ class DraftModel {
     std::vector<int>* drafts = nullptr;
   };
   // Drafts for every request, batched: a catch-up chunk per sequence (the
-  // tokens its cache lacks, the newest included), then k - 1 one-token steps.
-  // The cache keeps what it computed; the next call drops the positions whose
-  // tokens differ from the sequence's (rejected drafts). c10::Error as Step.
-  void Propose(const std::vector<Request>& requests, int valid_vocab);
+  // tokens its cache lacks, the newest included), then up to k - 1 one-token
+  // steps. A sequence stops drafting at the first position where the draft's
+  // top probability (softmax over the valid ids) is below `p_min` (that
+  // token is not proposed; 0: always k drafts), as llama.cpp's
+  // --draft-p-min. Drafting stays greedy, so verification stays exact; the
+  // stop only saves the draft steps and verify rows of drafts that would
+  // likely be rejected. The cache keeps what it computed; the next call drops
+  // the positions whose tokens differ from the sequence's (rejected drafts).
+  // c10::Error as Step.
+  void Propose(const std::vector<Request>& requests, int valid_vocab, float p_min = 0);
   // Forgets a finished sequence and frees its blocks. Unknown id: no-op.
   void Remove(uint64_t id);
 

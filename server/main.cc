@@ -59,8 +59,8 @@ ABSL_FLAG(int, max_prefill_tokens, 128,
           "(more efficient on GPUs, where 512 or more is usual). See bench/README.md.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV-cache block.");
 ABSL_FLAG(bool, enable_prefix_caching, false,
-          "Share the KV blocks of identical prompt prefixes (whole blocks) between requests, "
-          "e.g. a common system prompt: their prefill is skipped.");
+          "Reuse the KV cache of identical prompt prefixes between requests (a common system "
+          "prompt, the earlier turns and answers of a chat): their prefill is skipped.");
 ABSL_FLAG(int, kv_cache_blocks, 0,
           "Blocks in the KV-cache pool (0: derived: max-batch full contexts, capped by "
           "--kv-cache-memory).");
@@ -186,6 +186,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   engine.draft_model = speculative.draft_model;
   engine.num_speculative_tokens = speculative.num_speculative_tokens;
   engine.speculative_max_batch = speculative.speculative_max_batch;
+  engine.draft_p_min = static_cast<float>(speculative.draft_p_min);
   if (engine.gpu_memory_fraction != 0 &&
       !(engine.gpu_memory_fraction > 0 && engine.gpu_memory_fraction <= 1)) {
     return absl::InvalidArgumentError(

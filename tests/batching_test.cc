@@ -191,6 +191,58 @@ TEST(BatchingTest, PrefixCachingSharesBlocksWithoutChangingOutputs) {
   EXPECT_EQ(engine->stats().kv_blocks_used, 0);
 }
 
+// Prefix caching across turns: the second turn of a chat (the first turn's
+// prompt, its answer, a new message) shares the blocks of the first turn's
+// answer too, and a repeated prompt computes only its last token (the rest
+// of its last block is copied): the outputs are those of an engine without
+// caching, token for token.
+TEST(BatchingTest, PrefixCachingSharesTheAnswerAndCopiesThePartialBlock) {
+  if (!fs::exists(kFixtureDir)) GTEST_SKIP() << kFixtureDir << " is absent (not a dev machine)";
+  EngineOptions plain;
+  plain.kv_block_size = 8;
+  plain.kv_cache_blocks = 64;
+  plain.max_prefill_tokens = 24;
+  EngineOptions cached = plain;
+  cached.prefix_caching = true;
+  auto reference = MakeEngine(kFixtureDir, plain);
+  auto engine = MakeEngine(kFixtureDir, cached);
+  ASSERT_NE(reference, nullptr);
+  ASSERT_NE(engine, nullptr);
+  const int vocab = engine->model_info().tokenizer_vocab_size;
+  std::mt19937 rng(11);
+  GenerationRequest turn1;
+  turn1.prompt_token_ids = {1};
+  for (int i = 0; i < 20; ++i) turn1.prompt_token_ids.push_back(3 + rng() % (vocab - 3));
+  turn1.max_new_tokens = 21;  // positions 21-41: blocks 3 and 4 are all answer
+  turn1.ignore_eos = true;
+  const std::vector<int> answer = RunAlone(engine.get(), turn1);
+  ASSERT_EQ(answer, RunAlone(reference.get(), turn1));
+  ASSERT_EQ(answer.size(), 21u);
+  WaitUntilIdle(engine.get());
+  const EngineStats before = engine->stats();
+
+  GenerationRequest turn2 = turn1;
+  turn2.prompt_token_ids.insert(turn2.prompt_token_ids.end(), answer.begin(), answer.end());
+  for (int i = 0; i < 5; ++i) turn2.prompt_token_ids.push_back(3 + rng() % (vocab - 3));
+  turn2.max_new_tokens = 8;
+  turn2.sampling.temperature = 0.8f;
+  turn2.sampling.seed = 77;
+  EXPECT_EQ(RunAlone(engine.get(), turn2), RunAlone(reference.get(), turn2));
+  WaitUntilIdle(engine.get());
+  const EngineStats after = engine->stats();
+  // 41 known positions of turn 1 had K/V computed: 5 full blocks (40) shared,
+  // and position 40 copied from no block (turn 1's sixth block never filled).
+  EXPECT_EQ(after.prefix_cache_hits - before.prefix_cache_hits, 40);
+
+  // The same prompt again: 40 of its 47 tokens are in full blocks, 46 are
+  // shared or copied, the last is computed.
+  EXPECT_EQ(RunAlone(engine.get(), turn2), RunAlone(reference.get(), turn2));
+  WaitUntilIdle(engine.get());
+  EXPECT_EQ(engine->stats().prefix_cache_hits - after.prefix_cache_hits,
+            static_cast<int64_t>(turn2.prompt_token_ids.size()) - 1);
+  EXPECT_EQ(engine->stats().kv_blocks_used, 0);
+}
+
 TEST(BatchingTest, CancellingOneStreamChangesNothingInTheOthers) {
   EngineOptions options;
   options.start_paused = true;

@@ -186,5 +186,65 @@ TEST(KvCacheManagerTest, EvictableBlocksCountAsFreeAndGoLeastRecentlyReleasedFir
   EXPECT_THAT(kv.MatchPrefix(5).blocks, ElementsAre(block1));
 }
 
+TEST(KvCacheManagerTest, MatchesThePartialBlockThatAgreesLongestOnceItIsWritten) {
+  KvCacheManager kv(8, 4, /*prefix_caching=*/true);
+  kv.BeginStep();
+  kv.AddSequence(1, 9, Ids(100, 9));  // blocks 100-103, 104-107
+  kv.AllocateSlots(1, 9);
+  kv.Publish(1, 9);
+  const std::vector<int> a = kv.BlockTable(1);
+  std::vector<int> prompt = Ids(100, 7);  // 100-106, then 9 9
+  prompt.insert(prompt.end(), {9, 9});
+  kv.AddSequence(2, 9, prompt);
+  // Published in this step: shared, but not yet copyable.
+  KvCacheManager::PrefixMatch match = kv.MatchPrefix(2);
+  EXPECT_THAT(match.blocks, ElementsAre(a[0]));
+  EXPECT_EQ(match.partial_block, -1);
+  kv.BeginStep();
+  match = kv.MatchPrefix(2);
+  EXPECT_THAT(match.blocks, ElementsAre(a[0]));
+  EXPECT_EQ(match.partial_block, a[1]);
+  EXPECT_EQ(match.partial_tokens, 3);
+  EXPECT_EQ(match.evictable, 0);  // 1 still holds both
+  KvCacheManager::BlockCopy copy;
+  EXPECT_EQ(kv.SharePrefix(2, match, &copy), 7);
+  ASSERT_EQ(kv.BlockTable(2).size(), 2u);
+  EXPECT_EQ(kv.BlockTable(2)[0], a[0]);
+  EXPECT_EQ(copy.from, a[1]);
+  EXPECT_EQ(copy.to, kv.BlockTable(2)[1]);
+  EXPECT_NE(copy.to, a[1]);
+  // Evictable sources count: the copy's block must not evict its source.
+  kv.RemoveSequence(1);
+  kv.RemoveSequence(2);
+  kv.AddSequence(3, 9, prompt);
+  match = kv.MatchPrefix(3);
+  EXPECT_EQ(match.partial_block, a[1]);
+  EXPECT_EQ(match.evictable, 2);
+  EXPECT_TRUE(kv.IsEvictable(a[1]));
+}
+
+TEST(KvCacheManagerTest, GeneratedTokensFillKeyedBlocks) {
+  KvCacheManager kv(8, 4, /*prefix_caching=*/true);
+  kv.BeginStep();
+  kv.AddSequence(1, 3, Ids(100, 3));
+  EXPECT_TRUE(kv.Keyed(1));
+  EXPECT_EQ(kv.KeyedPromptBlocks(1), 0);
+  kv.AllocateSlots(1, 3);
+  for (int token : {103, 104, 105, 106}) kv.AppendToken(1, token);
+  EXPECT_EQ(kv.KeyedPromptBlocks(1), 1);  // ids 100-106: one full block
+  kv.AllocateSlots(1, 6);
+  kv.Publish(1, 6);
+  EXPECT_EQ(kv.num_cached_blocks(), 1);
+  // The same block from a prompt: its key is the same.
+  kv.BeginStep();
+  kv.AddSequence(2, 6, Ids(100, 6));
+  EXPECT_THAT(kv.MatchPrefix(2).blocks, ElementsAre(kv.BlockTable(1)[0]));
+  // Not keyed: no ids given, caching off, or a forked choice.
+  kv.AddSequence(3, 6, {});
+  kv.AppendToken(3, 1);
+  EXPECT_FALSE(kv.Keyed(3));
+  EXPECT_EQ(kv.KeyedPromptBlocks(3), 0);
+}
+
 }  // namespace
 }  // namespace streamgen

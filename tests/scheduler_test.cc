@@ -12,6 +12,7 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -100,13 +101,21 @@ class FakeEngine {
       row.push_back(absl::StrCat("X", id));
       seqs_.at(id).computed = 0;  // its cache is gone: recomputed from position 0
     }
+    // The engine copies partial blocks before anything of the step writes.
+    for (const KvCacheManager::BlockCopy& copy : step.kv_copies) {
+      EXPECT_TRUE(options_.prefix_caching);
+      const int bs = options_.block_size;
+      std::copy(kv_.begin() + copy.from * bs, kv_.begin() + (copy.from + 1) * bs,
+                kv_.begin() + copy.to * bs);
+      ++copies_;
+    }
     for (const ScheduledPrefill& chunk : step.prefills) {
       Seq& seq = seqs_.at(chunk.id);
       if (options_.prefix_caching && seq.computed == 0 && chunk.start > 0) {
-        // Admitted with a shared prefix: those positions must already hold
-        // exactly this sequence's tokens, in whole blocks of its prompt.
-        EXPECT_EQ(chunk.start % options_.block_size, 0);
-        EXPECT_LT(chunk.start, seq.prompt) << "the whole prompt was shared";
+        // Admitted with a shared or copied prefix: those positions must
+        // already hold exactly this sequence's tokens; its last known token
+        // is always computed.
+        EXPECT_LT(chunk.start, seq.known()) << "every known token was shared";
         Attend(chunk.id, chunk.start);
         seq.computed = chunk.start;
         shared_tokens_ += chunk.start;
@@ -168,6 +177,10 @@ class FakeEngine {
   }
 
   Scheduler& scheduler() { return scheduler_; }
+  // The id generated for `id` at `position` (default: unique to the
+  // sequence, so generated blocks never match another's).
+  void set_generated_token(std::function<int(uint64_t, int)> f) { generated_token_ = std::move(f); }
+  int64_t copies() const { return copies_; }
   int64_t finished() const { return finished_; }
   int64_t shared_tokens() const { return shared_tokens_; }
   int live() const { return static_cast<int>(seqs_.size()); }
@@ -217,9 +230,10 @@ class FakeEngine {
   void AppendToken(uint64_t id) {
     Seq& seq = seqs_.at(id);
     EXPECT_LT(seq.generated, seq.max_new) << "token beyond max_new_tokens for " << id;
-    seq.tokens.push_back(Unique(id, seq.known()));
+    const int token = generated_token_ ? generated_token_(id, seq.known()) : Unique(id, seq.known());
+    seq.tokens.push_back(token);
     ++seq.generated;
-    scheduler_.OnTokenAppended(id);
+    scheduler_.OnTokenAppended(id, token);
   }
 
   int Slot(uint64_t id, int position) {
@@ -248,8 +262,8 @@ class FakeEngine {
       if (at == table.end()) continue;
       const size_t other_position =
           static_cast<size_t>(at - table.begin()) * options_.block_size + position % options_.block_size;
-      EXPECT_TRUE(other_position == static_cast<size_t>(position) && position < seq.prompt &&
-                  seq.tokens[position] == token)
+      EXPECT_TRUE(other_position == static_cast<size_t>(position) &&
+                  position < static_cast<int>(seq.tokens.size()) && seq.tokens[position] == token)
           << id << " writes position " << position << " into block " << block << " shared with "
           << other << " with other content";
     }
@@ -271,6 +285,8 @@ class FakeEngine {
   std::map<uint64_t, Seq> seqs_;
   int64_t finished_ = 0;
   int64_t shared_tokens_ = 0;
+  int64_t copies_ = 0;
+  std::function<int(uint64_t, int)> generated_token_;
 };
 
 void ExpectRows(FakeEngine& engine, const std::vector<std::string>& table) {
@@ -551,13 +567,17 @@ TEST(PrefixCacheTest, SharesWholePromptBlocksAndCountsHits) {
   EXPECT_EQ(engine.scheduler().prefix_cache_queries(), 20);
   EXPECT_EQ(engine.scheduler().prefix_cache_hits(), 8);
   engine.RunToCompletion();
-  // Done: the cached blocks count as free, and a third request still hits.
+  // Done: the cached blocks count as free (each sequence also published its
+  // third block, positions 8-11, once its generated tokens filled it), and a
+  // third request still hits: the first block shared, then the first token
+  // of A's second block copied (position 5, its last, is computed).
   EXPECT_EQ(engine.scheduler().num_free_blocks(), 16);
   EXPECT_EQ(engine.scheduler().num_used_blocks(), 0);
-  EXPECT_EQ(engine.scheduler().num_cached_blocks(), 2);
+  EXPECT_EQ(engine.scheduler().num_cached_blocks(), 4);
   ASSERT_TRUE(engine.Add(3, 6, 1, Ids(100, 6)).ok());
-  ExpectRows(engine, {"P3[4,6)* done:3 free=16"});
-  EXPECT_EQ(engine.scheduler().prefix_cache_hits(), 12);
+  ExpectRows(engine, {"P3[5,6)* done:3 free=16"});
+  EXPECT_EQ(engine.scheduler().prefix_cache_hits(), 13);
+  EXPECT_EQ(engine.copies(), 1);
 }
 
 TEST(PrefixCacheTest, AtLeastOnePromptTokenIsComputed) {
@@ -566,10 +586,12 @@ TEST(PrefixCacheTest, AtLeastOnePromptTokenIsComputed) {
   FakeEngine engine(options);
   ASSERT_TRUE(engine.Add(1, 8, 1, Ids(100, 8)).ok());
   ExpectRows(engine, {"P1[0,8)* done:1 free=16"});
-  // Same 8 tokens (two full blocks): only the first is shared, the second is
-  // recomputed into a block of its own (nothing writes into a shared block).
+  // Same 8 tokens (two full blocks): only the first is shared; the second is
+  // copied into a block of its own (nothing writes into a shared block) and
+  // its last position recomputed there.
   ASSERT_TRUE(engine.Add(2, 8, 1, Ids(100, 8)).ok());
-  ExpectRows(engine, {"P2[4,8)* done:2 free=16"});
+  ExpectRows(engine, {"P2[7,8)* done:2 free=16"});
+  EXPECT_EQ(engine.copies(), 1);
 }
 
 TEST(PrefixCacheTest, DifferentTokensOrCachingOffShareNothing) {
@@ -579,7 +601,7 @@ TEST(PrefixCacheTest, DifferentTokensOrCachingOffShareNothing) {
   ASSERT_TRUE(engine.Add(1, 10, 1, Ids(100, 10)).ok());
   engine.Step();
   std::vector<int> other = Ids(100, 10);
-  other[1] = 5;  // differs inside the first block
+  other[0] = 5;  // differs at the first token
   ASSERT_TRUE(engine.Add(2, 10, 1, other).ok());
   ExpectRows(engine, {"P2[0,10)* done:2 free=16"});
   // Without ids (or with caching off), nothing is shared or counted.
@@ -613,12 +635,101 @@ TEST(PrefixCacheTest, CachedBlocksAreEvictedLeastRecentlyReleasedFirst) {
   ExpectRows(engine, {"P4[4,5)* P5[0,5)* done:4,5 free=6"});
 }
 
+TEST(PrefixCacheTest, CopiesThePublishedBlockThatAgreesLongest) {
+  SchedulerOptions options = Options(4, 8, 4, 16, 64);
+  options.prefix_caching = true;
+  FakeEngine engine(options);
+  // Two published second blocks after the same first block: 104-107 and
+  // 104 105 50 51.
+  ASSERT_TRUE(engine.Add(1, 9, 1, Ids(100, 9)).ok());
+  std::vector<int> other = Ids(100, 9);
+  other[6] = 50;
+  other[7] = 51;
+  ASSERT_TRUE(engine.Add(2, 9, 1, other).ok());
+  ExpectRows(engine, {"P1[0,9)* P2[4,9)* done:1,2 free=16"});
+  EXPECT_EQ(engine.scheduler().num_cached_blocks(), 3);
+  // 100-106 then 9: shares the first block; A's second block agrees on 3
+  // tokens, B's on 2: A's is copied, positions 7-8 computed.
+  std::vector<int> third = Ids(100, 7);
+  third.insert(third.end(), {9, 9});
+  ASSERT_TRUE(engine.Add(3, 9, 1, third).ok());
+  ExpectRows(engine, {"P3[7,9)* done:3 free=16"});
+  EXPECT_EQ(engine.copies(), 1);
+  // A shared nothing; B only A's first block: A's second was published in
+  // the step that computed it (next test).
+  EXPECT_EQ(engine.scheduler().prefix_cache_hits(), 0 + 4 + 7);
+}
+
+TEST(PrefixCacheTest, BlocksPublishedInThisStepAreSharedButNotCopied) {
+  SchedulerOptions options = Options(4, 8, 4, 16, 64);
+  options.prefix_caching = true;
+  FakeEngine engine(options);
+  // Both admitted in one step: B shares A's first block (written before any
+  // attention reads it) but cannot copy A's second one, whose K/V this same
+  // step computes: it computes positions 4-8 itself.
+  ASSERT_TRUE(engine.Add(1, 9, 1, Ids(100, 9)).ok());
+  std::vector<int> b = Ids(100, 7);
+  b.insert(b.end(), {9, 9});
+  ASSERT_TRUE(engine.Add(2, 9, 1, b).ok());
+  ExpectRows(engine, {"P1[0,9)* P2[4,9)* done:1,2 free=16"});
+  EXPECT_EQ(engine.copies(), 0);
+  // One step later it can: 100-106 then 20 agrees with A's second block
+  // (104-107) and B's (104-106 9) on 3 tokens.
+  std::vector<int> c = Ids(100, 7);
+  c.insert(c.end(), {20, 20});
+  ASSERT_TRUE(engine.Add(3, 9, 1, c).ok());
+  ExpectRows(engine, {"P3[7,9)* done:3 free=16"});
+  EXPECT_EQ(engine.copies(), 1);
+}
+
+TEST(PrefixCacheTest, TheNextTurnSharesThePreviousAnswer) {
+  SchedulerOptions options = Options(4, 8, 4, 16, 64);
+  options.prefix_caching = true;
+  FakeEngine engine(options);
+  engine.set_generated_token([](uint64_t, int position) { return 500 + position; });
+  // Turn 1: a 6-token prompt and a 7-token answer (positions 6-12).
+  ASSERT_TRUE(engine.Add(1, 6, 7, Ids(100, 6)).ok());
+  engine.RunToCompletion();
+  // Blocks 0-3 hold positions 0-15 of which 0-12 are known; the third block
+  // (positions 8-11) is full of answer tokens whose K/V were computed.
+  EXPECT_EQ(engine.scheduler().num_cached_blocks(), 3);
+  // Turn 2: the conversation so far (prompt, answer) and 3 new tokens.
+  std::vector<int> turn2 = Ids(100, 6);
+  for (int p = 6; p < 13; ++p) turn2.push_back(500 + p);
+  turn2.insert(turn2.end(), {7, 8, 9});
+  ASSERT_TRUE(engine.Add(2, 16, 1, turn2).ok());
+  // Three blocks shared (12 positions); A's fourth block was never full, so
+  // positions 12-15 are computed.
+  ExpectRows(engine, {"P2[12,16)* done:2 free=16"});
+  EXPECT_EQ(engine.shared_tokens(), 12);
+}
+
+TEST(PrefixCacheTest, APartialCopyThatWouldNotFitIsLeftOut) {
+  // 3 blocks of 4. A's prompt fills 2 blocks and leaves them cached. B needs
+  // all 3 blocks (8 prompt tokens + 1 decode would take 3): sharing A's first
+  // block and copying A's second would keep that second block from eviction
+  // while B takes the other two, one more than is free. B goes without the
+  // copy instead of waiting forever.
+  SchedulerOptions options = Options(4, 8, 4, 3, 64);
+  options.prefix_caching = true;
+  FakeEngine engine(options);
+  ASSERT_TRUE(engine.Add(1, 8, 1, Ids(100, 8)).ok());
+  ExpectRows(engine, {"P1[0,8)* done:1 free=3"});
+  std::vector<int> b = Ids(100, 7);
+  b.push_back(9);
+  ASSERT_TRUE(engine.Add(2, 8, 4, b).ok());
+  EXPECT_EQ(engine.Step(), "P2[4,8)* free=1 2d");
+  EXPECT_EQ(engine.copies(), 0);
+  engine.RunToCompletion();
+}
+
 // Random options, arrivals, cancellations and lengths, 40 seeds; every step
 // checks the FakeEngine's invariants. With prefix caching, prompts start with
 // one of three "system prompts" (random lengths) and then differ.
 struct SoakTotals {
   int64_t preemptions = 0;
   int64_t shared_tokens = 0;
+  int64_t copies = 0;
 };
 SoakTotals Soak(bool prefix_caching, int iterations) {
   SoakTotals totals;
@@ -632,6 +743,9 @@ SoakTotals Soak(bool prefix_caching, int iterations) {
     options.prefix_caching = prefix_caching;
     const int capacity = options.num_blocks * options.block_size;
     FakeEngine engine(options);
+    // With caching, generated ids depend on the position only: sequences
+    // with the same prompt generate the same blocks, which match too.
+    if (prefix_caching) engine.set_generated_token([](uint64_t, int p) { return 1 + p % 3; });
     std::vector<std::vector<int>> families(prefix_caching ? 3 : 0);
     for (auto& family : families) {
       for (int i = 0; i < capacity; ++i) family.push_back(uniform(1, 3));
@@ -676,6 +790,7 @@ SoakTotals Soak(bool prefix_caching, int iterations) {
     EXPECT_EQ(engine.scheduler().num_running() + engine.scheduler().num_waiting(), 0);
     totals.preemptions += engine.scheduler().num_preemptions();
     totals.shared_tokens += engine.shared_tokens();
+    totals.copies += engine.copies();
   }
   return totals;
 }
@@ -684,11 +799,13 @@ TEST(SchedulerTest, RandomizedSoak) {
   const SoakTotals totals = Soak(/*prefix_caching=*/false, 1500);
   EXPECT_GT(totals.preemptions, 0);
   EXPECT_EQ(totals.shared_tokens, 0);
+  EXPECT_EQ(totals.copies, 0);
 }
 
 TEST(PrefixCacheTest, RandomizedSoakWithSharedPrefixes) {
   const SoakTotals totals = Soak(/*prefix_caching=*/true, 1000);
   EXPECT_GT(totals.shared_tokens, 0);
+  EXPECT_GT(totals.copies, 0);
   EXPECT_GT(totals.preemptions, 0);
 }
 

@@ -8,6 +8,7 @@
 //    token for token, alone, among others and resumed; stop ids, stop
 //    strings, max_new_tokens and logprobs; and the distribution of sampled
 //    tokens over many seeds (two independent sample sets, a chi-square bound).
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -228,15 +229,15 @@ TEST(SchedulerSpeculationTest, PlansDraftPositionsAndRollsThemBack) {
   ASSERT_TRUE(s.Add(1, 5, 10).ok());
   SchedulerStep prefill = s.Schedule();
   ASSERT_EQ(prefill.prefills.size(), 1u);
-  s.OnTokenAppended(1);  // known 6, cached 5
+  s.OnTokenAppended(1, 7);  // known 6, cached 5
   s.ProposeDraftTokens(1, 4);
   SchedulerStep step = s.Schedule();
   ASSERT_THAT(step.decodes, ElementsAre(1u));
   ASSERT_THAT(step.decode_drafts, ElementsAre(4));
   EXPECT_EQ(s.CachedTokens(1), 10);             // positions 5 .. 9
   EXPECT_EQ(s.num_used_blocks(), 3);            // ceil(10 / 4)
-  s.OnTokenAppended(1);                         // 1 draft accepted + the next token
-  s.OnTokenAppended(1);
+  s.OnTokenAppended(1, 7);                         // 1 draft accepted + the next token
+  s.OnTokenAppended(1, 7);
   s.RollBack(1);
   EXPECT_EQ(s.KnownTokens(1), 8);
   EXPECT_EQ(s.CachedTokens(1), 7);
@@ -252,7 +253,7 @@ TEST(SchedulerSpeculationTest, NeverPlansPastMaxNewTokens) {
   Scheduler s(SmallPool());
   ASSERT_TRUE(s.Add(1, 5, 3).ok());
   s.Schedule();
-  s.OnTokenAppended(1);  // 1 of 3 generated: 2 more at most = 1 decode + 1 draft
+  s.OnTokenAppended(1, 7);  // 1 of 3 generated: 2 more at most = 1 decode + 1 draft
   s.ProposeDraftTokens(1, 8);
   SchedulerStep step = s.Schedule();
   EXPECT_THAT(step.decode_drafts, ElementsAre(1));
@@ -266,8 +267,8 @@ TEST(SchedulerSpeculationTest, DraftsTakeOnlyBlocksNoDecodeNeeds) {
   ASSERT_TRUE(s.Add(1, 7, 10).ok());
   ASSERT_TRUE(s.Add(2, 8, 10).ok());
   ASSERT_EQ(s.Schedule().prefills.size(), 2u);  // 2 blocks each, 2 free
-  s.OnTokenAppended(1);                          // known 8, cached 7
-  s.OnTokenAppended(2);                          // known 9, cached 8: its decode needs a block
+  s.OnTokenAppended(1, 7);                          // known 8, cached 7
+  s.OnTokenAppended(2, 7);                          // known 9, cached 8: its decode needs a block
   s.ProposeDraftTokens(1, 8);
   SchedulerStep step = s.Schedule();
   EXPECT_THAT(step.preempted, IsEmpty());
@@ -275,9 +276,9 @@ TEST(SchedulerSpeculationTest, DraftsTakeOnlyBlocksNoDecodeNeeds) {
   // The older sequence's drafts get the one block left: positions 8 .. 11.
   EXPECT_THAT(step.decode_drafts, ElementsAre(4, 0));
   EXPECT_EQ(s.num_free_blocks(), 0);
-  s.OnTokenAppended(1);
+  s.OnTokenAppended(1, 7);
   s.RollBack(1);
-  s.OnTokenAppended(2);
+  s.OnTokenAppended(2, 7);
   EXPECT_EQ(s.CachedTokens(1), 8);
   EXPECT_EQ(s.num_free_blocks(), 1);
 }
@@ -565,12 +566,13 @@ TEST(SpeculativeEngineTest, SeededSampledStreamsAreTheSame) {
 // The demo model as its own draft: the same tokenizer, and its greedy drafts
 // are the target's own greedy choices, so nearly every draft is accepted and
 // the output must be the plain one, greedy and seeded, alone and batched.
-std::unique_ptr<Engine> DraftEngine(int k = 0) {
+std::unique_ptr<Engine> DraftEngine(int k = 0, float p_min = 0) {
   EngineOptions options;
   options.max_prefill_tokens = 32;
   options.speculative = "draft";
   options.draft_model = STREAMGEN_DEMO_MODEL_DIR;
   options.num_speculative_tokens = k;
+  options.draft_p_min = p_min;
   options.speculative_max_batch = 16;
   return MakeEngine(STREAMGEN_DEMO_MODEL_DIR, options);
 }
@@ -665,6 +667,149 @@ TEST(DraftModelTest, RejectedPositionsAreDroppedFromItsCache) {
   // Removing the sequence gives every block back.
   warm->Remove(7);
   EXPECT_EQ(warm->num_free_blocks(), 64);
+}
+
+// The confidence stop (draft_p_min): the drafts proposed are the longest
+// prefix of the unstopped drafts whose probabilities under the draft are all
+// at least p_min. The probabilities come from one forward pass of the whole
+// sequence (prompt + the 8 unstopped drafts, a row per position, a fresh
+// cache), not from the draft's incremental steps.
+TEST(DraftModelTest, ConfidenceStopProposesThePrefixThatReachesPMin) {
+  EngineOptions options;
+  options.model_dir = STREAMGEN_DEMO_MODEL_DIR;
+  ModelOptions model_options;  // float32 on the CPU
+  auto target = LlamaModel::Load(STREAMGEN_DEMO_MODEL_DIR, model_options);
+  ASSERT_TRUE(target.ok()) << target.status();
+  auto tokenizer = LoadModelTokenizer(options, (*target)->config());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto draft = DraftModel::Load(STREAMGEN_DEMO_MODEL_DIR, model_options, **tokenizer,
+                                (*target)->config(), 64, 4);
+  ASSERT_TRUE(draft.ok()) << draft.status();
+  const int vocab = (*tokenizer)->piece_count();
+  std::vector<int> tokens = (*tokenizer)->Encode("The committee said that the new plan");
+  tokens.insert(tokens.begin(), 1);
+  std::vector<int> all;
+  (*draft)->Propose({DraftModel::Request{3, &tokens, 8, &all}}, vocab, 0.0f);
+  ASSERT_EQ(all.size(), 8u);
+
+  // The reference: p[i] = the probability of draft i after tokens + drafts < i.
+  std::vector<int> sequence = tokens;
+  sequence.insert(sequence.end(), all.begin(), all.end());
+  KvPool pool = (*target)->NewKvPool(16, 4);
+  KvCacheManager blocks(16, 4, /*prefix_caching=*/false);
+  blocks.AddSequence(1, static_cast<int>(sequence.size()), {});
+  blocks.AllocateSlots(1, static_cast<int64_t>(sequence.size()));
+  const torch::Tensor probs =
+      (*target)
+          ->Step({SeqChunk{sequence, 0, &blocks.BlockTable(1), /*all_logits=*/true}}, &pool)
+          .narrow(1, 0, vocab)
+          .softmax(1);  // [sequence, vocab]
+  std::vector<float> p;
+  for (size_t i = 0; i < all.size(); ++i) {
+    const torch::Tensor row = probs[static_cast<int64_t>(tokens.size() - 1 + i)];
+    EXPECT_EQ(row.argmax().item<int64_t>(), all[i]) << "draft " << i;
+    p.push_back(row.max().item<float>());
+  }
+  // Thresholds just above each p[i] (and 0 and 1): each stops at the first
+  // position below it. Thresholds within rounding of some p are skipped.
+  std::vector<float> thresholds = {0.0f, 1.0f};
+  for (float q : p) thresholds.push_back(q + 1e-3f);
+  int partial = 0;  // thresholds that stopped mid-draft
+  for (float p_min : thresholds) {
+    if (std::any_of(p.begin(), p.end(), [&](float q) { return std::abs(q - p_min) < 5e-4f; })) {
+      continue;
+    }
+    size_t want = 0;
+    while (want < p.size() && p[want] >= p_min) ++want;
+    std::vector<int> got;
+    (*draft)->Propose({DraftModel::Request{3, &tokens, 8, &got}}, vocab, p_min);
+    EXPECT_EQ(got, std::vector<int>(all.begin(), all.begin() + want)) << "p_min " << p_min;
+    partial += want > 0 && want < p.size();
+  }
+  EXPECT_GE(partial, 2) << "the prompt's draft probabilities do not exercise the stop";
+}
+
+// A draft model with the confidence stop: the output is still the plain
+// output, greedy and seeded, alone, batched and resumed; and the stop acted
+// (steps with fewer drafts than k).
+TEST(DraftModelTest, ConfidenceStopKeepsThePlainOutput) {
+  auto plain = DemoEngine(false);
+  auto spec = DraftEngine(/*k=*/4, /*p_min=*/0.15f);
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(spec, nullptr);
+  std::vector<GenerationRequest> requests;
+  for (const char* text : {"The committee said that the new plan", "In the morning the men",
+                           "She had never seen the city so", "It was a good year for the"}) {
+    GenerationRequest r;
+    r.prompt_token_ids = plain->Tokenize(text, true);
+    r.max_new_tokens = 32;
+    r.ignore_eos = true;
+    requests.push_back(r);
+    r.sampling.temperature = 0.8f;
+    r.sampling.seed = 11;
+    requests.push_back(r);
+  }
+  std::vector<std::vector<int>> want;
+  for (const auto& r : requests) want.push_back(Generate(plain.get(), r).ids);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(Generate(spec.get(), requests[i]).ids, want[i]) << "request " << i;
+  }
+  WaitUntilIdle(spec.get());
+  const EngineStats alone = spec->stats();
+  EXPECT_GT(alone.accepted_draft_tokens, 20);
+  // Positions counted: every draft once, every accepted one once.
+  int64_t drafted = 0, accepted = 0;
+  for (int i = 0; i < EngineStats::kDraftPositions; ++i) {
+    drafted += alone.drafted_at[i];
+    accepted += alone.accepted_at[i];
+    EXPECT_LE(alone.accepted_at[i], alone.reached_at[i]) << i;
+    EXPECT_LE(alone.reached_at[i], alone.drafted_at[i]) << i;
+  }
+  EXPECT_EQ(drafted, alone.draft_tokens);
+  EXPECT_EQ(accepted, alone.accepted_draft_tokens);
+  EXPECT_EQ(alone.drafted_at[0], alone.verify_steps);
+  // The stop acted: many steps drafted fewer than k = 4 (max_new_tokens cuts
+  // only the last steps of each request).
+  EXPECT_LT(alone.drafted_at[3], alone.drafted_at[0] / 2);
+  EXPECT_GT(alone.drafted_at[3], 0);
+  // All at once.
+  std::vector<std::unique_ptr<Collector>> collectors;
+  for (const auto& r : requests) {
+    collectors.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(spec->Submit(r, collectors.back()->Sink()).ok());
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    collectors[i]->Wait();
+    EXPECT_EQ(collectors[i]->ids, want[i]) << "batched request " << i;
+  }
+  // Resumed, greedy and seeded: the rest of the plain stream.
+  for (size_t i : {0u, 1u}) {
+    for (size_t cut : {1u, 12u}) {
+      GenerationRequest resumed = requests[i];
+      resumed.resume_token_ids.assign(want[i].begin(), want[i].begin() + cut);
+      EXPECT_EQ(Generate(spec.get(), resumed).ids, Generate(plain.get(), resumed).ids)
+          << "request " << i << ", cut after " << cut;
+    }
+  }
+  EXPECT_GT(spec->stats().accepted_draft_tokens, alone.accepted_draft_tokens);
+  WaitUntilIdle(spec.get());
+  EXPECT_EQ(spec->stats().kv_blocks_used, 0);
+}
+
+TEST(DraftModelTest, RefusesAPMinOutsideZeroToOne) {
+  EngineOptions options;
+  options.model_dir = STREAMGEN_DEMO_MODEL_DIR;
+  options.speculative = "draft";
+  options.draft_model = STREAMGEN_DEMO_MODEL_DIR;
+  for (float p_min : {-0.1f, 1.5f, std::nanf("")}) {
+    options.draft_p_min = p_min;
+    auto engine = Engine::Create(options);
+    ASSERT_FALSE(engine.ok()) << p_min;
+    EXPECT_THAT(engine.status().message(), HasSubstr("draft_p_min: must be in [0, 1], got "));
+  }
+  options.draft_p_min = 1.5f;
+  EXPECT_THAT(Engine::Create(options).status().message(),
+              HasSubstr("draft_p_min: must be in [0, 1], got 1.5"));
 }
 
 TEST(DraftModelTest, RefusesADraftWithAnotherTokenizer) {

@@ -138,6 +138,7 @@ int main(int argc, char** argv) {
   options.draft_model = speculative.draft_model;
   options.num_speculative_tokens = speculative.num_speculative_tokens;
   options.speculative_max_batch = speculative.speculative_max_batch;
+  options.draft_p_min = static_cast<float>(speculative.draft_p_min);
   if (options.model_dir.empty()) return Fail("--model is required");
   auto engine = streamgen::Engine::Create(options);
   if (!engine.ok()) return Fail(std::string(engine.status().message()));

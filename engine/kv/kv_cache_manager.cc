@@ -14,28 +14,40 @@ KvCacheManager::KvCacheManager(int num_blocks, int block_size, bool prefix_cachi
 void KvCacheManager::AddSequence(uint64_t id, int prompt_tokens, std::vector<int> prompt_ids) {
   assert(sequences_.count(id) == 0 && "KvCacheManager::AddSequence: id already added");
   SequenceBlocks seq;
-  if (prefix_caching_ && static_cast<int>(prompt_ids.size()) == prompt_tokens) {
-    // Key of full block i: FNV-1a over (key of block i - 1, its ids), then a
-    // splitmix64 finaliser. Matches also compare the ids, so a collision
-    // can only make a block not match.
-    const int bs = block_size_;
-    uint64_t key = 0;
-    for (int b = 0; (b + 1) * bs <= prompt_tokens; ++b) {
-      uint64_t h = 1469598103934665603ULL ^ key;
-      for (int i = b * bs; i < (b + 1) * bs; ++i) {
-        h = (h ^ static_cast<uint32_t>(prompt_ids[i])) * 1099511628211ULL;
-      }
-      h ^= h >> 30;
-      h *= 0xbf58476d1ce4e5b9ULL;
-      h ^= h >> 27;
-      h *= 0x94d049bb133111ebULL;
-      h ^= h >> 31;
-      key = h == 0 ? 1 : h;  // 0 means "no parent"
-      seq.block_keys.push_back(key);
+  if (prefix_caching_ && prompt_tokens > 0 && static_cast<int>(prompt_ids.size()) == prompt_tokens) {
+    seq.keyed = true;
+    seq.ids.reserve(prompt_ids.size());
+    for (int token : prompt_ids) {
+      seq.ids.push_back(token);
+      if (seq.ids.size() % block_size_ == 0) KeyLastBlock(seq);
     }
-    seq.prompt_ids = std::move(prompt_ids);
   }
   sequences_.emplace(id, std::move(seq));
+}
+
+void KvCacheManager::KeyLastBlock(SequenceBlocks& seq) const {
+  // Key of full block i: FNV-1a over (key of block i - 1, its ids), then a
+  // splitmix64 finaliser. Matches also compare the ids, so a collision can
+  // only make a block not match.
+  const size_t end = seq.ids.size();
+  uint64_t h = 1469598103934665603ULL ^ (seq.block_keys.empty() ? 0 : seq.block_keys.back());
+  for (size_t i = end - block_size_; i < end; ++i) {
+    h = (h ^ static_cast<uint32_t>(seq.ids[i])) * 1099511628211ULL;
+  }
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
+  seq.block_keys.push_back(h == 0 ? 1 : h);  // 0 means "no parent"
+}
+
+void KvCacheManager::AppendToken(uint64_t id, int token) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end() || !it->second.keyed) return;
+  SequenceBlocks& seq = it->second;
+  seq.ids.push_back(token);
+  if (seq.ids.size() % block_size_ == 0) KeyLastBlock(seq);
 }
 
 void KvCacheManager::RemoveSequence(uint64_t id) {
@@ -87,7 +99,15 @@ int KvCacheManager::AllocateBlock() {
   if (allocator_.num_free() == 0 && !evictable_.empty()) {
     const int victim = evictable_.begin()->second;
     evictable_.erase(evictable_.begin());
-    cache_by_key_.erase(cache_.at(victim).key);
+    const CachedBlock& cached = cache_.at(victim);
+    cache_by_key_.erase(cached.key);
+    auto [first, last] = children_.equal_range(cached.parent_key);
+    for (auto child = first; child != last; ++child) {
+      if (child->second == victim) {
+        children_.erase(child);
+        break;
+      }
+    }
     cache_.erase(victim);
     allocator_.Free(victim);  // the cache's reference: back to the free list
   }
@@ -101,26 +121,49 @@ KvCacheManager::PrefixMatch KvCacheManager::MatchPrefix(uint64_t id) const {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return match;
   const SequenceBlocks& seq = it->second;
-  if (seq.block_keys.empty() || !seq.blocks.empty()) return match;
+  if (!seq.keyed || !seq.blocks.empty()) return match;
   const int bs = block_size_;
-  const int prompt_tokens = static_cast<int>(seq.prompt_ids.size());
-  const int most = std::min(static_cast<int>(seq.block_keys.size()), (prompt_tokens - 1) / bs);
-  for (int b = 0; b < most; ++b) {
+  const int tokens = static_cast<int>(seq.ids.size());
+  const int most = std::min(static_cast<int>(seq.block_keys.size()), (tokens - 1) / bs);
+  int b = 0;
+  for (; b < most; ++b) {
     auto found = cache_by_key_.find(seq.block_keys[b]);
     if (found == cache_by_key_.end()) break;
     const CachedBlock& cached = cache_.at(found->second);
     const uint64_t parent = b == 0 ? 0 : seq.block_keys[b - 1];
     if (cached.parent_key != parent ||
-        !std::equal(cached.tokens.begin(), cached.tokens.end(), seq.prompt_ids.begin() + b * bs)) {
+        !std::equal(cached.tokens.begin(), cached.tokens.end(), seq.ids.begin() + b * bs)) {
       break;
     }
     match.blocks.push_back(found->second);
     match.evictable += allocator_.RefCount(found->second) == 1 ? 1 : 0;
   }
+  // The partial block: among the published children of the last shared
+  // block, the one that agrees longest with the next ids (at most up to the
+  // last token, which is computed), written before this step.
+  const int limit = std::min(bs - 1, tokens - 1 - b * bs);
+  if (limit < 1) return match;
+  auto [first, last] = children_.equal_range(b == 0 ? 0 : seq.block_keys[b - 1]);
+  for (auto child = first; child != last; ++child) {
+    const CachedBlock& cached = cache_.at(child->second);
+    if (cached.ready_step > step_) continue;
+    const auto next = seq.ids.begin() + b * bs;
+    const int agree = static_cast<int>(
+        std::mismatch(cached.tokens.begin(), cached.tokens.begin() + limit, next).first -
+        cached.tokens.begin());
+    if (agree > match.partial_tokens) {
+      match.partial_block = child->second;
+      match.partial_tokens = agree;
+    }
+  }
+  if (match.partial_block >= 0 && allocator_.RefCount(match.partial_block) == 1) {
+    ++match.evictable;  // kept from eviction while its copy's block is taken
+  }
   return match;
 }
 
-int KvCacheManager::SharePrefix(uint64_t id, const PrefixMatch& match) {
+int KvCacheManager::SharePrefix(uint64_t id, const PrefixMatch& match, BlockCopy* copy) {
+  if (copy != nullptr) *copy = BlockCopy{};
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return 0;
   SequenceBlocks& seq = it->second;
@@ -131,7 +174,23 @@ int KvCacheManager::SharePrefix(uint64_t id, const PrefixMatch& match) {
     seq.blocks.push_back(block);
   }
   seq.published = static_cast<int>(match.blocks.size());
-  return seq.published * block_size_;
+  int covered = seq.published * block_size_;
+  if (match.partial_block >= 0 && match.partial_tokens > 0) {
+    // The source must not be the block that AllocateBlock evicts for its
+    // copy. Afterwards it may be evicted (and even reused) within this same
+    // step's planning: the engine makes the step's copies, in order, before
+    // anything of the step writes the pool.
+    const int source = match.partial_block;
+    const bool evictable = allocator_.RefCount(source) == 1;
+    const uint64_t released = cache_.at(source).released;
+    if (evictable) evictable_.erase({released, source});
+    const int block = AllocateBlock();
+    if (evictable) evictable_.insert({released, source});
+    seq.blocks.push_back(block);
+    covered += match.partial_tokens;
+    if (copy != nullptr) *copy = BlockCopy{source, block};
+  }
+  return covered;
 }
 
 void KvCacheManager::Publish(uint64_t id, int cached_tokens) {
@@ -140,17 +199,22 @@ void KvCacheManager::Publish(uint64_t id, int cached_tokens) {
   SequenceBlocks& seq = it->second;
   const int bs = block_size_;
   while (seq.published < static_cast<int>(seq.block_keys.size()) &&
+         seq.published < static_cast<int>(seq.blocks.size()) &&
          (seq.published + 1) * bs <= cached_tokens) {
     const int b = seq.published++;
     const int block = seq.blocks[b];
     const uint64_t key = seq.block_keys[b];
-    // Another sequence may have published the same prompt block first (both
+    // Another sequence may have published the same block first (both
     // computed it): this copy stays private.
     if (cache_by_key_.count(key) != 0 || cache_.count(block) != 0) continue;
     CachedBlock cached;
     cached.key = key;
     cached.parent_key = b == 0 ? 0 : seq.block_keys[b - 1];
-    cached.tokens.assign(seq.prompt_ids.begin() + b * bs, seq.prompt_ids.begin() + (b + 1) * bs);
+    cached.tokens.assign(seq.ids.begin() + b * bs, seq.ids.begin() + (b + 1) * bs);
+    // Published while a step is planned (prompt chunks: written by that
+    // step) or after one ran (generated tokens): copyable from the next.
+    cached.ready_step = step_ + 1;
+    children_.emplace(cached.parent_key, block);
     cache_by_key_[key] = block;
     cache_.emplace(block, std::move(cached));
     allocator_.Retain(block);  // the cache's reference
@@ -178,6 +242,11 @@ std::pair<int, int> KvCacheManager::Fork(uint64_t parent, uint64_t child, int64_
 int KvCacheManager::KeyedPromptBlocks(uint64_t id) const {
   auto it = sequences_.find(id);
   return it == sequences_.end() ? 0 : static_cast<int>(it->second.block_keys.size());
+}
+
+bool KvCacheManager::Keyed(uint64_t id) const {
+  auto it = sequences_.find(id);
+  return it != sequences_.end() && it->second.keyed;
 }
 
 const std::vector<int>& KvCacheManager::BlockTable(uint64_t id) const {

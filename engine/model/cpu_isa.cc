@@ -81,6 +81,9 @@ std::atomic<bool> g_auto{true};
 std::once_flag g_startup_once;
 KernelIsa g_startup = KernelIsa::kPortable;
 std::string g_startup_note;
+// SetCpuLibrariesNote's note.
+std::mutex g_libraries_mu;
+std::string g_libraries_note;
 
 // The features `isa` needs that the CPU lacks, "" when none.
 std::string Missing(KernelIsa isa, const CpuFeatures& f) {
@@ -241,8 +244,26 @@ std::string KernelIsaStartupNote() {
   return g_startup_note;
 }
 
+bool KernelIsaHeldBelowCpu() {
+  EnsureStartup();
+  // The enum's order is the ISAs' order; g_startup is below the best only
+  // when the environment named a lesser ISA (set once, then read only).
+  return static_cast<int>(g_startup) < static_cast<int>(BestKernelIsa());
+}
+
+void SetCpuLibrariesNote(std::string note) {
+  std::lock_guard<std::mutex> lock(g_libraries_mu);
+  g_libraries_note = std::move(note);
+}
+
 std::string KernelIsaDescription() {
-  return absl::StrCat(ActiveKernelIsa(), " (cpu: ", DetectedCpuFeatures().Summary(), ")");
+  std::string libraries;
+  {
+    std::lock_guard<std::mutex> lock(g_libraries_mu);
+    libraries = g_libraries_note;
+  }
+  return absl::StrCat(ActiveKernelIsa(), " (cpu: ", DetectedCpuFeatures().Summary(),
+                      libraries.empty() ? "" : "; ", libraries, ")");
 }
 
 }  // namespace streamgen

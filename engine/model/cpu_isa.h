@@ -107,7 +107,22 @@ absl::Status CheckKernelIsa(KernelIsa isa, const CpuFeatures& features);
 // else the best below it. *note gets "" or the sentence to log.
 KernelIsa StartupKernelIsa(const char* env, const CpuFeatures& features, std::string* note);
 
-// One line for the start-up log and the metrics: "avx2 (cpu: avx2 fma f16c)".
+// Whether STREAMGEN_KERNEL_ISA held the process below the best ISA this CPU
+// has (avx2 or portable on an AVX-512 CPU): a testing aid, "as on an
+// AVX2-only CPU". The libraries are then held there too (HoldCpuLibraries in
+// engine/model/device.h: libtorch's oneDNN off, ATen's kernels at that
+// level), so that the whole process takes the paths such a CPU takes.
+// SetKernelIsa does not count: it switches the kernels' body only.
+bool KernelIsaHeldBelowCpu();
+
+// What HoldCpuLibraries did to libtorch and OpenBLAS, for
+// KernelIsaDescription ("" when nothing: the libraries follow the CPU).
+// Thread-safe.
+void SetCpuLibrariesNote(std::string note);
+
+// One line for the start-up log and the metrics: "avx2 (cpu: avx2 fma f16c)",
+// with the libraries' note when the process is held below the CPU: "avx2
+// (cpu: ... avx512_bf16; as on an AVX2-only CPU: oneDNN off, ...)".
 std::string KernelIsaDescription();
 
 }  // namespace streamgen

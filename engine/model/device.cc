@@ -3,8 +3,15 @@
 #include "common/cpu_quota.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <thread>
+
+#if defined(__linux__)
+#include <dlfcn.h>
+#endif
+
+#include <ATen/Context.h>
 
 #include <torch/cuda.h>
 
@@ -15,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "engine/model/cpu_isa.h"
 
 #if defined(STREAMGEN_CUDA)
 #include <torch/cuda.h>
@@ -77,7 +85,45 @@ std::string DtypeName(torch::ScalarType dtype) {
   }
 }
 
+std::string HoldCpuLibraries() {
+  static const std::string note = [] {
+    if (!KernelIsaHeldBelowCpu()) return std::string();
+    const KernelIsa isa = ActiveIsa();
+    at::globalContext().setUserEnabledMkldnn(false);
+    // ATen's names: "default" (no vector ISA), "avx2", "avx512".
+    const char* aten = isa == KernelIsa::kAvx2 ? "avx2" : "default";
+    const char* set = std::getenv("ATEN_CPU_CAPABILITY");
+    if (set == nullptr || *set == '\0') {
+      setenv("ATEN_CPU_CAPABILITY", aten, 1);
+      set = aten;
+    }
+    // OpenBLAS's own report of the kernels it chose (a dynamic-arch build
+    // chooses at load; OPENBLAS_CORETYPE overrides the choice).
+    std::string blas = "unknown";
+#if defined(__linux__)
+    using CoreName = char* (*)();
+    if (auto f = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"))) {
+      blas = f();
+    }
+#endif
+    const char* as = isa == KernelIsa::kAvx2 ? "an AVX2-only CPU" : "a CPU without AVX2";
+    std::string n = absl::StrCat("as on ", as, " (", kKernelIsaEnv, "=", KernelIsaName(isa),
+                                 "): libtorch's oneDNN off, ATEN_CPU_CAPABILITY=", set,
+                                 ", OpenBLAS core ", blas);
+    // OpenBLAS chose at load: only the environment holds it (the caller's part).
+    const char* core = std::getenv("OPENBLAS_CORETYPE");
+    if (core == nullptr || *core == '\0') {
+      absl::StrAppend(&n, " (OPENBLAS_CORETYPE unset: set it, e.g. to Haswell, to hold OpenBLAS too)");
+    }
+    std::fprintf(stderr, "streamgen: %s\n", n.c_str());
+    SetCpuLibrariesNote(n);
+    return n;
+  }();
+  return note;
+}
+
 int ConfigureThreads(int threads) {
+  HoldCpuLibraries();  // before any op: ATen reads its capability once
   // OMP_NUM_THREADS, as OpenMP programs read it (the TSan job sets 1: libgomp's
   // barriers are invisible to TSan, so two threads would show false races).
   if (threads <= 0) {

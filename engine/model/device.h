@@ -27,6 +27,20 @@ std::string DtypeName(torch::ScalarType dtype);
 // starts with 1 thread here). Returns the number set.
 int ConfigureThreads(int threads);
 
+// When STREAMGEN_KERNEL_ISA held the kernels below this CPU's best
+// (KernelIsaHeldBelowCpu, cpu_isa.h: e.g. avx2 on an AVX-512 CPU, "as on an
+// AVX2-only CPU"), holds libtorch there too, so that the process takes the
+// paths such a CPU takes: turns libtorch's oneDNN off (libtorch 1.13 sends
+// bfloat16 matrix products to oneDNN when cpuinfo reports AVX-512; oneDNN
+// held to AVX2 by ONEDNN_MAX_CPU_ISA then throws instead of falling back),
+// and sets ATEN_CPU_CAPABILITY to the same level unless it is set (ATen
+// reads it on its first vectorized op: this must run before any). OpenBLAS
+// picks its kernels when it is loaded, before main: OPENBLAS_CORETYPE=Haswell
+// in the environment does that part; its core is reported. Says what it did
+// on stderr and in KernelIsaDescription(). Once per process (thread-safe);
+// ConfigureThreads calls it. Returns the note ("" when not held).
+std::string HoldCpuLibraries();
+
 // A copy of CPU tensor `t` in memory the kernel may back with 2 MiB
 // transparent huge pages (madvise(MADV_HUGEPAGE); Debian's default THP mode is
 // "madvise", so nothing happens without it). Reading weights and KV blocks

@@ -414,6 +414,16 @@ torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a
     return out.view({kv, b, g, n, d}).permute({1, 3, 0, 2, 4}).reshape({b * n, heads * d});
   }
 #endif
+  // Without native bfloat16 dot products (an AVX2 CPU; ActiveIsaHasNativeBf16),
+  // libtorch's bfloat16 bmm is a scalar fallback: a 128-token bfloat16 prompt
+  // prefilled at a tenth of float32's speed. The chunk's attention runs in
+  // float32 there (as CpuLinear's float32 tiles do), back to bfloat16 at the end.
+  const torch::ScalarType out_dtype = q.scalar_type();
+  if (q.is_cpu() && out_dtype == torch::kBFloat16 && !ActiveIsaHasNativeBf16()) {
+    qg = qg.to(torch::kFloat32);
+    k = k.to(torch::kFloat32);
+    v = v.to(torch::kFloat32);
+  }
   torch::Tensor scores = torch::bmm(qg, k.transpose(1, 2)).mul_(scale);  // [KV*B, G*n, len]
   if (softcap > 0) scores = torch::tanh(scores / softcap) * softcap;
   scores = scores.view({kv, b, g, n, len})
@@ -421,7 +431,7 @@ torch::Tensor LlamaModel::Attend(const torch::Tensor& q, const AttentionBatch& a
                .view({kv * b, g * n, len});
   torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(v.scalar_type());
   torch::Tensor out = torch::bmm(probs, v);  // [KV * B, G * n, D]
-  return out.view({kv, b, g, n, d}).permute({1, 3, 0, 2, 4}).reshape({b * n, heads * d});
+  return out.view({kv, b, g, n, d}).permute({1, 3, 0, 2, 4}).reshape({b * n, heads * d}).to(out_dtype);
 }
 
 // h: [n, hidden] -> float32 logits [n, vocab] (Gemma's final soft-capping in
