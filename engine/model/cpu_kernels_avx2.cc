@@ -351,7 +351,7 @@ SG_AVX2 inline void Skinny(const float* x, int64_t m, const W* w, int64_t k, int
 constexpr int64_t kTileChunk = 64;  // blocks of 8 columns per chunk (a multiple of 4)
 
 template <typename W, int MR, int NR>
-SG_AVX2 inline void TileAvx2(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
+SG_AVX2 SG_ALIGN_LOOPS inline void TileAvx2(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
                              int64_t c0, const SkinnyOut& out) {
   // Full blocks of 8 columns, then at most one partial block (kept out of
   // the main loop: its buffer and mask inside it made GCC keep the

@@ -311,7 +311,7 @@ constexpr int kTileM = 6, kTileN = 4;
 constexpr int64_t kTileChunk = 32;  // blocks of 16 columns per chunk (a multiple of 4)
 
 template <typename W, int MR, int NR>
-SG_AVX512 inline void TileAvx512(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
+SG_AVX512 SG_ALIGN_LOOPS inline void TileAvx512(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
                                  int64_t c0, const SkinnyOut& out) {
   const int64_t blocks = (k + 15) / 16;
   alignas(64) float part[4][MR][NR][16];  // each chain's accumulators between chunks
@@ -429,7 +429,7 @@ SG_AVX512 inline float SumChains8(__m512 lo, __m512 hi) {
 }
 
 template <typename W, int MR, int NR>
-SG_AVX512 inline void Tile8Avx512(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
+SG_AVX512 SG_ALIGN_LOOPS inline void Tile8Avx512(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
                                   int64_t c0, const SkinnyOut& out) {
   __m512 lo[MR][NR], hi[MR][NR];
   for (int i = 0; i < MR; ++i)
