@@ -275,7 +275,7 @@ constexpr int64_t PrefetchBytes() {
 // the 16 YMM registers (x is an FMA memory operand); the weight row is
 // converted once per two rows of x and read from L1 for the others.
 template <typename W, int MG>
-SG_AVX2 inline void SkinnyRow(const float* x, int64_t m_rows, const W* w, int64_t k, int64_t c,
+SG_AVX2 SG_ALIGN_LOOPS inline void SkinnyRow(const float* x, int64_t m_rows, const W* w, int64_t k, int64_t c,
                               const SkinnyOut& out, int64_t n) {
   const W* wr = w + c * k;
   const int64_t full = k / 32 * 32;
