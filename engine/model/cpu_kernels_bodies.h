@@ -163,10 +163,11 @@ void DequantizeInt8F32(const int8_t* q, float scale, float* out, int64_t n, bool
 void DequantizeInt8Bf16(const int8_t* q, float scale, uint16_t* out, int64_t n);
 
 // The tiled bodies' and the AVX2 row body's hot loops start on a 64-byte
-// boundary. Where they fell otherwise depended on the size of unrelated code linked before them, and
-// on Zen 4 one placement made the AVX-512 body's bfloat16 tiles 1.4-1.6x
-// slower (1 / 4 rows: 17.3 / 22.3 ms a pass against 11.3 / 16.5 aligned,
-// the same instructions). GCC only (clang has no such attribute).
+// boundary. Where they fell otherwise depended on the size of unrelated
+// code linked before them, and on Zen 4 one placement made the AVX-512
+// body's bfloat16 tiles 1.4-1.6x slower (1 / 4 rows: 17.3 / 22.3 ms a pass
+// against 11.3 / 16.5 aligned, the same instructions). GCC only (clang has
+// no such attribute).
 #if defined(__GNUC__) && !defined(__clang__)
 #define SG_ALIGN_LOOPS __attribute__((optimize("align-loops=64")))
 #else
