@@ -306,6 +306,80 @@ TEST(SkinnyLinear, TiledScheduleMatchesRowByRowBitForBit) {
   if (bodies == 0) GTEST_SKIP() << "no vector body on this CPU (or the portable one forced)";
 }
 
+// Bit for bit (torch::equal takes -0.0 for +0.0).
+bool SameBits(const torch::Tensor& a, const torch::Tensor& b) {
+  const auto as_int = [](const torch::Tensor& t) {
+    return t.view(t.scalar_type() == torch::kFloat32 ? torch::kInt32 : torch::kInt16);
+  };
+  return a.scalar_type() == b.scalar_type() && torch::equal(as_int(a), as_int(b));
+}
+
+// On AMD Zen 4 (auto ISA) the skinny body is AVX2 on a CPU that runs AVX-512,
+// and its tiled schedule runs on AVX-512 registers (Tiled8Avx512*): the same
+// bits as the AVX2 row-by-row schedule, and as the AVX2 tiles (AVX2 forced).
+TEST(SkinnyLinear, WideTilesMatchTheAvx2BodyBitForBit) {
+  if (!(KernelIsaIsAuto() && SkinnyKernelIsa() == KernelIsa::kAvx2 &&
+        ActiveIsa() == KernelIsa::kAvx512)) {
+    GTEST_SKIP() << "the AVX2 skinny body on an AVX-512 CPU is Zen 4's auto choice only; here "
+                 << KernelIsaName(ActiveIsa()) << " / " << KernelIsaName(SkinnyKernelIsa());
+  }
+  std::vector<int64_t> all_rows;
+  for (int64_t m = 1; m <= 40; ++m) all_rows.push_back(m);
+  // K: under 32 (only the tail), 32-multiples, tails of 1-31 columns past
+  // whole 32-column steps (a block that exists only in part, blocks that do
+  // not exist), and a tail in the second half of a step.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {1, 1}, {5, 17}, {7, 203}, {13, 64}, {10, 1100}, {9, 57}, {6, 88}, {131, 257}, {4, 40}};
+  torch::manual_seed(43);
+  for (WeightKind kind :
+       {WeightKind::kF32, WeightKind::kBF16, WeightKind::kInt8F32, WeightKind::kInt8BF16}) {
+    const torch::ScalarType xt = ActivationDtype(kind);
+    for (const auto& [n, k] : shapes) {
+      const LinearWeight w = MakeWeight(torch::randn({n, k}), kind);
+      // Some exact zeros and a wide range: a lane the tail masks off must
+      // keep its accumulator (a -0.0 made +0.0 would show in an output).
+      torch::Tensor x = torch::randn({40, k}) * torch::pow(10.0, torch::randint(-3, 4, {40, k}));
+      x.masked_fill_(torch::rand({40, k}) < 0.1, 0.0);
+      x = x.to(xt);
+      for (int64_t m : all_rows) {
+        const std::string what = "kind " + std::to_string(static_cast<int>(kind)) + " M " +
+                                 std::to_string(m) + " N " + std::to_string(n) + " K " +
+                                 std::to_string(k);
+        const torch::Tensor xm = x.narrow(0, 0, m);
+        SetSkinnySchedule(SkinnySchedule::kRows);
+        const torch::Tensor rows = SkinnyLinear(xm, w);
+        SetSkinnySchedule(SkinnySchedule::kTiles);
+        const torch::Tensor wide = SkinnyLinear(xm, w);
+        torch::Tensor narrow;
+        {
+          const ScopedKernelIsa scoped(KernelIsa::kAvx2);
+          narrow = SkinnyLinear(xm, w);
+        }
+        SetSkinnySchedule(SkinnySchedule::kAuto);
+        EXPECT_TRUE(SameBits(rows, wide)) << what << ": wide tiles against rows";
+        EXPECT_TRUE(SameBits(narrow, wide)) << what << ": wide tiles against AVX2 tiles";
+        if (HasFailure()) return;
+      }
+    }
+  }
+  // Products that underflow to -0.0: every chain ends at -0.0, and so does
+  // the output, unless a lane of a block that does not exist (K = 40: blocks
+  // 0-4 of a 32-column step's second, partial step) is touched: 0 * 0 + -0.0
+  // is +0.0.
+  for (WeightKind kind : {WeightKind::kF32, WeightKind::kBF16}) {
+    const torch::ScalarType xt = ActivationDtype(kind);
+    const LinearWeight w = MakeWeight(torch::full({5, 40}, -1e-30), kind);
+    const torch::Tensor x = torch::full({16, 40}, 1e-30).to(xt);
+    SetSkinnySchedule(SkinnySchedule::kRows);
+    const torch::Tensor rows = SkinnyLinear(x, w);
+    SetSkinnySchedule(SkinnySchedule::kTiles);
+    const torch::Tensor wide = SkinnyLinear(x, w);
+    SetSkinnySchedule(SkinnySchedule::kAuto);
+    EXPECT_TRUE(std::signbit(rows.to(torch::kFloat32)[0][0].item<float>())) << "rows: -0.0";
+    EXPECT_TRUE(SameBits(rows, wide)) << "kind " << static_cast<int>(kind) << ": -0.0 outputs";
+  }
+}
+
 TEST(SkinnyLinear, EveryBodyIsCovered) {
   // The cases above skip the bodies this CPU lacks; say which instead of
   // passing silently.

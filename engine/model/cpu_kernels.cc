@@ -288,7 +288,7 @@ std::atomic<int> g_skinny_schedule{static_cast<int>(SkinnySchedule::kAuto)};
 // Rows of x from which the vector bodies run their tiled schedule, per body
 // and weight dtype (the outputs are the row-by-row schedule's bit for bit, so
 // this is a speed choice only). Measured with
-//   [STREAMGEN_KERNEL_ISA=avx512] streamgen-bench-engine --model build/models/bench-134m \
+//   [STREAMGEN_KERNEL_ISA=avx512] streamgen-bench-engine --model build/models/bench-134m
 //       --threads 1 --runs 7 --tiled-sweep
 // (CPU time of one pass over the 134M model's 49 linears, weights from DRAM;
 // bench/README.md, "Kernels per ISA"), on 2 vCPUs of an AMD EPYC Zen 4 (avx2
@@ -301,7 +301,14 @@ std::atomic<int> g_skinny_schedule{static_cast<int>(SkinnySchedule::kAuto)};
 //   AVX-512 float32    1.32  1.06  0.70  0.96  1.33  1.49  1.60
 //   AVX-512 int8       1.09  1.23  1.42  1.46  1.67  1.73  1.76
 // (AVX-512 bfloat16 not measured apart: AVX2's row.)
-int64_t TiledMinRowsFor(KernelIsa isa, torch::ScalarType wt) {
+//   the AVX2 body on Zen 4 (Tiled8Avx512), 2 interleaved rounds later that
+//   evening (load 4-6), bfloat16 x 32 bytes past a 64-byte boundary:
+//   rows                  1     2     4     8    16
+//   float32            0.86  0.68  0.73  1.19  1.39
+//   bfloat16           0.80  0.88  0.97  1.24  1.49
+//   int8 (bf16 x)      0.85  1.12  1.18  1.38  1.55
+// wide: the AVX2 body's tiles run on AVX-512 registers (SkinnyJob::wide_tiles).
+int64_t TiledMinRowsFor(KernelIsa isa, torch::ScalarType wt, bool wide) {
   if (isa == KernelIsa::kPortable) return std::numeric_limits<int64_t>::max();  // no tiled body
   switch (static_cast<SkinnySchedule>(g_skinny_schedule.load(std::memory_order_relaxed))) {
     case SkinnySchedule::kRows:
@@ -312,8 +319,14 @@ int64_t TiledMinRowsFor(KernelIsa isa, torch::ScalarType wt) {
       break;
   }
   if (wt == torch::kInt8) return 2;
-  if (wt == torch::kBFloat16) return 4;
+  if (wt == torch::kBFloat16) return wide ? 6 : 4;
   return isa == KernelIsa::kAvx512 ? 16 : 8;
+}
+
+// The AVX2 skinny body on a CPU running AVX-512 (Zen 4, SkinnyKernelIsa):
+// its tiled schedule runs on AVX-512 registers (Tiled8Avx512*).
+bool WideTiles(KernelIsa skinny_isa) {
+  return skinny_isa == KernelIsa::kAvx2 && ActiveIsa() == KernelIsa::kAvx512;
 }
 
 // One SkinnyLinear call's operands, checked, with x as float32 (the
@@ -327,6 +340,9 @@ struct SkinnyJob {
   torch::Tensor result;  // [m, n]
   kn::SkinnyOut op{};
   KernelIsa isa = KernelIsa::kPortable;  // the body, fixed for the whole call
+  // The AVX2 body's tiled schedule on AVX-512 registers (Tiled8Avx512*):
+  // the skinny body is AVX2 on a CPU running AVX-512 (Zen 4, SkinnyKernelIsa).
+  bool wide_tiles = false;
 };
 
 // `buf`: where to convert a bfloat16 x (nullptr: the job's own xbuf).
@@ -351,14 +367,42 @@ void PrepareSkinny(const torch::Tensor& x, const LinearWeight& lw, SkinnyJob& jo
   if (xt == torch::kFloat32) {
     job.xp = x.data_ptr<float>();
   } else {
+    // For the AVX2 body, 32 bytes past a 64-byte boundary. The bodies read
+    // x with unaligned 32-byte (AVX2) or 64-byte loads; from a vector's
+    // 16-byte aligned start the 32-byte loads could cross a cache line (two
+    // loads each), and the row-by-row schedule issues one x load per FMA:
+    // int8 weights at 4 rows took 20.7 ms a pass under bfloat16 x against
+    // 15.2 under float32 x.
+    // Measured, 1 thread, ms a pass at 1 / 4 rows (row-by-row; 4 rows tiled
+    // in brackets), by x's offset from a 64-byte boundary:
+    //   offset            0                    16 or 48             32
+    //   bfloat16   10.3-11.0 / 19.1 (17.1)  8.8-9.3 / 21.1 (20.6)  9.4-9.7 / 17.4 (17.4)
+    //   int8       6.2-6.5 / 15.5 (12.5)    6.5-6.6 / 20.0 (16.8)  6.2-6.3 / 15.3 (12.9)
+    // Offset 0 slows bfloat16 weights at one row, for a reason not found;
+    // bfloat16 weights at 1-2 rows keep offset 16, where the vector's
+    // allocation put x before (glibc: 16 past a page for large blocks).
     std::vector<float>& xb = buf != nullptr ? *buf : job.xbuf;
-    xb.resize(static_cast<size_t>(job.m * job.k));
+    // The AVX-512 body (Intel's, or forced) keeps x where the vector puts
+    // it, as before: on Zen 4 its figures moved by up to 1.5x with the
+    // offset, run to run, without a pattern these loaded runs could show.
+    float* xa = nullptr;
+    if (SkinnyKernelIsa() == KernelIsa::kAvx512) {
+      xb.resize(static_cast<size_t>(job.m * job.k));
+      xa = xb.data();
+    } else {
+      constexpr size_t kPadFloats = 64 / sizeof(float);
+      xb.resize(static_cast<size_t>(job.m * job.k) + kPadFloats);
+      const uintptr_t addr = reinterpret_cast<uintptr_t>(xb.data());  // 4-byte aligned at least
+      const uintptr_t offset = lw.w.scalar_type() == torch::kBFloat16 && job.m <= 2 ? 16 : 32;
+      xa = xb.data() + ((64 + offset - addr % 64) % 64) / sizeof(float);
+    }
     const auto* bits = reinterpret_cast<const uint16_t*>(x.data_ptr());
-    for (int64_t i = 0; i < job.m * job.k; ++i) xb[i] = kn::ToFloat(bits[i]);
-    job.xp = xb.data();
+    for (int64_t i = 0; i < job.m * job.k; ++i) xa[i] = kn::ToFloat(bits[i]);
+    job.xp = xa;
   }
   job.result = torch::empty({job.m, job.n}, x.options());
   job.isa = SkinnyKernelIsa();
+  job.wide_tiles = WideTiles(job.isa);
   job.op = kn::SkinnyOut{job.result.data_ptr(), xt == torch::kBFloat16,
                      lw.int8() ? lw.scale.data_ptr<float>() : nullptr};
   job.wp = w.data_ptr();
@@ -375,11 +419,15 @@ void RunSkinnyColumns(const SkinnyJob& j, int64_t begin, int64_t end) {
   Bf16 bf16 = kn::SkinnyPortableBf16;
   I8 i8 = kn::SkinnyPortableI8;
 #if defined(SG_HAVE_X86_BODIES)
-  const bool tiled = j.m >= TiledMinRowsFor(j.isa, j.wt);
+  const bool tiled = j.m >= TiledMinRowsFor(j.isa, j.wt, j.wide_tiles);
   if (j.isa == KernelIsa::kAvx512) {
     f32 = tiled ? kn::TiledAvx512F32 : kn::SkinnyAvx512F32;
     bf16 = tiled ? kn::TiledAvx512Bf16 : kn::SkinnyAvx512Bf16;
     i8 = tiled ? kn::TiledAvx512I8 : kn::SkinnyAvx512I8;
+  } else if (j.isa == KernelIsa::kAvx2 && tiled && j.wide_tiles) {
+    f32 = kn::Tiled8Avx512F32;
+    bf16 = kn::Tiled8Avx512Bf16;
+    i8 = kn::Tiled8Avx512I8;
   } else if (j.isa == KernelIsa::kAvx2) {
     f32 = tiled ? kn::TiledAvx2F32 : kn::SkinnyAvx2F32;
     bf16 = tiled ? kn::TiledAvx2Bf16 : kn::SkinnyAvx2Bf16;
@@ -404,7 +452,10 @@ void SetSkinnySchedule(SkinnySchedule schedule) {
   g_skinny_schedule.store(static_cast<int>(schedule), std::memory_order_relaxed);
 }
 
-int64_t TiledMinRows(torch::ScalarType w_dtype) { return TiledMinRowsFor(SkinnyKernelIsa(), w_dtype); }
+int64_t TiledMinRows(torch::ScalarType w_dtype) {
+  const KernelIsa isa = SkinnyKernelIsa();
+  return TiledMinRowsFor(isa, w_dtype, WideTiles(isa));
+}
 
 KernelIsa SkinnyKernelIsa() {
   const KernelIsa isa = ActiveIsa();

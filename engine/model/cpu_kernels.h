@@ -133,7 +133,9 @@ KernelIsa SkinnyKernelIsa();
 // batched range, where the row-by-row schedule is bound by re-reading x).
 // Every output is bit-identical either way (the tiled bodies run each dot
 // product's four FMA chains in the same order), so the batch invariance
-// holds across the switch. The portable body has one schedule. kAuto: the
+// holds across the switch. The portable body has one schedule. Where the
+// skinny body is AVX2 on a CPU that runs AVX-512 (Zen 4), the tiles run on
+// AVX-512 registers with the AVX2 body's sums (the same bits). kAuto: the
 // measured table; kRows / kTiles force one (benchmarks and tests).
 enum class SkinnySchedule { kAuto, kRows, kTiles };
 void SetSkinnySchedule(SkinnySchedule schedule);

@@ -275,7 +275,7 @@ constexpr int64_t PrefetchBytes() {
 // the 16 YMM registers (x is an FMA memory operand); the weight row is
 // converted once per two rows of x and read from L1 for the others.
 template <typename W, int MG>
-SG_AVX2 inline void SkinnyRow(const float* x, int64_t m_rows, const W* w, int64_t k, int64_t c,
+SG_AVX2 SG_ALIGN_LOOPS inline void SkinnyRow(const float* x, int64_t m_rows, const W* w, int64_t k, int64_t c,
                               const SkinnyOut& out, int64_t n) {
   const W* wr = w + c * k;
   const int64_t full = k / 32 * 32;
@@ -331,21 +331,32 @@ SG_AVX2 inline void Skinny(const float* x, int64_t m, const W* w, int64_t k, int
 // four chains of FMAs (block b of 8 columns into chain b % 4, a last partial
 // block zero-padded), summed as (a0 + a1) + (a2 + a3), then Sum8. Only the
 // schedule differs: a tile of MR rows of x by NR weight rows runs one chain
-// at a time for its MR x NR outputs (9 accumulators, 3 weight vectors and
-// one of x in the 16 YMM registers), MR + NR loads per MR * NR FMAs, and x
-// is read once per NR weight rows instead of once per weight row. 4 x 3
-// (12 accumulators) left GCC one register short: it kept an accumulator on
-// the stack, a store-to-load round trip in every iteration's FMA chain,
-// and the tile ran at ~1 FMA per cycle. K is walked
-// in chunks (x's and w's chunk stay in L1 for the four chains); a chain's
-// accumulators wait in `part` between chunks (exact).
-constexpr int kTileM = 3, kTileN = 3;
+// at a time for its MR x NR outputs (one accumulator each, NR weight vectors
+// and one of x in the 16 YMM registers), MR + NR loads per MR * NR FMAs, and
+// x is read once per NR weight rows instead of once per weight row. K is
+// walked in chunks (x's and w's chunk stay in L1 for the four chains); a
+// chain's accumulators wait in `part` between chunks (exact).
+//
+// The tile's shape follows the rows of x (TilePlan): an FMA has a 4-cycle
+// latency and the core issues two a cycle, so a tile needs ~8 independent
+// accumulators or it waits on its own chains. The first version's one shape,
+// 3 x 3, split 4 rows into 3 + 1 and 16 into 5 x 3 + 1: the 1-row tile (3
+// accumulators) ran at ~3 FMAs per 4 cycles and cost nearly what a full tile
+// costs, and converted every bfloat16 or int8 weight a second time (bfloat16
+// at 4 rows: the tiled schedule was slower than the row-by-row one). Now
+// the shape follows the rows (Tiled). 4 x 3 (12 accumulators + 3 + 1) left
+// GCC one register short: it kept an accumulator on the stack. Where the
+// CPU runs AVX-512 (Zen 4) the same sums run on its 32 registers instead
+// (Tiled8Avx512, cpu_kernels_avx512.cc).
 constexpr int64_t kTileChunk = 64;  // blocks of 8 columns per chunk (a multiple of 4)
 
 template <typename W, int MR, int NR>
-SG_AVX2 inline void TileAvx2(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
+SG_AVX2 SG_ALIGN_LOOPS inline void TileAvx2(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
                              int64_t c0, const SkinnyOut& out) {
-  const int64_t blocks = (k + 7) / 8;
+  // Full blocks of 8 columns, then at most one partial block (kept out of
+  // the main loop: its buffer and mask inside it made GCC keep the
+  // accumulators of a 2 x 4 tile on the stack).
+  const int64_t full = k / 8, blocks = (k + 7) / 8;
   alignas(32) float part[4][MR][NR][8];
   // Row i of the tile at x0 + i * k, weight row r at w0 + r * k: one base
   // register each and scaled offsets (arrays of row pointers were spilled).
@@ -358,22 +369,23 @@ SG_AVX2 inline void TileAvx2(const float* x, int64_t k, const W* w, int64_t n, i
       for (int i = 0; i < MR; ++i)
         for (int r = 0; r < NR; ++r)
           acc[i][r] = b0 == 0 ? _mm256_setzero_ps() : _mm256_load_ps(part[u][i][r]);
-      for (int64_t b = b0 + u; b < b1; b += 4) {
+      int64_t b = b0 + u;
+      for (const int64_t bf = std::min(b1, full); b < bf; b += 4) {
         const int64_t j = 8 * b;
         __m256 wv[NR];
-        if (j + 8 <= k) {
-          for (int r = 0; r < NR; ++r) wv[r] = Load8(w0 + r * k + j);
-          for (int i = 0; i < MR; ++i) {
-            const __m256 xv = _mm256_loadu_ps(x0 + i * k + j);
-            for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
-          }
-        } else {  // the last block, zero-padded as SkinnyRow pads it
-          const int64_t cnt = k - j;
-          for (int r = 0; r < NR; ++r) wv[r] = LoadPart8(w0 + r * k + j, cnt);
-          for (int i = 0; i < MR; ++i) {
-            const __m256 xv = _mm256_maskload_ps(x0 + i * k + j, LaneMask(cnt));
-            for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
-          }
+        for (int r = 0; r < NR; ++r) wv[r] = Load8(w0 + r * k + j);
+        for (int i = 0; i < MR; ++i) {
+          const __m256 xv = _mm256_loadu_ps(x0 + i * k + j);
+          for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+        }
+      }
+      if (b < b1) {  // b == full: the last block, zero-padded as SkinnyRow pads it
+        const int64_t j = 8 * b, cnt = k - j;
+        __m256 wv[NR];
+        for (int r = 0; r < NR; ++r) wv[r] = LoadPart8(w0 + r * k + j, cnt);
+        for (int i = 0; i < MR; ++i) {
+          const __m256 xv = _mm256_maskload_ps(x0 + i * k + j, LaneMask(cnt));
+          for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
         }
       }
       for (int i = 0; i < MR; ++i)
@@ -389,38 +401,70 @@ SG_AVX2 inline void TileAvx2(const float* x, int64_t k, const W* w, int64_t n, i
   }
 }
 
-// All rows of x against weight rows [c0, c0 + NR), kTileM rows at a time.
+// One tile of `mr` (1..5) rows of x by NR weight rows; shapes over 12
+// accumulators are never asked for (Tiled).
 template <typename W, int NR>
-SG_AVX2 inline void TileColumnsAvx2(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
-                                    int64_t c0, const SkinnyOut& out) {
-  int64_t m0 = 0;
-  for (; m0 + kTileM <= m; m0 += kTileM) TileAvx2<W, kTileM, NR>(x, k, w, n, m0, c0, out);
-  switch (m - m0) {
+SG_AVX2 inline void TileRowsAvx2(int64_t mr, const float* x, int64_t k, const W* w, int64_t n,
+                                 int64_t m0, int64_t c0, const SkinnyOut& out) {
+  switch (mr) {
     case 1: TileAvx2<W, 1, NR>(x, k, w, n, m0, c0, out); break;
     case 2: TileAvx2<W, 2, NR>(x, k, w, n, m0, c0, out); break;
+    case 3: if constexpr (NR <= 3) TileAvx2<W, 3, NR>(x, k, w, n, m0, c0, out); break;
+    case 4: if constexpr (NR <= 2) TileAvx2<W, 4, NR>(x, k, w, n, m0, c0, out); break;
+    case 5: if constexpr (NR <= 2) TileAvx2<W, 5, NR>(x, k, w, n, m0, c0, out); break;
     default: break;
   }
 }
 
-// Output columns [begin, end), kTileN weight rows at a time, the next tile's
+// All rows of x against weight rows [c0, c0 + NR): `tiles` tiles of rows, as
+// even as they come (the first m % tiles one row taller).
+template <typename W, int NR>
+SG_AVX2 inline void TileColumnsAvx2(const float* x, int64_t m, int64_t tiles, const W* w, int64_t k,
+                                    int64_t n, int64_t c0, const SkinnyOut& out) {
+  for (int64_t t = 0, m0 = 0; t < tiles; ++t) {
+    const int64_t mr = m / tiles + (t < m % tiles ? 1 : 0);
+    TileRowsAvx2<W, NR>(mr, x, k, w, n, m0, c0, out);
+    m0 += mr;
+  }
+}
+
+// Output columns [begin, end), NR weight rows at a time, the next tile's
 // rows (contiguous in w) prefetched into L2 meanwhile (see TiledAvx512).
-template <typename W>
-SG_AVX2 inline void Tiled(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
-                          int64_t begin, int64_t end, const SkinnyOut& out) {
+template <typename W, int NR>
+SG_AVX2 inline void TiledNr(const float* x, int64_t m, int64_t tiles, const W* w, int64_t k,
+                            int64_t n, int64_t begin, int64_t end, const SkinnyOut& out) {
   int64_t c = begin;
-  for (; c + kTileN <= end; c += kTileN) {
-    const int64_t next = std::min<int64_t>(kTileN, end - c - kTileN);
+  for (; c + NR <= end; c += NR) {
+    const int64_t next = std::min<int64_t>(NR, end - c - NR);
     if (next > 0) {
-      const char* p = reinterpret_cast<const char*>(w + (c + kTileN) * k);
+      const char* p = reinterpret_cast<const char*>(w + (c + NR) * k);
       const int64_t bytes = next * k * static_cast<int64_t>(sizeof(W));
       for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T1);
     }
-    TileColumnsAvx2<W, kTileN>(x, m, w, k, n, c, out);
+    TileColumnsAvx2<W, NR>(x, m, tiles, w, k, n, c, out);
   }
   switch (end - c) {
-    case 1: TileColumnsAvx2<W, 1>(x, m, w, k, n, c, out); break;
-    case 2: TileColumnsAvx2<W, 2>(x, m, w, k, n, c, out); break;
+    case 1: TileColumnsAvx2<W, 1>(x, m, tiles, w, k, n, c, out); break;
+    case 2: if constexpr (NR > 2) TileColumnsAvx2<W, 2>(x, m, tiles, w, k, n, c, out); break;
+    case 3: if constexpr (NR > 3) TileColumnsAvx2<W, 3>(x, m, tiles, w, k, n, c, out); break;
     default: break;
+  }
+}
+
+template <typename W>
+SG_AVX2 inline void Tiled(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
+                          int64_t begin, int64_t end, const SkinnyOut& out) {
+  // The tile plan: 1-2 rows as one tile of 4 weight rows, 4-5 as one tile
+  // of 2, else 3 x 3 tiles (the rows split evenly: 16 = 3 + 3 + 3 + 3 + 2 +
+  // 2). 6 x 2 tiles were slower than 3 x 3 from 8 rows (float32 at 16 rows,
+  // 1 thread: 86.5 against 76.1 ms a pass): x is read once per weight tile
+  // (from L2 for the larger K), and 2 weight rows read it 1.5x as often.
+  if (m <= 2) {
+    TiledNr<W, 4>(x, m, 1, w, k, n, begin, end, out);
+  } else if (m <= 5 && m != 3) {
+    TiledNr<W, 2>(x, m, 1, w, k, n, begin, end, out);
+  } else {
+    TiledNr<W, 3>(x, m, (m + 2) / 3, w, k, n, begin, end, out);
   }
 }
 

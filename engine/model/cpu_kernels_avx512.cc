@@ -311,7 +311,7 @@ constexpr int kTileM = 6, kTileN = 4;
 constexpr int64_t kTileChunk = 32;  // blocks of 16 columns per chunk (a multiple of 4)
 
 template <typename W, int MR, int NR>
-SG_AVX512 inline void TileAvx512(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
+SG_AVX512 SG_ALIGN_LOOPS inline void TileAvx512(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
                                  int64_t c0, const SkinnyOut& out) {
   const int64_t blocks = (k + 15) / 16;
   alignas(64) float part[4][MR][NR][16];  // each chain's accumulators between chunks
@@ -399,6 +399,142 @@ SG_AVX512 inline void TiledAvx512(const float* x, int64_t m, const W* w, int64_t
   }
 }
 
+// ---- The AVX2 body's tiled sums on AVX-512 registers (AMD Zen 4) ----
+//
+// On Zen 4 SkinnyKernelIsa() picks the AVX2 body (8-lane sums: block b of 8
+// columns into chain b % 4, (a0 + a1) + (a2 + a3), then Sum8), so its tiled
+// schedule must give those bits. With 32 registers of 16 lanes the four
+// chains of an output fit in two: lanes 0-7 of `lo` are chain 0 and lanes
+// 8-15 chain 1 (columns 32s..32s+15, blocks 4s and 4s + 1), `hi` chains 2
+// and 3 (32s+16..32s+31). Each lane sees the same FMAs in the same order as
+// the AVX2 body's chain, so the outputs are the same bit for bit; the final
+// sums are the AVX2 body's. What changes is the schedule: no chain-at-a-time
+// walk over K with the partial sums in memory between chunks (the AVX2
+// tiles' 8-9 accumulators per chain kept the FMAs at ~half the core's rate:
+// one FMA per accumulator per pass, a 4-cycle latency, two FMAs a cycle),
+// but 2 x MR x NR independent accumulators over contiguous 64-byte loads.
+// Zen 4 runs a 512-bit FMA as two 256-bit halves: the same FMA rate as
+// AVX2, twice the registers. Used only where the skinny body is AVX2 on a
+// CPU that runs AVX-512 (cpu_kernels.cc).
+
+// The AVX2 body's Sum8 of the (a0 + a1) + (a2 + a3) of lo and hi.
+SG_AVX512 inline float SumChains8(__m512 lo, __m512 hi) {
+  const __m256 a01 = _mm256_add_ps(_mm512_castps512_ps256(lo), _mm512_extractf32x8_ps(lo, 1));
+  const __m256 a23 = _mm256_add_ps(_mm512_castps512_ps256(hi), _mm512_extractf32x8_ps(hi, 1));
+  const __m256 v = _mm256_add_ps(a01, a23);
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  t = _mm_add_ss(t, _mm_movehdup_ps(t));
+  return _mm_cvtss_f32(t);
+}
+
+template <typename W, int MR, int NR>
+SG_AVX512 SG_ALIGN_LOOPS inline void Tile8Avx512(const float* x, int64_t k, const W* w, int64_t n, int64_t m0,
+                                  int64_t c0, const SkinnyOut& out) {
+  __m512 lo[MR][NR], hi[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) lo[i][r] = hi[i][r] = _mm512_setzero_ps();
+  const float* x0 = x + m0 * k;
+  const W* w0 = w + c0 * k;
+  const int64_t full = k / 32 * 32;
+  for (int64_t j = 0; j < full; j += 32) {
+    __m512 wv[NR];
+    for (int r = 0; r < NR; ++r) wv[r] = LoadFull16(w0 + r * k + j);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xv = _mm512_loadu_ps(x0 + i * k + j);
+      for (int r = 0; r < NR; ++r) lo[i][r] = _mm512_fmadd_ps(xv, wv[r], lo[i][r]);
+    }
+    for (int r = 0; r < NR; ++r) wv[r] = LoadFull16(w0 + r * k + j + 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xv = _mm512_loadu_ps(x0 + i * k + j + 16);
+      for (int r = 0; r < NR; ++r) hi[i][r] = _mm512_fmadd_ps(xv, wv[r], hi[i][r]);
+    }
+  }
+  // The last < 32 columns: the AVX2 body's blocks of 8, the last one
+  // zero-padded; a block that does not exist leaves its chain untouched
+  // (mask3: the lanes off the FMA mask keep the accumulator).
+  for (int half = 0; half < 2 && full + 16 * half < k; ++half) {
+    const int64_t j = full + 16 * half, rem = std::min<int64_t>(16, k - j);
+    const __mmask16 load = TailMask(k, j);
+    const __mmask16 fma = rem > 8 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>(0x00ff);
+    __m512 wv[NR];
+    for (int r = 0; r < NR; ++r) wv[r] = Load16(w0 + r * k + j, load);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xv = _mm512_maskz_loadu_ps(load, x0 + i * k + j);
+      for (int r = 0; r < NR; ++r) {
+        __m512& acc = half == 0 ? lo[i][r] : hi[i][r];
+        acc = _mm512_mask3_fmadd_ps(xv, wv[r], acc, fma);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) out.Put((m0 + i) * n + c0 + r, c0 + r, SumChains8(lo[i][r], hi[i][r]));
+}
+
+// One tile of `mr` rows of x (1..4) by NR weight rows: 2 x MR x NR <= 24
+// accumulators, NR weight vectors and one of x in the 32 registers.
+template <typename W, int NR>
+SG_AVX512 inline void Tile8RowsAvx512(int64_t mr, const float* x, int64_t k, const W* w, int64_t n,
+                                      int64_t m0, int64_t c0, const SkinnyOut& out) {
+  switch (mr) {
+    case 1: Tile8Avx512<W, 1, NR>(x, k, w, n, m0, c0, out); break;
+    case 2: Tile8Avx512<W, 2, NR>(x, k, w, n, m0, c0, out); break;
+    case 3: if constexpr (NR <= 4) Tile8Avx512<W, 3, NR>(x, k, w, n, m0, c0, out); break;
+    case 4: if constexpr (NR <= 3) Tile8Avx512<W, 4, NR>(x, k, w, n, m0, c0, out); break;
+    default: break;
+  }
+}
+
+// Weight rows [c0, c0 + NR) against all rows of x in `tiles` tiles of rows
+// as even as they come.
+template <typename W, int NR>
+SG_AVX512 inline void Tile8ColumnsAvx512(const float* x, int64_t m, int64_t tiles, const W* w,
+                                         int64_t k, int64_t n, int64_t c0, const SkinnyOut& out) {
+  for (int64_t t = 0, m0 = 0; t < tiles; ++t) {
+    const int64_t mr = m / tiles + (t < m % tiles ? 1 : 0);
+    Tile8RowsAvx512<W, NR>(mr, x, k, w, n, m0, c0, out);
+    m0 += mr;
+  }
+}
+
+// Output columns [begin, end), NR weight rows at a time, the next tile's
+// rows prefetched into L2 (as TiledAvx512).
+template <typename W, int NR, int MaxMR>
+SG_AVX512 inline void Tiled8Nr(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
+                               int64_t begin, int64_t end, const SkinnyOut& out) {
+  const int64_t tiles = (m + MaxMR - 1) / MaxMR;
+  int64_t c = begin;
+  for (; c + NR <= end; c += NR) {
+    const int64_t next = std::min<int64_t>(NR, end - c - NR);
+    if (next > 0) {
+      const char* p = reinterpret_cast<const char*>(w + (c + NR) * k);
+      const int64_t bytes = next * k * static_cast<int64_t>(sizeof(W));
+      for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T1);
+    }
+    Tile8ColumnsAvx512<W, NR>(x, m, tiles, w, k, n, c, out);
+  }
+  switch (end - c) {
+    case 1: Tile8ColumnsAvx512<W, 1>(x, m, tiles, w, k, n, c, out); break;
+    case 2: if constexpr (NR > 2) Tile8ColumnsAvx512<W, 2>(x, m, tiles, w, k, n, c, out); break;
+    case 3: if constexpr (NR > 3) Tile8ColumnsAvx512<W, 3>(x, m, tiles, w, k, n, c, out); break;
+    default: break;
+  }
+}
+
+template <typename W>
+SG_AVX512 inline void Tiled8Avx512(const float* x, int64_t m, const W* w, int64_t k, int64_t n,
+                                   int64_t begin, int64_t end, const SkinnyOut& out) {
+  // 1-3 rows: one tile of 4 weight rows. More: tiles of up to 4 x 3; for
+  // int8 weights 3 x 4 from 5 rows (measured, 1 thread, ms a pass at 8 / 16
+  // rows: int8 22.4 / 43.5 against 24.0 / 46.8; bfloat16 31.5 / 51.5
+  // against 28.3 / 50.7).
+  if (m <= 3 || (sizeof(W) == 1 && m >= 5)) {
+    Tiled8Nr<W, 4, 3>(x, m, w, k, n, begin, end, out);
+  } else {
+    Tiled8Nr<W, 3, 4>(x, m, w, k, n, begin, end, out);
+  }
+}
+
 }  // namespace
 
 SG_AVX512 uint64_t StreamReadAvx512(const char* p, int64_t bytes) {
@@ -426,6 +562,9 @@ SG_AVX512 SG_SKINNY_DECL(SkinnyAvx512I8, int8_t) { SkinnyAvx512(x, m, w, k, n, b
 SG_AVX512 SG_SKINNY_DECL(TiledAvx512F32, float) { TiledAvx512(x, m, w, k, n, begin, end, out); }
 SG_AVX512 SG_SKINNY_DECL(TiledAvx512Bf16, uint16_t) { TiledAvx512(x, m, w, k, n, begin, end, out); }
 SG_AVX512 SG_SKINNY_DECL(TiledAvx512I8, int8_t) { TiledAvx512(x, m, w, k, n, begin, end, out); }
+SG_AVX512 SG_SKINNY_DECL(Tiled8Avx512F32, float) { Tiled8Avx512(x, m, w, k, n, begin, end, out); }
+SG_AVX512 SG_SKINNY_DECL(Tiled8Avx512Bf16, uint16_t) { Tiled8Avx512(x, m, w, k, n, begin, end, out); }
+SG_AVX512 SG_SKINNY_DECL(Tiled8Avx512I8, int8_t) { Tiled8Avx512(x, m, w, k, n, begin, end, out); }
 SG_AVX512 void SiluMulRowAvx512F32(const float* gate, const float* up, float* out, int64_t n) {
   SiluMulRowAvx512(gate, up, out, n);
 }
