@@ -526,17 +526,24 @@ CpuLinearRoute CpuLinearRouteFor(int64_t rows, const LinearWeight& w, torch::Sca
 
 namespace {
 
-// Rows of the weight per tile of the tiled GEMMs: ~128K values (512 KiB as
-// float32, 256 KiB as bfloat16), a multiple of 16 rows (OpenBLAS's and
+// Rows of the weight per tile of the tiled GEMMs: at most ~256K values (1 MiB
+// as float32, 512 KiB as bfloat16), a multiple of 16 rows (OpenBLAS's and
 // oneDNN's register blocks), the tiles of one weight made equal. A tile is
 // dequantized by the thread that multiplies it and read back by that
-// thread's GEMM from L2 (1 MiB a core on Zen 4), with room beside it for the
-// GEMM's packed copy; large enough that packing x again for each tile stays a
-// small part of the GEMM. Independent of the
-// thread count: each tile's GEMM is the same call on any number of threads,
-// so the result is too (tests/tiled_gemm_test.cc).
+// thread's GEMM from L2 (1 MiB a core on Zen 4); large enough that packing x
+// again for each tile stays a small part of the GEMM. Measured on the 134M
+// model, 2 threads, ms per pass over its linears at 128 rows (int8+f32 /
+// int8+bf16 through oneDNN), two rounds: 32K values 202-205 / 150-152, 64K
+// 201 / 101-104, 128K 170-189 / 89-92, 256K 168-184 / 87-90, 512K 162-183 /
+// 85-87. Most of its weights are cut into 8 tiles by the rule below; the
+// limit decides for the 32000-row output layer and for long K.
+// Independent of the thread count: each tile's GEMM is the same
+// single-threaded call on any number of threads, so the result is too
+// (tests/tiled_gemm_test.cc). A weight of one tile (under 128 rows) is one
+// GEMM, which OpenBLAS threads itself (its split of M and N leaves each
+// output's sum alone; tested at 37 rows).
 int64_t TileRows(int64_t n, int64_t k) {
-  constexpr int64_t kTileValues = int64_t{1} << 17;
+  constexpr int64_t kTileValues = int64_t{1} << 18;
   const int64_t max_rows = std::max<int64_t>(16, kTileValues / std::max<int64_t>(1, k) / 16 * 16);
   // At least 8 tiles where there are 64 rows each, so up to 8 threads share
   // even a small weight.
