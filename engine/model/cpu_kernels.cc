@@ -15,6 +15,7 @@
 #include <limits>
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <ATen/record_function.h>
 
 #include "engine/model/cpu_isa.h"
@@ -576,28 +577,81 @@ CpuLinearRoute CpuLinearRouteFor(int64_t rows, const LinearWeight& w, torch::Sca
 
 namespace {
 
-// Rows of the weight per tile of the tiled GEMMs: ~512K values (2 MiB as
-// float32), at least 64 rows.
-int64_t TileRows(int64_t k) {
-  return std::max<int64_t>(64, (int64_t{1} << 19) / std::max<int64_t>(1, k));
+// Rows of the weight per tile of the tiled GEMMs: at most ~256K values (1 MiB
+// as float32, 512 KiB as bfloat16), a multiple of 16 rows (OpenBLAS's and
+// oneDNN's register blocks), the tiles of one weight made equal. A tile is
+// dequantized by the thread that multiplies it and read back by that
+// thread's GEMM from L2 (1 MiB a core on Zen 4); large enough that packing x
+// again for each tile stays a small part of the GEMM. Measured on the 134M
+// model, 2 threads, ms per pass over its linears at 128 rows (int8+f32 /
+// int8+bf16 through oneDNN), two rounds: 32K values 202-205 / 150-152, 64K
+// 201 / 101-104, 128K 170-189 / 89-92, 256K 168-184 / 87-90, 512K 162-183 /
+// 85-87. Most of its weights are cut into 8 tiles by the rule below; the
+// limit decides for the 32000-row output layer and for long K.
+// Independent of the thread count: each tile's GEMM is the same
+// single-threaded call on any number of threads, so the result is too
+// (tests/tiled_gemm_test.cc). A weight of one tile (under 128 rows) is one
+// GEMM, which OpenBLAS threads itself (its split of M and N leaves each
+// output's sum alone; tested at 37 rows).
+int64_t TileRows(int64_t n, int64_t k) {
+  constexpr int64_t kTileValues = int64_t{1} << 18;
+  const int64_t max_rows = std::max<int64_t>(16, kTileValues / std::max<int64_t>(1, k) / 16 * 16);
+  // At least 8 tiles where there are 64 rows each, so up to 8 threads share
+  // even a small weight.
+  const int64_t tiles = std::max((n + max_rows - 1) / max_rows, std::min<int64_t>(8, n / 64));
+  return std::min(max_rows, ((n + tiles - 1) / tiles + 15) / 16 * 16);
 }
 
-// y = x w^T with w's tiles of rows converted to `dt` by `convert` (into a
-// buffer allocated once per call), each tile through libtorch's mm in `dt`;
-// x is converted to `dt` once, the result to x's dtype at the end.
+// A buffer per thread for the tile it dequantizes, kept between calls (it
+// grows to the largest tile once, then is reused: no allocation per tile).
+// Returns at least `bytes` bytes, 64-byte aligned (c10's CPU allocator).
+void* ThreadTileBuffer(int64_t bytes) {
+  thread_local torch::Tensor buf;
+  if (!buf.defined() || buf.numel() < bytes) buf = torch::empty({bytes}, torch::kByte);
+  return buf.data_ptr();
+}
+
+// y = x w^T with w's tiles of rows converted to `dt` by `convert`, each tile
+// through libtorch's mm in `dt`; x is converted to `dt` once, the result to
+// x's dtype at the end. One parallel region for the whole product: each
+// thread takes the next tile (a shared counter, so a thread slowed by
+// another process takes fewer), converts it into its own buffer while it is
+// hot in L2 and multiplies it single-threaded (inside an OpenMP region
+// OpenBLAS's OpenMP build and oneDNN run on the calling thread) into its
+// columns of the output. Before, each tile took two parallel regions (the
+// conversion, then the threaded GEMM over one small tile) and their
+// barriers: the int8 tiles gained 1.27x from a second thread against
+// float32 GEMM's 1.8x (bench/README.md, "The tiled GEMMs on two threads").
+// convert(wt, n0, rows) fills wt [rows, k] in dt with rows n0.. of w; it is
+// called from the worker threads, on its own thread each (no nested region).
 template <typename Convert>
 torch::Tensor TiledGemm(const torch::Tensor& x, int64_t n, int64_t k, torch::ScalarType dt,
                         Convert convert) {
-  const torch::Tensor xd = x.to(dt);
-  const int64_t tile = TileRows(k);
-  torch::Tensor out = torch::empty({x.size(0), n}, x.options().dtype(dt));
-  torch::Tensor buf = torch::empty({std::min(tile, n), k}, x.options().dtype(dt));
-  for (int64_t n0 = 0; n0 < n; n0 += tile) {
-    const int64_t rows = std::min(tile, n - n0);
-    torch::Tensor wt = buf.narrow(0, 0, rows);
-    convert(wt, n0, rows);  // [rows, k] in dt
-    out.narrow(1, n0, rows).copy_(torch::mm(xd, wt.t()));
-  }
+  const torch::Tensor xd = x.to(dt).contiguous();  // [M, K] in dt
+  const int64_t tile = TileRows(n, k);
+  const int64_t tiles = (n + tile - 1) / tile;
+  const int64_t elem = static_cast<int64_t>(c10::elementSize(dt));
+  torch::Tensor out = torch::empty({x.size(0), n}, x.options().dtype(dt));  // [M, N] in dt
+  // The caller's thread-local state (inference mode above all: out is an
+  // inference tensor in the engine, and writing it from a worker outside
+  // inference mode is refused), on every worker.
+  const at::ThreadLocalState caller_state;
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(tiles, std::max(1, at::get_num_threads()));
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    at::ThreadLocalStateGuard state_guard(caller_state);
+    for (int64_t w = begin; w < end; ++w) {
+      void* data = ThreadTileBuffer(tile * k * elem);
+      for (int64_t t = next.fetch_add(1); t < tiles; t = next.fetch_add(1)) {
+        const int64_t n0 = t * tile, rows = std::min(tile, n - n0);
+        torch::Tensor wt = torch::from_blob(data, {rows, k}, xd.options());  // [rows, K]
+        convert(wt, n0, rows);
+        // [M, rows] into columns n0.. of out (row stride N: BLAS's ldc).
+        torch::Tensor cols = out.narrow(1, n0, rows);
+        torch::mm_out(cols, xd, wt.t());
+      }
+    }
+  });
   return out.scalar_type() == x.scalar_type() ? out : out.to(x.scalar_type());
 }
 
@@ -616,9 +670,7 @@ torch::Tensor Float32TiledGemm(const torch::Tensor& x, const LinearWeight& w) {
                      }
                      const auto* in = reinterpret_cast<const uint16_t*>(w.w.data_ptr()) + n0 * k;
                      float* out = wt.data_ptr<float>();
-                     at::parallel_for(0, rows, 16, [&](int64_t b, int64_t e) {
-                       kn::WidenBf16(in + b * k, out + b * k, (e - b) * k);
-                     });
+                     kn::WidenBf16(in, out, rows * k);
                    });
 }
 
@@ -657,18 +709,16 @@ torch::Tensor Int8TiledGemm(const torch::Tensor& x, const LinearWeight& w) {
   return TiledGemm(x, w.w.size(0), k, dt, [&](torch::Tensor& wt, int64_t n0, int64_t rows) {
     // Rounded to x's dtype as the native path rounds (q * scale in float32,
     // then to bfloat16), widened back (exactly) where the GEMM runs in float32.
-    at::parallel_for(0, rows, 16, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) {
-        const int8_t* qr = q + (n0 + r) * k;
-        if (dt == torch::kFloat32) {
-          kn::DequantizeInt8F32(qr, scale[n0 + r], wt.data_ptr<float>() + r * k, k,
-                                xt == torch::kBFloat16);
-        } else {
-          kn::DequantizeInt8Bf16(qr, scale[n0 + r],
-                                 reinterpret_cast<uint16_t*>(wt.data_ptr()) + r * k, k);
-        }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int8_t* qr = q + (n0 + r) * k;
+      if (dt == torch::kFloat32) {
+        kn::DequantizeInt8F32(qr, scale[n0 + r], wt.data_ptr<float>() + r * k, k,
+                              xt == torch::kBFloat16);
+      } else {
+        kn::DequantizeInt8Bf16(qr, scale[n0 + r],
+                               reinterpret_cast<uint16_t*>(wt.data_ptr()) + r * k, k);
       }
-    });
+    }
   });
 }
 
