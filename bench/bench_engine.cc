@@ -480,12 +480,15 @@ int main(int argc, char** argv) {
     sync(step(140));
     auto t0 = Clock::now();
     torch::Tensor out;
-    for (int i = 0; i < new_tokens / 4; ++i) out = step(141 + i);
+    // At least one timed step (with --new-tokens below 4, out would stay
+    // undefined and sync() throw).
+    const int batch_steps = std::max(1, new_tokens / 4);
+    for (int i = 0; i < batch_steps; ++i) out = step(141 + i);
     sync(out);
-    batch_step_s = Seconds(t0, Clock::now()) / (new_tokens / 4);
+    batch_step_s = Seconds(t0, Clock::now()) / batch_steps;
     if (const std::string trace = absl::GetFlag(FLAGS_profile); !trace.empty()) {
       torch::autograd::profiler::RecordProfile profile(trace);
-      for (int i = 0; i < 4; ++i) step(141 + new_tokens / 4 + i);
+      for (int i = 0; i < 4; ++i) step(141 + batch_steps + i);
     }
   }
   const int64_t decode_bytes = streamgen::DecodeWeightBytes(**model);
