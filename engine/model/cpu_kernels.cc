@@ -577,28 +577,32 @@ CpuLinearRoute CpuLinearRouteFor(int64_t rows, const LinearWeight& w, torch::Sca
 
 namespace {
 
-// Rows of the weight per tile of the tiled GEMMs: at most ~256K values (1 MiB
-// as float32, 512 KiB as bfloat16), a multiple of 16 rows (OpenBLAS's and
-// oneDNN's register blocks), the tiles of one weight made equal. A tile is
-// dequantized by the thread that multiplies it and read back by that
-// thread's GEMM from L2 (1 MiB a core on Zen 4); large enough that packing x
-// again for each tile stays a small part of the GEMM. Measured on the 134M
-// model, 2 threads, ms per pass over its linears at 128 rows (int8+f32 /
-// int8+bf16 through oneDNN), two rounds: 32K values 202-205 / 150-152, 64K
-// 201 / 101-104, 128K 170-189 / 89-92, 256K 168-184 / 87-90, 512K 162-183 /
-// 85-87. Most of its weights are cut into 8 tiles by the rule below; the
-// limit decides for the 32000-row output layer and for long K.
+// Rows of the weight per tile of the tiled GEMMs: at most ~512K values (2 MiB
+// as float32, 1 MiB as bfloat16), a multiple of 16 rows (OpenBLAS's and
+// oneDNN's register blocks), the tiles of one weight made equal, and at
+// least 2 tiles where each gets 64 rows (so that 2 threads share a weight).
+// A tile is dequantized by the thread that multiplies it and read back by
+// that thread's GEMM from L2 (1 MiB a core on Zen 4) or L3; large enough that
+// packing x again for each tile, and each GEMM call's own cost, stay a small
+// part of the product. Measured on the 134M model, ms per pass over its
+// linears (int8+f32 / int8+bf16 through oneDNN), 2 threads at 128 rows, two
+// rounds: 32K values 202-205 / 150-152, 64K 201 / 101-104, 128K 170-189 /
+// 89-92, 256K 168-184 / 87-90, 512K 162-183 / 85-87. At 16 rows, 1 thread,
+// int8+bf16 (native bfloat16 CPUs route it here above 8 rows): 256K values
+// with at least 8 tiles a weight 46.4 ms, 512K with at least 2: 39.3-39.5,
+// as the schedule before this one (38.2-38.4): below 128 rows the calls'
+// own cost dominates.
 // Independent of the thread count: each tile's GEMM is the same
 // single-threaded call on any number of threads, so the result is too
 // (tests/tiled_gemm_test.cc). A weight of one tile (under 128 rows) is one
 // GEMM, which OpenBLAS threads itself (its split of M and N leaves each
 // output's sum alone; tested at 37 rows).
 int64_t TileRows(int64_t n, int64_t k) {
-  constexpr int64_t kTileValues = int64_t{1} << 18;
+  constexpr int64_t kTileValues = int64_t{1} << 19;
   const int64_t max_rows = std::max<int64_t>(16, kTileValues / std::max<int64_t>(1, k) / 16 * 16);
-  // At least 8 tiles where there are 64 rows each, so up to 8 threads share
-  // even a small weight.
-  const int64_t tiles = std::max((n + max_rows - 1) / max_rows, std::min<int64_t>(8, n / 64));
+  // At least 2 tiles where there are 64 rows each, so 2 threads share even a
+  // small weight.
+  const int64_t tiles = std::max((n + max_rows - 1) / max_rows, std::min<int64_t>(2, n / 64));
   return std::min(max_rows, ((n + tiles - 1) / tiles + 15) / 16 * 16);
 }
 
