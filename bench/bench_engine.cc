@@ -198,6 +198,27 @@ std::vector<std::pair<int64_t, int64_t>> LinearShapes(const streamgen::ModelConf
   return shapes;
 }
 
+// A sweep's kind ("float32", "bfloat16", "int8+f32", "int8+bf16"): the
+// activations' dtype, and random weights of every shape in that kind (in
+// huge-page memory, as the engine loads them).
+torch::ScalarType SweepActivationDtype(const std::string& kind) {
+  return kind == "bfloat16" || kind == "int8+bf16" ? torch::kBFloat16 : torch::kFloat32;
+}
+
+std::vector<streamgen::LinearWeight> SweepWeights(
+    const std::vector<std::pair<int64_t, int64_t>>& shapes, const std::string& kind) {
+  const torch::ScalarType xt = SweepActivationDtype(kind);
+  std::vector<streamgen::LinearWeight> ws;
+  for (const auto& [n, k] : shapes) {
+    torch::Tensor w32 = torch::randn({n, k});
+    ws.push_back(kind == "float32" || kind == "bfloat16"
+                     ? streamgen::LinearWeight{w32.to(xt).contiguous(), {}}
+                     : streamgen::QuantizeInt8(w32));
+    ws.back().w = streamgen::ToHugePages(ws.back().w);
+  }
+  return ws;
+}
+
 // --isa-sweep: all of the model's linear layers (every layer's qkv, o,
 // gate_up and down, and lm_head: one forward pass's weights, read from DRAM
 // as in a real step) through CpuLinear, under each kernel ISA the CPU has and
@@ -233,15 +254,8 @@ int IsaSweep(const streamgen::ModelConfig& c, int runs) {
   std::printf(" %12s  routes (per body)\n", "libtorch/best");
   for (const std::string& k : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_isa_kinds), ','))) {
     const char* kind = k.c_str();
-    const auto xt = (k == "bfloat16" || k == "int8+bf16") ? torch::kBFloat16 : torch::kFloat32;
-    std::vector<streamgen::LinearWeight> ws;
-    for (const auto& [n, kk] : shapes) {
-      torch::Tensor w32 = torch::randn({n, kk});
-      ws.push_back(k == "float32" || k == "bfloat16"
-                       ? streamgen::LinearWeight{w32.to(xt).contiguous(), {}}
-                       : streamgen::QuantizeInt8(w32));
-      ws.back().w = streamgen::ToHugePages(ws.back().w);
-    }
+    const torch::ScalarType xt = SweepActivationDtype(k);
+    const std::vector<streamgen::LinearWeight> ws = SweepWeights(shapes, k);
     for (const std::string& rows : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_isa_rows), ','))) {
       const int64_t m = std::stoll(rows);
       std::vector<torch::Tensor> xs;
@@ -295,15 +309,8 @@ int TiledSweep(const streamgen::ModelConfig& c, int runs) {
   std::printf("%-10s %5s %10s %10s %10s %9s %9s  %s\n", "weights", "rows", "row-by-row", "tiled",
               "gemm", "rows/tile", "gemm/tile", "gemm route");
   for (const std::string& k : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_isa_kinds), ','))) {
-    const auto xt = (k == "bfloat16" || k == "int8+bf16") ? torch::kBFloat16 : torch::kFloat32;
-    std::vector<streamgen::LinearWeight> ws;
-    for (const auto& [n, kk] : shapes) {
-      torch::Tensor w32 = torch::randn({n, kk});
-      ws.push_back(k == "float32" || k == "bfloat16"
-                       ? streamgen::LinearWeight{w32.to(xt).contiguous(), {}}
-                       : streamgen::QuantizeInt8(w32));
-      ws.back().w = streamgen::ToHugePages(ws.back().w);
-    }
+    const torch::ScalarType xt = SweepActivationDtype(k);
+    const std::vector<streamgen::LinearWeight> ws = SweepWeights(shapes, k);
     const auto route = streamgen::CpuLinearRouteFor(int64_t{1} << 40, ws[0], xt);
     for (const std::string& rows : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_tiled_rows), ','))) {
       const int64_t m = std::stoll(rows);

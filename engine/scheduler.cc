@@ -218,13 +218,9 @@ void Scheduler::PlanPrefills(SchedulerStep& step) {
       return UnreservedFreeBlocks() - shared.evictable >=
              kv_.BlocksFor(tokens) - static_cast<int>(shared.blocks.size());
     };
-    if (!fits() && shared.partial_block >= 0) {
-      // Keeping the partial copy's source from eviction costs a free block
-      // when only the cache holds it: without the copy it may fit.
-      shared.evictable -= kv_.IsEvictable(shared.partial_block) ? 1 : 0;
-      shared.partial_block = -1;
-      shared.partial_tokens = 0;
-    }
+    // Keeping the partial copy's source from eviction costs a free block
+    // when only the cache holds it: without the copy it may fit.
+    if (!fits()) kv_.DropPartial(&shared);
     if (!fits()) break;
     KvCacheManager::BlockCopy copy;
     seq.cached = kv_.SharePrefix(id, shared, &copy);

@@ -17,12 +17,14 @@ void KvCacheManager::AddSequence(uint64_t id, int prompt_tokens, std::vector<int
   if (prefix_caching_ && prompt_tokens > 0 && static_cast<int>(prompt_ids.size()) == prompt_tokens) {
     seq.keyed = true;
     seq.ids.reserve(prompt_ids.size());
-    for (int token : prompt_ids) {
-      seq.ids.push_back(token);
-      if (seq.ids.size() % block_size_ == 0) KeyLastBlock(seq);
-    }
+    for (int token : prompt_ids) Extend(seq, token);
   }
   sequences_.emplace(id, std::move(seq));
+}
+
+void KvCacheManager::Extend(SequenceBlocks& seq, int token) const {
+  seq.ids.push_back(token);
+  if (seq.ids.size() % block_size_ == 0) KeyLastBlock(seq);
 }
 
 void KvCacheManager::KeyLastBlock(SequenceBlocks& seq) const {
@@ -45,9 +47,7 @@ void KvCacheManager::KeyLastBlock(SequenceBlocks& seq) const {
 void KvCacheManager::AppendToken(uint64_t id, int token) {
   auto it = sequences_.find(id);
   if (it == sequences_.end() || !it->second.keyed) return;
-  SequenceBlocks& seq = it->second;
-  seq.ids.push_back(token);
-  if (seq.ids.size() % block_size_ == 0) KeyLastBlock(seq);
+  Extend(it->second, token);
 }
 
 void KvCacheManager::RemoveSequence(uint64_t id) {
@@ -143,11 +143,11 @@ KvCacheManager::PrefixMatch KvCacheManager::MatchPrefix(uint64_t id) const {
   // last token, which is computed), written before this step.
   const int limit = std::min(bs - 1, tokens - 1 - b * bs);
   if (limit < 1) return match;
+  const auto next = seq.ids.begin() + b * bs;
   auto [first, last] = children_.equal_range(b == 0 ? 0 : seq.block_keys[b - 1]);
   for (auto child = first; child != last; ++child) {
     const CachedBlock& cached = cache_.at(child->second);
     if (cached.ready_step > step_) continue;
-    const auto next = seq.ids.begin() + b * bs;
     const int agree = static_cast<int>(
         std::mismatch(cached.tokens.begin(), cached.tokens.begin() + limit, next).first -
         cached.tokens.begin());
@@ -156,10 +156,17 @@ KvCacheManager::PrefixMatch KvCacheManager::MatchPrefix(uint64_t id) const {
       match.partial_tokens = agree;
     }
   }
-  if (match.partial_block >= 0 && allocator_.RefCount(match.partial_block) == 1) {
+  if (match.partial_block >= 0 && IsEvictable(match.partial_block)) {
     ++match.evictable;  // kept from eviction while its copy's block is taken
   }
   return match;
+}
+
+void KvCacheManager::DropPartial(PrefixMatch* match) const {
+  if (match->partial_block < 0) return;
+  if (IsEvictable(match->partial_block)) --match->evictable;
+  match->partial_block = -1;
+  match->partial_tokens = 0;
 }
 
 int KvCacheManager::SharePrefix(uint64_t id, const PrefixMatch& match, BlockCopy* copy) {
@@ -181,7 +188,7 @@ int KvCacheManager::SharePrefix(uint64_t id, const PrefixMatch& match, BlockCopy
     // step's planning: the engine makes the step's copies, in order, before
     // anything of the step writes the pool.
     const int source = match.partial_block;
-    const bool evictable = allocator_.RefCount(source) == 1;
+    const bool evictable = IsEvictable(source);
     const uint64_t released = cache_.at(source).released;
     if (evictable) evictable_.erase({released, source});
     const int block = AllocateBlock();

@@ -95,6 +95,9 @@ class KvCacheManager {
   // has checked that a block is free for it (num_free_blocks() less
   // match.evictable). Returns the positions covered.
   int SharePrefix(uint64_t id, const PrefixMatch& match, BlockCopy* copy = nullptr);
+  // `match` without its partial block (and the free block that keeping the
+  // block's source from eviction would cost).
+  void DropPartial(PrefixMatch* match) const;
   // Publishes the full blocks of `id` that positions [0, cached_tokens) now
   // fill and that are not published yet. A block whose key another sequence
   // published first stays private.
@@ -163,6 +166,8 @@ class KvCacheManager {
   // A free block, evicting the least recently released cached block when the
   // free list is empty.
   int AllocateBlock();
+  // Appends `token` to the ids of keyed `seq`, keying the block it fills.
+  void Extend(SequenceBlocks& seq, int token) const;
   // Adds the key of the block that ends at ids.size() (a multiple of the
   // block size) to `seq`.
   void KeyLastBlock(SequenceBlocks& seq) const;
